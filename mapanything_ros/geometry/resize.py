@@ -1,0 +1,183 @@
+"""Resize + center crop of camera images to the model resolution, and the way back.
+
+Follows upstream MapAnything's default image loading (facebookresearch/map-anything,
+`mapanything/utils/image.py` `load_images`/`preprocess_inputs` with resize_mode="fixed_mapping",
+and `mapanything/utils/cropping.py` `crop_resize_if_necessary`): the output size comes from a
+fixed per-aspect-ratio table (long side 518, sides multiples of 14; the entry with the closest
+aspect ratio wins); the image is scaled by s = max(W_out/W_in, H_out/H_in) (+1e-8, as upstream)
+to floor(s·W_in) x floor(s·H_in), which covers the output, then center-cropped with offset
+((W' - W_out)//2, (H' - H_out)//2). For another long side or patch size, upstream's
+"longest_side" rule is used (long side floored to a patch multiple, short side rounded).
+
+Geometry. The resampling is area-aligned (pixel centres at index + 0.5 in corner coordinates,
+as cv2.resize and PIL do), with the exact per-axis scale W'/W_in, H'/H_in of the resized image.
+In pixel-index coordinates (pixel j at x = j) an output coordinate x maps to the source
+coordinate (x + 0.5 + crop_x) * W_in / W' - 0.5. For a pinhole camera under the index grid this is
+exactly upstream's `camera_matrix_of_crop` rule cx' = (cx + 0.5)·s - 0.5 - crop_x, fx' = fx·s:
+(x - cx')/fx' = (to_source(x) - cx)/fx. (Upstream scales K by s while resizing the image by
+floor(s·W)/W; the difference is below 1e-3 relative and we use the image's true scale.)
+Under the center grid the same source point is used, shifted by +0.5 in both K conventions.
+"""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Upstream RESOLUTION_MAPPINGS[518]: (width, height) per aspect ratio W/H.
+MODEL_SIZES_518 = {
+    1.000: (518, 518), 1.321: (518, 392), 1.542: (518, 336), 1.762: (518, 294),
+    2.056: (518, 252), 3.083: (518, 168), 0.757: (392, 518), 0.649: (336, 518),
+    0.567: (294, 518), 0.486: (252, 518),
+}
+LONG_SIDE = 518
+PATCH = 14
+
+
+def model_size(width, height, long_side=LONG_SIDE, patch=PATCH):
+    """(width, height) of the model input for an image of width x height pixels (any aspect)."""
+    aspect = width / height
+    if (long_side, patch) == (LONG_SIDE, PATCH):
+        return MODEL_SIZES_518[min(MODEL_SIZES_518, key=lambda a: abs(a - aspect))]
+    n = long_side // patch
+    if n < 1:
+        raise ValueError(f"long_side {long_side} is smaller than the patch size {patch}")
+    short = max(1, round(n / aspect if aspect >= 1 else n * aspect)) * patch
+    return (n * patch, short) if aspect >= 1 else (short, n * patch)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Scale in_size to resized_size, then crop out_size at crop (x, y). Sizes are (width, height)."""
+
+    in_size: tuple
+    resized_size: tuple
+    crop: tuple
+    out_size: tuple
+
+    @classmethod
+    def cover(cls, in_size, out_size):
+        """Scale to cover out_size keeping the aspect ratio, then center crop (upstream rule)."""
+        (wi, hi), (wo, ho) = in_size, out_size
+        s = max(wo / wi, ho / hi) + 1e-8
+        wr, hr = max(wo, int(np.floor(wi * s))), max(ho, int(np.floor(hi * s)))
+        return cls((wi, hi), (wr, hr), ((wr - wo) // 2, (hr - ho) // 2), (wo, ho))
+
+    @classmethod
+    def to_model(cls, width, height, long_side=LONG_SIDE, patch=PATCH):
+        """The resize of a width x height image to the model resolution (see model_size)."""
+        return cls.cover((width, height), model_size(width, height, long_side, patch))
+
+    @classmethod
+    def stretch(cls, in_size, out_size):
+        """Scale to out_size exactly (aspect ratio may change), no crop."""
+        return cls(tuple(in_size), tuple(out_size), (0, 0), tuple(out_size))
+
+    @property
+    def scale(self):
+        """(sx, sy) output pixels per input pixel."""
+        return self.resized_size[0] / self.in_size[0], self.resized_size[1] / self.in_size[1]
+
+    def to_source(self, u, v):
+        """Input pixel-index coordinates of output pixel-index coordinates u, v (arrays)."""
+        sx, sy = self.scale
+        return (np.asarray(u, dtype=np.float64) + 0.5 + self.crop[0]) / sx - 0.5, (
+            np.asarray(v, dtype=np.float64) + 0.5 + self.crop[1]
+        ) / sy - 0.5
+
+    def to_output(self, u, v):
+        """Output pixel-index coordinates of input pixel-index coordinates (inverse of to_source)."""
+        sx, sy = self.scale
+        return (np.asarray(u, dtype=np.float64) + 0.5) * sx - 0.5 - self.crop[0], (
+            np.asarray(v, dtype=np.float64) + 0.5
+        ) * sy - 0.5 - self.crop[1]
+
+    def rays(self, camera, grid="index"):
+        """Unit rays (H_out, W_out, 3) of `camera`'s full model at the output pixels: camera.rays at
+        to_source(j, i) + grid offset, no K-scaling shortcut. Cached and read-only (see CameraModel.ray_map).
+        """
+        return camera.ray_map(grid=grid, resize=self)
+
+    def image(self, img):
+        """Resized and cropped image (H_out, W_out[, C]).
+
+        cv2.INTER_AREA when shrinking (anti-aliased, like upstream's Lanczos), INTER_CUBIC when
+        enlarging (upstream uses bicubic there too).
+        """
+        self._check(img)
+        shrink = self.resized_size[0] <= self.in_size[0] and self.resized_size[1] <= self.in_size[1]
+        out = cv2.resize(img, self.resized_size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        return self._crop(out)
+
+    def sparse_depth(self, depth, mode="min"):
+        """Depth map (H_in, W_in), 0 = no measurement, at the output size; never interpolated.
+
+        "nearest": the input pixel nearest to each output pixel centre (point sampling, as
+        upstream's cv2.INTER_NEAREST). "min": the smallest positive value among the input
+        pixels whose centres fall in the output pixel (the nearest surface wins; keeps sparse
+        measurements that point sampling would drop). Output float32, 0 where none.
+        """
+        self._check(depth)
+        depth = np.asarray(depth, dtype=np.float32)
+        wo, ho = self.out_size
+        if mode == "nearest":
+            v, u = np.mgrid[0:ho, 0:wo]
+            su, sv = self.to_source(u, v)
+            ju = np.clip(np.floor(su + 0.5).astype(np.int64), 0, self.in_size[0] - 1)
+            iv = np.clip(np.floor(sv + 0.5).astype(np.int64), 0, self.in_size[1] - 1)
+            out = depth[iv, ju]
+            return np.where(np.isfinite(out) & (out > 0), out, 0.0).astype(np.float32)
+        if mode != "min":
+            raise ValueError(f"unknown sparse depth mode {mode!r}; expected 'nearest' or 'min'")
+        iv, ju = np.nonzero(np.isfinite(depth) & (depth > 0))
+        ou, ov = self.to_output(ju, iv)
+        ou, ov = np.floor(ou + 0.5).astype(np.int64), np.floor(ov + 0.5).astype(np.int64)
+        inside = (ou >= 0) & (ou < wo) & (ov >= 0) & (ov < ho)
+        out = np.full(ho * wo, np.inf, dtype=np.float32)
+        np.minimum.at(out, ov[inside] * wo + ou[inside], depth[iv[inside], ju[inside]])
+        out[np.isinf(out)] = 0.0
+        return out.reshape(ho, wo)
+
+    def to_native(self, values, mode="nearest"):
+        """Resample an output-resolution map (H_out, W_out[, C]) back to the input resolution.
+
+        "nearest" copies values, "bilinear" interpolates (a NaN neighbour gives NaN). Input
+        pixels outside the cropped region are NaN. Returns float32 for float input, else float64.
+        """
+        values = np.asarray(values)
+        wo, ho = self.out_size
+        if values.shape[:2] != (ho, wo):
+            raise ValueError(f"map is {values.shape[:2]} (H, W), expected {(ho, wo)}")
+        dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64
+        wi, hi = self.in_size
+        x, y = self.to_output(np.arange(wi), np.arange(hi))
+        inx, iny = (x >= -0.5) & (x < wo - 0.5), (y >= -0.5) & (y < ho - 0.5)
+        if mode == "nearest":
+            cols = np.clip(np.floor(x + 0.5).astype(np.int64), 0, wo - 1)
+            rows = np.clip(np.floor(y + 0.5).astype(np.int64), 0, ho - 1)
+            out = values[rows[:, None], cols[None, :]].astype(dtype)
+        elif mode == "bilinear":
+            x, y = np.clip(x, 0, wo - 1), np.clip(y, 0, ho - 1)
+            c0, r0 = np.minimum(np.floor(x).astype(np.int64), wo - 2 if wo > 1 else 0), np.minimum(
+                np.floor(y).astype(np.int64), ho - 2 if ho > 1 else 0
+            )
+            c1, r1 = np.minimum(c0 + 1, wo - 1), np.minimum(r0 + 1, ho - 1)
+            fx, fy = (x - c0)[None, :], (y - r0)[:, None]
+            if values.ndim == 3:
+                fx, fy = fx[..., None], fy[..., None]
+            v = values.astype(np.float64)
+            top = v[r0[:, None], c0[None, :]] * (1 - fx) + v[r0[:, None], c1[None, :]] * fx
+            bottom = v[r1[:, None], c0[None, :]] * (1 - fx) + v[r1[:, None], c1[None, :]] * fx
+            out = (top * (1 - fy) + bottom * fy).astype(dtype)
+        else:
+            raise ValueError(f"unknown resampling mode {mode!r}; expected 'nearest' or 'bilinear'")
+        out[~(iny[:, None] & inx[None, :])] = np.nan
+        return out
+
+    def _check(self, img):
+        if tuple(np.shape(img)[:2]) != (self.in_size[1], self.in_size[0]):
+            raise ValueError(f"image is {np.shape(img)[:2]} (H, W), resize expects {self.in_size[::-1]}")
+
+    def _crop(self, img):
+        (x, y), (w, h) = self.crop, self.out_size
+        return img[y : y + h, x : x + w]

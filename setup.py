@@ -1,0 +1,21 @@
+"""pip installation of mapanything_ros, for machines with a pip-installed ROS 2.
+
+On a ROS 2 machine the package is built with colcon (CMakeLists.txt), which
+also generates the msg/ interfaces; this file only installs the Python code.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    packages=find_packages(include=("mapanything_ros", "mapanything_ros.*")),
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.3",
+        "safetensors>=0.4",
+        "opencv-python-headless>=4.8",
+        "huggingface_hub>=0.23",
+        "rosbags>=0.10",
+    ],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+)
