@@ -72,9 +72,9 @@ def tiny_model():
 
 def tiny_copy(tmp_path, state=None, metadata=None):
     """A checkpoint directory with the fixture config and ``state`` (default: the fixture weights)."""
-    shutil.copy(TINY / "config.json", tmp_path / "config.json")
+    shutil.copyfile(TINY / "config.json", tmp_path / "config.json")
     if state is None:
-        shutil.copy(TINY / "model.safetensors", tmp_path / "model.safetensors")
+        shutil.copyfile(TINY / "model.safetensors", tmp_path / "model.safetensors")
     else:
         save_file(state, tmp_path / "model.safetensors", metadata=metadata)
     return tmp_path
@@ -141,7 +141,7 @@ def test_local_directory_and_file(no_network):
 
 
 def test_local_directory_without_weights_is_named(tmp_path, no_network):
-    shutil.copy(TINY / "config.json", tmp_path / "config.json")
+    shutil.copyfile(TINY / "config.json", tmp_path / "config.json")
     with pytest.raises(CheckpointError, match="lacks model.safetensors") as err:
         resolve_checkpoint(tmp_path)
     assert str(tmp_path) in str(err.value)

@@ -25,6 +25,8 @@ def _sources(dest):
                                                                   "__pycache__", ".hypothesis"))
         return
     for name in files:
+        if not (REPO / name).is_file():  # tracked but deleted in the working tree
+            continue
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, dest / name)
 

@@ -1,0 +1,96 @@
+"""A textured room with boxes: exact ray casting, surface distance and procedural colour (numpy).
+
+World frame: REP 103 (x forward, y left, z up), metres. The room is the inside of an
+axis-aligned box; the obstacles are axis-aligned boxes inside it. Faces are numbered
+6·s + 2·axis + side, where s = 0 is the room and s = b + 1 is box b, axis is 0/1/2 for the
+face's normal axis x/y/z and side is 0 for the face at the lower bound, 1 at the upper.
+"""
+
+import numpy as np
+
+ROOM = ((-5.0, -4.0, 0.0), (5.0, 4.0, 3.0))
+# Box footprints (x, y centre) away from the default trajectory; sizes are jittered by the seed.
+BOX_CENTRES = ((3.6, 2.6), (-3.7, -2.4), (3.5, -2.7), (-1.0, 3.1), (-3.9, 1.8))
+WAVES = 6  # sinusoids per face texture
+
+
+class Room:
+    """The static scene. Deterministic from `seed` (box sizes, face colours and textures)."""
+
+    def __init__(self, seed=0, room=ROOM, box_centres=BOX_CENTRES):
+        rng = np.random.default_rng(seed)
+        self.lo, self.hi = np.array(room[0], float), np.array(room[1], float)
+        n = len(box_centres)
+        half = rng.uniform([0.3, 0.3, 0.3], [0.7, 0.7, 1.0], size=(n, 3))
+        centre = np.column_stack([np.array(box_centres, float).reshape(n, 2), half[:, 2] + self.lo[2]])
+        self.box_lo, self.box_hi = centre - half, centre + half
+        faces = 6 * (n + 1)
+        self.base = rng.uniform(0.25, 0.85, size=(faces, 3))
+        angle = rng.uniform(0, np.pi, size=(faces, WAVES))
+        freq = rng.uniform(0.5, 8.0, size=(faces, WAVES))  # cycles per metre
+        self.wave_k = 2 * np.pi * freq[..., None] * np.stack([np.cos(angle), np.sin(angle)], -1)
+        self.wave_phase = rng.uniform(0, 2 * np.pi, size=(faces, WAVES))
+        self.wave_amp = rng.uniform(0.03, 0.12, size=(faces, WAVES)) * rng.choice([-1, 1], size=(faces, WAVES))
+
+    @property
+    def num_faces(self):
+        """Number of faces: 6 for the room and 6 per box."""
+        return self.base.shape[0]
+
+    def cast(self, origins, directions):
+        """(distance (N,), face (N,) int) of rays from origins (N, 3) along unit directions (N, 3).
+
+        Origins must be inside the room and outside the boxes. distance is along the ray in
+        metres; NaN (face -1) where the direction is not finite.
+        """
+        o = np.asarray(origins, float).reshape(-1, 3)
+        d = np.asarray(directions, float).reshape(-1, 3)
+        ok = np.all(np.isfinite(d), axis=1)
+        o, d = o.T.copy(), np.where(ok[:, None], d, 1.0).T.copy()  # per-axis rows: fast 1-D ops
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / d
+            dist, face = np.full(o.shape[1], np.inf), np.full(o.shape[1], -1)
+            for a in range(3):  # inside the room: leave through the nearest exit plane
+                exit_ = np.fmax((self.lo[a] - o[a]) * inv[a], (self.hi[a] - o[a]) * inv[a])
+                closer = exit_ < dist
+                dist[closer], face[closer] = exit_[closer], 2 * a + (d[a][closer] > 0)
+            for b in range(len(self.box_lo)):  # slab test; the entry plane is the face hit
+                near, far = np.full_like(dist, -np.inf), np.full_like(dist, np.inf)
+                axis = np.zeros(len(dist), dtype=np.int64)
+                for a in range(3):
+                    t0, t1 = (self.box_lo[b, a] - o[a]) * inv[a], (self.box_hi[b, a] - o[a]) * inv[a]
+                    lo_t = np.fmin(t0, t1)
+                    later = lo_t > near
+                    near[later], axis[later] = lo_t[later], a
+                    far = np.fmin(far, np.fmax(t0, t1))
+                hit = (near <= far) & (near > 0) & (near < dist)
+                side = d[axis[hit], np.flatnonzero(hit)] < 0
+                dist[hit], face[hit] = near[hit], 6 * (b + 1) + 2 * axis[hit] + side
+        return np.where(ok, dist, np.nan), np.where(ok, face, -1)
+
+    def surface_distance(self, points):
+        """Unsigned distance (N,) in metres from points (N, 3) to the nearest room or box surface."""
+        p = np.asarray(points, float).reshape(-1, 3)
+        # Room walls: distance to the boundary of the (convex) room box, inside or outside.
+        inside = np.minimum(p - self.lo, self.hi - p)
+        room = np.where(np.all(inside >= 0, axis=1), inside.min(axis=1),
+                        np.linalg.norm(np.maximum(-inside, 0), axis=1))
+        q = np.minimum(p[:, None] - self.box_lo[None], self.box_hi[None] - p[:, None])  # (N, M, 3)
+        boxes = np.where(np.all(q >= 0, axis=2), q.min(axis=2), np.linalg.norm(np.maximum(-q, 0), axis=2))
+        return np.minimum(room, boxes.min(axis=1))
+
+    def color(self, points, face):
+        """RGB in [0, 1] (N, 3) of surface points (N, 3) on faces (N,) (face -1 gives black)."""
+        p = np.asarray(points, float).reshape(-1, 3)
+        face = np.asarray(face).reshape(-1)
+        rgb = np.zeros((len(p), 3))
+        for f in np.unique(face[face >= 0]):
+            sel = face == f
+            axis = (f % 6) // 2
+            uv = np.nan_to_num(np.stack([p[sel, (axis + 1) % 3], p[sel, (axis + 2) % 3]], -1))
+            k = self.wave_k[f]
+            waves = np.sin(uv[:, :1] * k[:, 0] + uv[:, 1:] * k[:, 1] + self.wave_phase[f])
+            checker = (np.floor(uv[:, 0] / 0.5) + np.floor(uv[:, 1] / 0.5)) % 2
+            shade = (1.0 + np.einsum("nw,w->n", waves, self.wave_amp[f])) * (0.85 + 0.3 * checker)
+            rgb[sel] = np.clip(self.base[f] * shade[:, None], 0.0, 1.0)
+        return rgb

@@ -1,0 +1,44 @@
+"""Frame: one synchronized image of one camera, with what is known about it (numpy, no ROS)."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import CameraModel
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One camera image at one time.
+
+    image (H, W, 3) uint8 RGB at the camera's published size; camera: CameraModel; stamp_ns:
+    int nanoseconds; frame_id: the camera's optical frame id (also tells cameras apart);
+    world_from_camera: 4x4 float64 pose in the optical frame, or None when unknown;
+    sparse_depth: (H, W) float32 z-depth in metres, 0 = no measurement, or None.
+    """
+
+    image: np.ndarray
+    camera: CameraModel
+    stamp_ns: int
+    frame_id: str
+    world_from_camera: np.ndarray | None = None
+    sparse_depth: np.ndarray | None = None
+
+    def __post_init__(self):
+        w, h = self.camera.image_size
+        if self.image.shape != (h, w, 3) or self.image.dtype != np.uint8:
+            raise ValueError(f"{self.frame_id}: image must be ({h}, {w}, 3) uint8, got "
+                             f"{self.image.shape} {self.image.dtype}")
+        if self.sparse_depth is not None and self.sparse_depth.shape != (h, w):
+            raise ValueError(f"{self.frame_id}: sparse_depth must be ({h}, {w}), got {self.sparse_depth.shape}")
+        if self.world_from_camera is not None:
+            pose = np.asarray(self.world_from_camera, dtype=np.float64)
+            if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+                raise ValueError(f"{self.frame_id}: world_from_camera must be a finite 4x4, got {pose.shape}")
+            object.__setattr__(self, "world_from_camera", pose)
+        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
+
+    @property
+    def key(self):
+        """(frame_id, stamp_ns): identifies the image (used as the model's feature-cache id)."""
+        return self.frame_id, self.stamp_ns

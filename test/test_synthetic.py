@@ -1,0 +1,100 @@
+"""The synthetic scene: exact ray casting, consistent depth, LiDAR points on the surfaces, determinism."""
+
+import numpy as np
+import pytest
+
+from mapanything_ros.geometry import se3_compose
+from mapanything_ros.geometry.transforms import transform_points
+from mapanything_ros.synthetic import Room, SyntheticScene
+
+STAMP = 3_000_000_000
+
+
+@pytest.fixture(scope="module")
+def views(scene):
+    return scene.capture(STAMP)
+
+
+def test_ray_depth_lands_on_surfaces_and_z_matches(scene, views):
+    for v in views:
+        rays = v.camera.ray_map()
+        valid = np.all(np.isfinite(rays), axis=-1)
+        assert valid.mean() > 0.95
+        assert np.all(v.depth_ray[valid] > 0) and np.all(v.depth_ray[~valid] == 0)
+        cam_points = rays[valid] * v.depth_ray[valid, None].astype(np.float64)
+        world = transform_points(v.world_from_camera, cam_points)
+        assert np.max(scene.room.surface_distance(world)) < 1e-4  # float32 depth of ~8 m
+        np.testing.assert_allclose(v.depth_z[valid], v.depth_ray[valid] * rays[valid, 2], rtol=1e-6)
+
+
+def test_cast_hits_the_nearest_surface():
+    room = Room(seed=3)
+    rng = np.random.default_rng(1)
+    origins = rng.uniform([-2.5, -2.0, 0.5], [2.5, 2.0, 2.5], size=(2000, 3))
+    origins = origins[room.surface_distance(origins) > 0.05]
+    dirs = rng.normal(size=origins.shape)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    dist, face = room.cast(origins, dirs)
+    assert np.all(face >= 0) and np.all(face < room.num_faces)
+    hit = origins + dirs * dist[:, None]
+    assert np.max(room.surface_distance(hit)) < 1e-9
+    # Nothing closer: half-way there the ray is still clear of every surface.
+    assert np.all(room.surface_distance(origins + dirs * dist[:, None] * 0.5) > 0)
+    # The face number names the plane that was hit.
+    axis, owner = (face % 6) // 2, face // 6
+    lo = np.where(owner[:, None] == 0, room.lo, room.box_lo[np.maximum(owner - 1, 0)])
+    hi = np.where(owner[:, None] == 0, room.hi, room.box_hi[np.maximum(owner - 1, 0)])
+    plane = np.where(face % 2 == 0, lo[np.arange(len(face)), axis], hi[np.arange(len(face)), axis])
+    np.testing.assert_allclose(hit[np.arange(len(face)), axis], plane, atol=1e-9)
+
+
+def test_images_have_texture(views):
+    for v in views:
+        assert v.image.dtype == np.uint8 and v.image.shape == (v.camera.height, v.camera.width, 3)
+        assert v.image.std() > 20
+        assert len(np.unique(v.image.reshape(-1, 3), axis=0)) > 1000
+        assert np.abs(np.diff(v.image.astype(int), axis=1)).mean() > 1  # detail between neighbours
+
+
+def test_lidar_points_lie_on_surfaces_at_their_own_times(scene):
+    sweep = scene.sweep(STAMP)
+    assert len(np.unique(sweep.times_ns)) == scene.lidar.columns
+    assert sweep.times_ns.min() == STAMP and sweep.times_ns.max() < sweep.end_ns
+    poses = scene.world_from_lidar(sweep.times_ns)
+    world = np.einsum("nij,nj->ni", poses[:, :3, :3], sweep.points) + poses[:, :3, 3]
+    assert np.max(scene.room.surface_distance(world)) < 1e-9
+    # The sensor moves during the sweep: one pose for all points misplaces them.
+    start = transform_points(scene.world_from_lidar(STAMP), sweep.points)
+    assert np.max(scene.room.surface_distance(start)) > 5e-3
+
+
+def test_lidar_depth_matches_true_depth(scene):
+    name = scene.cameras[0].name
+    stamp = STAMP + 50_000_000
+    sweep = scene.sweep(STAMP)
+    sparse = scene.lidar_depth(name, stamp, sweep)
+    true = scene.render(name, stamp).depth_z
+    hit = sparse > 0
+    assert hit.sum() > 500
+    rel = np.abs(sparse[hit] - true[hit]) / true[hit]
+    assert np.median(rel) < 5e-3  # pixel quantisation only; edges make the tail
+    assert np.mean(rel < 0.02) > 0.9
+
+
+def test_trajectory_keeps_the_rig_clear_of_surfaces(scene):
+    stamps = np.arange(0, int(scene.trajectory.period_s * 1e9), 100_000_000)
+    body = scene.trajectory.world_from_body(stamps)
+    assert np.min(scene.room.surface_distance(body[:, :3, 3])) > 0.5
+    for cam in scene.cameras:
+        pos = se3_compose(body, cam.body_from_camera)[:, :3, 3]
+        assert np.min(scene.room.surface_distance(pos)) > 0.3
+    steps = np.linalg.norm(np.diff(body[:, :3, 3], axis=0), axis=1)
+    assert 0.01 < steps.min() and steps.max() < 0.1  # smooth: a few cm per 100 ms
+
+
+def test_deterministic_from_seed(views):
+    name = views[0].name
+    again, other = SyntheticScene(seed=0).render(name, STAMP), SyntheticScene(seed=1).render(name, STAMP)
+    np.testing.assert_array_equal(views[0].image, again.image)
+    np.testing.assert_array_equal(views[0].depth_ray, again.depth_ray)
+    assert not np.array_equal(views[0].image, other.image)
