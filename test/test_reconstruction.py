@@ -1,0 +1,229 @@
+"""Reconstruction from the oracle's prediction of the synthetic scene: native depth, poses, points, measured depth."""
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from mapanything_ros.backends import OracleBackend
+from mapanything_ros.geometry import CameraModel, relative_pose, se3_compose
+from mapanything_ros.mapping import reconstruct
+from mapanything_ros.synthetic import RigCamera, SyntheticScene, capture_frames, mount
+from mapanything_ros.synthetic.trajectory import rotation_zyx
+from mapanything_ros.window import BatchConfig, assemble
+
+SEC = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def batch(frames):
+    return assemble(frames)
+
+
+@pytest.fixture(scope="module")
+def prediction(scene, batch):
+    return OracleBackend(scene).predict(batch)
+
+
+@pytest.fixture(scope="module")
+def truth(scene, frames):
+    """True native z-depth of each frame."""
+    return [scene.render(f.frame_id, f.stamp_ns).depth_z for f in frames]
+
+
+@pytest.fixture(scope="module")
+def model_size_scene():
+    """A scene seen by one pinhole camera whose native size is the model size (518 x 392)."""
+    cam = CameraModel.pinhole(400.0, 400.0, 258.5, 195.5, 518, 392)
+    return SyntheticScene(cameras=[RigCamera("front_optical", cam, mount((0.15, 0.0, 0.1)))])
+
+
+@pytest.fixture(scope="module")
+def model_size_frames(model_size_scene):
+    """Two captures of the model-size camera, with sparse depth = the true z-depth on every 7th pixel."""
+    out = []
+    for stamp in (3 * SEC, 2 * SEC):
+        frame = capture_frames(model_size_scene, stamp, lidar=False)[0]
+        sparse = np.zeros((392, 518), np.float32)
+        sparse[::7, ::7] = model_size_scene.render(frame.frame_id, stamp).depth_z[::7, ::7]
+        out.append(dataclasses.replace(frame, sparse_depth=sparse))
+    return out
+
+
+def near_discontinuity(z, tol=1e-3):
+    """Pixels within one pixel of a depth discontinuity of the true z-depth map, or of its edge.
+
+    A discontinuity is where the second difference of z along a row, column or diagonal exceeds
+    tol·z (planes have nearly none); the image border counts as an edge.
+    """
+    z = z.astype(np.float64)
+    p = np.pad(z, 1, mode="edge")
+    h, w = z.shape
+    edge = np.zeros(z.shape, bool)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = p[1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+        b = p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        edge |= np.abs(a + b - 2 * z) > tol * z
+    edge[[0, -1]] = edge[:, [0, -1]] = True
+    return cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def relative_error(depth, z):
+    return np.abs(depth.astype(np.float64) - z) / z
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_depth_equals_the_truth_at_the_model_size(model_size_scene, model_size_frames, mode):
+    batch = assemble(model_size_frames)
+    pred = OracleBackend(model_size_scene).predict(batch)
+    rec = reconstruct(batch, pred, depth_mode=mode)
+    for view, frame in zip(rec.views, model_size_frames):
+        z = model_size_scene.render(frame.frame_id, frame.stamp_ns).depth_z
+        assert view.depth.shape == z.shape and view.depth.dtype == np.float32
+        assert np.all(np.isfinite(view.depth))
+        assert np.max(relative_error(view.depth, z)) < 1e-4
+        np.testing.assert_array_equal(view.confidence, 100.0)
+
+
+def test_bilinear_depth_equals_the_truth_away_from_discontinuities(batch, prediction, truth):
+    rec = reconstruct(batch, prediction, depth_mode="bilinear")
+    for view, z, resize in zip(rec.views, truth, batch.resizes):
+        inside = np.isfinite(resize.to_native(np.ones(resize.out_size[::-1], np.float32)))
+        assert not inside.all()  # the 640 x 480 camera is cropped to the model aspect
+        np.testing.assert_array_equal(np.isfinite(view.depth), inside)
+        np.testing.assert_array_equal(np.isfinite(view.confidence), inside)
+        inner = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        check = inner & ~near_discontinuity(z)
+        assert check.mean() > 0.9
+        assert np.max(relative_error(view.depth, z)[check]) < 1e-4
+
+
+def test_nearest_depth_copies_model_pixels(batch, prediction, truth):
+    """Nearest resampling never blends across edges: every value is the z-depth of one model pixel,
+    the model pixel nearest to the native pixel (so it lies within about one native pixel's slope of the truth)."""
+    rec = reconstruct(batch, prediction, depth_mode="nearest")
+    for i, (view, z) in enumerate(zip(rec.views, truth)):
+        model_z = (prediction.depth_along_ray[i] * prediction.ray_directions[i][..., 2]).astype(np.float32)
+        finite = np.isfinite(view.depth)
+        assert np.isin(view.depth[finite], model_z).all()
+        check = finite & ~near_discontinuity(z)
+        assert np.median(relative_error(view.depth, z)[check]) < 5e-3
+
+
+def test_metric_scale_is_reported_not_reapplied(batch, prediction):
+    """The prediction's depth and translations already carry the model's metric scale."""
+    rec = reconstruct(batch, prediction)
+    again = reconstruct(batch, dataclasses.replace(prediction, metric_scale=2.0))
+    assert again.metric_scale == 2.0 and rec.metric_scale == 1.0
+    for a, b in zip(rec.views, again.views):
+        np.testing.assert_array_equal(a.depth, b.depth)
+        np.testing.assert_array_equal(a.world_from_camera, b.world_from_camera)
+
+
+def pose_error(a, b):
+    """(translation m, rotation rad) between two poses."""
+    rel = relative_pose(a, b)
+    return np.linalg.norm(rel[:3, 3]), np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1))
+
+
+def noisy(pose, rng):
+    """pose moved by up to 5 cm and turned by up to about 0.05 rad."""
+    delta = np.eye(4)
+    delta[:3, :3] = rotation_zyx(*rng.uniform(-0.03, 0.03, 3))
+    delta[:3, 3] = rng.uniform(-0.05, 0.05, 3)
+    return se3_compose(pose, delta)
+
+
+def test_refined_poses_are_the_true_poses_despite_noisy_inputs(scene, frames):
+    rng = np.random.default_rng(0)
+    noisy_frames = [frames[0]] + [dataclasses.replace(f, world_from_camera=noisy(f.world_from_camera, rng))
+                                  for f in frames[1:]]
+    batch = assemble(noisy_frames)
+    rec = reconstruct(batch, OracleBackend(scene).predict(batch))
+    assert rec.frame == "world"
+    for view, frame, given in zip(rec.views, frames, noisy_frames):
+        moved, turned = pose_error(view.world_from_camera, scene.world_from_camera(frame.frame_id, frame.stamp_ns))
+        assert moved < 1e-6 and turned < 1e-6
+        if given is not frames[0]:
+            assert pose_error(view.world_from_camera, given.world_from_camera)[0] > 1e-3
+
+
+def test_without_poses_the_frame_is_the_reference_camera(scene, frames):
+    bare = [dataclasses.replace(f, world_from_camera=None) for f in frames]
+    batch = assemble(bare, BatchConfig(use_poses=False))
+    rec = reconstruct(batch, OracleBackend(scene).predict(batch))
+    assert rec.frame == "reference_camera"
+    ref = scene.world_from_camera(frames[0].frame_id, frames[0].stamp_ns)
+    np.testing.assert_allclose(rec.views[0].world_from_camera, np.eye(4), atol=1e-12)
+    for view, frame in zip(rec.views, frames):
+        expected = relative_pose(ref, scene.world_from_camera(frame.frame_id, frame.stamp_ns))
+        assert max(pose_error(view.world_from_camera, expected)) < 1e-6
+        world = view.points.astype(np.float64) @ ref[:3, :3].T + ref[:3, 3]
+        assert np.max(scene.room.surface_distance(world)) < 1e-4
+
+
+def test_points_lie_on_the_true_surfaces_with_image_colours(scene, batch, prediction):
+    rec = reconstruct(batch, prediction)
+    for i, view in enumerate(rec.views):
+        keep = batch.valid[i] & prediction.mask[i]
+        assert view.points.shape == (keep.sum(), 3) and view.points.dtype == np.float32
+        assert np.max(scene.room.surface_distance(view.points)) < 1e-4
+        np.testing.assert_array_equal(view.colors, batch.resizes[i].image(view.frame.image)[keep])
+        assert view.colors.dtype == np.uint8
+        np.testing.assert_array_equal(view.point_confidence, prediction.confidence[i][keep])
+
+
+def test_masked_pixels_have_no_estimate(batch, prediction):
+    mask = prediction.mask.copy()
+    mask[0, :, :100] = False
+    rec = reconstruct(batch, dataclasses.replace(prediction, mask=mask))
+    assert len(rec.views[0].points) == mask[0].sum()
+    native_masked = np.isnan(batch.resizes[0].to_native(np.where(mask[0], 1.0, np.nan)))
+    assert np.all(np.isnan(rec.views[0].depth[native_masked]))
+    assert np.all(np.isnan(rec.views[0].confidence[native_masked]))
+
+
+def test_keep_measured_keeps_every_measured_value_exactly(batch, prediction):
+    rec = reconstruct(batch, prediction, keep_measured=True, depth_mode="bilinear")
+    kept = 0
+    for view in rec.views:
+        measured = view.frame.sparse_depth > 0
+        np.testing.assert_array_equal(view.depth[measured], view.frame.sparse_depth[measured])
+        kept += measured.sum()
+    assert kept > 1000
+
+
+def scaled(prediction, factor):
+    """The prediction with depths and relative translations scaled by factor (a metric scale error)."""
+    poses = prediction.ref_from_camera.copy()
+    poses[:, :3, 3] *= factor
+    return dataclasses.replace(prediction, depth_along_ray=prediction.depth_along_ray * np.float32(factor),
+                               ref_from_camera=poses)
+
+
+def test_alignment_recovers_a_scale_error(model_size_scene, model_size_frames):
+    batch = assemble(model_size_frames, BatchConfig(use_poses=False, use_depth=False))
+    pred = OracleBackend(model_size_scene).predict(batch)
+    rec = reconstruct(batch, scaled(pred, 1.3), align_to_measured=True, keep_measured=True)
+    assert rec.scale == pytest.approx(1 / 1.3, rel=1e-6) and rec.residual < 1e-6
+    for view, frame in zip(rec.views, model_size_frames):
+        z = model_size_scene.render(frame.frame_id, frame.stamp_ns).depth_z
+        assert np.max(relative_error(view.depth, z)) < 1e-4
+        moved, turned = pose_error(view.world_from_camera,
+                                   model_size_scene.world_from_camera(frame.frame_id, frame.stamp_ns))
+        assert moved < 1e-6 and turned < 1e-6
+        assert np.max(model_size_scene.room.surface_distance(view.points)) < 1e-4
+
+
+def test_alignment_to_lidar_on_the_rig(batch, prediction):
+    """LiDAR depth is motion-compensated and pixel-snapped, so close to but not exactly true."""
+    rec = reconstruct(batch, scaled(prediction, 1.3), align_to_measured=True)
+    assert rec.scale == pytest.approx(1 / 1.3, rel=1e-2) and rec.residual < 1e-2
+    plain = reconstruct(batch, prediction)
+    assert plain.scale == 1.0 and plain.residual is None
+
+
+def test_rejects_unknown_depth_mode(batch, prediction):
+    with pytest.raises(ValueError, match="depth_mode"):
+        reconstruct(batch, prediction, depth_mode="cubic")
