@@ -6,8 +6,9 @@ oldest. Mode "full" re-encodes all N images every step (cache off); mode "cached
 fills the window (N new images in both modes) and `--warmup` slides follow, untimed.
 Every run is a fresh subprocess with `torch.set_num_threads(--threads)` (default 1: on this
 shared 2-core machine, 2 threads made step times vary up to 7x whenever other work ran).
-  - Time, one process per N: each of `--steps` slides runs both modes on the same window, in
-    alternating order, so load from other work hits both alike. Reported: median step wall
+  - Time, one process per N: each timed slide (at least `--steps` and `--min-time` seconds)
+    runs both modes on the same window, in alternating order, so load from other work hits
+    both alike. Reported: median step wall
     time, median of the per-step ratios cached/full, images encoded per step, time in the
     image encoder and in `encode_images` outside it (cache look-up, fingerprints, stacking),
     and the max abs difference of all outputs between the modes over the timed slides.
@@ -21,7 +22,7 @@ Random weights, timing only. Default model: `small_config` (below) derived from 
 release config; `--config` takes any config.json as is.
 
     python bench/bench_model_cache.py [--windows 2 4 8 16] [--size 168 224] [--steps 5]
-        [--warmup 1] [--mem-steps 2] [--threads 1] [--config PATH] [--json PATH]
+        [--min-time 10] [--warmup 1] [--mem-steps 2] [--threads 1] [--config PATH] [--json PATH]
 """
 
 import argparse
@@ -118,7 +119,7 @@ class Stopwatch:
 class Window:
     """Model with a cache of N images, a seeded frame stream and the views of each slide."""
 
-    def __init__(self, args: argparse.Namespace, window: int, slides: int):
+    def __init__(self, args: argparse.Namespace, window: int):
         import torch
 
         from mapanything_ros.model.checkpoint import read_config
@@ -128,16 +129,20 @@ class Window:
         config = read_config(args.config) if args.config else small_config(read_config(RELEASE_CONFIG))
         torch.manual_seed(0)
         self.model = MapAnything(config, feature_cache_size=window).eval()
-        gen = torch.Generator().manual_seed(1)
-        self.frames = [torch.randn(1, 3, *args.size, generator=gen)
-                       for _ in range(window + slides)]
+        self.gen = torch.Generator().manual_seed(1)
+        self.size = args.size
+        self.frames: list = []
         self.window = window
         self.encoder = self.model.encoder.forward = Stopwatch(self.model.encoder.forward)
         self.encode = self.model.encode_images = Stopwatch(self.model.encode_images)
 
     def step(self, step: int, mode: str) -> dict:
         """Run slide `step` (0 = fill) in `mode`; outputs, wall time and encoder figures."""
+        import torch
+
         ids = range(step, step + self.window)
+        while len(self.frames) < ids[-1] + 1:
+            self.frames.append(torch.randn(1, 3, *self.size, generator=self.gen))
         views = [{"img": self.frames[i], **({"frame_id": i} if mode == "cached" else {})}
                  for i in ids]
         self.encoder.seconds = self.encode.seconds = 0.0
@@ -151,24 +156,28 @@ class Window:
 
 
 def time_child(args: argparse.Namespace, window: int) -> dict:
-    """Both modes on the same slides, alternating which goes first."""
+    """Both modes on the same slides, alternating which goes first; at least `--steps` timed
+    slides and at least `--min-time` seconds of them."""
     import torch
 
-    runner = Window(args, window, args.warmup + args.steps)
+    runner = Window(args, window)
     rows = {mode: [] for mode in MODES}
-    diff = 0.0
+    diff, timed_s, step = 0.0, 0.0, 0
     with torch.inference_mode():
-        for step in range(1 + args.warmup + args.steps):
+        while len(rows["full"]) < args.steps or timed_s < args.min_time:
             order = MODES if step % 2 == 0 else MODES[::-1]
             res = {mode: runner.step(step, mode) for mode in order}
-            if step <= args.warmup:
+            step += 1
+            if step <= 1 + args.warmup:
                 continue
+            timed_s += sum(r["step_s"] for r in res.values())
             for mode in MODES:
                 rows[mode].append({k: v for k, v in res[mode].items() if k != "out"})
             diff = max([diff] + [float((a[k] - b[k]).abs().max())
                                  for a, b in zip(res["full"]["out"], res["cached"]["out"])
                                  for k in a if a[k].is_floating_point()])
     result = {"window": window, "threads": torch.get_num_threads(), "max_abs_diff": diff,
+              "slides": len(rows["full"]),
               "ratio_step_s": statistics.median(
                   c["step_s"] / f["step_s"] for f, c in zip(rows["full"], rows["cached"]))}
     for mode in MODES:
@@ -182,7 +191,7 @@ def memory_child(args: argparse.Namespace, window: int, mode: str) -> dict:
     """One mode: peak RSS of `--mem-steps` slides after the fill and warm-up."""
     import torch
 
-    runner = Window(args, window, args.warmup + args.mem_steps)
+    runner = Window(args, window)
     rss_start = rss_bytes()
     with torch.inference_mode():
         for step in range(1 + args.warmup + args.mem_steps):
@@ -197,7 +206,8 @@ def memory_child(args: argparse.Namespace, window: int, mode: str) -> dict:
 def run_child(args: argparse.Namespace, role: str, window: int) -> dict:
     cmd = [sys.executable, __file__, "--child", role, str(window),
            "--size", *map(str, args.size), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--mem-steps", str(args.mem_steps),
+           "--min-time", str(args.min_time), "--warmup", str(args.warmup),
+           "--mem-steps", str(args.mem_steps),
            "--threads", str(args.threads)]
     if args.config:
         cmd += ["--config", str(args.config)]
@@ -210,7 +220,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--size", type=int, nargs=2, default=(168, 224), metavar=("H", "W"))
-    parser.add_argument("--steps", type=int, default=5, help="timed slides per window size")
+    parser.add_argument("--steps", type=int, default=5, help="min timed slides per window size")
+    parser.add_argument("--min-time", type=float, default=10.0,
+                        help="min seconds of timed slides (both modes) per window size")
     parser.add_argument("--warmup", type=int, default=1, help="untimed slides after the fill")
     parser.add_argument("--mem-steps", type=int, default=2, help="slides per memory run")
     parser.add_argument("--threads", type=int, default=1)
@@ -247,15 +259,16 @@ def main() -> None:
           f"transformer {params['info_sharing'] / 1e6:.1f} M, DPT {params['dense_head'] / 1e6:.1f} M, "
           f"pose head {params['pose_head'] / 1e6:.1f} M), random weights; images "
           f"{args.size[0]}x{args.size[1]} (H x W); CPU, {rows[0]['time']['threads']} thread(s); "
-          f"medians of {args.steps} slides per N after the fill and {args.warmup} warm-up "
-          f"slide(s); total {wall:.0f} s\n")
-    print("| N | full ms/step | cached ms/step | time cached/full | images/step full, cached "
-          "| encoder ms/step full, cached | cache overhead ms/step | max abs diff |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"per N, medians of >= {args.steps} slides and >= {args.min_time:g} s after the fill "
+          f"and {args.warmup} warm-up slide(s); total {wall:.0f} s\n")
+    print("| N | slides | full ms/step | cached ms/step | time cached/full "
+          "| images/step full, cached | encoder ms/step full, cached | cache overhead ms/step "
+          "| max abs diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         t = row["time"]
         f, c = t["full"], t["cached"]
-        print(f"| {t['window']} | {f['step_s'] * 1e3:.0f} | {c['step_s'] * 1e3:.0f} "
+        print(f"| {t['window']} | {t['slides']} | {f['step_s'] * 1e3:.0f} | {c['step_s'] * 1e3:.0f} "
               f"| {t['ratio_step_s']:.2f} | {f['images']:g}, {c['images']:g} "
               f"| {f['encoder_s'] * 1e3:.0f}, {c['encoder_s'] * 1e3:.0f} "
               f"| {c['overhead_s'] * 1e3:.1f} | {t['max_abs_diff']:.1e} |")
@@ -273,7 +286,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({
             "config": name, "parameters": {"total": total, **params}, "size": args.size,
-            "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
+            "threads": args.threads, "steps": args.steps, "min_time": args.min_time,
+            "warmup": args.warmup,
             "mem_steps": args.mem_steps, "wall_s": wall, "rows": rows}, indent=2))
 
 
