@@ -1,0 +1,180 @@
+"""TF lookups for the node: tf2_ros where it is importable, a built-in /tf listener where not.
+
+Both implementations answer `lookup(target, source, stamp_ns)` with the 4x4 float64
+target_from_source at an int-nanosecond stamp (0: the latest common time), never waiting for
+data: a transform that has not arrived yet raises at once, so no callback ever blocks on TF.
+Failures raise the exception classes of `geometry.tf_tree` (tf2's are translated), all
+`TransformError`, a `LookupError`.
+
+tf2_ros is part of every apt ROS 2 install but not of a pip-installed ROS (no wheel); there the
+built-in listener subscribes to /tf and /tf_static with the QoS tf2_ros's TransformListener
+uses (ros2/geometry2, read for behaviour) and feeds a `TransformTree`.
+"""
+
+import abc
+import threading
+
+import numpy as np
+from geometry_msgs.msg import TransformStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from tf2_msgs.msg import TFMessage
+
+from ..geometry.tf_tree import (
+    ConnectivityError,
+    ExtrapolationError,
+    TransformError,
+    TransformNotFound,
+    TransformTree,
+)
+from ..geometry.transforms import pose_from_quat_trans, quat_trans_from_pose
+
+try:
+    import tf2_ros
+except ImportError:  # a pip-installed ROS has no tf2_ros
+    tf2_ros = None
+
+HAVE_TF2 = tf2_ros is not None
+TF_QOS = QoSProfile(
+    depth=100,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+TF_STATIC_QOS = QoSProfile(
+    depth=100,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+# tf2's Buffer clears itself when the clock jumps back (e.g. a bag replay loops) or changes.
+_CLOCK_JUMP = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=True)
+
+
+def transform_to_matrix(transform):
+    """4x4 float64 parent_from_child of a geometry_msgs/Transform (rotation x, y, z, w; metres)."""
+    r, t = transform.rotation, transform.translation
+    return pose_from_quat_trans([r.x, r.y, r.z, r.w], [t.x, t.y, t.z])
+
+
+def matrix_to_transform(parent_from_child, parent, child, stamp_ns):
+    """geometry_msgs/TransformStamped (header.frame_id = parent) of a 4x4 rigid transform."""
+    q, t = quat_trans_from_pose(parent_from_child)
+    msg = TransformStamped()
+    msg.header.frame_id, msg.child_frame_id = parent, child
+    msg.header.stamp = Time(nanoseconds=int(stamp_ns)).to_msg()
+    tr, rot = msg.transform.translation, msg.transform.rotation
+    tr.x, tr.y, tr.z = (float(v) for v in t)
+    rot.x, rot.y, rot.z, rot.w = (float(v) for v in q)
+    return msg
+
+
+class TfLookup(abc.ABC):
+    """Non-blocking TF lookups at int-nanosecond stamps."""
+
+    @abc.abstractmethod
+    def lookup(self, target, source, stamp_ns):
+        """target_from_source (4x4 float64) at stamp_ns (0: latest common time).
+
+        Raises TransformNotFound, ConnectivityError or ExtrapolationError (all TransformError).
+        """
+
+    def can_transform(self, target, source, stamp_ns):
+        """Whether lookup(target, source, stamp_ns) would succeed now."""
+        try:
+            self.lookup(target, source, stamp_ns)
+        except TransformError:
+            return False
+        return True
+
+
+class BuiltinTfLookup(TfLookup):
+    """Subscribes `node` to /tf and /tf_static and keeps a TransformTree of `max_history_s`.
+
+    The subscriptions use their own callback group, so a multi-threaded executor delivers TF
+    while other callbacks run; a lock guards the tree.
+    """
+
+    def __init__(self, node, max_history_s=10.0):
+        self._tree = TransformTree(max_history_s)
+        self._lock = threading.Lock()
+        self._logger = node.get_logger()
+        group = MutuallyExclusiveCallbackGroup()
+        self._subs = [
+            node.create_subscription(TFMessage, "/tf", self._on_tf, TF_QOS, callback_group=group),
+            node.create_subscription(
+                TFMessage, "/tf_static", self._on_tf_static, TF_STATIC_QOS, callback_group=group
+            ),
+        ]
+        self._jump = node.get_clock().create_jump_callback(_CLOCK_JUMP, post_callback=self._on_jump)
+
+    def lookup(self, target, source, stamp_ns):
+        with self._lock:
+            return self._tree.lookup(target, source, stamp_ns)
+
+    def _on_tf(self, msg):
+        self._add(msg, static=False)
+
+    def _on_tf_static(self, msg):
+        self._add(msg, static=True)
+
+    def _add(self, msg, static):
+        for tf in msg.transforms:
+            stamp = tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec
+            try:
+                pose = transform_to_matrix(tf.transform)
+                with self._lock:
+                    self._tree.set_transform(tf.header.frame_id, tf.child_frame_id, stamp, pose, static)
+            except ValueError as e:
+                self._logger.warning(f"ignoring transform: {e}", throttle_duration_sec=5.0)
+
+    def _on_jump(self, jump):
+        with self._lock:
+            self._tree.clear()
+
+
+class Tf2Lookup(TfLookup):
+    """tf2_ros.Buffer + TransformListener on `node` (spun by the node's executor)."""
+
+    def __init__(self, node, max_history_s=10.0):
+        if not HAVE_TF2:
+            raise ImportError("tf2_ros is not importable (pip-installed ROS); use BuiltinTfLookup")
+        self._buffer = tf2_ros.Buffer(cache_time=Duration(seconds=max_history_s), node=node)
+        self._listener = tf2_ros.TransformListener(self._buffer, node, qos=TF_QOS, static_qos=TF_STATIC_QOS)
+        self._errors = (
+            (tf2_ros.ConnectivityException, ConnectivityError),
+            (tf2_ros.LookupException, TransformNotFound),
+            (tf2_ros.ExtrapolationException, ExtrapolationError),
+            (tf2_ros.InvalidArgumentException, ValueError),
+            (tf2_ros.TransformException, TransformError),
+        )
+
+    def lookup(self, target, source, stamp_ns):
+        # The *_core calls never wait (Buffer.lookup_transform polls while given a timeout).
+        try:
+            tf = self._buffer.lookup_transform_core(target, source, Time(nanoseconds=int(stamp_ns)))
+        except tf2_ros.TransformException as e:
+            ours = next(mine for theirs, mine in self._errors if isinstance(e, theirs))
+            raise ours(str(e)) from e
+        return transform_to_matrix(tf.transform)
+
+    def can_transform(self, target, source, stamp_ns):
+        return bool(self._buffer.can_transform_core(target, source, Time(nanoseconds=int(stamp_ns)))[0])
+
+
+def make_tf_lookup(node, prefer="auto", max_history_s=10.0):
+    """A TfLookup on `node`: "auto" (tf2_ros if importable, else built-in), "tf2" or "builtin"."""
+    if prefer not in ("auto", "tf2", "builtin"):
+        raise ValueError(f"prefer must be 'auto', 'tf2' or 'builtin', not {prefer!r}")
+    if prefer == "tf2" or (prefer == "auto" and HAVE_TF2):
+        return Tf2Lookup(node, max_history_s)
+    return BuiltinTfLookup(node, max_history_s)
+
+
+__all__ = [
+    "HAVE_TF2", "BuiltinTfLookup", "ConnectivityError", "ExtrapolationError", "Tf2Lookup", "TfLookup",
+    "TransformError", "TransformNotFound", "make_tf_lookup", "matrix_to_transform", "transform_to_matrix",
+]
