@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mapanything_ros.backends import OracleBackend
-from mapanything_ros.geometry import CameraModel, relative_pose, se3_compose
+from mapanything_ros.geometry import CameraModel, Resize, relative_pose, se3_compose
 from mapanything_ros.mapping import reconstruct
 from mapanything_ros.synthetic import RigCamera, SyntheticScene, capture_frames, mount
 from mapanything_ros.synthetic.trajectory import rotation_zyx
@@ -86,17 +86,67 @@ def test_depth_equals_the_truth_at_the_model_size(model_size_scene, model_size_f
         np.testing.assert_array_equal(view.confidence, 100.0)
 
 
-def test_bilinear_depth_equals_the_truth_away_from_discontinuities(batch, prediction, truth):
-    rec = reconstruct(batch, prediction, depth_mode="bilinear")
+def test_bilinear_depth_is_true_and_has_no_flying_pixels(batch, prediction, truth):
+    """The default (edge-aware bilinear): true depth up to the crop edge away from depth
+    discontinuities; within one pixel of one, NaN or a value within the edge threshold of the truth."""
+    rec = reconstruct(batch, prediction)
     for view, z, resize in zip(rec.views, truth, batch.resizes):
         inside = np.isfinite(resize.to_native(np.ones(resize.out_size[::-1], np.float32)))
         assert not inside.all()  # the 640 x 480 camera is cropped to the model aspect
-        np.testing.assert_array_equal(np.isfinite(view.depth), inside)
-        np.testing.assert_array_equal(np.isfinite(view.confidence), inside)
-        inner = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        check = inner & ~near_discontinuity(z)
-        assert check.mean() > 0.9
-        assert np.max(relative_error(view.depth, z)[check]) < 1e-4
+        finite = np.isfinite(view.depth)
+        assert not (finite & ~inside).any()
+        np.testing.assert_array_equal(np.isfinite(view.confidence), finite)
+        edge = near_discontinuity(z)
+        smooth = inside & ~edge
+        assert smooth.mean() > 0.9
+        assert finite[smooth].all()
+        assert np.max(relative_error(view.depth, z)[smooth]) < 1e-4
+        near = inside & edge & finite
+        assert near.sum() > 0.5 * (inside & edge).sum()  # NaN only where the neighbours straddle an edge
+        assert np.max(relative_error(view.depth, z)[near]) <= 0.05
+
+
+def test_plain_bilinear_blends_across_edges(batch, prediction, truth):
+    """Without the edge test, bilinear puts flying pixels between surfaces (what the default removes)."""
+    rec = reconstruct(batch, prediction, edge_threshold=None)
+    errors = [relative_error(v.depth, z)[np.isfinite(v.depth)] for v, z in zip(rec.views, truth)]
+    assert max(np.max(e) for e in errors) > 0.2
+
+
+def test_to_native_bilinear_is_exact_for_affine_maps_up_to_the_crop_edge():
+    r = Resize.to_model(640, 480, long_side=224)
+    wo, ho = r.out_size
+    v, u = np.mgrid[0:ho, 0:wo].astype(np.float64)
+    native = r.to_native(2.0 + 0.3 * u - 0.1 * v, "bilinear")
+    x, y = r.to_output(np.arange(640), np.arange(480))
+    inside = ((y >= -0.5) & (y < ho - 0.5))[:, None] & ((x >= -0.5) & (x < wo - 0.5))[None, :]
+    assert x[inside.any(axis=0)].min() < 0 and x[inside.any(axis=0)].max() > wo - 1  # an outer half pixel exists
+    np.testing.assert_allclose(native[inside], (2.0 + 0.3 * x[None, :] - 0.1 * y[:, None])[inside], atol=1e-12)
+    assert np.isnan(native[~inside]).all()
+
+
+def test_to_native_max_jump_drops_pixels_between_surfaces_not_on_slopes():
+    r = Resize.to_model(640, 480, long_side=224)
+    wo, ho = r.out_size
+    step = np.where(np.arange(wo) < wo // 2, 2.0, 3.0)[None, :].repeat(ho, 0)
+    plain = r.to_native(step, "bilinear")
+    aware = r.to_native(step, "bilinear", max_jump=0.05)
+    between = (plain > 2.0 + 1e-9) & (plain < 3.0 - 1e-9)
+    assert between.any() and np.isnan(aware[between]).all()
+    np.testing.assert_allclose(aware[~between], plain[~between])
+    assert np.isfinite(r.to_native(step, "bilinear", max_jump=0.6)[between]).all()  # a 50% step is under 60%
+    v, u = np.mgrid[0:ho, 0:wo]
+    ramp = 1.0 + 0.2 * u + 0.1 * v  # 20% steps per pixel, but smooth
+    np.testing.assert_array_equal(r.to_native(ramp, "bilinear", max_jump=0.05), r.to_native(ramp, "bilinear"))
+
+
+def test_to_native_ignores_neighbours_of_zero_weight():
+    """At the model size each native pixel is one model pixel: a NaN there stays one pixel."""
+    r = Resize.to_model(518, 392)
+    values = np.ones((392, 518))
+    values[100, 200] = np.nan
+    out = r.to_native(values, "bilinear", max_jump=0.05)
+    assert np.isnan(out).sum() == 1 and np.isnan(out[100, 200])
 
 
 def test_nearest_depth_copies_model_pixels(batch, prediction, truth):
@@ -141,7 +191,7 @@ def test_refined_poses_are_the_true_poses_despite_noisy_inputs(scene, frames):
                                   for f in frames[1:]]
     batch = assemble(noisy_frames)
     rec = reconstruct(batch, OracleBackend(scene).predict(batch))
-    assert rec.frame == "world"
+    assert rec.pose_frame == "world"
     for view, frame, given in zip(rec.views, frames, noisy_frames):
         moved, turned = pose_error(view.world_from_camera, scene.world_from_camera(frame.frame_id, frame.stamp_ns))
         assert moved < 1e-6 and turned < 1e-6
@@ -153,7 +203,7 @@ def test_without_poses_the_frame_is_the_reference_camera(scene, frames):
     bare = [dataclasses.replace(f, world_from_camera=None) for f in frames]
     batch = assemble(bare, BatchConfig(use_poses=False))
     rec = reconstruct(batch, OracleBackend(scene).predict(batch))
-    assert rec.frame == "reference_camera"
+    assert rec.pose_frame == "reference_camera"
     ref = scene.world_from_camera(frames[0].frame_id, frames[0].stamp_ns)
     np.testing.assert_allclose(rec.views[0].world_from_camera, np.eye(4), atol=1e-12)
     for view, frame in zip(rec.views, frames):
@@ -185,7 +235,7 @@ def test_masked_pixels_have_no_estimate(batch, prediction):
 
 
 def test_keep_measured_keeps_every_measured_value_exactly(batch, prediction):
-    rec = reconstruct(batch, prediction, keep_measured=True, depth_mode="bilinear")
+    rec = reconstruct(batch, prediction, keep_measured=True)
     kept = 0
     for view in rec.views:
         measured = view.frame.sparse_depth > 0

@@ -138,11 +138,21 @@ class Resize:
         out[np.isinf(out)] = 0.0
         return out.reshape(ho, wo)
 
-    def to_native(self, values, mode="nearest"):
+    def to_native(self, values, mode="nearest", max_jump=None):
         """Resample an output-resolution map (H_out, W_out[, C]) back to the input resolution.
 
-        "nearest" copies values, "bilinear" interpolates (a NaN neighbour gives NaN). Input
-        pixels outside the cropped region are NaN. Returns float32 for float input, else float64.
+        "nearest" copies the nearest output pixel's value. "bilinear" interpolates between the
+        (up to) 4 output pixels around each input pixel; only neighbours with a nonzero weight
+        count, and one of them being NaN gives NaN. Over the outer half pixel of the crop (input
+        pixels whose centres lie between the border output pixel centres and the crop edge) the
+        border pair's slope is extrapolated, so maps affine in the pixel coordinates are
+        reproduced exactly up to the crop edge. max_jump (bilinear, positive maps such as inverse
+        depth): NaN where two neighbours used straddle a discontinuity, a step between adjacent
+        output pixels that departs from the local slope: their difference differs from the
+        differences next to it along the same row or column, on both sides, by more than
+        max_jump times the smaller of the two values (steep but smooth surfaces, whose
+        differences change slowly, are kept). Input pixels outside the cropped region are NaN.
+        Returns float32 for float input, else float64.
         """
         values = np.asarray(values)
         wo, ho = self.out_size
@@ -157,18 +167,31 @@ class Resize:
             rows = np.clip(np.floor(y + 0.5).astype(np.int64), 0, ho - 1)
             out = values[rows[:, None], cols[None, :]].astype(dtype)
         elif mode == "bilinear":
-            x, y = np.clip(x, 0, wo - 1), np.clip(y, 0, ho - 1)
-            c0, r0 = np.minimum(np.floor(x).astype(np.int64), wo - 2 if wo > 1 else 0), np.minimum(
-                np.floor(y).astype(np.int64), ho - 2 if ho > 1 else 0
-            )
+            def lerp(a, b, f):  # a·(1 - f) + b·f; a value with weight 0 does not count (its NaN does not spread)
+                with np.errstate(invalid="ignore"):
+                    return np.where(f == 0, a, np.where(f == 1, b, a * (1 - f) + b * f))
+
+            c0 = np.clip(np.floor(x).astype(np.int64), 0, max(wo - 2, 0))
+            r0 = np.clip(np.floor(y).astype(np.int64), 0, max(ho - 2, 0))
             c1, r1 = np.minimum(c0 + 1, wo - 1), np.minimum(r0 + 1, ho - 1)
-            fx, fy = (x - c0)[None, :], (y - r0)[:, None]
+            fx, fy = (x - c0)[None, :], (y - r0)[:, None]  # in [-0.5, 1.5): extrapolation at the crop edge
             if values.ndim == 3:
                 fx, fy = fx[..., None], fy[..., None]
             v = values.astype(np.float64)
-            top = v[r0[:, None], c0[None, :]] * (1 - fx) + v[r0[:, None], c1[None, :]] * fx
-            bottom = v[r1[:, None], c0[None, :]] * (1 - fx) + v[r1[:, None], c1[None, :]] * fx
-            out = (top * (1 - fy) + bottom * fy).astype(dtype)
+            corners = [v[r[:, None], c[None, :]] for r in (r0, r1) for c in (c0, c1)]
+            out = lerp(lerp(corners[0], corners[1], fx), lerp(corners[2], corners[3], fx), fy).astype(dtype)
+            if max_jump is not None:
+                if values.ndim != 2:
+                    raise ValueError("max_jump needs a single-channel (H, W) map")
+                jx = _jumps(v, max_jump, axis=1)  # (H, W - 1): between columns c and c + 1
+                jy = _jumps(v, max_jump, axis=0)  # (H - 1, W): between rows r and r + 1
+                inner_x, inner_y = (fx != 0) & (fx != 1), (fy != 0) & (fy != 1)
+                cut = np.zeros(out.shape, bool)
+                if jx.shape[1]:
+                    cut |= inner_x & (((fy != 1) & jx[r0[:, None], c0[None, :]]) | ((fy != 0) & jx[r1[:, None], c0[None, :]]))
+                if jy.shape[0]:
+                    cut |= inner_y & (((fx != 1) & jy[r0[:, None], c0[None, :]]) | ((fx != 0) & jy[r0[:, None], c1[None, :]]))
+                out[cut] = np.nan
         else:
             raise ValueError(f"unknown resampling mode {mode!r}; expected 'nearest' or 'bilinear'")
         out[~(iny[:, None] & inx[None, :])] = np.nan
@@ -181,3 +204,21 @@ class Resize:
     def _crop(self, img):
         (x, y), (w, h) = self.crop, self.out_size
         return img[y : y + h, x : x + w]
+
+
+def _jumps(v, max_jump, axis):
+    """Discontinuities between neighbours along `axis` of a map v (H, W) (see Resize.to_native):
+    bool, one shorter along axis. A difference is compared with the differences before and after
+    it (where they exist and are finite); with neither, with zero."""
+    d = np.diff(v, axis=axis)
+    n = d.shape[axis]
+    take = lambda a, lo, hi: a[(slice(None),) * axis + (slice(lo, hi),)]  # noqa: E731
+    with np.errstate(invalid="ignore"):
+        dev = np.full(d.shape, np.inf)
+        if n > 1:
+            before = np.abs(take(d, 1, n) - take(d, 0, n - 1))  # each difference against the previous one
+            take(dev, 1, n)[...] = np.where(np.isnan(before), np.inf, before)
+            take(dev, 0, n - 1)[...] = np.minimum(take(dev, 0, n - 1), take(dev, 1, n))
+        dev = np.where(np.isinf(dev), np.abs(d), dev)
+        jump = dev > max_jump * np.minimum(take(v, 0, n), take(v, 1, n + 1))
+    return jump

@@ -13,8 +13,18 @@ on; mixing the predicted depth with the calibration rays would give a point the 
 predicted (the two coincide when the model reproduces its input rays, as the oracle does).
 
 Frame. With the reference view's world pose known (ViewBatch.reference_world_from_camera),
-results are in the world frame ("world"); otherwise in the reference camera's optical frame
-("reference_camera").
+results are in the world frame (pose_frame "world"); otherwise in the reference camera's
+optical frame ("reference_camera").
+
+Native depth. The default ("bilinear") interpolates inverse depth bilinearly between the model
+pixels around each native pixel and is edge-aware: where two of those neighbours straddle a
+depth discontinuity, or one of them has no estimate, the native pixel gets NaN rather than a
+flying pixel between the two surfaces. A discontinuity is a step in inverse depth between
+adjacent model pixels that departs from the local slope (the steps before and after it) by more
+than `edge_threshold` (5% by default) relative (geometry.Resize.to_native, max_jump): for a
+depth edge from z1 to z2 > z1 that is z2/z1 - 1, while a steep but smooth surface (a floor seen
+at a grazing angle) keeps its depth. Over the outer half pixel of the crop the border slope is extrapolated (see
+geometry.Resize.to_native). "nearest" copies the nearest model pixel.
 """
 
 from dataclasses import dataclass
@@ -33,8 +43,8 @@ class ViewReconstruction:
 
     frame: the input window.Frame; depth (H, W) float32 metres, z-depth at the camera's native
     resolution, NaN where there is no estimate; confidence (H, W) float32, NaN likewise;
-    world_from_camera 4x4 float64 (in Reconstruction.frame); points (N, 3) float32 metres in
-    Reconstruction.frame, from the model-resolution pixels that are valid and in the mask;
+    world_from_camera 4x4 float64 (in Reconstruction.pose_frame); points (N, 3) float32 metres in
+    Reconstruction.pose_frame, from the model-resolution pixels that are valid and in the mask;
     colors (N, 3) uint8 RGB of those pixels; point_confidence (N,) float32.
     """
 
@@ -51,25 +61,28 @@ class ViewReconstruction:
 class Reconstruction:
     """All views (ViewBatch order, reference first) and how they were made.
 
-    frame: "world" or "reference_camera" (which frame poses and points are in); metric_scale:
+    pose_frame: "world" or "reference_camera" (which frame poses and points are in); metric_scale:
     the model's reported metric scale (already applied by it); scale: the alignment factor applied
     to the prediction (1.0 without alignment); residual: median |s·predicted - measured| / measured
     over measured pixels after alignment, or None without alignment (or without measurements).
     """
 
     views: tuple
-    frame: str
+    pose_frame: str
     metric_scale: float
     scale: float = 1.0
     residual: float | None = None
 
 
-def reconstruct(batch, prediction, *, depth_mode="nearest", keep_measured=False, align_to_measured=False):
+def reconstruct(batch, prediction, *, depth_mode="bilinear", edge_threshold=0.05, keep_measured=False,
+                align_to_measured=False):
     """Reconstruction of a window.ViewBatch from its backends.Prediction.
 
-    depth_mode: how model-resolution maps go back to the native resolution ("nearest" copies the
-    nearest model pixel, never blending across depth edges; "bilinear" interpolates, NaN next to
-    a missing value). align_to_measured: fit one scale s = median(measured / predicted) over the
+    depth_mode: how model-resolution maps go back to the native resolution ("bilinear":
+    edge-aware bilinear on inverse depth, see the module doc; "nearest" copies the nearest model
+    pixel). edge_threshold: the relative depth step, beyond the local slope, between bilinear
+    neighbours above which a native pixel gets NaN (None: plain bilinear, which blends across edges). Native confidence is
+    resampled the same way and NaN wherever the native depth is. align_to_measured: fit one scale s = median(measured / predicted) over the
     native pixels of all views where a frame's sparse_depth has a measurement and the prediction
     an estimate, and apply it. keep_measured: put each frame's measured z-depth back at its
     measured native pixels exactly (confidence there stays the model's).
@@ -82,12 +95,12 @@ def reconstruct(batch, prediction, *, depth_mode="nearest", keep_measured=False,
     ok = [batch.valid[i] & prediction.mask[i] & np.isfinite(prediction.depth_along_ray[i])
           & (prediction.depth_along_ray[i] > 0) for i in range(n)]  # model pixels with an estimate
     native = [_to_native(batch.resizes[i], ray_to_z_depth(np.where(ok[i], prediction.depth_along_ray[i], 0),
-                                                          prediction.ray_directions[i]), depth_mode)
+                                                          prediction.ray_directions[i]), depth_mode, edge_threshold)
               for i in range(n)]
     measured = [_measured(f) for f in batch.frames]
     scale, residual = _align(native, measured) if align_to_measured else (1.0, None)
     world_from_ref = batch.reference_world_from_camera
-    frame = "reference_camera" if world_from_ref is None else "world"
+    pose_frame = "reference_camera" if world_from_ref is None else "world"
     world_from_ref = np.eye(4) if world_from_ref is None else world_from_ref
     views = []
     for i, f in enumerate(batch.frames):
@@ -100,30 +113,32 @@ def reconstruct(batch, prediction, *, depth_mode="nearest", keep_measured=False,
         pose = se3_compose(world_from_ref, rel)
         m = ok[i]
         cam = prediction.ray_directions[i][m] * (prediction.depth_along_ray[i][m].astype(np.float64) * scale)[:, None]
-        conf = np.where(m, prediction.confidence[i], np.nan).astype(np.float32)
+        conf = batch.resizes[i].to_native(np.where(m, prediction.confidence[i], np.nan).astype(np.float32), depth_mode)
+        conf[np.isnan(native[i])] = np.nan
         views.append(ViewReconstruction(
             frame=f,
             depth=depth,
-            confidence=batch.resizes[i].to_native(conf, depth_mode),
+            confidence=conf,
             world_from_camera=pose,
             points=transform_points(pose, cam).astype(np.float32),
             colors=batch.resizes[i].image(f.image)[m],
             point_confidence=prediction.confidence[i][m].astype(np.float32),
         ))
-    return Reconstruction(tuple(views), frame, float(prediction.metric_scale), float(scale), residual)
+    return Reconstruction(tuple(views), pose_frame, float(prediction.metric_scale), float(scale), residual)
 
 
-def _to_native(resize, z, mode):
+def _to_native(resize, z, mode, edge_threshold):
     """z-depth (model resolution, 0 = none) at the native resolution, float32 with NaN = none.
 
     Bilinear interpolation works on inverse depth: it is affine in the pixel coordinates of an
-    undistorted camera looking at a plane, so planes are reproduced exactly (nearly so with distortion).
+    undistorted camera looking at a plane, so planes are reproduced exactly (nearly so with
+    distortion), and its steps are what the discontinuity test looks at.
     """
     z = np.where(z > 0, z, np.nan)
     if mode == "nearest":
         out = resize.to_native(z.astype(np.float32), mode)
     else:
-        out = (1.0 / resize.to_native(1.0 / z, mode)).astype(np.float32)
+        out = (1.0 / resize.to_native(1.0 / z, mode, max_jump=edge_threshold)).astype(np.float32)
     out[~(out > 0)] = np.nan
     return out
 

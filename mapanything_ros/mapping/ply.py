@@ -1,0 +1,100 @@
+"""Binary little-endian PLY files of coloured points with confidence (numpy, no ROS).
+
+Format: Paul Bourke's PLY description (ASCII header, then one packed record per vertex).
+"""
+
+import numpy as np
+
+# One vertex record as this module writes it: 19 bytes, packed, little-endian.
+VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                   ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("confidence", "<f4")])
+
+# PLY scalar type names (both spellings of the specification) as little-endian numpy types.
+SCALARS = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "<i2", "int16": "<i2", "ushort": "<u2", "uint16": "<u2",
+    "int": "<i4", "int32": "<i4", "uint": "<u4", "uint32": "<u4",
+    "float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8",
+}
+_WRITE_NAMES = {"<f4": "float", "|u1": "uchar"}
+
+
+def ply_header(count):
+    """The header (bytes, ending with its newline) of a file of `count` VERTEX records."""
+    lines = ["ply", "format binary_little_endian 1.0", f"element vertex {int(count)}"]
+    lines += [f"property {_WRITE_NAMES[VERTEX[name].str]} {name}" for name in VERTEX.names]
+    lines.append("end_header")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def write_ply(path, points, colors, confidence):
+    """Write points (N, 3) metres, colors (N, 3) uint8 RGB and confidence (N,) to a binary
+    little-endian PLY at `path` (x y z float, red green blue uchar, confidence float).
+
+    Returns the number of vertices written.
+    """
+    points = np.asarray(points).reshape(-1, 3)
+    colors = np.asarray(colors).reshape(-1, 3)
+    confidence = np.asarray(confidence).reshape(-1)
+    if not len(points) == len(colors) == len(confidence):
+        raise ValueError(f"lengths differ: {len(points)} points, {len(colors)} colors, {len(confidence)} confidences")
+    if colors.dtype != np.uint8:
+        raise ValueError(f"colors must be uint8, got {colors.dtype}")
+    records = np.empty(len(points), VERTEX)
+    for axis, name in enumerate("xyz"):
+        records[name] = points[:, axis]
+    for channel, name in enumerate(("red", "green", "blue")):
+        records[name] = colors[:, channel]
+    records["confidence"] = confidence
+    with open(path, "wb") as f:
+        f.write(ply_header(len(records)))
+        f.write(records.tobytes())
+    return len(records)
+
+
+def read_ply(path):
+    """(points (N, 3) float32, colors (N, 3) uint8 or None, confidence (N,) float32 or None) of the
+    vertices of a binary little-endian PLY file.
+
+    The vertex element needs scalar properties x, y, z; red, green, blue and confidence are
+    returned when present. Scalar-only elements before the vertex element are skipped; list
+    properties are only allowed in elements after it.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    end = data.find(b"end_header\n")
+    if not data.startswith(b"ply\n") or end < 0:
+        raise ValueError(f"{path}: not a PLY file")
+    body = end + len(b"end_header\n")
+    elements = []  # [name, count, [(property, numpy type) or None for a list]]
+    for line in data[:end].decode("ascii").splitlines()[1:]:
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "format" and words[1:] != ["binary_little_endian", "1.0"]:
+            raise ValueError(f"{path}: unsupported format {' '.join(words[1:])!r}")
+        elif words[0] == "element":
+            elements.append([words[1], int(words[2]), []])
+        elif words[0] == "property":
+            elements[-1][2].append(None if words[1] == "list" else (words[2], SCALARS[words[1]]))
+    offset = 0
+    for name, count, props in elements:
+        if None in props:
+            raise ValueError(f"{path}: element {name!r} before the vertices has a list property")
+        dtype = np.dtype(props)
+        if name == "vertex":
+            vertices = np.frombuffer(data, dtype, count, body + offset)
+            break
+        offset += count * dtype.itemsize
+    else:
+        raise ValueError(f"{path}: no vertex element")
+    names = dtype.names
+
+    def columns(keys, out):
+        return np.stack([vertices[k] for k in keys], -1).astype(out) if all(k in names for k in keys) else None
+
+    points = columns("xyz", np.float32)
+    if points is None:
+        raise ValueError(f"{path}: vertices lack x, y or z")
+    conf = vertices["confidence"].astype(np.float32) if "confidence" in names else None
+    return points, columns(("red", "green", "blue"), np.uint8), conf
