@@ -30,7 +30,6 @@ import copy
 import ctypes
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 RELEASE_CONFIG = ROOT / "test" / "data" / "map-anything-v1.1-config.json"
 MIB = 1024**2
 MODES = ("full", "cached")
+
+from memory import peak_rss_bytes, rss_bytes  # noqa: E402  (bench/memory.py, beside this script)
 
 
 def small_config(release: dict) -> dict:
@@ -82,17 +83,6 @@ def small_config(release: dict) -> dict:
     return cfg
 
 
-def rss_bytes() -> int:
-    """Current resident set size of this process (Linux /proc)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("VmRSS not found")
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def reset_peak_rss() -> None:

@@ -13,7 +13,6 @@ Needs ~10 GB free RAM and ~5 GB of disk; takes a few minutes. Not run in CI.
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,14 +25,8 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_CONFIG = ROOT / "test" / "data" / "map-anything-v1.1-config.json"
 GIB = 1024**3
 
+from memory import peak_rss_bytes, rss_bytes  # noqa: E402  (bench/memory.py, beside this script)
 
-def rss_bytes() -> int:
-    """Current resident set size of this process (Linux /proc)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("VmRSS not found")
 
 
 def write_random_checkpoint(config_path: Path, directory: Path) -> int:
@@ -84,7 +77,7 @@ def child(mode: str, directory: Path) -> dict:
         "rss_before": before,
         "rss_after_load": after_load,
         "rss_after_touch": rss_bytes(),
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss": peak_rss_bytes(),
         "checksum": checksum,
     }
 

@@ -35,3 +35,20 @@ def frames(scene):
     for stamp in (2 * SEC, 3 * SEC):
         assert win.add(capture_frames(scene, stamp)).admitted
     return win.views()
+
+
+@pytest.fixture
+def ros(request):
+    """A node (named after the test module) with its own context and executor, torn down after the test."""
+    rclpy = pytest.importorskip("rclpy")
+    import rclpy.executors
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(request.module.__name__.rpartition(".")[2], context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    yield node, executor
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.shutdown(context=context)

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-import rclpy.executors  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
@@ -33,18 +32,6 @@ def stamp_ns(header):
     return header.stamp.sec * SEC + header.stamp.nanosec
 
 
-@pytest.fixture
-def ros():
-    """A node with its own context and executor, torn down after the test."""
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("player_test", context=context)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-import rclpy.executors  # noqa: E402
 from geometry_msgs.msg import Pose, TransformStamped  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
@@ -79,18 +78,6 @@ def test_reconstruction_window_round_trips_through_cdr():
     assert back == msg
 
 
-@pytest.fixture
-def ros():
-    """A node with its own context and executor, torn down after the test."""
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("transport_test", context=context)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
 
 
 def test_large_best_effort_images_and_messages_cross_processes(ros):
