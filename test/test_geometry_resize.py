@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mapanything_ros.geometry.camera import GRID_CENTER, GRID_INDEX, GRID_OFFSETS, CameraModel
+from mapanything_ros.geometry.resample import native_inverse_depth, stencil
 from mapanything_ros.geometry.resize import Resize, model_size
 
 RATIONAL = CameraModel(
@@ -163,3 +164,64 @@ def test_sparse_depth_then_to_native_returns_measured_values():
     back = r.to_native(small, "nearest")
     vals = back[np.isfinite(back) & (back > 0)]
     assert set(vals.tolist()) <= set(d[np.isfinite(d)].tolist())
+
+
+# Native inverse depth in the normalised image plane (geometry.resample).
+
+FISHEYE = CameraModel(128, 96, (57.5, 0, 64.1875, 0, 57.5, 47.5, 0, 0, 1), (0.02, -0.01, 0.002, 0.0), "equidistant")
+PLANE = np.array([0.1, -0.1, 1.0]) / 2.5  # points X with PLANE · X = 1
+
+
+def plane_inverse_depth(rays):
+    """1/z of PLANE along rays (..., 3): PLANE · (x/z, y/z, 1); NaN where the ray misses it or z <= 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv = (rays @ PLANE) / rays[..., 2]
+    return np.where((rays[..., 2] > 0) & (inv > 0), inv, np.nan)
+
+
+@pytest.mark.parametrize("grid", [GRID_INDEX, GRID_CENTER])
+@pytest.mark.parametrize("model", [(112, 84), (42, 32), (160, 112)])  # shrink, shrink by 3 (model pixels on native ones), enlarge
+def test_native_inverse_depth_is_exact_on_planes_under_a_fisheye(grid, model):
+    r = Resize.cover(FISHEYE.image_size, model)
+    model_rays = r.rays(FISHEYE, grid)
+    truth = plane_inverse_depth(FISHEYE.ray_map(grid=grid))
+    native = native_inverse_depth(FISHEYE, r, grid, plane_inverse_depth(model_rays).astype(np.float32), 0.05)
+    assert native.shape == (96, 128) and native.dtype == np.float32
+    inside = np.isfinite(r.to_native(np.ones(model[::-1])))
+    both = np.isfinite(native) & np.isfinite(truth)
+    assert not (np.isfinite(native) & ~inside).any() and both.sum() > 0.9 * (inside & np.isfinite(truth)).sum()
+    assert np.max(np.abs(native[both] / truth[both] - 1)) < 1e-6  # float32 rounding
+    if model == (112, 84):  # interpolating in pixel coordinates misses by far more under this lens
+        pixel = r.to_native(plane_inverse_depth(model_rays), "bilinear")
+        assert np.nanmax(np.abs(pixel / truth - 1)) > 1e-4
+
+
+def test_native_inverse_depth_copies_model_pixels_at_the_model_size():
+    r = Resize.cover(FISHEYE.image_size, FISHEYE.image_size)
+    inv = plane_inverse_depth(r.rays(FISHEYE)).astype(np.float32)
+    inv[40, 50] = np.nan
+    out = native_inverse_depth(FISHEYE, r, GRID_INDEX, inv, 0.05)
+    np.testing.assert_array_equal(out, inv)  # a NaN stays one pixel
+
+
+def test_native_inverse_depth_cuts_between_surfaces_only():
+    r = Resize.cover(FISHEYE.image_size, (112, 84))
+    rays = r.rays(FISHEYE)
+    near = plane_inverse_depth(rays)
+    step = np.where(np.arange(112) < 56, near, 0.5 * near).astype(np.float32)  # a far wall behind the right half
+    plain = native_inverse_depth(FISHEYE, r, GRID_INDEX, step)
+    aware = native_inverse_depth(FISHEYE, r, GRID_INDEX, step, max_jump=0.05)
+    cut = np.isnan(aware) & np.isfinite(plain)
+    assert cut.any() and np.all(np.isin(np.nonzero(cut)[1], np.arange(60, 68)))  # native columns around the step
+    np.testing.assert_array_equal(aware[~cut], plain[~cut])
+
+
+def test_stencil_is_cached_per_grid_and_checks_its_resize():
+    r = Resize.cover(FISHEYE.image_size, (112, 84))
+    assert stencil(FISHEYE, r, GRID_INDEX) is stencil(FISHEYE, r)
+    assert stencil(FISHEYE, r, GRID_CENTER) is not stencil(FISHEYE, r)
+    pinhole = CameraModel.pinhole(60, 60, 64, 48, 128, 96)
+    with pytest.raises(ValueError, match="grid"):
+        stencil(FISHEYE, r, "corner")
+    with pytest.raises(ValueError, match="resize"):
+        stencil(pinhole, Resize.cover((640, 480), (112, 84)))

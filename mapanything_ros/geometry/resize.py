@@ -159,22 +159,18 @@ class Resize:
         if values.shape[:2] != (ho, wo):
             raise ValueError(f"map is {values.shape[:2]} (H, W), expected {(ho, wo)}")
         dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64
-        wi, hi = self.in_size
-        x, y = self.to_output(np.arange(wi), np.arange(hi))
-        inx, iny = (x >= -0.5) & (x < wo - 0.5), (y >= -0.5) & (y < ho - 0.5)
+        c0, fx, r0, fy, inside = self.cells()
         if mode == "nearest":
-            cols = np.clip(np.floor(x + 0.5).astype(np.int64), 0, wo - 1)
-            rows = np.clip(np.floor(y + 0.5).astype(np.int64), 0, ho - 1)
+            cols = np.clip(np.floor(c0 + fx + 0.5).astype(np.int64), 0, wo - 1)
+            rows = np.clip(np.floor(r0 + fy + 0.5).astype(np.int64), 0, ho - 1)
             out = values[rows[:, None], cols[None, :]].astype(dtype)
         elif mode == "bilinear":
             def lerp(a, b, f):  # a·(1 - f) + b·f; a value with weight 0 does not count (its NaN does not spread)
                 with np.errstate(invalid="ignore"):
                     return np.where(f == 0, a, np.where(f == 1, b, a * (1 - f) + b * f))
 
-            c0 = np.clip(np.floor(x).astype(np.int64), 0, max(wo - 2, 0))
-            r0 = np.clip(np.floor(y).astype(np.int64), 0, max(ho - 2, 0))
             c1, r1 = np.minimum(c0 + 1, wo - 1), np.minimum(r0 + 1, ho - 1)
-            fx, fy = (x - c0)[None, :], (y - r0)[:, None]  # in [-0.5, 1.5): extrapolation at the crop edge
+            fx, fy = fx[None, :], fy[:, None]
             if values.ndim == 3:
                 fx, fy = fx[..., None], fy[..., None]
             v = values.astype(np.float64)
@@ -183,19 +179,42 @@ class Resize:
             if max_jump is not None:
                 if values.ndim != 2:
                     raise ValueError("max_jump needs a single-channel (H, W) map")
-                jx = _jumps(v, max_jump, axis=1)  # (H, W - 1): between columns c and c + 1
-                jy = _jumps(v, max_jump, axis=0)  # (H - 1, W): between rows r and r + 1
-                inner_x, inner_y = (fx != 0) & (fx != 1), (fy != 0) & (fy != 1)
-                cut = np.zeros(out.shape, bool)
-                if jx.shape[1]:
-                    cut |= inner_x & (((fy != 1) & jx[r0[:, None], c0[None, :]]) | ((fy != 0) & jx[r1[:, None], c0[None, :]]))
-                if jy.shape[0]:
-                    cut |= inner_y & (((fx != 1) & jy[r0[:, None], c0[None, :]]) | ((fx != 0) & jy[r0[:, None], c1[None, :]]))
-                out[cut] = np.nan
+                out[edge_cut(v, max_jump, *self.cut_pairs())] = np.nan
         else:
             raise ValueError(f"unknown resampling mode {mode!r}; expected 'nearest' or 'bilinear'")
-        out[~(iny[:, None] & inx[None, :])] = np.nan
+        out[~inside] = np.nan
         return out
+
+    def cells(self):
+        """Where each input pixel lies among the output pixel centres (pixel-index coordinates).
+
+        Returns (cols, fx, rows, fy, inside): cols (W_in,) int64, the output column c0 left of each
+        input column, in [0, W_out - 2] (its right neighbour is c0 + 1), and fx = x - c0 in
+        [-0.5, 1.5) (outside [0, 1] over the outer half pixel of the crop); rows, fy likewise per
+        input row; inside (H_in, W_in) bool, input pixels whose centres lie in the cropped region.
+        """
+        (wo, ho), (wi, hi) = self.out_size, self.in_size
+        x, y = self.to_output(np.arange(wi), np.arange(hi))
+        inside = ((y >= -0.5) & (y < ho - 0.5))[:, None] & ((x >= -0.5) & (x < wo - 0.5))[None, :]
+        c0 = np.clip(np.floor(x).astype(np.int64), 0, max(wo - 2, 0))
+        r0 = np.clip(np.floor(y).astype(np.int64), 0, max(ho - 2, 0))
+        return c0, x - c0, r0, y - r0, inside
+
+    def cut_pairs(self):
+        """The adjacent output pixel pairs that bilinear interpolation uses at each input pixel, as
+        flat indices into edge_jumps' arrays: (across, down), int64 (2, H_in, W_in) each, across
+        for the cell's top and bottom rows, down for its left and right columns. A pair counts
+        when both its pixels have a nonzero weight; H_out·W_out (no pair) where not."""
+        wo, ho = self.out_size
+        c0, fx, r0, fy, _ = self.cells()
+        c1, r1 = np.minimum(c0 + 1, wo - 1), np.minimum(r0 + 1, ho - 1)
+        fx, fy = fx[None, :], fy[:, None]
+        inner_x, inner_y = (fx != 0) & (fx != 1), (fy != 0) & (fy != 1)
+        cell = lambda r, c: r[:, None] * wo + c[None, :]  # noqa: E731
+        none = ho * wo
+        across = [np.where(inner_x & (fy != 1), cell(r0, c0), none), np.where(inner_x & (fy != 0), cell(r1, c0), none)]
+        down = [np.where(inner_y & (fx != 1), cell(r0, c0), none), np.where(inner_y & (fx != 0), cell(r0, c1), none)]
+        return np.stack(across), np.stack(down)
 
     def _check(self, img):
         if tuple(np.shape(img)[:2]) != (self.in_size[1], self.in_size[0]):
@@ -206,6 +225,26 @@ class Resize:
         return img[y : y + h, x : x + w]
 
 
+def edge_jumps(v, max_jump):
+    """Discontinuities between adjacent pixels of a positive map v (H, W) (see Resize.to_native's
+    max_jump), flat for gathering: (across, down), bool (H·W + 1,). across[r·W + c] is a jump
+    between (r, c) and (r, c + 1), down[r·W + c] one between (r, c) and (r + 1, c); both are False
+    past the last column / row and at index H·W, which stands for "no pair". Computed in v's dtype."""
+    h, w = v.shape
+    across, down = np.zeros((2, h * w + 1), bool)
+    across[:-1].reshape(h, w)[:, :-1] = _jumps(v, max_jump, axis=1)
+    down[:-1].reshape(h, w)[:-1] = _jumps(v, max_jump, axis=0)
+    return across, down
+
+
+def edge_cut(v, max_jump, across, down):
+    """Where the pairs given by flat indices across and down (any equal shapes, see
+    Resize.cut_pairs; leading axis: the pairs of one pixel) of a positive map v (H, W) straddle a
+    discontinuity (edge_jumps): bool, their shape without the leading axis."""
+    jump_across, jump_down = edge_jumps(v, max_jump)
+    return np.any(jump_across[across], axis=0) | np.any(jump_down[down], axis=0)
+
+
 def _jumps(v, max_jump, axis):
     """Discontinuities between neighbours along `axis` of a map v (H, W) (see Resize.to_native):
     bool, one shorter along axis. A difference is compared with the differences before and after
@@ -214,7 +253,7 @@ def _jumps(v, max_jump, axis):
     n = d.shape[axis]
     take = lambda a, lo, hi: a[(slice(None),) * axis + (slice(lo, hi),)]  # noqa: E731
     with np.errstate(invalid="ignore"):
-        dev = np.full(d.shape, np.inf)
+        dev = np.full(d.shape, np.inf, d.dtype)
         if n > 1:
             before = np.abs(take(d, 1, n) - take(d, 0, n - 1))  # each difference against the previous one
             take(dev, 1, n)[...] = np.where(np.isnan(before), np.inf, before)

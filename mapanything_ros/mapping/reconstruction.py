@@ -16,15 +16,17 @@ Frame. With the reference view's world pose known (ViewBatch.reference_world_fro
 results are in the world frame (pose_frame "world"); otherwise in the reference camera's
 optical frame ("reference_camera").
 
-Native depth. The default ("bilinear") interpolates inverse depth bilinearly between the model
-pixels around each native pixel and is edge-aware: where two of those neighbours straddle a
-depth discontinuity, or one of them has no estimate, the native pixel gets NaN rather than a
-flying pixel between the two surfaces. A discontinuity is a step in inverse depth between
-adjacent model pixels that departs from the local slope (the steps before and after it) by more
-than `edge_threshold` (5% by default) relative (geometry.Resize.to_native, max_jump): for a
-depth edge from z1 to z2 > z1 that is z2/z1 - 1, while a steep but smooth surface (a floor seen
-at a grazing angle) keeps its depth. Over the outer half pixel of the crop the border slope is extrapolated (see
-geometry.Resize.to_native). "nearest" copies the nearest model pixel.
+Native depth. The default ("bilinear") interpolates inverse z-depth between the model pixels
+around each native pixel, in the normalised image plane: barycentric weights of the native
+pixel's calibrated ray in a triangle of model pixels' rays (geometry.resample), which reproduces
+planes exactly under any lens model, fisheyes included. It is edge-aware: where two of those
+neighbours straddle a depth discontinuity, or one of them has no estimate, the native pixel gets
+NaN rather than a flying pixel between the two surfaces. A discontinuity is a step in inverse
+depth between adjacent model pixels that departs from the local slope (the steps before and
+after it) by more than `edge_threshold` (5% by default) relative (geometry.Resize.to_native,
+max_jump): for a depth edge from z1 to z2 > z1 that is z2/z1 - 1, while a steep but smooth
+surface (a floor seen at a grazing angle) keeps its depth. Over the outer half pixel of the crop
+the border triangle is extrapolated. "nearest" copies the nearest model pixel.
 """
 
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import ray_to_z_depth, se3_compose
+from ..geometry.resample import native_inverse_depth, stencil
 from ..geometry.transforms import transform_points
 
 DEPTH_MODES = ("nearest", "bilinear")
@@ -79,12 +82,13 @@ def reconstruct(batch, prediction, *, depth_mode="bilinear", edge_threshold=0.05
     """Reconstruction of a window.ViewBatch from its backends.Prediction.
 
     depth_mode: how model-resolution maps go back to the native resolution ("bilinear":
-    edge-aware bilinear on inverse depth, see the module doc; "nearest" copies the nearest model
-    pixel). edge_threshold: the relative depth step, beyond the local slope, between bilinear
-    neighbours above which a native pixel gets NaN (None: plain bilinear, which blends across edges). Native confidence is
-    resampled the same way and NaN wherever the native depth is. align_to_measured: fit one scale s = median(measured / predicted) over the
-    native pixels of all views where a frame's sparse_depth has a measurement and the prediction
-    an estimate, and apply it. keep_measured: put each frame's measured z-depth back at its
+    edge-aware interpolation of inverse depth in the normalised image plane, see the module doc;
+    "nearest" copies the nearest model pixel). edge_threshold: the relative depth step, beyond the
+    local slope, between interpolated neighbours above which a native pixel gets NaN (None: plain
+    interpolation, which blends across edges). Native confidence is resampled the same way and
+    NaN wherever the native depth is. align_to_measured: fit one scale s = median(measured /
+    predicted) over the native pixels of all views where a frame's sparse_depth has a measurement
+    and the prediction an estimate, and apply it. keep_measured: put each frame's measured z-depth back at its
     measured native pixels exactly (confidence there stays the model's).
     """
     if depth_mode not in DEPTH_MODES:
@@ -94,9 +98,9 @@ def reconstruct(batch, prediction, *, depth_mode="bilinear", edge_threshold=0.05
         raise ValueError(f"prediction has {prediction.depth_along_ray.shape[0]} views, batch {n}")
     ok = [batch.valid[i] & prediction.mask[i] & np.isfinite(prediction.depth_along_ray[i])
           & (prediction.depth_along_ray[i] > 0) for i in range(n)]  # model pixels with an estimate
-    native = [_to_native(batch.resizes[i], ray_to_z_depth(np.where(ok[i], prediction.depth_along_ray[i], 0),
-                                                          prediction.ray_directions[i]), depth_mode, edge_threshold)
-              for i in range(n)]
+    z = [ray_to_z_depth(np.where(ok[i], prediction.depth_along_ray[i], 0), prediction.ray_directions[i])
+         for i in range(n)]
+    native = [_to_native(batch, i, z[i], depth_mode, edge_threshold) for i in range(n)]
     measured = [_measured(f) for f in batch.frames]
     scale, residual = _align(native, measured) if align_to_measured else (1.0, None)
     world_from_ref = batch.reference_world_from_camera
@@ -113,7 +117,11 @@ def reconstruct(batch, prediction, *, depth_mode="bilinear", edge_threshold=0.05
         pose = se3_compose(world_from_ref, rel)
         m = ok[i]
         cam = prediction.ray_directions[i][m] * (prediction.depth_along_ray[i][m].astype(np.float64) * scale)[:, None]
-        conf = batch.resizes[i].to_native(np.where(m, prediction.confidence[i], np.nan).astype(np.float32), depth_mode)
+        conf = np.where(m, prediction.confidence[i], np.nan).astype(np.float32)
+        if depth_mode == "nearest":
+            conf = batch.resizes[i].to_native(conf, depth_mode)
+        else:
+            conf = stencil(f.camera, batch.resizes[i], batch.grid).apply(conf)
         conf[np.isnan(native[i])] = np.nan
         views.append(ViewReconstruction(
             frame=f,
@@ -127,18 +135,18 @@ def reconstruct(batch, prediction, *, depth_mode="bilinear", edge_threshold=0.05
     return Reconstruction(tuple(views), pose_frame, float(prediction.metric_scale), float(scale), residual)
 
 
-def _to_native(resize, z, mode, edge_threshold):
-    """z-depth (model resolution, 0 = none) at the native resolution, float32 with NaN = none.
+def _to_native(batch, i, z, mode, edge_threshold):
+    """z-depth of view i (model resolution, 0 = none) at the native resolution, float32 with NaN = none.
 
-    Bilinear interpolation works on inverse depth: it is affine in the pixel coordinates of an
-    undistorted camera looking at a plane, so planes are reproduced exactly (nearly so with
-    distortion), and its steps are what the discontinuity test looks at.
+    Bilinear works on inverse depth: it is affine in the normalised image coordinates of a plane
+    (geometry.resample), and its steps are what the discontinuity test looks at.
     """
-    z = np.where(z > 0, z, np.nan)
-    if mode == "nearest":
-        out = resize.to_native(z.astype(np.float32), mode)
-    else:
-        out = (1.0 / resize.to_native(1.0 / z, mode, max_jump=edge_threshold)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        if mode == "nearest":
+            out = batch.resizes[i].to_native(np.where(z > 0, z, np.nan).astype(np.float32), mode)
+        else:
+            inv = np.where(z > 0, 1 / z, np.nan).astype(np.float32)
+            out = 1 / native_inverse_depth(batch.frames[i].camera, batch.resizes[i], batch.grid, inv, edge_threshold)
     out[~(out > 0)] = np.nan
     return out
 

@@ -62,7 +62,7 @@ class ViewBatch:
     the input pose of each view in the reference camera frame, or None; reference_world_from_camera:
     the reference frame's pose (4x4 or None), kept whether or not poses were passed; passed: per
     view, the frozenset of optional input keys given to the model; forward_kwargs: extra keyword
-    arguments for `MapAnything.forward`.
+    arguments for `MapAnything.forward`; grid: the pixel-grid convention of `rays` (BatchConfig.grid).
     """
 
     views: list
@@ -74,6 +74,7 @@ class ViewBatch:
     reference_world_from_camera: np.ndarray | None
     passed: tuple
     forward_kwargs: dict
+    grid: str = GRID_INDEX
 
     @property
     def size(self):
@@ -125,4 +126,4 @@ def assemble(frames, config=BatchConfig()):
                                          "depth_along_ray"})
     kwargs = {"use_depth_scale": config.depth_scale, "use_pose_scale": config.metric_poses}
     return ViewBatch(views, tuple(frames), tuple(resizes), tuple(rays), tuple(valid), tuple(rel_poses),
-                     ref_pose, tuple(passed), kwargs)
+                     ref_pose, tuple(passed), kwargs, config.grid)

@@ -1,0 +1,143 @@
+"""Inverse z-depth from the model resolution back at a camera's native resolution, exact on planes
+under any lens model.
+
+A plane n·X = c seen along the ray through normalised image coordinates (u, v) = (x/z, y/z) has
+1/z = n·(u, v, 1) / c: affine in (u, v), whatever the distortion that maps pixels to (u, v).
+So each native pixel takes the barycentric weights of its own calibrated ray's (u, v) in a
+triangle of three model pixels' (u, v) and applies them to their inverse depths, which is exact
+for any plane through those three points. (Bilinear interpolation in pixel coordinates,
+Resize.to_native, is exact only where (u, v) is affine in pixels: pinhole cameras.)
+
+Triangles: the model cell (2 x 2 pixels) around a native pixel is split along the diagonal from
+(r0, c1) to (r1, c0); the native pixel's position in pixels picks the half, the "corner" being the
+right-angle vertex, (r0, c0) or (r1, c1). A native pixel that falls on a model pixel copies it (so
+at the model size every value is kept, and a NaN stays one pixel); elsewhere all three vertices
+count, one of them being NaN gives NaN (on a cell side the third vertex's weight is small but not
+zero: the sides are curves in (u, v)). The discontinuity cut is Resize.to_native's, over the pairs
+of the cell that bilinear interpolation would use (Resize.cut_pairs): a triangle's own two pairs
+miss steps that the local-slope test only sees from the cell's other side.
+
+The weights depend only on the camera, the resize and the pixel grid, so they are computed once
+per (camera, resize, grid) and cached (the exact rays come from CameraModel.ray_map).
+"""
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .camera import GRID_INDEX, grid_offset
+from .resize import edge_cut
+
+
+@dataclass(frozen=True, eq=False)
+class Stencil:
+    """How a model-resolution map becomes a native one: native pixel k is
+    sum_j weight[j, k] · map.flat[index[j, k]] over the three triangle vertices j.
+
+    index (3, N) intp and weight (3, N) float32 (where one model pixel is copied: 1 for it, 0 for
+    the others, which point at it too; NaN where the native pixel gets no value: outside the crop, invalid or backward (z <= 0) native or model
+    rays); across, down (2, N) int64: the pairs checked for a discontinuity (Resize.cut_pairs);
+    shape (H, W) native, model_size (width, height).
+    """
+
+    index: np.ndarray
+    weight: np.ndarray
+    across: np.ndarray
+    down: np.ndarray
+    shape: tuple
+    model_size: tuple
+
+    def apply(self, values):
+        """The native (H, W) float32 map of a model-resolution map (H_m, W_m); NaN where a vertex
+        used is NaN or the pixel has no value."""
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != self.model_size[::-1]:
+            raise ValueError(f"map is {values.shape} (H, W), expected {self.model_size[::-1]}")
+        flat = values.ravel()
+        out = self.weight[0] * flat[self.index[0]]
+        out += self.weight[1] * flat[self.index[1]]
+        out += self.weight[2] * flat[self.index[2]]
+        return out.reshape(self.shape)
+
+    def cut(self, values, max_jump):
+        """Native (H, W) bool: pixels whose counting vertices straddle a discontinuity of the
+        positive model map `values` (see Resize.to_native's max_jump)."""
+        return edge_cut(np.asarray(values, dtype=np.float32), max_jump, self.across, self.down).reshape(self.shape)
+
+
+def stencil(camera, resize, grid=GRID_INDEX):
+    """The (cached) Stencil from `camera`'s native pixels to the model pixels of `resize`, with
+    rays under pixel grid `grid` (as window.ViewBatch.grid; see geometry.camera)."""
+    if resize.in_size != camera.image_size:
+        raise ValueError(f"resize is for a {resize.in_size} image, the camera publishes {camera.image_size}")
+    grid_offset(grid)  # validates the name
+    return _stencil(camera, resize, grid)
+
+
+def native_inverse_depth(camera, resize, grid, inv_z, max_jump=None):
+    """Inverse z-depth (1/m) at `camera`'s native resolution, (H, W) float32, NaN where none.
+
+    inv_z (H_m, W_m): inverse z-depth at the model pixels of `resize` (rays under `grid`), NaN
+    where none. max_jump: NaN where the counting model pixels straddle a discontinuity (a step in
+    inverse depth departing from the local slope by more than max_jump relative, as
+    Resize.to_native); None: no cut.
+    """
+    st = stencil(camera, resize, grid)
+    out = st.apply(inv_z)
+    if max_jump is not None:
+        out[st.cut(inv_z, max_jump)] = np.nan
+    return out
+
+
+@lru_cache(maxsize=16)
+def _stencil(camera, resize, grid):
+    (wo, ho), (wi, hi) = resize.out_size, resize.in_size
+    c0, fx, r0, fy, inside = resize.cells()
+    fx, fy = np.broadcast_to(fx[None, :], (hi, wi)).ravel(), np.broadcast_to(fy[:, None], (hi, wi)).ravel()
+    rows, cols = np.broadcast_to(r0[:, None], (hi, wi)).ravel(), np.broadcast_to(c0[None, :], (hi, wi)).ravel()
+    c1, r1 = np.minimum(cols + 1, wo - 1), np.minimum(rows + 1, ho - 1)
+    # Corner k, its neighbour x along the row and y along the column, and their weights in pixels.
+    far = fx + fy > 1
+    rk, ck = np.where(far, r1, rows), np.where(far, c1, cols)
+    cx, ry = np.where(far, cols, c1), np.where(far, rows, r1)
+    px, py = np.where(far, 1 - fx, fx), np.where(far, 1 - fy, fy)
+    index = np.stack([rk * wo + ck, rk * wo + cx, ry * wo + ck])
+    counts = np.stack([1 - px - py != 0, px != 0, py != 0])  # zero pixel weights: on a cell side or diagonal
+    single = counts & (counts.sum(axis=0) == 1)  # on a model pixel
+
+    uv = _plane_coords(camera.ray_map(grid=grid, resize=resize)).reshape(-1, 2)
+    p = _plane_coords(camera.ray_map(grid=grid)).reshape(-1, 2)
+    weight = _barycentric(p, uv[index[0]], uv[index[1]], uv[index[2]], single)
+    weight[:, ~inside.ravel()] = np.nan
+    # Where one model pixel is copied the others point at it, so their values are not read.
+    index = np.where(single.any(axis=0), index[np.argmax(single, axis=0), np.arange(index.shape[1])], index)
+    across, down = (a.reshape(2, -1) for a in resize.cut_pairs())
+    out = Stencil(index, weight.astype(np.float32), across, down, (hi, wi), (wo, ho))
+    for a in (out.index, out.weight, out.across, out.down):
+        a.setflags(write=False)
+    return out
+
+
+def _plane_coords(rays):
+    """(..., 2) normalised image coordinates (x/z, y/z) of rays (..., 3); NaN where z <= 0 or invalid."""
+    z = rays[..., 2:3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(z > 0, rays[..., :2] / z, np.nan)
+
+
+def _barycentric(p, a, b, c, single):
+    """(3, N) barycentric weights of points p (N, 2) in triangles a, b, c (N, 2 each); where
+    single (3, N) marks one vertex (the point is that model pixel), 1 there and 0 elsewhere. NaN
+    where p, or a vertex needed, is not finite, or the triangle is degenerate."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ab, ac, ap = b - a, c - a, p - a
+        cross = lambda s, t: s[:, 0] * t[:, 1] - s[:, 1] * t[:, 0]  # noqa: E731
+        det = cross(ab, ac)
+        wb, wc = cross(ap, ac) / det, cross(ab, ap) / det
+        weight = np.stack([1 - wb - wc, wb, wc])
+    one = single.any(axis=0)
+    weight[:, one] = single[:, one]
+    bad = ~np.all(np.isfinite(weight), axis=0) | ~np.isfinite(p).all(axis=1)
+    weight[:, bad] = np.nan
+    return weight
