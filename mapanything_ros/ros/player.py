@@ -9,7 +9,7 @@ Ouster-style `t` uint32 nanosecond offset from the header stamp, which is the sw
 cloud goes out when the sweep ends). TF: `world_frame -> base_frame` on /tf; the rig's mounting
 poses `base_frame -> camera / lidar` once on /tf_static (transient local).
 
-CLI: python -m mapanything_ros.ros.player --seed 0 --duration 10 --rate 10
+CLI: python -m mapanything_ros.ros.player --preset small --seed 0 --duration 10 --rate 10
 """
 
 import argparse
@@ -26,7 +26,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
-from ..synthetic import SyntheticScene
+from ..synthetic.presets import PRESETS, make_scene
 from .tf import TF_QOS, TF_STATIC_QOS, matrix_to_transform
 
 try:
@@ -234,6 +234,7 @@ class SyntheticPlayer:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m mapanything_ros.ros.player", description=__doc__.split("\n")[0])
+    p.add_argument("--preset", choices=PRESETS, default="default", help="scene (synthetic.presets)")
     p.add_argument("--seed", type=int, default=0, help="synthetic scene seed")
     p.add_argument("--duration", type=float, default=10.0, help="simulated seconds to publish")
     p.add_argument("--rate", type=float, default=10.0, help="camera rate (Hz)")
@@ -259,7 +260,7 @@ def main(argv=None):
     node = rclpy.create_node("synthetic_player")
     try:
         player = SyntheticPlayer(
-            node, SyntheticScene(seed=args.seed), camera_rate_hz=args.rate, lidar_rate_hz=args.lidar_rate,
+            node, make_scene(args.preset, args.seed), camera_rate_hz=args.rate, lidar_rate_hz=args.lidar_rate,
             tf_rate_hz=args.tf_rate, start_ns=int(round(args.start * SEC)), world_frame=args.world_frame,
             base_frame=args.base_frame, compressed=args.compressed, clock=not args.no_clock)
         if Clock is None and not args.no_clock:

@@ -1,0 +1,592 @@
+"""The mapanything_ros node: a thin rclpy adapter over pipeline.Pipeline (parameters: ros/params.py).
+
+Inputs, per camera namespace `ns` of `cameras`: `ns/image_raw` (or `ns/image_raw/compressed`) and
+`ns/camera_info`; optionally one LiDAR cloud (`lidar_topic`) or a registered depth image per camera
+(`ns/<depth_image_topic>`). sync.CaptureSync groups them into captures; depth never stalls the
+cameras (a capture waits at most DEPTH_WAIT_S of message time for it).
+
+Poses and depth come from TF without ever waiting: world_frame <- image frame_id at each image
+stamp, camera <- LiDAR extrinsics, and the LiDAR's world poses at the sweep's first and last
+point times for motion compensation (geometry.project_to_depth). A capture whose transforms are
+not there yet waits in a small ordered queue retried at RETRY_HZ, and is dropped (counted,
+"tf_timeout") once it waited `tf_timeout` of node-clock time. Captures go to the pipeline in
+stamp order.
+
+Outputs (only packed when someone subscribes): ~/points (latest window) and ~/map (voxel map,
+transient local) as PointCloud2 x, y, z, rgb, confidence; per camera of the newest capture
+~/<ns>/depth (32FC1 z-depth, NaN = none), ~/<ns>/confidence, ~/<ns>/camera_info; ~/window
+(ReconstructionWindow). Frames: with poses (use_poses, TF available) everything is in
+world_frame. Image-only (use_poses false) the pipeline chains windows into its own chain frame,
+published as `map_frame` (also in ~/window's header, where the message comment says "reference
+view": the chain frame is the first window's reference camera).
+
+TF output (REP 105). map_odom: map_frame -> world_frame = (refined world pose of the newest
+capture's reference camera) * (its TF world pose)^-1. With poses the reconstruction is anchored
+at the reference view, which is the newest keyframe, so the correction is the identity by
+construction; image-only it maps the chain frame onto world_frame (when TF has the pose).
+Use it only where nothing else publishes map_frame -> world_frame (a frame has one parent).
+camera_refined: world_frame (image-only: map_frame) -> `<frame_id>_refined` per camera of the
+newest capture (always new frames).
+
+Bad input (undecodable or unsupported images, size disagreeing with CameraInfo, invalid
+intrinsics, empty clouds, missing TF, time jumping back, silent cameras, a backend that cannot
+start) is logged with throttling and reported on /diagnostics; nothing is published for it.
+A backend that cannot start (e.g. missing weights) leaves the node up, reporting the error only.
+"""
+
+import os
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Pose
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rcl_interfaces.msg import SetParametersResult
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+
+from ..geometry import SourceMotion, project_to_depth, se3_compose, se3_inverse
+from ..geometry.tf_tree import TransformError
+from ..geometry.transforms import quat_trans_from_pose
+from ..msg import ReconstructionWindow
+from ..pipeline import Pipeline, PipelineConfig
+from ..sync import CaptureSync
+from ..window import BatchConfig, Frame, KeyframePolicy
+from . import params
+from .diagnostics import ERROR, WARN, Problems, Rates, make_status
+from .images import (camera_info_to_model, check_image_matches, compressed_to_rgb, depth_image_to_meters,
+                     depth_to_image, float_image, image_to_rgb)
+from .player import make_header
+from .pointcloud import cloud_to_xyz, xyz_to_cloud
+from .tf import TF_QOS, make_tf_lookup, matrix_to_transform
+
+SEC = 1_000_000_000
+RETRY_HZ = 20.0
+PENDING_MAX = 10  # captures waiting for TF
+DEPTH_WAIT_S = 0.3  # longest a capture waits for depth (message time): a 10 Hz sweep goes out at its end
+THROTTLE_S = 5.0
+NO_INFO_GRACE = 10  # images dropped for want of a first CameraInfo before that is reported
+MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def stamp_of(header):
+    """int ns of a std_msgs/Header stamp."""
+    return header.stamp.sec * SEC + header.stamp.nanosec
+
+
+@dataclass(frozen=True)
+class _Image:
+    """A decoded image waiting in CaptureSync."""
+
+    camera: str  # namespace
+    frame_id: str
+    stamp_ns: int
+    rgb: np.ndarray
+    model: object  # CameraModel
+    info: CameraInfo
+
+
+@dataclass(frozen=True)
+class _Cloud:
+    frame_id: str
+    stamp_ns: int
+    points: np.ndarray
+    times: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What the node remembers of a frame it submitted, for the outputs."""
+
+    image: _Image
+    tf_pose: np.ndarray | None  # world_from_camera from TF (also in image-only mode, when available)
+
+
+class MapAnythingNode(Node):
+    """See the module doc. `parameter_overrides` etc. go to rclpy's Node."""
+
+    def __init__(self, name="mapanything", **kwargs):
+        super().__init__(name, **kwargs)
+        self.p = params.declare(self)
+        self.problems, self.rates = Problems(), Rates()
+        self.drops = dict.fromkeys(("tf_timeout", "queue", "bad_input", "no_camera_info"), 0)
+        self.pipeline = self.sync = self.runtime = None
+        self.fatal = None
+        self._lock = threading.RLock()  # the TF queue and what was sent
+        self._pending = deque()  # (Capture, first try in node-clock ns)
+        self._sent = OrderedDict()  # (frame_id, frame stamp) -> _Sent
+        self._map_frame_id = self.p["world_frame"]
+        self._seq = 0
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self.publish_diagnostics, callback_group=self._timer_group, clock=self._wall)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(Trigger, "~/save_map", self._on_save_map)
+        problems = [params.check(n, v) for n, v in self.p.items() if n != "cameras" or v is not None]
+        if self.p["cameras"] is None:
+            problems.append("parameter cameras (string[]) is required")
+        if any(problems):
+            self._fail("bad parameters: " + "; ".join(p for p in problems if p))
+            return
+        try:
+            backend = self._make_backend()
+        except Exception as err:  # the node stays up to report it (missing weights, bad device, ...)
+            self._fail(f"backend {self.p['backend']!r} could not start: {err}")
+            return
+        self.pipeline = Pipeline(self._config(), backend)
+        self.pipeline.on_result(self._on_result)
+        self.pipeline.on_error(self._on_pipeline_error)
+        self.tf = make_tf_lookup(self)
+        self._make_io()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.pipeline.start()
+        self.get_logger().info(f"running {self.p['backend']} on cameras {self.cameras}, depth {self.p['depth_source']}")
+
+    # ---------------------------------------------------------------- set-up
+
+    def _fail(self, message):
+        self.fatal = message
+        self.get_logger().error(message)
+        self.problems.report("pipeline", "fatal", ERROR, message, hold=None)
+
+    def _make_backend(self):
+        p = self.p
+        if p["backend"] == "oracle":
+            from ..backends import OracleBackend
+            from ..synthetic.presets import make_scene
+            return OracleBackend(make_scene(p["oracle_preset"], p["oracle_seed"]))
+        from ..model import Runtime
+        self.runtime = Runtime(p["device"])
+        if p["backend"] == "random":
+            from ..backends import RandomBackend
+            return RandomBackend(runtime=self.runtime)
+        from ..backends import MapAnythingBackend
+        from ..model import load_model
+        return MapAnythingBackend(load_model(p["weights"], p["device"]), self.runtime)
+
+    def _config(self):
+        p = self.p
+        return PipelineConfig(
+            window_size=p["window_size"],
+            keyframes=KeyframePolicy(p["keyframe_translation"], p["keyframe_rotation"], p["keyframe_interval"]),
+            batch=BatchConfig(use_intrinsics=p["use_intrinsics"], use_poses=p["use_poses"], use_depth=p["use_depth"],
+                              metric_poses=p["metric_poses"], metric_depth=p["metric_depth"],
+                              depth_without_scale=p["depth_without_scale"], long_side=p["long_side"]),
+            keep_measured=p["keep_measured_depth"], align_to_measured=p["align_to_measured_depth"],
+            voxel_size=p["map_voxel_size"], max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"])
+
+    def _make_io(self):
+        p = self.p
+        self.cameras = list(p["cameras"])
+        qos = qos_profile_sensor_data if p["qos"] == "sensor_data" else RELIABLE_QOS
+        compressed = p["image_transport"] == "compressed"
+        self.lidar_source = p["lidar_topic"] if p["depth_source"] == "lidar" else None
+        sources = [self.lidar_source] if self.lidar_source else self.cameras if p["depth_source"] == "depth_image" else []
+        self.sync = CaptureSync(self.cameras, int(p["sync_slop"] * SEC), sources, int(p["depth_tolerance"] * SEC),
+                                int(DEPTH_WAIT_S * SEC), camera_timeout_ns=int(p["camera_timeout"] * SEC))
+        self.infos = {}  # camera -> (CameraModel, CameraInfo) or None after an invalid one
+        self.image_topics = {}
+        self.pubs = {}
+        for cam in self.cameras:
+            topic = f"{cam}/image_raw/compressed" if compressed else f"{cam}/image_raw"
+            self.image_topics[cam] = topic
+            self.create_subscription(CompressedImage if compressed else Image, topic,
+                                     lambda m, c=cam: self._on_image(c, m), qos, callback_group=self._input_group)
+            self.create_subscription(CameraInfo, f"{cam}/camera_info", lambda m, c=cam: self._on_info(c, m), qos,
+                                     callback_group=self._input_group)
+            if p["depth_source"] == "depth_image":
+                self.create_subscription(Image, f"{cam}/{p['depth_image_topic']}",
+                                         lambda m, c=cam: self._on_depth_image(c, m), qos, callback_group=self._input_group)
+            out = f"~/{cam.strip('/')}"
+            self.pubs[cam] = {"depth": self.create_publisher(Image, f"{out}/depth", 5),
+                              "confidence": self.create_publisher(Image, f"{out}/confidence", 5),
+                              "camera_info": self.create_publisher(CameraInfo, f"{out}/camera_info", 5)}
+        if self.lidar_source:
+            self.create_subscription(PointCloud2, self.lidar_source, self._on_lidar, qos, callback_group=self._input_group)
+        self.points_pub = self.create_publisher(PointCloud2, "~/points", 5)
+        self.map_pub = self.create_publisher(PointCloud2, "~/map", MAP_QOS)
+        self.window_pub = self.create_publisher(ReconstructionWindow, "~/window", 10)
+        self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS) if p["tf_output"] != "none" else None
+        self.create_timer(1.0 / RETRY_HZ, self._on_retry, callback_group=self._timer_group, clock=self._wall)
+        self._map_timer = None
+        self._set_map_rate(p["map_publish_rate"])
+
+    def _set_map_rate(self, rate):
+        if self._map_timer is not None:
+            self.destroy_timer(self._map_timer)
+            self._map_timer = None
+        if rate > 0:
+            self._map_timer = self.create_timer(1.0 / rate, self.publish_map, callback_group=self._timer_group,
+                                                clock=self._wall)
+
+    def _now_ns(self):
+        return self.get_clock().now().nanoseconds
+
+    def _bad(self, status, key, level, message):
+        """Report bad input: a throttled log line and a diagnostic problem (the input is dropped)."""
+        self.drops["bad_input"] += 1
+        log = self.get_logger().error if level == ERROR else self.get_logger().warning
+        log(message, throttle_duration_sec=THROTTLE_S)
+        self.problems.report(status, key, level, message)
+
+    # ---------------------------------------------------------------- inputs
+
+    def _on_info(self, cam, msg):
+        try:
+            model = camera_info_to_model(msg)
+        except ValueError as err:
+            self.infos[cam] = None
+            self._bad(f"camera {cam}", "camera_info", ERROR, f"{cam}/camera_info: invalid calibration: {err}")
+            return
+        self.infos[cam] = (model, msg)
+
+    def _on_image(self, cam, msg):
+        self.rates.tick(cam)
+        topic = self.image_topics[cam]
+        info = self.infos.get(cam)
+        if info is None:  # an image before its first CameraInfo is normal at start-up: reported when it lasts
+            self.drops["no_camera_info"] += 1
+            if cam in self.infos or self.drops["no_camera_info"] > NO_INFO_GRACE:
+                self._bad(f"camera {cam}", "image_without_info", ERROR if cam in self.infos else WARN,
+                          f"{topic}: image dropped, no valid CameraInfo on {cam}/camera_info")
+            return
+        if not msg.header.frame_id:
+            self._bad(f"camera {cam}", "image", ERROR, f"{topic}: image without header.frame_id (needed for TF)")
+            return
+        try:
+            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            check_image_matches(info[0], *rgb.shape[:2])
+        except ValueError as err:
+            self._bad(f"camera {cam}", "image", ERROR, f"{topic}: {err}")
+            return
+        stamp = stamp_of(msg.header)
+        self._feed(self.sync.add_image(cam, stamp, _Image(cam, msg.header.frame_id, stamp, rgb, info[0], info[1])))
+
+    def _on_lidar(self, msg):
+        try:
+            points, times = cloud_to_xyz(msg)
+        except ValueError as err:
+            self._bad("depth", "lidar", ERROR, f"{self.lidar_source}: {err}")
+            return
+        if len(points) == 0:
+            self._bad("depth", "lidar", WARN, f"{self.lidar_source}: empty or all-NaN cloud ignored")
+            return
+        self.rates.tick(self.lidar_source)
+        stamp = stamp_of(msg.header)
+        self._feed(self.sync.add_depth(self.lidar_source, stamp, _Cloud(msg.header.frame_id, stamp, points, times)))
+
+    def _on_depth_image(self, cam, msg):
+        try:
+            depth = depth_image_to_meters(msg)
+        except ValueError as err:
+            self._bad("depth", f"depth {cam}", ERROR, f"{cam}/{self.p['depth_image_topic']}: {err}")
+            return
+        self.rates.tick(f"{cam} depth")
+        self._feed(self.sync.add_depth(cam, stamp_of(msg.header), depth))
+
+    def _on_retry(self):
+        self._feed(self.sync.poll(self._now_ns()))
+
+    # ---------------------------------------------------------------- captures -> frames
+
+    def _feed(self, captures):
+        """Queue new captures (in stamp order) and submit every one whose transforms are there."""
+        with self._lock:
+            for reason in self.sync.take_resets():
+                self.get_logger().warning(f"input time jumped back: {reason}", throttle_duration_sec=THROTTLE_S)
+                self.problems.report("sync", "reset", WARN, reason)
+                self.drops["queue"] += len(self._pending)
+                self._pending.clear()
+            now = self._now_ns()
+            for cap in captures:
+                if len(self._pending) >= PENDING_MAX:
+                    self._pending.popleft()
+                    self.drops["queue"] += 1
+                self._pending.append((cap, now))
+            while self._pending:
+                cap, first = self._pending[0]
+                try:
+                    frames = self._frames(cap)
+                except TransformError as err:
+                    if now - first <= self.p["tf_timeout"] * SEC:
+                        return
+                    self._pending.popleft()
+                    self.drops["tf_timeout"] += 1
+                    message = (f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform within tf_timeout "
+                               f"({self.p['tf_timeout']} s): {err}")
+                    self.get_logger().warning(message, throttle_duration_sec=THROTTLE_S)
+                    self.problems.report("tf", "timeout", WARN, message)
+                    continue
+                self._pending.popleft()
+                if frames:
+                    self.pipeline.submit(frames)
+
+    def _frames(self, cap):
+        """The pipeline Frames of a capture; raises TransformError when TF is not there (yet)."""
+        p = self.p
+        lookup = self.tf.lookup
+        frames = []
+        for cam, (stamp, img) in cap.images.items():
+            try:
+                tf_pose = lookup(p["world_frame"], img.frame_id, stamp)
+            except TransformError:
+                if p["use_poses"]:
+                    raise
+                tf_pose = None
+            depth = None
+            if p["use_depth"] and self.lidar_source in cap.depth:
+                depth = self._lidar_depth(cap.depth[self.lidar_source][1], img)
+            elif p["use_depth"] and cam in cap.depth:
+                depth = cap.depth[cam][1]
+                if depth.shape != img.rgb.shape[:2]:
+                    self._bad("depth", f"depth {cam}", ERROR, f"{cam}/{p['depth_image_topic']}: depth image "
+                              f"{depth.shape[1]}x{depth.shape[0]} is not registered to the {img.rgb.shape[1]}x"
+                              f"{img.rgb.shape[0]} camera image; ignored")
+                    depth = None
+            frames.append(Frame(img.rgb, img.model, cap.stamp_ns, img.frame_id,
+                                tf_pose if p["use_poses"] else None, depth))
+            self._sent[(img.frame_id, cap.stamp_ns)] = _Sent(img, tf_pose)
+        while len(self._sent) > 4 * len(self.cameras) * (p["window_size"] + 2):
+            self._sent.popitem(last=False)
+        return frames
+
+    def _lidar_depth(self, cloud, img):
+        """Sparse z-depth of a LiDAR cloud in the camera of `img`, motion-compensated with per-point times."""
+        world = self.p["world_frame"]
+        lookup = self.tf.lookup
+        if cloud.times is None:  # the whole sweep at its stamp: carried to the image stamp through world_frame
+            cam_from_lidar = se3_compose(se3_inverse(lookup(world, img.frame_id, img.stamp_ns)),
+                                         lookup(world, cloud.frame_id, cloud.stamp_ns))
+            return project_to_depth(cloud.points, cam_from_lidar, img.model)
+        t0, t1 = int(cloud.times.min()), int(cloud.times.max())
+        cam_from_lidar = lookup(img.frame_id, cloud.frame_id, img.stamp_ns)
+        if t1 == t0:
+            t1 = t0 + 1
+        motion = SourceMotion(t0, lookup(world, cloud.frame_id, t0), t1, lookup(world, cloud.frame_id, t1),
+                              img.stamp_ns, extrapolate=True)
+        return project_to_depth(cloud.points, cam_from_lidar, img.model, times=cloud.times, motion=motion)
+
+    # ---------------------------------------------------------------- outputs (pipeline worker thread)
+
+    def _on_pipeline_error(self, seq, err):
+        self.problems.report("pipeline", "window", ERROR, f"window {seq} failed: {err!r}")
+
+    def _on_result(self, result):
+        recon = result.reconstruction
+        frame_id = self.p["world_frame"] if recon.pose_frame == "world" else self.p["map_frame"]
+        self._map_frame_id = frame_id
+        views = recon.views
+        newest_stamp = max(v.frame.stamp_ns for v in views)
+        newest = [v for v in views if v.frame.stamp_ns == newest_stamp]
+        with self._lock:
+            sent = {v.frame.key: self._sent.get(v.frame.key) for v in views}
+        if self.points_pub.get_subscription_count():
+            self.points_pub.publish(xyz_to_cloud(
+                np.concatenate([v.points for v in views]), make_header(frame_id, newest_stamp),
+                np.concatenate([v.colors for v in views]), np.concatenate([v.point_confidence for v in views])))
+        for v in newest:
+            s = sent[v.frame.key]
+            if s is None:
+                continue
+            header = make_header(v.frame.frame_id, s.image.stamp_ns)
+            pubs = self.pubs[s.image.camera]
+            if pubs["depth"].get_subscription_count():
+                pubs["depth"].publish(depth_to_image(v.depth, header))
+            if pubs["confidence"].get_subscription_count():
+                pubs["confidence"].publish(float_image(v.confidence, header))
+            if pubs["camera_info"].get_subscription_count():
+                pubs["camera_info"].publish(_with_header(s.image.info, header))
+        self._seq += 1
+        if self.window_pub.get_subscription_count():
+            self.window_pub.publish(self._window_msg(result, frame_id, newest_stamp))
+        if self.tf_pub is not None:
+            self._publish_tf(views, newest, sent, frame_id, newest_stamp)
+
+    def _window_msg(self, result, frame_id, stamp):
+        recon, cfg = result.reconstruction, self.pipeline.config.batch
+        msg = ReconstructionWindow(header=make_header(frame_id, stamp), sequence=self._seq,
+                                   reference_index=0, metric_scale=float(recon.metric_scale),
+                                   metric_inputs=bool(cfg.metric_poses and cfg.metric_depth),
+                                   backend=self.p["backend"], inference_time=float(result.timings.get("inference", 0)))
+        for v in recon.views:
+            f = v.frame
+            msg.stamps.append(make_header("", f.stamp_ns).stamp)
+            msg.frame_ids.append(f.frame_id)
+            msg.poses.append(_pose(v.world_from_camera))
+            msg.used_intrinsics.append(bool(cfg.use_intrinsics))
+            msg.used_pose.append(bool(cfg.use_poses and f.world_from_camera is not None))
+            msg.used_depth.append(bool(cfg.use_depth and f.sparse_depth is not None and (f.sparse_depth > 0).any()))
+        return msg
+
+    def _publish_tf(self, views, newest, sent, frame_id, stamp):
+        if self.p["tf_output"] == "map_odom":
+            ref = views[0]
+            s = sent.get(ref.frame.key)
+            if s is None or s.tf_pose is None:
+                return
+            correction = se3_compose(ref.world_from_camera, se3_inverse(s.tf_pose))
+            transforms = [matrix_to_transform(correction, self.p["map_frame"], self.p["world_frame"], stamp)]
+        else:
+            transforms = [matrix_to_transform(v.world_from_camera, frame_id, f"{v.frame.frame_id}_refined", stamp)
+                          for v in newest]
+        self.tf_pub.publish(TFMessage(transforms=transforms))
+
+    def publish_map(self):
+        """Publish ~/map (when subscribed)."""
+        if self.pipeline is None or not self.map_pub.get_subscription_count():
+            return
+        xyz, rgb, conf = self.pipeline.map_points()
+        self.map_pub.publish(xyz_to_cloud(xyz, make_header(self._map_frame_id, self._now_ns()), rgb, conf))
+
+    # ---------------------------------------------------------------- services, parameters
+
+    def _on_reset(self, request, response):
+        if self.pipeline is None:
+            response.success, response.message = False, f"not running: {self.fatal}"
+            return response
+        with self._lock:
+            self.drops["queue"] += len(self._pending)
+            self._pending.clear()
+        self.pipeline.reset()
+        response.success, response.message = True, "window, map and pending captures cleared"
+        return response
+
+    def _on_save_map(self, request, response):
+        if self.pipeline is None:
+            response.success, response.message = False, f"not running: {self.fatal}"
+            return response
+        path = os.path.expanduser(self.p["save_map_path"])
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            n = self.pipeline.save_map(path)
+        except OSError as err:
+            response.success, response.message = False, f"could not write {path}: {err}"
+            return response
+        response.success, response.message = True, f"wrote {n} points to {path}"
+        return response
+
+    def _on_set_parameters(self, parameters):
+        changes = {}
+        for param in parameters:
+            if param.name not in params.SPECS:
+                continue
+            reason = params.check(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            changes[param.name] = param.value
+        self.p.update(changes)
+        cfg = self._config()
+        self.pipeline.config = replace(self.pipeline.config, keyframes=cfg.keyframes, batch=cfg.batch,
+                                       keep_measured=cfg.keep_measured, align_to_measured=cfg.align_to_measured,
+                                       min_confidence=cfg.min_confidence)
+        self.pipeline.window.policy = cfg.keyframes
+        self.pipeline.map.min_confidence = cfg.min_confidence
+        self.sync.slop_ns = int(self.p["sync_slop"] * SEC)
+        self.sync.depth_tolerance_ns = int(self.p["depth_tolerance"] * SEC)
+        self.sync.camera_timeout_ns = int(self.p["camera_timeout"] * SEC)
+        if "map_publish_rate" in changes:
+            self._set_map_rate(self.p["map_publish_rate"])
+        return SetParametersResult(successful=True)
+
+    # ---------------------------------------------------------------- diagnostics
+
+    def publish_diagnostics(self):
+        """Publish one DiagnosticArray (called at 1 Hz)."""
+        hw = self.get_fully_qualified_name()
+        prefix = f"{self.get_name()}: "
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        values = {"backend": self.p["backend"]}
+        if self.runtime is not None:
+            values.update(self.runtime.describe())
+        if self.pipeline is not None:
+            s = self.pipeline.stats()
+            values.update(captures=s.captures, keyframes=s.keyframes, windows_done=s.done, windows_failed=s.failed,
+                          dropped_pipeline_queue=s.dropped, pending=s.pending, window_resets=s.window_resets,
+                          map_resets=s.map_resets, map_voxels=s.map_voxels)
+            for stage in ("inference", "total"):
+                if stage in s.latency:
+                    values[f"{stage}_latency_p50_s"] = f"{s.latency[stage]['p50']:.4f}"
+                    values[f"{stage}_latency_p95_s"] = f"{s.latency[stage]['p95']:.4f}"
+        msg.status.append(make_status(prefix + "pipeline", hw, self.problems.active("pipeline"), values))
+        if self.sync is not None:
+            st = self.sync.stats()
+            silent = set(self.sync.silent_cameras(self._now_ns()))
+            for cam in self.cameras:
+                problems = self.problems.active(f"camera {cam}")
+                if cam in silent:
+                    problems.insert(0, (WARN, f"no image on {self.image_topics[cam]} for {self.p['camera_timeout']} s"
+                                              " (parameter camera_timeout): check the driver, the topic "
+                                              "(parameters cameras, image_transport) and qos"))
+                msg.status.append(make_status(f"{prefix}camera {cam}", hw, sorted(problems, key=lambda p: p[0],
+                                                                                   reverse=True),
+                                              {"topic": self.image_topics[cam], "rate_hz": self.rates.rate(cam),
+                                               "received": st["images"][cam],
+                                               "camera_info": "ok" if self.infos.get(cam) else "missing"}))
+            sync_values = {"captures": st["captures"], "resets": st["resets"],
+                           "queued_for_tf": len(self._pending), **{f"dropped_sync_{k}": v for k, v in
+                                                                   st["dropped"].items()},
+                           **{f"dropped_{k}": v for k, v in self.drops.items()}}
+            msg.status.append(make_status(prefix + "sync", hw, self.problems.active("sync"), sync_values))
+            msg.status.append(make_status(prefix + "tf", hw, self.problems.active("tf"),
+                                          {"world_frame": self.p["world_frame"],
+                                           "dropped_tf_timeout": self.drops["tf_timeout"]}))
+            if self.p["depth_source"] != "none":
+                depth_values = {f"{src}_{k}": v for src, d in st["depth"].items() for k, v in d.items()}
+                if self.lidar_source:
+                    depth_values["lidar_rate_hz"] = self.rates.rate(self.lidar_source)
+                msg.status.append(make_status(prefix + "depth", hw, self.problems.active("depth"), depth_values))
+        self.diag_pub.publish(msg)
+
+    def shutdown(self):
+        """Stop the pipeline worker (the job running finishes)."""
+        if self.pipeline is not None:
+            self.pipeline.stop(timeout=10.0)
+
+
+def _with_header(info, header):
+    """A copy of CameraInfo `info` with `header`."""
+    return CameraInfo(header=header, height=info.height, width=info.width, distortion_model=info.distortion_model,
+                      d=info.d, k=info.k, r=info.r, p=info.p, binning_x=info.binning_x, binning_y=info.binning_y,
+                      roi=info.roi)
+
+
+def _pose(world_from_camera):
+    """geometry_msgs/Pose of a 4x4 (quaternion x, y, z, w)."""
+    q, t = quat_trans_from_pose(world_from_camera)
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in t)
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (float(v) for v in q)
+    return pose
+
+
+def main(argv=None):
+    """Run the node: `python -m mapanything_ros.ros.node --ros-args -p cameras:=[front] ...`."""
+    rclpy.init(args=argv)
+    node = MapAnythingNode()
+    executor = MultiThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

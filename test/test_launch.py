@@ -1,0 +1,247 @@
+"""Launch files and parameter presets.
+
+Without ROS launch: the presets in config/ hold only the node's parameters (mapanything_ros.ros.params)
+with valid values and types, and the real node (subprocess, oracle backend) starts with each preset
+plus an overrides file as launch_ros writes it; the launch files compile and name existing files and
+executables; launch arguments convert to the right parameter overrides. With launch_pytest (an
+apt/colcon ROS with this package built and sourced): mapping.launch.py brings the node up.
+"""
+
+import ast
+import configparser
+import importlib.util
+import os
+import py_compile
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import rclpy
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rcl_interfaces.srv import GetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import parameter_value_to_python
+
+from mapanything_ros.ros.launch_args import OVERRIDES, node_overrides, parse_bool, parse_cameras
+from mapanything_ros.ros.params import SPECS, check
+
+try:  # launch, launch_ros and launch_pytest come with an apt ROS, not with a pip-installed one
+    import launch_pytest
+    from launch import LaunchDescription
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+except ImportError:
+    launch_pytest = None
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = sorted((REPO / "config").glob("*.yaml"))
+LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
+
+
+def _parameters(path):
+    doc = yaml.safe_load(path.read_text())
+    assert list(doc) == ["/**"] and list(doc["/**"]) == ["ros__parameters"], path.name
+    return doc["/**"]["ros__parameters"]
+
+
+def _keywords(path):
+    """{(keyword, constant)} of every call in a Python file, e.g. ("executable", "mapanything_node")."""
+    return {(k.arg, k.value.value) for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
+            for k in n.keywords if isinstance(k.value, ast.Constant)}
+
+
+def _console_scripts():
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    lines = cfg["options.entry_points"]["console_scripts"].strip().splitlines()
+    return dict((part.strip() for part in line.split("=", 1)) for line in lines)
+
+
+def test_presets_exist():
+    assert {p.name for p in PRESETS} >= {"mapping.yaml", "depth_completion.yaml"}
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_preset_holds_only_valid_node_parameters(path):
+    params = _parameters(path)
+    assert set(params) <= set(SPECS), f"not node parameters: {sorted(set(params) - set(SPECS))}"
+    for name, value in params.items():
+        default = SPECS[name].default
+        # rclpy refuses a value whose type differs from the declared one (1 for a double, too).
+        expected = list if default is None else type(default)
+        assert type(value) is expected, f"{name}: {value!r} is not a {expected.__name__}"
+        assert check(name, value) is None, check(name, value)
+    assert all(isinstance(c, str) for c in params.get("cameras", []))
+
+
+def test_mapping_preset_uses_known_intrinsics_and_poses():
+    p = _parameters(REPO / "config" / "mapping.yaml")
+    assert p["depth_source"] == "none" and p["use_poses"] and p["use_intrinsics"]
+    assert p["window_size"] == 8 and p["tf_output"] == "map_odom"
+
+
+def test_depth_completion_preset_feeds_metric_lidar_depth():
+    p = _parameters(REPO / "config" / "depth_completion.yaml")
+    assert p["depth_source"] == "lidar" and p["use_depth"] and p["keep_measured_depth"]
+    assert p["metric_depth"] and p["metric_poses"] and not p["depth_without_scale"]
+    assert 2 <= p["window_size"] <= 4 and p["tf_output"] in ("camera_refined", "none")
+
+
+def test_launch_files_exist_and_compile(tmp_path):
+    assert {p.name for p in LAUNCH_FILES} >= {"mapping.launch.py", "depth_completion.launch.py"}
+    for path in LAUNCH_FILES:
+        py_compile.compile(str(path), cfile=str(tmp_path / (path.name + "c")), doraise=True)
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_names_existing_files_and_executables(path):
+    scripts = _console_scripts()
+    for arg, value in _keywords(path):
+        if arg == "package":
+            assert value == "mapanything_ros"
+        if arg == "executable":
+            assert value in scripts, f"{value} is not a console script in setup.cfg"
+            assert importlib.util.find_spec(scripts[value].split(":")[0]) is not None, scripts[value]
+    tree = ast.parse(path.read_text())
+    for name in (n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)):
+        if name.endswith(".yaml"):
+            assert (REPO / "config" / name).is_file(), name
+        elif name.endswith(".launch.py"):
+            assert (REPO / "launch" / name).is_file(), name
+
+
+def test_mapping_launch_starts_the_node_executable():
+    assert ("executable", "mapanything_node") in _keywords(REPO / "launch" / "mapping.launch.py")
+
+
+def test_override_arguments_are_node_parameters():
+    assert set(OVERRIDES) - {"use_sim_time"} <= set(SPECS)
+
+
+@pytest.mark.parametrize("text, names", [
+    ("front", ["front"]),
+    ("front,left", ["front", "left"]),
+    (" front , left ", ["front", "left"]),
+    ("front left\tright", ["front", "left", "right"]),
+    ("[front, left]", ["front", "left"]),
+    ("['front', \"left\"]", ["front", "left"]),
+    ("[/robot/front, left]", ["/robot/front", "left"]),
+    ("", []),
+    ("[]", []),
+])
+def test_parse_cameras_formats(text, names):
+    assert parse_cameras(text) == names
+
+
+@pytest.mark.parametrize("text", ["1front", "front-left", "front//left", "front/", "~/front", "[front", "a:b"])
+def test_parse_cameras_rejects_invalid_names(text):
+    with pytest.raises(ValueError, match="cameras"):
+        parse_cameras(text)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True), min_size=1, max_size=5))
+def test_parse_cameras_round_trips_every_format(names):
+    for text in (",".join(names), " ".join(names), "[" + ", ".join(f"'{n}'" for n in names) + "]"):
+        assert parse_cameras(text) == names
+
+
+def test_node_overrides_drop_empty_arguments_and_type_the_rest():
+    values = {name: default for name, (default, _) in OVERRIDES.items()}
+    assert node_overrides(values) == {"use_sim_time": False}
+    values.update(cameras="front_optical", backend=" oracle ", use_sim_time="True", lidar_topic="/os/points")
+    assert node_overrides(values) == {"cameras": ["front_optical"], "backend": "oracle", "use_sim_time": True,
+                                      "lidar_topic": "/os/points"}
+    assert node_overrides({"cameras": "[]"}) == {}
+
+
+def test_node_overrides_reject_unknown_and_malformed_arguments():
+    with pytest.raises(KeyError):
+        node_overrides({"window": "8"})
+    with pytest.raises(ValueError, match="use_sim_time"):
+        parse_bool("use_sim_time", "yes")
+    with pytest.raises(ValueError, match="cameras"):
+        node_overrides({"cameras": "front-left"})
+
+
+def _node_parameters(probe, node, names, alive=lambda: True, timeout_s=60.0):
+    """{name: value} of the running node `node` (full name), once it publishes its ~/window."""
+    topic = f"{node}/window"
+    deadline = time.monotonic() + timeout_s  # the node imports torch and builds its backend first
+    while probe.count_publishers(topic) == 0:
+        assert alive(), f"{node} exited"
+        assert time.monotonic() < deadline, f"no publisher on {topic} after {timeout_s} s"
+        time.sleep(0.2)
+    client = probe.create_client(GetParameters, f"{node}/get_parameters")
+    assert client.wait_for_service(timeout_sec=10.0)
+    future = client.call_async(GetParameters.Request(names=list(names)))
+    executor = SingleThreadedExecutor(context=probe.context)
+    executor.add_node(probe)
+    executor.spin_until_future_complete(future, timeout_sec=10.0)
+    assert future.done(), f"{node}/get_parameters did not answer"
+    return {n: parameter_value_to_python(v) for n, v in zip(names, future.result().values)}
+
+
+@pytest.fixture
+def probe():
+    """An rclpy node in its own context."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("launch_test_probe", context=context)
+    yield node
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_node_starts_with_preset_and_overrides(path, probe, tmp_path):
+    """What the launch files do, without launch: the preset, then an overrides file as launch_ros
+    writes it from node_overrides(), into the real node (oracle backend)."""
+    pytest.importorskip("mapanything_ros.ros.node", reason="the node's message packages are not installed")
+    overrides = node_overrides({"cameras": "front_optical", "backend": "oracle", "device": "cpu"})
+    overrides_file = tmp_path / "overrides.yaml"
+    overrides_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
+    cmd = [sys.executable, "-m", "mapanything_ros.ros.node", "--ros-args", "--params-file", str(path),
+           "--params-file", str(overrides_file), "-r", "__ns:=/preset_test"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ))
+    try:
+        expected = {**_parameters(path), **overrides}
+        got = _node_parameters(probe, "/preset_test/mapanything", expected, alive=lambda: proc.poll() is None)
+        assert got == expected
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# The launch test. Without launch_pytest its fixture is a plain, unused pytest fixture and the test
+# is reported as skipped with the reason below.
+@(launch_pytest.fixture if launch_pytest else pytest.fixture)
+def mapping_launch():
+    """mapping.launch.py of this source tree with the oracle backend, in namespace /launch_test."""
+    args = {"config": str(REPO / "config" / "mapping.yaml"), "backend": "oracle", "device": "cpu",
+            "cameras": "front_optical left_fisheye_optical", "namespace": "launch_test"}
+    return LaunchDescription([
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(REPO / "launch" / "mapping.launch.py")),
+                                 launch_arguments=args.items()),
+        launch_pytest.actions.ReadyToTest(),
+    ])
+
+
+launch_test = (pytest.mark.launch(fixture=mapping_launch) if launch_pytest
+               else pytest.mark.skip(reason="launch_pytest not installed (pip-installed ROS)"))
+
+
+@launch_test
+def test_mapping_launch_brings_up_the_node(probe):
+    got = _node_parameters(probe, "/launch_test/mapanything", ["cameras", "backend", "window_size"])
+    # cameras:= with one string became a string array; backend:= won over the preset; window_size from it
+    assert got == {"cameras": ["front_optical", "left_fisheye_optical"], "backend": "oracle", "window_size": 8}

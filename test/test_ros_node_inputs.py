@@ -1,0 +1,235 @@
+"""The node in-process: one test per kind of bad input (a diagnostic with the expected level and
+message, the node keeps running, nothing published for it), parameters at run time.
+
+The node gets its own context; a second node on it publishes crafted messages and listens.
+"""
+
+import array
+import math
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+import rclpy.executors  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+
+from mapanything_ros.ros.node import MapAnythingNode  # noqa: E402
+from mapanything_ros.ros.player import make_header, model_to_camera_info, rgb_to_image, timed_cloud  # noqa: E402
+from mapanything_ros.ros.tf import TF_STATIC_QOS, matrix_to_transform  # noqa: E402
+from mapanything_ros.synthetic.presets import make_scene  # noqa: E402
+
+SEC = 1_000_000_000
+CAM = "front_optical"
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene("small", 0)
+
+
+class Rig:
+    """The node under test plus a peer node publishing inputs and recording outputs."""
+
+    def __init__(self, overrides):
+        self.context = rclpy.context.Context()
+        rclpy.init(context=self.context)
+        base = {"cameras": [CAM], "backend": "oracle", "oracle_preset": "small", "long_side": 112}
+        base.update(overrides)
+        self.node = MapAnythingNode(context=self.context,
+                                    parameter_overrides=[Parameter(k, value=v) for k, v in base.items()])
+        self.peer = rclpy.create_node("peer", context=self.context)
+        self.executor = rclpy.executors.MultiThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self.got = {}
+        for topic, kind in (("/mapanything/points", PointCloud2), (f"/mapanything/{CAM}/depth", Image),
+                            ("/mapanything/window", None)):
+            if kind is not None:
+                self.peer.create_subscription(kind, topic, self._keep(topic), 10)
+        self.peer.create_subscription(DiagnosticArray, "/diagnostics", self._keep("diagnostics"), 10)
+        self.pubs = {}
+
+    def _keep(self, key):
+        return lambda msg: self.got.setdefault(key, []).append(msg)
+
+    def publish(self, topic, msg, kind=None, qos=10):
+        if topic not in self.pubs:
+            self.pubs[topic] = self.peer.create_publisher(kind or type(msg), topic, qos)
+            end = time.monotonic() + 5.0  # discovery
+            while not self.pubs[topic].get_subscription_count() and time.monotonic() < end:
+                self.spin(0.05)
+        self.pubs[topic].publish(msg)
+
+    def spin(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def status(self, suffix, seconds=3.0):
+        """Statuses whose name ends with `suffix` from the diagnostics received within `seconds`."""
+        self.got.pop("diagnostics", None)
+        self.node.publish_diagnostics()
+        self.spin(min(seconds, 1.2))
+        return [s for m in self.got.get("diagnostics", []) for s in m.status if s.name.endswith(suffix)]
+
+    def outputs(self):
+        return {k: len(v) for k, v in self.got.items() if k != "diagnostics"}
+
+    def close(self):
+        self.node.shutdown()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.peer.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture
+def rig():
+    made = []
+
+    def make(**overrides):
+        made.append(Rig(overrides))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def send_frame(rig, scene, stamp_ns, image=None, info=None, tf=True):
+    view = scene.render(CAM, stamp_ns)
+    header = make_header(CAM, stamp_ns)
+    if tf:
+        rig.publish("/tf_static", TFMessage(transforms=[
+            matrix_to_transform(scene.world_from_camera(CAM, stamp_ns), "odom", CAM, stamp_ns)]), qos=TF_STATIC_QOS)
+    rig.publish(f"{CAM}/camera_info", info or model_to_camera_info(view.camera, header))
+    rig.spin(0.05)
+    rig.publish(f"{CAM}/image_raw", image or rgb_to_image(view.image, header), Image)
+    rig.spin(0.1)
+
+
+def assert_problem(statuses, level, text):
+    assert any(s.level == level and text in s.message for s in statuses), [(s.level, s.message) for s in statuses]
+
+
+def test_unsupported_encoding(rig, scene):
+    r = rig()
+    view = scene.render(CAM, SEC)
+    image = Image(header=make_header(CAM, SEC), height=view.image.shape[0], width=view.image.shape[1],
+                  encoding="8UC3", step=3 * view.image.shape[1])
+    image.data = array.array("B", view.image.tobytes())
+    send_frame(r, scene, SEC, image=image)
+    assert_problem(r.status(f"camera {CAM}"), DiagnosticStatus.ERROR, "unsupported image encoding '8UC3'")
+    assert r.outputs() == {} and r.node.pipeline.stats().captures == 0
+
+
+def test_image_size_disagreeing_with_camera_info(rig, scene):
+    r = rig()
+    big = make_scene("default", 0).rig_camera(CAM).camera
+    send_frame(r, scene, SEC, info=model_to_camera_info(big, make_header(CAM, SEC)))
+    assert_problem(r.status(f"camera {CAM}"), DiagnosticStatus.ERROR, "CameraInfo describes a 640x480 image")
+    assert r.outputs() == {} and r.node.pipeline.stats().captures == 0
+
+
+@pytest.mark.parametrize("k0", [0.0, math.nan])
+def test_zero_or_nan_intrinsics(rig, scene, k0):
+    r = rig()
+    info = model_to_camera_info(scene.rig_camera(CAM).camera, make_header(CAM, SEC))
+    info.k[0] = k0
+    send_frame(r, scene, SEC, info=info)
+    statuses = r.status(f"camera {CAM}")
+    assert_problem(statuses, DiagnosticStatus.ERROR, "invalid calibration")
+    assert_problem(statuses, DiagnosticStatus.ERROR, "no valid CameraInfo")
+    assert r.outputs() == {} and r.node.pipeline.stats().captures == 0
+
+
+def test_empty_and_all_nan_clouds(rig, scene):
+    r = rig(depth_source="lidar")
+    header = make_header("lidar", SEC)
+    r.publish("lidar/points", timed_cloud(np.zeros((0, 3)), np.zeros(0), header))
+    r.publish("lidar/points", timed_cloud(np.full((8, 3), np.nan), np.zeros(8), header))
+    r.spin(0.2)
+    assert_problem(r.status("depth"), DiagnosticStatus.WARN, "empty or all-NaN cloud")
+    assert r.node.sync.stats()["depth"]["lidar/points"]["received"] == 0
+    assert r.outputs() == {}
+
+
+def test_missing_tf_drops_the_capture_after_tf_timeout(rig, scene):
+    r = rig(tf_timeout=0.2)
+    send_frame(r, scene, SEC, tf=False)
+    r.spin(0.5)
+    assert_problem(r.status("tf"), DiagnosticStatus.WARN, "no transform within tf_timeout")
+    assert r.node.drops["tf_timeout"] == 1 and r.node.pipeline.stats().captures == 0
+    assert r.outputs() == {}
+    send_frame(r, scene, SEC + SEC // 10)  # the node still serves: with TF the next capture goes through
+    r.spin(1.0)
+    assert r.node.pipeline.stats().captures == 1 and r.outputs().get("/mapanything/points")
+
+
+def test_stamps_going_backwards_reset_sync_and_window(rig, scene):
+    r = rig()
+    for stamp in (10 * SEC, 10 * SEC + SEC // 10, 5 * SEC):
+        send_frame(r, scene, stamp)
+    r.spin(1.0)
+    assert_problem(r.status("sync"), DiagnosticStatus.WARN, "time jumped back by 5.100 s on camera front_optical")
+    stats = r.node.pipeline.stats()
+    assert stats.window_resets == 1 and stats.captures == 3
+
+
+def test_silent_camera_is_named(rig, scene):
+    other = "left_fisheye_optical"
+    r = rig(cameras=[CAM, other], camera_timeout=0.5)
+    r.spin(1.2)
+    statuses = r.status(f"camera {other}")
+    assert_problem(statuses, DiagnosticStatus.WARN, f"no image on {other}/image_raw for 0.5 s (parameter camera_timeout)")
+    assert r.outputs() == {}
+
+
+def test_bad_weights_path_keeps_the_node_alive(rig, tmp_path):
+    r = rig(backend="mapanything", weights=str(tmp_path / "nowhere"), device="cpu")
+    assert r.node.pipeline is None
+    assert_problem(r.status("pipeline"), DiagnosticStatus.ERROR, "MapAnything checkpoint")
+    client = r.peer.create_client(Trigger, "/mapanything/save_map")
+    assert client.wait_for_service(timeout_sec=5.0)
+    future = client.call_async(Trigger.Request())
+    end = time.monotonic() + 5
+    while not future.done() and time.monotonic() < end:
+        r.executor.spin_once(timeout_sec=0.05)
+    assert future.result().success is False and "not running" in future.result().message
+    assert r.outputs() == {}
+
+
+def test_parameters_read_only_bad_and_good(rig, scene, tmp_path):
+    r = rig()
+    node = r.node
+    result = node.set_parameters([Parameter("window_size", value=4)])[0]
+    assert not result.successful and "read-only" in result.reason
+    for name, value, why in (("sync_slop", 0.0, "sync_slop must be > 0.0"),
+                             ("tf_timeout", -1.0, "tf_timeout must be > 0.0"),
+                             ("keyframe_translation", -0.1, "")):
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and why in result.reason
+    assert node.get_parameter("sync_slop").value == 0.02
+    good = [Parameter("keyframe_interval", value=0.1), Parameter("use_poses", value=False),
+            Parameter("sync_slop", value=0.05), Parameter("map_min_confidence", value=2.0),
+            Parameter("save_map_path", value=str(tmp_path / "map.ply"))]
+    assert all(res.successful for res in node.set_parameters(good))
+    assert node.pipeline.window.policy.elapsed_s == 0.1 and not node.pipeline.config.batch.use_poses
+    assert node.sync.slop_ns == 50_000_000 and node.pipeline.map.min_confidence == 2.0
+    send_frame(r, scene, SEC)
+    r.spin(1.0)
+    window = r.got.get("/mapanything/points")
+    assert window and window[-1].header.frame_id == "map"  # image-only: the chain frame is published as map_frame
+    client = r.peer.create_client(Trigger, "/mapanything/save_map")
+    assert client.wait_for_service(timeout_sec=5.0)
+    future = client.call_async(Trigger.Request())
+    end = time.monotonic() + 5
+    while not future.done() and time.monotonic() < end:
+        r.executor.spin_once(timeout_sec=0.05)
+    assert future.result().success and (tmp_path / "map.ply").exists()
