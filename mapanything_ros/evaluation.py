@@ -1,0 +1,233 @@
+"""Evaluation against ground truth (numpy): depth errors, trajectory error (ATE), map accuracy and
+completeness, and reading the ground truth of a synthetic bag (bag.synthetic).
+
+Depth metrics follow the usual monocular-depth definitions (Eigen et al., NeurIPS 2014): AbsRel,
+RMSE and the δ < 1.25 inlier ratio. ATE is the RMSE of camera positions after aligning the
+estimate to the truth (Sturm et al., IROS 2012), here optionally with scale (Sim(3), Umeyama).
+Map accuracy / completeness are nearest-neighbour distances map → surface and surface → map, as
+in multi-view stereo benchmarks (e.g. DTU, Aanæs et al. 2016).
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .geometry import pose_from_quat_trans
+from .geometry.similarity import fit_similarity, similarity_parts
+
+_PAIR_BUDGET = 1_000_000  # candidate (query, reference) pairs evaluated at once by nearest_distance
+_NEIGHBOURS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+
+
+def depth_metrics(pred, true):
+    """Depth errors of `pred` against `true` (same shape, metres, any number of images stacked).
+
+    True pixels: finite and > 0. Estimated pixels: pred finite and > 0 (NaN or 0 = no estimate).
+    Errors are over pixels both true and estimated: abs_rel = mean |p − t| / t, rmse (m),
+    delta_1_25 = fraction with max(p/t, t/p) < 1.25; coverage = estimated true pixels / true pixels.
+    Errors are NaN when no pixel is both.
+    """
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if pred.shape != true.shape:
+        raise ValueError(f"pred {pred.shape} and true {true.shape} differ in shape")
+    has_true = np.isfinite(true) & (true > 0)
+    both = has_true & np.isfinite(pred) & (pred > 0)
+    p, t = pred[both], true[both]
+    n = p.size
+    return {
+        "abs_rel": float(np.mean(np.abs(p - t) / t)) if n else float("nan"),
+        "rmse": float(np.sqrt(np.mean((p - t) ** 2))) if n else float("nan"),
+        "delta_1_25": float(np.mean(np.maximum(p / t, t / p) < 1.25)) if n else float("nan"),
+        "coverage": float(n / max(np.count_nonzero(has_true), 1)),
+    }
+
+
+def ate(estimated, true, align="sim3"):
+    """Absolute trajectory error of positions estimated (N, 3) against true (N, 3), metres.
+
+    align: "sim3" (rotation, translation and scale fitted, Umeyama), "se3" (rotation and
+    translation) or "none". Returns rmse and max of the position error after alignment, the
+    fitted scale (1 unless sim3) and the length of the true path (for a relative ATE = rmse / length).
+    Alignment needs at least 3 positions not on one line (ValueError otherwise).
+    """
+    est, gt = np.asarray(estimated, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if est.shape != gt.shape or est.ndim != 2 or est.shape[1] != 3 or not len(est):
+        raise ValueError(f"need (N, 3) estimated and true positions with N > 0, got {est.shape} and {gt.shape}")
+    scale = 1.0
+    if align in ("sim3", "se3"):
+        fitted, rot, _ = similarity_parts(fit_similarity(est, gt))
+        # The Umeyama rotation does not depend on the scale; only the translation does.
+        scale = fitted if align == "sim3" else 1.0
+        est = scale * est @ rot.T
+        est = est + (gt.mean(axis=0) - est.mean(axis=0))
+    elif align != "none":
+        raise ValueError(f"align must be 'sim3', 'se3' or 'none', got {align!r}")
+    err = np.linalg.norm(est - gt, axis=1)
+    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "max": float(err.max()), "scale": float(scale),
+            "length": float(np.sum(np.linalg.norm(np.diff(gt, axis=0), axis=1)))}
+
+
+def nearest_distance(query, ref, cell, max_distance=None):
+    """Distance (N,) from each query point (N, 3) to its nearest ref point (M, 3), metres, exact.
+
+    Grid search without a tree: ref points are bucketed in cubes of side `cell`; the 27 cubes
+    around a query hold every ref point within `cell` of it, so a nearest found that close is
+    the true one. Queries with none that close are searched again with cubes twice as large,
+    until the cubes reach max_distance (distances beyond it may then be inf). Once the cubes are
+    so large that the search would visit a quarter of all pairs, the remaining queries are
+    compared with every ref point (blocked matrix products). inf when ref is empty. Cost is
+    about N · 27 · (ref points per cube); pick `cell` near the distances of interest.
+    """
+    q = np.asarray(query, dtype=np.float64).reshape(-1, 3)
+    r = np.asarray(ref, dtype=np.float64).reshape(-1, 3)
+    cell = float(cell)
+    if not cell > 0:
+        raise ValueError(f"cell must be > 0, got {cell}")
+    out = np.full(len(q), np.inf)
+    todo = np.arange(len(q)) if len(r) else np.arange(0)
+    while todo.size:
+        d, exact = _grid_nearest(q[todo], r, cell)
+        done = exact | (d <= cell)
+        out[todo[done]] = d[done]
+        todo = todo[~done]
+        if max_distance is not None and cell >= max_distance:
+            break
+        cell *= 2.0
+    return out
+
+
+def _grid_nearest(q, r, cell):
+    """(distance (N,) from q to the nearest r point among the 27 cubes of side `cell` around each
+    q (inf when they are empty), whether that is the nearest of all (N,) bool)."""
+    lo = np.minimum(q.min(axis=0), r.min(axis=0))
+    qc = np.floor((q - lo) / cell).astype(np.int64) + 1  # + 1: neighbours of cube 0 stay >= 0
+    rc = np.floor((r - lo) / cell).astype(np.int64) + 1
+    dims = np.maximum(qc.max(axis=0), rc.max(axis=0)) + 2
+    rkey = np.ravel_multi_index(rc.T, dims)
+    order = np.argsort(rkey, kind="stable")
+    rkey = rkey[order]
+    nkey = np.ravel_multi_index((qc[:, None, :] + _NEIGHBOURS).transpose(2, 0, 1), dims)  # (N, 27)
+    first = np.searchsorted(rkey, nkey, side="left")
+    count = np.searchsorted(rkey, nkey, side="right") - first
+    per_query = count.sum(axis=1)
+    if per_query.sum() > 0.25 * len(q) * len(r):
+        return _brute_nearest(q, r), np.ones(len(q), dtype=bool)
+    best = np.full(len(q), np.inf)
+    bounds = np.searchsorted(np.cumsum(per_query), np.arange(_PAIR_BUDGET, per_query.sum(), _PAIR_BUDGET))
+    for a, b in zip(np.r_[0, bounds + 1], np.r_[bounds + 1, len(q)]):
+        if a >= b:
+            continue
+        c, f = count[a:b].reshape(-1), first[a:b].reshape(-1)
+        total = int(c.sum())
+        if not total:
+            continue
+        within = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
+        ri = order[np.repeat(f, c) + within]
+        n = per_query[a:b]
+        qi = np.repeat(np.arange(a, b), n)
+        d2 = np.sum((q[qi] - r[ri]) ** 2, axis=1)
+        has = n > 0
+        best[a:b][has] = np.minimum.reduceat(d2, (np.cumsum(n) - n)[has])
+    return np.sqrt(best), np.zeros(len(q), dtype=bool)
+
+
+def _brute_nearest(q, r):
+    """Distance (N,) from q to the nearest of all r points: the nearest is chosen on
+    |q|² − 2 q·r + |r|² (matrix products, in blocks), its distance recomputed directly."""
+    out = np.empty(len(q))
+    r2 = np.sum(r ** 2, axis=1)
+    step = max(1, _PAIR_BUDGET // len(r))
+    for a in range(0, len(q), step):
+        block = q[a:a + step]
+        nearest = np.argmin(r2[None] - 2.0 * block @ r.T, axis=1)
+        out[a:a + step] = np.linalg.norm(block - r[nearest], axis=1)
+    return out
+
+
+def map_metrics(map_points, surface_points, threshold):
+    """Map quality against dense samples of the true surface (both (N, 3) world points, metres).
+
+    accuracy_mean / accuracy_median: distance from map points to the nearest surface sample;
+    precision: fraction of map points within `threshold` of the surface; completeness: fraction
+    of surface samples within `threshold` of a map point. NaN accuracy and precision for an empty map.
+    """
+    map_points = np.asarray(map_points, dtype=np.float64).reshape(-1, 3)
+    surface = np.asarray(surface_points, dtype=np.float64).reshape(-1, 3)
+    if not len(surface):
+        raise ValueError("no surface samples")
+    acc = nearest_distance(map_points, surface, threshold)
+    comp = nearest_distance(surface, map_points, threshold, max_distance=threshold)
+    has_map = len(map_points) > 0
+    return {
+        "accuracy_mean": float(acc.mean()) if has_map else float("nan"),
+        "accuracy_median": float(np.median(acc)) if has_map else float("nan"),
+        "precision": float(np.mean(acc <= threshold)) if has_map else float("nan"),
+        "completeness": float(np.mean(comp <= threshold)),
+        "threshold": float(threshold),
+    }
+
+
+@dataclass
+class GroundTruth:
+    """Ground truth of a synthetic bag: per camera (frame id) and stamp (int ns), the true z-depth
+    (H, W) float32 metres (NaN = none) and world_from_camera 4x4 (optical frame); the true
+    surface samples (N, 3) float64 in world_frame."""
+
+    world_frame: str = ""
+    depth: dict = field(default_factory=dict)
+    poses: dict = field(default_factory=dict)
+    surface: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+
+    @property
+    def cameras(self):
+        """Camera frame ids with ground truth, sorted."""
+        return sorted(set(self.depth) | set(self.poses))
+
+
+def read_ground_truth(bag_path):
+    """GroundTruth of a rosbag2 written by bag.synthetic.write_synthetic_bag (MCAP or sqlite3)."""
+    # Bag reading needs rosbags; imported here so the metrics above stay numpy-only.
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import get_typestore
+
+    from .bag.synthetic import SURFACE_TOPIC, TRUTH_PREFIX, TYPESTORE
+
+    gt = GroundTruth()
+    prefix = TRUTH_PREFIX + "/"
+    with AnyReader([bag_path], default_typestore=get_typestore(TYPESTORE)) as reader:
+        conns = [c for c in reader.connections if c.topic.startswith(prefix)]
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            if conn.topic == SURFACE_TOPIC:
+                gt.surface = cloud_xyz(msg)
+                gt.world_frame = msg.header.frame_id
+                continue
+            camera, kind = conn.topic[len(prefix):].rsplit("/", 1)
+            if kind == "depth":
+                gt.depth.setdefault(camera, {})[stamp] = depth_32fc1(msg)
+            elif kind == "pose":
+                p, o = msg.pose.position, msg.pose.orientation
+                gt.poses.setdefault(camera, {})[stamp] = pose_from_quat_trans([o.x, o.y, o.z, o.w], [p.x, p.y, p.z])
+                gt.world_frame = msg.header.frame_id
+    return gt
+
+
+def depth_32fc1(msg):
+    """(H, W) float32 array of a 32FC1 sensor_msgs/Image (any row step, either byte order)."""
+    if msg.encoding != "32FC1":
+        raise ValueError(f"expected a 32FC1 depth image, got {msg.encoding!r}")
+    rows = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
+    pixels = np.ascontiguousarray(rows[:, :4 * msg.width]).view(">f4" if msg.is_bigendian else "<f4")
+    return pixels.astype(np.float32)
+
+
+def cloud_xyz(msg):
+    """(N, 3) float64 x, y, z of a sensor_msgs/PointCloud2 with float32 x, y, z fields."""
+    offsets = {f.name: f.offset for f in msg.fields}
+    n = msg.width * msg.height
+    dtype = np.dtype({"names": list("xyz"), "formats": [">f4" if msg.is_bigendian else "<f4"] * 3,
+                      "offsets": [offsets[k] for k in "xyz"], "itemsize": msg.point_step})
+    rows = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.row_step)[:, :msg.width * msg.point_step]
+    pts = np.frombuffer(rows.tobytes(), dtype, n)
+    return np.stack([pts[k] for k in "xyz"], -1).astype(np.float64)

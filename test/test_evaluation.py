@@ -1,0 +1,132 @@
+"""Evaluation metrics on inputs with known answers, the grid nearest neighbour against brute force,
+and the RViz layout."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mapanything_ros.evaluation import ate, depth_metrics, map_metrics, nearest_distance
+from mapanything_ros.geometry.similarity import similarity
+from mapanything_ros.synthetic.trajectory import rotation_zyx
+
+RVIZ = Path(__file__).resolve().parents[1] / "config" / "mapanything.rviz"
+
+
+def true_depth(seed=0):
+    rng = np.random.default_rng(seed)
+    depth = rng.uniform(0.5, 8.0, (2, 30, 40)).astype(np.float32)
+    depth[:, :3] = np.nan  # no surface
+    depth[:, -2:] = 0.0  # outside the lens
+    return depth
+
+
+def test_depth_perfect_and_scaled():
+    t = true_depth()
+    assert depth_metrics(t, t) == {"abs_rel": 0.0, "rmse": 0.0, "delta_1_25": 1.0, "coverage": 1.0}
+    valid = np.isfinite(t) & (t > 0)
+    for s in (0.7, 1.1, 1.3):
+        m = depth_metrics(s * t, t)
+        assert m["abs_rel"] == pytest.approx(abs(s - 1), rel=1e-6)
+        assert m["rmse"] == pytest.approx(abs(s - 1) * np.sqrt(np.mean(t[valid].astype(float) ** 2)), rel=1e-6)
+        assert m["delta_1_25"] == (1.0 if max(s, 1 / s) < 1.25 else 0.0)
+
+
+def test_depth_coverage_counts_missing_estimates():
+    t = true_depth()
+    pred = t.copy()
+    pred[:, 3:8] = np.nan  # no estimate
+    pred[:, 8:13] = 0.0  # no estimate either
+    pred[:, 13:18] = 2 * t[:, 13:18]  # wrong by a factor of 2
+    m = depth_metrics(pred, t)
+    rows_true = 30 - 3 - 2
+    assert m["coverage"] == pytest.approx((rows_true - 10) / rows_true)
+    assert m["delta_1_25"] == pytest.approx((rows_true - 15) / (rows_true - 10))
+    assert m["abs_rel"] == pytest.approx(5 / (rows_true - 10))
+    none = depth_metrics(np.full_like(t, np.nan), t)
+    assert none["coverage"] == 0.0 and np.isnan(none["abs_rel"]) and np.isnan(none["rmse"])
+    with pytest.raises(ValueError, match="shape"):
+        depth_metrics(t[0], t)
+
+
+def loop(n=50):
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([2 * np.cos(a), np.sin(a), 0.3 * np.sin(2 * a)], -1)
+
+
+def test_ate_recovers_known_similarity():
+    gt = loop()
+    est_from_gt = similarity(2.5, rotation_zyx(0.7, -0.2, 0.4), [1.0, -3.0, 0.5])
+    est = gt @ est_from_gt[:3, :3].T + est_from_gt[:3, 3]
+    m = ate(est, gt, align="sim3")
+    assert m["rmse"] < 1e-9 and m["max"] < 1e-9
+    assert m["scale"] == pytest.approx(1 / 2.5)
+    assert m["length"] == pytest.approx(np.sum(np.linalg.norm(np.diff(gt, axis=0), axis=1)))
+    # SE(3) cannot undo the scale: the error is that of the best rigid fit, and larger than zero.
+    assert ate(est, gt, align="se3")["rmse"] > 0.5
+
+
+def test_ate_rigid_and_unaligned():
+    gt = loop()
+    rigid = gt @ rotation_zyx(-1.0, 0.3, 0.1).T + [0.2, 0.4, -0.1]
+    m = ate(rigid, gt, align="se3")
+    assert m["rmse"] < 1e-9 and m["scale"] == 1.0
+    shifted = ate(gt + [0.3, 0.0, 0.4], gt, align="none")
+    assert shifted["rmse"] == pytest.approx(0.5) and shifted["max"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="align"):
+        ate(gt, gt, align="sim2")
+
+
+def plane(spacing=0.02, size=(2.0, 1.5)):
+    g = np.stack(np.meshgrid(np.arange(0, size[0], spacing), np.arange(0, size[1], spacing), [0.0]), -1)
+    return g.reshape(-1, 3)
+
+
+def test_map_metrics_on_known_offset():
+    surface = plane()
+    offset = surface + [0.0, 0.0, 0.03]  # every map point 3 cm off the surface
+    m = map_metrics(offset, surface, threshold=0.05)
+    assert m["accuracy_mean"] == pytest.approx(0.03) and m["accuracy_median"] == pytest.approx(0.03)
+    assert m["precision"] == 1.0 and m["completeness"] == 1.0
+    tight = map_metrics(offset, surface, threshold=0.02)
+    assert tight["precision"] == 0.0 and tight["completeness"] == 0.0
+    half = surface[surface[:, 0] < 1.0 - 1e-9]  # the map covers half the surface
+    assert map_metrics(half, surface, 0.005)["completeness"] == pytest.approx(0.5)
+    far = map_metrics(surface + [0.0, 0.0, 3.0], surface, 0.05)  # exact even far beyond the threshold
+    assert far["accuracy_mean"] == pytest.approx(3.0) and far["precision"] == 0.0
+    empty = map_metrics(np.zeros((0, 3)), surface, 0.05)
+    assert empty["completeness"] == 0.0 and np.isnan(empty["accuracy_mean"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 300), st.integers(0, 300), st.floats(0.01, 1.0))
+def test_nearest_distance_equals_brute_force(seed, n, m, cell):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(0, 1, (n, 3))
+    r = rng.normal(0.5, 0.5, (m, 3))
+    brute = np.sqrt(((q[:, None] - r[None]) ** 2).sum(-1)).min(axis=1) if m else np.full(n, np.inf)
+    np.testing.assert_allclose(nearest_distance(q, r, cell), brute, rtol=1e-12)
+    capped = nearest_distance(q, r, cell, max_distance=cell)
+    near = brute <= cell
+    np.testing.assert_allclose(capped[near], brute[near], rtol=1e-12)
+    assert np.all(capped[~near] > cell)
+
+
+def test_rviz_layout_names_the_topics():
+    yaml = pytest.importorskip("yaml", reason="PyYAML parses the RViz layout")
+    layout = yaml.safe_load(RVIZ.read_text())
+    manager = layout["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "map"
+    displays = {d["Class"]: [] for d in manager["Displays"]}
+    for d in manager["Displays"]:
+        displays[d["Class"]].append(d.get("Topic", {}))
+    assert {"rviz_default_plugins/Grid", "rviz_default_plugins/TF"} <= set(displays)
+    images = {t["Value"] for t in displays["rviz_default_plugins/Image"]}
+    assert images == {"/front_optical/image_raw", "/mapanything/front_optical/depth"}
+    clouds = {t["Value"]: t for t in displays["rviz_default_plugins/PointCloud2"]}
+    assert set(clouds) == {"/mapanything/points", "/mapanything/map"}
+    assert clouds["/mapanything/map"]["Durability Policy"] == "Transient Local"
+    assert all(d["Color Transformer"] == "RGB8" for d in manager["Displays"]
+               if d["Class"] == "rviz_default_plugins/PointCloud2")
