@@ -12,24 +12,20 @@ interpolating in pixel coordinates would be off by up to about 5e-4.
 
 import dataclasses
 
-import cv2
 import numpy as np
 import pytest
 
 from mapanything_ros.backends import OracleBackend
-from mapanything_ros.geometry import CameraModel, relative_pose, se3_compose
+from mapanything_ros.geometry import CameraModel, se3_compose
 from mapanything_ros.mapping import VoxelMap
 from mapanything_ros.pipeline import Pipeline, PipelineConfig
 from mapanything_ros.synthetic import RigCamera, SyntheticScene, capture_frames, default_cameras
 from mapanything_ros.synthetic.trajectory import rotation_zyx
 from mapanything_ros.window import BatchConfig, Frame, KeyframePolicy
+from truth import check_depth, check_on_surfaces, pose_error
 
 MS = 1_000_000
 CAPTURES = 60
-EDGE = 0.05  # PipelineConfig.edge_threshold
-# KNOWN_OUTLIER: over the whole run a few fisheye pixels next to box edges (4, in different views)
-# are up to 6% off: their model neighbours pass the edge test, which measures a step against the
-# local slope, so next to a steep surface a blend somewhat beyond EDGE of the truth is kept.
 CONFIG = PipelineConfig(window_size=4, batch=BatchConfig(long_side=112), voxel_size=0.05)
 
 
@@ -67,40 +63,6 @@ def noisy(pose, rng):
     return se3_compose(pose, delta)
 
 
-def pose_error(a, b):
-    """(translation m, rotation rad) between two poses."""
-    rel = relative_pose(a, b)
-    return np.linalg.norm(rel[:3, 3]), np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1))
-
-
-def near_discontinuity(z, tol=1e-3):
-    """Pixels within one pixel of a depth discontinuity of the true z-depth map (second difference
-    along a row, column or diagonal above tol·z), the image border counting as one."""
-    z = z.astype(np.float64)
-    p = np.pad(z, 1, mode="edge")
-    h, w = z.shape
-    edge = np.zeros(z.shape, bool)
-    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        a, b = p[1 - dy:1 - dy + h, 1 - dx:1 - dx + w], p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-        edge |= np.abs(a + b - 2 * z) > tol * z
-    edge[[0, -1]] = edge[:, [0, -1]] = True
-    return cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-
-
-def check_depth(view, z, model_size):
-    """The depth bar: exact (1e-4 relative) where the camera is at the model size; otherwise exact
-    away from discontinuities and NaN or within the edge threshold next to them."""
-    err = np.abs(view.depth.astype(np.float64) - z) / z
-    finite = np.isfinite(view.depth)
-    if view.frame.camera.image_size == model_size:
-        assert finite.all() and err.max() < 1e-4
-        return
-    smooth = ~near_discontinuity(z)
-    assert finite[smooth].all() and err[smooth].max() < 1e-4
-    near = err[finite & ~smooth]
-    assert np.all(near <= 2 * EDGE) and np.sum(near > EDGE) <= 1  # see KNOWN_OUTLIER
-
-
 @pytest.fixture(scope="module")
 def posed(small_scene, run):
     """The run through process(), fisheye input poses noisy (the reference view is always a front
@@ -125,7 +87,7 @@ def test_published_depth_is_the_true_depth(posed, run):
     assert model_size == (112, 84)
     for result in results:
         for view in result.reconstruction.views:
-            check_depth(view, truth[view.frame.key], model_size)
+            check_depth(view.depth, truth[view.frame.key], view.frame.camera.image_size == model_size)
 
 
 def test_refined_poses_are_the_true_poses_despite_noisy_inputs(posed, small_scene):
@@ -145,7 +107,7 @@ def test_map_points_lie_on_the_true_surfaces(posed, small_scene):
     pipeline, results, _ = posed
     xyz, rgb, conf = pipeline.map_points()
     assert len(xyz) == len(pipeline.map) > 5000 and rgb.dtype == np.uint8
-    assert np.max(small_scene.room.surface_distance(xyz)) <= CONFIG.voxel_size / 2 + 1e-6
+    check_on_surfaces(small_scene.room, xyz, CONFIG.voxel_size / 2)
     np.testing.assert_allclose(conf, 100.0)
     assert sum(r.inserted for r in results) == sum(len(v.points) for r in results for v in r.reconstruction.views)
 
