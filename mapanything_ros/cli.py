@@ -1,31 +1,205 @@
-"""The `mapanything-ros` command line."""
+"""The `mapanything-ros` command line: demo, bag replay, evaluation and benchmarks."""
 
 import argparse
+import json
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+SLOW_BENCHES = ("model_load",)  # 4.6 GB checkpoint, ~10 GB RAM: run only when named
+
+
+def _value(text):
+    """A parameter value written as in `ros2 run ... -p name:=value` (YAML: 0.5, true, [a, b], text)."""
+    from ruamel.yaml import YAML  # a rosbags dependency
+
+    return YAML(typ="safe", pure=True).load(text)
+
+
+def _pairs(items, what):
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise SystemExit(f"{what} must look like NAME:=VALUE, got {item!r}")
+        out[name] = value
+    return out
+
+
+def _params(args):
+    """Parameter values from --params FILE and -p NAME:=VALUE, and the shortcut options."""
+    from . import settings
+
+    values = settings.load_params_file(args.params) if args.params else settings.defaults()
+    given = {k: _value(v) for k, v in _pairs(args.param, "-p").items()}
+    unknown = sorted(set(given) - set(settings.SPECS))
+    if unknown:
+        raise SystemExit(f"unknown parameters {unknown}")
+    values.update(given)
+    for name in ("backend", "weights", "device"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.cameras:
+        values["cameras"] = args.cameras.split(",")
+    return values
+
+
+def _print_eval(metrics):
+    d, a, m = metrics["depth"], metrics["ate"], metrics["map"]
+    if d:
+        print(f"  depth ({metrics['keyframe_depths']} keyframe images): AbsRel {d['abs_rel']:.2e}, "
+              f"RMSE {d['rmse'] * 1e3:.2f} mm, delta<1.25 {d['delta_1_25']:.4f}, coverage {d['coverage']:.3f}")
+    if a:
+        print(f"  poses ({metrics['poses']}): ATE {a['rmse'] * 1e3:.4f} mm RMSE, {a['max'] * 1e3:.4f} mm max "
+              f"(alignment {a['align']}, path {a['length']:.2f} m)")
+    if m:
+        print(f"  map: accuracy {m['accuracy_mean'] * 1e3:.1f} mm mean, precision {m['precision']:.4f}, "
+              f"completeness {m['completeness']:.4f} at {m['threshold'] * 1e3:.0f} mm")
+
+
+def _print_summary(s):
+    t = s["timings"]
+    print(f"  {s['frames']} frames in {s['captures']} captures, {s['keyframes']} keyframes, {s['windows']} windows "
+          f"({s['windows_failed']} failed); {s['map']['points']} map points")
+    print(f"  {t['wall_s']:.1f} s ({t['frames_per_s']:.1f} frames/s; pipeline {t['pipeline_s']:.1f} s, "
+          f"frames {t['frames_s']:.1f} s, outputs {t['outputs_s']:.1f} s), peak memory "
+          f"{s['memory']['peak_rss_mb']:.0f} MiB")
+    dropped = {k: v for k, v in s["dropped"].items() if v}
+    if dropped:
+        print(f"  dropped: {dropped}")
+    for message, count in s["problems"].items():
+        print(f"  problem ({count}x): {message}")
+
+
+def replay(args):
+    from .replay import evaluate, replay as run
+
+    summary = run(args.bag, _params(args), args.out, progress="force" if args.progress else True,
+                  write_bag=args.write_bag, namespace=args.namespace, remap=_pairs(args.remap, "--remap"),
+                  node_name=args.node_name)
+    print(f"replayed {args.bag} with the {summary['backend']} backend into {args.out}")
+    _print_summary(summary)
+    if args.eval:
+        _print_eval(evaluate(args.out, args.bag, args.threshold))
+    return 0
+
+
+def evaluate(args):
+    from .replay import evaluate as run
+
+    metrics = run(args.out_dir, args.bag, args.threshold)
+    print(f"{args.out_dir} against the ground truth of {args.bag} (also in {Path(args.out_dir) / 'eval.json'}):")
+    _print_eval(metrics)
+    return 0
 
 
 def demo(args):
-    from . import demo as geometry_demo
+    from .demo import run
 
-    summary = geometry_demo.run(args.out)
-    print(f"LiDAR sweep: {summary['lidar_points']} points, projected into two distorted cameras")
-    for name, cam in summary["cameras"].items():
-        w, h = cam["model_size"]
-        comp, raw = cam["compensated"], cam["raw"]
-        print(f"  {name}: model input {w}x{h}, field of view {cam['fov_deg']} deg, {comp['pixels']} depth pixels; "
-              f"depth error median/p95 {comp['median_abs_error_m'] * 1e3:.1f}/{comp['p95_abs_error_m'] * 1e3:.1f} mm "
-              f"with motion compensation, {raw['median_abs_error_m'] * 1e3:.1f}/{raw['p95_abs_error_m'] * 1e3:.1f} mm without")
-    print(f"pictures and summary.json in {args.out}")
+    result = run(args.out, preset=args.preset, duration_s=args.duration, seed=args.seed, weights=args.weights,
+                 long_side=args.long_side, storage=args.storage, progress="force" if args.progress else True)
+    print(f"\nbackend: {result['backend']}: {result['reason']}")
+    _print_summary(result["summary"])
+    print("evaluation against the ground truth:")
+    _print_eval(result["eval"])
+    print("outputs:")
+    for name, path in result["files"].items():
+        print(f"  {name:14s} {path}")
+    print(f"  {'depth':14s} {Path(args.out) / 'replay' / 'depth'}/<camera>/<stamp_ns>.png (16-bit mm), "
+          f"previews in replay/preview, trajectories in replay/poses (TUM)")
     return 0
+
+
+def bench(args):
+    """Run bench/bench_<name>.py scripts (all but the slow ones by default); one JSON + markdown report."""
+    if not BENCH_DIR.is_dir():
+        raise SystemExit(f"no benchmarks at {BENCH_DIR} (run from a source tree)")
+    names = args.names or sorted(p.stem[len("bench_"):] for p in BENCH_DIR.glob("bench_*.py")
+                                 if p.stem[len("bench_"):] not in SLOW_BENCHES)
+    report, rows, tables = {}, [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            script = BENCH_DIR / f"bench_{name}.py"
+            if not script.is_file():
+                raise SystemExit(f"no benchmark {script}")
+            figures = Path(tmp) / f"{name}.json"
+            print(f"running {script.name} ...", file=sys.stderr, flush=True)
+            clock = time.perf_counter()
+            done = subprocess.run([sys.executable, str(script), "--json", str(figures)], capture_output=True,
+                                  text=True)
+            seconds = time.perf_counter() - clock
+            ok = done.returncode == 0
+            report[name] = {"script": f"bench/{script.name}", "ok": ok, "seconds": round(seconds, 2),
+                            "figures": json.loads(figures.read_text()) if ok and figures.is_file() else None,
+                            "table": done.stdout.strip(), "error": None if ok else done.stderr.strip()[-2000:]}
+            rows.append(f"| {script.name} | {'ok' if ok else 'FAILED'} | {seconds:.1f} |")
+            tables.append(f"## bench/{script.name}\n\n" + (done.stdout.strip() if ok else
+                                                              "```\n" + done.stderr.strip()[-2000:] + "\n```"))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    markdown = "\n".join(["| benchmark | status | time (s) |", "|---|---|---|", *rows, "", *tables]) + "\n"
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"report: {out} and {out.with_suffix('.md')}")
+    return 0 if all(r["ok"] for r in report.values()) else 1
+
+
+def _param_options(p):
+    p.add_argument("--params", help="ROS 2 parameter YAML (e.g. config/mapping.yaml); default: the node's defaults")
+    p.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE", help="set a parameter (repeatable)")
+    p.add_argument("--cameras", help="camera namespaces, comma-separated (default: those of the bag or --params)")
+    p.add_argument("--backend", choices=("mapanything", "oracle", "random"))
+    p.add_argument("--weights", help="checkpoint directory or Hugging Face repo id in the local cache")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
 
 
 def main(argv=None):
     """Entry point of `mapanything-ros`."""
     parser = argparse.ArgumentParser(prog="mapanything-ros", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="run the demo on generated data")
+
+    p = sub.add_parser("demo", help="synthetic run -> bag -> replay -> evaluation (the README's first command)")
     p.add_argument("--out", default="out/demo", help="output directory (default: %(default)s)")
+    p.add_argument("--preset", default="small", choices=("small", "default"),
+                   help="synthetic rig: small (160x120 images) or default (640x480) (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of robot run (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic room seed (default: %(default)s)")
+    p.add_argument("--weights", default="facebook/map-anything",
+                   help="MapAnything checkpoint directory or repo id in the local cache (default: %(default)s)")
+    p.add_argument("--long-side", type=int, default=224, help="model input long side, pixels (default: %(default)s)")
+    p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
+    p.add_argument("--progress", action="store_true", help="draw progress bars even when not on a terminal")
     p.set_defaults(run=demo)
+
+    p = sub.add_parser("replay", help="run the node's pipeline over a rosbag2 (MCAP or sqlite3)")
+    p.add_argument("bag", help="rosbag2 directory (or .mcap / .db3 file)")
+    _param_options(p)
+    p.add_argument("--out", default="out/replay", help="output directory (default: %(default)s)")
+    p.add_argument("--write-bag", action="store_true", help="also write the node's output topics to OUT/bag")
+    p.add_argument("--namespace", default="", help="the node's namespace (relative topics resolve in it)")
+    p.add_argument("--remap", action="append", metavar="FROM:=TO", help="read topic TO for the resolved name FROM")
+    p.add_argument("--node-name", default="mapanything", help="node name of the output topics")
+    p.add_argument("--eval", action="store_true", help="evaluate against the bag's ground truth afterwards")
+    p.add_argument("--threshold", type=float, default=0.05, help="map distance threshold, m (default: %(default)s)")
+    p.add_argument("--progress", action="store_true", help="draw the progress bar even when not on a terminal")
+    p.set_defaults(run=replay)
+
+    p = sub.add_parser("eval", help="compare a replay's outputs with a synthetic bag's ground truth")
+    p.add_argument("out_dir", help="output directory of a replay")
+    p.add_argument("--bag", required=True, help="the replayed bag (with /ground_truth topics)")
+    p.add_argument("--threshold", type=float, default=0.05, help="map distance threshold, m (default: %(default)s)")
+    p.set_defaults(run=evaluate)
+
+    p = sub.add_parser("bench", help="run the benchmarks of bench/ into one report")
+    p.add_argument("names", nargs="*", help="benchmark names (bench_<name>.py; default: all but model_load)")
+    p.add_argument("--out", default="out/bench/report.json",
+                   help="report JSON; the markdown goes next to it as .md (default: %(default)s)")
+    p.set_defaults(run=bench)
+
     args = parser.parse_args(argv)
     return args.run(args)
 

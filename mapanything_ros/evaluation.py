@@ -190,7 +190,8 @@ def read_ground_truth(bag_path):
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import get_typestore
 
-    from .bag.synthetic import SURFACE_TOPIC, TRUTH_PREFIX, TYPESTORE
+    from .bag.synthetic import TYPESTORE
+    from .layout import SURFACE_TOPIC, TRUTH_PREFIX
 
     gt = GroundTruth()
     prefix = TRUTH_PREFIX + "/"

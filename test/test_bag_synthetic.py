@@ -7,18 +7,11 @@ from rosbags.highlevel import AnyReader
 from rosbags.interfaces import QosDurability
 from rosbags.typesys import get_typestore
 
-from mapanything_ros.bag import camera_topics, truth_topics, write_synthetic_bag
-from mapanything_ros.bag.synthetic import (
-    BASE_FRAME,
-    LIDAR_FRAME,
-    LIDAR_TOPIC,
-    SURFACE_TOPIC,
-    SurfaceSampler,
-    TYPESTORE,
-    WORLD_FRAME,
-)
+from mapanything_ros.bag import camera_topics, write_synthetic_bag
+from mapanything_ros.bag.synthetic import LIDAR_TOPIC, SurfaceSampler, TYPESTORE
 from mapanything_ros.evaluation import cloud_xyz, read_ground_truth
 from mapanything_ros.geometry import pose_from_quat_trans
+from mapanything_ros.layout import BASE_FRAME, LIDAR_FRAME, SURFACE_TOPIC, WORLD_FRAME, ground_truth_topics
 from mapanything_ros.synthetic.presets import make_scene
 
 SEC = 1_000_000_000
@@ -61,7 +54,7 @@ def test_counts_and_progress(bag):
     cams = [c.name for c in scene.cameras]
     expected = {"/tf_static": 1, "/tf": 13, LIDAR_TOPIC: 2, SURFACE_TOPIC: 1}
     for name in cams:
-        for topic in camera_topics(name) + truth_topics(name):
+        for topic in camera_topics(name) + ground_truth_topics(name):
             expected[topic] = 3
     assert {k: len(v) for k, v in messages.items()} == expected
     assert summary.counts == expected

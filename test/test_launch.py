@@ -1,6 +1,6 @@
 """Launch files and parameter presets.
 
-Without ROS launch: the presets in config/ hold only the node's parameters (mapanything_ros.ros.params)
+Without ROS launch: the presets in config/ hold only the node's parameters (mapanything_ros.settings)
 with valid values and types, and the real node (subprocess, oracle backend) starts with each preset
 plus an overrides file as launch_ros writes it; the launch files compile and name existing files and
 executables; launch arguments convert to the right parameter overrides. With launch_pytest (an
@@ -28,7 +28,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import parameter_value_to_python
 
 from mapanything_ros.ros.launch_args import OVERRIDES, node_overrides, parse_bool, parse_cameras
-from mapanything_ros.ros.params import SPECS, check
+from mapanything_ros.settings import SPECS, check
 
 try:  # launch, launch_ros and launch_pytest come with an apt ROS, not with a pip-installed one
     import launch_pytest

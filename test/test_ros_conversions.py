@@ -1,4 +1,4 @@
-"""Image, CompressedImage, depth and CameraInfo conversions (mapanything_ros.ros.images)."""
+"""Image, CompressedImage, depth and CameraInfo conversions (mapanything_ros.decode, ros.images)."""
 
 import array
 
@@ -11,17 +11,16 @@ pytest.importorskip("rclpy")
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from mapanything_ros.ros.images import (  # noqa: E402
+from mapanything_ros.decode import (  # noqa: E402
     ENCODINGS,
     camera_info_to_model,
     check_image_matches,
     compressed_to_rgb,
     depth_image_to_meters,
-    depth_to_image,
-    float_image,
     image_to_rgb,
     pixels,
 )
+from mapanything_ros.ros.images import depth_to_image, float_image  # noqa: E402
 
 RNG = np.random.default_rng(0)
 HEADER = Header(frame_id="cam")

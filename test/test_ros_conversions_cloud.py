@@ -1,4 +1,4 @@
-"""PointCloud2 read (any layout, per-point time) and write (mapanything_ros.ros.pointcloud)."""
+"""PointCloud2 read (any layout, per-point time) and write (mapanything_ros.decode, ros.pointcloud)."""
 
 import array
 import struct
@@ -12,7 +12,8 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from mapanything_ros.ros.pointcloud import cloud_to_xyz, pack_rgb, unpack_rgb, xyz_to_cloud  # noqa: E402
+from mapanything_ros.decode import cloud_to_xyz, unpack_rgb  # noqa: E402
+from mapanything_ros.ros.pointcloud import pack_rgb, xyz_to_cloud  # noqa: E402
 
 SEC = 1_000_000_000
 CODES = {"i1": ("b", 1), "u1": ("B", 2), "i2": ("h", 3), "u2": ("H", 4), "i4": ("i", 5), "u4": ("I", 6),

@@ -18,9 +18,9 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
+from mapanything_ros.decode import cloud_to_xyz  # noqa: E402
 from mapanything_ros.geometry import pose_from_quat_trans  # noqa: E402
 from mapanything_ros.msg import ReconstructionWindow  # noqa: E402
-from mapanything_ros.ros.pointcloud import cloud_to_xyz  # noqa: E402
 from mapanything_ros.ros.tf import TF_QOS, transform_to_matrix  # noqa: E402
 from mapanything_ros.synthetic.presets import make_scene  # noqa: E402
 from truth import check_depth, check_on_surfaces, pose_error  # noqa: E402

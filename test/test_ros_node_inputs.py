@@ -19,6 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
+from mapanything_ros.ingest import LIDAR_SOURCE  # noqa: E402
 from mapanything_ros.ros.node import MapAnythingNode  # noqa: E402
 from mapanything_ros.ros.player import make_header, model_to_camera_info, rgb_to_image, timed_cloud  # noqa: E402
 from mapanything_ros.ros.tf import TF_STATIC_QOS, matrix_to_transform  # noqa: E402
@@ -156,7 +157,7 @@ def test_empty_and_all_nan_clouds(rig, scene):
     r.publish("lidar/points", timed_cloud(np.full((8, 3), np.nan), np.zeros(8), header))
     r.spin(0.2)
     assert_problem(r.status("depth"), DiagnosticStatus.WARN, "empty or all-NaN cloud")
-    assert r.node.sync.stats()["depth"]["lidar/points"]["received"] == 0
+    assert r.node.sync.stats()["depth"][LIDAR_SOURCE]["received"] == 0
     assert r.outputs() == {}
 
 

@@ -18,9 +18,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from mapanything_ros.geometry import CameraModel  # noqa: E402
-from mapanything_ros.ros.images import camera_info_to_model, compressed_to_rgb, image_to_rgb  # noqa: E402
+from mapanything_ros.decode import camera_info_to_model, cloud_to_xyz, compressed_to_rgb, image_to_rgb  # noqa: E402
 from mapanything_ros.ros.player import Clock, SyntheticPlayer  # noqa: E402
-from mapanything_ros.ros.pointcloud import cloud_to_xyz  # noqa: E402
 from mapanything_ros.ros.tf import TF_QOS, TF_STATIC_QOS, transform_to_matrix  # noqa: E402
 from mapanything_ros.synthetic import Lidar, RigCamera, SyntheticScene, mount  # noqa: E402
 

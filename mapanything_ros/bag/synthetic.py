@@ -30,29 +30,20 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from .. import layout
 from ..geometry import quat_trans_from_pose
+from ..layout import BASE_FRAME, LIDAR_FRAME, SEC, START_NS, SURFACE_TOPIC, WORLD_FRAME
 from ..synthetic.presets import make_scene
 
-SEC = 1_000_000_000
-START_NS = SEC  # as the player: a stamp of 0 means "latest" to TF lookups
-WORLD_FRAME, BASE_FRAME, LIDAR_FRAME = "odom", "base_link", "lidar"
-LIDAR_TOPIC = "/lidar/points"
+LIDAR_TOPIC = layout.absolute(layout.LIDAR_TOPIC)
 TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
-TRUTH_PREFIX = "/ground_truth"
-SURFACE_TOPIC = f"{TRUTH_PREFIX}/surface"
 STORAGES = {"mcap": (StoragePlugin.MCAP, 9), "sqlite3": (StoragePlugin.SQLITE3, 8)}
 TYPESTORE = Stores.ROS2_KILTED
 
 
 def camera_topics(camera, compressed=False):
-    """(image topic, camera_info topic) of a camera (frame id) as the player publishes them."""
-    image = f"/{camera}/image_raw/compressed" if compressed else f"/{camera}/image_raw"
-    return image, f"/{camera}/camera_info"
-
-
-def truth_topics(camera):
-    """(true depth topic, true pose topic) of a camera."""
-    return f"{TRUTH_PREFIX}/{camera}/depth", f"{TRUTH_PREFIX}/{camera}/pose"
+    """(image topic, camera_info topic) of a camera (frame id) in the bag: layout.camera_topics at the root."""
+    return tuple(layout.absolute(t) for t in layout.camera_topics(camera, compressed))
 
 
 def _qos(depth, reliable, transient_local=False):
@@ -271,7 +262,7 @@ def _write_view(write, msgs, view, compressed):
     image = msgs.compressed(view.image, header) if compressed else msgs.image(view.image, "rgb8", header)
     write(image_topic, image, view.stamp_ns, SENSOR_QOS)
     write(info_topic, msgs.camera_info(view.camera, header), view.stamp_ns, SENSOR_QOS)
-    depth_topic, pose_topic = truth_topics(view.name)
+    depth_topic, pose_topic = layout.ground_truth_topics(view.name)
     depth = np.where(view.depth_z > 0, view.depth_z, np.nan).astype(np.float32)
     write(depth_topic, msgs.image(depth, "32FC1", header), view.stamp_ns, TRUTH_QOS)
     write(pose_topic, msgs.pose(view.world_from_camera, msgs.header(WORLD_FRAME, view.stamp_ns)),

@@ -1,9 +1,12 @@
-"""The mapanything_ros node: a thin rclpy adapter over pipeline.Pipeline (parameters: ros/params.py).
+"""The mapanything_ros node: a thin rclpy adapter over pipeline.Pipeline.
+
+Parameters: settings.SPECS (declared in ros/params.py); topics, services and TF outputs:
+interface.ENDPOINTS / TF_OUTPUTS; decoding: decode.py; captures to Frames: ingest.FrameBuilder.
 
 Inputs, per camera namespace `ns` of `cameras`: `ns/image_raw` (or `ns/image_raw/compressed`) and
 `ns/camera_info`; optionally one LiDAR cloud (`lidar_topic`) or a registered depth image per camera
 (`ns/<depth_image_topic>`). sync.CaptureSync groups them into captures; depth never stalls the
-cameras (a capture waits at most DEPTH_WAIT_S of message time for it).
+cameras (a capture waits at most settings.DEPTH_WAIT_S of message time for it).
 
 Poses and depth come from TF without ever waiting: world_frame <- image frame_id at each image
 stamp, camera <- LiDAR extrinsics, and the LiDAR's world poses at the sweep's first and last
@@ -34,6 +37,7 @@ start) is logged with throttling and reported on /diagnostics; nothing is publis
 A backend that cannot start (e.g. missing weights) leaves the node up, reporting the error only.
 """
 
+import importlib
 import os
 import sys
 import threading
@@ -50,29 +54,29 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rcl_interfaces.msg import SetParametersResult
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_srvs.srv import Trigger
+from sensor_msgs.msg import CameraInfo, CompressedImage
 from tf2_msgs.msg import TFMessage
 
-from ..geometry import SourceMotion, project_to_depth, se3_compose, se3_inverse
+from .. import interface, settings
+from ..backends import make_backend
+from ..decode import (camera_info_to_model, check_image_matches, cloud_to_xyz, compressed_to_rgb,
+                      depth_image_to_meters, image_to_rgb, stamp_ns)
+from ..geometry import se3_compose, se3_inverse
 from ..geometry.tf_tree import TransformError
 from ..geometry.transforms import quat_trans_from_pose
+from ..ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder
 from ..msg import ReconstructionWindow
-from ..pipeline import Pipeline, PipelineConfig
-from ..sync import CaptureSync
-from ..window import BatchConfig, Frame, KeyframePolicy
+from ..pipeline import Pipeline
 from . import params
 from .diagnostics import ERROR, WARN, Problems, Rates, make_status
-from .images import (camera_info_to_model, check_image_matches, compressed_to_rgb, depth_image_to_meters,
-                     depth_to_image, float_image, image_to_rgb)
+from .images import depth_to_image, float_image
 from .player import make_header
-from .pointcloud import cloud_to_xyz, xyz_to_cloud
-from .tf import TF_QOS, make_tf_lookup, matrix_to_transform
+from .pointcloud import xyz_to_cloud
+from .tf import TF_QOS, TF_STATIC_QOS, make_tf_lookup, matrix_to_transform
 
 SEC = 1_000_000_000
 RETRY_HZ = 20.0
 PENDING_MAX = 10  # captures waiting for TF
-DEPTH_WAIT_S = 0.3  # longest a capture waits for depth (message time): a 10 Hz sweep goes out at its end
 THROTTLE_S = 5.0
 # GIL switch interval of the node's process (s). The pipeline worker and the executor threads share
 # the GIL; at Python's default 5 ms, a callback making many short numpy calls waits up to 5 ms to
@@ -83,31 +87,22 @@ GIL_SWITCH_S = 0.0005
 NO_INFO_GRACE = 10  # images dropped for want of a first CameraInfo before that is reported
 MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# interface.QOS names -> profiles ("input" follows the qos parameter)
+QOS = {"depth5": 5, "depth10": 10, "latched": MAP_QOS, "tf": TF_QOS, "tf_static": TF_STATIC_QOS}
 
 
-def stamp_of(header):
-    """int ns of a std_msgs/Header stamp."""
-    return header.stamp.sec * SEC + header.stamp.nanosec
+def interface_class(type_name):
+    """The Python class of a ROS interface type name ("sensor_msgs/msg/Image")."""
+    package, kind, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{package}.{kind}"), name)
 
 
 @dataclass(frozen=True)
-class _Image:
-    """A decoded image waiting in CaptureSync."""
+class _Image(CameraImage):
+    """A decoded image waiting in CaptureSync, with what the outputs need."""
 
     camera: str  # namespace
-    frame_id: str
-    stamp_ns: int
-    rgb: np.ndarray
-    model: object  # CameraModel
     info: CameraInfo
-
-
-@dataclass(frozen=True)
-class _Cloud:
-    frame_id: str
-    stamp_ns: int
-    points: np.ndarray
-    times: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -136,25 +131,24 @@ class MapAnythingNode(Node):
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
         self._input_group = MutuallyExclusiveCallbackGroup()
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_pub = self._endpoint("diagnostics")
         self.create_timer(1.0, self.publish_diagnostics, callback_group=self._timer_group, clock=self._wall)
-        self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_service(Trigger, "~/save_map", self._on_save_map)
-        problems = [params.check(n, v) for n, v in self.p.items() if n != "cameras" or v is not None]
-        if self.p["cameras"] is None:
-            problems.append("parameter cameras (string[]) is required")
-        if any(problems):
-            self._fail("bad parameters: " + "; ".join(p for p in problems if p))
+        self._endpoint("reset", self._on_reset)
+        self._endpoint("save_map", self._on_save_map)
+        problems = settings.problems(self.p)
+        if problems:
+            self._fail("bad parameters: " + "; ".join(problems))
             return
         try:
-            backend = self._make_backend()
+            backend, self.runtime = make_backend(self.p)
         except Exception as err:  # the node stays up to report it (missing weights, bad device, ...)
             self._fail(f"backend {self.p['backend']!r} could not start: {err}")
             return
-        self.pipeline = Pipeline(self._config(), backend)
+        self.pipeline = Pipeline(settings.pipeline_config(self.p), backend)
         self.pipeline.on_result(self._on_result)
         self.pipeline.on_error(self._on_pipeline_error)
         self.tf = make_tf_lookup(self)
+        self.builder = FrameBuilder(self.p, self.tf.lookup)
         self._make_io()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.pipeline.start()
@@ -167,64 +161,43 @@ class MapAnythingNode(Node):
         self.get_logger().error(message)
         self.problems.report("pipeline", "fatal", ERROR, message, hold=None)
 
-    def _make_backend(self):
-        p = self.p
-        if p["backend"] == "oracle":
-            from ..backends import OracleBackend
-            from ..synthetic.presets import make_scene
-            return OracleBackend(make_scene(p["oracle_preset"], p["oracle_seed"]))
-        from ..model import Runtime
-        self.runtime = Runtime(p["device"])
-        if p["backend"] == "random":
-            from ..backends import RandomBackend
-            return RandomBackend(runtime=self.runtime)
-        from ..backends import MapAnythingBackend
-        from ..model import load_model
-        return MapAnythingBackend(load_model(p["weights"], p["device"]), self.runtime)
-
-    def _config(self):
-        p = self.p
-        return PipelineConfig(
-            window_size=p["window_size"],
-            keyframes=KeyframePolicy(p["keyframe_translation"], p["keyframe_rotation"], p["keyframe_interval"]),
-            batch=BatchConfig(use_intrinsics=p["use_intrinsics"], use_poses=p["use_poses"], use_depth=p["use_depth"],
-                              metric_poses=p["metric_poses"], metric_depth=p["metric_depth"],
-                              depth_without_scale=p["depth_without_scale"], long_side=p["long_side"]),
-            keep_measured=p["keep_measured_depth"], align_to_measured=p["align_to_measured_depth"],
-            voxel_size=p["map_voxel_size"], max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"])
+    def _endpoint(self, key, callback=None, camera=None):
+        """Create the publisher, subscription or service interface.ENDPOINTS[key] (for `camera`)."""
+        e = interface.ENDPOINTS[key]
+        name = interface.resolve(e.name, self.p, **({} if camera is None else {"ns": camera}))
+        cls = interface_class(e.type)
+        if e.kind == "service":
+            return self.create_service(cls, name, callback)
+        if e.kind == "publisher":
+            return self.create_publisher(cls, name, QOS[e.qos])
+        return self.create_subscription(cls, name, callback, self._input_qos if e.qos == "input" else QOS[e.qos],
+                                        callback_group=self._input_group)
 
     def _make_io(self):
         p = self.p
         self.cameras = list(p["cameras"])
-        qos = qos_profile_sensor_data if p["qos"] == "sensor_data" else RELIABLE_QOS
-        compressed = p["image_transport"] == "compressed"
-        self.lidar_source = p["lidar_topic"] if p["depth_source"] == "lidar" else None
-        sources = [self.lidar_source] if self.lidar_source else self.cameras if p["depth_source"] == "depth_image" else []
-        self.sync = CaptureSync(self.cameras, int(p["sync_slop"] * SEC), sources, int(p["depth_tolerance"] * SEC),
-                                int(DEPTH_WAIT_S * SEC), camera_timeout_ns=int(p["camera_timeout"] * SEC))
+        self._input_qos = qos_profile_sensor_data if p["qos"] == "sensor_data" else RELIABLE_QOS
+        image = "image_compressed" if p["image_transport"] == "compressed" else "image"
+        self.sync = settings.make_sync(p)
         self.infos = {}  # camera -> (CameraModel, CameraInfo) or None after an invalid one
         self.image_topics = {}
         self.pubs = {}
+        endpoints = interface.ENDPOINTS
         for cam in self.cameras:
-            topic = f"{cam}/image_raw/compressed" if compressed else f"{cam}/image_raw"
-            self.image_topics[cam] = topic
-            self.create_subscription(CompressedImage if compressed else Image, topic,
-                                     lambda m, c=cam: self._on_image(c, m), qos, callback_group=self._input_group)
-            self.create_subscription(CameraInfo, f"{cam}/camera_info", lambda m, c=cam: self._on_info(c, m), qos,
-                                     callback_group=self._input_group)
-            if p["depth_source"] == "depth_image":
-                self.create_subscription(Image, f"{cam}/{p['depth_image_topic']}",
-                                         lambda m, c=cam: self._on_depth_image(c, m), qos, callback_group=self._input_group)
-            out = f"~/{cam.strip('/')}"
-            self.pubs[cam] = {"depth": self.create_publisher(Image, f"{out}/depth", 5),
-                              "confidence": self.create_publisher(Image, f"{out}/confidence", 5),
-                              "camera_info": self.create_publisher(CameraInfo, f"{out}/camera_info", 5)}
-        if self.lidar_source:
-            self.create_subscription(PointCloud2, self.lidar_source, self._on_lidar, qos, callback_group=self._input_group)
-        self.points_pub = self.create_publisher(PointCloud2, "~/points", 5)
-        self.map_pub = self.create_publisher(PointCloud2, "~/map", MAP_QOS)
-        self.window_pub = self.create_publisher(ReconstructionWindow, "~/window", 10)
-        self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS) if p["tf_output"] != "none" else None
+            self.image_topics[cam] = interface.resolve(endpoints[image].name, p, ns=cam)
+            self._endpoint(image, lambda m, c=cam: self._on_image(c, m), cam)
+            self._endpoint("camera_info", lambda m, c=cam: self._on_info(c, m), cam)
+            if interface.enabled(endpoints["depth_image"], p):
+                self._endpoint("depth_image", lambda m, c=cam: self._on_depth_image(c, m), cam)
+            self.pubs[cam] = {"depth": self._endpoint("depth", camera=cam),
+                              "confidence": self._endpoint("confidence", camera=cam),
+                              "camera_info": self._endpoint("camera_info_out", camera=cam)}
+        if interface.enabled(endpoints["lidar"], p):
+            self._endpoint("lidar", self._on_lidar)
+        self.points_pub = self._endpoint("points")
+        self.map_pub = self._endpoint("map")
+        self.window_pub = self._endpoint("window")
+        self.tf_pub = self._endpoint("tf_out") if interface.enabled(endpoints["tf_out"], p) else None
         self.create_timer(1.0 / RETRY_HZ, self._on_retry, callback_group=self._timer_group, clock=self._wall)
         self._map_timer = None
         self._set_map_rate(p["map_publish_rate"])
@@ -277,21 +250,21 @@ class MapAnythingNode(Node):
         except ValueError as err:
             self._bad(f"camera {cam}", "image", ERROR, f"{topic}: {err}")
             return
-        stamp = stamp_of(msg.header)
-        self._feed(self.sync.add_image(cam, stamp, _Image(cam, msg.header.frame_id, stamp, rgb, info[0], info[1])))
+        stamp = stamp_ns(msg.header)
+        self._feed(self.sync.add_image(cam, stamp, _Image(rgb, info[0], msg.header.frame_id, stamp, cam, info[1])))
 
     def _on_lidar(self, msg):
         try:
             points, times = cloud_to_xyz(msg)
         except ValueError as err:
-            self._bad("depth", "lidar", ERROR, f"{self.lidar_source}: {err}")
+            self._bad("depth", "lidar", ERROR, f"{self.p['lidar_topic']}: {err}")
             return
         if len(points) == 0:
-            self._bad("depth", "lidar", WARN, f"{self.lidar_source}: empty or all-NaN cloud ignored")
+            self._bad("depth", "lidar", WARN, f"{self.p['lidar_topic']}: empty or all-NaN cloud ignored")
             return
-        self.rates.tick(self.lidar_source)
-        stamp = stamp_of(msg.header)
-        self._feed(self.sync.add_depth(self.lidar_source, stamp, _Cloud(msg.header.frame_id, stamp, points, times)))
+        self.rates.tick(LIDAR_SOURCE)
+        stamp = stamp_ns(msg.header)
+        self._feed(self.sync.add_depth(LIDAR_SOURCE, stamp, Cloud(points, times, msg.header.frame_id, stamp)))
 
     def _on_depth_image(self, cam, msg):
         try:
@@ -300,7 +273,7 @@ class MapAnythingNode(Node):
             self._bad("depth", f"depth {cam}", ERROR, f"{cam}/{self.p['depth_image_topic']}: {err}")
             return
         self.rates.tick(f"{cam} depth")
-        self._feed(self.sync.add_depth(cam, stamp_of(msg.header), depth))
+        self._feed(self.sync.add_depth(cam, stamp_ns(msg.header), depth))
 
     def _on_retry(self):
         self._feed(self.sync.poll(self._now_ns()))
@@ -341,48 +314,15 @@ class MapAnythingNode(Node):
 
     def _frames(self, cap):
         """The pipeline Frames of a capture; raises TransformError when TF is not there (yet)."""
-        p = self.p
-        lookup = self.tf.lookup
-        frames = []
-        for cam, (stamp, img) in cap.images.items():
-            try:
-                tf_pose = lookup(p["world_frame"], img.frame_id, stamp)
-            except TransformError:
-                if p["use_poses"]:
-                    raise
-                tf_pose = None
-            depth = None
-            if p["use_depth"] and self.lidar_source in cap.depth:
-                depth = self._lidar_depth(cap.depth[self.lidar_source][1], img)
-            elif p["use_depth"] and cam in cap.depth:
-                depth = cap.depth[cam][1]
-                if depth.shape != img.rgb.shape[:2]:
-                    self._bad("depth", f"depth {cam}", ERROR, f"{cam}/{p['depth_image_topic']}: depth image "
-                              f"{depth.shape[1]}x{depth.shape[0]} is not registered to the {img.rgb.shape[1]}x"
-                              f"{img.rgb.shape[0]} camera image; ignored")
-                    depth = None
-            frames.append(Frame(img.rgb, img.model, cap.stamp_ns, img.frame_id,
-                                tf_pose if p["use_poses"] else None, depth))
-            self._sent[(img.frame_id, cap.stamp_ns)] = _Sent(img, tf_pose)
-        while len(self._sent) > 4 * len(self.cameras) * (p["window_size"] + 2):
+        frames, problems = self.builder.frames(cap)
+        for message in problems:
+            self._bad("depth", message, ERROR, message)
+        for frame, (_, img) in zip(frames, cap.images.values()):
+            tf_pose = frame.world_from_camera if self.p["use_poses"] else self.builder.tf_pose(img)
+            self._sent[frame.key] = _Sent(img, tf_pose)
+        while len(self._sent) > 4 * len(self.cameras) * (self.p["window_size"] + 2):
             self._sent.popitem(last=False)
         return frames
-
-    def _lidar_depth(self, cloud, img):
-        """Sparse z-depth of a LiDAR cloud in the camera of `img`, motion-compensated with per-point times."""
-        world = self.p["world_frame"]
-        lookup = self.tf.lookup
-        if cloud.times is None:  # the whole sweep at its stamp: carried to the image stamp through world_frame
-            cam_from_lidar = se3_compose(se3_inverse(lookup(world, img.frame_id, img.stamp_ns)),
-                                         lookup(world, cloud.frame_id, cloud.stamp_ns))
-            return project_to_depth(cloud.points, cam_from_lidar, img.model)
-        t0, t1 = int(cloud.times.min()), int(cloud.times.max())
-        cam_from_lidar = lookup(img.frame_id, cloud.frame_id, img.stamp_ns)
-        if t1 == t0:
-            t1 = t0 + 1
-        motion = SourceMotion(t0, lookup(world, cloud.frame_id, t0), t1, lookup(world, cloud.frame_id, t1),
-                              img.stamp_ns, extrapolate=True)
-        return project_to_depth(cloud.points, cam_from_lidar, img.model, times=cloud.times, motion=motion)
 
     # ---------------------------------------------------------------- outputs (pipeline worker thread)
 
@@ -443,9 +383,13 @@ class MapAnythingNode(Node):
             if s is None or s.tf_pose is None:
                 return
             correction = se3_compose(ref.world_from_camera, se3_inverse(s.tf_pose))
-            transforms = [matrix_to_transform(correction, self.p["map_frame"], self.p["world_frame"], stamp)]
+            out = interface.TF_OUTPUTS["map_odom"]
+            transforms = [matrix_to_transform(correction, interface.resolve(out.parent, self.p),
+                                              interface.resolve(out.child, self.p), stamp)]
         else:
-            transforms = [matrix_to_transform(v.world_from_camera, frame_id, f"{v.frame.frame_id}_refined", stamp)
+            child = interface.TF_OUTPUTS["camera_refined"].child
+            transforms = [matrix_to_transform(v.world_from_camera, frame_id,
+                                              interface.resolve(child, self.p, frame_id=v.frame.frame_id), stamp)
                           for v in newest]
         self.tf_pub.publish(TFMessage(transforms=transforms))
 
@@ -486,14 +430,14 @@ class MapAnythingNode(Node):
     def _on_set_parameters(self, parameters):
         changes = {}
         for param in parameters:
-            if param.name not in params.SPECS:
+            if param.name not in settings.SPECS:
                 continue
-            reason = params.check(param.name, param.value)
+            reason = settings.check(param.name, param.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             changes[param.name] = param.value
         self.p.update(changes)
-        cfg = self._config()
+        cfg = settings.pipeline_config(self.p)
         self.pipeline.config = replace(self.pipeline.config, keyframes=cfg.keyframes, batch=cfg.batch,
                                        keep_measured=cfg.keep_measured, align_to_measured=cfg.align_to_measured,
                                        min_confidence=cfg.min_confidence)
@@ -551,8 +495,8 @@ class MapAnythingNode(Node):
                                            "dropped_tf_timeout": self.drops["tf_timeout"]}))
             if self.p["depth_source"] != "none":
                 depth_values = {f"{src}_{k}": v for src, d in st["depth"].items() for k, v in d.items()}
-                if self.lidar_source:
-                    depth_values["lidar_rate_hz"] = self.rates.rate(self.lidar_source)
+                if self.p["depth_source"] == "lidar":
+                    depth_values["lidar_rate_hz"] = self.rates.rate(LIDAR_SOURCE)
                 msg.status.append(make_status(prefix + "depth", hw, self.problems.active("depth"), depth_values))
         self.diag_pub.publish(msg)
 

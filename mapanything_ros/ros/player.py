@@ -26,6 +26,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
+from ..layout import BASE_FRAME, LIDAR_FRAME, LIDAR_TOPIC, START_NS, WORLD_FRAME, camera_topics
 from ..synthetic.presets import PRESETS, make_scene
 from .tf import TF_QOS, TF_STATIC_QOS, matrix_to_transform
 
@@ -35,8 +36,6 @@ except ImportError:  # no rosgraph_msgs: the player runs without /clock
     Clock = None
 
 SEC = 1_000_000_000
-# The default first stamp: 1 s, not 0, since a stamp of 0 means "latest" to TF lookups.
-START_NS = SEC
 CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 _TRUTH_CACHE = 8  # captures kept for truth() (a default capture is about 5 MB)
 
@@ -117,8 +116,8 @@ class SyntheticPlayer:
     """
 
     def __init__(self, node, scene, *, camera_rate_hz=10.0, lidar_rate_hz=10.0, tf_rate_hz=50.0,
-                 start_ns=START_NS, world_frame="odom", base_frame="base_link", lidar_frame="lidar",
-                 namespace_of_camera=lambda name: name, compressed=False, lidar_topic="lidar/points",
+                 start_ns=START_NS, world_frame=WORLD_FRAME, base_frame=BASE_FRAME, lidar_frame=LIDAR_FRAME,
+                 namespace_of_camera=lambda name: name, compressed=False, lidar_topic=LIDAR_TOPIC,
                  qos=qos_profile_sensor_data, clock=True):
         self.node, self.scene = node, scene
         self.world_frame, self.base_frame, self.lidar_frame = world_frame, base_frame, lidar_frame
@@ -139,12 +138,11 @@ class SyntheticPlayer:
         self._camera_topics = {}
         if "camera" in self._period:
             for cam in scene.cameras:
-                ns = namespace_of_camera(cam.name)
-                image = f"{ns}/image_raw/compressed" if compressed else f"{ns}/image_raw"
+                image, info = camera_topics(namespace_of_camera(cam.name), compressed)
                 self.publishers[image] = node.create_publisher(
                     CompressedImage if compressed else Image, image, qos)
-                self.publishers[f"{ns}/camera_info"] = node.create_publisher(CameraInfo, f"{ns}/camera_info", qos)
-                self._camera_topics[cam.name] = (image, f"{ns}/camera_info")
+                self.publishers[info] = node.create_publisher(CameraInfo, info, qos)
+                self._camera_topics[cam.name] = (image, info)
         self.lidar_topic = lidar_topic
         if "lidar" in self._period:
             self.publishers[lidar_topic] = node.create_publisher(PointCloud2, lidar_topic, qos)
@@ -241,8 +239,8 @@ def parse_args(argv=None):
     p.add_argument("--lidar-rate", type=float, default=10.0, help="LiDAR sweep rate (Hz, 0: off)")
     p.add_argument("--tf-rate", type=float, default=50.0, help="world -> base TF rate (Hz)")
     p.add_argument("--start", type=float, default=START_NS / SEC, help="first stamp (simulated s)")
-    p.add_argument("--world-frame", default="odom")
-    p.add_argument("--base-frame", default="base_link")
+    p.add_argument("--world-frame", default=WORLD_FRAME)
+    p.add_argument("--base-frame", default=BASE_FRAME)
     p.add_argument("--compressed", action="store_true", help="publish jpeg image_raw/compressed")
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     p.add_argument("--fast", action="store_true", help="do not pace by wall time")

@@ -1,0 +1,267 @@
+"""Decoding of sensor messages to numpy, ROS-free: rclpy messages and rosbags messages alike.
+
+The functions read fields by name (the same in both), so any object with a message's fields
+works; `data` may be bytes, array.array or a numpy uint8 array, and PointField datatypes are
+the numeric codes of sensor_msgs/PointField (INT8 = 1 ... FLOAT64 = 8). Message builders for
+publishing live in ros/images.py and ros/pointcloud.py.
+
+Images (sensor_msgs Image / CompressedImage / CameraInfo).
+
+Decoding reads `data` through a strided numpy view (rows `step` bytes apart, byte order from
+`is_bigendian`) and copies only when the pixel format must change; so an rgb8 result may share
+memory with the message. Colour results are (H, W, 3) uint8 RGB.
+
+Encodings (names from sensor_msgs/image_encodings.hpp):
+- rgb8, bgr8, rgba8, bgra8, mono8; rgb16, bgr16, rgba16, bgra16, mono16 are reduced to 8 bits
+  by keeping the high byte (v >> 8: 0..65535 maps onto 0..255, no per-image stretching).
+- bayer_rggb8, bayer_bggr8, bayer_gbrg8, bayer_grbg8 (and the *16 forms, high byte first):
+  demosaiced with OpenCV. ROS names a mosaic by its top-left 2x2 block read row by row; OpenCV's
+  classic COLOR_Bayer<XY>2RGB names it by the second and third pixel of the second row, so ROS
+  rggb is OpenCV "BG" (the mapping cv_bridge uses; checked by a test on a synthetic mosaic).
+- 8UC1 / 8UC3 / 8UC4 and other generic types are refused: they carry no channel meaning, and
+  cv_bridge refuses them too ("[8UC3] is not a color format. but [rgb8] is").
+
+Point clouds (sensor_msgs/PointCloud2).
+
+Reading accepts any layout: fields at any offsets and in any order, padding inside a point
+(point_step larger than the fields) and at row ends (row_step larger than width x point_step),
+organised (height > 1) or not, either byte order. x, y, z must be FLOAT32 or FLOAT64. A field's
+`count` of 0 or 1 means one value; x, y, z and the time field must not have count > 1 (raises),
+other fields are ignored whatever their count.
+
+Per-point time (for motion compensation), returned as absolute int64 nanoseconds:
+- integer fields (Ouster `t` uint32, Livox `offset_time` uint32) are nanosecond offsets from the
+  header stamp;
+- float fields are seconds, or nanoseconds when their median magnitude is >= 1e10 (as seconds
+  that would be after the year 2286; so float nanoseconds below 10 s, only possible on a
+  simulated clock, are misread), either offsets from the header stamp (Velodyne `time` float32) or
+  absolute (Hesai `timestamp` float64). One rule decides per cloud: the times are absolute when
+  their median is closer to the header stamp than to zero, otherwise offsets.
+Points with a non-finite coordinate or (when times are read) a non-finite time are dropped.
+"""
+
+import cv2
+import numpy as np
+
+from .geometry.camera import CameraModel
+from .geometry.depth import depth_image_to_meters as _depth_to_meters
+
+SEC = 1_000_000_000
+
+
+def stamp_ns(header):
+    """int ns of a std_msgs/Header stamp."""
+    return int(header.stamp.sec) * SEC + int(header.stamp.nanosec)
+
+
+# encoding -> (sample dtype, channels, channel indices giving R, G, B); None for grey
+_COLOR = {
+    "rgb8": (np.uint8, 3, (0, 1, 2)),
+    "bgr8": (np.uint8, 3, (2, 1, 0)),
+    "rgba8": (np.uint8, 4, (0, 1, 2)),
+    "bgra8": (np.uint8, 4, (2, 1, 0)),
+    "mono8": (np.uint8, 1, None),
+    "rgb16": (np.uint16, 3, (0, 1, 2)),
+    "bgr16": (np.uint16, 3, (2, 1, 0)),
+    "rgba16": (np.uint16, 4, (0, 1, 2)),
+    "bgra16": (np.uint16, 4, (2, 1, 0)),
+    "mono16": (np.uint16, 1, None),
+}
+# ROS pattern -> OpenCV conversion (see the module docstring for the naming difference)
+_BAYER = {
+    "rggb": cv2.COLOR_BayerBG2RGB,
+    "bggr": cv2.COLOR_BayerRG2RGB,
+    "gbrg": cv2.COLOR_BayerGR2RGB,
+    "grbg": cv2.COLOR_BayerGB2RGB,
+}
+_DEPTH = {"16UC1": np.uint16, "mono16": np.uint16, "32FC1": np.float32}
+ENCODINGS = tuple(_COLOR) + tuple(f"bayer_{p}{b}" for b in (8, 16) for p in _BAYER)
+
+
+def pixels(msg, dtype, channels):
+    """(H, W, channels) native-endian view (or copy, when byte-swapped) of an Image's data."""
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    dtype = np.dtype(dtype)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image {msg.encoding!r} has zero size {w}x{h}")
+    row = w * channels * dtype.itemsize
+    if step < row:
+        raise ValueError(f"image step {step} is less than width {w} x {channels * dtype.itemsize} bytes per pixel")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size != step * h:
+        raise ValueError(f"image data has {data.size} bytes, step x height = {step} x {h} = {step * h}")
+    stored = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    view = np.ndarray((h, w, channels), stored, data, strides=(step, channels * dtype.itemsize, dtype.itemsize))
+    return view if stored.isnative else view.astype(dtype)
+
+
+def _to_8bit(a):
+    return a if a.dtype == np.uint8 else (a >> 8).astype(np.uint8)
+
+
+def image_to_rgb(msg):
+    """(H, W, 3) uint8 RGB from a sensor_msgs/Image; ValueError for unsupported encodings or bad sizes."""
+    enc = msg.encoding
+    if enc in _COLOR:
+        dtype, channels, order = _COLOR[enc]
+        a = _to_8bit(pixels(msg, dtype, channels))
+        if order is None:
+            return np.repeat(a, 3, axis=2)
+        return a if order == (0, 1, 2) and channels == 3 else a[..., list(order)]
+    if enc.startswith("bayer_") and enc[6:10] in _BAYER and enc[10:] in ("8", "16"):
+        mosaic = _to_8bit(pixels(msg, np.uint8 if enc[10:] == "8" else np.uint16, 1))[..., 0]
+        if min(mosaic.shape) < 2:
+            raise ValueError(f"bayer image must be at least 2x2, got {msg.width}x{msg.height}")
+        return cv2.cvtColor(np.ascontiguousarray(mosaic), _BAYER[enc[6:10]])
+    raise ValueError(f"unsupported image encoding {enc!r}; supported: {', '.join(ENCODINGS)}")
+
+
+def compressed_to_rgb(msg):
+    """(H, W, 3) uint8 RGB from a sensor_msgs/CompressedImage in jpeg or png.
+
+    `format` is "jpeg", "png" or image_transport's "<encoding>; <jpeg|png> compressed <encoding>".
+    The payload is decoded as a normal colour file (OpenCV decodes to BGR, swapped here); grey
+    files become three equal channels and 16-bit png keeps its high byte. compressedDepth and
+    other formats, and undecodable data, raise ValueError.
+    """
+    fmt = msg.format.lower()
+    if "compresseddepth" in fmt or not any(k in fmt for k in ("jpeg", "jpg", "png")):
+        raise ValueError(f"unsupported CompressedImage format {msg.format!r}; expected jpeg or png")
+    buf = np.frombuffer(msg.data, dtype=np.uint8)
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if bgr is None:
+        raise ValueError(f"could not decode {buf.size} bytes of CompressedImage ({msg.format!r})")
+    return bgr[..., ::-1].copy()
+
+
+def depth_image_to_meters(msg):
+    """(H, W) float32 metres, 0 = invalid, from a 16UC1/mono16 (millimetres) or 32FC1 (metres) Image."""
+    if msg.encoding not in _DEPTH:
+        raise ValueError(f"unsupported depth encoding {msg.encoding!r}; expected one of {sorted(_DEPTH)}")
+    return _depth_to_meters(pixels(msg, _DEPTH[msg.encoding], 1)[..., 0], msg.encoding)
+
+
+def camera_info_to_model(msg):
+    """CameraModel from a sensor_msgs/CameraInfo; ValueError (from CameraModel) for invalid calibrations."""
+    roi = msg.roi
+    return CameraModel.from_camera_info_fields(
+        msg.width, msg.height, msg.k, msg.d, msg.distortion_model, msg.binning_x, msg.binning_y,
+        (roi.x_offset, roi.y_offset, roi.height, roi.width, roi.do_rectify),
+    )
+
+
+def check_image_matches(camera, height, width):
+    """Raise ValueError unless an image of height x width is what `camera` publishes (ROI and binning applied)."""
+    w, h = camera.image_size
+    if (int(height), int(width)) != (h, w):
+        raise ValueError(
+            f"image is {width}x{height} but its CameraInfo describes a {w}x{h} image "
+            f"(calibration {camera.width}x{camera.height}, roi {camera.roi[:4]}, binning {camera.binning})"
+        )
+
+
+# sensor_msgs/PointField datatype codes -> numpy type code
+INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
+_TYPES = {INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2", INT32: "i4", UINT32: "u4", FLOAT32: "f4", FLOAT64: "f8"}
+TIME_FIELDS = ("t", "time", "timestamp", "time_stamp", "offset_time")
+_NS_FLOAT = 1e10  # float times this large are nanoseconds (as seconds they would be after 2286)
+
+
+def _fields(msg):
+    fields = {}
+    for f in msg.fields:
+        if f.name in fields:
+            raise ValueError(f"PointCloud2 has the field {f.name!r} twice")
+        fields[f.name] = f
+    return fields
+
+
+def _field_dtype(f, point_step, byteorder):
+    if f.datatype not in _TYPES:
+        raise ValueError(f"field {f.name!r} has unknown PointField datatype {f.datatype}")
+    if f.count > 1:
+        raise ValueError(f"field {f.name!r} has count {f.count}; only single values are supported")
+    dtype = np.dtype(byteorder + _TYPES[f.datatype])
+    if f.offset + dtype.itemsize > point_step:
+        raise ValueError(f"field {f.name!r} at offset {f.offset} does not fit in point_step {point_step}")
+    return dtype
+
+
+def _view(msg, fields):
+    """(height, width) structured view of the named fields (dict name -> PointField)."""
+    h, w, step, row = int(msg.height), int(msg.width), int(msg.point_step), int(msg.row_step)
+    order = ">" if msg.is_bigendian else "<"
+    dtype = np.dtype({
+        "names": list(fields),
+        "formats": [_field_dtype(f, step, order) for f in fields.values()],
+        "offsets": [f.offset for f in fields.values()],
+        "itemsize": step,
+    })
+    if h * w and row < w * step:
+        raise ValueError(f"row_step {row} is less than width {w} x point_step {step}")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size != row * h:
+        raise ValueError(f"PointCloud2 data has {data.size} bytes, row_step x height = {row} x {h} = {row * h}")
+    if h * w == 0:
+        return np.zeros((0, 0), dtype)
+    return np.ndarray((h, w), dtype, data, strides=(row, step))
+
+
+def _find_time(fields, time_field):
+    if time_field is None:
+        return None
+    if time_field == "auto":
+        return next((fields[n] for n in TIME_FIELDS if n in fields), None)
+    if time_field not in fields:
+        raise ValueError(f"PointCloud2 has no time field {time_field!r}; fields: {sorted(fields)}")
+    return fields[time_field]
+
+
+def _absolute_ns(values, stamp):
+    """Absolute int64 ns from a time field's values (rules in the module docstring)."""
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64) + stamp
+    v = values.astype(np.float64)
+    if v.size == 0:
+        return v.astype(np.int64)
+    mid = float(np.median(v))
+    scale = 1.0 if abs(mid) >= _NS_FLOAT else 1e9
+    ns = v * scale
+    offset = 0 if abs(mid * scale - stamp) < abs(mid * scale) else stamp
+    if not np.all(np.abs(ns + offset) < 2.0**63):
+        raise ValueError(f"time values around {mid} do not fit int64 nanoseconds")
+    return np.round(ns).astype(np.int64) + offset
+
+
+def cloud_to_xyz(msg, time_field="auto"):
+    """(points (N, 3) float64 in the cloud's frame, times (N,) int64 absolute ns or None).
+
+    time_field: "auto" takes the first of TIME_FIELDS present (None when there is none), a
+    name requires that field, None reads no times. Non-finite points are dropped (see module).
+    Raises ValueError naming what is wrong for missing or malformed fields and bad sizes.
+    """
+    fields = _fields(msg)
+    for name in "xyz":
+        if name not in fields:
+            raise ValueError(f"PointCloud2 has no {name!r} field; fields: {sorted(fields)}")
+        if fields[name].datatype not in (FLOAT32, FLOAT64):
+            raise ValueError(f"field {name!r} has datatype {fields[name].datatype}; expected FLOAT32 or FLOAT64")
+    tf = _find_time(fields, time_field)
+    used = {n: fields[n] for n in "xyz"}
+    if tf is not None:
+        used["__time"] = tf
+    view = _view(msg, used).reshape(-1)
+    points = np.stack([view[n].astype(np.float64) for n in "xyz"], axis=-1)
+    keep = np.isfinite(points).all(axis=1)
+    if tf is None:
+        return points[keep], None
+    t = view["__time"]
+    if t.dtype.kind == "f":
+        keep &= np.isfinite(t)
+    return points[keep], _absolute_ns(t[keep], stamp_ns(msg.header))
+
+
+def unpack_rgb(packed):
+    """(N, 3) uint8 RGB from packed `rgb` float32 values (inverse of ros.pointcloud.pack_rgb)."""
+    u = np.asarray(packed, dtype=np.float32).view(np.uint32)
+    return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], axis=-1).astype(np.uint8)

@@ -1,0 +1,94 @@
+"""Captures to pipeline Frames, shared by the node and offline replay (ROS-free).
+
+sync.CaptureSync payloads: images are CameraImage, a LiDAR sweep is a Cloud under the depth
+source LIDAR_SOURCE, a registered depth image is an (H, W) float32 array in metres (0 = none)
+under its camera's name. FrameBuilder turns a Capture into Frames with poses from a TF lookup:
+world_frame <- image frame_id at each image stamp, and for LiDAR depth the camera <- LiDAR
+extrinsics and the LiDAR's world poses at the sweep's first and last point times (motion
+compensation, geometry.project_to_depth).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import CameraModel, SourceMotion, project_to_depth, se3_compose, se3_inverse
+from .geometry.tf_tree import TransformError
+from .window import Frame
+
+LIDAR_SOURCE = "lidar"
+
+
+@dataclass(frozen=True)
+class CameraImage:
+    """A decoded camera image: rgb (H, W, 3) uint8, its CameraModel, optical frame id, stamp (int ns)."""
+
+    rgb: np.ndarray
+    model: CameraModel
+    frame_id: str
+    stamp_ns: int
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """A decoded LiDAR sweep: points (N, 3) float64 metres in frame_id, per-point absolute times
+    (N,) int64 ns or None, header stamp (int ns)."""
+
+    points: np.ndarray
+    times: np.ndarray | None
+    frame_id: str
+    stamp_ns: int
+
+
+class FrameBuilder:
+    """Frames of captures under the parameters `values` (settings.SPECS names; read at each call,
+    so run-time changes apply). lookup(target, source, stamp_ns) -> 4x4 target_from_source, raising
+    TransformError when TF cannot answer."""
+
+    def __init__(self, values, lookup):
+        self.values, self.lookup = values, lookup
+
+    def tf_pose(self, image):
+        """world_from_camera of a CameraImage from TF (4x4), or None when TF has no answer."""
+        try:
+            return self.lookup(self.values["world_frame"], image.frame_id, image.stamp_ns)
+        except TransformError:
+            return None
+
+    def frames(self, capture):
+        """(frames, problems): the Frames of a sync.Capture, in camera order, and messages about
+        ignored inputs. Raises TransformError when poses are used and TF has no pose (yet) for an
+        image, or when LiDAR depth is used and a transform it needs is missing."""
+        p = self.values
+        frames, problems = [], []
+        for cam, (stamp, img) in capture.images.items():
+            pose = self.lookup(p["world_frame"], img.frame_id, stamp) if p["use_poses"] else None
+            depth = None
+            if p["use_depth"] and p["depth_source"] == "lidar" and LIDAR_SOURCE in capture.depth:
+                depth = self.lidar_depth(capture.depth[LIDAR_SOURCE][1], img)
+            elif p["use_depth"] and p["depth_source"] == "depth_image" and cam in capture.depth:
+                depth = capture.depth[cam][1]
+                if depth.shape != img.rgb.shape[:2]:
+                    problems.append(f"{cam}/{p['depth_image_topic']}: depth image {depth.shape[1]}x{depth.shape[0]} "
+                                    f"is not registered to the {img.rgb.shape[1]}x{img.rgb.shape[0]} camera image; "
+                                    "ignored")
+                    depth = None
+            frames.append(Frame(img.rgb, img.model, capture.stamp_ns, img.frame_id, pose, depth))
+        return frames, problems
+
+    def lidar_depth(self, cloud, image):
+        """Sparse z-depth (H, W) float32 of a Cloud in the camera of a CameraImage, motion-compensated
+        with per-point times (without times the sweep is carried at its stamp through world_frame)."""
+        world = self.values["world_frame"]
+        lookup = self.lookup
+        if cloud.times is None:
+            cam_from_lidar = se3_compose(se3_inverse(lookup(world, image.frame_id, image.stamp_ns)),
+                                         lookup(world, cloud.frame_id, cloud.stamp_ns))
+            return project_to_depth(cloud.points, cam_from_lidar, image.model)
+        t0, t1 = int(cloud.times.min()), int(cloud.times.max())
+        cam_from_lidar = lookup(image.frame_id, cloud.frame_id, image.stamp_ns)
+        if t1 == t0:
+            t1 = t0 + 1
+        motion = SourceMotion(t0, lookup(world, cloud.frame_id, t0), t1, lookup(world, cloud.frame_id, t1),
+                              image.stamp_ns, extrapolate=True)
+        return project_to_depth(cloud.points, cam_from_lidar, image.model, times=cloud.times, motion=motion)

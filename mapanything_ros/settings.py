@@ -1,0 +1,198 @@
+"""The node's parameters, ROS-free: specs, validation, parameter files, and what they configure.
+
+The live node (ros/node.py, declarations in ros/params.py) and offline replay read the same
+SPECS. READ_ONLY parameters need a restart; the others may change at run time. Numeric bounds
+are inclusive (low_open: the value must exceed `low`); choices and `check` apply everywhere.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import layout
+from .ingest import LIDAR_SOURCE
+from .pipeline import PipelineConfig
+from .sync import CaptureSync
+from .window import BatchConfig, KeyframePolicy
+
+INF = float("inf")
+SEC = 1_000_000_000
+DEPTH_WAIT_S = 0.3  # longest a capture waits for depth (message time): a 10 Hz sweep goes out at its end
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One parameter: default (None: required, typed by `type_`), description, choices or numeric bounds
+    (low/high inclusive; low_open: value must exceed low), multiple_of (ints), read_only."""
+
+    default: object
+    description: str
+    read_only: bool = False
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    multiple_of: int | None = None
+    type_: str | None = None
+
+    @property
+    def type_name(self):
+        """ROS parameter type: bool, integer, double, string or string_array."""
+        if self.type_:
+            return self.type_
+        return {bool: "bool", int: "integer", float: "double", str: "string"}[type(self.default)]
+
+
+def _ro(default, description, **kw):
+    return Spec(default, description, read_only=True, **kw)
+
+
+SPECS = {
+    # read-only: need a restart
+    "cameras": _ro(None, "camera namespaces; per camera <ns>/image_raw[/compressed] and <ns>/camera_info",
+                   type_="string_array"),
+    "image_transport": _ro("raw", "raw: <ns>/image_raw; compressed: <ns>/image_raw/compressed",
+                           choices=("raw", "compressed")),
+    "depth_source": _ro("none", "sparse depth: none, lidar (lidar_topic) or depth_image (per camera)",
+                        choices=("none", "lidar", "depth_image")),
+    "lidar_topic": _ro(layout.LIDAR_TOPIC, "LiDAR PointCloud2 topic (per-point time fields are used when present)"),
+    "depth_image_topic": _ro(layout.DEPTH_IMAGE_TOPIC,
+                             "registered depth image topic, relative to each camera namespace"),
+    "world_frame": _ro(layout.WORLD_FRAME, "frame of the cameras' TF poses and of the outputs"),
+    "map_frame": _ro("map", "parent of the map -> world_frame correction; frame of image-only outputs"),
+    "tf_output": _ro("map_odom", "TF published: map_odom (map_frame -> world_frame), camera_refined "
+                     "(world_frame -> <camera frame>_refined) or none", choices=("map_odom", "camera_refined", "none")),
+    "backend": _ro("mapanything", "mapanything (weights), oracle (synthetic truth) or random (tiny, meaningless)",
+                   choices=("mapanything", "oracle", "random")),
+    "weights": _ro("facebook/map-anything", "checkpoint directory or Hugging Face repo id in the local cache"),
+    "device": _ro("auto", "auto, cpu, cuda or cuda:N"),
+    "oracle_preset": _ro("default", "synthetic scene preset the oracle backend knows", choices=("default", "small")),
+    "oracle_seed": _ro(0, "synthetic scene seed the oracle backend knows", low=0, high=2**31 - 1),
+    "window_size": _ro(8, "keyframes per window", low=1, high=32),
+    "long_side": _ro(518, "model input long side (pixels, multiple of 14)", low=112, high=1036, multiple_of=14),
+    "map_voxel_size": _ro(0.05, "map voxel size (m)", low=0.005, high=1.0),
+    "map_max_voxels": _ro(2_000_000, "map voxel budget", low=1, high=2**31 - 1),
+    "qos": _ro("sensor_data", "input QoS: sensor_data (best effort) or reliable", choices=("sensor_data", "reliable")),
+    # changeable at run time
+    "use_poses": Spec(True, "give TF camera poses to the model (false: image-only, outputs in map_frame)"),
+    "use_intrinsics": Spec(True, "give CameraInfo rays to the model"),
+    "use_depth": Spec(True, "give sparse measured depth to the model"),
+    "metric_poses": Spec(True, "the TF poses are metric"),
+    "metric_depth": Spec(True, "the measured depth is metric"),
+    "depth_without_scale": Spec(False, "pass depth but let the model ignore its scale"),
+    "keyframe_translation": Spec(0.2, "new keyframe after this much camera translation (m)", low=0.0, high=INF),
+    "keyframe_rotation": Spec(0.2, "new keyframe after this much camera rotation (rad)", low=0.0, high=INF),
+    "keyframe_interval": Spec(1.0, "new keyframe after this much time (s)", low=0.0, high=INF),
+    "sync_slop": Spec(0.02, "largest stamp spread of one capture's images (s, > 0)", low=0.0, high=INF, low_open=True),
+    "depth_tolerance": Spec(0.05, "largest |depth stamp - image stamp| attached (s)", low=0.0, high=INF),
+    "tf_timeout": Spec(0.5, "captures wait this long for TF, then are dropped (s, > 0)", low=0.0, high=INF,
+                       low_open=True),
+    "camera_timeout": Spec(5.0, "silence before a camera is reported (s, > 0)", low=0.0, high=INF, low_open=True),
+    "map_min_confidence": Spec(0.0, "points below this confidence stay out of the map", low=0.0, high=INF),
+    "map_publish_rate": Spec(0.5, "~/map publication rate (Hz, 0 = never)", low=0.0, high=INF),
+    "keep_measured_depth": Spec(False, "published depth keeps the measured values where measured"),
+    "align_to_measured_depth": Spec(False, "scale each window to the measured depth"),
+    "save_map_path": Spec("~/.ros/mapanything_map.ply", "where ~/save_map writes the PLY"),
+}
+READ_ONLY = tuple(n for n, s in SPECS.items() if s.read_only)
+
+
+def check(name, value):
+    """Why `value` is not acceptable for parameter `name`, or None when it is (types are rclpy's job)."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {list(spec.choices)}, got {value!r}"
+    if spec.low is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value or (value <= spec.low if spec.low_open else value < spec.low) or value > spec.high:
+            low = f"> {spec.low}" if spec.low_open else f">= {spec.low}"
+            return f"{name} must be {low}" + (f" and <= {spec.high}" if spec.high != INF else "") + f", got {value}"
+        if spec.multiple_of and value % spec.multiple_of:
+            return f"{name} must be a multiple of {spec.multiple_of}, got {value}"
+    if name == "cameras":
+        if not value or len(set(value)) != len(value) or not all(value):
+            return f"cameras must be a non-empty list of distinct namespaces, got {list(value or [])}"
+    if name == "device" and not (value in ("auto", "cpu", "cuda") or
+                                 (value.startswith("cuda:") and value[5:].isdigit())):
+        return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"
+    return None
+
+
+def problems(values):
+    """Every reason the parameter set `values` cannot run (a required one unset included)."""
+    found = [check(n, v) for n, v in values.items() if n != "cameras" or v is not None]
+    if values.get("cameras") is None:
+        found.append("parameter cameras (string[]) is required")
+    return [p for p in found if p]
+
+
+def defaults():
+    """{name: default value} of every parameter ("cameras": None, it is required)."""
+    return {name: spec.default for name, spec in SPECS.items()}
+
+
+def _type_problem(name, value):
+    """Why `value` has the wrong type for `name` (as rclpy refuses it: 1 is not a double), or None."""
+    spec = SPECS[name]
+    if spec.type_name == "string_array":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = type(value) is type(spec.default)
+    return None if ok else f"{name} must be a {spec.type_name}, got {value!r}"
+
+
+def load_params_file(path, node_name="mapanything"):
+    """{name: value}: a ROS 2 parameter YAML file's values for node `node_name` merged over defaults().
+
+    Sections apply in file order when their key is `/**`, the node name, or a fully qualified
+    name ending in it (`/ns/mapanything`); each holds `ros__parameters`. Raises ValueError listing
+    every unknown name, wrongly typed or invalid value, or when no section is for this node.
+    """
+    from ruamel.yaml import YAML  # a rosbags dependency: no PyYAML needed
+
+    doc = YAML(typ="safe", pure=True).load(Path(path).read_text()) or {}
+    name = node_name.strip("/")
+    sections = [body for key, body in doc.items()
+                if key == "/**" or str(key).strip("/") == name or str(key).endswith("/" + name)]
+    if not sections:
+        raise ValueError(f"{path}: no parameters for node {node_name!r} (keys: {list(doc)})")
+    values, found = defaults(), []
+    for body in sections:
+        given = (body or {}).get("ros__parameters") or {}
+        for key, value in given.items():
+            if key not in SPECS:
+                found.append(f"unknown parameter {key!r}")
+                continue
+            found.append(_type_problem(key, value) or check(key, value))
+            values[key] = value
+    found = [p for p in found if p]
+    if found:
+        raise ValueError(f"{path}: " + "; ".join(found))
+    return values
+
+
+def pipeline_config(values):
+    """The PipelineConfig of a parameter set."""
+    p = values
+    return PipelineConfig(
+        window_size=p["window_size"],
+        keyframes=KeyframePolicy(p["keyframe_translation"], p["keyframe_rotation"], p["keyframe_interval"]),
+        batch=BatchConfig(use_intrinsics=p["use_intrinsics"], use_poses=p["use_poses"], use_depth=p["use_depth"],
+                          metric_poses=p["metric_poses"], metric_depth=p["metric_depth"],
+                          depth_without_scale=p["depth_without_scale"], long_side=p["long_side"]),
+        keep_measured=p["keep_measured_depth"], align_to_measured=p["align_to_measured_depth"],
+        voxel_size=p["map_voxel_size"], max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"])
+
+
+def depth_sources(values):
+    """The CaptureSync depth source names: [LIDAR_SOURCE], the cameras (depth_image) or none."""
+    if values["depth_source"] == "lidar":
+        return [LIDAR_SOURCE]
+    return list(values["cameras"]) if values["depth_source"] == "depth_image" else []
+
+
+def make_sync(values):
+    """The CaptureSync of a parameter set (cameras, slop, depth sources and tolerance, camera timeout)."""
+    return CaptureSync(values["cameras"], int(values["sync_slop"] * SEC), depth_sources(values),
+                       int(values["depth_tolerance"] * SEC), int(DEPTH_WAIT_S * SEC),
+                       camera_timeout_ns=int(values["camera_timeout"] * SEC))
