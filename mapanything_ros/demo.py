@@ -13,6 +13,7 @@
 """
 
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -47,6 +48,9 @@ def choose_backend(weights):
     return "mapanything", f"MapAnything weights found in {config.parent}", ""
 
 
+DEMO_MARKER = ".mapanything_demo"
+
+
 def run(out_dir="out/demo", preset="small", duration_s=10.0, seed=0, weights="facebook/map-anything",
         long_side=224, storage="mcap", progress=True, log=print):
     """Run the demo into out_dir; returns {"backend", "reason", "bag", "summary", "eval", "files"}.
@@ -54,10 +58,14 @@ def run(out_dir="out/demo", preset="small", duration_s=10.0, seed=0, weights="fa
     progress: as replay.replay's. log(str) reports each step.
     """
     out = Path(out_dir)
+    marker = out / DEMO_MARKER
+    if out.exists() and any(out.iterdir()):
+        if not marker.exists():
+            raise FileExistsError(f"{out} holds files the demo did not write: choose another --out")
+        shutil.rmtree(out)  # a previous demo's outputs: the demo is rerun from scratch
     out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by `mapanything-ros demo`; the next demo run into this directory replaces it\n")
     bag_path = out / "input_bag"
-    if bag_path.exists():
-        raise FileExistsError(f"{bag_path} exists: choose another --out or remove it")
     log(f"[1/3] writing a {duration_s:g} s synthetic run (preset {preset}, seed {seed}) to {bag_path}")
     bar = None if progress is False else Progress("bag", "ticks", enabled=None if progress is True else True)
     bag = write_synthetic_bag(bag_path, preset=preset, seed=seed, duration_s=duration_s, storage=storage,

@@ -9,6 +9,7 @@ compensation, geometry.project_to_depth).
 """
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -77,18 +78,20 @@ class FrameBuilder:
         return frames, problems
 
     def lidar_depth(self, cloud, image):
-        """Sparse z-depth (H, W) float32 of a Cloud in the camera of a CameraImage, motion-compensated
-        with per-point times (without times the sweep is carried at its stamp through world_frame)."""
+        """Sparse z-depth of a Cloud in the camera of a CameraImage, motion-compensated with per-point
+        times (without times the sweep is carried at its stamp through world_frame), as a function
+        returning the (H, W) float32 map: the transforms are looked up now (raising TransformError
+        when missing), the projection runs only when called (for keyframes, see window.Frame)."""
         world = self.values["world_frame"]
         lookup = self.lookup
         if cloud.times is None:
             cam_from_lidar = se3_compose(se3_inverse(lookup(world, image.frame_id, image.stamp_ns)),
                                          lookup(world, cloud.frame_id, cloud.stamp_ns))
-            return project_to_depth(cloud.points, cam_from_lidar, image.model)
+            return partial(project_to_depth, cloud.points, cam_from_lidar, image.model)
         t0, t1 = int(cloud.times.min()), int(cloud.times.max())
         cam_from_lidar = lookup(image.frame_id, cloud.frame_id, image.stamp_ns)
         if t1 == t0:
             t1 = t0 + 1
         motion = SourceMotion(t0, lookup(world, cloud.frame_id, t0), t1, lookup(world, cloud.frame_id, t1),
                               image.stamp_ns, extrapolate=True)
-        return project_to_depth(cloud.points, cam_from_lidar, image.model, times=cloud.times, motion=motion)
+        return partial(project_to_depth, cloud.points, cam_from_lidar, image.model, times=cloud.times, motion=motion)

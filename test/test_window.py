@@ -98,3 +98,21 @@ def test_window_rejects_bad_parameters():
         Window(max_keyframes=0)
     with pytest.raises(ValueError):
         Window(reference="middle")
+
+
+def test_deferred_depth_is_computed_only_for_keyframes():
+    calls = []
+
+    def depth():
+        calls.append(1)
+        return np.ones((6, 8), np.float32)
+
+    win = Window(max_keyframes=4, policy=KeyframePolicy(translation_m=1.0, rotation_rad=1.0, elapsed_s=10.0))
+    first = Frame(np.zeros((6, 8, 3), np.uint8), CAM, SEC, "cam0", pose(), depth)
+    assert win.add(first).admitted and len(calls) == 1
+    assert win.views()[0].sparse_depth.shape == (6, 8)  # stored resolved
+    still = Frame(np.zeros((6, 8, 3), np.uint8), CAM, 2 * SEC, "cam0", pose(0.1), depth)
+    assert not win.add(still).admitted and len(calls) == 1  # not a keyframe: never projected
+    bad = Frame(np.zeros((6, 8, 3), np.uint8), CAM, 3 * SEC, "cam0", pose(5.0), lambda: np.ones((5, 8), np.float32))
+    with pytest.raises(ValueError, match="sparse_depth"):
+        win.add(bad)

@@ -297,7 +297,7 @@ class MapAnythingNode(Node):
             while self._pending:
                 cap, first = self._pending[0]
                 try:
-                    frames = self._frames(cap)
+                    frames, sent = self._frames(cap)
                 except TransformError as err:
                     if now - first <= self.p["tf_timeout"] * SEC:
                         return
@@ -309,20 +309,22 @@ class MapAnythingNode(Node):
                     self.problems.report("tf", "timeout", WARN, message)
                     continue
                 self._pending.popleft()
-                if frames:
-                    self.pipeline.submit(frames)
+                if frames and self.pipeline.submit(frames).admitted:  # only keyframes are ever published
+                    self._sent.update(sent)
+                    while len(self._sent) > 2 * len(self.cameras) * (self.p["window_size"] + 2):
+                        self._sent.popitem(last=False)
 
     def _frames(self, cap):
-        """The pipeline Frames of a capture; raises TransformError when TF is not there (yet)."""
+        """The pipeline Frames of a capture and what to remember of them if they become a keyframe
+        ({frame key: _Sent}); raises TransformError when TF is not there (yet)."""
         frames, problems = self.builder.frames(cap)
         for message in problems:
             self._bad("depth", message, ERROR, message)
+        sent = {}
         for frame, (_, img) in zip(frames, cap.images.values()):
             tf_pose = frame.world_from_camera if self.p["use_poses"] else self.builder.tf_pose(img)
-            self._sent[frame.key] = _Sent(img, tf_pose)
-        while len(self._sent) > 4 * len(self.cameras) * (self.p["window_size"] + 2):
-            self._sent.popitem(last=False)
-        return frames
+            sent[frame.key] = _Sent(img, tf_pose)
+        return frames, sent
 
     # ---------------------------------------------------------------- outputs (pipeline worker thread)
 

@@ -1,6 +1,6 @@
 """Frame: one synchronized image of one camera, with what is known about it (numpy, no ROS)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -14,7 +14,9 @@ class Frame:
     image (H, W, 3) uint8 RGB at the camera's published size; camera: CameraModel; stamp_ns:
     int nanoseconds; frame_id: the camera's optical frame id (also tells cameras apart);
     world_from_camera: 4x4 float64 pose in the optical frame, or None when unknown;
-    sparse_depth: (H, W) float32 z-depth in metres, 0 = no measurement, or None.
+    sparse_depth: (H, W) float32 z-depth in metres, 0 = no measurement, or None; or a function
+    returning it, called only if the frame becomes a keyframe (`Window.add` resolves it), so that
+    costly depth (LiDAR projection) is made only for the captures that are kept.
     """
 
     image: np.ndarray
@@ -29,7 +31,7 @@ class Frame:
         if self.image.shape != (h, w, 3) or self.image.dtype != np.uint8:
             raise ValueError(f"{self.frame_id}: image must be ({h}, {w}, 3) uint8, got "
                              f"{self.image.shape} {self.image.dtype}")
-        if self.sparse_depth is not None and self.sparse_depth.shape != (h, w):
+        if self.sparse_depth is not None and not callable(self.sparse_depth) and self.sparse_depth.shape != (h, w):
             raise ValueError(f"{self.frame_id}: sparse_depth must be ({h}, {w}), got {self.sparse_depth.shape}")
         if self.world_from_camera is not None:
             pose = np.asarray(self.world_from_camera, dtype=np.float64)
@@ -37,6 +39,10 @@ class Frame:
                 raise ValueError(f"{self.frame_id}: world_from_camera must be a finite 4x4, got {pose.shape}")
             object.__setattr__(self, "world_from_camera", pose)
         object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
+
+    def resolved(self):
+        """This frame with deferred sparse depth computed (itself when there is none to compute)."""
+        return replace(self, sparse_depth=self.sparse_depth()) if callable(self.sparse_depth) else self
 
     @property
     def key(self):

@@ -75,7 +75,7 @@ class Window:
             reason = self.policy.reason(self.keyframes[-1], frames)
             if reason is None:
                 return Admission(False, "below every keyframe threshold", reset)
-        self.keyframes.append(frames)
+        self.keyframes.append(tuple(f.resolved() for f in frames))
         return Admission(True, reason, reset)
 
     def views(self):
