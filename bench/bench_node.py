@@ -33,6 +33,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from mapanything_ros.ingest import LIDAR_SOURCE
 from mapanything_ros.geometry import CameraModel
 from mapanything_ros.synthetic import SyntheticScene, default_cameras, default_lidar
 from mapanything_ros.synthetic.presets import scaled_camera
@@ -352,7 +353,7 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended):
     points = lat("points")
     first, last = lat("points", start, start + span), lat("points", end - span, end)
     sync = final["sync"]
-    lidar_received = int(final.get("depth", {}).get(f"{LIDAR_TOPIC}_received", 0))
+    lidar_received = int(final.get("depth", {}).get(f"{LIDAR_SOURCE}_received", 0))
     figures = {
         "duration_s": args.duration, "window_size": args.window_size, "cameras": cameras,
         "camera": f"{SIZE[0]}x{SIZE[1]} rgb8 @ {CAMERA_HZ:g} Hz", "lidar_points": LIDAR_ROWS * LIDAR_COLUMNS,
