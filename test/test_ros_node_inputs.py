@@ -72,12 +72,28 @@ class Rig:
         while time.monotonic() < end:
             self.executor.spin_once(timeout_sec=0.02)
 
-    def status(self, suffix, seconds=3.0):
-        """Statuses whose name ends with `suffix` from the diagnostics received within `seconds`."""
+    def status(self, suffix, seconds=10.0):
+        """Statuses whose name ends with `suffix` from the first diagnostics message that has them
+        (waiting up to `seconds`: delivery is slower on a loaded machine)."""
         self.got.pop("diagnostics", None)
         self.node.publish_diagnostics()
-        self.spin(min(seconds, 1.2))
-        return [s for m in self.got.get("diagnostics", []) for s in m.status if s.name.endswith(suffix)]
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.02)
+            found = [s for m in self.got.get("diagnostics", []) for s in m.status if s.name.endswith(suffix)]
+            if found:
+                return found
+        return []
+
+    def assert_problem(self, suffix, level, text, seconds=10.0):
+        """Wait (republishing diagnostics) until a status named *suffix has `level` and `text`."""
+        end = time.monotonic() + seconds
+        statuses = []
+        while time.monotonic() < end:
+            statuses = self.status(suffix, seconds=min(2.0, max(0.1, end - time.monotonic())))
+            if any(s.level == level and text in s.message for s in statuses):
+                return
+        raise AssertionError([(s.level, s.message) for s in statuses])
 
     def outputs(self):
         return {k: len(v) for k, v in self.got.items() if k != "diagnostics"}
@@ -115,10 +131,6 @@ def send_frame(rig, scene, stamp_ns, image=None, info=None, tf=True):
     rig.spin(0.1)
 
 
-def assert_problem(statuses, level, text):
-    assert any(s.level == level and text in s.message for s in statuses), [(s.level, s.message) for s in statuses]
-
-
 def test_unsupported_encoding(rig, scene):
     r = rig()
     view = scene.render(CAM, SEC)
@@ -126,7 +138,7 @@ def test_unsupported_encoding(rig, scene):
                   encoding="8UC3", step=3 * view.image.shape[1])
     image.data = array.array("B", view.image.tobytes())
     send_frame(r, scene, SEC, image=image)
-    assert_problem(r.status(f"camera {CAM}"), DiagnosticStatus.ERROR, "unsupported image encoding '8UC3'")
+    r.assert_problem(f"camera {CAM}", DiagnosticStatus.ERROR, "unsupported image encoding '8UC3'")
     assert r.outputs() == {} and r.node.pipeline.stats().captures == 0
 
 
@@ -134,7 +146,7 @@ def test_image_size_disagreeing_with_camera_info(rig, scene):
     r = rig()
     big = make_scene("default", 0).rig_camera(CAM).camera
     send_frame(r, scene, SEC, info=model_to_camera_info(big, make_header(CAM, SEC)))
-    assert_problem(r.status(f"camera {CAM}"), DiagnosticStatus.ERROR, "CameraInfo describes a 640x480 image")
+    r.assert_problem(f"camera {CAM}", DiagnosticStatus.ERROR, "CameraInfo describes a 640x480 image")
     assert r.outputs() == {} and r.node.pipeline.stats().captures == 0
 
 
@@ -144,9 +156,8 @@ def test_zero_or_nan_intrinsics(rig, scene, k0):
     info = model_to_camera_info(scene.rig_camera(CAM).camera, make_header(CAM, SEC))
     info.k[0] = k0
     send_frame(r, scene, SEC, info=info)
-    statuses = r.status(f"camera {CAM}")
-    assert_problem(statuses, DiagnosticStatus.ERROR, "invalid calibration")
-    assert_problem(statuses, DiagnosticStatus.ERROR, "no valid CameraInfo")
+    r.assert_problem(f"camera {CAM}", DiagnosticStatus.ERROR, "invalid calibration")
+    r.assert_problem(f"camera {CAM}", DiagnosticStatus.ERROR, "no valid CameraInfo")
     assert r.outputs() == {} and r.node.pipeline.stats().captures == 0
 
 
@@ -156,7 +167,7 @@ def test_empty_and_all_nan_clouds(rig, scene):
     r.publish("lidar/points", timed_cloud(np.zeros((0, 3)), np.zeros(0), header))
     r.publish("lidar/points", timed_cloud(np.full((8, 3), np.nan), np.zeros(8), header))
     r.spin(0.2)
-    assert_problem(r.status("depth"), DiagnosticStatus.WARN, "empty or all-NaN cloud")
+    r.assert_problem("depth", DiagnosticStatus.WARN, "empty or all-NaN cloud")
     assert r.node.sync.stats()["depth"][LIDAR_SOURCE]["received"] == 0
     assert r.outputs() == {}
 
@@ -165,7 +176,7 @@ def test_missing_tf_drops_the_capture_after_tf_timeout(rig, scene):
     r = rig(tf_timeout=0.2)
     send_frame(r, scene, SEC, tf=False)
     r.spin(0.5)
-    assert_problem(r.status("tf"), DiagnosticStatus.WARN, "no transform within tf_timeout")
+    r.assert_problem("tf", DiagnosticStatus.WARN, "no transform within tf_timeout")
     assert r.node.drops["tf_timeout"] == 1 and r.node.pipeline.stats().captures == 0
     assert r.outputs() == {}
     send_frame(r, scene, SEC + SEC // 10)  # the node still serves: with TF the next capture goes through
@@ -178,7 +189,7 @@ def test_stamps_going_backwards_reset_sync_and_window(rig, scene):
     for stamp in (10 * SEC, 10 * SEC + SEC // 10, 5 * SEC):
         send_frame(r, scene, stamp)
     r.spin(1.0)
-    assert_problem(r.status("sync"), DiagnosticStatus.WARN, "time jumped back by 5.100 s on camera front_optical")
+    r.assert_problem("sync", DiagnosticStatus.WARN, "time jumped back by 5.100 s on camera front_optical")
     stats = r.node.pipeline.stats()
     assert stats.window_resets == 1 and stats.captures == 3
 
@@ -187,15 +198,15 @@ def test_silent_camera_is_named(rig, scene):
     other = "left_fisheye_optical"
     r = rig(cameras=[CAM, other], camera_timeout=0.5)
     r.spin(1.2)
-    statuses = r.status(f"camera {other}")
-    assert_problem(statuses, DiagnosticStatus.WARN, f"no image on {other}/image_raw for 0.5 s (parameter camera_timeout)")
+    r.assert_problem(f"camera {other}", DiagnosticStatus.WARN,
+                     f"no image on {other}/image_raw for 0.5 s (parameter camera_timeout)")
     assert r.outputs() == {}
 
 
 def test_bad_weights_path_keeps_the_node_alive(rig, tmp_path):
     r = rig(backend="mapanything", weights=str(tmp_path / "nowhere"), device="cpu")
     assert r.node.pipeline is None
-    assert_problem(r.status("pipeline"), DiagnosticStatus.ERROR, "MapAnything checkpoint")
+    r.assert_problem("pipeline", DiagnosticStatus.ERROR, "MapAnything checkpoint")
     client = r.peer.create_client(Trigger, "/mapanything/save_map")
     assert client.wait_for_service(timeout_sec=5.0)
     future = client.call_async(Trigger.Request())
