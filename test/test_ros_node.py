@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-import rclpy.executors  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
@@ -53,19 +52,6 @@ def params_file(tmp_path, depth_source):
     return path
 
 
-@pytest.fixture
-def listener():
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("node_test", context=context)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
-
-
 def received_all(got):
     """Whether `got` holds a window with its ~/points and both cameras' depth, a non-empty map, a
     map -> odom correction and a pipeline diagnostic counting a finished window."""
@@ -95,8 +81,8 @@ def spin_until(executor, condition, timeout):
 
 
 @pytest.mark.parametrize("depth_source", ["none", "lidar"])
-def test_node_outputs_match_the_truth(listener, tmp_path, depth_source):
-    node, executor = listener
+def test_node_outputs_match_the_truth(ros, tmp_path, depth_source):
+    node, executor = ros
     got = {}
 
     def subscribe(kind, topic, key, qos=10):
