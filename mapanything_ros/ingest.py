@@ -8,6 +8,7 @@ extrinsics and the LiDAR's world poses at the sweep's first and last point times
 compensation, geometry.project_to_depth).
 """
 
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 
@@ -95,3 +96,60 @@ class FrameBuilder:
         motion = SourceMotion(t0, lookup(world, cloud.frame_id, t0), t1, lookup(world, cloud.frame_id, t1),
                               image.stamp_ns, extrapolate=True)
         return partial(project_to_depth, cloud.points, cam_from_lidar, image.model, times=cloud.times, motion=motion)
+
+
+class PendingCaptures:
+    """Captures waiting for their transforms, in stamp order, shared by the node and replay.
+
+    At most `max_len` wait (the oldest is dropped when full, counted in drops["queue"]). `drain`
+    builds them in order and stops at the first whose transforms are not there yet, unless it has
+    waited longer than the timeout: then it is dropped (drops["tf_timeout"]). Times are in the
+    caller's clock (node clock or bag time), int ns. `drops` may be the caller's counter dict.
+    Not thread-safe: callers hold their lock.
+    """
+
+    def __init__(self, max_len=10, drops=None):
+        self.max_len = max_len
+        self._queue = deque()  # (capture, first try ns)
+        self.drops = {} if drops is None else drops
+        self.drops.setdefault("queue", 0)
+        self.drops.setdefault("tf_timeout", 0)
+
+    def __len__(self):
+        return len(self._queue)
+
+    def clear(self):
+        """Forget every waiting capture (counted as queue drops)."""
+        self.drops["queue"] += len(self._queue)
+        self._queue.clear()
+
+    def push(self, captures, now_ns):
+        """Queue new captures, first tried at now_ns."""
+        for cap in captures:
+            if len(self._queue) >= self.max_len:
+                self._queue.popleft()
+                self.drops["queue"] += 1
+            self._queue.append((cap, now_ns))
+
+    def drain(self, build, now_ns, timeout_ns, on_expired, final=False):
+        """[(capture, build(capture))] for the captures whose transforms are there, in order.
+
+        build raises TransformError when they are not; a capture that has waited at most
+        timeout_ns (and final is False) then stays queued with everything after it; an older one is
+        dropped and on_expired(capture, error) is called.
+        """
+        built = []
+        while self._queue:
+            cap, first = self._queue[0]
+            try:
+                result = build(cap)
+            except TransformError as err:
+                if not final and now_ns - first <= timeout_ns:
+                    break
+                self._queue.popleft()
+                self.drops["tf_timeout"] += 1
+                on_expired(cap, err)
+                continue
+            self._queue.popleft()
+            built.append((cap, result))
+        return built

@@ -28,7 +28,6 @@ import json
 import resource
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ import numpy as np
 from . import decode, layout, outputs, settings
 from .geometry import pose_from_quat_trans, se3_compose, se3_inverse
 from .geometry.tf_tree import TransformError, TransformTree
-from .ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder
+from .ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder, PendingCaptures
 from .pipeline import Pipeline
 from .progress import Progress
 
@@ -123,9 +122,9 @@ class _Replay:
         self.pipeline = Pipeline(settings.pipeline_config(values), backend)
         self.bag = bag_writer
         self.infos = {}  # camera -> (CameraModel, CameraInfo message) or None after an invalid one
-        self.pending = deque()  # (Capture, bag time of its first try)
         self.sent = {}  # (frame_id, capture stamp) -> (camera, image stamp)
         self.drops = dict.fromkeys(("tf_timeout", "queue", "bad_input", "no_camera_info"), 0)
+        self.pending = PendingCaptures(PENDING_MAX, self.drops)  # waiting for TF, bag time
         self.problems = {}  # message -> count
         self.images = {}  # camera -> images read
         self.frames = 0
@@ -196,33 +195,26 @@ class _Replay:
             return []
         return self.sync.add_depth(cam, decode.stamp_ns(msg.header), depth)
 
+    def build(self, cap):
+        """builder.frames, timed."""
+        clock = time.perf_counter()
+        try:
+            return self.builder.frames(cap)
+        finally:
+            self.clock["frames"] += time.perf_counter() - clock
+
+    def tf_timeout(self, cap, err):
+        self.problem(f"capture dropped: no transform within tf_timeout ({self.p['tf_timeout']} s): {err}",
+                     bad_input=False)
+
     def feed(self, captures, now, final=False):
         """Queue captures and run every one whose transforms are there (node._feed with bag time)."""
         for reason in self.sync.take_resets():
             self.problem(f"input time jumped back: {reason}", bad_input=False)
-            self.drops["queue"] += len(self.pending)
             self.pending.clear()
-        for cap in captures:
-            if len(self.pending) >= PENDING_MAX:
-                self.pending.popleft()
-                self.drops["queue"] += 1
-            self.pending.append((cap, now))
-        while self.pending:
-            cap, first = self.pending[0]
-            clock = time.perf_counter()
-            try:
-                frames, problems = self.builder.frames(cap)
-            except TransformError as err:
-                self.clock["frames"] += time.perf_counter() - clock
-                if not final and now - first <= self.p["tf_timeout"] * SEC:
-                    return
-                self.pending.popleft()
-                self.drops["tf_timeout"] += 1
-                self.problem(f"capture dropped: no transform within tf_timeout ({self.p['tf_timeout']} s): {err}",
-                             bad_input=False)
-                continue
-            self.clock["frames"] += time.perf_counter() - clock
-            self.pending.popleft()
+        self.pending.push(captures, now)
+        for cap, (frames, problems) in self.pending.drain(self.build, now, self.p["tf_timeout"] * SEC,
+                                                          self.tf_timeout, final):
             for message in problems:
                 self.problem(message)
             for (cam, (stamp, img)), frame in zip(cap.images.items(), frames):

@@ -41,7 +41,7 @@ import importlib
 import os
 import sys
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -62,9 +62,8 @@ from ..backends import make_backend
 from ..decode import (camera_info_to_model, check_image_matches, cloud_to_xyz, compressed_to_rgb,
                       depth_image_to_meters, image_to_rgb, stamp_ns)
 from ..geometry import se3_compose, se3_inverse
-from ..geometry.tf_tree import TransformError
 from ..geometry.transforms import quat_trans_from_pose
-from ..ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder
+from ..ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder, PendingCaptures
 from ..msg import ReconstructionWindow
 from ..pipeline import Pipeline
 from . import params
@@ -124,7 +123,7 @@ class MapAnythingNode(Node):
         self.pipeline = self.sync = self.runtime = None
         self.fatal = None
         self._lock = threading.RLock()  # the TF queue and what was sent
-        self._pending = deque()  # (Capture, first try in node-clock ns)
+        self._pending = PendingCaptures(PENDING_MAX, self.drops)  # waiting for TF, node-clock ns
         self._sent = OrderedDict()  # (frame_id, frame stamp) -> _Sent
         self._map_frame_id = self.p["world_frame"]
         self._seq = 0
@@ -286,33 +285,21 @@ class MapAnythingNode(Node):
             for reason in self.sync.take_resets():
                 self.get_logger().warning(f"input time jumped back: {reason}", throttle_duration_sec=THROTTLE_S)
                 self.problems.report("sync", "reset", WARN, reason)
-                self.drops["queue"] += len(self._pending)
                 self._pending.clear()
             now = self._now_ns()
-            for cap in captures:
-                if len(self._pending) >= PENDING_MAX:
-                    self._pending.popleft()
-                    self.drops["queue"] += 1
-                self._pending.append((cap, now))
-            while self._pending:
-                cap, first = self._pending[0]
-                try:
-                    frames, sent = self._frames(cap)
-                except TransformError as err:
-                    if now - first <= self.p["tf_timeout"] * SEC:
-                        return
-                    self._pending.popleft()
-                    self.drops["tf_timeout"] += 1
-                    message = (f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform within tf_timeout "
-                               f"({self.p['tf_timeout']} s): {err}")
-                    self.get_logger().warning(message, throttle_duration_sec=THROTTLE_S)
-                    self.problems.report("tf", "timeout", WARN, message)
-                    continue
-                self._pending.popleft()
+            self._pending.push(captures, now)
+            for _, (frames, sent) in self._pending.drain(self._frames, now, self.p["tf_timeout"] * SEC,
+                                                         self._on_tf_timeout):
                 if frames and self.pipeline.submit(frames).admitted:  # only keyframes are ever published
                     self._sent.update(sent)
                     while len(self._sent) > 2 * len(self.cameras) * (self.p["window_size"] + 2):
                         self._sent.popitem(last=False)
+
+    def _on_tf_timeout(self, cap, err):
+        message = (f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform within tf_timeout "
+                   f"({self.p['tf_timeout']} s): {err}")
+        self.get_logger().warning(message, throttle_duration_sec=THROTTLE_S)
+        self.problems.report("tf", "timeout", WARN, message)
 
     def _frames(self, cap):
         """The pipeline Frames of a capture and what to remember of them if they become a keyframe
@@ -409,7 +396,6 @@ class MapAnythingNode(Node):
             response.success, response.message = False, f"not running: {self.fatal}"
             return response
         with self._lock:
-            self.drops["queue"] += len(self._pending)
             self._pending.clear()
         self.pipeline.reset()
         response.success, response.message = True, "window, map and pending captures cleared"

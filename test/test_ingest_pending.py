@@ -1,0 +1,30 @@
+"""PendingCaptures: the TF wait queue shared by the node and replay."""
+
+from mapanything_ros.geometry.tf_tree import TransformNotFound
+from mapanything_ros.ingest import PendingCaptures
+
+
+def test_waits_in_order_expires_and_stays_bounded():
+    ready = {"a"}
+
+    def build(cap):
+        if cap not in ready:
+            raise TransformNotFound(f"no pose for {cap}")
+        return cap.upper()
+
+    expired, drops = [], {"queue": 0, "tf_timeout": 0, "other": 5}
+    q = PendingCaptures(max_len=3, drops=drops)
+    q.push(["a", "b", "c"], now_ns=0)
+    assert q.drain(build, 10, timeout_ns=100, on_expired=lambda c, e: expired.append(c)) == [("a", "A")]
+    assert len(q) == 2 and not expired  # "b" blocks "c" while it may still get its TF
+    q.push(["d", "e"], now_ns=20)  # full: the oldest waiting ("b") is dropped
+    assert len(q) == 3 and drops["queue"] == 1
+    ready.update({"d", "e"})
+    assert q.drain(build, 200, timeout_ns=100, on_expired=lambda c, e: expired.append(c)) == [("d", "D"), ("e", "E")]
+    assert expired == ["c"] and drops["tf_timeout"] == 1 and drops["other"] == 5
+    q.push(["x"], now_ns=300)
+    assert q.drain(build, 300, timeout_ns=100, on_expired=lambda c, e: expired.append(c), final=True) == []
+    assert expired == ["c", "x"]
+    q.push(["y"], 400)
+    q.clear()
+    assert len(q) == 0 and drops["queue"] == 2
