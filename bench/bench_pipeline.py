@@ -1,68 +1,215 @@
-"""Pipeline cost outside the network: assembly + reconstruction + map insertion per window, and
-the map's insertion rate through the pipeline, for a 640 x 480 camera (the default synthetic front
-camera) and windows of N = 8 keyframes. The OracleBackend stands in for the network; its stage
-("inference") is reported but excluded from the per-frame figure.
+"""Pipeline cost outside the network, per window: everything from a capture offered to the
+pipeline to its depth, confidence and points messages and its map insertion, with a backend that
+costs nothing (the oracle's predictions, recorded first and replayed), for one camera at 640x480
+and at 1280x720, windows of N = 8 keyframes, LiDAR sparse depth on (a 100k-point sweep with
+per-point times, projected with motion compensation as the node defers it), one thread.
 
-    python bench/bench_pipeline.py [--windows 6] [--json PATH]
+Figures per window (CPU time of the one thread doing all the work, medians over the timed
+windows, each after the window is full):
+- outside_network_ms_per_window: everything but the backend's predict(), map insertion included;
+- critical_path_ms_per_window: from the prediction's return to the output messages built (the
+  sensor_msgs depth and confidence Images of the newest capture and the ~/points PointCloud2, as
+  the node builds them with the tree's own ros/ builders).
+
+`--baseline REV` runs the same measurement on the package as of git revision REV (extracted to a
+temporary directory) in the same run, and reports the speed-ups. Each side runs in a fresh
+process with PYTHONPATH set to its tree.
+
+    tools/dev run python bench/bench_pipeline.py [--windows 6] [--baseline REV] [--json PATH]
 """
 
 import argparse
 import json
-import time
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
-import numpy as np
-import torch
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread, before numpy loads
+    os.environ.setdefault(var, "1")
 
-from mapanything_ros.backends import OracleBackend
-from mapanything_ros.pipeline import Pipeline, PipelineConfig
-from mapanything_ros.synthetic import SyntheticScene, capture_frames, default_cameras
-from mapanything_ros.window import KeyframePolicy
+import numpy as np  # noqa: E402
 
+REPO = Path(__file__).resolve().parent.parent
 MS = 1_000_000
-OUTSIDE = ("assembly", "reconstruction", "map")
+N = 8
+CAMERAS = {"640x480": "the default synthetic front camera (plumb_bob)",
+           "1280x720": "a 1280x720 plumb_bob camera at the same mount"}
+
+
+def scene_for(size):
+    """The synthetic scene: one camera of `size` and a dense 64 x 1600 LiDAR (102,400 points per sweep)."""
+    from mapanything_ros.geometry import CameraModel
+    from mapanything_ros.synthetic import Lidar, RigCamera, SyntheticScene, default_cameras, mount
+
+    front = default_cameras()[0]
+    if size == "1280x720":
+        camera = CameraModel(1280, 720, (840.0, 0, 645.0, 0, 836.0, 357.0, 0, 0, 1),
+                             (-0.08, 0.03, 0.0005, -0.0004, 0.0), "plumb_bob")
+        front = RigCamera(front.name, camera, front.body_from_camera)
+    return SyntheticScene(cameras=[front], lidar=Lidar(mount((0.0, 0.0, 0.3), optical=False), rows=64, columns=1600))
+
+
+def captures_for(scene, count):
+    """Captures of one Frame each, 300 ms apart, LiDAR depth deferred (a function, as the node makes it)."""
+    from functools import partial
+
+    from mapanything_ros.geometry import SourceMotion, project_to_depth, se3_compose, se3_inverse
+    from mapanything_ros.window import Frame
+
+    out = []
+    for k in range(count):
+        stamp = 1000 * MS + k * 300 * MS
+        view = scene.capture(stamp)[0]
+        sweep = scene.sweep(stamp - scene.lidar.sweep_ns // 2)
+        cam = scene.rig_camera(view.name)
+        motion = SourceMotion(sweep.start_ns, scene.world_from_lidar(sweep.start_ns), sweep.end_ns,
+                              scene.world_from_lidar(sweep.end_ns), stamp, extrapolate=True)
+        cam_from_lidar = se3_compose(se3_inverse(cam.body_from_camera), scene.lidar.body_from_lidar)
+        depth = partial(project_to_depth, sweep.points, cam_from_lidar, view.camera, times=sweep.times_ns,
+                        motion=motion)
+        out.append([Frame(view.image, view.camera, view.stamp_ns, view.name, view.world_from_camera, depth)])
+    return out
+
+
+class Replay:
+    """Backend answering with recorded predictions (keyed by the batch's frame keys); records the
+    thread CPU time at its entry and exit so that the caller can take it out."""
+
+    def __init__(self, recorded):
+        self.recorded = recorded
+        self.entered = self.left = 0.0
+
+    def predict(self, batch):
+        import time
+
+        self.entered = time.thread_time()
+        out = self.recorded[tuple(f.key for f in batch.frames)]
+        self.left = time.thread_time()
+        return out
+
+
+def drive(size, windows):
+    """Measure the package on PYTHONPATH (run in a subprocess): {figure: value}."""
+    import time
+
+    import torch
+
+    from mapanything_ros.backends import OracleBackend
+    from mapanything_ros.pipeline import Pipeline, PipelineConfig
+    from mapanything_ros.ros.images import depth_to_image, float_image
+    from mapanything_ros.ros.player import make_header
+    from mapanything_ros.ros.pointcloud import xyz_to_cloud
+    from mapanything_ros.window import KeyframePolicy
+
+    torch.set_num_threads(1)
+    scene = scene_for(size)
+    captures = captures_for(scene, N + windows)
+    config = PipelineConfig(window_size=N, keyframes=KeyframePolicy(elapsed_s=0.0))
+    oracle, recorded = OracleBackend(scene), {}
+
+    class Recorder:
+        def predict(self, batch):
+            out = recorded[tuple(f.key for f in batch.frames)] = oracle.predict(batch)
+            return out
+
+    recording = Pipeline(config, Recorder())
+    for c in captures:
+        recording.process(c)
+
+    replay = Replay(recorded)
+    pipeline = Pipeline(config, replay)
+    built = {}
+
+    def messages(result):  # what the node's _on_result builds (ros/node.py), on the same thread
+        recon = result.reconstruction
+        if hasattr(recon, "cloud"):  # this package: the newest capture's points
+            xyz, rgb, conf = recon.cloud()
+            newest = recon.views
+        else:  # before: every view's points; depth of the newest views
+            views = recon.views
+            xyz, rgb, conf = (np.concatenate([getattr(v, a) for v in views]) for a in
+                              ("points", "colors", "point_confidence"))
+            stamp = max(v.frame.stamp_ns for v in views)
+            newest = [v for v in views if v.frame.stamp_ns == stamp]
+        header = make_header("world", newest[0].frame.stamp_ns)
+        for v in newest:
+            depth_to_image(v.depth, header)
+            float_image(v.confidence, header)
+        xyz_to_cloud(xyz, header, rgb, conf)
+        built["points"] = len(xyz)
+        built["at"] = time.thread_time()
+
+    pipeline.on_result(messages)
+    outside, critical = [], []
+    for k, capture in enumerate(captures):
+        start = time.thread_time()
+        pipeline.process(capture)
+        end = time.thread_time()
+        if k >= N:
+            outside.append(end - start - (replay.left - replay.entered))
+            critical.append(built["at"] - replay.left)
+    stats = pipeline.stats()
+    return {"outside_network_ms_per_window": float(np.median(outside) * 1e3),
+            "critical_path_ms_per_window": float(np.median(critical) * 1e3),
+            "points_published_per_window": built["points"],
+            "stages_ms_p50": {s: v["p50"] * 1e3 for s, v in stats.latency.items() if s != "inference"},
+            "map_voxels": len(pipeline.map), "windows_timed": len(outside)}
+
+
+def run_tree(tree, size, windows):
+    """drive() in a fresh process on the package in `tree`."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    out = subprocess.run([sys.executable, __file__, "--drive", size, "--windows", str(windows)], env=env,
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=6, help="timed windows after the window is full")
+    parser.add_argument("--baseline", help="git revision to measure side by side (e.g. a commit before a change)")
+    parser.add_argument("--sizes", default=",".join(CAMERAS), help="camera sizes, comma-separated")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--drive", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    scene = SyntheticScene(cameras=default_cameras()[:1])
-    n = 8
-    config = PipelineConfig(window_size=n, keyframes=KeyframePolicy(elapsed_s=0.0))
-    pipeline = Pipeline(config, OracleBackend(scene))
-    captures = [capture_frames(scene, 1000 * MS + k * 300 * MS, lidar=False) for k in range(n + args.windows)]
-    results = [pipeline.process(c)[1] for c in captures]
-    timed = results[n:]  # full windows only
-    stage = {s: np.array([r.timings[s] for r in timed]) for s in (*OUTSIDE, "inference")}
-    outside = sum(stage[s] for s in OUTSIDE)
-    points = np.array([sum(len(v.points) for v in r.reconstruction.views) for r in timed])
-    figures = {
-        "camera": "640x480", "window": n, "windows_timed": len(timed),
-        "model_size": list(timed[0].reconstruction.views[0].frame.camera.image_size),
-        **{f"{s}_ms": float(np.median(stage[s]) * 1e3) for s in stage},
-        "outside_network_ms_per_window": float(np.median(outside) * 1e3),
-        "outside_network_ms_per_view": float(np.median(outside) * 1e3 / n),
-        "points_per_window": int(np.median(points)),
-        "map_insert_points_per_s": float(np.median(points / stage["map"])),
-        "map_voxels": len(pipeline.map),
-    }
-    rows = [("assembly (ms / window)", figures["assembly_ms"]),
-            ("reconstruction (ms / window)", figures["reconstruction_ms"]),
-            ("map insert (ms / window)", figures["map_ms"]),
-            ("outside the network (ms / window)", figures["outside_network_ms_per_window"]),
-            ("outside the network (ms / view)", figures["outside_network_ms_per_view"]),
-            ("oracle stand-in for the network (ms / window, excluded)", figures["inference_ms"]),
-            ("points inserted per window", figures["points_per_window"]),
-            ("map insertion (points / s)", figures["map_insert_points_per_s"])]
-    print(f"Pipeline outside the network: 640x480 camera, N = {n}, median of {len(timed)} windows, 1 thread\n")
-    print("| figure | value |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value:,.1f} |")
+    if args.drive:
+        print(json.dumps(drive(args.drive, args.windows)))
+        return
+    figures = {"window": N, "threads": 1, "lidar_points": 102_400, "backend": "replayed oracle predictions",
+               "baseline": args.baseline, "sizes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = None
+        if args.baseline:
+            base = Path(tmp)
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline, "mapanything_ros"],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        for size in args.sizes.split(","):
+            row = {"camera": CAMERAS[size], **run_tree(REPO, size, args.windows)}
+            if base is not None:
+                old = run_tree(base, size, args.windows)
+                row["baseline"] = old
+                for key in ("outside_network_ms_per_window", "critical_path_ms_per_window"):
+                    row[key.replace("_ms_per_window", "_speedup")] = old[key] / row[key]
+            figures["sizes"][size] = row
+    print(f"Pipeline outside the network: N = {N}, LiDAR depth (102,400 points, per-point times), replayed "
+          f"predictions, 1 thread, CPU ms per window (median)\n")
+    print("| camera | outside the network | critical path | " +
+          ("baseline outside | baseline critical | speed-up outside | speed-up critical |" if args.baseline else ""))
+    print("|---|---|---|" + ("---|---|---|---|" if args.baseline else ""))
+    for size, row in figures["sizes"].items():
+        line = f"| {size} | {row['outside_network_ms_per_window']:.1f} | {row['critical_path_ms_per_window']:.1f} |"
+        if args.baseline:
+            b = row["baseline"]
+            line += (f" {b['outside_network_ms_per_window']:.1f} | {b['critical_path_ms_per_window']:.1f} |"
+                     f" {row['outside_network_speedup']:.1f}x | {row['critical_path_speedup']:.1f}x |")
+        print(line)
+    for size, row in figures["sizes"].items():
+        print(f"\n{size} stages (ms, p50): " + ", ".join(f"{k} {v:.1f}" for k, v in row["stages_ms_p50"].items()))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

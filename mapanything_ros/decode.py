@@ -80,19 +80,42 @@ ENCODINGS = tuple(_COLOR) + tuple(f"bayer_{p}{b}" for b in (8, 16) for p in _BAY
 
 def pixels(msg, dtype, channels):
     """(H, W, channels) native-endian view (or copy, when byte-swapped) of an Image's data."""
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    h, w, step, data = _layout(msg, dtype, channels)
     dtype = np.dtype(dtype)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"image {msg.encoding!r} has zero size {w}x{h}")
-    row = w * channels * dtype.itemsize
-    if step < row:
-        raise ValueError(f"image step {step} is less than width {w} x {channels * dtype.itemsize} bytes per pixel")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size != step * h:
-        raise ValueError(f"image data has {data.size} bytes, step x height = {step} x {h} = {step * h}")
     stored = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     view = np.ndarray((h, w, channels), stored, data, strides=(step, channels * dtype.itemsize, dtype.itemsize))
     return view if stored.isnative else view.astype(dtype)
+
+
+def _layout(msg, dtype, channels):
+    """(height, width, step, data as a uint8 view) of an Image after checking its sizes; ValueError if they disagree."""
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    itemsize = np.dtype(dtype).itemsize
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image {msg.encoding!r} has zero size {w}x{h}")
+    row = w * channels * itemsize
+    if step < row:
+        raise ValueError(f"image step {step} is less than width {w} x {channels * itemsize} bytes per pixel")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size != step * h:
+        raise ValueError(f"image data has {data.size} bytes, step x height = {step} x {h} = {step * h}")
+    return h, w, step, data
+
+
+def image_size(msg):
+    """(width, height) of a sensor_msgs/Image after the checks image_to_rgb makes before converting
+    (encoding supported, sizes consistent): O(1), nothing is decoded. ValueError like image_to_rgb."""
+    enc = msg.encoding
+    if enc in _COLOR:
+        dtype, channels, _ = _COLOR[enc]
+    elif enc.startswith("bayer_") and enc[6:10] in _BAYER and enc[10:] in ("8", "16"):
+        dtype, channels = (np.uint8 if enc[10:] == "8" else np.uint16), 1
+        if min(int(msg.width), int(msg.height)) < 2:
+            raise ValueError(f"bayer image must be at least 2x2, got {msg.width}x{msg.height}")
+    else:
+        raise ValueError(f"unsupported image encoding {enc!r}; supported: {', '.join(ENCODINGS)}")
+    h, w, _, _ = _layout(msg, dtype, channels)
+    return w, h
 
 
 def _to_8bit(a):
@@ -116,6 +139,13 @@ def image_to_rgb(msg):
     raise ValueError(f"unsupported image encoding {enc!r}; supported: {', '.join(ENCODINGS)}")
 
 
+def check_compressed_format(msg):
+    """Raise ValueError unless a sensor_msgs/CompressedImage's format is one compressed_to_rgb decodes."""
+    fmt = msg.format.lower()
+    if "compresseddepth" in fmt or not any(k in fmt for k in ("jpeg", "jpg", "png")):
+        raise ValueError(f"unsupported CompressedImage format {msg.format!r}; expected jpeg or png")
+
+
 def compressed_to_rgb(msg):
     """(H, W, 3) uint8 RGB from a sensor_msgs/CompressedImage in jpeg or png.
 
@@ -124,9 +154,7 @@ def compressed_to_rgb(msg):
     files become three equal channels and 16-bit png keeps its high byte. compressedDepth and
     other formats, and undecodable data, raise ValueError.
     """
-    fmt = msg.format.lower()
-    if "compresseddepth" in fmt or not any(k in fmt for k in ("jpeg", "jpg", "png")):
-        raise ValueError(f"unsupported CompressedImage format {msg.format!r}; expected jpeg or png")
+    check_compressed_format(msg)
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if bgr is None:

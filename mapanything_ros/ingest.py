@@ -1,7 +1,7 @@
 """Captures to pipeline Frames, shared by the node and offline replay (ROS-free).
 
-sync.CaptureSync payloads: images are CameraImage, a LiDAR sweep is a Cloud under the depth
-source LIDAR_SOURCE, a registered depth image is an (H, W) float32 array in metres (0 = none)
+sync.CaptureSync payloads: images are CameraImage (decoded only if they become keyframes, see
+image_decoder), a LiDAR sweep is a Cloud under the depth source LIDAR_SOURCE, a registered depth image is an (H, W) float32 array in metres (0 = none)
 under its camera's name. FrameBuilder turns a Capture into Frames with poses from a TF lookup:
 world_frame <- image frame_id at each image stamp, and for LiDAR depth the camera <- LiDAR
 extrinsics and the LiDAR's world poses at the sweep's first and last point times (motion
@@ -14,6 +14,7 @@ from functools import partial
 
 import numpy as np
 
+from . import decode
 from .geometry import CameraModel, SourceMotion, project_to_depth, se3_compose, se3_inverse
 from .geometry.tf_tree import TransformError
 from .window import Frame
@@ -23,9 +24,10 @@ LIDAR_SOURCE = "lidar"
 
 @dataclass(frozen=True)
 class CameraImage:
-    """A decoded camera image: rgb (H, W, 3) uint8, its CameraModel, optical frame id, stamp (int ns)."""
+    """A camera image: image, (H, W, 3) uint8 RGB or a function decoding it (image_decoder); its
+    CameraModel, optical frame id, stamp (int ns)."""
 
-    rgb: np.ndarray
+    image: object
     model: CameraModel
     frame_id: str
     stamp_ns: int
@@ -40,6 +42,33 @@ class Cloud:
     times: np.ndarray | None
     frame_id: str
     stamp_ns: int
+
+
+def image_decoder(msg, camera, source):
+    """A function returning the (H, W, 3) uint8 RGB of a sensor_msgs Image or CompressedImage `msg`
+    (one that has a `format` field), checked against `camera` (a CameraModel) and decoded only when
+    called: on the pipeline's worker, for keyframes (window.Frame's deferred image). What can be
+    checked without decoding is checked now: the encoding or format, the raw sizes against the
+    message's data and the CameraInfo. Raises ValueError (naming `source`, e.g. the topic) now for
+    those and when called for the rest (undecodable or wrongly sized compressed data)."""
+    compressed = hasattr(msg, "format")
+    try:
+        if compressed:
+            decode.check_compressed_format(msg)
+        else:
+            decode.check_image_matches(camera, *decode.image_size(msg)[::-1])
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+
+    def decoded():
+        try:
+            rgb = decode.compressed_to_rgb(msg) if compressed else decode.image_to_rgb(msg)
+            if compressed:
+                decode.check_image_matches(camera, *rgb.shape[:2])
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+        return rgb
+    return decoded
 
 
 class FrameBuilder:
@@ -70,12 +99,12 @@ class FrameBuilder:
                 depth = self.lidar_depth(capture.depth[LIDAR_SOURCE][1], img)
             elif p["use_depth"] and p["depth_source"] == "depth_image" and cam in capture.depth:
                 depth = capture.depth[cam][1]
-                if depth.shape != img.rgb.shape[:2]:
+                w, h = img.model.image_size
+                if depth.shape != (h, w):
                     problems.append(f"{cam}/{p['depth_image_topic']}: depth image {depth.shape[1]}x{depth.shape[0]} "
-                                    f"is not registered to the {img.rgb.shape[1]}x{img.rgb.shape[0]} camera image; "
-                                    "ignored")
+                                    f"is not registered to the {w}x{h} camera image; ignored")
                     depth = None
-            frames.append(Frame(img.rgb, img.model, capture.stamp_ns, img.frame_id, pose, depth))
+            frames.append(Frame(img.image, img.model, capture.stamp_ns, img.frame_id, pose, depth))
         return frames, problems
 
     def lidar_depth(self, cloud, image):

@@ -71,7 +71,8 @@ ENDPOINTS = {
                              "fixed transforms (sensor mounting)"),
     # outputs
     "points": Endpoint("publisher", "~/points", "sensor_msgs/msg/PointCloud2", "depth5",
-                       "points of the latest window: x, y, z, rgb, confidence"),
+                       "points of the newest capture (or the window, points_scope) at the model pixels: x, y, z, rgb, "
+                       "confidence"),
     "map": Endpoint("publisher", "~/map", "sensor_msgs/msg/PointCloud2", "latched",
                     "voxel map: x, y, z, rgb, confidence, at map_publish_rate"),
     "depth": Endpoint("publisher", "~/{out}/depth", "sensor_msgs/msg/Image", "depth5",

@@ -2,15 +2,26 @@
 
 Two paths share every step (`_run`):
 - live: `submit(frames)` from the ingestion thread (ROS callbacks, replay) only offers the
-  capture to the Window, which is cheap; when a new keyframe is admitted, a snapshot of the
-  window's views becomes a job on a bounded queue (latest wins: when it is full the oldest
-  pending job is dropped and counted). A worker thread (`start`/`stop`, or `with pipeline:`)
-  takes jobs one at a time: ViewBatch assembly, the backend, reconstruction, chaining, map
-  insertion, then the result callbacks. An exception anywhere in a job (also in a result
-  callback) is caught, counted, logged (at most once per LOG_INTERVAL_S) and passed to the
-  error callbacks; the worker carries on with the next job.
+  capture to the Window, which is cheap (no decoding, no projection: see window.Frame's deferred
+  work); when a new keyframe is admitted, a snapshot of the window's views becomes a job on a
+  bounded queue (latest wins: when it is full the oldest pending job is dropped and counted). A
+  worker thread (`start`/`stop`, or `with pipeline:`) takes jobs one at a time. An exception
+  anywhere in a job (also in a result callback) is caught, counted, logged (at most once per
+  LOG_INTERVAL_S) and passed to the error callbacks; the worker carries on with the next job.
 - offline: `process(frames)` does the same synchronously and returns the Result.
 Use one path per pipeline.
+
+Where the work goes (the cost model of DESIGN.md). Per keyframe, once: window.prepare (decode,
+resize, normalise, sparse depth at the model resolution), kept while the keyframe is in the
+window. Per window: assembly (stacking the prepared views), the backend, reconstruction of the
+newest capture only (the views that are published; every view's pose, and any other view on
+demand, stay available on the Result's Reconstruction), chaining in image-only mode, then the
+result callbacks (the outputs). The stages from the prediction to the end of the callbacks are
+the critical path. Map insertion comes after the callbacks, off that path, and takes each
+keyframe once (`map_insert`): "newest", from the first window that holds it (where it is the
+newest view; a keyframe whose own job was dropped enters with the next window), or "oldest",
+from the last window that holds it (where it is the oldest view and the window the fullest),
+the keyframes still in the window entering at `flush_map()`.
 
 Frames of the map. A window whose reference pose is known (use_poses and poses given) is
 reconstructed in the world frame and inserted as it is. Otherwise (image-only) each window is in
@@ -21,7 +32,8 @@ mode, and when the windows switch between world and chain frames.
 
 Counters (stats()): captures offered, keyframes admitted, jobs dropped (queue full, or pending
 at stop()/reset()), jobs inferred (backend returned), jobs done (result delivered), jobs
-failed, window resets (time going backwards) and map resets, with the last reasons; per-stage
+failed, window resets (time going backwards), map resets with the last reasons, keyframes
+inserted into the map and keyframes that could not be prepared (bad_frames); per-stage
 latencies in seconds (p50, p95, max over the last `stats_window` jobs that ran the stage).
 """
 
@@ -34,10 +46,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .mapping import VoxelMap, WindowChain, reconstruct
-from .window import BatchConfig, KeyframePolicy, Window, assemble
+from .window import BatchConfig, KeyframePolicy, Window, assemble, batch_size, prepare
+from .window.batch import prepare_key
 
 log = logging.getLogger(__name__)
-STAGES = ("assembly", "inference", "reconstruction", "chaining", "map", "total")
+# Per job: prepare (new keyframes), assembly, inference, reconstruction (+ chaining) and publish
+# (the result callbacks) up to the outputs; map after them; total: submitted -> outputs done.
+STAGES = ("prepare", "assembly", "inference", "reconstruction", "chaining", "publish", "map", "total")
+MAP_INSERT = ("newest", "oldest")
 LOG_INTERVAL_S = 10.0  # failures are logged at most this often (each log line says how many)
 REASONS_KEPT = 20
 
@@ -66,6 +82,7 @@ class PipelineConfig:
     max_voxels: int = 2_000_000
     min_confidence: float = 0.0
     max_distance: float | None = None
+    map_insert: str = "newest"
     queue_size: int = 1
     stats_window: int = 100
 
@@ -86,16 +103,17 @@ class Result:
     """One window's outcome.
 
     seq: window sequence number (1, 2, ... per admitted keyframe; gaps are dropped jobs);
-    reconstruction: the mapping.Reconstruction as inserted into the map (pose_frame "world", or
-    the chain frame in image-only mode); chain: the mapping.ChainResult, or None when poses were
-    known; inserted: points the map accepted; map_reset: why the map was cleared before this
-    window's points went in, or None; timings: seconds per stage that ran (see STAGES).
+    reconstruction: the mapping.Reconstruction (pose_frame "world", or the chain frame in
+    image-only mode) whose `views` are the newest capture's (the published ones); every view's
+    pose is in `poses`, any view's results on demand; chain: the mapping.ChainResult, or None
+    when poses were known; map_reset: why the map was cleared before this window, or None;
+    timings: seconds per stage that ran before the callbacks (see STAGES; "publish" and "map"
+    are in stats()).
     """
 
     seq: int
     reconstruction: object
     chain: object
-    inserted: int
     map_reset: str | None
     timings: dict
 
@@ -113,6 +131,8 @@ class Stats:
     failed: int
     window_resets: int
     map_resets: int
+    map_keyframes: int
+    bad_frames: int
     pending: int
     map_voxels: int
     reasons: tuple
@@ -127,7 +147,8 @@ class _Job:
     submitted: float  # time.perf_counter()
 
 
-COUNTERS = ("captures", "keyframes", "dropped", "inferred", "done", "failed", "window_resets", "map_resets")
+COUNTERS = ("captures", "keyframes", "dropped", "inferred", "done", "failed", "window_resets", "map_resets",
+            "map_keyframes", "bad_frames")
 
 
 class Pipeline:
@@ -138,6 +159,8 @@ class Pipeline:
             raise ValueError("a backend is needed (backends.MapAnythingBackend, OracleBackend, ...)")
         if config.queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {config.queue_size}")
+        if config.map_insert not in MAP_INSERT:
+            raise ValueError(f"map_insert must be one of {MAP_INSERT}, got {config.map_insert!r}")
         self.config = config
         self.backend = backend
         self.window = Window(config.window_size, config.keyframes, config.reference)
@@ -156,6 +179,10 @@ class Pipeline:
         self._cleared_epoch = 0  # jobs older than this were made before reset(): discarded
         self._map_epoch = None  # window epoch and pose frame of the windows in the map
         self._map_pose_frame = None
+        self._prepared = {}  # window.prepare_key -> PreparedView of the frames in the window (worker only)
+        self._bad = set()  # Frame.key of keyframes that failed to prepare (worker only)
+        self._in_map = set()  # Frame.key of the keyframes in the map (in the window's epoch)
+        self._last = None  # (job, Result) of the newest window, for flush_map
         self._last_log = -np.inf
         self._zero_counters()
 
@@ -255,6 +282,8 @@ class Pipeline:
             self._cleared_epoch = self._epoch
             self.chain.reset()
             self._map.reset()
+            self._in_map.clear()
+            self._last = None
             self._map_epoch = self._map_pose_frame = None
             if counters:
                 self._zero_counters()
@@ -310,22 +339,32 @@ class Pipeline:
                     self._wake.notify_all()
 
     def _execute(self, job):
-        """Run a job and deliver its Result to the callbacks; failures are counted, logged and reported."""
+        """Run a job, deliver its Result to the callbacks, then insert its keyframes into the map;
+        failures are counted, logged and reported."""
         try:
             result = self._run(job)
-            if result is not None:
-                for callback in self._on_result:
-                    callback(result)
-                with self._wake:
-                    self._counts["done"] += 1
+            if result is None:
+                return None
+            clock = time.perf_counter()
+            for callback in self._on_result:
+                callback(result)
+            now = time.perf_counter()
+            with self._wake:
+                self._counts["done"] += 1
+                self._latency["publish"].append(now - clock)
+                self._latency["total"].append(now - job.submitted)
+            self._insert(job, result)
+            with self._wake:
+                self._latency["map"].append(time.perf_counter() - now)
             return result
         except Exception as err:  # the worker must survive any bad input or backend failure
             self._failed(job, err)
             return None
 
     def _run(self, job):
-        """The steps of one window: assembly, inference, reconstruction, chaining, map insertion.
-        Returns the Result, or None when a reset() since the job's admission made it stale."""
+        """The steps of one window up to its Result: preparation of new keyframes, assembly,
+        inference, chaining and the native reconstruction of the newest capture. Returns None when
+        a reset() since the job's admission made it stale."""
         cfg = self.config
         timings = {}
         clock = time.perf_counter()
@@ -336,15 +375,18 @@ class Pipeline:
             timings[stage] = now - clock
             clock = now
 
-        batch = assemble(job.frames, cfg.batch)
+        frames = self._prepare(job)
+        lap("prepare")
+        batch = assemble(frames, cfg.batch, self._prepared)
         lap("assembly")
         prediction = self.backend.predict(batch)
         lap("inference")
         with self._wake:
             self._counts["inferred"] += 1
-        recon = reconstruct(batch, prediction, depth_mode=cfg.depth_mode, edge_threshold=cfg.edge_threshold,
+        newest = max(f.stamp_ns for f in frames)
+        recon = reconstruct(batch, prediction, views=[i for i, f in enumerate(frames) if f.stamp_ns == newest],
+                            depth_mode=cfg.depth_mode, edge_threshold=cfg.edge_threshold,
                             keep_measured=cfg.keep_measured, align_to_measured=cfg.align_to_measured)
-        lap("reconstruction")
         with self._map_lock:
             with self._wake:
                 if job.epoch < self._cleared_epoch:
@@ -358,13 +400,36 @@ class Pipeline:
                 if chained.reset:
                     map_reset = self._clear_map(f"chain: {chained.reason}")
                 lap("chaining")
-            inserted = self._insert(recon)
-            lap("map")
-        timings["total"] = clock - job.submitted
+        recon.views  # the published views' native results, made now
+        lap("reconstruction")
         with self._wake:
             for stage, seconds in timings.items():
                 self._latency[stage].append(seconds)
-        return Result(job.seq, recon, chained, inserted, map_reset, timings)
+        return Result(job.seq, recon, chained, map_reset, timings)
+
+    def _prepare(self, job):
+        """The job's frames, each prepared once (window.prepare) while it stays in the window. A
+        frame that cannot be prepared (bad image, depth not matching the camera) is dropped from
+        the window and reported by raising ValueError; later jobs leave it out."""
+        cfg = self.config.batch
+        frames = [f for f in job.frames if f.key not in self._bad]
+        if not frames:
+            raise ValueError("every frame of the window failed to prepare")
+        size = batch_size(frames, cfg)
+        keys = [prepare_key(f, size, cfg) for f in frames]
+        self._prepared = {k: self._prepared[k] for k in keys if k in self._prepared}
+        for frame, key in zip(frames, keys):
+            if key in self._prepared:
+                continue
+            try:
+                self._prepared[key] = prepare(frame, size, cfg)
+            except ValueError as err:
+                self._bad = {f.key for f in job.frames if f.key in self._bad} | {frame.key}
+                with self._wake:
+                    self.window.discard(frame.key)
+                    self._counts["bad_frames"] += 1
+                raise ValueError(f"keyframe {frame.frame_id} at {frame.stamp_ns} ns dropped: {err}") from err
+        return frames
 
     def _map_frame(self, epoch, pose_frame):
         """Clear the chain and map when this window cannot share their frame; returns why, or None."""
@@ -381,21 +446,55 @@ class Pipeline:
 
     def _clear_map(self, reason):
         self._map.reset()
+        self._in_map.clear()  # the window's keyframes enter again, in the new frame
         with self._wake:
             self._counts["map_resets"] += 1
             self._reasons.append(f"map: {reason}")
         log.warning("map cleared: %s", reason)
         return reason
 
-    def _insert(self, recon):
-        """Insert every view's points at once, as seen from the newest view's camera; returns points accepted."""
-        views = recon.views
-        if not views:
-            return 0
-        newest = max(views, key=lambda v: v.frame.stamp_ns)
-        return self._map.insert(np.concatenate([v.points for v in views]), np.concatenate([v.colors for v in views]),
-                                np.concatenate([v.point_confidence for v in views]),
-                                newest.world_from_camera[:3, 3])
+    def _insert(self, job, result):
+        """Insert the keyframes this window enters into the map (see the module doc's map_insert)."""
+        recon = result.reconstruction
+        frames = recon.frames
+        with self._map_lock:
+            with self._wake:
+                if job.epoch < self._cleared_epoch:
+                    return
+            if self.config.map_insert == "newest":
+                todo = [i for i, f in enumerate(frames) if f.key not in self._in_map]
+            else:
+                stamps = sorted({f.stamp_ns for f in frames})
+                full = len(stamps) >= self.config.window_size
+                todo = [i for i, f in enumerate(frames) if full and f.stamp_ns == stamps[0] and f.key not in self._in_map]
+            self._insert_views(recon, todo)
+            window = {f.key for f in frames}
+            self._in_map &= window
+            self._last = (job, result)
+
+    def flush_map(self):
+        """Insert the newest window's keyframes that are not in the map yet (map_insert "oldest"
+        leaves them out until they leave the window; call at the end of a run). Returns how many."""
+        with self._map_lock:
+            if self._last is None:
+                return 0
+            job, result = self._last
+            with self._wake:
+                if job.epoch < self._cleared_epoch:
+                    return 0
+            recon = result.reconstruction
+            todo = [i for i, f in enumerate(recon.frames) if f.key not in self._in_map]
+            self._insert_views(recon, todo)
+            return len(todo)
+
+    def _insert_views(self, recon, indices):
+        """Insert the model-resolution points of views `indices` of a Reconstruction (under the map lock)."""
+        for i in indices:
+            xyz, rgb, conf = recon.points(i)
+            self._map.insert(xyz, rgb, conf, recon.poses[i][:3, 3])
+            self._in_map.add(recon.frames[i].key)
+        with self._wake:
+            self._counts["map_keyframes"] += len(indices)
 
     def _failed(self, job, err):
         with self._wake:

@@ -35,7 +35,7 @@ import numpy as np
 from . import decode, layout, outputs, settings
 from .geometry import pose_from_quat_trans, se3_compose, se3_inverse
 from .geometry.tf_tree import TransformError, TransformTree
-from .ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder, PendingCaptures
+from .ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder, PendingCaptures, image_decoder
 from .pipeline import Pipeline
 from .progress import Progress
 
@@ -120,6 +120,7 @@ class _Replay:
         self.sync = settings.make_sync(values)
         self.builder = FrameBuilder(values, self.tree.lookup)
         self.pipeline = Pipeline(settings.pipeline_config(values), backend)
+        self.pipeline.on_error(lambda seq, err: self.problem(f"window {seq} failed: {err}"))
         self.bag = bag_writer
         self.infos = {}  # camera -> (CameraModel, CameraInfo message) or None after an invalid one
         self.sent = {}  # (frame_id, capture stamp) -> (camera, image stamp)
@@ -170,13 +171,12 @@ class _Replay:
                 self.problem(f"{topic}: image without header.frame_id (needed for TF)")
                 return []
             try:
-                rgb = decode.compressed_to_rgb(msg) if kind == "compressed" else decode.image_to_rgb(msg)
-                decode.check_image_matches(info[0], *rgb.shape[:2])
+                image = image_decoder(msg, info[0], topic)
             except ValueError as err:
-                self.problem(f"{topic}: {err}")
+                self.problem(str(err))
                 return []
             stamp = decode.stamp_ns(msg.header)
-            return self.sync.add_image(cam, stamp, CameraImage(rgb, info[0], msg.header.frame_id, stamp))
+            return self.sync.add_image(cam, stamp, CameraImage(image, info[0], msg.header.frame_id, stamp))
         if kind == "lidar":
             try:
                 points, times = decode.cloud_to_xyz(msg)
@@ -237,9 +237,8 @@ class _Replay:
         recon = result.reconstruction
         frame_id = p["world_frame"] if recon.pose_frame == "world" else p["map_frame"]
         self.frame_id = frame_id
-        views = recon.views
-        newest_stamp = max(v.frame.stamp_ns for v in views)
-        newest = [v for v in views if v.frame.stamp_ns == newest_stamp]
+        newest = recon.views  # the newest capture's views, reconstructed at native resolution
+        newest_stamp = newest[0].frame.stamp_ns
         self.seq += 1
         for v in newest:
             cam, stamp = self.sent.get(v.frame.key, (v.frame.frame_id, v.frame.stamp_ns))
@@ -261,33 +260,32 @@ class _Replay:
         if self.bag is None:
             return
         node = p["node_name"]
-        self.bag.write(f"/{node}/points", self.bag.cloud(
-            np.concatenate([v.points for v in views]), np.concatenate([v.colors for v in views]),
-            np.concatenate([v.point_confidence for v in views]), frame_id, newest_stamp), now)
+        scope = None if p["points_scope"] == "newest" else range(len(recon.frames))
+        self.bag.write(f"/{node}/points", self.bag.cloud(*recon.cloud(scope), frame_id, newest_stamp), now)
         if self.bag.has_window:
             cfg = self.pipeline.config.batch
-            used = [(cfg.use_intrinsics, cfg.use_poses and v.frame.world_from_camera is not None,
-                     cfg.use_depth and v.frame.sparse_depth is not None and bool((v.frame.sparse_depth > 0).any()))
-                    for v in views]
+            used = [("ray_directions_cam" in passed, "camera_pose_quats" in passed, "depth_along_ray" in passed)
+                    for passed in recon.batch.passed]
             self.bag.write(f"/{node}/window", self.bag.window(
-                frame_id, newest_stamp, self.seq, [(v.frame.stamp_ns, v.frame.frame_id, v.world_from_camera)
-                                                   for v in views], used, recon.metric_scale,
-                cfg.metric_poses and cfg.metric_depth, p["backend"], result.timings.get("inference", 0.0)), now)
-        transforms = self.tf_output(views, newest, frame_id, newest_stamp)
+                frame_id, newest_stamp, self.seq, [(f.stamp_ns, f.frame_id, pose)
+                                                   for f, pose in zip(recon.frames, recon.poses)], used,
+                recon.metric_scale, cfg.metric_poses and cfg.metric_depth, p["backend"],
+                result.timings.get("inference", 0.0)), now)
+        transforms = self.tf_output(recon, newest, frame_id, newest_stamp)
         if transforms:
             self.bag.write(TF_TOPIC, self.bag.tf(transforms), now)
 
-    def tf_output(self, views, newest, frame_id, stamp):
+    def tf_output(self, recon, newest, frame_id, stamp):
         """The transforms the node publishes for a window (node._publish_tf)."""
         p = self.p
         if p["tf_output"] == "map_odom":
-            ref = views[0]
-            cam_stamp = self.sent.get(ref.frame.key, (None, ref.frame.stamp_ns))[1]
+            ref = recon.frames[0]
+            cam_stamp = self.sent.get(ref.key, (None, ref.stamp_ns))[1]
             try:
-                tf_pose = self.tree.lookup(p["world_frame"], ref.frame.frame_id, cam_stamp)
+                tf_pose = self.tree.lookup(p["world_frame"], ref.frame_id, cam_stamp)
             except TransformError:
                 return []
-            correction = se3_compose(ref.world_from_camera, se3_inverse(tf_pose))
+            correction = se3_compose(recon.poses[0], se3_inverse(tf_pose))
             return [(correction, p["map_frame"], p["world_frame"], stamp)]
         if p["tf_output"] == "camera_refined":
             return [(v.world_from_camera, frame_id, f"{v.frame.frame_id}_refined", stamp) for v in newest]
@@ -364,6 +362,7 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
                 clock = time.perf_counter()
             end = now + int(settings.DEPTH_WAIT_S * SEC) + 1
             state.feed(state.sync.poll(end), end, final=True)
+            state.pipeline.flush_map()  # map_insert "oldest": the keyframes still in the window
             state.publish_map(now, force=True)
         finally:
             if bar is not None:

@@ -71,6 +71,9 @@ SPECS = {
     "long_side": _ro(518, "model input long side (pixels, multiple of 14)", low=112, high=1036, multiple_of=14),
     "map_voxel_size": _ro(0.05, "map voxel size (m)", low=0.005, high=1.0),
     "map_max_voxels": _ro(2_000_000, "map voxel budget", low=1, high=2**31 - 1),
+    "map_insert": _ro("newest", "when a keyframe enters the map: newest (from its first window, at once) or oldest "
+                      "(from its last window, with the most context; the map lags window_size keyframes)",
+                      choices=("newest", "oldest")),
     "qos": _ro("sensor_data", "input QoS: sensor_data (best effort) or reliable", choices=("sensor_data", "reliable")),
     # changeable at run time
     "use_poses": Spec(True, "give TF camera poses to the model (false: image-only, outputs in map_frame)"),
@@ -89,6 +92,9 @@ SPECS = {
     "camera_timeout": Spec(5.0, "silence before a camera is reported (s, > 0)", low=0.0, high=INF, low_open=True),
     "map_min_confidence": Spec(0.0, "points below this confidence stay out of the map", low=0.0, high=INF),
     "map_publish_rate": Spec(0.5, "~/map publication rate (Hz, 0 = never)", low=0.0, high=INF),
+    "points_scope": Spec("newest", "~/points holds the newest capture's points (newest) or every view of the "
+                         "window (window: costs a reconstruction of each view per window)",
+                         choices=("newest", "window")),
     "keep_measured_depth": Spec(False, "published depth keeps the measured values where measured"),
     "align_to_measured_depth": Spec(False, "scale each window to the measured depth"),
     "save_map_path": Spec("~/.ros/mapanything_map.ply", "where ~/save_map writes the PLY"),
@@ -181,7 +187,8 @@ def pipeline_config(values):
                           metric_poses=p["metric_poses"], metric_depth=p["metric_depth"],
                           depth_without_scale=p["depth_without_scale"], long_side=p["long_side"]),
         keep_measured=p["keep_measured_depth"], align_to_measured=p["align_to_measured_depth"],
-        voxel_size=p["map_voxel_size"], max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"])
+        voxel_size=p["map_voxel_size"], max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"],
+        map_insert=p["map_insert"])
 
 
 def depth_sources(values):

@@ -124,8 +124,8 @@ def test_a_window_sharing_no_view_starts_a_new_segment():
     assert not before[-1][0].reset
     assert jump.reset and jump.shared == 0 and "new segment" in jump.reason and jump.residual is None
     np.testing.assert_array_equal(jump.transform, np.eye(4))
-    assert set(chain.seen) >= {v.frame.key for v in jump.reconstruction.views}
-    assert {v.frame.key for v in before[-1][0].reconstruction.views}.isdisjoint(chain.seen)
+    assert set(chain.seen) >= {(p.frame.key, p.resize.out_size) for p in jump.reconstruction.batch.prepared}
+    assert {(p.frame.key, p.resize.out_size) for p in before[-1][0].reconstruction.batch.prepared}.isdisjoint(chain.seen)
     assert not follow.reset and follow.shared == 1 and follow.residual < 1e-5
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from mapanything_ros.geometry.camera import GRID_CENTER, GRID_INDEX, GRID_OFFSETS, CameraModel
 from mapanything_ros.geometry.resample import native_inverse_depth, stencil
-from mapanything_ros.geometry.resize import Resize, model_size
+from mapanything_ros.geometry.resize import Resize, edge_cut, model_size
 
 RATIONAL = CameraModel(
     1280, 720, (700, 0, 641.2, 0, 702, 359.3, 0, 0, 1), (0.5, -2.6, 5e-4, -3e-4, 1.5, 0.39, -2.4, 1.4), "rational_polynomial"
@@ -214,6 +214,19 @@ def test_native_inverse_depth_cuts_between_surfaces_only():
     cut = np.isnan(aware) & np.isfinite(plain)
     assert cut.any() and np.all(np.isin(np.nonzero(cut)[1], np.arange(60, 68)))  # native columns around the step
     np.testing.assert_array_equal(aware[~cut], plain[~cut])
+
+
+@pytest.mark.parametrize("out", [(112, 84), (518, 392), (128, 96), (70, 42)])
+def test_stencil_cut_is_resize_cut_over_the_same_pairs(out):
+    """The stencil's per-cell side masks give the cut of edge_cut over Resize.cut_pairs exactly,
+    for enlarging, shrinking and same-size resizes (pixels on cell sides use fewer pairs)."""
+    r = Resize.cover(FISHEYE.image_size, out)
+    rng = np.random.default_rng(sum(out))
+    values = (1.0 + rng.random(out[::-1]) * np.where(rng.random(out[::-1]) < 0.1, 3.0, 0.02)).astype(np.float32)
+    st = stencil(FISHEYE, r)
+    for jump in (0.01, 0.05, 0.5):
+        expected = edge_cut(values, jump, *r.cut_pairs())
+        np.testing.assert_array_equal(st.cut(values, jump), expected)
 
 
 def test_stencil_is_cached_per_grid_and_checks_its_resize():

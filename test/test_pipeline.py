@@ -79,14 +79,29 @@ def posed(small_scene, run):
     return pipeline, results, noisy_captures
 
 
+def every_view(recon):
+    """ViewReconstructions of every view of a window (the newest capture's are made by the
+    pipeline, the others on demand)."""
+    return [recon.view(i) for i in range(len(recon.frames))]
+
+
+def test_published_views_are_the_newest_capture(posed):
+    _, results, _ = posed
+    for result in results:
+        recon = result.reconstruction
+        newest = max(f.stamp_ns for f in recon.frames)
+        assert [v.frame.stamp_ns for v in recon.views] == [newest] * 2
+        assert len(recon.frames) == len(recon.poses) == 2 * min(result.seq, CONFIG.window_size)
+
+
 def test_published_depth_is_the_true_depth(posed, run):
     pipeline, results, _ = posed
     _, truth = run
-    assert len(results) >= 8 and len(results[-1].reconstruction.views) == 2 * CONFIG.window_size
+    assert len(results) >= 8 and len(results[-1].reconstruction.frames) == 2 * CONFIG.window_size
     model_size = results[0].reconstruction.views[0].frame.camera.image_size
     assert model_size == (112, 84)
     for result in results:
-        for view in result.reconstruction.views:
+        for view in every_view(result.reconstruction):
             check_depth(view.depth, truth[view.frame.key], view.frame.camera.image_size == model_size)
 
 
@@ -94,12 +109,13 @@ def test_refined_poses_are_the_true_poses_despite_noisy_inputs(posed, small_scen
     _, results, _ = posed
     corrected = 0
     for result in results:
-        assert result.chain is None and result.reconstruction.pose_frame == "world"
-        for view in result.reconstruction.views:
-            true = small_scene.world_from_camera(view.frame.frame_id, view.frame.stamp_ns)
-            moved, turned = pose_error(view.world_from_camera, true)
+        recon = result.reconstruction
+        assert result.chain is None and recon.pose_frame == "world"
+        for frame, pose in zip(recon.frames, recon.poses):
+            true = small_scene.world_from_camera(frame.frame_id, frame.stamp_ns)
+            moved, turned = pose_error(pose, true)
             assert moved < 1e-6 and turned < 1e-6
-            corrected += pose_error(view.frame.world_from_camera, true)[0] > 1e-3
+            corrected += pose_error(frame.world_from_camera, true)[0] > 1e-3
     assert corrected > len(results)  # the fisheye inputs were off by millimetres to centimetres
 
 
@@ -109,7 +125,68 @@ def test_map_points_lie_on_the_true_surfaces(posed, small_scene):
     assert len(xyz) == len(pipeline.map) > 5000 and rgb.dtype == np.uint8
     check_on_surfaces(small_scene.room, xyz, CONFIG.voxel_size / 2)
     np.testing.assert_allclose(conf, 100.0)
-    assert sum(r.inserted for r in results) == sum(len(v.points) for r in results for v in r.reconstruction.views)
+    assert pipeline.stats().map_keyframes == 2 * len(results)  # every keyframe's views once
+
+
+@pytest.mark.parametrize("order", ["newest", "oldest"])
+def test_each_keyframe_enters_the_map_once(small_scene, run, order):
+    """The map equals one built from each keyframe's points once, from its first ("newest") or last
+    ("oldest", the rest at flush_map) window."""
+    captures, _ = run
+    pipeline = Pipeline(dataclasses.replace(CONFIG, map_insert=order), OracleBackend(small_scene))
+    results = [r for r in (pipeline.process(c)[1] for c in captures[:20]) if r is not None]
+    pipeline.flush_map()
+    expected, chosen = VoxelMap(CONFIG.voxel_size), {}
+    for result in results:
+        recon = result.reconstruction
+        for i, frame in enumerate(recon.frames):
+            if order == "oldest" or frame.key not in chosen:
+                chosen[frame.key] = (recon, i)  # the last (oldest) or first (newest) window holding it
+    assert len(chosen) == 2 * len(results)
+    for frame_key, (recon, i) in sorted(chosen.items(), key=lambda kv: kv[0][1]):
+        expected.insert(*recon.points(i), recon.poses[i][:3, 3])
+    assert pipeline.stats().map_keyframes == len(chosen)
+    got, want = pipeline.map_points(), expected.points()
+    if order == "newest":  # same points in the same order: the same map
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    else:  # other insertion order: the same voxels, means equal up to float rounding
+        np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+
+
+def test_each_keyframe_is_prepared_once(small_scene, run):
+    """Decoding (a deferred image) and preparation run once per keyframe, not once per window."""
+    captures, _ = run
+    decoded = []
+
+    def deferred(frame):
+        def decode():
+            decoded.append(frame.key)
+            return frame.image
+        return dataclasses.replace(frame, image=decode)
+
+    pipeline = Pipeline(CONFIG, OracleBackend(small_scene))
+    results = [r for r in (pipeline.process([deferred(f) for f in c])[1] for c in captures[:30]) if r is not None]
+    assert len(results) >= 6 and sorted(decoded) == sorted({f.key for r in results for f in r.reconstruction.frames})
+
+
+def test_a_frame_that_cannot_be_prepared_is_dropped_and_reported(small_scene, run):
+    captures, _ = run
+    pipeline = Pipeline(CONFIG, OracleBackend(small_scene))
+    errors = []
+    pipeline.on_error(lambda seq, err: errors.append(str(err)))
+    pipeline.process(captures[0])
+
+    def broken():
+        raise ValueError("truncated jpeg")
+
+    bad = [dataclasses.replace(captures[5][0], image=broken), captures[5][1]]
+    assert pipeline.process(bad)[1] is None
+    assert errors and "truncated jpeg" in errors[0] and "dropped" in errors[0]
+    assert pipeline.stats().bad_frames == 1 and len(pipeline.window) == 1
+    result = pipeline.process(captures[10])[1]
+    assert result is not None and {f.stamp_ns for f in result.reconstruction.frames} == {
+        captures[0][0].stamp_ns, captures[10][0].stamp_ns}
 
 
 def test_counters_and_latencies(posed):
@@ -117,8 +194,8 @@ def test_counters_and_latencies(posed):
     stats = pipeline.stats()
     assert stats.captures == CAPTURES and stats.keyframes == len(results) == stats.inferred == stats.done
     assert stats.dropped == stats.failed == stats.window_resets == stats.map_resets == stats.pending == 0
-    assert stats.map_voxels == len(pipeline.map)
-    assert set(stats.latency) == {"assembly", "inference", "reconstruction", "map", "total"}
+    assert stats.map_voxels == len(pipeline.map) and stats.bad_frames == 0
+    assert set(stats.latency) == {"prepare", "assembly", "inference", "reconstruction", "publish", "map", "total"}
     for stage in stats.latency.values():
         assert stage["count"] == len(results) and 0 <= stage["p50"] <= stage["p95"] <= stage["max"]
 

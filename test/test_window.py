@@ -100,19 +100,27 @@ def test_window_rejects_bad_parameters():
         Window(reference="middle")
 
 
-def test_deferred_depth_is_computed_only_for_keyframes():
+def test_adding_never_runs_deferred_work():
+    """Window.add decides on stamps and poses alone: deferred images and depth are left for the
+    pipeline's worker (window.prepare), and a frame whose deferred depth does not fit fails there."""
     calls = []
 
     def depth():
         calls.append(1)
         return np.ones((6, 8), np.float32)
 
+    def image():
+        calls.append(2)
+        return np.zeros((6, 8, 3), np.uint8)
+
     win = Window(max_keyframes=4, policy=KeyframePolicy(translation_m=1.0, rotation_rad=1.0, elapsed_s=10.0))
-    first = Frame(np.zeros((6, 8, 3), np.uint8), CAM, SEC, "cam0", pose(), depth)
-    assert win.add(first).admitted and len(calls) == 1
-    assert win.views()[0].sparse_depth.shape == (6, 8)  # stored resolved
-    still = Frame(np.zeros((6, 8, 3), np.uint8), CAM, 2 * SEC, "cam0", pose(0.1), depth)
-    assert not win.add(still).admitted and len(calls) == 1  # not a keyframe: never projected
-    bad = Frame(np.zeros((6, 8, 3), np.uint8), CAM, 3 * SEC, "cam0", pose(5.0), lambda: np.ones((5, 8), np.float32))
+    first = Frame(image, CAM, SEC, "cam0", pose(), depth)
+    still = Frame(image, CAM, 2 * SEC, "cam0", pose(0.1), depth)
+    assert win.add(first).admitted and not win.add(still).admitted and calls == []
+    resolved = win.views()[0].resolved()
+    assert resolved.image.shape == (6, 8, 3) and resolved.sparse_depth.shape == (6, 8) and sorted(calls) == [1, 2]
+    bad = Frame(image, CAM, 3 * SEC, "cam0", pose(5.0), lambda: np.ones((5, 8), np.float32))
+    assert win.add(bad).admitted
     with pytest.raises(ValueError, match="sparse_depth"):
-        win.add(bad)
+        bad.resolved()
+    assert win.discard(bad.key) and len(win) == 1 and not win.discard(bad.key)

@@ -8,7 +8,7 @@ import torch
 
 from mapanything_ros.geometry import CameraModel, Resize, pose_from_quat_trans, relative_pose
 from mapanything_ros.window import BatchConfig, Frame, assemble
-from mapanything_ros.window.batch import MEAN, STD
+from mapanything_ros.model.infer import IMAGE_MEAN as MEAN, IMAGE_STD as STD
 
 POSE_KEYS = {"camera_pose_quats", "camera_pose_trans"}
 
@@ -102,5 +102,6 @@ def test_other_camera_sizes_are_cropped_to_the_reference_size(frames):
     batch = assemble([frames[0], extra])
     assert batch.resizes[1] == Resize.cover((300, 300), (518, 392))
     assert batch.views[1]["img"].shape == (1, 3, 392, 518)
-    assert "depth_along_ray" in batch.views[1] and not batch.views[1]["depth_along_ray"].any()
+    assert "depth_along_ray" not in batch.views[1]  # an all-empty depth map is not given to the model
+    assert batch.prepared[1].measured is not None and not batch.prepared[1].measured.any()
     assert assemble([extra, frames[0]]).size == (518, 518)

@@ -15,7 +15,9 @@ at the model size every value is kept, and a NaN stays one pixel); elsewhere all
 count, one of them being NaN gives NaN (on a cell side the third vertex's weight is small but not
 zero: the sides are curves in (u, v)). The discontinuity cut is Resize.to_native's, over the pairs
 of the cell that bilinear interpolation would use (Resize.cut_pairs): a triangle's own two pairs
-miss steps that the local-slope test only sees from the cell's other side.
+miss steps that the local-slope test only sees from the cell's other side. It is evaluated per
+model cell once (a 4-bit mask of the cell's sides that jump) and gathered per native pixel with
+a 4-bit mask of the sides that count there: one gather instead of four.
 
 The weights depend only on the camera, the resize and the pixel grid, so they are computed once
 per (camera, resize, grid) and cached (the exact rays come from CameraModel.ray_map).
@@ -27,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 
 from .camera import GRID_INDEX, grid_offset
-from .resize import edge_cut
+from .resize import edge_jumps
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,35 +38,50 @@ class Stencil:
     sum_j weight[j, k] · map.flat[index[j, k]] over the three triangle vertices j.
 
     index (3, N) intp and weight (3, N) float32 (where one model pixel is copied: 1 for it, 0 for
-    the others, which point at it too; NaN where the native pixel gets no value: outside the crop, invalid or backward (z <= 0) native or model
-    rays); across, down (2, N) int64: the pairs checked for a discontinuity (Resize.cut_pairs);
-    shape (H, W) native, model_size (width, height).
+    the others, which point at it too; NaN where the native pixel gets no value: outside the crop,
+    invalid or backward (z <= 0) native or model rays); cell (N,) intp: the model cell (its
+    top-left pixel, flat) of each native pixel; sides (N,) uint8: the cell sides whose
+    discontinuities count there (bit 0 top, 1 bottom, 2 left, 3 right; Resize.cut_pairs); shape
+    (H, W) native, model_size (width, height).
     """
 
     index: np.ndarray
     weight: np.ndarray
-    across: np.ndarray
-    down: np.ndarray
+    cell: np.ndarray
+    sides: np.ndarray
     shape: tuple
     model_size: tuple
 
     def apply(self, values):
-        """The native (H, W) float32 map of a model-resolution map (H_m, W_m); NaN where a vertex
-        used is NaN or the pixel has no value."""
-        values = np.asarray(values, dtype=np.float32)
+        """The native (H, W) map of a model-resolution map (H_m, W_m): float32, or complex64 for a
+        complex64 map (two real maps resampled by the same gathers); NaN where a vertex used is
+        NaN or the pixel has no value."""
+        values = np.asarray(values)
+        if values.dtype != np.complex64:
+            values = values.astype(np.float32, copy=False)
         if values.shape != self.model_size[::-1]:
             raise ValueError(f"map is {values.shape} (H, W), expected {self.model_size[::-1]}")
-        flat = values.ravel()
-        out = self.weight[0] * flat[self.index[0]]
-        out += self.weight[1] * flat[self.index[1]]
-        out += self.weight[2] * flat[self.index[2]]
+        flat = values.reshape(-1)
+        out = flat.take(self.index[0])
+        out *= self.weight[0]
+        for j in (1, 2):
+            term = flat.take(self.index[j])
+            term *= self.weight[j]
+            out += term
         return out.reshape(self.shape)
 
     def cut(self, values, max_jump):
         """Native (H, W) bool: pixels whose counting vertices straddle a discontinuity of the
         positive model map `values` (see Resize.to_native's max_jump)."""
-        return edge_cut(np.asarray(values, dtype=np.float32), max_jump, self.across, self.down).reshape(self.shape)
-
+        values = np.asarray(values, dtype=np.float32)
+        across, down = edge_jumps(values, max_jump)  # flat, False past the last column / row
+        w = self.model_size[0]
+        n = values.size
+        sides = across[:n].astype(np.uint8)
+        sides[:n - w] |= across[w:n].view(np.uint8) << 1
+        sides |= down[:n].view(np.uint8) << 2
+        sides[:n - 1] |= down[1:n].view(np.uint8) << 3
+        return (sides.take(self.cell) & self.sides).astype(bool).reshape(self.shape)
 
 def stencil(camera, resize, grid=GRID_INDEX):
     """The (cached) Stencil from `camera`'s native pixels to the model pixels of `resize`, with
@@ -112,9 +129,10 @@ def _stencil(camera, resize, grid):
     weight[:, ~inside.ravel()] = np.nan
     # Where one model pixel is copied the others point at it, so their values are not read.
     index = np.where(single.any(axis=0), index[np.argmax(single, axis=0), np.arange(index.shape[1])], index)
-    across, down = (a.reshape(2, -1) for a in resize.cut_pairs())
-    out = Stencil(index, weight.astype(np.float32), across, down, (hi, wi), (wo, ho))
-    for a in (out.index, out.weight, out.across, out.down):
+    across, down = (a.reshape(2, -1) < wo * ho for a in resize.cut_pairs())  # the pairs that count
+    sides = (across[0] | across[1] << 1 | down[0] << 2 | down[1] << 3).astype(np.uint8)
+    out = Stencil(index, weight.astype(np.float32), rows * wo + cols, sides, (hi, wi), (wo, ho))
+    for a in (out.index, out.weight, out.cell, out.sides):
         a.setflags(write=False)
     return out
 

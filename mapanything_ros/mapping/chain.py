@@ -3,13 +3,13 @@ its own scale) carried into one frame, the chain frame: the first window's refer
 at the first window's scale.
 
 Correspondences. A sliding window shares keyframes with the previous one. For every view of a
-new window whose image (Frame.key) was chained before, the same pixels are compared: each
-remembered view keeps its chained pose and its z-depth sampled on a fixed pixel grid of its
-native image (about `points_per_view` pixels). Depth maps are at the camera's native resolution
-in both windows, so a pixel is the same image point in both; each pixel with a depth in both
+new window whose image (Frame.key, at the same model size) was chained before, the same pixels
+are compared: each remembered view keeps its chained pose and its predicted z-depth sampled on a
+fixed grid of its model pixels (about `points_per_view` pixels). The model pixels of an image
+are the same image points in every window at that size, so each pixel with a depth in both
 gives a 3D point pair (window frame, chain frame), and each shared camera centre one more. The
-camera-frame point is z·r/r_z with r the camera's calibrated ray at the pixel (GRID_INDEX); any
-fixed ray would pair correctly, the calibrated one keeps the points near the surfaces.
+camera-frame point is z·r/r_z with r the camera's calibrated ray at the model pixel; any fixed
+ray would pair correctly, the calibrated one keeps the points near the surfaces.
 
 Fit. One similarity chain_from_window from all pairs (geometry.robust_similarity: least median
 of squares, then a weighted Umeyama refit on the inliers), weights 1 / z² (chain frame) since
@@ -34,11 +34,11 @@ TF pose) pass through unchanged and clear the memory, since the chain frame is n
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry.similarity import robust_similarity, similarity_parts, similarity_pose
+from ..geometry.similarity import robust_similarity, similarity_parts
 from ..geometry.transforms import transform_points
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ CHAIN_FRAME = "chain"  # Reconstruction.frame of chained results
 class ChainResult:
     """What WindowChain.apply did.
 
-    reconstruction: the input with every view's world_from_camera (rigid), points and depth
-    (scaled by `scale`) in the chain frame, pose_frame = CHAIN_FRAME (unchanged for "world" input);
+    reconstruction: the input carried into the chain frame (Reconstruction.carried: poses, points
+    and depth scaled by `scale`), pose_frame = CHAIN_FRAME (unchanged for "world" input);
     transform: 4x4 similarity chain_from_window; scale: its scale; residual: relative RMS of the
     aligned pairs (see module doc), None when nothing was aligned; shared: views shared with the
     chain; inliers: fraction of pairs kept by the robust fit, None when nothing was aligned;
@@ -90,8 +90,7 @@ class WindowChain:
         self.max_views = int(max_views)
         self.points_per_view = int(points_per_view)
         self.seed = seed
-        self.seen = OrderedDict()  # Frame.key -> _Seen, oldest first
-        self._rays = {}  # CameraModel -> (rows, cols, z-normalised rays (M, 3))
+        self.seen = OrderedDict()  # (Frame.key, model size) -> _Seen, oldest first
 
     def reset(self):
         """Forget every chained view: the next window defines the chain frame."""
@@ -104,8 +103,9 @@ class WindowChain:
             self.reset()
             return ChainResult(recon, np.eye(4), 1.0, None, 0, None, had,
                                "already in the world frame (known poses): not chained")
-        samples = [self._points(v) for v in recon.views]
-        shared = [i for i, v in enumerate(recon.views) if v.frame.key in self.seen]
+        keys = [(p.frame.key, p.resize.out_size) for p in recon.batch.prepared]
+        samples = [self._points(recon, i) for i in range(len(keys))]
+        shared = [i for i, key in enumerate(keys) if key in self.seen]
         transform, residual, inliers, reason = np.eye(4), None, None, None
         if not self.seen:
             reason = "first window: defines the chain frame"
@@ -113,24 +113,24 @@ class WindowChain:
             reason = f"{len(shared)} view(s) shared with the chain, need {self.min_shared_views}: new segment"
         else:
             try:
-                transform, residual, inliers = self._align(recon, samples, shared)
+                transform, residual, inliers = self._align(recon, keys, samples, shared)
             except ValueError as err:
                 reason = f"cannot align on {len(shared)} shared view(s) ({err}): new segment"
         reset = bool(self.seen) and residual is None
         if reset:
             log.warning(reason)
             self.reset()
-        out = _transformed(recon, transform)
+        out = recon.carried(transform, CHAIN_FRAME)
         scale = similarity_parts(transform)[0]
-        for view, points in zip(out.views, samples):
-            self._remember(view.frame.key, _Seen(view.world_from_camera, points * scale))
+        for key, pose, points in zip(keys, out.poses, samples):
+            self._remember(key, _Seen(pose, points * scale))
         return ChainResult(out, transform, scale, residual, len(shared), inliers, reset, reason)
 
-    def _align(self, recon, samples, shared):
+    def _align(self, recon, keys, samples, shared):
         """(chain_from_window 4x4, residual, inlier fraction) from the shared views' pairs."""
         src, dst, depth = [], [], []
         for i in shared:
-            old, pose = self.seen[recon.views[i].frame.key], recon.views[i].world_from_camera
+            old, pose = self.seen[keys[i]], recon.poses[i]
             both = np.all(np.isfinite(samples[i]), axis=1) & np.all(np.isfinite(old.points), axis=1)
             src += [transform_points(pose, samples[i][both]), pose[None, :3, 3]]
             dst += [transform_points(old.pose, old.points[both]), old.pose[None, :3, 3]]
@@ -146,33 +146,19 @@ class WindowChain:
         err = np.linalg.norm(transform_points(transform, src[inliers]) - dst[inliers], axis=1)
         return transform, float(np.sqrt(np.mean(err ** 2)) / scene), float(inliers.mean())
 
-    def _points(self, view):
-        """Camera-frame points (M, 3) of a view's depth at its camera's sample pixels, NaN where none."""
-        rows, cols, rays = self._samples(view.frame.camera)
-        return view.depth[rows, cols].astype(np.float64)[:, None] * rays
-
-    def _samples(self, camera):
-        """(rows, cols, rays/ray_z (M, 3)) of a camera's sample grid (NaN rays outside the lens or behind)."""
-        if camera not in self._rays:
-            w, h = camera.image_size
-            stride = max(1, int(np.ceil(np.sqrt(w * h / self.points_per_view))))
-            rows, cols = np.mgrid[stride // 2:h:stride, stride // 2:w:stride].reshape(2, -1)
-            rays = camera.rays(cols.astype(np.float64), rows.astype(np.float64))
-            z = rays[:, 2:]
-            self._rays[camera] = rows, cols, np.where(z > 1e-6, rays / np.where(z > 1e-6, z, 1.0), np.nan)
-        return self._rays[camera]
+    def _points(self, recon, i):
+        """Camera-frame points (M, 3) of view i's model depth at its sample pixels, NaN where none."""
+        prep = recon.batch.prepared[i]
+        w, h = prep.resize.out_size
+        stride = max(1, int(np.ceil(np.sqrt(w * h / self.points_per_view))))
+        z = recon.model_depth(i)[stride // 2::stride, stride // 2::stride].reshape(-1).astype(np.float64)
+        rays = prep.rays[stride // 2::stride, stride // 2::stride].reshape(-1, 3)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            good = (z > 0) & (rays[:, 2] > 1e-6)
+            return np.where(good[:, None], rays * (z / rays[:, 2])[:, None], np.nan)
 
     def _remember(self, key, seen):
         self.seen.pop(key, None)
         self.seen[key] = seen
         while len(self.seen) > self.max_views:
             self.seen.popitem(last=False)
-
-
-def _transformed(recon, transform):
-    """The reconstruction carried by the similarity chain_from_window into the chain frame."""
-    scale = np.float32(similarity_parts(transform)[0])
-    views = tuple(replace(v, depth=v.depth * scale, world_from_camera=similarity_pose(transform, v.world_from_camera),
-                          points=transform_points(transform, v.points).astype(np.float32))
-                  for v in recon.views)
-    return replace(recon, views=views, pose_frame=CHAIN_FRAME)

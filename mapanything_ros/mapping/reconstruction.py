@@ -14,7 +14,14 @@ predicted (the two coincide when the model reproduces its input rays, as the ora
 
 Frame. With the reference view's world pose known (ViewBatch.reference_world_from_camera),
 results are in the world frame (pose_frame "world"); otherwise in the reference camera's
-optical frame ("reference_camera").
+optical frame ("reference_camera"). One similarity `outer` carries the prediction's reference
+camera frame into pose_frame: world_from_reference · (alignment scale), and a chain's
+similarity on top in image-only mode (`carried`).
+
+Cost. Poses of every view are made at once (cheap). Native-resolution depth and confidence are
+made only for the views asked for (the pipeline asks for the newest capture, the one it
+publishes), each once, on first use (`view(i)`); model-resolution points of any view likewise
+(`points(i)`, what the map and ~/points take), in float32.
 
 Native depth. The default ("bilinear") interpolates inverse z-depth between the model pixels
 around each native pixel, in the normalised image plane: barycentric weights of the native
@@ -30,12 +37,12 @@ the border triangle is extrapolated. "nearest" copies the nearest model pixel.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from ..geometry import ray_to_z_depth, se3_compose
-from ..geometry.resample import native_inverse_depth, stencil
-from ..geometry.transforms import transform_points
+from ..geometry.resample import stencil
+from ..geometry.similarity import similarity, similarity_parts, similarity_pose
 
 DEPTH_MODES = ("nearest", "bilinear")
 
@@ -60,115 +67,200 @@ class ViewReconstruction:
     point_confidence: np.ndarray
 
 
-@dataclass(frozen=True, eq=False)
 class Reconstruction:
-    """All views (ViewBatch order, reference first) and how they were made.
+    """A window's metric results; see the module doc.
 
-    pose_frame: "world" or "reference_camera" (which frame poses and points are in); metric_scale:
-    the model's reported metric scale (already applied by it); scale: the alignment factor applied
-    to the prediction (1.0 without alignment); residual: median |s·predicted - measured| / measured
-    over measured pixels after alignment, or None without alignment (or without measurements).
+    batch, prediction: what it was made from; pose_frame: "world", "reference_camera" or a
+    chain's frame; outer: 4x4 similarity pose_frame_from_prediction (reference camera frame);
+    metric_scale: the model's reported metric scale (already applied by it); scale: the
+    alignment factor applied to the prediction (1.0 without alignment); residual: median
+    |s·predicted - measured| / measured over measured model pixels after alignment, or None;
+    selected: the indices `views` holds (reconstruct's `views`).
     """
 
-    views: tuple
-    pose_frame: str
-    metric_scale: float
-    scale: float = 1.0
-    residual: float | None = None
+    def __init__(self, batch, prediction, outer, pose_frame, *, selected, depth_mode, edge_threshold, keep_measured,
+                 scale=1.0, residual=None, model_cache=None):
+        self.batch, self.prediction = batch, prediction
+        self.outer, self.pose_frame = outer, pose_frame
+        self.metric_scale = float(prediction.metric_scale)
+        self.scale, self.residual = float(scale), residual
+        self.selected = tuple(selected)
+        self._options = depth_mode, edge_threshold, keep_measured
+        self._size = similarity_parts(outer)[0]
+        self._views, self._points = {}, {}
+        self._model_cache = {} if model_cache is None else model_cache  # shared by carried copies
+
+    @property
+    def frames(self):
+        """Every view's window.Frame, in view order (reference first)."""
+        return self.batch.frames
+
+    @cached_property
+    def poses(self):
+        """(V, 4, 4) float64 refined world_from_camera of every view, in pose_frame."""
+        return np.stack([similarity_pose(self.outer, rel) for rel in self.prediction.ref_from_camera])
+
+    @property
+    def views(self):
+        """The ViewReconstructions of the selected views (made on first use)."""
+        return tuple(self.view(i) for i in self.selected)
+
+    def carried(self, transform, pose_frame):
+        """This reconstruction carried by the similarity `transform` (new_frame_from_pose_frame)."""
+        depth_mode, edge_threshold, keep_measured = self._options
+        return Reconstruction(self.batch, self.prediction, np.asarray(transform) @ self.outer, pose_frame,
+                              selected=self.selected, depth_mode=depth_mode, edge_threshold=edge_threshold,
+                              keep_measured=keep_measured, scale=self.scale, residual=self.residual,
+                              model_cache=self._model_cache)
+
+    def model_depth(self, i):
+        """(H_m, W_m) float32 z-depth of view i at the model pixels, in pose_frame's scale, 0 where none."""
+        return self._model(i)[1] * np.float32(self._size)
+
+    def points(self, i):
+        """(points (N, 3) float32 m in pose_frame, colors (N, 3) uint8, confidence (N,) float32) of
+        view i's model pixels with an estimate."""
+        if i not in self._points:
+            index, _, cam = self._model(i)
+            pose = self.poses[i]
+            xyz = cam @ (pose[:3, :3] * self._size).T.astype(np.float32)
+            xyz += pose[:3, 3].astype(np.float32)
+            colors = self.batch.prepared[i].rgbx.take(index).view(np.uint8).reshape(-1, 4)[:, :3]
+            self._points[i] = xyz, colors, self.prediction.confidence[i].reshape(-1).take(index)
+        return self._points[i]
+
+    def cloud(self, indices=None):
+        """(points (N, 3), colors (N, 3), confidence (N,)) of views `indices` (None: the selected
+        views) together, as `points` gives them."""
+        parts = [self.points(i) for i in (self.selected if indices is None else indices)]
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(np.concatenate(a) for a in zip(*parts)) if parts else (
+            np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32))
+
+    def view(self, i):
+        """ViewReconstruction of view i at its camera's native resolution (made once)."""
+        if i not in self._views:
+            self._views[i] = self._native(i)
+        return self._views[i]
+
+    def _model(self, i):
+        """(index (N,) flat model pixels with an estimate, z (H, W) float32 z-depth (0 = none),
+        camera-frame points (N, 3) float32) of view i, before any scaling."""
+        cache = self._model_cache
+        if i not in cache:
+            pred, prep = self.prediction, self.batch.prepared[i]
+            d, rays = pred.depth_along_ray[i], pred.ray_directions[i]
+            with np.errstate(invalid="ignore"):
+                ok = prep.valid & pred.mask[i] & (d > 0) & (rays[..., 2] > 0)  # NaN compares False
+            ok &= np.isfinite(d)
+            z = d * rays[..., 2]
+            z[~ok] = 0
+            index = np.flatnonzero(ok)
+            cam = rays.reshape(-1, 3).take(index, axis=0)
+            cam *= d.reshape(-1).take(index)[:, None]
+            cache[i] = index, z.astype(np.float32, copy=False), cam.astype(np.float32, copy=False)
+        return cache[i]
+
+    def _native(self, i):
+        depth_mode, edge_threshold, keep_measured = self._options
+        prep = self.batch.prepared[i]
+        index, z, _ = self._model(i)
+        conf = np.full(z.shape, np.nan, np.float32)
+        conf.reshape(-1)[index] = self.prediction.confidence[i].reshape(-1).take(index)
+        native, conf = _to_native(prep.frame.camera, prep.resize, self.batch.grid, z, conf, depth_mode,
+                                  edge_threshold)
+        native *= np.float32(self._size)
+        if keep_measured and prep.frame.sparse_depth is not None:
+            measured = _measured(prep.frame.sparse_depth)
+            has = measured > 0
+            native[has] = measured[has]
+        xyz, colors, point_conf = self.points(i)
+        return ViewReconstruction(prep.frame, native, conf, self.poses[i], xyz, colors, point_conf)
 
 
-def reconstruct(batch, prediction, *, depth_mode="bilinear", edge_threshold=0.05, keep_measured=False,
+def reconstruct(batch, prediction, *, views=None, depth_mode="bilinear", edge_threshold=0.05, keep_measured=False,
                 align_to_measured=False):
     """Reconstruction of a window.ViewBatch from its backends.Prediction.
 
-    depth_mode: how model-resolution maps go back to the native resolution ("bilinear":
-    edge-aware interpolation of inverse depth in the normalised image plane, see the module doc;
-    "nearest" copies the nearest model pixel). edge_threshold: the relative depth step, beyond the
-    local slope, between interpolated neighbours above which a native pixel gets NaN (None: plain
-    interpolation, which blends across edges). Native confidence is resampled the same way and
-    NaN wherever the native depth is. align_to_measured: fit one scale s = median(measured /
-    predicted) over the native pixels of all views where a frame's sparse_depth has a measurement
-    and the prediction an estimate, and apply it. keep_measured: put each frame's measured z-depth back at its
-    measured native pixels exactly (confidence there stays the model's).
+    views: indices of the views whose native results `Reconstruction.views` holds (None: all;
+    others stay available through Reconstruction.view(i)). depth_mode: how model-resolution maps
+    go back to the native resolution ("bilinear": edge-aware interpolation of inverse depth in
+    the normalised image plane, see the module doc; "nearest" copies the nearest model pixel).
+    edge_threshold: the relative depth step, beyond the local slope, between interpolated
+    neighbours above which a native pixel gets NaN (None: plain interpolation, which blends
+    across edges). Native confidence is resampled the same way and NaN wherever the native depth
+    is. align_to_measured: fit one scale s = median(measured / predicted) over the model pixels of
+    all views where the sparse depth (min-pooled to the model pixels) has a measurement and the
+    prediction an estimate, and apply it. keep_measured: put each frame's measured z-depth back
+    at its measured native pixels exactly (confidence there stays the model's).
     """
     if depth_mode not in DEPTH_MODES:
         raise ValueError(f"unknown depth_mode {depth_mode!r}; expected one of {DEPTH_MODES}")
-    n = len(batch.frames)
+    n = len(batch.prepared)
     if prediction.depth_along_ray.shape[0] != n:
         raise ValueError(f"prediction has {prediction.depth_along_ray.shape[0]} views, batch {n}")
-    ok = [batch.valid[i] & prediction.mask[i] & np.isfinite(prediction.depth_along_ray[i])
-          & (prediction.depth_along_ray[i] > 0) for i in range(n)]  # model pixels with an estimate
-    z = [ray_to_z_depth(np.where(ok[i], prediction.depth_along_ray[i], 0), prediction.ray_directions[i])
-         for i in range(n)]
-    native = [_to_native(batch, i, z[i], depth_mode, edge_threshold) for i in range(n)]
-    measured = [_measured(f) for f in batch.frames]
-    scale, residual = _align(native, measured) if align_to_measured else (1.0, None)
+    selected = range(n) if views is None else views
     world_from_ref = batch.reference_world_from_camera
     pose_frame = "reference_camera" if world_from_ref is None else "world"
-    world_from_ref = np.eye(4) if world_from_ref is None else world_from_ref
-    views = []
-    for i, f in enumerate(batch.frames):
-        depth = (native[i] * np.float32(scale)).astype(np.float32)
-        if keep_measured and measured[i] is not None:
-            has = measured[i] > 0
-            depth[has] = measured[i][has]
-        rel = np.array(prediction.ref_from_camera[i], dtype=np.float64)
-        rel[:3, 3] *= scale
-        pose = se3_compose(world_from_ref, rel)
-        m = ok[i]
-        cam = prediction.ray_directions[i][m] * (prediction.depth_along_ray[i][m].astype(np.float64) * scale)[:, None]
-        conf = np.where(m, prediction.confidence[i], np.nan).astype(np.float32)
-        if depth_mode == "nearest":
-            conf = batch.resizes[i].to_native(conf, depth_mode)
-        else:
-            conf = stencil(f.camera, batch.resizes[i], batch.grid).apply(conf)
-        conf[np.isnan(native[i])] = np.nan
-        views.append(ViewReconstruction(
-            frame=f,
-            depth=depth,
-            confidence=conf,
-            world_from_camera=pose,
-            points=transform_points(pose, cam).astype(np.float32),
-            colors=batch.resizes[i].image(f.image)[m],
-            point_confidence=prediction.confidence[i][m].astype(np.float32),
-        ))
-    return Reconstruction(tuple(views), pose_frame, float(prediction.metric_scale), float(scale), residual)
+    outer = np.eye(4) if world_from_ref is None else np.asarray(world_from_ref, np.float64)
+    options = dict(selected=selected, depth_mode=depth_mode, edge_threshold=edge_threshold,
+                   keep_measured=keep_measured)
+    recon = Reconstruction(batch, prediction, outer, pose_frame, **options)
+    if not align_to_measured:
+        return recon
+    scale, residual = _align(recon)
+    if residual is None:
+        return recon
+    return Reconstruction(batch, prediction, outer @ similarity(scale, np.eye(3), np.zeros(3)), pose_frame,
+                          scale=scale, residual=residual, model_cache=recon._model_cache, **options)
 
 
-def _to_native(batch, i, z, mode, edge_threshold):
-    """z-depth of view i (model resolution, 0 = none) at the native resolution, float32 with NaN = none.
+def _to_native(camera, resize, grid, z, conf, mode, edge_threshold):
+    """(z-depth, confidence) at the native resolution, float32, NaN = none (and confidence NaN
+    wherever the depth is), of the model-resolution z-depth (0 = none) and confidence (NaN = none).
 
     Bilinear works on inverse depth: it is affine in the normalised image coordinates of a plane
-    (geometry.resample), and its steps are what the discontinuity test looks at.
+    (geometry.resample), and its steps are what the discontinuity test looks at. Both maps go
+    through the same gathers (one complex64 map).
     """
-    with np.errstate(divide="ignore"):
-        if mode == "nearest":
-            out = batch.resizes[i].to_native(np.where(z > 0, z, np.nan).astype(np.float32), mode)
-        else:
-            inv = np.where(z > 0, 1 / z, np.nan).astype(np.float32)
-            out = 1 / native_inverse_depth(batch.frames[i].camera, batch.resizes[i], batch.grid, inv, edge_threshold)
+    if mode == "nearest":
+        out = resize.to_native(np.where(z > 0, z, np.float32(np.nan)), mode)
+        conf = resize.to_native(conf, mode)
+    else:
+        with np.errstate(divide="ignore"):
+            inv = np.where(z > 0, 1 / z, np.float32(np.nan)).astype(np.float32, copy=False)
+        st = stencil(camera, resize, grid)
+        pair = np.empty(z.shape, np.complex64)
+        pair.real, pair.imag = inv, conf
+        both = st.apply(pair)
+        out, conf = both.real.copy(), both.imag.copy()
+        if edge_threshold is not None:
+            out[st.cut(inv, edge_threshold)] = np.nan
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(1, out, out=out)
     out[~(out > 0)] = np.nan
-    return out
+    conf[np.isnan(out)] = np.nan
+    return out, conf
 
 
-def _measured(frame):
-    """The frame's measured z-depth (H, W) float32 with 0 where none, or None."""
-    if frame.sparse_depth is None:
-        return None
-    d = frame.sparse_depth
-    return np.where(np.isfinite(d) & (d > 0), d, 0).astype(np.float32)
+def _measured(depth):
+    """Measured z-depth (H, W) float32 with 0 where none."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32, copy=False)
 
 
-def _align(native, measured):
-    """(scale, residual): median ratio measured / predicted over all pixels having both, and the
-    median absolute relative error after scaling. (1.0, None) when no pixel has both."""
+def _align(recon):
+    """(scale, residual): median ratio measured / predicted over the model pixels having both, and
+    the median absolute relative error after scaling. (1.0, None) when no pixel has both."""
     pred, meas = [], []
-    for z, m in zip(native, measured):
-        if m is None:
+    for i, prep in enumerate(recon.batch.prepared):
+        if prep.measured is None:
             continue
-        both = (m > 0) & np.isfinite(z)
+        z = recon.model_depth(i)
+        both = (prep.measured > 0) & (z > 0)
         pred.append(z[both].astype(np.float64))
-        meas.append(m[both].astype(np.float64))
+        meas.append(prep.measured[both].astype(np.float64))
     pred, meas = np.concatenate([[], *pred]), np.concatenate([[], *meas])
     if len(pred) == 0:
         return 1.0, None

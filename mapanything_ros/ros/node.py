@@ -48,22 +48,20 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Pose
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rcl_interfaces.msg import SetParametersResult
-from sensor_msgs.msg import CameraInfo, CompressedImage
+from sensor_msgs.msg import CameraInfo
 from tf2_msgs.msg import TFMessage
 
 from .. import interface, settings
 from ..backends import make_backend
-from ..decode import (camera_info_to_model, check_image_matches, cloud_to_xyz, compressed_to_rgb,
-                      depth_image_to_meters, image_to_rgb, stamp_ns)
+from ..decode import camera_info_to_model, cloud_to_xyz, depth_image_to_meters, stamp_ns
 from ..geometry import se3_compose, se3_inverse
 from ..geometry.transforms import quat_trans_from_pose
-from ..ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder, PendingCaptures
+from ..ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder, PendingCaptures, image_decoder
 from ..msg import ReconstructionWindow
 from ..pipeline import Pipeline
 from . import params
@@ -98,7 +96,7 @@ def interface_class(type_name):
 
 @dataclass(frozen=True)
 class _Image(CameraImage):
-    """A decoded image waiting in CaptureSync, with what the outputs need."""
+    """An image waiting in CaptureSync (decoded later, on the worker), with what the outputs need."""
 
     camera: str  # namespace
     info: CameraInfo
@@ -127,11 +125,9 @@ class MapAnythingNode(Node):
         self._sent = OrderedDict()  # (frame_id, frame stamp) -> _Sent
         self._map_frame_id = self.p["world_frame"]
         self._seq = 0
-        self._timer_group = MutuallyExclusiveCallbackGroup()
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
-        self._input_group = MutuallyExclusiveCallbackGroup()
         self.diag_pub = self._endpoint("diagnostics")
-        self.create_timer(1.0, self.publish_diagnostics, callback_group=self._timer_group, clock=self._wall)
+        self.create_timer(1.0, self.publish_diagnostics, clock=self._wall)
         self._endpoint("reset", self._on_reset)
         self._endpoint("save_map", self._on_save_map)
         problems = settings.problems(self.p)
@@ -169,8 +165,7 @@ class MapAnythingNode(Node):
             return self.create_service(cls, name, callback)
         if e.kind == "publisher":
             return self.create_publisher(cls, name, QOS[e.qos])
-        return self.create_subscription(cls, name, callback, self._input_qos if e.qos == "input" else QOS[e.qos],
-                                        callback_group=self._input_group)
+        return self.create_subscription(cls, name, callback, self._input_qos if e.qos == "input" else QOS[e.qos])
 
     def _make_io(self):
         p = self.p
@@ -197,7 +192,7 @@ class MapAnythingNode(Node):
         self.map_pub = self._endpoint("map")
         self.window_pub = self._endpoint("window")
         self.tf_pub = self._endpoint("tf_out") if interface.enabled(endpoints["tf_out"], p) else None
-        self.create_timer(1.0 / RETRY_HZ, self._on_retry, callback_group=self._timer_group, clock=self._wall)
+        self.create_timer(1.0 / RETRY_HZ, self._on_retry, clock=self._wall)
         self._map_timer = None
         self._set_map_rate(p["map_publish_rate"])
 
@@ -206,8 +201,7 @@ class MapAnythingNode(Node):
             self.destroy_timer(self._map_timer)
             self._map_timer = None
         if rate > 0:
-            self._map_timer = self.create_timer(1.0 / rate, self.publish_map, callback_group=self._timer_group,
-                                                clock=self._wall)
+            self._map_timer = self.create_timer(1.0 / rate, self.publish_map, clock=self._wall)
 
     def _now_ns(self):
         return self.get_clock().now().nanoseconds
@@ -243,14 +237,13 @@ class MapAnythingNode(Node):
         if not msg.header.frame_id:
             self._bad(f"camera {cam}", "image", ERROR, f"{topic}: image without header.frame_id (needed for TF)")
             return
-        try:
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-            check_image_matches(info[0], *rgb.shape[:2])
+        try:  # checks what needs no decoding; the decoding waits until the image is a keyframe's
+            image = image_decoder(msg, info[0], topic)
         except ValueError as err:
-            self._bad(f"camera {cam}", "image", ERROR, f"{topic}: {err}")
+            self._bad(f"camera {cam}", "image", ERROR, str(err))
             return
         stamp = stamp_ns(msg.header)
-        self._feed(self.sync.add_image(cam, stamp, _Image(rgb, info[0], msg.header.frame_id, stamp, cam, info[1])))
+        self._feed(self.sync.add_image(cam, stamp, _Image(image, info[0], msg.header.frame_id, stamp, cam, info[1])))
 
     def _on_lidar(self, msg):
         try:
@@ -316,21 +309,22 @@ class MapAnythingNode(Node):
     # ---------------------------------------------------------------- outputs (pipeline worker thread)
 
     def _on_pipeline_error(self, seq, err):
-        self.problems.report("pipeline", "window", ERROR, f"window {seq} failed: {err!r}")
+        message = f"window {seq} failed: {err}"
+        self.get_logger().error(message, throttle_duration_sec=THROTTLE_S)
+        self.problems.report("pipeline", "window", ERROR, message)
 
     def _on_result(self, result):
         recon = result.reconstruction
         frame_id = self.p["world_frame"] if recon.pose_frame == "world" else self.p["map_frame"]
         self._map_frame_id = frame_id
-        views = recon.views
-        newest_stamp = max(v.frame.stamp_ns for v in views)
-        newest = [v for v in views if v.frame.stamp_ns == newest_stamp]
+        newest = recon.views  # the newest capture's views, reconstructed at native resolution
+        newest_stamp = newest[0].frame.stamp_ns
         with self._lock:
-            sent = {v.frame.key: self._sent.get(v.frame.key) for v in views}
+            sent = {f.key: self._sent.get(f.key) for f in recon.frames}
         if self.points_pub.get_subscription_count():
-            self.points_pub.publish(xyz_to_cloud(
-                np.concatenate([v.points for v in views]), make_header(frame_id, newest_stamp),
-                np.concatenate([v.colors for v in views]), np.concatenate([v.point_confidence for v in views])))
+            scope = None if self.p["points_scope"] == "newest" else range(len(recon.frames))
+            xyz, rgb, conf = recon.cloud(scope)
+            self.points_pub.publish(xyz_to_cloud(xyz, make_header(frame_id, newest_stamp), rgb, conf))
         for v in newest:
             s = sent[v.frame.key]
             if s is None:
@@ -347,7 +341,7 @@ class MapAnythingNode(Node):
         if self.window_pub.get_subscription_count():
             self.window_pub.publish(self._window_msg(result, frame_id, newest_stamp))
         if self.tf_pub is not None:
-            self._publish_tf(views, newest, sent, frame_id, newest_stamp)
+            self._publish_tf(recon, newest, sent, frame_id, newest_stamp)
 
     def _window_msg(self, result, frame_id, stamp):
         recon, cfg = result.reconstruction, self.pipeline.config.batch
@@ -355,23 +349,21 @@ class MapAnythingNode(Node):
                                    reference_index=0, metric_scale=float(recon.metric_scale),
                                    metric_inputs=bool(cfg.metric_poses and cfg.metric_depth),
                                    backend=self.p["backend"], inference_time=float(result.timings.get("inference", 0)))
-        for v in recon.views:
-            f = v.frame
+        for f, pose, passed in zip(recon.frames, recon.poses, recon.batch.passed):
             msg.stamps.append(make_header("", f.stamp_ns).stamp)
             msg.frame_ids.append(f.frame_id)
-            msg.poses.append(_pose(v.world_from_camera))
-            msg.used_intrinsics.append(bool(cfg.use_intrinsics))
-            msg.used_pose.append(bool(cfg.use_poses and f.world_from_camera is not None))
-            msg.used_depth.append(bool(cfg.use_depth and f.sparse_depth is not None and (f.sparse_depth > 0).any()))
+            msg.poses.append(_pose(pose))
+            msg.used_intrinsics.append("ray_directions_cam" in passed)
+            msg.used_pose.append("camera_pose_quats" in passed)
+            msg.used_depth.append("depth_along_ray" in passed)
         return msg
 
-    def _publish_tf(self, views, newest, sent, frame_id, stamp):
+    def _publish_tf(self, recon, newest, sent, frame_id, stamp):
         if self.p["tf_output"] == "map_odom":
-            ref = views[0]
-            s = sent.get(ref.frame.key)
+            s = sent.get(recon.frames[0].key)
             if s is None or s.tf_pose is None:
                 return
-            correction = se3_compose(ref.world_from_camera, se3_inverse(s.tf_pose))
+            correction = se3_compose(recon.poses[0], se3_inverse(s.tf_pose))
             out = interface.TF_OUTPUTS["map_odom"]
             transforms = [matrix_to_transform(correction, interface.resolve(out.parent, self.p),
                                               interface.resolve(out.child, self.p), stamp)]
@@ -515,7 +507,7 @@ def main(argv=None):
     sys.setswitchinterval(GIL_SWITCH_S)
     rclpy.init(args=argv)
     node = MapAnythingNode()
-    executor = MultiThreadedExecutor()
+    executor = SingleThreadedExecutor()  # measured against the others: bench/bench_executor.py
     executor.add_node(node)
     try:
         executor.spin()

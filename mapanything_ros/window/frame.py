@@ -14,9 +14,10 @@ class Frame:
     image (H, W, 3) uint8 RGB at the camera's published size; camera: CameraModel; stamp_ns:
     int nanoseconds; frame_id: the camera's optical frame id (also tells cameras apart);
     world_from_camera: 4x4 float64 pose in the optical frame, or None when unknown;
-    sparse_depth: (H, W) float32 z-depth in metres, 0 = no measurement, or None; or a function
-    returning it, called only if the frame becomes a keyframe (`Window.add` resolves it), so that
-    costly depth (LiDAR projection) is made only for the captures that are kept.
+    sparse_depth: (H, W) float32 z-depth in metres, 0 = no measurement, or None.
+    Deferred work: `image` and `sparse_depth` may be functions returning them (decoding, LiDAR
+    projection), called by `resolved()` only for frames that become keyframes, on the pipeline's
+    worker (window.prepare), never on the thread that offers the capture.
     """
 
     image: np.ndarray
@@ -28,7 +29,7 @@ class Frame:
 
     def __post_init__(self):
         w, h = self.camera.image_size
-        if self.image.shape != (h, w, 3) or self.image.dtype != np.uint8:
+        if not callable(self.image) and (self.image.shape != (h, w, 3) or self.image.dtype != np.uint8):
             raise ValueError(f"{self.frame_id}: image must be ({h}, {w}, 3) uint8, got "
                              f"{self.image.shape} {self.image.dtype}")
         if self.sparse_depth is not None and not callable(self.sparse_depth) and self.sparse_depth.shape != (h, w):
@@ -41,8 +42,12 @@ class Frame:
         object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
 
     def resolved(self):
-        """This frame with deferred sparse depth computed (itself when there is none to compute)."""
-        return replace(self, sparse_depth=self.sparse_depth()) if callable(self.sparse_depth) else self
+        """This frame with its deferred image and sparse depth computed (itself when there is none
+        to compute); raises ValueError when they do not match the camera."""
+        if not callable(self.image) and not callable(self.sparse_depth):
+            return self
+        return replace(self, image=self.image() if callable(self.image) else self.image,
+                       sparse_depth=self.sparse_depth() if callable(self.sparse_depth) else self.sparse_depth)
 
     @property
     def key(self):

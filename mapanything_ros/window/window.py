@@ -75,8 +75,17 @@ class Window:
             reason = self.policy.reason(self.keyframes[-1], frames)
             if reason is None:
                 return Admission(False, "below every keyframe threshold", reset)
-        self.keyframes.append(tuple(f.resolved() for f in frames))
+        self.keyframes.append(frames)
         return Admission(True, reason, reset)
+
+    def discard(self, key):
+        """Drop the keyframe holding the frame with Frame.key `key` (a frame that could not be
+        prepared); True if there was one."""
+        for capture in self.keyframes:
+            if any(f.key == key for f in capture):
+                self.keyframes.remove(capture)
+                return True
+        return False
 
     def views(self):
         """All frames in model view order: the reference keyframe's frames first (reference view
