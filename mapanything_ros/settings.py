@@ -85,13 +85,16 @@ SPECS = {
     "keyframe_translation": Spec(0.2, "new keyframe after this much camera translation (m)", low=0.0, high=INF),
     "keyframe_rotation": Spec(0.2, "new keyframe after this much camera rotation (rad)", low=0.0, high=INF),
     "keyframe_interval": Spec(1.0, "new keyframe after this much time (s)", low=0.0, high=INF),
-    "sync_slop": Spec(0.02, "largest stamp spread of one capture's images (s, > 0)", low=0.0, high=INF, low_open=True),
-    "depth_tolerance": Spec(0.05, "largest |depth stamp - image stamp| attached (s)", low=0.0, high=INF),
-    "tf_timeout": Spec(0.5, "captures wait this long for TF, then are dropped (s, > 0)", low=0.0, high=INF,
+    "sync_slop": Spec(0.02, "largest stamp spread of one capture's images (s, > 0)", low=0.0, high=10.0,
+                      low_open=True),
+    "depth_tolerance": Spec(0.05, "largest |depth stamp - image stamp| attached (s)", low=0.0, high=10.0),
+    "tf_timeout": Spec(0.5, "captures wait this long for TF, then are dropped (s, > 0)", low=0.0, high=60.0,
                        low_open=True),
-    "camera_timeout": Spec(5.0, "silence before a camera is reported (s, > 0)", low=0.0, high=INF, low_open=True),
+    "camera_timeout": Spec(5.0, "silence before a camera is reported (s, > 0)", low=0.0,
+                           high=3600.0, low_open=True),
     "map_min_confidence": Spec(0.0, "points below this confidence stay out of the map", low=0.0, high=INF),
-    "map_publish_rate": Spec(0.5, "~/map publication rate (Hz, 0 = never)", low=0.0, high=INF),
+    "map_publish_rate": Spec(0.5, "~/map publication rate (Hz, 0 = never, else at least 0.001)", low=0.0,
+                             high=100.0),
     "points_scope": Spec("newest", "~/points holds the newest capture's points (newest) or every view of the "
                          "window (window: costs a reconstruction of each view per window)",
                          choices=("newest", "window")),
@@ -115,6 +118,8 @@ def check(name, value):
             return f"{name} must be {low}" + (f" and <= {spec.high}" if spec.high != INF else "") + f", got {value}"
         if spec.multiple_of and value % spec.multiple_of:
             return f"{name} must be a multiple of {spec.multiple_of}, got {value}"
+    if name == "map_publish_rate" and 0 < value < 1e-3:
+        return f"map_publish_rate must be 0 (never) or at least 0.001 Hz, got {value}"
     if name == "cameras":
         if not value or len(set(value)) != len(value) or not all(value):
             return f"cameras must be a non-empty list of distinct namespaces, got {list(value or [])}"

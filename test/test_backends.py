@@ -1,5 +1,7 @@
 """Backends on a synthetic batch: the oracle reproduces the truth; the network backends run and convert."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,8 @@ SMALL = BatchConfig(long_side=140)  # 140 x 112 model input: fast on CPU
 
 
 def check_shapes(pred, batch):
+    pred = dataclasses.replace(pred, **{k: np.asarray(getattr(pred, k)) for k in
+                                        ("ray_directions", "depth_along_ray", "confidence", "mask")})
     v, (w, h) = len(batch.views), batch.size
     assert pred.ray_directions.shape == (v, h, w, 3) and pred.depth_along_ray.shape == (v, h, w)
     assert pred.confidence.shape == (v, h, w) and pred.mask.shape == (v, h, w) and pred.mask.dtype == bool
@@ -63,7 +67,7 @@ def test_mapanything_backend_with_fixture_weights(frames):
     check_shapes(pred, batch)
     with torch.inference_mode():
         out = model(batch.views, **batch.forward_kwargs)
-    np.testing.assert_allclose(pred.depth_along_ray, np.stack([o["depth_along_ray"][0, ..., 0] for o in out]),
+    np.testing.assert_allclose(np.asarray(pred.depth_along_ray), np.stack([o["depth_along_ray"][0, ..., 0] for o in out]),
                                rtol=1e-5)
     np.testing.assert_allclose(pred.ref_from_camera[:, :3, 3], np.stack([o["cam_trans"][0] for o in out]),
                                rtol=1e-5, atol=1e-6)
@@ -75,6 +79,25 @@ def test_random_backend_is_deterministic(frames):
     a, b = RandomBackend(seed=0).predict(batch), RandomBackend(seed=0).predict(batch)
     other = RandomBackend(seed=1).predict(batch)
     check_shapes(a, batch)
-    np.testing.assert_array_equal(a.depth_along_ray, b.depth_along_ray)
+    np.testing.assert_array_equal(np.asarray(a.depth_along_ray), np.asarray(b.depth_along_ray))
     np.testing.assert_array_equal(a.ref_from_camera, b.ref_from_camera)
-    assert not np.array_equal(a.depth_along_ray, other.depth_along_ray)
+    assert not np.array_equal(np.asarray(a.depth_along_ray), np.asarray(other.depth_along_ray))
+
+
+def test_only_the_published_views_leave_the_device(scene):
+    """Through the pipeline, the network backend's dense outputs are copied to the host for the
+    newest capture only (the published views, which also enter the map); the rest stay on the device."""
+    from mapanything_ros.pipeline import Pipeline, PipelineConfig
+    from mapanything_ros.synthetic import capture_frames
+
+    backend, predictions = RandomBackend(seed=0), []
+    predict = backend.predict
+    backend.predict = lambda batch: predictions.append(predict(batch)) or predictions[-1]
+    pipeline = Pipeline(PipelineConfig(window_size=3, batch=SMALL), backend)
+    results = [pipeline.process(capture_frames(scene, (2 + k) * 1_000_000_000, lidar=False))[1] for k in range(4)]
+    for result, pred in zip(results, predictions):
+        newest = [i for i, f in enumerate(result.reconstruction.frames)
+                  if f.stamp_ns == max(g.stamp_ns for g in result.reconstruction.frames)]
+        assert len(result.reconstruction.frames) > len(newest) or result.seq == 1
+        for stack in (pred.depth_along_ray, pred.ray_directions, pred.confidence, pred.mask):
+            assert stack.copied == newest

@@ -5,7 +5,7 @@ import torch
 
 from ..geometry import pose_from_quat_trans
 from ..model import MapAnything, Runtime, to_device
-from .prediction import Backend, Prediction
+from .prediction import Backend, Prediction, ViewStack
 from .tiny import tiny_config
 
 
@@ -17,21 +17,26 @@ class MapAnythingBackend(Backend):
         self.model = model.to(self.runtime.device)
 
     def predict(self, batch):
+        """The Prediction of a ViewBatch. Dense outputs stay on the model's device per view
+        (prediction.ViewStack): only the views reconstruction reads come to the host."""
         views = to_device(batch.views, self.runtime.device)
         with self.runtime.context():
             out = self.model(views, **batch.forward_kwargs)
 
-        def stack(key):  # float outputs as float32 (they may be bf16 under autocast)
-            return np.stack([(o[key][0].float() if o[key].is_floating_point() else o[key][0]).cpu().numpy()
-                             for o in out])
+        def per_view(key, last=None):  # float outputs as float32 (they may be bf16 under autocast)
+            tensors = [o[key][0] if last is None else o[key][0][..., last] for o in out]
+            return ViewStack(tensors, lambda t, i: (t.float() if t.is_floating_point() else t).cpu().numpy())
 
-        quats, trans = stack("cam_quats").astype(np.float64), stack("cam_trans").astype(np.float64)
+        valid = batch.valid
+        mask = ViewStack([o["non_ambiguous_mask"][0] for o in out], lambda t, i: t.cpu().numpy() & valid[i])
+        quats = torch.stack([o["cam_quats"][0] for o in out]).float().cpu().numpy().astype(np.float64)
+        trans = torch.stack([o["cam_trans"][0] for o in out]).float().cpu().numpy().astype(np.float64)
         return Prediction(
-            ray_directions=stack("ray_directions"),
-            depth_along_ray=stack("depth_along_ray")[..., 0],
+            ray_directions=per_view("ray_directions"),
+            depth_along_ray=per_view("depth_along_ray", 0),
             ref_from_camera=pose_from_quat_trans(quats, trans),
-            confidence=stack("conf"),
-            mask=stack("non_ambiguous_mask") & np.stack(batch.valid),
+            confidence=per_view("conf"),
+            mask=mask,
             metric_scale=float(out[0]["metric_scaling_factor"][0, 0]),
         )
 

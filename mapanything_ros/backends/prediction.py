@@ -14,6 +14,8 @@ class Prediction:
     (V, 4, 4) float64 camera poses in the reference camera's frame, translation in metres;
     confidence (V, H, W) float32 >= 1; mask (V, H, W) bool, pixels worth using; metric_scale:
     the factor the model applied to its normalised depths and translations (1 if already metric).
+    The dense per-view fields may be ViewStacks (a network backend's: views copied to the host
+    when read) instead of arrays; reading them view by view works for both.
     """
 
     ray_directions: np.ndarray
@@ -22,6 +24,40 @@ class Prediction:
     confidence: np.ndarray
     mask: np.ndarray
     metric_scale: float
+
+
+class ViewStack:
+    """Per-view arrays (V, ...) that stay where the model made them (e.g. on the GPU) until a view
+    is read: `stack[i]` copies view i to the host once, as numpy; `np.asarray(stack)` copies all.
+    Reconstruction reads only the views it needs (the published ones), so only they cross.
+
+    views: one tensor per view; convert(tensor, i) -> numpy array of view i.
+    """
+
+    def __init__(self, views, convert):
+        self._views, self._convert = list(views), convert
+        self._host = {}
+        self.shape = (len(self._views), *self._views[0].shape) if self._views else (0,)
+
+    def __len__(self):
+        return len(self._views)
+
+    def __getitem__(self, i):
+        if not isinstance(i, (int, np.integer)):
+            return np.asarray(self)[i]
+        i = int(i)
+        if i not in self._host:
+            self._host[i] = self._convert(self._views[i], i)
+        return self._host[i]
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.stack([self[i] for i in range(len(self))])
+        return out if dtype is None else out.astype(dtype)
+
+    @property
+    def copied(self):
+        """The indices of the views copied to the host so far."""
+        return sorted(self._host)
 
 
 class Backend:

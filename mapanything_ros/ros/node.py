@@ -39,8 +39,10 @@ A backend that cannot start (e.g. missing weights) leaves the node up, reporting
 
 import importlib
 import os
+import signal
 import sys
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
@@ -51,6 +53,7 @@ from geometry_msgs.msg import Pose
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo
@@ -115,8 +118,9 @@ class MapAnythingNode(Node):
 
     def __init__(self, name="mapanything", **kwargs):
         super().__init__(name, **kwargs)
-        self.p = params.declare(self)
+        self.p, declared = params.declare(self)
         self.problems, self.rates = Problems(), Rates()
+        self._logged = {}  # (status, key, level) -> monotonic time of the last log line
         self.drops = dict.fromkeys(("tf_timeout", "queue", "bad_input", "no_camera_info"), 0)
         self.pipeline = self.sync = self.runtime = None
         self.fatal = None
@@ -130,7 +134,7 @@ class MapAnythingNode(Node):
         self.create_timer(1.0, self.publish_diagnostics, clock=self._wall)
         self._endpoint("reset", self._on_reset)
         self._endpoint("save_map", self._on_save_map)
-        problems = settings.problems(self.p)
+        problems = declared + settings.problems(self.p)
         if problems:
             self._fail("bad parameters: " + "; ".join(problems))
             return
@@ -207,10 +211,20 @@ class MapAnythingNode(Node):
         return self.get_clock().now().nanoseconds
 
     def _bad(self, status, key, level, message):
-        """Report bad input: a throttled log line and a diagnostic problem (the input is dropped)."""
+        """Report bad input (the input is dropped): see _report."""
         self.drops["bad_input"] += 1
-        log = self.get_logger().error if level == ERROR else self.get_logger().warning
-        log(message, throttle_duration_sec=THROTTLE_S)
+        self._report(status, key, level, message)
+
+    def _report(self, status, key, level, message):
+        """A problem: a log line, at most one per THROTTLE_S for each (status, key, level), so that one
+        problem never hides another, and a diagnostic problem under `status`."""
+        now = time.monotonic()
+        if now - self._logged.get((status, key, level), -np.inf) >= THROTTLE_S:
+            self._logged[(status, key, level)] = now
+            if level == ERROR:  # one call site per severity: rclpy refuses a severity change at a call site
+                self.get_logger().error(message)
+            else:
+                self.get_logger().warning(message)
         self.problems.report(status, key, level, message)
 
     # ---------------------------------------------------------------- inputs
@@ -237,12 +251,16 @@ class MapAnythingNode(Node):
         if not msg.header.frame_id:
             self._bad(f"camera {cam}", "image", ERROR, f"{topic}: image without header.frame_id (needed for TF)")
             return
+        stamp = stamp_ns(msg.header)
+        if stamp == 0:
+            self._bad(f"camera {cam}", "stamp", ERROR, f"{topic}: image stamped 0 (header.stamp not set): dropped, "
+                      "since TF time 0 means 'the latest pose'")
+            return
         try:  # checks what needs no decoding; the decoding waits until the image is a keyframe's
             image = image_decoder(msg, info[0], topic)
         except ValueError as err:
             self._bad(f"camera {cam}", "image", ERROR, str(err))
             return
-        stamp = stamp_ns(msg.header)
         self._feed(self.sync.add_image(cam, stamp, _Image(image, info[0], msg.header.frame_id, stamp, cam, info[1])))
 
     def _on_lidar(self, msg):
@@ -276,8 +294,7 @@ class MapAnythingNode(Node):
         """Queue new captures (in stamp order) and submit every one whose transforms are there."""
         with self._lock:
             for reason in self.sync.take_resets():
-                self.get_logger().warning(f"input time jumped back: {reason}", throttle_duration_sec=THROTTLE_S)
-                self.problems.report("sync", "reset", WARN, reason)
+                self._report("sync", "reset", WARN, f"input time jumped back: {reason}")
                 self._pending.clear()
             now = self._now_ns()
             self._pending.push(captures, now)
@@ -291,8 +308,7 @@ class MapAnythingNode(Node):
     def _on_tf_timeout(self, cap, err):
         message = (f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform within tf_timeout "
                    f"({self.p['tf_timeout']} s): {err}")
-        self.get_logger().warning(message, throttle_duration_sec=THROTTLE_S)
-        self.problems.report("tf", "timeout", WARN, message)
+        self._report("tf", "timeout", WARN, message)
 
     def _frames(self, cap):
         """The pipeline Frames of a capture and what to remember of them if they become a keyframe
@@ -309,9 +325,7 @@ class MapAnythingNode(Node):
     # ---------------------------------------------------------------- outputs (pipeline worker thread)
 
     def _on_pipeline_error(self, seq, err):
-        message = f"window {seq} failed: {err}"
-        self.get_logger().error(message, throttle_duration_sec=THROTTLE_S)
-        self.problems.report("pipeline", "window", ERROR, message)
+        self._report("pipeline", "window", ERROR, f"window {seq} failed: {err}")
 
     def _on_result(self, result):
         recon = result.reconstruction
@@ -503,15 +517,23 @@ def _pose(world_from_camera):
 
 
 def main(argv=None):
-    """Run the node: `python -m mapanything_ros.ros.node --ros-args -p cameras:=[front] ...`."""
+    """Run the node: `python -m mapanything_ros.ros.node --ros-args -p cameras:=[front] ...`.
+
+    SIGINT and SIGTERM stop it in order: the executor (no more inputs), then the pipeline worker
+    (the window being made finishes and is published), then the node and ROS. rclpy's own signal
+    handler would shut ROS down first, under the worker's feet."""
     sys.setswitchinterval(GIL_SWITCH_S)
-    rclpy.init(args=argv)
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     node = MapAnythingNode()
     executor = SingleThreadedExecutor()  # measured against the others: bench/bench_executor.py
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     finally:
         node.shutdown()

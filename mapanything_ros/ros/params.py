@@ -9,6 +9,7 @@ ranges are declared with FloatingPointRange / IntegerRange where they are closed
 import sys
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.parameter import Parameter
 
 from ..settings import SPECS
@@ -36,11 +37,17 @@ def descriptor(name, spec):
 
 
 def declare(node):
-    """Declare every parameter on `node`; returns {name: value} (None for a required one left unset)."""
-    values = {}
+    """Declare every parameter on `node`. Returns ({name: value} (None for a required one left
+    unset), [problems]): a start-up value that rclpy refuses (wrong type, out of a declared range)
+    is not raised but listed, and its parameter keeps the default, so that the node can report it."""
+    values, problems = {}, []
     for name, spec in SPECS.items():
         value = _REQUIRED_TYPES[spec.type_] if spec.default is None else spec.default
-        node.declare_parameter(name, value, descriptor(name, spec))
+        try:
+            node.declare_parameter(name, value, descriptor(name, spec))
+        except (InvalidParameterTypeException, InvalidParameterValueException) as err:
+            problems.append(f"parameter {name} ({spec.type_name}): {err}")
+            node.declare_parameter(name, value, descriptor(name, spec), ignore_override=True)
         param = node.get_parameter(name)
         values[name] = None if param.type_ == Parameter.Type.NOT_SET else param.value
-    return values
+    return values, problems
