@@ -250,15 +250,24 @@ def cloud_to_xyz(msg, time_field="auto"):
     used = {n: fields[n] for n in "xyz"}
     if tf is not None:
         used["__time"] = tf
-    view = _view(msg, used).reshape(-1)
-    points = np.stack([view[n].astype(np.float64) for n in "xyz"], axis=-1)
-    keep = np.isfinite(points).all(axis=1)
-    if tf is None:
-        return points[keep], None
-    t = view["__time"]
-    if t.dtype.kind == "f":
-        keep &= np.isfinite(t)
-    return points[keep], _absolute_ns(t[keep], stamp_ns(msg.header))
+    view = _view(msg, used)  # (height, width), no copy
+    single = all(fields[n].datatype == FLOAT32 for n in "xyz")
+    xyz = np.empty(view.shape + (3,), np.float32 if single else np.float64)
+    for i, name in enumerate("xyz"):
+        xyz[..., i] = view[name]  # one strided pass per coordinate (byte swap included)
+    xyz = xyz.reshape(-1, 3)
+    keep = None
+    if not np.isfinite(xyz).all():
+        finite = np.isfinite(xyz)
+        keep = finite[:, 0] & finite[:, 1] & finite[:, 2]
+    t = None if tf is None else view["__time"].reshape(-1)
+    if t is not None and t.dtype.kind == "f" and not np.isfinite(t).all():
+        keep = np.isfinite(t) if keep is None else keep & np.isfinite(t)
+    if keep is not None:
+        xyz = np.compress(keep, xyz, axis=0)
+        t = None if t is None else t[keep]
+    points = xyz.astype(np.float64, copy=False)
+    return points, None if t is None else _absolute_ns(t, stamp_ns(msg.header))
 
 
 def unpack_rgb(packed):
