@@ -5,6 +5,12 @@ from sensor_msgs.msg import PointCloud2, PointField
 
 from ..encode import pack_cloud
 
+# rclpy's PointCloud2.data setter copies what it is given (array.array('B', value): a memcpy for
+# array.array and bytes, element by element for numpy arrays and memoryviews) unless the message
+# checks its fields: then an array.array('B') is adopted as it is. Messages generated before
+# `check_fields` existed (Humble, Iron) always adopt an array.array.
+_ADOPT_DATA = {"check_fields": True} if "_check_fields" in PointCloud2.__slots__ else {}
+
 
 def xyz_to_cloud(points, header, colors=None, confidence=None):
     """Unorganised PointCloud2: x, y, z float32 (+ rgb packed float32, + confidence float32).
@@ -15,10 +21,10 @@ def xyz_to_cloud(points, header, colors=None, confidence=None):
     """
     c = pack_cloud(points, colors, confidence)
     msg = PointCloud2(
-        header=header, height=1, width=c.width, is_bigendian=c.is_bigendian, point_step=c.point_step,
+        **_ADOPT_DATA, header=header, height=1, width=c.width, is_bigendian=c.is_bigendian, point_step=c.point_step,
         row_step=c.point_step * c.width, is_dense=c.is_dense,
         fields=[PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
                 for i, name in enumerate(c.names)],
     )
-    msg.data = c.data  # an array.array('B') is taken as it is; other types are checked element by element
+    msg.data = c.data  # adopted, not copied (see _ADOPT_DATA)
     return msg
