@@ -2,7 +2,8 @@
 z-buffer with np.minimum.at), kept verbatim to check that the fast path (geometry/depth.py) gives
 identical depth maps; used by test/test_geometry_depth_fast.py and bench/bench_geometry.py.
 
-Lens projections are the pre-issue-9 `project` bodies of geometry/distortion.py, on (N, 3) arrays.
+Lens projections are the pre-issue-9 `project` bodies of geometry/distortion.py, on (N, 3) arrays;
+interpolate_pose is transforms.interpolate_pose before issue 9.
 """
 
 import numpy as np
@@ -10,7 +11,36 @@ import numpy as np
 from mapanything_ros.geometry import distortion
 from mapanything_ros.geometry.camera import GRID_INDEX, grid_offset
 from mapanything_ros.geometry.depth import _as_ns
-from mapanything_ros.geometry.transforms import se3_compose, se3_inverse, transform_points
+from mapanything_ros.geometry.transforms import (pose_from_quat_trans, quat_trans_from_pose, se3_compose,
+                                                  se3_inverse, slerp, transform_points)
+
+
+def interpolate_pose(t_ns, t0_ns, pose0, t1_ns, pose1, *, extrapolate=False):
+    t = np.asarray(t_ns)
+    t0, t1 = int(t0_ns), int(t1_ns)
+    if t1 < t0:
+        raise ValueError(f"t1_ns ({t1}) is before t0_ns ({t0})")
+    if not extrapolate and (np.any(t < t0) or np.any(t > t1)):
+        raise ValueError(f"time outside [{t0}, {t1}] ns and extrapolate=False")
+    if t1 == t0:
+        if np.any(t != t0):
+            raise ValueError("t0_ns == t1_ns: cannot interpolate to another time")
+        return np.broadcast_to(np.asarray(pose0, dtype=np.float64), t.shape + (4, 4)).copy()
+    if np.issubdtype(t.dtype, np.integer):
+        frac = (t.astype(np.int64) - t0).astype(np.float64) / float(t1 - t0)
+    else:
+        frac = (t.astype(np.float64) - t0) / float(t1 - t0)
+    q0, p0 = quat_trans_from_pose(pose0)
+    q1, p1 = quat_trans_from_pose(pose1)
+    q = slerp(q0, q1, frac)
+    p = p0 + frac[..., None] * (p1 - p0)
+    return pose_from_quat_trans(q, p)
+
+
+def motion_pose(motion, t_ns):
+    """SourceMotion.pose before issue 9."""
+    return interpolate_pose(t_ns, motion.t0_ns, motion.world_from_source0, motion.t1_ns, motion.world_from_source1,
+                            extrapolate=motion.extrapolate)
 
 
 def lens_project(lens, points):
@@ -57,8 +87,8 @@ def points_in_camera(points, cam_from_source, *, times=None, motion=None):
     t = _as_ns(times).reshape(-1)
     if t.shape[0] != p.shape[0]:
         raise ValueError(f"{t.shape[0]} times for {p.shape[0]} points")
-    cam_from_world = se3_compose(cam_from_source, se3_inverse(motion.pose(motion.stamp_ns)))
-    world_from_source = motion.pose(t)
+    cam_from_world = se3_compose(cam_from_source, se3_inverse(motion_pose(motion, motion.stamp_ns)))
+    world_from_source = motion_pose(motion, t)
     with np.errstate(invalid="ignore"):
         world = np.einsum("nij,nj->ni", world_from_source[:, :3, :3], p) + world_from_source[:, :3, 3]
         return transform_points(cam_from_world, world)

@@ -10,9 +10,9 @@ import pytest
 
 import reference_depth
 from mapanything_ros.geometry.camera import GRID_CENTER, GRID_INDEX, CameraModel
-from mapanything_ros.geometry.depth import SourceMotion, _row, _time_runs, project_to_depth
+from mapanything_ros.geometry.depth import SourceMotion, _row, _time_groups, project_to_depth
 from mapanything_ros.geometry.resize import Resize
-from mapanything_ros.geometry.transforms import pose_from_quat_trans, transform_points
+from mapanything_ros.geometry.transforms import interpolate_pose, pose_from_quat_trans, transform_points
 
 CAMERAS = {
     "pinhole": CameraModel.pinhole(300.0, 310.0, 159.5, 120.2, 320, 240),
@@ -126,10 +126,26 @@ def test_row_matches_transform_points():
         assert np.array_equal(_row(m, i, p[:, 0], p[:, 1], p[:, 2]), expected[:, i])
 
 
-def test_time_runs():
+def test_time_groups():
     t = np.array([5, 3, 5, 3, 9, 9], np.int64)
-    order, starts = _time_runs(t)
+    order, starts = _time_groups(t)
     assert t[order].tolist() == [3, 3, 5, 5, 9, 9] and starts.tolist() == [0, 2, 4]
-    order, starts = _time_runs(np.array([1, 1, 2], np.int64))
+    order, starts = _time_groups(np.array([1, 1, 2], np.int64))
     assert order is None and starts.tolist() == [0, 2]
-    assert _time_runs(np.zeros(0, np.int64))[1].size == 0
+    assert _time_groups(np.zeros(0, np.int64))[1].size == 0
+    assert _time_groups(np.random.default_rng(0).permutation(100_000).astype(np.int64)) == (None, None)
+
+
+def test_interpolate_pose_is_identical():
+    rng = np.random.default_rng(5)
+    for k in range(12):
+        pose0 = random_pose(rng)
+        pose1 = pose0 @ random_pose(rng, 1e-10 if k % 4 == 0 else np.pi, 1.0)  # also the small-angle branch
+        for t in (T0 + rng.integers(-SWEEP, 2 * SWEEP, (7, 9)), np.int64(T0 + 12345), (T0 + 3e7) * 1e-9 * 1e9):
+            new = interpolate_pose(t, T0, pose0, T0 + SWEEP, pose1, extrapolate=True)
+            old = reference_depth.interpolate_pose(t, T0, pose0, T0 + SWEEP, pose1, extrapolate=True)
+            assert new.shape == old.shape and np.array_equal(new, old)
+    same = interpolate_pose(np.full(3, T0), T0, pose0, T0, pose1)
+    assert same.shape == (3, 4, 4) and np.array_equal(same, np.broadcast_to(pose0, (3, 4, 4)))
+    with pytest.raises(ValueError, match="outside"):
+        interpolate_pose(T0 - 1, T0, pose0, T0 + SWEEP, pose1)

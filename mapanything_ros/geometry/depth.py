@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .camera import GRID_INDEX, grid_offset
-from .transforms import interpolate_pose, se3_compose, se3_inverse, transform_points
+from .transforms import interpolate_pose, interpolate_pose_rows, se3_compose, se3_inverse
 
 
 def depth_image_to_meters(array, encoding):
@@ -46,6 +46,9 @@ def ray_to_z_depth(d, rays):
     return np.where(ok, d * np.where(ok, rz, 0), 0).astype(np.result_type(d.dtype, np.float32))
 
 
+_SAMPLE = 1024  # point times sampled to tell whether grouping equal times pays
+
+
 @dataclass(frozen=True)
 class SourceMotion:
     """World poses of the point source (e.g. a LiDAR) at two times, for per-point motion compensation.
@@ -71,6 +74,13 @@ class SourceMotion:
             extrapolate=self.extrapolate,
         )
 
+    def rows(self, t_ns):
+        """Top three rows (3, 4, N) of world_from_source at times t_ns (N,) int ns (as `pose`)."""
+        return interpolate_pose_rows(
+            t_ns, self.t0_ns, self.world_from_source0, self.t1_ns, self.world_from_source1,
+            extrapolate=self.extrapolate,
+        )
+
 
 def _as_ns(times):
     times = np.asarray(times)
@@ -87,13 +97,18 @@ def _row(m, i, x, y, z):
     return (x * m[i, 0] + z * m[i, 2]) + y * m[i, 1] + m[i, 3]
 
 
-def _time_runs(t):
-    """(order, starts): a permutation sorting int ns times t (N,) (None when already sorted) and
-    the start of each run of equal times in sorted order. LiDAR times are few and come in
-    ascending runs (one per row of an organised sweep), which timsort merges quickly."""
+def _time_groups(t):
+    """(order, starts) grouping int ns times t (N,) by value: a permutation sorting them (None when
+    they are sorted already or when grouping would not pay) and the start of each run of equal
+    times in that order (None when not grouped). LiDAR sweeps have few distinct times (one per
+    column) in a few ascending runs (one per row of an organised sweep), which timsort merges
+    quickly; a sample tells when nearly every point has its own time (then no grouping)."""
     descents = np.count_nonzero(t[1:] < t[:-1])
     order = None
     if descents:
+        sample = t[np.random.default_rng(0).integers(0, t.size, _SAMPLE)]
+        if np.unique(sample).size > 0.95 * _SAMPLE:
+            return None, None
         order = np.argsort(t, kind="stable" if descents < t.size // 64 else "quicksort")
         t = t[order]
     return order, np.flatnonzero(np.concatenate(([True], t[1:] != t[:-1]))) if t.size else np.zeros(0, np.intp)
@@ -113,12 +128,13 @@ def _source_to_camera(points, cam_from_source, times, motion):
     t = _as_ns(times).reshape(-1)
     if t.shape[0] != p.shape[0]:
         raise ValueError(f"{t.shape[0]} times for {p.shape[0]} points")
-    order, starts = _time_runs(t)
+    order, starts = _time_groups(t)
     if order is not None:
         p, t = np.take(p, order, axis=0), t[order]  # np.take: much faster than fancy row indexing
-    world_from_source = motion.pose(t[starts])  # (U, 4, 4)
-    counts = np.diff(np.append(starts, t.size))
-    per_point = np.repeat(np.ascontiguousarray(world_from_source[:, :3].transpose(1, 2, 0)), counts, axis=2)
+    if starts is None or starts.size == t.size:
+        per_point = motion.rows(t)  # (3, 4, N)
+    else:
+        per_point = np.repeat(motion.rows(t[starts]), np.diff(np.append(starts, t.size)), axis=2)
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
     with np.errstate(invalid="ignore"):  # inf coordinates become NaN and are dropped later
         world = [_row(per_point, i, x, y, z) for i in range(3)]
