@@ -1,4 +1,5 @@
-"""encode.pack_cloud: the bytes of a structured-array construction, colour checks, is_dense, read back."""
+"""encode.pack_cloud: the bytes of a structured-array construction, colour checks, is_dense, read back;
+decode.cloud_to_xyz's gathering paths (cv2 for aligned native float32, numpy otherwise) agree."""
 
 import sys
 from types import SimpleNamespace
@@ -74,3 +75,30 @@ def test_is_dense_and_empty():
     assert cloud_to_xyz(as_msg(empty))[0].shape == (0, 3)
     with pytest.raises(ValueError, match=r"points must be \(N, 3\)"):
         pack_cloud(np.zeros(3))
+
+
+@pytest.mark.parametrize("shift", [0, 1])  # 1: the buffer starts at an odd address (numpy path)
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_reader_paths_agree(shift, order):
+    rng = np.random.default_rng(6)
+    h, w, step, row = 5, 7, 28, 28 * 7 + 12  # organised, padding in points and at row ends
+    offsets = {"z": 0, "x": 8, "y": 16, "t": 24}
+    grid = np.zeros((h, row), np.uint8)
+    truth = rng.normal(0, 5, (h, w, 3)).astype(np.float32)
+    truth[1, 2, 0], truth[3, 3, 2], truth[4, 6, 1] = np.nan, np.inf, -np.inf
+    times = rng.integers(0, 10**8, (h, w)).astype(np.uint32)
+    for i, name in enumerate("xyz"):
+        for r in range(h):
+            grid[r, :w * step].reshape(w, step)[:, offsets[name]:offsets[name] + 4] = \
+                truth[r, :, i].astype(order + "f4").view(np.uint8).reshape(w, 4)
+    for r in range(h):
+        grid[r, :w * step].reshape(w, step)[:, 24:28] = times[r].astype(order + "u4").view(np.uint8).reshape(w, 4)
+    buf = np.empty(grid.size + shift, np.uint8)[shift:]
+    buf[:] = grid.reshape(-1)
+    fields = [SimpleNamespace(name=n, offset=o, datatype=6 if n == "t" else FLOAT32, count=1) for n, o in offsets.items()]
+    msg = SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0)), height=h, width=w,
+                          fields=fields, is_bigendian=order == ">", point_step=step, row_step=row, data=buf)
+    points, t = cloud_to_xyz(msg)
+    keep = np.isfinite(truth).all(axis=-1).reshape(-1)
+    assert np.array_equal(points, truth.reshape(-1, 3)[keep].astype(np.float64))
+    assert np.array_equal(t, times.reshape(-1)[keep].astype(np.int64) + 10**9)
