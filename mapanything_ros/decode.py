@@ -3,7 +3,7 @@
 The functions read fields by name (the same in both), so any object with a message's fields
 works; `data` may be bytes, array.array or a numpy uint8 array, and PointField datatypes are
 the numeric codes of sensor_msgs/PointField (INT8 = 1 ... FLOAT64 = 8). Message builders for
-publishing live in ros/images.py and ros/pointcloud.py.
+publishing live in ros/images.py and ros/pointcloud.py (its bytes: encode.py).
 
 Images (sensor_msgs Image / CompressedImage / CameraInfo).
 
@@ -293,6 +293,6 @@ def _xyz(msg, fields, view):
 
 
 def unpack_rgb(packed):
-    """(N, 3) uint8 RGB from packed `rgb` float32 values (inverse of ros.pointcloud.pack_rgb)."""
+    """(N, 3) uint8 RGB from packed `rgb` float32 values (0x00RRGGBB, as encode.pack_cloud writes them)."""
     u = np.asarray(packed, dtype=np.float32).view(np.uint32)
     return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], axis=-1).astype(np.uint8)

@@ -117,8 +117,8 @@ def _time_groups(t):
 def _source_to_camera(points, cam_from_source, times, motion):
     """(x, y, z source-side float64 coordinates (N,), 4x4 transform to the camera): the points
     themselves and cam_from_source, or with motion their motion-compensated world coordinates and
-    cam_from_world. Motion-compensated points come back sorted by time (order does not matter to a
-    z-buffer); the source pose is interpolated once per distinct time."""
+    cam_from_world. Motion-compensated points may come back in time order (order does not matter
+    to a z-buffer); the source pose is interpolated once per distinct time when that pays."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     cam_from_source = np.asarray(cam_from_source, dtype=np.float64)
     if motion is None:
