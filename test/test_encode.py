@@ -15,7 +15,7 @@ ORDER = "<" if sys.byteorder == "little" else ">"
 
 def reference_bytes(points, colors=None, confidence=None):
     """The layout built field by field in a numpy structured array (the writer before issue 9)."""
-    names = ["x", "y", "z"] + (["rgb"] if colors is not None else []) + (["confidence"] if confidence is not None else [])
+    names = ["x", "y", "z"] + ["rgb"] * (colors is not None) + ["confidence"] * (confidence is not None)
     out = np.zeros(len(points), np.dtype([(n, ORDER + ("u4" if n == "rgb" else "f4")) for n in names]))
     for i, n in enumerate("xyz"):
         out[n] = np.asarray(points)[:, i]
@@ -95,7 +95,8 @@ def test_reader_paths_agree(shift, order):
         grid[r, :w * step].reshape(w, step)[:, 24:28] = times[r].astype(order + "u4").view(np.uint8).reshape(w, 4)
     buf = np.empty(grid.size + shift, np.uint8)[shift:]
     buf[:] = grid.reshape(-1)
-    fields = [SimpleNamespace(name=n, offset=o, datatype=6 if n == "t" else FLOAT32, count=1) for n, o in offsets.items()]
+    fields = [SimpleNamespace(name=n, offset=o, datatype=6 if n == "t" else FLOAT32, count=1)
+              for n, o in offsets.items()]
     msg = SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0)), height=h, width=w,
                           fields=fields, is_bigendian=order == ">", point_step=step, row_step=row, data=buf)
     points, t = cloud_to_xyz(msg)

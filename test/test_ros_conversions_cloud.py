@@ -157,7 +157,8 @@ def test_xyz_only_cloud_and_is_dense():
 
 
 def test_rgb_packing_is_the_pcl_layout():
-    msg = xyz_to_cloud(np.zeros((4, 3)), header(), np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [1, 2, 3]], np.uint8))
+    colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [1, 2, 3]], np.uint8)
+    msg = xyz_to_cloud(np.zeros((4, 3)), header(), colors)
     assert isinstance(msg.data, array.array) and msg.data.typecode == "B"
     packed = np.frombuffer(msg.data, np.dtype([("xyz", "<f4", 3), ("rgb", "<u4")]))["rgb"]
     assert packed.tolist() == [0xFF0000, 0x00FF00, 0x0000FF, 0x010203]
