@@ -6,11 +6,11 @@ PackedCloud into their message type. Layout: unorganised (height 1), in the host
 offset 4 x its index: x, y, z (metres), then `rgb` when colours are given (a float32 whose bits
 are 0x00RRGGBB, the PCL / RViz convention), then `confidence` when given.
 
-The buffer is an array.array('B'): rclpy's PointCloud2.data setter takes one without looking at
-its elements (any other type is checked element by element, slower than the packing itself).
-It is filled in one pass per source with cv2.mixChannels, which interleaves channels without
-temporaries. Inputs: points (N, 3) float32 (used as they are) or any other real dtype (cast to
-float32); colours (N, 3) uint8 RGB, or integers that all lie in 0..255, anything else (floats,
+The buffer is an array.array('B') (what rclpy messages can adopt without a copy, see
+ros/pointcloud.py), filled in one cv2.mixChannels pass that interleaves x, y, z, rgb and
+confidence; colours are packed to 0x00RRGGBB first by one cv2.cvtColor of a single row.
+
+Inputs: points (N, 3) float32 (used as they are) or any other real dtype (cast to float32); colours (N, 3) uint8 RGB, or integers that all lie in 0..255, anything else (floats,
 out-of-range integers) raises ValueError rather than being wrapped or truncated; confidence (N,)
 of any real dtype, cast to float32.
 """
@@ -21,9 +21,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
-# Byte offsets of R, G, B inside the 4 bytes of a 0x00RRGGBB uint32 in the host's byte order.
-_RGB_BYTES = (2, 1, 0) if sys.byteorder == "little" else (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -63,24 +60,30 @@ def pack_cloud(points, colors=None, confidence=None):
     n = points.shape[0]
     with np.errstate(over="ignore"):  # beyond the float32 range: inf, and is_dense False
         xyz = np.ascontiguousarray(points, dtype=np.float32)
-    names, sources, pairs = ["x", "y", "z"], [xyz.reshape(n, 1, 3)], [0, 0, 1, 1, 2, 2]
-    rgb = None
+    names, sources = ["x", "y", "z"], [xyz.reshape(1, n, 3)]
     if colors is not None:
-        rgb = rgb_bytes(colors, n)
         names.append("rgb")
+        sources.append(_packed_rgb(rgb_bytes(colors, n)).view(np.float32).reshape(1, n, 1))
     if confidence is not None:
         conf = np.asarray(confidence)
         if conf.shape != (n,):
             raise ValueError(f"confidence must be ({n},), got shape {conf.shape}")
-        sources.append(np.ascontiguousarray(conf, dtype=np.float32).reshape(n, 1, 1))
-        pairs += [3, len(names)]
         names.append("confidence")
+        sources.append(np.ascontiguousarray(conf, dtype=np.float32).reshape(1, n, 1))
     step = 4 * len(names)
-    data = array.array("B", b"\0") * (n * step)  # zeroed: the pad byte of rgb stays 0
-    if n:
-        cv2.mixChannels(sources, [np.frombuffer(data, np.float32).reshape(n, 1, len(names))], pairs)
-        if rgb is not None:
-            at = 12 + np.array(_RGB_BYTES)
-            cv2.mixChannels([rgb.reshape(n, 1, 3)], [np.frombuffer(data, np.uint8).reshape(n, 1, step)],
-                            [0, int(at[0]), 1, int(at[1]), 2, int(at[2])])
+    data = array.array("B", b"\0") * (n * step)
+    if n:  # one interleaving pass: channel i of the sources -> field i
+        cv2.mixChannels(sources, [np.frombuffer(data, np.float32).reshape(1, n, len(names))],
+                        [k for i in range(len(names)) for k in (i, i)])
     return PackedCloud(tuple(names), n, step, data, bool(np.isfinite(xyz).all()))
+
+
+def _packed_rgb(rgb):
+    """(n,) uint32 0x00RRGGBB of (n, 3) uint8 RGB, through one SIMD colour conversion of a single
+    row (cvtColor works row by row, so one long row is fast)."""
+    n = len(rgb)
+    if n == 0:
+        return np.zeros(0, np.uint32)
+    if sys.byteorder == "little":  # bytes B, G, R, A: clear A
+        return cv2.cvtColor(rgb.reshape(1, n, 3), cv2.COLOR_RGB2BGRA).view(np.uint32).reshape(n) & 0x00FFFFFF
+    return cv2.cvtColor(rgb.reshape(1, n, 3), cv2.COLOR_RGB2RGBA).view(np.uint32).reshape(n) >> 8
