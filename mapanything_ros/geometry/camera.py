@@ -152,7 +152,7 @@ class CameraModel:
     def pixels(self, x, y, z):
         """(u, v, valid) as `project` for camera-frame points given as float64 coordinate arrays
         x, y, z (...); u and v are not set to NaN where not valid."""
-        xd, yd, valid = self.lens.project_xyz(x, y, z)
+        xd, yd, valid = self.lens.project(x, y, z)
         k = self.intrinsics
         u, v = k[0, 0] * xd + k[0, 1] * yd + k[0, 2], k[1, 1] * yd + k[1, 2]
         valid &= np.isfinite(u) & np.isfinite(v)

@@ -39,12 +39,6 @@ def _first_failure(ok, grid):
     return float(lo)
 
 
-def _columns(points):
-    """x, y, z float64 views (...) of points (..., 3)."""
-    p = np.asarray(points, dtype=np.float64)
-    return p[..., 0], p[..., 1], p[..., 2]
-
-
 def _flat(xd, yd):
     """(broadcast shape, xd, yd as contiguous 1-D float64 copies) for in-place index updates."""
     xd, yd = np.broadcast_arrays(np.asarray(xd, dtype=np.float64), np.asarray(yd, dtype=np.float64))
@@ -96,11 +90,7 @@ class Pinhole:
 
     max_angle = np.pi / 2
 
-    def project(self, points):
-        """(xd, yd, valid) of directions (..., 3)."""
-        return self.project_xyz(*_columns(points))
-
-    def project_xyz(self, x, y, z):
+    def project(self, x, y, z):
         """(xd, yd, valid) of directions given as float64 coordinate arrays x, y, z (...)."""
         valid = (z > 0) & np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -164,10 +154,7 @@ class RadialTangential:
         g = self._radial(s)
         return x * g + 2 * p1 * x * y + p2 * (s + 2 * x * x), y * g + p1 * (s + 2 * y * y) + 2 * p2 * x * y
 
-    def project(self, points):
-        return self.project_xyz(*_columns(points))
-
-    def project_xyz(self, x, y, z):
+    def project(self, x, y, z):
         with np.errstate(divide="ignore", invalid="ignore"):
             x, y = x / z, y / z
             valid = (z > 0) & np.isfinite(x) & np.isfinite(y) & (x * x + y * y <= self.max_radius**2)
@@ -250,10 +237,7 @@ class Equidistant:
         grid = np.linspace(0.0, np.pi * (1 - 1e-9), _SEARCH_SAMPLES)
         return _first_failure(lambda t: self._theta_map(t)[1] > 0, grid)
 
-    def project(self, points):
-        return self.project_xyz(*_columns(points))
-
-    def project_xyz(self, x, y, z):
+    def project(self, x, y, z):
         rho = np.hypot(x, y)
         theta = np.arctan2(rho, z)
         valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & (theta < self.max_angle) & ((rho > 0) | (z > 0))
