@@ -1,12 +1,17 @@
-"""Geometry benchmarks: cached ray maps and vectorised LiDAR projection.
+"""Geometry benchmarks: cached ray maps and LiDAR projection.
 
     python bench/bench_geometry.py [--json PATH]
 
 1. Unit rays for every pixel of a 1920x1080 rational_polynomial camera: first computation
    (undistortion by Newton iteration) against a cached lookup.
 2. Projecting a 260,000-point spinning-LiDAR-like cloud into a 1280x720 plumb_bob camera with
-   a z-buffer: the vectorised numpy path against a straightforward per-point Python loop over
-   the same points (run in full), checking that both give the same depth map.
+   a z-buffer: project_to_depth against a straightforward per-point Python loop over the same
+   points (run in full), checking that both give the same depth map.
+3. LiDAR projection throughput (points per CPU second, median of repeats), project_to_depth
+   against the implementation before issue 9 (test/reference_depth.py) in the same run, with
+   identical depth maps required: static; motion-compensated with the sweep's per-column times
+   (one time per azimuth step, as Ouster and the synthetic LiDAR stamp points); and
+   motion-compensated with a distinct time for every point (the worst case: one pose each).
 """
 
 import argparse
@@ -20,9 +25,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test"))
 
 from mapanything_ros.geometry.camera import CameraModel, clear_ray_cache  # noqa: E402
-from mapanything_ros.geometry.depth import project_to_depth  # noqa: E402
+from mapanything_ros.geometry.depth import SourceMotion, project_to_depth  # noqa: E402
+from mapanything_ros.geometry.transforms import pose_from_quat_trans  # noqa: E402
+import reference_depth  # noqa: E402
 
 RATIONAL_1080P = CameraModel(
     1920, 1080, (1050, 0, 961.3, 0, 1052, 538.9, 0, 0, 1), (0.5, -2.6, 5e-4, -3e-4, 1.5, 0.39, -2.4, 1.4), "rational_polynomial"
@@ -75,6 +83,21 @@ def project_loop(points, cam_from_lidar, camera):
     return depth
 
 
+def sweep_times(beams=64, azimuths=4063, start_ns=1_700_000_000_000_000_000, sweep_ns=100_000_000):
+    """Per-point int ns times of lidar_sweep's points: one per azimuth column (row-major, beams rows)."""
+    return start_ns + np.tile(np.arange(azimuths) * (sweep_ns // azimuths), beams).astype(np.int64)
+
+
+def cpu_timed(fn, repeat):
+    """(median CPU seconds, last result) of fn()."""
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.process_time()
+        out = fn()
+        times.append(time.process_time() - t)
+    return statistics.median(times), out
+
+
 def timed(fn, repeat=1):
     times, out = [], None
     for _ in range(repeat):
@@ -99,6 +122,20 @@ def main():
     loop_s, depth_loop = timed(lambda: project_loop(points, CAM_FROM_LIDAR, PLUMB_720P))
     differing = int(np.count_nonzero(depth_vec != depth_loop))
 
+    # 3. throughput against the implementation before issue 9
+    t0 = 1_700_000_000_000_000_000
+    motion = SourceMotion(t0, np.eye(4), t0 + 100_000_000,  # 0.5 m and 6 degrees of yaw over the sweep
+                          pose_from_quat_trans([0, 0, np.sin(0.05), np.cos(0.05)], [0.4, 0.3, 0.0]), t0 + 60_000_000)
+    per_column = sweep_times()
+    per_point = t0 + np.random.default_rng(1).permutation(len(points)) * (100_000_000 // len(points))
+    cases = {"static": {}, "motion_per_column_times": dict(times=per_column, motion=motion),
+             "motion_per_point_times": dict(times=per_point, motion=motion)}
+    throughput = {}
+    for name, kw in cases.items():
+        new_s, new = cpu_timed(lambda: project_to_depth(points, CAM_FROM_LIDAR, PLUMB_720P, **kw), 9)
+        old_s, old = cpu_timed(lambda: reference_depth.project_to_depth(points, CAM_FROM_LIDAR, PLUMB_720P, **kw), 3)
+        throughput[name] = (new_s, old_s, bool(np.array_equal(new.view(np.uint32), old.view(np.uint32))))
+
     figures = {
         "rays_1920x1080_rational_first_s": first_s,
         "rays_1920x1080_rational_cached_s": cached_s,
@@ -114,6 +151,11 @@ def main():
         "depth_maps_identical": differing == 0,
         "depth_pixels_differing": differing,
     }
+    for name, (new_s, old_s, same) in throughput.items():
+        figures[f"project_{name}_points_per_s"] = len(points) / new_s
+        figures[f"project_{name}_before_points_per_s"] = len(points) / old_s
+        figures[f"project_{name}_speedup"] = old_s / new_s
+        figures[f"project_{name}_identical"] = same
     print("| measurement | value |\n|---|---|")
     print(f"| rays 1920x1080 rational_polynomial, first computation | {first_s * 1e3:.1f} ms |")
     print(f"| rays 1920x1080, cached lookup (median of 1000) | {cached_s * 1e6:.2f} µs |")
@@ -124,9 +166,16 @@ def main():
     print(f"| per-point Python loop, all points | {loop_s * 1e3:.0f} ms = {len(points) / loop_s / 1e6:.3f} M points/s |")
     print(f"| vectorised speed-up | {loop_s / vec_s:.1f}x |")
     print(f"| depth maps identical | {'yes' if differing == 0 else f'no, {differing} pixels differ'} |")
+    print("\n| projection, CPU time (median) | now | before issue 9 | speed-up | identical |\n|---|---|---|---|---|")
+    for name, (new_s, old_s, same) in throughput.items():
+        print(f"| {name.replace('_', ' ')} | {len(points) / new_s / 1e6:.1f} M points/s ({new_s * 1e3:.1f} ms) | "
+              f"{len(points) / old_s / 1e6:.1f} M points/s ({old_s * 1e3:.1f} ms) | {old_s / new_s:.1f}x | "
+              f"{'yes' if same else 'NO'} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)
+    if not all(same for _, _, same in throughput.values()):
+        raise SystemExit("depth maps differ from the implementation before issue 9")
 
 
 if __name__ == "__main__":

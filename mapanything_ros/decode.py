@@ -3,7 +3,7 @@
 The functions read fields by name (the same in both), so any object with a message's fields
 works; `data` may be bytes, array.array or a numpy uint8 array, and PointField datatypes are
 the numeric codes of sensor_msgs/PointField (INT8 = 1 ... FLOAT64 = 8). Message builders for
-publishing live in ros/images.py and ros/pointcloud.py.
+publishing live in ros/images.py and ros/pointcloud.py (its bytes: encode.py).
 
 Images (sensor_msgs Image / CompressedImage / CameraInfo).
 
@@ -39,6 +39,8 @@ Per-point time (for motion compensation), returned as absolute int64 nanoseconds
   their median is closer to the header stamp than to zero, otherwise offsets.
 Points with a non-finite coordinate or (when times are read) a non-finite time are dropped.
 """
+
+import sys
 
 import cv2
 import numpy as np
@@ -278,18 +280,47 @@ def cloud_to_xyz(msg, time_field="auto"):
     used = {n: fields[n] for n in "xyz"}
     if tf is not None:
         used["__time"] = tf
-    view = _view(msg, used).reshape(-1)
-    points = np.stack([view[n].astype(np.float64) for n in "xyz"], axis=-1)
-    keep = np.isfinite(points).all(axis=1)
-    if tf is None:
-        return points[keep], None
-    t = view["__time"]
-    if t.dtype.kind == "f":
-        keep &= np.isfinite(t)
-    return points[keep], _absolute_ns(t[keep], stamp_ns(msg.header))
+    view = _view(msg, used)  # (height, width), no copy
+    xyz = _xyz(msg, used, view)
+    finite = np.isfinite(xyz.reshape(-1))
+    keep = None
+    if not finite.all():  # few points are invalid: mark their rows
+        keep = np.ones(len(xyz), bool)
+        keep[np.flatnonzero(~finite) // 3] = False
+    t = None if tf is None else view["__time"].reshape(-1)
+    if t is not None and t.dtype.kind == "f" and not np.isfinite(t).all():
+        keep = np.isfinite(t) if keep is None else keep & np.isfinite(t)
+    if keep is not None:  # rows as single items: one selection pass
+        xyz = xyz.view(f"V{3 * xyz.itemsize}").reshape(-1)[keep].view(xyz.dtype).reshape(-1, 3)
+        t = None if t is None else t[keep]
+    points = xyz.astype(np.float64, copy=False)
+    return points, None if t is None else _absolute_ns(t, stamp_ns(msg.header))
+
+
+def _xyz(msg, fields, view):
+    """(height x width, 3) copy of x, y, z: float32 when all three are FLOAT32, else float64.
+
+    Native-order float32 fields at 4-byte offsets are gathered by cv2.mixChannels (one pass over
+    the buffer), others one strided numpy pass per coordinate (byte swap and cast included)."""
+    f = [fields[n] for n in "xyz"]
+    h, w = view.shape
+    step, row = int(msg.point_step), int(msg.row_step)
+    if all(x.datatype == FLOAT32 and x.offset % 4 == 0 for x in f) and h * w and step % 4 == 0 and (
+            row % 4 == 0 and step <= 2048 and bool(msg.is_bigendian) == (sys.byteorder == "big")):
+        data = np.frombuffer(msg.data, np.uint8)
+        if data.ctypes.data % 4 == 0:
+            src = np.ndarray((h, w, step // 4), np.float32, data, strides=(row, step, 4))
+            out = np.empty((h, w, 3), np.float32)
+            cv2.mixChannels([src], [out], [f[0].offset // 4, 0, f[1].offset // 4, 1, f[2].offset // 4, 2])
+            return out.reshape(-1, 3)
+    single = all(x.datatype == FLOAT32 for x in f)
+    out = np.empty((h, w, 3), np.float32 if single else np.float64)
+    for i, name in enumerate("xyz"):
+        out[..., i] = view[name]
+    return out.reshape(-1, 3)
 
 
 def unpack_rgb(packed):
-    """(N, 3) uint8 RGB from packed `rgb` float32 values (inverse of ros.pointcloud.pack_rgb)."""
+    """(N, 3) uint8 RGB from packed `rgb` float32 values (0x00RRGGBB, as encode.pack_cloud writes them)."""
     u = np.asarray(packed, dtype=np.float32).view(np.uint32)
     return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], axis=-1).astype(np.uint8)

@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .encode import pack_cloud
 from .geometry import quat_trans_from_pose, pose_from_quat_trans
 
 MM = 1000.0
@@ -256,21 +257,16 @@ class OutputBag:
         self.write_raw(topic, msg.__msgtype__, self.ts.serialize_cdr(msg, msg.__msgtype__), time_ns, transient_local)
 
     def cloud(self, points, colors, confidence, frame_id, stamp_ns):
-        """sensor_msgs/PointCloud2 as the node publishes it: x, y, z, rgb (packed 0x00RRGGBB),
-        confidence, all float32, unorganised, little-endian."""
-        points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
-        c = np.asarray(colors, dtype=np.uint8).reshape(-1, 3).astype(np.uint32)
-        names = ("x", "y", "z", "rgb", "confidence")
-        out = np.empty(len(points), np.dtype([(n, "<f4") for n in names]))
-        out["x"], out["y"], out["z"] = points.T
-        out["rgb"] = ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).view(np.float32)
-        out["confidence"] = np.asarray(confidence, dtype=np.float32).reshape(-1)
+        """sensor_msgs/PointCloud2 as the node publishes it (encode.pack_cloud): x, y, z, rgb
+        (packed 0x00RRGGBB), confidence, all float32, unorganised."""
+        c = pack_cloud(np.asarray(points).reshape(-1, 3), np.asarray(colors).reshape(-1, 3),
+                       np.asarray(confidence).reshape(-1))
         field = self.ts.types["sensor_msgs/msg/PointField"]
         return self.ts.types["sensor_msgs/msg/PointCloud2"](
-            header=self.msgs.header(frame_id, stamp_ns), height=1, width=len(points),
-            fields=[field(name=n, offset=4 * i, datatype=field.FLOAT32, count=1) for i, n in enumerate(names)],
-            is_bigendian=False, point_step=out.itemsize, row_step=out.itemsize * len(points),
-            data=out.view(np.uint8).reshape(-1), is_dense=bool(np.isfinite(points).all()))
+            header=self.msgs.header(frame_id, stamp_ns), height=1, width=c.width,
+            fields=[field(name=n, offset=4 * i, datatype=field.FLOAT32, count=1) for i, n in enumerate(c.names)],
+            is_bigendian=c.is_bigendian, point_step=c.point_step, row_step=c.point_step * c.width,
+            data=np.frombuffer(c.data, np.uint8), is_dense=c.is_dense)
 
     def float_image(self, values, frame_id, stamp_ns):
         """32FC1 sensor_msgs/Image of (H, W) values (depth: NaN = no estimate, REP 118)."""

@@ -163,3 +163,17 @@ def test_rejects_unknown_storage_and_existing_path(tmp_path):
     (tmp_path / "exists").mkdir()
     with pytest.raises(Exception, match="exists"):
         write_synthetic_bag(tmp_path / "exists", preset="small", duration_s=0.05)
+
+
+@pytest.mark.parametrize("dtype,encoding", [(">u2", "16UC1"), (">f4", "32FC1"), ("<f4", "32FC1"), ("u1", "mono8")])
+def test_images_are_written_little_endian(dtype, encoding):
+    # Big-endian arrays used to be written byte for byte with is_bigendian = 0 (issue 11).
+    from mapanything_ros import decode
+    from mapanything_ros.bag.synthetic import Messages
+
+    msgs = Messages(get_typestore(TYPESTORE))
+    values = np.arange(12).reshape(3, 4).astype(dtype)
+    msg = msgs.image(values, encoding, msgs.header("cam", SEC))
+    assert msg.is_bigendian == 0 and msg.step == 4 * values.itemsize
+    read = decode.pixels(msg, values.dtype.newbyteorder("="), 1)[..., 0]
+    np.testing.assert_array_equal(read, values)

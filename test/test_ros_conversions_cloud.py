@@ -13,7 +13,7 @@ from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from mapanything_ros.decode import cloud_to_xyz, unpack_rgb  # noqa: E402
-from mapanything_ros.ros.pointcloud import pack_rgb, xyz_to_cloud  # noqa: E402
+from mapanything_ros.ros.pointcloud import xyz_to_cloud  # noqa: E402
 
 SEC = 1_000_000_000
 CODES = {"i1": ("b", 1), "u1": ("B", 2), "i2": ("h", 3), "u2": ("H", 4), "i4": ("i", 5), "u4": ("I", 6),
@@ -157,9 +157,11 @@ def test_xyz_only_cloud_and_is_dense():
 
 
 def test_rgb_packing_is_the_pcl_layout():
-    packed = pack_rgb(np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [1, 2, 3]], np.uint8))
-    assert packed.dtype == np.float32
-    assert packed.view(np.uint32).tolist() == [0xFF0000, 0x00FF00, 0x0000FF, 0x010203]
+    colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [1, 2, 3]], np.uint8)
+    msg = xyz_to_cloud(np.zeros((4, 3)), header(), colors)
+    assert isinstance(msg.data, array.array) and msg.data.typecode == "B"
+    packed = np.frombuffer(msg.data, np.dtype([("xyz", "<f4", 3), ("rgb", "<u4")]))["rgb"]
+    assert packed.tolist() == [0xFF0000, 0x00FF00, 0x0000FF, 0x010203]
 
 
 def test_bad_write_inputs():
@@ -169,6 +171,10 @@ def test_bad_write_inputs():
         xyz_to_cloud(np.zeros((4, 3)), header(), colors=np.zeros((3, 3), np.uint8))
     with pytest.raises(ValueError, match="confidence must be"):
         xyz_to_cloud(np.zeros((4, 3)), header(), confidence=np.zeros(5))
+    with pytest.raises(ValueError, match="colors must be uint8"):
+        xyz_to_cloud(np.zeros((1, 3)), header(), colors=np.full((1, 3), 0.5))
+    with pytest.raises(ValueError, match=r"colors must lie in 0..255, got values in 0..300"):
+        xyz_to_cloud(np.zeros((1, 3)), header(), colors=np.array([[0, 300, 7]]))
 
 
 def xyz_t(t_values, t_code, name, stamp_ns):

@@ -88,8 +88,10 @@ class Messages:
         return self.t["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
 
     def image(self, array, encoding, header):
-        """sensor_msgs/Image of an (H, W) or (H, W, C) array, little-endian, rows packed."""
-        array = np.ascontiguousarray(array)
+        """sensor_msgs/Image of an (H, W) or (H, W, C) array, little-endian (big-endian arrays are
+        converted), rows packed."""
+        array = np.asarray(array)
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         h, w = array.shape[:2]
         return self.t["sensor_msgs/msg/Image"](
             header=header, height=h, width=w, encoding=encoding, is_bigendian=0,

@@ -144,12 +144,19 @@ class CameraModel:
         valid: finite and inside the valid field of view (which implies z > 0 for non-fisheye
         models); uv is NaN where not valid. Points need not be inside the image.
         """
-        xd, yd, valid = self.lens.project(points)
-        k = self.intrinsics
-        uv = np.stack([k[0, 0] * xd + k[0, 1] * yd + k[0, 2], k[1, 1] * yd + k[1, 2]], axis=-1)
-        valid &= np.all(np.isfinite(uv), axis=-1)
+        u, v, valid = self.pixels(*(np.asarray(points, dtype=np.float64)[..., i] for i in range(3)))
+        uv = np.stack([u, v], axis=-1)
         uv[~valid] = np.nan
         return uv, valid
+
+    def pixels(self, x, y, z):
+        """(u, v, valid) as `project` for camera-frame points given as float64 coordinate arrays
+        x, y, z (...); u and v are not set to NaN where not valid."""
+        xd, yd, valid = self.lens.project(x, y, z)
+        k = self.intrinsics
+        u, v = k[0, 0] * xd + k[0, 1] * yd + k[0, 2], k[1, 1] * yd + k[1, 2]
+        valid &= np.isfinite(u) & np.isfinite(v)
+        return u, v, valid
 
     def ray_map(self, height=None, width=None, grid=GRID_INDEX, resize=None):
         """Read-only (H, W, 3) float64 unit rays for every pixel, NaN outside the valid field of view.

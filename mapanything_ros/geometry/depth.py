@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .camera import GRID_INDEX, grid_offset
-from .transforms import interpolate_pose, se3_compose, se3_inverse, transform_points
+from .transforms import interpolate_pose, interpolate_pose_rows, se3_compose, se3_inverse
 
 
 def depth_image_to_meters(array, encoding):
@@ -46,6 +46,9 @@ def ray_to_z_depth(d, rays):
     return np.where(ok, d * np.where(ok, rz, 0), 0).astype(np.result_type(d.dtype, np.float32))
 
 
+_SAMPLE = 1024  # point times sampled to tell whether grouping equal times pays
+
+
 @dataclass(frozen=True)
 class SourceMotion:
     """World poses of the point source (e.g. a LiDAR) at two times, for per-point motion compensation.
@@ -71,6 +74,13 @@ class SourceMotion:
             extrapolate=self.extrapolate,
         )
 
+    def rows(self, t_ns):
+        """Top three rows (3, 4, N) of world_from_source at times t_ns (N,) int ns (as `pose`)."""
+        return interpolate_pose_rows(
+            t_ns, self.t0_ns, self.world_from_source0, self.t1_ns, self.world_from_source1,
+            extrapolate=self.extrapolate,
+        )
+
 
 def _as_ns(times):
     times = np.asarray(times)
@@ -79,53 +89,87 @@ def _as_ns(times):
     return np.round(times.astype(np.float64) * 1e9).astype(np.int64)
 
 
-def points_in_camera(points, cam_from_source, *, times=None, motion=None):
-    """Points (N, 3) of the source frame moved into the camera frame (N, 3), float64.
+def _row(m, i, x, y, z):
+    """Coordinate i of the rigid transform m (4, 4), or of per-point transforms m (3, 4, N), applied to
+    float64 coordinates x, y, z: (x·m[i,0] + z·m[i,2]) + y·m[i,1] + m[i,3]. This is the operation
+    order of numpy's einsum over rows of 3 (transforms.transform_points), so results are the same
+    bit for bit (test/test_geometry_depth_fast.py checks it)."""
+    return (x * m[i, 0] + z * m[i, 2]) + y * m[i, 1] + m[i, 3]
 
-    With motion (SourceMotion) and per-point times ((N,) int ns or float s), each point is
-    motion-compensated with the source pose interpolated at its own time.
-    """
+
+def _time_groups(t):
+    """(order, starts) grouping int ns times t (N,) by value: a permutation sorting them (None when
+    they are sorted already or when grouping would not pay) and the start of each run of equal
+    times in that order (None when not grouped). LiDAR sweeps have few distinct times (one per
+    column) in a few ascending runs (one per row of an organised sweep), which timsort merges
+    quickly; a sample tells when nearly every point has its own time (then no grouping)."""
+    descents = np.count_nonzero(t[1:] < t[:-1])
+    order = None
+    if descents:
+        sample = t[np.random.default_rng(0).integers(0, t.size, _SAMPLE)]
+        if np.unique(sample).size > 0.95 * _SAMPLE:
+            return None, None
+        order = np.argsort(t, kind="stable" if descents < t.size // 64 else "quicksort")
+        t = t[order]
+    return order, np.flatnonzero(np.concatenate(([True], t[1:] != t[:-1]))) if t.size else np.zeros(0, np.intp)
+
+
+def _source_to_camera(points, cam_from_source, times, motion):
+    """(x, y, z source-side float64 coordinates (N,), 4x4 transform to the camera): the points
+    themselves and cam_from_source, or with motion their motion-compensated world coordinates and
+    cam_from_world. Motion-compensated points may come back in time order (order does not matter
+    to a z-buffer); the source pose is interpolated once per distinct time when that pays."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     cam_from_source = np.asarray(cam_from_source, dtype=np.float64)
     if motion is None:
-        with np.errstate(invalid="ignore"):  # inf coordinates become NaN and are dropped later
-            return transform_points(cam_from_source, p)
+        return p[:, 0], p[:, 1], p[:, 2], cam_from_source
     if times is None:
         raise ValueError("motion compensation needs per-point times")
     t = _as_ns(times).reshape(-1)
     if t.shape[0] != p.shape[0]:
         raise ValueError(f"{t.shape[0]} times for {p.shape[0]} points")
+    order, starts = _time_groups(t)
+    if order is not None:
+        p, t = np.take(p, order, axis=0), t[order]  # np.take: much faster than fancy row indexing
+    if starts is None or starts.size == t.size:
+        per_point = motion.rows(t)  # (3, 4, N)
+    else:
+        per_point = np.repeat(motion.rows(t[starts]), np.diff(np.append(starts, t.size)), axis=2)
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    with np.errstate(invalid="ignore"):  # inf coordinates become NaN and are dropped later
+        world = [_row(per_point, i, x, y, z) for i in range(3)]
     cam_from_world = se3_compose(cam_from_source, se3_inverse(motion.pose(motion.stamp_ns)))
-    world_from_source = motion.pose(t)
-    with np.errstate(invalid="ignore"):
-        world = np.einsum("nij,nj->ni", world_from_source[:, :3, :3], p) + world_from_source[:, :3, 3]
-        return transform_points(cam_from_world, world)
+    return (*world, cam_from_world)
 
 
 def project_to_depth(points, cam_from_source, camera, *, times=None, motion=None, grid=GRID_INDEX, resize=None):
     """Sparse z-depth map (H, W) float32 metres (0 = none) of a point cloud seen by `camera`.
 
-    points (N, 3) in the source frame; cam_from_source (4, 4). Optional per-point times and
-    motion (SourceMotion) for motion compensation, see points_in_camera. Points that are not
-    finite, have z <= 0, fall outside the valid field of view or outside the image are dropped;
-    where several points hit a pixel the nearest (smallest z) wins. A point goes to the pixel
-    whose centre is nearest to its projection: column round(u - g), row round(v - g) (halves
-    round up), with g the grid offset (0 for "index", 0.5 for "center"). With `resize` (a
-    Resize from camera.image_size) the map is made directly at the resized/cropped size.
+    points (N, 3) in the source frame; cam_from_source (4, 4). With per-point times ((N,) int ns
+    or float s) and motion (SourceMotion), each point is moved with the source pose interpolated
+    at its own time (see SourceMotion). Points that are not finite, have z <= 0, fall outside the
+    valid field of view or outside the image are dropped; where several points hit a pixel the
+    nearest (smallest z) wins. A point goes to the pixel whose centre is nearest to its
+    projection: column round(u - g), row round(v - g) (halves round up), with g the grid offset
+    (0 for "index", 0.5 for "center"). With `resize` (a Resize from camera.image_size) the map is
+    made directly at the resized/cropped size. Transforms and projection run in float64.
     """
     w, h = camera.image_size if resize is None else resize.out_size
-    depth = np.full(h * w, np.inf)
-    cam = points_in_camera(points, cam_from_source, times=times, motion=motion)
-    cam = cam[cam[:, 2] > 0]  # cheap cull before the lens model (NaN z fails too)
-    uv, valid = camera.project(cam)
-    z = cam[:, 2]
-    g = grid_offset(grid)
-    u, v = uv[:, 0] - g, uv[:, 1] - g
-    if resize is not None:
-        u, v = resize.to_output(u, v)
+    x, y, z, m = _source_to_camera(points, cam_from_source, times, motion)
     with np.errstate(invalid="ignore"):
-        col, row = np.floor(u + 0.5), np.floor(v + 0.5)
-        keep = valid & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-    np.minimum.at(depth, row[keep].astype(np.int64) * w + col[keep].astype(np.int64), z[keep])
-    depth[np.isinf(depth)] = 0.0
-    return depth.astype(np.float32).reshape(h, w)
+        cz = _row(m, 2, x, y, z)
+        front = np.flatnonzero(cz > 0)  # cull before the rest of the transform and the lens model
+        x, y, z, cz = x[front], y[front], z[front], cz[front]
+        u, v, valid = camera.pixels(_row(m, 0, x, y, z), _row(m, 1, x, y, z), cz)
+        g = grid_offset(grid)
+        if g:
+            u, v = u - g, v - g
+        if resize is not None:
+            u, v = resize.to_output(u, v)
+        u, v = u + 0.5, v + 0.5  # pixel = floor(u + 0.5); floor(a) in [0, w) exactly when a is
+        keep = np.flatnonzero(valid & (u >= 0) & (u < w) & (v >= 0) & (v < h))
+    depth = np.full(h * w, np.nan, np.float32)
+    # fmin of float32-rounded z = the rounded float64 minimum (rounding is monotone); NaN marks "none"
+    np.fmin.at(depth, v[keep].astype(np.int64) * w + u[keep].astype(np.int64), cz[keep].astype(np.float32))
+    depth[np.isnan(depth)] = 0.0
+    return depth.reshape(h, w)

@@ -90,13 +90,11 @@ class Pinhole:
 
     max_angle = np.pi / 2
 
-    def project(self, points):
-        """(xd, yd, valid) of directions (..., 3)."""
-        p = np.asarray(points, dtype=np.float64)
-        z = p[..., 2]
-        valid = (z > 0) & np.all(np.isfinite(p), axis=-1)
+    def project(self, x, y, z):
+        """(xd, yd, valid) of directions given as float64 coordinate arrays x, y, z (...)."""
+        valid = (z > 0) & np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return p[..., 0] / z, p[..., 1] / z, valid
+            return x / z, y / z, valid
 
     def unproject(self, xd, yd):
         """(unit rays (..., 3), valid) of normalised image points."""
@@ -156,11 +154,9 @@ class RadialTangential:
         g = self._radial(s)
         return x * g + 2 * p1 * x * y + p2 * (s + 2 * x * x), y * g + p1 * (s + 2 * y * y) + 2 * p2 * x * y
 
-    def project(self, points):
-        p = np.asarray(points, dtype=np.float64)
-        z = p[..., 2]
+    def project(self, x, y, z):
         with np.errstate(divide="ignore", invalid="ignore"):
-            x, y = p[..., 0] / z, p[..., 1] / z
+            x, y = x / z, y / z
             valid = (z > 0) & np.isfinite(x) & np.isfinite(y) & (x * x + y * y <= self.max_radius**2)
             xd, yd = self.distort(x, y)
         return xd, yd, valid
@@ -241,14 +237,13 @@ class Equidistant:
         grid = np.linspace(0.0, np.pi * (1 - 1e-9), _SEARCH_SAMPLES)
         return _first_failure(lambda t: self._theta_map(t)[1] > 0, grid)
 
-    def project(self, points):
-        p = np.asarray(points, dtype=np.float64)
-        rho = np.hypot(p[..., 0], p[..., 1])
-        theta = np.arctan2(rho, p[..., 2])
-        valid = np.all(np.isfinite(p), axis=-1) & (theta < self.max_angle) & ((rho > 0) | (p[..., 2] > 0))
+    def project(self, x, y, z):
+        rho = np.hypot(x, y)
+        theta = np.arctan2(rho, z)
+        valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & (theta < self.max_angle) & ((rho > 0) | (z > 0))
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(rho > 0, self._theta_map(theta)[0] / rho, 0.0)
-        return p[..., 0] * scale, p[..., 1] * scale, valid
+        return x * scale, y * scale, valid
 
     def unproject(self, xd, yd):
         shape, xd, yd = _flat(xd, yd)

@@ -13,6 +13,7 @@ Poses are 4x4 float64 homogeneous matrices `a_from_b` mapping points in frame b 
 import numpy as np
 
 IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
+_BLOCK = 16384  # poses per block in interpolate_pose_rows
 
 
 def quat_normalize(q):
@@ -181,6 +182,22 @@ def interpolate_pose(t_ns, t0_ns, pose0, t1_ns, pose1, *, extrapolate=False):
     constant velocities. Equal t0_ns and t1_ns only allow t_ns == t0_ns.
     """
     t = np.asarray(t_ns)
+    rows = interpolate_pose_rows(t.reshape(-1), t0_ns, pose0, t1_ns, pose1, extrapolate=extrapolate)
+    pose = np.zeros((rows.shape[2], 4, 4))
+    pose[:, :3] = rows.transpose(2, 0, 1)
+    pose[:, 3, 3] = 1.0
+    return pose.reshape(t.shape + (4, 4))
+
+
+def interpolate_pose_rows(t_ns, t0_ns, pose0, t1_ns, pose1, *, extrapolate=False):
+    """The top three rows (3, 4, N) of interpolate_pose at times t_ns (N,), one contiguous array
+    per matrix entry (for per-point transforms).
+
+    Computed as slerp (w >= 0), quat_normalize and pose_from_quat_trans would, operation by
+    operation, on one 1-D array per component; the sign canonicalisation is left out as it
+    cannot change a rotation matrix (every entry is a product of two components).
+    """
+    t = np.asarray(t_ns).reshape(-1)
     t0, t1 = int(t0_ns), int(t1_ns)
     if t1 < t0:
         raise ValueError(f"t1_ns ({t1}) is before t0_ns ({t0})")
@@ -189,7 +206,8 @@ def interpolate_pose(t_ns, t0_ns, pose0, t1_ns, pose1, *, extrapolate=False):
     if t1 == t0:
         if np.any(t != t0):
             raise ValueError("t0_ns == t1_ns: cannot interpolate to another time")
-        return np.broadcast_to(np.asarray(pose0, dtype=np.float64), t.shape + (4, 4)).copy()
+        rows = np.asarray(pose0, dtype=np.float64)[:3, :, None]
+        return np.repeat(rows, t.size, axis=2)
     # Subtract in integers first so nanosecond stamps keep their precision.
     if np.issubdtype(t.dtype, np.integer):
         frac = (t.astype(np.int64) - t0).astype(np.float64) / float(t1 - t0)
@@ -197,6 +215,31 @@ def interpolate_pose(t_ns, t0_ns, pose0, t1_ns, pose1, *, extrapolate=False):
         frac = (t.astype(np.float64) - t0) / float(t1 - t0)
     q0, p0 = quat_trans_from_pose(pose0)
     q1, p1 = quat_trans_from_pose(pose1)
-    q = slerp(q0, q1, frac)
-    p = p0 + frac[..., None] * (p1 - p0)
-    return pose_from_quat_trans(q, p)
+    q0, q1 = quat_normalize(q0), quat_normalize(q1)
+    dot = np.sum(q0 * q1, axis=-1, keepdims=True)
+    q1 = np.where(dot < 0, -q1, q1)
+    theta = np.arccos(np.clip(np.abs(dot), -1.0, 1.0))
+    sin_theta = np.sin(theta)
+    small = sin_theta[0] < 1e-9
+    rows = np.empty((3, 4, frac.size))
+    for s in range(0, frac.size, _BLOCK):  # blocks keep the temporaries in cache
+        f = frac[s:s + _BLOCK]
+        if small:
+            w0, w1 = 1.0 - f, f
+        else:
+            w0, w1 = np.sin((1.0 - f) * theta[0]) / sin_theta[0], np.sin(f * theta[0]) / sin_theta[0]
+        q = [w0 * q0[c] + w1 * q1[c] for c in range(4)]
+        for _ in range(2):  # slerp's quat_normalize, then quat_to_matrix's (np.linalg.norm's order)
+            n = np.sqrt(((q[0] * q[0] + q[1] * q[1]) + q[2] * q[2]) + q[3] * q[3])
+            if not np.all(np.isfinite(n) & (n > 1e-12)):
+                raise ValueError("quaternion with zero or non-finite norm")
+            q = [c / n for c in q]
+        x, y, z, w = q
+        xx, yy, zz, xy, xz, yz, xw, yw, zw = x * x, y * y, z * z, x * y, x * z, y * z, x * w, y * w, z * w
+        r = rows[:, :, s:s + _BLOCK]
+        r[0, 0], r[0, 1], r[0, 2] = 1 - 2 * (yy + zz), 2 * (xy - zw), 2 * (xz + yw)
+        r[1, 0], r[1, 1], r[1, 2] = 2 * (xy + zw), 1 - 2 * (xx + zz), 2 * (yz - xw)
+        r[2, 0], r[2, 1], r[2, 2] = 2 * (xz - yw), 2 * (yz + xw), 1 - 2 * (xx + yy)
+        for i in range(3):
+            r[i, 3] = p0[i] + f * (p1[i] - p0[i])
+    return rows

@@ -1,0 +1,89 @@
+"""Encoding of the published point clouds to PointCloud2 bytes, ROS-free (decode.py reads them back).
+
+The message builders (ros/pointcloud.py for rclpy, outputs.OutputBag for rosbags) only wrap a
+PackedCloud into their message type. Layout: unorganised (height 1), in the host's byte order
+(little-endian on x86 and ARM; `is_bigendian` says which), every field FLOAT32 with count 1 at
+offset 4 x its index: x, y, z (metres), then `rgb` when colours are given (a float32 whose bits
+are 0x00RRGGBB, the PCL / RViz convention), then `confidence` when given.
+
+The buffer is an array.array('B') (what rclpy messages can adopt without a copy, see
+ros/pointcloud.py), filled in one cv2.mixChannels pass that interleaves x, y, z, rgb and
+confidence; colours are packed to 0x00RRGGBB first by one cv2.cvtColor of a single row.
+
+Inputs: points (N, 3) float32 (used as they are) or any other real dtype (cast to float32); colours (N, 3) uint8 RGB, or integers that all lie in 0..255, anything else (floats,
+out-of-range integers) raises ValueError rather than being wrapped or truncated; confidence (N,)
+of any real dtype, cast to float32.
+"""
+
+import array
+import sys
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PackedCloud:
+    """PointCloud2 content: field names (each FLOAT32, count 1, at offset 4 x index), width
+    (points), point_step (bytes), data (array.array 'B', width x point_step bytes), is_dense
+    (every x, y, z finite) and is_bigendian (the host's byte order)."""
+
+    names: tuple
+    width: int
+    point_step: int
+    data: array.array
+    is_dense: bool
+    is_bigendian: bool = sys.byteorder == "big"
+
+
+def rgb_bytes(colors, n):
+    """(n, 3) C-contiguous uint8 RGB of colours; ValueError for a wrong shape, non-integer dtype or
+    values outside 0..255."""
+    c = np.asarray(colors)
+    if c.shape != (n, 3):
+        raise ValueError(f"colors must be ({n}, 3), got shape {c.shape}")
+    if c.dtype != np.uint8:
+        if c.dtype.kind not in "iu":
+            raise ValueError(f"colors must be uint8 RGB (or integers in 0..255), got {c.dtype}")
+        if c.size and (c.min() < 0 or c.max() > 255):
+            raise ValueError(f"colors must lie in 0..255, got values in {c.min()}..{c.max()}")
+    return np.ascontiguousarray(c, dtype=np.uint8)
+
+
+def pack_cloud(points, colors=None, confidence=None):
+    """PackedCloud of points (N, 3) metres with optional colours (N, 3) and confidence (N,)
+    (dtypes as in the module docstring)."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got shape {points.shape}")
+    n = points.shape[0]
+    with np.errstate(over="ignore"):  # beyond the float32 range: inf, and is_dense False
+        xyz = np.ascontiguousarray(points, dtype=np.float32)
+    names, sources = ["x", "y", "z"], [xyz.reshape(1, n, 3)]
+    if colors is not None:
+        names.append("rgb")
+        sources.append(_packed_rgb(rgb_bytes(colors, n)).view(np.float32).reshape(1, n, 1))
+    if confidence is not None:
+        conf = np.asarray(confidence)
+        if conf.shape != (n,):
+            raise ValueError(f"confidence must be ({n},), got shape {conf.shape}")
+        names.append("confidence")
+        sources.append(np.ascontiguousarray(conf, dtype=np.float32).reshape(1, n, 1))
+    step = 4 * len(names)
+    data = array.array("B", b"\0") * (n * step)
+    if n:  # one interleaving pass: channel i of the sources -> field i
+        cv2.mixChannels(sources, [np.frombuffer(data, np.float32).reshape(1, n, len(names))],
+                        [k for i in range(len(names)) for k in (i, i)])
+    return PackedCloud(tuple(names), n, step, data, bool(np.isfinite(xyz).all()))
+
+
+def _packed_rgb(rgb):
+    """(n,) uint32 0x00RRGGBB of (n, 3) uint8 RGB, through one SIMD colour conversion of a single
+    row (cvtColor works row by row, so one long row is fast)."""
+    n = len(rgb)
+    if n == 0:
+        return np.zeros(0, np.uint32)
+    if sys.byteorder == "little":  # bytes B, G, R, A: clear A
+        return cv2.cvtColor(rgb.reshape(1, n, 3), cv2.COLOR_RGB2BGRA).view(np.uint32).reshape(n) & 0x00FFFFFF
+    return cv2.cvtColor(rgb.reshape(1, n, 3), cv2.COLOR_RGB2RGBA).view(np.uint32).reshape(n) >> 8
