@@ -1,11 +1,9 @@
 """Backends running the MapAnything network: trained weights, or a tiny random one for plumbing."""
 
-import numpy as np
 import torch
 
-from ..geometry import pose_from_quat_trans
 from ..model import MapAnything, Runtime, to_device
-from .prediction import Backend, Prediction
+from .prediction import Backend, prediction_from_outputs
 from .tiny import tiny_config
 
 
@@ -19,21 +17,7 @@ class MapAnythingBackend(Backend):
     def predict(self, batch):
         views = to_device(batch.views, self.runtime.device)
         with self.runtime.context():
-            out = self.model(views, **batch.forward_kwargs)
-
-        def stack(key):  # float outputs as float32 (they may be bf16 under autocast)
-            return np.stack([(o[key][0].float() if o[key].is_floating_point() else o[key][0]).cpu().numpy()
-                             for o in out])
-
-        quats, trans = stack("cam_quats").astype(np.float64), stack("cam_trans").astype(np.float64)
-        return Prediction(
-            ray_directions=stack("ray_directions"),
-            depth_along_ray=stack("depth_along_ray")[..., 0],
-            ref_from_camera=pose_from_quat_trans(quats, trans),
-            confidence=stack("conf"),
-            mask=stack("non_ambiguous_mask") & np.stack(batch.valid),
-            metric_scale=float(out[0]["metric_scaling_factor"][0, 0]),
-        )
+            return prediction_from_outputs(self.model(views, **batch.forward_kwargs), batch)
 
 
 class RandomBackend(MapAnythingBackend):

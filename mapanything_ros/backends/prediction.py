@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry import pose_from_quat_trans
+
 
 @dataclass(frozen=True, eq=False)
 class Prediction:
@@ -30,3 +32,22 @@ class Backend:
     def predict(self, batch):
         """Prediction for batch (a window.ViewBatch)."""
         raise NotImplementedError
+
+
+def prediction_from_outputs(out, batch):
+    """Prediction from `MapAnything.forward`-style per-view outputs (B = 1; torch tensors on any
+    device, float outputs possibly bf16) for `batch` (the window.ViewBatch they were computed for)."""
+
+    def stack(key):  # float outputs as float32
+        return np.stack([(o[key][0].float() if o[key].is_floating_point() else o[key][0]).cpu().numpy()
+                         for o in out])
+
+    quats, trans = stack("cam_quats").astype(np.float64), stack("cam_trans").astype(np.float64)
+    return Prediction(
+        ray_directions=stack("ray_directions"),
+        depth_along_ray=stack("depth_along_ray")[..., 0],
+        ref_from_camera=pose_from_quat_trans(quats, trans),
+        confidence=stack("conf"),
+        mask=stack("non_ambiguous_mask") & np.stack(batch.valid),
+        metric_scale=float(out[0]["metric_scaling_factor"][0, 0]),
+    )
