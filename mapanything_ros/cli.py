@@ -160,7 +160,7 @@ def export_onnx(args):
     model = load_model(args.weights, "cpu")
     loaded = time.perf_counter() - start
     manifest = export(model, args.out, args.views, args.height, args.width, args.dynamic_views,
-                      [parse_combination(c) for c in args.inputs.split(",")])
+                      [parse_combination(c) for c in args.inputs.split(",")], args.exporter)
     out = Path(args.out)
     views = "dynamic" if manifest["views"] is None else manifest["views"]
     print(f"exported {args.weights} for {args.height}x{args.width} (H x W) images, views: {views}, into {out} "
@@ -235,6 +235,9 @@ def main(argv=None):
     p.add_argument("--inputs", default="images,rays+poses,rays+poses+depth",
                    help="input combinations, comma-separated, one graph each; a graph also takes any subset "
                         "of its inputs (default: %(default)s)")
+    p.add_argument("--exporter", default="dynamo", choices=("dynamo", "torchscript"),
+                   help="torch.onnx exporter: dynamo (supported) or torchscript (deprecated, ~10x faster) "
+                        "(default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.set_defaults(run=export_onnx)
 

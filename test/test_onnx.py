@@ -72,13 +72,14 @@ def test_wrong_size_and_unknown_inputs_are_refused(exported):
 
 
 def test_cli_static_export_and_backend(tmp_path, frames):
-    """`export-onnx` with a fixed view count; the onnxruntime backend predicts what the torch one does."""
+    """`export-onnx` (TorchScript exporter, fixed view count); the onnxruntime backend predicts what the
+    torch one does."""
     out = tmp_path / "graphs"
     config = BatchConfig(long_side=140)  # 140 x 112 for these 4:3 cameras
     batch = assemble(frames, config)
     width, height = batch.size
     assert main(["export-onnx", "--weights", str(TINY), "--views", str(len(frames)), "--height", str(height),
-                 "--width", str(width), "--inputs", "rays+poses+depth", str(out)]) == 0
+                 "--width", str(width), "--inputs", "rays+poses+depth", "--exporter", "torchscript", str(out)]) == 0
     values = {**defaults(), "backend": "onnxruntime", "weights": str(out), "onnx_providers": "cpu",
               "cameras": ["a", "b"], "window_size": 2}
     backend, runtime = make_backend(values)

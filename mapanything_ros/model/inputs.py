@@ -121,7 +121,8 @@ def geometric_inputs(views: Sequence[dict], use_depth_scale: bool = True, use_po
     """The optional inputs of (validated) views as `MapAnything.fuse` takes them: per modality
     given in a view (or named in `include`), view-major stacked tensors for all V*B rows and a
     row mask; rows without it get zeros (identity quaternions). Scale masks: rows whose
-    `is_metric_scale` is True (and `use_depth_scale` / `use_pose_scale`)."""
+    `is_metric_scale` is True (and `use_depth_scale` / `use_pose_scale`). Keys in the order of
+    the `MapAnything.fuse` arguments."""
     batch, _, height, width = views[0]["img"].shape
     dev = views[0]["img"].device
 
@@ -143,7 +144,7 @@ def geometric_inputs(views: Sequence[dict], use_depth_scale: bool = True, use_po
         out["depth"], out["depth_mask"] = stack("depth_along_ray", torch.zeros(height, width, 1, device=dev))
         out["depth_scale_mask"] = out["depth_mask"] & metric_rows & use_depth_scale
     if "poses" in given:
-        out["quats"], out["pose_mask"] = stack("camera_pose_quats", torch.tensor([0.0, 0.0, 0.0, 1.0], device=dev))
-        out["trans"], _ = stack("camera_pose_trans", torch.zeros(3, device=dev))
+        quats, mask = stack("camera_pose_quats", torch.tensor([0.0, 0.0, 0.0, 1.0], device=dev))
+        out["quats"], out["trans"], out["pose_mask"] = quats, stack("camera_pose_trans", torch.zeros(3, device=dev))[0], mask
         out["pose_scale_mask"] = out["pose_mask"] & metric_rows & use_pose_scale
     return out
