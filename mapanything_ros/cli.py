@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
-SLOW_BENCHES = ("model_load",)  # 4.6 GB checkpoint, ~10 GB RAM: run only when named
+SLOW_BENCHES = ("model_load", "gpu")  # 4.6 GB checkpoint, ~10 GB RAM; a CUDA GPU: run only when named
 
 
 def _value(text):
@@ -220,7 +220,7 @@ def main(argv=None):
     p.set_defaults(run=evaluate)
 
     p = sub.add_parser("bench", help="run the benchmarks of bench/ into one report")
-    p.add_argument("names", nargs="*", help="benchmark names (bench_<name>.py; default: all but model_load)")
+    p.add_argument("names", nargs="*", help="benchmark names (bench_<name>.py; default: all but model_load, gpu)")
     p.add_argument("--out", default="out/bench/report.json",
                    help="report JSON; the markdown goes next to it as .md (default: %(default)s)")
     p.set_defaults(run=bench)
