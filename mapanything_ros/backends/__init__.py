@@ -30,5 +30,5 @@ def make_backend(values):
     return MapAnythingBackend(model, runtime), runtime
 
 
-__all__ = ["Backend", "MapAnythingBackend", "OnnxBackend", "OracleBackend", "Prediction", "RandomBackend", "make_backend",
-           "tiny_config"]
+__all__ = ["Backend", "MapAnythingBackend", "OnnxBackend", "OracleBackend", "Prediction", "RandomBackend",
+           "make_backend", "tiny_config"]

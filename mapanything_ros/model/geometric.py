@@ -72,7 +72,7 @@ def normalize_depth(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     valid = depth > 0
     # upstream divides by count + 1e-8: in float32 that is count, or 1e-8 where the sum is 0 anyway;
-    # clip(min=1) gives the same factors and survives ONNX export (which drops the + 1e-8)
+    # clip(min=1) gives the same factors and survives the dynamo ONNX export (which dropped the + 1e-8)
     count = valid.sum(dim=(1, 2, 3)).to(depth.dtype).clip(min=1)
     factor = (depth * valid).sum(dim=(1, 2, 3)) / count
     factor = factor.clip(min=1e-8)

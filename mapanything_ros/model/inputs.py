@@ -145,6 +145,7 @@ def geometric_inputs(views: Sequence[dict], use_depth_scale: bool = True, use_po
         out["depth_scale_mask"] = out["depth_mask"] & metric_rows & use_depth_scale
     if "poses" in given:
         quats, mask = stack("camera_pose_quats", torch.tensor([0.0, 0.0, 0.0, 1.0], device=dev))
-        out["quats"], out["trans"], out["pose_mask"] = quats, stack("camera_pose_trans", torch.zeros(3, device=dev))[0], mask
+        trans, _ = stack("camera_pose_trans", torch.zeros(3, device=dev))
+        out["quats"], out["trans"], out["pose_mask"] = quats, trans, mask
         out["pose_scale_mask"] = out["pose_mask"] & metric_rows & use_pose_scale
     return out

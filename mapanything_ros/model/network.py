@@ -33,9 +33,9 @@ def _float32_region(device: torch.device):
 class MapAnything(nn.Module):
     """The network. `config` is the upstream `config.json` dict.
 
-    Attributes: `config` (the dict given), `feature_cache` (FeatureCache, capacity `feature_cache_size` images, 0 = off),
-    `encoder_calls` / `images_encoded` (counters of image-encoder runs and images encoded),
-    `head_chunk` (None, or the number of view-samples per dense-head pass to bound memory).
+    Attributes: `config` (the dict given), `feature_cache` (FeatureCache, capacity
+    `feature_cache_size` images, 0 = off), `encoder_calls` / `images_encoded` (counters of
+    image-encoder runs and images encoded), `head_chunk` (None, or the number of view-samples per dense-head pass to bound memory).
     """
 
     def __init__(self, config: dict, feature_cache_size: int = 0):
