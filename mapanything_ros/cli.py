@@ -1,4 +1,4 @@
-"""The `mapanything-ros` command line: demo, bag replay, evaluation and benchmarks."""
+"""The `mapanything-ros` command line: demo, bag replay, evaluation, benchmarks and ONNX export."""
 
 import argparse
 import json
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
-SLOW_BENCHES = ("model_load",)  # 4.6 GB checkpoint, ~10 GB RAM: run only when named
+SLOW_BENCHES = ("model_load", "gpu")  # 4.6 GB checkpoint, ~10 GB RAM; a CUDA GPU: run only when named
 
 
 def _value(text):
@@ -148,11 +148,36 @@ def bench(args):
     return 0 if all(r["ok"] for r in report.values()) else 1
 
 
+def export_onnx(args):
+    import torch
+
+    from .model import load_model
+    from .model.onnx import export_onnx as export, parse_combination
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model = load_model(args.weights, "cpu")
+    loaded = time.perf_counter() - start
+    manifest = export(model, args.out, args.views, args.height, args.width, args.dynamic_views,
+                      [parse_combination(c) for c in args.inputs.split(",")], args.exporter)
+    out = Path(args.out)
+    views = "dynamic" if manifest["views"] is None else manifest["views"]
+    print(f"exported {args.weights} for {args.height}x{args.width} (H x W) images, views: {views}, into {out} "
+          f"(load {loaded:.1f} s; {manifest['exporter']})")
+    files = [manifest["encoder"]] + [g["file"] for g in manifest["graphs"].values()]
+    for file in files:
+        name = Path(file).stem
+        size = sum(p.stat().st_size for p in out.glob(f"{name}.onnx*"))
+        print(f"  {file:24s} {size / 2**20:9.1f} MiB  {manifest['export_seconds'][name]:6.1f} s")
+    return 0
+
+
 def _param_options(p):
     p.add_argument("--params", help="ROS 2 parameter YAML (e.g. config/mapping.yaml); default: the node's defaults")
     p.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE", help="set a parameter (repeatable)")
     p.add_argument("--cameras", help="camera namespaces, comma-separated (default: those of the bag or --params)")
-    p.add_argument("--backend", choices=("mapanything", "oracle", "random"))
+    p.add_argument("--backend", choices=("mapanything", "onnxruntime", "oracle", "random"))
     p.add_argument("--weights", help="checkpoint directory or Hugging Face repo id in the local cache")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
 
@@ -195,10 +220,26 @@ def main(argv=None):
     p.set_defaults(run=evaluate)
 
     p = sub.add_parser("bench", help="run the benchmarks of bench/ into one report")
-    p.add_argument("names", nargs="*", help="benchmark names (bench_<name>.py; default: all but model_load)")
+    p.add_argument("names", nargs="*", help="benchmark names (bench_<name>.py; default: all but model_load, gpu)")
     p.add_argument("--out", default="out/bench/report.json",
                    help="report JSON; the markdown goes next to it as .md (default: %(default)s)")
     p.set_defaults(run=bench)
+
+    p = sub.add_parser("export-onnx", help="export the network as ONNX graphs (onnxruntime backend, TensorRT)")
+    p.add_argument("out", metavar="OUT_DIR", help="directory for encoder.onnx, one graph per --inputs, manifest.json")
+    p.add_argument("--weights", required=True, help="checkpoint directory or Hugging Face repo id in the local cache")
+    p.add_argument("--views", type=int, default=8, help="views per window (default: %(default)s)")
+    p.add_argument("--height", type=int, default=392, help="model input height, multiple of 14 (default: %(default)s)")
+    p.add_argument("--width", type=int, default=518, help="model input width, multiple of 14 (default: %(default)s)")
+    p.add_argument("--dynamic-views", action="store_true", help="any number of views (else exactly --views)")
+    p.add_argument("--inputs", default="images,rays+poses,rays+poses+depth",
+                   help="input combinations, comma-separated, one graph each; a graph also takes any subset "
+                        "of its inputs (default: %(default)s)")
+    p.add_argument("--exporter", default="dynamo", choices=("dynamo", "torchscript"),
+                   help="torch.onnx exporter: dynamo (supported) or torchscript (deprecated, ~10x faster) "
+                        "(default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.set_defaults(run=export_onnx)
 
     args = parser.parse_args(argv)
     return args.run(args)

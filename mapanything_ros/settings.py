@@ -61,10 +61,13 @@ SPECS = {
     "map_frame": _ro("map", "parent of the map -> world_frame correction; frame of image-only outputs"),
     "tf_output": _ro("map_odom", "TF published: map_odom (map_frame -> world_frame), camera_refined "
                      "(world_frame -> <camera frame>_refined) or none", choices=("map_odom", "camera_refined", "none")),
-    "backend": _ro("mapanything", "mapanything (weights), oracle (synthetic truth) or random (tiny, meaningless)",
-                   choices=("mapanything", "oracle", "random")),
-    "weights": _ro("facebook/map-anything", "checkpoint directory or Hugging Face repo id in the local cache"),
-    "device": _ro("auto", "auto, cpu, cuda or cuda:N"),
+    "backend": _ro("mapanything", "mapanything (weights, torch), onnxruntime (export-onnx graphs), oracle (synthetic "
+                   "truth) or random (tiny, meaningless)", choices=("mapanything", "onnxruntime", "oracle", "random")),
+    "weights": _ro("facebook/map-anything", "checkpoint directory or Hugging Face repo id in the local cache; "
+                   "onnxruntime: the export-onnx output directory"),
+    "device": _ro("auto", "auto, cpu, cuda or cuda:N (torch backends)"),
+    "onnx_providers": _ro("cpu", "onnxruntime execution providers in priority order, comma-separated: cpu, cuda, "
+                          "tensorrt or full onnxruntime names"),
     "oracle_preset": _ro("default", "synthetic scene preset the oracle backend knows", choices=("default", "small")),
     "oracle_seed": _ro(0, "synthetic scene seed the oracle backend knows", low=0, high=2**31 - 1),
     "window_size": _ro(8, "keyframes per window", low=1, high=32),
@@ -123,6 +126,8 @@ def check(name, value):
     if name == "cameras":
         if not value or len(set(value)) != len(value) or not all(value):
             return f"cameras must be a non-empty list of distinct namespaces, got {list(value or [])}"
+    if name == "onnx_providers" and not all(p.strip() for p in value.split(",")):
+        return f"onnx_providers must be comma-separated provider names, got {value!r}"
     if name == "device" and not (value in ("auto", "cpu", "cuda") or
                                  (value.startswith("cuda:") and value[5:].isdigit())):
         return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"

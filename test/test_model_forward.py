@@ -1,10 +1,9 @@
 """MapAnything.forward reproduces the upstream reference cases (tiny random-weight model)."""
 
-import numpy as np
 import pytest
 import torch
 
-from model_fixtures import (TOL, case_names, case_views, load_case, needs_fixtures, norm_err,
+from model_fixtures import (TOL, case_names, case_views, check_outputs, load_case, needs_fixtures, norm_err,
                             reference_outputs, tiny_model, to_numpy)
 
 pytestmark = needs_fixtures
@@ -13,26 +12,6 @@ pytestmark = needs_fixtures
 @pytest.fixture(scope="module")
 def model():
     return tiny_model()
-
-
-def check_outputs(outputs: list[dict], refs: list[dict]) -> None:
-    assert len(outputs) == len(refs)
-    for i, (out, ref) in enumerate(zip(outputs, refs)):
-        assert set(ref) <= set(out), f"view {i}: missing {set(ref) - set(out)}"
-        for key, r in ref.items():
-            a = to_numpy(out[key])
-            assert a.shape == r.shape, (i, key)
-            if r.dtype == bool:
-                logits = ref.get("non_ambiguous_mask_logits")
-                differ = a != r
-                if key == "non_ambiguous_mask":
-                    # a flip is allowed only where the reference logit is within tolerance of 0
-                    assert np.all(np.abs(logits[differ]) < TOL), (i, key)
-                else:
-                    assert not differ.any(), (i, key, int(differ.sum()))
-            else:
-                err = norm_err(a, r)
-                assert err < TOL, f"view {i} {key}: normalised error {err:.2e}"
 
 
 @pytest.mark.parametrize("name", case_names("forward"))

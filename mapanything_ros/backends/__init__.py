@@ -1,25 +1,34 @@
 """Model backends: ViewBatch in, Prediction out (the network, the synthetic truth, or random weights)."""
 
 from .network import MapAnythingBackend, RandomBackend
+from .onnx import OnnxBackend
 from .oracle import OracleBackend
 from .prediction import Backend, Prediction
 from .tiny import tiny_config
 
 
 def make_backend(values):
-    """(Backend, model.Runtime or None) named by the parameters `values` (settings.SPECS names:
-    backend, weights, device, oracle_preset, oracle_seed). Raises when it cannot start (missing
-    weights, unknown device, ...)."""
+    """(Backend, its runtime or None) named by the parameters `values` (settings.SPECS names:
+    backend, weights, device, onnx_providers, oracle_preset, oracle_seed, window_size, cameras).
+    The runtime (model.Runtime, or the OnnxMapAnything) has `describe()` for diagnostics. The
+    network backends keep the encoder features of window_size x cameras images (one window).
+    Raises when it cannot start (missing weights or graphs, unknown device or provider, ...)."""
     from ..model import Runtime, load_model
 
     if values["backend"] == "oracle":
         from ..synthetic.presets import make_scene
         return OracleBackend(make_scene(values["oracle_preset"], values["oracle_seed"])), None
+    cache = values["window_size"] * len(values.get("cameras") or [None])
+    if values["backend"] == "onnxruntime":
+        from ..model.onnx import OnnxMapAnything
+        model = OnnxMapAnything(values["weights"], values["onnx_providers"].split(","), feature_cache_size=cache)
+        return OnnxBackend(model), model
     runtime = Runtime(values["device"])
     if values["backend"] == "random":
         return RandomBackend(runtime=runtime), runtime
-    return MapAnythingBackend(load_model(values["weights"], values["device"]), runtime), runtime
+    model = load_model(values["weights"], values["device"], feature_cache_size=cache)
+    return MapAnythingBackend(model, runtime), runtime
 
 
-__all__ = ["Backend", "MapAnythingBackend", "OracleBackend", "Prediction", "RandomBackend", "make_backend",
-           "tiny_config"]
+__all__ = ["Backend", "MapAnythingBackend", "OnnxBackend", "OracleBackend", "Prediction", "RandomBackend",
+           "make_backend", "tiny_config"]

@@ -3,6 +3,9 @@
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from ..geometry import pose_from_quat_trans
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,3 +69,27 @@ class Backend:
     def predict(self, batch):
         """Prediction for batch (a window.ViewBatch)."""
         raise NotImplementedError
+
+
+def prediction_from_outputs(out, batch):
+    """Prediction from `MapAnything.forward`-style per-view outputs (B = 1; torch tensors on any
+    device, float outputs possibly bf16) for `batch` (the window.ViewBatch they were computed for).
+    Dense outputs stay where they are, per view (ViewStack): only the views reconstruction reads
+    come to the host, as float32."""
+
+    def per_view(key, last=None):
+        tensors = [o[key][0] if last is None else o[key][0][..., last] for o in out]
+        return ViewStack(tensors, lambda t, i: (t.float() if t.is_floating_point() else t).cpu().numpy())
+
+    valid = batch.valid
+    mask = ViewStack([o["non_ambiguous_mask"][0] for o in out], lambda t, i: t.cpu().numpy() & valid[i])
+    quats = torch.stack([o["cam_quats"][0] for o in out]).float().cpu().numpy().astype(np.float64)
+    trans = torch.stack([o["cam_trans"][0] for o in out]).float().cpu().numpy().astype(np.float64)
+    return Prediction(
+        ray_directions=per_view("ray_directions"),
+        depth_along_ray=per_view("depth_along_ray", 0),
+        ref_from_camera=pose_from_quat_trans(quats, trans),
+        confidence=per_view("conf"),
+        mask=mask,
+        metric_scale=float(out[0]["metric_scaling_factor"][0, 0]),
+    )

@@ -8,7 +8,7 @@ device or autocast setting count as misses and are replaced.
 """
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -87,3 +87,34 @@ class FeatureCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_items:
             self._entries.popitem(last=False)
+
+
+def encode_cached(cache: FeatureCache, imgs: torch.Tensor, keys: Sequence[Hashable | None],
+                  encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder outputs (N, C, h, w) and (N, C, T) of images (N, 3, H, W) with cache keys (None:
+    not cached); `encode` runs once on the images that miss. An id repeated within the call
+    must name the same image (else ValueError) and is encoded once."""
+    rows: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(keys)
+    todo: list[int] = []
+    first_row: dict[Hashable, int] = {}
+    for r, key in enumerate(keys):
+        if key is not None:
+            if key in first_row:  # repeated id within this call: same image required
+                if not torch.equal(imgs[r], imgs[first_row[key]]):
+                    raise ValueError(f"frame_id {key!r} is used for two different images")
+                continue
+            rows[r] = cache.get(key, imgs[r])
+            first_row[key] = r
+        if rows[r] is None:
+            todo.append(r)
+    if todo:
+        feats, toks = encode(imgs[todo])
+        for j, r in enumerate(todo):
+            rows[r] = (feats[j], toks[j])
+            if keys[r] is not None:
+                cache.put(keys[r], imgs[r], feats[j], toks[j])
+    for r, key in enumerate(keys):
+        if rows[r] is None:
+            rows[r] = rows[first_row[key]]
+    return torch.stack([f for f, _ in rows]), torch.stack([t for _, t in rows])

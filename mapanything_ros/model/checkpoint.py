@@ -14,8 +14,6 @@ import re
 from pathlib import Path
 
 import torch
-from huggingface_hub import try_to_load_from_cache
-from safetensors import SafetensorError, safe_open
 
 from .network import MapAnything
 from .runtime import select_device
@@ -154,6 +152,8 @@ def _resolve_cached(repo_id, cache, revision, looked):
             looked.append(f"{repo} (no refs/main and {len(cached)} snapshots {cached}; pass revision=)")
             return None
         revision = cached[0]
+    from huggingface_hub import try_to_load_from_cache  # imported here: building the network needs torch only
+
     paths = [try_to_load_from_cache(repo_id, name, cache_dir=cache, revision=revision)
              for name in (CONFIG_NAME, WEIGHTS_NAME)]
     if all(isinstance(p, str) for p in paths):
@@ -206,6 +206,8 @@ def load_weights(module: torch.nn.Module, weights_path, *, device="cpu", dtype=N
     memory map, so the host holds about one copy of the weights. Floating tensors become ``dtype`` (default:
     the module's own dtype), an explicit choice: nothing is down-cast silently.
     """
+    from safetensors import SafetensorError, safe_open
+
     path = Path(weights_path)
     expected = dict(module.state_dict(keep_vars=True))
     try:

@@ -71,7 +71,10 @@ def normalize_depth(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns the normalised depth and the (N,) factors; without valid pixels the factor is 1e-8.
     """
     valid = depth > 0
-    factor = (depth * valid).sum(dim=(1, 2, 3)) / (valid.sum(dim=(1, 2, 3)) + 1e-8)
+    # upstream divides by count + 1e-8: in float32 that is count, or 1e-8 where the sum is 0 anyway;
+    # clip(min=1) gives the same factors and survives the dynamo ONNX export (which dropped the + 1e-8)
+    count = valid.sum(dim=(1, 2, 3)).to(depth.dtype).clip(min=1)
+    factor = (depth * valid).sum(dim=(1, 2, 3)) / count
     factor = factor.clip(min=1e-8)
     return depth / factor[:, None, None, None], factor
 
@@ -88,7 +91,7 @@ def normalize_translations(trans: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     Returns the normalised translations and the (B,) factors (clipped >= 1e-8).
     """
     dist = trans.norm(dim=-1)
-    factor = dist.sum(dim=1) / ((dist > 0).sum(dim=1) + 1e-8)
+    factor = dist.sum(dim=1) / (dist > 0).sum(dim=1).to(dist.dtype).clip(min=1)  # as in normalize_depth
     factor = factor.clip(min=1e-8)
     return trans / factor[:, None, None], factor
 

@@ -105,3 +105,47 @@ def validate_views(views: Sequence[dict], patch_size: int, norm_type: str) -> tu
                 raise _fail(i, "is_metric_scale", f"must be a bool tensor of shape ({b},), got {desc}")
         frame_ids(view, b, i)
     return b, h, w
+
+
+MODALITIES = ("rays", "poses", "depth")  # optional input groups, as the ONNX graphs name them
+
+
+def modalities(views: Sequence[dict]) -> frozenset[str]:
+    """The optional input groups given in any view: "rays", "poses", "depth"."""
+    keys = {"rays": "ray_directions_cam", "poses": "camera_pose_quats", "depth": "depth_along_ray"}
+    return frozenset(m for m, key in keys.items() if any(key in v for v in views))
+
+
+def geometric_inputs(views: Sequence[dict], use_depth_scale: bool = True, use_pose_scale: bool = True,
+                     include: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """The optional inputs of (validated) views as `MapAnything.fuse` takes them: per modality
+    given in a view (or named in `include`), view-major stacked tensors for all V*B rows and a
+    row mask; rows without it get zeros (identity quaternions). Scale masks: rows whose
+    `is_metric_scale` is True (and `use_depth_scale` / `use_pose_scale`). Keys in the order of
+    the `MapAnything.fuse` arguments."""
+    batch, _, height, width = views[0]["img"].shape
+    dev = views[0]["img"].device
+
+    def stack(key: str, fill: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [v[key].float() if key in v else fill.expand(batch, *fill.shape) for v in views]
+        mask = [torch.full((batch,), key in v, dtype=torch.bool, device=dev) for v in views]
+        return torch.cat(rows), torch.cat(mask)
+
+    def metric(view: dict) -> torch.Tensor:
+        flag = view.get("is_metric_scale")
+        return flag.to(dev) if flag is not None else torch.zeros(batch, dtype=torch.bool, device=dev)
+
+    given = modalities(views) | include
+    metric_rows = torch.cat([metric(v) for v in views])
+    out = {}
+    if "rays" in given:
+        out["rays"], out["ray_mask"] = stack("ray_directions_cam", torch.zeros(height, width, 3, device=dev))
+    if "depth" in given:
+        out["depth"], out["depth_mask"] = stack("depth_along_ray", torch.zeros(height, width, 1, device=dev))
+        out["depth_scale_mask"] = out["depth_mask"] & metric_rows & use_depth_scale
+    if "poses" in given:
+        quats, mask = stack("camera_pose_quats", torch.tensor([0.0, 0.0, 0.0, 1.0], device=dev))
+        trans, _ = stack("camera_pose_trans", torch.zeros(3, device=dev))
+        out["quats"], out["trans"], out["pose_mask"] = quats, trans, mask
+        out["pose_scale_mask"] = out["pose_mask"] & metric_rows & use_pose_scale
+    return out

@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from .blocks import layer_norm
-from .cache import FeatureCache
+from .cache import FeatureCache, encode_cached
 from .config import ModelConfig, parse_config
 from .dpt import DPTFeature, DPTRegressor
 from .geometric import (DenseEncoder, GlobalEncoder, log1p_norm, normalize_depth,
                         normalize_translations, quat_to_rotmat, relative_poses)
 from .heads import PoseHead, ScaleHead, activate, dense_outputs, pose_outputs
-from .inputs import frame_ids, validate_views
+from .inputs import frame_ids, geometric_inputs, validate_views
 from .transformer import MultiViewTransformer, TransformerOutput
 from .vit import ImageEncoder
 
@@ -33,14 +33,15 @@ def _float32_region(device: torch.device):
 class MapAnything(nn.Module):
     """The network. `config` is the upstream `config.json` dict.
 
-    Attributes: `feature_cache` (FeatureCache, capacity `feature_cache_size` images, 0 = off),
-    `encoder_calls` / `images_encoded` (counters of image-encoder runs and images encoded),
-    `head_chunk` (None, or the number of view-samples per dense-head pass to bound memory).
+    Attributes: `config` (the dict given), `feature_cache` (FeatureCache, capacity
+    `feature_cache_size` images, 0 = off), `encoder_calls` / `images_encoded` (counters of
+    image-encoder runs and images encoded), `head_chunk` (None, or the number of view-samples per dense-head pass to bound memory).
     """
 
     def __init__(self, config: dict, feature_cache_size: int = 0):
         super().__init__()
         cfg = parse_config(config)
+        self.config = config
         self.cfg: ModelConfig = cfg
         dim, patch = cfg.dim, cfg.patch_size
         self.encoder = ImageEncoder(cfg.vit)
@@ -96,85 +97,51 @@ class MapAnything(nn.Module):
         if self.feature_cache.max_items == 0 or all(i is None for i in ids):
             return self._run_encoder(imgs)
         keys: list[Hashable | None] = [None if i is None else i[b] for i in ids for b in range(batch)]
-        rows: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(keys)
-        todo: list[int] = []
-        first_row: dict[Hashable, int] = {}
-        for r, key in enumerate(keys):
-            if key is not None:
-                if key in first_row:  # repeated id within this call: same image required
-                    if not torch.equal(imgs[r], imgs[first_row[key]]):
-                        raise ValueError(f"frame_id {key!r} is used for two different images")
-                    continue
-                rows[r] = self.feature_cache.get(key, imgs[r])
-                first_row[key] = r
-            if rows[r] is None:
-                todo.append(r)
-        if todo:
-            feats, toks = self._run_encoder(imgs[todo])
-            for j, r in enumerate(todo):
-                rows[r] = (feats[j], toks[j])
-                if keys[r] is not None:
-                    self.feature_cache.put(keys[r], imgs[r], feats[j], toks[j])
-        for r, key in enumerate(keys):
-            if rows[r] is None:
-                rows[r] = rows[first_row[key]]
-        return torch.stack([f for f, _ in rows]), torch.stack([t for _, t in rows])
+        return encode_cached(self.feature_cache, imgs, keys, self._run_encoder)
 
     def fuse_inputs(self, views: Sequence[dict], feats: torch.Tensor, use_depth_scale: bool = True,
                     use_pose_scale: bool = True) -> torch.Tensor:
-        """Add the encoded geometric inputs to the image features (V*B, C, h, w) and apply
-        the fusion LayerNorm. Views without an input contribute nothing for it."""
-        nv = len(views)
-        batch = feats.shape[0] // nv
-        dev = feats.device
+        """`fuse` for upstream-style view dicts (see `inputs.geometric_inputs`)."""
+        return self.fuse(feats, len(views), **geometric_inputs(views, use_depth_scale, use_pose_scale))
+
+    def fuse(self, feats: torch.Tensor, num_views: int, rays: torch.Tensor | None = None,
+             ray_mask: torch.Tensor | None = None, depth: torch.Tensor | None = None,
+             depth_mask: torch.Tensor | None = None, depth_scale_mask: torch.Tensor | None = None,
+             quats: torch.Tensor | None = None, trans: torch.Tensor | None = None,
+             pose_mask: torch.Tensor | None = None, pose_scale_mask: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """Add the encoded geometric inputs to the image features (V*B, C, h, w) and apply the
+        fusion LayerNorm. Tensors only (the form the ONNX graphs take); rows view-major.
+
+        rays (V*B, H, W, 3) unit, camera frame; depth (V*B, H, W, 1) m along the ray, 0 = none;
+        quats (V*B, 4) xyzw and trans (V*B, 3) m: cam2world poses, turned into poses relative
+        to each sample's view 0 here. Each *_mask (V*B,) bool says which rows have that input
+        (rows without it contribute nothing; their filler values must be finite, quats
+        non-zero); depth_scale_mask / pose_scale_mask: rows whose depth / pose scale is metric.
+        A modality left None is absent from every row.
+        """
         x = feats.float()
-
-        def rows(v: int) -> torch.Tensor:
-            return torch.arange(v * batch, (v + 1) * batch, device=dev)
-
-        def metric(view: dict) -> torch.Tensor:
-            flag = view.get("is_metric_scale")
-            return flag.to(dev) if flag is not None else torch.zeros(batch, dtype=torch.bool, device=dev)
-
-        ray_views = [v for v, view in enumerate(views) if "ray_directions_cam" in view]
-        if ray_views:
-            idx = torch.cat([rows(v) for v in ray_views])
-            rays = torch.cat([views[v]["ray_directions_cam"].float() for v in ray_views])
-            x = x.index_add(0, idx, self.ray_dirs_encoder(rays.permute(0, 3, 1, 2)))
-
-        depth_views = [v for v, view in enumerate(views) if "depth_along_ray" in view]
-        if depth_views:
-            idx = torch.cat([rows(v) for v in depth_views])
-            depth, factor = normalize_depth(
-                torch.cat([views[v]["depth_along_ray"].float() for v in depth_views]))
-            x = x.index_add(0, idx, self.depth_encoder(log1p_norm(depth).permute(0, 3, 1, 2)))
-            if use_depth_scale:
-                keep = torch.cat([metric(views[v]) for v in depth_views])
-                scale = self.depth_scale_encoder(torch.log(factor[keep] + 1e-8)[:, None])
-                x = x.index_add(0, idx[keep], _broadcast(scale, x))
-
-        pose_views = [v for v, view in enumerate(views) if "camera_pose_quats" in view]
-        if pose_views:
-            q0 = views[0]["camera_pose_quats"].float()
-            t0 = views[0]["camera_pose_trans"].float()
-            quats = torch.tensor([0.0, 0.0, 0.0, 1.0], device=dev).repeat(nv * batch, 1)
-            trans = torch.zeros(nv * batch, 3, device=dev)
-            for v in pose_views:
-                q, t = relative_poses(q0, t0, views[v]["camera_pose_quats"].float(),
-                                      views[v]["camera_pose_trans"].float())
-                quats[v * batch:(v + 1) * batch] = q
-                trans[v * batch:(v + 1) * batch] = t
-            trans, factor = normalize_translations(trans.reshape(nv, batch, 3).transpose(0, 1))
-            trans = trans.transpose(0, 1).reshape(nv * batch, 3)
-            idx = torch.cat([rows(v) for v in pose_views])
-            x = x.index_add(0, idx, _broadcast(self.cam_rot_encoder(quats[idx]), x))
-            x = x.index_add(0, idx, _broadcast(self.cam_trans_encoder(trans[idx]), x))
-            if use_pose_scale:
-                keep = torch.cat([metric(views[v]) for v in pose_views])
-                log_factor = torch.log(factor + 1e-8).repeat(len(pose_views))[keep]
-                scale = self.cam_trans_scale_encoder(log_factor[:, None])
-                x = x.index_add(0, idx[keep], _broadcast(scale, x))
-
+        batch = x.shape[0] // num_views
+        if rays is not None:
+            x = x + _gate(ray_mask, self.ray_dirs_encoder(rays.float().permute(0, 3, 1, 2)))
+        if depth is not None:
+            depth, factor = normalize_depth(depth.float())
+            x = x + _gate(depth_mask, self.depth_encoder(log1p_norm(depth).permute(0, 3, 1, 2)))
+            scale = self.depth_scale_encoder(torch.log(factor + 1e-8)[:, None])
+            x = x + _gate(depth_scale_mask, scale[:, :, None, None])
+        if quats is not None:
+            quats, trans = quats.float(), trans.float()
+            q0, t0 = _tile(quats[:batch], num_views), _tile(trans[:batch], num_views)
+            q, t = relative_poses(q0, t0, quats, trans)
+            keep = pose_mask[:, None]
+            q = torch.where(keep, q, torch.tensor([0.0, 0.0, 0.0, 1.0], device=x.device))
+            t = torch.where(keep, t, torch.zeros((), device=x.device))
+            t, factor = normalize_translations(t.reshape(num_views, batch, 3).transpose(0, 1))
+            t = t.transpose(0, 1).reshape(num_views * batch, 3)
+            x = x + _gate(pose_mask, self.cam_rot_encoder(q)[:, :, None, None])
+            x = x + _gate(pose_mask, self.cam_trans_encoder(t)[:, :, None, None])
+            scale = self.cam_trans_scale_encoder(_tile(torch.log(factor + 1e-8)[:, None], num_views))
+            x = x + _gate(pose_scale_mask, scale[:, :, None, None])
         return self.fusion_norm_layer(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
 
     def share_information(self, fused: torch.Tensor, tokens: torch.Tensor, num_views: int
@@ -185,46 +152,43 @@ class MapAnything(nn.Module):
         per_view = tokens if self.cfg.use_encoder_tokens else None
         return self.info_sharing(fused, num_views, per_view, scale)
 
-    def predict(self, fused: torch.Tensor, final: TransformerOutput,
-                intermediates: list[TransformerOutput], num_views: int,
-                image_size: tuple[int, int]) -> list[dict[str, torch.Tensor]]:
-        """Heads and output assembly (float32); returns the per-view output dicts."""
+    def heads(self, fused: torch.Tensor, final: TransformerOutput,
+              intermediates: list[TransformerOutput], num_views: int,
+              image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Heads and output assembly (float32): the `forward` outputs of all views stacked
+        view-major (V*B rows; metric_scaling_factor (B, 1))."""
         cfg = self.cfg.adaptor
         pyramid = [fused.float(), intermediates[0].features.float(),
                    intermediates[1].features.float(), final.features.float()]
-        n = fused.shape[0]
-        step = self.head_chunk or n
-        chunks = []
-        for s in range(0, n, step):
-            feat8 = self.dense_head[0]([p[s:s + step] for p in pyramid])
-            chunks.append(self.dense_head[1](feat8, image_size))
-        dense = dense_outputs(torch.cat(chunks), cfg)
+        if self.head_chunk is None:
+            raw = self.dense_head[1](self.dense_head[0](pyramid), image_size)
+        else:
+            step = self.head_chunk
+            raw = torch.cat([self.dense_head[1](self.dense_head[0]([p[s:s + step] for p in pyramid]), image_size)
+                             for s in range(0, fused.shape[0], step)])
+        dense = dense_outputs(raw, cfg)
         trans, quats = pose_outputs(self.pose_head(pyramid[3]), cfg)
         raw_scale = self.scale_head(final.global_tokens.float())
-        scale = activate(raw_scale, cfg.scale_mode, cfg.scale_vmin, cfg.scale_vmax).squeeze(-1)
+        scale = activate(raw_scale[:, :, 0], cfg.scale_mode, cfg.scale_vmin, cfg.scale_vmax)  # one scale token
 
         pts_cam = dense["ray_directions"] * dense["depth_along_ray"]
         rot = quat_to_rotmat(quats)
         pts_world = torch.einsum("nij,nhwj->nhwi", rot, pts_cam) + trans[:, None, None, :]
-        batch = n // num_views
-        s4 = scale[:, :, None, None]
-        out = []
-        for v in range(num_views):
-            r = slice(v * batch, (v + 1) * batch)
-            logits = dense["non_ambiguous_mask_logits"][r]
-            out.append({
-                "ray_directions": dense["ray_directions"][r],
-                "depth_along_ray": dense["depth_along_ray"][r] * s4,
-                "pts3d_cam": pts_cam[r] * s4,
-                "cam_trans": trans[r] * scale,
-                "cam_quats": quats[r],
-                "pts3d": pts_world[r] * s4,
-                "metric_scaling_factor": scale,
-                "conf": dense["conf"][r],
-                "non_ambiguous_mask_logits": logits,
-                "non_ambiguous_mask": torch.sigmoid(logits) > 0.5,
-            })
-        return out
+        rows = _tile(scale, num_views)
+        s4 = rows[:, :, None, None]
+        logits = dense["non_ambiguous_mask_logits"]
+        return {
+            "ray_directions": dense["ray_directions"],
+            "depth_along_ray": dense["depth_along_ray"] * s4,
+            "pts3d_cam": pts_cam * s4,
+            "cam_trans": trans * rows,
+            "cam_quats": quats,
+            "pts3d": pts_world * s4,
+            "metric_scaling_factor": scale,
+            "conf": dense["conf"],
+            "non_ambiguous_mask_logits": logits,
+            "non_ambiguous_mask": torch.sigmoid(logits) > 0.5,
+        }
 
     def forward(self, views: Sequence[dict], use_depth_scale: bool = True,
                 use_pose_scale: bool = True) -> list[dict[str, torch.Tensor]]:
@@ -243,9 +207,22 @@ class MapAnything(nn.Module):
             fused = self.fuse_inputs(views, feats, use_depth_scale, use_pose_scale)
         final, intermediates = self.share_information(fused, tokens, len(views))
         with _float32_region(feats.device):
-            return self.predict(fused, final, intermediates, len(views), (height, width))
+            out = self.heads(fused, final, intermediates, len(views), (height, width))
+        return split_views(out, len(views))
 
 
-def _broadcast(vec: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(N, C) -> (N, C, h, w) matching the spatial size of `like`."""
-    return vec[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3])
+def split_views(stacked: dict[str, torch.Tensor], num_views: int) -> list[dict[str, torch.Tensor]]:
+    """Per-view output dicts from view-major stacked outputs (metric_scaling_factor shared)."""
+    batch = stacked["cam_quats"].shape[0] // num_views
+    return [{k: v if k == "metric_scaling_factor" else v[i * batch:(i + 1) * batch]
+             for k, v in stacked.items()} for i in range(num_views)]
+
+
+def _tile(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x (B, C) stacked n times view-major -> (n * B, C) (`repeat` that exports with a symbolic n)."""
+    return x.unsqueeze(0).expand(n, -1, -1).reshape(-1, x.shape[1])
+
+
+def _gate(mask: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """value (N, ...) with the rows where mask (N,) is False set to zero."""
+    return value * mask.to(value.dtype).reshape(-1, *([1] * (value.ndim - 1)))

@@ -79,6 +79,7 @@ class MultiViewTransformer(nn.Module):
             ref = x[:, :per_view] + self.view_pos_table[0].to(x.dtype)
             x = torch.cat([ref, x[:, per_view:]], dim=1)
         n_view_tokens = num_views * per_view
+        n_global = global_tokens.shape[2]
         intermediates = []
         for i, block in enumerate(self.self_attention_blocks):
             if i % 2 == 0:
@@ -89,14 +90,15 @@ class MultiViewTransformer(nn.Module):
                 x = torch.cat([views.reshape(b, n_view_tokens, -1), extra], dim=1)
             if i in self.cfg.indices:
                 y = self.norm(x) if self.cfg.norm_intermediate else x
-                intermediates.append(self._split(y, num_views, per_view, h, w))
-        return self._split(self.norm(x), num_views, per_view, h, w), intermediates
+                intermediates.append(self._split(y, num_views, per_view, h, w, n_global))
+        return self._split(self.norm(x), num_views, per_view, h, w, n_global), intermediates
 
     @staticmethod
-    def _split(x: torch.Tensor, num_views: int, per_view: int, h: int, w: int) -> TransformerOutput:
+    def _split(x: torch.Tensor, num_views: int, per_view: int, h: int, w: int,
+               n_global: int) -> TransformerOutput:
         b, _, c = x.shape
         views = x[:, :num_views * per_view].reshape(b, num_views, per_view, c)
         views = views.permute(1, 0, 3, 2).reshape(num_views * b, c, per_view)
         patches = views[:, :, :h * w].reshape(num_views * b, c, h, w).contiguous()
         tokens = views[:, :, h * w:].contiguous() if per_view > h * w else None
-        return TransformerOutput(patches, tokens, x[:, num_views * per_view:].transpose(1, 2))
+        return TransformerOutput(patches, tokens, x[:, x.shape[1] - n_global:].transpose(1, 2))

@@ -67,14 +67,16 @@ class DinoVisionTransformer(nn.Module):
         grid = grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)
         return torch.cat([table[:, :1].float(), grid], dim=1).to(dtype)
 
-    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, img: torch.Tensor, pos_embed: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (B, 3, H, W) -> patch features (B, C, H/p, W/p) and
-        cls + register tokens (B, C, 1 + R)."""
+        cls + register tokens (B, C, 1 + R). `pos_embed`: `position_embedding` of this image
+        size computed in advance (the ONNX encoder graph holds it as a constant)."""
         b, _, height, width = img.shape
         h, w = height // self.cfg.patch_size, width // self.cfg.patch_size
         x = self.patch_embed(img)
         x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
-        x = x + self.position_embedding(h, w, x.dtype)
+        x = x + (self.position_embedding(h, w, x.dtype) if pos_embed is None else pos_embed.to(x.dtype))
         if self.cfg.num_register_tokens:
             x = torch.cat([x[:, :1], self.register_tokens.expand(b, -1, -1), x[:, 1:]], dim=1)
         for block in self.blocks:
@@ -92,5 +94,6 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.model = DinoVisionTransformer(cfg)
 
-    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(img)
+    def forward(self, img: torch.Tensor, pos_embed: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(img, pos_embed)
