@@ -4,7 +4,8 @@ Both implementations answer `lookup(target, source, stamp_ns)` with the 4x4 floa
 target_from_source at an int-nanosecond stamp (0: the latest common time), never waiting for
 data: a transform that has not arrived yet raises at once, so no callback ever blocks on TF.
 Failures raise the exception classes of `geometry.tf_tree` (tf2's are translated), all
-`TransformError`, a `LookupError`.
+`TransformError`, a `LookupError`; nothing else leaves a lookup (a negative stamp or a frame id
+that tf2 calls invalid raises `InvalidFrame`).
 
 tf2_ros is part of every apt ROS 2 install but not of a pip-installed ROS (no wheel); there the
 built-in listener subscribes to /tf and /tf_static with the QoS tf2_ros's TransformListener
@@ -26,9 +27,11 @@ from tf2_msgs.msg import TFMessage
 from ..geometry.tf_tree import (
     ConnectivityError,
     ExtrapolationError,
+    InvalidFrame,
     TransformError,
     TransformNotFound,
     TransformTree,
+    pose_from_tf,
 )
 from ..geometry.transforms import pose_from_quat_trans, quat_trans_from_pose
 
@@ -79,7 +82,8 @@ class TfLookup(abc.ABC):
     def lookup(self, target, source, stamp_ns):
         """target_from_source (4x4 float64) at stamp_ns (0: latest common time).
 
-        Raises TransformNotFound, ConnectivityError or ExtrapolationError (all TransformError).
+        Raises TransformNotFound, ConnectivityError, ExtrapolationError or InvalidFrame (all
+        TransformError).
         """
 
     def can_transform(self, target, source, stamp_ns):
@@ -124,8 +128,9 @@ class BuiltinTfLookup(TfLookup):
     def _add(self, msg, static):
         for tf in msg.transforms:
             stamp = tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec
+            r, t = tf.transform.rotation, tf.transform.translation
             try:
-                pose = transform_to_matrix(tf.transform)
+                pose = pose_from_tf([r.x, r.y, r.z, r.w], [t.x, t.y, t.z])
                 with self._lock:
                     self._tree.set_transform(tf.header.frame_id, tf.child_frame_id, stamp, pose, static)
             except ValueError as e:
@@ -148,12 +153,14 @@ class Tf2Lookup(TfLookup):
             (tf2_ros.ConnectivityException, ConnectivityError),
             (tf2_ros.LookupException, TransformNotFound),
             (tf2_ros.ExtrapolationException, ExtrapolationError),
-            (tf2_ros.InvalidArgumentException, ValueError),
+            (tf2_ros.InvalidArgumentException, InvalidFrame),
             (tf2_ros.TransformException, TransformError),
         )
 
     def lookup(self, target, source, stamp_ns):
         # The *_core calls never wait (Buffer.lookup_transform polls while given a timeout).
+        if int(stamp_ns) < 0:  # rclpy's Time would raise ValueError
+            raise InvalidFrame(f"negative stamp {int(stamp_ns)} ns")
         try:
             tf = self._buffer.lookup_transform_core(target, source, Time(nanoseconds=int(stamp_ns)))
         except tf2_ros.TransformException as e:
@@ -162,6 +169,8 @@ class Tf2Lookup(TfLookup):
         return transform_to_matrix(tf.transform)
 
     def can_transform(self, target, source, stamp_ns):
+        if int(stamp_ns) < 0:
+            return False
         return bool(self._buffer.can_transform_core(target, source, Time(nanoseconds=int(stamp_ns)))[0])
 
 
@@ -175,6 +184,6 @@ def make_tf_lookup(node, prefer="auto", max_history_s=10.0):
 
 
 __all__ = [
-    "HAVE_TF2", "BuiltinTfLookup", "ConnectivityError", "ExtrapolationError", "Tf2Lookup", "TfLookup",
+    "HAVE_TF2", "BuiltinTfLookup", "ConnectivityError", "ExtrapolationError", "InvalidFrame", "Tf2Lookup", "TfLookup",
     "TransformError", "TransformNotFound", "make_tf_lookup", "matrix_to_transform", "transform_to_matrix",
 ]
