@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from . import decode, layout, outputs, settings
-from .geometry import se3_compose, se3_inverse
-from .geometry.tf_tree import TransformError, TransformTree, pose_from_tf
+from .geometry import pose_from_quat_trans, se3_compose, se3_inverse
+from .geometry.tf_tree import TransformError, TransformTree
 from .ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder, PendingCaptures
 from .pipeline import Pipeline
 from .progress import Progress
@@ -146,8 +146,8 @@ class _Replay:
         if kind in ("tf", "tf_static"):
             for tf in msg.transforms:
                 r, t = tf.transform.rotation, tf.transform.translation
+                pose = pose_from_quat_trans([r.x, r.y, r.z, r.w], [t.x, t.y, t.z])
                 try:
-                    pose = pose_from_tf([r.x, r.y, r.z, r.w], [t.x, t.y, t.z])
                     self.tree.set_transform(tf.header.frame_id, tf.child_frame_id, decode.stamp_ns(tf.header), pose,
                                             static=kind == "tf_static")
                 except ValueError as err:

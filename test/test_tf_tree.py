@@ -14,7 +14,6 @@ from mapanything_ros.geometry.tf_tree import (
     TransformError,
     TransformNotFound,
     TransformTree,
-    pose_from_tf,
 )
 from mapanything_ros.geometry.transforms import interpolate_pose, pose_from_quat_trans, quat_normalize, se3_inverse
 
@@ -253,16 +252,6 @@ def test_invalid_transforms_are_refused(parent, child, pose, message):
     with pytest.raises(ValueError, match=message):
         tree.set_transform(parent, child, 2 * SEC, pose)
     assert not tree.has_frame("odom")
-
-
-@pytest.mark.parametrize("quat, ok", [((0, 0, 0, 1.004), True), ((0, 0, 0, 1.006), False),
-                                      ((0, 0, 0, 0), False), ((0, np.nan, 0, 1), False)])
-def test_tf_quaternions_are_refused_like_tf2(quat, ok):
-    if ok:
-        assert np.allclose(pose_from_tf(quat, (1, 2, 3)), pose_from_quat_trans((0, 0, 0, 1), (1, 2, 3)))
-    else:
-        with pytest.raises(ValueError):
-            pose_from_tf(quat, (1, 2, 3))
 
 
 def test_clear_forgets_dynamic_and_keeps_static():

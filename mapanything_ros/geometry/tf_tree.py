@@ -24,7 +24,7 @@ from bisect import bisect_left, bisect_right
 
 import numpy as np
 
-from .transforms import interpolate_pose, pose_from_quat_trans, se3_inverse
+from .transforms import interpolate_pose, se3_inverse
 
 LATEST = 0  # the stamp asking for the latest common time, as tf2's Time(0)
 MAX_DEPTH = 1000  # edges a walk follows before it declares a loop (tf2's MAX_GRAPH_DEPTH)
@@ -49,20 +49,6 @@ class ExtrapolationError(TransformError):
 
 class InvalidFrame(TransformError):
     """An empty frame id, one starting with '/', or a negative stamp (tf2.InvalidArgumentException)."""
-
-
-def pose_from_tf(quat_xyzw, translation):
-    """parent_from_child (4x4) of a TF message's rotation (x, y, z, w) and translation (metres).
-
-    Raises ValueError where tf2 ignores a transform: a NaN, or a quaternion whose squared norm is
-    0.01 or more away from 1 (smaller errors are normalised away).
-    """
-    q, t = np.asarray(quat_xyzw, np.float64), np.asarray(translation, np.float64)
-    if np.isnan(q).any() or np.isnan(t).any():
-        raise ValueError(f"NaN in transform: rotation {q}, translation {t}")
-    if not abs(float(q @ q) - 1.0) < 0.01:
-        raise ValueError(f"quaternion {q} is not normalised (squared norm {float(q @ q):.6g})")
-    return pose_from_quat_trans(q, t)
 
 
 def _seconds(stamp_ns):

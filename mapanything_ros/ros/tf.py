@@ -31,7 +31,6 @@ from ..geometry.tf_tree import (
     TransformError,
     TransformNotFound,
     TransformTree,
-    pose_from_tf,
 )
 from ..geometry.transforms import pose_from_quat_trans, quat_trans_from_pose
 
@@ -73,6 +72,14 @@ def matrix_to_transform(parent_from_child, parent, child, stamp_ns):
     tr.x, tr.y, tr.z = (float(v) for v in t)
     rot.x, rot.y, rot.z, rot.w = (float(v) for v in q)
     return msg
+
+
+def set_from_message(tree, tf, static=False):
+    """Add a geometry_msgs/TransformStamped to a TransformTree as tf2's Buffer.set_transform(_static)
+    does; False if too old, ValueError for a transform tf2 ignores."""
+    pose = transform_to_matrix(tf.transform)  # normalises the quaternion, as tf2 does
+    stamp = tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec
+    return tree.set_transform(tf.header.frame_id, tf.child_frame_id, stamp, pose, static)
 
 
 class TfLookup(abc.ABC):
@@ -127,12 +134,9 @@ class BuiltinTfLookup(TfLookup):
 
     def _add(self, msg, static):
         for tf in msg.transforms:
-            stamp = tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec
-            r, t = tf.transform.rotation, tf.transform.translation
             try:
-                pose = pose_from_tf([r.x, r.y, r.z, r.w], [t.x, t.y, t.z])
                 with self._lock:
-                    self._tree.set_transform(tf.header.frame_id, tf.child_frame_id, stamp, pose, static)
+                    set_from_message(self._tree, tf, static)
             except ValueError as e:
                 self._logger.warning(f"ignoring transform: {e}", throttle_duration_sec=5.0)
 
@@ -185,5 +189,6 @@ def make_tf_lookup(node, prefer="auto", max_history_s=10.0):
 
 __all__ = [
     "HAVE_TF2", "BuiltinTfLookup", "ConnectivityError", "ExtrapolationError", "InvalidFrame", "Tf2Lookup", "TfLookup",
-    "TransformError", "TransformNotFound", "make_tf_lookup", "matrix_to_transform", "transform_to_matrix",
+    "TransformError", "TransformNotFound", "make_tf_lookup", "matrix_to_transform", "set_from_message",
+    "transform_to_matrix",
 ]
