@@ -9,7 +9,7 @@ the same transform (1e-9) or the same failure kind.
 
 Deliberate differences (not generated here; each has its own test below): the built-in buffer
 refuses an infinite translation (tf2 stores it and answers inf/NaN), and a negative lookup stamp
-raises InvalidFrame (rclpy's Time cannot hold one, so tf2 is never asked).
+raises InvalidArgument (rclpy's Time cannot hold one, so tf2 is never asked).
 """
 
 import numpy as np
@@ -24,7 +24,7 @@ from rclpy.time import Time  # noqa: E402
 from mapanything_ros.geometry.tf_tree import (  # noqa: E402
     ConnectivityError,
     ExtrapolationError,
-    InvalidFrame,
+    InvalidArgument,
     TransformError,
     TransformNotFound,
     TransformTree,
@@ -34,7 +34,7 @@ from mapanything_ros.ros.tf import set_from_message, transform_to_matrix  # noqa
 SEC = 1_000_000_000
 CACHE_S = 2.0
 KINDS = ((tf2_ros.LookupException, TransformNotFound), (tf2_ros.ConnectivityException, ConnectivityError),
-         (tf2_ros.ExtrapolationException, ExtrapolationError), (tf2_ros.InvalidArgumentException, InvalidFrame))
+         (tf2_ros.ExtrapolationException, ExtrapolationError), (tf2_ros.InvalidArgumentException, InvalidArgument))
 
 
 def message(parent, child, stamp_ns, quat, trans):
@@ -188,7 +188,7 @@ def test_builtin_buffer_agrees_with_tf2_ros_on_random_trees(capsys):
         print(f"\n[tf2 conformance] {total} lookups, outcomes {failures}, {len(bad)} disagreements")
     assert total >= 5000
     assert all(failures.get(k, 0) > 50 for k in ("ok", "TransformNotFound", "ConnectivityError",
-                                                 "ExtrapolationError", "InvalidFrame")), failures
+                                                 "ExtrapolationError", "InvalidArgument")), failures
     assert not bad, "\n".join(bad[:20])
 
 
@@ -202,8 +202,8 @@ def test_deliberate_difference_infinite_translation():
 
 def test_deliberate_difference_negative_stamp():
     """rclpy's Time refuses a negative stamp (ValueError) before tf2 sees it; the built-in buffer
-    raises InvalidFrame, a TransformError, so callers need only catch TransformError."""
+    raises InvalidArgument, a TransformError, so callers need only catch TransformError."""
     with pytest.raises(ValueError):
         Time(nanoseconds=-1)
-    with pytest.raises(InvalidFrame):
+    with pytest.raises(InvalidArgument):
         TransformTree().lookup("map", "odom", -1)

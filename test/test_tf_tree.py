@@ -10,7 +10,7 @@ from mapanything_ros.geometry.tf_tree import (
     LATEST,
     ConnectivityError,
     ExtrapolationError,
-    InvalidFrame,
+    InvalidArgument,
     TransformError,
     TransformNotFound,
     TransformTree,
@@ -193,9 +193,9 @@ def test_frame_ids_lose_one_leading_slash_and_lookups_refuse_it():
     tree.set_transform("/map", "/odom", 0, yaw(0.3), static=True)
     assert np.allclose(tree.lookup("map", "odom", LATEST), yaw(0.3))
     for target, source in (("/map", "odom"), ("map", ""), ("", "odom")):
-        with pytest.raises(InvalidFrame):
+        with pytest.raises(InvalidArgument):
             tree.lookup(target, source, LATEST)
-    with pytest.raises(InvalidFrame):
+    with pytest.raises(InvalidArgument):
         tree.lookup("map", "odom", -1)
 
 
@@ -232,7 +232,7 @@ def test_unknown_and_disconnected_frames():
         tree.lookup("map", "nowhere", LATEST)
     with pytest.raises(ConnectivityError):
         tree.lookup("odom", "robot2", LATEST)
-    for error in (TransformNotFound, ConnectivityError, ExtrapolationError, InvalidFrame):
+    for error in (TransformNotFound, ConnectivityError, ExtrapolationError, InvalidArgument):
         assert issubclass(error, TransformError) and issubclass(error, LookupError)
 
 

@@ -14,6 +14,7 @@ import time
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+import rclpy.executors  # noqa: E402
 pytest.importorskip("ros2launch", reason="ros2launch not installed (tools/dev builds it)")
 pytest.importorskip("ros2param", reason="ros2param not installed (tools/dev builds it)")
 from sensor_msgs.msg import PointCloud2  # noqa: E402

@@ -5,7 +5,7 @@ parent_from_child it was given. The rules are those of tf2's BufferCore and Time
 (ros2/geometry2 0.39, read for behaviour; test_tf2_conformance checks them against tf2_ros):
 
 - One leading '/' is stripped from frame ids when setting; a lookup with an empty frame id or one
-  starting with '/' raises InvalidFrame, one with a frame never named raises TransformNotFound. A
+  starting with '/' raises InvalidArgument, one with a frame never named raises TransformNotFound. A
   frame looked up against itself is the identity, known or not. Frames stay known forever.
 - A child frame's data is either static (one value, valid at any time) or dynamic (samples); a
   sample of the other kind replaces its history. Each dynamic sample names its parent, so a frame
@@ -47,7 +47,7 @@ class ExtrapolationError(TransformError):
     """A stamp outside the buffered samples of an edge on the path (tf2.ExtrapolationException)."""
 
 
-class InvalidFrame(TransformError):
+class InvalidArgument(TransformError):
     """An empty frame id, one starting with '/', or a negative stamp (tf2.InvalidArgumentException)."""
 
 
@@ -187,20 +187,20 @@ class TransformTree:
     def lookup(self, target, source, stamp_ns):
         """target_from_source (4x4) at stamp_ns (int ns; LATEST = 0 for the latest common time).
 
-        Raises InvalidFrame for an empty frame id, one starting with '/' or a negative stamp,
+        Raises InvalidArgument for an empty frame id, one starting with '/' or a negative stamp,
         TransformNotFound for an unknown frame or a loop, ConnectivityError for frames in different
         trees, ExtrapolationError when an edge of the path has no data around stamp_ns.
         """
         stamp_ns = int(stamp_ns)
         if stamp_ns < 0:
-            raise InvalidFrame(f"negative stamp {stamp_ns} ns")
+            raise InvalidArgument(f"negative stamp {stamp_ns} ns")
         if target == source:
             return np.eye(4)
         for role, frame in (("target", target), ("source", source)):
             if not frame:
-                raise InvalidFrame(f"{role} frame id is empty")
+                raise InvalidArgument(f"{role} frame id is empty")
             if frame.startswith("/"):
-                raise InvalidFrame(f"{role} frame id {frame!r} starts with '/'")
+                raise InvalidArgument(f"{role} frame id {frame!r} starts with '/'")
             if frame not in self._frames:
                 raise TransformNotFound(f"{role} frame {frame!r} does not exist")
         if stamp_ns == LATEST:

@@ -5,7 +5,7 @@ target_from_source at an int-nanosecond stamp (0: the latest common time), never
 data: a transform that has not arrived yet raises at once, so no callback ever blocks on TF.
 Failures raise the exception classes of `geometry.tf_tree` (tf2's are translated), all
 `TransformError`, a `LookupError`; nothing else leaves a lookup (a negative stamp or a frame id
-that tf2 calls invalid raises `InvalidFrame`).
+that tf2 calls invalid raises `InvalidArgument`).
 
 tf2_ros is part of every apt ROS 2 install but not of a pip-installed ROS (no wheel); there the
 built-in listener subscribes to /tf and /tf_static with the QoS tf2_ros's TransformListener
@@ -27,7 +27,7 @@ from tf2_msgs.msg import TFMessage
 from ..geometry.tf_tree import (
     ConnectivityError,
     ExtrapolationError,
-    InvalidFrame,
+    InvalidArgument,
     TransformError,
     TransformNotFound,
     TransformTree,
@@ -89,7 +89,7 @@ class TfLookup(abc.ABC):
     def lookup(self, target, source, stamp_ns):
         """target_from_source (4x4 float64) at stamp_ns (0: latest common time).
 
-        Raises TransformNotFound, ConnectivityError, ExtrapolationError or InvalidFrame (all
+        Raises TransformNotFound, ConnectivityError, ExtrapolationError or InvalidArgument (all
         TransformError).
         """
 
@@ -157,14 +157,14 @@ class Tf2Lookup(TfLookup):
             (tf2_ros.ConnectivityException, ConnectivityError),
             (tf2_ros.LookupException, TransformNotFound),
             (tf2_ros.ExtrapolationException, ExtrapolationError),
-            (tf2_ros.InvalidArgumentException, InvalidFrame),
+            (tf2_ros.InvalidArgumentException, InvalidArgument),
             (tf2_ros.TransformException, TransformError),
         )
 
     def lookup(self, target, source, stamp_ns):
         # The *_core calls never wait (Buffer.lookup_transform polls while given a timeout).
         if int(stamp_ns) < 0:  # rclpy's Time would raise ValueError
-            raise InvalidFrame(f"negative stamp {int(stamp_ns)} ns")
+            raise InvalidArgument(f"negative stamp {int(stamp_ns)} ns")
         try:
             tf = self._buffer.lookup_transform_core(target, source, Time(nanoseconds=int(stamp_ns)))
         except tf2_ros.TransformException as e:
@@ -188,7 +188,7 @@ def make_tf_lookup(node, prefer="auto", max_history_s=10.0):
 
 
 __all__ = [
-    "HAVE_TF2", "BuiltinTfLookup", "ConnectivityError", "ExtrapolationError", "InvalidFrame", "Tf2Lookup", "TfLookup",
-    "TransformError", "TransformNotFound", "make_tf_lookup", "matrix_to_transform", "set_from_message",
+    "HAVE_TF2", "BuiltinTfLookup", "ConnectivityError", "ExtrapolationError", "InvalidArgument", "Tf2Lookup",
+    "TfLookup", "TransformError", "TransformNotFound", "make_tf_lookup", "matrix_to_transform", "set_from_message",
     "transform_to_matrix",
 ]
