@@ -15,7 +15,7 @@ set -euo pipefail
 env_dir=$1
 repo=$(cd "$(dirname "$0")/.." && pwd)
 python=${MAPANYTHING_ROS_PYTHON:-python3}
-log() { printf '[build_env] %s\n' "$*" >&2; }
+log() { printf '[build_env %3ds] %s\n' "$SECONDS" "$*" >&2; }
 
 need_apt=()
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
