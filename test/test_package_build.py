@@ -48,3 +48,13 @@ def test_installs_executables_launch_and_config(install):
     env = dict(os.environ, PYTHONPATH=str(_site_packages(install)))
     out = subprocess.run([sys.executable, str(exe), "--help"], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and "demo" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("launch_file", ["mapping.launch.py", "depth_completion.launch.py"])
+def test_ros2_launch_show_args_from_the_sourced_install(colcon_install, launch_file):
+    pytest.importorskip("ros2launch", reason="ros2launch not installed (tools/dev builds it)")
+    out = subprocess.run(["bash", "-c", f"source setup.bash && ros2 launch mapanything_ros {launch_file} --show-args"],
+                         cwd=colcon_install, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for argument in ("'config':", "'cameras':", "'backend':", "'namespace':"):
+        assert argument in out.stdout, out.stdout
