@@ -2,9 +2,11 @@
 
 Keeps every test's DDS traffic on this machine, however pytest is started:
 tools/dev sets these already; a bare `pytest` gets the same settings before
-any test module imports rclpy. Also the synthetic-scene fixtures.
+any test module imports rclpy. Also the synthetic-scene fixtures and one colcon build
+of this package per session (colcon_install, sourced_env) for the install and launch tests.
 """
 
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +19,11 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(
     Path(__file__).resolve().parents[1] / "config" / "fastdds_localhost.xml"
 )
+
+# Importing launch (its pytest plugins, launch_pytest and launch_testing, do at start-up) makes every
+# logger created afterwards a LaunchLogger that does not propagate, so the package's log records would
+# never reach the root logger (and caplog) as they do in the node. Plain loggers again:
+logging.setLoggerClass(logging.Logger)
 
 from mapanything_ros.synthetic import SyntheticScene, capture_frames  # noqa: E402
 from mapanything_ros.window import Window  # noqa: E402
