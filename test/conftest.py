@@ -2,10 +2,15 @@
 
 Keeps every test's DDS traffic on this machine, however pytest is started:
 tools/dev sets these already; a bare `pytest` gets the same settings before
-any test module imports rclpy. Also the synthetic-scene fixtures.
+any test module imports rclpy. Also the synthetic-scene fixtures and one colcon build
+of this package per session (colcon_install, sourced_env) for the install and launch tests.
 """
 
+import logging
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +20,17 @@ os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(
     Path(__file__).resolve().parents[1] / "config" / "fastdds_localhost.xml"
 )
 
+# Importing launch (its pytest plugins, launch_pytest and launch_testing, do at start-up) makes every
+# logger created afterwards a LaunchLogger that does not propagate, so the package's log records would
+# never reach the root logger (and caplog) as they do in the node. Plain loggers again:
+logging.setLoggerClass(logging.Logger)
+
 from mapanything_ros.synthetic import SyntheticScene, capture_frames  # noqa: E402
 from mapanything_ros.window import Window  # noqa: E402
 
 
 SEC = 1_000_000_000
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +63,47 @@ def ros(request):
     executor.shutdown()
     node.destroy_node()
     rclpy.shutdown(context=context)
+
+
+def _copy_sources(dest):
+    """This source tree (tracked and untracked, not ignored files) into dest, as a clone would hold it."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True).stdout.split() if (REPO / ".git").exists() else None
+    if not files:
+        shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(".git", "build", "install", "log", "out",
+                                                                  "__pycache__", ".hypothesis"))
+        return
+    for name in files:
+        if not (REPO / name).is_file():  # tracked but deleted in the working tree
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory):
+    """`colcon build` of this package in a fresh workspace, as on a robot: the install/ directory.
+
+    Uses the sourced ROS (AMENT_PREFIX_PATH) or, with a pip-installed ROS, the interpreter's prefix.
+    """
+    if shutil.which("colcon") is None:
+        pytest.skip("colcon is not installed")
+    ws = tmp_path_factory.mktemp("ws")
+    _copy_sources(ws / "src" / "mapanything_ros")
+    env = dict(os.environ)
+    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    result = subprocess.run(
+        ["colcon", "--log-base", "log", "build", "--merge-install", "--event-handlers", "console_direct-",
+         "--cmake-args", "-DBUILD_TESTING=OFF"],
+        cwd=ws, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return ws / "install"
+
+
+@pytest.fixture(scope="session")
+def sourced_env(colcon_install):
+    """os.environ after `source install/setup.bash` of colcon_install (what a user's shell has)."""
+    out = subprocess.run(["bash", "-c", f"source {colcon_install}/setup.bash && env -0"], capture_output=True,
+                         check=True).stdout.decode()
+    return dict(line.split("=", 1) for line in out.split("\0") if "=" in line)

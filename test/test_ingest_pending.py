@@ -1,6 +1,8 @@
 """PendingCaptures: the TF wait queue shared by the node and replay."""
 
-from mapanything_ros.geometry.tf_tree import TransformNotFound
+import numpy as np
+
+from mapanything_ros.geometry.tf_tree import TransformNotFound, TransformTree
 from mapanything_ros.ingest import PendingCaptures
 
 
@@ -28,3 +30,16 @@ def test_waits_in_order_expires_and_stays_bounded():
     q.push(["y"], 400)
     q.clear()
     assert len(q) == 0 and drops["queue"] == 2
+
+
+def test_every_tf_lookup_failure_is_a_wait_not_an_exception():
+    """Whatever TransformTree.lookup raises (unknown frame, '/' or empty frame id, negative stamp)
+    is a TransformError, which drain treats as "no pose yet"."""
+    tree = TransformTree()
+    tree.set_transform("map", "cam", 0, np.eye(4), static=True)
+    expired = []
+    q = PendingCaptures()
+    q.push([("cam", 5), ("/cam", 5), ("", 5), ("cam", -1), ("nowhere", 5)], now_ns=0)
+    built = q.drain(lambda c: tree.lookup("map", *c), 10, timeout_ns=0, on_expired=lambda c, e: expired.append(c))
+    assert [c for c, _ in built] == [("cam", 5)]
+    assert expired == [("/cam", 5), ("", 5), ("cam", -1), ("nowhere", 5)]

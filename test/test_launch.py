@@ -3,8 +3,9 @@
 Without ROS launch: the presets in config/ hold only the node's parameters (mapanything_ros.settings)
 with valid values and types, and the real node (subprocess, oracle backend) starts with each preset
 plus an overrides file as launch_ros writes it; the launch files compile and name existing files and
-executables; launch arguments convert to the right parameter overrides. With launch_pytest (an
-apt/colcon ROS with this package built and sourced): mapping.launch.py brings the node up.
+executables; launch arguments convert to the right parameter overrides. With launch_pytest (an apt
+ROS, or tools/dev, which builds it): both launch files of a colcon install bring the node up with
+the expected parameters, each within a time limit.
 """
 
 import ast
@@ -222,26 +223,60 @@ def test_node_starts_with_preset_and_overrides(path, probe, tmp_path):
             proc.wait()
 
 
-# The launch test. Without launch_pytest its fixture is a plain, unused pytest fixture and the test
-# is reported as skipped with the reason below.
-@(launch_pytest.fixture if launch_pytest else pytest.fixture)
-def mapping_launch():
-    """mapping.launch.py of this source tree with the oracle backend, in namespace /launch_test."""
-    args = {"config": str(REPO / "config" / "mapping.yaml"), "backend": "oracle", "device": "cpu",
-            "cameras": "front_optical left_fisheye_optical", "namespace": "launch_test"}
+@pytest.fixture
+def installed(colcon_install, sourced_env, monkeypatch):
+    """The colcon install of this package, sourced into os.environ (launch runs in this process)."""
+    for name in ("AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "PATH"):
+        if name in sourced_env:
+            monkeypatch.setenv(name, sourced_env[name])
+    return colcon_install / "share" / "mapanything_ros"
+
+
+def _launch(path, **args):
+    """The installed launch file `path` with launch arguments, then ReadyToTest."""
     return LaunchDescription([
-        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(REPO / "launch" / "mapping.launch.py")),
-                                 launch_arguments=args.items()),
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(path)), launch_arguments=args.items()),
         launch_pytest.actions.ReadyToTest(),
     ])
 
 
-launch_test = (pytest.mark.launch(fixture=mapping_launch) if launch_pytest
-               else pytest.mark.skip(reason="launch_pytest not installed (pip-installed ROS)"))
+# Without launch_pytest the fixtures are plain, unused pytest fixtures and the tests are reported
+# as skipped with the reason below. The time limits turn a launch that never gets ready (launch
+# waits for ReadyToTest forever) into a failure.
+launch_fixture = launch_pytest.fixture if launch_pytest else pytest.fixture
 
 
-@launch_test
+@launch_fixture
+def mapping_launch(installed):
+    """mapping.launch.py with the oracle backend and two cameras, in namespace /launch_test."""
+    return _launch(installed / "launch" / "mapping.launch.py", backend="oracle", device="cpu",
+                   cameras="front_optical left_fisheye_optical", namespace="launch_test")
+
+
+@launch_fixture
+def depth_completion_launch(installed):
+    """depth_completion.launch.py (its default config) with the oracle backend, in /launch_dc."""
+    return _launch(installed / "launch" / "depth_completion.launch.py", backend="oracle", device="cpu",
+                   namespace="launch_dc")
+
+
+def _launch_test(fixture):
+    if launch_pytest is None:
+        return pytest.mark.skip(reason="launch_pytest not installed (tools/dev builds it)")
+    return lambda test: pytest.mark.timeout(240)(pytest.mark.launch(fixture=fixture)(test))
+
+
+@_launch_test(mapping_launch)
 def test_mapping_launch_brings_up_the_node(probe):
-    got = _node_parameters(probe, "/launch_test/mapanything", ["cameras", "backend", "window_size"])
-    # cameras:= with one string became a string array; backend:= won over the preset; window_size from it
-    assert got == {"cameras": ["front_optical", "left_fisheye_optical"], "backend": "oracle", "window_size": 8}
+    got = _node_parameters(probe, "/launch_test/mapanything", ["cameras", "backend", "window_size", "depth_source"])
+    # cameras:= with one string became a string array; backend:= won over the preset; the rest from it
+    assert got == {"cameras": ["front_optical", "left_fisheye_optical"], "backend": "oracle", "window_size": 8,
+                   "depth_source": "none"}
+
+
+@_launch_test(depth_completion_launch)
+def test_depth_completion_launch_brings_up_the_node_with_its_preset(probe, installed):
+    preset = _parameters(installed / "config" / "depth_completion.yaml")
+    names = ["backend", "depth_source", "use_depth", "window_size", "cameras"]
+    got = _node_parameters(probe, "/launch_dc/mapanything", names)
+    assert got == {**{n: preset[n] for n in names}, "backend": "oracle"}

@@ -2,50 +2,19 @@
 
 Checks what the ament_cmake build installs: the Python package merged with the
 generated messages, the `ros2 run` executables from setup.cfg, launch/ and
-config/. Uses the sourced ROS (AMENT_PREFIX_PATH) or, with a pip-installed ROS,
-the running interpreter's prefix.
+config/ (the build is conftest's colcon_install, shared with the launch tests).
 """
 
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _sources(dest):
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True).stdout.split() if (REPO / ".git").exists() else None
-    if not files:
-        shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(".git", "build", "install", "log", "out",
-                                                                  "__pycache__", ".hypothesis"))
-        return
-    for name in files:
-        if not (REPO / name).is_file():  # tracked but deleted in the working tree
-            continue
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, dest / name)
-
 
 @pytest.fixture(scope="module")
-def install(tmp_path_factory):
-    if shutil.which("colcon") is None:
-        pytest.skip("colcon is not installed")
-    ws = tmp_path_factory.mktemp("ws")
-    _sources(ws / "src" / "mapanything_ros")
-    env = dict(os.environ)
-    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-    result = subprocess.run(
-        ["colcon", "--log-base", "log", "build", "--merge-install", "--event-handlers", "console_direct-",
-         "--cmake-args", "-DBUILD_TESTING=OFF"],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return ws / "install"
+def install(colcon_install):
+    return colcon_install
 
 
 def _site_packages(install):
@@ -79,3 +48,13 @@ def test_installs_executables_launch_and_config(install):
     env = dict(os.environ, PYTHONPATH=str(_site_packages(install)))
     out = subprocess.run([sys.executable, str(exe), "--help"], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and "demo" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("launch_file", ["mapping.launch.py", "depth_completion.launch.py"])
+def test_ros2_launch_show_args_from_the_sourced_install(colcon_install, launch_file):
+    pytest.importorskip("ros2launch", reason="ros2launch not installed (tools/dev builds it)")
+    out = subprocess.run(["bash", "-c", f"source setup.bash && ros2 launch mapanything_ros {launch_file} --show-args"],
+                         cwd=colcon_install, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for argument in ("'config':", "'cameras':", "'backend':", "'namespace':"):
+        assert argument in out.stdout, out.stdout

@@ -1,4 +1,5 @@
-"""TransformTree: tf2's lookup semantics on a pure numpy tree (no ROS)."""
+"""TransformTree: ROS 2 tf2's lookup semantics on a pure numpy tree (no ROS; test_tf2_conformance
+compares it with tf2_ros itself)."""
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from mapanything_ros.geometry.tf_tree import (
     LATEST,
     ConnectivityError,
     ExtrapolationError,
+    InvalidArgument,
     TransformError,
     TransformNotFound,
     TransformTree,
@@ -136,20 +138,83 @@ def test_a_single_sample_only_answers_at_its_own_stamp():
         tree.lookup("odom", "base", 2 * SEC + 1)
 
 
-def test_history_is_bounded_per_edge():
+def test_history_is_pruned_before_each_insert():
     tree = TransformTree(max_history_s=1.0)
     step = SEC // 10
-    for i in range(100):  # 10 s at 10 Hz: many more samples than the initial arrays hold
+    for i in range(100):  # 10 s at 10 Hz
         assert tree.set_transform("odom", "base", i * step, yaw(0.0, (i, 0.0, 0.0)))
-    newest = 99 * step
-    assert np.allclose(tree.lookup("odom", "base", newest - SEC)[:3, 3], [89, 0, 0])
+    # Pruning is relative to the newest stamp before the insert (98 * step): 88 * step is kept.
+    assert np.allclose(tree.lookup("odom", "base", 88 * step)[:3, 3], [88, 0, 0])
     with pytest.raises(ExtrapolationError, match="past"):
-        tree.lookup("odom", "base", newest - SEC - 1)
-    assert not tree.set_transform("odom", "base", newest - SEC - 1, np.eye(4))  # too old: ignored
-    assert not tree.set_transform("odom", "base", newest, np.eye(4))  # repeated stamp: first kept
-    assert np.allclose(tree.lookup("odom", "base", newest)[:3, 3], [99, 0, 0])
-    edge = tree._edges["base"]
-    assert edge.hi - edge.lo == 11 and len(edge.stamps) <= 32
+        tree.lookup("odom", "base", 88 * step - 1)
+    assert not tree.set_transform("odom", "base", 89 * step - 1, np.eye(4))  # too old: refused
+    with pytest.raises(ExtrapolationError, match="past"):  # ... but it pruned up to 89 * step
+        tree.lookup("odom", "base", 88 * step)
+    assert len(tree._frames["base"].stamps) == 11
+
+
+def test_a_repeated_stamp_keeps_both_and_the_later_answers():
+    tree = TransformTree()
+    for s, x in ((1, 1.0), (2, 2.0), (2, 5.0), (3, 3.0), (3, 7.0)):
+        assert tree.set_transform("odom", "base", s * SEC, yaw(0.0, (x, 0.0, 0.0)))
+    assert tree.lookup("odom", "base", 2 * SEC)[0, 3] == 5.0  # an inner stamp: the later sample
+    assert tree.lookup("odom", "base", 3 * SEC)[0, 3] == 7.0  # the newest stamp: the later sample
+    assert np.isclose(tree.lookup("odom", "base", 2 * SEC + SEC // 2)[0, 3], 4.0)  # from 5 to the earlier 3
+    tree.set_transform("odom", "base", 1 * SEC, yaw(0.0, (9.0, 0.0, 0.0)))
+    assert tree.lookup("odom", "base", 1 * SEC)[0, 3] == 1.0  # the oldest stamp: the earlier sample
+
+
+def test_a_frame_follows_its_newest_parent():
+    tree = TransformTree()
+    tree.set_transform("a", "c", 1 * SEC, yaw(0.0, (1.0, 0.0, 0.0)))
+    tree.set_transform("a", "c", 2 * SEC, yaw(0.0, (2.0, 0.0, 0.0)))
+    tree.set_transform("b", "c", 3 * SEC, yaw(0.0, (3.0, 0.0, 0.0)))
+    assert tree.lookup("b", "c", LATEST)[0, 3] == 3.0
+    assert tree.lookup("a", "c", 1 * SEC + SEC // 2)[0, 3] == 1.5
+    # between samples of different parents: the older sample, not interpolated
+    assert tree.lookup("a", "c", 2 * SEC + SEC // 2)[0, 3] == 2.0
+    with pytest.raises(ConnectivityError):
+        tree.lookup("b", "c", 2 * SEC)
+
+
+def test_static_and_dynamic_replace_each_other():
+    tree = TransformTree()
+    tree.set_transform("odom", "base", 1 * SEC, yaw(0.0, (1.0, 0.0, 0.0)))
+    tree.set_transform("odom", "base", 0, yaw(0.0, (5.0, 0.0, 0.0)), static=True)
+    assert tree.lookup("odom", "base", 100 * SEC)[0, 3] == 5.0
+    tree.set_transform("odom", "base", 2 * SEC, yaw(0.0, (2.0, 0.0, 0.0)))
+    assert tree.lookup("odom", "base", LATEST)[0, 3] == 2.0
+    with pytest.raises(ExtrapolationError):
+        tree.lookup("odom", "base", 1 * SEC)  # the history before the static value is gone
+
+
+def test_frame_ids_lose_one_leading_slash_and_lookups_refuse_it():
+    tree = TransformTree()
+    tree.set_transform("/map", "/odom", 0, yaw(0.3), static=True)
+    assert np.allclose(tree.lookup("map", "odom", LATEST), yaw(0.3))
+    for target, source in (("/map", "odom"), ("map", ""), ("", "odom")):
+        with pytest.raises(InvalidArgument):
+            tree.lookup(target, source, LATEST)
+    with pytest.raises(InvalidArgument):
+        tree.lookup("map", "odom", -1)
+
+
+def test_a_frame_against_itself_is_the_identity_even_when_unknown():
+    tree = TransformTree()
+    assert np.array_equal(tree.lookup("cam", "cam", 5 * SEC), np.eye(4))
+    with pytest.raises(TransformNotFound):
+        tree.lookup("cam", "map", LATEST)
+
+
+def test_a_loop_is_accepted_and_reported_by_lookups_that_go_round_it():
+    tree = TransformTree()
+    tree.set_transform("a", "b", 0, yaw(0.1), static=True)
+    tree.set_transform("b", "c", 0, yaw(0.2), static=True)
+    tree.set_transform("c", "a", 0, yaw(0.3), static=True)  # closes a loop: accepted
+    tree.set_transform("x", "y", 0, yaw(0.4), static=True)
+    assert np.allclose(tree.lookup("a", "c", LATEST), yaw(0.3))  # the walk from c meets a at once
+    with pytest.raises(TransformNotFound, match="loop"):
+        tree.lookup("x", "a", LATEST)
 
 
 def test_late_samples_inside_the_history_are_merged_in_order():
@@ -167,29 +232,26 @@ def test_unknown_and_disconnected_frames():
         tree.lookup("map", "nowhere", LATEST)
     with pytest.raises(ConnectivityError):
         tree.lookup("odom", "robot2", LATEST)
-    for error in (TransformNotFound, ConnectivityError, ExtrapolationError):
+    for error in (TransformNotFound, ConnectivityError, ExtrapolationError, InvalidArgument):
         assert issubclass(error, TransformError) and issubclass(error, LookupError)
 
 
 @pytest.mark.parametrize(
-    "parent, child, pose, static, message",
+    "parent, child, pose, message",
     [
-        ("base", "cam", np.eye(4), False, "already has parent"),  # a second parent
-        ("cam", "odom", np.eye(4), False, "loop"),
-        ("odom", "base", np.eye(4), True, "already dynamic"),
-        ("odom", "odom", np.eye(4), False, "own parent"),
-        ("odom", "", np.eye(4), False, "non-empty"),
-        ("odom", "base", np.full((4, 4), np.nan), False, "finite"),
-        ("odom", "base", np.eye(3), False, "4x4"),
+        ("odom", "odom", np.eye(4), "own parent"),
+        ("/odom", "odom", np.eye(4), "own parent"),
+        ("odom", "", np.eye(4), "non-empty"),
+        ("odom", "/", np.eye(4), "non-empty"),
+        ("odom", "base", np.full((4, 4), np.nan), "finite"),
+        ("odom", "base", np.eye(3), "4x4"),
     ],
 )
-def test_invalid_transforms_are_refused(parent, child, pose, static, message):
+def test_invalid_transforms_are_refused(parent, child, pose, message):
     tree = TransformTree()
-    tree.set_transform("odom", "base", SEC, np.eye(4))
-    tree.set_transform("odom2", "cam", 0, np.eye(4), static=True)
-    tree.set_transform("base", "odom2", SEC, np.eye(4))
     with pytest.raises(ValueError, match=message):
-        tree.set_transform(parent, child, 2 * SEC, pose, static=static)
+        tree.set_transform(parent, child, 2 * SEC, pose)
+    assert not tree.has_frame("odom")
 
 
 def test_clear_forgets_dynamic_and_keeps_static():
@@ -197,7 +259,9 @@ def test_clear_forgets_dynamic_and_keeps_static():
     tree.set_transform("odom", "base", SEC, np.eye(4))
     tree.set_transform("base", "cam", 0, yaw(0.5), static=True)
     tree.clear()
-    assert not tree.has_frame("odom")
+    assert tree.has_frame("odom")  # frames stay known, without data
+    with pytest.raises(ExtrapolationError):
+        tree.lookup("odom", "base", SEC)
     assert np.allclose(tree.lookup("base", "cam", 5 * SEC), yaw(0.5))
     tree.set_transform("odom", "base", 0, np.eye(4))  # time restarted: accepted again
     assert tree.can_transform("odom", "cam", LATEST)

