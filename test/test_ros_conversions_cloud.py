@@ -63,7 +63,8 @@ def clouds(draw):
     height, width = draw(st.integers(0, 4)), draw(st.integers(0, 9))
     n = height * width
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    stamp_ns = draw(st.integers(10 * SEC, 2_000_000_000 * SEC))  # float ns need >= 1e10 (see module doc)
+    # float ns times (stamp - up to 50 ms) must be >= 1e10 ns to be read as ns (see decode's module doc)
+    stamp_ns = draw(st.integers(11 * SEC, 2_000_000_000 * SEC))
     xyz_codes = [draw(st.sampled_from(["f4", "f8"])) for _ in range(3)]
     truth = rng.uniform(-200, 200, (n, 3))
     truth[rng.random(n) < 0.2, rng.integers(0, 3)] = np.nan

@@ -136,9 +136,12 @@ class ViewBatch:
 
 def normalize_image(rgb):
     """(1, 3, H, W) float32 tensor of an (H, W, 3) uint8 RGB image, DINOv2-normalised."""
-    x = np.multiply(rgb, _SCALE, dtype=np.float32)
-    x += _OFFSET
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    h, w, _ = rgb.shape
+    x = np.empty((3, h, w), np.float32)
+    for c in range(3):  # planar output, one channel at a time: no interleaved temporary, no transpose copy
+        np.multiply(rgb[..., c], _SCALE[c], out=x[c], dtype=np.float32)
+        x[c] += _OFFSET[c]
+    return torch.from_numpy(x)[None]
 
 
 def batch_size(frames, config=BatchConfig()):
