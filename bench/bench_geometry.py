@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test"))
 
+from timing import cpu_timed  # noqa: E402  (bench/timing.py, beside this script)
 from mapanything_ros.geometry.camera import CameraModel, clear_ray_cache  # noqa: E402
 from mapanything_ros.geometry.depth import SourceMotion, project_to_depth  # noqa: E402
 from mapanything_ros.geometry.transforms import pose_from_quat_trans  # noqa: E402
@@ -86,16 +87,6 @@ def project_loop(points, cam_from_lidar, camera):
 def sweep_times(beams=64, azimuths=4063, start_ns=1_700_000_000_000_000_000, sweep_ns=100_000_000):
     """Per-point int ns times of lidar_sweep's points: one per azimuth column (row-major, beams rows)."""
     return start_ns + np.tile(np.arange(azimuths) * (sweep_ns // azimuths), beams).astype(np.int64)
-
-
-def cpu_timed(fn, repeat):
-    """(median CPU seconds, last result) of fn()."""
-    times, out = [], None
-    for _ in range(repeat):
-        t = time.process_time()
-        out = fn()
-        times.append(time.process_time() - t)
-    return statistics.median(times), out
 
 
 def timed(fn, repeat=1):

@@ -27,7 +27,6 @@ import argparse
 import array
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -39,6 +38,7 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from timing import cpu_timed  # noqa: E402  (bench/timing.py, beside this script)
 from mapanything_ros import decode  # noqa: E402
 from mapanything_ros.ros.pointcloud import _ADOPT_DATA, xyz_to_cloud  # noqa: E402
 
@@ -50,16 +50,6 @@ except ImportError as e:
 NAMES = ("x", "y", "z", "rgb", "confidence")
 FIELDS = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate(NAMES)]
 DTYPE = np.dtype([(n, "<f4") for n in NAMES])
-
-
-def cpu(fn, repeat):
-    """(median CPU seconds, last result) of fn()."""
-    times, out = [], None
-    for _ in range(repeat):
-        t = time.process_time()
-        out = fn()
-        times.append(time.process_time() - t)
-    return statistics.median(times), out
 
 
 def structured(points, colors, confidence):
@@ -146,7 +136,7 @@ def main():
     figures = {"points": n, "sensor_msgs_py": smp is not None}
     rows = []
     for name, fn in write.items():
-        seconds, msg = cpu(fn, rep)
+        seconds, msg = cpu_timed(fn, rep)
         same = bytes(msg.data) == expected
         figures[f"write_{name}_ms"] = seconds * 1e3
         figures[f"write_{name}_identical"] = same
@@ -170,7 +160,7 @@ def main():
         "memoryview, default message": (plain, memoryview(data)[:part], len(data) / part),
     }
     for name, (target, value, scale) in setter.items():
-        seconds, _ = cpu(lambda: setattr(target, "data", value), rep if scale == 1 else 3)
+        seconds, _ = cpu_timed(lambda: setattr(target, "data", value), rep if scale == 1 else 3)
         key = "data_setter_" + name.split(",")[0].replace(" ", "_").replace(".", "_") + (
             "_adopted" if target is checked else "")
         figures[f"{key}_ms"] = seconds * scale * 1e3
@@ -186,7 +176,7 @@ def main():
     if smp is not None:
         read["sensor_msgs_py_read_points_numpy"] = lambda: smp.read_points_numpy(msg, ["x", "y", "z"], skip_nans=True)
     for name, fn in read.items():
-        seconds, pts = cpu(fn, rep)
+        seconds, pts = cpu_timed(fn, rep)
         same = bool(np.array_equal(np.asarray(pts, np.float64), truth))
         figures[f"read_{name}_ms"] = seconds * 1e3
         figures[f"read_{name}_identical"] = same
