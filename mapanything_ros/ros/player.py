@@ -9,17 +9,25 @@ Ouster-style `t` uint32 nanosecond offset from the header stamp, which is the sw
 cloud goes out when the sweep ends). TF: `world_frame -> base_frame` on /tf; the rig's mounting
 poses `base_frame -> camera / lidar` once on /tf_static (transient local).
 
+Clock: from the command line, stamps start at the wall clock's now (the clock a node uses by
+default, without use_sim_time), paced in real time; --start S (simulated seconds) or --fast
+start at S (default 1 s) instead, for a node with use_sim_time:=true (the player publishes
+/clock). SIGINT or SIGTERM stops it after the tick being rendered, exit code 0.
+
 CLI: python -m mapanything_ros.ros.player --preset small --seed 0 --duration 10 --rate 10
 """
 
 import argparse
 import array
 import collections
+import signal
+import threading
 import time
 
 import cv2
 import numpy as np
 import rclpy
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
@@ -192,19 +200,21 @@ class SyntheticPlayer:
         self.now_ns = stamp
         return out
 
-    def run(self, duration_s, realtime=True):
+    def run(self, duration_s, realtime=True, stop=None):
         """Publish the ticks stamped in [next_ns, next_ns + duration_s); returns how many.
 
         realtime: pace ticks by the wall clock (a tick whose rendering is late goes out late,
-        stamps never change); otherwise publish as fast as possible.
+        stamps never change); otherwise publish as fast as possible. stop: a threading.Event
+        ending the run early (checked between ticks).
         """
+        stop = stop or threading.Event()
         sim0 = self.next_ns
         end = sim0 + int(round(duration_s * SEC))
         wall0 = time.monotonic()
         ticks = 0
-        while self.next_ns < end:
-            if realtime:
-                time.sleep(max(0.0, wall0 + (self.next_ns - sim0) / SEC - time.monotonic()))
+        while self.next_ns < end and not stop.is_set():
+            if realtime and stop.wait(max(0.0, wall0 + (self.next_ns - sim0) / SEC - time.monotonic())):
+                break
             self.step()
             ticks += 1
         return ticks
@@ -219,14 +229,15 @@ class SyntheticPlayer:
                 self._truth.popitem(last=False)
         return self._truth[stamp_ns]
 
-    def wait_for_subscribers(self, timeout_s):
-        """Wait (wall time) until the sensor and /tf publishers each have a subscriber; False on timeout."""
+    def wait_for_subscribers(self, timeout_s, stop=None):
+        """Wait (wall time) until the sensor and /tf publishers each have a subscriber; False on
+        timeout or when the threading.Event `stop` is set."""
+        stop = stop or threading.Event()
         pubs = [p for t, p in self.publishers.items() if t != "/clock"]
         deadline = time.monotonic() + timeout_s
         while min(p.get_subscription_count() for p in pubs) == 0:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or stop.wait(0.02):
                 return False
-            time.sleep(0.02)
         return True
 
 
@@ -238,7 +249,8 @@ def parse_args(argv=None):
     p.add_argument("--rate", type=float, default=10.0, help="camera rate (Hz)")
     p.add_argument("--lidar-rate", type=float, default=10.0, help="LiDAR sweep rate (Hz, 0: off)")
     p.add_argument("--tf-rate", type=float, default=50.0, help="world -> base TF rate (Hz)")
-    p.add_argument("--start", type=float, default=START_NS / SEC, help="first stamp (simulated s)")
+    p.add_argument("--start", type=float, default=None,
+                   help=f"first stamp (simulated s; default: the wall clock's now, or {START_NS / SEC:g} with --fast)")
     p.add_argument("--world-frame", default=WORLD_FRAME)
     p.add_argument("--base-frame", default=BASE_FRAME)
     p.add_argument("--compressed", action="store_true", help="publish jpeg image_raw/compressed")
@@ -252,25 +264,35 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Run the player from the command line (its own node, real time unless --fast)."""
+    """Run the player from the command line (its own node, real time unless --fast).
+
+    SIGINT (Ctrl-C) and SIGTERM end the run after the tick being rendered: exit code 0."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     args = parse_args(argv)
-    rclpy.init()
+    if args.start is None:
+        start_ns = START_NS if args.fast else time.time_ns()
+    else:
+        start_ns = int(round(args.start * SEC))
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("synthetic_player")
     try:
         player = SyntheticPlayer(
             node, make_scene(args.preset, args.seed), camera_rate_hz=args.rate, lidar_rate_hz=args.lidar_rate,
-            tf_rate_hz=args.tf_rate, start_ns=int(round(args.start * SEC)), world_frame=args.world_frame,
+            tf_rate_hz=args.tf_rate, start_ns=start_ns, world_frame=args.world_frame,
             base_frame=args.base_frame, compressed=args.compressed, clock=not args.no_clock)
         if Clock is None and not args.no_clock:
             node.get_logger().warning("rosgraph_msgs is not importable: not publishing /clock")
-        if args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers):
+        if (args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers, stop)
+                and not stop.is_set()):
             node.get_logger().warning(f"no subscribers after {args.wait_subscribers} s; publishing anyway")
-        ticks = player.run(args.duration, realtime=not args.fast)
+        ticks = player.run(args.duration, realtime=not args.fast, stop=stop)
         node.get_logger().info(f"published {ticks} ticks up to stamp {player.now_ns} ns")
-        time.sleep(args.linger)
+        stop.wait(args.linger)
     finally:
         node.destroy_node()
-        rclpy.try_shutdown()  # Ctrl-C has already shut the context down
+        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":
