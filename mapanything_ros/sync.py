@@ -43,6 +43,8 @@ Bad input:
   Messages still on the old timeline from the other inputs (they loop a moment later) are then
   dropped as "stale" instead of causing a second reset. A smaller step back, or a repeated
   stamp, is dropped as "stale".
+- A depth source silent for `camera_timeout_ns` of image time is reported by
+  `silent_depth_sources` (captures go out without its depth meanwhile).
 - A camera silent for `camera_timeout_ns` of message time (the other cameras' image stamps) is
   reported by `silent_cameras` (which also uses the node clock, for when nothing arrives at all).
   on_silent="wait" (default): no captures without it; its peers' queues stay bounded by dropping
@@ -200,6 +202,15 @@ class CaptureSync:
             clock = max((t for t in (self._image_clock, now_ns, self._now) if t is not None), default=None)
             origin = self._origin if self._origin is not None else self._first_now
             return self._silent(clock, origin)
+
+    def silent_depth_sources(self):
+        """Depth sources without an accepted message for camera_timeout_ns of image time (the cameras'
+        newest stamp) since their last one, or since the first message after the last reset."""
+        with self._lock:
+            if self._image_clock is None or self._origin is None:
+                return []
+            return [s for s in self.depth_sources
+                    if self._image_clock - self._depth_last.get(s, self._origin) >= self.camera_timeout_ns]
 
     def take_resets(self):
         """The reasons of the resets since the last call (oldest first); the node logs them and resets its window."""

@@ -32,12 +32,22 @@ camera_refined: world_frame (image-only: map_frame) -> `<frame_id>_refined` per 
 newest capture (always new frames).
 
 Bad input (undecodable or unsupported images, size disagreeing with CameraInfo, invalid
-intrinsics, empty clouds, missing TF, time jumping back, silent cameras, a backend that cannot
-start) is logged with throttling and reported on /diagnostics; nothing is published for it.
-A backend that cannot start (e.g. missing weights) leaves the node up, reporting the error only.
+intrinsics, empty clouds, missing TF, time jumping back, stamps far from the node clock, silent
+cameras, LiDAR or depth images, a backend that cannot start) is logged with throttling and
+reported on /diagnostics; nothing is published for it. A backend that cannot start (e.g.
+missing weights) leaves the node up, reporting the error only. What the ROS-free modules log
+through python logging (window resets, failed windows, map resets) the node reports itself;
+their python log records go to the node's logger at DEBUG (with tracebacks).
+
+Silence, in message time (the cameras' stamps): a camera or depth source without a message for
+camera_timeout while the others publish. Image stamps more than CLOCK_SKEW_S from the node clock
+(a bag or simulator without use_sim_time, or a sensor clock not synchronised) are reported; the
+node clock then stays out of the capture synchronisation (which otherwise would release every
+capture at once, without its depth).
 """
 
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -85,6 +95,8 @@ THROTTLE_S = 5.0
 # 0.1 s, best-effort inputs overflowed and captures went out without their LiDAR depth.
 GIL_SWITCH_S = 0.0005
 NO_INFO_GRACE = 10  # images dropped for want of a first CameraInfo before that is reported
+CLOCK_SKEW_S = 10.0  # image stamps further than this from the node clock are reported
+DEPTH_MISSING_RUN = 5  # consecutive captures without a depth source's data (while it publishes) before that is reported
 MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # interface.QOS names -> profiles ("input" follows the qos parameter)
@@ -129,6 +141,9 @@ class MapAnythingNode(Node):
         self._sent = OrderedDict()  # (frame_id, frame stamp) -> _Sent
         self._map_frame_id = self.p["world_frame"]
         self._seq = 0
+        self._after_sync_reset = False  # the next window reset follows a reported sync reset
+        self._skewed = False  # the newest image stamp is far from the node clock
+        self._missing_run = {}  # depth source -> consecutive captures that went out without it
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
         self.diag_pub = self._endpoint("diagnostics")
         self.create_timer(1.0, self.publish_diagnostics, clock=self._wall)
@@ -256,12 +271,26 @@ class MapAnythingNode(Node):
             self._bad(f"camera {cam}", "stamp", ERROR, f"{topic}: image stamped 0 (header.stamp not set): dropped, "
                       "since TF time 0 means 'the latest pose'")
             return
+        self._check_clock(topic, stamp)
         try:  # checks what needs no decoding; the decoding waits until the image is a keyframe's
             image = image_decoder(msg, info[0], topic)
         except ValueError as err:
             self._bad(f"camera {cam}", "image", ERROR, str(err))
             return
         self._feed(self.sync.add_image(cam, stamp, _Image(image, info[0], msg.header.frame_id, stamp, cam, info[1])))
+
+    def _check_clock(self, topic, stamp):
+        """Report an image stamp far from the node clock (not before a sim clock has started)."""
+        now = self._now_ns()
+        self._skewed = now > 0 and abs(stamp - now) > CLOCK_SKEW_S * SEC
+        if self._skewed:
+            sim = self.get_parameter("use_sim_time").value
+            self._report("sync", "clock", WARN,
+                         f"{topic}: stamp {(stamp - now) / SEC:+.1f} s from the node's "
+                         f"{'sim (/clock)' if sim else 'system'} clock: "
+                         + ("is /clock from the same source as the stamps?" if sim else
+                            "for a bag or a simulator set use_sim_time:=true and publish /clock "
+                            "(ros2 bag play --clock); else synchronise the sensor's clock"))
 
     def _on_lidar(self, msg):
         try:
@@ -270,7 +299,7 @@ class MapAnythingNode(Node):
             self._bad("depth", "lidar", ERROR, f"{self.p['lidar_topic']}: {err}")
             return
         if len(points) == 0:
-            self._bad("depth", "lidar", WARN, f"{self.p['lidar_topic']}: empty or all-NaN cloud ignored")
+            self._bad("depth", "lidar_empty", WARN, f"{self.p['lidar_topic']}: empty or all-NaN cloud ignored")
             return
         self.rates.tick(LIDAR_SOURCE)
         stamp = stamp_ns(msg.header)
@@ -286,24 +315,64 @@ class MapAnythingNode(Node):
         self._feed(self.sync.add_depth(cam, stamp_ns(msg.header), depth))
 
     def _on_retry(self):
-        self._feed(self.sync.poll(self._now_ns()))
+        self._feed([] if self._skewed else self.sync.poll(self._now_ns()))
 
     # ---------------------------------------------------------------- captures -> frames
 
     def _feed(self, captures):
         """Queue new captures (in stamp order) and submit every one whose transforms are there."""
         with self._lock:
-            for reason in self.sync.take_resets():
+            resets = self.sync.take_resets()
+            for reason in resets:
                 self._report("sync", "reset", WARN, f"input time jumped back: {reason}")
                 self._pending.clear()
+                self._after_sync_reset = True
+            self._count_missing_depth(captures)
             now = self._now_ns()
             self._pending.push(captures, now)
             for _, (frames, sent) in self._pending.drain(self._frames, now, self.p["tf_timeout"] * SEC,
                                                          self._on_tf_timeout):
-                if frames and self.pipeline.submit(frames).admitted:  # only keyframes are ever published
+                if not frames:
+                    continue
+                submission = self.pipeline.submit(frames)
+                if submission.reset and not self._after_sync_reset:  # else the sync reset said why
+                    self._report("pipeline", "window_reset", WARN, submission.reset)
+                self._after_sync_reset = False
+                if submission.admitted:  # only keyframes are ever published
                     self._sent.update(sent)
                     while len(self._sent) > 2 * len(self.cameras) * (self.p["window_size"] + 2):
                         self._sent.popitem(last=False)
+
+    def _depth_topic(self, source):
+        return self.p["lidar_topic"] if source == LIDAR_SOURCE else f"{source}/{self.p['depth_image_topic']}"
+
+    def _count_missing_depth(self, captures):
+        """Report a depth source whose messages arrive but miss DEPTH_MISSING_RUN captures in a row."""
+        for cap in captures:
+            for source in self.sync.depth_sources:
+                run = 0 if source in cap.depth else self._missing_run.get(source, 0) + 1
+                self._missing_run[source] = run
+                if run >= DEPTH_MISSING_RUN and self.sync.stats()["depth"][source]["received"]:
+                    self._report("depth", f"missing {source}", WARN,
+                                 f"{run} captures in a row without depth from {self._depth_topic(source)}: no message "
+                                 f"within depth_tolerance ({self.p['depth_tolerance']} s, parameter depth_tolerance) "
+                                 "of their stamps; check the stamps of both")
+
+    def _check_silence(self):
+        """Report silent cameras and depth sources (see the module doc); at 1 Hz."""
+        now = None if self._skewed else self._now_ns()
+        timeout = f"for {self.p['camera_timeout']} s (parameter camera_timeout)"
+        for cam in self.sync.silent_cameras(now):
+            self._report(f"camera {cam}", "silent", WARN,
+                         f"no image on {self.image_topics[cam]} {timeout}: check the driver, the topic "
+                         "(parameters cameras, image_transport) and qos")
+        for source in self.sync.silent_depth_sources():
+            kind = "LiDAR sweep" if source == LIDAR_SOURCE else "depth image"
+            param = "lidar_topic" if source == LIDAR_SOURCE else "depth_image_topic"
+            self._report("depth", f"silent {source}", WARN,
+                         f"no {kind} on {self._depth_topic(source)} {timeout} while images arrive: captures go "
+                         f"out without depth; check the driver, the topic (parameter {param}) and qos (a large "
+                         "cloud may never arrive best effort: qos:=reliable)")
 
     def _on_tf_timeout(self, cap, err):
         message = (f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform within tf_timeout "
@@ -328,6 +397,8 @@ class MapAnythingNode(Node):
         self._report("pipeline", "window", ERROR, f"window {seq} failed: {err}")
 
     def _on_result(self, result):
+        if result.map_reset:
+            self._report("pipeline", "map_reset", WARN, f"map cleared: {result.map_reset}")
         recon = result.reconstruction
         frame_id = self.p["world_frame"] if recon.pose_frame == "world" else self.p["map_frame"]
         self._map_frame_id = frame_id
@@ -405,6 +476,7 @@ class MapAnythingNode(Node):
             self._pending.clear()
         self.pipeline.reset()
         response.success, response.message = True, "window, map and pending captures cleared"
+        self.get_logger().info(f"~/reset: {response.message}")
         return response
 
     def _on_save_map(self, request, response):
@@ -412,6 +484,11 @@ class MapAnythingNode(Node):
             response.success, response.message = False, f"not running: {self.fatal}"
             return response
         path = os.path.expanduser(self.p["save_map_path"])
+        if not len(self.pipeline.map):  # an empty map would replace the last saved one
+            response.success = False
+            response.message = (f"the map is empty (nothing mapped since start-up or ~/reset): {path} "
+                                "left as it was")
+            return response
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             n = self.pipeline.save_map(path)
@@ -420,6 +497,15 @@ class MapAnythingNode(Node):
             return response
         response.success, response.message = True, f"wrote {n} points to {path}"
         return response
+
+    def set_parameters(self, parameter_list):
+        """rclpy's, with a readable reason for a wrongly typed value (see params.type_refusal)."""
+        return [params.type_refusal(p) or super(MapAnythingNode, self).set_parameters([p])[0] for p in parameter_list]
+
+    def set_parameters_atomically(self, parameter_list):
+        """rclpy's (the parameter service's path), with a readable reason for a wrongly typed value."""
+        refusals = [r for r in map(params.type_refusal, parameter_list) if r]
+        return refusals[0] if refusals else super().set_parameters_atomically(parameter_list)
 
     def _on_set_parameters(self, parameters):
         changes = {}
@@ -466,16 +552,10 @@ class MapAnythingNode(Node):
                     values[f"{stage}_latency_p95_s"] = f"{s.latency[stage]['p95']:.4f}"
         msg.status.append(make_status(prefix + "pipeline", hw, self.problems.active("pipeline"), values))
         if self.sync is not None:
+            self._check_silence()
             st = self.sync.stats()
-            silent = set(self.sync.silent_cameras(self._now_ns()))
             for cam in self.cameras:
-                problems = self.problems.active(f"camera {cam}")
-                if cam in silent:
-                    problems.insert(0, (WARN, f"no image on {self.image_topics[cam]} for {self.p['camera_timeout']} s"
-                                              " (parameter camera_timeout): check the driver, the topic "
-                                              "(parameters cameras, image_transport) and qos"))
-                msg.status.append(make_status(f"{prefix}camera {cam}", hw, sorted(problems, key=lambda p: p[0],
-                                                                                   reverse=True),
+                msg.status.append(make_status(f"{prefix}camera {cam}", hw, self.problems.active(f"camera {cam}"),
                                               {"topic": self.image_topics[cam], "rate_hz": self.rates.rate(cam),
                                                "received": st["images"][cam],
                                                "camera_info": "ok" if self.infos.get(cam) else "missing"}))
@@ -516,6 +596,18 @@ def _pose(world_from_camera):
     return pose
 
 
+class _DebugHandler(logging.Handler):
+    """python logging records (tracebacks included) to an rclpy logger at DEBUG."""
+
+    def __init__(self, logger):
+        super().__init__(logging.DEBUG)
+        self.logger = logger
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record):
+        self.logger.debug(self.format(record))
+
+
 def main(argv=None):
     """Run the node: `python -m mapanything_ros.ros.node --ros-args -p cameras:=[front] ...`.
 
@@ -523,11 +615,14 @@ def main(argv=None):
     (the window being made finishes and is published), then the node and ROS. rclpy's own signal
     handler would shut ROS down first, under the worker's feet."""
     sys.setswitchinterval(GIL_SWITCH_S)
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node = MapAnythingNode()
+    package_log = logging.getLogger("mapanything_ros")  # the node reports those events itself
+    package_log.addHandler(_DebugHandler(node.get_logger().get_child("python")))
+    package_log.propagate = False
     executor = SingleThreadedExecutor()  # measured against the others: bench/bench_executor.py
     executor.add_node(node)
     try:
