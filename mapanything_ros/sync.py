@@ -40,8 +40,9 @@ Bad input:
   cleared (their images counted as dropped "reset") and the reason is recorded for
   `take_resets`; after each call the node takes the reasons, logs them and resets its window
   before using the returned captures (which all belong to the new timeline).
-  Messages still on the old timeline from the other inputs (they loop a moment later) are then
-  dropped as "stale" instead of causing a second reset. A smaller step back, or a repeated
+  Messages still on the old timeline from the other inputs (they loop a moment later: more than
+  half the jump ahead of the new timeline) are then dropped as "stale" instead of causing a
+  second reset; an input that never jumped (only one source's clock was wrong) carries on. A smaller step back, or a repeated
   stamp, is dropped as "stale".
 - A depth source silent for `camera_timeout_ns` of image time is reported by
   `silent_depth_sources` (captures go out without its depth meanwhile).
@@ -140,6 +141,7 @@ class CaptureSync:
         self._now = None  # latest poll time
         self._last_stamp = None  # stamp of the last emitted capture
         self._leftover = {}  # (kind, name) -> its newest stamp before a reset, until it too jumps back
+        self._jump_ns = 0  # how far time jumped back at the last reset
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -240,13 +242,15 @@ class CaptureSync:
         key = (kind, name)
         old = self._leftover.get(key)
         if old is not None:  # this input has not jumped back yet since the last reset
-            if stamp >= old - threshold and self._clock is not None and stamp > self._clock + threshold:
+            ahead = max(threshold, self._jump_ns // 2)
+            if stamp >= old - threshold and self._clock is not None and stamp > self._clock + ahead:
                 return False  # still on the old timeline
             del self._leftover[key]
         elif last is not None and stamp < last - threshold:
             label = "camera" if kind == "image" else "depth source"
             self._reset(key, f"time jumped back by {(last - stamp) / 1e9:.3f} s on {label} {name}: "
                              "buffers cleared (bag loop?)")
+            self._jump_ns = last - stamp
         elif last is not None and stamp <= last:
             return False
         self._clock = stamp if self._clock is None else max(self._clock, stamp)

@@ -2,11 +2,13 @@
 code 0, no traceback, the node within 2 s: at idle and while working (the node mid-inference with
 the tiny random backend fed by the player at its defaults, the player between and during renders).
 
-Both run as subprocesses as a user starts them (`python -m ...`, the node with the wall clock: no
+Both run as subprocesses as a user starts them (console scripts mapanything_node and
+mapanything_player, the node with the wall clock: no
 use_sim_time, so the player's default stamps must follow that clock for windows to come out).
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,14 +27,16 @@ EXIT_S = 2.0  # the issue's bar for the node
 
 
 def start(args, log):
-    """A subprocess of this interpreter with its output in the file `log`."""
-    return subprocess.Popen([sys.executable, "-m", *args], env=dict(os.environ), stdout=log,
-                            stderr=subprocess.STDOUT)
+    """The console script `args[0]` (test_cli checks they are on tools/dev's PATH; elsewhere the module
+    behind it in this interpreter) with its output in the file `log`."""
+    script = shutil.which(args[0])
+    cmd = [script] if script else [sys.executable, "-m", f"mapanything_ros.ros.{args[0].split('_')[-1]}"]
+    return subprocess.Popen(cmd + args[1:], env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
 
 
 def start_node(tmp_path, name="node"):
     log = open(tmp_path / f"{name}.log", "w+")
-    proc = start(["mapanything_ros.ros.node", "--ros-args", "-p", f"cameras:={CAMERAS}", "-p", "backend:=random",
+    proc = start(["mapanything_node", "--ros-args", "-p", f"cameras:={CAMERAS}", "-p", "backend:=random",
                   "-p", "device:=cpu", "-p", "long_side:=112", "-p", "window_size:=3",
                   "-p", "keyframe_interval:=0.0"], log)
     return proc, log
@@ -62,7 +66,7 @@ def test_sigint_at_idle(ros, tmp_path):
     windows = probe.create_subscription(ReconstructionWindow, "/mapanything/window", lambda m: None, 10)
     node, node_log = start_node(tmp_path)
     player_log = open(tmp_path / "player.log", "w+")
-    player = start(["mapanything_ros.ros.player", "--wait-subscribers", "60"], player_log)  # nobody subscribes
+    player = start(["mapanything_player", "--wait-subscribers", "60"], player_log)  # nobody subscribes
     try:
         assert spin_until(executor, lambda: windows.get_publisher_count() or node.poll() is not None, 60)
         assert node.poll() is None, "node died at start-up"
@@ -85,7 +89,7 @@ def test_sigint_mid_inference_and_mid_playback(ros, tmp_path):
     probe.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     node, node_log = start_node(tmp_path)
     player_log = open(tmp_path / "player.log", "w+")
-    player = start(["mapanything_ros.ros.player", "--duration", "600", "--wait-subscribers", "60"], player_log)
+    player = start(["mapanything_player", "--duration", "600", "--wait-subscribers", "60"], player_log)
     try:
         # Every capture is a keyframe (keyframe_interval 0): the worker is busy while the player plays.
         assert spin_until(executor, lambda: len(got) >= 3 or node.poll() is not None or player.poll() is not None,

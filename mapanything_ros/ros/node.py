@@ -49,6 +49,7 @@ capture at once, without its depth).
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -88,6 +89,8 @@ SEC = 1_000_000_000
 RETRY_HZ = 20.0
 PENDING_MAX = 10  # captures waiting for TF
 THROTTLE_S = 5.0
+LOGGED_MAX = 1000  # kinds of problem remembered for throttling
+_NUMBER = re.compile(r"[-+]?\d[\d.e+-]*")
 # GIL switch interval of the node's process (s). The pipeline worker and the executor threads share
 # the GIL; at Python's default 5 ms, a callback making many short numpy calls waits up to 5 ms to
 # get the GIL back after each one while the worker computes (the "convoy effect"): measured with
@@ -132,7 +135,7 @@ class MapAnythingNode(Node):
         super().__init__(name, **kwargs)
         self.p, declared = params.declare(self)
         self.problems, self.rates = Problems(), Rates()
-        self._logged = {}  # (status, key, level) -> monotonic time of the last log line
+        self._logged = {}  # (status, key, level, masked message) -> monotonic time of its last log line
         self.drops = dict.fromkeys(("tf_timeout", "queue", "bad_input", "no_camera_info"), 0)
         self.pipeline = self.sync = self.runtime = None
         self.fatal = None
@@ -231,11 +234,15 @@ class MapAnythingNode(Node):
         self._report(status, key, level, message)
 
     def _report(self, status, key, level, message):
-        """A problem: a log line, at most one per THROTTLE_S for each (status, key, level), so that one
-        problem never hides another, and a diagnostic problem under `status`."""
+        """A problem: a log line, at most one per THROTTLE_S for each (status, key, level) and message
+        with its numbers masked (each kind of problem is said, whatever came just before), and a
+        diagnostic problem `key` under `status`."""
         now = time.monotonic()
-        if now - self._logged.get((status, key, level), -np.inf) >= THROTTLE_S:
-            self._logged[(status, key, level)] = now
+        kind = (status, key, level, _NUMBER.sub("#", message))
+        if now - self._logged.get(kind, -np.inf) >= THROTTLE_S:
+            if len(self._logged) > LOGGED_MAX:
+                self._logged = {k: t for k, t in self._logged.items() if now - t < THROTTLE_S}
+            self._logged[kind] = now
             if level == ERROR:  # one call site per severity: rclpy refuses a severity change at a call site
                 self.get_logger().error(message)
             else:
