@@ -506,12 +506,12 @@ class MapAnythingNode(Node):
         return response
 
     def set_parameters(self, parameter_list):
-        """rclpy's, with a readable reason for a wrongly typed value (see params.type_refusal)."""
-        return [params.type_refusal(p) or super(MapAnythingNode, self).set_parameters([p])[0] for p in parameter_list]
+        """rclpy's, refusing wrong types and values with readable reasons first (params.refusal)."""
+        return [params.refusal(p) or super(MapAnythingNode, self).set_parameters([p])[0] for p in parameter_list]
 
     def set_parameters_atomically(self, parameter_list):
-        """rclpy's (the parameter service's path), with a readable reason for a wrongly typed value."""
-        refusals = [r for r in map(params.type_refusal, parameter_list) if r]
+        """rclpy's (the parameter service's path), refusing wrong types and values readably first."""
+        refusals = [r for r in map(params.refusal, parameter_list) if r]
         return refusals[0] if refusals else super().set_parameters_atomically(parameter_list)
 
     def _on_set_parameters(self, parameters):

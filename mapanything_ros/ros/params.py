@@ -14,7 +14,7 @@ from rclpy.parameter import Parameter
 
 from rcl_interfaces.msg import SetParametersResult
 
-from ..settings import SPECS
+from ..settings import SPECS, check, short_repr
 
 _REQUIRED_TYPES = {"string_array": Parameter.Type.STRING_ARRAY}  # type of a parameter without default
 _TYPE_NAMES = {Parameter.Type.BOOL: "bool", Parameter.Type.INTEGER: "integer", Parameter.Type.DOUBLE: "double",
@@ -59,14 +59,19 @@ def declare(node):
     return values, problems
 
 
-def type_refusal(param):
-    """A failed SetParametersResult naming the expected and given types when the rclpy Parameter
-    `param` has the wrong type for its spec (rclpy's own reason shows Python 3.11's numeric enum
-    values), else None. Unknown names and NOT_SET (undeclaring) are left to rclpy."""
+def refusal(param):
+    """A failed SetParametersResult with a readable reason when the rclpy Parameter `param` of a
+    runtime parameter has the wrong type (rclpy's own reason shows Python 3.11's numeric enum
+    values) or a value settings.check refuses, else None (read-only ones, unknown names and
+    NOT_SET are left to rclpy)."""
     spec = SPECS.get(param.name)
     given = _TYPE_NAMES.get(param.type_)
-    if spec is None or given is None or given == spec.type_name:
+    if spec is None or spec.read_only or given is None:
         return None
-    hint = " (write it with a decimal point, e.g. 1.0)" if (given, spec.type_name) == ("integer", "double") else ""
-    return SetParametersResult(successful=False, reason=f"{param.name} must be a {spec.type_name}, got the {given} "
-                                                        f"{param.value!r}{hint}")
+    if given != spec.type_name:
+        hint = " (write it with a decimal point, e.g. 1.0)" if (given, spec.type_name) == ("integer", "double") else ""
+        reason = f"{param.name} must be a {spec.type_name}, got the {given} {short_repr(param.value)}{hint}"
+    else:
+        reason = check(param.name, param.value)
+    return None if reason is None else SetParametersResult(successful=False, reason=reason)
+
