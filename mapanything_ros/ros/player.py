@@ -10,9 +10,10 @@ cloud goes out when the sweep ends). TF: `world_frame -> base_frame` on /tf; the
 poses `base_frame -> camera / lidar` once on /tf_static (transient local).
 
 Clock: from the command line, stamps start at the wall clock's now (the clock a node uses by
-default, without use_sim_time), paced in real time; --start S (simulated seconds) or --fast
-start at S (default 1 s) instead, for a node with use_sim_time:=true (the player publishes
-/clock). SIGINT or SIGTERM stops it after the tick being rendered, exit code 0.
+default, without use_sim_time), paced in real time, dropping ticks when rendering falls behind
+(the default scene renders at about half real time on one core); --start S (simulated seconds)
+or --fast start at S (default 1 s) instead and publish every tick, for a node with
+use_sim_time:=true (the player publishes /clock). SIGINT or SIGTERM stops it after the tick being rendered, exit code 0.
 
 CLI: python -m mapanything_ros.ros.player --preset small --seed 0 --duration 10 --rate 10
 """
@@ -200,12 +201,14 @@ class SyntheticPlayer:
         self.now_ns = stamp
         return out
 
-    def run(self, duration_s, realtime=True, stop=None):
+    def run(self, duration_s, realtime=True, stop=None, catch_up=False):
         """Publish the ticks stamped in [next_ns, next_ns + duration_s); returns how many.
 
         realtime: pace ticks by the wall clock (a tick whose rendering is late goes out late,
-        stamps never change); otherwise publish as fast as possible. stop: a threading.Event
-        ending the run early (checked between ticks).
+        stamps never change); otherwise publish as fast as possible. catch_up (with realtime):
+        ticks more than one camera period late are skipped, as a live sensor drops frames, so
+        that stamps keep up with the wall clock when rendering is slower than real time.
+        stop: a threading.Event ending the run early (checked between ticks).
         """
         stop = stop or threading.Event()
         sim0 = self.next_ns
@@ -213,11 +216,21 @@ class SyntheticPlayer:
         wall0 = time.monotonic()
         ticks = 0
         while self.next_ns < end and not stop.is_set():
-            if realtime and stop.wait(max(0.0, wall0 + (self.next_ns - sim0) / SEC - time.monotonic())):
-                break
+            if realtime:
+                due = sim0 + int((time.monotonic() - wall0) * SEC)
+                if catch_up and due - self.next_ns > max(self._period.values()):
+                    self._skip_to(min(due, end))
+                    continue
+                if stop.wait(max(0.0, (self.next_ns - due) / SEC)):
+                    break
             self.step()
             ticks += 1
         return ticks
+
+    def _skip_to(self, stamp_ns):
+        """Skip every tick stamped before stamp_ns."""
+        for k in self._period:
+            self._count[k] = max(self._count[k], -(-(stamp_ns - self._first[k]) // self._period[k]))
 
     def truth(self, stamp_ns):
         """{camera frame id: synthetic.View} at stamp_ns: image, world_from_camera (world_frame from
@@ -287,7 +300,7 @@ def main(argv=None):
         if (args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers, stop)
                 and not stop.is_set()):
             node.get_logger().warning(f"no subscribers after {args.wait_subscribers} s; publishing anyway")
-        ticks = player.run(args.duration, realtime=not args.fast, stop=stop)
+        ticks = player.run(args.duration, realtime=not args.fast, stop=stop, catch_up=args.start is None)
         node.get_logger().info(f"published {ticks} ticks up to stamp {player.now_ns} ns")
         stop.wait(args.linger)
     finally:
