@@ -251,3 +251,20 @@ def test_parameter_fuzz_then_save_after_reset(hostile, tmp_path):
     assert _call(h, Trigger, "/mapanything/reset", Trigger.Request()).success
     refused = _call(h, Trigger, "/mapanything/save_map", Trigger.Request())
     assert not refused.success and "the map is empty" in refused.message and path.read_bytes() == before
+
+
+def test_start_up_values_are_reported_not_raised():
+    """Values rclpy refuses (out of a declared range, wrong type) and values settings.check refuses
+    (non-finite, open bounds, multiples) end in the node's own "bad parameters" report."""
+    r = Rig({"window_size": 0, "long_side": 500, "sync_slop": float("inf"), "camera_timeout": 1e300,
+             "map_publish_rate": 1e-300, "tf_timeout": 1})
+    try:
+        fatal = r.node.fatal
+        assert fatal.startswith("bad parameters") and r.node.pipeline is None, fatal
+        for text in ("window_size", "long_side", "sync_slop must be a finite number", "camera_timeout",
+                     "map_publish_rate", "tf_timeout"):
+            assert text in fatal, (text, fatal)
+        assert "Type." not in fatal
+        r.assert_problem("pipeline", ERROR, "bad parameters")
+    finally:
+        r.close()

@@ -39,11 +39,14 @@ missing weights) leaves the node up, reporting the error only. What the ROS-free
 through python logging (window resets, failed windows, map resets) the node reports itself;
 their python log records go to the node's logger at DEBUG (with tracebacks).
 
-Silence, in message time (the cameras' stamps): a camera or depth source without a message for
-camera_timeout while the others publish. Image stamps more than CLOCK_SKEW_S from the node clock
-(a bag or simulator without use_sim_time, or a sensor clock not synchronised) are reported; the
-node clock then stays out of the capture synchronisation (which otherwise would release every
-capture at once, without its depth).
+Message time: the sync measures waits (a capture's DEPTH_WAIT_S for its depth) and silence in
+the stamps' time base; between messages the node clock stands in for it, less the smallest lag
+(node clock - stamp at receipt) of the last LAG_IMAGES images. That lag is the inputs' latency
+(a slow driver or player: without it every capture arriving later than DEPTH_WAIT_S would go
+out at once, without its LiDAR sweep), or the offset of a foreign clock: image stamps more than
+CLOCK_SKEW_S from the node clock (a bag or simulator without use_sim_time, a sensor clock not
+synchronised) are reported. Silence: a camera or depth source without a message for
+camera_timeout of message time.
 """
 
 import importlib
@@ -54,7 +57,7 @@ import signal
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -99,6 +102,7 @@ _NUMBER = re.compile(r"[-+]?\d[\d.e+-]*")
 GIL_SWITCH_S = 0.0005
 NO_INFO_GRACE = 10  # images dropped for want of a first CameraInfo before that is reported
 CLOCK_SKEW_S = 10.0  # image stamps further than this from the node clock are reported
+LAG_IMAGES = 50  # images over which the node clock's lead on the stamps is measured
 DEPTH_MISSING_RUN = 5  # consecutive captures without a depth source's data (while it publishes) before that is reported
 MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -145,7 +149,7 @@ class MapAnythingNode(Node):
         self._map_frame_id = self.p["world_frame"]
         self._seq = 0
         self._after_sync_reset = False  # the next window reset follows a reported sync reset
-        self._skewed = False  # the newest image stamp is far from the node clock
+        self._lags = deque(maxlen=LAG_IMAGES)  # node clock - stamp at the receipt of the last images (ns)
         self._missing_run = {}  # depth source -> consecutive captures that went out without it
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
         self.diag_pub = self._endpoint("diagnostics")
@@ -287,10 +291,13 @@ class MapAnythingNode(Node):
         self._feed(self.sync.add_image(cam, stamp, _Image(image, info[0], msg.header.frame_id, stamp, cam, info[1])))
 
     def _check_clock(self, topic, stamp):
-        """Report an image stamp far from the node clock (not before a sim clock has started)."""
+        """Note the image's lag behind the node clock; report a stamp far from it (not before a sim
+        clock has started)."""
         now = self._now_ns()
-        self._skewed = now > 0 and abs(stamp - now) > CLOCK_SKEW_S * SEC
-        if self._skewed:
+        if now == 0:
+            return
+        self._lags.append(now - stamp)
+        if abs(stamp - now) > CLOCK_SKEW_S * SEC:
             sim = self.get_parameter("use_sim_time").value
             self._report("sync", "clock", WARN,
                          f"{topic}: stamp {(stamp - now) / SEC:+.1f} s from the node's "
@@ -321,8 +328,15 @@ class MapAnythingNode(Node):
         self.rates.tick(f"{cam} depth")
         self._feed(self.sync.add_depth(cam, stamp_ns(msg.header), depth))
 
+    def _message_now(self):
+        """The node clock in the stamps' time base: minus the smallest lag of the recent images (the
+        inputs' transport and driver latency, or the offset of a foreign clock), so that a capture
+        waits for its depth DEPTH_WAIT_S after its images could arrive, and silence is measured
+        from when messages would arrive (the node clock itself before any image)."""
+        return self._now_ns() - (max(0, min(self._lags)) if self._lags else 0)
+
     def _on_retry(self):
-        self._feed([] if self._skewed else self.sync.poll(self._now_ns()))
+        self._feed(self.sync.poll(self._message_now()))
 
     # ---------------------------------------------------------------- captures -> frames
 
@@ -367,7 +381,7 @@ class MapAnythingNode(Node):
 
     def _check_silence(self):
         """Report silent cameras and depth sources (see the module doc); at 1 Hz."""
-        now = None if self._skewed else self._now_ns()
+        now = self._message_now()
         timeout = f"for {self.p['camera_timeout']} s (parameter camera_timeout)"
         for cam in self.sync.silent_cameras(now):
             self._report(f"camera {cam}", "silent", WARN,
