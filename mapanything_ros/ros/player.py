@@ -170,32 +170,35 @@ class SyntheticPlayer:
         return self._first[kind] + self._count[kind] * self._period[kind]
 
     def step(self):
-        """Publish everything due at the next tick; returns [(topic, message)] in publication order."""
+        """Publish everything due at the next tick, each message as soon as it is made (the cheap
+        LiDAR sweep before the camera images, which take long to render); returns [(topic,
+        message)] in publication order."""
         stamp = self.next_ns
         due = [k for k in self._period if self._due(k) == stamp]
         out = []
+
+        def publish(topic, msg):
+            self.publishers[topic].publish(msg)
+            out.append((topic, msg))
+
         if "/clock" in self.publishers:
             msg = Clock()
             msg.clock = Time(nanoseconds=stamp).to_msg()
-            out.append(("/clock", msg))
+            publish("/clock", msg)
         if "tf" in due:
             pose = self.scene.trajectory.world_from_body(stamp)
-            out.append(("/tf", TFMessage(transforms=[
-                matrix_to_transform(pose, self.world_frame, self.base_frame, stamp)])))
+            publish("/tf", TFMessage(transforms=[matrix_to_transform(pose, self.world_frame, self.base_frame, stamp)]))
+        if "lidar" in due:
+            sweep = self.scene.sweep(stamp - self.scene.lidar.sweep_ns)
+            publish(self.lidar_topic, timed_cloud(sweep.points, sweep.times_ns - sweep.start_ns,
+                                                  make_header(self.lidar_frame, sweep.start_ns), self.scene.lidar.rows))
         if "camera" in due:
             for name, view in self.truth(stamp).items():
                 header = make_header(name, stamp)
                 image_topic, info_topic = self._camera_topics[name]
                 encode = rgb_to_compressed if self.compressed else rgb_to_image
-                out += [(image_topic, encode(view.image, header)),
-                        (info_topic, model_to_camera_info(view.camera, header))]
-        if "lidar" in due:
-            sweep = self.scene.sweep(stamp - self.scene.lidar.sweep_ns)
-            out.append((self.lidar_topic, timed_cloud(sweep.points, sweep.times_ns - sweep.start_ns,
-                                                      make_header(self.lidar_frame, sweep.start_ns),
-                                                      self.scene.lidar.rows)))
-        for topic, msg in out:
-            self.publishers[topic].publish(msg)
+                publish(image_topic, encode(view.image, header))
+                publish(info_topic, model_to_camera_info(view.camera, header))
         for k in due:
             self._count[k] += 1
         self.now_ns = stamp
@@ -206,8 +209,9 @@ class SyntheticPlayer:
 
         realtime: pace ticks by the wall clock (a tick whose rendering is late goes out late,
         stamps never change); otherwise publish as fast as possible. catch_up (with realtime):
-        ticks more than one camera period late are skipped, as a live sensor drops frames, so
-        that stamps keep up with the wall clock when rendering is slower than real time.
+        camera frames due more than one camera period ago are dropped, as a live camera drops
+        frames, so that stamps keep up with the wall clock when rendering is slower than real
+        time (TF and the cheap LiDAR sweeps are all published, so every image has its sweep).
         stop: a threading.Event ending the run early (checked between ticks).
         """
         stop = stop or threading.Event()
@@ -218,8 +222,8 @@ class SyntheticPlayer:
         while self.next_ns < end and not stop.is_set():
             if realtime:
                 due = sim0 + int((time.monotonic() - wall0) * SEC)
-                if catch_up and due - self.next_ns > max(self._period.values()):
-                    self._skip_to(min(due, end))
+                if catch_up and "camera" in self._period and due - self._due("camera") > self._period["camera"]:
+                    self._drop_frames(min(due, end))
                     continue
                 if stop.wait(max(0.0, (self.next_ns - due) / SEC)):
                     break
@@ -227,10 +231,15 @@ class SyntheticPlayer:
             ticks += 1
         return ticks
 
-    def _skip_to(self, stamp_ns):
+    def skip_to(self, stamp_ns):
         """Skip every tick stamped before stamp_ns."""
         for k in self._period:
             self._count[k] = max(self._count[k], -(-(stamp_ns - self._first[k]) // self._period[k]))
+
+    def _drop_frames(self, stamp_ns):
+        """Skip the camera frames stamped before stamp_ns."""
+        period = self._period["camera"]
+        self._count["camera"] = max(self._count["camera"], -(-(stamp_ns - self._first["camera"]) // period))
 
     def truth(self, stamp_ns):
         """{camera frame id: synthetic.View} at stamp_ns: image, world_from_camera (world_frame from
@@ -300,6 +309,8 @@ def main(argv=None):
         if (args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers, stop)
                 and not stop.is_set()):
             node.get_logger().warning(f"no subscribers after {args.wait_subscribers} s; publishing anyway")
+        if args.start is None and not args.fast:
+            player.skip_to(time.time_ns())  # the scene took a while to make: start at the wall clock's now
         ticks = player.run(args.duration, realtime=not args.fast, stop=stop, catch_up=args.start is None)
         node.get_logger().info(f"published {ticks} ticks up to stamp {player.now_ns} ns")
         stop.wait(args.linger)
