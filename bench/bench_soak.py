@@ -60,9 +60,10 @@ def run(minutes, backend, sample_s, warmup_min):
     rclpy.init()
     probe = rclpy.create_node("soak_probe")
     latencies, diags, problems = [], [], []
-    probe.create_subscription(ReconstructionWindow, "/mapanything/window",
-                              lambda m: latencies.append((time.monotonic(), (time.time_ns() - stamp_ns(m.header)) / SEC)),
-                              10)
+    def on_window(msg):
+        latencies.append((time.monotonic(), (time.time_ns() - stamp_ns(msg.header)) / SEC))
+
+    probe.create_subscription(ReconstructionWindow, "/mapanything/window", on_window, 10)
     probe.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     probe.create_subscription(Log, "/rosout", lambda m: problems.append((m.level, m.msg))
                               if m.name == "mapanything" and m.level >= Log.WARN else None, 1000)

@@ -42,8 +42,8 @@ Bad input:
   before using the returned captures (which all belong to the new timeline).
   Messages still on the old timeline from the other inputs (they loop a moment later: more than
   half the jump ahead of the new timeline) are then dropped as "stale" instead of causing a
-  second reset; an input that never jumped (only one source's clock was wrong) carries on. A smaller step back, or a repeated
-  stamp, is dropped as "stale".
+  second reset; an input that never jumped (only one source's clock was wrong) carries on. A
+  smaller step back, or a repeated stamp, is dropped as "stale".
 - A depth source silent for `camera_timeout_ns` of image time is reported by
   `silent_depth_sources` (captures go out without its depth meanwhile).
 - A camera silent for `camera_timeout_ns` of message time (the other cameras' image stamps) is
