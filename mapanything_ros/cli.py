@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
-SLOW_BENCHES = ("model_load", "gpu")  # 4.6 GB checkpoint, ~10 GB RAM; a CUDA GPU: run only when named
+SLOW_BENCHES = ("model_load", "gpu", "soak")  # 4.6 GB checkpoint, ~10 GB RAM; a CUDA GPU; 10 min: run only when named
 
 
 def _value(text):

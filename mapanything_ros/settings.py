@@ -5,6 +5,7 @@ SPECS. READ_ONLY parameters need a restart; the others may change at run time. N
 are inclusive (low_open: the value must exceed `low`); choices and `check` apply everywhere.
 """
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,9 +115,11 @@ def check(name, value):
     if spec is None:
         return None
     if spec.choices and value not in spec.choices:
-        return f"{name} must be one of {list(spec.choices)}, got {value!r}"
+        return f"{name} must be one of {list(spec.choices)}, got {short_repr(value)}"
     if spec.low is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value != value or (value <= spec.low if spec.low_open else value < spec.low) or value > spec.high:
+        if not math.isfinite(value):
+            return f"{name} must be a finite number, got {value}"
+        if (value <= spec.low if spec.low_open else value < spec.low) or value > spec.high:
             low = f"> {spec.low}" if spec.low_open else f">= {spec.low}"
             return f"{name} must be {low}" + (f" and <= {spec.high}" if spec.high != INF else "") + f", got {value}"
         if spec.multiple_of and value % spec.multiple_of:
@@ -132,6 +135,12 @@ def check(name, value):
                                  (value.startswith("cuda:") and value[5:].isdigit())):
         return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"
     return None
+
+
+def short_repr(value, limit=60):
+    """repr(value), cut after `limit` characters (for messages echoing what a user gave)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def problems(values):

@@ -40,9 +40,12 @@ Bad input:
   cleared (their images counted as dropped "reset") and the reason is recorded for
   `take_resets`; after each call the node takes the reasons, logs them and resets its window
   before using the returned captures (which all belong to the new timeline).
-  Messages still on the old timeline from the other inputs (they loop a moment later) are then
-  dropped as "stale" instead of causing a second reset. A smaller step back, or a repeated
-  stamp, is dropped as "stale".
+  Messages still on the old timeline from the other inputs (they loop a moment later: more than
+  half the jump ahead of the new timeline) are then dropped as "stale" instead of causing a
+  second reset; an input that never jumped (only one source's clock was wrong) carries on. A
+  smaller step back, or a repeated stamp, is dropped as "stale".
+- A depth source silent for `camera_timeout_ns` of image time is reported by
+  `silent_depth_sources` (captures go out without its depth meanwhile).
 - A camera silent for `camera_timeout_ns` of message time (the other cameras' image stamps) is
   reported by `silent_cameras` (which also uses the node clock, for when nothing arrives at all).
   on_silent="wait" (default): no captures without it; its peers' queues stay bounded by dropping
@@ -138,6 +141,7 @@ class CaptureSync:
         self._now = None  # latest poll time
         self._last_stamp = None  # stamp of the last emitted capture
         self._leftover = {}  # (kind, name) -> its newest stamp before a reset, until it too jumps back
+        self._jump_ns = 0  # how far time jumped back at the last reset
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -201,6 +205,15 @@ class CaptureSync:
             origin = self._origin if self._origin is not None else self._first_now
             return self._silent(clock, origin)
 
+    def silent_depth_sources(self):
+        """Depth sources without an accepted message for camera_timeout_ns of image time (the cameras'
+        newest stamp) since their last one, or since the first message after the last reset."""
+        with self._lock:
+            if self._image_clock is None or self._origin is None:
+                return []
+            return [s for s in self.depth_sources
+                    if self._image_clock - self._depth_last.get(s, self._origin) >= self.camera_timeout_ns]
+
     def take_resets(self):
         """The reasons of the resets since the last call (oldest first); the node logs them and resets its window."""
         with self._lock:
@@ -229,13 +242,15 @@ class CaptureSync:
         key = (kind, name)
         old = self._leftover.get(key)
         if old is not None:  # this input has not jumped back yet since the last reset
-            if stamp >= old - threshold and self._clock is not None and stamp > self._clock + threshold:
+            ahead = max(threshold, self._jump_ns // 2)
+            if stamp >= old - threshold and self._clock is not None and stamp > self._clock + ahead:
                 return False  # still on the old timeline
             del self._leftover[key]
         elif last is not None and stamp < last - threshold:
             label = "camera" if kind == "image" else "depth source"
             self._reset(key, f"time jumped back by {(last - stamp) / 1e9:.3f} s on {label} {name}: "
                              "buffers cleared (bag loop?)")
+            self._jump_ns = last - stamp
         elif last is not None and stamp <= last:
             return False
         self._clock = stamp if self._clock is None else max(self._clock, stamp)

@@ -1,6 +1,11 @@
 """`mapanything-ros` commands end to end on small synthetic runs (oracle backend, no weights)."""
 
 import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +38,15 @@ def test_demo_then_eval_and_replay(tmp_path, capsys, monkeypatch):
 def test_replay_refuses_bad_parameters(tmp_path):
     with pytest.raises(SystemExit, match="unknown parameters"):
         main(["replay", str(tmp_path), "-p", "no_such:=1"])
+
+
+@pytest.mark.skipif(not os.environ.get("MAPANYTHING_ROS_ENV"), reason="PATH holds the console scripts in tools/dev")
+def test_console_scripts_are_on_the_path():
+    """The README's commands (mapanything_node, mapanything_player, ...) run as written in tools/dev."""
+    text = (Path(__file__).resolve().parents[1] / "setup.cfg").read_text()
+    names = re.findall(r"^\s+([\w.-]+)\s*=\s*[\w.]+:\w+\s*$", text, re.M)
+    assert {"mapanything_node", "mapanything_player"} <= set(names)
+    for name in names:
+        assert shutil.which(name), f"{name} is not on PATH"
+    done = subprocess.run(["mapanything_player", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--duration" in done.stdout, done.stderr

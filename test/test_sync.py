@@ -193,6 +193,42 @@ def test_silent_camera_is_reported_and_waited_for():
     assert fresh.silent_cameras(now_ns=600 * MS) == ["a", "b"]
 
 
+def test_one_depth_source_with_a_wrong_clock_resets_once_and_the_cameras_carry_on():
+    """A LiDAR stamped 30 s ahead, then right again: one reset; images slightly ahead of the LiDAR
+    (one frame) are not taken for the old timeline, captures come out as before."""
+    sync = CaptureSync(["a"], slop_ns=10 * MS, depth_sources=["lidar"], depth_tolerance_ns=20 * MS,
+                       depth_wait_ns=50 * MS)
+    out = []
+    for k in range(10):
+        stamp = 1000 * MS + k * 100 * MS
+        out += sync.add_image("a", stamp, k)  # the image of the capture arrives first, its sweep after
+        out += sync.add_depth("lidar", stamp + (30_000 * MS if k < 5 else -5 * MS), k)
+    out += sync.poll(3000 * MS)
+    (reason,) = sync.take_resets()
+    assert "depth source lidar" in reason
+    assert len(out) == 10 and sync.stats()["dropped"]["stale"] == 0
+    assert [c.depth.get("lidar", (None, None))[1] for c in out[6:]] == [6, 7, 8, 9]
+
+
+def test_silent_depth_source_is_reported_in_image_time():
+    sync = CaptureSync(["a", "front"], slop_ns=10 * MS, depth_sources=["lidar", "front"],
+                       camera_timeout_ns=500 * MS, depth_wait_ns=0)
+    assert sync.silent_depth_sources() == []
+    for k in range(10):
+        stamp = 1000 * MS + k * 100 * MS
+        sync.add_depth("front", stamp, k)
+        if k < 3:
+            sync.add_depth("lidar", stamp, k)
+        sync.add_image("a", stamp, k)
+        sync.add_image("front", stamp, k)
+    assert sync.silent_depth_sources() == ["lidar"]  # last sweep at 1.2 s, images up to 1.9 s
+    sync.add_depth("lidar", 2000 * MS, 10)
+    assert sync.silent_depth_sources() == []
+    never = CaptureSync(["a"], slop_ns=10 * MS, depth_sources=["lidar"], camera_timeout_ns=500 * MS)
+    feed(never, [("image", "a", 1000 * MS + k * 100 * MS, k) for k in range(6)])
+    assert never.silent_depth_sources() == ["lidar"]  # counted from the first message
+
+
 def test_silent_camera_dropped_gives_captures_with_fewer_views():
     sync = CaptureSync(["a", "b"], slop_ns=10 * MS, depth_wait_ns=0, camera_timeout_ns=200 * MS, on_silent="drop")
     missing = {("b", k) for k in range(10, 30)}

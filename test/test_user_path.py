@@ -98,9 +98,6 @@ def test_points_arrive_and_ros2_param_set_changes_a_runtime_parameter(user_run):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "#11 (Ctrl-C is not clean): the node logs a traceback from its pipeline thread (RCLError: publisher's "
-    "context is invalid in _on_result) and the player dies with a KeyboardInterrupt traceback (ros2 run: 254)"))
 def test_ctrl_c_stops_launch_and_player_with_exit_0_and_no_traceback(user_run):
     report = user_run["report"]
     assert user_run["codes"] == {"ros2 launch": 0, "player": 0}, report

@@ -32,18 +32,32 @@ camera_refined: world_frame (image-only: map_frame) -> `<frame_id>_refined` per 
 newest capture (always new frames).
 
 Bad input (undecodable or unsupported images, size disagreeing with CameraInfo, invalid
-intrinsics, empty clouds, missing TF, time jumping back, silent cameras, a backend that cannot
-start) is logged with throttling and reported on /diagnostics; nothing is published for it.
-A backend that cannot start (e.g. missing weights) leaves the node up, reporting the error only.
+intrinsics, empty clouds, missing TF, time jumping back, stamps far from the node clock, silent
+cameras, LiDAR or depth images, a backend that cannot start) is logged with throttling and
+reported on /diagnostics; nothing is published for it. A backend that cannot start (e.g.
+missing weights) leaves the node up, reporting the error only. What the ROS-free modules log
+through python logging (window resets, failed windows, map resets) the node reports itself;
+their python log records go to the node's logger at DEBUG (with tracebacks).
+
+Message time: the sync measures waits (a capture's DEPTH_WAIT_S for its depth) and silence in
+the stamps' time base; between messages the node clock stands in for it, less the smallest lag
+(node clock - stamp at receipt) of the last LAG_IMAGES images. That lag is the inputs' latency
+(a slow driver or player: without it every capture arriving later than DEPTH_WAIT_S would go
+out at once, without its LiDAR sweep), or the offset of a foreign clock: image stamps more than
+CLOCK_SKEW_S from the node clock (a bag or simulator without use_sim_time, a sensor clock not
+synchronised) are reported. Silence: a camera or depth source without a message for
+camera_timeout of message time.
 """
 
 import importlib
+import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -78,6 +92,8 @@ SEC = 1_000_000_000
 RETRY_HZ = 20.0
 PENDING_MAX = 10  # captures waiting for TF
 THROTTLE_S = 5.0
+LOGGED_MAX = 1000  # kinds of problem remembered for throttling
+_NUMBER = re.compile(r"[-+]?\d[\d.e+-]*")
 # GIL switch interval of the node's process (s). The pipeline worker and the executor threads share
 # the GIL; at Python's default 5 ms, a callback making many short numpy calls waits up to 5 ms to
 # get the GIL back after each one while the worker computes (the "convoy effect"): measured with
@@ -85,6 +101,9 @@ THROTTLE_S = 5.0
 # 0.1 s, best-effort inputs overflowed and captures went out without their LiDAR depth.
 GIL_SWITCH_S = 0.0005
 NO_INFO_GRACE = 10  # images dropped for want of a first CameraInfo before that is reported
+CLOCK_SKEW_S = 10.0  # image stamps further than this from the node clock are reported
+LAG_IMAGES = 50  # images over which the node clock's lead on the stamps is measured
+DEPTH_MISSING_RUN = 5  # consecutive captures without a depth source's data (while it publishes) before that is reported
 MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # interface.QOS names -> profiles ("input" follows the qos parameter)
@@ -120,7 +139,7 @@ class MapAnythingNode(Node):
         super().__init__(name, **kwargs)
         self.p, declared = params.declare(self)
         self.problems, self.rates = Problems(), Rates()
-        self._logged = {}  # (status, key, level) -> monotonic time of the last log line
+        self._logged = {}  # (status, key, level, masked message) -> monotonic time of its last log line
         self.drops = dict.fromkeys(("tf_timeout", "queue", "bad_input", "no_camera_info"), 0)
         self.pipeline = self.sync = self.runtime = None
         self.fatal = None
@@ -129,6 +148,9 @@ class MapAnythingNode(Node):
         self._sent = OrderedDict()  # (frame_id, frame stamp) -> _Sent
         self._map_frame_id = self.p["world_frame"]
         self._seq = 0
+        self._after_sync_reset = False  # the next window reset follows a reported sync reset
+        self._lags = deque(maxlen=LAG_IMAGES)  # node clock - stamp at the receipt of the last images (ns)
+        self._missing_run = {}  # depth source -> consecutive captures that went out without it
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
         self.diag_pub = self._endpoint("diagnostics")
         self.create_timer(1.0, self.publish_diagnostics, clock=self._wall)
@@ -216,11 +238,15 @@ class MapAnythingNode(Node):
         self._report(status, key, level, message)
 
     def _report(self, status, key, level, message):
-        """A problem: a log line, at most one per THROTTLE_S for each (status, key, level), so that one
-        problem never hides another, and a diagnostic problem under `status`."""
+        """A problem: a log line, at most one per THROTTLE_S for each (status, key, level) and message
+        with its numbers masked (each kind of problem is said, whatever came just before), and a
+        diagnostic problem `key` under `status`."""
         now = time.monotonic()
-        if now - self._logged.get((status, key, level), -np.inf) >= THROTTLE_S:
-            self._logged[(status, key, level)] = now
+        kind = (status, key, level, _NUMBER.sub("#", message))
+        if now - self._logged.get(kind, -np.inf) >= THROTTLE_S:
+            if len(self._logged) > LOGGED_MAX:
+                self._logged = {k: t for k, t in self._logged.items() if now - t < THROTTLE_S}
+            self._logged[kind] = now
             if level == ERROR:  # one call site per severity: rclpy refuses a severity change at a call site
                 self.get_logger().error(message)
             else:
@@ -256,12 +282,29 @@ class MapAnythingNode(Node):
             self._bad(f"camera {cam}", "stamp", ERROR, f"{topic}: image stamped 0 (header.stamp not set): dropped, "
                       "since TF time 0 means 'the latest pose'")
             return
+        self._check_clock(topic, stamp)
         try:  # checks what needs no decoding; the decoding waits until the image is a keyframe's
             image = image_decoder(msg, info[0], topic)
         except ValueError as err:
             self._bad(f"camera {cam}", "image", ERROR, str(err))
             return
         self._feed(self.sync.add_image(cam, stamp, _Image(image, info[0], msg.header.frame_id, stamp, cam, info[1])))
+
+    def _check_clock(self, topic, stamp):
+        """Note the image's lag behind the node clock; report a stamp far from it (not before a sim
+        clock has started)."""
+        now = self._now_ns()
+        if now == 0:
+            return
+        self._lags.append(now - stamp)
+        if abs(stamp - now) > CLOCK_SKEW_S * SEC:
+            sim = self.get_parameter("use_sim_time").value
+            self._report("sync", "clock", WARN,
+                         f"{topic}: stamp {(stamp - now) / SEC:+.1f} s from the node's "
+                         f"{'sim (/clock)' if sim else 'system'} clock: "
+                         + ("is /clock from the same source as the stamps?" if sim else
+                            "for a bag or a simulator set use_sim_time:=true and publish /clock "
+                            "(ros2 bag play --clock); else synchronise the sensor's clock"))
 
     def _on_lidar(self, msg):
         try:
@@ -270,7 +313,7 @@ class MapAnythingNode(Node):
             self._bad("depth", "lidar", ERROR, f"{self.p['lidar_topic']}: {err}")
             return
         if len(points) == 0:
-            self._bad("depth", "lidar", WARN, f"{self.p['lidar_topic']}: empty or all-NaN cloud ignored")
+            self._bad("depth", "lidar_empty", WARN, f"{self.p['lidar_topic']}: empty or all-NaN cloud ignored")
             return
         self.rates.tick(LIDAR_SOURCE)
         stamp = stamp_ns(msg.header)
@@ -285,25 +328,72 @@ class MapAnythingNode(Node):
         self.rates.tick(f"{cam} depth")
         self._feed(self.sync.add_depth(cam, stamp_ns(msg.header), depth))
 
+    def _message_now(self):
+        """The node clock in the stamps' time base: minus the smallest lag of the recent images (the
+        inputs' transport and driver latency, or the offset of a foreign clock), so that a capture
+        waits for its depth DEPTH_WAIT_S after its images could arrive, and silence is measured
+        from when messages would arrive (the node clock itself before any image)."""
+        return self._now_ns() - (max(0, min(self._lags)) if self._lags else 0)
+
     def _on_retry(self):
-        self._feed(self.sync.poll(self._now_ns()))
+        self._feed(self.sync.poll(self._message_now()))
 
     # ---------------------------------------------------------------- captures -> frames
 
     def _feed(self, captures):
         """Queue new captures (in stamp order) and submit every one whose transforms are there."""
         with self._lock:
-            for reason in self.sync.take_resets():
+            resets = self.sync.take_resets()
+            for reason in resets:
                 self._report("sync", "reset", WARN, f"input time jumped back: {reason}")
                 self._pending.clear()
+                self._after_sync_reset = True
+            self._count_missing_depth(captures)
             now = self._now_ns()
             self._pending.push(captures, now)
             for _, (frames, sent) in self._pending.drain(self._frames, now, self.p["tf_timeout"] * SEC,
                                                          self._on_tf_timeout):
-                if frames and self.pipeline.submit(frames).admitted:  # only keyframes are ever published
+                if not frames:
+                    continue
+                submission = self.pipeline.submit(frames)
+                if submission.reset and not self._after_sync_reset:  # else the sync reset said why
+                    self._report("pipeline", "window_reset", WARN, submission.reset)
+                self._after_sync_reset = False
+                if submission.admitted:  # only keyframes are ever published
                     self._sent.update(sent)
                     while len(self._sent) > 2 * len(self.cameras) * (self.p["window_size"] + 2):
                         self._sent.popitem(last=False)
+
+    def _depth_topic(self, source):
+        return self.p["lidar_topic"] if source == LIDAR_SOURCE else f"{source}/{self.p['depth_image_topic']}"
+
+    def _count_missing_depth(self, captures):
+        """Report a depth source whose messages arrive but miss DEPTH_MISSING_RUN captures in a row."""
+        for cap in captures:
+            for source in self.sync.depth_sources:
+                run = 0 if source in cap.depth else self._missing_run.get(source, 0) + 1
+                self._missing_run[source] = run
+                if run >= DEPTH_MISSING_RUN and self.sync.stats()["depth"][source]["received"]:
+                    self._report("depth", f"missing {source}", WARN,
+                                 f"{run} captures in a row without depth from {self._depth_topic(source)}: no message "
+                                 f"within depth_tolerance ({self.p['depth_tolerance']} s, parameter depth_tolerance) "
+                                 "of their stamps; check the stamps of both")
+
+    def _check_silence(self):
+        """Report silent cameras and depth sources (see the module doc); at 1 Hz."""
+        now = self._message_now()
+        timeout = f"for {self.p['camera_timeout']} s (parameter camera_timeout)"
+        for cam in self.sync.silent_cameras(now):
+            self._report(f"camera {cam}", "silent", WARN,
+                         f"no image on {self.image_topics[cam]} {timeout}: check the driver, the topic "
+                         "(parameters cameras, image_transport) and qos")
+        for source in self.sync.silent_depth_sources():
+            kind = "LiDAR sweep" if source == LIDAR_SOURCE else "depth image"
+            param = "lidar_topic" if source == LIDAR_SOURCE else "depth_image_topic"
+            self._report("depth", f"silent {source}", WARN,
+                         f"no {kind} on {self._depth_topic(source)} {timeout} while images arrive: captures go "
+                         f"out without depth; check the driver, the topic (parameter {param}) and qos (a large "
+                         "cloud may never arrive best effort: qos:=reliable)")
 
     def _on_tf_timeout(self, cap, err):
         message = (f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform within tf_timeout "
@@ -328,6 +418,8 @@ class MapAnythingNode(Node):
         self._report("pipeline", "window", ERROR, f"window {seq} failed: {err}")
 
     def _on_result(self, result):
+        if result.map_reset:
+            self._report("pipeline", "map_reset", WARN, f"map cleared: {result.map_reset}")
         recon = result.reconstruction
         frame_id = self.p["world_frame"] if recon.pose_frame == "world" else self.p["map_frame"]
         self._map_frame_id = frame_id
@@ -405,6 +497,7 @@ class MapAnythingNode(Node):
             self._pending.clear()
         self.pipeline.reset()
         response.success, response.message = True, "window, map and pending captures cleared"
+        self.get_logger().info(f"~/reset: {response.message}")
         return response
 
     def _on_save_map(self, request, response):
@@ -412,6 +505,11 @@ class MapAnythingNode(Node):
             response.success, response.message = False, f"not running: {self.fatal}"
             return response
         path = os.path.expanduser(self.p["save_map_path"])
+        if not len(self.pipeline.map):  # an empty map would replace the last saved one
+            response.success = False
+            response.message = (f"the map is empty (nothing mapped since start-up or ~/reset): {path} "
+                                "left as it was")
+            return response
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             n = self.pipeline.save_map(path)
@@ -420,6 +518,15 @@ class MapAnythingNode(Node):
             return response
         response.success, response.message = True, f"wrote {n} points to {path}"
         return response
+
+    def set_parameters(self, parameter_list):
+        """rclpy's, refusing wrong types and values with readable reasons first (params.refusal)."""
+        return [params.refusal(p) or super(MapAnythingNode, self).set_parameters([p])[0] for p in parameter_list]
+
+    def set_parameters_atomically(self, parameter_list):
+        """rclpy's (the parameter service's path), refusing wrong types and values readably first."""
+        refusals = [r for r in map(params.refusal, parameter_list) if r]
+        return refusals[0] if refusals else super().set_parameters_atomically(parameter_list)
 
     def _on_set_parameters(self, parameters):
         changes = {}
@@ -466,16 +573,10 @@ class MapAnythingNode(Node):
                     values[f"{stage}_latency_p95_s"] = f"{s.latency[stage]['p95']:.4f}"
         msg.status.append(make_status(prefix + "pipeline", hw, self.problems.active("pipeline"), values))
         if self.sync is not None:
+            self._check_silence()
             st = self.sync.stats()
-            silent = set(self.sync.silent_cameras(self._now_ns()))
             for cam in self.cameras:
-                problems = self.problems.active(f"camera {cam}")
-                if cam in silent:
-                    problems.insert(0, (WARN, f"no image on {self.image_topics[cam]} for {self.p['camera_timeout']} s"
-                                              " (parameter camera_timeout): check the driver, the topic "
-                                              "(parameters cameras, image_transport) and qos"))
-                msg.status.append(make_status(f"{prefix}camera {cam}", hw, sorted(problems, key=lambda p: p[0],
-                                                                                   reverse=True),
+                msg.status.append(make_status(f"{prefix}camera {cam}", hw, self.problems.active(f"camera {cam}"),
                                               {"topic": self.image_topics[cam], "rate_hz": self.rates.rate(cam),
                                                "received": st["images"][cam],
                                                "camera_info": "ok" if self.infos.get(cam) else "missing"}))
@@ -516,6 +617,18 @@ def _pose(world_from_camera):
     return pose
 
 
+class _DebugHandler(logging.Handler):
+    """python logging records (tracebacks included) to an rclpy logger at DEBUG."""
+
+    def __init__(self, logger):
+        super().__init__(logging.DEBUG)
+        self.logger = logger
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record):
+        self.logger.debug(self.format(record))
+
+
 def main(argv=None):
     """Run the node: `python -m mapanything_ros.ros.node --ros-args -p cameras:=[front] ...`.
 
@@ -523,11 +636,14 @@ def main(argv=None):
     (the window being made finishes and is published), then the node and ROS. rclpy's own signal
     handler would shut ROS down first, under the worker's feet."""
     sys.setswitchinterval(GIL_SWITCH_S)
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node = MapAnythingNode()
+    package_log = logging.getLogger("mapanything_ros")  # the node reports those events itself
+    package_log.addHandler(_DebugHandler(node.get_logger().get_child("python")))
+    package_log.propagate = False
     executor = SingleThreadedExecutor()  # measured against the others: bench/bench_executor.py
     executor.add_node(node)
     try:

@@ -12,9 +12,15 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.parameter import Parameter
 
-from ..settings import SPECS
+from rcl_interfaces.msg import SetParametersResult
+
+from ..settings import SPECS, check, short_repr
 
 _REQUIRED_TYPES = {"string_array": Parameter.Type.STRING_ARRAY}  # type of a parameter without default
+_TYPE_NAMES = {Parameter.Type.BOOL: "bool", Parameter.Type.INTEGER: "integer", Parameter.Type.DOUBLE: "double",
+               Parameter.Type.STRING: "string", Parameter.Type.BYTE_ARRAY: "byte_array",
+               Parameter.Type.BOOL_ARRAY: "bool_array", Parameter.Type.INTEGER_ARRAY: "integer_array",
+               Parameter.Type.DOUBLE_ARRAY: "double_array", Parameter.Type.STRING_ARRAY: "string_array"}
 
 
 def descriptor(name, spec):
@@ -51,3 +57,21 @@ def declare(node):
         param = node.get_parameter(name)
         values[name] = None if param.type_ == Parameter.Type.NOT_SET else param.value
     return values, problems
+
+
+def refusal(param):
+    """A failed SetParametersResult with a readable reason when the rclpy Parameter `param` of a
+    runtime parameter has the wrong type (rclpy's own reason shows Python 3.11's numeric enum
+    values) or a value settings.check refuses, else None (read-only ones, unknown names and
+    NOT_SET are left to rclpy)."""
+    spec = SPECS.get(param.name)
+    given = _TYPE_NAMES.get(param.type_)
+    if spec is None or spec.read_only or given is None:
+        return None
+    if given != spec.type_name:
+        hint = " (write it with a decimal point, e.g. 1.0)" if (given, spec.type_name) == ("integer", "double") else ""
+        reason = f"{param.name} must be a {spec.type_name}, got the {given} {short_repr(param.value)}{hint}"
+    else:
+        reason = check(param.name, param.value)
+    return None if reason is None else SetParametersResult(successful=False, reason=reason)
+

@@ -9,17 +9,26 @@ Ouster-style `t` uint32 nanosecond offset from the header stamp, which is the sw
 cloud goes out when the sweep ends). TF: `world_frame -> base_frame` on /tf; the rig's mounting
 poses `base_frame -> camera / lidar` once on /tf_static (transient local).
 
+Clock: from the command line, stamps start at the wall clock's now (the clock a node uses by
+default, without use_sim_time), paced in real time, dropping ticks when rendering falls behind
+(the default scene renders at about half real time on one core); --start S (simulated seconds)
+or --fast start at S (default 1 s) instead and publish every tick, for a node with
+use_sim_time:=true (the player publishes /clock). SIGINT or SIGTERM stops it after the tick being rendered, exit code 0.
+
 CLI: python -m mapanything_ros.ros.player --preset small --seed 0 --duration 10 --rate 10
 """
 
 import argparse
 import array
 import collections
+import signal
+import threading
 import time
 
 import cv2
 import numpy as np
 import rclpy
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
@@ -161,53 +170,76 @@ class SyntheticPlayer:
         return self._first[kind] + self._count[kind] * self._period[kind]
 
     def step(self):
-        """Publish everything due at the next tick; returns [(topic, message)] in publication order."""
+        """Publish everything due at the next tick, each message as soon as it is made (the cheap
+        LiDAR sweep before the camera images, which take long to render); returns [(topic,
+        message)] in publication order."""
         stamp = self.next_ns
         due = [k for k in self._period if self._due(k) == stamp]
         out = []
+
+        def publish(topic, msg):
+            self.publishers[topic].publish(msg)
+            out.append((topic, msg))
+
         if "/clock" in self.publishers:
             msg = Clock()
             msg.clock = Time(nanoseconds=stamp).to_msg()
-            out.append(("/clock", msg))
+            publish("/clock", msg)
         if "tf" in due:
             pose = self.scene.trajectory.world_from_body(stamp)
-            out.append(("/tf", TFMessage(transforms=[
-                matrix_to_transform(pose, self.world_frame, self.base_frame, stamp)])))
+            publish("/tf", TFMessage(transforms=[matrix_to_transform(pose, self.world_frame, self.base_frame, stamp)]))
+        if "lidar" in due:
+            sweep = self.scene.sweep(stamp - self.scene.lidar.sweep_ns)
+            publish(self.lidar_topic, timed_cloud(sweep.points, sweep.times_ns - sweep.start_ns,
+                                                  make_header(self.lidar_frame, sweep.start_ns), self.scene.lidar.rows))
         if "camera" in due:
             for name, view in self.truth(stamp).items():
                 header = make_header(name, stamp)
                 image_topic, info_topic = self._camera_topics[name]
                 encode = rgb_to_compressed if self.compressed else rgb_to_image
-                out += [(image_topic, encode(view.image, header)),
-                        (info_topic, model_to_camera_info(view.camera, header))]
-        if "lidar" in due:
-            sweep = self.scene.sweep(stamp - self.scene.lidar.sweep_ns)
-            out.append((self.lidar_topic, timed_cloud(sweep.points, sweep.times_ns - sweep.start_ns,
-                                                      make_header(self.lidar_frame, sweep.start_ns),
-                                                      self.scene.lidar.rows)))
-        for topic, msg in out:
-            self.publishers[topic].publish(msg)
+                publish(image_topic, encode(view.image, header))
+                publish(info_topic, model_to_camera_info(view.camera, header))
         for k in due:
             self._count[k] += 1
         self.now_ns = stamp
         return out
 
-    def run(self, duration_s, realtime=True):
+    def run(self, duration_s, realtime=True, stop=None, catch_up=False):
         """Publish the ticks stamped in [next_ns, next_ns + duration_s); returns how many.
 
         realtime: pace ticks by the wall clock (a tick whose rendering is late goes out late,
-        stamps never change); otherwise publish as fast as possible.
+        stamps never change); otherwise publish as fast as possible. catch_up (with realtime):
+        camera frames due more than one camera period ago are dropped, as a live camera drops
+        frames, so that stamps keep up with the wall clock when rendering is slower than real
+        time (TF and the cheap LiDAR sweeps are all published, so every image has its sweep).
+        stop: a threading.Event ending the run early (checked between ticks).
         """
+        stop = stop or threading.Event()
         sim0 = self.next_ns
         end = sim0 + int(round(duration_s * SEC))
         wall0 = time.monotonic()
         ticks = 0
-        while self.next_ns < end:
+        while self.next_ns < end and not stop.is_set():
             if realtime:
-                time.sleep(max(0.0, wall0 + (self.next_ns - sim0) / SEC - time.monotonic()))
+                due = sim0 + int((time.monotonic() - wall0) * SEC)
+                if catch_up and "camera" in self._period and due - self._due("camera") > self._period["camera"]:
+                    self._drop_frames(min(due, end))
+                    continue
+                if stop.wait(max(0.0, (self.next_ns - due) / SEC)):
+                    break
             self.step()
             ticks += 1
         return ticks
+
+    def skip_to(self, stamp_ns):
+        """Skip every tick stamped before stamp_ns."""
+        for k in self._period:
+            self._count[k] = max(self._count[k], -(-(stamp_ns - self._first[k]) // self._period[k]))
+
+    def _drop_frames(self, stamp_ns):
+        """Skip the camera frames stamped before stamp_ns."""
+        period = self._period["camera"]
+        self._count["camera"] = max(self._count["camera"], -(-(stamp_ns - self._first["camera"]) // period))
 
     def truth(self, stamp_ns):
         """{camera frame id: synthetic.View} at stamp_ns: image, world_from_camera (world_frame from
@@ -219,14 +251,15 @@ class SyntheticPlayer:
                 self._truth.popitem(last=False)
         return self._truth[stamp_ns]
 
-    def wait_for_subscribers(self, timeout_s):
-        """Wait (wall time) until the sensor and /tf publishers each have a subscriber; False on timeout."""
+    def wait_for_subscribers(self, timeout_s, stop=None):
+        """Wait (wall time) until the sensor and /tf publishers each have a subscriber; False on
+        timeout or when the threading.Event `stop` is set."""
+        stop = stop or threading.Event()
         pubs = [p for t, p in self.publishers.items() if t != "/clock"]
         deadline = time.monotonic() + timeout_s
         while min(p.get_subscription_count() for p in pubs) == 0:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or stop.wait(0.02):
                 return False
-            time.sleep(0.02)
         return True
 
 
@@ -238,7 +271,8 @@ def parse_args(argv=None):
     p.add_argument("--rate", type=float, default=10.0, help="camera rate (Hz)")
     p.add_argument("--lidar-rate", type=float, default=10.0, help="LiDAR sweep rate (Hz, 0: off)")
     p.add_argument("--tf-rate", type=float, default=50.0, help="world -> base TF rate (Hz)")
-    p.add_argument("--start", type=float, default=START_NS / SEC, help="first stamp (simulated s)")
+    p.add_argument("--start", type=float, default=None,
+                   help=f"first stamp (simulated s; default: the wall clock's now, or {START_NS / SEC:g} with --fast)")
     p.add_argument("--world-frame", default=WORLD_FRAME)
     p.add_argument("--base-frame", default=BASE_FRAME)
     p.add_argument("--compressed", action="store_true", help="publish jpeg image_raw/compressed")
@@ -252,25 +286,37 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Run the player from the command line (its own node, real time unless --fast)."""
+    """Run the player from the command line (its own node, real time unless --fast).
+
+    SIGINT (Ctrl-C) and SIGTERM end the run after the tick being rendered: exit code 0."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     args = parse_args(argv)
-    rclpy.init()
+    if args.start is None:
+        start_ns = START_NS if args.fast else time.time_ns()
+    else:
+        start_ns = int(round(args.start * SEC))
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("synthetic_player")
     try:
         player = SyntheticPlayer(
             node, make_scene(args.preset, args.seed), camera_rate_hz=args.rate, lidar_rate_hz=args.lidar_rate,
-            tf_rate_hz=args.tf_rate, start_ns=int(round(args.start * SEC)), world_frame=args.world_frame,
+            tf_rate_hz=args.tf_rate, start_ns=start_ns, world_frame=args.world_frame,
             base_frame=args.base_frame, compressed=args.compressed, clock=not args.no_clock)
         if Clock is None and not args.no_clock:
             node.get_logger().warning("rosgraph_msgs is not importable: not publishing /clock")
-        if args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers):
+        if (args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers, stop)
+                and not stop.is_set()):
             node.get_logger().warning(f"no subscribers after {args.wait_subscribers} s; publishing anyway")
-        ticks = player.run(args.duration, realtime=not args.fast)
+        if args.start is None and not args.fast:
+            player.skip_to(time.time_ns())  # the scene took a while to make: start at the wall clock's now
+        ticks = player.run(args.duration, realtime=not args.fast, stop=stop, catch_up=args.start is None)
         node.get_logger().info(f"published {ticks} ticks up to stamp {player.now_ns} ns")
-        time.sleep(args.linger)
+        stop.wait(args.linger)
     finally:
         node.destroy_node()
-        rclpy.try_shutdown()  # Ctrl-C has already shut the context down
+        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":
