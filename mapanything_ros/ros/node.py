@@ -103,7 +103,7 @@ GIL_SWITCH_S = 0.0005
 NO_INFO_GRACE = 10  # images dropped for want of a first CameraInfo before that is reported
 CLOCK_SKEW_S = 10.0  # image stamps further than this from the node clock are reported
 LAG_IMAGES = 50  # images over which the node clock's lead on the stamps is measured
-DEPTH_MISSING_RUN = 5  # consecutive captures without a depth source's data (while it publishes) before that is reported
+DEPTH_MISSING_RUN = 10  # consecutive captures without a depth source's data (while it publishes) before that is reported
 MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # interface.QOS names -> profiles ("input" follows the qos parameter)
