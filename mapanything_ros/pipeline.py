@@ -229,8 +229,9 @@ class Pipeline:
             self._thread.start()
 
     def stop(self, timeout=None):
-        """Stop the worker: the job running finishes, pending jobs are dropped (counted). Returns
-        True when the thread ended within `timeout` seconds (None: wait)."""
+        """Stop the worker: the job running ends after its current stage (inference, whose call
+        cannot be cut short, included) without a result, pending jobs are dropped (counted).
+        Returns True when the thread ended within `timeout` seconds (None: wait)."""
         with self._wake:
             self._stopping = True
             self._counts["dropped"] += len(self._queue)
@@ -383,6 +384,9 @@ class Pipeline:
         lap("inference")
         with self._wake:
             self._counts["inferred"] += 1
+            if self._stopping:  # stop(): no result
+                self._counts["dropped"] += 1
+                return None
         newest = max(f.stamp_ns for f in frames)
         recon = reconstruct(batch, prediction, views=[i for i, f in enumerate(frames) if f.stamp_ns == newest],
                             depth_mode=cfg.depth_mode, edge_threshold=cfg.edge_threshold,

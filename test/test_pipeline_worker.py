@@ -78,6 +78,8 @@ def test_failure_is_counted_and_the_worker_carries_on(tiny_scene, captures):
 
 def test_stop_joins_while_a_job_runs(tiny_scene, captures):
     pipeline = Pipeline(CONFIG, Slow(tiny_scene, pause_s=0.3))
+    results = []
+    pipeline.on_result(results.append)
     pipeline.start()
     pipeline.submit(captures[0])
     while not pipeline.backend.seen:  # the first job is running
@@ -85,7 +87,8 @@ def test_stop_joins_while_a_job_runs(tiny_scene, captures):
     pipeline.submit(captures[1])
     assert pipeline.stop(timeout=5)
     assert not pipeline._thread.is_alive()
-    assert pipeline.stats().dropped >= 1  # the pending job was dropped at stop
+    # the pending job is dropped, the running one ends after its inference, without a result
+    assert pipeline.stats().dropped == 2 and results == []
 
 
 def test_time_going_backwards_resets_the_window(tiny_scene, captures):

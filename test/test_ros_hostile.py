@@ -26,7 +26,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from mapanything_ros import settings  # noqa: E402
-from mapanything_ros.ros.node import THROTTLE_S  # noqa: E402
+from mapanything_ros.ros.node import DEPTH_MISSING_RUN, THROTTLE_S  # noqa: E402
 from mapanything_ros.ros.player import make_header, model_to_camera_info, rgb_to_compressed, timed_cloud  # noqa: E402
 from mapanything_ros.ros.tf import TF_STATIC_QOS, matrix_to_transform  # noqa: E402
 from mapanything_ros.synthetic.presets import make_scene  # noqa: E402
@@ -182,7 +182,7 @@ def test_bad_input_matrix(hostile):
     while time.monotonic() < end:
         h.send(cloud=False)
     h.expect("depth", WARN, "no LiDAR sweep on lidar/points for 1.0 s (parameter camera_timeout)")
-    for _ in range(6):
+    for _ in range(DEPTH_MISSING_RUN + 1):
         stamp = time.time_ns()
         h.send(stamp=stamp, cloud=h.cloud(stamp + 30 * SEC))
     h.expect("depth", WARN, "captures in a row without depth from lidar/points")

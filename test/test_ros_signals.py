@@ -93,7 +93,7 @@ def test_sigint_mid_inference_and_mid_playback(ros, tmp_path):
     probe.create_subscription(ReconstructionWindow, "/mapanything/window", got.append, 10)
     diags = []
     probe.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
-    node, node_log = start_node(tmp_path, long_side=518)  # random network: about 0.3 s per window
+    node, node_log = start_node(tmp_path, long_side=252)  # random network: about 0.25 s per inference
     player_log = open(tmp_path / "player.log", "w+")
     player = start(["mapanything_player", "--preset", "small", "--lidar-rate", "0", "--duration", "600",
                     "--wait-subscribers", "60"],

@@ -103,7 +103,7 @@ GIL_SWITCH_S = 0.0005
 NO_INFO_GRACE = 10  # images dropped for want of a first CameraInfo before that is reported
 CLOCK_SKEW_S = 10.0  # image stamps further than this from the node clock are reported
 LAG_IMAGES = 50  # images over which the node clock's lead on the stamps is measured
-DEPTH_MISSING_RUN = 5  # consecutive captures without a depth source's data (while it publishes) before that is reported
+DEPTH_MISSING_RUN = 10  # captures in a row without a depth source's data (while it publishes) before that is reported
 MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # interface.QOS names -> profiles ("input" follows the qos parameter)
@@ -596,7 +596,7 @@ class MapAnythingNode(Node):
         self.diag_pub.publish(msg)
 
     def shutdown(self):
-        """Stop the pipeline worker (the job running finishes)."""
+        """Stop the pipeline worker (the job running ends after its current stage; see Pipeline.stop)."""
         if self.pipeline is not None:
             self.pipeline.stop(timeout=10.0)
 
@@ -633,8 +633,8 @@ def main(argv=None):
     """Run the node: `python -m mapanything_ros.ros.node --ros-args -p cameras:=[front] ...`.
 
     SIGINT and SIGTERM stop it in order: the executor (no more inputs), then the pipeline worker
-    (the window being made finishes and is published), then the node and ROS. rclpy's own signal
-    handler would shut ROS down first, under the worker's feet."""
+    (the window being made ends after its current stage, unpublished), then the node and ROS.
+    rclpy's own signal handler would shut ROS down first, under the worker's feet."""
     sys.setswitchinterval(GIL_SWITCH_S)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
