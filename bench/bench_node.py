@@ -375,6 +375,8 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended):
         "latency_points_first_last_ms": {"span_s": span / SEC, "first_p50": pct(first, 50),
                                          "last_p50": pct(last, 50)},
         "node_total_latency_s": {k: float(final["pipeline"].get(f"total_latency_{k}_s", "nan")) for k in ("p50", "p95")},
+        "node_inference_latency_s": {k: float(final["pipeline"].get(f"inference_latency_{k}_s", "nan"))
+                                     for k in ("p50", "p95")},
         "max_pipeline_pending": max(series("pipeline", "pending"), default=None),
         "max_queued_for_tf": max(series("sync", "queued_for_tf"), default=None),
         "node_cpu_percent_of_one_core": cpu, "node_cpu_percent_max_1s": max(per_second, default=float("nan")),
@@ -411,6 +413,8 @@ def table(f):
               f"{fl['first_p50']:.0f} vs {fl['last_p50']:.0f} (x{fl['last_p50'] / fl['first_p50']:.2f})"),
              ("node pipeline latency (its diagnostics) p50 / p95 (ms)",
               " / ".join(f"{1e3 * f['node_total_latency_s'][k]:.0f}" for k in ("p50", "p95"))),
+             ("of which the backend (its diagnostics: inference) p50 / p95 (ms)",
+              " / ".join(f"{1e3 * f['node_inference_latency_s'][k]:.0f}" for k in ("p50", "p95"))),
              ("max pipeline queue / max captures waiting for TF (bounds 1 / 10)",
               f"{f['max_pipeline_pending']} / {f['max_queued_for_tf']}"),
              ("node CPU, % of one core (run mean / max 1 s)",
