@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import time
 
@@ -90,12 +89,8 @@ def sweep_times(beams=64, azimuths=4063, start_ns=1_700_000_000_000_000_000, swe
 
 
 def timed(fn, repeat=1):
-    times, out = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+    """(median wall seconds, last result) of fn()."""
+    return cpu_timed(fn, repeat, time.perf_counter)
 
 
 def main():
