@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread, before numpy loads
@@ -82,8 +83,6 @@ class Replay:
         self.entered = self.left = 0.0
 
     def predict(self, batch):
-        import time
-
         self.entered = time.thread_time()
         out = self.recorded[tuple(f.key for f in batch.frames)]
         self.left = time.thread_time()
@@ -92,8 +91,6 @@ class Replay:
 
 def drive(size, windows):
     """Measure the package on PYTHONPATH (run in a subprocess): {figure: value}."""
-    import time
-
     import torch
 
     from mapanything_ros.backends import OracleBackend

@@ -28,7 +28,6 @@ import array
 import json
 import os
 import sys
-import time
 
 import numpy as np
 

@@ -19,7 +19,7 @@ from mapanything_ros.backends import OracleBackend
 from mapanything_ros.geometry import CameraModel, se3_compose
 from mapanything_ros.mapping import VoxelMap
 from mapanything_ros.pipeline import Pipeline, PipelineConfig
-from mapanything_ros.synthetic import RigCamera, SyntheticScene, capture_frames, default_cameras
+from mapanything_ros.synthetic import SyntheticScene, capture_frames, default_cameras
 from mapanything_ros.synthetic.trajectory import rotation_zyx
 from mapanything_ros.window import BatchConfig, Frame, KeyframePolicy
 from truth import check_depth, check_on_surfaces, pose_error

@@ -15,7 +15,6 @@ uses (ros2/geometry2, read for behaviour) and feeds a `TransformTree`.
 import abc
 import threading
 
-import numpy as np
 from geometry_msgs.msg import TransformStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpThreshold
