@@ -34,6 +34,7 @@ from dataclasses import replace
 import numpy as np
 
 from mapanything_ros.ingest import LIDAR_SOURCE
+from mapanything_ros.pipeline import STAGES
 from mapanything_ros.geometry import CameraModel
 from mapanything_ros.synthetic import SyntheticScene, default_cameras, default_lidar
 from mapanything_ros.synthetic.presets import scaled_camera
@@ -377,6 +378,8 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended):
         "node_total_latency_s": {k: float(final["pipeline"].get(f"total_latency_{k}_s", "nan")) for k in ("p50", "p95")},
         "node_inference_latency_s": {k: float(final["pipeline"].get(f"inference_latency_{k}_s", "nan"))
                                      for k in ("p50", "p95")},
+        "node_stage_latency_p50_ms": {stage: 1e3 * float(final["pipeline"].get(f"{stage}_latency_p50_s", "nan"))
+                                      for stage in STAGES},
         "max_pipeline_pending": max(series("pipeline", "pending"), default=None),
         "max_queued_for_tf": max(series("sync", "queued_for_tf"), default=None),
         "node_cpu_percent_of_one_core": cpu, "node_cpu_percent_max_1s": max(per_second, default=float("nan")),
@@ -415,6 +418,8 @@ def table(f):
               " / ".join(f"{1e3 * f['node_total_latency_s'][k]:.0f}" for k in ("p50", "p95"))),
              ("of which the backend (its diagnostics: inference) p50 / p95 (ms)",
               " / ".join(f"{1e3 * f['node_inference_latency_s'][k]:.0f}" for k in ("p50", "p95"))),
+             ("pipeline stages p50 (ms): " + ", ".join(f["node_stage_latency_p50_ms"]),
+              " / ".join(f"{v:.1f}" for v in f["node_stage_latency_p50_ms"].values())),
              ("max pipeline queue / max captures waiting for TF (bounds 1 / 10)",
               f"{f['max_pipeline_pending']} / {f['max_queued_for_tf']}"),
              ("node CPU, % of one core (run mean / max 1 s)",

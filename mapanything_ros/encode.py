@@ -71,11 +71,17 @@ def pack_cloud(points, colors=None, confidence=None):
         names.append("confidence")
         sources.append(np.ascontiguousarray(conf, dtype=np.float32).reshape(1, n, 1))
     step = 4 * len(names)
-    data = array.array("B", b"\0") * (n * step)
+    data = byte_buffer(n * step)
     if n:  # one interleaving pass: channel i of the sources -> field i
         cv2.mixChannels(sources, [np.frombuffer(data, np.float32).reshape(1, n, len(names))],
                         [k for i in range(len(names)) for k in (i, i)])
     return PackedCloud(tuple(names), n, step, data, bool(np.isfinite(xyz).all()))
+
+
+def byte_buffer(nbytes):
+    """array.array('B') of `nbytes` zero bytes (what rclpy messages adopt), made by repetition: no
+    Python-level loop."""
+    return array.array("B", b"\0") * int(nbytes)
 
 
 def _packed_rgb(rgb):

@@ -10,7 +10,7 @@ compensation, geometry.project_to_depth).
 
 from collections import deque
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 
@@ -42,6 +42,13 @@ class Cloud:
     times: np.ndarray | None
     frame_id: str
     stamp_ns: int
+
+    @cached_property
+    def span(self):
+        """(first, last) int ns the sweep covers: its point times, else its stamp."""
+        if self.times is None or not len(self.times):
+            return self.stamp_ns, self.stamp_ns
+        return int(self.times.min()), int(self.times.max())
 
 
 def image_decoder(msg, camera, source):
@@ -118,7 +125,7 @@ class FrameBuilder:
             cam_from_lidar = se3_compose(se3_inverse(lookup(world, image.frame_id, image.stamp_ns)),
                                          lookup(world, cloud.frame_id, cloud.stamp_ns))
             return partial(project_to_depth, cloud.points, cam_from_lidar, image.model)
-        t0, t1 = int(cloud.times.min()), int(cloud.times.max())
+        t0, t1 = cloud.span
         cam_from_lidar = lookup(image.frame_id, cloud.frame_id, image.stamp_ns)
         if t1 == t0:
             t1 = t0 + 1

@@ -13,11 +13,12 @@ Use one path per pipeline.
 
 Where the work goes (the cost model of DESIGN.md). Per keyframe, once: window.prepare (decode,
 resize, normalise, sparse depth at the model resolution), kept while the keyframe is in the
-window. Per window: assembly (stacking the prepared views), the backend, reconstruction of the
-newest capture only (the views that are published; every view's pose, and any other view on
-demand, stay available on the Result's Reconstruction), chaining in image-only mode, then the
-result callbacks (the outputs). The stages from the prediction to the end of the callbacks are
-the critical path. Map insertion comes after the callbacks, off that path, and takes each
+window. Per window: assembly (stacking the prepared views), the backend, reconstruction (every
+view's pose, alignment; native-resolution depth is made on first use, by the result callbacks,
+for the newest capture's views, `Reconstruction.views`, the ones that are published: so each
+output can go out as soon as it is made, ~/points before any native depth map), chaining in
+image-only mode, then the result callbacks (the outputs). The stages from the prediction to the
+end of the callbacks are the critical path. Map insertion comes after the callbacks, off that path, and takes each
 keyframe once (`map_insert`): "newest", from the first window that holds it (where it is the
 newest view; a keyframe whose own job was dropped enters with the next window), or "oldest",
 from the last window that holds it (where it is the oldest view and the window the fullest),
@@ -51,7 +52,8 @@ from .window.batch import prepare_key
 
 log = logging.getLogger(__name__)
 # Per job: prepare (new keyframes), assembly, inference, reconstruction (+ chaining) and publish
-# (the result callbacks) up to the outputs; map after them; total: submitted -> outputs done.
+# (the result callbacks, which make the published views' native depth) up to the outputs; map
+# after them; total: submitted -> outputs done.
 STAGES = ("prepare", "assembly", "inference", "reconstruction", "chaining", "publish", "map", "total")
 MAP_INSERT = ("newest", "oldest")
 LOG_INTERVAL_S = 10.0  # failures are logged at most this often (each log line says how many)
@@ -364,8 +366,8 @@ class Pipeline:
 
     def _run(self, job):
         """The steps of one window up to its Result: preparation of new keyframes, assembly,
-        inference, chaining and the native reconstruction of the newest capture. Returns None when
-        a reset() since the job's admission made it stale."""
+        inference, reconstruction (native depth left to first use) and chaining. Returns None when a
+        reset() since the job's admission made it stale."""
         cfg = self.config
         timings = {}
         clock = time.perf_counter()
@@ -404,7 +406,6 @@ class Pipeline:
                 if chained.reset:
                     map_reset = self._clear_map(f"chain: {chained.reason}")
                 lap("chaining")
-        recon.views  # the published views' native results, made now
         lap("reconstruction")
         with self._wake:
             for stage, seconds in timings.items():

@@ -187,7 +187,8 @@ class _Replay:
                 self.problem(f"{topic}: empty or all-NaN cloud ignored")
                 return []
             stamp = decode.stamp_ns(msg.header)
-            return self.sync.add_depth(LIDAR_SOURCE, stamp, Cloud(points, times, msg.header.frame_id, stamp))
+            cloud = Cloud(points, times, msg.header.frame_id, stamp)
+            return self.sync.add_depth(LIDAR_SOURCE, stamp, cloud, cloud.span)
         try:
             depth = decode.depth_image_to_meters(msg)
         except ValueError as err:

@@ -91,7 +91,8 @@ SPECS = {
     "keyframe_interval": Spec(1.0, "new keyframe after this much time (s)", low=0.0, high=INF),
     "sync_slop": Spec(0.02, "largest stamp spread of one capture's images (s, > 0)", low=0.0, high=10.0,
                       low_open=True),
-    "depth_tolerance": Spec(0.05, "largest |depth stamp - image stamp| attached (s)", low=0.0, high=10.0),
+    "depth_tolerance": Spec(0.05, "largest |depth stamp - image stamp| attached (s); a LiDAR sweep's stamp is "
+                            "the span of its point times", low=0.0, high=10.0),
     "tf_timeout": Spec(0.5, "captures wait this long for TF, then are dropped (s, > 0)", low=0.0, high=60.0,
                        low_open=True),
     "camera_timeout": Spec(5.0, "silence before a camera is reported (s, > 0)", low=0.0,

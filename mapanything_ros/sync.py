@@ -25,11 +25,19 @@ previous capture's if on_silent="drop" changed the camera set); `images` keeps t
 Depth (optional, never stalls the cameras): each source (`depth_sources`) has a bounded buffer.
 A source named like a camera is that camera's registered depth image and is matched to that
 camera's image stamp; any other name (a LiDAR) is shared by all cameras and matched to the
-capture stamp. A capture gets, per source, the buffered message nearest in time within
-`depth_tolerance_ns`, or none; one depth message may serve several captures. A complete
-capture is released as soon as every source has a message stamped at least `tolerance` after
-its reference (nothing closer can come), or once message time has reached the capture's
-completion time (its newest image stamp) + `depth_wait_ns`, or overflow of `max_pending`.
+capture stamp. A depth message covers a time span: a LiDAR sweep's first to last point time
+(`add_depth`'s `span`), else its stamp; its distance to a reference stamp is 0 inside the span,
+else the gap to the nearer end. A capture gets, per source, the buffered message nearest in that
+sense within `depth_tolerance_ns`, or none; one depth message may serve several captures.
+A complete capture is released once every source is settled, or once message time has reached
+the capture's completion time (its newest image stamp) + `depth_wait_ns`, or on overflow of
+`max_pending`. A source is settled when nothing better can still come: its nearest message
+covers the reference (distance 0), or a message starting further after the reference than that
+nearest one was received (spans arrive in stamp order). A shared source (a LiDAR, whose points
+the node carries to the image time through TF, motion compensation) is also settled as soon as
+a message within tolerance is buffered: a capture does not wait for the sweep still being
+recorded when one that ended within tolerance is at hand. A registered depth image is not
+carried (its pixels belong to its own instant), so its camera waits for the nearest one.
 Message time is the newest stamp received, or the `now_ns` given to `poll`, whichever is later:
 `poll` needs the node clock in the stamps' time base (ROS time; sim time when replaying a bag
 with /clock). With depth_wait_ns = 0 captures go out at once with whatever depth is buffered.
@@ -94,7 +102,7 @@ class CaptureSync:
     """Synchronises images of `cameras` (within `slop_ns`) and attaches optional depth; see module doc.
 
     depth_sources: names of depth inputs (a camera's name = its registered depth; else shared).
-    depth_tolerance_ns: largest |depth stamp - reference stamp| attached.
+    depth_tolerance_ns: largest distance between a depth message's span and the reference stamp attached.
     depth_wait_ns: longest a complete capture waits for depth, in message time.
     max_pending: bound of every queue (images per camera, depth per source, waiting captures).
     camera_timeout_ns: message time without a camera before it counts as silent.
@@ -132,7 +140,7 @@ class CaptureSync:
     def _clear(self):
         self._queues = {c: deque() for c in self.cameras}
         self._last = {}  # camera -> newest accepted image stamp
-        self._depth = {s: [] for s in self.depth_sources}  # sorted (stamp, payload)
+        self._depth = {s: [] for s in self.depth_sources}  # sorted (stamp, payload, first, last)
         self._depth_last = {}
         self._complete = deque()
         self._clock = None  # newest stamp received since the last reset (message time)
@@ -168,9 +176,14 @@ class CaptureSync:
             self._match()
             return self._release()
 
-    def add_depth(self, source, stamp_ns, payload):
-        """Buffers one depth message (registered depth image or LiDAR cloud) of `source`; returns released captures."""
+    def add_depth(self, source, stamp_ns, payload, span=None):
+        """Buffers one depth message (registered depth image or LiDAR cloud) of `source`; returns released captures.
+
+        span: (first_ns, last_ns) the data covers (a sweep's point times), if not just stamp_ns."""
         stamp_ns = int(stamp_ns)
+        first, last = (stamp_ns, stamp_ns) if span is None else (int(span[0]), int(span[1]))
+        if last < first:
+            raise ValueError(f"depth span must be (first, last) with first <= last, got {span}")
         with self._lock:
             if source not in self._depth:
                 raise ValueError(f"unknown depth source {source!r}; configured: {self.depth_sources}")
@@ -182,7 +195,7 @@ class CaptureSync:
                 return []
             self._depth_last[source] = stamp_ns
             buffer = self._depth[source]
-            buffer.append((stamp_ns, payload))
+            buffer.append((stamp_ns, payload, first, last))
             if len(buffer) > self.max_pending:
                 buffer.pop(0)
                 stats["overflow"] += 1
@@ -335,16 +348,26 @@ class CaptureSync:
         return capture.stamp
 
     def _depth_settled(self, capture):
-        """True when no depth message closer to the capture can still arrive (per-source stamps increase)."""
+        """True when every source is settled for the capture (see the module doc)."""
         for source in self.depth_sources:
             ref = self._reference(capture, source)
-            if ref is not None and self._depth_last.get(source, ref - 1) < ref + self.depth_tolerance_ns:
+            if ref is None:
+                continue
+            best = self._nearest_depth(source, ref)
+            if best is not None and (best[0] == 0 or source not in self._queues):
+                continue
+            bound = self.depth_tolerance_ns if best is None else best[0]
+            newest = self._depth[source][-1][2] if self._depth[source] else None
+            if newest is None or newest < ref + bound:
                 return False
         return True
 
     def _nearest_depth(self, source, ref):
-        best = min(self._depth[source], key=lambda m: abs(m[0] - ref), default=None)
-        return best if best is not None and abs(best[0] - ref) <= self.depth_tolerance_ns else None
+        """(distance ns, message) of the buffered message of `source` nearest to `ref` within
+        tolerance, or None."""
+        best = min(((max(first - ref, ref - last, 0), (stamp, payload))
+                    for stamp, payload, first, last in self._depth[source]), key=lambda m: m[0], default=None)
+        return best if best is not None and best[0] <= self.depth_tolerance_ns else None
 
     def _release(self):
         """Emits the complete captures (oldest first) whose depth is settled or whose wait is over."""
@@ -363,7 +386,7 @@ class CaptureSync:
                 if found is None:
                     self._depth_stats[source]["missing"] += 1
                 else:
-                    depth[source] = found
+                    depth[source] = found[1]
                     self._depth_stats[source]["attached"] += 1
             out.append(Capture(capture.stamp, capture.images, depth))
         self._captures += len(out)
@@ -385,5 +408,5 @@ class CaptureSync:
             return
         limit = min(floors) - self.depth_tolerance_ns
         for buffer in self._depth.values():
-            while buffer and buffer[0][0] < limit:
+            while buffer and buffer[0][3] < limit:
                 buffer.pop(0)

@@ -132,6 +132,30 @@ def test_sparse_depth_min_keeps_nearest_measurement_per_block():
         r.sparse_depth(d, "bilinear")
 
 
+def min_pool_reference(r, depth):
+    """The min rule pixel by pixel: each finite positive input pixel goes to the output pixel
+    nearest its centre's output coordinates; the smallest value wins."""
+    wo, ho = r.out_size
+    out = np.full((ho, wo), np.inf, np.float32)
+    for i, j in zip(*np.nonzero(np.isfinite(depth) & (depth > 0))):
+        u, v = r.to_output(float(j), float(i))
+        ou, ov = int(np.floor(u + 0.5)), int(np.floor(v + 0.5))
+        if 0 <= ou < wo and 0 <= ov < ho:
+            out[ov, ou] = min(out[ov, ou], depth[i, j])
+    out[np.isinf(out)] = 0
+    return out
+
+
+@pytest.mark.parametrize("resize", [Resize.to_model(1280, 720), Resize.to_model(640, 480),
+                                    Resize.cover((300, 200), (518, 392)), Resize.stretch((97, 61), (40, 70))],
+                         ids=["shrink-crop-720p", "shrink-480p", "enlarge-crop", "stretch"])
+def test_sparse_depth_min_matches_the_pixel_by_pixel_rule(resize):
+    w, h = resize.in_size
+    d = sparse_depth_map((w, h), density=0.03, seed=w)
+    d[1, 5:9] = [np.inf, -np.inf, -2.0, np.nan]  # never measurements
+    np.testing.assert_array_equal(resize.sparse_depth(d, "min"), min_pool_reference(resize, d))
+
+
 def test_sparse_depth_min_keeps_more_measurements_than_point_sampling():
     r = Resize.to_model(1280, 720)
     d = sparse_depth_map((1280, 720), density=0.02)

@@ -122,11 +122,45 @@ def test_per_camera_depth_is_matched_to_its_own_image():
 def test_late_depth_is_attached_within_the_wait():
     sync = CaptureSync(["a"], slop_ns=5 * MS, depth_sources=["lidar"], depth_tolerance_ns=20 * MS,
                        depth_wait_ns=100 * MS)
-    assert sync.add_image("a", 1000 * MS, "a0") == []  # complete, but closer depth may still come
+    assert sync.add_image("a", 1000 * MS, "a0") == []  # complete, but no depth within tolerance yet
     assert sync.poll(1050 * MS) == []
-    assert sync.add_depth("lidar", 1010 * MS, "scan0") == []  # a later scan could be closer still
-    (cap,) = sync.add_depth("lidar", 1030 * MS, "scan1")  # >= stamp + tolerance: nothing closer can come
+    (cap,) = sync.add_depth("lidar", 1015 * MS, "scan0")
+    assert cap.depth == {"lidar": (1015 * MS, "scan0")}
+    assert sync.add_image("a", 1100 * MS, "a1") == []
+    (cap,) = sync.add_depth("lidar", 1130 * MS, "far")  # beyond tolerance, and later scans are further
+    assert cap.depth == {}
+
+
+def test_lidar_within_tolerance_releases_at_once_registered_depth_waits_for_the_nearest():
+    lidar = CaptureSync(["a"], slop_ns=5 * MS, depth_sources=["lidar"], depth_tolerance_ns=20 * MS,
+                        depth_wait_ns=100 * MS)
+    assert lidar.add_image("a", 1000 * MS, "a0") == []
+    (cap,) = lidar.add_depth("lidar", 1010 * MS, "scan0")  # motion-compensated: within tolerance is enough
     assert cap.depth == {"lidar": (1010 * MS, "scan0")}
+    registered = CaptureSync(["a"], slop_ns=5 * MS, depth_sources=["a"], depth_tolerance_ns=20 * MS,
+                             depth_wait_ns=100 * MS)
+    assert registered.add_depth("a", 990 * MS, "d-10") == []
+    assert registered.add_image("a", 1000 * MS, "a0") == []  # d-10 is within tolerance, but d0 may come
+    (cap,) = registered.add_depth("a", 1000 * MS, "d0")  # exactly the image's stamp: nothing closer
+    assert cap.depth == {"a": (1000 * MS, "d0")}
+    assert registered.add_image("a", 1033 * MS, "a1") == []
+    assert registered.add_depth("a", 1030 * MS, "d-3") == []  # 3 ms before: one nearer could still come
+    (cap,) = registered.add_depth("a", 1040 * MS, "d7")  # later ones are further: d-3 is the nearest
+    assert cap.depth == {"a": (1030 * MS, "d-3")}
+
+
+def test_a_sweep_is_matched_by_the_span_of_its_point_times():
+    sync = CaptureSync(["a"], slop_ns=5 * MS, depth_sources=["lidar"], depth_tolerance_ns=20 * MS,
+                       depth_wait_ns=100 * MS)
+    # stamped at its start, 100 ms long, published at its end: covers the image at 1060 ms
+    assert sync.add_depth("lidar", 900 * MS, "sweep0", span=(900 * MS, 1000 * MS)) == []
+    (cap,) = sync.add_image("a", 1015 * MS, "a0")  # 15 ms after sweep0 ended: within tolerance
+    assert cap.depth == {"lidar": (900 * MS, "sweep0")}
+    assert sync.add_image("a", 1030 * MS, "a1") == []  # 30 ms after: waits for the sweep covering it
+    (cap,) = sync.add_depth("lidar", 1000 * MS, "sweep1", span=(1000 * MS, 1100 * MS))
+    assert cap.depth == {"lidar": (1000 * MS, "sweep1")}
+    with pytest.raises(ValueError, match="span"):
+        sync.add_depth("lidar", 1100 * MS, "bad", span=(1200 * MS, 1100 * MS))
 
 
 def test_depth_wait_ends_by_poll_or_message_time():

@@ -214,3 +214,20 @@ def test_memory_stays_bounded_over_10000_synthetic_frames():
         assert scene.room.surface_distance(xyz).max() < voxel * math.sqrt(3) / 2 + 1e-5
     assert evictions > 1000
     assert accepted == frames * len(rays)  # the current view always enters the map
+
+
+@pytest.mark.parametrize("span", [7, 2 * KEY_OFFSET - 1])
+def test_grouping_matches_unique_of_the_packed_keys_in_small_and_huge_boxes(span):
+    # a small box sorts (box number, index) words; one spanning the key range falls back to argsort
+    from mapanything_ros.mapping.voxel_map import _groups, _pack
+
+    rng = np.random.default_rng(span)
+    cells = rng.integers(-KEY_OFFSET, -KEY_OFFSET + span + 1, (3, 5000))
+    cells[:, ::7] = cells[:, :1]  # many points in one voxel
+    ukeys, group, counts = _groups(cells)
+    keys = _pack(cells)
+    expected, inverse, expected_counts = np.unique(keys, return_inverse=True, return_counts=True)
+    assert np.array_equal(ukeys, expected) and np.array_equal(group, inverse)
+    assert np.array_equal(counts, expected_counts)
+    empty = _groups(np.zeros((3, 0), np.int64))
+    assert [len(a) for a in empty] == [0, 0, 0]

@@ -20,6 +20,7 @@ Under the center grid the same source point is used, shifted by +0.5 in both K c
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -129,12 +130,15 @@ class Resize:
             return np.where(np.isfinite(out) & (out > 0), out, 0.0).astype(np.float32)
         if mode != "min":
             raise ValueError(f"unknown sparse depth mode {mode!r}; expected 'nearest' or 'min'")
-        iv, ju = np.nonzero(np.isfinite(depth) & (depth > 0))
-        ou, ov = self.to_output(ju, iv)
-        ou, ov = np.floor(ou + 0.5).astype(np.int64), np.floor(ov + 0.5).astype(np.int64)
-        inside = (ou >= 0) & (ou < wo) & (ov >= 0) & (ov < ho)
+        flat = depth.reshape(-1)
+        with np.errstate(invalid="ignore"):
+            index = np.flatnonzero(flat > 0)
+        values = flat.take(index)
+        columns, rows = _pooling_maps(self)
+        ou, ov = columns.take(index % self.in_size[0]), rows.take(index // self.in_size[0])
+        inside = np.flatnonzero((ou >= 0) & (ov >= 0) & np.isfinite(values))
         out = np.full(ho * wo, np.inf, dtype=np.float32)
-        np.minimum.at(out, ov[inside] * wo + ou[inside], depth[iv[inside], ju[inside]])
+        np.minimum.at(out, ov.take(inside) * wo + ou.take(inside), values.take(inside))
         out[np.isinf(out)] = 0.0
         return out.reshape(ho, wo)
 
@@ -261,3 +265,17 @@ def _jumps(v, max_jump, axis):
         dev = np.where(np.isinf(dev), np.abs(d), dev)
         jump = dev > max_jump * np.minimum(take(v, 0, n), take(v, 1, n + 1))
     return jump
+
+
+@lru_cache(maxsize=16)
+def _pooling_maps(resize):
+    """(column (W_in,), row (H_in,)) int64: the output pixel whose cell holds each input pixel
+    centre (nearest output centre: floor(to_output + 0.5)), -1 outside the output (the mapping
+    is separable, so per-pixel pooling is two lookups)."""
+    u, v = resize.to_output(np.arange(resize.in_size[0]), np.arange(resize.in_size[1]))
+    maps = []
+    for x, size in ((u, resize.out_size[0]), (v, resize.out_size[1])):
+        cell = np.floor(x + 0.5).astype(np.int64)
+        cell[(cell < 0) | (cell >= size)] = -1
+        maps.append(cell)
+    return tuple(maps)

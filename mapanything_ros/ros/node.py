@@ -317,7 +317,8 @@ class MapAnythingNode(Node):
             return
         self.rates.tick(LIDAR_SOURCE)
         stamp = stamp_ns(msg.header)
-        self._feed(self.sync.add_depth(LIDAR_SOURCE, stamp, Cloud(points, times, msg.header.frame_id, stamp)))
+        cloud = Cloud(points, times, msg.header.frame_id, stamp)
+        self._feed(self.sync.add_depth(LIDAR_SOURCE, stamp, cloud, cloud.span))
 
     def _on_depth_image(self, cam, msg):
         try:
@@ -423,31 +424,31 @@ class MapAnythingNode(Node):
         recon = result.reconstruction
         frame_id = self.p["world_frame"] if recon.pose_frame == "world" else self.p["map_frame"]
         self._map_frame_id = frame_id
-        newest = recon.views  # the newest capture's views, reconstructed at native resolution
-        newest_stamp = newest[0].frame.stamp_ns
+        newest_stamp = recon.frames[recon.selected[0]].stamp_ns  # selected: the newest capture's views
         with self._lock:
             sent = {f.key: self._sent.get(f.key) for f in recon.frames}
-        if self.points_pub.get_subscription_count():
+        if self.points_pub.get_subscription_count():  # first: it needs no native-resolution depth
             scope = None if self.p["points_scope"] == "newest" else range(len(recon.frames))
             xyz, rgb, conf = recon.cloud(scope)
             self.points_pub.publish(xyz_to_cloud(xyz, make_header(frame_id, newest_stamp), rgb, conf))
-        for v in newest:
-            s = sent[v.frame.key]
+        for i in recon.selected:  # each view's native depth made (when wanted) and published in turn
+            frame = recon.frames[i]
+            s = sent[frame.key]
             if s is None:
                 continue
-            header = make_header(v.frame.frame_id, s.image.stamp_ns)
+            header = make_header(frame.frame_id, s.image.stamp_ns)
             pubs = self.pubs[s.image.camera]
             if pubs["depth"].get_subscription_count():
-                pubs["depth"].publish(depth_to_image(v.depth, header))
+                pubs["depth"].publish(depth_to_image(recon.view(i).depth, header))
             if pubs["confidence"].get_subscription_count():
-                pubs["confidence"].publish(float_image(v.confidence, header))
+                pubs["confidence"].publish(float_image(recon.view(i).confidence, header))
             if pubs["camera_info"].get_subscription_count():
                 pubs["camera_info"].publish(_with_header(s.image.info, header))
         self._seq += 1
         if self.window_pub.get_subscription_count():
             self.window_pub.publish(self._window_msg(result, frame_id, newest_stamp))
         if self.tf_pub is not None:
-            self._publish_tf(recon, newest, sent, frame_id, newest_stamp)
+            self._publish_tf(recon, sent, frame_id, newest_stamp)
 
     def _window_msg(self, result, frame_id, stamp):
         recon, cfg = result.reconstruction, self.pipeline.config.batch
@@ -464,7 +465,7 @@ class MapAnythingNode(Node):
             msg.used_depth.append("depth_along_ray" in passed)
         return msg
 
-    def _publish_tf(self, recon, newest, sent, frame_id, stamp):
+    def _publish_tf(self, recon, sent, frame_id, stamp):
         if self.p["tf_output"] == "map_odom":
             s = sent.get(recon.frames[0].key)
             if s is None or s.tf_pose is None:
@@ -475,9 +476,10 @@ class MapAnythingNode(Node):
                                               interface.resolve(out.child, self.p), stamp)]
         else:
             child = interface.TF_OUTPUTS["camera_refined"].child
-            transforms = [matrix_to_transform(v.world_from_camera, frame_id,
-                                              interface.resolve(child, self.p, frame_id=v.frame.frame_id), stamp)
-                          for v in newest]
+            transforms = [matrix_to_transform(recon.poses[i], frame_id,
+                                              interface.resolve(child, self.p, frame_id=recon.frames[i].frame_id),
+                                              stamp)
+                          for i in recon.selected]
         self.tf_pub.publish(TFMessage(transforms=transforms))
 
     def publish_map(self):
@@ -567,10 +569,9 @@ class MapAnythingNode(Node):
             values.update(captures=s.captures, keyframes=s.keyframes, windows_done=s.done, windows_failed=s.failed,
                           dropped_pipeline_queue=s.dropped, pending=s.pending, window_resets=s.window_resets,
                           map_resets=s.map_resets, map_voxels=s.map_voxels)
-            for stage in ("inference", "total"):
-                if stage in s.latency:
-                    values[f"{stage}_latency_p50_s"] = f"{s.latency[stage]['p50']:.4f}"
-                    values[f"{stage}_latency_p95_s"] = f"{s.latency[stage]['p95']:.4f}"
+            for stage, latency in s.latency.items():  # pipeline.STAGES
+                values[f"{stage}_latency_p50_s"] = f"{latency['p50']:.4f}"
+                values[f"{stage}_latency_p95_s"] = f"{latency['p95']:.4f}"
         msg.status.append(make_status(prefix + "pipeline", hw, self.problems.active("pipeline"), values))
         if self.sync is not None:
             self._check_silence()

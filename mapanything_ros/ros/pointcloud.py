@@ -4,12 +4,9 @@
 from sensor_msgs.msg import PointCloud2, PointField
 
 from ..encode import pack_cloud
+from .buffers import adopting
 
-# rclpy's PointCloud2.data setter copies what it is given (array.array('B', value): a memcpy for
-# array.array and bytes, element by element for numpy arrays and memoryviews) unless the message
-# checks its fields: then an array.array('B') is adopted as it is. Messages generated before
-# `check_fields` existed (Humble, Iron) always adopt an array.array.
-_ADOPT_DATA = {"check_fields": True} if "_check_fields" in PointCloud2.__slots__ else {}
+_ADOPT_DATA = adopting(PointCloud2)
 
 
 def xyz_to_cloud(points, header, colors=None, confidence=None):
@@ -26,5 +23,5 @@ def xyz_to_cloud(points, header, colors=None, confidence=None):
         fields=[PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
                 for i, name in enumerate(c.names)],
     )
-    msg.data = c.data  # adopted, not copied (see _ADOPT_DATA)
+    msg.data = c.data  # adopted, not copied (see buffers.py)
     return msg
