@@ -91,6 +91,7 @@ class Replay:
 
 def drive(size, windows):
     """Measure the package on PYTHONPATH (run in a subprocess): {figure: value}."""
+    import cv2
     import torch
 
     from mapanything_ros.backends import OracleBackend
@@ -101,6 +102,7 @@ def drive(size, windows):
     from mapanything_ros.window import KeyframePolicy
 
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # thread_time counts this thread only: OpenCV's pool must not take work off it
     scene = scene_for(size)
     captures = captures_for(scene, N + windows)
     config = PipelineConfig(window_size=N, keyframes=KeyframePolicy(elapsed_s=0.0))
