@@ -1,4 +1,5 @@
-"""bench/bench_gpu.py without a GPU: --help, --dry-run builds the full-size model on the meta device,\nand its newest-view reconstruction figures on the CPU."""
+"""bench/bench_gpu.py without a GPU: --help, --dry-run builds the full-size model on the meta device,
+and its newest-view reconstruction figures on the CPU."""
 
 import importlib.util
 import json
