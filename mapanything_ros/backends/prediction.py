@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..geometry import pose_from_quat_trans
+from ..geometry import arrays, pose_from_quat_trans
 
 
 @dataclass(frozen=True, eq=False)
@@ -17,8 +17,8 @@ class Prediction:
     (V, 4, 4) float64 camera poses in the reference camera's frame, translation in metres;
     confidence (V, H, W) float32 >= 1; mask (V, H, W) bool, pixels worth using; metric_scale:
     the factor the model applied to its normalised depths and translations (1 if already metric).
-    The dense per-view fields may be ViewStacks (a network backend's: views copied to the host
-    when read) instead of arrays; reading them view by view works for both.
+    The dense per-view fields may be ViewStacks (a network backend's: tensors left on the model's
+    device) instead of arrays; reading them view by view as numpy works for both.
     """
 
     ray_directions: np.ndarray
@@ -30,15 +30,16 @@ class Prediction:
 
 
 class ViewStack:
-    """Per-view arrays (V, ...) that stay where the model made them (e.g. on the GPU) until a view
-    is read: `stack[i]` copies view i to the host once, as numpy; `np.asarray(stack)` copies all.
-    Reconstruction reads only the views it needs (the published ones), so only they cross.
+    """Per-view tensors (V, ...) that stay where the model made them (e.g. on the GPU).
+    `stack.tensor(i)` is view i there (float outputs as float32), not copied: reconstruction runs
+    on it where the model ran (mapping.reconstruction). `stack[i]` copies view i to the host once,
+    as numpy; `np.asarray(stack)` copies all.
 
-    views: one tensor per view; convert(tensor, i) -> numpy array of view i.
+    views: one tensor per view.
     """
 
-    def __init__(self, views, convert):
-        self._views, self._convert = list(views), convert
+    def __init__(self, views):
+        self._views = list(views)
         self._host = {}
         self.shape = (len(self._views), *self._views[0].shape) if self._views else (0,)
 
@@ -50,12 +51,22 @@ class ViewStack:
             return np.asarray(self)[i]
         i = int(i)
         if i not in self._host:
-            self._host[i] = self._convert(self._views[i], i)
+            self._host[i] = self.tensor(i).cpu().numpy()
         return self._host[i]
 
     def __array__(self, dtype=None, copy=None):
         out = np.stack([self[i] for i in range(len(self))])
         return out if dtype is None else out.astype(dtype)
+
+    def tensor(self, i):
+        """View i on its device (float as float32), not copied to the host."""
+        t = self._views[i]
+        return t.float() if t.is_floating_point() else t
+
+    @property
+    def device(self):
+        """The torch.device the views are on."""
+        return self._views[0].device
 
     @property
     def copied(self):
@@ -74,15 +85,14 @@ class Backend:
 def prediction_from_outputs(out, batch):
     """Prediction from `MapAnything.forward`-style per-view outputs (B = 1; torch tensors on any
     device, float outputs possibly bf16) for `batch` (the window.ViewBatch they were computed for).
-    Dense outputs stay where they are, per view (ViewStack): only the views reconstruction reads
-    come to the host, as float32."""
+    Dense outputs stay where they are, per view (ViewStack), float32; the mask is and-ed with the
+    batch's valid pixels there."""
 
     def per_view(key, last=None):
-        tensors = [o[key][0] if last is None else o[key][0][..., last] for o in out]
-        return ViewStack(tensors, lambda t, i: (t.float() if t.is_floating_point() else t).cpu().numpy())
+        return ViewStack(o[key][0] if last is None else o[key][0][..., last] for o in out)
 
-    valid = batch.valid
-    mask = ViewStack([o["non_ambiguous_mask"][0] for o in out], lambda t, i: t.cpu().numpy() & valid[i])
+    masks = [o["non_ambiguous_mask"][0] for o in out]
+    mask = ViewStack(m & arrays.to(v, m.device) for m, v in zip(masks, batch.valid))
     quats = torch.stack([o["cam_quats"][0] for o in out]).float().cpu().numpy().astype(np.float64)
     trans = torch.stack([o["cam_trans"][0] for o in out]).float().cpu().numpy().astype(np.float64)
     return Prediction(

@@ -1,4 +1,5 @@
-"""Camera models, rigid transforms and depth projection (numpy only, no ROS)."""
+"""Camera models, rigid transforms and depth projection (numpy; the resampling kernels also run on
+torch tensors, see arrays; no ROS)."""
 
 from .camera import GRID_CENTER, GRID_INDEX, CameraModel
 from .depth import SourceMotion, depth_image_to_meters, project_to_depth, ray_to_z_depth, z_to_ray_depth

@@ -20,7 +20,9 @@ model cell once (a 4-bit mask of the cell's sides that jump) and gathered per na
 a 4-bit mask of the sides that count there: one gather instead of four.
 
 The weights depend only on the camera, the resize and the pixel grid, so they are computed once
-per (camera, resize, grid) and cached (the exact rays come from CameraModel.ray_map).
+per (camera, resize, grid) and cached (the exact rays come from CameraModel.ray_map). apply and
+cut also take torch tensors, on any device: the tables are copied there once per (stencil,
+device) (geometry.arrays.tables). Nearest is the same for "nearest" resampling.
 """
 
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import arrays
 from .camera import GRID_INDEX, grid_offset
 from .resize import edge_jumps
 
@@ -52,36 +55,70 @@ class Stencil:
     shape: tuple
     model_size: tuple
 
+    @property
+    def tables(self):
+        """(index, weight, cell, sides): what apply and cut gather with (see geometry.arrays.tables)."""
+        return self.index, self.weight, self.cell, self.sides
+
     def apply(self, values):
         """The native (H, W) map of a model-resolution map (H_m, W_m): float32, or complex64 for a
         complex64 map (two real maps resampled by the same gathers); NaN where a vertex used is
-        NaN or the pixel has no value."""
-        values = np.asarray(values)
-        if values.dtype != np.complex64:
-            values = values.astype(np.float32, copy=False)
-        if values.shape != self.model_size[::-1]:
-            raise ValueError(f"map is {values.shape} (H, W), expected {self.model_size[::-1]}")
+        NaN or the pixel has no value. A torch tensor is resampled on its device (geometry.arrays)."""
+        xp = arrays.namespace(values)
+        if xp is np:
+            values = np.asarray(values)
+        if values.dtype != xp.complex64:
+            values = arrays.astype(values, np.float32)
+        if tuple(values.shape) != self.model_size[::-1]:
+            raise ValueError(f"map is {tuple(values.shape)} (H, W), expected {self.model_size[::-1]}")
+        index, weight, _, _ = arrays.tables(self, values)
         flat = values.reshape(-1)
-        out = flat.take(self.index[0])
-        out *= self.weight[0]
+        out = flat.take(index[0])
+        out *= weight[0]
         for j in (1, 2):
-            term = flat.take(self.index[j])
-            term *= self.weight[j]
+            term = flat.take(index[j])
+            term *= weight[j]
             out += term
         return out.reshape(self.shape)
 
     def cut(self, values, max_jump):
         """Native (H, W) bool: pixels whose counting vertices straddle a discontinuity of the
-        positive model map `values` (see Resize.to_native's max_jump)."""
-        values = np.asarray(values, dtype=np.float32)
+        positive model map `values` (see Resize.to_native's max_jump; numpy or a torch tensor)."""
+        values = arrays.astype(values, np.float32)
+        _, _, cell, cell_sides = arrays.tables(self, values)
         across, down = edge_jumps(values, max_jump)  # flat, False past the last column / row
         w = self.model_size[0]
-        n = values.size
-        sides = across[:n].astype(np.uint8)
-        sides[:n - w] |= across[w:n].view(np.uint8) << 1
-        sides |= down[:n].view(np.uint8) << 2
-        sides[:n - 1] |= down[1:n].view(np.uint8) << 3
-        return (sides.take(self.cell) & self.sides).astype(bool).reshape(self.shape)
+        n = values.shape[0] * values.shape[1]
+        u8 = arrays.namespace(values).uint8
+        sides = arrays.astype(across[:n], np.uint8)
+        sides[:n - w] |= across[w:n].view(u8) << 1
+        sides |= down[:n].view(u8) << 2
+        sides[:n - 1] |= down[1:n].view(u8) << 3
+        return (sides.take(cell) & cell_sides).reshape(self.shape) != 0
+
+
+@dataclass(frozen=True, eq=False)
+class Nearest:
+    """How a model-resolution map becomes a native one by copying the nearest model pixel: native
+    pixel k is map.flat[index[k]], NaN where outside[k] (outside the crop). index (N,) int64,
+    outside (N,) bool, shape (H, W) native (Resize.nearest_index)."""
+
+    index: np.ndarray
+    outside: np.ndarray
+    shape: tuple
+
+    @property
+    def tables(self):
+        """(index, outside) (see geometry.arrays.tables)."""
+        return self.index, self.outside
+
+    def apply(self, values):
+        """The native (H, W) map of a float model-resolution map (H_m, W_m), numpy or a torch tensor."""
+        index, outside = arrays.tables(self, values)
+        out = values.reshape(-1).take(index)
+        out[outside] = np.nan
+        return out.reshape(self.shape)
+
 
 def stencil(camera, resize, grid=GRID_INDEX):
     """The (cached) Stencil from `camera`'s native pixels to the model pixels of `resize`, with
@@ -90,6 +127,16 @@ def stencil(camera, resize, grid=GRID_INDEX):
         raise ValueError(f"resize is for a {resize.in_size} image, the camera publishes {camera.image_size}")
     grid_offset(grid)  # validates the name
     return _stencil(camera, resize, grid)
+
+
+@lru_cache(maxsize=16)
+def nearest(resize):
+    """The (cached) Nearest from the input pixels of `resize` to its output pixels."""
+    index = resize.nearest_index()
+    out = Nearest(index.reshape(-1), ~resize.cells()[4].reshape(-1), index.shape)
+    for a in out.tables:
+        a.setflags(write=False)
+    return out
 
 
 def native_inverse_depth(camera, resize, grid, inv_z, max_jump=None):

@@ -25,6 +25,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from . import arrays
+
 # Upstream RESOLUTION_MAPPINGS[518]: (width, height) per aspect ratio W/H.
 MODEL_SIZES_518 = {
     1.000: (518, 518), 1.321: (518, 392), 1.542: (518, 336), 1.762: (518, 294),
@@ -165,9 +167,7 @@ class Resize:
         dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64
         c0, fx, r0, fy, inside = self.cells()
         if mode == "nearest":
-            cols = np.clip(np.floor(c0 + fx + 0.5).astype(np.int64), 0, wo - 1)
-            rows = np.clip(np.floor(r0 + fy + 0.5).astype(np.int64), 0, ho - 1)
-            out = values[rows[:, None], cols[None, :]].astype(dtype)
+            out = values.reshape(ho * wo, *values.shape[2:])[self.nearest_index()].astype(dtype)
         elif mode == "bilinear":
             def lerp(a, b, f):  # a·(1 - f) + b·f; a value with weight 0 does not count (its NaN does not spread)
                 with np.errstate(invalid="ignore"):
@@ -204,6 +204,15 @@ class Resize:
         r0 = np.clip(np.floor(y).astype(np.int64), 0, max(ho - 2, 0))
         return c0, x - c0, r0, y - r0, inside
 
+    def nearest_index(self):
+        """(H_in, W_in) int64: the flat index (row · W_out + col) of the output pixel nearest to
+        each input pixel (clamped at the crop's border; see cells for which are inside)."""
+        (wo, ho) = self.out_size
+        c0, fx, r0, fy, _ = self.cells()
+        cols = np.clip(np.floor(c0 + fx + 0.5).astype(np.int64), 0, wo - 1)
+        rows = np.clip(np.floor(r0 + fy + 0.5).astype(np.int64), 0, ho - 1)
+        return rows[:, None] * wo + cols[None, :]
+
     def cut_pairs(self):
         """The adjacent output pixel pairs that bilinear interpolation uses at each input pixel, as
         flat indices into edge_jumps' arrays: (across, down), int64 (2, H_in, W_in) each, across
@@ -233,9 +242,10 @@ def edge_jumps(v, max_jump):
     """Discontinuities between adjacent pixels of a positive map v (H, W) (see Resize.to_native's
     max_jump), flat for gathering: (across, down), bool (H·W + 1,). across[r·W + c] is a jump
     between (r, c) and (r, c + 1), down[r·W + c] one between (r, c) and (r + 1, c); both are False
-    past the last column / row and at index H·W, which stands for "no pair". Computed in v's dtype."""
+    past the last column / row and at index H·W, which stands for "no pair". Computed in v's dtype,
+    where v is (numpy array or torch tensor, see geometry.arrays)."""
     h, w = v.shape
-    across, down = np.zeros((2, h * w + 1), bool)
+    across, down = arrays.zeros((2, h * w + 1), bool, v)
     across[:-1].reshape(h, w)[:, :-1] = _jumps(v, max_jump, axis=1)
     down[:-1].reshape(h, w)[:-1] = _jumps(v, max_jump, axis=0)
     return across, down
@@ -253,17 +263,18 @@ def _jumps(v, max_jump, axis):
     """Discontinuities between neighbours along `axis` of a map v (H, W) (see Resize.to_native):
     bool, one shorter along axis. A difference is compared with the differences before and after
     it (where they exist and are finite); with neither, with zero."""
-    d = np.diff(v, axis=axis)
+    xp = arrays.namespace(v)
+    d = xp.diff(v, 1, axis)
     n = d.shape[axis]
     take = lambda a, lo, hi: a[(slice(None),) * axis + (slice(lo, hi),)]  # noqa: E731
     with np.errstate(invalid="ignore"):
-        dev = np.full(d.shape, np.inf, d.dtype)
+        dev = xp.full_like(d, np.inf)
         if n > 1:
-            before = np.abs(take(d, 1, n) - take(d, 0, n - 1))  # each difference against the previous one
-            take(dev, 1, n)[...] = np.where(np.isnan(before), np.inf, before)
-            take(dev, 0, n - 1)[...] = np.minimum(take(dev, 0, n - 1), take(dev, 1, n))
-        dev = np.where(np.isinf(dev), np.abs(d), dev)
-        jump = dev > max_jump * np.minimum(take(v, 0, n), take(v, 1, n + 1))
+            before = xp.abs(take(d, 1, n) - take(d, 0, n - 1))  # each difference against the previous one
+            take(dev, 1, n)[...] = xp.where(xp.isnan(before), np.inf, before)
+            take(dev, 0, n - 1)[...] = xp.minimum(take(dev, 0, n - 1), take(dev, 1, n))
+        dev = xp.where(xp.isinf(dev), xp.abs(d), dev)
+        jump = dev > max_jump * xp.minimum(take(v, 0, n), take(v, 1, n + 1))
     return jump
 
 

@@ -151,7 +151,7 @@ class WindowChain:
         prep = recon.batch.prepared[i]
         w, h = prep.resize.out_size
         stride = max(1, int(np.ceil(np.sqrt(w * h / self.points_per_view))))
-        z = recon.model_depth(i)[stride // 2::stride, stride // 2::stride].reshape(-1).astype(np.float64)
+        z = recon.model_depth(i, stride).reshape(-1).astype(np.float64)
         rays = prep.rays[stride // 2::stride, stride // 2::stride].reshape(-1, 3)
         with np.errstate(invalid="ignore", divide="ignore"):
             good = (z > 0) & (rays[:, 2] > 1e-6)

@@ -23,6 +23,18 @@ made only for the views asked for (the pipeline asks for the newest capture, the
 publishes), each once, on first use (`view(i)`); model-resolution points of any view likewise
 (`points(i)`, what the map and ~/points take), in float32.
 
+Where it runs. With the prediction's dense outputs on a torch device off the CPU (a network
+backend's ViewStacks on CUDA), the per-view work (validity, z-depth, points, native resampling
+with the stencil, the discontinuity cut, keep_measured, the alignment's medians, the chain's depth
+samples) runs there in torch, and only the published arrays come to the host: native depth and
+confidence of the views asked for, model-resolution points, colour indices and confidence of the
+views whose points are read, the chain's depth samples and the alignment's two figures. The
+stencil tables go to the device once (geometry.arrays.tables). Otherwise it runs in numpy on the
+host. Both are the same code (geometry.arrays spells the few operations that differ): torch on
+the CPU costs 3.7 ms (640x480) to 4-6 ms (1280x720) more per window than numpy on the pipeline's
+critical path (bench/bench_pipeline.py, one thread), so host arrays stay numpy; reconstruct's
+`device` picks either explicitly (device="cpu" runs the device code on the CPU, as the tests do).
+
 Native depth. The default ("bilinear") interpolates inverse z-depth between the model pixels
 around each native pixel, in the normalised image plane: barycentric weights of the native
 pixel's calibrated ray in a triangle of model pixels' rays (geometry.resample), which reproduces
@@ -40,8 +52,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import torch
 
-from ..geometry.resample import stencil
+from ..backends.prediction import ViewStack
+from ..geometry import arrays
+from ..geometry.resample import nearest, stencil
 from ..geometry.similarity import similarity, similarity_parts, similarity_pose
 
 DEPTH_MODES = ("nearest", "bilinear")
@@ -75,16 +90,18 @@ class Reconstruction:
     metric_scale: the model's reported metric scale (already applied by it); scale: the
     alignment factor applied to the prediction (1.0 without alignment); residual: median
     |s·predicted - measured| / measured over measured model pixels after alignment, or None;
-    selected: the indices `views` holds (reconstruct's `views`).
+    selected: the indices `views` holds (reconstruct's `views`); device: the torch.device the
+    per-view work runs on, or None (numpy on the host).
     """
 
     def __init__(self, batch, prediction, outer, pose_frame, *, selected, depth_mode, edge_threshold, keep_measured,
-                 scale=1.0, residual=None, model_cache=None):
+                 device=None, scale=1.0, residual=None, model_cache=None):
         self.batch, self.prediction = batch, prediction
         self.outer, self.pose_frame = outer, pose_frame
         self.metric_scale = float(prediction.metric_scale)
         self.scale, self.residual = float(scale), residual
         self.selected = tuple(selected)
+        self.device = device
         self._options = depth_mode, edge_threshold, keep_measured
         self._size = similarity_parts(outer)[0]
         self._views, self._points = {}, {}
@@ -110,23 +127,27 @@ class Reconstruction:
         depth_mode, edge_threshold, keep_measured = self._options
         return Reconstruction(self.batch, self.prediction, np.asarray(transform) @ self.outer, pose_frame,
                               selected=self.selected, depth_mode=depth_mode, edge_threshold=edge_threshold,
-                              keep_measured=keep_measured, scale=self.scale, residual=self.residual,
+                              keep_measured=keep_measured, device=self.device, scale=self.scale,
+                              residual=self.residual,
                               model_cache=self._model_cache)
 
-    def model_depth(self, i):
-        """(H_m, W_m) float32 z-depth of view i at the model pixels, in pose_frame's scale, 0 where none."""
-        return self._model(i)[1] * np.float32(self._size)
+    def model_depth(self, i, step=1):
+        """(H_m, W_m) float32 z-depth of view i at the model pixels, in pose_frame's scale, 0 where
+        none, on the host; step > 1: only every step-th row and column from step // 2 (only they
+        leave the device)."""
+        return arrays.to_host(self._scaled_z(i)[step // 2::step, step // 2::step])
 
     def points(self, i):
         """(points (N, 3) float32 m in pose_frame, colors (N, 3) uint8, confidence (N,) float32) of
         view i's model pixels with an estimate."""
         if i not in self._points:
-            index, _, cam = self._model(i)
+            index, _, cam, conf = self._model(i)
             pose = self.poses[i]
-            xyz = cam @ (pose[:3, :3] * self._size).T.astype(np.float32)
-            xyz += pose[:3, 3].astype(np.float32)
+            xyz = cam @ arrays.like((pose[:3, :3] * self._size).T.astype(np.float32), cam)
+            xyz += arrays.like(pose[:3, 3].astype(np.float32), cam)
+            index = arrays.to_host(index)
             colors = self.batch.prepared[i].rgbx.take(index).view(np.uint8).reshape(-1, 4)[:, :3]
-            self._points[i] = xyz, colors, self.prediction.confidence[i].reshape(-1).take(index)
+            self._points[i] = arrays.to_host(xyz), colors, arrays.to_host(conf)
         return self._points[i]
 
     def cloud(self, indices=None):
@@ -146,41 +167,58 @@ class Reconstruction:
 
     def _model(self, i):
         """(index (N,) flat model pixels with an estimate, z (H, W) float32 z-depth (0 = none),
-        camera-frame points (N, 3) float32) of view i, before any scaling."""
+        camera-frame points (N, 3) float32, confidence (N,) float32) of view i, before any
+        scaling, where the reconstruction runs (numpy, or tensors on `device`)."""
         cache = self._model_cache
         if i not in cache:
-            pred, prep = self.prediction, self.batch.prepared[i]
-            d, rays = pred.depth_along_ray[i], pred.ray_directions[i]
+            d, rays, conf, mask = self._dense(i)
+            xp = arrays.namespace(d)
             with np.errstate(invalid="ignore"):
-                ok = prep.valid & pred.mask[i] & (d > 0) & (rays[..., 2] > 0)  # NaN compares False
-            ok &= np.isfinite(d)
+                ok = arrays.like(self.batch.prepared[i].valid, d) & mask & (d > 0) & (rays[..., 2] > 0)
+            ok &= xp.isfinite(d)  # NaN compares False above
             z = d * rays[..., 2]
             z[~ok] = 0
-            index = np.flatnonzero(ok)
-            cam = rays.reshape(-1, 3).take(index, axis=0)
+            index = arrays.flatnonzero(ok)
+            cam = arrays.rows(rays.reshape(-1, 3), index)
             cam *= d.reshape(-1).take(index)[:, None]
-            cache[i] = index, z.astype(np.float32, copy=False), cam.astype(np.float32, copy=False)
+            cache[i] = (index, arrays.astype(z, np.float32), arrays.astype(cam, np.float32),
+                        arrays.astype(conf.reshape(-1).take(index), np.float32))
         return cache[i]
+
+    def _dense(self, i):
+        """(depth along the ray, rays, confidence, mask) of view i's prediction: numpy, or tensors
+        on `device` (a ViewStack's view stays where it is when it is there already)."""
+        pred = self.prediction
+        fields = (pred.depth_along_ray, pred.ray_directions, pred.confidence, pred.mask)
+        if self.device is None:
+            return tuple(f[i] for f in fields)
+        return tuple(f.tensor(i).to(self.device) if isinstance(f, ViewStack) else arrays.to(f[i], self.device)
+                     for f in fields)
+
+    def _scaled_z(self, i):
+        """z of _model(i) in pose_frame's scale."""
+        return self._model(i)[1] * np.float32(self._size)
 
     def _native(self, i):
         depth_mode, edge_threshold, keep_measured = self._options
         prep = self.batch.prepared[i]
-        index, z, _ = self._model(i)
-        conf = np.full(z.shape, np.nan, np.float32)
-        conf.reshape(-1)[index] = self.prediction.confidence[i].reshape(-1).take(index)
+        index, z, _, point_conf = self._model(i)
+        conf = arrays.namespace(z).full_like(z, np.nan)
+        conf.reshape(-1)[index] = point_conf
         native, conf = _to_native(prep.frame.camera, prep.resize, self.batch.grid, z, conf, depth_mode,
                                   edge_threshold)
         native *= np.float32(self._size)
         if keep_measured and prep.frame.sparse_depth is not None:
-            measured = _measured(prep.frame.sparse_depth)
+            measured = arrays.like(_measured(prep.frame.sparse_depth), native)
             has = measured > 0
             native[has] = measured[has]
         xyz, colors, point_conf = self.points(i)
-        return ViewReconstruction(prep.frame, native, conf, self.poses[i], xyz, colors, point_conf)
+        return ViewReconstruction(prep.frame, arrays.to_host(native), arrays.to_host(conf), self.poses[i], xyz,
+                                  colors, point_conf)
 
 
 def reconstruct(batch, prediction, *, views=None, depth_mode="bilinear", edge_threshold=0.05, keep_measured=False,
-                align_to_measured=False):
+                align_to_measured=False, device=None):
     """Reconstruction of a window.ViewBatch from its backends.Prediction.
 
     views: indices of the views whose native results `Reconstruction.views` holds (None: all;
@@ -193,19 +231,26 @@ def reconstruct(batch, prediction, *, views=None, depth_mode="bilinear", edge_th
     is. align_to_measured: fit one scale s = median(measured / predicted) over the model pixels of
     all views where the sparse depth (min-pooled to the model pixels) has a measurement and the
     prediction an estimate, and apply it. keep_measured: put each frame's measured z-depth back
-    at its measured native pixels exactly (confidence there stays the model's).
+    at its measured native pixels exactly (confidence there stays the model's). device: where the
+    per-view work runs: a torch device (e.g. "cuda", or "cpu" for torch on the host), "numpy"
+    (numpy on the host), None: the prediction's device when its dense fields are ViewStacks off
+    the CPU, else "numpy".
     """
     if depth_mode not in DEPTH_MODES:
         raise ValueError(f"unknown depth_mode {depth_mode!r}; expected one of {DEPTH_MODES}")
     n = len(batch.prepared)
     if prediction.depth_along_ray.shape[0] != n:
         raise ValueError(f"prediction has {prediction.depth_along_ray.shape[0]} views, batch {n}")
+    if device is None:
+        stack = prediction.depth_along_ray
+        device = stack.device if isinstance(stack, ViewStack) and stack.device.type != "cpu" else "numpy"
+    device = None if device == "numpy" else torch.device(device)
     selected = range(n) if views is None else views
     world_from_ref = batch.reference_world_from_camera
     pose_frame = "reference_camera" if world_from_ref is None else "world"
     outer = np.eye(4) if world_from_ref is None else np.asarray(world_from_ref, np.float64)
     options = dict(selected=selected, depth_mode=depth_mode, edge_threshold=edge_threshold,
-                   keep_measured=keep_measured)
+                   keep_measured=keep_measured, device=device)
     recon = Reconstruction(batch, prediction, outer, pose_frame, **options)
     if not align_to_measured:
         return recon
@@ -218,29 +263,28 @@ def reconstruct(batch, prediction, *, views=None, depth_mode="bilinear", edge_th
 
 def _to_native(camera, resize, grid, z, conf, mode, edge_threshold):
     """(z-depth, confidence) at the native resolution, float32, NaN = none (and confidence NaN
-    wherever the depth is), of the model-resolution z-depth (0 = none) and confidence (NaN = none).
+    wherever the depth is), of the model-resolution z-depth (0 = none) and confidence (NaN = none),
+    numpy or tensors (on their device).
 
     Bilinear works on inverse depth: it is affine in the normalised image coordinates of a plane
     (geometry.resample), and its steps are what the discontinuity test looks at. Both maps go
     through the same gathers (one complex64 map).
     """
+    xp = arrays.namespace(z)
     if mode == "nearest":
-        out = resize.to_native(np.where(z > 0, z, np.float32(np.nan)), mode)
-        conf = resize.to_native(conf, mode)
+        table = nearest(resize)
+        out, conf = table.apply(xp.where(z > 0, z, np.nan)), table.apply(conf)
     else:
         with np.errstate(divide="ignore"):
-            inv = np.where(z > 0, 1 / z, np.float32(np.nan)).astype(np.float32, copy=False)
+            inv = xp.where(z > 0, 1 / z, np.nan)
         st = stencil(camera, resize, grid)
-        pair = np.empty(z.shape, np.complex64)
-        pair.real, pair.imag = inv, conf
-        both = st.apply(pair)
-        out, conf = both.real.copy(), both.imag.copy()
+        both = st.apply(arrays.complex_pair(inv, conf))
+        out, conf = arrays.copy(both.real), arrays.copy(both.imag)
         if edge_threshold is not None:
             out[st.cut(inv, edge_threshold)] = np.nan
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.divide(1, out, out=out)
+        arrays.reciprocal(out)
     out[~(out > 0)] = np.nan
-    conf[np.isnan(out)] = np.nan
+    conf[xp.isnan(out)] = np.nan
     return out, conf
 
 
@@ -252,17 +296,20 @@ def _measured(depth):
 
 def _align(recon):
     """(scale, residual): median ratio measured / predicted over the model pixels having both, and
-    the median absolute relative error after scaling. (1.0, None) when no pixel has both."""
+    the median absolute relative error after scaling. (1.0, None) when no pixel has both. Runs
+    where recon does; only the two figures leave the device."""
     pred, meas = [], []
     for i, prep in enumerate(recon.batch.prepared):
         if prep.measured is None:
             continue
-        z = recon.model_depth(i)
-        both = (prep.measured > 0) & (z > 0)
-        pred.append(z[both].astype(np.float64))
-        meas.append(prep.measured[both].astype(np.float64))
-    pred, meas = np.concatenate([[], *pred]), np.concatenate([[], *meas])
-    if len(pred) == 0:
+        z = recon._scaled_z(i)
+        measured = arrays.like(prep.measured, z)
+        both = (measured > 0) & (z > 0)
+        pred.append(arrays.astype(z[both], np.float64))
+        meas.append(arrays.astype(measured[both], np.float64))
+    if not pred or sum(p.shape[0] for p in pred) == 0:
         return 1.0, None
-    scale = float(np.median(meas / pred))
-    return scale, float(np.median(np.abs(scale * pred - meas) / meas))
+    xp = arrays.namespace(pred[0])
+    pred, meas = xp.concatenate(pred), xp.concatenate(meas)
+    scale = arrays.median(meas / pred)
+    return scale, arrays.median(xp.abs(scale * pred - meas) / meas)
