@@ -396,3 +396,16 @@ def test_tables_go_to_a_device_once(batch):
         assert all(a is b for a, b in zip(arrays.tables(table, np.zeros(1)), table.tables))
         for host, dev in zip(table.tables, copies):
             np.testing.assert_array_equal(dev.numpy(), host)
+
+
+def test_affine_rows_numpy_and_torch_agree_with_float64():
+    rng = np.random.default_rng(3)
+    points = rng.normal(0, 5, (1000, 3)).astype(np.float32)
+    rotation, translation = rng.normal(size=(3, 3)), rng.normal(size=3)
+    expected = points.astype(np.float64) @ rotation.T + translation
+    host = arrays.affine_rows(points, rotation, translation)
+    device = arrays.affine_rows(torch.from_numpy(points), rotation, translation).numpy()
+    assert host.dtype == np.float32 and host.shape == (1000, 3)
+    np.testing.assert_allclose(host, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(device, expected, rtol=1e-5, atol=1e-4)
+    assert arrays.affine_rows(np.zeros((0, 3), np.float32), rotation, translation).shape == (0, 3)

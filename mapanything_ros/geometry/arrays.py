@@ -7,6 +7,7 @@ module to call them on.
 
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import torch
 
@@ -54,6 +55,20 @@ def flatnonzero(mask):
 def rows(a, index):
     """The rows `index` (1-D int64) of a (N, ...)."""
     return a.index_select(0, index) if isinstance(a, torch.Tensor) else a.take(index, axis=0)
+
+
+def affine_rows(points, rotation, translation):
+    """points (N, 3) float32 @ rotation.T + translation (rotation (3, 3), translation (3,), host
+    float arrays): numpy through one cv2.transform (SIMD, no BLAS: a numpy matmul would wake
+    BLAS's thread pool, which spins after each call and took half as much CPU again from the rest
+    of the pipeline in bench/bench_pipeline.py with 2 BLAS threads), torch through matmul."""
+    if isinstance(points, torch.Tensor):
+        out = points @ like(np.asarray(rotation, np.float32).T.copy(), points)
+        return out.add_(like(np.asarray(translation, np.float32), points))
+    if not len(points):
+        return np.zeros((0, 3), np.float32)
+    matrix = np.hstack([np.asarray(rotation, np.float32), np.asarray(translation, np.float32).reshape(3, 1)])
+    return cv2.transform(points.reshape(-1, 1, 3), matrix).reshape(-1, 3)
 
 
 def reciprocal(a):

@@ -143,8 +143,7 @@ class Reconstruction:
         if i not in self._points:
             index, _, cam, conf = self._model(i)
             pose = self.poses[i]
-            xyz = cam @ arrays.like((pose[:3, :3] * self._size).T.astype(np.float32), cam)
-            xyz += arrays.like(pose[:3, 3].astype(np.float32), cam)
+            xyz = arrays.affine_rows(cam, pose[:3, :3] * self._size, pose[:3, 3])
             index = arrays.to_host(index)
             colors = self.batch.prepared[i].rgbx.take(index).view(np.uint8).reshape(-1, 4)[:, :3]
             self._points[i] = arrays.to_host(xyz), colors, arrays.to_host(conf)
