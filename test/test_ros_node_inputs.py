@@ -45,7 +45,8 @@ class Rig:
         self.node = MapAnythingNode(context=self.context,
                                     parameter_overrides=[Parameter(k, value=v) for k, v in base.items()])
         self.peer = rclpy.create_node("peer", context=self.context)
-        self.executor = rclpy.executors.MultiThreadedExecutor(context=self.context)
+        # the node's own executor (ros/node.py main): callbacks run in the spinning (test) thread
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
         self.got = {}
