@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from geometry_msgs.msg import Pose, TransformStamped  # noqa: E402
+from geometry_msgs.msg import Pose  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
