@@ -6,7 +6,9 @@ interface.ENDPOINTS / TF_OUTPUTS; decoding: decode.py; captures to Frames: inges
 Inputs, per camera namespace `ns` of `cameras`: `ns/image_raw` (or `ns/image_raw/compressed`) and
 `ns/camera_info`; optionally one LiDAR cloud (`lidar_topic`) or a registered depth image per camera
 (`ns/<depth_image_topic>`). sync.CaptureSync groups them into captures; depth never stalls the
-cameras (a capture waits at most settings.DEPTH_WAIT_S of message time for it).
+cameras: a capture takes the LiDAR sweep within depth_tolerance that is already buffered (its
+points are carried to the image time, below), and waits, at most settings.DEPTH_WAIT_S of message
+time, only for a sweep when none is, or for a registered depth image nearer its stamp.
 
 Poses and depth come from TF without ever waiting: world_frame <- image frame_id at each image
 stamp, camera <- LiDAR extrinsics, and the LiDAR's world poses at the sweep's first and last
@@ -18,7 +20,8 @@ stamp order.
 Outputs (only packed when someone subscribes): ~/points (latest window) and ~/map (voxel map,
 transient local) as PointCloud2 x, y, z, rgb, confidence; per camera of the newest capture
 ~/<ns>/depth (32FC1 z-depth, NaN = none), ~/<ns>/confidence, ~/<ns>/camera_info; ~/window
-(ReconstructionWindow). Frames: with poses (use_poses, TF available) everything is in
+(ReconstructionWindow). Each goes out as soon as it is made: ~/points first (model resolution),
+then each camera's native-resolution depth, made only when depth or confidence is subscribed. Frames: with poses (use_poses, TF available) everything is in
 world_frame. Image-only (use_poses false) the pipeline chains windows into its own chain frame,
 published as `map_frame` (also in ~/window's header; the chain frame is the first window's
 reference camera).
