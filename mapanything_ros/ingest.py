@@ -20,6 +20,7 @@ from .geometry.tf_tree import TransformError
 from .window import Frame
 
 LIDAR_SOURCE = "lidar"
+MAX_SWEEP_NS = 1_000_000_000  # point times further than this from a sweep's stamp are not believed
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,19 @@ class Cloud:
     times: np.ndarray | None
     frame_id: str
     stamp_ns: int
+
+    @classmethod
+    def checked(cls, points, times, frame_id, stamp_ns):
+        """(Cloud, problem): the sweep, with its per-point times dropped when some lie more than
+        MAX_SWEEP_NS from the stamp (another clock, or garbage: they would send the motion
+        compensation's TF lookups far off, and make the sweep match images all along that
+        span); it is then carried at its stamp. problem: what was wrong, or None."""
+        if times is not None and len(times) and not (
+                stamp_ns - MAX_SWEEP_NS <= int(times.min()) and int(times.max()) <= stamp_ns + MAX_SWEEP_NS):
+            return cls(points, None, frame_id, stamp_ns), (
+                f"per-point times more than {MAX_SWEEP_NS / 1e9:g} s from the header stamp (another clock, "
+                "or relative times in an absolute field?): ignored, the sweep is carried at its stamp")
+        return cls(points, times, frame_id, stamp_ns), None
 
     @cached_property
     def span(self):

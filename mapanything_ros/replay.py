@@ -187,7 +187,9 @@ class _Replay:
                 self.problem(f"{topic}: empty or all-NaN cloud ignored")
                 return []
             stamp = decode.stamp_ns(msg.header)
-            cloud = Cloud(points, times, msg.header.frame_id, stamp)
+            cloud, problem = Cloud.checked(points, times, msg.header.frame_id, stamp)
+            if problem:
+                self.problem(f"{topic}: {problem}", bad_input=False)
             return self.sync.add_depth(LIDAR_SOURCE, stamp, cloud, cloud.span)
         try:
             depth = decode.depth_image_to_meters(msg)

@@ -1,9 +1,9 @@
-"""PendingCaptures: the TF wait queue shared by the node and replay."""
+"""ingest: PendingCaptures (the TF wait queue shared by the node and replay) and the checks of a decoded sweep."""
 
 import numpy as np
 
 from mapanything_ros.geometry.tf_tree import TransformNotFound, TransformTree
-from mapanything_ros.ingest import PendingCaptures
+from mapanything_ros.ingest import MAX_SWEEP_NS, Cloud, PendingCaptures
 
 
 def test_waits_in_order_expires_and_stays_bounded():
@@ -43,3 +43,15 @@ def test_every_tf_lookup_failure_is_a_wait_not_an_exception():
     built = q.drain(lambda c: tree.lookup("map", *c), 10, timeout_ns=0, on_expired=lambda c, e: expired.append(c))
     assert [c for c, _ in built] == [("cam", 5)]
     assert expired == [("/cam", 5), ("", 5), ("cam", -1), ("nowhere", 5)]
+
+
+def test_a_sweep_keeps_plausible_point_times_and_drops_the_others():
+    points, stamp = np.zeros((3, 3)), 5_000_000_000
+    good = np.array([stamp - 50_000_000, stamp, stamp + 100_000_000])
+    cloud, problem = Cloud.checked(points, good, "lidar", stamp)
+    assert problem is None and cloud.times is good and cloud.span == (stamp - 50_000_000, stamp + 100_000_000)
+    for bad in (good + MAX_SWEEP_NS, np.array([stamp, stamp, -2**62])):
+        cloud, problem = Cloud.checked(points, bad, "lidar", stamp)
+        assert cloud.times is None and cloud.span == (stamp, stamp) and "from the header stamp" in problem
+    cloud, problem = Cloud.checked(points, None, "lidar", stamp)
+    assert problem is None and cloud.span == (stamp, stamp)

@@ -154,6 +154,11 @@ def test_bad_input_matrix(hostile):
     h.send(cloud=h.cloud(time.time_ns(), np.full((50, 3), np.nan)))
     h.expect("depth", WARN, "empty or all-NaN cloud")
     h.good()
+    stamp = time.time_ns()  # point times up to 4 s after the stamp: not believed, the sweep is still used
+    h.send(cloud=timed_cloud(h.points, np.linspace(0, 4e9, len(h.points)).astype(np.int64),
+                             make_header("lidar", stamp)), stamp=stamp)
+    h.expect("depth", WARN, "per-point times more than 1 s from the header stamp")
+    h.good()
     big = np.random.default_rng(0).uniform(-3, 3, (1_000_000, 3)) + [0, 0, 4]
     h.send(cloud=h.cloud(time.time_ns(), big), spin=1.0)
     h.good()

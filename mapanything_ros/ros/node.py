@@ -320,7 +320,9 @@ class MapAnythingNode(Node):
             return
         self.rates.tick(LIDAR_SOURCE)
         stamp = stamp_ns(msg.header)
-        cloud = Cloud(points, times, msg.header.frame_id, stamp)
+        cloud, problem = Cloud.checked(points, times, msg.header.frame_id, stamp)
+        if problem:
+            self._report("depth", "lidar_times", WARN, f"{self.p['lidar_topic']}: {problem}")
         self._feed(self.sync.add_depth(LIDAR_SOURCE, stamp, cloud, cloud.span))
 
     def _on_depth_image(self, cam, msg):
