@@ -124,6 +124,16 @@ def test_eviction_keeps_the_voxels_nearest_the_latest_camera():
     np.testing.assert_allclose(vmap.points()[0], line(-20.0, 45), atol=1e-6)
 
 
+def test_a_first_view_larger_than_the_map_keeps_its_nearest_voxels():
+    # nothing stored to evict: only the view's new voxels are cut (they crashed _append before)
+    line = lambda lo, n: np.column_stack([lo + 0.1 * np.arange(n) + 0.05, np.full((n, 2), 0.05)])  # noqa: E731
+    vmap = VoxelMap(voxel_size=0.1, max_voxels=50)
+    assert insert(vmap, line(0.0, 80)) == 45
+    np.testing.assert_allclose(vmap.points()[0], line(0.0, 45), atol=1e-6)
+    assert insert(vmap, np.vstack([line(0.0, 45), line(4.5, 40)])) == 45  # every stored voxel touched
+    np.testing.assert_allclose(vmap.points()[0], line(0.0, 45), atol=1e-6)
+
+
 def test_max_distance_drops_far_points_and_evicts_voxels_left_behind():
     vmap = VoxelMap(voxel_size=0.1, max_distance=1.0)
     assert insert(vmap, [[0.5, 0, 0], [1.5, 0, 0], [0, -0.95, 0]]) == 2

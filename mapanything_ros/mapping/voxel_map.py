@@ -169,6 +169,7 @@ class VoxelMap:
                 self._compact(keep_old)
                 hits, pos = hits[keep_old[slot]], None
             ukeys, sums, counts = ukeys[keep_new], sums[:, keep_new], counts[keep_new]
+            pos = None if pos is None else pos[keep_new]
         self._append(ukeys, sums, counts, pos)
         return int(hits.sum() + counts.sum())
 
