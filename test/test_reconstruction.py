@@ -409,3 +409,16 @@ def test_affine_rows_numpy_and_torch_agree_with_float64():
     np.testing.assert_allclose(host, expected, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(device, expected, rtol=1e-5, atol=1e-4)
     assert arrays.affine_rows(np.zeros((0, 3), np.float32), rotation, translation).shape == (0, 3)
+
+
+def test_host_arrays_with_negative_strides_go_to_a_device(batch, perturbed):
+    """A prediction of numpy views with negative strides (a flipped array) reconstructs on a device
+    as on the host (torch.from_numpy refuses negative strides)."""
+    def flipped(a):
+        return np.ascontiguousarray(np.asarray(a)[:, ::-1])[:, ::-1]
+
+    pred = dataclasses.replace(perturbed, **{k: flipped(getattr(perturbed, k))
+                                             for k in ("depth_along_ray", "ray_directions", "confidence", "mask")})
+    host, device = reconstruct(batch, pred), reconstruct(batch, pred, device="cpu")
+    for i in range(len(batch.prepared)):
+        assert_same_view(device.view(i), host.view(i))

@@ -32,7 +32,9 @@ def to(a, device):
     if device is None:
         return a
     a = np.asarray(a)
-    return torch.from_numpy(a if a.flags.writeable else a.copy()).to(device)
+    if not a.flags.writeable or min(a.strides, default=0) < 0:  # torch.from_numpy refuses them
+        a = a.copy()
+    return torch.from_numpy(a).to(device)
 
 
 def like(a, ref):
