@@ -32,13 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-RELEASE_CONFIG = ROOT / "test" / "data" / "map-anything-v1.1-config.json"
-MIB = 1024**2
 ENGINES = ("torch", "onnxruntime")
 
-from bench_model_cache import reset_peak_rss, small_config  # noqa: E402  (beside this script)
+# bench_model_cache (beside this script) also puts the repository on sys.path
+from bench_model_cache import MIB, RELEASE_CONFIG, reset_peak_rss, small_config  # noqa: E402
 from memory import hwm_bytes, rss_bytes  # noqa: E402
 
 

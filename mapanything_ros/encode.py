@@ -10,7 +10,8 @@ The buffer is an array.array('B') (what rclpy messages can adopt without a copy,
 ros/pointcloud.py), filled in one cv2.mixChannels pass that interleaves x, y, z, rgb and
 confidence; colours are packed to 0x00RRGGBB first by one cv2.cvtColor of a single row.
 
-Inputs: points (N, 3) float32 (used as they are) or any other real dtype (cast to float32); colours (N, 3) uint8 RGB, or integers that all lie in 0..255, anything else (floats,
+Inputs: points (N, 3) float32 (used as they are) or any other real dtype (cast to float32);
+colours (N, 3) uint8 RGB, or integers that all lie in 0..255, anything else (floats,
 out-of-range integers) raises ValueError rather than being wrapped or truncated; confidence (N,)
 of any real dtype, cast to float32.
 """

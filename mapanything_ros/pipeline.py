@@ -18,11 +18,11 @@ view's pose, alignment; native-resolution depth is made on first use, by the res
 for the newest capture's views, `Reconstruction.views`, the ones that are published: so each
 output can go out as soon as it is made, ~/points before any native depth map), chaining in
 image-only mode, then the result callbacks (the outputs). The stages from the prediction to the
-end of the callbacks are the critical path. Map insertion comes after the callbacks, off that path, and takes each
-keyframe once (`map_insert`): "newest", from the first window that holds it (where it is the
-newest view; a keyframe whose own job was dropped enters with the next window), or "oldest",
-from the last window that holds it (where it is the oldest view and the window the fullest),
-the keyframes still in the window entering at `flush_map()`.
+end of the callbacks are the critical path. Map insertion comes after the callbacks, off that
+path, and takes each keyframe once (`map_insert`): "newest", from the first window that holds it
+(where it is the newest view; a keyframe whose own job was dropped enters with the next window),
+or "oldest", from the last window that holds it (where it is the oldest view and the window the
+fullest), the keyframes still in the window entering at `flush_map()`.
 
 Frames of the map. A window whose reference pose is known (use_poses and poses given) is
 reconstructed in the world frame and inserted as it is. Otherwise (image-only) each window is in
@@ -393,6 +393,7 @@ class Pipeline:
         recon = reconstruct(batch, prediction, views=[i for i, f in enumerate(frames) if f.stamp_ns == newest],
                             depth_mode=cfg.depth_mode, edge_threshold=cfg.edge_threshold,
                             keep_measured=cfg.keep_measured, align_to_measured=cfg.align_to_measured)
+        lap("reconstruction")
         with self._map_lock:
             with self._wake:
                 if job.epoch < self._cleared_epoch:
@@ -406,7 +407,6 @@ class Pipeline:
                 if chained.reset:
                     map_reset = self._clear_map(f"chain: {chained.reason}")
                 lap("chaining")
-        lap("reconstruction")
         with self._wake:
             for stage, seconds in timings.items():
                 self._latency[stage].append(seconds)
@@ -471,7 +471,8 @@ class Pipeline:
             else:
                 stamps = sorted({f.stamp_ns for f in frames})
                 full = len(stamps) >= self.config.window_size
-                todo = [i for i, f in enumerate(frames) if full and f.stamp_ns == stamps[0] and f.key not in self._in_map]
+                todo = [i for i, f in enumerate(frames)
+                        if full and f.stamp_ns == stamps[0] and f.key not in self._in_map]
             self._insert_views(recon, todo)
             window = {f.key for f in frames}
             self._in_map &= window

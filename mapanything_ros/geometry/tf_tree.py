@@ -230,44 +230,42 @@ class TransformTree:
 
     def _latest_common(self, target, source):
         """The newest stamp at which every dynamic edge between source and target has data (0: none)."""
-        up = []  # (newest stamp, parent) of each edge above source, bottom up
-        frame, depth, common = source, 0, None
-        while (data := self._frames[frame]) is not None:
-            stamp, parent = data.latest()
-            if parent is None:
-                break
-            if stamp:
-                common = stamp if common is None else min(common, stamp)
+        up, common = [], None  # (newest stamp, parent) of each edge above source, bottom up
+        for stamp, parent in self._edges_up(source):
+            common = _older(common, stamp)
             up.append((stamp, parent))
             if parent == target:
                 return common or 0
-            frame, depth = parent, depth + 1
-            if depth > MAX_DEPTH:
-                raise self._loop()
-        frame, depth, common, meet = target, 0, None, None
         parents = [p for _, p in up]
-        while (data := self._frames[frame]) is not None:
-            stamp, parent = data.latest()
-            if parent is None:
-                break
-            if stamp:
-                common = stamp if common is None else min(common, stamp)
+        common, meet = None, None
+        for stamp, parent in self._edges_up(target):
+            common = _older(common, stamp)
             if parent in parents:
                 meet = parent
                 break
             if parent == source:
                 return common or 0
-            frame, depth = parent, depth + 1
-            if depth > MAX_DEPTH:
-                raise self._loop()
         if meet is None:
             raise ConnectivityError(f"{source!r} and {target!r} are not in the same tree")
         for stamp, parent in up:
-            if stamp:
-                common = stamp if common is None else min(common, stamp)
+            common = _older(common, stamp)
             if parent == meet:
                 break
         return common or 0
+
+    def _edges_up(self, frame):
+        """(newest stamp, parent) of each edge from `frame` up to its root, bottom up; raises after
+        MAX_DEPTH + 1 edges (a loop)."""
+        for _ in range(MAX_DEPTH + 1):
+            data = self._frames[frame]
+            if data is None:
+                return
+            stamp, parent = data.latest()
+            if parent is None:
+                return
+            yield stamp, parent
+            frame = parent
+        raise self._loop()
 
     def _walk(self, target, source, stamp_ns):
         """target_from_source at stamp_ns (> 0, or 0 when no dynamic edge constrains the time)."""
@@ -302,3 +300,10 @@ class TransformTree:
                 raise ExtrapolationError(f"{pending}, looking up {source!r} in {target!r}") from None
             raise ConnectivityError(f"{source!r} and {target!r} are not in the same tree")
         return se3_inverse(top_from_target) @ top_from_source
+
+
+def _older(common, stamp):
+    """The older of a running common stamp (None: none yet) and an edge's newest stamp (0: static)."""
+    if not stamp:
+        return common
+    return stamp if common is None else min(common, stamp)

@@ -128,8 +128,7 @@ class Reconstruction:
         return Reconstruction(self.batch, self.prediction, np.asarray(transform) @ self.outer, pose_frame,
                               selected=self.selected, depth_mode=depth_mode, edge_threshold=edge_threshold,
                               keep_measured=keep_measured, device=self.device, scale=self.scale,
-                              residual=self.residual,
-                              model_cache=self._model_cache)
+                              residual=self.residual, model_cache=self._model_cache)
 
     def model_depth(self, i, step=1):
         """(H_m, W_m) float32 z-depth of view i at the model pixels, in pose_frame's scale, 0 where
@@ -141,9 +140,12 @@ class Reconstruction:
         """(points (N, 3) float32 m in pose_frame, colors (N, 3) uint8, confidence (N,) float32) of
         view i's model pixels with an estimate."""
         if i not in self._points:
-            index, _, cam, conf = self._model(i)
+            index, _, conf = self._model(i)
+            d, rays, _, _ = self._dense(i)
+            cam = arrays.rows(rays.reshape(-1, 3), index)
+            cam *= d.reshape(-1).take(index)[:, None]
             pose = self.poses[i]
-            xyz = arrays.affine_rows(cam, pose[:3, :3] * self._size, pose[:3, 3])
+            xyz = arrays.affine_rows(arrays.astype(cam, np.float32), pose[:3, :3] * self._size, pose[:3, 3])
             index = arrays.to_host(index)
             colors = self.batch.prepared[i].rgbx.take(index).view(np.uint8).reshape(-1, 4)[:, :3]
             self._points[i] = arrays.to_host(xyz), colors, arrays.to_host(conf)
@@ -166,8 +168,9 @@ class Reconstruction:
 
     def _model(self, i):
         """(index (N,) flat model pixels with an estimate, z (H, W) float32 z-depth (0 = none),
-        camera-frame points (N, 3) float32, confidence (N,) float32) of view i, before any
-        scaling, where the reconstruction runs (numpy, or tensors on `device`)."""
+        confidence (N,) float32) of view i, before any scaling, where the reconstruction runs
+        (numpy, or tensors on `device`). Camera-frame points are left to `points`: the chain and
+        the alignment read only z."""
         cache = self._model_cache
         if i not in cache:
             d, rays, conf, mask = self._dense(i)
@@ -178,10 +181,7 @@ class Reconstruction:
             z = d * rays[..., 2]
             z[~ok] = 0
             index = arrays.flatnonzero(ok)
-            cam = arrays.rows(rays.reshape(-1, 3), index)
-            cam *= d.reshape(-1).take(index)[:, None]
-            cache[i] = (index, arrays.astype(z, np.float32), arrays.astype(cam, np.float32),
-                        arrays.astype(conf.reshape(-1).take(index), np.float32))
+            cache[i] = index, arrays.astype(z, np.float32), arrays.astype(conf.reshape(-1).take(index), np.float32)
         return cache[i]
 
     def _dense(self, i):
@@ -201,7 +201,7 @@ class Reconstruction:
     def _native(self, i):
         depth_mode, edge_threshold, keep_measured = self._options
         prep = self.batch.prepared[i]
-        index, z, _, point_conf = self._model(i)
+        index, z, point_conf = self._model(i)
         conf = arrays.namespace(z).full_like(z, np.nan)
         conf.reshape(-1)[index] = point_conf
         native, conf = _to_native(prep.frame.camera, prep.resize, self.batch.grid, z, conf, depth_mode,

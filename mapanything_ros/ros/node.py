@@ -21,10 +21,10 @@ Outputs (only packed when someone subscribes): ~/points (latest window) and ~/ma
 transient local) as PointCloud2 x, y, z, rgb, confidence; per camera of the newest capture
 ~/<ns>/depth (32FC1 z-depth, NaN = none), ~/<ns>/confidence, ~/<ns>/camera_info; ~/window
 (ReconstructionWindow). Each goes out as soon as it is made: ~/points first (model resolution),
-then each camera's native-resolution depth, made only when depth or confidence is subscribed. Frames: with poses (use_poses, TF available) everything is in
-world_frame. Image-only (use_poses false) the pipeline chains windows into its own chain frame,
-published as `map_frame` (also in ~/window's header; the chain frame is the first window's
-reference camera).
+then each camera's native-resolution depth, made only when depth or confidence is subscribed.
+Frames: with poses (use_poses, TF available) everything is in world_frame. Image-only
+(use_poses false) the pipeline chains windows into its own chain frame, published as `map_frame`
+(also in ~/window's header; the chain frame is the first window's reference camera).
 
 TF output (REP 105). map_odom: map_frame -> world_frame = (refined world pose of the newest
 capture's reference camera) * (its TF world pose)^-1. With poses the reconstruction is anchored
