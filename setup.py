@@ -1,7 +1,9 @@
 """pip installation of mapanything_ros, for machines with a pip-installed ROS 2.
 
 On a ROS 2 machine the package is built with colcon (CMakeLists.txt), which
-also generates the msg/ interfaces; this file only installs the Python code.
+also generates the msg/ interfaces and builds the PointCloud2 kernel
+(mapanything_ros/_pack_cloud.c); this file only installs the Python code, which
+packs point clouds through its OpenCV path where that kernel is not built.
 """
 
 from setuptools import find_packages, setup

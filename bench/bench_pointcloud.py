@@ -6,7 +6,8 @@ CPU time (time.process_time), median of repeats, one process.
 
 1. Write: a PointCloud2 of x, y, z, rgb, confidence (20 bytes a point) from float64 and from
    float32 points (N, 3), uint8 colours (N, 3) and float32 confidence (N,), with ros.pointcloud.
-   xyz_to_cloud, against
+   xyz_to_cloud (its compiled kernel, mapanything_ros/_pack_cloud.c, where built, and its OpenCV
+   path, what runs where the kernel is not built), against
    - a structured-array baseline: the numpy structured array built field by field from the same
      inputs, then put into the message the way sensor_msgs_py does it (memoryview -> array.array);
    - the same message from a ready structured array (only the copy into the message);
@@ -38,7 +39,7 @@ from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from timing import cpu_timed  # noqa: E402  (bench/timing.py, beside this script)
-from mapanything_ros import decode  # noqa: E402
+from mapanything_ros import decode, encode  # noqa: E402
 from mapanything_ros.ros.pointcloud import _ADOPT_DATA, xyz_to_cloud  # noqa: E402
 
 try:
@@ -59,6 +60,17 @@ def structured(points, colors, confidence):
     out["rgb"] = ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).view(np.float32)
     out["confidence"] = confidence
     return out
+
+
+def opencv_path(fn):
+    """fn run with encode's OpenCV path (as where _pack_cloud is not built)."""
+    def run():
+        kernel, encode._pack_cloud = encode._pack_cloud, None
+        try:
+            return fn()
+        finally:
+            encode._pack_cloud = kernel
+    return run
 
 
 def message_from_structured(header, points):
@@ -123,6 +135,8 @@ def main():
     write = {
         "xyz_to_cloud_float64": lambda: xyz_to_cloud(p64, header, colors, conf),
         "xyz_to_cloud_float32": lambda: xyz_to_cloud(p32, header, colors, conf),
+        "xyz_to_cloud_float64_opencv": opencv_path(lambda: xyz_to_cloud(p64, header, colors, conf)),
+        "xyz_to_cloud_float32_opencv": opencv_path(lambda: xyz_to_cloud(p32, header, colors, conf)),
         "structured_baseline_float64": lambda: message_from_structured(header, structured(p64, colors, conf)),
         "structured_baseline_float32": lambda: message_from_structured(header, structured(p32, colors, conf)),
         "ready_structured_array": lambda: message_from_structured(header, ready),
@@ -132,7 +146,7 @@ def main():
         write["sensor_msgs_py_create_cloud_ready"] = lambda: smp.create_cloud(header, FIELDS, ready)
         write["sensor_msgs_py_create_cloud_float64"] = lambda: smp.create_cloud(
             header, FIELDS, structured(p64, colors, conf))
-    figures = {"points": n, "sensor_msgs_py": smp is not None}
+    figures = {"points": n, "sensor_msgs_py": smp is not None, "compiled_kernel": encode.COMPILED}
     rows = []
     for name, fn in write.items():
         seconds, msg = cpu_timed(fn, rep)
@@ -146,6 +160,8 @@ def main():
     figures["write_float64_vs_reference"] = new / figures[f"write_{ref}_ms"]
     figures["write_float32_vs_reference"] = figures["write_xyz_to_cloud_float32_ms"] / figures[f"write_{ref}_ms"]
     figures["write_speedup_vs_old"] = figures["write_old_xyz_to_cloud_float64_ms"] / new
+    figures["write_opencv_float32_vs_reference"] = (figures["write_xyz_to_cloud_float32_opencv_ms"]
+                                                    / figures[f"write_{ref}_ms"])
 
     msg = xyz_to_cloud(p64, header, colors, conf)
     data = msg.data
@@ -193,7 +209,9 @@ def main():
     for name, seconds, same in rows:
         print(f"| {name} | {seconds * 1e3:.2f} | {'' if same is None else ('yes' if same else 'NO')} |")
     print(f"\nwrite float64 / float32 inputs vs {figures['write_reference']}: "
-          f"{figures['write_float64_vs_reference']:.2f}x / {figures['write_float32_vs_reference']:.2f}x the time; "
+          f"{figures['write_float64_vs_reference']:.2f}x / {figures['write_float32_vs_reference']:.2f}x the time "
+          f"({'compiled kernel' if encode.COMPILED else 'OpenCV path: _pack_cloud is not built'}; OpenCV path, "
+          f"float32: {figures['write_opencv_float32_vs_reference']:.2f}x); "
           f"{figures['write_speedup_vs_old']:.1f}x faster than before issue 9")
     print(f"read vs {figures['read_reference']}: {figures['read_vs_reference']:.2f}x the time; "
           f"{figures['read_speedup_vs_old']:.1f}x faster than before issue 9")

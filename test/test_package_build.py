@@ -1,8 +1,9 @@
 """`colcon build` of this package in a fresh workspace, as on a robot.
 
 Checks what the ament_cmake build installs: the Python package merged with the
-generated messages, the `ros2 run` executables from setup.cfg, launch/ and
-config/ (the build is conftest's colcon_install, shared with the launch tests).
+generated messages and the compiled PointCloud2 kernel (_pack_cloud), the `ros2 run`
+executables from setup.cfg, launch/ and config/ (the build is conftest's colcon_install, shared
+with the launch tests).
 """
 
 import os
@@ -28,14 +29,18 @@ def test_installs_python_package_with_generated_messages(install):
     assert (pkg / "geometry" / "camera.py").is_file()
     assert "extend_path" in (pkg / "__init__.py").read_text()  # ours, not rosidl's empty one
     code = ("import mapanything_ros, mapanything_ros.msg as m, mapanything_ros.geometry as g; "
-            "print(m.__file__); print(g.__file__); print(m.ReconstructionWindow(sequence=1).sequence)")
+            "from mapanything_ros import encode, _pack_cloud as k; "
+            "print(m.__file__); print(g.__file__); print(k.__file__); print(m.ReconstructionWindow(sequence=1).sequence); "
+            "print(encode.COMPILED)")
     env = dict(os.environ, PYTHONPATH=str(_site_packages(install)),
                LD_LIBRARY_PATH=f"{install / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=install, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    msg_file, geometry_file, seq = out.stdout.split()
-    assert msg_file.startswith(str(install)) and geometry_file.startswith(str(install))
-    assert seq == "1"
+    msg_file, geometry_file, kernel_file, seq, compiled = out.stdout.split()
+    for path in (msg_file, geometry_file, kernel_file):
+        assert path.startswith(str(install)), path
+    assert seq == "1" and compiled == "True"  # the PointCloud2 kernel is built and used
+    assert not (pkg / "_pack_cloud.c").exists()  # its source is not installed
 
 
 def test_installs_executables_launch_and_config(install):

@@ -1,0 +1,128 @@
+"""The compiled PointCloud2 interleave (mapanything_ros/_pack_cloud.c) against encode's OpenCV path:
+the same bytes and is_dense for every layout, dtype, length (vector body and word-by-word rest),
+store path (cached / non-temporal) and non-finite placement; bad arguments raise, never crash.
+
+In tools/dev's environment (and so in CI) the module must be built: its absence is a failure."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mapanything_ros import encode
+
+kernel = encode._pack_cloud
+needs_kernel = pytest.mark.skipif(kernel is None and not os.environ.get("MAPANYTHING_ROS_ENV"),
+                                  reason="_pack_cloud not built (CMake build of this package)")
+NEVER, ALWAYS = 1 << 62, 0  # stream_from: cached stores only / non-temporal stores when aligned
+
+
+def test_built_in_the_dev_environment():
+    if not os.environ.get("MAPANYTHING_ROS_ENV"):
+        pytest.skip("not in tools/dev's environment")
+    assert encode.COMPILED and kernel is not None, "tools/build_env.sh builds mapanything_ros._pack_cloud"
+
+
+def compiled(points, colors, conf, stream_from, shift=0):
+    """(bytes, is_dense) from the kernel; `shift` bytes offset the output (a misaligned buffer)."""
+    n = len(points)
+    nbytes = 4 * (3 + (colors is not None) + (conf is not None)) * n
+    store = bytearray(nbytes + 16)
+    out = memoryview(store)[shift:shift + nbytes]
+    dense = kernel.interleave(out, points, colors, conf, stream_from)
+    return bytes(out), dense
+
+
+def inputs(rng, n, dtype, layout, bad=()):
+    points = rng.normal(0, 20, (n, 3)).astype(dtype)
+    for i, value in bad:
+        points[i % n, i % 3] = value
+    colors = rng.integers(0, 256, (n, 3), dtype=np.uint8) if layout in ("rgb", "all") else None
+    conf = rng.random(n).astype(np.float32) if layout in ("confidence", "all") else None
+    return points, colors, conf
+
+
+def expected(points, colors, conf):
+    """(bytes, is_dense) from encode's OpenCV path."""
+    fields = 3 + (colors is not None) + (conf is not None)
+    data = encode.byte_buffer(4 * fields * len(points))
+    out = np.frombuffer(data, np.float32).reshape(1, len(points), fields)
+    dense = encode._interleave_cv2(out, points, colors, conf)
+    return bytes(data), dense
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["xyz", "rgb", "confidence", "all"])
+@pytest.mark.parametrize("stream_from", [NEVER, ALWAYS])
+@pytest.mark.parametrize("shift", [0, 4])
+def test_same_bytes_as_opencv(dtype, layout, stream_from, shift):
+    rng = np.random.default_rng(7)
+    for n in [*range(0, 14), 1001]:
+        points, colors, conf = inputs(rng, n, dtype, layout)
+        assert compiled(points, colors, conf, stream_from, shift) == expected(points, colors, conf), n
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stream_from", [NEVER, ALWAYS])
+def test_non_finite_anywhere_clears_is_dense(dtype, stream_from):
+    rng = np.random.default_rng(8)
+    values = [np.nan, np.inf, -np.inf] + ([1e39, -1e300] if dtype == np.float64 else [])
+    for n in (4, 5, 9, 12, 13):  # in the vector body and in the rest
+        for i in range(3 * n):
+            points, colors, conf = inputs(rng, n, dtype, "all", bad=[(i, values[i % len(values)])])
+            got = compiled(points, colors, conf, stream_from)
+            assert got == expected(points, colors, conf) and not got[1], (n, i)
+        assert compiled(*inputs(rng, n, dtype, "all"), stream_from)[1]
+
+
+@needs_kernel
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(0, 40), dtype=st.sampled_from([np.float32, np.float64]),
+       layout=st.sampled_from(["xyz", "rgb", "confidence", "all"]), seed=st.integers(0, 2**32 - 1),
+       specials=st.lists(st.tuples(st.integers(0, 119), st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45,
+                                                                           3.4e38, 1e39])), max_size=4),
+       stream=st.booleans())
+def test_property_same_as_opencv(n, dtype, layout, seed, specials, stream):
+    rng = np.random.default_rng(seed)
+    with np.errstate(over="ignore"):
+        points, colors, conf = inputs(rng, max(n, 1), dtype, layout, bad=specials)
+    points, colors, conf = points[:n], None if colors is None else colors[:n], None if conf is None else conf[:n]
+    points = np.ascontiguousarray(points)
+    assert compiled(points, colors, conf, ALWAYS if stream else NEVER) == expected(points, colors, conf)
+
+
+@needs_kernel
+def test_bad_arguments_raise():
+    p, c, f = np.zeros((4, 3), np.float32), np.zeros((4, 3), np.uint8), np.zeros(4, np.float32)
+    out = bytearray(80)
+    assert kernel.interleave(out, p, c, f, NEVER) is True
+    cases = [
+        ((bytearray(79), p, c, f), ValueError, "out: expected 80 bytes"),
+        ((bytes(80), p, c, f), TypeError, ""),  # read-only output
+        ((out, p.astype(np.float16), c, f), ValueError, "points"),
+        ((out, np.zeros((4, 2), np.float32), c, f), ValueError, "points"),
+        ((out, np.zeros((4, 6), np.float32)[:, ::2], c, f), ValueError, "contiguous"),
+        ((out, p, np.zeros((3, 3), np.uint8), f), ValueError, "colors"),
+        ((out, p, c.astype(np.int32), f), ValueError, "colors"),
+        ((out, p, c, f.astype(np.float64)), ValueError, "confidence"),
+        ((out, p, c, None), ValueError, "out: expected 64 bytes"),
+        ((out, "xyz", c, f), TypeError, ""),
+    ]
+    for args, error, match in cases:
+        with pytest.raises(error, match=match):
+            kernel.interleave(*args, NEVER)
+
+
+def test_pack_cloud_without_the_kernel(monkeypatch):
+    """encode.pack_cloud's OpenCV path (a source tree without the CMake build) gives the bytes the
+    kernel gives."""
+    rng = np.random.default_rng(9)
+    points, colors, conf = inputs(rng, 1003, np.float64, "all", bad=[(5, np.nan)])
+    with_kernel = encode.pack_cloud(points, colors, conf)
+    monkeypatch.setattr(encode, "_pack_cloud", None)
+    without = encode.pack_cloud(points, colors, conf)
+    assert bytes(without.data) == bytes(with_kernel.data) and without.is_dense is with_kernel.is_dense is False
