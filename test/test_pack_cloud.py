@@ -5,6 +5,7 @@ store path (cached / non-temporal) and non-finite placement; bad arguments raise
 In tools/dev's environment (and so in CI) the module must be built: its absence is a failure."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -112,9 +113,14 @@ def test_bad_arguments_raise():
         ((out, p, c, None), ValueError, "out: expected 64 bytes"),
         ((out, "xyz", c, f), TypeError, ""),
     ]
-    for args, error, match in cases:
-        with pytest.raises(error, match=match):
-            kernel.interleave(*args, NEVER)
+    before = [sys.getrefcount(x) for x in (out, p, c, f)]
+    for _ in range(100):  # no buffer or reference is leaked on success or on error
+        for args, error, match in cases:
+            with pytest.raises(error, match=match):
+                kernel.interleave(*args, NEVER)
+        kernel.interleave(out, p, c, f, ALWAYS)
+    assert [sys.getrefcount(x) for x in (out, p, c, f)] == before
+    out.extend(b"\0")  # an exported buffer would make this resize raise BufferError
 
 
 def test_pack_cloud_without_the_kernel(monkeypatch):
