@@ -36,10 +36,24 @@
 #define INLINE static inline
 #endif
 
+/* The buffers may lie at any address (np.ascontiguousarray keeps an unaligned array as it is, and
+ * any writable buffer may be the output): their words are accessed through these types of
+ * alignment 1, since a misaligned float, double or uint32_t access is undefined behaviour. On x86
+ * and AArch64 they compile to the same plain loads and stores. */
+#if defined(__GNUC__) || defined(__clang__)
+typedef float float_any __attribute__((aligned(1)));
+typedef double double_any __attribute__((aligned(1)));
+typedef uint32_t uint32_any __attribute__((aligned(1)));
+#else
+typedef float float_any;
+typedef double double_any;
+typedef uint32_t uint32_any;
+#endif
+
 /* Point coordinate j of xyz (float64 when f64, else float32) as float32 bits. */
 INLINE uint32_t coordinate(const void *xyz, Py_ssize_t j, int f64)
 {
-    const float v = f64 ? (float)((const double *)xyz)[j] : ((const float *)xyz)[j];
+    const float v = f64 ? (float)((const double_any *)xyz)[j] : ((const float_any *)xyz)[j];
     uint32_t u;
     memcpy(&u, &v, 4);
     return u;
@@ -52,13 +66,13 @@ INLINE uint32_t rgb_word(const uint8_t *rgb)
 
 /* Points [begin, n) word by word, any layout (rgb / conf NULL when absent); returns whether all
  * their x, y, z are finite. */
-INLINE int wordwise(uint32_t *out, const void *xyz, int f64, const uint8_t *rgb, const float *conf,
+INLINE int wordwise(uint32_any *out, const void *xyz, int f64, const uint8_t *rgb, const float_any *conf,
                     Py_ssize_t begin, Py_ssize_t n)
 {
     const Py_ssize_t step = 3 + (rgb != NULL) + (conf != NULL);
     uint32_t nonfinite = 0;
     for (Py_ssize_t i = begin; i < n; i++) {
-        uint32_t *o = out + step * i;
+        uint32_any *o = out + step * i;
         for (int k = 0; k < 3; k++) {
             o[k] = coordinate(xyz, 3 * i + k, f64);
             nonfinite |= (o[k] & EXPONENT) == EXPONENT;
@@ -87,11 +101,11 @@ INLINE v4u coordinates(const void *xyz, Py_ssize_t j, int f64)
 {
     if (f64) {
         v4d v;
-        memcpy(&v, (const double *)xyz + j, 32);
+        memcpy(&v, (const double_any *)xyz + j, 32);
         return (v4u)__builtin_convertvector(v, v4f);
     }
     v4u v;
-    memcpy(&v, (const float *)xyz + j, 16);
+    memcpy(&v, (const float_any *)xyz + j, 16);
     return v;
 }
 
@@ -109,11 +123,11 @@ INLINE v4u rgb_words(const uint8_t *c)
 }
 
 /* Five words of o to out (16-byte aligned when stream), non-temporally when stream (x86). */
-INLINE void store5(uint32_t *out, const v4u *o, int stream)
+INLINE void store5(uint32_any *out, const v4u *o, int stream)
 {
 #if defined(__SSE2__)
     if (stream) {
-        for (int k = 0; k < 5; k++) _mm_stream_si128((__m128i *)out + k, (__m128i)o[k]);
+        for (int k = 0; k < 5; k++) _mm_stream_si128((__m128i *)(void *)out + k, (__m128i)o[k]);
         return;
     }
 #endif
@@ -125,7 +139,7 @@ INLINE void store5(uint32_t *out, const v4u *o, int stream)
  *   in   p0 = x0 y0 z0 x1   p1 = y1 z1 x2 y2   p2 = z2 x3 y3 z3   cs = c0..c3   f = f0..f3
  *   out  x0 y0 z0 c0 | f0 x1 y1 z1 | c1 f1 x2 y2 | z2 c2 f2 x3 | y3 z3 c3 f3
  * The last one to four points go word by word (rgb_words reads a byte past its fourth point). */
-INLINE int full(uint32_t *out, const void *xyz, int f64, const uint8_t *rgb, const float *conf, Py_ssize_t n,
+INLINE int full(uint32_any *out, const void *xyz, int f64, const uint8_t *rgb, const float_any *conf, Py_ssize_t n,
                 int stream)
 {
     const v4u exponent = {EXPONENT, EXPONENT, EXPONENT, EXPONENT};
@@ -198,7 +212,7 @@ static PyObject *interleave(PyObject *self, PyObject *args)
         goto done;
     }
     const uint8_t *c = has_rgb ? rgb.buf : NULL;
-    const float *k = has_conf ? conf.buf : NULL;
+    const float_any *k = has_conf ? conf.buf : NULL;
     int finite;
     Py_BEGIN_ALLOW_THREADS
 #ifdef HAVE_FULL

@@ -5,7 +5,11 @@ store path (cached / non-temporal) and non-finite placement; bad arguments raise
 In tools/dev's environment (and so in CI) the module must be built: its absence is a failure."""
 
 import os
+import shutil
+import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +136,66 @@ def test_pack_cloud_without_the_kernel(monkeypatch):
     monkeypatch.setattr(encode, "_pack_cloud", None)
     without = encode.pack_cloud(points, colors, conf)
     assert bytes(without.data) == bytes(with_kernel.data) and without.is_dense is with_kernel.is_dense is False
+
+
+def unaligned(a, offset):
+    """A C-contiguous copy of `a` whose data starts `offset` bytes past an aligned address."""
+    store = np.zeros(a.nbytes + 16, np.uint8)
+    start = -store.ctypes.data % 16 + offset
+    out = store[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert out.ctypes.data % 16 == offset and out.flags.c_contiguous
+    return out
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["xyz", "rgb", "confidence", "all"])
+def test_unaligned_buffers(dtype, layout):
+    """Points, confidence and output at any address (np.ascontiguousarray keeps an unaligned array,
+    e.g. one from np.frombuffer at an odd offset, as it is): the same bytes."""
+    rng = np.random.default_rng(10)
+    for n in (1, 5, 13, 1001):
+        points, colors, conf = inputs(rng, n, dtype, layout)
+        want = expected(points, colors, conf)
+        for offset in (1, 2, 3, 5):
+            got = compiled(unaligned(points, offset), colors, None if conf is None else unaligned(conf, offset),
+                           ALWAYS, shift=offset)
+            assert got == want, (n, offset)
+
+
+def test_no_misaligned_access_under_ubsan(tmp_path):
+    """The kernel built with UBSan's alignment check (aborting on the first report) takes buffers at
+    any address: a misaligned float / double / uint32_t access is undefined behaviour (and a fault
+    on strict-alignment CPUs) even where x86 and AArch64 tolerate it, so it must not make one."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler")
+    source = Path(encode.__file__).with_name("_pack_cloud.c")
+    module = tmp_path / ("_pack_cloud" + sysconfig.get_config_var("EXT_SUFFIX"))
+    build = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-fsanitize=alignment", "-fno-sanitize-recover=all",
+                            "-I", sysconfig.get_paths()["include"], str(source), "-o", str(module)],
+                           capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.skip(f"cannot build with -fsanitize=alignment: {build.stderr[-500:]}")
+    code = f"""
+import importlib.util, sys
+import numpy as np
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+spec = importlib.util.spec_from_file_location("_pack_cloud", {str(module)!r})
+kernel = importlib.util.module_from_spec(spec); spec.loader.exec_module(kernel)
+import test_pack_cloud as t
+t.kernel = kernel
+rng = np.random.default_rng(11)
+for dtype in (np.float32, np.float64):
+    for layout in ("xyz", "rgb", "confidence", "all"):
+        points, colors, conf = t.inputs(rng, 13, dtype, layout)
+        want = t.expected(points, colors, conf)
+        for offset in (0, 1, 2, 3):
+            got = t.compiled(t.unaligned(points, offset), colors,
+                             None if conf is None else t.unaligned(conf, offset), t.ALWAYS, shift=offset)
+            assert got == want, (dtype, layout, offset)
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
