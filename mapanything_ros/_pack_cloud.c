@@ -114,8 +114,9 @@ INLINE v4u rgb_words(const uint8_t *c)
 {
     uint32_t w[4];
     for (int k = 0; k < 4; k++) memcpy(w + k, c + 3 * k, 4);
-    const v4u v = {w[0], w[1], w[2], w[3]}, byte = {0xff, 0xff, 0xff, 0xff};
+    const v4u v = {w[0], w[1], w[2], w[3]};
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ /* v: r | g << 8 | b << 16 | next << 24 */
+    const v4u byte = {0xff, 0xff, 0xff, 0xff};
     return ((v & byte) << 16) | (v & (byte << 8)) | ((v >> 16) & byte);
 #else /* v: r << 24 | g << 16 | b << 8 | next */
     return v >> 8;
