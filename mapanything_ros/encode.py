@@ -96,7 +96,7 @@ def pack_cloud(points, colors=None, confidence=None):
 def _interleave_cv2(out, xyz, rgb, conf):
     """_pack_cloud.interleave with OpenCV: `out` (1, n, fields) float32; whether x, y, z are finite."""
     n = out.shape[1]
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # inf beyond the float32 range, quiet signalling NaNs
         xyz = np.ascontiguousarray(xyz, dtype=np.float32)
     sources = [xyz.reshape(1, n, 3)]
     if rgb is not None:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,13 @@ print("ok")
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_opencv_path_converts_signalling_nan_silently():
+    """The OpenCV path, like the kernel, converts a float64 signalling NaN without a RuntimeWarning
+    ("invalid value encountered in cast"), which is an error where warnings are errors."""
+    points = np.zeros((5, 3))
+    points[2, 1] = SPECIALS[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert expected(points, None, None)[1] is False
