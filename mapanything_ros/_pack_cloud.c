@@ -171,16 +171,23 @@ INLINE int full(uint32_any *out, const void *xyz, int f64, const uint8_t *rgb, c
 #define HAVE_FULL 1
 #endif
 
+/* The struct-module format of view's items in native order and size, without its '@' or '=' (NULL
+ * stands for "B", unsigned bytes). */
+static const char *native_format(const Py_buffer *view)
+{
+    const char *f = view->format != NULL ? view->format : "B";
+    return f[0] == '@' || f[0] == '=' ? f + 1 : f;
+}
+
 /* Takes a C-contiguous buffer of `obj` holding `items` elements of format `fmt` ("f" or "B") into
  * `view`: 0, or -1 with a Python error set and nothing held. */
 static int get_input(PyObject *obj, Py_buffer *view, const char *name, const char *fmt, Py_ssize_t items)
 {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-    const char *f = view->format;
-    if (f[0] == '@' || f[0] == '=') f++;
+    const char *f = native_format(view);
     if (strcmp(f, fmt) != 0 || view->len != items * view->itemsize) {
         PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format '%s', got %zd bytes of '%s'",
-                     name, items, fmt, view->len, view->format);
+                     name, items, fmt, view->len, f);
         PyBuffer_Release(view);
         return -1;
     }
@@ -196,8 +203,7 @@ static PyObject *interleave(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "w*OOOn:interleave", &out, &points_obj, &rgb_obj, &conf_obj, &stream_from))
         return NULL;
     if (PyObject_GetBuffer(points_obj, &points, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
-    const char *f = points.format;
-    if (f[0] == '@' || f[0] == '=') f++;
+    const char *f = native_format(&points);
     const int f64 = strcmp(f, "d") == 0;
     if ((!f64 && strcmp(f, "f") != 0) || points.ndim != 2 || points.shape[1] != 3) {
         PyErr_SetString(PyExc_ValueError, "points: expected C-contiguous (n, 3) float32 or float64");

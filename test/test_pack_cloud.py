@@ -135,6 +135,7 @@ def test_bad_arguments_raise():
     out.extend(b"\0")  # an exported buffer would make this resize raise BufferError
 
 
+@needs_kernel
 def test_pack_cloud_without_the_kernel(monkeypatch):
     """encode.pack_cloud's OpenCV path (a source tree without the CMake build) gives the bytes the
     kernel gives."""
