@@ -14,8 +14,7 @@ path, about 1.6x slower at a million points: colours packed by one cv2.cvtColor 
 then one cv2.mixChannels pass. `COMPILED` says which one runs; the node warns when it is False.
 
 Inputs: points (N, 3) float32 or float64 (used as they are) or any other real dtype (cast to
-float32);
-colours (N, 3) uint8 RGB, or integers that all lie in 0..255, anything else (floats,
+float32); colours (N, 3) uint8 RGB, or integers that all lie in 0..255, anything else (floats,
 out-of-range integers) raises ValueError rather than being wrapped or truncated; confidence (N,)
 of any real dtype, cast to float32.
 """

@@ -2,8 +2,8 @@
 
 sync.CaptureSync payloads: images are CameraImage (decoded only if they become keyframes, see
 image_decoder), a LiDAR sweep is a Cloud under the depth source LIDAR_SOURCE, a registered
-depth image is an (H, W) float32 array in metres (0 = none) under its camera's name. FrameBuilder turns a Capture into Frames with poses from a TF lookup:
-world_frame <- image frame_id at each image stamp, and for LiDAR depth the camera <- LiDAR
+depth image is an (H, W) float32 array in metres (0 = none) under its camera's name.
+FrameBuilder turns a Capture into Frames with poses from a TF lookup: world_frame <- image frame_id at each image stamp, and for LiDAR depth the camera <- LiDAR
 extrinsics and the LiDAR's world poses at the sweep's first and last point times (motion
 compensation, geometry.project_to_depth).
 """

@@ -208,10 +208,8 @@ class Resize:
         """(H_in, W_in) int64: the flat index (row · W_out + col) of the output pixel nearest to
         each input pixel (clamped at the crop's border; see cells for which are inside)."""
         (wo, ho) = self.out_size
-        c0, fx, r0, fy, _ = self.cells()
-        cols = np.clip(np.floor(c0 + fx + 0.5).astype(np.int64), 0, wo - 1)
-        rows = np.clip(np.floor(r0 + fy + 0.5).astype(np.int64), 0, ho - 1)
-        return rows[:, None] * wo + cols[None, :]
+        cols, rows = _nearest_output(self)
+        return np.clip(rows, 0, ho - 1)[:, None] * wo + np.clip(cols, 0, wo - 1)[None, :]
 
     def cut_pairs(self):
         """The adjacent output pixel pairs that bilinear interpolation uses at each input pixel, as
@@ -278,15 +276,17 @@ def _jumps(v, max_jump, axis):
     return jump
 
 
+def _nearest_output(resize):
+    """(column (W_in,), row (H_in,)) int64: the output pixel whose cell holds each input pixel
+    centre, floor(to_output + 0.5), unbounded (the mapping is separable: one per column and row)."""
+    u, v = resize.to_output(np.arange(resize.in_size[0]), np.arange(resize.in_size[1]))
+    return np.floor(u + 0.5).astype(np.int64), np.floor(v + 0.5).astype(np.int64)
+
+
 @lru_cache(maxsize=16)
 def _pooling_maps(resize):
-    """(column (W_in,), row (H_in,)) int64: the output pixel whose cell holds each input pixel
-    centre (nearest output centre: floor(to_output + 0.5)), -1 outside the output (the mapping
-    is separable, so per-pixel pooling is two lookups)."""
-    u, v = resize.to_output(np.arange(resize.in_size[0]), np.arange(resize.in_size[1]))
-    maps = []
-    for x, size in ((u, resize.out_size[0]), (v, resize.out_size[1])):
-        cell = np.floor(x + 0.5).astype(np.int64)
+    """_nearest_output with -1 outside the output (cached: per-pixel pooling is two lookups)."""
+    maps = _nearest_output(resize)
+    for cell, size in zip(maps, resize.out_size):
         cell[(cell < 0) | (cell >= size)] = -1
-        maps.append(cell)
-    return tuple(maps)
+    return maps

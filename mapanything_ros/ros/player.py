@@ -13,7 +13,8 @@ Clock: from the command line, stamps start at the wall clock's now (the clock a 
 default, without use_sim_time), paced in real time, dropping ticks when rendering falls behind
 (the default scene renders at about half real time on one core); --start S (simulated seconds)
 or --fast start at S (default 1 s) instead and publish every tick, for a node with
-use_sim_time:=true (the player publishes /clock). SIGINT or SIGTERM stops it after the tick being rendered, exit code 0.
+use_sim_time:=true (the player publishes /clock). SIGINT or SIGTERM stops it after the tick
+being rendered, exit code 0.
 
 CLI: python -m mapanything_ros.ros.player --preset small --seed 0 --duration 10 --rate 10
 """
@@ -223,7 +224,7 @@ class SyntheticPlayer:
             if realtime:
                 due = sim0 + int((time.monotonic() - wall0) * SEC)
                 if catch_up and "camera" in self._period and due - self._due("camera") > self._period["camera"]:
-                    self._drop_frames(min(due, end))
+                    self.skip_to(min(due, end), kinds=("camera",))
                     continue
                 if stop.wait(max(0.0, (self.next_ns - due) / SEC)):
                     break
@@ -231,15 +232,10 @@ class SyntheticPlayer:
             ticks += 1
         return ticks
 
-    def skip_to(self, stamp_ns):
-        """Skip every tick stamped before stamp_ns."""
-        for k in self._period:
+    def skip_to(self, stamp_ns, kinds=None):
+        """Skip every tick (of `kinds`, e.g. ("camera",); None: all) stamped before stamp_ns."""
+        for k in self._period if kinds is None else kinds:
             self._count[k] = max(self._count[k], -(-(stamp_ns - self._first[k]) // self._period[k]))
-
-    def _drop_frames(self, stamp_ns):
-        """Skip the camera frames stamped before stamp_ns."""
-        period = self._period["camera"]
-        self._count["camera"] = max(self._count["camera"], -(-(stamp_ns - self._first["camera"]) // period))
 
     def truth(self, stamp_ns):
         """{camera frame id: synthetic.View} at stamp_ns: image, world_from_camera (world_frame from
