@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
-SLOW_BENCHES = ("model_load", "gpu", "soak")  # 4.6 GB checkpoint, ~10 GB RAM; a CUDA GPU; 10 min: run only when named
+SLOW_BENCHES = ("model_load", "gpu", "soak", "accuracy")  # 4.6 GB checkpoint, ~10 GB RAM; a CUDA GPU; 10 min; 30+ min: run only when named
 
 
 def _value(text):
@@ -113,6 +113,12 @@ def demo(args):
     return 0
 
 
+def accuracy(args):
+    from .accuracy import main
+
+    return main(args.rest, prog="mapanything-ros accuracy")  # its own options (accuracy.parser)
+
+
 def bench(args):
     """Run bench/bench_<name>.py scripts (all but the slow ones by default); one JSON + markdown report."""
     if not BENCH_DIR.is_dir():
@@ -177,7 +183,9 @@ def _param_options(p):
     p.add_argument("--params", help="ROS 2 parameter YAML (e.g. config/mapping.yaml); default: the node's defaults")
     p.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE", help="set a parameter (repeatable)")
     p.add_argument("--cameras", help="camera namespaces, comma-separated (default: those of the bag or --params)")
-    p.add_argument("--backend", choices=("mapanything", "onnxruntime", "oracle", "random"))
+    from .settings import SPECS
+
+    p.add_argument("--backend", choices=SPECS["backend"].choices)
     p.add_argument("--weights", help="checkpoint directory or Hugging Face repo id in the local cache")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
 
@@ -219,6 +227,10 @@ def main(argv=None):
     p.add_argument("--threshold", type=float, default=0.05, help="map distance threshold, m (default: %(default)s)")
     p.set_defaults(run=evaluate)
 
+    p = sub.add_parser("accuracy", help="accuracy under the emulated network's errors (bench/bench_accuracy.py; "
+                       "--help: its options)", add_help=False)
+    p.set_defaults(run=accuracy)
+
     p = sub.add_parser("bench", help="run the benchmarks of bench/ into one report")
     p.add_argument("names", nargs="*", help="benchmark names (bench_<name>.py; default: all but model_load, gpu)")
     p.add_argument("--out", default="out/bench/report.json",
@@ -241,7 +253,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.set_defaults(run=export_onnx)
 
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "accuracy" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     return args.run(args)
 
 

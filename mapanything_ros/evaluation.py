@@ -24,8 +24,10 @@ def depth_metrics(pred, true):
 
     True pixels: finite and > 0. Estimated pixels: pred finite and > 0 (NaN or 0 = no estimate).
     Errors are over pixels both true and estimated: abs_rel = mean |p − t| / t, rmse (m),
-    delta_1_25 = fraction with max(p/t, t/p) < 1.25; coverage = estimated true pixels / true pixels.
-    Errors are NaN when no pixel is both.
+    delta_1_25 = fraction with max(p/t, t/p) < 1.25; inlier_1_03 = fraction with |p − t| / t <
+    1.03 % (MapAnything's "inlier ratio at a relative threshold of 1.03 %", tau); outlier_10 =
+    fraction with |p − t| / t > 10 % (flying pixels and gross errors); coverage = estimated true
+    pixels / true pixels. Errors are NaN when no pixel is both.
     """
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     if pred.shape != true.shape:
@@ -34,10 +36,13 @@ def depth_metrics(pred, true):
     both = has_true & np.isfinite(pred) & (pred > 0)
     p, t = pred[both], true[both]
     n = p.size
+    rel = np.abs(p - t) / t
     return {
-        "abs_rel": float(np.mean(np.abs(p - t) / t)) if n else float("nan"),
+        "abs_rel": float(np.mean(rel)) if n else float("nan"),
         "rmse": float(np.sqrt(np.mean((p - t) ** 2))) if n else float("nan"),
         "delta_1_25": float(np.mean(np.maximum(p / t, t / p) < 1.25)) if n else float("nan"),
+        "inlier_1_03": float(np.mean(rel < 0.0103)) if n else float("nan"),
+        "outlier_10": float(np.mean(rel > 0.10)) if n else float("nan"),
         "coverage": float(n / max(np.count_nonzero(has_true), 1)),
     }
 

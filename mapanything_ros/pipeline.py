@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .mapping import VoxelMap, WindowChain, reconstruct
+from .mapping import CompletionConfig, VoxelMap, WindowChain, reconstruct
+from .mapping.reconstruction import EDGE_NOISE_SIGMAS
 from .window import BatchConfig, KeyframePolicy, Window, assemble, batch_size, prepare
 from .window.batch import prepare_key
 
@@ -67,7 +68,8 @@ class PipelineConfig:
     window_size: keyframes per window (N captures, each of all cameras); keyframes: the
     admission thresholds; reference: the window's reference rule ("newest" or "oldest", see
     window.Window); batch: which inputs the model gets and at what resolution; depth_mode,
-    edge_threshold, keep_measured, align_to_measured: see mapping.reconstruct; voxel_size (m),
+    edge_threshold, edge_noise_sigmas, keep_measured, align_to_measured, completion (a
+    mapping.CompletionConfig or None): see mapping.reconstruct; voxel_size (m),
     max_voxels, min_confidence, max_distance (m or None): see mapping.VoxelMap; queue_size:
     pending jobs kept (1: only the latest); stats_window: jobs over which latencies are summarised.
     """
@@ -78,8 +80,10 @@ class PipelineConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     depth_mode: str = "bilinear"
     edge_threshold: float | None = 0.05
+    edge_noise_sigmas: float = EDGE_NOISE_SIGMAS
     keep_measured: bool = False
     align_to_measured: bool = False
+    completion: CompletionConfig | None = None
     voxel_size: float = 0.05
     max_voxels: int = 2_000_000
     min_confidence: float = 0.0
@@ -392,7 +396,8 @@ class Pipeline:
         newest = max(f.stamp_ns for f in frames)
         recon = reconstruct(batch, prediction, views=[i for i, f in enumerate(frames) if f.stamp_ns == newest],
                             depth_mode=cfg.depth_mode, edge_threshold=cfg.edge_threshold,
-                            keep_measured=cfg.keep_measured, align_to_measured=cfg.align_to_measured)
+                            edge_noise_sigmas=cfg.edge_noise_sigmas, keep_measured=cfg.keep_measured,
+                            align_to_measured=cfg.align_to_measured, completion=cfg.completion)
         lap("reconstruction")
         with self._map_lock:
             with self._wake:

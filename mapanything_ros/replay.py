@@ -17,6 +17,9 @@ Outputs in `out_dir` (outputs.py has the formats):
   map.png                         top-down picture of the map with the camera path
   depth/<camera>/<stamp_ns>.png   per keyframe and camera: z-depth, 16-bit millimetres, 0 = none
   preview/<camera>/<stamp_ns>.png the camera image beside its coloured depth
+  raw/<camera>/<stamp_ns>.png     with raw_depth: the network's own depth for the same keyframes,
+                                  before anything the package does to it (bilinear, no edge cut,
+                                  no alignment, no measured depth), as depth/: for evaluation
   poses/<camera>.txt              refined world_from_camera per keyframe (TUM format)
   summary.json                    counts, timings, memory, parameters, the files above
   bag/                            with write_bag: the node's output topics (+ the input TF)
@@ -36,6 +39,7 @@ from . import decode, layout, outputs, settings
 from .geometry import pose_from_quat_trans, se3_compose, se3_inverse
 from .geometry.tf_tree import TransformError, TransformTree
 from .ingest import LIDAR_SOURCE, CameraImage, Cloud, FrameBuilder, PendingCaptures, image_decoder
+from .mapping import reconstruct
 from .pipeline import Pipeline
 from .progress import Progress
 
@@ -113,8 +117,9 @@ def _ordered(messages, kinds):
 class _Replay:
     """The state of one replay (see the module doc)."""
 
-    def __init__(self, values, backend, out_dir, bag_writer):
+    def __init__(self, values, backend, out_dir, bag_writer, raw_depth=False):
         self.p = values
+        self.raw_depth = raw_depth
         self.out = out_dir
         self.tree = TransformTree()
         self.sync = settings.make_sync(values)
@@ -243,9 +248,16 @@ class _Replay:
         newest = recon.views  # the newest capture's views, reconstructed at native resolution
         newest_stamp = newest[0].frame.stamp_ns
         self.seq += 1
-        for v in newest:
+        raw = None
+        if self.raw_depth:
+            raw = reconstruct(recon.batch, recon.prediction, views=recon.selected, edge_threshold=None,
+                              device="numpy").views
+        for k, v in enumerate(newest):
             cam, stamp = self.sent.get(v.frame.key, (v.frame.frame_id, v.frame.stamp_ns))
             name = camera_dir(v.frame.frame_id)
+            if raw is not None:
+                (self.out / "raw" / name).mkdir(parents=True, exist_ok=True)
+                outputs.write_depth_png(self.out / "raw" / name / f"{stamp}.png", raw[k].depth)
             for sub in ("depth", "preview"):
                 (self.out / sub / name).mkdir(parents=True, exist_ok=True)
             outputs.write_depth_png(self.out / "depth" / name / f"{stamp}.png", v.depth)
@@ -306,14 +318,15 @@ class _Replay:
 
 
 def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=True, write_bag=False,
-           namespace="", remap=None, node_name="mapanything"):
+           namespace="", remap=None, node_name="mapanything", raw_depth=False):
     """Replay a rosbag2 through the pipeline and write the outputs (module doc); returns the summary dict.
 
     params: parameter values (settings.SPECS names) over settings.defaults(); cameras None: every
     camera namespace of the bag (bag_cameras). backend: a backends.Backend, or None to make the one
     the parameters name (backends.make_backend). progress: True draws on a terminal, "force"
     always, False never. write_bag: also write out_dir/bag (same storage as the input).
-    namespace, remap ({resolved topic: bag topic}), node_name: as the node's.
+    namespace, remap ({resolved topic: bag topic}), node_name: as the node's. raw_depth: also write
+    the network's unprocessed depth (out_dir/raw, see the module doc).
     """
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import get_typestore
@@ -341,7 +354,7 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
         conns = [c for c in reader.connections if c.topic in kinds]
         storage = "sqlite3" if any(bag_path.glob("*.db3")) or bag_path.suffix == ".db3" else "mcap"
         writer = outputs.OutputBag(out / "bag", storage) if write_bag else None
-        state = _Replay({**values, "node_name": node_name}, backend, out, writer)
+        state = _Replay({**values, "node_name": node_name}, backend, out, writer, raw_depth)
         total = sum(c.msgcount for c in conns if kinds[c.topic][0] in ("image", "compressed"))
         bar = None if progress is False else Progress("replay", "frames", enabled=None if progress is True else True)
         counts, done, now, first = {}, 0, 0, None
@@ -403,7 +416,8 @@ def _finish(state, values, bag_path, out, counts, first, last, missing, writer, 
         (out / "poses" / f"{name}.txt").write_text("\n".join(lines) + "\n")
         cam = state.sent.get((frame_id, frames[0][0]), (None,))[0]
         cameras[frame_id] = {"namespace": cam, "keyframes": len(frames), "depth": f"depth/{name}",
-                             "preview": f"preview/{name}", "trajectory": f"poses/{name}.txt"}
+                             "preview": f"preview/{name}", "trajectory": f"poses/{name}.txt",
+                             "raw_depth": f"raw/{name}" if state.raw_depth else None}
     stats = state.pipeline.stats()
     sync = state.sync.stats()
     return {
@@ -435,16 +449,21 @@ def _finish(state, values, bag_path, out, counts, first, last, missing, writer, 
     }
 
 
-def evaluate(out_dir, bag_path, threshold=0.05):
+def evaluate(out_dir, bag_path, threshold=0.05, with_map=True):
     """Compare a replay's outputs (out_dir) with the ground truth of a synthetic bag.
 
     depth: evaluation.depth_metrics over every written keyframe depth with a true depth at the same
-    camera and stamp (16-bit PNG values, so within 0.5 mm of what was computed); ate: of the refined
-    keyframe positions of all cameras, without alignment when the poses are in the world frame,
-    else Sim(3)-aligned; map: evaluation.map_metrics of map.ply at `threshold` metres.
-    Returns the metrics dict and writes it to out_dir/eval.json.
+    camera and stamp (16-bit PNG values, so within 0.5 mm of what was computed); raw_depth: the same
+    for the network's own depth when the replay wrote it (replay's raw_depth), else None; ate: of
+    the refined keyframe positions of all cameras, without alignment when the poses are in the
+    world frame, else Sim(3)-aligned (image-only: the chain's frame has no relation to the world);
+    map: evaluation.map_metrics of map.ply at `threshold` metres, carried by the same Sim(3)
+    alignment when the trajectory was aligned (None when not with_map). Returns the metrics dict and
+    writes it to out_dir/eval.json.
     """
     from .evaluation import ate, depth_metrics, map_metrics, read_ground_truth
+    from .geometry.transforms import transform_points
+    from .geometry.similarity import fit_similarity
     from .mapping.ply import read_ply
 
     out = Path(out_dir)
@@ -452,7 +471,7 @@ def evaluate(out_dir, bag_path, threshold=0.05):
     gt = read_ground_truth(Path(bag_path))
     if not gt.depth and not gt.poses:
         raise ValueError(f"{bag_path}: no ground truth topics ({layout.TRUTH_PREFIX}/...)")
-    pred, true, est, ref, unmatched = [], [], [], [], 0
+    pred, raw, true, est, ref, unmatched = [], [], [], [], [], 0
     for frame_id, cam in summary["cameras"].items():
         truth = gt.depth.get(frame_id, {})
         for path in sorted((out / cam["depth"]).glob("*.png")):
@@ -462,6 +481,8 @@ def evaluate(out_dir, bag_path, threshold=0.05):
                 continue
             pred.append(outputs.read_depth_png(path).ravel())
             true.append(t.ravel())
+            if cam.get("raw_depth"):
+                raw.append(outputs.read_depth_png(out / cam["raw_depth"] / path.name).ravel())
         stamps, poses = outputs.read_tum(out / cam["trajectory"])
         for stamp, pose in zip(stamps, poses):
             t = gt.poses.get(frame_id, {}).get(int(stamp))
@@ -469,12 +490,18 @@ def evaluate(out_dir, bag_path, threshold=0.05):
                 est.append(pose[:3, 3])
                 ref.append(t[:3, 3])
     world = summary["pose_frame"] == summary["parameters"]["world_frame"]
+    align = "none" if world else "sim3"
     result = {"bag": str(bag_path), "keyframe_depths": len(pred), "unmatched_depths": unmatched,
               "depth": depth_metrics(np.concatenate(pred), np.concatenate(true)) if pred else None,
+              "raw_depth": depth_metrics(np.concatenate(raw), np.concatenate(true)) if raw else None,
               "poses": len(est),
-              "ate": dict(ate(np.array(est), np.array(ref), align="none" if world else "sim3"),
-                          align="none" if world else "sim3") if est else None}
+              "ate": dict(ate(np.array(est), np.array(ref), align=align), align=align) if est else None}
     points, _, _ = read_ply(out / summary["outputs"]["map"])
-    result["map"] = map_metrics(points, gt.surface, threshold) if len(gt.surface) else None
+    if align == "sim3":
+        if len(est) < 3:
+            points = np.zeros((0, 3))  # no alignment to the world: no map figures
+        else:
+            points = transform_points(fit_similarity(np.array(est), np.array(ref)), points)
+    result["map"] = map_metrics(points, gt.surface, threshold) if with_map and len(gt.surface) else None
     outputs.write_json(out / "eval.json", result)
     return result

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import layout
 from .ingest import LIDAR_SOURCE
+from .mapping import CompletionConfig
 from .pipeline import PipelineConfig
 from .sync import CaptureSync
 from .window import BatchConfig, KeyframePolicy
@@ -63,14 +64,19 @@ SPECS = {
     "tf_output": _ro("map_odom", "TF published: map_odom (map_frame -> world_frame), camera_refined "
                      "(world_frame -> <camera frame>_refined) or none", choices=("map_odom", "camera_refined", "none")),
     "backend": _ro("mapanything", "mapanything (weights, torch), onnxruntime (export-onnx graphs), oracle (synthetic "
-                   "truth) or random (tiny, meaningless)", choices=("mapanything", "onnxruntime", "oracle", "random")),
+                   "truth), emulated (synthetic truth with a network's errors) or random (tiny, meaningless)",
+                   choices=("mapanything", "onnxruntime", "oracle", "emulated", "random")),
     "weights": _ro("facebook/map-anything", "checkpoint directory or Hugging Face repo id in the local cache; "
                    "onnxruntime: the export-onnx output directory"),
     "device": _ro("auto", "auto, cpu, cuda or cuda:N (torch backends)"),
     "onnx_providers": _ro("cpu", "onnxruntime execution providers in priority order, comma-separated: cpu, cuda, "
                           "tensorrt or full onnxruntime names"),
-    "oracle_preset": _ro("default", "synthetic scene preset the oracle backend knows", choices=("default", "small")),
-    "oracle_seed": _ro(0, "synthetic scene seed the oracle backend knows", low=0, high=2**31 - 1),
+    "oracle_preset": _ro("default", "synthetic scene preset the oracle and emulated backends know",
+                         choices=("default", "small")),
+    "oracle_seed": _ro(0, "synthetic scene seed the oracle and emulated backends know", low=0, high=2**31 - 1),
+    "error_profile": _ro(1.0, "emulated backend: multiplier of its error model's magnitudes (0.5, 1 and 2 are "
+                         "benchmarked; 0 = the oracle)", low=0.0, high=10.0),
+    "error_seed": _ro(0, "emulated backend: seed of its error draws", low=0, high=2**31 - 1),
     "window_size": _ro(8, "keyframes per window", low=1, high=32),
     "long_side": _ro(518, "model input long side (pixels, multiple of 14)", low=112, high=1036, multiple_of=14),
     "map_voxel_size": _ro(0.05, "map voxel size (m)", low=0.005, high=1.0),
@@ -103,8 +109,16 @@ SPECS = {
     "points_scope": Spec("newest", "~/points holds the newest capture's points (newest) or every view of the "
                          "window (window: costs a reconstruction of each view per window)",
                          choices=("newest", "window")),
-    "keep_measured_depth": Spec(False, "published depth keeps the measured values where measured"),
-    "align_to_measured_depth": Spec(False, "scale each window to the measured depth"),
+    "keep_measured_depth": Spec(False, "depth, points and map keep the measured values where measured (with "
+                                "depth_correction: where they agree with the corrected prediction)"),
+    "align_to_measured_depth": Spec(False, "scale each window (depths and translations) to the measured depth"),
+    "depth_correction": Spec("none", "correct each view's depth with its measured depth: none, scale (a robust "
+                             "per-view scale) or field (scale and a smooth residual field)",
+                             choices=("none", "scale", "field")),
+    "edge_threshold": Spec(0.05, "relative depth step read as a depth edge: no depth published across it (0 = no "
+                           "cut)", low=0.0, high=10.0),
+    "edge_noise_sigmas": Spec(4.0, "per view, the edge threshold rises to this many robust sigmas of the depth's "
+                              "own pixel noise (0 = the fixed threshold only)", low=0.0, high=100.0),
     "save_map_path": Spec("~/.ros/mapanything_map.ply", "where ~/save_map writes the PLY"),
 }
 READ_ONLY = tuple(n for n, s in SPECS.items() if s.read_only)
@@ -207,6 +221,8 @@ def pipeline_config(values):
                           metric_poses=p["metric_poses"], metric_depth=p["metric_depth"],
                           depth_without_scale=p["depth_without_scale"], long_side=p["long_side"]),
         keep_measured=p["keep_measured_depth"], align_to_measured=p["align_to_measured_depth"],
+        completion=None if p["depth_correction"] == "none" else CompletionConfig(dense=p["depth_correction"] == "field"),
+        edge_threshold=p["edge_threshold"] or None, edge_noise_sigmas=p["edge_noise_sigmas"],
         voxel_size=p["map_voxel_size"], max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"],
         map_insert=p["map_insert"])
 

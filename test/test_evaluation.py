@@ -25,13 +25,17 @@ def true_depth(seed=0):
 
 def test_depth_perfect_and_scaled():
     t = true_depth()
-    assert depth_metrics(t, t) == {"abs_rel": 0.0, "rmse": 0.0, "delta_1_25": 1.0, "coverage": 1.0}
+    assert depth_metrics(t, t) == {"abs_rel": 0.0, "rmse": 0.0, "delta_1_25": 1.0, "inlier_1_03": 1.0,
+                                   "outlier_10": 0.0, "coverage": 1.0}
     valid = np.isfinite(t) & (t > 0)
     for s in (0.7, 1.1, 1.3):
         m = depth_metrics(s * t, t)
         assert m["abs_rel"] == pytest.approx(abs(s - 1), rel=1e-6)
         assert m["rmse"] == pytest.approx(abs(s - 1) * np.sqrt(np.mean(t[valid].astype(float) ** 2)), rel=1e-6)
         assert m["delta_1_25"] == (1.0 if max(s, 1 / s) < 1.25 else 0.0)
+        assert m["inlier_1_03"] == 0.0 and (m["outlier_10"] == 1.0 or s == 1.1)  # 10 % exactly: float rounding
+    m = depth_metrics(1.01 * t, t)  # 1 % off: inliers at MapAnything's 1.03 % threshold
+    assert m["inlier_1_03"] == 1.0 and m["outlier_10"] == 0.0
 
 
 def test_depth_coverage_counts_missing_estimates():

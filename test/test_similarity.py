@@ -12,6 +12,7 @@ from mapanything_ros.geometry.similarity import (
     similarity_inverse,
     similarity_parts,
     similarity_pose,
+    symmetric_scale,
 )
 from mapanything_ros.geometry.transforms import pose_from_quat_trans, quat_to_matrix, transform_points
 
@@ -99,3 +100,24 @@ def test_degenerate_input_is_refused():
         fit_similarity(line, line)
     with pytest.raises(ValueError, match="at least 3"):
         fit_similarity(np.eye(3)[:2], np.eye(3)[:2])
+
+
+def test_symmetric_scale_has_no_regression_dilution():
+    """Both point sets noisy (two windows' predictions of the same pixels): Umeyama's scale, a regression of
+    dst on src, shrinks by about the noise-to-spread variance ratio; the symmetric scale does not."""
+    rng = np.random.default_rng(0)
+    truth = similarity(1.3, quat_to_matrix(rng.normal(size=4)), rng.uniform(-5, 5, 3))
+    points = rng.normal(size=(20000, 3))
+    noise = 0.3  # per axis, spread 1 per axis: variance ratio 0.09
+    src = points + rng.normal(scale=noise, size=points.shape)
+    dst = transform_points(truth, points) + rng.normal(scale=1.3 * noise, size=points.shape)
+    plain = fit_similarity(src, dst)
+    fixed = symmetric_scale(plain, src, dst)
+    assert similarity_parts(plain)[0] == pytest.approx(1.3 / (1 + noise ** 2), rel=0.01)
+    assert similarity_parts(fixed)[0] == pytest.approx(1.3, rel=0.01)
+    np.testing.assert_allclose(similarity_parts(fixed)[1], similarity_parts(plain)[1])
+    np.testing.assert_allclose(transform_points(fixed, src).mean(axis=0), dst.mean(axis=0), atol=1e-9)
+    exact = symmetric_scale(truth, points, transform_points(truth, points), rng.uniform(0.5, 2, len(points)))
+    np.testing.assert_allclose(exact, truth, atol=1e-9)
+    with pytest.raises(ValueError):
+        symmetric_scale(truth, np.zeros((5, 3)), np.ones((5, 3)))

@@ -1,5 +1,6 @@
 """Model backends: ViewBatch in, Prediction out (the network, the synthetic truth, or random weights)."""
 
+from .emulated import EmulatedBackend
 from .network import MapAnythingBackend, RandomBackend
 from .onnx import OnnxBackend
 from .oracle import OracleBackend
@@ -9,7 +10,8 @@ from .tiny import tiny_config
 
 def make_backend(values):
     """(Backend, its runtime or None) named by the parameters `values` (settings.SPECS names:
-    backend, weights, device, onnx_providers, oracle_preset, oracle_seed, window_size, cameras).
+    backend, weights, device, onnx_providers, oracle_preset, oracle_seed, error_profile, error_seed,
+    window_size, cameras).
     The runtime (model.Runtime, or the OnnxMapAnything) has `describe()` for diagnostics. The
     network backends keep the encoder features of window_size x cameras images (one window).
     Raises when it cannot start (missing weights or graphs, unknown device or provider, ...)."""
@@ -18,6 +20,10 @@ def make_backend(values):
     if values["backend"] == "oracle":
         from ..synthetic.presets import make_scene
         return OracleBackend(make_scene(values["oracle_preset"], values["oracle_seed"])), None
+    if values["backend"] == "emulated":
+        from ..synthetic.presets import make_scene
+        scene = make_scene(values["oracle_preset"], values["oracle_seed"])
+        return EmulatedBackend(scene, values["error_profile"], values["error_seed"]), None
     cache = values["window_size"] * len(values.get("cameras") or [None])
     if values["backend"] == "onnxruntime":
         from ..model.onnx import OnnxMapAnything
@@ -30,5 +36,5 @@ def make_backend(values):
     return MapAnythingBackend(model, runtime), runtime
 
 
-__all__ = ["Backend", "MapAnythingBackend", "OnnxBackend", "OracleBackend", "Prediction", "RandomBackend",
+__all__ = ["Backend", "EmulatedBackend", "MapAnythingBackend", "OnnxBackend", "OracleBackend", "Prediction", "RandomBackend",
            "make_backend", "tiny_config"]

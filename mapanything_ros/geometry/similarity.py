@@ -9,7 +9,10 @@ inverse (similarity_inverse) and how a camera pose is carried into the new frame
 
 Fit: Umeyama, "Least-squares estimation of transformation parameters between two point
 patterns", IEEE TPAMI 13(4), 1991 (the closed form, with the reflection fix), here with
-per-point weights. Robust fit: least median of squares over random minimal samples (Rousseeuw
+per-point weights. Its scale regresses dst on src, so noise in src shrinks it (regression
+dilution); `symmetric_scale` replaces it with Horn's symmetric scale, the ratio of the two point
+sets' RMS spreads (Horn, "Closed-form solution of absolute orientation using unit quaternions",
+JOSA A 4(4), 1987, Sec. 2.D), which treats both sides alike. Robust fit: least median of squares over random minimal samples (Rousseeuw
 1984), then a weighted refit on the inliers it finds; no threshold to tune, up to 50% outliers.
 """
 
@@ -105,6 +108,22 @@ def robust_similarity(src, dst, weights=None, samples=256, seed=0):
         inliers = now
         best = fit_similarity(src[inliers], dst[inliers], w[inliers])
     return best, inliers
+
+
+def symmetric_scale(transform, src, dst, weights=None):
+    """The similarity dst_from_src `transform` with its scale replaced by Horn's symmetric scale
+    sqrt(Σ w|dst − μd|² / Σ w|src − μs|²) (weighted means μ), rotation kept, translation refitted
+    to the weighted centroids. src, dst (N, 3); weights (N,) >= 0 (default 1)."""
+    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
+    mu_s, mu_d = np.average(src, axis=0, weights=w), np.average(dst, axis=0, weights=w)
+    var_s = np.average(np.sum((src - mu_s) ** 2, axis=1), weights=w)
+    var_d = np.average(np.sum((dst - mu_d) ** 2, axis=1), weights=w)
+    if not var_s > 0:
+        raise ValueError("degenerate correspondences: the source points coincide")
+    scale = float(np.sqrt(var_d / var_s))
+    _, rot, _ = similarity_parts(transform)
+    return similarity(scale, rot, mu_d - scale * rot @ mu_s)
 
 
 def _umeyama(src, dst, w):

@@ -13,7 +13,9 @@ ray would pair correctly, the calibrated one keeps the points near the surfaces.
 
 Fit. One similarity chain_from_window from all pairs (geometry.robust_similarity: least median
 of squares, then a weighted Umeyama refit on the inliers), weights 1 / z² (chain frame) since
-depth errors grow with depth. Points rather than camera centres and orientations alone: they fix
+depth errors grow with depth; its scale then replaced by the symmetric one (similarity.
+symmetric_scale) over the inliers: both windows' points are noisy predictions, and Umeyama's
+scale, a regression of one on the other, would shrink the chain a little at every window. Points rather than camera centres and orientations alone: they fix
 scale, rotation and translation even with one shared view (centres alone are degenerate for one
 or two views), and the robust fit discards pixels the two windows disagree on. The scale is the
 ratio of the chained to the new depths in the least-squares sense, the rotation agrees with the
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry.similarity import robust_similarity, similarity_parts
+from ..geometry.similarity import robust_similarity, similarity_parts, symmetric_scale
 from ..geometry.transforms import transform_points
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,7 @@ class WindowChain:
             scene = float(np.sqrt(np.mean(np.sum((dst - dst.mean(axis=0)) ** 2, axis=1))))
         depth[~pixels] = scene
         transform, inliers = robust_similarity(src, dst, 1.0 / depth ** 2, seed=self.seed)
+        transform = symmetric_scale(transform, src[inliers], dst[inliers], 1.0 / depth[inliers] ** 2)
         err = np.linalg.norm(transform_points(transform, src[inliers]) - dst[inliers], axis=1)
         return transform, float(np.sqrt(np.mean(err ** 2)) / scene), float(inliers.mean())
 

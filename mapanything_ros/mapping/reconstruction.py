@@ -5,7 +5,9 @@ Scale. Prediction.depth_along_ray and the translations of Prediction.ref_from_ca
 already metric (the network multiplies them by its metric scale, see model.network), so they
 are used as they are; `metric_scale` is only reported. An optional alignment to measured depth
 scales depth, points and relative translations together (the reconstruction is scaled about
-the reference camera).
+the reference camera), or the depth alone when every view was given a metric pose. Optional
+depth completion (mapping.completion) then corrects each view's depth with its own measured
+pixels.
 
 z-depth uses the PREDICTED rays: z = depth_along_ray · ray_z. The predicted ray and depth
 together define the predicted 3D point, so its z is what the points and the depth image agree
@@ -58,8 +60,10 @@ from ..backends.prediction import ViewStack
 from ..geometry import arrays
 from ..geometry.resample import nearest, stencil
 from ..geometry.similarity import similarity, similarity_parts, similarity_pose
+from .completion import AGREE_SIGMAS, MIN_AGREE, correct, significant
 
 DEPTH_MODES = ("nearest", "bilinear")
+EDGE_NOISE_SIGMAS = 4.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,7 +99,8 @@ class Reconstruction:
     """
 
     def __init__(self, batch, prediction, outer, pose_frame, *, selected, depth_mode, edge_threshold, keep_measured,
-                 device=None, scale=1.0, residual=None, model_cache=None):
+                 device=None, scale=1.0, residual=None, model_cache=None, completion=None,
+                 edge_noise_sigmas=EDGE_NOISE_SIGMAS, depth_scale=1.0):
         self.batch, self.prediction = batch, prediction
         self.outer, self.pose_frame = outer, pose_frame
         self.metric_scale = float(prediction.metric_scale)
@@ -103,8 +108,9 @@ class Reconstruction:
         self.selected = tuple(selected)
         self.device = device
         self._options = depth_mode, edge_threshold, keep_measured
+        self._completion, self._edge_noise, self._depth_scale = completion, edge_noise_sigmas, float(depth_scale)
         self._size = similarity_parts(outer)[0]
-        self._views, self._points = {}, {}
+        self._views, self._points, self._final_cache, self._corrections = {}, {}, {}, {}
         self._model_cache = {} if model_cache is None else model_cache  # shared by carried copies
 
     @property
@@ -128,7 +134,8 @@ class Reconstruction:
         return Reconstruction(self.batch, self.prediction, np.asarray(transform) @ self.outer, pose_frame,
                               selected=self.selected, depth_mode=depth_mode, edge_threshold=edge_threshold,
                               keep_measured=keep_measured, device=self.device, scale=self.scale,
-                              residual=self.residual, model_cache=self._model_cache)
+                              residual=self.residual, model_cache=self._model_cache, completion=self._completion,
+                              edge_noise_sigmas=self._edge_noise, depth_scale=self._depth_scale)
 
     def model_depth(self, i, step=1):
         """(H_m, W_m) float32 z-depth of view i at the model pixels, in pose_frame's scale, 0 where
@@ -140,10 +147,11 @@ class Reconstruction:
         """(points (N, 3) float32 m in pose_frame, colors (N, 3) uint8, confidence (N,) float32) of
         view i's model pixels with an estimate."""
         if i not in self._points:
-            index, _, conf = self._model(i)
+            index, _, conf, ratio = self._final(i)
             d, rays, _, _ = self._dense(i)
             cam = arrays.rows(rays.reshape(-1, 3), index)
-            cam *= d.reshape(-1).take(index)[:, None]
+            d = d.reshape(-1).take(index)
+            cam *= (d if ratio is None else d * ratio)[:, None]
             pose = self.poses[i]
             xyz = arrays.affine_rows(arrays.astype(cam, np.float32), pose[:3, :3] * self._size, pose[:3, 3])
             index = arrays.to_host(index)
@@ -194,22 +202,62 @@ class Reconstruction:
         return tuple(f.tensor(i).to(self.device) if isinstance(f, ViewStack) else arrays.to(f[i], self.device)
                      for f in fields)
 
+    def correction(self, i):
+        """The completion.Correction of view i (None without completion or without measured depth)."""
+        self._final(i)
+        return self._corrections.get(i)
+
+    def _final(self, i):
+        """(index, z, confidence, ratio): _model(i) times depth_scale (the alignment's, when it
+        scales depth only), then depth completion (when configured and view i has measured depth):
+        z times the correction's factor, and with keep_measured the measured z-depth at the
+        measured pixels that agree with it. ratio (N,): final / model z at the indexed pixels (what
+        the depth along the ray is multiplied by), None when unchanged. The correction is fitted
+        on the host (model resolution)."""
+        if i not in self._final_cache:
+            index, z, conf = self._model(i)
+            final = self._corrected(i, z, index, conf)
+            ratio = None if final is z else final.reshape(-1).take(index) / z.reshape(-1).take(index)
+            self._final_cache[i] = index, final, conf, ratio
+        return self._final_cache[i]
+
+    def _corrected(self, i, z, index, conf):
+        """z of view i after depth_scale and depth completion (z itself when neither applies)."""
+        if self._depth_scale != 1.0:
+            z = z * np.float32(self._depth_scale)
+        prep = self.batch.prepared[i]
+        if self._completion is not None and prep.measured is not None:
+            host_conf = np.zeros(z.shape, np.float32)
+            host_conf.reshape(-1)[arrays.to_host(index)] = arrays.to_host(conf)
+            fix = correct(arrays.to_host(z) * np.float32(self._size), prep.measured, host_conf, self._completion)
+            if fix is not None:
+                self._corrections[i] = fix
+                z = z * arrays.like(fix.factor, z)
+                if self._options[2]:  # keep_measured
+                    agree = arrays.like(fix.agree & (arrays.to_host(z) > 0), z)
+                    z[agree] = arrays.like(prep.measured, z)[agree] / np.float32(self._size)
+        return z
+
     def _scaled_z(self, i):
-        """z of _model(i) in pose_frame's scale."""
-        return self._model(i)[1] * np.float32(self._size)
+        """z of _final(i) in pose_frame's scale."""
+        return self._final(i)[1] * np.float32(self._size)
 
     def _native(self, i):
         depth_mode, edge_threshold, keep_measured = self._options
         prep = self.batch.prepared[i]
-        index, z, point_conf = self._model(i)
+        index, z, point_conf, _ = self._final(i)
         conf = arrays.namespace(z).full_like(z, np.nan)
         conf.reshape(-1)[index] = point_conf
         native, conf = _to_native(prep.frame.camera, prep.resize, self.batch.grid, z, conf, depth_mode,
-                                  edge_threshold)
+                                  edge_threshold, self._edge_noise)
         native *= np.float32(self._size)
         if keep_measured and prep.frame.sparse_depth is not None:
             measured = arrays.like(_measured(prep.frame.sparse_depth), native)
             has = measured > 0
+            fix = self._corrections.get(i)
+            if fix is not None:  # only where the measurement agrees with the corrected prediction
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    has &= arrays.namespace(native).abs(measured / native - 1) < _agree_tolerance(fix)
             native[has] = measured[has]
         xyz, colors, point_conf = self.points(i)
         return ViewReconstruction(prep.frame, arrays.to_host(native), arrays.to_host(conf), self.poses[i], xyz,
@@ -217,7 +265,7 @@ class Reconstruction:
 
 
 def reconstruct(batch, prediction, *, views=None, depth_mode="bilinear", edge_threshold=0.05, keep_measured=False,
-                align_to_measured=False, device=None):
+                align_to_measured=False, device=None, completion=None, edge_noise_sigmas=EDGE_NOISE_SIGMAS):
     """Reconstruction of a window.ViewBatch from its backends.Prediction.
 
     views: indices of the views whose native results `Reconstruction.views` holds (None: all;
@@ -227,10 +275,18 @@ def reconstruct(batch, prediction, *, views=None, depth_mode="bilinear", edge_th
     edge_threshold: the relative depth step, beyond the local slope, between interpolated
     neighbours above which a native pixel gets NaN (None: plain interpolation, which blends
     across edges). Native confidence is resampled the same way and NaN wherever the native depth
-    is. align_to_measured: fit one scale s = median(measured / predicted) over the model pixels of
-    all views where the sparse depth (min-pooled to the model pixels) has a measurement and the
-    prediction an estimate, and apply it. keep_measured: put each frame's measured z-depth back
-    at its measured native pixels exactly (confidence there stays the model's). device: where the
+    is; edge_noise_sigmas: the threshold is raised, per view, to that many robust sigmas of the
+    map's own second differences of inverse depth (so a network's pixel noise is not read as
+    edges; 0: the fixed threshold only). align_to_measured: fit one scale s = median(measured /
+    predicted) over the model pixels of all views where the sparse depth (min-pooled to the
+    model pixels) has a measurement and the prediction an estimate, and apply it: to the depths
+    only when every view was given a metric pose (those translations are metric), else to depths
+    and translations (the window's scale, about the reference camera). completion: a mapping.completion.CompletionConfig to
+    correct each view's depth with its measured depth (per-view scale, smooth residual field;
+    see that module), or None. keep_measured: put each frame's measured z-depth back at its
+    measured native pixels exactly (confidence there stays the model's); with completion, only
+    where it agrees with the corrected prediction, and at the model pixels too (so points and
+    the map carry it). device: where the
     per-view work runs: a torch device (e.g. "cuda", or "cpu" for torch on the host), "numpy"
     (numpy on the host), None: the prediction's device when its dense fields are ViewStacks off
     the CPU, else "numpy".
@@ -249,18 +305,23 @@ def reconstruct(batch, prediction, *, views=None, depth_mode="bilinear", edge_th
     pose_frame = "reference_camera" if world_from_ref is None else "world"
     outer = np.eye(4) if world_from_ref is None else np.asarray(world_from_ref, np.float64)
     options = dict(selected=selected, depth_mode=depth_mode, edge_threshold=edge_threshold,
-                   keep_measured=keep_measured, device=device)
-    recon = Reconstruction(batch, prediction, outer, pose_frame, **options)
+                   keep_measured=keep_measured, device=device, completion=completion,
+                   edge_noise_sigmas=edge_noise_sigmas)
     if not align_to_measured:
-        return recon
+        return Reconstruction(batch, prediction, outer, pose_frame, **options)
+    recon = Reconstruction(batch, prediction, outer, pose_frame, **{**options, "completion": None})
     scale, residual = _align(recon)
     if residual is None:
         return recon
+    if batch.forward_kwargs.get("use_pose_scale") and all("camera_pose_quats" in p for p in batch.passed):
+        # Metric poses were given: their translations are metric, only the depth is scaled.
+        return Reconstruction(batch, prediction, outer, pose_frame, scale=scale, residual=residual,
+                              model_cache=recon._model_cache, depth_scale=scale, **options)
     return Reconstruction(batch, prediction, outer @ similarity(scale, np.eye(3), np.zeros(3)), pose_frame,
                           scale=scale, residual=residual, model_cache=recon._model_cache, **options)
 
 
-def _to_native(camera, resize, grid, z, conf, mode, edge_threshold):
+def _to_native(camera, resize, grid, z, conf, mode, edge_threshold, edge_noise_sigmas=EDGE_NOISE_SIGMAS):
     """(z-depth, confidence) at the native resolution, float32, NaN = none (and confidence NaN
     wherever the depth is), of the model-resolution z-depth (0 = none) and confidence (NaN = none),
     numpy or tensors (on their device).
@@ -280,11 +341,33 @@ def _to_native(camera, resize, grid, z, conf, mode, edge_threshold):
         both = st.apply(arrays.complex_pair(inv, conf))
         out, conf = arrays.copy(both.real), arrays.copy(both.imag)
         if edge_threshold is not None:
-            out[st.cut(inv, edge_threshold)] = np.nan
+            out[st.cut(inv, _edge_threshold(inv, edge_threshold, edge_noise_sigmas))] = np.nan
         arrays.reciprocal(out)
     out[~(out > 0)] = np.nan
     conf[xp.isnan(out)] = np.nan
     return out, conf
+
+
+def _edge_threshold(inv, threshold, sigmas):
+    """The discontinuity threshold for a map of inverse depth (H, W) (NaN = none): `threshold`, or
+    `sigmas` robust sigmas of its relative second differences along rows when that is larger. A
+    smooth surface's second differences are its noise (sqrt(6) × the per-pixel noise for white
+    noise), so noise is not cut while a depth edge, a step far above them, still is."""
+    if not sigmas:
+        return threshold
+    xp = arrays.namespace(inv)
+    rows = inv[::2]
+    with np.errstate(invalid="ignore"):
+        second = xp.abs(rows[:, 2:] - 2 * rows[:, 1:-1] + rows[:, :-2]) / rows[:, 1:-1]
+    second = second[xp.isfinite(second)]
+    if second.shape[0] < 16:
+        return threshold
+    return max(float(threshold), sigmas * 1.4826 * float(arrays.median(second)))
+
+
+def _agree_tolerance(fix):
+    """Relative tolerance within which a native measured depth agrees with a corrected prediction."""
+    return max(AGREE_SIGMAS * 1.4826 * fix.residual, MIN_AGREE) if np.isfinite(fix.residual) else MIN_AGREE
 
 
 def _measured(depth):
@@ -294,8 +377,8 @@ def _measured(depth):
 
 
 def _align(recon):
-    """(scale, residual): median ratio measured / predicted over the model pixels having both, and
-    the median absolute relative error after scaling. (1.0, None) when no pixel has both. Runs
+    """(scale, residual): median ratio measured / predicted over the model pixels having both
+    (within completion.BIAS_FLOOR of 1: 1), and the median absolute relative error after scaling. (1.0, None) when no pixel has both. Runs
     where recon does; only the two figures leave the device."""
     pred, meas = [], []
     for i, prep in enumerate(recon.batch.prepared):
@@ -310,5 +393,5 @@ def _align(recon):
         return 1.0, None
     xp = arrays.namespace(pred[0])
     pred, meas = xp.concatenate(pred), xp.concatenate(meas)
-    scale = arrays.median(meas / pred)
+    scale = float(np.exp(significant(np.log(arrays.median(meas / pred)))))
     return scale, arrays.median(xp.abs(scale * pred - meas) / meas)

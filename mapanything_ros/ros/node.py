@@ -551,7 +551,8 @@ class MapAnythingNode(Node):
         cfg = settings.pipeline_config(self.p)
         self.pipeline.config = replace(self.pipeline.config, keyframes=cfg.keyframes, batch=cfg.batch,
                                        keep_measured=cfg.keep_measured, align_to_measured=cfg.align_to_measured,
-                                       min_confidence=cfg.min_confidence)
+                                       completion=cfg.completion, edge_threshold=cfg.edge_threshold,
+                                       edge_noise_sigmas=cfg.edge_noise_sigmas, min_confidence=cfg.min_confidence)
         self.pipeline.window.policy = cfg.keyframes
         self.pipeline.map.min_confidence = cfg.min_confidence
         self.sync.slop_ns = int(self.p["sync_slop"] * SEC)

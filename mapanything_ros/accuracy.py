@@ -1,0 +1,186 @@
+"""Accuracy against a network that errs: synthetic runs replayed with the emulated backend
+(backends.emulated), the network's raw prediction and what the package publishes both evaluated
+against the ground truth.
+
+For each seed one synthetic run is written (bag.write_synthetic_bag: two cameras, the front
+plumb_bob and the fisheye, a LiDAR, TF and ground truth); each setting (SETTINGS: the node's
+presets, image-only, and the depth-completion ablation) replays it (replay.replay, raw_depth=True)
+with an EmulatedBackend of the same scene at an error `profile` (0 = the oracle's exact
+prediction), and replay.evaluate compares both depths, the refined poses and the map with the
+truth. Used by bench/bench_accuracy.py and `mapanything-ros accuracy`; the test suite runs a
+small version (test/test_accuracy.py).
+"""
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import replay as replay_mod
+from . import settings
+from .backends import EmulatedBackend
+from .bag import write_synthetic_bag
+from .demo import preset_path
+from .synthetic.presets import make_scene
+
+PRESET = {"mapping": "mapping.yaml", "depth_completion": "depth_completion.yaml"}
+# name -> (parameter file, parameters over it)
+SETTINGS = {
+    "mapping": ("mapping", {}),
+    "depth_completion": ("depth_completion", {}),
+    "image_only": ("mapping", {"use_poses": False}),
+}
+# The depth-completion preset with its steps turned on one by one (its first row: the preset before them).
+ABLATION = {
+    "dc: keep measured only (before)": {"align_to_measured_depth": False, "depth_correction": "none",
+                                        "keep_measured_depth": True, "edge_noise_sigmas": 0.0},
+    "dc: + noise-aware edge cut": {"align_to_measured_depth": False, "depth_correction": "none",
+                                   "keep_measured_depth": True},
+    "dc: window scale": {"align_to_measured_depth": True, "depth_correction": "none", "keep_measured_depth": False},
+    "dc: + per-view scale": {"align_to_measured_depth": True, "depth_correction": "scale",
+                             "keep_measured_depth": False},
+    "dc: + residual field": {"align_to_measured_depth": True, "depth_correction": "field",
+                             "keep_measured_depth": False},
+    "dc: + keep agreeing measured (preset)": {},
+}
+DEPTH_KEYS = ("abs_rel", "rmse", "inlier_1_03", "outlier_10", "coverage")
+
+
+def run_setting(bag, seed, params, profile, out_dir, bias=0.0, scene="small", long_side=224, with_map=True):
+    """replay + evaluate one setting on a synthetic bag; returns (summary, metrics)."""
+    values = {**params, "backend": "emulated", "oracle_preset": scene, "oracle_seed": seed, "long_side": long_side,
+              "error_profile": profile, "error_seed": seed, "tf_output": "camera_refined"}
+    backend = EmulatedBackend(make_scene(scene, seed), profile, seed, bias=bias)
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    summary = replay_mod.replay(bag, values, out, backend=backend, progress=False, raw_depth=True)
+    metrics = replay_mod.evaluate(out, bag, with_map=with_map)
+    return summary, metrics
+
+
+def row(name, seed, profile, bias, summary, metrics):
+    """One flat result row (JSON-friendly)."""
+    out = {"setting": name, "seed": seed, "profile": profile, "bias": bias, "keyframes": summary["keyframes"],
+           "windows": summary["windows"]}
+    for part in ("raw_depth", "depth"):
+        for k in DEPTH_KEYS:
+            out[f"{part}.{k}"] = (metrics[part] or {}).get(k, float("nan"))
+    ate = metrics["ate"] or {}
+    out["ate_rmse"] = ate.get("rmse", float("nan"))
+    out["ate_per_path"] = ate.get("rmse", float("nan")) / ate["length"] if ate.get("length") else float("nan")
+    out["path_m"] = ate.get("length", float("nan"))
+    m = metrics["map"] or {}
+    for k in ("accuracy_mean", "precision", "completeness"):
+        out[f"map.{k}"] = m.get(k, float("nan"))
+    return out
+
+
+def run(out_dir, seeds=(0,), duration_s=60.0, profiles=(1.0,), settings_names=tuple(SETTINGS), ablation=False,
+        biases=(0.0,), scene="small", long_side=224, with_map=True, log=print):
+    """Every (seed, profile, bias, setting) row; bags and replays under out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in seeds:
+        bag = out / f"run_seed{seed}_{duration_s:g}s"
+        if not (bag / "metadata.yaml").is_file():
+            shutil.rmtree(bag, ignore_errors=True)
+            log(f"writing a {duration_s:g} s synthetic run (seed {seed}) to {bag}")
+            write_synthetic_bag(bag, preset=scene, seed=seed, duration_s=duration_s)
+        jobs = [(name, *SETTINGS[name]) for name in settings_names]
+        if ablation:
+            jobs += [(name, "depth_completion", extra) for name, extra in ABLATION.items()]
+        for profile in profiles:
+            for bias in biases:
+                for name, preset, extra in jobs:
+                    clock = time.perf_counter()
+                    params = {**settings.load_params_file(preset_path(PRESET[preset])), **extra}
+                    summary, metrics = run_setting(bag, seed, params, profile, out / "replay", bias, scene,
+                                                   long_side, with_map)
+                    rows.append(row(name, seed, profile, bias, summary, metrics))
+                    log(f"  {name}, seed {seed}, profile {profile:g}, bias {bias:g}: "
+                        f"{time.perf_counter() - clock:.1f} s")
+    return rows
+
+
+def summarise(rows):
+    """Rows averaged over seeds: one per (setting, profile, bias), in first-seen order."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["setting"], r["profile"], r["bias"]), []).append(r)
+    out = []
+    for (name, profile, bias), group in groups.items():
+        mean = {"setting": name, "profile": profile, "bias": bias, "seeds": len(group)}
+        for k, v in group[0].items():
+            if k not in mean and k != "seed" and isinstance(v, (int, float)):
+                mean[k] = float(np.nanmean([g[k] for g in group])) if any(np.isfinite(g[k]) for g in group) \
+                    else float("nan")
+        out.append(mean)
+    return out
+
+
+def _f(value, fmt):
+    return "–" if value is None or not np.isfinite(value) else format(value, fmt)
+
+
+def markdown(summary):
+    """The summary as a markdown table: raw prediction vs published, poses and map."""
+    head = ("| setting | profile | bias | raw AbsRel | published AbsRel | published / raw | raw τ@1.03 % | "
+            "published τ@1.03 % | published RMSE (mm) | > 10 % off | coverage | ATE (mm) | ATE / path | "
+            "map precision | map completeness |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for s in summary:
+        ratio = s["depth.abs_rel"] / s["raw_depth.abs_rel"] if s["raw_depth.abs_rel"] > 0 else float("nan")
+        lines.append(
+            f"| {s['setting']} | {s['profile']:g} | {s['bias']:g} | {_f(s['raw_depth.abs_rel'], '.4f')} | "
+            f"{_f(s['depth.abs_rel'], '.4f')} | {_f(ratio, '.2f')} | {_f(s['raw_depth.inlier_1_03'], '.3f')} | "
+            f"{_f(s['depth.inlier_1_03'], '.3f')} | {_f(s['depth.rmse'] * 1e3, '.1f')} | "
+            f"{_f(s['depth.outlier_10'], '.4f')} | {_f(s['depth.coverage'], '.3f')} | "
+            f"{_f(s['ate_rmse'] * 1e3, '.1f')} | {_f(s['ate_per_path'] * 100, '.2f')} % | "
+            f"{_f(s['map.precision'], '.3f')} | {_f(s['map.completeness'], '.3f')} |")
+    return "\n".join(lines)
+
+
+def write(rows, path):
+    """rows and their summary as JSON at path; returns the summary."""
+    summary = summarise(rows)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1, default=float) + "\n")
+    return summary
+
+
+def parser(prog=None):
+    """The command line of bench/bench_accuracy.py and `mapanything-ros accuracy`."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description="depth, pose and map accuracy under the emulated "
+                                "backend's error model: the network's raw prediction vs what is published")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of each synthetic run (default: %(default)s)")
+    p.add_argument("--seeds", default="0,1,2", help="scene and error seeds, comma-separated (default: %(default)s)")
+    p.add_argument("--profiles", default="0,0.5,1,2",
+                   help="error profiles of the settings table, comma-separated (default: %(default)s)")
+    p.add_argument("--no-map", action="store_true", help="skip the map figures (the slowest part)")
+    p.add_argument("--out", default="out/bench/accuracy", help="bags and replays (default: %(default)s)")
+    p.add_argument("--json", help="write rows and summary to this path (default: OUT/accuracy.json)")
+    return p
+
+
+def main(argv=None, prog=None):
+    """Run the settings table at every profile, then the ablation and the bias at profile 1; print tables."""
+    args = parser(prog).parse_args(argv)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    profiles = tuple(float(p) for p in args.profiles.split(","))
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    rows = []
+    for profile in profiles:
+        rows += run(args.out, seeds, args.duration, (profile,), with_map=not args.no_map and profile == 1.0, log=log)
+    rows += run(args.out, seeds, args.duration, (1.0,), settings_names=(), ablation=True, with_map=False, log=log)
+    rows += run(args.out, seeds, args.duration, (0.0, 1.0), settings_names=("depth_completion",), biases=(0.1,),
+                with_map=False, log=log)
+    summary = write(rows, args.json or Path(args.out) / "accuracy.json")
+    print(f"{args.duration:g} s runs, seeds {list(seeds)}, small rig (160x120 front, 128x96 fisheye), long side 224\n")
+    print(markdown(summary))
+    return 0
