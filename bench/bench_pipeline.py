@@ -13,9 +13,11 @@ windows, each after the window is full):
 
 `--baseline REV` runs the same measurement on the package as of git revision REV (extracted to a
 temporary directory) in the same run, and reports the speed-ups. Each side runs in a fresh
-process with PYTHONPATH set to its tree.
+process with PYTHONPATH set to its tree. `--completion` also measures this tree with the
+depth-completion preset's reconstruction (per-view scale and residual field from the LiDAR,
+agreeing measurements kept: mapping.completion) beside the plain run.
 
-    tools/dev run python bench/bench_pipeline.py [--windows 6] [--baseline REV] [--json PATH]
+    tools/dev run python bench/bench_pipeline.py [--windows 6] [--baseline REV] [--completion] [--json PATH]
 """
 
 import argparse
@@ -89,8 +91,9 @@ class Replay:
         return out
 
 
-def drive(size, windows):
-    """Measure the package on PYTHONPATH (run in a subprocess): {figure: value}."""
+def drive(size, windows, completion=False):
+    """Measure the package on PYTHONPATH (run in a subprocess): {figure: value}. completion: with the
+    depth-completion preset's reconstruction settings."""
     import cv2
     import torch
 
@@ -106,6 +109,11 @@ def drive(size, windows):
     scene = scene_for(size)
     captures = captures_for(scene, N + windows)
     config = PipelineConfig(window_size=N, keyframes=KeyframePolicy(elapsed_s=0.0))
+    if completion:
+        from dataclasses import replace
+
+        from mapanything_ros.mapping import CompletionConfig
+        config = replace(config, completion=CompletionConfig(), keep_measured=True)
     oracle, recorded = OracleBackend(scene), {}
 
     class Recorder:
@@ -157,11 +165,11 @@ def drive(size, windows):
             "map_voxels": len(pipeline.map), "windows_timed": len(outside)}
 
 
-def run_tree(tree, size, windows):
+def run_tree(tree, size, windows, completion=False):
     """drive() in a fresh process on the package in `tree`."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, __file__, "--drive", size, "--windows", str(windows)], env=env,
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, "--drive", size, "--windows", str(windows)] +
+                         (["--completion"] if completion else []), env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -170,11 +178,13 @@ def main():
     parser.add_argument("--windows", type=int, default=6, help="timed windows after the window is full")
     parser.add_argument("--baseline", help="git revision to measure side by side (e.g. a commit before a change)")
     parser.add_argument("--sizes", default=",".join(CAMERAS), help="camera sizes, comma-separated")
+    parser.add_argument("--completion", action="store_true",
+                        help="also measure the depth-completion preset's reconstruction settings")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--drive", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
-        print(json.dumps(drive(args.drive, args.windows)))
+        print(json.dumps(drive(args.drive, args.windows, args.completion)))
         return
     figures = {"window": N, "threads": 1, "lidar_points": 102_400, "backend": "replayed oracle predictions",
                "baseline": args.baseline, "sizes": {}}
@@ -187,6 +197,8 @@ def main():
             subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
         for size in args.sizes.split(","):
             row = {"camera": CAMERAS[size], **run_tree(REPO, size, args.windows)}
+            if args.completion:
+                row["completion"] = run_tree(REPO, size, args.windows, completion=True)
             if base is not None:
                 old = run_tree(base, size, args.windows)
                 row["baseline"] = old
@@ -205,6 +217,14 @@ def main():
             line += (f" {b['outside_network_ms_per_window']:.1f} | {b['critical_path_ms_per_window']:.1f} |"
                      f" {row['outside_network_speedup']:.1f}x | {row['critical_path_speedup']:.1f}x |")
         print(line)
+    if args.completion:
+        print("\nWith the depth-completion preset's reconstruction (same run):\n")
+        print("| camera | plain outside | completion outside | plain critical | completion critical |")
+        print("|---|---|---|---|---|")
+        for size, row in figures["sizes"].items():
+            c = row["completion"]
+            print(f"| {size} | {row['outside_network_ms_per_window']:.1f} | {c['outside_network_ms_per_window']:.1f} |"
+                  f" {row['critical_path_ms_per_window']:.1f} | {c['critical_path_ms_per_window']:.1f} |")
     for size, row in figures["sizes"].items():
         print(f"\n{size} stages (ms, p50): " + ", ".join(f"{k} {v:.1f}" for k, v in row["stages_ms_p50"].items()))
     if args.json:

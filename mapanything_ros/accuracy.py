@@ -39,12 +39,12 @@ ABLATION = {
                                         "keep_measured_depth": True, "edge_noise_sigmas": 0.0},
     "dc: + noise-aware edge cut": {"align_to_measured_depth": False, "depth_correction": "none",
                                    "keep_measured_depth": True},
-    "dc: window scale": {"align_to_measured_depth": True, "depth_correction": "none", "keep_measured_depth": False},
-    "dc: + per-view scale": {"align_to_measured_depth": True, "depth_correction": "scale",
-                             "keep_measured_depth": False},
-    "dc: + residual field": {"align_to_measured_depth": True, "depth_correction": "field",
-                             "keep_measured_depth": False},
+    "dc: window scale only": {"align_to_measured_depth": True, "depth_correction": "none",
+                              "keep_measured_depth": False},
+    "dc: per-view scale": {"depth_correction": "scale", "keep_measured_depth": False},
+    "dc: + residual field": {"depth_correction": "field", "keep_measured_depth": False},
     "dc: + keep agreeing measured (preset)": {},
+    "dc: preset + window scale": {"align_to_measured_depth": True},
 }
 DEPTH_KEYS = ("abs_rel", "rmse", "inlier_1_03", "outlier_10", "coverage")
 

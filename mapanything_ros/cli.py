@@ -48,10 +48,13 @@ def _params(args):
 
 
 def _print_eval(metrics):
-    d, a, m = metrics["depth"], metrics["ate"], metrics["map"]
-    if d:
-        print(f"  depth ({metrics['keyframe_depths']} keyframe images): AbsRel {d['abs_rel']:.2e}, "
-              f"RMSE {d['rmse'] * 1e3:.2f} mm, delta<1.25 {d['delta_1_25']:.4f}, coverage {d['coverage']:.3f}")
+    a, m = metrics["ate"], metrics["map"]
+    for key, label in (("depth", "depth"), ("raw_depth", "the network's raw depth")):
+        d = metrics.get(key)
+        if d:
+            print(f"  {label} ({metrics['keyframe_depths']} keyframe images): AbsRel {d['abs_rel']:.2e}, "
+                  f"RMSE {d['rmse'] * 1e3:.2f} mm, inliers at 1.03 % {d['inlier_1_03']:.3f}, "
+                  f"> 10 % off {d['outlier_10']:.4f}, coverage {d['coverage']:.3f}")
     if a:
         print(f"  poses ({metrics['poses']}): ATE {a['rmse'] * 1e3:.4f} mm RMSE, {a['max'] * 1e3:.4f} mm max "
               f"(alignment {a['align']}, path {a['length']:.2f} m)")
@@ -79,7 +82,7 @@ def replay(args):
 
     summary = run(args.bag, _params(args), args.out, progress="force" if args.progress else True,
                   write_bag=args.write_bag, namespace=args.namespace, remap=_pairs(args.remap, "--remap"),
-                  node_name=args.node_name)
+                  node_name=args.node_name, raw_depth=args.raw_depth)
     print(f"replayed {args.bag} with the {summary['backend']} backend into {args.out}")
     _print_summary(summary)
     if args.eval:
@@ -216,6 +219,8 @@ def main(argv=None):
     p.add_argument("--namespace", default="", help="the node's namespace (relative topics resolve in it)")
     p.add_argument("--remap", action="append", metavar="FROM:=TO", help="read topic TO for the resolved name FROM")
     p.add_argument("--node-name", default="mapanything", help="node name of the output topics")
+    p.add_argument("--raw-depth", action="store_true",
+                   help="also write the network's unprocessed depth (OUT/raw), evaluated beside the published one")
     p.add_argument("--eval", action="store_true", help="evaluate against the bag's ground truth afterwards")
     p.add_argument("--threshold", type=float, default=0.05, help="map distance threshold, m (default: %(default)s)")
     p.add_argument("--progress", action="store_true", help="draw the progress bar even when not on a terminal")

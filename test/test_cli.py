@@ -28,11 +28,22 @@ def test_demo_then_eval_and_replay(tmp_path, capsys, monkeypatch):
 
     out = tmp_path / "again"
     assert main(["replay", str(tmp_path / "demo" / "input_bag"), "--params", "config/mapping.yaml",
-                 "--backend", "oracle", "-p", "oracle_preset:=small", "-p", "long_side:=112",
-                 "--out", str(out), "--eval"]) == 0
+                 "--backend", "emulated", "-p", "oracle_preset:=small", "-p", "long_side:=112",
+                 "--out", str(out), "--raw-depth", "--eval"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["parameters"]["depth_source"] == "none" and summary["parameters"]["long_side"] == 112
-    assert summary["keyframes"] > 0 and "ATE" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert summary["keyframes"] > 0 and "ATE" in text and "the network's raw depth" in text
+    metrics = json.loads((out / "eval.json").read_text())
+    assert 0.005 < metrics["raw_depth"]["abs_rel"] < 0.1 and metrics["depth"]["abs_rel"] <= metrics["raw_depth"]["abs_rel"]
+
+
+def test_accuracy_command_has_its_own_options(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["accuracy", "--help"])
+    assert done.value.code == 0 and "--profiles" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["demo", "--no-such-option"])
 
 
 def test_replay_refuses_bad_parameters(tmp_path):

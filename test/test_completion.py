@@ -104,3 +104,15 @@ def test_reconstruct_carries_the_correction_to_depth_points_and_kept_measurement
         assert kept.sum() > 0.5 * np.count_nonzero((measured > 0) & np.isfinite(native))
     # Metric poses were given: the alignment scales depth only, the poses stay the prediction's.
     np.testing.assert_allclose(fixed.poses, raw.poses, atol=1e-12)
+
+
+def test_torch_path_matches_numpy(scene, frames):
+    """The reconstruction's torch path (device "cpu": what runs on CUDA) applies the same correction."""
+    batch = assemble(frames, BatchConfig(long_side=140))
+    pred = EmulatedBackend(scene, profile=1.0, seed=6).predict(batch)
+    options = dict(completion=CompletionConfig(), keep_measured=True)
+    host, device = reconstruct(batch, pred, **options), reconstruct(batch, pred, device="cpu", **options)
+    for i in range(len(frames)):
+        np.testing.assert_allclose(device.model_depth(i), host.model_depth(i), rtol=1e-5)
+        np.testing.assert_allclose(device.points(i)[0], host.points(i)[0], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(device.view(i).depth, host.view(i).depth, rtol=1e-4, equal_nan=True)

@@ -33,6 +33,7 @@ AGREE_SIGMAS = 3.0
 MIN_SIGMA = 0.003  # robust sigma floor (log depth): exact predictions keep their measured pixels
 MIN_AGREE = 0.02  # a measured pixel within this relative error of the correction always agrees
 SUPPORT = 0.0005  # measured-pixel density (Gaussian-weighted) at which the dense field is halved
+CELL_PER_SIGMA = 4  # the field's grid: cells of sigma / this pixels
 # Scale corrections (log depth) within this of 0 are not applied, and the residual field is
 # shrunk by it towards 0: measured pixels put at model pixel centres and min-pooled differ from
 # the surface there by about ±1 % (5-95 %) and their median by up to 0.15 % per view on exact
@@ -53,45 +54,56 @@ class CompletionConfig:
 
 @dataclass(frozen=True, eq=False)
 class Correction:
-    """A view's correction: factor (H, W) float32, multiply the predicted depth by it; agree (H, W)
-    bool, measured pixels consistent with the corrected prediction; scale: exp(c) of step 1;
-    residual: median |corrected / measured - 1| over the inliers; measured: how many pixels had both."""
+    """A view's correction: factor, (H, W) float32 or a float (a scale alone), multiply the
+    predicted depth by it; agree_index (K,) flat indices of the measured pixels consistent with the
+    corrected prediction (`agree`: as an (H, W) mask); scale: exp(c) of step 1; residual: median
+    |corrected / measured - 1| over the agreeing pixels; measured: how many pixels had both."""
 
-    factor: np.ndarray
-    agree: np.ndarray
+    factor: object
+    agree_index: np.ndarray
+    shape: tuple
     scale: float
     residual: float
     measured: int
+
+    @property
+    def agree(self):
+        """(H, W) bool of agree_index."""
+        mask = np.zeros(self.shape, bool)
+        mask.reshape(-1)[self.agree_index] = True
+        return mask
 
 
 def correct(z, measured, confidence, config=CompletionConfig()):
     """Correction of a predicted z-depth map z (H, W) (metres, 0 = none) by measured z-depth
     (H, W) (0 = none), weighted by confidence (H, W) (>= 1, NaN/0 = none); None when no pixel has
-    both."""
-    z = np.asarray(z, np.float32)
+    both. Works on the measured pixels only (flat indices) and a coarse grid for the field."""
+    z = np.asarray(z, np.float32).reshape(-1)
     measured = np.asarray(measured, np.float32)
-    both = (z > 0) & (measured > 0)
-    n = int(np.count_nonzero(both))
-    if not n:
+    shape = measured.shape
+    index = np.flatnonzero(measured.reshape(-1) > 0)
+    zi = z.take(index)
+    index = index[zi > 0]
+    if not len(index):
         return None
-    r = np.log(measured[both]) - np.log(z[both])
+    r = np.log(measured.reshape(-1).take(index)) - np.log(z.take(index))
     inlier, _ = _inliers(r, np.median(r))
     c = float(significant(np.mean(r[inlier]))) if config.align else 0.0
-    field = np.zeros(z.shape, np.float32)
-    keep = inlier
+    keep, at_measured, factor = inlier, 0.0, float(np.exp(c))
     if config.dense:
-        weights = np.nan_to_num(np.asarray(confidence, np.float32)[both], nan=0.0)
-        sigma_px = config.radius * max(z.shape)
+        weights = np.nan_to_num(np.asarray(confidence, np.float32).reshape(-1).take(index), nan=0.0)
+        grid = _Grid(shape, index, config.radius * max(shape))
         for _ in range(2):
-            field = _spread(both, r - c, np.where(keep, weights, 0.0), sigma_px)
-            keep, _ = _inliers(r - c - field[both], 0.0)
-    left = r - c - field[both]
+            coarse = grid.spread(r - c, np.where(keep, weights, 0.0))
+            at_measured = grid.sample(coarse)
+            keep, _ = _inliers(r - c - at_measured, 0.0)
+        # The factor is smooth: made on the coarse grid and interpolated (one full-size pass).
+        factor = grid.upsample(np.exp(c + shrink_log(coarse)).astype(np.float32))
+    left = r - c - at_measured
     tolerance = max(AGREE_SIGMAS * _robust_sigma(left[keep]), MIN_AGREE)
-    agree = np.zeros(z.shape, bool)
-    agree[both] = np.abs(left) < tolerance
-    factor = np.exp(c + shrink_log(field)).astype(np.float32)
-    return Correction(factor, agree, float(np.exp(c)), float(np.median(np.abs(np.expm1(-left[agree[both]]))))
-                      if agree.any() else float("nan"), n)
+    agree = np.abs(left) < tolerance
+    residual = float(np.median(np.abs(np.expm1(-left[agree])))) if agree.any() else float("nan")
+    return Correction(factor, index[agree], shape, float(np.exp(c)), residual, len(index))
 
 
 def significant(log_scale):
@@ -117,17 +129,50 @@ def _inliers(r, centre):
     return np.abs(r - centre) <= OUTLIER_SIGMAS * sigma, sigma
 
 
-def _spread(where, values, weights, sigma_px):
-    """(H, W) float32 normalised convolution of `values` at the pixels `where` with `weights`,
-    shrunk towards 0 where the weighted density of those pixels is below SUPPORT."""
-    num = np.zeros(where.shape, np.float32)
-    den = np.zeros(where.shape, np.float32)
-    count = np.zeros(where.shape, np.float32)
-    num[where] = weights * values
-    den[where] = weights
-    count[where] = weights > 0
-    blur = lambda a: cv2.GaussianBlur(a, (0, 0), sigma_px, borderType=cv2.BORDER_REPLICATE)  # noqa: E731
-    num, den, density = blur(num), blur(den), blur(count)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(den > 0, num / den, 0.0)
-    return (mean * density / (density + SUPPORT)).astype(np.float32)
+class _Grid:
+    """Normalised convolution of values at the measured pixels (flat `index` into an image of
+    `shape`), Gaussian of sigma_px, shrunk towards 0 where the weighted density of the measured
+    pixels is below SUPPORT.
+
+    The field is smooth at the scale sigma_px, so it is computed on a grid of cells of about
+    sigma_px / CELL_PER_SIGMA pixels (each cell sums its pixels' weighted values) and blurred
+    there: the cost hardly depends on the image size. Cell centres sit at cell·k + (cell - 1) / 2
+    pixels, as cv2.resize maps them (`upsample`); `sample` interpolates at the measured pixels alike."""
+
+    def __init__(self, shape, index, sigma_px):
+        self.shape, self.sigma_px = shape, sigma_px
+        self.cell = cell = max(1, int(sigma_px / CELL_PER_SIGMA))
+        self.size = -(-shape[0] // cell), -(-shape[1] // cell)
+        rows, cols = np.divmod(index, shape[1])
+        self.bins = (rows // cell) * self.size[1] + cols // cell
+        # Bilinear sampling of the grid at the measured pixels: the four cells around each and weights.
+        y = np.clip((rows - (cell - 1) / 2) / cell, 0, self.size[0] - 1)
+        x = np.clip((cols - (cell - 1) / 2) / cell, 0, self.size[1] - 1)
+        y0, x0 = np.minimum(y.astype(np.int64), self.size[0] - 2).clip(0), \
+            np.minimum(x.astype(np.int64), self.size[1] - 2).clip(0)
+        fy, fx = np.clip(y - y0, 0, 1), np.clip(x - x0, 0, 1)
+        w = self.size[1]
+        y1, x1 = np.minimum(y0 + 1, self.size[0] - 1), np.minimum(x0 + 1, w - 1)
+        self.corners = np.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1])
+        self.weights = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx])
+
+    def spread(self, values, weights):
+        """The coarse field (h, w) float32 of values (K,) with weights (K,) at the measured pixels."""
+        n = self.size[0] * self.size[1]
+        grids = [np.bincount(self.bins, v, n).reshape(self.size).astype(np.float32)
+                 for v in (weights * values, weights, (weights > 0).astype(np.float32))]
+        sigma = self.sigma_px / self.cell
+        num, den, density = (cv2.GaussianBlur(g, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) for g in grids)
+        density /= self.cell * self.cell  # measured pixels per image pixel
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (np.where(den > 0, num / den, 0.0) * density / (density + SUPPORT)).astype(np.float32)
+
+    def sample(self, coarse):
+        """A coarse grid bilinearly interpolated at the measured pixels: (K,)."""
+        return np.sum(coarse.reshape(-1)[self.corners] * self.weights, axis=0)
+
+    def upsample(self, coarse):
+        """A coarse grid bilinearly interpolated to the full image: (H, W) float32."""
+        h, w = self.size
+        return cv2.resize(coarse, (w * self.cell, h * self.cell),
+                          interpolation=cv2.INTER_LINEAR)[:self.shape[0], :self.shape[1]]

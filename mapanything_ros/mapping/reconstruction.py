@@ -216,27 +216,39 @@ class Reconstruction:
         on the host (model resolution)."""
         if i not in self._final_cache:
             index, z, conf = self._model(i)
-            final = self._corrected(i, z, index, conf)
-            ratio = None if final is z else final.reshape(-1).take(index) / z.reshape(-1).take(index)
-            self._final_cache[i] = index, final, conf, ratio
+            self._final_cache[i] = (index, *self._corrected(i, z, index, conf))
         return self._final_cache[i]
 
-    def _corrected(self, i, z, index, conf):
-        """z of view i after depth_scale and depth completion (z itself when neither applies)."""
+    def _corrected(self, i, model_z, index, conf):
+        """(z, confidence, ratio) of view i after depth_scale and depth completion (see _final)."""
+        z, ratio = model_z, None
         if self._depth_scale != 1.0:
-            z = z * np.float32(self._depth_scale)
+            z, ratio = z * np.float32(self._depth_scale), np.float32(self._depth_scale)
         prep = self.batch.prepared[i]
-        if self._completion is not None and prep.measured is not None:
-            host_conf = np.zeros(z.shape, np.float32)
-            host_conf.reshape(-1)[arrays.to_host(index)] = arrays.to_host(conf)
-            fix = correct(arrays.to_host(z) * np.float32(self._size), prep.measured, host_conf, self._completion)
-            if fix is not None:
-                self._corrections[i] = fix
-                z = z * arrays.like(fix.factor, z)
-                if self._options[2]:  # keep_measured
-                    agree = arrays.like(fix.agree & (arrays.to_host(z) > 0), z)
-                    z[agree] = arrays.like(prep.measured, z)[agree] / np.float32(self._size)
-        return z
+        if self._completion is None or prep.measured is None:
+            return z, conf, ratio
+        host_conf = np.zeros(z.shape, np.float32)
+        host_conf.reshape(-1)[arrays.to_host(index)] = arrays.to_host(conf)
+        fix = correct(arrays.to_host(z) * np.float32(self._size), prep.measured, host_conf, self._completion)
+        if fix is None:
+            return z, conf, ratio
+        self._corrections[i] = fix
+        xp = arrays.namespace(z)
+        if isinstance(fix.factor, np.ndarray):
+            factor = arrays.like(fix.factor, z)
+            step = factor.reshape(-1).take(index)
+        else:
+            factor = np.float32(fix.factor)
+            step = xp.full_like(model_z.reshape(-1).take(index), factor)
+        z = z * factor
+        ratio = step * (ratio or np.float32(1))
+        if self._options[2]:  # keep_measured: the agreeing measured pixels (all have an estimate)
+            kept = arrays.like(fix.agree_index, z)
+            values = arrays.like(prep.measured.reshape(-1).take(fix.agree_index), z) / np.float32(self._size)
+            z.reshape(-1)[kept] = values
+            at = arrays.like(np.searchsorted(arrays.to_host(index), fix.agree_index), z)  # index is sorted
+            ratio[at] = values / model_z.reshape(-1)[kept]
+        return z, conf, ratio
 
     def _scaled_z(self, i):
         """z of _final(i) in pose_frame's scale."""
