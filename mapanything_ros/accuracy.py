@@ -47,9 +47,10 @@ ABLATION = {
     "dc: preset + window scale": {"align_to_measured_depth": True},
 }
 DEPTH_KEYS = ("abs_rel", "rmse", "inlier_1_03", "outlier_10", "coverage")
+SCENE, LONG_SIDE = "small", 224  # the rig (synthetic.presets) and the model input long side
 
 
-def run_setting(bag, seed, params, profile, out_dir, bias=0.0, scene="small", long_side=224, with_map=True):
+def run_setting(bag, seed, params, profile, out_dir, bias=0.0, scene=SCENE, long_side=LONG_SIDE, with_map=True):
     """replay + evaluate one setting on a synthetic bag; returns (summary, metrics)."""
     values = {**params, "backend": "emulated", "oracle_preset": scene, "oracle_seed": seed, "long_side": long_side,
               "error_profile": profile, "error_seed": seed, "tf_output": "camera_refined"}
@@ -79,7 +80,7 @@ def row(name, seed, profile, bias, summary, metrics):
 
 
 def run(out_dir, seeds=(0,), duration_s=60.0, profiles=(1.0,), settings_names=tuple(SETTINGS), ablation=False,
-        biases=(0.0,), scene="small", long_side=224, with_map=True, log=print):
+        biases=(0.0,), scene=SCENE, long_side=LONG_SIDE, with_map=True, log=print):
     """Every (seed, profile, bias, setting) row; bags and replays under out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +182,6 @@ def main(argv=None, prog=None):
     rows += run(args.out, seeds, args.duration, (0.0, 1.0), settings_names=("depth_completion",), biases=(0.1,),
                 with_map=False, log=log)
     summary = write(rows, args.json or Path(args.out) / "accuracy.json")
-    print(f"{args.duration:g} s runs, seeds {list(seeds)}, small rig (160x120 front, 128x96 fisheye), long side 224\n")
+    print(f"{args.duration:g} s runs, seeds {list(seeds)}, rig {SCENE!r} (synthetic.presets), long side {LONG_SIDE}\n")
     print(markdown(summary))
     return 0

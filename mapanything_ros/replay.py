@@ -140,6 +140,7 @@ class _Replay:
         self.seq = 0
         self.clock = dict.fromkeys(("read", "frames", "pipeline", "outputs"), 0.0)
         self.next_map_ns = None
+        self.map_since_ns = None  # stamp of the window after which the map was last cleared
 
     def problem(self, message, bad_input=True):
         self.drops["bad_input"] += bad_input
@@ -248,6 +249,8 @@ class _Replay:
         newest = recon.views  # the newest capture's views, reconstructed at native resolution
         newest_stamp = newest[0].frame.stamp_ns
         self.seq += 1
+        if result.map_reset is not None:
+            self.map_since_ns = min(f.stamp_ns for f in recon.frames)
         raw = None
         if self.raw_depth:
             raw = reconstruct(recon.batch, recon.prediction, views=recon.selected, edge_threshold=None,
@@ -439,6 +442,7 @@ def _finish(state, values, bag_path, out, counts, first, last, missing, writer, 
         "dropped": {**state.drops, **{f"sync_{k}": v for k, v in sync["dropped"].items()}},
         "problems": dict(list(state.problems.items())[:PROBLEMS_KEPT]),
         "pose_frame": state.frame_id,
+        "map_since_ns": state.map_since_ns,
         "cameras": cameras,
         "map": {"points": n, "voxel_size": values["map_voxel_size"]},
         "outputs": {"map": "map.ply", "map_picture": "map.png", "summary": "summary.json",
@@ -456,10 +460,12 @@ def evaluate(out_dir, bag_path, threshold=0.05, with_map=True):
     camera and stamp (16-bit PNG values, so within 0.5 mm of what was computed); raw_depth: the same
     for the network's own depth when the replay wrote it (replay's raw_depth), else None; ate: of
     the refined keyframe positions of all cameras, without alignment when the poses are in the
-    world frame, else Sim(3)-aligned (image-only: the chain's frame has no relation to the world);
-    map: evaluation.map_metrics of map.ply at `threshold` metres, carried by the same Sim(3)
-    alignment when the trajectory was aligned (None when not with_map). Returns the metrics dict and
-    writes it to out_dir/eval.json.
+    world frame, else Sim(3)-aligned (image-only: the chain's frame has no relation to the world),
+    its "length" the longest camera's true path between its keyframes; map: evaluation.map_metrics
+    of map.ply at `threshold` metres (None when not with_map), carried, when the trajectory was
+    aligned, by a Sim(3) fitted on the keyframes of the map's own segment (those since it was last
+    cleared), or None with "map_skipped" saying why when those cannot fix one (fewer than 3, or on
+    a line). Returns the metrics dict and writes it to out_dir/eval.json.
     """
     from .evaluation import ate, depth_metrics, map_metrics, read_ground_truth
     from .geometry.transforms import transform_points
@@ -471,7 +477,7 @@ def evaluate(out_dir, bag_path, threshold=0.05, with_map=True):
     gt = read_ground_truth(Path(bag_path))
     if not gt.depth and not gt.poses:
         raise ValueError(f"{bag_path}: no ground truth topics ({layout.TRUTH_PREFIX}/...)")
-    pred, raw, true, est, ref, unmatched = [], [], [], [], [], 0
+    pred, raw, true, est, ref, stamps_all, lengths, unmatched = [], [], [], [], [], [], [0.0], 0
     for frame_id, cam in summary["cameras"].items():
         truth = gt.depth.get(frame_id, {})
         for path in sorted((out / cam["depth"]).glob("*.png")):
@@ -484,24 +490,42 @@ def evaluate(out_dir, bag_path, threshold=0.05, with_map=True):
             if cam.get("raw_depth"):
                 raw.append(outputs.read_depth_png(out / cam["raw_depth"] / path.name).ravel())
         stamps, poses = outputs.read_tum(out / cam["trajectory"])
+        path = []
         for stamp, pose in zip(stamps, poses):
             t = gt.poses.get(frame_id, {}).get(int(stamp))
             if t is not None:
                 est.append(pose[:3, 3])
                 ref.append(t[:3, 3])
+                stamps_all.append(int(stamp))
+                path.append(t[:3, 3])
+        if len(path) > 1:
+            lengths.append(float(np.sum(np.linalg.norm(np.diff(path, axis=0), axis=1))))
     world = summary["pose_frame"] == summary["parameters"]["world_frame"]
     align = "none" if world else "sim3"
     result = {"bag": str(bag_path), "keyframe_depths": len(pred), "unmatched_depths": unmatched,
               "depth": depth_metrics(np.concatenate(pred), np.concatenate(true)) if pred else None,
               "raw_depth": depth_metrics(np.concatenate(raw), np.concatenate(true)) if raw else None,
               "poses": len(est),
-              "ate": dict(ate(np.array(est), np.array(ref), align=align), align=align) if est else None}
+              "ate": dict(ate(np.array(est), np.array(ref), align=align), align=align, length=max(lengths))
+              if est else None, "map": None}
+    if not (with_map and len(gt.surface)):
+        return _written(out, result)
     points, _, _ = read_ply(out / summary["outputs"]["map"])
     if align == "sim3":
-        if len(est) < 3:
-            points = np.zeros((0, 3))  # no alignment to the world: no map figures
-        else:
-            points = transform_points(fit_similarity(np.array(est), np.array(ref)), points)
-    result["map"] = map_metrics(points, gt.surface, threshold) if with_map and len(gt.surface) else None
+        since = summary.get("map_since_ns") or 0
+        mine = np.array([s >= since for s in stamps_all], bool)
+        src = np.array(est).reshape(-1, 3)[mine]
+        spread = np.linalg.svd(src - src.mean(axis=0), compute_uv=False) if len(src) >= 3 else np.zeros(3)
+        if not spread[1] > 1e-3 * spread[0]:
+            result["map_skipped"] = (f"{len(src)} keyframe positions in the map's segment do not fix a similarity "
+                                     "to the world (fewer than 3, or on a line)")
+            return _written(out, result)
+        points = transform_points(fit_similarity(src, np.array(ref).reshape(-1, 3)[mine]), points)
+    result["map"] = map_metrics(points, gt.surface, threshold)
+    return _written(out, result)
+
+
+def _written(out, result):
+    """result, written to out/eval.json."""
     outputs.write_json(out / "eval.json", result)
     return result

@@ -116,3 +116,19 @@ def test_torch_path_matches_numpy(scene, frames):
         np.testing.assert_allclose(device.model_depth(i), host.model_depth(i), rtol=1e-5)
         np.testing.assert_allclose(device.points(i)[0], host.points(i)[0], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(device.view(i).depth, host.view(i).depth, rtol=1e-4, equal_nan=True)
+
+
+def test_a_carried_copy_keeps_its_scale_and_shares_the_fit(scene, frames):
+    """A chain carries a window by a similarity: depth completion (fitted once, in the window's metric
+    frame) must not undo the carried scale in depth, points or kept measurements."""
+    from mapanything_ros.geometry.similarity import similarity
+
+    batch = assemble(frames, BatchConfig(long_side=140, use_poses=False))
+    pred = EmulatedBackend(scene, profile=1.0, seed=7).predict(batch)
+    window = reconstruct(batch, pred, completion=CompletionConfig(), keep_measured=True)
+    carried = window.carried(similarity(1.1, np.eye(3), np.zeros(3)), "chain")
+    for i in range(len(frames)):
+        np.testing.assert_allclose(carried.model_depth(i), 1.1 * window.model_depth(i), rtol=1e-6)
+        np.testing.assert_allclose(carried.points(i)[0], 1.1 * window.points(i)[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(carried.view(i).depth, 1.1 * window.view(i).depth, rtol=1e-5, equal_nan=True)
+        assert carried.correction(i) is window.correction(i)  # one fit

@@ -146,17 +146,18 @@ class EmulatedBackend(Backend):
     def predict(self, batch):
         truth = self.oracle.predict(batch)
         rng = np.random.default_rng(self._entropy("window", *[f.key for f in batch.frames]))
-        poses_given = batch.ref_from_camera[0] is not None and "camera_pose_quats" in batch.passed[0]
-        metric = [bool(v["is_metric_scale"][0]) for v in batch.views]
-        depth_given = ["depth_along_ray" in p and m for p, m in zip(batch.passed, metric)]
+        # What each view was given (its dense errors and pose follow it) ...
+        has_poses = ["camera_pose_quats" in p for p in batch.passed]
+        has_depth = ["depth_along_ray" in p for p in batch.passed]
         intrinsics = ["ray_directions_cam" in p for p in batch.passed]
-        metric_poses = poses_given and batch.forward_kwargs.get("use_pose_scale", True)
-        # One metric scale per window: set by the strongest metric input of any view.
-        window = levels(all(intrinsics), metric_poses, any(depth_given), self.profile)
+        # ... and one metric scale per window, set by the strongest metric input of any view.
+        metric_poses = any(has_poses) and batch.forward_kwargs.get("use_pose_scale", True)
+        metric_depth = any(has_depth) and batch.forward_kwargs.get("use_depth_scale", True)
+        window = levels(all(intrinsics), metric_poses, metric_depth, self.profile)
         log_scale = rng.normal() * window.window_scale
         depth, rays, conf, poses = [], [], [], []
         for i, prep in enumerate(batch.prepared):
-            err = levels(intrinsics[i], poses_given, depth_given[i], self.profile)
+            err = levels(intrinsics[i], has_poses[i], has_depth[i], self.profile)
             d, r, c = self._view(prep, truth.depth_along_ray[i], truth.ray_directions[i], err, log_scale, rng)
             depth.append(d)
             rays.append(r)

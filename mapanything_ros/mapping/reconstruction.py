@@ -60,7 +60,7 @@ from ..backends.prediction import ViewStack
 from ..geometry import arrays
 from ..geometry.resample import nearest, stencil
 from ..geometry.similarity import similarity, similarity_parts, similarity_pose
-from .completion import AGREE_SIGMAS, MIN_AGREE, correct, significant
+from .completion import correct, significant
 
 DEPTH_MODES = ("nearest", "bilinear")
 EDGE_NOISE_SIGMAS = 4.0
@@ -100,7 +100,7 @@ class Reconstruction:
 
     def __init__(self, batch, prediction, outer, pose_frame, *, selected, depth_mode, edge_threshold, keep_measured,
                  device=None, scale=1.0, residual=None, model_cache=None, completion=None,
-                 edge_noise_sigmas=EDGE_NOISE_SIGMAS, depth_scale=1.0):
+                 edge_noise_sigmas=EDGE_NOISE_SIGMAS, depth_scale=1.0, _carried_from=None):
         self.batch, self.prediction = batch, prediction
         self.outer, self.pose_frame = outer, pose_frame
         self.metric_scale = float(prediction.metric_scale)
@@ -110,8 +110,14 @@ class Reconstruction:
         self._options = depth_mode, edge_threshold, keep_measured
         self._completion, self._edge_noise, self._depth_scale = completion, edge_noise_sigmas, float(depth_scale)
         self._size = similarity_parts(outer)[0]
-        self._views, self._points, self._final_cache, self._corrections = {}, {}, {}, {}
+        self._views, self._points = {}, {}
         self._model_cache = {} if model_cache is None else model_cache  # shared by carried copies
+        # Depth completion is fitted once, in the metric frame of the window (measured depth is
+        # metric): carried copies (a chain's scale on top) share the fit and its results.
+        base = _carried_from
+        self._metric_size = self._size if base is None else base._metric_size
+        self._final_cache = {} if base is None else base._final_cache
+        self._corrections = {} if base is None else base._corrections
 
     @property
     def frames(self):
@@ -135,7 +141,7 @@ class Reconstruction:
                               selected=self.selected, depth_mode=depth_mode, edge_threshold=edge_threshold,
                               keep_measured=keep_measured, device=self.device, scale=self.scale,
                               residual=self.residual, model_cache=self._model_cache, completion=self._completion,
-                              edge_noise_sigmas=self._edge_noise, depth_scale=self._depth_scale)
+                              edge_noise_sigmas=self._edge_noise, depth_scale=self._depth_scale, _carried_from=self)
 
     def model_depth(self, i, step=1):
         """(H_m, W_m) float32 z-depth of view i at the model pixels, in pose_frame's scale, 0 where
@@ -229,7 +235,7 @@ class Reconstruction:
             return z, conf, ratio
         host_conf = np.zeros(z.shape, np.float32)
         host_conf.reshape(-1)[arrays.to_host(index)] = arrays.to_host(conf)
-        fix = correct(arrays.to_host(z) * np.float32(self._size), prep.measured, host_conf, self._completion)
+        fix = correct(arrays.to_host(z) * np.float32(self._metric_size), prep.measured, host_conf, self._completion)
         if fix is None:
             return z, conf, ratio
         self._corrections[i] = fix
@@ -244,7 +250,7 @@ class Reconstruction:
         ratio = step * (ratio or np.float32(1))
         if self._options[2]:  # keep_measured: the agreeing measured pixels (all have an estimate)
             kept = arrays.like(fix.agree_index, z)
-            values = arrays.like(prep.measured.reshape(-1).take(fix.agree_index), z) / np.float32(self._size)
+            values = arrays.like(prep.measured.reshape(-1).take(fix.agree_index), z) / np.float32(self._metric_size)
             z.reshape(-1)[kept] = values
             at = arrays.like(np.searchsorted(arrays.to_host(index), fix.agree_index), z)  # index is sorted
             ratio[at] = values / model_z.reshape(-1)[kept]
@@ -265,11 +271,13 @@ class Reconstruction:
         native *= np.float32(self._size)
         if keep_measured and prep.frame.sparse_depth is not None:
             measured = arrays.like(_measured(prep.frame.sparse_depth), native)
+            if self._size != self._metric_size:  # a chain's scale on top of the metric window
+                measured *= np.float32(self._size / self._metric_size)
             has = measured > 0
             fix = self._corrections.get(i)
-            if fix is not None:  # only where the measurement agrees with the corrected prediction
+            if fix is not None:  # only where the measurement agrees with the corrected prediction, as there
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    has &= arrays.namespace(native).abs(measured / native - 1) < _agree_tolerance(fix)
+                    has &= arrays.namespace(native).abs(measured / native - 1) < fix.tolerance
             native[has] = measured[has]
         xyz, colors, point_conf = self.points(i)
         return ViewReconstruction(prep.frame, arrays.to_host(native), arrays.to_host(conf), self.poses[i], xyz,
@@ -375,11 +383,6 @@ def _edge_threshold(inv, threshold, sigmas):
     if second.shape[0] < 16:
         return threshold
     return max(float(threshold), sigmas * 1.4826 * float(arrays.median(second)))
-
-
-def _agree_tolerance(fix):
-    """Relative tolerance within which a native measured depth agrees with a corrected prediction."""
-    return max(AGREE_SIGMAS * 1.4826 * fix.residual, MIN_AGREE) if np.isfinite(fix.residual) else MIN_AGREE
 
 
 def _measured(depth):
