@@ -109,7 +109,7 @@ SPECS = {
     "points_scope": Spec("newest", "~/points holds the newest capture's points (newest) or every view of the "
                          "window (window: costs a reconstruction of each view per window)",
                          choices=("newest", "window")),
-    "keep_measured_depth": Spec(False, "depth, points and map keep the measured values where measured (with "
+    "keep_measured_depth": Spec(False, "published depth keeps the measured values where measured (with "
                                 "depth_correction: where they agree with the corrected prediction)"),
     "align_to_measured_depth": Spec(False, "scale each window (depths and translations) to the measured depth"),
     "depth_correction": Spec("none", "correct each view's depth with its measured depth: none, scale (a robust "
