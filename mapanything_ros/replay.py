@@ -464,8 +464,8 @@ def evaluate(out_dir, bag_path, threshold=0.05, with_map=True):
     its "length" the longest camera's true path between its keyframes; map: evaluation.map_metrics
     of map.ply at `threshold` metres (None when not with_map), carried, when the trajectory was
     aligned, by a Sim(3) fitted on the keyframes of the map's own segment (those since it was last
-    cleared), or None with "map_skipped" saying why when those cannot fix one (fewer than 3, or on
-    a line). Returns the metrics dict and writes it to out_dir/eval.json.
+    cleared), or None with "map_skipped" saying why when those cannot fix one (fit_similarity's
+    rule: at least 3, not on a line). Returns the metrics dict and writes it to out_dir/eval.json.
     """
     from .evaluation import ate, depth_metrics, map_metrics, read_ground_truth
     from .geometry.transforms import transform_points
@@ -514,13 +514,12 @@ def evaluate(out_dir, bag_path, threshold=0.05, with_map=True):
     if align == "sim3":
         since = summary.get("map_since_ns") or 0
         mine = np.array([s >= since for s in stamps_all], bool)
-        src = np.array(est).reshape(-1, 3)[mine]
-        spread = np.linalg.svd(src - src.mean(axis=0), compute_uv=False) if len(src) >= 3 else np.zeros(3)
-        if not spread[1] > 1e-3 * spread[0]:
-            result["map_skipped"] = (f"{len(src)} keyframe positions in the map's segment do not fix a similarity "
-                                     "to the world (fewer than 3, or on a line)")
+        try:
+            world_from_map = fit_similarity(np.array(est).reshape(-1, 3)[mine], np.array(ref).reshape(-1, 3)[mine])
+        except ValueError as err:  # fewer than 3 positions, or on a line
+            result["map_skipped"] = f"the map's segment does not fix a similarity to the world: {err}"
             return _written(out, result)
-        points = transform_points(fit_similarity(src, np.array(ref).reshape(-1, 3)[mine]), points)
+        points = transform_points(world_from_map, points)
     result["map"] = map_metrics(points, gt.surface, threshold)
     return _written(out, result)
 

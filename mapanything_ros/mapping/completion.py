@@ -60,15 +60,13 @@ class Correction:
     """A view's correction: factor, (H, W) float32 or a float (a scale alone), multiply the
     predicted depth by it; agree_index (K,) flat indices of the measured pixels consistent with the
     corrected prediction (`agree`: as an (H, W) mask), those within `tolerance` (relative) of it;
-    scale: exp(c) of step 1; residual: median |corrected / measured - 1| over the agreeing pixels;
-    measured: how many pixels had both. "Corrected" here: with the fitted field, before it is
-    shrunk by BIAS_FLOOR (at most that much apart)."""
+    scale: exp(c) of step 1; measured: how many pixels had both. "Corrected" here: with the fitted
+    field, before it is shrunk by BIAS_FLOOR (at most that much apart)."""
 
     factor: object
     agree_index: np.ndarray
     shape: tuple
     scale: float
-    residual: float
     measured: int
     tolerance: float
 
@@ -98,7 +96,7 @@ def correct(z, measured, confidence, config=CompletionConfig()):
     index, r = index[finite], r[finite]
     if not len(index):
         return None
-    inlier, _ = _inliers(r, np.median(r))
+    inlier = _inliers(r, np.median(r))
     c = float(significant(np.mean(r[inlier]))) if config.align else 0.0
     keep, at_measured, factor = inlier, 0.0, float(np.exp(c))
     if config.dense:
@@ -107,14 +105,14 @@ def correct(z, measured, confidence, config=CompletionConfig()):
         for _ in range(2):
             coarse = grid.spread(r - c, np.where(keep, weights, 0.0))
             at_measured = grid.sample(coarse)
-            keep, _ = _inliers(r - c - at_measured, 0.0)
+            keep = _inliers(r - c - at_measured, 0.0)
         # The factor is smooth: made on the coarse grid and interpolated (one full-size pass).
         factor = grid.upsample(np.exp(c + shrink_log(coarse)).astype(np.float32))
     left = r - c - at_measured
-    tolerance = max(AGREE_SIGMAS * _robust_sigma(left[keep]), MIN_AGREE)
+    kept = left[keep]
+    tolerance = max(AGREE_SIGMAS * _robust_sigma(kept, np.median(kept)) if len(kept) else 0.0, MIN_AGREE)
     agree = np.abs(left) < tolerance
-    residual = float(np.median(np.abs(np.expm1(-left[agree])))) if agree.any() else float("nan")
-    return Correction(factor, index[agree], shape, float(np.exp(c)), residual, len(index), float(tolerance))
+    return Correction(factor, index[agree], shape, float(np.exp(c)), len(index), float(tolerance))
 
 
 def significant(log_scale):
@@ -127,17 +125,14 @@ def shrink_log(x):
     return np.sign(x) * np.maximum(np.abs(x) - BIAS_FLOOR, 0.0)
 
 
-def _robust_sigma(r):
-    """1.4826 · median |r - median r|, at least MIN_SIGMA."""
-    if not len(r):
-        return MIN_SIGMA
-    return max(1.4826 * float(np.median(np.abs(r - np.median(r)))), MIN_SIGMA)
+def _robust_sigma(r, centre):
+    """1.4826 · median |r - centre| (a Gaussian's sigma from the median absolute deviation), at least MIN_SIGMA."""
+    return max(1.4826 * float(np.median(np.abs(r - centre))), MIN_SIGMA)
 
 
 def _inliers(r, centre):
-    """(residuals within OUTLIER_SIGMAS robust sigmas of `centre`, that sigma)."""
-    sigma = max(1.4826 * float(np.median(np.abs(r - centre))), MIN_SIGMA)
-    return np.abs(r - centre) <= OUTLIER_SIGMAS * sigma, sigma
+    """Residuals within OUTLIER_SIGMAS robust sigmas of `centre`: (N,) bool."""
+    return np.abs(r - centre) <= OUTLIER_SIGMAS * _robust_sigma(r, centre)
 
 
 class _Grid:
