@@ -33,7 +33,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from mapanything_ros.ingest import LIDAR_SOURCE
+from mapanything_ros.sync import LIDAR_SOURCE
 from mapanything_ros.pipeline import STAGES
 from mapanything_ros.geometry import CameraModel
 from mapanything_ros.synthetic import SyntheticScene, default_cameras, default_lidar

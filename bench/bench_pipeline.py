@@ -100,7 +100,7 @@ def drive(size, windows, completion=False):
     from mapanything_ros.backends import OracleBackend
     from mapanything_ros.pipeline import Pipeline, PipelineConfig
     from mapanything_ros.ros.images import depth_to_image, float_image
-    from mapanything_ros.ros.player import make_header
+    from mapanything_ros.ros.messages import make_header
     from mapanything_ros.ros.pointcloud import xyz_to_cloud
     from mapanything_ros.window import KeyframePolicy
 

@@ -6,7 +6,7 @@ For each seed one synthetic run is written (bag.write_synthetic_bag: two cameras
 plumb_bob and the fisheye, a LiDAR, TF and ground truth); each setting (SETTINGS: the node's
 presets, image-only, and the depth-completion ablation) replays it (replay.replay, raw_depth=True)
 with an EmulatedBackend of the same scene at an error `profile` (0 = the oracle's exact
-prediction), and replay.evaluate compares both depths, the refined poses and the map with the
+prediction), and evaluation.evaluate compares both depths, the refined poses and the map with the
 truth. Used by bench/bench_accuracy.py and `mapanything-ros accuracy`; the test suite runs a
 small version (test/test_accuracy.py).
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import replay as replay_mod
+from .evaluation import evaluate
 from . import settings
 from .backends import EmulatedBackend
 from .bag import write_synthetic_bag
@@ -58,7 +59,7 @@ def run_setting(bag, seed, params, profile, out_dir, bias=0.0, scene=SCENE, long
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     summary = replay_mod.replay(bag, values, out, backend=backend, progress=False, raw_depth=True)
-    metrics = replay_mod.evaluate(out, bag, with_map=with_map)
+    metrics = evaluate(out, bag, with_map=with_map)
     return summary, metrics
 
 

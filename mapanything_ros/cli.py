@@ -67,8 +67,9 @@ def _print_summary(s):
     t = s["timings"]
     print(f"  {s['frames']} frames in {s['captures']} captures, {s['keyframes']} keyframes, {s['windows']} windows "
           f"({s['windows_failed']} failed); {s['map']['points']} map points")
-    print(f"  {t['wall_s']:.1f} s ({t['frames_per_s']:.1f} frames/s; pipeline {t['pipeline_s']:.1f} s, "
-          f"frames {t['frames_s']:.1f} s, outputs {t['outputs_s']:.1f} s), peak memory "
+    total = t["window_latency_s"].get("total")
+    window = f"; window p50 {total['p50'] * 1e3:.0f} ms" if total else ""
+    print(f"  {t['wall_s']:.1f} s ({t['frames_per_s']:.1f} frames/s{window}), peak memory "
           f"{s['memory']['peak_rss_mb']:.0f} MiB")
     dropped = {k: v for k, v in s["dropped"].items() if v}
     if dropped:
@@ -78,7 +79,8 @@ def _print_summary(s):
 
 
 def replay(args):
-    from .replay import evaluate, replay as run
+    from .evaluation import evaluate
+    from .replay import replay as run
 
     summary = run(args.bag, _params(args), args.out, progress="force" if args.progress else True,
                   write_bag=args.write_bag, namespace=args.namespace, remap=_pairs(args.remap, "--remap"),
@@ -91,7 +93,7 @@ def replay(args):
 
 
 def evaluate(args):
-    from .replay import evaluate as run
+    from .evaluation import evaluate as run
 
     metrics = run(args.out_dir, args.bag, args.threshold)
     print(f"{args.out_dir} against the ground truth of {args.bag} (also in {Path(args.out_dir) / 'eval.json'}):")
@@ -198,7 +200,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="mapanything-ros", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="synthetic run -> bag -> replay -> evaluation (the README's first command)")
+    p = sub.add_parser("demo", help="synthetic run -> bag -> replay -> evaluation (the README's demo command)")
     p.add_argument("--out", default="out/demo", help="output directory (default: %(default)s)")
     p.add_argument("--preset", default="small", choices=("small", "default"),
                    help="synthetic rig: small (160x120 images) or default (640x480) (default: %(default)s)")

@@ -45,10 +45,10 @@ import sys
 import cv2
 import numpy as np
 
+from .geometry import pose_from_quat_trans
 from .geometry.camera import CameraModel
 from .geometry.depth import depth_image_to_meters as _depth_to_meters
-
-SEC = 1_000_000_000
+from .units import SEC
 
 
 def stamp_ns(header):
@@ -78,6 +78,16 @@ _BAYER = {
 }
 _DEPTH = {"16UC1": np.uint16, "mono16": np.uint16, "32FC1": np.float32}
 ENCODINGS = tuple(_COLOR) + tuple(f"bayer_{p}{b}" for b in (8, 16) for p in _BAYER)
+
+
+def transforms(msg):
+    """[(parent, child, stamp ns, parent_from_child 4x4)] of a tf2_msgs/TFMessage."""
+    found = []
+    for tf in msg.transforms:
+        r, t = tf.transform.rotation, tf.transform.translation
+        found.append((tf.header.frame_id, tf.child_frame_id, stamp_ns(tf.header),
+                      pose_from_quat_trans([r.x, r.y, r.z, r.w], [t.x, t.y, t.z])))
+    return found
 
 
 def pixels(msg, dtype, channels):

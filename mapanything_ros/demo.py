@@ -8,7 +8,7 @@
    Hugging Face repo id in the local cache), otherwise the oracle (the synthetic truth), with the
    reason. The model input long side defaults to 224 pixels: the small preset's images are
    160 x 120, and it keeps the network fast on a CPU.
-3. replay.evaluate against the bag's ground truth; demo_depth.png is an enlarged preview of
+3. evaluation.evaluate against the bag's ground truth; demo_depth.png is an enlarged preview of
    the last keyframe's depth.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 
 from . import replay as replay_mod
+from .evaluation import evaluate
 from . import settings
 from .bag import write_synthetic_bag
 from .progress import Progress
@@ -78,7 +79,7 @@ def run(out_dir="out/demo", preset="small", duration_s=10.0, seed=0, weights="fa
     log(f"[2/3] replaying with the {backend} backend: {reason}" + (f"\n{looked}" if looked else ""))
     summary = replay_mod.replay(bag_path, params, out / "replay", progress=progress, write_bag=True)
     log("[3/3] evaluating against the ground truth")
-    metrics = replay_mod.evaluate(out / "replay", bag_path)
+    metrics = evaluate(out / "replay", bag_path)
     files = {"map": out / "replay" / "map.ply", "map_picture": out / "replay" / "map.png",
              "summary": out / "replay" / "summary.json", "eval": out / "replay" / "eval.json",
              "output_bag": out / "replay" / "bag", "input_bag": bag.path}

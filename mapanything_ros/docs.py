@@ -1,7 +1,7 @@
 """Markdown tables of the node's parameters, topics, services and TF outputs, from the code.
 
-`python -m mapanything_ros.docs` prints them; `python -m mapanything_ros.docs --write README.md`
-rewrites the README section between BEGIN and END (test/test_docs.py checks it is current).
+`python -m mapanything_ros.docs` prints them; `python -m mapanything_ros.docs --write docs/node.md`
+rewrites the node reference's section between BEGIN and END (test/test_docs.py checks it is current).
 Sources: settings.SPECS and interface.ENDPOINTS / TF_OUTPUTS.
 """
 
@@ -15,7 +15,7 @@ from .settings import INF, SPECS
 
 BEGIN = "<!-- BEGIN GENERATED: node-interface -->"
 END = "<!-- END GENERATED: node-interface -->"
-COMMAND = "python -m mapanything_ros.docs --write README.md"
+COMMAND = "python -m mapanything_ros.docs --write docs/node.md"
 
 
 _PLACEHOLDER = re.compile(r"[^\s(]*<[A-Za-z][^<>]*>[^\s),;]*")  # a name with <x> in it: shown as code
@@ -100,7 +100,7 @@ def tf_table():
 
 
 def render():
-    """The generated README section (without its BEGIN / END markers)."""
+    """The generated section of docs/node.md (without its BEGIN / END markers)."""
     note = (f"<!-- Generated from mapanything_ros/settings.py and interface.py by `{COMMAND}`; "
             "edit those, not this. -->")
     names = ("`<ns>`: each camera namespace of `cameras`; `<out>`: the same without leading or trailing "
@@ -119,7 +119,7 @@ def render():
 
 
 def update(text):
-    """`text` (a README) with the section between BEGIN and END replaced by render(); ValueError without markers."""
+    """`text` (markdown) with the section between BEGIN and END replaced by render(); ValueError without markers."""
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         raise ValueError(f"no {BEGIN} ... {END} section")

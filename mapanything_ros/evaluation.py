@@ -8,7 +8,9 @@ Map accuracy / completeness are nearest-neighbour distances map → surface and 
 in multi-view stereo benchmarks (e.g. DTU, Aanæs et al. 2016).
 """
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -196,6 +198,7 @@ def read_ground_truth(bag_path):
     from rosbags.typesys import get_typestore
 
     from .bag.synthetic import TYPESTORE
+    from .decode import stamp_ns
     from .layout import SURFACE_TOPIC, TRUTH_PREFIX
 
     gt = GroundTruth()
@@ -204,7 +207,7 @@ def read_ground_truth(bag_path):
         conns = [c for c in reader.connections if c.topic.startswith(prefix)]
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            stamp = stamp_ns(msg.header)
             if conn.topic == SURFACE_TOPIC:
                 gt.surface = cloud_xyz(msg)
                 gt.world_frame = msg.header.frame_id
@@ -237,3 +240,81 @@ def cloud_xyz(msg):
     rows = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.row_step)[:, :msg.width * msg.point_step]
     pts = np.frombuffer(rows.tobytes(), dtype, n)
     return np.stack([pts[k] for k in "xyz"], -1).astype(np.float64)
+
+
+def evaluate(out_dir, bag_path, threshold=0.05, with_map=True):
+    """Compare a replay's outputs (out_dir, replay.replay) with the ground truth of a synthetic bag.
+
+    depth: evaluation.depth_metrics over every written keyframe depth with a true depth at the same
+    camera and stamp (16-bit PNG values, so within 0.5 mm of what was computed); raw_depth: the same
+    for the network's own depth when the replay wrote it (replay's raw_depth), else None; ate: of
+    the refined keyframe positions of all cameras, without alignment when the poses are in the
+    world frame, else Sim(3)-aligned (image-only: the chain's frame has no relation to the world),
+    its "length" the longest camera's true path between its keyframes; map: evaluation.map_metrics
+    of map.ply at `threshold` metres (None when not with_map), carried, when the trajectory was
+    aligned, by a Sim(3) fitted on the keyframes of the map's own segment (those since it was last
+    cleared), or None with "map_skipped" saying why when those cannot fix one (fit_similarity's
+    rule: at least 3, not on a line). Returns the metrics dict and writes it to out_dir/eval.json.
+    """
+    from . import layout, outputs
+    from .geometry.transforms import transform_points
+    from .mapping.ply import read_ply
+
+    out = Path(out_dir)
+    summary = json.loads((out / "summary.json").read_text())
+    gt = read_ground_truth(Path(bag_path))
+    if not gt.depth and not gt.poses:
+        raise ValueError(f"{bag_path}: no ground truth topics ({layout.TRUTH_PREFIX}/...)")
+    pred, raw, true, est, ref, stamps_all, lengths, unmatched = [], [], [], [], [], [], [0.0], 0
+    for frame_id, cam in summary["cameras"].items():
+        truth = gt.depth.get(frame_id, {})
+        for path in sorted((out / cam["depth"]).glob("*.png")):
+            t = truth.get(int(path.stem))
+            if t is None:
+                unmatched += 1
+                continue
+            pred.append(outputs.read_depth_png(path).ravel())
+            true.append(t.ravel())
+            if cam.get("raw_depth"):
+                raw.append(outputs.read_depth_png(out / cam["raw_depth"] / path.name).ravel())
+        stamps, poses = outputs.read_tum(out / cam["trajectory"])
+        path = []
+        for stamp, pose in zip(stamps, poses):
+            t = gt.poses.get(frame_id, {}).get(int(stamp))
+            if t is not None:
+                est.append(pose[:3, 3])
+                ref.append(t[:3, 3])
+                stamps_all.append(int(stamp))
+                path.append(t[:3, 3])
+        if len(path) > 1:
+            lengths.append(float(np.sum(np.linalg.norm(np.diff(path, axis=0), axis=1))))
+    world = summary["pose_frame"] == summary["parameters"]["world_frame"]
+    align = "none" if world else "sim3"
+    result = {"bag": str(bag_path), "keyframe_depths": len(pred), "unmatched_depths": unmatched,
+              "depth": depth_metrics(np.concatenate(pred), np.concatenate(true)) if pred else None,
+              "raw_depth": depth_metrics(np.concatenate(raw), np.concatenate(true)) if raw else None,
+              "poses": len(est),
+              "ate": dict(ate(np.array(est), np.array(ref), align=align), align=align, length=max(lengths))
+              if est else None, "map": None}
+    if not (with_map and len(gt.surface)):
+        return _written(out, result)
+    points, _, _ = read_ply(out / summary["outputs"]["map"])
+    if align == "sim3":
+        since = summary.get("map_since_ns") or 0
+        mine = np.array([s >= since for s in stamps_all], bool)
+        try:
+            world_from_map = fit_similarity(np.array(est).reshape(-1, 3)[mine], np.array(ref).reshape(-1, 3)[mine])
+        except ValueError as err:  # fewer than 3 positions, or on a line
+            result["map_skipped"] = f"the map's segment does not fix a similarity to the world: {err}"
+            return _written(out, result)
+        points = transform_points(world_from_map, points)
+    result["map"] = map_metrics(points, gt.surface, threshold)
+    return _written(out, result)
+
+
+def _written(out, result):
+    """result, written to out/eval.json."""
+    from .outputs import write_json
+
+    write_json(out / "eval.json", result)
+    return result

@@ -1,7 +1,7 @@
 """The node's ROS interface as data (ROS-free): topics, services and the TF frames it publishes.
 
 The node creates its publishers, subscriptions and services from ENDPOINTS (names, message
-types, QoS), and `python -m mapanything_ros.docs` renders the same table into the README.
+types, QoS), and `python -m mapanything_ros.docs` renders the same tables into docs/node.md.
 Names are patterns: `{ns}` a camera namespace of `cameras`, `{out}` the same without leading or
 trailing slashes, `{<parameter>}` a parameter's value; `~/` is the node's private namespace.
 """

@@ -4,7 +4,8 @@ Sensor topics are relative names (resolved in the node's namespace: `/` + name a
 ground-truth topics are absolute. Frames follow REP 105: odometry `odom` -> `base_link` -> sensors.
 """
 
-SEC = 1_000_000_000
+from .units import SEC
+
 WORLD_FRAME = "odom"
 BASE_FRAME = "base_link"
 LIDAR_FRAME = "lidar"

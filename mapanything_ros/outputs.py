@@ -25,9 +25,9 @@ import numpy as np
 
 from .encode import pack_cloud
 from .geometry import quat_trans_from_pose, pose_from_quat_trans
+from .units import SEC
 
 MM = 1000.0
-SEC = 1_000_000_000
 MSG_DIR = Path(__file__).resolve().parent.parent / "msg"
 WINDOW_TYPE = "mapanything_ros/msg/ReconstructionWindow"
 
@@ -280,20 +280,21 @@ class OutputBag:
         """tf2_msgs/TFMessage of (parent_from_child 4x4, parent, child, stamp_ns) tuples."""
         return self.msgs.tf([self.msgs.transform(*t) for t in transforms])
 
-    def window(self, frame_id, stamp_ns, sequence, views, used, metric_scale, metric_inputs, backend,
-               inference_time):
-        """mapanything_ros/msg/ReconstructionWindow. views: (stamp_ns, frame id, world_from_camera 4x4)
-        in model order; used: (V, 3) bool (intrinsics, pose, depth given to the model)."""
+    def window(self, output):
+        """mapanything_ros/msg/ReconstructionWindow of a session.WindowOutput."""
         t = self.ts.types
-        used = np.asarray(used, dtype=bool).reshape(-1, 3)
+        views = output.views()
         poses = []
-        for _, _, pose in views:
+        for _, _, pose, *_ in views:
             q, p = quat_trans_from_pose(pose)
             poses.append(t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](*map(float, p)),
                                                      orientation=t["geometry_msgs/msg/Quaternion"](*map(float, q))))
+        used = np.array([v[3:] for v in views], dtype=bool).reshape(-1, 3)
         return t[WINDOW_TYPE](
-            header=self.msgs.header(frame_id, stamp_ns), sequence=int(sequence),
-            stamps=[self.msgs.header("", s).stamp for s, _, _ in views], frame_ids=[f for _, f, _ in views],
+            header=self.msgs.header(output.frame_id, output.stamp_ns), sequence=int(output.sequence),
+            stamps=[self.msgs.header("", v[0]).stamp for v in views], frame_ids=[v[1] for v in views],
             poses=poses, used_intrinsics=used[:, 0].copy(), used_pose=used[:, 1].copy(),
-            used_depth=used[:, 2].copy(), reference_index=0, metric_scale=float(metric_scale),
-            metric_inputs=bool(metric_inputs), backend=str(backend), inference_time=float(inference_time))
+            used_depth=used[:, 2].copy(), reference_index=0,
+            metric_scale=float(output.reconstruction.metric_scale), metric_inputs=output.metric_inputs,
+            backend=str(output.values["backend"]),
+            inference_time=float(output.result.timings.get("inference", 0.0)))

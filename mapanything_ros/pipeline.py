@@ -1,17 +1,23 @@
 """Pipeline: the ROS-free orchestrator. Captures in, reconstructions and a global map out.
 
 Two paths share every step (`_run`):
-- live: `submit(frames)` from the ingestion thread (ROS callbacks, replay) only offers the
+- live: `submit(frames)` from the ingestion thread (the node's callbacks) only offers the
   capture to the Window, which is cheap (no decoding, no projection: see window.Frame's deferred
   work); when a new keyframe is admitted, a snapshot of the window's views becomes a job on a
   bounded queue (latest wins: when it is full the oldest pending job is dropped and counted). A
   worker thread (`start`/`stop`, or `with pipeline:`) takes jobs one at a time. An exception
-  anywhere in a job (also in a result callback) is caught, counted, logged (at most once per
-  LOG_INTERVAL_S) and passed to the error callbacks; the worker carries on with the next job.
+  in a job's steps is caught, counted, logged (at most once per LOG_INTERVAL_S) and passed to
+  the error callbacks; the worker carries on with the next job.
 - offline: `process(frames)` does the same synchronously and returns the Result.
 Use one path per pipeline.
 
-Where the work goes (the cost model of DESIGN.md). Per keyframe, once: window.prepare (decode,
+Configuration: each job runs on the PipelineConfig in force when its capture was admitted (a
+snapshot carried by the job, with the caller's `context`); `configure` swaps it for later jobs,
+so a job never mixes two. Result callbacks are the caller's outputs: an exception in one is a
+bug, logged at ERROR with its traceback (once per kind), counted (publish_failed), and the map
+insertion runs all the same.
+
+Where the work goes (the cost model of docs/design.md). Per keyframe, once: window.prepare (decode,
 resize, normalise, sparse depth at the model resolution), kept while the keyframe is in the
 window. Per window: assembly (stacking the prepared views), the backend, reconstruction (every
 view's pose, alignment; native-resolution depth is made on first use, by the result callbacks,
@@ -109,7 +115,9 @@ class Result:
     """One window's outcome.
 
     seq: window sequence number (1, 2, ... per admitted keyframe; gaps are dropped jobs);
-    reconstruction: the mapping.Reconstruction (pose_frame "world", or the chain frame in
+    stamp_ns: the window's stamp, its reference view's image stamp (the view its poses are
+    anchored at); config: the PipelineConfig it was made with; context: the caller's, as given
+    to submit/process; reconstruction: the mapping.Reconstruction (pose_frame "world", or the chain frame in
     image-only mode) whose `views` are the newest capture's (the published ones); every view's
     pose is in `poses`, any view's results on demand; chain: the mapping.ChainResult, or None
     when poses were known; map_reset: why the map was cleared before this window, or None;
@@ -118,6 +126,9 @@ class Result:
     """
 
     seq: int
+    stamp_ns: int
+    config: PipelineConfig
+    context: object
     reconstruction: object
     chain: object
     map_reset: str | None
@@ -139,10 +150,24 @@ class Stats:
     map_resets: int
     map_keyframes: int
     bad_frames: int
+    publish_failed: int
     pending: int
     map_voxels: int
     reasons: tuple
     latency: dict
+
+
+@dataclass(frozen=True, eq=False)
+class MapSnapshot:
+    """The map at one moment: points (M, 3) float32 m, colors (M, 3) uint8, confidence (M,);
+    pose_frame: "world", "chain" or None (empty since start-up or reset); stamp_ns: the stamp of
+    the newest window inserted (Result.stamp_ns), or None."""
+
+    points: np.ndarray
+    colors: np.ndarray
+    confidence: np.ndarray
+    pose_frame: str | None
+    stamp_ns: int | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,10 +176,12 @@ class _Job:
     frames: tuple
     epoch: int  # window epoch (changes at window resets and at reset())
     submitted: float  # time.perf_counter()
+    config: PipelineConfig  # in force at admission: the whole job runs on it
+    context: object  # the caller's, passed to the Result
 
 
 COUNTERS = ("captures", "keyframes", "dropped", "inferred", "done", "failed", "window_resets", "map_resets",
-            "map_keyframes", "bad_frames")
+            "map_keyframes", "bad_frames", "publish_failed")
 
 
 class Pipeline:
@@ -163,10 +190,7 @@ class Pipeline:
     def __init__(self, config=PipelineConfig(), backend=None):
         if backend is None:
             raise ValueError("a backend is needed (backends.MapAnythingBackend, OracleBackend, ...)")
-        if config.queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, got {config.queue_size}")
-        if config.map_insert not in MAP_INSERT:
-            raise ValueError(f"map_insert must be one of {MAP_INSERT}, got {config.map_insert!r}")
+        _check(config)
         self.config = config
         self.backend = backend
         self.window = Window(config.window_size, config.keyframes, config.reference)
@@ -179,7 +203,7 @@ class Pipeline:
         self._busy = False
         self._thread = None
         self._stopping = False
-        self._on_result, self._on_error = [], []
+        self._on_result, self._on_error, self._on_publish_error = [], [], []
         self._seq = 0
         self._epoch = 0  # window epoch of new jobs
         self._cleared_epoch = 0  # jobs older than this were made before reset(): discarded
@@ -189,14 +213,29 @@ class Pipeline:
         self._bad = set()  # Frame.key of keyframes that failed to prepare (worker only)
         self._in_map = set()  # Frame.key of the keyframes in the map (in the window's epoch)
         self._last = None  # (job, Result) of the newest window, for flush_map
+        self._map_stamp = None  # Result.stamp_ns of the newest window in the map
         self._last_log = -np.inf
+        self._callback_errors = set()  # (callback, exception type) already logged
         self._zero_counters()
+
+    def configure(self, config):
+        """Use `config` for the jobs admitted from now on (window_size, reference, voxel_size,
+        max_voxels, max_distance, map_insert and queue_size are fixed at construction)."""
+        _check(config)
+        fixed = ("window_size", "reference", "voxel_size", "max_voxels", "max_distance", "map_insert", "queue_size")
+        changed = [n for n in fixed if getattr(config, n) != getattr(self.config, n)]
+        if changed:
+            raise ValueError(f"fixed at construction: {', '.join(changed)}")
+        with self._wake:
+            self.config = config
+            self.window.policy = config.keyframes
 
     # ---------------------------------------------------------------- ingestion
 
-    def submit(self, frames):
-        """Offer a capture (a Frame or Frames of one stamp) without waiting for inference; returns a Submission."""
-        submission, job = self._admit(frames)
+    def submit(self, frames, context=None):
+        """Offer a capture (a Frame or Frames of one capture stamp) without waiting for inference;
+        returns a Submission. context: passed to the window's Result."""
+        submission, job = self._admit(frames, context)
         if job is not None:
             with self._wake:
                 if len(self._queue) >= self.config.queue_size:
@@ -206,13 +245,13 @@ class Pipeline:
                 self._wake.notify()
         return submission
 
-    def process(self, frames):
+    def process(self, frames, context=None):
         """Offer a capture and, if it is a new keyframe, run its window now (offline path).
 
         Returns (Submission, Result or None); None when not admitted or when the job failed
         (counted and reported to the error callbacks like on the worker).
         """
-        submission, job = self._admit(frames)
+        submission, job = self._admit(frames, context)
         return submission, (None if job is None else self._execute(job))
 
     def on_result(self, callback):
@@ -222,6 +261,10 @@ class Pipeline:
     def on_error(self, callback):
         """Call callback(seq, exception) for every failed window."""
         self._on_error.append(callback)
+
+    def on_publish_error(self, callback):
+        """Call callback(seq, exception) for every exception raised by a result callback."""
+        self._on_publish_error.append(callback)
 
     # ---------------------------------------------------------------- worker
 
@@ -269,13 +312,17 @@ class Pipeline:
         return self._map
 
     def map_points(self):
-        """A consistent snapshot of the map: (xyz (M, 3) float32 m, rgb (M, 3) uint8, confidence (M,))."""
+        """A consistent MapSnapshot (points, their frame and stamp)."""
         with self._map_lock:
-            return self._map.points()
+            return MapSnapshot(*self._map.points(), self._map_pose_frame if len(self._map) else None,
+                               self._map_stamp)
 
-    def save_map(self, path):
-        """Write the map to a PLY file; returns the number of points."""
+    def save_map(self, path, refuse_empty=False):
+        """Write the map to a PLY file; returns the number of points. refuse_empty: raise
+        ValueError rather than write an empty map (checked under the map's lock)."""
         with self._map_lock:
+            if refuse_empty and not len(self._map):
+                raise ValueError("the map is empty (nothing mapped since start-up or reset)")
             return self._map.save_ply(path)
 
     def reset(self, counters=False):
@@ -290,7 +337,7 @@ class Pipeline:
             self.chain.reset()
             self._map.reset()
             self._in_map.clear()
-            self._last = None
+            self._last = self._map_stamp = None
             self._map_epoch = self._map_pose_frame = None
             if counters:
                 self._zero_counters()
@@ -314,7 +361,7 @@ class Pipeline:
         self._reasons = deque(maxlen=REASONS_KEPT)
         self._latency = {s: deque(maxlen=self.config.stats_window) for s in STAGES}
 
-    def _admit(self, frames):
+    def _admit(self, frames, context):
         """(Submission, _Job or None): the capture offered to the window, under the lock."""
         with self._wake:
             self._counts["captures"] += 1
@@ -327,7 +374,7 @@ class Pipeline:
                 return Submission(False, admission.reason, admission.reset, None), None
             self._counts["keyframes"] += 1
             self._seq += 1
-            job = _Job(self._seq, tuple(self.window.views()), self._epoch, time.perf_counter())
+            job = _Job(self._seq, tuple(self.window.views()), self._epoch, time.perf_counter(), self.config, context)
         return Submission(True, admission.reason, admission.reset, job.seq), job
 
     def _work(self):
@@ -354,7 +401,7 @@ class Pipeline:
                 return None
             clock = time.perf_counter()
             for callback in self._on_result:
-                callback(result)
+                self._call(callback, result)
             now = time.perf_counter()
             with self._wake:
                 self._counts["done"] += 1
@@ -372,7 +419,7 @@ class Pipeline:
         """The steps of one window up to its Result: preparation of new keyframes, assembly,
         inference, reconstruction (native depth left to first use) and chaining. Returns None when a
         reset() since the job's admission made it stale."""
-        cfg = self.config
+        cfg = job.config
         timings = {}
         clock = time.perf_counter()
 
@@ -393,8 +440,8 @@ class Pipeline:
             if self._stopping:  # stop(): no result
                 self._counts["dropped"] += 1
                 return None
-        newest = max(f.stamp_ns for f in frames)
-        recon = reconstruct(batch, prediction, views=[i for i, f in enumerate(frames) if f.stamp_ns == newest],
+        newest = max(f.capture_ns for f in frames)
+        recon = reconstruct(batch, prediction, views=[i for i, f in enumerate(frames) if f.capture_ns == newest],
                             depth_mode=cfg.depth_mode, edge_threshold=cfg.edge_threshold,
                             edge_noise_sigmas=cfg.edge_noise_sigmas, keep_measured=cfg.keep_measured,
                             align_to_measured=cfg.align_to_measured, completion=cfg.completion)
@@ -415,13 +462,13 @@ class Pipeline:
         with self._wake:
             for stage, seconds in timings.items():
                 self._latency[stage].append(seconds)
-        return Result(job.seq, recon, chained, map_reset, timings)
+        return Result(job.seq, frames[0].stamp_ns, cfg, job.context, recon, chained, map_reset, timings)
 
     def _prepare(self, job):
         """The job's frames, each prepared once (window.prepare) while it stays in the window. A
         frame that cannot be prepared (bad image, depth not matching the camera) is dropped from
         the window and reported by raising ValueError; later jobs leave it out."""
-        cfg = self.config.batch
+        cfg = job.config.batch
         frames = [f for f in job.frames if f.key not in self._bad]
         if not frames:
             raise ValueError("every frame of the window failed to prepare")
@@ -456,6 +503,7 @@ class Pipeline:
 
     def _clear_map(self, reason):
         self._map.reset()
+        self._map_stamp = None
         self._in_map.clear()  # the window's keyframes enter again, in the new frame
         with self._wake:
             self._counts["map_resets"] += 1
@@ -471,14 +519,16 @@ class Pipeline:
             with self._wake:
                 if job.epoch < self._cleared_epoch:
                     return
-            if self.config.map_insert == "newest":
+            if job.config.map_insert == "newest":
                 todo = [i for i, f in enumerate(frames) if f.key not in self._in_map]
             else:
-                stamps = sorted({f.stamp_ns for f in frames})
-                full = len(stamps) >= self.config.window_size
+                stamps = sorted({f.capture_ns for f in frames})
+                full = len(stamps) >= job.config.window_size
                 todo = [i for i, f in enumerate(frames)
-                        if full and f.stamp_ns == stamps[0] and f.key not in self._in_map]
-            self._insert_views(recon, todo)
+                        if full and f.capture_ns == stamps[0] and f.key not in self._in_map]
+            self._insert_views(recon, todo, job.config.min_confidence)
+            if todo:
+                self._map_stamp = result.stamp_ns
             window = {f.key for f in frames}
             self._in_map &= window
             self._last = (job, result)
@@ -495,17 +545,39 @@ class Pipeline:
                     return 0
             recon = result.reconstruction
             todo = [i for i, f in enumerate(recon.frames) if f.key not in self._in_map]
-            self._insert_views(recon, todo)
+            self._insert_views(recon, todo, job.config.min_confidence)
+            if todo:
+                self._map_stamp = result.stamp_ns
             return len(todo)
 
-    def _insert_views(self, recon, indices):
+    def _insert_views(self, recon, indices, min_confidence):
         """Insert the model-resolution points of views `indices` of a Reconstruction (under the map lock)."""
         for i in indices:
             xyz, rgb, conf = recon.points(i)
-            self._map.insert(xyz, rgb, conf, recon.poses[i][:3, 3])
+            self._map.insert(xyz, rgb, conf, recon.poses[i][:3, 3], min_confidence)
             self._in_map.add(recon.frames[i].key)
         with self._wake:
             self._counts["map_keyframes"] += len(indices)
+
+    def _call(self, callback, result):
+        """callback(result); an exception is a bug in the caller's outputs: counted, logged at
+        ERROR with its traceback the first time for this callback and kind, never raised."""
+        try:
+            callback(result)
+        except Exception as err:
+            kind = (getattr(callback, "__qualname__", repr(callback)), type(err).__name__)
+            with self._wake:
+                self._counts["publish_failed"] += 1
+                first = kind not in self._callback_errors
+                self._callback_errors.add(kind)
+            if first:
+                log.error("result callback %s failed on window %d (the map is updated all the same): %r",
+                          kind[0], result.seq, err, exc_info=err)
+            for handler in self._on_publish_error:
+                try:
+                    handler(result.seq, err)
+                except Exception:
+                    log.exception("publish error callback failed")
 
     def _failed(self, job, err):
         with self._wake:
@@ -520,3 +592,10 @@ class Pipeline:
                 callback(job.seq, err)
             except Exception:
                 log.exception("error callback failed")
+
+
+def _check(config):
+    if config.queue_size < 1:
+        raise ValueError(f"queue_size must be >= 1, got {config.queue_size}")
+    if config.map_insert not in MAP_INSERT:
+        raise ValueError(f"map_insert must be one of {MAP_INSERT}, got {config.map_insert!r}")

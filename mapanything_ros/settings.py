@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout
-from .ingest import LIDAR_SOURCE
+from .sync import LIDAR_SOURCE
 from .mapping import CompletionConfig
 from .pipeline import PipelineConfig
 from .sync import CaptureSync
 from .window import BatchConfig, KeyframePolicy
+from .units import SEC
 
 INF = float("inf")
-SEC = 1_000_000_000
 DEPTH_WAIT_S = 0.3  # longest a capture waits for depth (message time): a 10 Hz sweep goes out at its end
 
 

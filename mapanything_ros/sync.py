@@ -70,9 +70,11 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from .units import MS
+
 ON_SILENT = ("wait", "drop")
 IMAGE_DROPS = ("unmatched", "overflow", "stale", "reset")
-MS = 1_000_000
+LIDAR_SOURCE = "lidar"  # the depth source name of the LiDAR (shared by all cameras)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,14 @@ class CaptureSync:
         self._last_reason = None
         self._first_now = None
         self._clear()
+
+    def configure(self, slop_ns, depth_tolerance_ns, camera_timeout_ns):
+        """New slop, depth tolerance and camera timeout (ns) for what comes next, under the lock."""
+        if min(slop_ns, depth_tolerance_ns) < 0 or camera_timeout_ns <= 0:
+            raise ValueError("slop and depth tolerance must be >= 0, camera timeout > 0")
+        with self._lock:
+            self.slop_ns, self.depth_tolerance_ns = int(slop_ns), int(depth_tolerance_ns)
+            self.camera_timeout_ns = int(camera_timeout_ns)
 
     def _clear(self):
         self._queues = {c: deque() for c in self.cameras}

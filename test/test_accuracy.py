@@ -3,7 +3,7 @@
 it checks that what the package publishes is never worse than the network's raw prediction, that depth
 completion corrects it, and that exact predictions stay exact. Tolerances come from the error model
 (backends.emulated: raw AbsRel about 2-3 % with TF poses, 1.5 % with LiDAR, 5-8 % image-only) and from
-the benchmark's 60 s, 3-seed figures (README: Accuracy), with room for one short run."""
+the benchmark's 60 s, 3-seed figures (docs/accuracy.md), with room for one short run."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""The README's node section is generated from settings.SPECS and interface (mapanything_ros.docs)."""
+"""The node reference (docs/node.md) is generated from settings.SPECS and interface (mapanything_ros.docs)."""
 
 from pathlib import Path
 
@@ -7,12 +7,13 @@ import pytest
 from mapanything_ros import docs, interface, layout
 from mapanything_ros.settings import SPECS, defaults
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+NODE_DOC = Path(__file__).resolve().parents[1] / "docs" / "node.md"
 
 
-def test_readme_node_section_is_current():
-    text = README.read_text()
-    assert docs.update(text) == text, f"README.md's node section is out of date: run `{docs.COMMAND}`"
+def test_node_reference_is_current():
+    text = NODE_DOC.read_text()
+    assert docs.update(text) == text, f"docs/node.md's generated section is out of date: run `{docs.COMMAND}`"
+
 
 
 def test_update_replaces_only_the_section_and_is_idempotent():

@@ -121,7 +121,8 @@ def test_refined_poses_are_the_true_poses_despite_noisy_inputs(posed, small_scen
 
 def test_map_points_lie_on_the_true_surfaces(posed, small_scene):
     pipeline, results, _ = posed
-    xyz, rgb, conf = pipeline.map_points()
+    snap = pipeline.map_points()
+    xyz, rgb, conf = snap.points, snap.colors, snap.confidence
     assert len(xyz) == len(pipeline.map) > 5000 and rgb.dtype == np.uint8
     check_on_surfaces(small_scene.room, xyz, CONFIG.voxel_size / 2)
     np.testing.assert_allclose(conf, 100.0)
@@ -146,7 +147,8 @@ def test_each_keyframe_enters_the_map_once(small_scene, run, order):
     for frame_key, (recon, i) in sorted(chosen.items(), key=lambda kv: kv[0][1]):
         expected.insert(*recon.points(i), recon.poses[i][:3, 3])
     assert pipeline.stats().map_keyframes == len(chosen)
-    got, want = pipeline.map_points(), expected.points()
+    snap, want = pipeline.map_points(), expected.points()
+    got = snap.points, snap.colors, snap.confidence
     if order == "newest":  # same points in the same order: the same map
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
@@ -231,7 +233,7 @@ def test_image_only_windows_are_chained_into_one_frame(small_scene, run):
         for view in result.reconstruction.views:
             true = small_scene.world_from_camera(view.frame.frame_id, view.frame.stamp_ns)
             assert max(pose_error(se3_compose(world_from_chain, view.world_from_camera), true)) < 1e-4
-    xyz = pipeline.map_points()[0]
+    xyz = pipeline.map_points().points
     world = xyz.astype(np.float64) @ world_from_chain[:3, :3].T + world_from_chain[:3, 3]
     assert np.max(small_scene.room.surface_distance(world)) <= config.voxel_size / 2 + 1e-4
 

@@ -14,7 +14,8 @@ from mapanything_ros.bag import write_synthetic_bag
 from mapanything_ros.evaluation import read_ground_truth
 from mapanything_ros.mapping.ply import read_ply
 from mapanything_ros.outputs import OutputBag, depth_to_mm, read_depth_png, read_tum, tum_line
-from mapanything_ros.replay import bag_cameras, evaluate, input_topics, replay, resolve
+from mapanything_ros.evaluation import evaluate
+from mapanything_ros.replay import bag_cameras, input_topics, replay, resolve
 from truth import near_discontinuity
 
 

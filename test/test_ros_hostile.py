@@ -26,7 +26,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from mapanything_ros import settings  # noqa: E402
-from mapanything_ros.ros.node import DEPTH_MISSING_RUN, THROTTLE_S  # noqa: E402
+from mapanything_ros.session.report import THROTTLE_S  # noqa: E402
+from mapanything_ros.session.session import DEPTH_MISSING_RUN  # noqa: E402
 from mapanything_ros.ros.player import make_header, model_to_camera_info, rgb_to_compressed, timed_cloud  # noqa: E402
 from mapanything_ros.ros.tf import TF_STATIC_QOS, matrix_to_transform  # noqa: E402
 from mapanything_ros.synthetic.presets import make_scene  # noqa: E402
@@ -85,7 +86,7 @@ class Hostile:
             self.send()
             if self.windows() > before:
                 return
-        raise AssertionError(f"no window after good data: {self.r.node.sync.stats()}, {self.r.node.pipeline.stats()}, "
+        raise AssertionError(f"no window after good data: {self.r.node.session.sync.stats()}, {self.r.node.session.pipeline.stats()}, "
                              f"log: {self.lines()[-10:]}")
 
     def lines(self):
@@ -186,15 +187,15 @@ def test_bad_input_matrix(hostile):
     end = time.monotonic() + 2.5 * TIMEOUT_S
     while time.monotonic() < end:
         h.send(cloud=False)
-    h.expect("depth", WARN, "no LiDAR sweep on lidar/points for 1.0 s (parameter camera_timeout)")
+    h.expect("depth", WARN, "no LiDAR sweep on /lidar/points for 1.0 s (parameter camera_timeout)")
     for _ in range(DEPTH_MISSING_RUN + 1):
         stamp = time.time_ns()
         h.send(stamp=stamp, cloud=h.cloud(stamp + 30 * SEC))
-    h.expect("depth", WARN, "captures in a row without depth from lidar/points")
+    h.expect("depth", WARN, "captures in a row without depth from /lidar/points")
     h.good()
     # The camera goes silent.
     h.r.spin(2 * TIMEOUT_S)
-    h.expect(f"camera {CAM}", WARN, f"no image on {IMAGE} for 1.0 s (parameter camera_timeout)")
+    h.expect(f"camera {CAM}", WARN, f"no image on /{IMAGE} for 1.0 s (parameter camera_timeout)")
     h.good()
     assert h.r.node.fatal is None
     # Each problem is said once: the same line never twice within the node's THROTTLE_S.
@@ -270,7 +271,7 @@ def test_start_up_values_are_reported_not_raised():
              "map_publish_rate": 1e-300, "tf_timeout": 1})
     try:
         fatal = r.node.fatal
-        assert fatal.startswith("bad parameters") and r.node.pipeline is None, fatal
+        assert fatal.startswith("bad parameters") and r.node.session is None, fatal
         for text in ("window_size", "long_side", "sync_slop must be a finite number", "camera_timeout",
                      "map_publish_rate", "tf_timeout"):
             assert text in fatal, (text, fatal)

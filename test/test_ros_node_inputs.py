@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
-from mapanything_ros.ingest import LIDAR_SOURCE  # noqa: E402
+from mapanything_ros.sync import LIDAR_SOURCE  # noqa: E402
 from mapanything_ros.ros.node import MapAnythingNode  # noqa: E402
 from mapanything_ros.ros.player import make_header, model_to_camera_info, rgb_to_image, timed_cloud  # noqa: E402
 from mapanything_ros.ros.tf import TF_STATIC_QOS, matrix_to_transform  # noqa: E402
@@ -140,7 +140,7 @@ def test_unsupported_encoding(rig, scene):
     image.data = array.array("B", view.image.tobytes())
     send_frame(r, scene, SEC, image=image)
     r.assert_problem(f"camera {CAM}", DiagnosticStatus.ERROR, "unsupported image encoding '8UC3'")
-    assert r.outputs() == {} and r.node.pipeline.stats().captures == 0
+    assert r.outputs() == {} and r.node.session.pipeline.stats().captures == 0
 
 
 def test_image_size_disagreeing_with_camera_info(rig, scene):
@@ -148,7 +148,7 @@ def test_image_size_disagreeing_with_camera_info(rig, scene):
     big = make_scene("default", 0).rig_camera(CAM).camera
     send_frame(r, scene, SEC, info=model_to_camera_info(big, make_header(CAM, SEC)))
     r.assert_problem(f"camera {CAM}", DiagnosticStatus.ERROR, "CameraInfo describes a 640x480 image")
-    assert r.outputs() == {} and r.node.pipeline.stats().captures == 0
+    assert r.outputs() == {} and r.node.session.pipeline.stats().captures == 0
 
 
 @pytest.mark.parametrize("k0", [0.0, math.nan])
@@ -159,7 +159,7 @@ def test_zero_or_nan_intrinsics(rig, scene, k0):
     send_frame(r, scene, SEC, info=info)
     r.assert_problem(f"camera {CAM}", DiagnosticStatus.ERROR, "invalid calibration")
     r.assert_problem(f"camera {CAM}", DiagnosticStatus.ERROR, "no valid CameraInfo")
-    assert r.outputs() == {} and r.node.pipeline.stats().captures == 0
+    assert r.outputs() == {} and r.node.session.pipeline.stats().captures == 0
 
 
 def test_empty_and_all_nan_clouds(rig, scene):
@@ -169,7 +169,7 @@ def test_empty_and_all_nan_clouds(rig, scene):
     r.publish("lidar/points", timed_cloud(np.full((8, 3), np.nan), np.zeros(8), header))
     r.spin(0.2)
     r.assert_problem("depth", DiagnosticStatus.WARN, "empty or all-NaN cloud")
-    assert r.node.sync.stats()["depth"][LIDAR_SOURCE]["received"] == 0
+    assert r.node.session.sync.stats()["depth"][LIDAR_SOURCE]["received"] == 0
     assert r.outputs() == {}
 
 
@@ -178,11 +178,11 @@ def test_missing_tf_drops_the_capture_after_tf_timeout(rig, scene):
     send_frame(r, scene, SEC, tf=False)
     r.spin(0.5)
     r.assert_problem("tf", DiagnosticStatus.WARN, "no transform within tf_timeout")
-    assert r.node.drops["tf_timeout"] == 1 and r.node.pipeline.stats().captures == 0
+    assert r.node.session.drops["tf_timeout"] == 1 and r.node.session.pipeline.stats().captures == 0
     assert r.outputs() == {}
     send_frame(r, scene, SEC + SEC // 10)  # the node still serves: with TF the next capture goes through
     r.spin(1.0)
-    assert r.node.pipeline.stats().captures == 1 and r.outputs().get("/mapanything/points")
+    assert r.node.session.pipeline.stats().captures == 1 and r.outputs().get("/mapanything/points")
 
 
 def test_stamps_going_backwards_reset_sync_and_window(rig, scene):
@@ -191,7 +191,7 @@ def test_stamps_going_backwards_reset_sync_and_window(rig, scene):
         send_frame(r, scene, stamp)
     r.spin(1.0)
     r.assert_problem("sync", DiagnosticStatus.WARN, "time jumped back by 5.100 s on camera front_optical")
-    stats = r.node.pipeline.stats()
+    stats = r.node.session.pipeline.stats()
     assert stats.window_resets == 1 and stats.captures == 3
 
 
@@ -200,13 +200,13 @@ def test_silent_camera_is_named(rig, scene):
     r = rig(cameras=[CAM, other], camera_timeout=0.5)
     r.spin(1.2)
     r.assert_problem(f"camera {other}", DiagnosticStatus.WARN,
-                     f"no image on {other}/image_raw for 0.5 s (parameter camera_timeout)")
+                     f"no image on /{other}/image_raw for 0.5 s (parameter camera_timeout)")
     assert r.outputs() == {}
 
 
 def test_bad_weights_path_keeps_the_node_alive(rig, tmp_path):
     r = rig(backend="mapanything", weights=str(tmp_path / "nowhere"), device="cpu")
-    assert r.node.pipeline is None
+    assert r.node.session is None
     r.assert_problem("pipeline", DiagnosticStatus.ERROR, "MapAnything checkpoint")
     client = r.peer.create_client(Trigger, "/mapanything/save_map")
     assert client.wait_for_service(timeout_sec=5.0)
@@ -233,8 +233,8 @@ def test_parameters_read_only_bad_and_good(rig, scene, tmp_path):
             Parameter("sync_slop", value=0.05), Parameter("map_min_confidence", value=2.0),
             Parameter("save_map_path", value=str(tmp_path / "map.ply"))]
     assert all(res.successful for res in node.set_parameters(good))
-    assert node.pipeline.window.policy.elapsed_s == 0.1 and not node.pipeline.config.batch.use_poses
-    assert node.sync.slop_ns == 50_000_000 and node.pipeline.map.min_confidence == 2.0
+    assert node.session.pipeline.window.policy.elapsed_s == 0.1 and not node.session.pipeline.config.batch.use_poses
+    assert node.session.sync.slop_ns == 50_000_000 and node.session.pipeline.config.min_confidence == 2.0
     send_frame(r, scene, SEC)
     r.spin(1.0)
     window = r.got.get("/mapanything/points")

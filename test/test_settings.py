@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mapanything_ros import settings
-from mapanything_ros.ingest import LIDAR_SOURCE
+from mapanything_ros.sync import LIDAR_SOURCE
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 
@@ -84,7 +84,7 @@ def test_type_names_cover_every_spec():
 def test_offline_modules_import_no_ros():
     code = ("import sys\n"
             "import mapanything_ros.backends, mapanything_ros.bag, mapanything_ros.decode, mapanything_ros.docs, "
-            "mapanything_ros.ingest, mapanything_ros.interface, mapanything_ros.layout, mapanything_ros.settings\n"
+            "mapanything_ros.session, mapanything_ros.interface, mapanything_ros.layout, mapanything_ros.settings\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', 'std_msgs', "
             "'tf2_msgs', 'rcl_interfaces') or m.startswith('mapanything_ros.ros')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -24,11 +24,11 @@ from bisect import bisect_left, bisect_right
 
 import numpy as np
 
+from ..units import SEC
 from .transforms import interpolate_pose, se3_inverse
 
 LATEST = 0  # the stamp asking for the latest common time, as tf2's Time(0)
 MAX_DEPTH = 1000  # edges a walk follows before it declares a loop (tf2's MAX_GRAPH_DEPTH)
-_NS = 1_000_000_000
 
 
 class TransformError(LookupError):
@@ -52,7 +52,7 @@ class InvalidArgument(TransformError):
 
 
 def _seconds(stamp_ns):
-    return f"{stamp_ns / _NS:.9f} s"
+    return f"{stamp_ns / SEC:.9f} s"
 
 
 class _Static:
@@ -154,7 +154,7 @@ class TransformTree:
     """
 
     def __init__(self, max_history_s=10.0):
-        self.history_ns = int(round(max_history_s * _NS))
+        self.history_ns = int(round(max_history_s * SEC))
         self._frames = {}  # every frame ever named -> its data as a child (None: a root so far)
 
     def set_transform(self, parent, child, stamp_ns, parent_from_child, static=False):

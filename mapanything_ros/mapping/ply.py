@@ -17,11 +17,12 @@ SCALARS = {
     "float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8",
 }
 _WRITE_NAMES = {"<f4": "float", "|u1": "uchar"}
+PLY_MAGIC = b"ply\n"  # the first bytes of every PLY file
 
 
 def ply_header(count):
     """The header (bytes, ending with its newline) of a file of `count` VERTEX records."""
-    lines = ["ply", "format binary_little_endian 1.0", f"element vertex {int(count)}"]
+    lines = [PLY_MAGIC.decode().strip(), "format binary_little_endian 1.0", f"element vertex {int(count)}"]
     lines += [f"property {_WRITE_NAMES[VERTEX[name].str]} {name}" for name in VERTEX.names]
     lines.append("end_header")
     return ("\n".join(lines) + "\n").encode("ascii")

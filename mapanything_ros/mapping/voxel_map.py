@@ -122,9 +122,10 @@ class VoxelMap:
         """Bytes held by the map's arrays (at most max_voxels · BYTES_PER_VOXEL)."""
         return sum(a.nbytes for a in (self._keys, self._slots, self._xyz, self._rgb, self._weight, self._count))
 
-    def insert(self, points, colors, confidence, camera_position):
+    def insert(self, points, colors, confidence, camera_position, min_confidence=None):
         """Add world-frame points (N, 3) metres with colors (N, 3) uint8 RGB and confidence (N,),
-        seen from the latest camera at camera_position (3,) metres, world frame.
+        seen from the latest camera at camera_position (3,) metres, world frame; points below
+        min_confidence (default: the map's) are left out.
 
         Returns the number of points accumulated into voxels the map still holds afterwards.
         """
@@ -138,7 +139,7 @@ class VoxelMap:
             raise ValueError(f"camera_position must be finite, got {cam}")
         cells, ok = _cells(p, self.voxel_size)
         with np.errstate(invalid="ignore"):
-            ok &= np.isfinite(c) & (c > 0) & (c >= self.min_confidence)
+            ok &= np.isfinite(c) & (c > 0) & (c >= (self.min_confidence if min_confidence is None else min_confidence))
             if self.max_distance is not None:
                 ok &= _squared_distances(p, cam) <= self.max_distance**2
         if not ok.all():

@@ -1,18 +1,17 @@
 """The node's parameters declared on an rclpy Node, with descriptors (the specs: settings.SPECS).
 
-READ_ONLY parameters need a restart (rclpy itself refuses to change them at run time);
-RUNTIME ones are checked by settings.check in the node's on-set-parameters callback. Numeric
+READ_ONLY parameters need a restart (rclpy itself refuses to change them at run time). The
+others are declared with dynamic typing, so that their type is checked by `refusal` in the
+node's on-set callback, with a readable reason, like their values (settings.check). Numeric
 ranges are declared with FloatingPointRange / IntegerRange where they are closed; open bounds
 (> 0) and choices are checked by settings.check (also at start-up).
 """
 
 import sys
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.parameter import Parameter
-
-from rcl_interfaces.msg import SetParametersResult
 
 from ..settings import SPECS, check, short_repr
 
@@ -25,7 +24,8 @@ _TYPE_NAMES = {Parameter.Type.BOOL: "bool", Parameter.Type.INTEGER: "integer", P
 
 def descriptor(name, spec):
     """ParameterDescriptor of a Spec (closed numeric ranges as Floating/IntegerRange)."""
-    d = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only)
+    d = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only,
+                            dynamic_typing=not spec.read_only)
     if spec.choices:
         d.additional_constraints = "one of: " + ", ".join(spec.choices)
     elif spec.multiple_of:
@@ -45,7 +45,7 @@ def descriptor(name, spec):
 def declare(node):
     """Declare every parameter on `node`. Returns ({name: value} (None for a required one left
     unset), [problems]): a start-up value that rclpy refuses (wrong type, out of a declared range)
-    is not raised but listed, and its parameter keeps the default, so that the node can report it."""
+    is not raised but listed, so that the node can report it."""
     values, problems = {}, []
     for name, spec in SPECS.items():
         value = _REQUIRED_TYPES[spec.type_] if spec.default is None else spec.default
@@ -56,19 +56,24 @@ def declare(node):
             node.declare_parameter(name, value, descriptor(name, spec), ignore_override=True)
         param = node.get_parameter(name)
         values[name] = None if param.type_ == Parameter.Type.NOT_SET else param.value
+        refused = refusal(param)
+        if refused is not None and values[name] is not None:
+            problems.append(f"parameter {name}: {refused.reason}")
+            values[name] = spec.default
     return values, problems
 
 
 def refusal(param):
     """A failed SetParametersResult with a readable reason when the rclpy Parameter `param` of a
-    runtime parameter has the wrong type (rclpy's own reason shows Python 3.11's numeric enum
-    values) or a value settings.check refuses, else None (read-only ones, unknown names and
-    NOT_SET are left to rclpy)."""
+    runtime parameter has the wrong type or a value settings.check refuses, else None (read-only
+    ones and unknown names are left to rclpy; a runtime one cannot be unset)."""
     spec = SPECS.get(param.name)
     given = _TYPE_NAMES.get(param.type_)
-    if spec is None or spec.read_only or given is None:
+    if spec is None or spec.read_only:
         return None
-    if given != spec.type_name:
+    if given is None:
+        reason = f"{param.name} cannot be unset: give a {spec.type_name}"
+    elif given != spec.type_name:
         hint = " (write it with a decimal point, e.g. 1.0)" if (given, spec.type_name) == ("integer", "double") else ""
         reason = f"{param.name} must be a {spec.type_name}, got the {given} {short_repr(param.value)}{hint}"
     else:

@@ -33,11 +33,12 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
-from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 from ..layout import BASE_FRAME, LIDAR_FRAME, LIDAR_TOPIC, START_NS, WORLD_FRAME, camera_topics
 from ..synthetic.presets import PRESETS, make_scene
+from ..units import SEC
+from .messages import make_header
 from .tf import TF_QOS, TF_STATIC_QOS, matrix_to_transform
 
 try:
@@ -45,14 +46,8 @@ try:
 except ImportError:  # no rosgraph_msgs: the player runs without /clock
     Clock = None
 
-SEC = 1_000_000_000
 CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 _TRUTH_CACHE = 8  # captures kept for truth() (a default capture is about 5 MB)
-
-
-def make_header(frame_id, stamp_ns):
-    """std_msgs/Header at an int-nanosecond stamp."""
-    return Header(frame_id=frame_id, stamp=Time(nanoseconds=int(stamp_ns)).to_msg())
 
 
 def rgb_to_image(rgb, header):

@@ -31,6 +31,7 @@ from ..geometry.tf_tree import (
     TransformNotFound,
     TransformTree,
 )
+from ..decode import stamp_ns
 from ..geometry.transforms import pose_from_quat_trans, quat_trans_from_pose
 
 try:
@@ -77,7 +78,7 @@ def set_from_message(tree, tf, static=False):
     """Add a geometry_msgs/TransformStamped to a TransformTree as tf2's Buffer.set_transform(_static)
     does; False if too old, ValueError for a transform tf2 ignores."""
     pose = transform_to_matrix(tf.transform)  # normalises the quaternion, as tf2 does
-    stamp = tf.header.stamp.sec * 1_000_000_000 + tf.header.stamp.nanosec
+    stamp = stamp_ns(tf.header)
     return tree.set_transform(tf.header.frame_id, tf.child_frame_id, stamp, pose, static)
 
 

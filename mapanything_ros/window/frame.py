@@ -1,6 +1,6 @@
 """Frame: one synchronized image of one camera, with what is known about it (numpy, no ROS)."""
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -12,9 +12,13 @@ class Frame:
     """One camera image at one time.
 
     image (H, W, 3) uint8 RGB at the camera's published size; camera: CameraModel; stamp_ns:
-    int nanoseconds; frame_id: the camera's optical frame id (also tells cameras apart);
+    the image's own stamp, int nanoseconds (its pose and depth are at that time); frame_id: the camera's optical frame id (also tells cameras apart);
     world_from_camera: 4x4 float64 pose in the optical frame, or None when unknown;
-    sparse_depth: (H, W) float32 z-depth in metres, 0 = no measurement, or None.
+    sparse_depth: (H, W) float32 z-depth in metres, 0 = no measurement, or None;
+    capture_ns: the stamp of the capture the frame belongs to (the frames of one capture share it
+    and enter the window together; the sync makes it the midpoint of its image stamps), default
+    stamp_ns; meta: whatever the caller keeps with the frame (the session's keyframe record),
+    unused here: it lives exactly as long as the frame in the window.
     Deferred work: `image` and `sparse_depth` may be functions returning them (decoding, LiDAR
     projection), called by `resolved()` only for frames that become keyframes, on the pipeline's
     worker (window.prepare), never on the thread that offers the capture.
@@ -26,6 +30,8 @@ class Frame:
     frame_id: str
     world_from_camera: np.ndarray | None = None
     sparse_depth: np.ndarray | None = None
+    capture_ns: int | None = None
+    meta: object = field(default=None, repr=False)
 
     def __post_init__(self):
         w, h = self.camera.image_size
@@ -40,6 +46,7 @@ class Frame:
                 raise ValueError(f"{self.frame_id}: world_from_camera must be a finite 4x4, got {pose.shape}")
             object.__setattr__(self, "world_from_camera", pose)
         object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
+        object.__setattr__(self, "capture_ns", self.stamp_ns if self.capture_ns is None else int(self.capture_ns))
 
     def resolved(self):
         """This frame with its deferred image and sparse depth computed (itself when there is none

@@ -26,7 +26,7 @@ class KeyframePolicy:
 
     def reason(self, newest, capture):
         """Why `capture` (frames) is a keyframe after the keyframe `newest` (frames), or None if it is not."""
-        dt = (capture[0].stamp_ns - newest[0].stamp_ns) * 1e-9
+        dt = (capture[0].capture_ns - newest[0].capture_ns) * 1e-9
         if dt > self.elapsed_s:
             return f"{dt:.3f} s elapsed > {self.elapsed_s} s"
         before = {f.frame_id: f.world_from_camera for f in newest}

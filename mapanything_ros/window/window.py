@@ -1,6 +1,7 @@
 """Window: the last N keyframes (captures of one or more cameras), oldest evicted first.
 
-A capture is the frames of all cameras with one stamp; it enters or is refused as a whole.
+A capture is the frames of all cameras with one capture stamp (Frame.capture_ns); it enters or
+is refused as a whole.
 Reference view (view 0 of the model, whose camera frame the model's outputs are expressed in):
 the first frame of the newest keyframe (reference="newest", the default: a live node's
 outputs are then about its freshest image) or of the oldest keyframe ("oldest": stays fixed
@@ -52,13 +53,13 @@ class Window:
         self.last_stamp_ns = None
 
     def add(self, capture):
-        """Offer a capture (a Frame or a sequence of Frames with one stamp); returns an Admission."""
+        """Offer a capture (a Frame or a sequence of Frames with one capture_ns); returns an Admission."""
         frames = (capture,) if isinstance(capture, Frame) else tuple(capture)
         if not frames:
             raise ValueError("empty capture")
-        stamp = frames[0].stamp_ns
-        if any(f.stamp_ns != stamp for f in frames):
-            raise ValueError(f"a capture needs one stamp, got {sorted({f.stamp_ns for f in frames})}")
+        stamp = frames[0].capture_ns
+        if any(f.capture_ns != stamp for f in frames):
+            raise ValueError(f"a capture needs one stamp, got {sorted({f.capture_ns for f in frames})}")
         if len({f.frame_id for f in frames}) != len(frames):
             raise ValueError("a capture holds one frame per camera; frame_ids repeat")
         reset = None
@@ -69,7 +70,7 @@ class Window:
         self.last_stamp_ns = stamp
         if not self.keyframes:
             reason = "first keyframe"
-        elif stamp == self.keyframes[-1][0].stamp_ns:
+        elif stamp == self.keyframes[-1][0].capture_ns:
             return Admission(False, "same stamp as the newest keyframe", reset)
         else:
             reason = self.policy.reason(self.keyframes[-1], frames)

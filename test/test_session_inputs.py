@@ -1,9 +1,9 @@
-"""ingest: PendingCaptures (the TF wait queue shared by the node and replay) and the checks of a decoded sweep."""
+"""session.inputs: PendingCaptures (the session's TF wait queue) and the checks of a decoded sweep."""
 
 import numpy as np
 
 from mapanything_ros.geometry.tf_tree import TransformNotFound, TransformTree
-from mapanything_ros.ingest import MAX_SWEEP_NS, Cloud, PendingCaptures
+from mapanything_ros.session.inputs import MAX_SWEEP_NS, Cloud, PendingCaptures
 
 
 def test_waits_in_order_expires_and_stays_bounded():

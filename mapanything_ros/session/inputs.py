@@ -1,11 +1,13 @@
-"""Captures to pipeline Frames, shared by the node and offline replay (ROS-free).
+"""The session's inputs: sync payloads, captures to pipeline Frames, the TF wait queue (ROS-free).
 
 sync.CaptureSync payloads: images are CameraImage (decoded only if they become keyframes, see
 image_decoder), a LiDAR sweep is a Cloud under the depth source LIDAR_SOURCE, a registered
 depth image is an (H, W) float32 array in metres (0 = none) under its camera's name.
-FrameBuilder turns a Capture into Frames with poses from a TF lookup: world_frame <- image frame_id at each image stamp, and for LiDAR depth the camera <- LiDAR
-extrinsics and the LiDAR's world poses at the sweep's first and last point times (motion
-compensation, geometry.project_to_depth).
+FrameBuilder turns a Capture into Frames with poses from a TF lookup: world_frame <- image
+frame_id at each image stamp, and for LiDAR depth the camera <- LiDAR extrinsics and the
+LiDAR's world poses at the sweep's first and last point times (motion compensation,
+geometry.project_to_depth). Each Frame carries its image's own stamp (Frame.stamp_ns), the
+capture's (Frame.capture_ns) and a Keyframe record (Frame.meta) with what the outputs need.
 """
 
 from collections import deque
@@ -14,24 +16,39 @@ from functools import cached_property, partial
 
 import numpy as np
 
-from . import decode
-from .geometry import CameraModel, SourceMotion, project_to_depth, se3_compose, se3_inverse
-from .geometry.tf_tree import TransformError
-from .window import Frame
+from .. import decode
+from ..geometry import CameraModel, SourceMotion, project_to_depth, se3_compose, se3_inverse
+from ..geometry.tf_tree import TransformError
+from ..sync import LIDAR_SOURCE
+from ..units import SEC
+from ..window import Frame
 
-LIDAR_SOURCE = "lidar"
-MAX_SWEEP_NS = 1_000_000_000  # point times further than this from a sweep's stamp are not believed
+MAX_SWEEP_NS = SEC  # point times further than this from a sweep's stamp are not believed
 
 
 @dataclass(frozen=True)
 class CameraImage:
     """A camera image: image, (H, W, 3) uint8 RGB or a function decoding it (image_decoder); its
-    CameraModel, optical frame id, stamp (int ns)."""
+    CameraModel, optical frame id, stamp (int ns), camera namespace, and its CameraInfo message
+    as received (republished with the depth)."""
 
     image: object
     model: CameraModel
     frame_id: str
     stamp_ns: int
+    camera: str = ""
+    info: object = None
+
+
+@dataclass(frozen=True, eq=False)
+class Keyframe:
+    """What the session keeps with a Frame (Frame.meta) for its outputs: the camera namespace,
+    the CameraInfo message as received, the world_from_camera TF gave at the image stamp (also
+    image-only, when TF has it; None otherwise)."""
+
+    camera: str
+    info: object
+    tf_pose: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,7 @@ class Cloud:
         if times is not None and len(times) and not (
                 stamp_ns - MAX_SWEEP_NS <= int(times.min()) and int(times.max()) <= stamp_ns + MAX_SWEEP_NS):
             return cls(points, None, frame_id, stamp_ns), (
-                f"per-point times more than {MAX_SWEEP_NS / 1e9:g} s from the header stamp (another clock, "
+                f"per-point times more than {MAX_SWEEP_NS / SEC:g} s from the header stamp (another clock, "
                 "or relative times in an absolute field?): ignored, the sweep is carried at its stamp")
         return cls(points, times, frame_id, stamp_ns), None
 
@@ -93,31 +110,29 @@ def image_decoder(msg, camera, source):
 
 
 class FrameBuilder:
-    """Frames of captures under the parameters `values` (settings.SPECS names; read at each call,
-    so run-time changes apply). lookup(target, source, stamp_ns) -> 4x4 target_from_source, raising
+    """Frames of captures. lookup(target, source, stamp_ns) -> 4x4 target_from_source, raising
     TransformError when TF cannot answer."""
 
-    def __init__(self, values, lookup):
-        self.values, self.lookup = values, lookup
+    def __init__(self, lookup):
+        self.lookup = lookup
 
-    def tf_pose(self, image):
-        """world_from_camera of a CameraImage from TF (4x4), or None when TF has no answer."""
-        try:
-            return self.lookup(self.values["world_frame"], image.frame_id, image.stamp_ns)
-        except TransformError:
-            return None
-
-    def frames(self, capture):
-        """(frames, problems): the Frames of a sync.Capture, in camera order, and messages about
-        ignored inputs. Raises TransformError when poses are used and TF has no pose (yet) for an
-        image, or when LiDAR depth is used and a transform it needs is missing."""
-        p = self.values
+    def frames(self, capture, values):
+        """(frames, problems): the Frames of a sync.Capture under the parameters `values`
+        (settings.SPECS names), in camera order, and messages about ignored inputs. Raises
+        TransformError when poses are used and TF has no pose (yet) for an image, or when LiDAR
+        depth is used and a transform it needs is missing."""
+        p = values
         frames, problems = [], []
         for cam, (stamp, img) in capture.images.items():
-            pose = self.lookup(p["world_frame"], img.frame_id, stamp) if p["use_poses"] else None
+            try:
+                tf_pose = self.lookup(p["world_frame"], img.frame_id, stamp)
+            except TransformError:
+                if p["use_poses"]:
+                    raise
+                tf_pose = None
             depth = None
             if p["use_depth"] and p["depth_source"] == "lidar" and LIDAR_SOURCE in capture.depth:
-                depth = self.lidar_depth(capture.depth[LIDAR_SOURCE][1], img)
+                depth = self.lidar_depth(capture.depth[LIDAR_SOURCE][1], img, p["world_frame"])
             elif p["use_depth"] and p["depth_source"] == "depth_image" and cam in capture.depth:
                 depth = capture.depth[cam][1]
                 w, h = img.model.image_size
@@ -125,15 +140,15 @@ class FrameBuilder:
                     problems.append(f"{cam}/{p['depth_image_topic']}: depth image {depth.shape[1]}x{depth.shape[0]} "
                                     f"is not registered to the {w}x{h} camera image; ignored")
                     depth = None
-            frames.append(Frame(img.image, img.model, capture.stamp_ns, img.frame_id, pose, depth))
+            frames.append(Frame(img.image, img.model, stamp, img.frame_id, tf_pose if p["use_poses"] else None,
+                                depth, capture.stamp_ns, Keyframe(cam, img.info, tf_pose)))
         return frames, problems
 
-    def lidar_depth(self, cloud, image):
+    def lidar_depth(self, cloud, image, world):
         """Sparse z-depth of a Cloud in the camera of a CameraImage, motion-compensated with per-point
         times (without times the sweep is carried at its stamp through world_frame), as a function
         returning the (H, W) float32 map: the transforms are looked up now (raising TransformError
         when missing), the projection runs only when called (for keyframes, see window.Frame)."""
-        world = self.values["world_frame"]
         lookup = self.lookup
         if cloud.times is None:
             cam_from_lidar = se3_compose(se3_inverse(lookup(world, image.frame_id, image.stamp_ns)),
@@ -149,13 +164,13 @@ class FrameBuilder:
 
 
 class PendingCaptures:
-    """Captures waiting for their transforms, in stamp order, shared by the node and replay.
+    """Captures waiting for their transforms, in stamp order (the session's TF wait queue).
 
     At most `max_len` wait (the oldest is dropped when full, counted in drops["queue"]). `drain`
     builds them in order and stops at the first whose transforms are not there yet, unless it has
     waited longer than the timeout: then it is dropped (drops["tf_timeout"]). Times are in the
     caller's clock (node clock or bag time), int ns. `drops` may be the caller's counter dict.
-    Not thread-safe: callers hold their lock.
+    Not thread-safe: the session holds its lock.
     """
 
     def __init__(self, max_len=10, drops=None):

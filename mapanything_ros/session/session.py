@@ -1,0 +1,456 @@
+"""Session: everything between received messages and published outputs, ROS-free, one copy.
+
+The live node (ros/node.py) and the offline replay (replay.py) are thin translators onto it: they
+hand it messages (rclpy or rosbags objects: decode.py reads the fields both have) with the time
+they arrived, and turn each WindowOutput into messages or files. Every input rule lives here:
+
+- Images: dropped (reported) before a valid CameraInfo, without header.frame_id, stamped 0 (TF
+  time 0 means "the latest pose"), or undecodable as far as can be told without decoding (the
+  decoding waits until the image is a keyframe's, on the pipeline worker). Stamps more than
+  CLOCK_SKEW_S from the arrival clock are reported.
+- sync.CaptureSync groups images and depth into captures. Depth never stalls the cameras: a
+  capture takes the LiDAR sweep within depth_tolerance that is already buffered (its points are
+  carried to the image time through TF), and waits, at most settings.DEPTH_WAIT_S of message time,
+  only for a sweep when none is, or for a registered depth image nearer its stamp. Message time
+  between messages is the arrival clock less the smallest lag (arrival - stamp) of the last
+  LAG_IMAGES images: the inputs' latency, or the offset of a foreign clock.
+- Poses and depth come from TF without ever waiting: world_frame <- image frame_id at each image
+  stamp, camera <- LiDAR extrinsics, the LiDAR's poses over its sweep (FrameBuilder). A capture
+  whose transforms are not there yet waits in a small ordered queue (PendingCaptures, retried at
+  every input and tick) and is dropped once it waited `tf_timeout` of the arrival clock.
+- Time jumping back (sync resets) clears the queue and is reported once; captures whose cameras
+  repeat a frame_id are dropped and reported; a depth source that misses DEPTH_MISSING_RUN
+  captures in a row, silent cameras and depth sources (check_silence) are reported.
+
+Every admitted frame carries a Keyframe record (Frame.meta: camera, CameraInfo, TF pose at its
+image stamp) for exactly as long as it is in the window. Threads: the caller's input thread
+(inputs, tick, configure, reset: one lock) and the pipeline worker (outputs). The parameters are
+an immutable snapshot: `configure` makes a new one, and each window is made and published
+entirely with the snapshot in force when its keyframe was admitted (WindowOutput.values).
+
+Stamps of the outputs (one per output, what it shows): a camera's depth, confidence and
+CameraInfo carry its image stamp; the window (points, window message, map_odom) carries the
+image stamp of its reference view, the view its poses are anchored at; camera_refined carries
+each camera's image stamp; the map the stamp of the newest window inserted into it.
+"""
+
+import os
+import shutil
+import tempfile
+import threading
+from collections import deque
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from .. import decode, interface, settings
+from ..geometry import se3_compose, se3_inverse
+from ..mapping.ply import PLY_MAGIC
+from ..pipeline import Pipeline
+from ..sync import LIDAR_SOURCE
+from ..units import SEC
+from .inputs import CameraImage, Cloud, FrameBuilder, PendingCaptures, image_decoder
+from .report import ERROR, WARN
+
+PENDING_MAX = 10  # captures waiting for TF
+NO_INFO_GRACE = 10  # images dropped for want of a first CameraInfo before that is reported
+CLOCK_SKEW_S = 10.0  # image stamps further than this from the arrival clock are reported
+LAG_IMAGES = 50  # images over which the arrival clock's lead on the stamps is measured
+DEPTH_MISSING_RUN = 10  # captures in a row without a depth source's data (while it publishes) before that is reported
+DROPS = ("tf_timeout", "queue", "bad_input", "no_camera_info", "frame_id")
+
+
+@dataclass(frozen=True, eq=False)
+class CameraView:
+    """One published view of a window (a camera of its newest capture): index in the
+    reconstruction, camera namespace, optical frame id, image stamp (ns), CameraInfo message."""
+
+    index: int
+    camera: str
+    frame_id: str
+    stamp_ns: int
+    info: object
+
+
+@dataclass(frozen=True, eq=False)
+class WindowOutput:
+    """What is published for one window.
+
+    sequence: 1, 2, ... per published window; frame_id: the frame of its poses and points
+    (world_frame, or map_frame image-only); stamp_ns: the window's stamp (module doc); result:
+    the pipeline.Result; values: the parameter snapshot it was made with; cameras: the
+    CameraViews of its newest capture; transforms: the TF outputs, (parent_from_child 4x4,
+    parent, child, stamp_ns)."""
+
+    sequence: int
+    frame_id: str
+    stamp_ns: int
+    result: object
+    values: MappingProxyType
+    cameras: tuple
+    transforms: tuple
+
+    @property
+    def reconstruction(self):
+        return self.result.reconstruction
+
+    def points(self):
+        """(xyz, rgb, confidence) of points_scope: the newest capture's views or the whole window."""
+        recon = self.reconstruction
+        return recon.cloud(None if self.values["points_scope"] == "newest" else range(len(recon.frames)))
+
+    def view(self, camera):
+        """The native-resolution mapping view (depth, confidence, world_from_camera) of a CameraView."""
+        return self.reconstruction.view(camera.index)
+
+    def views(self):
+        """Per view in model order: (image stamp ns, frame id, refined world_from_camera 4x4,
+        used intrinsics, used pose, used depth)."""
+        recon = self.reconstruction
+        return [(f.stamp_ns, f.frame_id, pose, "ray_directions_cam" in passed, "camera_pose_quats" in passed,
+                 "depth_along_ray" in passed) for f, pose, passed in zip(recon.frames, recon.poses, recon.batch.passed)]
+
+    @property
+    def metric_inputs(self):
+        batch = self.result.config.batch
+        return bool(batch.metric_poses and batch.metric_depth)
+
+
+class Session:
+    """See the module doc.
+
+    values: parameters (settings.SPECS names, `cameras` set); backend: a backends.Backend;
+    lookup(target, source, stamp_ns): the TF lookup (4x4, raising TransformError); report: a
+    report.Reporter; emit(WindowOutput): the outputs, called on the worker (threaded) or in the
+    input call (threaded=False: each keyframe's window is made before the call returns);
+    topics: {("image"|"info", camera) or ("depth", source): name} for messages; clock_hint: the
+    arrival clock's name and what to do about a stamp far from it.
+    """
+
+    def __init__(self, values, backend, lookup, report, emit, threaded=True, topics=None, clock_hint="clock"):
+        self._values = MappingProxyType(dict(values))
+        self.cameras = list(values["cameras"])
+        self.report, self.emit, self.threaded = report, emit, threaded
+        self.topics = topics or {}
+        self.clock_hint = clock_hint
+        self.drops = dict.fromkeys(DROPS, 0)
+        self.images = dict.fromkeys(self.cameras, 0)  # received per camera
+        self.infos = {}  # camera -> (CameraModel, CameraInfo message) or None after an invalid one
+        self.sync = settings.make_sync(values)
+        self.builder = FrameBuilder(lookup)
+        self.pipeline = Pipeline(settings.pipeline_config(values), backend)
+        self.pipeline.on_result(self._on_result)
+        self.pipeline.on_error(lambda seq, err: report("pipeline", "window", ERROR, f"window {seq} failed: {err}"))
+        self.pipeline.on_publish_error(
+            lambda seq, err: report.exception("pipeline", "publish", f"publishing window {seq} failed (a bug; "
+                                              "the map is updated all the same)", err))
+        self._lock = threading.RLock()  # inputs, the TF queue, configure, reset
+        self._pending = PendingCaptures(PENDING_MAX, self.drops)
+        self._lags = deque(maxlen=LAG_IMAGES)
+        self._missing_run = {}
+        self._after_sync_reset = False
+        self._published = 0  # worker only
+        self._frames = 0  # frames submitted (keyframes or not)
+
+    @property
+    def values(self):
+        """The parameter snapshot in force (read-only mapping)."""
+        return self._values
+
+    def start(self):
+        if self.threaded:
+            self.pipeline.start()
+
+    def stop(self, timeout=None):
+        """Stop the worker (see Pipeline.stop); True when it ended within `timeout` s."""
+        return self.pipeline.stop(timeout)
+
+    # ---------------------------------------------------------------- inputs
+
+    def bad_input(self, status, key, level, message):
+        """Report bad input (dropped, counted in drops["bad_input"]); translators call it for what
+        they parse themselves (the replay's TF)."""
+        with self._lock:
+            self.drops["bad_input"] += 1
+        self.report(status, key, level, message)
+
+    def _topic(self, kind, name):
+        return self.topics.get((kind, name), f"{name} {kind}")
+
+    def camera_info(self, cam, msg):
+        """A CameraInfo of camera namespace `cam`."""
+        try:
+            model = decode.camera_info_to_model(msg)
+        except ValueError as err:
+            with self._lock:
+                self.infos[cam] = None
+            self.bad_input(f"camera {cam}", "camera_info", ERROR, f"{self._topic('info', cam)}: invalid calibration: {err}")
+            return
+        with self._lock:
+            self.infos[cam] = (model, msg)
+
+    def image(self, cam, msg, now_ns):
+        """An Image or CompressedImage of camera `cam` arriving at `now_ns` (the arrival clock)."""
+        topic = self._topic("image", cam)
+        with self._lock:
+            self.images[cam] += 1
+            info = self.infos.get(cam)
+            if info is None:  # an image before its first CameraInfo is normal at start-up: reported when it lasts
+                self.drops["no_camera_info"] += 1
+                if cam in self.infos or self.drops["no_camera_info"] > NO_INFO_GRACE:
+                    self.bad_input(f"camera {cam}", "image_without_info", ERROR if cam in self.infos else WARN,
+                              f"{topic}: image dropped, no valid CameraInfo on {self._topic('info', cam)}")
+                return
+            if not msg.header.frame_id:
+                self.bad_input(f"camera {cam}", "image", ERROR, f"{topic}: image without header.frame_id (needed for TF)")
+                return
+            stamp = decode.stamp_ns(msg.header)
+            if stamp == 0:
+                self.bad_input(f"camera {cam}", "stamp", ERROR, f"{topic}: image stamped 0 (header.stamp not set): "
+                          "dropped, since TF time 0 means 'the latest pose'")
+                return
+            self._check_clock(topic, stamp, now_ns)
+            try:  # checks what needs no decoding; the decoding waits until the image is a keyframe's
+                image = image_decoder(msg, info[0], topic)
+            except ValueError as err:
+                self.bad_input(f"camera {cam}", "image", ERROR, str(err))
+                return
+            payload = CameraImage(image, info[0], msg.header.frame_id, stamp, cam, info[1])
+            self._feed(self.sync.add_image(cam, stamp, payload), now_ns)
+
+    def lidar(self, msg, now_ns):
+        """A LiDAR PointCloud2 arriving at `now_ns`."""
+        topic = self._topic("depth", LIDAR_SOURCE)
+        try:
+            points, times = decode.cloud_to_xyz(msg)
+        except ValueError as err:
+            self.bad_input("depth", "lidar", ERROR, f"{topic}: {err}")
+            return
+        if len(points) == 0:
+            self.bad_input("depth", "lidar_empty", WARN, f"{topic}: empty or all-NaN cloud ignored")
+            return
+        stamp = decode.stamp_ns(msg.header)
+        cloud, problem = Cloud.checked(points, times, msg.header.frame_id, stamp)
+        if problem:
+            self.report("depth", "lidar_times", WARN, f"{topic}: {problem}")
+        with self._lock:
+            self._feed(self.sync.add_depth(LIDAR_SOURCE, stamp, cloud, cloud.span), now_ns)
+
+    def depth_image(self, cam, msg, now_ns):
+        """A registered depth Image of camera `cam` arriving at `now_ns`."""
+        try:
+            depth = decode.depth_image_to_meters(msg)
+        except ValueError as err:
+            self.bad_input("depth", f"depth {cam}", ERROR, f"{self._topic('depth', cam)}: {err}")
+            return
+        with self._lock:
+            self._feed(self.sync.add_depth(cam, decode.stamp_ns(msg.header), depth), now_ns)
+
+    def tick(self, now_ns):
+        """Let time pass (call often, e.g. at 20 Hz, or after every bag message): captures whose
+        depth wait is over go out, captures waiting for TF are tried again."""
+        with self._lock:
+            self._feed(self.sync.poll(self.message_now(now_ns)), now_ns)
+
+    def finish(self, now_ns):
+        """The end of the input (a bag): every wait ends, the captures still waiting for TF get a
+        last try, and the window's keyframes not in the map yet enter it (map_insert oldest)."""
+        with self._lock:
+            end = now_ns + int(settings.DEPTH_WAIT_S * SEC) + 1
+            self._feed(self.sync.poll(end), end, final=True)
+        if self.threaded:
+            self.pipeline.drain()
+        self.pipeline.flush_map()
+
+    def message_now(self, now_ns):
+        """The arrival clock in the stamps' time base: minus the smallest lag of the recent images
+        (the inputs' transport and driver latency, or the offset of a foreign clock), so that a
+        capture waits for its depth DEPTH_WAIT_S after its images could arrive, and silence is
+        measured from when messages would arrive."""
+        return now_ns - (max(0, min(self._lags)) if self._lags else 0)
+
+    def _check_clock(self, topic, stamp, now_ns):
+        """Note the image's lag behind the arrival clock; report a stamp far from it (not before a
+        sim clock has started: now 0)."""
+        if now_ns == 0:
+            return
+        self._lags.append(now_ns - stamp)
+        if abs(stamp - now_ns) > CLOCK_SKEW_S * SEC:
+            self.report("sync", "clock", WARN, f"{topic}: stamp {(stamp - now_ns) / SEC:+.1f} s from the "
+                        f"{self.clock_hint}")
+
+    # ---------------------------------------------------------------- captures -> frames -> pipeline
+
+    def _feed(self, captures, now_ns, final=False):
+        """Queue new captures (in stamp order) and submit every one whose transforms are there (under the lock)."""
+        values = self._values
+        for reason in self.sync.take_resets():
+            self.report("sync", "reset", WARN, f"input time jumped back: {reason}")
+            self._pending.clear()
+            self._after_sync_reset = True
+        self._count_missing_depth(captures, values)
+        self._pending.push(captures, now_ns)
+        for cap, (frames, problems) in self._pending.drain(lambda c: self.builder.frames(c, values), now_ns,
+                                                           values["tf_timeout"] * SEC, self._on_tf_timeout, final):
+            for message in problems:
+                self.bad_input("depth", message, ERROR, message)
+            if frames:
+                self._submit(frames, values)
+
+    def _submit(self, frames, values):
+        ids = [f.frame_id for f in frames]
+        if len(set(ids)) != len(ids):
+            self.drops["frame_id"] += 1
+            same = sorted({(f.meta.camera, f.frame_id) for f in frames if ids.count(f.frame_id) > 1})
+            self.report("sync", "frame_id", ERROR,
+                        "cameras " + ", ".join(c for c, _ in same) + f" publish images with the same frame_id "
+                        f"{same[0][1]!r}: captures dropped (each camera needs its own optical frame for TF; set "
+                        "the drivers' frame_id)")
+            return
+        self._frames += len(frames)
+        if self.threaded:
+            submission = self.pipeline.submit(frames, context=values)
+        else:
+            submission, _ = self.pipeline.process(frames, context=values)
+        if submission.reset and not self._after_sync_reset:  # else the sync reset said why
+            self.report("pipeline", "window_reset", WARN, submission.reset)
+        self._after_sync_reset = False
+
+    def _on_tf_timeout(self, cap, err):
+        self.report("tf", "timeout", WARN, f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform within "
+                    f"tf_timeout ({self._values['tf_timeout']} s): {err}")
+
+    def _count_missing_depth(self, captures, values):
+        """Report a depth source whose messages arrive but miss DEPTH_MISSING_RUN captures in a row."""
+        for cap in captures:
+            for source in self.sync.depth_sources:
+                run = 0 if source in cap.depth else self._missing_run.get(source, 0) + 1
+                self._missing_run[source] = run
+                if run >= DEPTH_MISSING_RUN and self.sync.stats()["depth"][source]["received"]:
+                    self.report("depth", f"missing {source}", WARN,
+                                f"{run} captures in a row without depth from {self._topic('depth', source)}: no "
+                                f"message within depth_tolerance ({values['depth_tolerance']} s, parameter "
+                                "depth_tolerance) of their stamps; check the stamps of both")
+
+    def check_silence(self, now_ns):
+        """Report silent cameras and depth sources (call at about 1 Hz with the arrival clock)."""
+        values = self._values
+        timeout = f"for {values['camera_timeout']} s (parameter camera_timeout)"
+        with self._lock:
+            now_ns = self.message_now(now_ns)
+        for cam in self.sync.silent_cameras(now_ns):
+            self.report(f"camera {cam}", "silent", WARN,
+                        f"no image on {self._topic('image', cam)} {timeout}: check the driver, the topic "
+                        "(parameters cameras, image_transport) and qos")
+        for source in self.sync.silent_depth_sources():
+            kind, param = ("LiDAR sweep", "lidar_topic") if source == LIDAR_SOURCE else ("depth image",
+                                                                                          "depth_image_topic")
+            self.report("depth", f"silent {source}", WARN,
+                        f"no {kind} on {self._topic('depth', source)} {timeout} while images arrive: captures go "
+                        f"out without depth; check the driver, the topic (parameter {param}) and qos (a large "
+                        "cloud may never arrive best effort: qos:=reliable)")
+
+    # ---------------------------------------------------------------- outputs (pipeline worker)
+
+    def _on_result(self, result):
+        values = result.context
+        recon = result.reconstruction
+        frame_id = self.frame_id(recon.pose_frame, values)
+        cameras = tuple(CameraView(i, f.meta.camera, f.frame_id, f.stamp_ns, f.meta.info)
+                        for i in recon.selected for f in [recon.frames[i]])
+        self._published += 1
+        output = WindowOutput(self._published, frame_id, result.stamp_ns, result, values, cameras,
+                              tuple(_transforms(recon, values, frame_id, result.stamp_ns)))
+        if result.map_reset:
+            self.report("pipeline", "map_reset", WARN, f"map cleared: {result.map_reset}")
+        self.emit(output)
+
+    @staticmethod
+    def frame_id(pose_frame, values):
+        """The frame id of poses in pose_frame ("world": world_frame, else map_frame)."""
+        return values["world_frame"] if pose_frame == "world" else values["map_frame"]
+
+    # ---------------------------------------------------------------- control
+
+    def configure(self, values):
+        """A new parameter snapshot (settings.SPECS names; read-only ones unchanged) for what is
+        admitted from now on; checked by the caller (settings.check)."""
+        values = MappingProxyType(dict(values))
+        with self._lock:
+            self.pipeline.configure(settings.pipeline_config(values))
+            self.sync.configure(int(values["sync_slop"] * SEC), int(values["depth_tolerance"] * SEC),
+                                max(1, int(values["camera_timeout"] * SEC)))
+            self._values = values
+
+    def reset(self):
+        """Clear the window, the map and the captures waiting for TF."""
+        with self._lock:
+            self._pending.clear()
+            self.pipeline.reset()
+
+    def map(self, now_ns):
+        """(pipeline.MapSnapshot, frame id of its points, stamp ns: that of the newest window in the
+        map, or now_ns when it is empty)."""
+        snap = self.pipeline.map_points()
+        stamp = snap.stamp_ns if snap.stamp_ns is not None else now_ns
+        return snap, self.frame_id(snap.pose_frame or "world", self._values), stamp
+
+    def save_map(self, path):
+        """Write the map to a PLY file at `path` (~ expanded) without ever leaving a partial file:
+        written beside it, then renamed over it. Refuses an empty map, a missing directory, and a
+        file there that is not a PLY. Returns (points written, absolute path); raises OSError or
+        ValueError saying why."""
+        path = os.path.realpath(os.path.expanduser(path))  # a link at the path: its target is replaced
+        if not os.path.isdir(os.path.dirname(path)):
+            raise ValueError(f"{os.path.dirname(path)} is not a directory (it is not created)")
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a directory")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                if f.read(len(PLY_MAGIC)) != PLY_MAGIC:
+                    raise ValueError(f"{path} exists and is not a PLY file: left as it is")
+        fd, tmp = tempfile.mkstemp(prefix=".mapanything-", suffix=".ply", dir=os.path.dirname(path))
+        os.close(fd)
+        try:
+            try:
+                n = self.pipeline.save_map(tmp, refuse_empty=True)
+            except ValueError as err:
+                raise ValueError(f"{err}: {path} left as it was") from None
+            if os.path.exists(path):
+                shutil.copymode(path, tmp)
+            else:  # mkstemp's 0600: the mode a plain open() would give
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return n, path
+
+    def stats(self):
+        """Counters for diagnostics and summaries: {"pipeline": pipeline.Stats, "sync":
+        CaptureSync.stats(), "drops": {...}, "queued_for_tf": int, "images": {camera: received},
+        "frames": frames submitted to the pipeline}."""
+        with self._lock:
+            return {"pipeline": self.pipeline.stats(), "sync": self.sync.stats(), "drops": dict(self.drops),
+                    "queued_for_tf": len(self._pending), "images": dict(self.images), "frames": self._frames}
+
+
+def _transforms(recon, values, frame_id, stamp_ns):
+    """The TF outputs of a window (interface.TF_OUTPUTS): map_odom, from the reference view's
+    refined pose and its TF pose at its image stamp; camera_refined, each published camera's
+    refined pose at its image stamp."""
+    if values["tf_output"] == "map_odom":
+        ref = recon.frames[0]
+        if ref.meta is None or ref.meta.tf_pose is None:
+            return []
+        out = interface.TF_OUTPUTS["map_odom"]
+        correction = se3_compose(recon.poses[0], se3_inverse(ref.meta.tf_pose))
+        return [(correction, interface.resolve(out.parent, values), interface.resolve(out.child, values), stamp_ns)]
+    if values["tf_output"] == "camera_refined":
+        child = interface.TF_OUTPUTS["camera_refined"].child
+        return [(recon.poses[i], frame_id, interface.resolve(child, values, frame_id=recon.frames[i].frame_id),
+                 recon.frames[i].stamp_ns) for i in recon.selected]
+    return []

@@ -1,0 +1,256 @@
+"""The session (ROS-free): stamps of the outputs, one parameter snapshot per window under random
+run-time changes, publishing bugs that never stop the map, repeated frame ids, safe map saving.
+
+Messages are rosbags objects (bag.synthetic.Messages), as the replay hands them over.
+"""
+
+import os
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+from rosbags.typesys import get_typestore
+
+from mapanything_ros import mapping, pipeline as pipeline_module, settings
+from mapanything_ros.backends import OracleBackend
+from mapanything_ros.bag.synthetic import TYPESTORE, Messages
+from mapanything_ros.geometry.tf_tree import TransformTree
+from mapanything_ros.session import Reporter, Session
+from mapanything_ros.session.report import BURST, THROTTLE_S
+from mapanything_ros.window import batch as batch_module
+
+MS = 1_000_000
+SEC = 1000 * MS
+START = 100 * SEC
+MSGS = Messages(get_typestore(TYPESTORE))
+
+
+class Feed:
+    """A session on the small synthetic scene; `capture(k)` hands it the k-th capture's messages."""
+
+    def __init__(self, scene, offsets_ms=(0, 0), threaded=False, frame_ids=None, emit=None, **params):
+        self.scene = scene
+        self.names = [c.name for c in scene.cameras][:len(offsets_ms)]
+        self.frame_ids = frame_ids or self.names
+        self.offsets = [o * MS for o in offsets_ms]
+        self.tree = TransformTree(max_history_s=1000)
+        self.outputs, self.reports = [], []
+        values = {**settings.defaults(), "cameras": list(self.names), "backend": "oracle", "oracle_preset": "small",
+                  "long_side": 112, "keyframe_interval": 0.05, "tf_output": "camera_refined", **params}
+        self.session = Session(values, OracleBackend(scene), self.tree.lookup,
+                               Reporter(lambda *report: self.reports.append(report)),
+                               emit or self.outputs.append, threaded=threaded)
+
+    def capture(self, k):
+        base = START + k * 100 * MS
+        for name, frame_id, offset in zip(self.names, self.frame_ids, self.offsets):
+            stamp = base + offset
+            self.tree.set_transform("odom", frame_id, stamp, self.scene.world_from_camera(name, stamp))
+            view = self.scene.render(name, stamp)
+            self.session.camera_info(name, MSGS.camera_info(view.camera, MSGS.header(frame_id, stamp)))
+            self.session.image(name, MSGS.image(view.image, "rgb8", MSGS.header(frame_id, stamp)), stamp)
+        self.session.tick(base + max(self.offsets))
+
+
+@pytest.fixture(scope="module")
+def scene():
+    from mapanything_ros.synthetic.presets import make_scene
+
+    return make_scene("small", 0)
+
+
+def test_each_output_carries_the_stamp_of_what_it_shows(scene):
+    feed = Feed(scene, offsets_ms=(0, 10))  # the second camera 10 ms after the first
+    for k in range(4):
+        feed.capture(k)
+    feed.session.finish(START + SEC)
+    assert len(feed.outputs) == 4
+    for k, out in enumerate(feed.outputs):
+        first, second = START + k * 100 * MS, START + k * 100 * MS + 10 * MS
+        assert [(c.frame_id, c.stamp_ns) for c in out.cameras] == list(zip(feed.names, (first, second)))
+        assert out.stamp_ns == first  # the reference view: the first camera of the newest capture
+        assert [t[3] for t in out.transforms] == [first, second]  # camera_refined: each camera's image stamp
+        views = out.views()
+        assert [v[0] for v in views[:2]] == [first, second]
+        frames = out.reconstruction.frames
+        assert {f.capture_ns for f in frames[:2]} == {first + 5 * MS}  # the capture: the midpoint
+        for cam in out.cameras:  # each view at its own instant: its pose and depth are the truth at its stamp
+            view = out.view(cam)
+            np.testing.assert_allclose(view.world_from_camera, scene.world_from_camera(cam.frame_id, cam.stamp_ns),
+                                       atol=1e-9)
+            truth = scene.render(cam.frame_id, cam.stamp_ns).depth_z
+            ok = np.isfinite(view.depth) & (view.depth > 0)
+            assert ok.mean() > 0.8 and np.median(np.abs(view.depth[ok] - truth[ok]) / truth[ok]) < 1e-3
+    snap, frame_id, stamp = feed.session.map(0)
+    assert frame_id == "odom" and snap.stamp_ns == stamp == feed.outputs[-1].stamp_ns
+
+
+def test_map_odom_at_the_reference_stamp(scene):
+    feed = Feed(scene, offsets_ms=(0, 10), tf_output="map_odom")
+    feed.capture(0)
+    feed.capture(1)
+    (correction, parent, child, stamp), = feed.outputs[0].transforms
+    assert (parent, child, stamp) == ("map", "odom", START)
+    np.testing.assert_allclose(correction, np.eye(4), atol=1e-9)  # poses given: identity by construction
+
+
+RUNTIME = {n: s for n, s in settings.SPECS.items() if not s.read_only and n != "save_map_path"}
+
+
+def random_values(rng, values):
+    """Every run-time parameter drawn at random within its spec (cheap magnitudes)."""
+    drawn = dict(values)
+    for name, spec in RUNTIME.items():
+        if spec.choices:
+            drawn[name] = rng.choice(spec.choices)
+        elif isinstance(spec.default, bool):
+            drawn[name] = rng.random() < 0.5
+        else:
+            low = spec.low + (1e-3 if spec.low_open else 0.0)
+            drawn[name] = round(rng.uniform(low, min(spec.high, low + 3 * max(spec.default, 0.05))), 4)
+    drawn["map_min_confidence"] = rng.choice([0.0, 0.5, 2.0])
+    drawn["sync_slop"] = max(drawn["sync_slop"], 0.01)
+    drawn["tf_timeout"] = max(drawn["tf_timeout"], 0.5)
+    drawn["camera_timeout"] = max(drawn["camera_timeout"], 1.0)
+    return drawn
+
+
+def test_every_window_is_made_with_one_snapshot_while_parameters_change(scene, monkeypatch):
+    """A thread sets every run-time parameter at random while another feeds captures and the worker
+    makes windows; each window's steps (assembly, reconstruction) and its outputs use the snapshot
+    in force when its keyframe was admitted."""
+    used = {}  # worker thread: what each step of the job running was given
+    assemble, reconstruct = batch_module.assemble, mapping.reconstruct
+
+    def assemble_spy(frames, config, *args, **kwargs):
+        used["batch"] = config
+        return assemble(frames, config, *args, **kwargs)
+
+    def reconstruct_spy(*args, **kwargs):
+        used["reconstruct"] = kwargs
+        return reconstruct(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "assemble", assemble_spy)
+    monkeypatch.setattr(pipeline_module, "reconstruct", reconstruct_spy)
+    checked, problems = [], []
+
+    def emit(out):
+        cfg = out.result.config
+        if cfg != settings.pipeline_config(out.values):
+            problems.append(f"window {out.sequence}: its config is not its parameter snapshot's")
+        if used["batch"] != cfg.batch:
+            problems.append(f"window {out.sequence}: assembled with another batch config")
+        kw = used["reconstruct"]
+        if (kw["edge_threshold"], kw["edge_noise_sigmas"], kw["keep_measured"], kw["align_to_measured"],
+                kw["completion"]) != (cfg.edge_threshold, cfg.edge_noise_sigmas, cfg.keep_measured,
+                                      cfg.align_to_measured, cfg.completion):
+            problems.append(f"window {out.sequence}: reconstructed with other settings")
+        expected = {"none": 0, "map_odom": 1, "camera_refined": len(out.cameras)}[out.values["tf_output"]]
+        if len(out.transforms) != expected:
+            problems.append(f"window {out.sequence}: TF outputs of another tf_output")
+        scope = len(out.points()[0])
+        if out.values["points_scope"] == "newest" and scope > sum(len(out.view(c).depth.ravel()) for c in out.cameras):
+            problems.append(f"window {out.sequence}: points of another points_scope")
+        checked.append(out.sequence)
+
+    feed = Feed(scene, threaded=True, emit=emit)
+    feed.session.start()
+    stop = threading.Event()
+    rng = random.Random(0)
+    changes = [0]
+
+    def change():
+        while not stop.is_set():
+            feed.session.configure(random_values(rng, feed.session.values))
+            changes[0] += 1
+            time.sleep(0.002)
+
+    changer = threading.Thread(target=change)
+    changer.start()
+    try:
+        for k in range(60):
+            feed.capture(k)
+            time.sleep(0.01)
+        assert feed.session.pipeline.drain(60)
+    finally:
+        stop.set()
+        changer.join()
+        feed.session.stop(10)
+    stats = feed.session.pipeline.stats()
+    assert problems == [] and stats.failed == 0 and stats.publish_failed == 0
+    assert len(checked) == stats.done >= 10 and changes[0] > 50
+
+
+def test_a_publishing_bug_is_reported_once_with_its_traceback_and_the_map_grows(scene):
+    def broken(out):
+        raise KeyError("a bug in the outputs")
+
+    feed = Feed(scene, emit=broken)
+    for k in range(5):
+        feed.capture(k)
+    stats = feed.session.pipeline.stats()
+    assert stats.publish_failed == 5 and stats.done == 5 and stats.failed == 0
+    assert stats.map_keyframes == 10 and len(feed.session.pipeline.map) > 1000
+    errors = [r for r in feed.reports if r[1] == "publish"]
+    assert len(errors) == 5 and all(r[2] == 2 for r in errors)  # ERROR, each time on the diagnostics
+    logged = [r for r in errors if r[4]]
+    assert "KeyError" in logged[0][3] and all("\n" not in r[3] for r in errors)  # one line for the diagnostics
+    tracebacks = [r[5] for r in logged if len(r) > 5 and r[5]]
+    assert len(tracebacks) == 1 and "Traceback" in tracebacks[0] and "a bug in the outputs" in tracebacks[0]
+
+
+def test_cameras_repeating_a_frame_id_are_dropped_and_named(scene):
+    feed = Feed(scene, frame_ids=["camera", "camera"])
+    for k in range(3):
+        feed.capture(k)
+    assert feed.outputs == [] and feed.session.drops["frame_id"] == 3
+    message = next(r[3] for r in feed.reports if r[1] == "frame_id")
+    assert "'camera'" in message and all(n in message for n in feed.names)
+
+
+def test_reporter_throttles_kinds_and_floods_of_unique_messages():
+    now = [0.0]
+    lines = []
+    report = Reporter(lambda *r: lines.append(r), clock=lambda: now[0])
+    for i in range(10):
+        report("tf", "bad", 1, f"frame ghost_{i:08x}-4e1a-9b2c: invalid")
+        report("tf", "other", 1, f"{i} captures late")
+    logged = [r for r in lines if r[4]]
+    assert len(lines) == 20 and len([r for r in logged if r[1] == "other"]) == 1
+    assert len([r for r in logged if r[1] == "bad"]) <= BURST
+    now[0] += THROTTLE_S
+    report("tf", "other", 1, "11 captures late")
+    assert lines[-1][4]
+
+
+def test_save_map_is_atomic_and_refuses_what_is_not_its_own(scene, tmp_path, monkeypatch):
+    feed = Feed(scene)
+    with pytest.raises(ValueError, match="empty"):
+        feed.session.save_map(tmp_path / "map.ply")
+    feed.capture(0)
+    n, path = feed.session.save_map(tmp_path / "map.ply")
+    good = (tmp_path / "map.ply").read_bytes()
+    assert n > 1000 and path == str(tmp_path / "map.ply") and good.startswith(b"ply\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "map.ply").stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() makes it
+    text = tmp_path / "notes.txt"
+    text.write_text("my notes")
+    with pytest.raises(ValueError, match="not a PLY"):
+        feed.session.save_map(text)
+    with pytest.raises(ValueError, match="not a directory"):
+        feed.session.save_map(tmp_path / "new" / "deep" / "map.ply")
+    assert text.read_text() == "my notes" and not (tmp_path / "new").exists()
+
+    def full_disk(path, refuse_empty):
+        with open(path, "wb") as f:
+            f.write(b"ply\npartial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(feed.session.pipeline, "save_map", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        feed.session.save_map(tmp_path / "map.ply")
+    assert (tmp_path / "map.ply").read_bytes() == good  # the saved map is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.ply", "notes.txt"]  # no temporary left
