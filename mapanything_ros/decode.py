@@ -41,6 +41,7 @@ Points with a non-finite coordinate or (when times are read) a non-finite time a
 """
 
 import sys
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -77,6 +78,9 @@ _BAYER = {
     "grbg": cv2.COLOR_BayerGB2RGB,
 }
 _DEPTH = {"16UC1": np.uint16, "mono16": np.uint16, "32FC1": np.float32}
+MAX_ROW_PADDING = 64  # bytes past width x bytes per pixel a row may carry (alignment) once it is twice as long
+MIN_VALID_RAYS = 0.5  # share of the image a calibration's rays must cover (a fisheye's circle covers ~0.8)
+MIN_SPAN_RATIO = 0.1  # of the angle K alone gives across the image, that the rays must span
 ENCODINGS = tuple(_COLOR) + tuple(f"bayer_{p}{b}" for b in (8, 16) for p in _BAYER)
 
 
@@ -108,6 +112,9 @@ def _layout(msg, dtype, channels):
     row = w * channels * itemsize
     if step < row:
         raise ValueError(f"image step {step} is less than width {w} x {channels * itemsize} bytes per pixel")
+    if step >= 2 * row and step - row > MAX_ROW_PADDING:
+        raise ValueError(f"image step {step} is {step / row:.1f} x width {w} x {channels * itemsize} bytes per pixel "
+                         f"of {msg.encoding!r}: is the encoding right (e.g. rgb8 data labelled mono8)?")
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size != step * h:
         raise ValueError(f"image data has {data.size} bytes, step x height = {step} x {h} = {step * h}")
@@ -182,12 +189,46 @@ def depth_image_to_meters(msg):
 
 
 def camera_info_to_model(msg):
-    """CameraModel from a sensor_msgs/CameraInfo; ValueError (from CameraModel) for invalid calibrations."""
+    """CameraModel from a sensor_msgs/CameraInfo; ValueError for invalid calibrations (CameraModel's
+    checks, and calibration_problem's)."""
     roi = msg.roi
-    return CameraModel.from_camera_info_fields(
+    camera = CameraModel.from_camera_info_fields(
         msg.width, msg.height, msg.k, msg.d, msg.distortion_model, msg.binning_x, msg.binning_y,
         (roi.x_offset, roi.y_offset, roi.height, roi.width, roi.do_rectify),
     )
+    problem = calibration_problem(camera)
+    if problem:
+        raise ValueError(problem)
+    return camera
+
+
+@lru_cache(maxsize=64)
+def calibration_problem(camera):
+    """Why a well-formed CameraModel cannot be a real camera's, or None: binning and ROI leaving no
+    pixels; rays invalid (outside the lens model's field of view) at more than 1 - MIN_VALID_RAYS
+    of the image; rays spanning less than MIN_SPAN_RATIO of the angle K alone gives across the
+    image's middle row (a distortion that folds the image onto a point). Checked on a 32 x 24 grid
+    of pixel centres; cached per model (CameraInfo comes with every image)."""
+    w, h = camera.image_size
+    if w < 1 or h < 1:
+        return (f"binning {camera.binning} and roi {camera.roi[:4]} leave a {w}x{h} image of the "
+                f"{camera.width}x{camera.height} calibration")
+    u, v = np.meshgrid((np.arange(32) + 0.5) * w / 32, (np.arange(24) + 0.5) * h / 24)
+    rays = camera.rays(u, v)
+    valid = np.isfinite(rays).all(axis=-1)
+    lens = f"{camera.distortion_model} d = {[float(f'{x:.3g}') for x in camera.d]}"
+    if valid.mean() < MIN_VALID_RAYS:
+        return (f"its rays are invalid at {100 * (1 - valid.mean()):.0f} % of the image ({lens}): check D and "
+                "distortion_model")
+    row = rays[12][valid[12]]
+    k = camera.intrinsics
+    ends = u[12][valid[12]][[0, -1]]
+    pinhole = abs(np.arctan((ends[1] - k[0, 2]) / k[0, 0]) - np.arctan((ends[0] - k[0, 2]) / k[0, 0]))
+    span = np.arccos(np.clip(row[0] @ row[-1], -1.0, 1.0))
+    if span < MIN_SPAN_RATIO * pinhole:
+        return (f"its rays span {np.degrees(span):.2g} degrees across the image where K alone gives "
+                f"{np.degrees(pinhole):.0f} ({lens}): not a plausible distortion")
+    return None
 
 
 def check_image_matches(camera, height, width):

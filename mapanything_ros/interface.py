@@ -89,7 +89,7 @@ ENDPOINTS = {
                             "pipeline, per camera, sync, tf and depth status at 1 Hz"),
     # services
     "reset": Endpoint("service", "~/reset", "std_srvs/srv/Trigger", "",
-                      "clear the window, the map and the captures waiting for TF"),
+                      "clear the window, the map, the captures waiting for TF and the buffered dynamic TF"),
     "save_map": Endpoint("service", "~/save_map", "std_srvs/srv/Trigger", "", "write the map to save_map_path (PLY)"),
 }
 
@@ -116,6 +116,26 @@ TF_OUTPUTS = {
 def enabled(item, values):
     """True when an Endpoint or TfOutput exists under the parameters `values`."""
     return all(values[name] in allowed for name, allowed in item.when.items())
+
+
+def absolute(name, namespace="", node=""):
+    """The absolute topic name a node `node` in `namespace` resolves `name` to, as rcl does:
+    "~/x" -> /<namespace>/<node>/x, a relative "x" -> /<namespace>/x, "/x" stays."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    if name.startswith("~/"):
+        return f"{ns}/{node}/{name[2:]}"
+    return name if name.startswith("/") else f"{ns}/{name}"
+
+
+def subscriptions(values):
+    """[(endpoint key, camera namespace or None, name)] of the node's subscriptions under the
+    parameters `values` (names unresolved: see absolute)."""
+    found = []
+    for key, e in ENDPOINTS.items():
+        if e.kind == "subscription" and enabled(e, values):
+            for cam in (values["cameras"] if e.per_camera else [None]):
+                found.append((key, cam, resolve(e.name, values, **({} if cam is None else {"ns": cam}))))
+    return found
 
 
 def resolve(pattern, values, **fields):

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import decode, interface, layout, outputs, settings
 from .geometry.tf_tree import TransformTree
+from .interface import absolute
 from .mapping import reconstruct
 from .progress import Progress
 from .sync import LIDAR_SOURCE
@@ -40,29 +41,23 @@ from .session import WARN, Reporter, Session
 from .session.report import kind_of
 from .units import SEC
 
-TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+TF_TOPIC = "/tf"
 _ORDER = {"tf_static": 0, "tf": 1, "info": 2}  # within one record time; everything else after
+KINDS = {"image": "image", "image_compressed": "compressed", "camera_info": "info", "depth_image": "depth",
+         "lidar": "lidar", "tf_in": "tf", "tf_static_in": "tf_static"}  # interface.ENDPOINTS key -> kind
 PROBLEMS_KEPT = 20
-
-
-def resolve(topic, namespace=""):
-    """Absolute name of a topic as a node in `namespace` resolves it (relative names get the namespace)."""
-    if topic.startswith("/"):
-        return topic
-    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
-    return f"{ns}/{topic}"
 
 
 def bag_cameras(connections, namespace="", compressed=False):
     """Camera namespaces of a bag (relative to `namespace`): image topics with a camera_info beside them."""
     topics = {c.topic for c in connections}
     suffix = layout.camera_topics("", compressed)[0]
-    prefix = resolve("", namespace).rstrip("/") + "/"
+    prefix = absolute("", namespace).rstrip("/") + "/"
     found = []
     for topic in sorted(topics):
         if topic.endswith(suffix) and topic.startswith(prefix):
             cam = topic[len(prefix):-len(suffix)]
-            if cam and resolve(layout.camera_topics(cam)[1], namespace) in topics:
+            if cam and absolute(layout.camera_topics(cam)[1], namespace) in topics:
                 found.append(cam)
     return found
 
@@ -71,18 +66,8 @@ def input_topics(values, namespace="", remap=None):
     """{bag topic: (kind, camera namespace or None)} the node subscribes to with parameters `values`.
     kind: image, compressed, info, depth, lidar, tf, tf_static. remap: {resolved name: bag topic}."""
     remap = remap or {}
-    compressed = values["image_transport"] == "compressed"
-    wanted = {}
-    for cam in values["cameras"]:
-        image, info = layout.camera_topics(cam, compressed)
-        wanted[resolve(image, namespace)] = ("compressed" if compressed else "image", cam)
-        wanted[resolve(info, namespace)] = ("info", cam)
-        if values["depth_source"] == "depth_image":
-            wanted[resolve(layout.depth_image_topic(cam, values["depth_image_topic"]), namespace)] = ("depth", cam)
-    if values["depth_source"] == "lidar":
-        wanted[resolve(values["lidar_topic"], namespace)] = ("lidar", None)
-    wanted[TF_TOPIC], wanted[TF_STATIC_TOPIC] = ("tf", None), ("tf_static", None)
-    return {remap.get(topic, topic): kind for topic, kind in wanted.items()}
+    return {remap.get(absolute(name, namespace), absolute(name, namespace)): (KINDS[key], cam)
+            for key, cam, name in interface.subscriptions(values)}
 
 
 def camera_dir(frame_id):
@@ -115,7 +100,7 @@ class _Writer:
 
     def __init__(self, values, out_dir, bag, raw_depth, namespace):
         self.p, self.out, self.bag, self.raw_depth = values, out_dir, bag, raw_depth
-        self.private = resolve(values["node_name"], namespace)  # the node's ~/
+        self.namespace = namespace
         self.failed = None
         self.now = 0  # bag time of the message being handled: the record time of outputs
         self.keyframes = {}  # frame_id -> [(image stamp, world_from_camera)]
@@ -128,7 +113,7 @@ class _Writer:
     def topic(self, key, camera=None):
         """The name of the node's output interface.ENDPOINTS[key] (for `camera`)."""
         name = interface.resolve(interface.ENDPOINTS[key].name, self.p, **({} if camera is None else {"ns": camera}))
-        return self.private + name[1:] if name.startswith("~/") else name
+        return absolute(name, self.namespace, self.p["node_name"])
 
     def __call__(self, out):
         try:

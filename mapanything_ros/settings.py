@@ -1,4 +1,5 @@
-"""The node's parameters, ROS-free: specs, validation, parameter files, and what they configure.
+"""The node's parameters, ROS-free: specs, validation and parameter files (session.config builds
+what they configure).
 
 The live node (ros/node.py, declarations in ros/params.py) and offline replay read the same
 SPECS. READ_ONLY parameters need a restart; the others may change at run time. Numeric bounds
@@ -10,15 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout
-from .sync import LIDAR_SOURCE
-from .mapping import CompletionConfig
-from .pipeline import PipelineConfig
-from .sync import CaptureSync
-from .window import BatchConfig, KeyframePolicy
-from .units import SEC
 
 INF = float("inf")
-DEPTH_WAIT_S = 0.3  # longest a capture waits for depth (message time): a 10 Hz sweep goes out at its end
 
 
 @dataclass(frozen=True)
@@ -101,6 +95,9 @@ SPECS = {
                             "the span of its point times", low=0.0, high=10.0),
     "tf_timeout": Spec(0.5, "captures wait this long for TF, then are dropped (s, > 0)", low=0.0, high=60.0,
                        low_open=True),
+    "tf_future_limit": Spec(5.0, "TF stamped more than this ahead of the node's clock is refused (s, 0 = no "
+                             "limit): one wrongly stamped transform would hold back every later one", low=0.0,
+                             high=3600.0),
     "camera_timeout": Spec(5.0, "silence before a camera is reported (s, > 0)", low=0.0,
                            high=3600.0, low_open=True),
     "map_min_confidence": Spec(0.0, "points below this confidence stay out of the map", low=0.0, high=INF),
@@ -209,33 +206,3 @@ def load_params_file(path, node_name="mapanything"):
     if found:
         raise ValueError(f"{path}: " + "; ".join(found))
     return values
-
-
-def pipeline_config(values):
-    """The PipelineConfig of a parameter set."""
-    p = values
-    return PipelineConfig(
-        window_size=p["window_size"],
-        keyframes=KeyframePolicy(p["keyframe_translation"], p["keyframe_rotation"], p["keyframe_interval"]),
-        batch=BatchConfig(use_intrinsics=p["use_intrinsics"], use_poses=p["use_poses"], use_depth=p["use_depth"],
-                          metric_poses=p["metric_poses"], metric_depth=p["metric_depth"],
-                          depth_without_scale=p["depth_without_scale"], long_side=p["long_side"]),
-        keep_measured=p["keep_measured_depth"], align_to_measured=p["align_to_measured_depth"],
-        completion=None if p["depth_correction"] == "none" else CompletionConfig(dense=p["depth_correction"] == "field"),
-        edge_threshold=p["edge_threshold"] or None, edge_noise_sigmas=p["edge_noise_sigmas"],
-        voxel_size=p["map_voxel_size"], max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"],
-        map_insert=p["map_insert"])
-
-
-def depth_sources(values):
-    """The CaptureSync depth source names: [LIDAR_SOURCE], the cameras (depth_image) or none."""
-    if values["depth_source"] == "lidar":
-        return [LIDAR_SOURCE]
-    return list(values["cameras"]) if values["depth_source"] == "depth_image" else []
-
-
-def make_sync(values):
-    """The CaptureSync of a parameter set (cameras, slop, depth sources and tolerance, camera timeout)."""
-    return CaptureSync(values["cameras"], int(values["sync_slop"] * SEC), depth_sources(values),
-                       int(values["depth_tolerance"] * SEC), int(DEPTH_WAIT_S * SEC),
-                       camera_timeout_ns=int(values["camera_timeout"] * SEC))

@@ -70,7 +70,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from .units import MS
+from .units import MS, SEC
 
 ON_SILENT = ("wait", "drop")
 IMAGE_DROPS = ("unmatched", "overflow", "stale", "reset")
@@ -271,8 +271,8 @@ class CaptureSync:
             del self._leftover[key]
         elif last is not None and stamp < last - threshold:
             label = "camera" if kind == "image" else "depth source"
-            self._reset(key, f"time jumped back by {(last - stamp) / 1e9:.3f} s on {label} {name}: "
-                             "buffers cleared (bag loop?)")
+            self._reset(key, f"time jumped back by {(last - stamp) / SEC:.3f} s on {label} {name}: buffers "
+                             "cleared (a bag loop, a clock reset, or its previous message stamped ahead of time)")
             self._jump_ns = last - stamp
         elif last is not None and stamp <= last:
             return False

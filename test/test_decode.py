@@ -90,6 +90,36 @@ def test_camera_info():
     decode.check_image_matches(a, 100, 150)
 
 
+@pytest.mark.parametrize("d, binning, why", [
+    ([1e30, 0, 0, 0, 0], 0, "rays span 0 degrees across the image where K alone gives 53"),
+    ([-5.0, 0, 0, 0, 0], 0, "rays are invalid at 92 % of the image"),
+    ([0.0] * 5, 4_000_000_000, "leave a 0x480 image of the 640x480 calibration"),
+])
+def test_implausible_calibrations_are_refused_with_the_numbers(d, binning, why):
+    info = CameraInfo(height=480, width=640, distortion_model="plumb_bob", d=d, binning_x=binning,
+                      k=[500.0, 0, 320, 0, 500, 240, 0, 0, 1])
+    with pytest.raises(ValueError, match=why):
+        decode.camera_info_to_model(info)
+
+
+def test_strong_but_real_lenses_pass(scene):
+    for cam in scene.cameras:  # a pinhole with plumb_bob distortion and an equidistant fisheye
+        assert decode.calibration_problem(cam.camera) is None
+    barrel = CameraInfo(height=480, width=640, distortion_model="plumb_bob", d=[-0.3, 0.1, 0, 0, 0],
+                        k=[500.0, 0, 320, 0, 500, 240, 0, 0, 1])
+    assert decode.camera_info_to_model(barrel).image_size == (640, 480)
+
+
+def test_rows_far_longer_than_the_encoding_are_refused():
+    rgb = RNG.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    _, ros = images(rgb, "rgb8")
+    ros.encoding = "mono8"  # rgb8 bytes labelled mono8: step 3 x width
+    with pytest.raises(ValueError, match=r"step 195 is 3.0 x width 64 x 1 bytes per pixel of 'mono8'"):
+        decode.image_size(ros)
+    _, padded = images(rgb[..., :1], "mono8")  # 3 bytes of row padding: fine
+    assert decode.image_size(padded) == (64, 48)
+
+
 def test_point_clouds():
     n = 10
     dtype = np.dtype({"names": ["x", "y", "z", "t"], "formats": [">f8", ">f8", ">f8", ">u4"],

@@ -83,7 +83,7 @@ def played(bag, monkeypatch):
 
     from mapanything_ros.bag.synthetic import TYPESTORE
 
-    monkeypatch.setattr(node_module, "make_tf_lookup", lambda node: make_tf_lookup(node, prefer="builtin"))
+    monkeypatch.setattr(node_module, "make_tf_lookup", lambda node, **kw: make_tf_lookup(node, prefer="builtin", **kw))
     rig = Rig(PARAMS)
     try:
         node, peer = rig.node, rig.peer

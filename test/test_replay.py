@@ -15,7 +15,8 @@ from mapanything_ros.evaluation import read_ground_truth
 from mapanything_ros.mapping.ply import read_ply
 from mapanything_ros.outputs import OutputBag, depth_to_mm, read_depth_png, read_tum, tum_line
 from mapanything_ros.evaluation import evaluate
-from mapanything_ros.replay import bag_cameras, input_topics, replay, resolve
+from mapanything_ros.interface import absolute
+from mapanything_ros.replay import bag_cameras, input_topics, replay
 from truth import near_discontinuity
 
 
@@ -119,7 +120,8 @@ def test_topics_follow_namespace_and_remap():
     assert topics["/robot/front/image_raw"] == ("image", "front")
     assert topics["/robot/front/camera_info"] == ("info", "front")
     assert topics["/ouster/points"] == ("lidar", None) and topics["/tf"] == ("tf", None)
-    assert resolve("/abs", "robot") == "/abs" and resolve("rel") == "/rel"
+    assert absolute("/abs", "robot") == "/abs" and absolute("rel") == "/rel"
+    assert absolute("~/points", "robot", "mapanything") == "/robot/mapanything/points"
 
     class Conn:
         def __init__(self, topic):

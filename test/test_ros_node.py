@@ -159,4 +159,4 @@ def test_node_outputs_match_the_truth(ros, tmp_path, depth_source):
         check_on_surfaces(scene.room, cloud_to_xyz(cloud)[0], VOXEL / 2)
 
     # /diagnostics: the pipeline is OK.
-    assert all(s.level == s.OK for s in pipeline_statuses(got))
+    assert all(s.level == s.OK for s in pipeline_statuses(got)), [(s.level, s.message) for s in pipeline_statuses(got)]

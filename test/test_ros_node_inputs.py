@@ -20,9 +20,10 @@ from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from mapanything_ros.sync import LIDAR_SOURCE  # noqa: E402
+from mapanything_ros.ros import node as node_module  # noqa: E402
 from mapanything_ros.ros.node import MapAnythingNode  # noqa: E402
 from mapanything_ros.ros.player import make_header, model_to_camera_info, rgb_to_image, timed_cloud  # noqa: E402
-from mapanything_ros.ros.tf import TF_STATIC_QOS, matrix_to_transform  # noqa: E402
+from mapanything_ros.ros.tf import TF_QOS, TF_STATIC_QOS, matrix_to_transform  # noqa: E402
 from mapanything_ros.synthetic.presets import make_scene  # noqa: E402
 
 SEC = 1_000_000_000
@@ -95,6 +96,17 @@ class Rig:
             if any(s.level == level and text in s.message for s in statuses):
                 return
         raise AssertionError([(s.level, s.message) for s in statuses])
+
+    def trigger(self, service):
+        """Call a std_srvs/Trigger service from the peer: its response (None: none within 5 s)."""
+        client = self.peer.create_client(Trigger, service)
+        assert client.wait_for_service(timeout_sec=5.0), service
+        future = client.call_async(Trigger.Request())
+        end = time.monotonic() + 5
+        while not future.done() and time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.05)
+        self.peer.destroy_client(client)
+        return future.result()
 
     def outputs(self):
         return {k: len(v) for k, v in self.got.items() if k != "diagnostics"}
@@ -208,14 +220,52 @@ def test_bad_weights_path_keeps_the_node_alive(rig, tmp_path):
     r = rig(backend="mapanything", weights=str(tmp_path / "nowhere"), device="cpu")
     assert r.node.session is None
     r.assert_problem("pipeline", DiagnosticStatus.ERROR, "MapAnything checkpoint")
-    client = r.peer.create_client(Trigger, "/mapanything/save_map")
-    assert client.wait_for_service(timeout_sec=5.0)
-    future = client.call_async(Trigger.Request())
-    end = time.monotonic() + 5
-    while not future.done() and time.monotonic() < end:
-        r.executor.spin_once(timeout_sec=0.05)
-    assert future.result().success is False and "not running" in future.result().message
+    answer = r.trigger("/mapanything/save_map")
+    assert answer.success is False and "not running" in answer.message
     assert r.outputs() == {}
+
+
+def test_tf_from_the_future_or_not_finite_is_refused_and_mapping_goes_on(rig, scene):
+    """One transform stamped an hour ahead used to make every later one of its frame "old data" in
+    tf2's buffer for that hour; NaN made tf2 log every message. Both are refused before the buffer."""
+    r = rig(tf_timeout=2.0)
+    now = time.time_ns()
+    ahead = matrix_to_transform(scene.world_from_camera(CAM, SEC), "odom", CAM, now + 3600 * SEC)
+    r.publish("/tf", TFMessage(transforms=[ahead]), qos=TF_QOS)
+    r.assert_problem("tf", DiagnosticStatus.WARN, "beyond the limit ahead of the node's clock refused")
+    nan = matrix_to_transform(np.eye(4), "odom", CAM, now)
+    nan.transform.translation.x = float("nan")
+    r.publish("/tf", TFMessage(transforms=[nan]), qos=TF_QOS)
+    r.assert_problem("tf", DiagnosticStatus.WARN, f"transform odom <- {CAM} with non-finite values refused")
+    view = scene.render(CAM, SEC)
+    for k in range(3):
+        stamp = time.time_ns()
+        header = make_header(CAM, stamp)
+        r.publish("/tf", TFMessage(transforms=[
+            matrix_to_transform(scene.world_from_camera(CAM, SEC + k * SEC // 5), "odom", CAM, stamp)]), qos=TF_QOS)
+        r.publish(f"{CAM}/camera_info", model_to_camera_info(view.camera, header))
+        r.spin(0.05)
+        r.publish(f"{CAM}/image_raw", rgb_to_image(view.image, header), Image)
+        r.spin(0.3)
+    assert r.outputs().get("/mapanything/points") and r.node.session.drops["tf_timeout"] == 0
+    answer = r.trigger("/mapanything/reset")
+    assert answer.success and "buffered TF" in answer.message
+    assert not r.node.tf.can_transform("odom", CAM, stamp)  # the dynamic transforms are gone
+
+
+def test_unknown_parameters_and_a_second_node_of_the_same_name_are_said(rig, monkeypatch):
+    monkeypatch.setattr(node_module, "DUPLICATE_CHECK_S", 0.5)
+    r = rig(keyframe_intervall=0.5)  # a typo
+    r.assert_problem("pipeline", DiagnosticStatus.WARN, "unknown parameters ignored: keyframe_intervall")
+    twin = MapAnythingNode(context=r.context, parameter_overrides=[Parameter("cameras", value=[CAM]),
+                                                                   Parameter("backend", value="oracle")])
+    try:
+        r.executor.add_node(twin)
+        r.assert_problem("pipeline", DiagnosticStatus.WARN, "another node named /mapanything is running")
+    finally:
+        r.executor.remove_node(twin)
+        twin.shutdown()
+        twin.destroy_node()
 
 
 def test_parameters_read_only_bad_and_good(rig, scene, tmp_path):
@@ -239,10 +289,4 @@ def test_parameters_read_only_bad_and_good(rig, scene, tmp_path):
     r.spin(1.0)
     window = r.got.get("/mapanything/points")
     assert window and window[-1].header.frame_id == "map"  # image-only: the chain frame is published as map_frame
-    client = r.peer.create_client(Trigger, "/mapanything/save_map")
-    assert client.wait_for_service(timeout_sec=5.0)
-    future = client.call_async(Trigger.Request())
-    end = time.monotonic() + 5
-    while not future.done() and time.monotonic() < end:
-        r.executor.spin_once(timeout_sec=0.05)
-    assert future.result().success and (tmp_path / "map.ply").exists()
+    assert r.trigger("/mapanything/save_map").success and (tmp_path / "map.ply").exists()

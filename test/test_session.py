@@ -18,6 +18,7 @@ from mapanything_ros.backends import OracleBackend
 from mapanything_ros.bag.synthetic import TYPESTORE, Messages
 from mapanything_ros.geometry.tf_tree import TransformTree
 from mapanything_ros.session import Reporter, Session
+from mapanything_ros.session.config import pipeline_config
 from mapanything_ros.session.report import BURST, THROTTLE_S
 from mapanything_ros.window import batch as batch_module
 
@@ -138,7 +139,7 @@ def test_every_window_is_made_with_one_snapshot_while_parameters_change(scene, m
 
     def emit(out):
         cfg = out.result.config
-        if cfg != settings.pipeline_config(out.values):
+        if cfg != pipeline_config(out.values):
             problems.append(f"window {out.sequence}: its config is not its parameter snapshot's")
         if used["batch"] != cfg.batch:
             problems.append(f"window {out.sequence}: assembled with another batch config")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mapanything_ros import settings
+from mapanything_ros.session.config import make_sync, pipeline_config
 from mapanything_ros.sync import LIDAR_SOURCE
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -69,12 +70,12 @@ def test_required_cameras_and_bad_values_are_problems():
 def test_pipeline_config_and_sync_follow_the_parameters():
     values = {**settings.defaults(), "cameras": ["a", "b"], "window_size": 5, "use_poses": False,
               "long_side": 224, "map_voxel_size": 0.1, "sync_slop": 0.03, "depth_source": "lidar"}
-    cfg = settings.pipeline_config(values)
+    cfg = pipeline_config(values)
     assert (cfg.window_size, cfg.batch.use_poses, cfg.batch.long_side, cfg.voxel_size) == (5, False, 224, 0.1)
-    sync = settings.make_sync(values)
+    sync = make_sync(values)
     assert sync.cameras == ["a", "b"] and sync.slop_ns == 30_000_000 and sync.depth_sources == [LIDAR_SOURCE]
-    assert settings.make_sync({**values, "depth_source": "depth_image"}).depth_sources == ["a", "b"]
-    assert settings.make_sync({**values, "depth_source": "none"}).depth_sources == []
+    assert make_sync({**values, "depth_source": "depth_image"}).depth_sources == ["a", "b"]
+    assert make_sync({**values, "depth_source": "none"}).depth_sources == []
 
 
 def test_type_names_cover_every_spec():

@@ -30,19 +30,12 @@ node up, reporting the error only. What the ROS-free modules log through python 
 the node's logger at DEBUG (with tracebacks); the session reports those events itself.
 """
 
-import logging
-import signal
-import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
@@ -53,6 +46,7 @@ from ..backends import make_backend
 from ..msg import ReconstructionWindow
 from ..session import ERROR, WARN, Reporter, Session
 from ..sync import LIDAR_SOURCE
+from ..units import SEC
 from . import diagnostics, params
 from .diagnostics import Problems, Rates, make_status
 from .images import depth_to_image, float_image
@@ -62,6 +56,9 @@ from .tf import TF_QOS, TF_STATIC_QOS, make_tf_lookup
 
 RETRY_HZ = 20.0
 LEVELS = {WARN: diagnostics.WARN, ERROR: diagnostics.ERROR}  # session levels -> DiagnosticStatus levels
+# After start-up, another node of the same name is looked for this often, this many times (over
+# Fast DDS's default lease duration, 20 s, after which a node that ended unannounced is forgotten).
+DUPLICATE_CHECK_S, DUPLICATE_LOOKS = 7.0, 4
 # GIL switch interval of the node's process (s). The pipeline worker and the executor threads share
 # the GIL; at Python's default 5 ms, a callback making many short numpy calls waits up to 5 ms to
 # get the GIL back after each one while the worker computes (the "convoy effect"): measured with
@@ -88,6 +85,7 @@ class MapAnythingNode(Node):
         self.create_timer(1.0, self.publish_diagnostics, clock=self._wall)
         self.create_service(_checked(Trigger, "reset"), self._name("reset"), self._on_reset)
         self.create_service(_checked(Trigger, "save_map"), self._name("save_map"), self._on_save_map)
+        self._check_names()
         problems = declared + settings.problems(self.p)
         if problems:
             self._fail("bad parameters: " + "; ".join(problems))
@@ -103,8 +101,10 @@ class MapAnythingNode(Node):
         hint = ("node's sim (/clock) clock: is /clock from the same source as the stamps?" if sim else
                 "node's system clock: for a bag or a simulator set use_sim_time:=true and publish /clock "
                 "(ros2 bag play --clock); else synchronise the sensor's clock")
-        self.session = Session(self.p, backend, make_tf_lookup(self).lookup, self.report, self._publish,
-                               topics=self._topics, clock_hint=hint)
+        self.tf = make_tf_lookup(self, future_ns=self._tf_future_ns,
+                                 refused=lambda kind, message: self.report("tf", kind, WARN, message))
+        self.session = Session(self.p, backend, self.tf.lookup, self.report, self._publish, topics=self._topics,
+                               clock_hint=hint)
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.session.start()
@@ -117,8 +117,36 @@ class MapAnythingNode(Node):
 
     def _fail(self, message):
         self.fatal = message
-        self.get_logger().error(message)
-        self.problems.report("pipeline", "fatal", diagnostics.ERROR, message, hold=None)
+        self._hold(diagnostics.ERROR, "fatal", message)
+
+    def _check_names(self):
+        """Warn of parameters given to this node that it does not have (a typo in a parameter file
+        passes silently otherwise), and, once discovery has had a moment, of another node with the
+        same fully qualified name (parameters and services would reach either one)."""
+        unknown = sorted(n for n in self._parameter_overrides if not self.has_parameter(n))
+        if unknown:
+            self._hold(diagnostics.WARN, "unknown_parameters",
+                       f"unknown parameters ignored: {', '.join(unknown)} (check their spelling: docs/node.md)")
+        seen = []
+
+        def look():  # a node that just ended can linger on the graph: said when seen at every look
+            seen.append(self.get_node_names_and_namespaces().count((self.get_name(), self.get_namespace())) > 1)
+            if len(seen) == DUPLICATE_LOOKS:
+                self.destroy_timer(timer)
+                if all(seen):
+                    self._hold(diagnostics.WARN, "duplicate_name",
+                               f"another node named {self.get_fully_qualified_name()} is running: parameters and "
+                               "services reach either one, their diagnostics and outputs mix; give each its own "
+                               "name or namespace")
+        timer = self.create_timer(DUPLICATE_CHECK_S, look, clock=self._wall)
+
+    def _hold(self, level, key, message):
+        """A lasting problem of the node's set-up: logged once, reported until the node ends."""
+        if level == diagnostics.ERROR:  # one call site per severity (rclpy)
+            self.get_logger().error(message)
+        else:
+            self.get_logger().warning(message)
+        self.problems.report("pipeline", key, level, message, hold=None)
 
     def _name(self, key, camera=None):
         """The name of interface.ENDPOINTS[key] (for `camera`)."""
@@ -172,6 +200,10 @@ class MapAnythingNode(Node):
             self._map_timer = None
         if rate > 0:
             self._map_timer = self.create_timer(1.0 / rate, self._on_map_timer, clock=self._wall)
+
+    def _tf_future_ns(self):
+        limit = (self.p if self.session is None else self.session.values)["tf_future_limit"]
+        return int(limit * SEC) if limit > 0 else None
 
     def _now_ns(self):
         return self.get_clock().now().nanoseconds
@@ -243,7 +275,9 @@ class MapAnythingNode(Node):
             response.success, response.message = False, f"not running: {self.fatal}"
             return response
         self.session.reset()
-        response.success, response.message = True, "window, map and pending captures cleared"
+        self.tf.clear()
+        response.success, response.message = True, ("window, map, pending captures and buffered TF (dynamic "
+                                                     "transforms; static ones stay) cleared")
         self.get_logger().info(f"~/reset: {response.message}")
         return response
 
@@ -278,52 +312,30 @@ class MapAnythingNode(Node):
     # ---------------------------------------------------------------- diagnostics
 
     def publish_diagnostics(self):
-        """Publish one DiagnosticArray (called at 1 Hz)."""
-        hw = self.get_fully_qualified_name()
-        prefix = f"{self.get_name()}: "
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        values = {"backend": self.p["backend"]}
-        if self.runtime is not None:
-            values.update(self.runtime.describe())
-        if self.session is None:
-            msg.status.append(make_status(prefix + "pipeline", hw, self.problems.active("pipeline"), values))
-            self.diag_pub.publish(msg)
-            return
-        self.session.check_silence(self._now_ns())
-        st = self.session.stats()
-        s, sync, drops = st["pipeline"], st["sync"], st["drops"]
-        values.update(captures=s.captures, keyframes=s.keyframes, windows_done=s.done, windows_failed=s.failed,
-                      publish_failed=s.publish_failed, dropped_pipeline_queue=s.dropped, pending=s.pending,
-                      window_resets=s.window_resets, map_resets=s.map_resets, map_voxels=s.map_voxels)
-        for stage, latency in s.latency.items():  # pipeline.STAGES
-            values[f"{stage}_latency_p50_s"] = f"{latency['p50']:.4f}"
-            values[f"{stage}_latency_p95_s"] = f"{latency['p95']:.4f}"
-        msg.status.append(make_status(prefix + "pipeline", hw, self.problems.active("pipeline"), values))
-        for cam in self.cameras:
-            msg.status.append(make_status(f"{prefix}camera {cam}", hw, self.problems.active(f"camera {cam}"),
-                                          {"topic": self._topics["image", cam], "rate_hz": self.rates.rate(cam),
-                                           "received": sync["images"][cam],
-                                           "camera_info": "ok" if self.session.infos.get(cam) else "missing"}))
-        sync_values = {"captures": sync["captures"], "resets": sync["resets"], "queued_for_tf": st["queued_for_tf"],
-                       **{f"dropped_sync_{k}": v for k, v in sync["dropped"].items()},
-                       **{f"dropped_{k}": v for k, v in drops.items()}}
-        msg.status.append(make_status(prefix + "sync", hw, self.problems.active("sync"), sync_values))
-        msg.status.append(make_status(prefix + "tf", hw, self.problems.active("tf"),
-                                      {"world_frame": self.p["world_frame"], "dropped_tf_timeout": drops["tf_timeout"]}))
-        if self.p["depth_source"] != "none":
-            depth_values = {f"{src}_{k}": v for src, d in sync["depth"].items() for k, v in d.items()}
+        """Publish one DiagnosticArray (called at 1 Hz): the session's counters, rates, problems."""
+        values = {"pipeline": {"backend": self.p["backend"], **(self.runtime.describe() if self.runtime else {})}}
+        if self.session is not None:
+            self.session.check_silence(self._now_ns())
+            for status, counters in self.session.status_values().items():
+                values.setdefault(status, {}).update(counters)
+            for cam in self.cameras:
+                values[f"camera {cam}"].update(topic=self._topics["image", cam], rate_hz=self.rates.rate(cam))
             if self.p["depth_source"] == "lidar":
-                depth_values["lidar_rate_hz"] = self.rates.rate(LIDAR_SOURCE)
-            msg.status.append(make_status(prefix + "depth", hw, self.problems.active("depth"), depth_values))
+                values["depth"]["lidar_rate_hz"] = self.rates.rate(LIDAR_SOURCE)
+        hw, prefix = self.get_fully_qualified_name(), f"{self.get_name()}: "
+        msg = DiagnosticArray(status=[make_status(prefix + name, hw, self.problems.active(name), v)
+                                      for name, v in values.items()])
+        msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
 
-    def shutdown(self):
+    def shutdown(self, timeout=10.0):
         """Stop the pipeline worker (the job running ends after its current stage; see Pipeline.stop)
-        and the map thread."""
-        if self.session is not None:
-            self.session.stop(timeout=10.0)
-            self._map_thread.shutdown(wait=True)
+        and the map thread; True when the worker ended within `timeout` seconds."""
+        if self.session is None:
+            return True
+        stopped = self.session.stop(timeout=timeout)
+        self._map_thread.shutdown(wait=stopped)
+        return stopped
 
 
 def _checked(cls, key):
@@ -334,46 +346,7 @@ def _checked(cls, key):
     return cls
 
 
-class _DebugHandler(logging.Handler):
-    """python logging records (tracebacks included) to an rclpy logger at DEBUG."""
-
-    def __init__(self, logger):
-        super().__init__(logging.DEBUG)
-        self.logger = logger
-        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-
-    def emit(self, record):
-        self.logger.debug(self.format(record))
-
-
-def main(argv=None):
-    """Run the node: `python -m mapanything_ros.ros.node --ros-args -p cameras:=[front] ...`.
-
-    SIGINT and SIGTERM stop it in order: the executor (no more inputs), then the pipeline worker
-    (the window being made ends after its current stage, unpublished), then the node and ROS.
-    rclpy's own signal handler would shut ROS down first, under the worker's feet."""
-    sys.setswitchinterval(GIL_SWITCH_S)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-    node = MapAnythingNode()
-    package_log = logging.getLogger("mapanything_ros")  # the node reports those events itself
-    package_log.addHandler(_DebugHandler(node.get_logger().get_child("python")))
-    package_log.propagate = False
-    executor = SingleThreadedExecutor()  # measured against the others: bench/bench_executor.py
-    executor.add_node(node)
-    try:
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except ExternalShutdownException:
-        pass
-    finally:
-        node.shutdown()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-
-
 if __name__ == "__main__":
-    main()
+    from .run import node
+
+    node()

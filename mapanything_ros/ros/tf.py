@@ -7,12 +7,14 @@ Failures raise the exception classes of `geometry.tf_tree` (tf2's are translated
 `TransformError`, a `LookupError`; nothing else leaves a lookup (a negative stamp or a frame id
 that tf2 calls invalid raises `InvalidArgument`).
 
-tf2_ros is part of every apt ROS 2 install but not of a pip-installed ROS (no wheel); there the
-built-in listener subscribes to /tf and /tf_static with the QoS tf2_ros's TransformListener
-uses (ros2/geometry2, read for behaviour) and feeds a `TransformTree`.
+tf2_ros is part of every apt ROS 2 install but not of a pip-installed ROS (no wheel); there a
+built-in `TransformTree` stands in for its Buffer. Both are fed by TfLookup's own /tf and
+/tf_static subscriptions (the QoS tf2_ros's TransformListener uses: ros2/geometry2, read for
+behaviour), which refuse what would poison or flood the buffer (see TfLookup).
 """
 
 import abc
+import math
 import threading
 
 from geometry_msgs.msg import TransformStamped
@@ -33,6 +35,7 @@ from ..geometry.tf_tree import (
 )
 from ..decode import stamp_ns
 from ..geometry.transforms import pose_from_quat_trans, quat_trans_from_pose
+from ..units import SEC
 
 try:
     import tf2_ros
@@ -52,6 +55,7 @@ TF_STATIC_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+QUATERNION_TOLERANCE = 0.01  # |length^2 - 1| beyond which tf2 refuses a rotation (TF_DENORMALIZED_QUATERNION)
 # tf2's Buffer clears itself when the clock jumps back (e.g. a bag replay loops) or changes.
 _CLOCK_JUMP = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=True)
 
@@ -83,7 +87,25 @@ def set_from_message(tree, tf, static=False):
 
 
 class TfLookup(abc.ABC):
-    """Non-blocking TF lookups at int-nanosecond stamps."""
+    """Non-blocking TF lookups at int-nanosecond stamps, fed by /tf and /tf_static on `node`.
+
+    Transforms tf2 would refuse with a log line of its own for every one of them (non-finite
+    values, a quaternion far from unit length), and transforms stamped more than future_ns()
+    (None: no limit) ahead of the node's clock (one wrongly stamped message would otherwise
+    make every later correct transform "old data" until that time), are refused here:
+    refused(kind, message) is called for each, for the node to report (throttled).
+    The subscriptions use their own callback group, so a multi-threaded executor delivers TF
+    while other callbacks run.
+    """
+
+    def __init__(self, node, future_ns=lambda: None, refused=lambda kind, message: None):
+        self._clock, self._future_ns, self._refused = node.get_clock(), future_ns, refused
+        group = MutuallyExclusiveCallbackGroup()
+        self._subs = [
+            node.create_subscription(TFMessage, "/tf", lambda m: self._add(m, False), TF_QOS, callback_group=group),
+            node.create_subscription(TFMessage, "/tf_static", lambda m: self._add(m, True), TF_STATIC_QOS,
+                                     callback_group=group),
+        ]
 
     @abc.abstractmethod
     def lookup(self, target, source, stamp_ns):
@@ -93,6 +115,14 @@ class TfLookup(abc.ABC):
         TransformError).
         """
 
+    @abc.abstractmethod
+    def clear(self):
+        """Forget every dynamic transform (static ones stay)."""
+
+    @abc.abstractmethod
+    def _set(self, tf, static):
+        """Buffer one accepted geometry_msgs/TransformStamped."""
+
     def can_transform(self, target, source, stamp_ns):
         """Whether lookup(target, source, stamp_ns) would succeed now."""
         try:
@@ -101,58 +131,66 @@ class TfLookup(abc.ABC):
             return False
         return True
 
+    def _add(self, msg, static):
+        now, future = self._clock.now().nanoseconds, self._future_ns()
+        for tf in msg.transforms:
+            refusal = _refusal(tf, None if static or now == 0 else future and now + future)
+            if refusal:
+                self._refused(*refusal)
+            else:
+                self._set(tf, static)
+
+
+def _refusal(tf, latest_ns):
+    """(kind, message) when a TransformStamped is refused (see TfLookup), else None."""
+    t, r = tf.transform.translation, tf.transform.rotation
+    name = f"{tf.header.frame_id or '?'} <- {tf.child_frame_id or '?'}"
+    if not all(math.isfinite(v) for v in (t.x, t.y, t.z, r.x, r.y, r.z, r.w)):
+        return "nan", f"transform {name} with non-finite values refused"
+    norm = math.sqrt(r.x * r.x + r.y * r.y + r.z * r.z + r.w * r.w)
+    if abs(norm * norm - 1.0) > QUATERNION_TOLERANCE:
+        return "quaternion", f"transform {name} refused: its rotation quaternion has length {norm:.3g}, not 1"
+    stamp = stamp_ns(tf.header)
+    if latest_ns is not None and stamp > latest_ns:
+        return "future", (f"transform {name} stamped {(stamp - latest_ns) / SEC:.1f} s beyond the limit ahead of the "
+                          "node's clock refused (parameter tf_future_limit): the publisher's clock or stamps are "
+                          "wrong; buffered, it would make every later transform of that frame look old")
+    return None
+
 
 class BuiltinTfLookup(TfLookup):
-    """Subscribes `node` to /tf and /tf_static and keeps a TransformTree of `max_history_s`.
+    """A TransformTree of `max_history_s`, cleared when the clock jumps back; a lock guards it."""
 
-    The subscriptions use their own callback group, so a multi-threaded executor delivers TF
-    while other callbacks run; a lock guards the tree.
-    """
-
-    def __init__(self, node, max_history_s=10.0):
+    def __init__(self, node, max_history_s=10.0, **kwargs):
         self._tree = TransformTree(max_history_s)
         self._lock = threading.Lock()
         self._logger = node.get_logger()
-        group = MutuallyExclusiveCallbackGroup()
-        self._subs = [
-            node.create_subscription(TFMessage, "/tf", self._on_tf, TF_QOS, callback_group=group),
-            node.create_subscription(
-                TFMessage, "/tf_static", self._on_tf_static, TF_STATIC_QOS, callback_group=group
-            ),
-        ]
-        self._jump = node.get_clock().create_jump_callback(_CLOCK_JUMP, post_callback=self._on_jump)
+        super().__init__(node, **kwargs)
+        self._jump = node.get_clock().create_jump_callback(_CLOCK_JUMP, post_callback=lambda jump: self.clear())
 
     def lookup(self, target, source, stamp_ns):
         with self._lock:
             return self._tree.lookup(target, source, stamp_ns)
 
-    def _on_tf(self, msg):
-        self._add(msg, static=False)
-
-    def _on_tf_static(self, msg):
-        self._add(msg, static=True)
-
-    def _add(self, msg, static):
-        for tf in msg.transforms:
-            try:
-                with self._lock:
-                    set_from_message(self._tree, tf, static)
-            except ValueError as e:
-                self._logger.warning(f"ignoring transform: {e}", throttle_duration_sec=5.0)
-
-    def _on_jump(self, jump):
+    def clear(self):
         with self._lock:
             self._tree.clear()
 
+    def _set(self, tf, static):
+        try:
+            with self._lock:
+                set_from_message(self._tree, tf, static)
+        except ValueError as e:
+            self._logger.warning(f"ignoring transform: {e}", throttle_duration_sec=5.0)
+
 
 class Tf2Lookup(TfLookup):
-    """tf2_ros.Buffer + TransformListener on `node` (spun by the node's executor)."""
+    """A tf2_ros.Buffer (which clears itself when the clock jumps back), fed by TfLookup's listener."""
 
-    def __init__(self, node, max_history_s=10.0):
+    def __init__(self, node, max_history_s=10.0, **kwargs):
         if not HAVE_TF2:
             raise ImportError("tf2_ros is not importable (pip-installed ROS); use BuiltinTfLookup")
         self._buffer = tf2_ros.Buffer(cache_time=Duration(seconds=max_history_s), node=node)
-        self._listener = tf2_ros.TransformListener(self._buffer, node, qos=TF_QOS, static_qos=TF_STATIC_QOS)
         self._errors = (
             (tf2_ros.ConnectivityException, ConnectivityError),
             (tf2_ros.LookupException, TransformNotFound),
@@ -160,6 +198,7 @@ class Tf2Lookup(TfLookup):
             (tf2_ros.InvalidArgumentException, InvalidArgument),
             (tf2_ros.TransformException, TransformError),
         )
+        super().__init__(node, **kwargs)
 
     def lookup(self, target, source, stamp_ns):
         # The *_core calls never wait (Buffer.lookup_transform polls while given a timeout).
@@ -177,14 +216,25 @@ class Tf2Lookup(TfLookup):
             return False
         return bool(self._buffer.can_transform_core(target, source, Time(nanoseconds=int(stamp_ns)))[0])
 
+    def clear(self):
+        self._buffer.clear()
 
-def make_tf_lookup(node, prefer="auto", max_history_s=10.0):
-    """A TfLookup on `node`: "auto" (tf2_ros if importable, else built-in), "tf2" or "builtin"."""
+    def _set(self, tf, static):
+        # as tf2_ros.TransformListener does (ros2/geometry2, read for behaviour)
+        if static:
+            self._buffer.set_transform_static(tf, "default_authority")
+        else:
+            self._buffer.set_transform(tf, "default_authority")
+
+
+def make_tf_lookup(node, prefer="auto", max_history_s=10.0, **kwargs):
+    """A TfLookup on `node`: "auto" (tf2_ros if importable, else built-in), "tf2" or "builtin";
+    kwargs (future_ns, refused) as TfLookup's."""
     if prefer not in ("auto", "tf2", "builtin"):
         raise ValueError(f"prefer must be 'auto', 'tf2' or 'builtin', not {prefer!r}")
     if prefer == "tf2" or (prefer == "auto" and HAVE_TF2):
-        return Tf2Lookup(node, max_history_s)
-    return BuiltinTfLookup(node, max_history_s)
+        return Tf2Lookup(node, max_history_s, **kwargs)
+    return BuiltinTfLookup(node, max_history_s, **kwargs)
 
 
 __all__ = [

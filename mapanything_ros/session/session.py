@@ -10,7 +10,7 @@ they arrived, and turn each WindowOutput into messages or files. Every input rul
   CLOCK_SKEW_S from the arrival clock are reported.
 - sync.CaptureSync groups images and depth into captures. Depth never stalls the cameras: a
   capture takes the LiDAR sweep within depth_tolerance that is already buffered (its points are
-  carried to the image time through TF), and waits, at most settings.DEPTH_WAIT_S of message time,
+  carried to the image time through TF), and waits, at most DEPTH_WAIT_S (session.config) of message time,
   only for a sweep when none is, or for a registered depth image nearer its stamp. Message time
   between messages is the arrival clock less the smallest lag (arrival - stamp) of the last
   LAG_IMAGES images: the inputs' latency, or the offset of a foreign clock.
@@ -42,12 +42,13 @@ from collections import deque
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from .. import decode, interface, settings
+from .. import decode, interface
 from ..geometry import se3_compose, se3_inverse
 from ..mapping.ply import PLY_MAGIC
 from ..pipeline import Pipeline
 from ..sync import LIDAR_SOURCE
 from ..units import SEC
+from .config import DEPTH_WAIT_S, make_sync, pipeline_config
 from .inputs import CameraImage, Cloud, FrameBuilder, PendingCaptures, image_decoder
 from .report import ERROR, WARN
 
@@ -135,9 +136,9 @@ class Session:
         self.drops = dict.fromkeys(DROPS, 0)
         self.images = dict.fromkeys(self.cameras, 0)  # received per camera
         self.infos = {}  # camera -> (CameraModel, CameraInfo message) or None after an invalid one
-        self.sync = settings.make_sync(values)
+        self.sync = make_sync(values)
         self.builder = FrameBuilder(lookup)
-        self.pipeline = Pipeline(settings.pipeline_config(values), backend)
+        self.pipeline = Pipeline(pipeline_config(values), backend)
         self.pipeline.on_result(self._on_result)
         self.pipeline.on_error(lambda seq, err: report("pipeline", "window", ERROR, f"window {seq} failed: {err}"))
         self.pipeline.on_publish_error(
@@ -255,7 +256,7 @@ class Session:
         """The end of the input (a bag): every wait ends, the captures still waiting for TF get a
         last try, and the window's keyframes not in the map yet enter it (map_insert oldest)."""
         with self._lock:
-            end = now_ns + int(settings.DEPTH_WAIT_S * SEC) + 1
+            end = now_ns + int(DEPTH_WAIT_S * SEC) + 1
             self._feed(self.sync.poll(end), end, final=True)
         if self.threaded:
             self.pipeline.drain()
@@ -376,7 +377,7 @@ class Session:
         admitted from now on; checked by the caller (settings.check)."""
         values = MappingProxyType(dict(values))
         with self._lock:
-            self.pipeline.configure(settings.pipeline_config(values))
+            self.pipeline.configure(pipeline_config(values))
             self.sync.configure(int(values["sync_slop"] * SEC), int(values["depth_tolerance"] * SEC),
                                 max(1, int(values["camera_timeout"] * SEC)))
             self._values = values
@@ -428,6 +429,30 @@ class Session:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return n, path
+
+    def status_values(self):
+        """The counters grouped as the node's diagnostic statuses, in order: {"pipeline": {...},
+        "camera <ns>": {...} per camera, "sync": {...}, "tf": {...}, "depth": {...} (with a depth
+        source)}; latencies per pipeline.STAGES in seconds."""
+        st = self.stats()
+        s, sync, drops = st["pipeline"], st["sync"], st["drops"]
+        pipeline = dict(captures=s.captures, keyframes=s.keyframes, windows_done=s.done, windows_failed=s.failed,
+                        publish_failed=s.publish_failed, dropped_pipeline_queue=s.dropped, pending=s.pending,
+                        window_resets=s.window_resets, map_resets=s.map_resets, map_voxels=s.map_voxels)
+        for stage, latency in s.latency.items():
+            pipeline[f"{stage}_latency_p50_s"] = f"{latency['p50']:.4f}"
+            pipeline[f"{stage}_latency_p95_s"] = f"{latency['p95']:.4f}"
+        values = {"pipeline": pipeline}
+        for cam in self.cameras:
+            values[f"camera {cam}"] = {"received": sync["images"][cam],
+                                       "camera_info": "ok" if self.infos.get(cam) else "missing"}
+        values["sync"] = {"captures": sync["captures"], "resets": sync["resets"], "queued_for_tf": st["queued_for_tf"],
+                          **{f"dropped_sync_{k}": v for k, v in sync["dropped"].items()},
+                          **{f"dropped_{k}": v for k, v in drops.items()}}
+        values["tf"] = {"world_frame": self._values["world_frame"], "dropped_tf_timeout": drops["tf_timeout"]}
+        if self.sync.depth_sources:
+            values["depth"] = {f"{src}_{k}": v for src, d in sync["depth"].items() for k, v in d.items()}
+        return values
 
     def stats(self):
         """Counters for diagnostics and summaries: {"pipeline": pipeline.Stats, "sync":

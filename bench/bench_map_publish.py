@@ -1,0 +1,81 @@
+"""How long a ~/map tick holds the node's executor, side by side in one run: packing the map on the
+executor (the node's timer before issue 17: snapshot + PointCloud2 packing + publish, i.e.
+MapAnythingNode.publish_map called in the timer) against handing it to the map thread (the timer
+now: MapAnythingNode._on_map_timer), at several map sizes. Also the time the map thread then
+needs, which no longer delays inputs.
+
+The node runs in-process with the oracle backend, a subscriber on ~/map, and a map filled with
+random voxels.
+
+    tools/dev run python bench/bench_map_publish.py [--sizes 200000 2000000] [--repeats 10] [--json PATH]
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def measure(size, repeats):
+    import rclpy
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import PointCloud2
+
+    from mapanything_ros.ros.node import MapAnythingNode
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = MapAnythingNode(context=context, parameter_overrides=[
+        Parameter("cameras", value=["front_optical"]), Parameter("backend", value="oracle"),
+        Parameter("oracle_preset", value="small"), Parameter("map_publish_rate", value=0.0),
+        Parameter("map_max_voxels", value=max(2 * size, 1000))])
+    peer = rclpy.create_node("peer", context=context)
+    received = []
+    peer.create_subscription(PointCloud2, "/mapanything/map", received.append, 1)
+    end = time.monotonic() + 10
+    while not node.map_pub.get_subscription_count() and time.monotonic() < end:
+        time.sleep(0.05)
+    rng = np.random.default_rng(0)
+    voxels = node.session.pipeline.map
+    voxel = voxels.voxel_size
+    points = rng.integers(-400, 400, (size, 3)) * voxel
+    voxels.insert(points, rng.integers(0, 255, (size, 3), dtype=np.uint8), np.ones(size), np.zeros(3))
+    inline, handoff, thread = [], [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        node.publish_map()  # the old timer: all of it on the executor
+        inline.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        node._on_map_timer()  # the timer now: the executor only submits
+        handoff.append(time.perf_counter() - t)
+        node._map_job.result()
+        thread.append(time.perf_counter() - t)
+    node.shutdown()
+    node.destroy_node()
+    peer.destroy_node()
+    rclpy.shutdown(context=context)
+    ms = lambda v: 1e3 * float(np.median(v))  # noqa: E731
+    return {"voxels": len(voxels), "executor_ms_packing_inline": ms(inline), "executor_ms_handoff": ms(handoff),
+            "map_thread_ms": ms(thread)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 2_000_000])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    rows = [measure(size, args.repeats) for size in args.sizes]
+    print("| map voxels | executor held, packing inline (ms) | executor held, hand-off (ms) | ratio | "
+          "map thread (ms) |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['voxels']:,} | {r['executor_ms_packing_inline']:.1f} | {r['executor_ms_handoff']:.3f} | "
+              f"{r['executor_ms_packing_inline'] / r['executor_ms_handoff']:.0f}x | {r['map_thread_ms']:.1f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

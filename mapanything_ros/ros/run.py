@@ -1,0 +1,99 @@
+"""The node's process (console script `mapanything_node`): stop signals handled from the first
+instant, the executor loop, and shutdown in order.
+
+SIGINT, SIGTERM and SIGHUP all stop the node in order once it runs (main). Before that, while
+importing or starting up (loading weights can take a while), there is nothing to keep: the
+process exits at once with code 0. This module imports only the standard library at load time.
+"""
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+
+STOP_GRACE_S = 1.0  # at a stop signal, how long the inference in progress may take to end
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stop:
+    """The stop request of the process: `event` is set by a stop signal; before `running()` is
+    called a stop signal ends the process at once (exit 0)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self._running = False
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def running(self):
+        self._running = True
+
+    def _on_signal(self, *_):
+        self.event.set()
+        if not self._running:
+            os._exit(0)
+
+
+def node():
+    """Run the node (main) with the stop signals handled from the start."""
+    main(stop=Stop())
+
+
+class _DebugHandler(logging.Handler):
+    """python logging records (tracebacks included) to an rclpy logger at DEBUG."""
+
+    def __init__(self, logger):
+        super().__init__(logging.DEBUG)
+        self.logger = logger
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record):
+        self.logger.debug(self.format(record))
+
+
+def main(argv=None, stop=None):
+    """Run the node (`mapanything_node --ros-args -p cameras:=[front] ...`) until a stop signal.
+
+    The stop is in order: the executor (no more inputs), then the pipeline worker (the window
+    being made ends after its current stage, unpublished), then the node and ROS. rclpy's own
+    signal handler would shut ROS down first, under the worker's feet. An inference that has not
+    ended STOP_GRACE_S after the signal (a large window on a CPU can take minutes, and a running
+    torch call cannot be cut short) is abandoned: after ROS is shut down the process exits at
+    once with code 0 (letting the interpreter finalise under a thread still in torch aborts it).
+    stop: a Stop made before the heavy imports (node()'s), else one is made here."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from .node import GIL_SWITCH_S, MapAnythingNode
+
+    stop = stop or Stop()
+    sys.setswitchinterval(GIL_SWITCH_S)
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    node = MapAnythingNode()
+    package_log = logging.getLogger("mapanything_ros")  # the node reports those events itself
+    package_log.addHandler(_DebugHandler(node.get_logger().get_child("python")))
+    package_log.propagate = False
+    executor = SingleThreadedExecutor()  # measured against the others: bench/bench_executor.py
+    executor.add_node(node)
+    stop.running()
+    try:
+        while not stop.event.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass
+    finally:
+        stopped = node.shutdown(timeout=STOP_GRACE_S)
+        if not stopped:
+            node.get_logger().info("stopping: the inference in progress is abandoned")
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        if not stopped:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            ctypes.CDLL(None).fflush(None)  # rcutils logs through C stdio, which os._exit does not flush
+            os._exit(0)

@@ -1,0 +1,39 @@
+"""What the parameters (settings.SPECS names) configure: the pipeline and the capture sync."""
+
+from ..mapping import CompletionConfig
+from ..pipeline import PipelineConfig
+from ..sync import LIDAR_SOURCE, CaptureSync
+from ..units import SEC
+from ..window import BatchConfig, KeyframePolicy
+
+DEPTH_WAIT_S = 0.3  # longest a capture waits for depth (message time): a 10 Hz sweep goes out at its end
+
+
+def pipeline_config(values):
+    """The PipelineConfig of a parameter set."""
+    p = values
+    return PipelineConfig(
+        window_size=p["window_size"],
+        keyframes=KeyframePolicy(p["keyframe_translation"], p["keyframe_rotation"], p["keyframe_interval"]),
+        batch=BatchConfig(use_intrinsics=p["use_intrinsics"], use_poses=p["use_poses"], use_depth=p["use_depth"],
+                          metric_poses=p["metric_poses"], metric_depth=p["metric_depth"],
+                          depth_without_scale=p["depth_without_scale"], long_side=p["long_side"]),
+        keep_measured=p["keep_measured_depth"], align_to_measured=p["align_to_measured_depth"],
+        completion=None if p["depth_correction"] == "none" else CompletionConfig(dense=p["depth_correction"] == "field"),
+        edge_threshold=p["edge_threshold"] or None, edge_noise_sigmas=p["edge_noise_sigmas"],
+        voxel_size=p["map_voxel_size"], max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"],
+        map_insert=p["map_insert"])
+
+
+def depth_sources(values):
+    """The CaptureSync depth source names: [LIDAR_SOURCE], the cameras (depth_image) or none."""
+    if values["depth_source"] == "lidar":
+        return [LIDAR_SOURCE]
+    return list(values["cameras"]) if values["depth_source"] == "depth_image" else []
+
+
+def make_sync(values):
+    """The CaptureSync of a parameter set (cameras, slop, depth sources and tolerance, camera timeout)."""
+    return CaptureSync(values["cameras"], int(values["sync_slop"] * SEC), depth_sources(values),
+                       int(values["depth_tolerance"] * SEC), int(DEPTH_WAIT_S * SEC),
+                       camera_timeout_ns=int(values["camera_timeout"] * SEC))
