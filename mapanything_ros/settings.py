@@ -116,7 +116,10 @@ SPECS = {
                            "cut)", low=0.0, high=10.0),
     "edge_noise_sigmas": Spec(4.0, "per view, the edge threshold rises to this many robust sigmas of the depth's "
                               "own pixel noise (0 = the fixed threshold only)", low=0.0, high=100.0),
-    "save_map_path": Spec("~/.ros/mapanything_map.ply", "where ~/save_map writes the PLY"),
+    "save_map_path": Spec("~/.ros/mapanything_map.ply", "where ~/save_map writes the PLY (relative: in "
+                          "save_map_directory)"),
+    "save_map_directory": _ro("~/.ros", "~/save_map writes only inside this directory (set at launch; \"/\" "
+                              "allows any path)"),
 }
 READ_ONLY = tuple(n for n, s in SPECS.items() if s.read_only)
 

@@ -11,6 +11,7 @@ measured as on a robot; the rows with stamps far from it check that this is repo
 """
 
 import array
+import tempfile
 import time
 
 import numpy as np
@@ -110,7 +111,8 @@ def bad_cloud(h, stamp, **changes):
 @pytest.fixture(scope="module")
 def hostile():
     r = Rig({"backend": "oracle", "image_transport": "compressed", "depth_source": "lidar", "depth_tolerance": 0.2,
-             "keyframe_interval": 0.05, "window_size": 2, "camera_timeout": TIMEOUT_S, "tf_timeout": 0.3})
+             "keyframe_interval": 0.05, "window_size": 2, "camera_timeout": TIMEOUT_S, "tf_timeout": 0.3,
+             "save_map_directory": tempfile.gettempdir()})
     try:
         yield Hostile(r, make_scene("small", 0))
     finally:

@@ -269,7 +269,7 @@ def test_unknown_parameters_and_a_second_node_of_the_same_name_are_said(rig, mon
 
 
 def test_parameters_read_only_bad_and_good(rig, scene, tmp_path):
-    r = rig()
+    r = rig(save_map_directory=str(tmp_path))
     node = r.node
     result = node.set_parameters([Parameter("window_size", value=4)])[0]
     assert not result.successful and "read-only" in result.reason

@@ -286,7 +286,7 @@ class MapAnythingNode(Node):
             response.success, response.message = False, f"not running: {self.fatal}"
             return response
         try:
-            n, path = self.session.save_map(self.session.values["save_map_path"])
+            n, path = self.session.save_map(self.session.values["save_map_path"], self.p["save_map_directory"])
         except (OSError, ValueError) as err:
             response.success, response.message = False, f"could not save the map: {err}"
             return response

@@ -395,12 +395,16 @@ class Session:
         stamp = snap.stamp_ns if snap.stamp_ns is not None else now_ns
         return snap, self.frame_id(snap.pose_frame or "world", self._values), stamp
 
-    def save_map(self, path):
-        """Write the map to a PLY file at `path` (~ expanded) without ever leaving a partial file:
-        written beside it, then renamed over it. Refuses an empty map, a missing directory, and a
-        file there that is not a PLY. Returns (points written, absolute path); raises OSError or
-        ValueError saying why."""
-        path = os.path.realpath(os.path.expanduser(path))  # a link at the path: its target is replaced
+    def save_map(self, path, directory=None):
+        """Write the map to a PLY file at `path` (~ expanded; relative: in `directory`) without ever
+        leaving a partial file: written beside it, then renamed over it. Refuses a path outside
+        `directory` (None: anywhere; links and ".." resolved first), an empty map, a missing
+        directory, and a file there that is not a PLY. Returns (points written, absolute path);
+        raises OSError or ValueError saying why."""
+        root = os.path.realpath(os.path.expanduser(directory or os.sep))
+        path = os.path.realpath(os.path.join(root, os.path.expanduser(path)))  # a link: its target is replaced
+        if os.path.commonpath([root, path]) != root:
+            raise ValueError(f"{path} is outside {root} (parameter save_map_directory, set at launch)")
         if not os.path.isdir(os.path.dirname(path)):
             raise ValueError(f"{os.path.dirname(path)} is not a directory (it is not created)")
         if os.path.isdir(path):
