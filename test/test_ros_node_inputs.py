@@ -253,6 +253,33 @@ def test_tf_from_the_future_or_not_finite_is_refused_and_mapping_goes_on(rig, sc
     assert not r.node.tf.can_transform("odom", CAM, stamp)  # the dynamic transforms are gone
 
 
+def test_save_map_runs_off_the_executor_and_a_second_request_is_answered(rig, scene, tmp_path, monkeypatch):
+    """A save takes seconds for a large map: the executor goes on meanwhile (inputs, timers), and a
+    request while one runs is refused at once with the reason, never left unanswered."""
+    r = rig(save_map_directory=str(tmp_path), save_map_path=str(tmp_path / "map.ply"))
+    send_frame(r, scene, SEC)
+    r.spin(1.0)
+    save = r.node.session.save_map
+
+    def slow(*args):
+        time.sleep(2.0)
+        return save(*args)
+
+    monkeypatch.setattr(r.node.session, "save_map", slow)
+    client = r.peer.create_client(Trigger, "/mapanything/save_map")
+    assert client.wait_for_service(timeout_sec=5.0)
+    first = client.call_async(Trigger.Request())
+    r.spin(0.3)
+    second = client.call_async(Trigger.Request())
+    r.got.pop("diagnostics", None)
+    end = time.monotonic() + 10
+    while not (first.done() and second.done()) and time.monotonic() < end:
+        r.executor.spin_once(timeout_sec=0.05)
+    assert second.result().success is False and "in progress" in second.result().message
+    assert first.result().success and (tmp_path / "map.ply").exists(), first.result().message
+    assert r.got.get("diagnostics"), "the 1 Hz diagnostics timer did not run during the save"
+
+
 def test_unknown_parameters_and_a_second_node_of_the_same_name_are_said(rig, monkeypatch):
     monkeypatch.setattr(node_module, "DUPLICATE_CHECK_S", 0.5)
     r = rig(keyframe_intervall=0.5)  # a typo

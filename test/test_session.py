@@ -255,6 +255,7 @@ def test_save_map_is_atomic_and_refuses_what_is_not_its_own(scene, tmp_path, mon
         feed.session.save_map(tmp_path / "map.ply")
     assert (tmp_path / "map.ply").read_bytes() == good  # the saved map is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.ply", "notes.txt"]  # no temporary left
+    monkeypatch.undo()
     inside = tmp_path / "maps"
     inside.mkdir()
     assert feed.session.save_map("a.ply", inside)[1] == str(inside / "a.ply")  # relative: in the directory

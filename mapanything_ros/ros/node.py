@@ -33,9 +33,11 @@ the node's logger at DEBUG (with tracebacks); the session reports those events i
 from concurrent.futures import ThreadPoolExecutor
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.task import Future
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
@@ -79,12 +81,15 @@ class MapAnythingNode(Node):
         self.p, declared = params.declare(self)  # start-up values; the session holds the live snapshot
         self.problems, self.rates = Problems(), Rates()
         self.report = Reporter(self._log)
-        self.session = self.runtime = self.fatal = None
+        self.session = self.runtime = self.fatal = self._saving = None
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
         self.diag_pub = self._pub(DiagnosticArray, "diagnostics")
         self.create_timer(1.0, self.publish_diagnostics, clock=self._wall)
         self.create_service(_checked(Trigger, "reset"), self._name("reset"), self._on_reset)
-        self.create_service(_checked(Trigger, "save_map"), self._name("save_map"), self._on_save_map)
+        # its own reentrant group: while a save is awaited, the node's other callbacks and a second
+        # request go on (the default group is mutually exclusive for the whole of a callback)
+        self.create_service(_checked(Trigger, "save_map"), self._name("save_map"), self._on_save_map,
+                            callback_group=ReentrantCallbackGroup())
         self._check_names()
         problems = declared + settings.problems(self.p)
         if problems:
@@ -281,16 +286,27 @@ class MapAnythingNode(Node):
         self.get_logger().info(f"~/reset: {response.message}")
         return response
 
-    def _on_save_map(self, request, response):
+    async def _on_save_map(self, request, response):
+        """Save on the map thread (seconds for a large map; the executor goes on meanwhile) and
+        answer when done; a request while a save runs is refused at once, with the reason."""
         if self.session is None:
             response.success, response.message = False, f"not running: {self.fatal}"
             return response
+        if self._saving is not None:
+            response.success, response.message = False, f"a save to {self._saving} is in progress: call again when it ends"
+            return response
+        path = self.session.values["save_map_path"]
+        self._saving, done = path, Future()
+        job = self._map_thread.submit(self.session.save_map, path, self.p["save_map_directory"])
+        job.add_done_callback(lambda _: done.set_result(None))
         try:
-            n, path = self.session.save_map(self.session.values["save_map_path"], self.p["save_map_directory"])
+            await done  # resumed by the executor once the map thread is done
+            n, path = job.result()
+            response.success, response.message = True, f"wrote {n} points to {path}"
         except (OSError, ValueError) as err:
             response.success, response.message = False, f"could not save the map: {err}"
-            return response
-        response.success, response.message = True, f"wrote {n} points to {path}"
+        finally:
+            self._saving = None
         return response
 
     def _check_parameters(self, parameters):
