@@ -7,6 +7,7 @@ Real rclpy / Fast DDS, kept on loopback by test/conftest.py; the subprocess inhe
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -96,6 +97,24 @@ def spin_until(executor, proc, timeout_s):
         executor.spin_once(timeout_sec=0.05)
     for _ in range(20):  # drain what is still queued
         executor.spin_once(timeout_sec=0.01)
+
+
+def test_catching_up_with_slow_rendering_ends_at_the_duration(ros, small_scene, monkeypatch):
+    """Rendering slower than real time (the default scene on a small CPU) with catch_up: camera
+    frames are skipped, and the run ends at its duration (it used to spin for ever once the
+    skipped camera reached the end while TF and LiDAR had not)."""
+    node, _ = ros
+    player = SyntheticPlayer(node, small_scene, clock=False)
+    render = player.truth
+    monkeypatch.setattr(player, "truth", lambda stamp: time.sleep(0.3) or render(stamp))
+    stop = threading.Event()
+    done = []
+    runner = threading.Thread(target=lambda: done.append(player.run(0.5, realtime=True, stop=stop, catch_up=True)))
+    runner.start()
+    runner.join(timeout=20)
+    stop.set()
+    runner.join()
+    assert done and done[0] > 0 and player.next_ns >= SEC // 2 + player._first["tf"], "the run did not end"
 
 
 def test_player_process_publishes_the_scene(ros, scene):

@@ -218,7 +218,8 @@ class SyntheticPlayer:
         while self.next_ns < end and not stop.is_set():
             if realtime:
                 due = sim0 + int((time.monotonic() - wall0) * SEC)
-                if catch_up and "camera" in self._period and due - self._due("camera") > self._period["camera"]:
+                if (catch_up and "camera" in self._period and self._due("camera") < end
+                        and due - self._due("camera") > self._period["camera"]):
                     self.skip_to(min(due, end), kinds=("camera",))
                     continue
                 if stop.wait(max(0.0, (self.next_ns - due) / SEC)):
