@@ -82,11 +82,18 @@ def replay(args):
     from .evaluation import evaluate
     from .replay import replay as run
 
-    summary = run(args.bag, _params(args), args.out, progress="force" if args.progress else True,
-                  write_bag=args.write_bag, namespace=args.namespace, remap=_pairs(args.remap, "--remap"),
-                  node_name=args.node_name, raw_depth=args.raw_depth)
+    try:
+        summary = run(args.bag, _params(args), args.out, progress="force" if args.progress else True,
+                      write_bag=args.write_bag, namespace=args.namespace, remap=_pairs(args.remap, "--remap"),
+                      node_name=args.node_name, raw_depth=args.raw_depth)
+    except (ValueError, FileNotFoundError) as err:  # bad parameters, no camera or weights, an output bag there
+        raise SystemExit(f"replay: {err}") from None
     print(f"replayed {args.bag} with the {summary['backend']} backend into {args.out}")
     _print_summary(summary)
+    if not summary["frames"]:
+        print(f"  nothing went through: missing topics {summary['missing_topics']}; check --namespace, --remap "
+              "and --cameras against `ros2 bag info`", file=sys.stderr)
+        return 1
     if args.eval:
         _print_eval(evaluate(args.out, args.bag, args.threshold))
     return 0

@@ -86,7 +86,8 @@ ENDPOINTS = {
     "tf_out": Endpoint("publisher", "/tf", "tf2_msgs/msg/TFMessage", "tf",
                        "the TF frames below", {"tf_output": _TF_ON}),
     "diagnostics": Endpoint("publisher", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "depth10",
-                            "pipeline, per camera, sync, tf and depth status at 1 Hz"),
+                            "statuses `<node's full name>: pipeline` (and `camera <ns>`, sync, tf, depth) at 1 Hz; "
+                            "hardware_id: the backend's device"),
     # services
     "reset": Endpoint("service", "~/reset", "std_srvs/srv/Trigger", "",
                       "clear the window, the map, the captures waiting for TF and the buffered dynamic TF"),

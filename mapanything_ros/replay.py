@@ -65,7 +65,7 @@ def bag_cameras(connections, namespace="", compressed=False):
 def input_topics(values, namespace="", remap=None):
     """{bag topic: (kind, camera namespace or None)} the node subscribes to with parameters `values`.
     kind: image, compressed, info, depth, lidar, tf, tf_static. remap: {resolved name: bag topic}."""
-    remap = remap or {}
+    remap = {absolute(k, namespace): absolute(v) for k, v in (remap or {}).items()}  # relative FROM: in namespace
     return {remap.get(absolute(name, namespace), absolute(name, namespace)): (KINDS[key], cam)
             for key, cam, name in interface.subscriptions(values)}
 
@@ -193,6 +193,12 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
     with AnyReader([bag_path], default_typestore=get_typestore(TYPESTORE)) as reader:
         if values["cameras"] is None:
             values["cameras"] = bag_cameras(reader.connections, namespace, values["image_transport"] == "compressed")
+            if not values["cameras"]:
+                images = sorted(c.topic for c in reader.connections if c.msgtype in ("sensor_msgs/msg/Image",
+                                                                                   "sensor_msgs/msg/CompressedImage"))
+                ns = absolute("", namespace).rstrip("/") or "/"
+                raise ValueError(f"no camera under namespace {ns!r} in {bag_path} (an image topic with camera_info "
+                                 f"beside it); its image topics: {images}")
         found = settings.problems(values)
         if found:
             raise ValueError("bad parameters: " + "; ".join(found))
@@ -204,6 +210,8 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
                          t not in {c.topic for c in reader.connections})
         conns = [c for c in reader.connections if c.topic in kinds]
         storage = "sqlite3" if any(bag_path.glob("*.db3")) or bag_path.suffix == ".db3" else "mcap"
+        if write_bag and (out / "bag").exists():
+            raise ValueError(f"{out / 'bag'} exists: remove it or choose another output directory")
         bag = outputs.OutputBag(out / "bag", storage) if write_bag else None
         problems = {}
         writer = _Writer(values, out, bag, raw_depth, namespace)

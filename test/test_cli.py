@@ -37,6 +37,23 @@ def test_demo_then_eval_and_replay(tmp_path, capsys, monkeypatch):
     metrics = json.loads((out / "eval.json").read_text())
     assert 0.005 < metrics["raw_depth"]["abs_rel"] < 0.1 and metrics["depth"]["abs_rel"] <= metrics["raw_depth"]["abs_rel"]
 
+    # A namespace the bag does not have: said, exit non-zero (it found "0 frames" and exited 0).
+    bag = str(tmp_path / "demo" / "input_bag")
+    with pytest.raises(SystemExit, match="no camera under namespace '/robot1'.*front_optical/image_raw"):
+        main(["replay", bag, "--namespace", "robot1", "--out", str(tmp_path / "ns")])
+    # A relative --remap FROM resolves in the namespace (it was ignored): the cameras are found there.
+    oracle = ["--backend", "oracle", "-p", "oracle_preset:=small", "-p", "long_side:=112"]
+    code = main(["replay", bag, *oracle, "--namespace", "robot1", "--cameras", "front_optical",
+                 "--out", str(tmp_path / "rm"), "--remap", "front_optical/image_raw:=/front_optical/image_raw",
+                 "--remap", "front_optical/camera_info:=/front_optical/camera_info"])
+    assert code == 0 and json.loads((tmp_path / "rm" / "summary.json").read_text())["frames"] > 0
+    # Topics missing altogether: nothing goes through, said on stderr, exit 1.
+    assert main(["replay", bag, *oracle, "--cameras", "nowhere", "--out", str(tmp_path / "none")]) == 1
+    assert "nothing went through: missing topics" in capsys.readouterr().err
+    # An output bag already there: refused with the reason (it was a rosbags WriterError traceback).
+    with pytest.raises(SystemExit, match="bag exists: remove it"):
+        main(["replay", bag, *oracle, "--out", str(replay_dir), "--write-bag"])
+
 
 def test_accuracy_command_has_its_own_options(capsys):
     with pytest.raises(SystemExit) as done:

@@ -122,7 +122,7 @@ def test_rviz_layout_names_the_topics():
     yaml = pytest.importorskip("yaml", reason="PyYAML parses the RViz layout")
     layout = yaml.safe_load(RVIZ.read_text())
     manager = layout["Visualization Manager"]
-    assert manager["Global Options"]["Fixed Frame"] == "map"
+    assert manager["Global Options"]["Fixed Frame"] == "odom"  # world_frame: there with every preset using TF
     displays = {d["Class"]: [] for d in manager["Displays"]}
     for d in manager["Displays"]:
         displays[d["Class"]].append(d.get("Topic", {}))

@@ -284,6 +284,8 @@ def test_unknown_parameters_and_a_second_node_of_the_same_name_are_said(rig, mon
     monkeypatch.setattr(node_module, "DUPLICATE_CHECK_S", 0.5)
     r = rig(keyframe_intervall=0.5)  # a typo
     r.assert_problem("pipeline", DiagnosticStatus.WARN, "unknown parameters ignored: keyframe_intervall")
+    status, = r.status("pipeline")  # named after the node's full name: instances in two namespaces stay apart
+    assert status.name == "/mapanything: pipeline" and status.hardware_id == "cpu"
     twin = MapAnythingNode(context=r.context, parameter_overrides=[Parameter("cameras", value=[CAM]),
                                                                    Parameter("backend", value="oracle")])
     try:

@@ -338,7 +338,10 @@ class MapAnythingNode(Node):
                 values[f"camera {cam}"].update(topic=self._topics["image", cam], rate_hz=self.rates.rate(cam))
             if self.p["depth_source"] == "lidar":
                 values["depth"]["lidar_rate_hz"] = self.rates.rate(LIDAR_SOURCE)
-        hw, prefix = self.get_fully_qualified_name(), f"{self.get_name()}: "
+        # Named after the node's full name (instances in two namespaces stay apart in an aggregator);
+        # the hardware is the device the backend runs on.
+        hw = values["pipeline"].get("name", values["pipeline"].get("device", "cpu"))
+        prefix = f"{self.get_fully_qualified_name()}: "
         msg = DiagnosticArray(status=[make_status(prefix + name, hw, self.problems.active(name), v)
                                       for name, v in values.items()])
         msg.header.stamp = self.get_clock().now().to_msg()
