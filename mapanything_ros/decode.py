@@ -40,6 +40,7 @@ Per-point time (for motion compensation), returned as absolute int64 nanoseconds
 Points with a non-finite coordinate or (when times are read) a non-finite time are dropped.
 """
 
+import math
 import sys
 from functools import lru_cache
 
@@ -78,10 +79,30 @@ _BAYER = {
     "grbg": cv2.COLOR_BayerGB2RGB,
 }
 _DEPTH = {"16UC1": np.uint16, "mono16": np.uint16, "32FC1": np.float32}
+QUATERNION_TOLERANCE = 0.01  # |length^2 - 1| beyond which tf2 refuses a rotation (TF_DENORMALIZED_QUATERNION)
 MAX_ROW_PADDING = 64  # bytes past width x bytes per pixel a row may carry (alignment) once it is twice as long
-MIN_VALID_RAYS = 0.5  # share of the image a calibration's rays must cover (a fisheye's circle covers ~0.8)
+MIN_VALID_RAYS = 0.25  # share of the image a calibration's rays must cover (a circular fisheye: 0.44 of 16:9)
 MIN_SPAN_RATIO = 0.1  # of the angle K alone gives across the image, that the rays must span
 ENCODINGS = tuple(_COLOR) + tuple(f"bayer_{p}{b}" for b in (8, 16) for p in _BAYER)
+
+
+def transform_refusal(tf, latest_ns=None):
+    """(kind, message) when a geometry_msgs/TransformStamped must not enter a TF buffer, else None:
+    non-finite values ("nan"), a rotation quaternion of squared length off 1 by more than tf2's
+    QUATERNION_TOLERANCE ("quaternion"), a stamp after latest_ns ("future"; None: no limit)."""
+    t, r = tf.transform.translation, tf.transform.rotation
+    name = f"{tf.header.frame_id or '?'} <- {tf.child_frame_id or '?'}"
+    if not all(math.isfinite(v) for v in (t.x, t.y, t.z, r.x, r.y, r.z, r.w)):
+        return "nan", f"transform {name} with non-finite values refused"
+    norm = math.sqrt(r.x * r.x + r.y * r.y + r.z * r.z + r.w * r.w)
+    if abs(norm * norm - 1.0) > QUATERNION_TOLERANCE:
+        return "quaternion", f"transform {name} refused: its rotation quaternion has length {norm:.3g}, not 1"
+    stamp = stamp_ns(tf.header)
+    if latest_ns is not None and stamp > latest_ns:
+        return "future", (f"transform {name} stamped {(stamp - latest_ns) / SEC:.1f} s beyond the limit ahead of the "
+                          "clock refused (parameter tf_future_limit): the publisher's clock or stamps are wrong; "
+                          "buffered, it would make every later transform of that frame look old")
+    return None
 
 
 def transforms(msg):
@@ -220,6 +241,8 @@ def calibration_problem(camera):
     if valid.mean() < MIN_VALID_RAYS:
         return (f"its rays are invalid at {100 * (1 - valid.mean()):.0f} % of the image ({lens}): check D and "
                 "distortion_model")
+    if valid[12].sum() < 2:
+        return f"its rays are invalid across the image's middle row ({lens}): check D and distortion_model"
     row = rays[12][valid[12]]
     k = camera.intrinsics
     ends = u[12][valid[12]][[0, -1]]

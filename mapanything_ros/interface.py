@@ -86,8 +86,8 @@ ENDPOINTS = {
     "tf_out": Endpoint("publisher", "/tf", "tf2_msgs/msg/TFMessage", "tf",
                        "the TF frames below", {"tf_output": _TF_ON}),
     "diagnostics": Endpoint("publisher", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "depth10",
-                            "statuses `<node's full name>: pipeline` (and `camera <ns>`, sync, tf, depth) at 1 Hz; "
-                            "hardware_id: the backend's device"),
+                            "pipeline, per camera, sync, tf and depth statuses at 1 Hz, named after the node's full "
+                            "name (/robot1/mapanything: pipeline); hardware_id: the backend's device"),
     # services
     "reset": Endpoint("service", "~/reset", "std_srvs/srv/Trigger", "",
                       "clear the window, the map, the captures waiting for TF and the buffered dynamic TF"),

@@ -62,10 +62,11 @@ def bag_cameras(connections, namespace="", compressed=False):
     return found
 
 
-def input_topics(values, namespace="", remap=None):
+def input_topics(values, namespace="", remap=None, node_name="mapanything"):
     """{bag topic: (kind, camera namespace or None)} the node subscribes to with parameters `values`.
-    kind: image, compressed, info, depth, lidar, tf, tf_static. remap: {resolved name: bag topic}."""
-    remap = {absolute(k, namespace): absolute(v) for k, v in (remap or {}).items()}  # relative FROM: in namespace
+    kind: image, compressed, info, depth, lidar, tf, tf_static. remap: {FROM: TO}, both resolved as
+    rcl does for a node `node_name` in `namespace` (relative: in the namespace)."""
+    remap = {absolute(k, namespace, node_name): absolute(v, namespace, node_name) for k, v in (remap or {}).items()}
     return {remap.get(absolute(name, namespace), absolute(name, namespace)): (KINDS[key], cam)
             for key, cam, name in interface.subscriptions(values)}
 
@@ -202,16 +203,16 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
         found = settings.problems(values)
         if found:
             raise ValueError("bad parameters: " + "; ".join(found))
+        if write_bag and (out / "bag").exists():
+            raise ValueError(f"{out / 'bag'} exists: remove it or choose another output directory")
         runtime, made = None, backend is None
         if made:
             backend, runtime = make_backend(values)
-        kinds = input_topics(values, namespace, remap)
+        kinds = input_topics(values, namespace, remap, node_name)
         missing = sorted(t for t, (k, _) in kinds.items() if k not in ("tf", "tf_static", "depth") and
                          t not in {c.topic for c in reader.connections})
         conns = [c for c in reader.connections if c.topic in kinds]
         storage = "sqlite3" if any(bag_path.glob("*.db3")) or bag_path.suffix == ".db3" else "mcap"
-        if write_bag and (out / "bag").exists():
-            raise ValueError(f"{out / 'bag'} exists: remove it or choose another output directory")
         bag = outputs.OutputBag(out / "bag", storage) if write_bag else None
         problems = {}
         writer = _Writer(values, out, bag, raw_depth, namespace)
@@ -234,9 +235,16 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
                 if kind in ("tf", "tf_static"):
                     if bag is not None:
                         bag.write_raw(conn.topic, conn.msgtype, raw, now, transient_local=kind == "tf_static")
-                    for parent, child, stamp, pose in decode.transforms(msg):
+                    static = kind == "tf_static"
+                    limit = None if static or not values["tf_future_limit"] else now + int(
+                        values["tf_future_limit"] * SEC)  # the node's rule, with bag time as its clock
+                    for tf, (parent, child, stamp, pose) in zip(msg.transforms, decode.transforms(msg)):
+                        refusal = decode.transform_refusal(tf, limit)
+                        if refusal:
+                            session.report("tf", refusal[0], WARN, refusal[1])
+                            continue
                         try:
-                            tree.set_transform(parent, child, stamp, pose, static=kind == "tf_static")
+                            tree.set_transform(parent, child, stamp, pose, static=static)
                         except ValueError as err:
                             session.bad_input("tf", "input", WARN, f"{conn.topic}: {err}")
                 elif kind == "info":

@@ -108,6 +108,9 @@ def test_strong_but_real_lenses_pass(scene):
     barrel = CameraInfo(height=480, width=640, distortion_model="plumb_bob", d=[-0.3, 0.1, 0, 0, 0],
                         k=[500.0, 0, 320, 0, 500, 240, 0, 0, 1])
     assert decode.camera_info_to_model(barrel).image_size == (640, 480)
+    circle = CameraInfo(height=1080, width=1920, distortion_model="equidistant", d=[0, 0, 0, -0.00128],
+                        k=[361.0, 0, 960, 0, 361, 540, 0, 0, 1])  # a circular fisheye: 44 % of a 16:9 image
+    assert decode.camera_info_to_model(circle).image_size == (1920, 1080)
 
 
 def test_rows_far_longer_than_the_encoding_are_refused():

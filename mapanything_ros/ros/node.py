@@ -69,6 +69,9 @@ DUPLICATE_CHECK_S, DUPLICATE_LOOKS = 7.0, 4
 GIL_SWITCH_S = 0.0005
 MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Services: the default request queue (depth 10) drops the 11th of a burst, whose caller then waits
+# for ever; 1000 deep, as ROS's own parameter services (rclpy qos_profile_parameters).
+SERVICE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # interface.QOS names -> profiles ("input" follows the qos parameter)
 QOS = {"depth5": 5, "depth10": 10, "latched": MAP_QOS, "tf": TF_QOS, "tf_static": TF_STATIC_QOS}
 
@@ -85,11 +88,11 @@ class MapAnythingNode(Node):
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
         self.diag_pub = self._pub(DiagnosticArray, "diagnostics")
         self.create_timer(1.0, self.publish_diagnostics, clock=self._wall)
-        self.create_service(_checked(Trigger, "reset"), self._name("reset"), self._on_reset)
+        self.create_service(_checked(Trigger, "reset"), self._name("reset"), self._on_reset, qos_profile=SERVICE_QOS)
         # its own reentrant group: while a save is awaited, the node's other callbacks and a second
         # request go on (the default group is mutually exclusive for the whole of a callback)
         self.create_service(_checked(Trigger, "save_map"), self._name("save_map"), self._on_save_map,
-                            callback_group=ReentrantCallbackGroup())
+                            qos_profile=SERVICE_QOS, callback_group=ReentrantCallbackGroup())
         self._check_names()
         problems = declared + settings.problems(self.p)
         if problems:
@@ -305,6 +308,9 @@ class MapAnythingNode(Node):
             response.success, response.message = True, f"wrote {n} points to {path}"
         except (OSError, ValueError) as err:
             response.success, response.message = False, f"could not save the map: {err}"
+        except Exception as err:  # a bug: said, and the node goes on
+            self.report.exception("pipeline", "save_map", "~/save_map failed (a bug)", err)
+            response.success, response.message = False, f"could not save the map (a bug, see the log): {err!r}"
         finally:
             self._saving = None
         return response
@@ -340,7 +346,7 @@ class MapAnythingNode(Node):
                 values["depth"]["lidar_rate_hz"] = self.rates.rate(LIDAR_SOURCE)
         # Named after the node's full name (instances in two namespaces stay apart in an aggregator);
         # the hardware is the device the backend runs on.
-        hw = values["pipeline"].get("name", values["pipeline"].get("device", "cpu"))
+        hw = values["pipeline"].get("device", "cpu")
         prefix = f"{self.get_fully_qualified_name()}: "
         msg = DiagnosticArray(status=[make_status(prefix + name, hw, self.problems.active(name), v)
                                       for name, v in values.items()])

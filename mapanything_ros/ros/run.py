@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 
 STOP_GRACE_S = 1.0  # at a stop signal, how long the inference in progress may take to end
 
@@ -20,7 +21,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 class Stop:
     """The stop request of the process: `event` is set by a stop signal; before `running()` is
-    called a stop signal ends the process at once (exit 0)."""
+    called a stop signal ends the process at once (exit 0), and so does a second one during the
+    orderly stop (exit 1: the user insisted, something may have been left unfinished)."""
 
     def __init__(self):
         self.event = threading.Event()
@@ -32,9 +34,20 @@ class Stop:
         self._running = True
 
     def _on_signal(self, *_):
-        self.event.set()
         if not self._running:
             os._exit(0)
+        if self.event.is_set():
+            _flush()
+            os._exit(1)
+        self.event.set()
+
+
+def _flush():
+    """Flush Python's and C's standard streams (rcutils logs through C stdio, which os._exit does
+    not flush)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ctypes.CDLL(None).fflush(None)
 
 
 def node():
@@ -80,11 +93,15 @@ def main(argv=None, stop=None):
     executor = SingleThreadedExecutor()  # measured against the others: bench/bench_executor.py
     executor.add_node(node)
     stop.running()
+    code = 0
     try:
         while not stop.event.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
     except ExternalShutdownException:
         pass
+    except Exception:  # a bug: said with its traceback, exit 1, whatever happens below
+        node.get_logger().fatal("the node failed:\n" + traceback.format_exc())
+        code = 1
     finally:
         stopped = node.shutdown(timeout=STOP_GRACE_S)
         if not stopped:
@@ -92,8 +109,6 @@ def main(argv=None, stop=None):
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-        if not stopped:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            ctypes.CDLL(None).fflush(None)  # rcutils logs through C stdio, which os._exit does not flush
-            os._exit(0)
+        if code or not stopped:
+            _flush()
+            os._exit(code)

@@ -14,7 +14,6 @@ behaviour), which refuse what would poison or flood the buffer (see TfLookup).
 """
 
 import abc
-import math
 import threading
 
 from geometry_msgs.msg import TransformStamped
@@ -33,9 +32,8 @@ from ..geometry.tf_tree import (
     TransformNotFound,
     TransformTree,
 )
-from ..decode import stamp_ns
+from ..decode import stamp_ns, transform_refusal
 from ..geometry.transforms import pose_from_quat_trans, quat_trans_from_pose
-from ..units import SEC
 
 try:
     import tf2_ros
@@ -55,7 +53,6 @@ TF_STATIC_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
-QUATERNION_TOLERANCE = 0.01  # |length^2 - 1| beyond which tf2 refuses a rotation (TF_DENORMALIZED_QUATERNION)
 # tf2's Buffer clears itself when the clock jumps back (e.g. a bag replay loops) or changes.
 _CLOCK_JUMP = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=True)
 
@@ -134,28 +131,11 @@ class TfLookup(abc.ABC):
     def _add(self, msg, static):
         now, future = self._clock.now().nanoseconds, self._future_ns()
         for tf in msg.transforms:
-            refusal = _refusal(tf, None if static or now == 0 else future and now + future)
+            refusal = transform_refusal(tf, None if static or now == 0 or future is None else now + future)
             if refusal:
                 self._refused(*refusal)
             else:
                 self._set(tf, static)
-
-
-def _refusal(tf, latest_ns):
-    """(kind, message) when a TransformStamped is refused (see TfLookup), else None."""
-    t, r = tf.transform.translation, tf.transform.rotation
-    name = f"{tf.header.frame_id or '?'} <- {tf.child_frame_id or '?'}"
-    if not all(math.isfinite(v) for v in (t.x, t.y, t.z, r.x, r.y, r.z, r.w)):
-        return "nan", f"transform {name} with non-finite values refused"
-    norm = math.sqrt(r.x * r.x + r.y * r.y + r.z * r.z + r.w * r.w)
-    if abs(norm * norm - 1.0) > QUATERNION_TOLERANCE:
-        return "quaternion", f"transform {name} refused: its rotation quaternion has length {norm:.3g}, not 1"
-    stamp = stamp_ns(tf.header)
-    if latest_ns is not None and stamp > latest_ns:
-        return "future", (f"transform {name} stamped {(stamp - latest_ns) / SEC:.1f} s beyond the limit ahead of the "
-                          "node's clock refused (parameter tf_future_limit): the publisher's clock or stamps are "
-                          "wrong; buffered, it would make every later transform of that frame look old")
-    return None
 
 
 class BuiltinTfLookup(TfLookup):

@@ -58,6 +58,8 @@ CLOCK_SKEW_S = 10.0  # image stamps further than this from the arrival clock are
 LAG_IMAGES = 50  # images over which the arrival clock's lead on the stamps is measured
 DEPTH_MISSING_RUN = 10  # captures in a row without a depth source's data (while it publishes) before that is reported
 DROPS = ("tf_timeout", "queue", "bad_input", "no_camera_info", "frame_id")
+UMASK = os.umask(0o022)  # the process's, read once at import (os.umask can only read it by setting it)
+os.umask(UMASK)
 
 
 @dataclass(frozen=True, eq=False)
@@ -423,9 +425,7 @@ class Session:
             if os.path.exists(path):
                 shutil.copymode(path, tmp)
             else:  # mkstemp's 0600: the mode a plain open() would give
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(tmp, 0o666 & ~umask)
+                os.chmod(tmp, 0o666 & ~UMASK)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
