@@ -1,22 +1,18 @@
 """Offline replay of a rosbag2 (MCAP or sqlite3, read with rosbags: no ROS runtime) through the
 node's session, with bag time as its clock, writing the node's outputs as files.
 
-The replay reads the topics the node would subscribe to (relative names resolved in `namespace`,
-then `remap`), feeds /tf and /tf_static into a TransformTree, and hands every other message to a
-session.Session, the one the node runs (threaded=False: each keyframe's window is made before the
-next message), with its record time as the arrival clock, ticking it after every message. So the
-same inputs give the same keyframes, windows and outputs as the node (test/test_parity.py).
-Messages recorded at the same time are taken TF first, then CameraInfo, then the rest (a bag does
-not order them). At the end of the bag the session's waits end (Session.finish).
+It reads the topics the node would subscribe to (resolved in `namespace`, then `remap`), feeds
+TF into a TransformTree and every other message to the node's session.Session (threaded=False),
+record time as its clock: the same keyframes, windows and outputs as the node (test_parity.py).
+Messages recorded at one time go TF first, then CameraInfo, then the rest.
 
 Outputs in `out_dir` (outputs.py has the formats):
   map.ply                         the voxel map (binary PLY: x y z, rgb, confidence)
   map.png                         top-down picture of the map with the camera path
   depth/<camera>/<stamp_ns>.png   per keyframe and camera: z-depth, 16-bit millimetres, 0 = none
   preview/<camera>/<stamp_ns>.png the camera image beside its coloured depth
-  raw/<camera>/<stamp_ns>.png     with raw_depth: the network's own depth for the same keyframes,
-                                  before anything the package does to it (bilinear, no edge cut,
-                                  no alignment, no measured depth), as depth/: for evaluation
+  raw/<camera>/<stamp_ns>.png     with raw_depth: the network's own depth (bilinear, nothing of
+                                  the package's: no edge cut, alignment, measured depth)
   poses/<camera>.txt              refined world_from_camera per keyframe (TUM format)
   summary.json                    counts, timings, memory, parameters, the files above
   bag/                            with write_bag: the node's output topics (+ the input TF)
@@ -236,12 +232,8 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
                     if bag is not None:
                         bag.write_raw(conn.topic, conn.msgtype, raw, now, transient_local=kind == "tf_static")
                     static = kind == "tf_static"
-                    limit = None if static or not values["tf_future_limit"] else now + int(
-                        values["tf_future_limit"] * SEC)  # the node's rule, with bag time as its clock
                     for tf, (parent, child, stamp, pose) in zip(msg.transforms, decode.transforms(msg)):
-                        refusal = decode.transform_refusal(tf, limit)
-                        if refusal:
-                            session.report("tf", refusal[0], WARN, refusal[1])
+                        if session.tf_refusal(tf, now, static):
                             continue
                         try:
                             tree.set_transform(parent, child, stamp, pose, static=static)

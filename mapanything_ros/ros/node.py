@@ -3,31 +3,16 @@ between them (synchronisation, the TF wait queue, keyframes, stamps, bad input: 
 
 Here: parameters (settings.SPECS, declared in ros/params.py; checked in on-set, applied in
 post-set as a new session snapshot), topics, services and TF outputs (interface.ENDPOINTS /
-TF_OUTPUTS), timers (the session's tick at RETRY_HZ, diagnostics at 1 Hz, ~/map at
-map_publish_rate), the arrival clock (the node clock), logging and /diagnostics.
+TF_OUTPUTS; their reference: docs/node.md), timers (the session's tick at RETRY_HZ, diagnostics at
+1 Hz, ~/map at map_publish_rate), the arrival clock (the node clock), logging and /diagnostics.
+The process (signals, executor, shutdown) is ros/run.py.
 
-Inputs, per camera namespace `ns` of `cameras`: `ns/image_raw` (or `ns/image_raw/compressed`) and
-`ns/camera_info`; optionally one LiDAR cloud (`lidar_topic`) or a registered depth image per camera
-(`ns/<depth_image_topic>`); poses from TF (tf2_ros, ros/tf.py).
-
-Outputs, each packed only when someone subscribes, on the pipeline worker as soon as it is made:
-~/points (the window, PointCloud2 x, y, z, rgb, confidence), per camera of the newest capture
-~/<ns>/depth (32FC1 z-depth, NaN = none), ~/<ns>/confidence, ~/<ns>/camera_info, ~/window
-(ReconstructionWindow) and the TF outputs. ~/map (transient local) is packed on its own thread,
-never on the executor. Frames: with poses everything is in world_frame; image-only the windows
-are chained into map_frame (the first window's reference camera). Stamps: see the session.
-
-TF output (REP 105). map_odom: map_frame -> world_frame = (refined pose of the window's reference
-camera) * (its TF pose at its image stamp)^-1. With poses the reconstruction is anchored at that
-view, so the correction is the identity by construction; image-only it maps the chain frame onto
-world_frame (when TF has the pose). Use it only where nothing else publishes map_frame ->
-world_frame. camera_refined: world_frame (image-only: map_frame) -> `<frame_id>_refined` per
-camera of the newest capture.
-
-Bad input is logged (throttled, session.Reporter) and reported on /diagnostics; nothing is
-published for it. A backend that cannot start (e.g. missing weights) or bad parameters leave the
-node up, reporting the error only. What the ROS-free modules log through python logging goes to
-the node's logger at DEBUG (with tracebacks); the session reports those events itself.
+Outputs are packed only when someone subscribes, on the pipeline worker as soon as they are made;
+~/map on a thread of its own, never on the executor. Bad input is logged (throttled,
+session.Reporter) and reported on /diagnostics; nothing is published for it. A backend that cannot
+start (e.g. missing weights) or bad parameters leave the node up, reporting the error only. What
+the ROS-free modules log through python logging goes to the node's logger at DEBUG (with
+tracebacks); the session reports those events itself.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +33,6 @@ from ..backends import make_backend
 from ..msg import ReconstructionWindow
 from ..session import ERROR, WARN, Reporter, Session
 from ..sync import LIDAR_SOURCE
-from ..units import SEC
 from . import diagnostics, params
 from .diagnostics import Problems, Rates, make_status
 from .images import depth_to_image, float_image
@@ -109,8 +93,7 @@ class MapAnythingNode(Node):
         hint = ("node's sim (/clock) clock: is /clock from the same source as the stamps?" if sim else
                 "node's system clock: for a bag or a simulator set use_sim_time:=true and publish /clock "
                 "(ros2 bag play --clock); else synchronise the sensor's clock")
-        self.tf = make_tf_lookup(self, future_ns=self._tf_future_ns,
-                                 refused=lambda kind, message: self.report("tf", kind, WARN, message))
+        self.tf = make_tf_lookup(self, accept=lambda tf, static: not self.session.tf_refusal(tf, self._now_ns(), static))
         self.session = Session(self.p, backend, self.tf.lookup, self.report, self._publish, topics=self._topics,
                                clock_hint=hint)
         self.add_on_set_parameters_callback(self._check_parameters)
@@ -208,10 +191,6 @@ class MapAnythingNode(Node):
             self._map_timer = None
         if rate > 0:
             self._map_timer = self.create_timer(1.0 / rate, self._on_map_timer, clock=self._wall)
-
-    def _tf_future_ns(self):
-        limit = (self.p if self.session is None else self.session.values)["tf_future_limit"]
-        return int(limit * SEC) if limit > 0 else None
 
     def _now_ns(self):
         return self.get_clock().now().nanoseconds

@@ -32,7 +32,7 @@ from ..geometry.tf_tree import (
     TransformNotFound,
     TransformTree,
 )
-from ..decode import stamp_ns, transform_refusal
+from ..decode import stamp_ns
 from ..geometry.transforms import pose_from_quat_trans, quat_trans_from_pose
 
 try:
@@ -86,17 +86,16 @@ def set_from_message(tree, tf, static=False):
 class TfLookup(abc.ABC):
     """Non-blocking TF lookups at int-nanosecond stamps, fed by /tf and /tf_static on `node`.
 
-    Transforms tf2 would refuse with a log line of its own for every one of them (non-finite
-    values, a quaternion far from unit length), and transforms stamped more than future_ns()
-    (None: no limit) ahead of the node's clock (one wrongly stamped message would otherwise
-    make every later correct transform "old data" until that time), are refused here:
-    refused(kind, message) is called for each, for the node to report (throttled).
+    Each transform enters the buffer only when accept(transform, static) says so: the node refuses
+    (session.Session.tf_refusal) what tf2 would refuse with a log line for every one (non-finite
+    values, a quaternion far from unit length), and what is stamped far ahead of its clock (one
+    such transform would make every later one of its frame "old data" until that time).
     The subscriptions use their own callback group, so a multi-threaded executor delivers TF
     while other callbacks run.
     """
 
-    def __init__(self, node, future_ns=lambda: None, refused=lambda kind, message: None):
-        self._clock, self._future_ns, self._refused = node.get_clock(), future_ns, refused
+    def __init__(self, node, accept=lambda tf, static: True):
+        self._accept = accept
         group = MutuallyExclusiveCallbackGroup()
         self._subs = [
             node.create_subscription(TFMessage, "/tf", lambda m: self._add(m, False), TF_QOS, callback_group=group),
@@ -129,12 +128,8 @@ class TfLookup(abc.ABC):
         return True
 
     def _add(self, msg, static):
-        now, future = self._clock.now().nanoseconds, self._future_ns()
         for tf in msg.transforms:
-            refusal = transform_refusal(tf, None if static or now == 0 or future is None else now + future)
-            if refusal:
-                self._refused(*refusal)
-            else:
+            if self._accept(tf, static):
                 self._set(tf, static)
 
 
@@ -209,7 +204,7 @@ class Tf2Lookup(TfLookup):
 
 def make_tf_lookup(node, prefer="auto", max_history_s=10.0, **kwargs):
     """A TfLookup on `node`: "auto" (tf2_ros if importable, else built-in), "tf2" or "builtin";
-    kwargs (future_ns, refused) as TfLookup's."""
+    kwargs (accept) as TfLookup's."""
     if prefer not in ("auto", "tf2", "builtin"):
         raise ValueError(f"prefer must be 'auto', 'tf2' or 'builtin', not {prefer!r}")
     if prefer == "tf2" or (prefer == "auto" and HAVE_TF2):

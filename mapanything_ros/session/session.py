@@ -367,6 +367,16 @@ class Session:
             self.report("pipeline", "map_reset", WARN, f"map cleared: {result.map_reset}")
         self.emit(output)
 
+    def tf_refusal(self, tf, now_ns, static=False):
+        """(kind, message), reported, when a geometry_msgs/TransformStamped must not enter the TF
+        buffer (decode.transform_refusal; a dynamic one stamped more than tf_future_limit ahead of
+        now_ns, the arrival clock, unless that is 0: a sim clock not started), else None."""
+        limit = self._values["tf_future_limit"]
+        refusal = decode.transform_refusal(tf, None if static or not now_ns or not limit else now_ns + int(limit * SEC))
+        if refusal:
+            self.report("tf", refusal[0], WARN, refusal[1])
+        return refusal
+
     @staticmethod
     def frame_id(pose_frame, values):
         """The frame id of poses in pose_frame ("world": world_frame, else map_frame)."""
