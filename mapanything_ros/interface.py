@@ -119,15 +119,6 @@ def enabled(item, values):
     return all(values[name] in allowed for name, allowed in item.when.items())
 
 
-def absolute(name, namespace="", node=""):
-    """The absolute topic name a node `node` in `namespace` resolves `name` to, as rcl does:
-    "~/x" -> /<namespace>/<node>/x, a relative "x" -> /<namespace>/x, "/x" stays."""
-    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
-    if name.startswith("~/"):
-        return f"{ns}/{node}/{name[2:]}"
-    return name if name.startswith("/") else f"{ns}/{name}"
-
-
 def subscriptions(values):
     """[(endpoint key, camera namespace or None, name)] of the node's subscriptions under the
     parameters `values` (names unresolved: see absolute)."""

@@ -33,6 +33,10 @@ def ground_truth_topics(camera):
     return f"{TRUTH_PREFIX}/{camera}/depth", f"{TRUTH_PREFIX}/{camera}/pose"
 
 
-def absolute(topic):
-    """A relative topic name resolved at the root namespace (`/` + name); absolute names unchanged."""
-    return topic if topic.startswith("/") else "/" + topic
+def absolute(topic, namespace="", node=""):
+    """The absolute name a node `node` in `namespace` (default: the root) resolves `topic` to, as
+    rcl does: "~/x" -> /<namespace>/<node>/x, a relative "x" -> /<namespace>/x, "/x" stays."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    if topic.startswith("~/"):
+        return f"{ns}/{node}/{topic[2:]}"
+    return topic if topic.startswith("/") else f"{ns}/{topic}"

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import decode, interface, layout, outputs, settings
 from .geometry.tf_tree import TransformTree
-from .interface import absolute
+from .layout import absolute
 from .mapping import reconstruct
 from .progress import Progress
 from .sync import LIDAR_SOURCE

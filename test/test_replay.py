@@ -15,7 +15,7 @@ from mapanything_ros.evaluation import read_ground_truth
 from mapanything_ros.mapping.ply import read_ply
 from mapanything_ros.outputs import OutputBag, depth_to_mm, read_depth_png, read_tum, tum_line
 from mapanything_ros.evaluation import evaluate
-from mapanything_ros.interface import absolute
+from mapanything_ros.layout import absolute
 from mapanything_ros.replay import bag_cameras, input_topics, replay
 from truth import near_discontinuity
 
