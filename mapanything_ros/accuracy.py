@@ -75,7 +75,7 @@ def row(name, seed, profile, bias, summary, metrics):
     out["ate_per_path"] = ate.get("rmse", float("nan")) / ate["length"] if ate.get("length") else float("nan")
     out["path_m"] = ate.get("length", float("nan"))
     m = metrics["map"] or {}
-    for k in ("accuracy_mean", "precision", "completeness"):
+    for k in ("accuracy_mean", "precision", "far_off", "completeness"):
         out[f"map.{k}"] = m.get(k, float("nan"))
     return out
 
@@ -132,7 +132,7 @@ def markdown(summary):
     """The summary as a markdown table: raw prediction vs published, poses and map."""
     head = ("| setting | profile | bias | raw AbsRel | published AbsRel | published / raw | raw τ@1.03 % | "
             "published τ@1.03 % | published RMSE (mm) | > 10 % off | coverage | ATE (mm) | ATE / path | "
-            "map precision | map completeness |")
+            "map precision | map > 10 cm off | map completeness |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in summary:
         ratio = s["depth.abs_rel"] / s["raw_depth.abs_rel"] if s["raw_depth.abs_rel"] > 0 else float("nan")
@@ -142,7 +142,7 @@ def markdown(summary):
             f"{_f(s['depth.inlier_1_03'], '.3f')} | {_f(s['depth.rmse'] * 1e3, '.1f')} | "
             f"{_f(s['depth.outlier_10'], '.4f')} | {_f(s['depth.coverage'], '.3f')} | "
             f"{_f(s['ate_rmse'] * 1e3, '.1f')} | {_f(s['ate_per_path'] * 100, '.2f')} % | "
-            f"{_f(s['map.precision'], '.3f')} | {_f(s['map.completeness'], '.3f')} |")
+            f"{_f(s['map.precision'], '.3f')} | {_f(s['map.far_off'], '.3f')} | {_f(s['map.completeness'], '.3f')} |")
     return "\n".join(lines)
 
 

@@ -155,8 +155,9 @@ def map_metrics(map_points, surface_points, threshold):
     """Map quality against dense samples of the true surface (both (N, 3) world points, metres).
 
     accuracy_mean / accuracy_median: distance from map points to the nearest surface sample;
-    precision: fraction of map points within `threshold` of the surface; completeness: fraction
-    of surface samples within `threshold` of a map point. NaN accuracy and precision for an empty map.
+    precision: fraction of map points within `threshold` of the surface; far_off: fraction more
+    than 2 · threshold off; completeness: fraction of surface samples within `threshold` of a map
+    point. NaN accuracy, precision and far_off for an empty map.
     """
     map_points = np.asarray(map_points, dtype=np.float64).reshape(-1, 3)
     surface = np.asarray(surface_points, dtype=np.float64).reshape(-1, 3)
@@ -169,6 +170,7 @@ def map_metrics(map_points, surface_points, threshold):
         "accuracy_mean": float(acc.mean()) if has_map else float("nan"),
         "accuracy_median": float(np.median(acc)) if has_map else float("nan"),
         "precision": float(np.mean(acc <= threshold)) if has_map else float("nan"),
+        "far_off": float(np.mean(acc > 2 * threshold)) if has_map else float("nan"),
         "completeness": float(np.mean(comp <= threshold)),
         "threshold": float(threshold),
     }

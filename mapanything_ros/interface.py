@@ -74,7 +74,11 @@ ENDPOINTS = {
                        "points of the newest capture (or the window, points_scope) at the model pixels: x, y, z, rgb, "
                        "confidence"),
     "map": Endpoint("publisher", "~/map", "sensor_msgs/msg/PointCloud2", "latched",
-                    "voxel map: x, y, z, rgb, confidence, at map_publish_rate"),
+                    "the map's surface (zero crossings of its TSDF): x, y, z, rgb, confidence (the fused weight), at "
+                    "map_publish_rate"),
+    "occupancy": Endpoint("publisher", "~/occupancy", "nav_msgs/msg/OccupancyGrid", "latched",
+                          "the map's height band occupancy_min_height .. occupancy_max_height of world_frame: -1 "
+                          "unknown, 0 free, 100 occupied, at map_publish_rate (with poses only: world z up)"),
     "depth": Endpoint("publisher", "~/{out}/depth", "sensor_msgs/msg/Image", "depth5",
                       "32FC1 z-depth (m, NaN = none) of the newest capture"),
     "confidence": Endpoint("publisher", "~/{out}/confidence", "sensor_msgs/msg/Image", "depth5",
@@ -91,7 +95,11 @@ ENDPOINTS = {
     # services
     "reset": Endpoint("service", "~/reset", "std_srvs/srv/Trigger", "",
                       "clear the window, the map, the captures waiting for TF and the buffered dynamic TF"),
-    "save_map": Endpoint("service", "~/save_map", "std_srvs/srv/Trigger", "", "write the map to save_map_path (PLY)"),
+    "save_map": Endpoint("service", "~/save_map", "mapanything_ros/srv/MapFile", "",
+                         "save the map (.npz, and its surface as .ply beside it) to the path asked (empty: "
+                         "save_map_path)"),
+    "load_map": Endpoint("service", "~/load_map", "mapanything_ros/srv/MapFile", "",
+                         "replace the map by a saved one (empty path: save_map_path) and map on from it"),
 }
 
 

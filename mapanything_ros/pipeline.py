@@ -7,8 +7,10 @@ Two paths share every step (`_run`):
   bounded queue (latest wins: when it is full the oldest pending job is dropped and counted). A
   worker thread (`start`/`stop`, or `with pipeline:`) takes jobs one at a time. An exception
   in a job's steps is caught, counted, logged (at most once per LOG_INTERVAL_S) and passed to
-  the error callbacks; the worker carries on with the next job.
-- offline: `process(frames)` does the same synchronously and returns the Result.
+  the error callbacks; the worker carries on with the next job. A map thread fuses the keyframes
+  into the map (tens of milliseconds a view) while the worker goes on with the next window; its
+  queue holds MAP_QUEUE windows' fusions (when full, the oldest is dropped: map_dropped).
+- offline: `process(frames)` does the same synchronously, fusion included, and returns the Result.
 Use one path per pipeline.
 
 Configuration: each job runs on the PipelineConfig in force when its capture was admitted (a
@@ -24,8 +26,8 @@ view's pose, alignment; native-resolution depth is made on first use, by the res
 for the newest capture's views, `Reconstruction.views`, the ones that are published: so each
 output can go out as soon as it is made, ~/points before any native depth map), chaining in
 image-only mode, then the result callbacks (the outputs). The stages from the prediction to the
-end of the callbacks are the critical path. Map insertion comes after the callbacks, off that
-path, and takes each keyframe once (`map_insert`): "newest", from the first window that holds it
+end of the callbacks are the critical path. Map fusion comes after the callbacks, on the map
+thread, off that path, and takes each keyframe once (`map_insert`): "newest", from the first window that holds it
 (where it is the newest view; a keyframe whose own job was dropped enters with the next window),
 or "oldest", from the last window that holds it (where it is the oldest view and the window the
 fullest), the keyframes still in the window entering at `flush_map()`.
@@ -39,8 +41,9 @@ mode, and when the windows switch between world and chain frames.
 
 Counters (stats()): captures offered, keyframes admitted, jobs dropped (queue full, or pending
 at stop()/reset()), jobs inferred (backend returned), jobs done (result delivered), jobs
-failed, window resets (time going backwards), map resets with the last reasons, keyframes
-inserted into the map and keyframes that could not be prepared (bad_frames); per-stage
+failed (a map fusion that raised included), window resets (time going backwards), map resets with
+the last reasons, keyframes dropped before fusion (map_dropped), keyframes fused into the map and
+keyframes that could not be prepared (bad_frames); per-stage
 latencies in seconds (p50, p95, max over the last `stats_window` jobs that ran the stage).
 """
 
@@ -52,7 +55,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .mapping import CompletionConfig, VoxelMap, WindowChain, reconstruct
+from .mapping import CompletionConfig, TsdfMap, WindowChain, reconstruct
+from .mapping.tsdf import VOXELS
 from .mapping.reconstruction import EDGE_NOISE_SIGMAS
 from .window import BatchConfig, KeyframePolicy, Window, assemble, batch_size, prepare
 from .window.batch import prepare_key
@@ -65,6 +69,7 @@ STAGES = ("prepare", "assembly", "inference", "reconstruction", "chaining", "pub
 MAP_INSERT = ("newest", "oldest")
 LOG_INTERVAL_S = 10.0  # failures are logged at most this often (each log line says how many)
 REASONS_KEPT = 20
+MAP_QUEUE = 8  # windows' fusions waiting for the map thread at most
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,10 @@ class PipelineConfig:
     admission thresholds; reference: the window's reference rule ("newest" or "oldest", see
     window.Window); batch: which inputs the model gets and at what resolution; depth_mode,
     edge_threshold, edge_noise_sigmas, keep_measured, align_to_measured, completion (a
-    mapping.CompletionConfig or None): see mapping.reconstruct; voxel_size (m),
-    max_voxels, min_confidence, max_distance (m or None): see mapping.VoxelMap; queue_size:
+    mapping.CompletionConfig or None): see mapping.reconstruct; voxel_size (m), truncation (m or
+    None: 4 voxels), truncation_ratio, max_weight, min_weight, max_range (m or None: no limit):
+    see mapping.TsdfMap; max_voxels: its memory bound in voxels (whole blocks); min_confidence:
+    pixels below it are not fused (Reconstruction.range_view); queue_size:
     pending jobs kept (1: only the latest); stats_window: jobs over which latencies are summarised.
     """
 
@@ -91,9 +98,13 @@ class PipelineConfig:
     align_to_measured: bool = False
     completion: CompletionConfig | None = None
     voxel_size: float = 0.05
-    max_voxels: int = 2_000_000
+    truncation: float | None = None
+    truncation_ratio: float = 0.1
+    max_weight: float = 50.0
+    min_weight: float = 0.25
+    max_range: float | None = None
+    max_voxels: int = 10_000_000
     min_confidence: float = 0.0
-    max_distance: float | None = None
     map_insert: str = "newest"
     queue_size: int = 1
     stats_window: int = 100
@@ -148,11 +159,12 @@ class Stats:
     failed: int
     window_resets: int
     map_resets: int
+    map_dropped: int
     map_keyframes: int
     bad_frames: int
     publish_failed: int
     pending: int
-    map_voxels: int
+    map_blocks: int
     reasons: tuple
     latency: dict
 
@@ -171,6 +183,19 @@ class MapSnapshot:
 
 
 @dataclass(frozen=True, eq=False)
+class _MapItem:
+    """Work for the map thread: fuse views `indices` of `recon` (stamp and pose frame of its window),
+    or, with recon None, clear the map. Skipped when older than a reset (epoch)."""
+
+    epoch: int
+    recon: object
+    indices: tuple
+    min_confidence: float
+    stamp_ns: int | None
+    pose_frame: str | None
+
+
+@dataclass(frozen=True, eq=False)
 class _Job:
     seq: int
     frames: tuple
@@ -181,7 +206,7 @@ class _Job:
 
 
 COUNTERS = ("captures", "keyframes", "dropped", "inferred", "done", "failed", "window_resets", "map_resets",
-            "map_keyframes", "bad_frames", "publish_failed")
+            "map_dropped", "map_keyframes", "bad_frames", "publish_failed")
 
 
 class Pipeline:
@@ -195,23 +220,29 @@ class Pipeline:
         self.backend = backend
         self.window = Window(config.window_size, config.keyframes, config.reference)
         self.chain = WindowChain()
-        self._map = VoxelMap(config.voxel_size, config.max_voxels, config.min_confidence, config.max_distance)
-        self._lock = threading.Lock()  # window, queue, counters, epochs; taken after _map_lock, never before
+        self._map = new_map(config)
+        # Lock order: _chain_lock, then _map_lock, then _lock; never the other way.
+        self._chain_lock = threading.RLock()  # chain, the map's frame decisions, which keyframes went to the map
+        self._map_lock = threading.RLock()  # the map itself, its frame and stamp
+        self._lock = threading.Lock()  # window, queues, counters, epochs
         self._wake = threading.Condition(self._lock)
-        self._map_lock = threading.RLock()  # chain and map
         self._queue = deque()
         self._busy = False
         self._thread = None
+        self._map_items = deque()  # _MapItems for the map thread, in order
+        self._map_busy = False
+        self._map_thread = None
         self._stopping = False
         self._on_result, self._on_error, self._on_publish_error = [], [], []
         self._seq = 0
         self._epoch = 0  # window epoch of new jobs
         self._cleared_epoch = 0  # jobs older than this were made before reset(): discarded
-        self._map_epoch = None  # window epoch and pose frame of the windows in the map
-        self._map_pose_frame = None
+        self._frame_epoch = None  # window epoch and pose frame of the windows sent to the map (worker)
+        self._frame_pose = None
+        self._map_pose_frame = None  # pose frame of the map's content (map thread)
         self._prepared = {}  # window.prepare_key -> PreparedView of the frames in the window (worker only)
         self._bad = set()  # Frame.key of keyframes that failed to prepare (worker only)
-        self._in_map = set()  # Frame.key of the keyframes in the map (in the window's epoch)
+        self._in_map = set()  # Frame.key of the keyframes sent to the map (in the window's epoch)
         self._last = None  # (job, Result) of the newest window, for flush_map
         self._map_stamp = None  # Result.stamp_ns of the newest window in the map
         self._last_log = -np.inf
@@ -220,9 +251,10 @@ class Pipeline:
 
     def configure(self, config):
         """Use `config` for the jobs admitted from now on (window_size, reference, voxel_size,
-        max_voxels, max_distance, map_insert and queue_size are fixed at construction)."""
+        the map's settings, map_insert and queue_size are fixed at construction)."""
         _check(config)
-        fixed = ("window_size", "reference", "voxel_size", "max_voxels", "max_distance", "map_insert", "queue_size")
+        fixed = ("window_size", "reference", "voxel_size", "truncation", "truncation_ratio", "max_weight",
+                 "min_weight", "max_range", "max_voxels", "map_insert", "queue_size")
         changed = [n for n in fixed if getattr(config, n) != getattr(self.config, n)]
         if changed:
             raise ValueError(f"fixed at construction: {', '.join(changed)}")
@@ -242,7 +274,7 @@ class Pipeline:
                     self._queue.popleft()
                     self._counts["dropped"] += 1
                 self._queue.append(job)
-                self._wake.notify()
+                self._wake.notify_all()  # the worker and the map thread wait on it
         return submission
 
     def process(self, frames, context=None):
@@ -275,27 +307,33 @@ class Pipeline:
                 return
             self._stopping = False
             self._thread = threading.Thread(target=self._work, name="mapanything-pipeline", daemon=True)
+            self._map_thread = threading.Thread(target=self._map_work, name="mapanything-map", daemon=True)
             self._thread.start()
+            self._map_thread.start()
 
     def stop(self, timeout=None):
-        """Stop the worker: the job running ends after its current stage (inference, whose call
-        cannot be cut short, included) without a result, pending jobs are dropped (counted).
-        Returns True when the thread ended within `timeout` seconds (None: wait)."""
+        """Stop the threads: the job running ends after its current stage (inference, whose call
+        cannot be cut short, included) without a result, the keyframe being fused ends, pending jobs
+        and map work are dropped (counted). Returns True when both threads ended within `timeout`
+        seconds (None: wait)."""
         with self._wake:
             self._stopping = True
             self._counts["dropped"] += len(self._queue)
+            self._counts["map_dropped"] += sum(len(item.indices) for item in self._map_items)
             self._queue.clear()
+            self._map_items.clear()
             self._wake.notify_all()
-            thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
+            threads = [t for t in (self._thread, self._map_thread) if t is not None]
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
 
     def drain(self, timeout=None):
-        """Wait until no job is pending or running; True if so within `timeout` seconds."""
+        """Wait until no job and no map work is pending or running; True if so within `timeout` seconds."""
         with self._wake:
-            return self._wake.wait_for(lambda: not self._queue and not self._busy, timeout)
+            return self._wake.wait_for(lambda: not (self._queue or self._busy or self._map_items or self._map_busy),
+                                       timeout)
 
     def __enter__(self):
         self.start()
@@ -308,37 +346,62 @@ class Pipeline:
 
     @property
     def map(self):
-        """The mapping.VoxelMap. The worker writes it: read it through map_points() while running."""
+        """The mapping.TsdfMap. The map thread writes it: read it through map_points() while running."""
         return self._map
 
     def map_points(self):
-        """A consistent MapSnapshot (points, their frame and stamp)."""
+        """A consistent MapSnapshot of the map's surface (points, their frame and stamp)."""
         with self._map_lock:
-            return MapSnapshot(*self._map.points(), self._map_pose_frame if len(self._map) else None,
+            return MapSnapshot(*self._map.surface(), self._map_pose_frame if len(self._map) else None,
                                self._map_stamp)
 
-    def save_map(self, path, refuse_empty=False):
-        """Write the map to a PLY file; returns the number of points. refuse_empty: raise
-        ValueError rather than write an empty map (checked under the map's lock)."""
+    def occupancy(self, z_min, z_max, resolution=None):
+        """(tsdf.Grid2D of the height band, pose_frame, stamp_ns) of the map, consistently (see
+        TsdfMap.occupancy; pose_frame None when the map is empty)."""
         with self._map_lock:
-            if refuse_empty and not len(self._map):
+            grid = self._map.occupancy(z_min, z_max, resolution)
+            return grid, self._map_pose_frame if len(self._map) else None, self._map_stamp
+
+    def map_state(self):
+        """The whole map for saving: TsdfMap.state() plus "pose_frame" and "stamp_ns" (-1: none);
+        ValueError when it is empty."""
+        with self._map_lock:
+            if not len(self._map):
                 raise ValueError("the map is empty (nothing mapped since start-up or reset)")
-            return self._map.save_ply(path)
+            stamp = -1 if self._map_stamp is None else self._map_stamp
+            return {**self._map.state(), "pose_frame": np.array(self._map_pose_frame), "stamp_ns": np.array(stamp)}
+
+    def load_map(self, state):
+        """Replace the map by a map_state() (ValueError when it does not fit this map: voxel size,
+        truncation, block, memory bound). Map work pending for the old map is dropped; mapping goes
+        on into the loaded one; a window in another frame (a chain map under poses, or any new chain
+        segment) clears it, as it would the map it replaces."""
+        with self._chain_lock, self._map_lock:
+            self._map.load_state(state)
+            self._map_pose_frame = self._frame_pose = str(state["pose_frame"])
+            stamp = int(state["stamp_ns"])
+            self._map_stamp = None if stamp < 0 else stamp
+            self._frame_epoch = None
+            self._in_map.clear()
+            with self._wake:
+                self._counts["map_dropped"] += sum(len(item.indices) for item in self._map_items)
+                self._map_items.clear()
 
     def reset(self, counters=False):
         """Start over: clear the window, pending jobs (counted as dropped), the chain and the map;
         a job running now is discarded. Counters and latencies are kept unless `counters`."""
-        with self._map_lock, self._wake:
+        with self._chain_lock, self._map_lock, self._wake:
             self.window.clear()
             self._counts["dropped"] += len(self._queue)
             self._queue.clear()
+            self._map_items.clear()
             self._epoch += 1
             self._cleared_epoch = self._epoch
             self.chain.reset()
             self._map.reset()
             self._in_map.clear()
             self._last = self._map_stamp = None
-            self._map_epoch = self._map_pose_frame = None
+            self._frame_epoch = self._frame_pose = self._map_pose_frame = None
             if counters:
                 self._zero_counters()
 
@@ -351,7 +414,7 @@ class Pipeline:
                     v = np.fromiter(values, float)
                     latency[stage] = {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
                                       "max": float(v.max()), "count": len(v)}
-            return Stats(**self._counts, pending=len(self._queue), map_voxels=len(self._map),
+            return Stats(**self._counts, pending=len(self._queue), map_blocks=len(self._map),
                          reasons=tuple(self._reasons), latency=latency)
 
     # ---------------------------------------------------------------- internals
@@ -408,8 +471,6 @@ class Pipeline:
                 self._latency["publish"].append(now - clock)
                 self._latency["total"].append(now - job.submitted)
             self._insert(job, result)
-            with self._wake:
-                self._latency["map"].append(time.perf_counter() - now)
             return result
         except Exception as err:  # the worker must survive any bad input or backend failure
             self._failed(job, err)
@@ -446,7 +507,7 @@ class Pipeline:
                             edge_noise_sigmas=cfg.edge_noise_sigmas, keep_measured=cfg.keep_measured,
                             align_to_measured=cfg.align_to_measured, completion=cfg.completion)
         lap("reconstruction")
-        with self._map_lock:
+        with self._chain_lock:
             with self._wake:
                 if job.epoch < self._cleared_epoch:
                     self._counts["dropped"] += 1
@@ -457,7 +518,7 @@ class Pipeline:
                 chained = self.chain.apply(recon)
                 recon = chained.reconstruction
                 if chained.reset:
-                    map_reset = self._clear_map(f"chain: {chained.reason}")
+                    map_reset = self._clear_map(f"chain: {chained.reason}", job.epoch)
                 lap("chaining")
         with self._wake:
             for stage, seconds in timings.items():
@@ -489,33 +550,34 @@ class Pipeline:
         return frames
 
     def _map_frame(self, epoch, pose_frame):
-        """Clear the chain and map when this window cannot share their frame; returns why, or None."""
+        """Clear the chain and map when this window cannot share their frame; returns why, or None
+        (worker, under the chain lock)."""
         reason = None
-        if self._map_pose_frame is not None and pose_frame != self._map_pose_frame:
-            reason = f"windows switched from the {self._map_pose_frame} frame to the {pose_frame} frame"
-        elif pose_frame != "world" and self._map_epoch is not None and epoch != self._map_epoch:
+        if self._frame_pose is not None and pose_frame != self._frame_pose:
+            reason = f"windows switched from the {self._frame_pose} frame to the {pose_frame} frame"
+        elif pose_frame != "world" and self._frame_epoch is not None and epoch != self._frame_epoch:
             reason = "window reset (time went backwards): new chain frame"
-        self._map_epoch, self._map_pose_frame = epoch, pose_frame
+        self._frame_epoch, self._frame_pose = epoch, pose_frame
         if reason is None:
             return None
         self.chain.reset()
-        return self._clear_map(reason)
+        return self._clear_map(reason, epoch)
 
-    def _clear_map(self, reason):
-        self._map.reset()
-        self._map_stamp = None
+    def _clear_map(self, reason, epoch):
+        """Have the map cleared before what is sent to it next (under the chain lock); returns `reason`."""
         self._in_map.clear()  # the window's keyframes enter again, in the new frame
         with self._wake:
             self._counts["map_resets"] += 1
             self._reasons.append(f"map: {reason}")
         log.warning("map cleared: %s", reason)
+        self._send(_MapItem(epoch, None, (), 0.0, None, None))
         return reason
 
     def _insert(self, job, result):
-        """Insert the keyframes this window enters into the map (see the module doc's map_insert)."""
+        """Send the keyframes this window enters to the map (see the module doc's map_insert)."""
         recon = result.reconstruction
         frames = recon.frames
-        with self._map_lock:
+        with self._chain_lock:
             with self._wake:
                 if job.epoch < self._cleared_epoch:
                     return
@@ -526,38 +588,87 @@ class Pipeline:
                 full = len(stamps) >= job.config.window_size
                 todo = [i for i, f in enumerate(frames)
                         if full and f.capture_ns == stamps[0] and f.key not in self._in_map]
-            self._insert_views(recon, todo, job.config.min_confidence)
-            if todo:
-                self._map_stamp = result.stamp_ns
-            window = {f.key for f in frames}
-            self._in_map &= window
+            self._send_views(job, result, todo)
+            self._in_map &= {f.key for f in frames}
             self._last = (job, result)
 
     def flush_map(self):
-        """Insert the newest window's keyframes that are not in the map yet (map_insert "oldest"
-        leaves them out until they leave the window; call at the end of a run). Returns how many."""
-        with self._map_lock:
+        """Send the newest window's keyframes that are not in the map yet (map_insert "oldest"
+        leaves them out until they leave the window; call at the end of a run, then drain() when
+        running threads). Returns how many."""
+        with self._chain_lock:
             if self._last is None:
                 return 0
             job, result = self._last
             with self._wake:
                 if job.epoch < self._cleared_epoch:
                     return 0
-            recon = result.reconstruction
-            todo = [i for i, f in enumerate(recon.frames) if f.key not in self._in_map]
-            self._insert_views(recon, todo, job.config.min_confidence)
-            if todo:
-                self._map_stamp = result.stamp_ns
+            todo = [i for i, f in enumerate(result.reconstruction.frames) if f.key not in self._in_map]
+            self._send_views(job, result, todo)
             return len(todo)
 
-    def _insert_views(self, recon, indices, min_confidence):
-        """Insert the model-resolution points of views `indices` of a Reconstruction (under the map lock)."""
-        for i in indices:
-            xyz, rgb, conf = recon.points(i)
-            self._map.insert(xyz, rgb, conf, recon.poses[i][:3, 3], min_confidence)
-            self._in_map.add(recon.frames[i].key)
+    def _send_views(self, job, result, indices):
+        """Send views `indices` of a Result to the map (under the chain lock)."""
+        if not indices:
+            return
+        recon = result.reconstruction
+        self._in_map.update(recon.frames[i].key for i in indices)
+        self._send(_MapItem(job.epoch, recon, tuple(indices), job.config.min_confidence, result.stamp_ns,
+                            recon.pose_frame))
+
+    def _send(self, item):
+        """Queue map work for the map thread, or do it now without one (process()). A full queue
+        drops its oldest fusion (counted map_dropped; its keyframes may enter with a later window)."""
         with self._wake:
-            self._counts["map_keyframes"] += len(indices)
+            threaded = self._map_thread is not None and self._map_thread.is_alive() and not self._stopping
+            if threaded:
+                if len(self._map_items) >= MAP_QUEUE:
+                    old = next((x for x in self._map_items if x.recon is not None), None)
+                    if old is not None:
+                        self._map_items.remove(old)
+                        self._counts["map_dropped"] += len(old.indices)
+                        self._in_map.difference_update(old.recon.frames[i].key for i in old.indices)
+                self._map_items.append(item)
+                self._wake.notify_all()
+                return
+        self._apply(item)
+
+    def _map_work(self):
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._map_items or self._stopping)
+                if self._stopping:
+                    return
+                item = self._map_items.popleft()
+                self._map_busy = True
+            try:
+                self._apply(item)
+            except Exception as err:  # a bug: the map thread goes on
+                log.error("map fusion failed: %r", err, exc_info=err)
+                with self._wake:
+                    self._counts["failed"] += 1
+            finally:
+                with self._wake:
+                    self._map_busy = False
+                    self._wake.notify_all()
+
+    def _apply(self, item):
+        """Clear the map, or fuse the item's views into it (under the map lock)."""
+        clock = time.perf_counter()
+        with self._map_lock:
+            with self._wake:
+                if item.epoch < self._cleared_epoch:
+                    return
+            if item.recon is None:
+                self._map.reset()
+                self._map_stamp = self._map_pose_frame = None
+                return
+            for i in item.indices:
+                self._map.integrate(item.recon.range_view(i, item.min_confidence))
+            self._map_stamp, self._map_pose_frame = item.stamp_ns, item.pose_frame
+        with self._wake:
+            self._counts["map_keyframes"] += len(item.indices)
+            self._latency["map"].append(time.perf_counter() - clock)
 
     def _call(self, callback, result):
         """callback(result); an exception is a bug in the caller's outputs: counted, logged at
@@ -592,6 +703,12 @@ class Pipeline:
                 callback(job.seq, err)
             except Exception:
                 log.exception("error callback failed")
+
+
+def new_map(config):
+    """The empty mapping.TsdfMap a PipelineConfig describes."""
+    return TsdfMap(config.voxel_size, config.truncation, config.max_weight, max(1, config.max_voxels // VOXELS),
+                   config.max_range, config.min_weight, config.truncation_ratio)
 
 
 def _check(config):

@@ -7,7 +7,10 @@ record time as its clock: the same keyframes, windows and outputs as the node (t
 Messages recorded at one time go TF first, then CameraInfo, then the rest.
 
 Outputs in `out_dir` (outputs.py has the formats):
-  map.ply                         the voxel map (binary PLY: x y z, rgb, confidence)
+  map.npz                         the map's volume (session.save_map; the node's ~/load_map and
+                                  load_map_path read it), absent when nothing was mapped
+  map.ply                         its surface points (binary PLY: x y z, rgb, confidence: the
+                                  fused weight)
   map.png                         top-down picture of the map with the camera path
   depth/<camera>/<stamp_ns>.png   per keyframe and camera: z-depth, 16-bit millimetres, 0 = none
   preview/<camera>/<stamp_ns>.png the camera image beside its coloured depth
@@ -31,6 +34,7 @@ from . import decode, interface, layout, outputs, settings
 from .geometry.tf_tree import TransformTree
 from .layout import absolute
 from .mapping import reconstruct
+from .mapping.ply import write_ply
 from .progress import Progress
 from .sync import LIDAR_SOURCE
 from .session import WARN, Reporter, Session
@@ -282,8 +286,12 @@ def _count(problems, report):
 def _finish(session, writer, problems, values, bag_path, out, counts, first, last, missing, bag, backend, made,
             runtime):
     """Write the map, its picture and the trajectories; the summary without timings and memory."""
-    n = session.pipeline.save_map(out / "map.ply")
     snap = session.pipeline.map_points()
+    saved = len(session.pipeline.map) > 0
+    if saved:
+        n, _ = session.save_map(str((out / "map.npz").resolve()))
+    else:
+        n = write_ply(out / "map.ply", snap.points, snap.colors, snap.confidence)
     poses = np.array([pose for frames in writer.keyframes.values() for _, pose in frames]).reshape(-1, 4, 4)
     up = (0.0, 0.0, 1.0) if writer.frame_id == values["world_frame"] or not len(poses) else outputs.up_vector(poses)
     path = []
@@ -325,7 +333,8 @@ def _finish(session, writer, problems, values, bag_path, out, counts, first, las
         "map_since_ns": writer.map_since_ns,
         "cameras": cameras,
         "map": {"points": n, "voxel_size": values["map_voxel_size"]},
-        "outputs": {"map": "map.ply", "map_picture": "map.png", "summary": "summary.json",
+        "outputs": {"map": "map.ply", "map_volume": "map.npz" if saved else None, "map_picture": "map.png",
+                    "summary": "summary.json",
                     "last_preview": str(writer.last_preview.relative_to(out)) if writer.last_preview else None,
                     "bag": "bag" if bag is not None else None,
                     "bag_topics": bag.counts if bag is not None else None,

@@ -74,7 +74,19 @@ SPECS = {
     "window_size": _ro(8, "keyframes per window", low=1, high=32),
     "long_side": _ro(518, "model input long side (pixels, multiple of 14)", low=112, high=1036, multiple_of=14),
     "map_voxel_size": _ro(0.05, "map voxel size (m)", low=0.005, high=1.0),
-    "map_max_voxels": _ro(2_000_000, "map voxel budget", low=1, high=2**31 - 1),
+    "map_max_voxels": _ro(10_000_000, "map memory bound in voxels (about 12 bytes each; when passed, the blocks "
+                          "farthest from the camera go)", low=1, high=2**31 - 1),
+    "map_truncation": _ro(0.0, "map TSDF truncation distance, the least (m, 0 = 4 voxels; at least one voxel)",
+                          low=0.0, high=10.0),
+    "map_truncation_ratio": _ro(0.1, "map TSDF truncation as a share of the range (the larger of the two holds): "
+                                "views average their depth errors only within it", low=0.0, high=0.99),
+    "map_min_weight": _ro(0.25, "fused weight a map voxel needs to count as seen (one near look weighs up to 1, "
+                          "a look from beyond map_truncation / map_truncation_ratio less, as 1 / range²)", low=0.0,
+                          high=1e6),
+    "map_max_weight": _ro(50.0, "cap of a map voxel's fused weight (about this many good looks: lower follows "
+                          "change sooner, higher averages more noise)", low=1.0, high=1e6),
+    "map_max_range": _ro(0.0, "depth farther than this is no surface in the map but still clears free space up "
+                         "to it (m, 0 = no limit)", low=0.0, high=INF),
     "map_insert": _ro("newest", "when a keyframe enters the map: newest (from its first window, at once) or oldest "
                       "(from its last window, with the most context; the map lags window_size keyframes)",
                       choices=("newest", "oldest")),
@@ -100,9 +112,14 @@ SPECS = {
                              high=3600.0),
     "camera_timeout": Spec(5.0, "silence before a camera is reported (s, > 0)", low=0.0,
                            high=3600.0, low_open=True),
-    "map_min_confidence": Spec(0.0, "points below this confidence stay out of the map", low=0.0, high=INF),
+    "map_min_confidence": Spec(0.0, "pixels below this confidence are not fused into the map", low=0.0, high=INF),
     "map_publish_rate": Spec(0.5, "~/map publication rate (Hz, 0 = never, else at least 0.001)", low=0.0,
                              high=100.0),
+    "occupancy_min_height": Spec(0.1, "~/occupancy: lowest height of the band (m above world_frame's z = 0)",
+                                 low=-INF, high=INF),
+    "occupancy_max_height": Spec(1.5, "~/occupancy: highest height of the band (m)", low=-INF, high=INF),
+    "occupancy_resolution": Spec(0.0, "~/occupancy cell size (m, 0 = map_voxel_size; never finer)", low=0.0,
+                                 high=100.0),
     "points_scope": Spec("newest", "~/points holds the newest capture's points (newest) or every view of the "
                          "window (window: costs a reconstruction of each view per window)",
                          choices=("newest", "window")),
@@ -116,10 +133,12 @@ SPECS = {
                            "cut)", low=0.0, high=10.0),
     "edge_noise_sigmas": Spec(4.0, "per view, the edge threshold rises to this many robust sigmas of the depth's "
                               "own pixel noise (0 = the fixed threshold only)", low=0.0, high=100.0),
-    "save_map_path": Spec("~/.ros/mapanything_map.ply", "where ~/save_map writes the PLY (relative: in "
-                          "save_map_directory)"),
-    "save_map_directory": _ro("~/.ros", "~/save_map writes only inside this directory (set at launch; \"/\" "
+    "save_map_path": Spec("~/.ros/mapanything_map.npz", "where ~/save_map writes the map (.npz, and its surface "
+                          "beside it as .ply) and ~/load_map reads it when the request names no path (relative: "
+                          "in save_map_directory)"),
+    "save_map_directory": _ro("~/.ros", "~/save_map and ~/load_map use only this directory (set at launch; \"/\" "
                               "allows any path)"),
+    "load_map_path": _ro("", "a map saved by ~/save_map to load at start-up and map on from (empty: none)"),
 }
 READ_ONLY = tuple(n for n, s in SPECS.items() if s.read_only)
 

@@ -28,6 +28,7 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from mapanything_ros import settings  # noqa: E402
 from mapanything_ros.session.report import THROTTLE_S  # noqa: E402
+from mapanything_ros.srv import MapFile  # noqa: E402
 from mapanything_ros.session.session import DEPTH_MISSING_RUN  # noqa: E402
 from mapanything_ros.ros.player import make_header, model_to_camera_info, rgb_to_compressed, timed_cloud  # noqa: E402
 from mapanything_ros.ros.tf import TF_STATIC_QOS, matrix_to_transform  # noqa: E402
@@ -251,18 +252,18 @@ def test_parameter_fuzz_then_save_after_reset(hostile, tmp_path):
         assert type(value) is type(spec.default) and settings.check(name, value) is None, (name, value)
     assert ("keyframe_translation", 1e300) in accepted and ("use_poses", True) in accepted
     assert ("save_map_path", "") in accepted  # harmless: saving there fails with a reason, below
-    assert not _call(h, Trigger, "/mapanything/save_map", Trigger.Request()).success
+    assert not _call(h, MapFile, "/mapanything/save_map", MapFile.Request()).success
     for name, spec in runtime.items():
         assert _set(h, Parameter(name, value=spec.default)).successful, name
-    path = tmp_path / "map.ply"
+    path = tmp_path / "map.npz"
     assert _set(h, Parameter("save_map_path", value=str(path))).successful
     h.good()  # the node works after all that
-    saved = _call(h, Trigger, "/mapanything/save_map", Trigger.Request())
+    saved = _call(h, MapFile, "/mapanything/save_map", MapFile.Request())
     assert saved.success and path.stat().st_size > 1000, saved.message
     before = path.read_bytes()
     # ~/save_map right after ~/reset does not replace the saved map with an empty one.
     assert _call(h, Trigger, "/mapanything/reset", Trigger.Request()).success
-    refused = _call(h, Trigger, "/mapanything/save_map", Trigger.Request())
+    refused = _call(h, MapFile, "/mapanything/save_map", MapFile.Request())
     assert not refused.success and "the map is empty" in refused.message and path.read_bytes() == before
 
 

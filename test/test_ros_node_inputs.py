@@ -24,6 +24,7 @@ from mapanything_ros.ros import node as node_module  # noqa: E402
 from mapanything_ros.ros.node import MapAnythingNode  # noqa: E402
 from mapanything_ros.ros.player import make_header, model_to_camera_info, rgb_to_image, timed_cloud  # noqa: E402
 from mapanything_ros.ros.tf import TF_QOS, TF_STATIC_QOS, matrix_to_transform  # noqa: E402
+from mapanything_ros.srv import MapFile  # noqa: E402
 from mapanything_ros.synthetic.presets import make_scene  # noqa: E402
 
 SEC = 1_000_000_000
@@ -97,11 +98,12 @@ class Rig:
                 return
         raise AssertionError([(s.level, s.message) for s in statuses])
 
-    def trigger(self, service):
-        """Call a std_srvs/Trigger service from the peer: its response (None: none within 5 s)."""
-        client = self.peer.create_client(Trigger, service)
+    def trigger(self, service, cls=Trigger, **request):
+        """Call a service (std_srvs/Trigger, or `cls` with the `request` fields) from the peer: its
+        response (None: none within 5 s)."""
+        client = self.peer.create_client(cls, service)
         assert client.wait_for_service(timeout_sec=5.0), service
-        future = client.call_async(Trigger.Request())
+        future = client.call_async(cls.Request(**request))
         end = time.monotonic() + 5
         while not future.done() and time.monotonic() < end:
             self.executor.spin_once(timeout_sec=0.05)
@@ -112,6 +114,8 @@ class Rig:
         return {k: len(v) for k, v in self.got.items() if k != "diagnostics"}
 
     def close(self):
+        if not self.context.ok():
+            return
         self.node.shutdown()
         self.executor.shutdown()
         self.node.destroy_node()
@@ -220,7 +224,7 @@ def test_bad_weights_path_keeps_the_node_alive(rig, tmp_path):
     r = rig(backend="mapanything", weights=str(tmp_path / "nowhere"), device="cpu")
     assert r.node.session is None
     r.assert_problem("pipeline", DiagnosticStatus.ERROR, "MapAnything checkpoint")
-    answer = r.trigger("/mapanything/save_map")
+    answer = r.trigger("/mapanything/save_map", MapFile)
     assert answer.success is False and "not running" in answer.message
     assert r.outputs() == {}
 
@@ -256,7 +260,7 @@ def test_tf_from_the_future_or_not_finite_is_refused_and_mapping_goes_on(rig, sc
 def test_save_map_runs_off_the_executor_and_a_second_request_is_answered(rig, scene, tmp_path, monkeypatch):
     """A save takes seconds for a large map: the executor goes on meanwhile (inputs, timers), and a
     request while one runs is refused at once with the reason, never left unanswered."""
-    r = rig(save_map_directory=str(tmp_path), save_map_path=str(tmp_path / "map.ply"))
+    r = rig(save_map_directory=str(tmp_path), save_map_path=str(tmp_path / "map.npz"))
     send_frame(r, scene, SEC)
     r.spin(1.0)
     save = r.node.session.save_map
@@ -266,17 +270,18 @@ def test_save_map_runs_off_the_executor_and_a_second_request_is_answered(rig, sc
         return save(*args)
 
     monkeypatch.setattr(r.node.session, "save_map", slow)
-    client = r.peer.create_client(Trigger, "/mapanything/save_map")
+    client = r.peer.create_client(MapFile, "/mapanything/save_map")
     assert client.wait_for_service(timeout_sec=5.0)
-    first = client.call_async(Trigger.Request())
+    first = client.call_async(MapFile.Request())
     r.spin(0.3)
-    second = client.call_async(Trigger.Request())
+    second = client.call_async(MapFile.Request())
     r.got.pop("diagnostics", None)
     end = time.monotonic() + 10
     while not (first.done() and second.done()) and time.monotonic() < end:
         r.executor.spin_once(timeout_sec=0.05)
-    assert second.result().success is False and "in progress" in second.result().message
-    assert first.result().success and (tmp_path / "map.ply").exists(), first.result().message
+    assert second.result().success is False and "busy with a save" in second.result().message
+    assert first.result().success and (tmp_path / "map.npz").exists() and (tmp_path / "map.ply").exists(), \
+        first.result().message
     assert r.got.get("diagnostics"), "the 1 Hz diagnostics timer did not run during the save"
 
 
@@ -322,7 +327,7 @@ def test_parameters_read_only_bad_and_good(rig, scene, tmp_path):
     assert node.get_parameter("sync_slop").value == 0.02
     good = [Parameter("keyframe_interval", value=0.1), Parameter("use_poses", value=False),
             Parameter("sync_slop", value=0.05), Parameter("map_min_confidence", value=2.0),
-            Parameter("save_map_path", value=str(tmp_path / "map.ply"))]
+            Parameter("save_map_path", value=str(tmp_path / "map.npz"))]
     assert all(res.successful for res in node.set_parameters(good))
     assert node.session.pipeline.window.policy.elapsed_s == 0.1 and not node.session.pipeline.config.batch.use_poses
     assert node.session.sync.slop_ns == 50_000_000 and node.session.pipeline.config.min_confidence == 2.0
@@ -330,4 +335,71 @@ def test_parameters_read_only_bad_and_good(rig, scene, tmp_path):
     r.spin(1.0)
     window = r.got.get("/mapanything/points")
     assert window and window[-1].header.frame_id == "map"  # image-only: the chain frame is published as map_frame
-    assert r.trigger("/mapanything/save_map").success and (tmp_path / "map.ply").exists()
+    assert r.trigger("/mapanything/save_map", MapFile).success and (tmp_path / "map.npz").exists()
+
+
+def test_save_then_restart_and_load_reproduces_the_map_exactly(rig, scene, tmp_path):
+    """~/save_map, a new node (a restart), ~/load_map: the same volume, the same ~/map; then the
+    start-up parameter load_map_path does the same, and a bad path is refused with the reason."""
+    r = rig(save_map_directory=str(tmp_path), map_publish_rate=0.0)
+    for k in range(3):
+        send_frame(r, scene, SEC + k * SEC // 2)
+        r.spin(0.5)
+    assert r.node.session.pipeline.drain(10)
+    saved = r.trigger("/mapanything/save_map", MapFile, path="maps.npz")
+    assert saved is not None and saved.success and "surface points" in saved.message, saved
+    before = r.node.session.pipeline.map.state()
+    points = r.node.session.map(0)[0].points
+    assert len(before["keys"]) > 100
+    r.close()  # one node of that name at a time: services reach either
+    for kind in ("service", "parameter"):
+        extra = {"load_map_path": "maps.npz"} if kind == "parameter" else {}
+        again = rig(save_map_directory=str(tmp_path), map_publish_rate=0.0, **extra)
+        if kind == "service":
+            loaded = again.trigger("/mapanything/load_map", MapFile, path=str(tmp_path / "maps.npz"))
+            assert loaded.success and f"loaded {len(before['keys'])} blocks" in loaded.message, loaded
+        else:
+            end = time.monotonic() + 10
+            while not len(again.node.session.pipeline.map) and time.monotonic() < end:
+                again.spin(0.1)
+        after = again.node.session.pipeline.map.state()
+        for name in ("keys", "tsdf", "weight", "rgb", "looks"):
+            np.testing.assert_array_equal(after[name], before[name])
+        np.testing.assert_array_equal(again.node.session.map(0)[0].points, points)
+        if kind == "service":
+            refused = again.trigger("/mapanything/load_map", MapFile, path="../elsewhere.npz")
+            assert not refused.success and "outside" in refused.message
+        again.close()
+    bad = rig(save_map_directory=str(tmp_path), load_map_path="missing.npz")
+    bad.assert_problem("pipeline", DiagnosticStatus.ERROR, "load_map_path: could not load the map")
+
+
+def test_occupancy_grid_is_published_when_subscribed(rig, scene):
+    from nav_msgs.msg import OccupancyGrid
+
+    from mapanything_ros.ros.node import MAP_QOS
+
+    r = rig(map_publish_rate=5.0, occupancy_min_height=0.2, occupancy_max_height=1.0)
+    grids = []
+    r.peer.create_subscription(OccupancyGrid, "/mapanything/occupancy", grids.append, MAP_QOS)
+    for k in range(3):
+        send_frame(r, scene, SEC + k * SEC // 2)
+        r.spin(0.5)
+    end = time.monotonic() + 10
+    while not grids and time.monotonic() < end:
+        r.spin(0.1)
+    grid = grids[-1]
+    cells = np.array(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+    assert grid.header.frame_id == "odom" and grid.info.resolution == pytest.approx(0.05)
+    assert (cells == 0).sum() > 100 and (cells == 100).sum() > 10 and set(np.unique(cells)) <= {-1, 0, 100}
+    want, _, _ = r.node.session.occupancy(0)
+    assert want.cells.shape == cells.shape
+    # image-only: no height band; said, nothing published
+    r.node.set_parameters([Parameter("use_poses", value=False)])
+    r.node.session.reset()
+    count = len(grids)
+    for k in range(3, 6):
+        send_frame(r, scene, SEC + k * SEC // 2)
+        r.spin(0.5)
+    r.assert_problem("pipeline", DiagnosticStatus.WARN, "~/occupancy not published: the map is in the image-only")
+    assert len(grids) == count

@@ -229,39 +229,74 @@ def test_reporter_throttles_kinds_and_floods_of_unique_messages():
 def test_save_map_is_atomic_and_refuses_what_is_not_its_own(scene, tmp_path, monkeypatch):
     feed = Feed(scene)
     with pytest.raises(ValueError, match="empty"):
-        feed.session.save_map(tmp_path / "map.ply")
-    feed.capture(0)
-    n, path = feed.session.save_map(tmp_path / "map.ply")
-    good = (tmp_path / "map.ply").read_bytes()
-    assert n > 1000 and path == str(tmp_path / "map.ply") and good.startswith(b"ply\n")
+        feed.session.save_map(tmp_path / "map.npz")
+    for k in range(3):
+        feed.capture(k)
+    n, path = feed.session.save_map(tmp_path / "map.npz")
+    good, ply = (tmp_path / "map.npz").read_bytes(), (tmp_path / "map.ply").read_bytes()
+    assert n > 1000 and path == str(tmp_path / "map.npz") and good.startswith(b"PK") and ply.startswith(b"ply\n")
     umask = os.umask(0)
     os.umask(umask)
-    assert (tmp_path / "map.ply").stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() makes it
-    text = tmp_path / "notes.txt"
+    assert (tmp_path / "map.npz").stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() makes it
+    with pytest.raises(ValueError, match="does not end in .npz"):
+        feed.session.save_map(tmp_path / "map.ply")
+    text = tmp_path / "notes.npz"
     text.write_text("my notes")
-    with pytest.raises(ValueError, match="not a PLY"):
+    with pytest.raises(ValueError, match="not a numpy .npz"):
         feed.session.save_map(text)
     with pytest.raises(ValueError, match="not a directory"):
-        feed.session.save_map(tmp_path / "new" / "deep" / "map.ply")
+        feed.session.save_map(tmp_path / "new" / "deep" / "map.npz")
     assert text.read_text() == "my notes" and not (tmp_path / "new").exists()
 
-    def full_disk(path, refuse_empty):
-        with open(path, "wb") as f:
-            f.write(b"ply\npartial")
+    def full_disk(f, **arrays):
+        f.write(b"PK\x03\x04partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(feed.session.pipeline, "save_map", full_disk)
+    monkeypatch.setattr(np, "savez", full_disk)
     with pytest.raises(OSError, match="No space"):
-        feed.session.save_map(tmp_path / "map.ply")
-    assert (tmp_path / "map.ply").read_bytes() == good  # the saved map is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.ply", "notes.txt"]  # no temporary left
+        feed.session.save_map(tmp_path / "map.npz")
+    assert (tmp_path / "map.npz").read_bytes() == good  # the saved map is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.npz", "map.ply", "notes.npz"]  # no temporary left
     monkeypatch.undo()
     inside = tmp_path / "maps"
     inside.mkdir()
-    assert feed.session.save_map("a.ply", inside)[1] == str(inside / "a.ply")  # relative: in the directory
-    for outside in (tmp_path / "b.ply", "../b.ply", inside / ".." / "b.ply"):
+    assert feed.session.save_map("a.npz", inside)[1] == str(inside / "a.npz")  # relative: in the directory
+    for outside in (tmp_path / "b.npz", "../b.npz", inside / ".." / "b.npz"):
         with pytest.raises(ValueError, match="outside"):
             feed.session.save_map(outside, inside)
-    (inside / "link.ply").symlink_to(tmp_path / "b.ply")
+    (inside / "link.npz").symlink_to(tmp_path / "b.npz")
     with pytest.raises(ValueError, match="outside"):
-        feed.session.save_map("link.ply", inside)
+        feed.session.save_map("link.npz", inside)
+
+
+def test_a_saved_map_loads_back_exactly_and_mapping_goes_on(scene, tmp_path):
+    feed = Feed(scene)
+    for k in range(3):
+        feed.capture(k)
+    feed.session.save_map(tmp_path / "map.npz")
+    saved = feed.session.pipeline.map.state()
+    again = Feed(scene)  # a restart
+    blocks, path = again.session.load_map(tmp_path / "map.npz")
+    assert blocks == len(feed.session.pipeline.map) and path == str(tmp_path / "map.npz")
+    loaded = again.session.pipeline.map.state()
+    for name in ("keys", "tsdf", "weight", "rgb", "looks"):
+        np.testing.assert_array_equal(loaded[name], saved[name])
+    snap, frame_id, stamp = again.session.map(0)
+    assert frame_id == "odom" and stamp == feed.session.map(0)[2] and snap.pose_frame == "world"
+    np.testing.assert_array_equal(snap.points, feed.session.map(0)[0].points)
+    again.capture(3)  # mapping goes on into the loaded map
+    feed.capture(3)
+    np.testing.assert_array_equal(again.session.pipeline.map.state()["tsdf"], feed.session.pipeline.map.state()["tsdf"])
+    # Refused, the map left as it is: another frame, another voxel size, not a map, missing.
+    other = Feed(scene, world_frame="map_world")
+    with pytest.raises(ValueError, match="saved in frame 'odom'"):
+        other.session.load_map(tmp_path / "map.npz")
+    coarse = Feed(scene, map_voxel_size=0.1)
+    with pytest.raises(ValueError, match="voxel_size"):
+        coarse.session.load_map(tmp_path / "map.npz")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(ValueError, match="cannot be read"):
+        again.session.load_map(tmp_path / "junk.npz")
+    with pytest.raises(ValueError, match="does not exist"):
+        again.session.load_map(tmp_path / "none.npz")
+    assert len(again.session.pipeline.map) > 0 and len(coarse.session.pipeline.map) == 0

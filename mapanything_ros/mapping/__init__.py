@@ -1,9 +1,10 @@
 """Prediction to Reconstruction (metric depth at native resolution, world points, refined poses),
-depth completion with measured depth, chaining of image-only windows, and the voxel map (numpy, no ROS)."""
+depth completion with measured depth, chaining of image-only windows, and the volumetric map (numpy, no ROS)."""
 
 from .chain import ChainResult, WindowChain
 from .completion import CompletionConfig
 from .reconstruction import Reconstruction, ViewReconstruction, reconstruct
-from .voxel_map import VoxelMap
+from .tsdf import Grid2D, RangeView, TsdfMap
 
-__all__ = ["ChainResult", "CompletionConfig", "Reconstruction", "ViewReconstruction", "VoxelMap", "WindowChain", "reconstruct"]
+__all__ = ["ChainResult", "CompletionConfig", "Grid2D", "RangeView", "Reconstruction", "TsdfMap", "ViewReconstruction",
+           "WindowChain", "reconstruct"]

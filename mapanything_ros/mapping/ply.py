@@ -30,7 +30,8 @@ def ply_header(count):
 
 def write_ply(path, points, colors, confidence):
     """Write points (N, 3) metres, colors (N, 3) uint8 RGB and confidence (N,) to a binary
-    little-endian PLY at `path` (x y z float, red green blue uchar, confidence float).
+    little-endian PLY at `path` (a path, or a binary file open for writing) (x y z float, red
+    green blue uchar, confidence float).
 
     Returns the number of vertices written.
     """
@@ -47,9 +48,12 @@ def write_ply(path, points, colors, confidence):
     for channel, name in enumerate(("red", "green", "blue")):
         records[name] = colors[:, channel]
     records["confidence"] = confidence
-    with open(path, "wb") as f:
-        f.write(ply_header(len(records)))
-        f.write(records.tobytes())
+    if hasattr(path, "write"):
+        path.write(ply_header(len(records)) + records.tobytes())
+    else:
+        with open(path, "wb") as f:
+            f.write(ply_header(len(records)))
+            f.write(records.tobytes())
     return len(records)
 
 

@@ -58,9 +58,12 @@ import torch
 
 from ..backends.prediction import ViewStack
 from ..geometry import arrays
+from ..geometry.camera import grid_offset
+from ..geometry.resize import edge_jumps
 from ..geometry.resample import nearest, stencil
 from ..geometry.similarity import similarity, similarity_parts, similarity_pose
 from .completion import correct, significant
+from .tsdf import RangeView
 
 DEPTH_MODES = ("nearest", "bilinear")
 EDGE_NOISE_SIGMAS = 4.0
@@ -173,6 +176,38 @@ class Reconstruction:
             return parts[0]
         return tuple(np.concatenate(a) for a in zip(*parts)) if parts else (
             np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32))
+
+    def range_view(self, i, min_confidence=0.0):
+        """View i at the model pixels as a tsdf.RangeView for fusion (on the host): metres along the
+        predicted rays in pose_frame's scale, the pose, the colours, and a weight per pixel: the
+        network's confidence relative to the view's median, at most 1 (so a few confident pixels
+        do not outweigh the rest), 0 where there is no estimate, below `min_confidence`, or on a
+        depth discontinuity (the edge test of the native depth, at the model pixels: flying
+        pixels are no surface)."""
+        index, z, conf, ratio = self._final(i)
+        d, rays, _, _ = self._dense(i)
+        index, conf = arrays.to_host(index), arrays.to_host(conf)
+        rays = arrays.to_host(rays).astype(np.float32, copy=False)
+        h, w = rays.shape[:2]
+        ranges = np.zeros(h * w, np.float32)
+        norm = np.linalg.norm(rays.reshape(-1, 3)[index], axis=1)
+        along = arrays.to_host(d).reshape(-1)[index] * (1 if ratio is None else arrays.to_host(ratio))
+        ranges[index] = along * norm * np.float32(self._size)
+        weights = np.zeros(h * w, np.float32)
+        if len(index):
+            weights[index] = np.minimum(conf / np.float32(max(np.median(conf), 1e-12)), 1)
+            weights[index[~(conf >= min_confidence)]] = 0
+        ranges, weights = ranges.reshape(h, w), weights.reshape(h, w)
+        _, edge_threshold, _ = self._options
+        if edge_threshold is not None:
+            with np.errstate(divide="ignore"):
+                inv = np.where(ranges > 0, 1 / ranges, np.nan)
+            weights[_edges(inv, _edge_threshold(inv, edge_threshold, self._edge_noise))] = 0
+        with np.errstate(invalid="ignore"):
+            unit = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
+        prep = self.batch.prepared[i]
+        return RangeView(ranges, unit, ModelPixels(prep.frame.camera, prep.resize, self.batch.grid),
+                         self.poses[i], prep.colors, weights)
 
     def view(self, i):
         """ViewReconstruction of view i at its camera's native resolution (made once)."""
@@ -374,6 +409,34 @@ def _edge_threshold(inv, threshold, sigmas):
     if second.shape[0] < 16:
         return threshold
     return max(float(threshold), sigmas * 1.4826 * float(arrays.median(second)))
+
+
+def _edges(v, max_jump):
+    """(H, W) bool: the pixels of a positive map v (H, W) (NaN = none) on either side of a
+    discontinuity (geometry.resize.edge_jumps) with a neighbour."""
+    h, w = v.shape
+    across, down = (j[:-1].reshape(h, w) for j in edge_jumps(v, max_jump))
+    out = across | down
+    out[:, 1:] |= across[:, :-1]
+    out[1:] |= down[:-1]
+    return out
+
+
+@dataclass(frozen=True)
+class ModelPixels:
+    """The projection of a camera's points to the model pixels of its resized image: called with
+    camera-frame coordinates (x, y, z) arrays, gives (column, row, valid) in continuous
+    pixel-index coordinates of the model image (tsdf.RangeView.pixels)."""
+
+    camera: object
+    resize: object
+    grid: str
+
+    def __call__(self, x, y, z):
+        u, v, valid = self.camera.pixels(x, y, z)
+        off = grid_offset(self.grid)
+        col, row = self.resize.to_output(u - off, v - off)
+        return col, row, valid
 
 
 def _measured(depth):

@@ -1,6 +1,9 @@
 """rclpy messages of the session's outputs: headers, CameraInfo copies, ReconstructionWindow, TF."""
 
+from array import array
+
 from geometry_msgs.msg import Pose
+from nav_msgs.msg import OccupancyGrid
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
@@ -52,3 +55,16 @@ def window_msg(output):
 def tf_msg(transforms):
     """TFMessage of (parent_from_child 4x4, parent, child, stamp_ns) tuples."""
     return TFMessage(transforms=[matrix_to_transform(m, parent, child, stamp) for m, parent, child, stamp in transforms])
+
+
+def occupancy_msg(grid, header):
+    """nav_msgs/OccupancyGrid of a mapping.Grid2D (cells -1 / 0 / 100, row-major from its origin,
+    rows along y): the grid's origin at height 0 of header.frame_id, unrotated."""
+    msg = OccupancyGrid(header=header)
+    msg.info.map_load_time = header.stamp
+    msg.info.resolution = float(grid.resolution)
+    msg.info.height, msg.info.width = (int(n) for n in grid.cells.shape)
+    msg.info.origin.position.x, msg.info.origin.position.y = (float(v) for v in grid.origin)
+    msg.info.origin.orientation.w = 1.0
+    msg.data = array("b", grid.cells.astype("int8", copy=False).tobytes())
+    return msg

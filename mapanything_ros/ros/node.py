@@ -25,18 +25,20 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from rclpy.task import Future
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from nav_msgs.msg import OccupancyGrid
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from .. import encode, interface, settings
 from ..backends import make_backend
 from ..msg import ReconstructionWindow
+from ..srv import MapFile
 from ..session import ERROR, WARN, Reporter, Session
 from ..sync import LIDAR_SOURCE
 from . import diagnostics, params
 from .diagnostics import Problems, Rates, make_status
 from .images import depth_to_image, float_image
-from .messages import make_header, tf_msg, window_msg, with_header
+from .messages import make_header, occupancy_msg, tf_msg, window_msg, with_header
 from .pointcloud import xyz_to_cloud
 from .tf import TF_QOS, TF_STATIC_QOS, make_tf_lookup
 
@@ -75,8 +77,11 @@ class MapAnythingNode(Node):
         self.create_service(_checked(Trigger, "reset"), self._name("reset"), self._on_reset, qos_profile=SERVICE_QOS)
         # its own reentrant group: while a save is awaited, the node's other callbacks and a second
         # request go on (the default group is mutually exclusive for the whole of a callback)
-        self.create_service(_checked(Trigger, "save_map"), self._name("save_map"), self._on_save_map,
-                            qos_profile=SERVICE_QOS, callback_group=ReentrantCallbackGroup())
+        files = ReentrantCallbackGroup()
+        self.create_service(_checked(MapFile, "save_map"), self._name("save_map"), self._on_save_map,
+                            qos_profile=SERVICE_QOS, callback_group=files)
+        self.create_service(_checked(MapFile, "load_map"), self._name("load_map"), self._on_load_map,
+                            qos_profile=SERVICE_QOS, callback_group=files)
         self._check_names()
         problems = declared + settings.problems(self.p)
         if problems:
@@ -99,6 +104,8 @@ class MapAnythingNode(Node):
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.session.start()
+        if self.p["load_map_path"]:
+            self._map_thread.submit(self._load_at_start, self.p["load_map_path"])
         self.get_logger().info(f"running {self.p['backend']} on cameras {self.cameras}, depth {self.p['depth_source']}")
         if not encode.COMPILED:
             self.get_logger().warning("mapanything_ros._pack_cloud is not built (the package's CMake build makes it): "
@@ -177,6 +184,7 @@ class MapAnythingNode(Node):
             self._sub(PointCloud2, "lidar", self._on_lidar)
         self.points_pub = self._pub(PointCloud2, "points")
         self.map_pub = self._pub(PointCloud2, "map")
+        self.occupancy_pub = self._pub(OccupancyGrid, "occupancy")
         self.window_pub = self._pub(ReconstructionWindow, "window")
         self.tf_pub = self._pub(TFMessage, "tf_out") if self._enabled("tf_out") else None
         self.create_timer(1.0 / RETRY_HZ, lambda: self.session.tick(self._now_ns()), clock=self._wall)
@@ -242,18 +250,28 @@ class MapAnythingNode(Node):
             self.window_pub.publish(window_msg(out))
 
     def _on_map_timer(self):
-        """Hand ~/map to the map thread when subscribed and the previous one is out."""
-        if self.map_pub.get_subscription_count() and (self._map_job is None or self._map_job.done()):
+        """Hand ~/map and ~/occupancy to the map thread when subscribed and the previous ones are out."""
+        wanted = self.map_pub.get_subscription_count() or self.occupancy_pub.get_subscription_count()
+        if wanted and (self._map_job is None or self._map_job.done()):
             self._map_job = self._map_thread.submit(self.publish_map)
 
     def publish_map(self):
-        """Pack and publish ~/map (one consistent snapshot of points, frame and stamp)."""
-        try:
-            snap, frame_id, stamp = self.session.map(self._now_ns())
-            self.map_pub.publish(xyz_to_cloud(snap.points, make_header(frame_id, stamp), snap.colors,
-                                              snap.confidence))
-        except Exception as err:  # a bug: said, and the next tick tries again
-            self.report.exception("pipeline", "map", "publishing ~/map failed (a bug)", err)
+        """Make and publish ~/map and ~/occupancy, those subscribed (each one consistent snapshot)."""
+        if self.map_pub.get_subscription_count():
+            try:
+                snap, frame_id, stamp = self.session.map(self._now_ns())
+                self.map_pub.publish(xyz_to_cloud(snap.points, make_header(frame_id, stamp), snap.colors,
+                                                  snap.confidence))
+            except Exception as err:  # a bug: said, and the next tick tries again
+                self.report.exception("pipeline", "map", "publishing ~/map failed (a bug)", err)
+        if self.occupancy_pub.get_subscription_count():
+            try:
+                grid, frame_id, stamp = self.session.occupancy(self._now_ns())
+                self.occupancy_pub.publish(occupancy_msg(grid, make_header(frame_id, stamp)))
+            except ValueError as err:
+                self.report("pipeline", "occupancy", WARN, f"~/occupancy not published: {err}")
+            except Exception as err:  # a bug: said, and the next tick tries again
+                self.report.exception("pipeline", "occupancy", "publishing ~/occupancy failed (a bug)", err)
 
     # ---------------------------------------------------------------- services, parameters
 
@@ -269,30 +287,50 @@ class MapAnythingNode(Node):
         return response
 
     async def _on_save_map(self, request, response):
-        """Save on the map thread (seconds for a large map; the executor goes on meanwhile) and
-        answer when done; a request while a save runs is refused at once, with the reason."""
+        return await self._on_map_file("save", request, response)
+
+    async def _on_load_map(self, request, response):
+        return await self._on_map_file("load", request, response)
+
+    async def _on_map_file(self, action, request, response):
+        """~/save_map and ~/load_map: the work runs on the map thread (seconds for a large map; the
+        executor goes on meanwhile) and the answer comes when it is done. One at a time: a request
+        while another runs is refused at once, with the reason."""
         if self.session is None:
             response.success, response.message = False, f"not running: {self.fatal}"
             return response
         if self._saving is not None:
-            response.success, response.message = False, f"a save to {self._saving} is in progress: call again when it ends"
+            response.success, response.message = False, f"busy with {self._saving}: call again when it ends"
             return response
-        path = self.session.values["save_map_path"]
-        self._saving, done = path, Future()
-        job = self._map_thread.submit(self.session.save_map, path, self.p["save_map_directory"])
+        path = request.path or self.session.values["save_map_path"]
+        work = self.session.save_map if action == "save" else self.session.load_map
+        self._saving, done = f"a {action} of {path}", Future()
+        job = self._map_thread.submit(work, path, self.p["save_map_directory"])
         job.add_done_callback(lambda _: done.set_result(None))
         try:
             await done  # resumed by the executor once the map thread is done
             n, path = job.result()
-            response.success, response.message = True, f"wrote {n} points to {path}"
+            response.success = True
+            response.message = f"wrote {n} surface points and the volume to {path}" if action == "save" else (
+                f"loaded {n} blocks from {path}; mapping goes on into it")
+            self.get_logger().info(f"~/{action}_map: {response.message}")
         except (OSError, ValueError) as err:
-            response.success, response.message = False, f"could not save the map: {err}"
+            response.success, response.message = False, f"could not {action} the map: {err}"
         except Exception as err:  # a bug: said, and the node goes on
-            self.report.exception("pipeline", "save_map", "~/save_map failed (a bug)", err)
-            response.success, response.message = False, f"could not save the map (a bug, see the log): {err!r}"
+            self.report.exception("pipeline", f"{action}_map", f"~/{action}_map failed (a bug)", err)
+            response.success, response.message = False, f"could not {action} the map (a bug, see the log): {err!r}"
         finally:
             self._saving = None
         return response
+
+    def _load_at_start(self, path):
+        """load_map_path: the map to map on from (a failure is reported for as long as the node runs)."""
+        try:
+            n, path = self.session.load_map(path, self.p["save_map_directory"])
+            self.get_logger().info(f"loaded {n} map blocks from {path} (load_map_path)")
+        except (OSError, ValueError) as err:
+            self._hold(diagnostics.ERROR, "load_map", f"load_map_path: could not load the map, mapping from "
+                       f"nothing: {err}")
 
     def _check_parameters(self, parameters):
         """on-set: refuse wrong types and values with a readable reason (params.refusal)."""

@@ -21,7 +21,9 @@ def pipeline_config(values):
         keep_measured=p["keep_measured_depth"], align_to_measured=p["align_to_measured_depth"],
         completion=None if p["depth_correction"] == "none" else CompletionConfig(dense=p["depth_correction"] == "field"),
         edge_threshold=p["edge_threshold"] or None, edge_noise_sigmas=p["edge_noise_sigmas"],
-        voxel_size=p["map_voxel_size"], max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"],
+        voxel_size=p["map_voxel_size"], truncation=p["map_truncation"] or None,
+        truncation_ratio=p["map_truncation_ratio"], max_weight=p["map_max_weight"], min_weight=p["map_min_weight"],
+        max_range=p["map_max_range"] or None, max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"],
         map_insert=p["map_insert"])
 
 

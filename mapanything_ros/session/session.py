@@ -38,13 +38,16 @@ import os
 import shutil
 import tempfile
 import threading
+import zipfile
 from collections import deque
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import numpy as np
+
 from .. import decode, interface
 from ..geometry import se3_compose, se3_inverse
-from ..mapping.ply import PLY_MAGIC
+from ..mapping.ply import PLY_MAGIC, write_ply
 from ..pipeline import Pipeline
 from ..sync import LIDAR_SOURCE
 from ..units import SEC
@@ -58,6 +61,8 @@ CLOCK_SKEW_S = 10.0  # image stamps further than this from the arrival clock are
 LAG_IMAGES = 50  # images over which the arrival clock's lead on the stamps is measured
 DEPTH_MISSING_RUN = 10  # captures in a row without a depth source's data (while it publishes) before that is reported
 DROPS = ("tf_timeout", "queue", "bad_input", "no_camera_info", "frame_id")
+MAP_SUFFIX = ".npz"
+NPZ_MAGIC = b"PK\x03\x04"  # a .npz is a zip archive
 UMASK = os.umask(0o022)  # the process's, read once at import (os.umask can only read it by setting it)
 os.umask(UMASK)
 
@@ -263,6 +268,8 @@ class Session:
         if self.threaded:
             self.pipeline.drain()
         self.pipeline.flush_map()
+        if self.threaded:
+            self.pipeline.drain()
 
     def message_now(self, now_ns):
         """The arrival clock in the stamps' time base: minus the smallest lag of the recent images
@@ -407,42 +414,71 @@ class Session:
         stamp = snap.stamp_ns if snap.stamp_ns is not None else now_ns
         return snap, self.frame_id(snap.pose_frame or "world", self._values), stamp
 
+    def occupancy(self, now_ns):
+        """(tsdf.Grid2D of the map's height band, frame id, stamp ns: that of the newest window in the
+        map, or now_ns when it is empty) under the live occupancy_* parameters. ValueError when there
+        is none to give: a map in the image-only chain frame (no known up: the band needs world_frame's
+        z), or a band upside down."""
+        v = self._values
+        low, high = v["occupancy_min_height"], v["occupancy_max_height"]
+        if high < low:
+            raise ValueError(f"occupancy_max_height {high} is below occupancy_min_height {low}")
+        grid, pose_frame, stamp = self.pipeline.occupancy(low, high, v["occupancy_resolution"] or None)
+        if pose_frame not in (None, "world"):
+            raise ValueError("the map is in the image-only chain frame (use_poses false): its up is unknown, "
+                             "so it has no height band")
+        return grid, self.frame_id("world", v), stamp if stamp is not None else now_ns
+
     def save_map(self, path, directory=None):
-        """Write the map to a PLY file at `path` (~ expanded; relative: in `directory`) without ever
-        leaving a partial file: written beside it, then renamed over it. Refuses a path outside
-        `directory` (None: anywhere; links and ".." resolved first), an empty map, a missing
-        directory, and a file there that is not a PLY. Returns (points written, absolute path);
-        raises OSError or ValueError saying why."""
-        root = os.path.realpath(os.path.expanduser(directory or os.sep))
-        path = os.path.realpath(os.path.join(root, os.path.expanduser(path)))  # a link: its target is replaced
-        if os.path.commonpath([root, path]) != root:
-            raise ValueError(f"{path} is outside {root} (parameter save_map_directory, set at launch)")
-        if not os.path.isdir(os.path.dirname(path)):
-            raise ValueError(f"{os.path.dirname(path)} is not a directory (it is not created)")
-        if os.path.isdir(path):
-            raise ValueError(f"{path} is a directory")
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                if f.read(len(PLY_MAGIC)) != PLY_MAGIC:
-                    raise ValueError(f"{path} exists and is not a PLY file: left as it is")
-        fd, tmp = tempfile.mkstemp(prefix=".mapanything-", suffix=".ply", dir=os.path.dirname(path))
-        os.close(fd)
+        """Save the map: the volume at `path` (numpy .npz: the TSDF blocks, voxel size, truncation,
+        frame id, pose frame, stamp; load_map reads it back exactly) and its surface points beside
+        it as a PLY (the same path with the suffix .ply, for other tools). `path` is ~ expanded and,
+        when relative, taken in `directory`. Each file is written beside its place and renamed over
+        it, so a partial file is never left. Refuses a path outside `directory` (None: anywhere;
+        links and ".." resolved first), an empty map, a missing directory, a path not ending in
+        .npz, and files there of another kind. Returns (surface points written, absolute path of
+        the volume); raises OSError or ValueError saying why."""
+        path = _map_path(path, directory)
+        ply = path[:-len(MAP_SUFFIX)] + ".ply"
+        for target, magic, kind in ((path, NPZ_MAGIC, "numpy .npz"), (ply, PLY_MAGIC, "PLY")):
+            if os.path.exists(target):
+                with open(target, "rb") as f:
+                    if f.read(len(magic)) != magic:
+                        raise ValueError(f"{target} exists and is not a {kind} file: left as it is")
         try:
-            try:
-                n = self.pipeline.save_map(tmp, refuse_empty=True)
-            except ValueError as err:
-                raise ValueError(f"{err}: {path} left as it was") from None
-            if os.path.exists(path):
-                shutil.copymode(path, tmp)
-            else:  # mkstemp's 0600: the mode a plain open() would give
-                os.chmod(tmp, 0o666 & ~UMASK)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return n, path
+            state = self.pipeline.map_state()
+            snap = self.pipeline.map_points()
+        except ValueError as err:
+            raise ValueError(f"{err}: {path} left as it was") from None
+        state["frame_id"] = np.array(self.frame_id(str(state["pose_frame"]), self._values))
+        _replace_atomically(path, lambda f: np.savez(f, **state))
+        _replace_atomically(ply, lambda f: write_ply(f, snap.points, snap.colors, snap.confidence))
+        return len(snap.points), path
+
+    def load_map(self, path, directory=None):
+        """Replace the map by one save_map wrote at `path` (resolved as there); mapping goes on into
+        it. Refuses a file of another kind or version, a map whose voxel size, truncation or size
+        do not fit this node's map parameters, and one saved in another frame than this node
+        would map it in (world_frame / map_frame). Returns (blocks loaded, absolute path); raises
+        OSError or ValueError saying why; the map is unchanged then."""
+        path = _map_path(path, directory, must_exist=True)
+        with open(path, "rb") as f:
+            if f.read(len(NPZ_MAGIC)) != NPZ_MAGIC:
+                raise ValueError(f"{path} is not a numpy .npz file")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{path} cannot be read as a saved map: {err}") from None
+        missing = {"format", "pose_frame", "frame_id", "stamp_ns", "keys"} - set(state)
+        if missing:
+            raise ValueError(f"{path} is not a saved map: it lacks {sorted(missing)}")
+        frame = self.frame_id(str(state["pose_frame"]), self._values)
+        if str(state["frame_id"]) != frame:
+            raise ValueError(f"{path} was saved in frame {str(state['frame_id'])!r}; this node maps "
+                             f"{str(state['pose_frame'])} poses in {frame!r}")
+        self.pipeline.load_map(state)
+        return len(state["keys"]), path
 
     def status_values(self):
         """The counters grouped as the node's diagnostic statuses, in order: {"pipeline": {...},
@@ -452,7 +488,8 @@ class Session:
         s, sync, drops = st["pipeline"], st["sync"], st["drops"]
         pipeline = dict(captures=s.captures, keyframes=s.keyframes, windows_done=s.done, windows_failed=s.failed,
                         publish_failed=s.publish_failed, dropped_pipeline_queue=s.dropped, pending=s.pending,
-                        window_resets=s.window_resets, map_resets=s.map_resets, map_voxels=s.map_voxels)
+                        window_resets=s.window_resets, map_resets=s.map_resets, map_dropped=s.map_dropped,
+                        map_blocks=s.map_blocks)
         for stage, latency in s.latency.items():
             pipeline[f"{stage}_latency_p50_s"] = f"{latency['p50']:.4f}"
             pipeline[f"{stage}_latency_p95_s"] = f"{latency['p95']:.4f}"
@@ -493,3 +530,41 @@ def _transforms(recon, values, frame_id, stamp_ns):
         return [(recon.poses[i], frame_id, interface.resolve(child, values, frame_id=recon.frames[i].frame_id),
                  recon.frames[i].stamp_ns) for i in recon.selected]
     return []
+
+
+def _map_path(path, directory, must_exist=False):
+    """The absolute map path of `path` (~ expanded; relative: in `directory`), checked: inside
+    `directory` (None: anywhere; links and ".." resolved first), ending in MAP_SUFFIX, in an
+    existing directory, not a directory, and existing when `must_exist`."""
+    root = os.path.realpath(os.path.expanduser(directory or os.sep))
+    path = os.path.realpath(os.path.join(root, os.path.expanduser(path)))  # a link: its target is used
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(f"{path} is outside {root} (parameter save_map_directory, set at launch)")
+    if not path.endswith(MAP_SUFFIX):
+        raise ValueError(f"{path} does not end in {MAP_SUFFIX} (the map is a numpy .npz archive)")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ValueError(f"{os.path.dirname(path)} is not a directory (it is not created)")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory")
+    if must_exist and not os.path.isfile(path):
+        raise ValueError(f"{path} does not exist")
+    return path
+
+
+def _replace_atomically(path, write):
+    """Call write(binary file) on a new file beside `path`, flush it to disk, give it the mode of
+    the file it replaces (or the umask's), and rename it over `path`; nothing is left on failure."""
+    fd, tmp = tempfile.mkstemp(prefix=".mapanything-", suffix=os.path.splitext(path)[1], dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(path):
+            shutil.copymode(path, tmp)
+        else:  # mkstemp's 0600: the mode a plain open() would give
+            os.chmod(tmp, 0o666 & ~UMASK)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

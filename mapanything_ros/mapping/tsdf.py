@@ -1,0 +1,501 @@
+"""Volumetric map: a truncated signed distance field in sparse voxel blocks (numpy, no ROS).
+
+What it stores. Space is cut into voxels of `voxel_size` metres, grouped in blocks of BLOCK³
+voxels; only blocks a camera has seen into exist. Each voxel keeps a signed distance to the
+nearest surface along the viewing rays, as a fraction of the truncation distance (tsdf in
+[-1, 1]: +1 free space in front of a surface, 0 the surface, < 0 just behind it), the weight of
+the observations fused into it (0: never observed, "unknown") and a colour.
+
+Fusion (projective, as KinectFusion, voxblox and nvblox do it). A keyframe is a range image:
+metric distances along the camera's unit rays, with a projection from camera-frame points to its
+pixels (any lens the package knows: pinhole, plumb_bob, equidistant fisheye). Its blocks are
+those its rays pass through up to the surface plus the band of ±T around the surface, allocated
+on first sight. Every voxel of those blocks is projected into the image; with d its distance to
+the camera and r the range there (bilinear in inverse range between the four pixels around, or
+the nearest pixel's across a depth edge), sdf = r - d. Voxels with sdf < -T are behind the
+surface, unobserved, left alone; the others take the weighted mean of their tsdf and
+min(sdf, T) / T, so everything between the camera and the surface is carved towards +1 (free).
+
+Truncation grows with range: T = max(truncation, truncation_ratio · r). A network's depth errs
+in proportion to the range (scale, smooth warps), and views can only average their surfaces
+where their bands overlap: with a fixed 20 cm band, maps under the emulated backend's error model
+kept precision 0.43 at 5 cm over 10 s; with T = 10 % of the range, 0.85 (docs/map.md).
+
+Weights. An observation weighs the pixel's weight (the caller's confidence weighting, at most 1)
+times (truncation / T)²: 1 up to truncation / truncation_ratio metres, then falling as 1 / r² (a
+network's error grows with range, and a wide far band blurs near structure). It falls linearly to
+0 from one voxel behind the surface to -T (voxblox's drop-off: what lies behind a surface is
+less certain). Weights are capped at `max_weight`, so a voxel never becomes too sure to change:
+something that moves away is carved out by the looks through its old place (dynamic clearing).
+A voxel counts as observed (in surface() and occupancy()) from `min_weight`.
+
+Ranges farther than `max_range` are no surface (nothing is allocated around them) but still
+carve free space up to max_range along their rays. Pixels with weight 0 (no estimate, depth
+edges, low confidence) do nothing. Blocks a view only looks through (outside its surface band)
+that are entirely free already are skipped: fusing +1 into +1 changes only a weight.
+
+Outputs. surface(): points on the zero crossings of the field between neighbouring observed
+voxels (linear interpolation, so sub-voxel), with colour and weight; occupancy(): a 2D grid of the
+height band [z_min, z_max] (world z up): occupied where a voxel in the band is at or behind a
+surface, free where voxels were seen there and all are in free space, unknown otherwise. Both are
+computed from the stored field, so they follow clearing. state() / load_state(): the whole map.
+
+Memory. At most `max_blocks` blocks (BYTES_PER_BLOCK each). When a keyframe's new blocks would
+pass it, the blocks farthest from the camera that the keyframe does not touch are dropped until
+LOW_WATER · max_blocks remain (what the camera sees now always stays). Range limits integration
+only; it evicts nothing.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .keys import cells as cell_indices, key_cells, pack
+
+BLOCK = 4  # voxels per block edge
+VOXELS = BLOCK**3
+LOW_WATER = 0.9  # fraction of max_blocks kept by an eviction
+MIN_CAPACITY = 64  # blocks
+FREE_STRIDE_M = 0.4  # at most this far between the free-space rays that find blocks, at max_range
+SPREAD = 0.1  # four pixels whose ranges differ more than this (relative) straddle a depth edge
+COLOR_LOOKS = 16  # a voxel's colour follows its last this many looks
+FREE = 0.999  # a voxel at or above this tsdf is free space
+FORMAT = "mapanything_ros.tsdf/1"
+
+# Voxel offsets within a block, (VOXELS, 3) int, x slowest: voxel (i, j, k) is at (i·BLOCK + j)·BLOCK + k.
+_OFFSETS = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij"), -1).reshape(-1, 3)
+
+
+@dataclass(frozen=True, eq=False)
+class RangeView:
+    """One keyframe to fuse.
+
+    ranges (H, W) float32: metres along the pixels' unit rays, 0 or NaN = none; rays (H, W, 3)
+    float32 unit rays in the camera frame (NaN outside the lens); pixels: a function (x, y, z)
+    camera-frame float32 arrays (N,) -> (column, row, valid) of the pixel each point lies on
+    (continuous pixel-index coordinates of this image; valid: the lens sees it); world_from_camera
+    (4, 4) rigid, metres; colors (H, W, 3) uint8 RGB; weights (H, W) float32 >= 0, each pixel's
+    observation weight (0 = not used).
+    """
+
+    ranges: np.ndarray
+    rays: np.ndarray
+    pixels: object
+    world_from_camera: np.ndarray
+    colors: np.ndarray
+    weights: np.ndarray
+
+
+@dataclass(frozen=True)
+class Grid2D:
+    """A 2D occupancy grid: cells (H, W) int8, -1 unknown, 0 free, 100 occupied (nav_msgs/
+    OccupancyGrid's values), row-major from `origin` (x, y) metres, world frame, cells of
+    `resolution` metres; row i, column j covers x in origin_x + [j, j + 1)·res, y likewise."""
+
+    cells: np.ndarray
+    origin: tuple
+    resolution: float
+
+
+class TsdfMap:
+    """Sparse-block TSDF map; see the module doc.
+
+    voxel_size, truncation (None: 4 voxels; at least one), max_range (None: none): metres;
+    truncation_ratio: the truncation's share of the range; max_weight: the weight cap; max_blocks:
+    the memory bound; min_weight: the weight a voxel needs to count as observed.
+    """
+
+    BYTES_PER_BLOCK = VOXELS * (4 + 4 + 3 + 1) + 8 + 4 + 24 + 1  # tsdf, weight, rgb, looks; key, slot, origin, free
+
+    def __init__(self, voxel_size=0.05, truncation=None, max_weight=50.0, max_blocks=30_000, max_range=None,
+                 min_weight=0.25, truncation_ratio=0.1):
+        if not (np.isfinite(voxel_size) and voxel_size > 0):
+            raise ValueError(f"voxel_size must be a positive number of metres, got {voxel_size}")
+        truncation = 4 * voxel_size if truncation is None else float(truncation)
+        if not truncation >= voxel_size:
+            raise ValueError(f"truncation must be at least one voxel ({voxel_size} m), got {truncation}")
+        if not 1 <= int(max_blocks) < 2**31:
+            raise ValueError(f"max_blocks must be in [1, 2**31), got {max_blocks}")
+        if max_range is not None and not max_range > 0:
+            raise ValueError(f"max_range must be positive or None, got {max_range}")
+        if not (max_weight > 0 and min_weight >= 0):
+            raise ValueError(f"max_weight must be positive and min_weight >= 0, got {max_weight}, {min_weight}")
+        if not 0 <= truncation_ratio < 1:
+            raise ValueError(f"truncation_ratio must be in [0, 1), got {truncation_ratio}")
+        self.voxel_size, self.truncation = float(voxel_size), truncation
+        self.truncation_ratio = float(truncation_ratio)
+        self.max_weight, self.min_weight = float(max_weight), float(min_weight)
+        self.max_blocks = int(max_blocks)
+        self.max_range = None if max_range is None else float(max_range)
+        self.reset()
+
+    def reset(self):
+        """Forget every block and release the storage."""
+        self._keys = np.empty(0, np.int64)  # sorted packed block indices
+        self._slots = np.empty(0, np.int32)  # pool slot of each sorted key
+        self._tsdf = np.ones((0, VOXELS), np.float32)
+        self._weight = np.zeros((0, VOXELS), np.float32)
+        self._rgb = np.zeros((0, VOXELS, 3), np.uint8)
+        self._looks = np.zeros((0, VOXELS), np.uint8)  # looks averaged into the colour (at most COLOR_LOOKS)
+        self._origin = np.zeros((0, 3), np.int64)  # each slot's first voxel index
+        self._free = np.zeros(0, bool)  # each slot: every voxel observed and free
+        self._size = 0
+
+    def __len__(self):
+        """Number of blocks."""
+        return self._size
+
+    @property
+    def nbytes(self):
+        """Bytes held by the map's arrays."""
+        return sum(a.nbytes for a in (self._keys, self._slots, self._tsdf, self._weight, self._rgb, self._looks,
+                                      self._origin, self._free))
+
+    def integrate(self, view):
+        """Fuse a RangeView; returns the number of voxels updated."""
+        pose = np.asarray(view.world_from_camera, np.float64)
+        rot, origin = pose[:3, :3], pose[:3, 3]
+        if not np.isfinite(pose).all():
+            raise ValueError("world_from_camera must be finite")
+        ranges = np.asarray(view.ranges, np.float32)
+        weights = np.asarray(view.weights, np.float32)
+        with np.errstate(invalid="ignore"):
+            use = np.isfinite(ranges) & (ranges > 0) & (weights > 0) & np.isfinite(view.rays).all(-1)
+        band, free = self._blocks_seen(view, use, rot, origin)
+        keys, slots = self._allocate(np.union1d(band, free), origin)
+        # Blocks the view only looks through (not in its surface band) that are free already are
+        # left as they are: fusing +1 into a voxel at +1 changes nothing but its weight.
+        slots = slots[~(self._free[slots] & ~np.isin(keys, band, assume_unique=True))]
+        if len(slots) == 0:
+            return 0
+        updated = self._update(view, np.where(use, ranges, 0).astype(np.float32), weights, slots, rot, origin)
+        self._free[slots] = ((self._tsdf[slots] >= FREE) & (self._weight[slots] >= max(self.min_weight, 1e-12))).all(1)
+        return updated
+
+    def _blocks_seen(self, view, use, rot, origin):
+        """(surface band, free space): sorted unique packed keys of the blocks the view's rays reach
+        in the band of ±truncation around its pixels' surface, and in front of it (sampled on a
+        sparser grid of rays, every half block)."""
+        block = self.voxel_size * BLOCK
+        far = np.inf if self.max_range is None else self.max_range
+        rays = np.asarray(view.rays, np.float32)
+        ranges = np.asarray(view.ranges, np.float32)
+        h, w = ranges.shape
+        samples, free = [], []
+        # Surface band: pixels every few, their points at -trunc, 0, +trunc along the ray (trunc is
+        # below a block, so no block of the band is skipped).
+        step = max(1, min(h, w) // 64)
+        sub = use[::step, ::step] & (ranges[::step, ::step] <= far)
+        r, d = ranges[::step, ::step][sub], rays[::step, ::step][sub]
+        band = self._truncation(r)
+        count = int(np.ceil(2 * float(band.max(initial=0)) / (block / 2))) + 1
+        for k in np.linspace(-1, 1, max(count, 3)):
+            samples.append(d * (r + k * band)[:, None])
+        # Free space: rays every FREE_STRIDE_M at the farthest range, points every half block up to
+        # the surface (or max_range).
+        reach = np.where(use, np.minimum(ranges - self._truncation(ranges), far), 0)
+        if not np.isfinite(far):
+            reach_max = float(reach.max()) if reach.size else 0.0
+        else:
+            reach_max = far
+        if reach_max > 0:
+            pitch = _angular_pitch(rays)
+            stride = max(1, int(FREE_STRIDE_M / max(reach_max * pitch, 1e-6)))
+            stride = min(stride, max(1, min(h, w) // 4))
+            rs, ds = reach[::stride, ::stride], rays[::stride, ::stride]
+            keep = rs > 0
+            rs, ds = rs[keep], ds[keep]
+            for t in np.arange(0, reach_max + block / 2, block / 2):
+                near = rs >= t
+                if not near.any():
+                    break
+                free.append(ds[near] * t)
+            free.append(ds * rs[:, None])
+        return tuple(self._block_keys(points, rot, origin, block) for points in (samples, free))
+
+    @staticmethod
+    def _block_keys(points, rot, origin, block):
+        """Sorted unique packed block keys of lists of camera-frame point arrays."""
+        if not points:
+            return np.empty(0, np.int64)
+        world = np.concatenate(points).astype(np.float64) @ rot.T + origin
+        cells, ok = cell_indices(world.T.copy(), block)
+        return np.unique(pack(cells[:, ok]))
+
+    def _allocate(self, keys, origin):
+        """(keys, pool slots) of the blocks with packed keys (sorted unique) that the map holds
+        afterwards, the missing ones added. Past max_blocks, LOW_WATER · max_blocks remain: the
+        view's blocks and the others nearest `origin`, or, when the view alone has more, its own
+        nearest."""
+        pos = np.searchsorted(self._keys, keys)
+        hit = pos < self._size
+        hit[hit] = self._keys[pos[hit]] == keys[hit]
+        new = keys[~hit]
+        if self._size + len(new) > self.max_blocks:
+            target = max(1, int(LOW_WATER * self.max_blocks))
+            touched = np.zeros(self._size, bool)
+            touched[self._slots[pos[hit]]] = True
+            dist = self._distances(self._origin[:self._size] // BLOCK, origin)
+            if np.count_nonzero(touched) + len(new) <= target:
+                dist[touched] = -1  # kept first
+                self._keep(np.argsort(dist, kind="stable")[:target - len(new)])
+            else:
+                dist[~touched] = np.inf
+                ranked = np.concatenate([dist, self._distances(key_cells(new), origin)])
+                nearest = np.argsort(ranked, kind="stable")[:target]
+                self._keep(nearest[nearest < len(dist)])
+                new = np.sort(new[nearest[nearest >= len(dist)] - len(dist)])
+        self._append(new)
+        pos = np.searchsorted(self._keys, keys)
+        found = pos < self._size
+        found[found] = self._keys[pos[found]] == keys[found]
+        return keys[found], self._slots[pos[found]]
+
+    def _update(self, view, ranges, weights, slots, rot, origin):
+        """Project every voxel of the pool slots into the view and fuse its signed distance."""
+        v = self.voxel_size
+        h, w = ranges.shape
+        # Camera-frame voxel centres: each block's first voxel (float64), plus the rotated offsets (float32).
+        corner = ((self._origin[slots] * v - origin) @ rot).astype(np.float32)
+        offsets = ((_OFFSETS * v + v / 2) @ rot).astype(np.float32)
+        cam = (corner[:, None, :] + offsets).reshape(-1, 3)
+        x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
+        col, row, ok = view.pixels(x, y, z)
+        with np.errstate(invalid="ignore"):
+            ok &= (col > -0.5) & (col < w - 0.5) & (row > -0.5) & (row < h - 0.5)
+        index = np.flatnonzero(ok)
+        col, row = col[index], row[index]
+        xi, yi, zi = x[index], y[index], z[index]
+        dist = np.sqrt(xi * xi + yi * yi + zi * zi)
+        pix = np.rint(row).astype(np.int64) * w + np.rint(col).astype(np.int64)
+        r = ranges.reshape(-1)[pix]
+        # Near the surface, where the sub-pixel range matters, the bilinear range replaces the nearest.
+        with np.errstate(invalid="ignore"):
+            close = np.flatnonzero((r > 0) & (np.abs(r - dist) < self._truncation(r) + SPREAD * r))
+        r[close] = _bilinear(ranges, col[close], row[close], r[close])
+        sdf = r - dist
+        trunc = self._truncation(r)
+        keep = (r > 0) & (sdf >= -trunc)
+        if self.max_range is not None:
+            keep &= dist <= self.max_range
+        keep = np.flatnonzero(keep)
+        index, pix, sdf, trunc = index[keep], pix[keep], sdf[keep], trunc[keep]
+        # Flat voxel indices into the pools.
+        flat = slots[index // VOXELS].astype(np.int64) * VOXELS + index % VOXELS
+        obs = np.minimum(sdf, trunc) / trunc
+        wt = weights.reshape(-1)[pix] * (np.float32(self.truncation) / trunc) ** 2  # 1 / range² beyond the minimum
+        behind = sdf < -v
+        wt[behind] *= (trunc[behind] + sdf[behind]) / (trunc[behind] - v)  # drop-off to 0 at -trunc
+        tsdf, weight = self._tsdf.reshape(-1), self._weight.reshape(-1)
+        old = weight[flat]
+        total = old + wt
+        tsdf[flat] = (tsdf[flat] * old + obs * wt) / np.maximum(total, 1e-12)
+        weight[flat] = np.minimum(total, self.max_weight)
+        # Colour: the mean of the last COLOR_LOOKS looks within the band (at the surface they see).
+        near = np.flatnonzero((sdf < trunc) & (wt > 0))
+        cf, cp = flat[near], pix[near]
+        rgb, looks = self._rgb.reshape(-1, 3), self._looks.reshape(-1)
+        seen = looks[cf]
+        f = (1 / (seen + np.float32(1)))[:, None]
+        rgb[cf] = np.rint(rgb[cf] * (1 - f) + view.colors.reshape(-1, 3)[cp] * f).astype(np.uint8)
+        looks[cf] = np.minimum(seen + 1, COLOR_LOOKS)
+        return len(flat)
+
+    def _truncation(self, ranges):
+        """The truncation distance (metres, float32) of observations at `ranges` metres."""
+        return np.maximum(np.float32(self.truncation), np.float32(self.truncation_ratio) * ranges)
+
+    def surface(self):
+        """(points (N, 3) float32 metres world frame, colours (N, 3) uint8 RGB, weights (N,) float32)
+        on the field's zero crossings between neighbouring voxels that both have min_weight and lie
+        within the truncation band."""
+        n = self._size
+        if n == 0:
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
+        slots = self._slots
+        tsdf = self._tsdf[slots].reshape(-1, BLOCK, BLOCK, BLOCK)
+        weight = self._weight[slots].reshape(-1, BLOCK, BLOCK, BLOCK)
+        rgb = self._rgb[slots].reshape(-1, BLOCK, BLOCK, BLOCK, 3)
+        cells = key_cells(self._keys)
+        pts, cols, wts = [], [], []
+        for axis in range(3):
+            step = np.zeros(3, np.int64)
+            step[axis] = 1
+            nb = self._find(cells + step)  # sorted index of the neighbour block along +axis, or -1
+            t, wt, c = (_extend(a, nb, axis) for a in (tsdf, weight, rgb))
+            a = [slice(None)] * 4
+            lo, hi = list(a), list(a)
+            lo[axis + 1], hi[axis + 1] = slice(0, BLOCK), slice(1, BLOCK + 1)
+            ta, tb, wa, wb = t[tuple(lo)], t[tuple(hi)], wt[tuple(lo)], wt[tuple(hi)]
+            with np.errstate(invalid="ignore"):
+                cross = ((wa >= self.min_weight) & (wb >= self.min_weight) & (wa > 0) & (wb > 0)
+                         & (np.abs(ta) < 1) & (np.abs(tb) < 1) & ((ta > 0) != (tb > 0)))
+            b, i, j, k = np.nonzero(cross)
+            ta, tb = ta[b, i, j, k], tb[b, i, j, k]
+            frac = ta / (ta - tb)
+            ijk = np.stack([i, j, k], -1).astype(np.float64)
+            ijk[:, axis] += frac
+            pts.append(((cells[b] * BLOCK + ijk) * self.voxel_size + self.voxel_size / 2).astype(np.float32))
+            ca, cb = c[tuple(lo)][b, i, j, k], c[tuple(hi)][b, i, j, k]
+            cols.append(np.where((frac < 0.5)[:, None], ca, cb))
+            wts.append(np.minimum(wa[b, i, j, k], wb[b, i, j, k]))
+        return np.concatenate(pts), np.concatenate(cols), np.concatenate(wts)
+
+    def occupancy(self, z_min, z_max, resolution=None):
+        """Grid2D of the height band [z_min, z_max] metres (world z), cells of `resolution` metres
+        (default and minimum: the voxel size; a coarser cell takes the worst of the voxels in it),
+        spanning the observed voxels of the band: 100 where a voxel centred in the band is within
+        half a voxel of a surface or behind one (tsdf · truncation < voxel / 2: the truncation at
+        that voxel is at least `truncation`, so this errs towards occupied), 0 where voxels were
+        observed there and all are free, -1 elsewhere."""
+        v = self.voxel_size
+        res = v if resolution is None else max(float(resolution), v)
+        empty = Grid2D(np.full((0, 0), -1, np.int8), (0.0, 0.0), res)
+        if self._size == 0 or z_max < z_min:
+            return empty
+        cells = key_cells(self._keys)
+        bottom = cells[:, 2] * BLOCK * v
+        near = np.flatnonzero((bottom <= z_max) & (bottom + BLOCK * v >= z_min))  # blocks crossing the band
+        slots = self._slots[near]
+        zc = (cells[near, 2, None] * BLOCK + _OFFSETS[:, 2]) * v + v / 2  # (n, VOXELS) voxel centre heights
+        seen = (zc >= z_min) & (zc <= z_max) & (self._weight[slots] >= max(self.min_weight, 1e-12))
+        b, o = np.nonzero(seen)
+        if len(b) == 0:
+            return empty
+        xy = (cells[near[b], :2] * BLOCK + _OFFSETS[o, :2]) * v + v / 2
+        occupied = self._tsdf[slots[b], o] * self.truncation < v / 2
+        ij = np.floor(xy / res).astype(np.int64)
+        lo = ij.min(0)
+        ij -= lo
+        grid = np.full(tuple(int(n) + 1 for n in ij.max(0)[::-1]), -1, np.int8)  # rows: y, columns: x
+        grid[ij[:, 1], ij[:, 0]] = 0
+        grid[ij[occupied, 1], ij[occupied, 0]] = 100
+        return Grid2D(grid, (float(lo[0] * res), float(lo[1] * res)), res)
+
+    def state(self):
+        """The whole map as a dict of numpy arrays (see load_state): what save writes."""
+        s = self._slots
+        return {"format": np.array(FORMAT), "voxel_size": np.array(self.voxel_size),
+                "truncation": np.array(self.truncation), "truncation_ratio": np.array(self.truncation_ratio),
+                "block": np.array(BLOCK), "keys": self._keys.copy(),
+                "tsdf": self._tsdf[s], "weight": self._weight[s], "rgb": self._rgb[s], "looks": self._looks[s]}
+
+    def load_state(self, state):
+        """Replace the map by a state() dict (same voxel size, truncation, ratio and block, no more
+        blocks than max_blocks); raises ValueError otherwise, leaving the map as it was."""
+        if str(state["format"]) != FORMAT:
+            raise ValueError(f"not a {FORMAT} map: format {state['format']}")
+        for name, mine in (("voxel_size", self.voxel_size), ("truncation", self.truncation),
+                           ("truncation_ratio", self.truncation_ratio), ("block", BLOCK)):
+            if not np.isclose(float(state[name]), mine):
+                raise ValueError(f"the map has {name} {float(state[name])}, this map {mine}")
+        keys = np.asarray(state["keys"], np.int64)
+        if len(keys) > self.max_blocks:
+            raise ValueError(f"the map has {len(keys)} blocks, more than max_blocks {self.max_blocks}")
+        if len(keys) and not (np.diff(keys) > 0).all():
+            raise ValueError("the map's block keys are not sorted and unique")
+        tsdf, weight, rgb, looks = (np.asarray(state[k]) for k in ("tsdf", "weight", "rgb", "looks"))
+        if (tsdf.shape != (len(keys), VOXELS) or weight.shape != tsdf.shape or looks.shape != tsdf.shape
+                or rgb.shape != tsdf.shape + (3,)):
+            raise ValueError("the map's arrays disagree with its block count")
+        self.reset()
+        self._append(keys)
+        self._tsdf[:len(keys)], self._weight[:len(keys)], self._rgb[:len(keys)] = tsdf, weight, rgb
+        self._looks[:len(keys)] = looks
+
+    def _find(self, cells):
+        """Index into the sorted keys of blocks with indices cells (N, 3), -1 where absent."""
+        keys = pack(cells.T.copy())
+        pos = np.minimum(np.searchsorted(self._keys, keys), max(self._size - 1, 0))
+        return np.where(self._keys[pos] == keys, pos, -1)
+
+    def _distances(self, cells, origin):
+        centre = (cells * BLOCK + BLOCK / 2) * self.voxel_size
+        return np.linalg.norm(centre - origin, axis=1)
+
+    def _keep(self, slots):
+        """Drop every block but those in the pool slots `slots`, keeping their order in the pool."""
+        keep = np.zeros(self._size, bool)
+        keep[slots] = True
+        order = np.cumsum(keep) - 1
+        kept_sorted = keep[self._slots]
+        self._keys = self._keys[kept_sorted]
+        self._slots = order[self._slots[kept_sorted]].astype(np.int32)
+        n = int(keep.sum())
+        for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free):
+            a[:n] = a[:self._size][keep]
+        self._size = n
+
+    def _append(self, keys):
+        """Add empty blocks with sorted packed keys absent from the map."""
+        k = len(keys)
+        if k == 0:
+            return
+        n = self._size
+        if n + k > len(self._free):
+            self._grow(max(n + k, len(self._free) * 3 // 2, MIN_CAPACITY))
+        self._tsdf[n:n + k], self._weight[n:n + k], self._rgb[n:n + k], self._looks[n:n + k] = 1, 0, 0, 0
+        self._free[n:n + k] = False
+        self._origin[n:n + k] = key_cells(keys) * BLOCK
+        pos = np.searchsorted(self._keys, keys) + np.arange(k)
+        old = np.ones(n + k, bool)
+        old[pos] = False
+        merged_keys, merged_slots = np.empty(n + k, np.int64), np.empty(n + k, np.int32)
+        merged_keys[pos], merged_keys[old] = keys, self._keys
+        merged_slots[pos], merged_slots[old] = np.arange(n, n + k), self._slots
+        self._keys, self._slots, self._size = merged_keys, merged_slots, n + k
+
+    def _grow(self, capacity):
+        n = self._size
+
+        def grown(a, fill):
+            out = np.full((capacity,) + a.shape[1:], fill, a.dtype)
+            out[:n] = a[:n]
+            return out
+
+        self._tsdf, self._weight, self._rgb = grown(self._tsdf, 1), grown(self._weight, 0), grown(self._rgb, 0)
+        self._looks = grown(self._looks, 0)
+        self._origin, self._free = grown(self._origin, 0), grown(self._free, False)
+
+
+def _extend(a, neighbour, axis):
+    """Blocks a (n, B, B, B, ...) with one more voxel slab along `axis` taken from the first slab of
+    the neighbour block (sorted index, -1 = none: weight 0 there, see the callers' tests)."""
+    first = [slice(None)] * a.ndim
+    first[axis + 1] = slice(0, 1)
+    slab = a[tuple(first)][np.maximum(neighbour, 0)]
+    slab[neighbour < 0] = 0
+    return np.concatenate([a, slab], axis=axis + 1)
+
+
+def _bilinear(ranges, col, row, nearest, spread=SPREAD):
+    """Ranges (N,) float32 of an image of ranges (H, W) (0 = none) at continuous pixel-index
+    coordinates inside it: bilinear in inverse range (exact for a plane seen through a pinhole,
+    and close for any lens over one pixel) where the four pixels around have ranges within
+    `spread` of each other, else `nearest` (N,), the nearest pixel's (a depth edge or a missing
+    pixel: no range in between is true)."""
+    h, w = ranges.shape
+    flat = ranges.reshape(-1)
+    c0 = np.clip(np.floor(col), 0, w - 2).astype(np.int64)
+    r0 = np.clip(np.floor(row), 0, h - 2).astype(np.int64)
+    fc = np.clip(col - c0, 0, 1).astype(np.float32)
+    fr = np.clip(row - r0, 0, 1).astype(np.float32)
+    i00 = r0 * w + c0
+    a, b, c, d = flat[i00], flat[i00 + 1], flat[i00 + w], flat[i00 + w + 1]
+    lo = np.minimum(np.minimum(a, b), np.minimum(c, d))
+    hi = np.maximum(np.maximum(a, b), np.maximum(c, d))
+    s = np.flatnonzero((lo > 0) & (hi <= lo * (1 + spread)))
+    out = nearest.copy()
+    fc, fr = fc[s], fr[s]
+    out[s] = 1 / ((1 - fr) * ((1 - fc) / a[s] + fc / b[s]) + fr * ((1 - fc) / c[s] + fc / d[s]))
+    return out
+
+
+def _angular_pitch(rays):
+    """Median angle (radians) between horizontally adjacent rays of a ray map (H, W, 3)."""
+    h, w = rays.shape[:2]
+    mid = rays[h // 2]
+    with np.errstate(invalid="ignore"):
+        dots = np.sum(mid[1:] * mid[:-1], axis=-1)
+    dots = dots[np.isfinite(dots)]
+    return float(np.arccos(np.clip(np.median(dots), -1, 1))) if len(dots) else 1.0 / max(w, 1)

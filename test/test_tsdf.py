@@ -1,0 +1,217 @@
+"""mapping.TsdfMap: fusion, free space and clearing, the occupancy grid, memory bound, state round trip."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mapanything_ros.geometry import CameraModel
+from mapanything_ros.mapping.keys import KEY_OFFSET, cells, key_cells, pack
+from mapanything_ros.mapping.tsdf import RangeView, TsdfMap
+from mapanything_ros.synthetic.presets import make_scene
+
+CAMERA = CameraModel.pinhole(80.0, 80.0, 79.5, 59.5, 160, 120)
+# Optical frame (x right, y down, z forward) to a z-up world looking along +x.
+LEVEL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+WALL = ((3.0, -4.0, 0.0), (3.2, 4.0, 3.0))
+FLOOR = ((-1.0, -4.0, -0.2), (3.2, 4.0, 0.0))
+OBSTACLE = ((1.5, -0.3, 0.0), (1.8, 0.3, 1.5))
+
+
+def pose(x=0.0, y=0.0, z=1.0, yaw=0.0):
+    """world_from_camera of a level camera at (x, y, z) turned by yaw about world z."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    out = np.eye(4)
+    out[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ LEVEL
+    out[:3, 3] = x, y, z
+    return out
+
+
+def cast(origin, dirs, boxes):
+    """Range (N,) along unit dirs (N, 3) from origin to the nearest axis-aligned box, 0 for none."""
+    best = np.full(len(dirs), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for lo, hi in boxes:
+            t1, t2 = (np.asarray(lo) - origin) / dirs, (np.asarray(hi) - origin) / dirs
+            near = np.nanmax(np.minimum(t1, t2), axis=1)
+            far = np.nanmin(np.maximum(t1, t2), axis=1)
+            hit = (far >= np.maximum(near, 0)) & (near > 0)
+            best[hit] = np.minimum(best[hit], near[hit])
+    return np.where(np.isfinite(best), best, 0).astype(np.float32)
+
+
+def view(world_from_camera, boxes, camera=CAMERA, weight=1.0):
+    rays = camera.ray_map().astype(np.float32)
+    h, w = rays.shape[:2]
+    dirs = rays.reshape(-1, 3) @ world_from_camera[:3, :3].T
+    ranges = cast(world_from_camera[:3, 3], dirs, boxes).reshape(h, w)
+    colors = np.full((h, w, 3), 200, np.uint8)
+    return RangeView(ranges, rays, camera.pixels, world_from_camera, colors, np.full((h, w), weight, np.float32))
+
+
+def box_distance(points, boxes):
+    """Distance (N,) of points to the nearest surface of the boxes (outside or inside)."""
+    best = np.full(len(points), np.inf)
+    for lo, hi in boxes:
+        lo, hi = np.asarray(lo), np.asarray(hi)
+        outside = np.linalg.norm(np.maximum(np.maximum(lo - points, points - hi), 0), axis=1)
+        inside = np.minimum(points - lo, hi - points).min(axis=1)
+        best = np.minimum(best, np.where(outside > 0, outside, np.abs(inside)))
+    return best
+
+
+def poses(n=8):
+    return [pose(x=-0.3 + 0.05 * i, y=0.2 * np.sin(i), yaw=0.1 * np.cos(i)) for i in range(n)]
+
+
+def test_fused_surface_lies_on_the_scene():
+    scene = [WALL, FLOOR, OBSTACLE]
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses():
+        fused.integrate(view(p, scene))
+    points, colors, weights = fused.surface()
+    d = box_distance(points.astype(np.float64), scene)
+    assert len(points) > 3000 and np.median(d) < 0.005 and np.quantile(d, 0.99) < 0.03
+    assert (colors == 200).all() and (weights >= fused.min_weight).all() and (weights <= fused.max_weight).all()
+    for name in ("_tsdf", "_weight"):
+        a = getattr(fused, name)[:len(fused)]
+        assert np.isfinite(a).all()
+    assert np.abs(fused._tsdf[:len(fused)]).max() <= 1 + 1e-6
+
+
+def test_an_object_that_moves_away_is_cleared_from_surface_and_grid():
+    """An obstacle seen 10 times and then gone: once the robot has looked through its place, no
+    surface point and no occupied cell is left there (no ghost), and its cells are free."""
+    fused = TsdfMap(0.05, max_weight=20.0, max_blocks=100_000)
+    for p in poses(10):
+        fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
+    grown = ((OBSTACLE[0][0] - 0.05, OBSTACLE[0][1] - 0.05, 0.05), (OBSTACLE[1][0] + 0.05, OBSTACLE[1][1] + 0.05, 1.5))
+
+    def in_place(points):
+        return np.all((points >= grown[0]) & (points <= grown[1]), axis=1)
+
+    def cells_of(grid, box):
+        lo = np.floor((np.asarray(box[0][:2]) - grid.origin) / grid.resolution).astype(int)
+        hi = np.floor((np.asarray(box[1][:2]) - grid.origin) / grid.resolution).astype(int)
+        return grid.cells[lo[1] + 1:hi[1], lo[0] + 1:hi[0]]
+
+    assert in_place(fused.surface()[0]).sum() > 100
+    before = cells_of(fused.occupancy(0.2, 1.2), OBSTACLE)
+    assert before.size and (before == 100).mean() > 0.3  # its front face and what lies behind it
+    for p in poses(30):
+        fused.integrate(view(p, [WALL, FLOOR]))
+    assert in_place(fused.surface()[0]).sum() == 0
+    after = cells_of(fused.occupancy(0.2, 1.2), OBSTACLE)
+    assert (after == 0).all()
+
+
+def test_occupancy_grid_free_occupied_unknown():
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses():
+        fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
+    grid = fused.occupancy(0.2, 1.2)
+    assert grid.resolution == 0.05 and grid.cells.dtype == np.int8
+
+    def at(x, y):
+        j, i = np.floor((np.array([x, y]) - grid.origin) / grid.resolution).astype(int)
+        return grid.cells[i, j] if 0 <= i < grid.cells.shape[0] and 0 <= j < grid.cells.shape[1] else -1
+
+    assert at(1.0, 0.0) == 0 and at(2.5, 1.0) == 0  # seen through: free
+    assert at(1.52, 0.0) == 100 and at(3.02, 1.0) == 100  # the obstacle's and the wall's faces
+    assert at(2.4, 0.0) == -1  # in the obstacle's shadow, never seen
+    assert at(3.6, 0.0) == -1  # behind the wall
+    coarse = fused.occupancy(0.2, 1.2, resolution=0.2)
+    assert coarse.resolution == 0.2 and coarse.cells.shape[0] < grid.cells.shape[0]
+    assert fused.occupancy(5.0, 6.0).cells.size == 0  # nothing observed up there
+    assert TsdfMap(0.05).occupancy(0.0, 1.0).cells.size == 0
+
+
+def test_max_range_limits_surfaces_but_still_clears():
+    fused = TsdfMap(0.05, max_range=2.0, max_blocks=100_000)
+    for p in poses():
+        fused.integrate(view(p, [WALL, FLOOR]))
+    points = fused.surface()[0]
+    assert len(points) and points[:, 0].max() < 2.0  # the floor near by only, not the wall at 3 m
+    grid = fused.occupancy(0.2, 1.2)
+    j, i = np.floor((np.array([1.2, 0.0]) - grid.origin) / grid.resolution).astype(int)
+    assert grid.cells[i, j] == 0
+
+
+def test_memory_bound_keeps_the_view_and_drops_the_farthest():
+    fused = TsdfMap(0.05, max_blocks=3000)
+    sizes = []
+    for i in range(12):
+        sizes.append(len(fused))
+        fused.integrate(view(pose(x=-0.5 + 0.2 * i, yaw=0.5 * i), [WALL, FLOOR, OBSTACLE]))
+        assert len(fused) <= 3000
+    assert max(sizes) > 2000 and fused.nbytes <= 4096 * TsdfMap.BYTES_PER_BLOCK
+    last = view(pose(x=1.7, yaw=5.5), [WALL, FLOOR, OBSTACLE])
+    fused.integrate(last)
+    band, free = fused._blocks_seen(last, last.ranges > 0, last.world_from_camera[:3, :3], last.world_from_camera[:3, 3])
+    assert np.isin(band, fused._keys).mean() > 0.95
+
+
+def test_state_round_trip_is_exact_and_checked():
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses(4):
+        fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
+    state = fused.state()
+    again = TsdfMap(0.05, max_blocks=100_000)
+    again.load_state(state)
+    for a, b in zip(fused.surface(), again.surface()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fused.occupancy(0.2, 1.2).cells, again.occupancy(0.2, 1.2).cells)
+    again.integrate(view(poses(5)[4], [WALL, FLOOR, OBSTACLE]))  # mapping goes on
+    fused.integrate(view(poses(5)[4], [WALL, FLOOR, OBSTACLE]))
+    np.testing.assert_array_equal(fused.surface()[0], again.surface()[0])
+    with pytest.raises(ValueError, match="voxel_size"):
+        TsdfMap(0.1).load_state(state)
+    with pytest.raises(ValueError, match="truncation_ratio"):
+        TsdfMap(0.05, truncation_ratio=0.2).load_state(state)
+    small = TsdfMap(0.05, max_blocks=10)
+    with pytest.raises(ValueError, match="max_blocks"):
+        small.load_state(state)
+    assert len(small) == 0
+    with pytest.raises(ValueError, match="format"):
+        TsdfMap(0.05).load_state({**state, "format": np.array("something else")})
+
+
+def test_nothing_from_pixels_without_range_or_weight():
+    fused = TsdfMap(0.05)
+    v = view(pose(), [WALL])
+    nan = RangeView(np.full_like(v.ranges, np.nan), v.rays, v.pixels, v.world_from_camera, v.colors, v.weights)
+    zero = RangeView(v.ranges, v.rays, v.pixels, v.world_from_camera, v.colors, np.zeros_like(v.weights))
+    assert fused.integrate(nan) == 0 and fused.integrate(zero) == 0 and len(fused) == 0
+    bad = RangeView(v.ranges, v.rays, v.pixels, np.full((4, 4), np.nan), v.colors, v.weights)
+    with pytest.raises(ValueError, match="finite"):
+        fused.integrate(bad)
+    with pytest.raises(ValueError):
+        TsdfMap(0.05, truncation=0.01)
+
+
+def test_fisheye_views_fuse_as_well_as_pinhole():
+    """The equidistant fisheye of the synthetic rig (projection through its own lens model)."""
+    scene = make_scene("small", 0)
+    fused = TsdfMap(0.05, max_blocks=200_000)
+    for name in ("front_optical", "left_fisheye_optical"):
+        rig = scene.rig_camera(name)
+        rays = rig.camera.ray_map().astype(np.float32)
+        for t in np.arange(0, 4, 0.5):
+            v = scene.render(name, int(t * 1e9))
+            fused.integrate(RangeView(v.depth_ray, rays, rig.camera.pixels, v.world_from_camera, v.image,
+                                      (v.depth_ray > 0).astype(np.float32)))
+    points = fused.surface()[0]
+    d = scene.room.surface_distance(points.astype(np.float64))
+    # every pixel weighs 1 here, depth edges included (the pipeline leaves those out)
+    assert len(points) > 20_000 and np.median(d) < 0.005 and np.mean(d < 0.02) > 0.94 and np.mean(d < 0.05) > 0.98
+
+
+@settings(max_examples=50, deadline=None)
+@given(cells_=st.lists(st.tuples(*[st.integers(-KEY_OFFSET, KEY_OFFSET - 1)] * 3), min_size=1, max_size=20))
+def test_keys_pack_cells_and_sort_lexicographically(cells_):
+    index = np.array(cells_, np.int64)
+    found, ok = cells(((index + 0.5) * 0.05).T.copy(), 0.05)
+    assert ok.all()
+    keys = pack(found)
+    np.testing.assert_array_equal(key_cells(keys), index)
+    np.testing.assert_array_equal(np.argsort(keys, kind="stable"), np.lexsort(index.T[::-1]))
