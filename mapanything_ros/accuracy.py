@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from . import replay as replay_mod
-from .evaluation import evaluate
+from .evaluation import evaluate, occupancy_metrics
+from .pipeline import new_map
+from .session.config import pipeline_config
 from . import settings
 from .backends import EmulatedBackend
 from .bag import write_synthetic_bag
@@ -60,7 +62,26 @@ def run_setting(bag, seed, params, profile, out_dir, bias=0.0, scene=SCENE, long
     shutil.rmtree(out, ignore_errors=True)
     summary = replay_mod.replay(bag, values, out, backend=backend, progress=False, raw_depth=True)
     metrics = evaluate(out, bag, with_map=with_map)
+    metrics["occupancy"] = occupancy(out, {**settings.defaults(), **values}, backend.scene) if with_map else None
     return summary, metrics
+
+
+def occupancy(out_dir, values, scene):
+    """evaluation.occupancy_metrics of the occupancy grid of the replay's saved map (map.npz, as the
+    node's ~/occupancy makes it from these parameter values) against the scene's room; None
+    without a world-frame map."""
+    path = Path(out_dir) / "map.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        state = {k: data[k] for k in data.files}
+    if str(state["pose_frame"]) != "world":
+        return None
+    volume = new_map(pipeline_config(values))
+    volume.load_state(state)
+    low, high = values["occupancy_min_height"], values["occupancy_max_height"]
+    grid = volume.occupancy(low, high, values["occupancy_resolution"] or None)
+    return occupancy_metrics(grid, lambda centres: scene.room.solid_near(centres, low, high, grid.resolution / 2))
 
 
 def row(name, seed, profile, bias, summary, metrics):
@@ -77,6 +98,9 @@ def row(name, seed, profile, bias, summary, metrics):
     m = metrics["map"] or {}
     for k in ("accuracy_mean", "precision", "far_off", "completeness"):
         out[f"map.{k}"] = m.get(k, float("nan"))
+    o = metrics.get("occupancy") or {}
+    for k in ("iou", "free_wrong", "occupied_wrong"):
+        out[f"occupancy.{k}"] = o.get(k, float("nan"))
     return out
 
 
@@ -132,7 +156,7 @@ def markdown(summary):
     """The summary as a markdown table: raw prediction vs published, poses and map."""
     head = ("| setting | profile | bias | raw AbsRel | published AbsRel | published / raw | raw τ@1.03 % | "
             "published τ@1.03 % | published RMSE (mm) | > 10 % off | coverage | ATE (mm) | ATE / path | "
-            "map precision | map > 10 cm off | map completeness |")
+            "map precision | map > 10 cm off | map completeness | occupancy IoU | solid cells called free |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in summary:
         ratio = s["depth.abs_rel"] / s["raw_depth.abs_rel"] if s["raw_depth.abs_rel"] > 0 else float("nan")
@@ -142,7 +166,8 @@ def markdown(summary):
             f"{_f(s['depth.inlier_1_03'], '.3f')} | {_f(s['depth.rmse'] * 1e3, '.1f')} | "
             f"{_f(s['depth.outlier_10'], '.4f')} | {_f(s['depth.coverage'], '.3f')} | "
             f"{_f(s['ate_rmse'] * 1e3, '.1f')} | {_f(s['ate_per_path'] * 100, '.2f')} % | "
-            f"{_f(s['map.precision'], '.3f')} | {_f(s['map.far_off'], '.3f')} | {_f(s['map.completeness'], '.3f')} |")
+            f"{_f(s['map.precision'], '.3f')} | {_f(s['map.far_off'], '.3f')} | {_f(s['map.completeness'], '.3f')} | "
+            f"{_f(s['occupancy.iou'], '.3f')} | {_f(s['occupancy.free_wrong'], '.4f')} |")
     return "\n".join(lines)
 
 

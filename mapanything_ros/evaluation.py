@@ -176,6 +176,27 @@ def map_metrics(map_points, surface_points, threshold):
     }
 
 
+def occupancy_metrics(grid, solid):
+    """An occupancy grid against the truth: grid a mapping.Grid2D (-1 / 0 / 100); solid a function
+    of cell centres (N, 2) metres -> (N,) bool, whether the cell holds something solid (within half a
+    cell, see synthetic.Room.solid_near). Over the cells the grid knows (not -1): iou = |occupied
+    in both| / |occupied in either|, free_wrong = share of cells called free that are solid
+    (obstacles a planner would drive into), occupied_wrong = share of cells called occupied that
+    are free; known = how many cells are known."""
+    cells = np.asarray(grid.cells)
+    rows, cols = np.nonzero(cells >= 0)
+    centres = (np.column_stack([cols, rows]) + 0.5) * grid.resolution + np.asarray(grid.origin)
+    truth = np.asarray(solid(centres), bool)
+    occupied = cells[rows, cols] == 100
+    union = np.count_nonzero(occupied | truth)
+    return {
+        "iou": float(np.count_nonzero(occupied & truth) / union) if union else float("nan"),
+        "free_wrong": float(np.mean(truth[~occupied])) if np.any(~occupied) else float("nan"),
+        "occupied_wrong": float(np.mean(~truth[occupied])) if np.any(occupied) else float("nan"),
+        "known": int(len(rows)),
+    }
+
+
 @dataclass
 class GroundTruth:
     """Ground truth of a synthetic bag: per camera (frame id) and stamp (int ns), the true z-depth

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mapanything_ros.evaluation import ate, depth_metrics, map_metrics, nearest_distance
+from mapanything_ros.evaluation import ate, depth_metrics, map_metrics, nearest_distance, occupancy_metrics
 from mapanything_ros.geometry.similarity import similarity
 from mapanything_ros.synthetic.trajectory import rotation_zyx
 
@@ -134,3 +134,23 @@ def test_rviz_layout_names_the_topics():
     assert clouds["/mapanything/map"]["Durability Policy"] == "Transient Local"
     assert all(d["Color Transformer"] == "RGB8" for d in manager["Displays"]
                if d["Class"] == "rviz_default_plugins/PointCloud2")
+
+
+def test_occupancy_metrics_against_a_known_truth():
+    from mapanything_ros.mapping import Grid2D
+    from mapanything_ros.synthetic import Room
+
+    cells = np.full((4, 6), -1, np.int8)  # rows along y from 0, columns along x from 0, 1 m cells
+    cells[:, :3] = 0
+    cells[:, 3] = 100
+    cells[0, 2] = 100  # called occupied, truly free
+    cells[3, 3] = 0  # called free, truly solid
+    grid = Grid2D(cells, (0.0, 0.0), 1.0)
+    m = occupancy_metrics(grid, lambda c: c[:, 0] >= 3.0)  # x >= 3 m is solid
+    assert m["known"] == 16
+    assert m["iou"] == pytest.approx(3 / 5) and m["free_wrong"] == pytest.approx(1 / 12)
+    assert m["occupied_wrong"] == pytest.approx(1 / 4)
+    room = Room(0)
+    xy = np.array([[0.0, 0.0], [4.99, 0.0], [5.1, 0.0], [room.box_lo[0, 0] + 0.05, room.box_lo[0, 1] + 0.05]])
+    np.testing.assert_array_equal(room.solid_near(xy, 0.1, 1.0, 0.025), [False, True, True, True])
+    assert not room.solid_near(xy[3:], room.box_hi[0, 2] + 0.1, 3.0, 0.025)[0]  # above the box

@@ -29,18 +29,20 @@ def test_installs_python_package_with_generated_messages(install):
     assert (pkg / "geometry" / "camera.py").is_file()
     assert "extend_path" in (pkg / "__init__.py").read_text()  # ours, not rosidl's empty one
     code = ("import mapanything_ros, mapanything_ros.msg as m, mapanything_ros.geometry as g; "
-            "from mapanything_ros import encode, _pack_cloud as k; "
-            "print(m.__file__); print(g.__file__); print(k.__file__); print(m.ReconstructionWindow(sequence=1).sequence); "
-            "print(encode.COMPILED)")
+            "from mapanything_ros import encode, _pack_cloud as k, _tsdf_fuse as f; "
+            "from mapanything_ros.mapping import tsdf; from mapanything_ros.srv import MapFile; "
+            "print(m.__file__); print(g.__file__); print(k.__file__); print(f.__file__); "
+            "print(m.ReconstructionWindow(sequence=1).sequence); print(encode.COMPILED and tsdf.COMPILED); "
+            "print(MapFile.Request(path='x').path)")
     env = dict(os.environ, PYTHONPATH=str(_site_packages(install)),
                LD_LIBRARY_PATH=f"{install / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=install, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    msg_file, geometry_file, kernel_file, seq, compiled = out.stdout.split()
-    for path in (msg_file, geometry_file, kernel_file):
-        assert path.startswith(str(install)), path
-    assert seq == "1" and compiled == "True"  # the PointCloud2 kernel is built and used
-    assert not (pkg / "_pack_cloud.c").exists()  # its source is not installed
+    msg_file, geometry_file, kernel_file, fuse_file, seq, compiled, path = out.stdout.split()
+    for name in (msg_file, geometry_file, kernel_file, fuse_file):
+        assert name.startswith(str(install)), name
+    assert seq == "1" and compiled == "True" and path == "x"  # both kernels built and used; the service type
+    assert not (pkg / "_pack_cloud.c").exists() and not (pkg / "_tsdf_fuse.c").exists()  # sources not installed
 
 
 def test_installs_executables_launch_and_config(install):

@@ -153,10 +153,13 @@ def test_node_outputs_match_the_truth(ros, tmp_path, depth_source):
         assert len(points) > 1000
         check_on_surfaces(scene.room, points, 1e-4)
 
-    # ~/map: voxel centroids within half a voxel of a surface.
+    # ~/map: the TSDF's zero crossings on the surfaces (its band rounds corners and fills narrow gaps a
+    # little even on exact predictions: docs/map.md).
+    assert got["map"] and len(cloud_to_xyz(got["map"][-1])[0])
     for cloud in got["map"]:
         assert cloud.header.frame_id == "odom"
-        check_on_surfaces(scene.room, cloud_to_xyz(cloud)[0], VOXEL / 2)
+        d = scene.room.surface_distance(cloud_to_xyz(cloud)[0].astype(np.float64))
+        assert not len(d) or (np.median(d) < 0.005 and np.mean(d < VOXEL / 2) > 0.95), (np.median(d), np.mean(d < 0.025))
 
     # /diagnostics: the pipeline is OK.
     assert all(s.level == s.OK for s in pipeline_statuses(got)), [(s.level, s.message) for s in pipeline_statuses(got)]

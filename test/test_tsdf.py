@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from mapanything_ros.geometry import CameraModel
 from mapanything_ros.mapping.keys import KEY_OFFSET, cells, key_cells, pack
+from mapanything_ros.mapping import tsdf
 from mapanything_ros.mapping.tsdf import RangeView, TsdfMap
 from mapanything_ros.synthetic.presets import make_scene
 
@@ -215,3 +216,22 @@ def test_keys_pack_cells_and_sort_lexicographically(cells_):
     keys = pack(found)
     np.testing.assert_array_equal(key_cells(keys), index)
     np.testing.assert_array_equal(np.argsort(keys, kind="stable"), np.lexsort(index.T[::-1]))
+
+
+def test_compiled_fusion_matches_numpy(monkeypatch):
+    """_tsdf_fuse.c and TsdfMap._fuse fuse the same keyframes into the same map (the build makes
+    the compiled one; the numpy one runs where it is missing)."""
+    assert tsdf.COMPILED, "mapanything_ros._tsdf_fuse is not built (CMakeLists.txt)"
+    scene = [WALL, FLOOR, OBSTACLE]
+    compiled = TsdfMap(0.05, max_blocks=100_000, max_range=3.5)
+    for p in poses(6):
+        compiled.integrate(view(p, scene, weight=0.7))
+    monkeypatch.setattr(tsdf, "_tsdf_fuse", None)
+    plain = TsdfMap(0.05, max_blocks=100_000, max_range=3.5)
+    for p in poses(6):
+        plain.integrate(view(p, scene, weight=0.7))
+    a, b = compiled.state(), plain.state()
+    np.testing.assert_array_equal(a["keys"], b["keys"])
+    np.testing.assert_allclose(a["tsdf"], b["tsdf"], atol=1e-5)
+    np.testing.assert_allclose(a["weight"], b["weight"], rtol=1e-5, atol=1e-6)
+    assert np.abs(a["rgb"].astype(int) - b["rgb"]).max() <= 1 and np.array_equal(a["looks"], b["looks"])

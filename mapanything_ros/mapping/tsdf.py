@@ -52,6 +52,13 @@ import numpy as np
 
 from .keys import cells as cell_indices, key_cells, pack
 
+try:  # the compiled fusion loop (CMakeLists.txt builds it); _fuse below is the same in numpy
+    from .. import _tsdf_fuse
+except ImportError:
+    _tsdf_fuse = None
+
+COMPILED = _tsdf_fuse is not None
+
 BLOCK = 4  # voxels per block edge
 VOXELS = BLOCK**3
 LOW_WATER = 0.9  # fraction of max_blocks kept by an eviction
@@ -252,7 +259,8 @@ class TsdfMap:
         return keys[found], self._slots[pos[found]]
 
     def _update(self, view, ranges, weights, slots, rot, origin):
-        """Project every voxel of the pool slots into the view and fuse its signed distance."""
+        """Project every voxel of the pool slots into the view and fuse its signed distance (the
+        compiled _tsdf_fuse, or _fuse in numpy); returns how many were updated."""
         v = self.voxel_size
         h, w = ranges.shape
         # Camera-frame voxel centres: each block's first voxel (float64), plus the rotated offsets (float32).
@@ -261,12 +269,26 @@ class TsdfMap:
         cam = (corner[:, None, :] + offsets).reshape(-1, 3)
         x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
         col, row, ok = view.pixels(x, y, z)
+        col, row = np.asarray(col, np.float32), np.asarray(row, np.float32)  # the compiled loop's type
         with np.errstate(invalid="ignore"):
             ok &= (col > -0.5) & (col < w - 0.5) & (row > -0.5) & (row < h - 0.5)
         index = np.flatnonzero(ok)
-        col, row = col[index], row[index]
         xi, yi, zi = x[index], y[index], z[index]
         dist = np.sqrt(xi * xi + yi * yi + zi * zi)
+        voxel = slots[index // VOXELS].astype(np.int64) * VOXELS + index % VOXELS  # flat indices into the pools
+        col, row = col[index], row[index]
+        colors = np.ascontiguousarray(view.colors, np.uint8)
+        if _tsdf_fuse is None:
+            return self._fuse(voxel, col, row, dist, ranges, weights, colors)
+        return _tsdf_fuse.fuse(self._tsdf, self._weight, self._rgb, self._looks, voxel, col, row, dist,
+                               ranges, np.ascontiguousarray(weights, np.float32), colors, w,
+                               (self.truncation, self.truncation_ratio, v, self.max_weight, self.max_range or 0.0,
+                                SPREAD), COLOR_LOOKS)
+
+    def _fuse(self, voxel, col, row, dist, ranges, weights, colors):
+        """The fusion of _tsdf_fuse.c in numpy (its steps documented there and in the module doc)."""
+        v = self.voxel_size
+        w = ranges.shape[1]
         pix = np.rint(row).astype(np.int64) * w + np.rint(col).astype(np.int64)
         r = ranges.reshape(-1)[pix]
         # Near the surface, where the sub-pixel range matters, the bilinear range replaces the nearest.
@@ -275,31 +297,29 @@ class TsdfMap:
         r[close] = _bilinear(ranges, col[close], row[close], r[close])
         sdf = r - dist
         trunc = self._truncation(r)
-        keep = (r > 0) & (sdf >= -trunc)
-        if self.max_range is not None:
-            keep &= dist <= self.max_range
-        keep = np.flatnonzero(keep)
-        index, pix, sdf, trunc = index[keep], pix[keep], sdf[keep], trunc[keep]
-        # Flat voxel indices into the pools.
-        flat = slots[index // VOXELS].astype(np.int64) * VOXELS + index % VOXELS
-        obs = np.minimum(sdf, trunc) / trunc
         wt = weights.reshape(-1)[pix] * (np.float32(self.truncation) / trunc) ** 2  # 1 / range² beyond the minimum
         behind = sdf < -v
         wt[behind] *= (trunc[behind] + sdf[behind]) / (trunc[behind] - v)  # drop-off to 0 at -trunc
+        keep = (r > 0) & (sdf >= -trunc) & (wt > 0)
+        if self.max_range is not None:
+            keep &= dist <= self.max_range
+        keep = np.flatnonzero(keep)
+        voxel, pix, sdf, trunc, wt = voxel[keep], pix[keep], sdf[keep], trunc[keep], wt[keep]
+        obs = np.minimum(sdf, trunc) / trunc
         tsdf, weight = self._tsdf.reshape(-1), self._weight.reshape(-1)
-        old = weight[flat]
+        old = weight[voxel]
         total = old + wt
-        tsdf[flat] = (tsdf[flat] * old + obs * wt) / np.maximum(total, 1e-12)
-        weight[flat] = np.minimum(total, self.max_weight)
+        tsdf[voxel] = (tsdf[voxel] * old + obs * wt) / total
+        weight[voxel] = np.minimum(total, self.max_weight)
         # Colour: the mean of the last COLOR_LOOKS looks within the band (at the surface they see).
-        near = np.flatnonzero((sdf < trunc) & (wt > 0))
-        cf, cp = flat[near], pix[near]
+        near = np.flatnonzero(sdf < trunc)
+        cv, cp = voxel[near], pix[near]
         rgb, looks = self._rgb.reshape(-1, 3), self._looks.reshape(-1)
-        seen = looks[cf]
+        seen = looks[cv]
         f = (1 / (seen + np.float32(1)))[:, None]
-        rgb[cf] = np.rint(rgb[cf] * (1 - f) + view.colors.reshape(-1, 3)[cp] * f).astype(np.uint8)
-        looks[cf] = np.minimum(seen + 1, COLOR_LOOKS)
-        return len(flat)
+        rgb[cv] = np.rint(rgb[cv] * (1 - f) + colors.reshape(-1, 3)[cp] * f).astype(np.uint8)
+        looks[cv] = np.minimum(seen + 1, COLOR_LOOKS)
+        return len(voxel)
 
     def _truncation(self, ranges):
         """The truncation distance (metres, float32) of observations at `ranges` metres."""

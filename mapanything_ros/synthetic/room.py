@@ -79,6 +79,17 @@ class Room:
         boxes = np.where(np.all(q >= 0, axis=2), q.min(axis=2), np.linalg.norm(np.maximum(-q, 0), axis=2))
         return np.minimum(room, boxes.min(axis=1))
 
+    def solid_near(self, xy, z_min, z_max, margin):
+        """(N,) bool: whether anything solid lies within `margin` metres (in x and y) of the points
+        xy (N, 2) at some height in [z_min, z_max]: outside the room's walls, or a box whose
+        height range meets the band. The truth of an occupancy grid (margin: half a cell)."""
+        p = np.asarray(xy, float).reshape(-1, 2)
+        out = np.any((p - margin < self.lo[:2]) | (p + margin > self.hi[:2]), axis=1)
+        for lo, hi in zip(self.box_lo, self.box_hi):
+            if lo[2] <= z_max and hi[2] >= z_min:
+                out |= np.all((p + margin > lo[:2]) & (p - margin < hi[:2]), axis=1)
+        return out
+
     def color(self, points, face):
         """RGB in [0, 1] (N, 3) of surface points (N, 3) on faces (N,) (face -1 gives black)."""
         p = np.asarray(points, float).reshape(-1, 3)

@@ -1,0 +1,195 @@
+/* The per-voxel fusion loop of mapping/tsdf.py (TsdfMap._fuse), compiled.
+ *
+ * Built by CMakeLists.txt (colcon, and tools/dev's environment) as mapanything_ros._tsdf_fuse.
+ * tsdf.py runs the same steps in numpy when this module is missing; test_tsdf.py checks that both
+ * give the same map.
+ *
+ * fuse(tsdf, weight, rgb, looks, voxel, col, row, dist, ranges, weights, colors, width,
+ *      (truncation, ratio, voxel_size, max_weight, max_range, spread), color_looks) -> int
+ *   tsdf, weight  writable float32 pools (all voxels, flat); rgb writable uint8 (3 per voxel);
+ *                 looks writable uint8 (1 per voxel)
+ *   voxel         int64 (n,): each candidate's flat index into the pools (unique)
+ *   col, row      float32 (n,): continuous pixel-index coordinates of its centre in the image,
+ *                 inside (-0.5, width - 0.5) x (-0.5, height - 0.5)
+ *   dist          float32 (n,): its distance to the camera (m)
+ *   ranges        float32 (height * width): metres along the rays, 0 = none
+ *   weights       float32 (height * width): each pixel's observation weight
+ *   colors        uint8 (height * width * 3)
+ *   max_range <= 0: no limit.
+ * Returns the number of voxels updated. The GIL is released while the pools are written.
+ *
+ * Per candidate, as tsdf.py documents: the nearest pixel's range r; near the surface the bilinear
+ * range in inverse depth when the four pixels around agree within `spread`; T = max(truncation,
+ * ratio * r); sdf = r - dist; skipped without a range, behind -T or beyond max_range; observation
+ * min(sdf, T) / T with weight w * (truncation / T)^2, falling linearly to 0 from one voxel behind
+ * the surface to -T; weighted mean into tsdf, weight capped at max_weight; within the band the
+ * colour is the mean of the last color_looks looks.
+ *
+ * Why compiled code: the numpy version makes about thirty passes over the candidates (several
+ * hundred thousand per keyframe), each a temporary array; this is one pass, 52 -> see
+ * docs/performance.md#map-fusion.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    float truncation, ratio, voxel, max_weight, max_range, spread;
+    int color_looks;
+} Params;
+
+/* The range at (c, r) (see the file comment); rn: the nearest pixel's. */
+static inline float sample(const float *ranges, Py_ssize_t w, Py_ssize_t h, float c, float r, float rn, float spread)
+{
+    if (w < 2 || h < 2) return rn;
+    float fc0 = floorf(c), fr0 = floorf(r);
+    Py_ssize_t c0 = (Py_ssize_t)fc0, r0 = (Py_ssize_t)fr0;
+    if (c0 < 0) c0 = 0;
+    if (c0 > w - 2) c0 = w - 2;
+    if (r0 < 0) r0 = 0;
+    if (r0 > h - 2) r0 = h - 2;
+    float fc = c - (float)c0, fr = r - (float)r0;
+    fc = fc < 0 ? 0 : (fc > 1 ? 1 : fc);
+    fr = fr < 0 ? 0 : (fr > 1 ? 1 : fr);
+    const float *p = ranges + r0 * w + c0;
+    const float a = p[0], b = p[1], cc = p[w], d = p[w + 1];
+    const float lo = fminf(fminf(a, b), fminf(cc, d)), hi = fmaxf(fmaxf(a, b), fmaxf(cc, d));
+    if (!(lo > 0) || !(hi <= lo * (1 + spread))) return rn;
+    return 1 / ((1 - fr) * ((1 - fc) / a + fc / b) + fr * ((1 - fc) / cc + fc / d));
+}
+
+static Py_ssize_t fuse_all(float *tsdf, float *weight, uint8_t *rgb, uint8_t *looks, const int64_t *voxel,
+                           const float *col, const float *row, const float *dist, Py_ssize_t n,
+                           const float *ranges, const float *pw, const uint8_t *colors, Py_ssize_t w, Py_ssize_t h,
+                           Params p)
+{
+    Py_ssize_t updated = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const float c = col[i], r = row[i], d = dist[i];
+        const Py_ssize_t pix = (Py_ssize_t)nearbyintf(r) * w + (Py_ssize_t)nearbyintf(c);
+        float range = ranges[pix];
+        if (!(range > 0)) continue;
+        float t = fmaxf(p.truncation, p.ratio * range);
+        if (fabsf(range - d) < t + p.spread * range) {
+            range = sample(ranges, w, h, c, r, range, p.spread);
+            t = fmaxf(p.truncation, p.ratio * range);
+        }
+        const float sdf = range - d;
+        if (!(sdf >= -t)) continue;
+        if (p.max_range > 0 && d > p.max_range) continue;
+        const float ratio = p.truncation / t;
+        float wt = pw[pix] * ratio * ratio;
+        if (sdf < -p.voxel) wt *= (t + sdf) / (t - p.voxel);
+        if (!(wt > 0)) continue;
+        const float obs = (sdf < t ? sdf : t) / t;
+        const int64_t v = voxel[i];
+        const float old = weight[v], total = old + wt;
+        tsdf[v] = (tsdf[v] * old + obs * wt) / total;
+        weight[v] = total < p.max_weight ? total : p.max_weight;
+        if (sdf < t) {
+            const int seen = looks[v];
+            const float f = 1.0f / (float)(seen + 1);
+            for (int k = 0; k < 3; k++)
+                rgb[3 * v + k] = (uint8_t)nearbyintf((float)rgb[3 * v + k] * (1 - f) + (float)colors[3 * pix + k] * f);
+            looks[v] = (uint8_t)(seen + 1 < p.color_looks ? seen + 1 : p.color_looks);
+        }
+        updated++;
+    }
+    return updated;
+}
+
+static const char *native_format(const Py_buffer *view)
+{
+    const char *f = view->format != NULL ? view->format : "B";
+    return f[0] == '@' || f[0] == '=' ? f + 1 : f;
+}
+
+/* A C-contiguous (writable when asked) buffer of format fmt with at least `items` items (-1: any). */
+static int get(PyObject *obj, Py_buffer *view, const char *name, const char *fmt, Py_ssize_t items, int writable)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *f = native_format(view);
+    const int ok_fmt = strcmp(f, fmt) == 0 || (fmt[0] == 'q' && strcmp(f, "l") == 0 && sizeof(long) == 8);
+    if (!ok_fmt || (items >= 0 && view->len != items * view->itemsize)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format '%s', got %zd bytes of '%s'", name, items,
+                     fmt, view->len, f);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *fuse(PyObject *self, PyObject *args)
+{
+    PyObject *o[11], *result = NULL;
+    Py_buffer b[11];
+    memset(b, 0, sizeof b);
+    Py_ssize_t width;
+    double tr, ra, vx, mw, mr, sp;
+    int color_looks;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOn(dddddd)i:fuse", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &o[7], &o[8], &o[9], &o[10], &width, &tr, &ra, &vx, &mw, &mr, &sp, &color_looks))
+        return NULL;
+    static const char *names[11] = {"tsdf", "weight", "rgb", "looks", "voxel", "col", "row", "dist", "ranges",
+                                    "weights", "colors"};
+    static const char *formats[11] = {"f", "f", "B", "B", "q", "f", "f", "f", "f", "f", "B"};
+    if (get(o[0], &b[0], names[0], formats[0], -1, 1) < 0) goto done;
+    const Py_ssize_t pool = b[0].len / 4;
+    if (get(o[1], &b[1], names[1], "f", pool, 1) < 0 || get(o[2], &b[2], names[2], "B", 3 * pool, 1) < 0 ||
+        get(o[3], &b[3], names[3], "B", pool, 1) < 0 || get(o[4], &b[4], names[4], "q", -1, 0) < 0)
+        goto done;
+    const Py_ssize_t n = b[4].len / 8;
+    for (int k = 5; k < 8; k++)
+        if (get(o[k], &b[k], names[k], "f", n, 0) < 0) goto done;
+    if (get(o[8], &b[8], names[8], "f", -1, 0) < 0) goto done;
+    const Py_ssize_t pixels = b[8].len / 4;
+    if (width <= 0 || pixels % width != 0) {
+        PyErr_SetString(PyExc_ValueError, "ranges: not a whole number of rows of `width`");
+        goto done;
+    }
+    if (get(o[9], &b[9], names[9], "f", pixels, 0) < 0 || get(o[10], &b[10], names[10], "B", 3 * pixels, 0) < 0)
+        goto done;
+    const int64_t *voxel = b[4].buf;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (voxel[i] < 0 || voxel[i] >= pool) {
+            PyErr_SetString(PyExc_IndexError, "voxel: an index outside the pools");
+            goto done;
+        }
+    const float *col = b[5].buf, *row = b[6].buf;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!(col[i] > -0.5f && col[i] < (float)width - 0.5f && row[i] > -0.5f &&
+              row[i] < (float)(pixels / width) - 0.5f)) {
+            PyErr_SetString(PyExc_ValueError, "col, row: a point outside the image");
+            goto done;
+        }
+    Params p = {(float)tr, (float)ra, (float)vx, (float)mw, (float)mr, (float)sp, color_looks};
+    Py_ssize_t updated;
+    Py_BEGIN_ALLOW_THREADS
+    updated = fuse_all(b[0].buf, b[1].buf, b[2].buf, b[3].buf, voxel, col, row, b[7].buf, n, b[8].buf, b[9].buf,
+                       b[10].buf, width, pixels / width, p);
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t(updated);
+done:
+    for (int k = 0; k < 11; k++) PyBuffer_Release(&b[k]);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"fuse", fuse, METH_VARARGS,
+     "fuse(tsdf, weight, rgb, looks, voxel, col, row, dist, ranges, weights, colors, width, "
+     "(truncation, ratio, voxel_size, max_weight, max_range, spread), color_looks) -> int: fuse one "
+     "keyframe's candidates into the pools (see _tsdf_fuse.c)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, .m_name = "_tsdf_fuse", .m_size = -1, .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__tsdf_fuse(void) { return PyModule_Create(&module); }
