@@ -306,8 +306,11 @@ class Pipeline:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._stopping = False
-            self._thread = threading.Thread(target=self._work, name="mapanything-pipeline", daemon=True)
-            self._map_thread = threading.Thread(target=self._map_work, name="mapanything-map", daemon=True)
+            self._thread = threading.Thread(target=self._serve, args=(self._queue, "_busy", self._execute),
+                                            name="mapanything-pipeline", daemon=True)
+            self._map_thread = threading.Thread(target=self._serve, args=(self._map_items, "_map_busy",
+                                                                          self._apply_logged),
+                                                name="mapanything-map", daemon=True)
             self._thread.start()
             self._map_thread.start()
 
@@ -440,19 +443,21 @@ class Pipeline:
             job = _Job(self._seq, tuple(self.window.views()), self._epoch, time.perf_counter(), self.config, context)
         return Submission(True, admission.reason, admission.reset, job.seq), job
 
-    def _work(self):
+    def _serve(self, items, busy, run):
+        """A thread's loop: run(item) for each item of the deque `items` in turn, with the flag
+        attribute `busy` set meanwhile (drain() waits on it), until stop()."""
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: self._queue or self._stopping)
+                self._wake.wait_for(lambda: items or self._stopping)
                 if self._stopping:
                     return
-                job = self._queue.popleft()
-                self._busy = True
+                item = items.popleft()
+                setattr(self, busy, True)
             try:
-                self._execute(job)
+                run(item)
             finally:
                 with self._wake:
-                    self._busy = False
+                    setattr(self, busy, False)
                     self._wake.notify_all()
 
     def _execute(self, job):
@@ -633,24 +638,14 @@ class Pipeline:
                 return
         self._apply(item)
 
-    def _map_work(self):
-        while True:
+    def _apply_logged(self, item):
+        """_apply on the map thread: an exception is a bug, logged and counted; the thread goes on."""
+        try:
+            self._apply(item)
+        except Exception as err:
+            log.error("map fusion failed: %r", err, exc_info=err)
             with self._wake:
-                self._wake.wait_for(lambda: self._map_items or self._stopping)
-                if self._stopping:
-                    return
-                item = self._map_items.popleft()
-                self._map_busy = True
-            try:
-                self._apply(item)
-            except Exception as err:  # a bug: the map thread goes on
-                log.error("map fusion failed: %r", err, exc_info=err)
-                with self._wake:
-                    self._counts["failed"] += 1
-            finally:
-                with self._wake:
-                    self._map_busy = False
-                    self._wake.notify_all()
+                self._counts["failed"] += 1
 
     def _apply(self, item):
         """Clear the map, or fuse the item's views into it (under the map lock)."""
