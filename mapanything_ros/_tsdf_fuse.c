@@ -4,19 +4,23 @@
  * tsdf.py runs the same steps in numpy when this module is missing; test_tsdf.py checks that both
  * give the same map.
  *
- * fuse(tsdf, weight, rgb, looks, voxel, col, row, dist, ranges, weights, colors, width,
- *      (truncation, ratio, voxel_size, max_weight, max_range, spread), color_looks) -> int
- *   tsdf, weight  writable float32 pools (all voxels, flat); rgb writable uint8 (3 per voxel);
- *                 looks writable uint8 (1 per voxel)
- *   voxel         int64 (n,): each candidate's flat index into the pools (unique)
- *   col, row      float32 (n,): continuous pixel-index coordinates of its centre in the image,
- *                 inside (-0.5, width - 0.5) x (-0.5, height - 0.5)
- *   dist          float32 (n,): its distance to the camera (m)
+ * fuse(tsdf, weight, rgb, looks, free, slots, cam, col, row, valid, ranges, weights, colors, width,
+ *      (truncation, ratio, voxel_size, max_weight, max_range, spread, free_level, min_weight), color_looks)
+ *      -> int
+ *   tsdf, weight  writable float32 pools (VOXELS = 64 per block slot, flat); rgb writable uint8 (3 per
+ *                 voxel); looks writable uint8 (1 per voxel); free writable bool (1 per slot)
+ *   slots         int32 (m,): the pool slots to fuse (unique)
+ *   cam           float32 (m * 64 * 3): each of their voxels' centre in the camera frame (m)
+ *   col, row      float32 (m * 64): continuous pixel-index coordinates of the centres in the image
+ *   valid         bool (m * 64): the lens sees the centre
  *   ranges        float32 (height * width): metres along the rays, 0 = none
  *   weights       float32 (height * width): each pixel's observation weight
  *   colors        uint8 (height * width * 3)
  *   max_range <= 0: no limit.
- * Returns the number of voxels updated. The GIL is released while the pools are written.
+ * Voxels not valid or outside (-0.5, width - 0.5) x (-0.5, height - 0.5) are not observed. After a
+ * slot's voxels, free[slot] says whether all of them are at or above free_level with a weight of at
+ * least min_weight. Returns the number of voxels updated. The GIL is released while the pools are
+ * written.
  *
  * Per candidate, as tsdf.py documents: the nearest pixel's range r; near the surface the bilinear
  * range in inverse depth when the four pixels around agree within `spread`; T = max(truncation,
@@ -25,9 +29,8 @@
  * the surface to -T; weighted mean into tsdf, weight capped at max_weight; within the band the
  * colour is the mean of the last color_looks looks.
  *
- * Why compiled code: the numpy version makes about thirty passes over the candidates (several
- * hundred thousand per keyframe), each a temporary array; this is one pass, 52 -> see
- * docs/performance.md#map-fusion.
+ * Why compiled code: the numpy version makes about forty passes over the voxels (several hundred
+ * thousand per keyframe), each a temporary array; this is one pass (docs/performance.md#map-fusion).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -38,7 +41,7 @@
 #include <string.h>
 
 typedef struct {
-    float truncation, ratio, voxel, max_weight, max_range, spread;
+    float truncation, ratio, voxel, max_weight, max_range, spread, free_level, min_weight;
     int color_looks;
 } Params;
 
@@ -62,42 +65,63 @@ static inline float sample(const float *ranges, Py_ssize_t w, Py_ssize_t h, floa
     return 1 / ((1 - fr) * ((1 - fc) / a + fc / b) + fr * ((1 - fc) / cc + fc / d));
 }
 
-static Py_ssize_t fuse_all(float *tsdf, float *weight, uint8_t *rgb, uint8_t *looks, const int64_t *voxel,
-                           const float *col, const float *row, const float *dist, Py_ssize_t n,
-                           const float *ranges, const float *pw, const uint8_t *colors, Py_ssize_t w, Py_ssize_t h,
-                           Params p)
+#define VOXELS 64
+
+/* Fuse one voxel (flat pool index v, centre at distance d, seen at pixel (c, r)); 1 if updated. */
+static inline int fuse_voxel(float *tsdf, float *weight, uint8_t *rgb, uint8_t *looks, int64_t v, float c, float r,
+                             float d, const float *ranges, const float *pw, const uint8_t *colors, Py_ssize_t w,
+                             Py_ssize_t h, const Params *p)
+{
+    const Py_ssize_t pix = (Py_ssize_t)nearbyintf(r) * w + (Py_ssize_t)nearbyintf(c);
+    float range = ranges[pix];
+    if (!(range > 0)) return 0;
+    float t = fmaxf(p->truncation, p->ratio * range);
+    if (fabsf(range - d) < t + p->spread * range) {
+        range = sample(ranges, w, h, c, r, range, p->spread);
+        t = fmaxf(p->truncation, p->ratio * range);
+    }
+    const float sdf = range - d;
+    if (!(sdf >= -t)) return 0;
+    if (p->max_range > 0 && d > p->max_range) return 0;
+    const float ratio = p->truncation / t;
+    float wt = pw[pix] * ratio * ratio;
+    if (sdf < -p->voxel) wt *= (t + sdf) / (t - p->voxel);
+    if (!(wt > 0)) return 0;
+    const float obs = (sdf < t ? sdf : t) / t;
+    const float old = weight[v], total = old + wt;
+    tsdf[v] = (tsdf[v] * old + obs * wt) / total;
+    weight[v] = total < p->max_weight ? total : p->max_weight;
+    if (sdf < t) {
+        const int seen = looks[v];
+        const float f = 1.0f / (float)(seen + 1);
+        for (int k = 0; k < 3; k++)
+            rgb[3 * v + k] = (uint8_t)nearbyintf((float)rgb[3 * v + k] * (1 - f) + (float)colors[3 * pix + k] * f);
+        looks[v] = (uint8_t)(seen + 1 < p->color_looks ? seen + 1 : p->color_looks);
+    }
+    return 1;
+}
+
+static Py_ssize_t fuse_all(float *tsdf, float *weight, uint8_t *rgb, uint8_t *looks, uint8_t *free_,
+                           const int32_t *slots, Py_ssize_t m, const float *cam, const float *col, const float *row,
+                           const uint8_t *valid, const float *ranges, const float *pw, const uint8_t *colors,
+                           Py_ssize_t w, Py_ssize_t h, Params p)
 {
     Py_ssize_t updated = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const float c = col[i], r = row[i], d = dist[i];
-        const Py_ssize_t pix = (Py_ssize_t)nearbyintf(r) * w + (Py_ssize_t)nearbyintf(c);
-        float range = ranges[pix];
-        if (!(range > 0)) continue;
-        float t = fmaxf(p.truncation, p.ratio * range);
-        if (fabsf(range - d) < t + p.spread * range) {
-            range = sample(ranges, w, h, c, r, range, p.spread);
-            t = fmaxf(p.truncation, p.ratio * range);
+    const float wmin = p.min_weight > 1e-12f ? p.min_weight : 1e-12f;
+    for (Py_ssize_t s = 0; s < m; s++) {
+        const int64_t base = (int64_t)slots[s] * VOXELS;
+        for (Py_ssize_t o = 0; o < VOXELS; o++) {
+            const Py_ssize_t i = s * VOXELS + o;
+            const float c = col[i], r = row[i];
+            if (!valid[i] || !(c > -0.5f && c < (float)w - 0.5f && r > -0.5f && r < (float)h - 0.5f)) continue;
+            const float *x = cam + 3 * i;
+            const float d = sqrtf(x[0] * x[0] + x[1] * x[1] + x[2] * x[2]);
+            updated += fuse_voxel(tsdf, weight, rgb, looks, base + o, c, r, d, ranges, pw, colors, w, h, &p);
         }
-        const float sdf = range - d;
-        if (!(sdf >= -t)) continue;
-        if (p.max_range > 0 && d > p.max_range) continue;
-        const float ratio = p.truncation / t;
-        float wt = pw[pix] * ratio * ratio;
-        if (sdf < -p.voxel) wt *= (t + sdf) / (t - p.voxel);
-        if (!(wt > 0)) continue;
-        const float obs = (sdf < t ? sdf : t) / t;
-        const int64_t v = voxel[i];
-        const float old = weight[v], total = old + wt;
-        tsdf[v] = (tsdf[v] * old + obs * wt) / total;
-        weight[v] = total < p.max_weight ? total : p.max_weight;
-        if (sdf < t) {
-            const int seen = looks[v];
-            const float f = 1.0f / (float)(seen + 1);
-            for (int k = 0; k < 3; k++)
-                rgb[3 * v + k] = (uint8_t)nearbyintf((float)rgb[3 * v + k] * (1 - f) + (float)colors[3 * pix + k] * f);
-            looks[v] = (uint8_t)(seen + 1 < p.color_looks ? seen + 1 : p.color_looks);
-        }
-        updated++;
+        int all_free = 1;
+        for (Py_ssize_t o = 0; o < VOXELS && all_free; o++)
+            all_free = tsdf[base + o] >= p.free_level && weight[base + o] >= wmin;
+        free_[slots[s]] = (uint8_t)all_free;
     }
     return updated;
 }
@@ -126,65 +150,65 @@ static int get(PyObject *obj, Py_buffer *view, const char *name, const char *fmt
 
 static PyObject *fuse(PyObject *self, PyObject *args)
 {
-    PyObject *o[11], *result = NULL;
-    Py_buffer b[11];
+    enum { N = 13 };
+    PyObject *o[N], *result = NULL;
+    Py_buffer b[N];
     memset(b, 0, sizeof b);
     Py_ssize_t width;
-    double tr, ra, vx, mw, mr, sp;
+    double tr, ra, vx, mw, mr, sp, fl, mn;
     int color_looks;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOn(dddddd)i:fuse", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-                          &o[7], &o[8], &o[9], &o[10], &width, &tr, &ra, &vx, &mw, &mr, &sp, &color_looks))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOn(dddddddd)i:fuse", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &width, &tr, &ra, &vx, &mw, &mr, &sp, &fl, &mn,
+                          &color_looks))
         return NULL;
-    static const char *names[11] = {"tsdf", "weight", "rgb", "looks", "voxel", "col", "row", "dist", "ranges",
-                                    "weights", "colors"};
-    static const char *formats[11] = {"f", "f", "B", "B", "q", "f", "f", "f", "f", "f", "B"};
-    if (get(o[0], &b[0], names[0], formats[0], -1, 1) < 0) goto done;
+    static const char *names[N] = {"tsdf", "weight", "rgb", "looks", "free", "slots", "cam", "col", "row", "valid",
+                                   "ranges", "weights", "colors"};
+    if (get(o[0], &b[0], names[0], "f", -1, 1) < 0) goto done;
     const Py_ssize_t pool = b[0].len / 4;
-    if (get(o[1], &b[1], names[1], "f", pool, 1) < 0 || get(o[2], &b[2], names[2], "B", 3 * pool, 1) < 0 ||
-        get(o[3], &b[3], names[3], "B", pool, 1) < 0 || get(o[4], &b[4], names[4], "q", -1, 0) < 0)
+    if (pool % VOXELS != 0) {
+        PyErr_SetString(PyExc_ValueError, "tsdf: not a whole number of blocks");
         goto done;
-    const Py_ssize_t n = b[4].len / 8;
-    for (int k = 5; k < 8; k++)
-        if (get(o[k], &b[k], names[k], "f", n, 0) < 0) goto done;
-    if (get(o[8], &b[8], names[8], "f", -1, 0) < 0) goto done;
-    const Py_ssize_t pixels = b[8].len / 4;
+    }
+    if (get(o[1], &b[1], names[1], "f", pool, 1) < 0 || get(o[2], &b[2], names[2], "B", 3 * pool, 1) < 0 ||
+        get(o[3], &b[3], names[3], "B", pool, 1) < 0 || get(o[4], &b[4], names[4], "?", pool / VOXELS, 1) < 0 ||
+        get(o[5], &b[5], names[5], "i", -1, 0) < 0)
+        goto done;
+    const Py_ssize_t m = b[5].len / 4, n = m * VOXELS;
+    if (get(o[6], &b[6], names[6], "f", 3 * n, 0) < 0 || get(o[7], &b[7], names[7], "f", n, 0) < 0 ||
+        get(o[8], &b[8], names[8], "f", n, 0) < 0 || get(o[9], &b[9], names[9], "?", n, 0) < 0 ||
+        get(o[10], &b[10], names[10], "f", -1, 0) < 0)
+        goto done;
+    const Py_ssize_t pixels = b[10].len / 4;
     if (width <= 0 || pixels % width != 0) {
         PyErr_SetString(PyExc_ValueError, "ranges: not a whole number of rows of `width`");
         goto done;
     }
-    if (get(o[9], &b[9], names[9], "f", pixels, 0) < 0 || get(o[10], &b[10], names[10], "B", 3 * pixels, 0) < 0)
+    if (get(o[11], &b[11], names[11], "f", pixels, 0) < 0 || get(o[12], &b[12], names[12], "B", 3 * pixels, 0) < 0)
         goto done;
-    const int64_t *voxel = b[4].buf;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (voxel[i] < 0 || voxel[i] >= pool) {
-            PyErr_SetString(PyExc_IndexError, "voxel: an index outside the pools");
+    const int32_t *slots = b[5].buf;
+    for (Py_ssize_t s = 0; s < m; s++)
+        if (slots[s] < 0 || slots[s] >= pool / VOXELS) {
+            PyErr_SetString(PyExc_IndexError, "slots: a slot outside the pools");
             goto done;
         }
-    const float *col = b[5].buf, *row = b[6].buf;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!(col[i] > -0.5f && col[i] < (float)width - 0.5f && row[i] > -0.5f &&
-              row[i] < (float)(pixels / width) - 0.5f)) {
-            PyErr_SetString(PyExc_ValueError, "col, row: a point outside the image");
-            goto done;
-        }
-    Params p = {(float)tr, (float)ra, (float)vx, (float)mw, (float)mr, (float)sp, color_looks};
+    Params p = {(float)tr, (float)ra, (float)vx, (float)mw, (float)mr, (float)sp, (float)fl, (float)mn, color_looks};
     Py_ssize_t updated;
     Py_BEGIN_ALLOW_THREADS
-    updated = fuse_all(b[0].buf, b[1].buf, b[2].buf, b[3].buf, voxel, col, row, b[7].buf, n, b[8].buf, b[9].buf,
-                       b[10].buf, width, pixels / width, p);
+    updated = fuse_all(b[0].buf, b[1].buf, b[2].buf, b[3].buf, b[4].buf, slots, m, b[6].buf, b[7].buf, b[8].buf,
+                       b[9].buf, b[10].buf, b[11].buf, b[12].buf, width, pixels / width, p);
     Py_END_ALLOW_THREADS
     result = PyLong_FromSsize_t(updated);
 done:
-    for (int k = 0; k < 11; k++) PyBuffer_Release(&b[k]);
+    for (int k = 0; k < N; k++) PyBuffer_Release(&b[k]);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"fuse", fuse, METH_VARARGS,
-     "fuse(tsdf, weight, rgb, looks, voxel, col, row, dist, ranges, weights, colors, width, "
-     "(truncation, ratio, voxel_size, max_weight, max_range, spread), color_looks) -> int: fuse one "
-     "keyframe's candidates into the pools (see _tsdf_fuse.c)."},
+     "fuse(tsdf, weight, rgb, looks, free, slots, cam, col, row, valid, ranges, weights, colors, width, "
+     "(truncation, ratio, voxel_size, max_weight, max_range, spread, free_level, min_weight), color_looks) -> int: "
+     "fuse one keyframe into the pool slots `slots` (see _tsdf_fuse.c)."},
     {NULL, NULL, 0, NULL},
 };
 
