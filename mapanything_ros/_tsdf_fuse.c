@@ -25,7 +25,8 @@
  * Per candidate, as tsdf.py documents: the nearest pixel's range r; near the surface the bilinear
  * range in inverse depth when the four pixels around agree within `spread`; T = max(truncation,
  * ratio * r); sdf = r - dist; skipped without a range, behind -T or beyond max_range; observation
- * min(sdf, T) / T with weight w * (truncation / T)^2, falling linearly to 0 from one voxel behind
+ * min(sdf, T) / T with weight w * (truncation / T)^2 (in front of the band, sdf >= T: T at the voxel's
+ * own distance, max(truncation, ratio * dist)), falling linearly to 0 from one voxel behind
  * the surface to -T; weighted mean into tsdf, weight capped at max_weight; within the band the
  * colour is the mean of the last color_looks looks.
  *
@@ -83,7 +84,7 @@ static inline int fuse_voxel(float *tsdf, float *weight, uint8_t *rgb, uint8_t *
     const float sdf = range - d;
     if (!(sdf >= -t)) return 0;
     if (p->max_range > 0 && d > p->max_range) return 0;
-    const float ratio = p->truncation / t;
+    const float ratio = p->truncation / (sdf >= t ? fmaxf(p->truncation, p->ratio * d) : t);
     float wt = pw[pix] * ratio * ratio;
     if (sdf < -p->voxel) wt *= (t + sdf) / (t - p->voxel);
     if (!(wt > 0)) return 0;

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from . import replay as replay_mod
-from .evaluation import evaluate, occupancy_metrics
+from .evaluation import evaluate, ghost_metrics, occupancy_metrics
 from .pipeline import new_map
 from .session.config import pipeline_config
 from . import settings
 from .backends import EmulatedBackend
 from .bag import write_synthetic_bag
 from .demo import preset_path
+from .layout import SEC, START_NS
 from .synthetic.presets import make_scene
 
 PRESET = {"mapping": "mapping.yaml", "depth_completion": "depth_completion.yaml"}
@@ -51,6 +52,8 @@ ABLATION = {
 }
 DEPTH_KEYS = ("abs_rel", "rmse", "inlier_1_03", "outlier_10", "coverage")
 SCENE, LONG_SIDE = "small", 224  # the rig (synthetic.presets) and the model input long side
+MOVING = "small_moving"  # the same rig with a box that walks away and back (synthetic.mover)
+GHOST_THRESHOLD = 0.05  # metres: a map point inside the box's old place and this far from any surface is a ghost
 
 
 def run_setting(bag, seed, params, profile, out_dir, bias=0.0, scene=SCENE, long_side=LONG_SIDE, with_map=True):
@@ -66,9 +69,8 @@ def run_setting(bag, seed, params, profile, out_dir, bias=0.0, scene=SCENE, long
     return summary, metrics
 
 
-def occupancy(out_dir, values, scene):
-    """evaluation.occupancy_metrics of the occupancy grid of the replay's saved map (map.npz, as the
-    node's ~/occupancy makes it from these parameter values) against the scene's room; None
+def saved_map(out_dir, values):
+    """The replay's saved map (map.npz) as a TsdfMap made from these parameter values, or None
     without a world-frame map."""
     path = Path(out_dir) / "map.npz"
     if not path.is_file():
@@ -79,9 +81,44 @@ def occupancy(out_dir, values, scene):
         return None
     volume = new_map(pipeline_config(values))
     volume.load_state(state)
+    return volume
+
+
+def occupancy_grid(volume, values):
+    """The occupancy grid the node's ~/occupancy makes of a map with these parameter values."""
+    return volume.occupancy(values["occupancy_min_height"], values["occupancy_max_height"],
+                            values["occupancy_resolution"] or None)
+
+
+def occupancy(out_dir, values, scene):
+    """evaluation.occupancy_metrics of the occupancy grid of the replay's saved map against the
+    scene's room; None without a world-frame map."""
+    volume = saved_map(out_dir, values)
+    if volume is None:
+        return None
+    grid = occupancy_grid(volume, values)
     low, high = values["occupancy_min_height"], values["occupancy_max_height"]
-    grid = volume.occupancy(low, high, values["occupancy_resolution"] or None)
     return occupancy_metrics(grid, lambda centres: scene.room.solid_near(centres, low, high, grid.resolution / 2))
+
+
+def ghosts(out_dir, values, scene, start_ns, end_ns):
+    """evaluation.ghost_metrics of the replay's saved map: what it kept of the places the scene's
+    moving box stood at between the stamps, judged against the scene at end_ns. Not counted: map
+    points inside the box as it stands then, and cells within a cell of what is solid then (the
+    occupancy rule calls the cell in front of a surface occupied on purpose: occupied_wrong of
+    occupancy_metrics counts those)."""
+    volume = saved_map(out_dir, values)
+    grid = occupancy_grid(volume, values)
+    now = scene.room_at(end_ns)
+    low, high = values["occupancy_min_height"], values["occupancy_max_height"]
+    # Points inside the box where it stands now are its inside (free space from before it came,
+    # behind its new faces), not what it left.
+    points = volume.surface()[0]
+    lo, hi = scene.mover.bounds(end_ns)
+    points = points[~np.all((points > lo) & (points < hi), axis=1)]
+    return ghost_metrics(grid, points, scene.mover.footprints(start_ns, end_ns),
+                         lambda centres: now.solid_near(centres, low, high, 1.5 * grid.resolution),
+                         now.surface_distance, GHOST_THRESHOLD)
 
 
 def row(name, seed, profile, bias, summary, metrics):
@@ -132,6 +169,39 @@ def run(out_dir, seeds=(0,), duration_s=60.0, profiles=(1.0,), settings_names=tu
     return rows
 
 
+def run_moving(out_dir, seeds=(0,), duration_s=60.0, profiles=(0.0, 1.0), settings_names=("mapping", "depth_completion"),
+               long_side=LONG_SIDE, log=print):
+    """Rows of the moving-box runs (the MOVING rig): each setting replayed as in run(), plus what
+    the map kept, at the run's end, of the places the box stood at (ghost_cells, cleared_cells,
+    old_cells, ghost_points: accuracy.ghosts)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in seeds:
+        bag = out / f"moving_seed{seed}_{duration_s:g}s"
+        if not (bag / "metadata.yaml").is_file():
+            shutil.rmtree(bag, ignore_errors=True)
+            log(f"writing a {duration_s:g} s synthetic run with a moving box (seed {seed}) to {bag}")
+            write_synthetic_bag(bag, preset=MOVING, seed=seed, duration_s=duration_s)
+        scene = make_scene(MOVING, seed)
+        end_ns = START_NS + int(round(duration_s * SEC)) - 1
+        for profile in profiles:
+            for name in settings_names:
+                clock = time.perf_counter()
+                preset, extra = SETTINGS[name]
+                params = {**settings.load_params_file(preset_path(PRESET[preset])), **extra}
+                summary, metrics = run_setting(bag, seed, params, profile, out / "replay", scene=MOVING,
+                                               long_side=long_side)
+                r = row(f"{name}, moving box", seed, profile, 0.0, summary, metrics)
+                values = {**settings.defaults(), **params}
+                r.update(ghosts(out / "replay", values, scene, START_NS, end_ns))
+                rows.append(r)
+                log(f"  {name} with a moving box, seed {seed}, profile {profile:g}: "
+                    f"{r['ghost_cells']} ghost cells of {r['old_cells']}, {r['ghost_points']} ghost points, "
+                    f"{time.perf_counter() - clock:.1f} s")
+    return rows
+
+
 def summarise(rows):
     """Rows averaged over seeds: one per (setting, profile, bias), in first-seen order."""
     groups = {}
@@ -171,6 +241,19 @@ def markdown(summary):
     return "\n".join(lines)
 
 
+def moving_markdown(summary):
+    """The moving-box rows of a summary as a markdown table."""
+    head = ("| setting | profile | map precision | map completeness | occupancy IoU | ghost cells | "
+            "cleared cells of the old place | ghost points |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for s in summary:
+        if "ghost_cells" in s:
+            lines.append(f"| {s['setting']} | {s['profile']:g} | {_f(s['map.precision'], '.3f')} | "
+                         f"{_f(s['map.completeness'], '.3f')} | {_f(s['occupancy.iou'], '.3f')} | "
+                         f"{s['ghost_cells']:g} | {s['cleared_cells']:g} of {s['old_cells']:g} | {s['ghost_points']:g} |")
+    return "\n".join(lines)
+
+
 def write(rows, path):
     """rows and their summary as JSON at path; returns the summary."""
     summary = summarise(rows)
@@ -207,7 +290,12 @@ def main(argv=None, prog=None):
     rows += run(args.out, seeds, args.duration, (1.0,), settings_names=(), ablation=True, with_map=False, log=log)
     rows += run(args.out, seeds, args.duration, (0.0, 1.0), settings_names=("depth_completion",), biases=(0.1,),
                 with_map=False, log=log)
+    if not args.no_map:
+        rows += run_moving(args.out, seeds, args.duration, log=log)
     summary = write(rows, args.json or Path(args.out) / "accuracy.json")
     print(f"{args.duration:g} s runs, seeds {list(seeds)}, rig {SCENE!r} (synthetic.presets), long side {LONG_SIDE}\n")
-    print(markdown(summary))
+    print(markdown([s for s in summary if "ghost_cells" not in s]))
+    if not args.no_map:
+        print(f"\nWith a moving box (rig {MOVING!r}): what the map kept of its old places at the end\n")
+        print(moving_markdown(summary))
     return 0

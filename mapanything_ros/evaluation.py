@@ -197,6 +197,34 @@ def occupancy_metrics(grid, solid):
     }
 
 
+def ghost_metrics(grid, points, boxes, solid, surface_distance, threshold):
+    """What a map kept of an object that has moved away. boxes: corners (lo (K, 3), hi (K, 3)) of
+    the places it stood at; grid a mapping.Grid2D; points (N, 3) the map's surface points (world,
+    metres); solid(centres (N, 2)) -> (N,) bool and surface_distance(points (N, 3)) -> (N,) metres:
+    the truth as it is now. Counted where the object stood and nothing stands now (cells whose
+    centre lies in a footprint and that `solid` calls free): ghost_cells = those the grid calls
+    occupied, cleared_cells = those it calls free, old_cells = all of them;
+    ghost_points = map points inside a box that are more than `threshold` from the true surface
+    now (the floor under it is no ghost)."""
+    lo, hi = (np.asarray(a, float).reshape(-1, 3) for a in boxes)
+    cells = np.asarray(grid.cells)
+    rows, cols = np.indices(cells.shape).reshape(2, -1)
+    centres = (np.column_stack([cols, rows]) + 0.5) * grid.resolution + np.asarray(grid.origin)
+    inside = np.zeros(len(centres), bool)
+    for a, b in zip(lo, hi):
+        inside |= np.all((centres >= a[:2]) & (centres <= b[:2]), axis=1)
+    old = np.flatnonzero(inside)
+    old = old[~np.asarray(solid(centres[old]), bool)]
+    values = cells[rows[old], cols[old]]
+    p = np.asarray(points, float).reshape(-1, 3)
+    within = np.zeros(len(p), bool)
+    for a, b in zip(lo, hi):
+        within |= np.all((p >= a) & (p <= b), axis=1)
+    ghosts = np.count_nonzero(np.asarray(surface_distance(p[within])) > threshold) if within.any() else 0
+    return {"ghost_cells": int(np.count_nonzero(values == 100)), "cleared_cells": int(np.count_nonzero(values == 0)),
+            "old_cells": int(len(old)), "ghost_points": int(ghosts)}
+
+
 @dataclass
 class GroundTruth:
     """Ground truth of a synthetic bag: per camera (frame id) and stamp (int ns), the true z-depth

@@ -47,3 +47,15 @@ def test_exact_predictions_stay_exact(rows):
         r = rows[(setting, 0.0)]
         assert r["depth.abs_rel"] <= 1e-3 and r["depth.rmse"] <= 0.010, setting
         assert r["depth.coverage"] >= 0.99
+
+
+def test_a_box_that_walked_away_leaves_no_ghost(tmp_path):
+    """The moving-box run (synthetic.mover: the box stands 14 s in the middle of the room, walks
+    1.2 m away, and its old place is seen for 14 s more) through the replay under the error model:
+    the map and the occupancy grid keep nothing of its old place, and show it where it stands."""
+    (row,) = accuracy.run_moving(tmp_path, seeds=(0,), duration_s=30.0, profiles=(1.0,), settings_names=("mapping",),
+                                 log=lambda _: None)
+    assert row["old_cells"] > 200  # the old place was seen again
+    assert row["ghost_cells"] == 0 and row["cleared_cells"] == row["old_cells"]
+    assert row["ghost_points"] == 0
+    assert row["map.precision"] > 0.9 and row["occupancy.iou"] > 0.8

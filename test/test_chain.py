@@ -111,7 +111,8 @@ def test_depths_points_and_scale_follow_the_chain(chained):
             pose = scene.world_from_camera(view.frame.frame_id, view.frame.stamp_ns)
             points = transform_points(world_from_chain, chained_view.points) - pose[:3, 3]
             dist = np.linalg.norm(points, axis=1)
-            hit = scene.ray_depth(pose, transform_points(np.linalg.inv(pose), points + pose[:3, 3]) / dist[:, None])
+            hit = scene.ray_depth(pose, transform_points(np.linalg.inv(pose), points + pose[:3, 3]) / dist[:, None],
+                                  view.frame.stamp_ns)
             np.testing.assert_allclose(dist, hit, rtol=1e-4)
 
 

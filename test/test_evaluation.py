@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mapanything_ros.evaluation import ate, depth_metrics, map_metrics, nearest_distance, occupancy_metrics
+from mapanything_ros.evaluation import (ate, depth_metrics, ghost_metrics, map_metrics, nearest_distance,
+                                       occupancy_metrics)
 from mapanything_ros.geometry.similarity import similarity
 from mapanything_ros.synthetic.trajectory import rotation_zyx
 
@@ -154,3 +155,21 @@ def test_occupancy_metrics_against_a_known_truth():
     xy = np.array([[0.0, 0.0], [4.99, 0.0], [5.1, 0.0], [room.box_lo[0, 0] + 0.05, room.box_lo[0, 1] + 0.05]])
     np.testing.assert_array_equal(room.solid_near(xy, 0.1, 1.0, 0.025), [False, True, True, True])
     assert not room.solid_near(xy[3:], room.box_hi[0, 2] + 0.1, 3.0, 0.025)[0]  # above the box
+
+
+def test_ghost_metrics_count_what_a_moved_object_left():
+    from mapanything_ros.mapping import Grid2D
+
+    cells = np.zeros((4, 6), np.int8)  # 1 m cells from (0, 0); the object stood on x in [1, 3], y in [0, 2]
+    cells[0, 1] = 100  # a ghost
+    cells[1, 2] = -1  # never seen again
+    cells[:, 5] = 100  # what stands now: x >= 5
+    grid = Grid2D(cells, (0.0, 0.0), 1.0)
+    boxes = (np.array([[1.0, 0.0, 0.0], [4.2, 0.0, 0.0]]), np.array([[3.0, 2.0, 1.0], [6.0, 2.0, 1.0]]))
+    points = np.array([[1.5, 0.5, 0.5],  # inside the old place, floating: a ghost
+                       [1.5, 0.5, 0.01],  # the floor under it
+                       [5.5, 0.5, 0.5]])  # inside what stands now (caller's business), on no surface
+    metrics = ghost_metrics(grid, points, boxes, lambda c: c[:, 0] >= 5.0,
+                            lambda p: np.minimum(p[:, 2], np.abs(p[:, 0] - 5.0)), 0.05)
+    # footprint cells whose centre is inside a box and truly free: x centres 1.5, 2.5 (rows 0, 1) and 4.5
+    assert metrics == {"ghost_cells": 1, "cleared_cells": 4, "old_cells": 6, "ghost_points": 2}

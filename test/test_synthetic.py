@@ -98,3 +98,25 @@ def test_deterministic_from_seed(views):
     np.testing.assert_array_equal(views[0].image, again.image)
     np.testing.assert_array_equal(views[0].depth_ray, again.depth_ray)
     assert not np.array_equal(views[0].image, other.image)
+
+
+def test_a_moving_box_is_seen_where_it_stands_at_each_stamp():
+    from mapanything_ros.synthetic import MovingBox
+    from mapanything_ros.synthetic.presets import make_scene
+
+    scene = make_scene("small_moving", 0)
+    box = scene.mover
+    assert isinstance(box, MovingBox)
+    np.testing.assert_allclose(box.centre(int(10e9)), box.first)
+    np.testing.assert_allclose(box.centre(int(30e9)), box.second)
+    np.testing.assert_allclose(box.centre(int((box.stay_s + box.walk_s / 2) * 1e9)), np.add(box.first, box.second) / 2)
+    np.testing.assert_allclose(box.centre(int(box.period_s * 1e9)), box.first)  # a cycle
+    for stamp in (int(10e9), int(30e9)):
+        view = scene.render("left_fisheye_optical", stamp)
+        rays = view.camera.ray_map(grid=scene.grid)
+        world = transform_points(view.world_from_camera, rays * view.depth_ray[..., None])[view.depth_ray > 0]
+        lo, hi = box.bounds(stamp)
+        on_box = np.all((world > lo - 1e-3) & (world < hi + 1e-3), axis=1)
+        assert on_box.mean() > 0.02  # the fisheye looks at it
+        assert np.max(scene.room_at(stamp).surface_distance(world)) < 1e-4
+        assert np.max(scene.room.surface_distance(world[on_box])) > 0.2  # not part of the static room

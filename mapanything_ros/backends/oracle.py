@@ -42,7 +42,7 @@ class OracleBackend(Backend):
         key = (prep.frame.key, prep.resize.out_size)
         if key not in self._depth:
             rays = np.where(prep.valid[..., None], prep.rays, FORWARD_RAY)
-            self._depth[key] = np.where(prep.valid, self.scene.ray_depth(pose, rays), 0.0).astype(np.float32)
+            self._depth[key] = np.where(prep.valid, self.scene.ray_depth(pose, rays, prep.frame.stamp_ns), 0.0).astype(np.float32)
             while len(self._depth) > self.cached:
                 self._depth.popitem(last=False)
         return self._depth[key]

@@ -2,16 +2,19 @@
 
 "default": the default rig (640x480 plumb_bob front camera, 512x384 equidistant fisheye, 16-beam
 LiDAR). "small": the same rig geometry (mounts, fields of view, distortion, LiDAR) with the
-camera images scaled by 1/4 (160x120 and 128x96), for fast multi-process tests.
+camera images scaled by 1/4 (160x120 and 128x96), for fast multi-process tests. "small_moving":
+"small" with a box that walks to and fro in the middle of the room (mover.MovingBox), to see
+a map clear what moved.
 """
 
 from dataclasses import replace
 
 from ..geometry import CameraModel
+from .mover import MovingBox
 from .scene import SyntheticScene
 from .sensors import default_cameras
 
-PRESETS = ("default", "small")
+PRESETS = ("default", "small", "small_moving")
 SMALL_SCALE = 0.25
 
 
@@ -28,7 +31,7 @@ def make_scene(preset="default", seed=0):
     """The SyntheticScene of a named preset (see PRESETS and the module doc) and room seed."""
     if preset == "default":
         return SyntheticScene(seed=seed)
-    if preset == "small":
+    if preset in ("small", "small_moving"):
         cams = [replace(c, camera=scaled_camera(c.camera, SMALL_SCALE)) for c in default_cameras()]
-        return SyntheticScene(seed=seed, cameras=cams)
+        return SyntheticScene(seed=seed, cameras=cams, mover=MovingBox() if preset == "small_moving" else None)
     raise ValueError(f"unknown synthetic preset {preset!r}; expected one of {PRESETS}")

@@ -6,6 +6,8 @@ axis-aligned box; the obstacles are axis-aligned boxes inside it. Faces are numb
 face's normal axis x/y/z and side is 0 for the face at the lower bound, 1 at the upper.
 """
 
+import copy
+
 import numpy as np
 
 ROOM = ((-5.0, -4.0, 0.0), (5.0, 4.0, 3.0))
@@ -24,13 +26,18 @@ class Room:
         half = rng.uniform([0.3, 0.3, 0.3], [0.7, 0.7, 1.0], size=(n, 3))
         centre = np.column_stack([np.array(box_centres, float).reshape(n, 2), half[:, 2] + self.lo[2]])
         self.box_lo, self.box_hi = centre - half, centre + half
-        faces = 6 * (n + 1)
-        self.base = rng.uniform(0.25, 0.85, size=(faces, 3))
-        angle = rng.uniform(0, np.pi, size=(faces, WAVES))
-        freq = rng.uniform(0.5, 8.0, size=(faces, WAVES))  # cycles per metre
-        self.wave_k = 2 * np.pi * freq[..., None] * np.stack([np.cos(angle), np.sin(angle)], -1)
-        self.wave_phase = rng.uniform(0, 2 * np.pi, size=(faces, WAVES))
-        self.wave_amp = rng.uniform(0.03, 0.12, size=(faces, WAVES)) * rng.choice([-1, 1], size=(faces, WAVES))
+        self.base, self.wave_k, self.wave_phase, self.wave_amp = _textures(rng, 6 * (n + 1))
+        self._seed = seed
+
+    def with_box(self, lo, hi):
+        """A copy of this room with one more box, corners lo, hi (3,) metres (its textures drawn from
+        the seed, the same for every such box): a moving object at one moment (synthetic.mover)."""
+        out = copy.copy(self)
+        out.box_lo, out.box_hi = np.vstack([self.box_lo, lo]), np.vstack([self.box_hi, hi])
+        extra = _textures(np.random.default_rng([self._seed, 1]), 6)
+        out.base, out.wave_k, out.wave_phase, out.wave_amp = (np.concatenate([a, b]) for a, b in zip(
+            (self.base, self.wave_k, self.wave_phase, self.wave_amp), extra))
+        return out
 
     @property
     def num_faces(self):
@@ -105,3 +112,14 @@ class Room:
             shade = (1.0 + np.einsum("nw,w->n", waves, self.wave_amp[f])) * (0.85 + 0.3 * checker)
             rgb[sel] = np.clip(self.base[f] * shade[:, None], 0.0, 1.0)
         return rgb
+
+
+def _textures(rng, faces):
+    """(base colour (F, 3), wave vectors (F, WAVES, 2), phases, amplitudes (F, WAVES)) of F faces."""
+    base = rng.uniform(0.25, 0.85, size=(faces, 3))
+    angle = rng.uniform(0, np.pi, size=(faces, WAVES))
+    freq = rng.uniform(0.5, 8.0, size=(faces, WAVES))  # cycles per metre
+    wave_k = 2 * np.pi * freq[..., None] * np.stack([np.cos(angle), np.sin(angle)], -1)
+    phase = rng.uniform(0, 2 * np.pi, size=(faces, WAVES))
+    amp = rng.uniform(0.03, 0.12, size=(faces, WAVES)) * rng.choice([-1, 1], size=(faces, WAVES))
+    return base, wave_k, phase, amp

@@ -45,14 +45,22 @@ class Sweep:
 
 
 class SyntheticScene:
-    """Room, trajectory, rig cameras and LiDAR. Deterministic from `seed` (the room's layout and textures)."""
+    """Room, trajectory, rig cameras and LiDAR, and optionally a moving box (`mover`, a
+    mover.MovingBox). Deterministic from `seed` (the room's layout and textures). `room` is the
+    static room; room_at(stamp) what the sensors see at a stamp."""
 
-    def __init__(self, seed=0, cameras=None, lidar=None, trajectory=None, grid=GRID_INDEX):
+    def __init__(self, seed=0, cameras=None, lidar=None, trajectory=None, grid=GRID_INDEX, mover=None):
         self.room = Room(seed)
         self.cameras = tuple(cameras or default_cameras())
         self.lidar = lidar or default_lidar()
         self.trajectory = trajectory or Trajectory()
         self.grid = grid
+        self.mover = mover
+
+    def room_at(self, stamp_ns):
+        """The Room as it is at stamp_ns: the static room, with the moving box (a mover.MovingBox,
+        if any) where it stands then."""
+        return self.room if self.mover is None else self.room.with_box(*self.mover.bounds(stamp_ns))
 
     def rig_camera(self, name):
         """The RigCamera with frame id `name`."""
@@ -69,12 +77,13 @@ class SyntheticScene:
         """True world_from_lidar (..., 4, 4) at stamps (int ns)."""
         return se3_compose(self.trajectory.world_from_body(stamp_ns), self.lidar.body_from_lidar)
 
-    def ray_depth(self, world_from_camera, rays):
-        """True depth (float64 metres) along camera-frame unit rays (..., 3) from a camera pose; NaN for NaN rays."""
+    def ray_depth(self, world_from_camera, rays, stamp_ns):
+        """True depth (float64 metres) along camera-frame unit rays (..., 3) from a camera pose at a
+        stamp (int ns); NaN for NaN rays."""
         rays = np.asarray(rays, float)
         dirs = np.einsum("ij,nj->ni", world_from_camera[:3, :3], rays.reshape(-1, 3))
         origins = np.broadcast_to(world_from_camera[:3, 3], dirs.shape)
-        dist, _ = self.room.cast(origins, dirs)
+        dist, _ = self.room_at(stamp_ns).cast(origins, dirs)
         return dist.reshape(rays.shape[:-1])
 
     def render(self, name, stamp_ns):
@@ -84,8 +93,9 @@ class SyntheticScene:
         rays = cam.camera.ray_map(grid=self.grid)
         h, w = rays.shape[:2]
         dirs = np.einsum("ij,nj->ni", pose[:3, :3], rays.reshape(-1, 3))
-        dist, face = self.room.cast(np.broadcast_to(pose[:3, 3], dirs.shape), dirs)
-        rgb = self.room.color(pose[:3, 3] + dirs * np.nan_to_num(dist)[:, None], face)
+        room = self.room_at(stamp_ns)
+        dist, face = room.cast(np.broadcast_to(pose[:3, 3], dirs.shape), dirs)
+        rgb = room.color(pose[:3, 3] + dirs * np.nan_to_num(dist)[:, None], face)
         image = np.round(rgb * 255).astype(np.uint8).reshape(h, w, 3)
         depth_ray = np.nan_to_num(dist).astype(np.float32).reshape(h, w)
         return View(name, cam.camera, int(stamp_ns), pose, image, ray_to_z_depth(depth_ray, rays), depth_ray)
@@ -95,12 +105,13 @@ class SyntheticScene:
         return [self.render(c.name, stamp_ns) for c in self.cameras]
 
     def sweep(self, start_ns):
-        """The LiDAR sweep starting at start_ns, each point measured from the sensor pose at its own time."""
+        """The LiDAR sweep starting at start_ns, each point measured from the sensor pose at its own
+        time (a moving box where it stands at the sweep's start)."""
         dirs, offsets = self.lidar.beams()
         times = int(start_ns) + offsets
         poses = self.world_from_lidar(times)
         world_dirs = np.einsum("nij,nj->ni", poses[:, :3, :3], dirs)
-        dist, _ = self.room.cast(poses[:, :3, 3], world_dirs)
+        dist, _ = self.room_at(start_ns).cast(poses[:, :3, 3], world_dirs)
         return Sweep(dirs * dist[:, None], times, int(start_ns), int(start_ns) + self.lidar.sweep_ns)
 
     def lidar_depth(self, name, stamp_ns, sweep):
