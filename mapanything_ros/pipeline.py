@@ -358,6 +358,11 @@ class Pipeline:
             return MapSnapshot(*self._map.surface(), self._map_pose_frame if len(self._map) else None,
                                self._map_stamp)
 
+    def map_mesh(self):
+        """The map's surface as a mesh, consistently: TsdfMap.mesh() (vertices, colours, triangles)."""
+        with self._map_lock:
+            return self._map.mesh()
+
     def occupancy(self, z_min, z_max, resolution=None):
         """(tsdf.Grid2D of the height band, pose_frame, stamp_ns) of the map, consistently (see
         TsdfMap.occupancy; pose_frame None when the map is empty)."""

@@ -11,6 +11,7 @@ Outputs in `out_dir` (outputs.py has the formats):
                                   load_map_path read it), absent when nothing was mapped
   map.ply                         its surface points (binary PLY: x y z, rgb, confidence: the
                                   fused weight)
+  map.mesh.ply                    its surface as a coloured triangle mesh (binary PLY)
   map.png                         top-down picture of the map with the camera path
   depth/<camera>/<stamp_ns>.png   per keyframe and camera: z-depth, 16-bit millimetres, 0 = none
   preview/<camera>/<stamp_ns>.png the camera image beside its coloured depth

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from mapanything_ros.mapping.ply import read_ply, write_ply
+from mapanything_ros.mapping.ply import read_ply, write_mesh_ply, write_ply
 
 
 def test_ply_round_trip_and_header(tmp_path):
@@ -49,3 +49,22 @@ def test_read_ply_skips_comments_and_other_elements(tmp_path):
     path.write_bytes(header.replace(b"binary_little_endian", b"ascii"))
     with pytest.raises(ValueError, match="unsupported format"):
         read_ply(path)
+
+
+def test_mesh_ply_holds_vertices_colours_and_faces(tmp_path):
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], np.uint8)
+    triangles = np.array([[0, 1, 2], [0, 3, 1]])
+    path = tmp_path / "m.ply"
+    assert write_mesh_ply(path, vertices, colors, triangles) == (4, 2)
+    data = path.read_bytes()
+    head, body = data.split(b"end_header\n", 1)
+    assert b"element vertex 4" in head and b"element face 2" in head and b"property list uchar int vertex_indices" in head
+    points, read_colors, _ = read_ply(path)  # the vertex element, as for any PLY of points
+    np.testing.assert_array_equal(points, vertices)
+    np.testing.assert_array_equal(read_colors, colors)
+    faces = np.frombuffer(body[4 * 15:], np.dtype([("n", "u1"), ("v", "<i4", (3,))]))
+    assert (faces["n"] == 3).all()
+    np.testing.assert_array_equal(faces["v"], triangles)
+    with pytest.raises(ValueError):
+        write_mesh_ply(io.BytesIO(), vertices, colors, np.array([[0, 1, 4]]))

@@ -256,7 +256,7 @@ def test_save_map_is_atomic_and_refuses_what_is_not_its_own(scene, tmp_path, mon
     with pytest.raises(OSError, match="No space"):
         feed.session.save_map(tmp_path / "map.npz")
     assert (tmp_path / "map.npz").read_bytes() == good  # the saved map is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.npz", "map.ply", "notes.npz"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.mesh.ply", "map.npz", "map.ply", "notes.npz"]  # no temporary left
     monkeypatch.undo()
     inside = tmp_path / "maps"
     inside.mkdir()

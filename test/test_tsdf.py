@@ -162,9 +162,12 @@ def test_state_round_trip_is_exact_and_checked():
     for a, b in zip(fused.surface(), again.surface()):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(fused.occupancy(0.2, 1.2).cells, again.occupancy(0.2, 1.2).cells)
+    assert fused._free[:len(fused)].any()  # blocks seen through, skipped by the next fusion
     again.integrate(view(poses(5)[4], [WALL, FLOOR, OBSTACLE]))  # mapping goes on
     fused.integrate(view(poses(5)[4], [WALL, FLOOR, OBSTACLE]))
     np.testing.assert_array_equal(fused.surface()[0], again.surface()[0])
+    for a, b in zip(fused.state().values(), again.state().values()):  # the very same map, skips included
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="voxel_size"):
         TsdfMap(0.1).load_state(state)
     with pytest.raises(ValueError, match="truncation_ratio"):
@@ -235,3 +238,35 @@ def test_compiled_fusion_matches_numpy(monkeypatch):
     np.testing.assert_allclose(a["tsdf"], b["tsdf"], atol=1e-5)
     np.testing.assert_allclose(a["weight"], b["weight"], rtol=1e-5, atol=1e-6)
     assert np.abs(a["rgb"].astype(int) - b["rgb"]).max() <= 1 and np.array_equal(a["looks"], b["looks"])
+
+
+def test_mesh_follows_the_surface_and_faces_the_camera():
+    """The surface-nets mesh: vertices on the scene, one vertex per crossed cell (as many as the
+    surface's points, within a few per cent), every triangle's normal towards the free side the
+    camera looked from, and a plane meshed without holes (each inner edge shared by 2 triangles)."""
+    scene = [WALL, FLOOR, OBSTACLE]
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses():
+        fused.integrate(view(p, scene))
+    vertices, colours, triangles = fused.mesh()
+    points = fused.surface()[0]
+    d = box_distance(vertices.astype(np.float64), scene)
+    assert np.median(d) < 0.01 and np.quantile(d, 0.99) < 0.04
+    assert 0.3 * len(points) < len(vertices) < 1.2 * len(points) and (colours == 200).all()
+    assert len(triangles) > len(vertices) and triangles.min() >= 0 and triangles.max() < len(vertices)
+    a, b, c = (vertices[triangles[:, k]].astype(np.float64) for k in range(3))
+    normal = np.cross(b - a, c - a)
+    centre = (a + b + c) / 3
+    towards = pose()[:3, 3] - centre  # the cameras stand near x = 0, in front of every surface they see
+    facing = np.einsum("ij,ij->i", normal, towards) > 0
+    assert facing.mean() > 0.97
+    # A patch of the wall's face (x = 3 m) above the obstacle
+    wall = (centre[:, 0] > 2.9) & (np.abs(centre[:, 1]) < 1.0) & (centre[:, 2] > 1.6) & (centre[:, 2] < 2.0)
+    edges = np.sort(np.concatenate([triangles[wall][:, [0, 1]], triangles[wall][:, [1, 2]], triangles[wall][:, [2, 0]]]), 1)
+    _, uses = np.unique(edges, axis=0, return_counts=True)
+    assert wall.sum() > 100 and uses.max() == 2 and (uses == 2).mean() > 0.8  # the rest: the patch's border
+
+
+def test_mesh_of_an_empty_map():
+    vertices, colours, triangles = TsdfMap(0.05).mesh()
+    assert vertices.shape == (0, 3) and colours.shape == (0, 3) and triangles.shape == (0, 3)

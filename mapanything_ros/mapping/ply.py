@@ -1,4 +1,5 @@
-"""Binary little-endian PLY files of coloured points with confidence (numpy, no ROS).
+"""Binary little-endian PLY files of coloured points with confidence, and of coloured triangle
+meshes (numpy, no ROS).
 
 Format: Paul Bourke's PLY description (ASCII header, then one packed record per vertex).
 """
@@ -55,6 +56,39 @@ def write_ply(path, points, colors, confidence):
             f.write(ply_header(len(records)))
             f.write(records.tobytes())
     return len(records)
+
+
+def write_mesh_ply(path, vertices, colors, triangles):
+    """Write a triangle mesh to a binary little-endian PLY at `path` (a path, or a binary file open
+    for writing): vertices (V, 3) metres (x y z float) with colors (V, 3) uint8 RGB (red green blue
+    uchar), and triangles (F, 3) vertex indices (a face list of uchar count, int indices) in the
+    order given (counter-clockwise = the front, as MeshLab and Open3D take it). Returns (V, F)."""
+    vertices = np.asarray(vertices).reshape(-1, 3)
+    colors = np.asarray(colors).reshape(-1, 3)
+    triangles = np.asarray(triangles).reshape(-1, 3)
+    if len(vertices) != len(colors) or colors.dtype != np.uint8:
+        raise ValueError(f"colors must be uint8, one per vertex: {len(vertices)} vertices, {len(colors)} {colors.dtype}")
+    if len(triangles) and not (0 <= triangles.min() and triangles.max() < len(vertices)):
+        raise ValueError("triangles index vertices that do not exist")
+    vertex = np.dtype([(n, "<f4") for n in "xyz"] + [(n, "u1") for n in ("red", "green", "blue")])
+    records = np.empty(len(vertices), vertex)
+    for axis, name in enumerate("xyz"):
+        records[name] = vertices[:, axis]
+    for channel, name in enumerate(("red", "green", "blue")):
+        records[name] = colors[:, channel]
+    faces = np.empty(len(triangles), np.dtype([("n", "u1"), ("v", "<i4", (3,))]))
+    faces["n"], faces["v"] = 3, triangles
+    header = "\n".join([PLY_MAGIC.decode().strip(), "format binary_little_endian 1.0",
+                        f"element vertex {len(records)}", "property float x", "property float y", "property float z",
+                        "property uchar red", "property uchar green", "property uchar blue",
+                        f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]) + "\n"
+    data = header.encode("ascii") + records.tobytes() + faces.tobytes()
+    if hasattr(path, "write"):
+        path.write(data)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
+    return len(records), len(faces)
 
 
 def read_ply(path):

@@ -374,6 +374,118 @@ class TsdfMap:
             wts.append(np.minimum(wa[b, i, j, k], wb[b, i, j, k]))
         return np.concatenate(pts), np.concatenate(cols), np.concatenate(wts)
 
+    def mesh(self):
+        """The zero level set as a triangle mesh (surface nets: one vertex per cell of 2 × 2 × 2
+        voxel centres the surface passes, at the mean of its edges' zero crossings; two triangles
+        per crossed voxel edge, joining the four cells around it). Only crossings between voxels
+        that surface() uses (observed, within the band) count, so the mesh follows the same
+        surface. Returns (vertices (V, 3) float32 metres world frame, colours (V, 3) uint8 RGB (the
+        cell's voxel nearest the surface), triangles (F, 3) int64 vertex indices, counter-clockwise
+        seen from the free side)."""
+        empty = (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros((0, 3), np.int64))
+        wmin = max(self.min_weight, 1e-12)
+        # Only blocks holding an observed voxel of the band, or just below one along x, y or z
+        # (their cells reach into it), can own a crossed edge or cell.
+        with np.errstate(invalid="ignore"):
+            band = np.flatnonzero(((np.abs(self._tsdf[self._slots]) < 1) & (self._weight[self._slots] >= wmin)).any(1))
+        below = [self._find(key_cells(self._keys[band]) - np.array(o)) for o in list(np.ndindex(2, 2, 2))[1:]]
+        near = np.unique(np.concatenate([band] + [b[b >= 0] for b in below]))
+        n = len(near)
+        if n == 0:
+            return empty
+        cells = key_cells(self._keys[near])
+        t, w, c = self._padded(near, cells)
+        with np.errstate(invalid="ignore"):
+            ok = (w >= wmin) & (np.abs(t) < 1)  # (n, B+1, B+1, B+1)
+        pos = t > 0
+        # Crossed voxel edges along each axis, between voxel p (own block) and p + e_axis.
+        own = (slice(None),) + (slice(0, BLOCK),) * 3
+        crossed, fracs = [], []
+        for axis in range(3):
+            nxt = tuple(slice(1, BLOCK + 1) if a == axis else slice(0, BLOCK + 1) for a in range(3))
+            prev = tuple(slice(0, BLOCK) if a == axis else slice(0, BLOCK + 1) for a in range(3))
+            e = ok[(slice(None),) + prev] & ok[(slice(None),) + nxt] & (pos[(slice(None),) + prev] != pos[(slice(None),) + nxt])
+            ta, tb = t[(slice(None),) + prev], t[(slice(None),) + nxt]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac = np.where(e, ta / (ta - tb), 0)
+            crossed.append(e)  # (n, ...) with BLOCK along axis, BLOCK + 1 along the others
+            fracs.append(frac)
+        # Cells (min corner at own voxels): mean of the crossing points of their 12 edges.
+        total = np.zeros((n, BLOCK, BLOCK, BLOCK, 3), np.float32)
+        count = np.zeros((n, BLOCK, BLOCK, BLOCK), np.int32)
+        for axis in range(3):
+            others = [a for a in range(3) if a != axis]
+            for d1 in (0, 1):
+                for d2 in (0, 1):
+                    sel = [slice(0, BLOCK)] * 3
+                    sel[others[0]] = slice(d1, d1 + BLOCK)
+                    sel[others[1]] = slice(d2, d2 + BLOCK)
+                    sel = (slice(None),) + tuple(sel)
+                    e, f = crossed[axis][sel], fracs[axis][sel]
+                    point = np.zeros(e.shape + (3,), np.float32)
+                    point[..., axis] = f
+                    point[..., others[0]] = d1
+                    point[..., others[1]] = d2
+                    total += np.where(e[..., None], point, 0)
+                    count += e
+        b, i, j, k = np.nonzero(count)
+        if len(b) == 0:
+            return empty
+        local = total[b, i, j, k] / count[b, i, j, k, None]
+        corner = cells[b] * BLOCK + np.stack([i, j, k], -1)  # global index of each cell's min voxel
+        vertices = ((corner + local) * self.voxel_size + self.voxel_size / 2).astype(np.float32)
+        # Colour: the cell's valid corner voxel nearest the surface.
+        best = np.full(len(b), np.inf, np.float32)
+        colours = np.zeros((len(b), 3), np.uint8)
+        for di in (0, 1):
+            for dj in (0, 1):
+                for dk in (0, 1):
+                    tt = np.where(ok[b, i + di, j + dj, k + dk], np.abs(t[b, i + di, j + dj, k + dk]), np.inf)
+                    better = tt < best
+                    best[better] = tt[better]
+                    colours[better] = c[b[better], i[better] + di, j[better] + dj, k[better] + dk]
+        order = np.argsort(_cell_keys(corner), kind="stable")
+        sorted_keys = _cell_keys(corner)[order]
+        # Quads: each crossed edge (p, p + e_axis) of an own voxel p joins cells p, p - e_b, p - e_b - e_c, p - e_c.
+        triangles = []
+        for axis in range(3):
+            bb, ii, jj, kk = np.nonzero(crossed[axis][own])
+            p = cells[bb] * BLOCK + np.stack([ii, jj, kk], -1)
+            eb, ec = np.eye(3, dtype=np.int64)[(axis + 1) % 3], np.eye(3, dtype=np.int64)[(axis + 2) % 3]
+            quad = []
+            for offset in (0, eb, eb + ec, ec):
+                key = _cell_keys(p - offset)
+                at = np.minimum(np.searchsorted(sorted_keys, key), len(sorted_keys) - 1)
+                quad.append(np.where(sorted_keys[at] == key, order[at], -1))
+            quad = np.stack(quad, -1)
+            full = (quad >= 0).all(1)
+            quad = quad[full]
+            # The cycle's normal is +axis; flip it where the free side (tsdf > 0) is at p, the low end.
+            flip = pos[bb[full], ii[full], jj[full], kk[full]]
+            quad[flip] = quad[flip][:, ::-1]
+            triangles += [quad[:, [0, 1, 2]], quad[:, [0, 2, 3]]]
+        return vertices, colours, np.concatenate(triangles).astype(np.int64)
+
+    def _padded(self, which, cells):
+        """(tsdf, weight, rgb) of the blocks at sorted indices `which` (block indices `cells`) with
+        one more voxel along +x, +y and +z taken from the neighbouring blocks: (n, B+1, B+1, B+1[,
+        3]); weight 0 where there is no neighbour."""
+        n = len(which)
+        t = np.ones((n, BLOCK + 1, BLOCK + 1, BLOCK + 1), np.float32)
+        w = np.zeros_like(t)
+        c = np.zeros(t.shape + (3,), np.uint8)
+        shape = (BLOCK, BLOCK, BLOCK)
+        for offset in np.ndindex(2, 2, 2):
+            dst = (slice(None),) + tuple(slice(BLOCK, BLOCK + 1) if o else slice(0, BLOCK) for o in offset)
+            src = (slice(None),) + tuple(slice(0, 1) if o else slice(0, BLOCK) for o in offset)
+            nb = which if not any(offset) else self._find(cells + np.array(offset))
+            has = nb >= 0
+            slots = self._slots[nb[has]]
+            t[dst][has] = self._tsdf[slots].reshape((-1,) + shape)[src]  # t[dst] is a view
+            w[dst][has] = self._weight[slots].reshape((-1,) + shape)[src]
+            c[dst][has] = self._rgb[slots].reshape((-1,) + shape + (3,))[src]
+        return t, w, c
+
     def occupancy(self, z_min, z_max, resolution=None):
         """Grid2D of the height band [z_min, z_max] metres (world z), cells of `resolution` metres
         (default and minimum: the voxel size; a coarser cell takes the worst of the voxels in it),
@@ -435,6 +547,7 @@ class TsdfMap:
         self._append(keys)
         self._tsdf[:len(keys)], self._weight[:len(keys)], self._rgb[:len(keys)] = tsdf, weight, rgb
         self._looks[:len(keys)] = looks
+        self._free[:len(keys)] = ((tsdf >= FREE) & (weight >= max(self.min_weight, 1e-12))).all(1)  # as fusion sets it
 
     def _find(self, cells):
         """Index into the sorted keys of blocks with indices cells (N, 3), -1 where absent."""
@@ -489,6 +602,11 @@ class TsdfMap:
         self._tsdf, self._weight, self._rgb = grown(self._tsdf, 1), grown(self._weight, 0), grown(self._rgb, 0)
         self._looks = grown(self._looks, 0)
         self._origin, self._free = grown(self._origin, 0), grown(self._free, False)
+
+
+def _cell_keys(index):
+    """Packed int64 keys (N,) of global voxel indices (N, 3) (keys.pack)."""
+    return pack(np.ascontiguousarray(index.T))
 
 
 def _extend(a, neighbour, axis):

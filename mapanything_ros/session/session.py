@@ -47,7 +47,7 @@ import numpy as np
 
 from .. import decode, interface
 from ..geometry import se3_compose, se3_inverse
-from ..mapping.ply import PLY_MAGIC, write_ply
+from ..mapping.ply import PLY_MAGIC, write_mesh_ply, write_ply
 from ..pipeline import Pipeline
 from ..sync import LIDAR_SOURCE
 from ..units import SEC
@@ -62,6 +62,7 @@ LAG_IMAGES = 50  # images over which the arrival clock's lead on the stamps is m
 DEPTH_MISSING_RUN = 10  # captures in a row without a depth source's data (while it publishes) before that is reported
 DROPS = ("tf_timeout", "queue", "bad_input", "no_camera_info", "frame_id")
 MAP_SUFFIX = ".npz"
+MESH_SUFFIX = ".mesh.ply"  # the mesh save_map writes beside the volume
 NPZ_MAGIC = b"PK\x03\x04"  # a .npz is a zip archive
 UMASK = os.umask(0o022)  # the process's, read once at import (os.umask can only read it by setting it)
 os.umask(UMASK)
@@ -431,8 +432,9 @@ class Session:
 
     def save_map(self, path, directory=None):
         """Save the map: the volume at `path` (numpy .npz: the TSDF blocks, voxel size, truncation,
-        frame id, pose frame, stamp; load_map reads it back exactly) and its surface points beside
-        it as a PLY (the same path with the suffix .ply, for other tools). `path` is ~ expanded and,
+        frame id, pose frame, stamp; load_map reads it back exactly) and, for other tools, beside
+        it its surface points as a PLY (the same path with the suffix .ply) and its mesh
+        (TsdfMap.mesh, suffix .mesh.ply). `path` is ~ expanded and,
         when relative, taken in `directory`. Each file is written beside its place and renamed over
         it, so a partial file is never left. Refuses a path outside `directory` (None: anywhere;
         links and ".." resolved first), an empty map, a missing directory, a path not ending in
@@ -440,7 +442,8 @@ class Session:
         the volume); raises OSError or ValueError saying why."""
         path = _map_path(path, directory)
         ply = path[:-len(MAP_SUFFIX)] + ".ply"
-        for target, magic, kind in ((path, NPZ_MAGIC, "numpy .npz"), (ply, PLY_MAGIC, "PLY")):
+        mesh_ply = path[:-len(MAP_SUFFIX)] + MESH_SUFFIX
+        for target, magic, kind in ((path, NPZ_MAGIC, "numpy .npz"), (ply, PLY_MAGIC, "PLY"), (mesh_ply, PLY_MAGIC, "PLY")):
             if os.path.exists(target):
                 with open(target, "rb") as f:
                     if f.read(len(magic)) != magic:
@@ -448,11 +451,13 @@ class Session:
         try:
             state = self.pipeline.map_state()
             snap = self.pipeline.map_points()
+            mesh = self.pipeline.map_mesh()
         except ValueError as err:
             raise ValueError(f"{err}: {path} left as it was") from None
         state["frame_id"] = np.array(self.frame_id(str(state["pose_frame"]), self._values))
         _replace_atomically(path, lambda f: np.savez(f, **state))
         _replace_atomically(ply, lambda f: write_ply(f, snap.points, snap.colors, snap.confidence))
+        _replace_atomically(mesh_ply, lambda f: write_mesh_ply(f, *mesh))
         return len(snap.points), path
 
     def load_map(self, path, directory=None):
