@@ -2,7 +2,9 @@
 executor (the node's timer before issue 17: snapshot + PointCloud2 packing + publish, i.e.
 MapAnythingNode.publish_map called in the timer) against handing it to the map thread (the timer
 now: MapAnythingNode._on_map_timer), at several map sizes. Also the time the map thread then
-needs, which no longer delays inputs.
+needs, which no longer delays inputs; and for ~/mesh (map thread): the mesh extraction, the
+Marker serialized by ros/marker.py against the same Marker built as rclpy message objects and
+serialized (the reference), and the publish of the bytes.
 
 The node runs in-process with the oracle backend, a subscriber on ~/map, and a map holding a flat
 floor of about --sizes surface points (its TSDF blocks loaded directly). The map thread's time is
@@ -23,6 +25,7 @@ def measure(size, repeats):
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import PointCloud2
 
+    from mapanything_ros.ros.marker import mesh_marker
     from mapanything_ros.ros.node import MapAnythingNode
 
     context = rclpy.context.Context()
@@ -45,17 +48,49 @@ def measure(size, repeats):
         node.publish_map()  # the old timer: all of it on the executor
         inline.append(time.perf_counter() - t)
         t = time.perf_counter()
-        node._on_map_timer()  # the timer now: the executor only submits
+        node._on_output_timer("map")  # the timer now: the executor only submits
         handoff.append(time.perf_counter() - t)
-        node._map_job.result()
+        node._output_jobs["map"].result()
         thread.append(time.perf_counter() - t)
+    mesh = {"extract": [], "cdr": [], "objects": [], "publish": []}
+    for _ in range(max(1, repeats // 3)):
+        t = time.perf_counter()
+        (vertices, colors, triangles), frame_id, stamp = node.session.mesh(0)
+        mesh["extract"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        data = mesh_marker(vertices, colors, triangles, frame_id, stamp)
+        mesh["cdr"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        marker_objects(vertices, colors, triangles, frame_id)
+        mesh["objects"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        node.mesh_pub.publish(data)
+        mesh["publish"].append(time.perf_counter() - t)
     node.shutdown()
     node.destroy_node()
     peer.destroy_node()
     rclpy.shutdown(context=context)
     ms = lambda v: 1e3 * float(np.median(v))  # noqa: E731
     return {"points": len(volume.surface()[0]), "blocks": len(volume), "executor_ms_packing_inline": ms(inline),
-            "executor_ms_handoff": ms(handoff), "map_thread_ms": ms(thread)}
+            "executor_ms_handoff": ms(handoff), "map_thread_ms": ms(thread), "triangles": len(triangles),
+            "mesh_extract_ms": ms(mesh["extract"]), "mesh_marker_cdr_ms": ms(mesh["cdr"]),
+            "mesh_marker_objects_ms": ms(mesh["objects"]), "mesh_publish_ms": ms(mesh["publish"])}
+
+
+def marker_objects(vertices, colors, triangles, frame_id):
+    """The same TRIANGLE_LIST as rclpy message objects, serialized (the reference ros/marker.py replaces)."""
+    from geometry_msgs.msg import Point
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker
+
+    corners = vertices[triangles.reshape(-1)].astype(float).tolist()
+    rgba = (colors[triangles.reshape(-1)] / 255.0).tolist()
+    msg = Marker(type=Marker.TRIANGLE_LIST)
+    msg.header.frame_id = frame_id
+    msg.points = [Point(x=x, y=y, z=z) for x, y, z in corners]
+    msg.colors = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in rgba]
+    return serialize_message(msg)
 
 
 def floor_state(volume, points):
@@ -90,6 +125,12 @@ def main():
     for r in rows:
         print(f"| {r['points']:,} ({r['blocks']:,}) | {r['executor_ms_packing_inline']:.1f} | {r['executor_ms_handoff']:.3f} | "
               f"{r['executor_ms_packing_inline'] / r['executor_ms_handoff']:.0f}x | {r['map_thread_ms']:.1f} |")
+    print("\n| triangles | mesh extraction (ms) | Marker as CDR bytes (ms) | Marker as message objects (ms) | ratio | "
+          "publish (ms) |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['triangles']:,} | {r['mesh_extract_ms']:.0f} | {r['mesh_marker_cdr_ms']:.1f} | "
+              f"{r['mesh_marker_objects_ms']:.0f} | {r['mesh_marker_objects_ms'] / r['mesh_marker_cdr_ms']:.0f}x | "
+              f"{r['mesh_publish_ms']:.1f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

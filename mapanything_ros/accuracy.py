@@ -141,6 +141,15 @@ def row(name, seed, profile, bias, summary, metrics):
     return out
 
 
+def synthetic_bag(path, scene, seed, duration_s, log):
+    """The synthetic run of rig `scene` (synthetic.presets) at `path`, written unless there already."""
+    if not (Path(path) / "metadata.yaml").is_file():
+        shutil.rmtree(path, ignore_errors=True)
+        log(f"writing a {duration_s:g} s synthetic run of the {scene!r} rig (seed {seed}) to {path}")
+        write_synthetic_bag(path, preset=scene, seed=seed, duration_s=duration_s)
+    return Path(path)
+
+
 def run(out_dir, seeds=(0,), duration_s=60.0, profiles=(1.0,), settings_names=tuple(SETTINGS), ablation=False,
         biases=(0.0,), scene=SCENE, long_side=LONG_SIDE, with_map=True, log=print):
     """Every (seed, profile, bias, setting) row; bags and replays under out_dir."""
@@ -148,11 +157,7 @@ def run(out_dir, seeds=(0,), duration_s=60.0, profiles=(1.0,), settings_names=tu
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in seeds:
-        bag = out / f"run_seed{seed}_{duration_s:g}s"
-        if not (bag / "metadata.yaml").is_file():
-            shutil.rmtree(bag, ignore_errors=True)
-            log(f"writing a {duration_s:g} s synthetic run (seed {seed}) to {bag}")
-            write_synthetic_bag(bag, preset=scene, seed=seed, duration_s=duration_s)
+        bag = synthetic_bag(out / f"run_seed{seed}_{duration_s:g}s", scene, seed, duration_s, log)
         jobs = [(name, *SETTINGS[name]) for name in settings_names]
         if ablation:
             jobs += [(name, "depth_completion", extra) for name, extra in ABLATION.items()]
@@ -178,11 +183,7 @@ def run_moving(out_dir, seeds=(0,), duration_s=60.0, profiles=(0.0, 1.0), settin
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in seeds:
-        bag = out / f"moving_seed{seed}_{duration_s:g}s"
-        if not (bag / "metadata.yaml").is_file():
-            shutil.rmtree(bag, ignore_errors=True)
-            log(f"writing a {duration_s:g} s synthetic run with a moving box (seed {seed}) to {bag}")
-            write_synthetic_bag(bag, preset=MOVING, seed=seed, duration_s=duration_s)
+        bag = synthetic_bag(out / f"moving_seed{seed}_{duration_s:g}s", MOVING, seed, duration_s, log)
         scene = make_scene(MOVING, seed)
         end_ns = START_NS + int(round(duration_s * SEC)) - 1
         for profile in profiles:

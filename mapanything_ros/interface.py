@@ -79,6 +79,9 @@ ENDPOINTS = {
     "occupancy": Endpoint("publisher", "~/occupancy", "nav_msgs/msg/OccupancyGrid", "latched",
                           "the map's height band occupancy_min_height .. occupancy_max_height of world_frame: -1 "
                           "unknown, 0 free, 100 occupied, at map_publish_rate (with poses only: world z up)"),
+    "mesh": Endpoint("publisher", "~/mesh", "visualization_msgs/msg/Marker", "latched",
+                     "the map's surface as a coloured triangle mesh (TRIANGLE_LIST, surface nets on its TSDF), at "
+                     "mesh_publish_rate"),
     "depth": Endpoint("publisher", "~/{out}/depth", "sensor_msgs/msg/Image", "depth5",
                       "32FC1 z-depth (m, NaN = none) of the newest capture"),
     "confidence": Endpoint("publisher", "~/{out}/confidence", "sensor_msgs/msg/Image", "depth5",
@@ -96,8 +99,8 @@ ENDPOINTS = {
     "reset": Endpoint("service", "~/reset", "std_srvs/srv/Trigger", "",
                       "clear the window, the map, the captures waiting for TF and the buffered dynamic TF"),
     "save_map": Endpoint("service", "~/save_map", "mapanything_ros/srv/MapFile", "",
-                         "save the map (.npz, and its surface as .ply beside it) to the path asked (empty: "
-                         "save_map_path)"),
+                         "save the map (.npz, its surface as .ply and its mesh as .mesh.ply beside it) to the path "
+                         "asked (empty: save_map_path)"),
     "load_map": Endpoint("service", "~/load_map", "mapanything_ros/srv/MapFile", "",
                          "replace the map by a saved one (empty path: save_map_path) and map on from it"),
 }

@@ -359,9 +359,14 @@ class Pipeline:
                                self._map_stamp)
 
     def map_mesh(self):
-        """The map's surface as a mesh, consistently: TsdfMap.mesh() (vertices, colours, triangles)."""
+        """((vertices, colours, triangles): TsdfMap.mesh, pose_frame, stamp_ns) of the map,
+        consistently (pose_frame None when the map is empty). Meshed from a copy taken under the
+        map lock: fusion waits for the copy (tens of ms), not for the meshing (seconds for millions
+        of triangles)."""
         with self._map_lock:
-            return self._map.mesh()
+            volume = self._map.copy()
+            frame, stamp = self._map_pose_frame if len(self._map) else None, self._map_stamp
+        return volume.mesh(), frame, stamp
 
     def occupancy(self, z_min, z_max, resolution=None):
         """(tsdf.Grid2D of the height band, pose_frame, stamp_ns) of the map, consistently (see

@@ -116,6 +116,8 @@ SPECS = {
     "map_min_confidence": Spec(0.0, "pixels below this confidence are not fused into the map", low=0.0, high=INF),
     "map_publish_rate": Spec(0.5, "~/map publication rate (Hz, 0 = never, else at least 0.001)", low=0.0,
                              high=100.0),
+    "mesh_publish_rate": Spec(0.2, "~/mesh publication rate (Hz, 0 = never, else at least 0.001)", low=0.0,
+                              high=100.0),
     "occupancy_min_height": Spec(0.1, "~/occupancy: lowest height of the band (m above world_frame's z = 0)",
                                  low=-INF, high=INF),
     "occupancy_max_height": Spec(1.5, "~/occupancy: highest height of the band (m)", low=-INF, high=INF),
@@ -159,8 +161,8 @@ def check(name, value):
             return f"{name} must be {low}" + (f" and <= {spec.high}" if spec.high != INF else "") + f", got {value}"
         if spec.multiple_of and value % spec.multiple_of:
             return f"{name} must be a multiple of {spec.multiple_of}, got {value}"
-    if name == "map_publish_rate" and 0 < value < 1e-3:
-        return f"map_publish_rate must be 0 (never) or at least 0.001 Hz, got {value}"
+    if name in ("map_publish_rate", "mesh_publish_rate") and 0 < value < 1e-3:
+        return f"{name} must be 0 (never) or at least 0.001 Hz, got {value}"
     if name == "cameras":
         if not value or len(set(value)) != len(value) or not all(value):
             return f"cameras must be a non-empty list of distinct namespaces, got {list(value or [])}"

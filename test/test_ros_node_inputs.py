@@ -407,3 +407,28 @@ def test_occupancy_grid_is_published_when_subscribed(rig, scene):
     send_frame(r, scene, SEC + 3 * SEC)
     r.spin(1.0)
     assert len(grids) == count
+
+
+def test_mesh_is_published_when_subscribed_and_its_rate_changes_at_run_time(rig, scene):
+    from visualization_msgs.msg import Marker
+
+    from mapanything_ros.ros.node import MAP_QOS
+
+    r = rig(mesh_publish_rate=0.0)  # off: nothing, even when subscribed
+    meshes = []
+    r.peer.create_subscription(Marker, "/mapanything/mesh", meshes.append, MAP_QOS)
+    for k in range(3):
+        send_frame(r, scene, SEC + k * SEC // 2)
+        r.spin(0.5)
+    r.spin(1.0)
+    assert not meshes
+    r.node.set_parameters([Parameter("mesh_publish_rate", value=5.0)])
+    end = time.monotonic() + 10
+    while not meshes and time.monotonic() < end:
+        r.spin(0.1)
+    marker = meshes[-1]
+    (vertices, _, triangles), _, _ = r.node.session.mesh(0)
+    assert marker.header.frame_id == "odom" and marker.type == Marker.TRIANGLE_LIST
+    assert len(triangles) > 100 and len(marker.points) == 3 * len(triangles) == len(marker.colors)
+    corners = np.array([[p.x, p.y, p.z] for p in marker.points])
+    assert np.abs(corners - vertices[triangles.reshape(-1)]).max() < 0.2  # the mesh of (nearly) the same map

@@ -248,7 +248,7 @@ def test_mesh_follows_the_surface_and_faces_the_camera():
     fused = TsdfMap(0.05, max_blocks=100_000)
     for p in poses():
         fused.integrate(view(p, scene))
-    vertices, colours, triangles = fused.mesh()
+    vertices, colours, triangles = fused.copy().mesh()
     points = fused.surface()[0]
     d = box_distance(vertices.astype(np.float64), scene)
     assert np.median(d) < 0.01 and np.quantile(d, 0.99) < 0.04
@@ -265,6 +265,18 @@ def test_mesh_follows_the_surface_and_faces_the_camera():
     edges = np.sort(np.concatenate([triangles[wall][:, [0, 1]], triangles[wall][:, [1, 2]], triangles[wall][:, [2, 0]]]), 1)
     _, uses = np.unique(edges, axis=0, return_counts=True)
     assert wall.sum() > 100 and uses.max() == 2 and (uses == 2).mean() > 0.8  # the rest: the patch's border
+
+
+def test_a_copy_shares_nothing():
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    fused.integrate(view(pose(), [WALL, FLOOR]))
+    twin = fused.copy()
+    fused.integrate(view(pose(x=0.5), [WALL, FLOOR, OBSTACLE]))
+    assert len(twin) < len(fused)
+    again = TsdfMap(0.05, max_blocks=100_000)
+    again.integrate(view(pose(), [WALL, FLOOR]))
+    for a, b in zip(twin.state().values(), again.state().values()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_mesh_of_an_empty_map():

@@ -50,6 +50,7 @@ LOW_WATER · max_blocks remain (what the camera sees now always stays). Range li
 only; it evicts nothing.
 """
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,6 +152,15 @@ class TsdfMap:
         self._origin = np.zeros((0, 3), np.int64)  # each slot's first voxel index
         self._free = np.zeros(0, bool)  # each slot: every voxel observed and free
         self._size = 0
+
+    def copy(self):
+        """An independent copy: the same parameters and contents, sharing no storage."""
+        out = copy.copy(self)
+        n = self._size
+        out._keys, out._slots = self._keys.copy(), self._slots.copy()
+        for name in ("_tsdf", "_weight", "_rgb", "_looks", "_origin", "_free"):
+            setattr(out, name, getattr(self, name)[:n].copy())
+        return out
 
     def __len__(self):
         """Number of blocks."""

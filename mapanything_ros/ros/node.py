@@ -28,6 +28,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from nav_msgs.msg import OccupancyGrid
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import Marker
 
 from .. import encode, interface, settings
 from ..backends import make_backend
@@ -38,6 +39,7 @@ from ..sync import LIDAR_SOURCE
 from . import diagnostics, params
 from .diagnostics import Problems, Rates, make_status
 from .images import depth_to_image, float_image
+from .marker import mesh_marker
 from .messages import make_header, occupancy_msg, tf_msg, window_msg, with_header
 from .pointcloud import xyz_to_cloud
 from .tf import TF_QOS, TF_STATIC_QOS, make_tf_lookup
@@ -185,20 +187,24 @@ class MapAnythingNode(Node):
         self.points_pub = self._pub(PointCloud2, "points")
         self.map_pub = self._pub(PointCloud2, "map")
         self.occupancy_pub = self._pub(OccupancyGrid, "occupancy")
+        self.mesh_pub = self._pub(Marker, "mesh")
         self.window_pub = self._pub(ReconstructionWindow, "window")
         self.tf_pub = self._pub(TFMessage, "tf_out") if self._enabled("tf_out") else None
         self.create_timer(1.0 / RETRY_HZ, lambda: self.session.tick(self._now_ns()), clock=self._wall)
         self._map_thread = ThreadPoolExecutor(1, thread_name_prefix="mapanything-map")
-        self._map_job = None
-        self._map_timer = None
-        self._set_map_rate(p["map_publish_rate"])
+        self._output_jobs = {"map": None, "mesh": None}
+        self._output_timers = {"map": None, "mesh": None}
+        self._set_rate("map", p["map_publish_rate"])
+        self._set_rate("mesh", p["mesh_publish_rate"])
 
-    def _set_map_rate(self, rate):
-        if self._map_timer is not None:
-            self.destroy_timer(self._map_timer)
-            self._map_timer = None
+    def _set_rate(self, output, rate):
+        """(Re)start the timer of "map" (~/map and ~/occupancy) or "mesh" at `rate` Hz (0: none)."""
+        if self._output_timers[output] is not None:
+            self.destroy_timer(self._output_timers[output])
+            self._output_timers[output] = None
         if rate > 0:
-            self._map_timer = self.create_timer(1.0 / rate, self._on_map_timer, clock=self._wall)
+            self._output_timers[output] = self.create_timer(1.0 / rate, lambda: self._on_output_timer(output),
+                                                     clock=self._wall)
 
     def _now_ns(self):
         return self.get_clock().now().nanoseconds
@@ -249,11 +255,24 @@ class MapAnythingNode(Node):
         if self.window_pub.get_subscription_count():
             self.window_pub.publish(window_msg(out))
 
-    def _on_map_timer(self):
-        """Hand ~/map and ~/occupancy to the map thread when subscribed and the previous ones are out."""
-        wanted = self.map_pub.get_subscription_count() or self.occupancy_pub.get_subscription_count()
-        if wanted and (self._map_job is None or self._map_job.done()):
-            self._map_job = self._map_thread.submit(self.publish_map)
+    def _on_output_timer(self, output):
+        """Hand "map" (~/map and ~/occupancy) or "mesh" to the map thread when subscribed and the
+        previous one is out."""
+        if output == "map":
+            wanted, job = self.map_pub.get_subscription_count() or self.occupancy_pub.get_subscription_count(), \
+                self.publish_map
+        else:
+            wanted, job = self.mesh_pub.get_subscription_count(), self.publish_mesh
+        if wanted and (self._output_jobs[output] is None or self._output_jobs[output].done()):
+            self._output_jobs[output] = self._map_thread.submit(job)
+
+    def publish_mesh(self):
+        """Make and publish ~/mesh (serialized here: ros/marker.py)."""
+        try:
+            (vertices, colors, triangles), frame_id, stamp = self.session.mesh(self._now_ns())
+            self.mesh_pub.publish(mesh_marker(vertices, colors, triangles, frame_id, stamp))
+        except Exception as err:  # a bug: said, and the next tick tries again
+            self.report.exception("pipeline", "mesh", "publishing ~/mesh failed (a bug)", err)
 
     def publish_map(self):
         """Make and publish ~/map and ~/occupancy, those subscribed (each one consistent snapshot)."""
@@ -345,8 +364,9 @@ class MapAnythingNode(Node):
         changes = {param.name: param.value for param in parameters if param.name in settings.SPECS}
         if changes:
             self.session.configure({**self.session.values, **changes})
-        if "map_publish_rate" in changes:
-            self._set_map_rate(changes["map_publish_rate"])
+        for output in ("map", "mesh"):
+            if f"{output}_publish_rate" in changes:
+                self._set_rate(output, changes[f"{output}_publish_rate"])
 
     # ---------------------------------------------------------------- diagnostics
 

@@ -415,6 +415,11 @@ class Session:
         stamp = snap.stamp_ns if snap.stamp_ns is not None else now_ns
         return snap, self.frame_id(snap.pose_frame or "world", self._values), stamp
 
+    def mesh(self, now_ns):
+        """((vertices, colours, triangles): TsdfMap.mesh, frame id, stamp ns) as map() gives them."""
+        mesh, pose_frame, stamp = self.pipeline.map_mesh()
+        return mesh, self.frame_id(pose_frame or "world", self._values), stamp if stamp is not None else now_ns
+
     def occupancy(self, now_ns):
         """(tsdf.Grid2D of the map's height band, frame id, stamp ns: that of the newest window in the
         map, or now_ns when it is empty) under the live occupancy_* parameters. ValueError when there
@@ -451,7 +456,7 @@ class Session:
         try:
             state = self.pipeline.map_state()
             snap = self.pipeline.map_points()
-            mesh = self.pipeline.map_mesh()
+            mesh = self.pipeline.map_mesh()[0]
         except ValueError as err:
             raise ValueError(f"{err}: {path} left as it was") from None
         state["frame_id"] = np.array(self.frame_id(str(state["pose_frame"]), self._values))
