@@ -90,3 +90,10 @@ def test_offline_modules_import_no_ros():
             "'tf2_msgs', 'rcl_interfaces') or m.startswith('mapanything_ros.ros')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_oracle_knows_every_synthetic_preset():
+    """settings spells the presets out (the node must not import the synthetic world to start)."""
+    from mapanything_ros.synthetic.presets import PRESETS
+
+    assert tuple(settings.SPECS["oracle_preset"].choices) == PRESETS

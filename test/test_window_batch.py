@@ -57,7 +57,7 @@ def test_sparse_depth_is_the_true_ray_depth_at_measured_pixels(batch, frames, sc
         depth = view["depth_along_ray"][0, ..., 0].numpy()
         hit = depth > 0
         assert 200 < hit.sum() < 0.2 * hit.size  # sparse, min-pooled
-        true = scene.ray_depth(frame.world_from_camera, rays[hit])
+        true = scene.ray_depth(frame.world_from_camera, rays[hit], frame.stamp_ns)
         rel = np.abs(depth[hit] - true) / true
         assert np.median(rel) < 1e-2 and np.mean(rel < 0.03) > 0.85  # edges and sub-pixel offsets
 
