@@ -4,14 +4,17 @@ stamps with the wall clock). Reports, per minute, the node's RSS and the end-to-
 its windows (window stamp = newest capture's image stamp -> ~/window received here), and over
 the run: RSS growth after warm-up (MB per minute, a least-squares slope over the samples after
 the first `--warmup` minutes), windows, failed windows, LiDAR sweeps attached vs missing, and
-every WARN/ERROR line the node logged (a clean run has none).
+every WARN/ERROR line the node logged (a clean run has none). The map's outputs are subscribed
+(~/map, ~/mesh, ~/occupancy: each is built while someone listens) and its size is followed per
+minute (blocks from /diagnostics, with the keyframes dropped before fusion); `--map-max-voxels`
+bounds it below the room's size so that it evicts all along (the robot goes round the same room).
 
 Backend: oracle by default (the preset's mapanything needs weights; `--backend random` runs the
 tiny random network instead). Three processes: the player (`python -m mapanything_ros.ros.player`,
 default scene, started first), the node and this one, which samples the node's
 /proc/<pid>/status VmRSS every `--sample` seconds.
 
-    python bench/bench_soak.py [--minutes 10] [--backend oracle] [--json PATH]
+    python bench/bench_soak.py [--minutes 10] [--backend oracle] [--map-max-voxels N] [--json PATH]
 """
 
 import argparse
@@ -27,7 +30,11 @@ import numpy as np
 import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import Log
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
+from visualization_msgs.msg import Marker
 
 from mapanything_ros.msg import ReconstructionWindow
 
@@ -52,7 +59,7 @@ def stamp_ns(header):
     return header.stamp.sec * SEC + header.stamp.nanosec
 
 
-def run(minutes, backend, sample_s, warmup_min):
+def run(minutes, backend, sample_s, warmup_min, map_max_voxels=None):
     env = dict(os.environ)
     # The robot first, as the README says (a node hearing no camera for camera_timeout says so).
     player = subprocess.Popen([sys.executable, "-m", "mapanything_ros.ros.player", "--duration",
@@ -60,7 +67,8 @@ def run(minutes, backend, sample_s, warmup_min):
                               stderr=subprocess.DEVNULL)
     node = subprocess.Popen([sys.executable, "-m", "mapanything_ros.ros.node", "--ros-args", "--params-file",
                              str(REPO / "config" / "depth_completion.yaml"), "-p", f"backend:={backend}",
-                             "-p", "device:=cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "-p", "device:=cpu"] + (["-p", f"map_max_voxels:={map_max_voxels}"] if map_max_voxels else []),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rclpy.init()
     probe = rclpy.create_node("soak_probe")
     latencies, diags, problems = [], [], []
@@ -68,7 +76,12 @@ def run(minutes, backend, sample_s, warmup_min):
         latencies.append((time.monotonic(), (time.time_ns() - stamp_ns(msg.header)) / SEC))
 
     probe.create_subscription(ReconstructionWindow, "/mapanything/window", on_window, 10)
-    probe.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append((time.monotonic(), m)), 10)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    outputs = {"map": 0, "mesh": 0, "occupancy": 0}
+    for name, kind in (("map", PointCloud2), ("mesh", Marker), ("occupancy", OccupancyGrid)):
+        probe.create_subscription(kind, f"/mapanything/{name}", lambda _, n=name: outputs.__setitem__(n, outputs[n] + 1),
+                                  latched)
     probe.create_subscription(Log, "/rosout", lambda m: problems.append((m.level, m.msg))
                               if m.name == "mapanything" and m.level >= Log.WARN else None, 1000)
     executor = rclpy.executors.SingleThreadedExecutor()
@@ -101,7 +114,13 @@ def run(minutes, backend, sample_s, warmup_min):
         executor.shutdown()
         probe.destroy_node()
         rclpy.try_shutdown()
-    return summarise(t0, minutes, rss, latencies, diags, problems, codes, warmup_min)
+    return {**summarise(t0, minutes, rss, latencies, diags, problems, codes, warmup_min),
+            "outputs_received": outputs, "map_max_voxels": map_max_voxels}
+
+
+def pipeline_values(msg):
+    """{key: value} of a DiagnosticArray's pipeline and depth statuses."""
+    return {v.key: v.value for status in msg.status if status.name.endswith(("pipeline", "depth")) for v in status.values}
 
 
 def summarise(t0, minutes, rss, latencies, diags, problems, codes, warmup_min):
@@ -109,7 +128,10 @@ def summarise(t0, minutes, rss, latencies, diags, problems, codes, warmup_min):
     for m in range(int(np.ceil(minutes))):
         lat = [v for t, v in latencies if m * 60 <= t - t0 < (m + 1) * 60]
         mem = [b for t, b in rss if m * 60 <= t < (m + 1) * 60 and b is not None]
-        per_minute.append({"minute": m + 1, "windows": len(lat),
+        diag = [pipeline_values(msg) for t, msg in diags if m * 60 <= t - t0 < (m + 1) * 60]
+        diag = diag[-1] if diag else {}
+        per_minute.append({"minute": m + 1, "windows": len(lat), "map_blocks": diag.get("map_blocks"),
+                           "map_dropped": diag.get("map_dropped"),
                            "latency_p50_s": round(float(np.percentile(lat, 50)), 3) if lat else None,
                            "latency_p95_s": round(float(np.percentile(lat, 95)), 3) if lat else None,
                            "latency_max_s": round(float(max(lat)), 3) if lat else None,
@@ -117,10 +139,8 @@ def summarise(t0, minutes, rss, latencies, diags, problems, codes, warmup_min):
     steady = [(t / 60, b / MB) for t, b in rss if t >= warmup_min * 60 and b is not None]
     slope = float(np.polyfit(*zip(*steady), 1)[0]) if len(steady) >= 3 else None
     values = {}
-    for msg in diags[-3:]:
-        for status in msg.status:
-            if status.name.endswith(("pipeline", "depth")):
-                values.update({v.key: v.value for v in status.values})
+    for _, msg in diags[-3:]:
+        values.update(pipeline_values(msg))
     return {"minutes": minutes, "per_minute": per_minute,
             "rss_growth_after_warmup_mb_per_min": None if slope is None else round(slope, 2),
             "rss_first_mb": round(rss[0][1] / MB, 1), "rss_last_mb": round(rss[-1][1] / MB, 1),
@@ -135,18 +155,20 @@ def main():
     parser.add_argument("--backend", choices=("oracle", "random"), default="oracle")
     parser.add_argument("--sample", type=float, default=5.0, help="RSS sampling period (s)")
     parser.add_argument("--warmup", type=float, default=2.0, help="minutes left out of the RSS growth fit")
+    parser.add_argument("--map-max-voxels", type=int, help="the node's map_max_voxels (default: the preset's)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
-    figures = run(args.minutes, args.backend, args.sample, args.warmup)
+    figures = run(args.minutes, args.backend, args.sample, args.warmup, args.map_max_voxels)
     figures["backend"] = args.backend
     print(f"Soak: depth-completion preset, {args.backend} backend, live synthetic player, {args.minutes:g} min\n")
-    print("| minute | windows | latency p50 (s) | p95 (s) | max (s) | node RSS (MB) |\n|---|---|---|---|---|---|")
+    print("| minute | windows | latency p50 (s) | p95 (s) | max (s) | node RSS (MB) | map blocks | keyframes dropped "
+          "before fusion |\n|---|---|---|---|---|---|---|---|")
     for row in figures["per_minute"]:
         print(f"| {row['minute']} | {row['windows']} | {row['latency_p50_s']} | {row['latency_p95_s']} | "
-              f"{row['latency_max_s']} | {row['rss_mb']} |")
+              f"{row['latency_max_s']} | {row['rss_mb']} | {row['map_blocks']} | {row['map_dropped']} |")
     print()
     for key in ("rss_first_mb", "rss_last_mb", "rss_growth_after_warmup_mb_per_min", "windows_done",
-                "windows_failed", "lidar_attached", "lidar_missing", "exit_codes"):
+                "windows_failed", "lidar_attached", "lidar_missing", "outputs_received", "exit_codes"):
         print(f"- {key}: {figures[key]}")
     print(f"- node WARN/ERROR lines: {figures['warnings_and_errors'] or 'none'}")
     if args.json:

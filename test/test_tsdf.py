@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from mapanything_ros.geometry import CameraModel
 from mapanything_ros.mapping.keys import KEY_OFFSET, cells, key_cells, pack
 from mapanything_ros.mapping import tsdf
-from mapanything_ros.mapping.tsdf import RangeView, TsdfMap
+from mapanything_ros.mapping.tsdf import _OFFSETS, BLOCK, VOXELS, RangeView, TsdfMap
 from mapanything_ros.synthetic.presets import make_scene
 
 CAMERA = CameraModel.pinhole(80.0, 80.0, 79.5, 59.5, 160, 120)
@@ -282,3 +282,25 @@ def test_a_copy_shares_nothing():
 def test_mesh_of_an_empty_map():
     vertices, colours, triangles = TsdfMap(0.05).mesh()
     assert vertices.shape == (0, 3) and colours.shape == (0, 3) and triangles.shape == (0, 3)
+
+
+@pytest.mark.parametrize("offset", [0.1, 0.3, 0.7])
+def test_occupied_cells_end_at_the_surface_however_wide_the_band(offset):
+    """A wall across x at a sub-voxel position, its field as a far view leaves it (a 0.6 m band):
+    the grid is occupied from the cell whose centre lies within 0.6 voxel in front of the wall on,
+    free before it. (Judged by the band, the cell in front of every far wall was occupied too.)"""
+    v, band = 0.05, 0.6
+    fused = TsdfMap(v, max_blocks=100)
+    wall = 0.2 + offset * v  # metres
+    blocks = np.array([[i, 0, 0] for i in range(3)])
+    keys = pack(blocks.T.copy())
+    centres = (blocks[:, None, :] * BLOCK + _OFFSETS) * v + v / 2  # (blocks, VOXELS, 3)
+    state = fused.state()
+    state.update(keys=keys, tsdf=np.clip((wall - centres[..., 0]) / band, -1, 1).astype(np.float32),
+                 weight=np.ones((3, VOXELS), np.float32), rgb=np.zeros((3, VOXELS, 3), np.uint8),
+                 looks=np.ones((3, VOXELS), np.uint8))
+    fused.load_state(state)
+    grid = fused.occupancy(0.0, 0.2)
+    x = grid.origin[0] + (np.arange(grid.cells.shape[1]) + 0.5) * v
+    row = grid.cells[0]
+    np.testing.assert_array_equal(row, np.where(x > wall - 0.6 * v, 100, 0))

@@ -73,6 +73,7 @@ SPREAD = 0.1  # four pixels whose ranges differ more than this (relative) stradd
 COLOR_LOOKS = 16  # a voxel's colour follows its last this many looks
 FREE = 0.999  # a voxel at or above this tsdf is free space
 FORMAT = "mapanything_ros.tsdf/1"
+SOLID_REACH = 0.6  # a voxel in front of a surface is solid when the zero crossing is this near (voxels)
 
 # Voxel offsets within a block, (VOXELS, 3) int, x slowest: voxel (i, j, k) is at (i·BLOCK + j)·BLOCK + k.
 _OFFSETS = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -476,6 +477,43 @@ class TsdfMap:
             triangles += [quad[:, [0, 1, 2]], quad[:, [0, 2, 3]]]
         return vertices, colours, np.concatenate(triangles).astype(np.int64)
 
+    def _solid(self, which, cells):
+        """(n, VOXELS) bool of the blocks at sorted indices `which`: observed voxels at or behind a
+        surface (tsdf <= 0), or in front of one whose zero crossing with an observed axis
+        neighbour (both within the band) lies within SOLID_REACH of a voxel of it."""
+        n = len(which)
+        wmin = max(self.min_weight, 1e-12)
+        size = BLOCK + 2
+        t = np.ones((n, size, size, size), np.float32)
+        w = np.zeros_like(t)
+        inner = (slice(None),) + (slice(1, BLOCK + 1),) * 3
+        shape = (BLOCK, BLOCK, BLOCK)
+        t[inner] = self._tsdf[self._slots[which]].reshape((-1,) + shape)
+        w[inner] = self._weight[self._slots[which]].reshape((-1,) + shape)
+        for axis in range(3):
+            for step, dst_i, src_i in ((-1, 0, BLOCK - 1), (1, BLOCK + 1, 0)):
+                offset = np.zeros(3, np.int64)
+                offset[axis] = step
+                nb = self._find(cells + offset)
+                has = nb >= 0
+                dst = [slice(None), slice(1, BLOCK + 1), slice(1, BLOCK + 1), slice(1, BLOCK + 1)]
+                dst[axis + 1] = dst_i
+                src = [slice(None)] * 4
+                src[axis + 1] = src_i
+                slots = self._slots[nb[has]]
+                t[tuple(dst)][has] = self._tsdf[slots].reshape((-1,) + shape)[tuple(src)]
+                w[tuple(dst)][has] = self._weight[slots].reshape((-1,) + shape)[tuple(src)]
+        own_t, own_w = t[inner], w[inner]
+        solid = (own_w >= wmin) & (own_t <= 0)
+        for axis in range(3):
+            for step in (-1, 1):
+                sel = [slice(None), slice(1, BLOCK + 1), slice(1, BLOCK + 1), slice(1, BLOCK + 1)]
+                sel[axis + 1] = slice(1 + step, BLOCK + 1 + step)
+                tn, wn = t[tuple(sel)], w[tuple(sel)]
+                solid |= ((own_w >= wmin) & (wn >= wmin) & (own_t > 0) & (own_t < 1) & (tn <= 0) & (tn > -1)
+                          & (own_t * (1 - SOLID_REACH) < -tn * SOLID_REACH))
+        return solid.reshape(n, VOXELS)
+
     def _padded(self, which, cells):
         """(tsdf, weight, rgb) of the blocks at sorted indices `which` (block indices `cells`) with
         one more voxel along +x, +y and +z taken from the neighbouring blocks: (n, B+1, B+1, B+1[,
@@ -499,10 +537,9 @@ class TsdfMap:
     def occupancy(self, z_min, z_max, resolution=None):
         """Grid2D of the height band [z_min, z_max] metres (world z), cells of `resolution` metres
         (default and minimum: the voxel size; a coarser cell takes the worst of the voxels in it),
-        spanning the observed voxels of the band: 100 where a voxel centred in the band is within
-        half a voxel of a surface or behind one (tsdf · truncation < voxel / 2: the truncation at
-        that voxel is at least `truncation`, so this errs towards occupied), 0 where voxels were
-        observed there and all are free, -1 elsewhere."""
+        spanning the observed voxels of the band: 100 where a voxel centred in the band is behind a
+        surface or has one within 0.6 of a voxel (the zero crossing with a neighbour along x, y or
+        z: _solid), 0 where voxels were observed there and all are free, -1 elsewhere."""
         v = self.voxel_size
         res = v if resolution is None else max(float(resolution), v)
         empty = Grid2D(np.full((0, 0), -1, np.int8), (0.0, 0.0), res)
@@ -518,7 +555,7 @@ class TsdfMap:
         if len(b) == 0:
             return empty
         xy = (cells[near[b], :2] * BLOCK + _OFFSETS[o, :2]) * v + v / 2
-        occupied = self._tsdf[slots[b], o] * self.truncation < v / 2
+        occupied = self._solid(near, cells[near])[b, o]
         ij = np.floor(xy / res).astype(np.int64)
         lo = ij.min(0)
         ij -= lo
