@@ -223,7 +223,7 @@ class Measure:
         self.latency.setdefault(key, []).append((stamp, now - stamp))
 
     def _on_diagnostics(self, msg):
-        prefix = f"{NODE}: "
+        prefix = f"/{NODE}: "  # the node's fully qualified name (ros/node.py publish_diagnostics)
         statuses = {s.name[len(prefix):]: {kv.key: kv.value for kv in s.values}
                     for s in msg.status if s.name.startswith(prefix)}
         if statuses:
