@@ -112,7 +112,10 @@ SPECS = {
                              high=3600.0),
     "camera_timeout": Spec(5.0, "silence before a camera is reported (s, > 0)", low=0.0,
                            high=3600.0, low_open=True),
-    "map_min_confidence": Spec(0.0, "pixels below this confidence are not fused into the map", low=0.0, high=INF),
+    "map_min_confidence": Spec(0.0, "pixels whose network confidence is below this are not fused into the map "
+                               "(MapAnything's confidence is 1 + exp(.) >= 1, so 0 and 1 keep every pixel; the "
+                               "map already weighs each pixel by its confidence over the view's median)",
+                               low=0.0, high=INF),
     "map_publish_rate": Spec(0.5, "~/map publication rate (Hz, 0 = never, else at least 0.001)", low=0.0,
                              high=100.0),
     "mesh_publish_rate": Spec(0.2, "~/mesh publication rate (Hz, 0 = never, else at least 0.001)", low=0.0,

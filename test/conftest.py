@@ -8,6 +8,7 @@ of this package per session (colcon_install, sourced_env) for the install and la
 
 import logging
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,11 @@ from pathlib import Path
 import pytest
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+# The tests talk on a ROS domain of their own, never the shell's (a robot, a player or a bag
+# playing there would answer them), drawn per run from ROS's safe range 1..101 so that two runs
+# side by side rarely meet. Subprocesses inherit it.
+SHELL_DOMAIN = os.environ.get("ROS_DOMAIN_ID")
+os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().choice([d for d in range(1, 102) if str(d) != SHELL_DOMAIN]))
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(
     Path(__file__).resolve().parents[1] / "config" / "fastdds_localhost.xml"
 )

@@ -68,3 +68,16 @@ def test_mesh_ply_holds_vertices_colours_and_faces(tmp_path):
     np.testing.assert_array_equal(faces["v"], triangles)
     with pytest.raises(ValueError):
         write_mesh_ply(io.BytesIO(), vertices, colors, np.array([[0, 1, 4]]))
+
+
+def test_header_comments_say_frame_voxel_and_stamp(tmp_path):
+    about = {"frame_id": "odom", "voxel_size_m": 0.05, "stamp_ns": 12}
+    path = tmp_path / "c.ply"
+    write_ply(path, np.zeros((1, 3)), np.zeros((1, 3), np.uint8), np.ones(1), about)
+    head = path.read_bytes().split(b"end_header")[0].decode()
+    assert "comment frame_id odom\ncomment voxel_size_m 0.05\ncomment stamp_ns 12\n" in head
+    assert read_ply(path)[0].shape == (1, 3)
+    write_mesh_ply(tmp_path / "m.ply", np.zeros((3, 3)), np.zeros((3, 3), np.uint8), [[0, 1, 2]], about)
+    assert b"comment frame_id odom" in (tmp_path / "m.ply").read_bytes()
+    with pytest.raises(ValueError, match="one ASCII line"):
+        write_ply(io.BytesIO(), np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0), {"frame_id": "a\nb"})

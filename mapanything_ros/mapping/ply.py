@@ -21,18 +21,31 @@ _WRITE_NAMES = {"<f4": "float", "|u1": "uchar"}
 PLY_MAGIC = b"ply\n"  # the first bytes of every PLY file
 
 
-def ply_header(count):
-    """The header (bytes, ending with its newline) of a file of `count` VERTEX records."""
-    lines = [PLY_MAGIC.decode().strip(), "format binary_little_endian 1.0", f"element vertex {int(count)}"]
+def _comments(comments):
+    """PLY comment lines of a {name: value} dict (one line each, "comment name value")."""
+    lines = []
+    for name, value in dict(comments or {}).items():
+        text = f"{name} {value}"
+        if "\n" in text or "\r" in text or not text.isascii():
+            raise ValueError(f"a PLY comment must be one ASCII line, got {text!r}")
+        lines.append(f"comment {text}")
+    return lines
+
+
+def ply_header(count, comments=None):
+    """The header (bytes, ending with its newline) of a file of `count` VERTEX records, with
+    comments ({name: value}: one "comment name value" line each)."""
+    lines = [PLY_MAGIC.decode().strip(), "format binary_little_endian 1.0", *_comments(comments),
+             f"element vertex {int(count)}"]
     lines += [f"property {_WRITE_NAMES[VERTEX[name].str]} {name}" for name in VERTEX.names]
     lines.append("end_header")
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def write_ply(path, points, colors, confidence):
+def write_ply(path, points, colors, confidence, comments=None):
     """Write points (N, 3) metres, colors (N, 3) uint8 RGB and confidence (N,) to a binary
     little-endian PLY at `path` (a path, or a binary file open for writing) (x y z float, red
-    green blue uchar, confidence float).
+    green blue uchar, confidence float), with header comments ({name: value}, e.g. the frame).
 
     Returns the number of vertices written.
     """
@@ -50,19 +63,20 @@ def write_ply(path, points, colors, confidence):
         records[name] = colors[:, channel]
     records["confidence"] = confidence
     if hasattr(path, "write"):
-        path.write(ply_header(len(records)) + records.tobytes())
+        path.write(ply_header(len(records), comments) + records.tobytes())
     else:
         with open(path, "wb") as f:
-            f.write(ply_header(len(records)))
+            f.write(ply_header(len(records), comments))
             f.write(records.tobytes())
     return len(records)
 
 
-def write_mesh_ply(path, vertices, colors, triangles):
+def write_mesh_ply(path, vertices, colors, triangles, comments=None):
     """Write a triangle mesh to a binary little-endian PLY at `path` (a path, or a binary file open
     for writing): vertices (V, 3) metres (x y z float) with colors (V, 3) uint8 RGB (red green blue
     uchar), and triangles (F, 3) vertex indices (a face list of uchar count, int indices) in the
-    order given (counter-clockwise = the front, as MeshLab and Open3D take it). Returns (V, F)."""
+    order given (counter-clockwise = the front, as MeshLab and Open3D take it), with header
+    comments as write_ply. Returns (V, F)."""
     vertices = np.asarray(vertices).reshape(-1, 3)
     colors = np.asarray(colors).reshape(-1, 3)
     triangles = np.asarray(triangles).reshape(-1, 3)
@@ -78,7 +92,7 @@ def write_mesh_ply(path, vertices, colors, triangles):
         records[name] = colors[:, channel]
     faces = np.empty(len(triangles), np.dtype([("n", "u1"), ("v", "<i4", (3,))]))
     faces["n"], faces["v"] = 3, triangles
-    header = "\n".join([PLY_MAGIC.decode().strip(), "format binary_little_endian 1.0",
+    header = "\n".join([PLY_MAGIC.decode().strip(), "format binary_little_endian 1.0", *_comments(comments),
                         f"element vertex {len(records)}", "property float x", "property float y", "property float z",
                         "property uchar red", "property uchar green", "property uchar blue",
                         f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]) + "\n"

@@ -460,9 +460,11 @@ class Session:
         except ValueError as err:
             raise ValueError(f"{err}: {path} left as it was") from None
         state["frame_id"] = np.array(self.frame_id(str(state["pose_frame"]), self._values))
+        about = {"frame_id": str(state["frame_id"]), "voxel_size_m": float(state["voxel_size"]),
+                 "stamp_ns": int(state["stamp_ns"]), "units": "metres"}
         _replace_atomically(path, lambda f: np.savez(f, **state))
-        _replace_atomically(ply, lambda f: write_ply(f, snap.points, snap.colors, snap.confidence))
-        _replace_atomically(mesh_ply, lambda f: write_mesh_ply(f, *mesh))
+        _replace_atomically(ply, lambda f: write_ply(f, snap.points, snap.colors, snap.confidence, about))
+        _replace_atomically(mesh_ply, lambda f: write_mesh_ply(f, *mesh, comments=about))
         return len(snap.points), path
 
     def load_map(self, path, directory=None):
