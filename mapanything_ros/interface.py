@@ -84,6 +84,11 @@ ENDPOINTS = {
                      "mesh_publish_rate"),
     "depth": Endpoint("publisher", "~/{out}/depth", "sensor_msgs/msg/Image", "depth5",
                       "32FC1 z-depth (m, NaN = none) of the newest capture"),
+    "depth_rect": Endpoint("publisher", "~/{out}/depth_rect", "sensor_msgs/msg/Image", "depth5",
+                           "32FC1 z-depth of the newest capture rectified to the pinhole camera of its CameraInfo "
+                           "(P, R; as image_proc rectifies), for depth_image_proc, nvblox, RTAB-Map"),
+    "camera_info_rect": Endpoint("publisher", "~/{out}/camera_info_rect", "sensor_msgs/msg/CameraInfo", "depth5",
+                                 "the pinhole CameraInfo of depth_rect (K = P[:3, :3], no distortion, R identity)"),
     "confidence": Endpoint("publisher", "~/{out}/confidence", "sensor_msgs/msg/Image", "depth5",
                            "32FC1 confidence of the newest capture"),
     "camera_info_out": Endpoint("publisher", "~/{out}/camera_info", "sensor_msgs/msg/CameraInfo", "depth5",

@@ -25,6 +25,7 @@ import numpy as np
 
 from .encode import pack_cloud
 from .geometry import quat_trans_from_pose, pose_from_quat_trans
+from .geometry.rectify import info_fields
 from .units import SEC
 
 MM = 1000.0
@@ -275,6 +276,15 @@ class OutputBag:
     def camera_info(self, info, frame_id, stamp_ns):
         """A copy of a rosbags sensor_msgs/CameraInfo with a new header."""
         return replace(info, header=self.msgs.header(frame_id, stamp_ns))
+
+    def rectified_info(self, info, rect, frame_id, stamp_ns):
+        """The rosbags sensor_msgs/CameraInfo of a rectified image (geometry.rectify.info_fields) of
+        the camera of CameraInfo `info`, with a new header."""
+        fields = info_fields(rect, info.p, (max(info.binning_x, 1), max(info.binning_y, 1)))
+        arrays = {name: np.asarray(fields[name], np.float64) for name in ("d", "k", "r", "p")}
+        roi = replace(info.roi, x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+        return replace(info, header=self.msgs.header(frame_id, stamp_ns), height=fields["height"], width=fields["width"],
+                       distortion_model=fields["distortion_model"], binning_x=0, binning_y=0, roi=roi, **arrays)
 
     def tf(self, transforms):
         """tf2_msgs/TFMessage of (parent_from_child 4x4, parent, child, stamp_ns) tuples."""

@@ -152,6 +152,10 @@ class _Writer:
                                now)
                 self.bag.write(self.topic("camera_info_out", cam.camera), self.bag.camera_info(cam.info, *stamped),
                                now)
+                rect_depth, rect = out.rectified(cam)
+                self.bag.write(self.topic("depth_rect", cam.camera), self.bag.float_image(rect_depth, *stamped), now)
+                self.bag.write(self.topic("camera_info_rect", cam.camera),
+                               self.bag.rectified_info(cam.info, rect, *stamped), now)
         if self.bag is None:
             return
         if out.transforms:

@@ -14,11 +14,12 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from mapanything_ros.decode import cloud_to_xyz  # noqa: E402
 from mapanything_ros.geometry import pose_from_quat_trans  # noqa: E402
+from mapanything_ros.geometry.transforms import transform_points  # noqa: E402
 from mapanything_ros.msg import ReconstructionWindow  # noqa: E402
 from mapanything_ros.ros.tf import TF_QOS, transform_to_matrix  # noqa: E402
 from mapanything_ros.synthetic.presets import make_scene  # noqa: E402
@@ -57,7 +58,8 @@ def received_all(got):
     map -> odom correction and a pipeline diagnostic counting a finished window."""
     stamps = {stamp_ns(m.header) for m in got.get("points", [])}
     for cam in CAMERAS:
-        stamps &= {stamp_ns(m.header) for m in got.get(cam, [])}
+        for key in (cam, f"{cam} rect", f"{cam} info_rect"):
+            stamps &= {stamp_ns(m.header) for m in got.get(key, [])}
     return (any(stamp_ns(w.header) in stamps for w in got.get("window", []))
             and any(m.width for m in got.get("map", []))
             and any(t.child_frame_id == "odom" for m in got.get("tf", []) for t in m.transforms)
@@ -93,6 +95,8 @@ def test_node_outputs_match_the_truth(ros, tmp_path, depth_source):
                subscribe(ReconstructionWindow, "/mapanything/window", "window"),
                subscribe(DiagnosticArray, "/diagnostics", "diagnostics")]
     outputs += [subscribe(Image, f"/mapanything/{cam}/depth", cam) for cam in CAMERAS]
+    outputs += [subscribe(Image, f"/mapanything/{cam}/depth_rect", f"{cam} rect") for cam in CAMERAS]
+    outputs += [subscribe(CameraInfo, f"/mapanything/{cam}/camera_info_rect", f"{cam} info_rect") for cam in CAMERAS]
     subscribe(TFMessage, "/tf", "tf", TF_QOS)
 
     env = dict(os.environ)
@@ -145,6 +149,24 @@ def test_node_outputs_match_the_truth(ros, tmp_path, depth_source):
             assert (msg.width, msg.height) != MODEL_SIZE
             depth = np.frombuffer(msg.data, "<f4").reshape(msg.height, msg.width)
             check_depth(depth, scene.render(cam, stamp_ns(msg.header)).depth_z, exact=False)
+
+    # ~/<camera>/depth_rect with camera_info_rect, read with plain pinhole math as depth_image_proc
+    # does: on the true surfaces (the plumb_bob and the equidistant camera alike).
+    for cam in CAMERAS:
+        infos = {stamp_ns(m.header): m for m in got[f"{cam} info_rect"]}
+        for msg in got[f"{cam} rect"]:
+            info = infos[stamp_ns(msg.header)]
+            assert msg.encoding == "32FC1" and info.distortion_model == "plumb_bob" and not any(info.d)
+            assert (info.width, info.height) == (msg.width, msg.height) and info.header.frame_id == cam
+            z = np.frombuffer(msg.data, "<f4").reshape(msg.height, msg.width)
+            k = np.reshape(info.k, (3, 3))
+            v, u = np.mgrid[0:msg.height, 0:msg.width]
+            ok = np.isfinite(z)
+            assert ok.mean() > 0.8
+            points = np.stack([(u - k[0, 2]) / k[0, 0] * z, (v - k[1, 2]) / k[1, 1] * z, z], -1)[ok]
+            world = transform_points(scene.world_from_camera(cam, stamp_ns(msg.header)), points.astype(np.float64))
+            rel = scene.room.surface_distance(world) / points[:, 2]
+            assert np.median(rel) < 0.005 and np.quantile(rel, 0.95) < 0.02
 
     # ~/points (each window's points) lie on the true surfaces.
     for cloud in got["points"]:

@@ -9,6 +9,7 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
+from ..geometry.rectify import info_fields
 from ..geometry.transforms import quat_trans_from_pose
 from ..msg import ReconstructionWindow
 from .tf import matrix_to_transform
@@ -24,6 +25,13 @@ def with_header(info, header):
     return CameraInfo(header=header, height=info.height, width=info.width, distortion_model=info.distortion_model,
                       d=info.d, k=info.k, r=info.r, p=info.p, binning_x=info.binning_x, binning_y=info.binning_y,
                       roi=info.roi)
+
+
+def rectified_info(info, rect, header):
+    """The pinhole CameraInfo (geometry.rectify.info_fields) of a rectified image
+    (geometry.rectify.Rectification `rect`) of the camera of CameraInfo `info`."""
+    binning = (max(info.binning_x, 1), max(info.binning_y, 1))
+    return CameraInfo(header=header, **info_fields(rect, info.p, binning))
 
 
 def pose_msg(world_from_camera):

@@ -40,7 +40,7 @@ from . import diagnostics, params
 from .diagnostics import Problems, Rates, make_status
 from .images import depth_to_image, float_image
 from .marker import mesh_marker
-from .messages import make_header, occupancy_msg, tf_msg, window_msg, with_header
+from .messages import make_header, occupancy_msg, rectified_info, tf_msg, window_msg, with_header
 from .pointcloud import xyz_to_cloud
 from .tf import TF_QOS, TF_STATIC_QOS, make_tf_lookup
 
@@ -180,7 +180,9 @@ class MapAnythingNode(Node):
                 self._topics["depth", cam] = self.resolve_topic_name(self._name("depth_image", cam))
                 self._sub(Image, "depth_image", lambda m, c=cam: self._on_depth_image(c, m), cam)
             self.pubs[cam] = {"depth": self._pub(Image, "depth", cam), "confidence": self._pub(Image, "confidence", cam),
-                              "camera_info": self._pub(CameraInfo, "camera_info_out", cam)}
+                              "camera_info": self._pub(CameraInfo, "camera_info_out", cam),
+                              "depth_rect": self._pub(Image, "depth_rect", cam),
+                              "camera_info_rect": self._pub(CameraInfo, "camera_info_rect", cam)}
         if self._enabled("lidar"):
             self._topics["depth", LIDAR_SOURCE] = self.resolve_topic_name(self._name("lidar"))
             self._sub(PointCloud2, "lidar", self._on_lidar)
@@ -252,6 +254,10 @@ class MapAnythingNode(Node):
                 pubs["confidence"].publish(float_image(out.view(cam).confidence, header))
             if pubs["camera_info"].get_subscription_count():
                 pubs["camera_info"].publish(with_header(cam.info, header))
+            if pubs["depth_rect"].get_subscription_count() or pubs["camera_info_rect"].get_subscription_count():
+                depth, rect = out.rectified(cam)
+                pubs["depth_rect"].publish(depth_to_image(depth, header))
+                pubs["camera_info_rect"].publish(rectified_info(cam.info, rect, header))
         if self.window_pub.get_subscription_count():
             self.window_pub.publish(window_msg(out))
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from .. import decode, interface
 from ..geometry import se3_compose, se3_inverse
+from ..geometry.rectify import rectification, rectify_depth
 from ..mapping.ply import PLY_MAGIC, write_mesh_ply, write_ply
 from ..pipeline import Pipeline
 from ..sync import LIDAR_SOURCE
@@ -110,6 +111,12 @@ class WindowOutput:
     def view(self, camera):
         """The native-resolution mapping view (depth, confidence, world_from_camera) of a CameraView."""
         return self.reconstruction.view(camera.index)
+
+    def rectified(self, camera):
+        """(z-depth (H, W) float32 metres NaN = none, geometry.rectify.Rectification) of a CameraView
+        on the rectified pinhole camera of its CameraInfo (P, R): what `depth_rect` publishes."""
+        rect = rectification(self.reconstruction.frames[camera.index].camera, camera.info.p, camera.info.r)
+        return rectify_depth(self.view(camera).depth, rect), rect
 
     def views(self):
         """Per view in model order: (image stamp ns, frame id, refined world_from_camera 4x4,
