@@ -59,7 +59,7 @@ def stamp_ns(header):
     return header.stamp.sec * SEC + header.stamp.nanosec
 
 
-def run(minutes, backend, sample_s, warmup_min, map_max_voxels=None):
+def run(minutes, backend, sample_s, warmup_min, map_max_voxels=None, node_log=subprocess.DEVNULL):
     env = dict(os.environ)
     # The robot first, as the README says (a node hearing no camera for camera_timeout says so).
     player = subprocess.Popen([sys.executable, "-m", "mapanything_ros.ros.player", "--duration",
@@ -68,7 +68,7 @@ def run(minutes, backend, sample_s, warmup_min, map_max_voxels=None):
     node = subprocess.Popen([sys.executable, "-m", "mapanything_ros.ros.node", "--ros-args", "--params-file",
                              str(REPO / "config" / "depth_completion.yaml"), "-p", f"backend:={backend}",
                              "-p", "device:=cpu"] + (["-p", f"map_max_voxels:={map_max_voxels}"] if map_max_voxels else []),
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=node_log)
     rclpy.init()
     probe = rclpy.create_node("soak_probe")
     latencies, diags, problems = [], [], []
@@ -130,7 +130,10 @@ def summarise(t0, minutes, rss, latencies, diags, problems, codes, warmup_min):
         mem = [b for t, b in rss if m * 60 <= t < (m + 1) * 60 and b is not None]
         diag = [pipeline_values(msg) for t, msg in diags if m * 60 <= t - t0 < (m + 1) * 60]
         diag = diag[-1] if diag else {}
+        blocks = [int(v["map_blocks"]) for t, msg in diags if m * 60 <= t - t0 < (m + 1) * 60
+                  for v in [pipeline_values(msg)] if "map_blocks" in v]
         per_minute.append({"minute": m + 1, "windows": len(lat), "map_blocks": diag.get("map_blocks"),
+                           "map_blocks_min": min(blocks) if blocks else None, "map_resets": diag.get("map_resets"),
                            "map_dropped": diag.get("map_dropped"),
                            "latency_p50_s": round(float(np.percentile(lat, 50)), 3) if lat else None,
                            "latency_p95_s": round(float(np.percentile(lat, 95)), 3) if lat else None,
@@ -156,16 +159,19 @@ def main():
     parser.add_argument("--sample", type=float, default=5.0, help="RSS sampling period (s)")
     parser.add_argument("--warmup", type=float, default=2.0, help="minutes left out of the RSS growth fit")
     parser.add_argument("--map-max-voxels", type=int, help="the node's map_max_voxels (default: the preset's)")
+    parser.add_argument("--node-log", help="write the node's stderr (its Python log lines) to this file")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
-    figures = run(args.minutes, args.backend, args.sample, args.warmup, args.map_max_voxels)
+    with open(args.node_log or os.devnull, "w") as node_log:
+        figures = run(args.minutes, args.backend, args.sample, args.warmup, args.map_max_voxels, node_log)
     figures["backend"] = args.backend
     print(f"Soak: depth-completion preset, {args.backend} backend, live synthetic player, {args.minutes:g} min\n")
-    print("| minute | windows | latency p50 (s) | p95 (s) | max (s) | node RSS (MB) | map blocks | keyframes dropped "
-          "before fusion |\n|---|---|---|---|---|---|---|---|")
+    print("| minute | windows | latency p50 (s) | p95 (s) | max (s) | node RSS (MB) | map blocks (least) | map resets | "
+          "keyframes dropped before fusion |\n|---|---|---|---|---|---|---|---|---|")
     for row in figures["per_minute"]:
         print(f"| {row['minute']} | {row['windows']} | {row['latency_p50_s']} | {row['latency_p95_s']} | "
-              f"{row['latency_max_s']} | {row['rss_mb']} | {row['map_blocks']} | {row['map_dropped']} |")
+              f"{row['latency_max_s']} | {row['rss_mb']} | {row['map_blocks']} ({row['map_blocks_min']}) | "
+              f"{row['map_resets']} | {row['map_dropped']} |")
     print()
     for key in ("rss_first_mb", "rss_last_mb", "rss_growth_after_warmup_mb_per_min", "windows_done",
                 "windows_failed", "lidar_attached", "lidar_missing", "outputs_received", "exit_codes"):

@@ -221,6 +221,7 @@ class Pipeline:
         self.window = Window(config.window_size, config.keyframes, config.reference)
         self.chain = WindowChain()
         self._map = new_map(config)
+        self._map_blocks = 0  # len(self._map) after each change, for stats() (which must not wait for the map lock)
         # Lock order: _chain_lock, then _map_lock, then _lock; never the other way.
         self._chain_lock = threading.RLock()  # chain, the map's frame decisions, which keyframes went to the map
         self._map_lock = threading.RLock()  # the map itself, its frame and stamp
@@ -391,6 +392,7 @@ class Pipeline:
         segment) clears it, as it would the map it replaces."""
         with self._chain_lock, self._map_lock:
             self._map.load_state(state)
+            self._map_blocks = len(self._map)
             self._map_pose_frame = self._frame_pose = str(state["pose_frame"])
             stamp = int(state["stamp_ns"])
             self._map_stamp = None if stamp < 0 else stamp
@@ -412,6 +414,7 @@ class Pipeline:
             self._cleared_epoch = self._epoch
             self.chain.reset()
             self._map.reset()
+            self._map_blocks = 0
             self._in_map.clear()
             self._last = self._map_stamp = None
             self._frame_epoch = self._frame_pose = self._map_pose_frame = None
@@ -427,7 +430,7 @@ class Pipeline:
                     v = np.fromiter(values, float)
                     latency[stage] = {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
                                       "max": float(v.max()), "count": len(v)}
-            return Stats(**self._counts, pending=len(self._queue), map_blocks=len(self._map),
+            return Stats(**self._counts, pending=len(self._queue), map_blocks=self._map_blocks,
                          reasons=tuple(self._reasons), latency=latency)
 
     # ---------------------------------------------------------------- internals
@@ -666,10 +669,14 @@ class Pipeline:
                     return
             if item.recon is None:
                 self._map.reset()
+                self._map_blocks = 0
                 self._map_stamp = self._map_pose_frame = None
                 return
-            for i in item.indices:
-                self._map.integrate(item.recon.range_view(i, item.min_confidence))
+            try:
+                for i in item.indices:
+                    self._map.integrate(item.recon.range_view(i, item.min_confidence))
+            finally:
+                self._map_blocks = len(self._map)
             self._map_stamp, self._map_pose_frame = item.stamp_ns, item.pose_frame
         with self._wake:
             self._counts["map_keyframes"] += len(item.indices)

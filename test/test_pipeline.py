@@ -275,3 +275,33 @@ def test_reset_clears_window_chain_and_map(small_scene, run):
     pipeline.reset(counters=True)
     assert pipeline.stats().keyframes == 0
     assert pipeline.process(captures[8])[0].reason == "first keyframe"
+
+
+def test_stats_never_show_a_map_half_way_through_an_eviction(small_scene, run, monkeypatch):
+    """A map at its memory bound evicts before it adds a view's new blocks: asked at that very
+    moment (from inside the fusion, as the diagnostics thread may), stats() gives the size the map
+    had after the last whole fusion, never the evicted-but-not-refilled one (the soak saw 656 of
+    9000 blocks)."""
+    from mapanything_ros.mapping import tsdf
+
+    captures, _ = run
+    pipeline = Pipeline(dataclasses.replace(CONFIG, max_voxels=64 * 600), OracleBackend(small_scene))
+    seen, whole = [], [0]  # whole: the map's size after each fusion
+    append, apply = tsdf.TsdfMap._append, Pipeline._apply
+
+    def spying_append(volume, keys):
+        if len(keys):
+            seen.append((pipeline.stats().map_blocks, len(volume), whole[-1]))
+        return append(volume, keys)
+
+    def spying_apply(self, item):
+        apply(self, item)
+        whole.append(len(self.map))
+
+    monkeypatch.setattr(tsdf.TsdfMap, "_append", spying_append)
+    monkeypatch.setattr(Pipeline, "_apply", spying_apply)
+    for capture in captures[:20]:
+        pipeline.process(capture)
+    assert any(now < last for _, now, last in seen), "the bound was never reached"
+    assert all(reported == last for reported, _, last in seen), seen
+    assert pipeline.stats().map_blocks == len(pipeline.map) <= 600
