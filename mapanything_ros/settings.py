@@ -101,7 +101,7 @@ SPECS = {
     "keyframe_translation": Spec(0.2, "new keyframe after this much camera translation (m)", low=0.0, high=INF),
     "keyframe_rotation": Spec(0.2, "new keyframe after this much camera rotation (rad)", low=0.0, high=INF),
     "keyframe_interval": Spec(1.0, "new keyframe after this much time (s)", low=0.0, high=INF),
-    "sync_slop": Spec(0.02, "largest stamp spread of one capture's images (s, > 0)", low=0.0, high=10.0,
+    "sync_slop": Spec(0.02, "a capture's image stamps spread less than this (s, > 0)", low=0.0, high=10.0,
                       low_open=True),
     "depth_tolerance": Spec(0.05, "largest |depth stamp - image stamp| attached (s); a LiDAR sweep's stamp is "
                             "the span of its point times", low=0.0, high=10.0),

@@ -16,7 +16,8 @@ queued images (the "heads") or is dropped ("unmatched"):
   slop below half the frame period, sets go out the moment they are complete, and only at
   start-up or for ambiguous stamps does a capture wait for one more frame of m0's camera (or
   until that camera counts as silent).
-Every emitted capture's image stamps lie within `slop_ns` of each other, captures come out in
+Every emitted capture's image stamps spread less than `slop_ns` (max - min < slop, the boundary
+rule of message_filters' ApproximateTimeSynchronizer), captures come out in
 increasing stamp order, and an image is in at most one capture. With one camera every image
 is a capture. The capture stamp is the midpoint of its image stamps (raised to 1 ns after the
 previous capture's if on_silent="drop" changed the camera set); `images` keeps the order of
@@ -43,15 +44,18 @@ Message time is the newest stamp received, or the `now_ns` given to `poll`, whic
 with /clock). With depth_wait_ns = 0 captures go out at once with whatever depth is buffered.
 
 Bad input:
-- A stamp older than its camera's (or depth source's) newest stamp by more than the slop (depth:
-  max(slop, tolerance)) means time jumped back (a bag looping, a clock reset): all buffers are
-  cleared (their images counted as dropped "reset") and the reason is recorded for
+- A message older than its input's newest by at most the slop (depth: max(slop, tolerance)), or
+  a repeated stamp, is dropped as "stale".
+- A message older by more than that but by at most `camera_timeout_ns` is a late one (delivered
+  out of order): dropped as "stale" too, nothing else touched, unless its input already sent
+  LATE_RUN - 1 such messages in a row: then its clock went back.
+- A stamp further back, or that run, means time jumped back (a bag looping, a clock reset): all
+  buffers are cleared (their images counted as dropped "reset") and the reason is recorded for
   `take_resets`; after each call the node takes the reasons, logs them and resets its window
   before using the returned captures (which all belong to the new timeline).
   Messages still on the old timeline from the other inputs (they loop a moment later: more than
   half the jump ahead of the new timeline) are then dropped as "stale" instead of causing a
-  second reset; an input that never jumped (only one source's clock was wrong) carries on. A
-  smaller step back, or a repeated stamp, is dropped as "stale".
+  second reset; an input that never jumped (only one source's clock was wrong) carries on.
 - A depth source silent for `camera_timeout_ns` of image time is reported by
   `silent_depth_sources` (captures go out without its depth meanwhile).
 - A camera silent for `camera_timeout_ns` of message time (the other cameras' image stamps) is
@@ -75,6 +79,7 @@ from .units import MS, SEC
 ON_SILENT = ("wait", "drop")
 IMAGE_DROPS = ("unmatched", "overflow", "stale", "reset")
 LIDAR_SOURCE = "lidar"  # the depth source name of the LiDAR (shared by all cameras)
+LATE_RUN = 3  # this many late messages of one input in a row mean its clock went back
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,7 @@ class CaptureSync:
         self._now = None  # latest poll time
         self._last_stamp = None  # stamp of the last emitted capture
         self._leftover = {}  # (kind, name) -> its newest stamp before a reset, until it too jumps back
+        self._late = {}  # (kind, name) -> late messages in a row
         self._jump_ns = 0  # how far time jumped back at the last reset
 
     # ---- public API -------------------------------------------------------------------------
@@ -270,12 +276,17 @@ class CaptureSync:
                 return False  # still on the old timeline
             del self._leftover[key]
         elif last is not None and stamp < last - threshold:
+            late = self._late.get(key, 0) + 1
+            if last - stamp <= self.camera_timeout_ns and late < LATE_RUN:
+                self._late[key] = late
+                return False  # delivered out of order
             label = "camera" if kind == "image" else "depth source"
             self._reset(key, f"time jumped back by {(last - stamp) / SEC:.3f} s on {label} {name}: buffers "
                              "cleared (a bag loop, a clock reset, or its previous message stamped ahead of time)")
             self._jump_ns = last - stamp
         elif last is not None and stamp <= last:
             return False
+        self._late.pop(key, None)
         self._clock = stamp if self._clock is None else max(self._clock, stamp)
         if self._origin is None:
             self._origin = stamp
@@ -319,9 +330,9 @@ class CaptureSync:
                 return
             first = min(heads, key=heads.get)
             t0 = heads[first]
-            # Earliest stamp each camera could still pair with: its head, or newer than its last stamp.
-            bounds = [heads.get(c, self._last[c] + 1 if c in self._last else None) for c in active]
-            if any(b is not None and b - t0 > self.slop_ns for b in bounds):
+            # Earliest stamp each other camera could still pair with: its head, or newer than its last stamp.
+            bounds = [heads.get(c, self._last[c] + 1 if c in self._last else None) for c in active if c != first]
+            if any(b is not None and b - t0 >= self.slop_ns for b in bounds):
                 self._drop_head(first, "unmatched")
                 continue
             if len(heads) < len(active):

@@ -186,7 +186,9 @@ def test_zero_depth_wait_emits_at_once_with_buffered_depth():
 
 
 def test_bag_loop_resets_once_with_a_reason():
-    sync = CaptureSync(["a", "b"], slop_ns=10 * MS, depth_sources=["lidar"], depth_wait_ns=60 * MS)
+    # A lap of 0.66 s: longer than the camera timeout, so its first message back is a jump, not a late one.
+    sync = CaptureSync(["a", "b"], slop_ns=10 * MS, depth_sources=["lidar"], depth_wait_ns=60 * MS,
+                       camera_timeout_ns=500 * MS)
     lap = rig_stream(["a", "b"], 20, jitter_ms=3, seed=7) + lidar_stream(1000, 100, 7)
     lap.sort(key=lambda m: m[2])
     first = feed(sync, lap) + sync.poll(2000 * MS)  # the poll releases the last captures' depth wait
@@ -211,6 +213,41 @@ def test_small_step_back_or_repeat_is_stale():
     assert sync.add_image("a", 100 * MS, 1) == []
     assert sync.add_image("a", 95 * MS, 2) == []
     assert sync.stats()["dropped"]["stale"] == 2 and sync.take_resets() == []
+
+
+def test_a_late_frame_is_dropped_and_the_other_cameras_carry_on():
+    """Frame 5 of "b" delivered after its frame 7 (out of order by 66 ms, beyond the slop): it alone
+    is lost, no buffer is reset, and "a"'s frame 5 goes out unmatched."""
+    sync = CaptureSync(["a", "b"], slop_ns=10 * MS, depth_wait_ns=0)
+    msgs = rig_stream(["a", "b"], 12, jitter_ms=2, seed=4)
+    late = next(m for m in msgs if m[1] == "b" and m[3] == ("b", 5))
+    msgs.remove(late)
+    msgs.insert(msgs.index(next(m for m in msgs if m[1] == "b" and m[3] == ("b", 7))) + 1, late)
+    captures = feed(sync, msgs)
+    assert [frame_ids(c) for c in captures] == [{k} for k in range(12) if k != 5]
+    assert sync.take_resets() == [] and sync.stats()["resets"] == 0
+    assert sync.stats()["dropped"] == {"unmatched": 1, "overflow": 0, "stale": 1, "reset": 0}
+
+
+def test_a_short_jump_back_resets_after_a_run_of_late_messages():
+    """A clock stepping back 0.3 s (under the camera timeout): the first LATE_RUN - 1 messages look
+    late and are dropped; the next one resets, and captures resume on the new timeline."""
+    sync = CaptureSync(["a"], slop_ns=10 * MS, depth_wait_ns=0)
+    before = feed(sync, [("image", "a", 1000 * MS + k * PERIOD, ("a", k)) for k in range(20)])
+    after = feed(sync, [("image", "a", 1000 * MS + 20 * PERIOD - 300 * MS + k * PERIOD, ("a", 100 + k))
+                        for k in range(10)])
+    assert len(before) == 20 and [frame_ids(c) for c in after] == [{k} for k in range(102, 110)]
+    (reason,) = sync.take_resets()
+    assert "time jumped back by 0.201 s on camera a" in reason
+    assert sync.stats()["dropped"]["stale"] == 2
+
+
+def test_a_spread_equal_to_the_slop_does_not_pair():
+    """message_filters' rule: a set's spread must be below the slop."""
+    sync = CaptureSync(["a", "b"], slop_ns=10 * MS, depth_wait_ns=0)
+    assert feed(sync, [("image", "a", 100 * MS, 0), ("image", "b", 110 * MS, 0)]) == []
+    (cap,) = feed(sync, [("image", "a", 200 * MS, 1), ("image", "b", 209 * MS, 1)])
+    assert {c: p for c, (_, p) in cap.images.items()} == {"a": 1, "b": 1}
 
 
 def test_silent_camera_is_reported_and_waited_for():
