@@ -1,37 +1,62 @@
 """Mapping with known intrinsics and TF poses: one mapanything node with a parameter preset.
 
     ros2 launch mapanything_ros mapping.launch.py cameras:=front_optical,left_fisheye_optical
-    ros2 launch mapanything_ros mapping.launch.py config:=/path/to/my.yaml device:=cuda
+    ros2 launch mapanything_ros mapping.launch.py config:=/path/to/my.yaml device:=cuda rviz:=true
+    ros2 launch mapanything_ros mapping.launch.py remappings:="front_optical/image_raw:=/cam0/image"
 
 Parameters come from `config` (default: the installed config/mapping.yaml), then from the
 non-empty override arguments (mapanything_ros.ros.launch_args.OVERRIDES), which win.
+`rviz:=true` also starts rviz2 (where it is installed) with config/mapanything.rviz rewritten for
+this node: its namespace and name, its first camera, the frame its outputs are in.
 depth_completion.launch.py includes this file with another default config.
 """
 
+import tempfile
+from pathlib import Path
+
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from mapanything_ros.ros.launch_args import OVERRIDES, node_overrides
+from mapanything_ros.ros.launch_args import (OVERRIDES, file_parameters, node_overrides, parse_bool,
+                                             parse_remappings, rviz_config)
+
+RVIZ_LAYOUT = Path(__file__).resolve().parents[1] / "config" / "mapanything.rviz"
 
 
-def _node(context):
+def _nodes(context):
     # Converting here rather than with ParameterValue(value_type=List[str]) or a bare
     # LaunchConfiguration: launch_ros YAML-parses substituted values, so "front" would arrive as
     # a string, "front,left" as one string and "[]" would be refused (launch_ros
     # utilities/evaluate_parameters.py); plain Python lists of str stay string arrays.
-    values = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDES}
-    return [Node(
+    arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    overrides = node_overrides({name: arg(name) for name in OVERRIDES})
+    config, namespace, name = arg("config"), arg("namespace"), arg("node_name")
+    actions = [Node(
         package="mapanything_ros",
         executable="mapanything_node",
-        name=LaunchConfiguration("node_name"),
-        namespace=LaunchConfiguration("namespace"),
-        parameters=[LaunchConfiguration("config"), node_overrides(values)],
-        ros_arguments=["--log-level", LaunchConfiguration("log_level")],
+        name=name,
+        namespace=namespace,
+        parameters=[config, overrides],
+        remappings=parse_remappings(arg("remappings")),
+        ros_arguments=["--log-level", arg("log_level")],
         output="screen",
     )]
+    if parse_bool("rviz", arg("rviz")):
+        try:
+            get_package_share_directory("rviz2")
+        except PackageNotFoundError:
+            return actions + [LogInfo(msg="rviz:=true but rviz2 is not installed: the node runs without it")]
+        values = {**file_parameters(Path(config).read_text()), **overrides}
+        layout = tempfile.NamedTemporaryFile("w", prefix="mapanything_", suffix=".rviz", delete=False)
+        with layout:
+            layout.write(rviz_config(RVIZ_LAYOUT.read_text(), values, namespace, name))
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace,
+                            arguments=["-d", layout.name], output="log"))
+    return actions
 
 
 def generate_launch_description():
@@ -44,6 +69,11 @@ def generate_launch_description():
           for name, (default, text) in OVERRIDES.items()),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("node_name", default_value="mapanything", description="name of the node"),
+        DeclareLaunchArgument("remappings", default_value="",
+                              description="topic remaps FROM:=TO, comma-separated, e.g. "
+                                          "'front_optical/image_raw:=/cam0/image_raw'"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="also start rviz2 (if installed) with a layout for this node"),
         DeclareLaunchArgument("log_level", default_value="info", description="debug | info | warn | error"),
-        OpaqueFunction(function=_node),
+        OpaqueFunction(function=_nodes),
     ])

@@ -28,7 +28,8 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import parameter_value_to_python
 
-from mapanything_ros.ros.launch_args import OVERRIDES, node_overrides, parse_bool, parse_cameras
+from mapanything_ros.ros.launch_args import (OVERRIDES, file_parameters, node_overrides, parse_bool,
+                                             parse_cameras, parse_remappings, rviz_config)
 from mapanything_ros.settings import SPECS, check
 
 try:  # launch, launch_ros and launch_pytest come with an apt ROS, not with a pip-installed one
@@ -104,8 +105,8 @@ def test_launch_file_names_existing_files_and_executables(path):
     scripts = _console_scripts()
     for arg, value in _keywords(path):
         if arg == "package":
-            assert value == "mapanything_ros"
-        if arg == "executable":
+            assert value in ("mapanything_ros", "rviz2")
+        if arg == "executable" and value != "rviz2":
             assert value in scripts, f"{value} is not a console script in setup.cfg"
             assert importlib.util.find_spec(scripts[value].split(":")[0]) is not None, scripts[value]
     tree = ast.parse(path.read_text())
@@ -159,6 +160,52 @@ def test_node_overrides_drop_empty_arguments_and_type_the_rest():
     assert node_overrides(values) == {"cameras": ["front_optical"], "backend": "oracle", "use_sim_time": True,
                                       "lidar_topic": "/os/points"}
     assert node_overrides({"cameras": "[]"}) == {}
+
+
+@pytest.mark.parametrize("text, pairs", [
+    ("", []),
+    ("front_optical/image_raw:=/cam0/image_raw", [("front_optical/image_raw", "/cam0/image_raw")]),
+    ("a:=b, c:=/d  e:=f", [("a", "b"), ("c", "/d"), ("e", "f")]),
+])
+def test_parse_remappings(text, pairs):
+    assert parse_remappings(text) == pairs
+
+
+@pytest.mark.parametrize("text", ["a", "a:=", ":=b", "a=b"])
+def test_parse_remappings_rejects_malformed_pairs(text):
+    with pytest.raises(ValueError, match="remappings"):
+        parse_remappings(text)
+
+
+def test_file_parameters_take_any_node_section_over_the_wildcard():
+    text = "/**:\n  ros__parameters:\n    a: 1\n    b: 2\n/robot/mapanything:\n  ros__parameters:\n    b: 3\n"
+    assert file_parameters(text) == {"a": 1, "b": 3}
+    assert file_parameters("") == {}
+
+
+RVIZ = (REPO / "config" / "mapanything.rviz").read_text()
+
+
+def _rviz_values(text):
+    """{line's field: value} of a few lines of an RViz layout."""
+    lines = [line.strip() for line in text.splitlines()]
+    return {"fixed": next(line for line in lines if line.startswith("Fixed Frame:")).split(": ")[1],
+            "topics": [line.split(": ")[1] for line in lines if line.startswith("Value: /")]}
+
+
+def test_rviz_layout_as_shipped_shows_the_default_node():
+    assert _rviz_values(RVIZ) == _rviz_values(rviz_config(RVIZ, _parameters(REPO / "config" / "mapping.yaml")))
+
+
+def test_rviz_layout_follows_namespace_node_camera_and_frames():
+    values = {"cameras": ["left_fisheye_optical"], "world_frame": "robot1/odom", "image_transport": "compressed"}
+    got = _rviz_values(rviz_config(RVIZ, values, namespace="robot1", node="mapper"))
+    assert got == {"fixed": "robot1/odom",
+                   "topics": ["/robot1/left_fisheye_optical/image_raw", "/robot1/mapper/left_fisheye_optical/depth",
+                              "/robot1/mapper/points", "/robot1/mapper/map"]}
+    image_only = _rviz_values(rviz_config(RVIZ, {"cameras": ["/cam"], "use_poses": False, "map_frame": "m"}))
+    assert image_only == {"fixed": "m", "topics": ["/cam/image_raw", "/mapanything/cam/depth", "/mapanything/points",
+                                                   "/mapanything/map"]}
 
 
 def test_node_overrides_reject_unknown_and_malformed_arguments():
@@ -248,9 +295,12 @@ launch_fixture = launch_pytest.fixture if launch_pytest else pytest.fixture
 
 @launch_fixture
 def mapping_launch(installed):
-    """mapping.launch.py with the oracle backend and two cameras, in namespace /launch_test."""
+    """mapping.launch.py with the oracle backend, two cameras, a LiDAR, a remapped image topic and
+    rviz:=true (rviz2 is not installed here: the launch says so and goes on), in /launch_test."""
     return _launch(installed / "launch" / "mapping.launch.py", backend="oracle", device="cpu",
-                   cameras="front_optical left_fisheye_optical", namespace="launch_test")
+                   cameras="front_optical left_fisheye_optical", namespace="launch_test", depth_source="lidar",
+                   lidar_topic="/os/points", world_frame="launch_odom",
+                   remappings="front_optical/image_raw:=/cam0/image_raw", rviz="true")
 
 
 @launch_fixture
@@ -268,10 +318,13 @@ def _launch_test(fixture):
 
 @_launch_test(mapping_launch)
 def test_mapping_launch_brings_up_the_node(probe):
-    got = _node_parameters(probe, "/launch_test/mapanything", ["cameras", "backend", "window_size", "depth_source"])
-    # cameras:= with one string became a string array; backend:= won over the preset; the rest from it
+    got = _node_parameters(probe, "/launch_test/mapanything",
+                           ["cameras", "backend", "window_size", "depth_source", "lidar_topic", "world_frame"])
+    # cameras:= with one string became a string array; backend:= and the others won over the preset
     assert got == {"cameras": ["front_optical", "left_fisheye_optical"], "backend": "oracle", "window_size": 8,
-                   "depth_source": "none"}
+                   "depth_source": "lidar", "lidar_topic": "/os/points", "world_frame": "launch_odom"}
+    assert probe.count_subscribers("/cam0/image_raw") == 1 and probe.count_subscribers("/os/points") == 1
+    assert probe.count_subscribers("/launch_test/front_optical/image_raw") == 0
 
 
 @_launch_test(depth_completion_launch)

@@ -282,3 +282,19 @@ def test_start_up_values_are_reported_not_raised():
         r.assert_problem("pipeline", ERROR, "bad parameters")
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("cameras, text", [
+    (None, "parameter cameras (string[]) is required"),
+    ("front_optical", 'parameter cameras (string_array): got the string \'front_optical\'; give a list, '
+                      'e.g. cameras:="[front_optical]"'),
+])
+def test_cameras_missing_or_a_string_is_reported_not_raised(cameras, text):
+    """A launch without cameras, or `-p cameras:=front` (a string, not a list): the node's own
+    one-line report, not rclpy's traceback."""
+    r = Rig({"cameras": cameras})
+    try:
+        assert r.node.fatal.startswith("bad parameters") and text in r.node.fatal, r.node.fatal
+        r.assert_problem("pipeline", ERROR, "bad parameters")
+    finally:
+        r.close()

@@ -43,9 +43,9 @@ class Rig:
         self.context = rclpy.context.Context()
         rclpy.init(context=self.context)
         base = {"cameras": [CAM], "backend": "oracle", "oracle_preset": "small", "long_side": 112}
-        base.update(overrides)
-        self.node = MapAnythingNode(context=self.context,
-                                    parameter_overrides=[Parameter(k, value=v) for k, v in base.items()])
+        base.update(overrides)  # a value None leaves that parameter unset
+        self.node = MapAnythingNode(context=self.context, parameter_overrides=[Parameter(k, value=v)
+                                                                               for k, v in base.items() if v is not None])
         self.peer = rclpy.create_node("peer", context=self.context)
         # the node's own executor (ros/node.py main): callbacks run in the spinning (test) thread
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)

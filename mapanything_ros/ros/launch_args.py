@@ -7,14 +7,18 @@ OpaqueFunction. An empty argument means "keep the value from the parameter file"
 
 import re
 
+from .. import interface, layout
+from ..settings import SPECS
+
+_FROM_FILE = "; empty: from the config file"
+
 # Launch arguments that override one node parameter each: name -> (default, description).
 OVERRIDES = {
     "cameras": ("", "camera namespaces, e.g. 'front_optical,left_fisheye_optical', "
-                    "'front left' or \"['front', 'left']\"; empty: from the config file"),
-    "backend": ("", "mapanything | oracle | random; empty: from the config file"),
-    "weights": ("", "checkpoint directory or Hugging Face repo id; empty: from the config file"),
-    "device": ("", "auto | cpu | cuda | cuda:N; empty: from the config file"),
-    "lidar_topic": ("", "LiDAR PointCloud2 topic (depth_source lidar); empty: from the config file"),
+                    "'front left' or \"['front', 'left']\"" + _FROM_FILE),
+    **{name: ("", SPECS[name].description + _FROM_FILE)
+       for name in ("backend", "weights", "device", "onnx_providers", "depth_source", "lidar_topic",
+                    "world_frame", "map_frame", "tf_output")},
     "use_sim_time": ("false", "use /clock (true for bags and the synthetic player)"),
 }
 
@@ -68,3 +72,60 @@ def node_overrides(values):
         elif text:
             out[name] = parse_bool(name, text) if name == "use_sim_time" else text
     return out
+
+
+def parse_remappings(text):
+    """[(from, to)] from "FROM:=TO[,FROM:=TO ...]" (comma or whitespace separated): topic remaps
+    of the node, as `--ros-args -r` takes them; raises ValueError on a malformed pair."""
+    pairs = []
+    for item in re.split(r"[,\s]+", text.strip()):
+        if not item:
+            continue
+        source, sep, target = item.partition(":=")
+        if not sep or not source or not target:
+            raise ValueError(f"remappings: {item!r} is not FROM:=TO (from {text!r})")
+        pairs.append((source, target))
+    return pairs
+
+
+def file_parameters(text):
+    """The node's parameters in a ROS 2 parameter file's text (the `/**` section, then any other)."""
+    import yaml
+
+    doc = yaml.safe_load(text) or {}
+    found = {}
+    for key, section in doc.items():
+        params = (section or {}).get("ros__parameters", {}) if isinstance(section, dict) else {}
+        found = {**params, **found} if key == "/**" else {**found, **params}
+    return found
+
+
+_RVIZ_LINES = {  # the lines of config/mapanything.rviz this rewrites, by what they show
+    "image": "Value: /front_optical/image_raw",
+    "depth": "Value: /mapanything/front_optical/depth",
+    "points": "Value: /mapanything/points",
+    "map": "Value: /mapanything/map",
+    "fixed": "Fixed Frame: odom",
+}
+
+
+def rviz_config(template, values, namespace="", node="mapanything"):
+    """The RViz layout `template` (config/mapanything.rviz's text) for the node `node` in
+    `namespace` with parameters `values`: its topics as the node resolves them, the first
+    camera's image and depth, and the fixed frame its outputs are in (world_frame with TF poses,
+    map_frame image-only)."""
+    camera = (values.get("cameras") or ["front_optical"])[0]
+    topic = {key: layout.absolute(interface.resolve(interface.ENDPOINTS[key].name, values, ns=camera),
+                                  namespace, node)
+             for key in ("image", "depth", "points", "map")}
+    if values.get("image_transport") == "compressed":
+        topic["image"] = topic["image"].removesuffix("/compressed")  # RViz picks the transport itself
+    poses = values.get("use_poses", SPECS["use_poses"].default)
+    frame = values.get("world_frame" if poses else "map_frame") or SPECS["world_frame" if poses else "map_frame"].default
+    text = template
+    for key, line in _RVIZ_LINES.items():
+        if line not in text:
+            raise ValueError(f"the RViz layout has no line {line!r}")
+        new = f"Fixed Frame: {frame}" if key == "fixed" else f"Value: {topic[key]}"
+        text = text.replace(line, new)
+    return text

@@ -10,7 +10,8 @@ ranges are declared with FloatingPointRange / IntegerRange where they are closed
 import sys
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                              ParameterUninitializedException)
 from rclpy.parameter import Parameter
 
 from ..settings import SPECS, check, short_repr
@@ -52,10 +53,17 @@ def declare(node):
         try:
             node.declare_parameter(name, value, descriptor(name, spec))
         except (InvalidParameterTypeException, InvalidParameterValueException) as err:
+            given = getattr(node._parameter_overrides.get(name), "value", None)
+            if spec.type_name == "string_array" and isinstance(given, str):
+                err = f"got the string {short_repr(given)}; give a list, e.g. {name}:=\"[{given}]\""
             problems.append(f"parameter {name} ({spec.type_name}): {err}")
             node.declare_parameter(name, value, descriptor(name, spec), ignore_override=True)
-        param = node.get_parameter(name)
-        values[name] = None if param.type_ == Parameter.Type.NOT_SET else param.value
+        try:
+            param = node.get_parameter(name)
+            values[name] = None if param.type_ == Parameter.Type.NOT_SET else param.value
+        except ParameterUninitializedException:  # a required one left unset (settings.problems says so)
+            values[name] = None
+            continue
         refused = refusal(param)
         if refused is not None and values[name] is not None:
             problems.append(f"parameter {name}: {refused.reason}")
