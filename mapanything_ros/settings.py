@@ -120,6 +120,11 @@ SPECS = {
                              high=100.0),
     "mesh_publish_rate": Spec(0.2, "~/mesh publication rate (Hz, 0 = never, else at least 0.001)", low=0.0,
                               high=100.0),
+    "tf_publish_rate": Spec(20.0, "tf_output map_odom: the newest correction is published at this rate (Hz, > 0)",
+                            low=0.0, high=1000.0, low_open=True),
+    "transform_tolerance": Spec(0.1, "tf_output map_odom: stamped this far ahead of the node clock (s), so that "
+                                "lookups at the newest odometry stamp succeed (as Nav2's transform_tolerance)",
+                                low=0.0, high=10.0),
     "occupancy_min_height": Spec(0.1, "~/occupancy: lowest height of the band (m above world_frame's z = 0)",
                                  low=-INF, high=INF),
     "occupancy_max_height": Spec(1.5, "~/occupancy: highest height of the band (m)", low=-INF, high=INF),

@@ -25,6 +25,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rcl_interfaces.srv import GetParameters
+from tf2_msgs.msg import TFMessage
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import parameter_value_to_python
 
@@ -84,7 +85,7 @@ def test_preset_holds_only_valid_node_parameters(path):
 def test_mapping_preset_uses_known_intrinsics_and_poses():
     p = _parameters(REPO / "config" / "mapping.yaml")
     assert p["depth_source"] == "none" and p["use_poses"] and p["use_intrinsics"]
-    assert p["window_size"] == 8 and p["tf_output"] == "map_odom"
+    assert p["window_size"] == 8 and p["tf_output"] == "none"  # map -> odom only when asked
 
 
 def test_depth_completion_preset_feeds_metric_lidar_depth():
@@ -333,3 +334,90 @@ def test_depth_completion_launch_brings_up_the_node_with_its_preset(probe, insta
     names = ["backend", "depth_source", "use_depth", "window_size", "cameras"]
     got = _node_parameters(probe, "/launch_dc/mapanything", names)
     assert got == {**{n: preset[n] for n in names}, "backend": "oracle"}
+
+
+def _map_odom_launch(installed, tmp_path, tf_output):
+    """mapping.launch.py (oracle backend, the small scene, tf_output as given) in /launch_odom
+    beside the synthetic player driving the robot round the room on the wall clock."""
+    config = tmp_path / "mapping.yaml"
+    params = {**_parameters(installed / "config" / "mapping.yaml"), "oracle_preset": "small", "long_side": 112,
+              "window_size": 2, "tf_output": tf_output}
+    config.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+    from launch_ros.actions import Node
+
+    player = Node(package="mapanything_ros", executable="mapanything_player", namespace="launch_odom",
+                  arguments=["--preset", "small", "--duration", "120"], output="log")
+    return LaunchDescription([
+        player,
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(installed / "launch" / "mapping.launch.py")),
+                                 launch_arguments={"config": str(config), "backend": "oracle", "device": "cpu",
+                                                   "namespace": "launch_odom"}.items()),
+        launch_pytest.actions.ReadyToTest(),
+    ])
+
+
+@launch_fixture
+def map_odom_on(installed, tmp_path):
+    return _map_odom_launch(installed, tmp_path, "map_odom")
+
+
+@launch_fixture
+def map_odom_off(installed, tmp_path):
+    return _map_odom_launch(installed, tmp_path, "none")
+
+
+def _windows(probe, count, timeout_s=120.0):
+    """Spin `probe` until the node under test published `count` ~/window messages."""
+    from mapanything_ros.msg import ReconstructionWindow
+
+    got = []
+    probe.create_subscription(ReconstructionWindow, "/launch_odom/mapanything/window", got.append, 10)
+    executor = SingleThreadedExecutor(context=probe.context)
+    executor.add_node(probe)
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count:
+        assert time.monotonic() < deadline, f"{len(got)} windows after {timeout_s} s"
+        executor.spin_once(timeout_sec=0.1)
+    return executor
+
+
+@_launch_test(map_odom_on)
+def test_map_odom_is_found_at_the_newest_odometry_stamp(probe):
+    """As Nav2 looks it up: map -> base_link at the newest odom -> base_link stamp, every 20 ms
+    for 10 s while the robot moves; the bar is 99 % (map -> odom stamped transform_tolerance ahead
+    at tf_publish_rate; it was stamped with the image time and 0.6-1.4 s old, and all failed)."""
+    from rclpy.time import Time
+    from tf2_ros import Buffer, TransformException
+
+    buffer = Buffer()
+    probe.create_subscription(TFMessage, "/tf", lambda m: [buffer.set_transform(t, "probe") for t in m.transforms],
+                              100)
+    executor = _windows(probe, 3)
+    tries = found = 0
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.02)
+        try:
+            stamp = buffer.lookup_transform("odom", "base_link", Time()).header.stamp
+        except TransformException:
+            continue
+        tries += 1
+        try:
+            buffer.lookup_transform("map", "base_link", Time.from_msg(stamp))
+            found += 1
+        except TransformException:
+            pass
+    print(f"map -> base_link at the newest odometry stamp: {found} of {tries}")
+    assert tries > 200 and found >= 0.99 * tries, (found, tries)
+
+
+@_launch_test(map_odom_off)
+def test_no_map_odom_unless_asked(probe):
+    seen = set()
+    probe.create_subscription(TFMessage, "/tf", lambda m: seen.update((t.header.frame_id, t.child_frame_id)
+                                                                       for t in m.transforms), 100)
+    executor = _windows(probe, 3)
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.05)
+    assert ("odom", "base_link") in seen and not any(parent == "map" for parent, _ in seen), seen

@@ -117,6 +117,28 @@ def test_catching_up_with_slow_rendering_ends_at_the_duration(ros, small_scene, 
     assert done and done[0] > 0 and player.next_ns >= SEC // 2 + player._first["tf"], "the run did not end"
 
 
+def test_player_process_takes_ros_arguments(ros, scene):
+    """`mapanything_player ... --ros-args -r __ns:=/robot1`, as launch_ros starts it in a namespace:
+    its sensor topics move into the namespace (argparse refused the ROS arguments, exit 2)."""
+    node, executor = ros
+    got = []
+    for c in scene.cameras:
+        node.create_subscription(Image, f"/robot1/{c.name}/image_raw", got.append, qos_profile_sensor_data)
+        node.create_subscription(CameraInfo, f"/robot1/{c.name}/camera_info", got.append, qos_profile_sensor_data)
+    node.create_subscription(PointCloud2, "/robot1/lidar/points", got.append, qos_profile_sensor_data)
+    node.create_subscription(TFMessage, "/tf", lambda msg: None, TF_QOS)
+    cmd = [sys.executable, "-m", "mapanything_ros.ros.player", "--duration", "0.25", "--start", "2",
+           "--wait-subscribers", "15", "--ros-args", "-r", "__ns:=/robot1"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ))
+    try:
+        spin_until(executor, proc, 60.0)
+    finally:
+        proc.kill() if proc.poll() is None else None
+        proc.wait()
+    assert proc.returncode == 0
+    assert {type(m).__name__ for m in got} == {"Image", "CameraInfo", "PointCloud2"}
+
+
 def test_player_process_publishes_the_scene(ros, scene):
     node, executor = ros
     got = {}

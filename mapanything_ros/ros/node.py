@@ -36,6 +36,7 @@ from ..msg import ReconstructionWindow
 from ..srv import MapFile
 from ..session import ERROR, WARN, Reporter, Session
 from ..sync import LIDAR_SOURCE
+from ..units import SEC
 from . import diagnostics, params
 from .diagnostics import Problems, Rates, make_status
 from .images import depth_to_image, float_image
@@ -195,18 +196,29 @@ class MapAnythingNode(Node):
         self.create_timer(1.0 / RETRY_HZ, lambda: self.session.tick(self._now_ns()), clock=self._wall)
         self._map_thread = ThreadPoolExecutor(1, thread_name_prefix="mapanything-map")
         self._output_jobs = {"map": None, "mesh": None}
-        self._output_timers = {"map": None, "mesh": None}
+        self._output_timers = {"map": None, "mesh": None, "tf": None}
+        self._correction = None  # (map_from_world 4x4, parent, child) of the newest window, for tf_output map_odom
         self._set_rate("map", p["map_publish_rate"])
         self._set_rate("mesh", p["mesh_publish_rate"])
+        if p["tf_output"] == "map_odom":
+            self._set_rate("tf", p["tf_publish_rate"])
 
     def _set_rate(self, output, rate):
-        """(Re)start the timer of "map" (~/map and ~/occupancy) or "mesh" at `rate` Hz (0: none)."""
+        """(Re)start the timer of "map" (~/map and ~/occupancy), "mesh" or "tf" (map_odom) at `rate` Hz (0: none)."""
         if self._output_timers[output] is not None:
             self.destroy_timer(self._output_timers[output])
             self._output_timers[output] = None
         if rate > 0:
-            self._output_timers[output] = self.create_timer(1.0 / rate, lambda: self._on_output_timer(output),
-                                                     clock=self._wall)
+            tick = self._publish_correction if output == "tf" else lambda: self._on_output_timer(output)
+            self._output_timers[output] = self.create_timer(1.0 / rate, tick, clock=self._wall)
+
+    def _publish_correction(self):
+        """map_odom at tf_publish_rate: the newest window's correction, stamped transform_tolerance
+        ahead of the node clock (a consumer looking up map -> base_link at its newest odometry stamp
+        finds map -> odom on both sides of it), as AMCL and RTAB-Map publish theirs."""
+        if self._correction is not None:
+            ahead = int(self.session.values["transform_tolerance"] * SEC)
+            self.tf_pub.publish(tf_msg([(*self._correction, self._now_ns() + ahead)]))
 
     def _now_ns(self):
         return self.get_clock().now().nanoseconds
@@ -241,7 +253,13 @@ class MapAnythingNode(Node):
         ~/points (it needs no native-resolution depth), each camera's depth, made (when wanted) and
         published in turn, and ~/window."""
         if self.tf_pub is not None and out.transforms:
-            self.tf_pub.publish(tf_msg(out.transforms))
+            if out.values["tf_output"] == "map_odom":  # re-published by its timer
+                first = self._correction is None
+                self._correction = out.transforms[0][:3]
+                if first:
+                    self._publish_correction()
+            else:
+                self.tf_pub.publish(tf_msg(out.transforms))
         if self.points_pub.get_subscription_count():
             xyz, rgb, conf = out.points()
             self.points_pub.publish(xyz_to_cloud(xyz, make_header(out.frame_id, out.stamp_ns), rgb, conf))
@@ -373,6 +391,8 @@ class MapAnythingNode(Node):
         for output in ("map", "mesh"):
             if f"{output}_publish_rate" in changes:
                 self._set_rate(output, changes[f"{output}_publish_rate"])
+        if "tf_publish_rate" in changes and self.p["tf_output"] == "map_odom":
+            self._set_rate("tf", changes["tf_publish_rate"])
 
     # ---------------------------------------------------------------- diagnostics
 

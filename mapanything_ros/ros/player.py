@@ -23,6 +23,7 @@ import argparse
 import array
 import collections
 import signal
+import sys
 import threading
 import time
 
@@ -32,6 +33,7 @@ import rclpy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
+from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from tf2_msgs.msg import TFMessage
 
@@ -46,6 +48,7 @@ try:
 except ImportError:  # no rosgraph_msgs: the player runs without /clock
     Clock = None
 
+PROG = "mapanything_player"
 CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 _TRUTH_CACHE = 8  # captures kept for truth() (a default capture is about 5 MB)
 
@@ -256,7 +259,7 @@ class SyntheticPlayer:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m mapanything_ros.ros.player", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--preset", choices=PRESETS, default="default", help="scene (synthetic.presets)")
     p.add_argument("--seed", type=int, default=0, help="synthetic scene seed")
     p.add_argument("--duration", type=float, default=10.0, help="simulated seconds to publish")
@@ -284,12 +287,13 @@ def main(argv=None):
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(remove_ros_args([PROG, *argv])[1:])  # `--ros-args -r __ns:=/robot1` goes to rclpy
     if args.start is None:
         start_ns = START_NS if args.fast else time.time_ns()
     else:
         start_ns = int(round(args.start * SEC))
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=[PROG, *argv], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("synthetic_player")
     try:
         player = SyntheticPlayer(
