@@ -55,7 +55,7 @@ SPECS = {
                              "registered depth image topic, relative to each camera namespace"),
     "world_frame": _ro(layout.WORLD_FRAME, "frame of the cameras' TF poses and of the outputs"),
     "map_frame": _ro("map", "parent of the map -> world_frame correction; frame of image-only outputs"),
-    "tf_output": _ro("map_odom", "TF published: map_odom (map_frame -> world_frame), camera_refined "
+    "tf_output": _ro("none", "TF published: map_odom (map_frame -> world_frame), camera_refined "
                      "(world_frame -> <camera frame>_refined) or none", choices=("map_odom", "camera_refined", "none")),
     "backend": _ro("mapanything", "mapanything (weights, torch), onnxruntime (export-onnx graphs), oracle (synthetic "
                    "truth), emulated (synthetic truth with a network's errors) or random (tiny, meaningless)",

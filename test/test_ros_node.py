@@ -47,6 +47,7 @@ def params_file(tmp_path, depth_source):
     long_side: 168
     keyframe_interval: 0.25
     map_publish_rate: 2.0
+    tf_output: map_odom
 """
     path = tmp_path / "params.yaml"
     path.write_text(text)
@@ -185,3 +186,54 @@ def test_node_outputs_match_the_truth(ros, tmp_path, depth_source):
 
     # /diagnostics: the pipeline is OK.
     assert all(s.level == s.OK for s in pipeline_statuses(got)), [(s.level, s.message) for s in pipeline_statuses(got)]
+
+
+def test_two_instances_in_two_namespaces_stay_apart(ros, tmp_path):
+    """Two nodes, /robot1/mapanything and /robot2/mapanything, on one player's cameras (absolute
+    camera namespaces), each with its own map frame: their outputs, diagnostics and map -> odom
+    frames do not mix (the diagnostics had the same names, both published map -> odom)."""
+    node, executor = ros
+    got = {}
+    subs = []
+    for robot in ("robot1", "robot2"):
+        subs.append(node.create_subscription(PointCloud2, f"/{robot}/mapanything/points",
+                                             lambda msg, r=robot: got.setdefault(r, []).append(msg), 10))
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: got.setdefault("diag", []).append(m), 10)
+    node.create_subscription(TFMessage, "/tf", lambda m: got.setdefault("tf", []).append(m), TF_QOS)
+    env = dict(os.environ)
+    procs = []
+    for robot in ("robot1", "robot2"):
+        path = tmp_path / f"{robot}.yaml"
+        path.write_text(f"""/**:
+  ros__parameters:
+    cameras: [{", ".join("/" + c for c in CAMERAS)}]
+    backend: oracle
+    oracle_preset: small
+    use_sim_time: true
+    long_side: 112
+    keyframe_interval: 0.25
+    tf_output: map_odom
+    map_frame: {robot}/map
+""")
+        procs.append(subprocess.Popen([sys.executable, "-m", "mapanything_ros.ros.node", "--ros-args",
+                                       "--params-file", str(path), "-r", f"__ns:=/{robot}"], env=env))
+    try:
+        assert spin_until(executor, lambda: all(s.get_publisher_count() for s in subs), 40), "nodes not up"
+        procs.append(subprocess.Popen([sys.executable, "-m", "mapanything_ros.ros.player", "--preset", "small",
+                                       "--duration", "1.5", "--start", "2", "--wait-subscribers", "30",
+                                       "--lidar-rate", "0"], env=env))
+        spin_until(executor, lambda: procs[-1].poll() is not None, 40)
+        frames = lambda: {(t.header.frame_id, t.child_frame_id) for m in got.get("tf", []) for t in m.transforms}
+        spin_until(executor, lambda: got.get("robot1") and got.get("robot2")
+                   and {("robot1/map", "odom"), ("robot2/map", "odom")} <= frames(), 15)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert got.get("robot1") and got.get("robot2"), list(got)
+    assert {("robot1/map", "odom"), ("robot2/map", "odom")} <= frames() and ("map", "odom") not in frames()
+    names = {s.name for m in got["diag"] for s in m.status}
+    assert {"/robot1/mapanything: pipeline", "/robot2/mapanything: pipeline"} <= names, names
