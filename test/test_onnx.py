@@ -43,6 +43,20 @@ def test_onnxruntime_matches_reference(exported, name):
     check_outputs(model(views), reference_outputs(name))
 
 
+def test_fixed_view_graph_serves_fewer_views(tmp_path):
+    """One graph exported for exactly 6 views (the default exporter, as for TensorRT) on every
+    reference case (1 to 5 views, each input subset, batch 2): the views missing are padding that
+    no token attends to, and the outputs are upstream's."""
+    _, data = load_case("c1_images_only_2v")
+    height, width = data["view0.img"].shape[-2:]
+    export_onnx(tiny_model(), tmp_path, 6, height, width, combinations=[frozenset({"rays", "poses", "depth"})])
+    model = OnnxMapAnything(tmp_path, threads=1)
+    for name in case_names("forward"):
+        views = case_views(name)
+        assert len(views) < 6
+        check_outputs(model(views), reference_outputs(name))
+
+
 def test_onnxruntime_feature_cache(exported):
     """A sliding window encodes only its new image; outputs equal the uncached ones."""
     cached, plain = OnnxMapAnything(exported, feature_cache_size=3), OnnxMapAnything(exported)
@@ -92,5 +106,14 @@ def test_cli_static_export_and_backend(tmp_path, frames):
         assert np.max(np.abs(a - r)) <= 1e-4 * (np.abs(r).max() + 1), key
     assert np.mean(np.asarray(pred.mask) != np.asarray(ref.mask)) < 1e-3
     assert pred.metric_scale == pytest.approx(ref.metric_scale, rel=1e-5)
-    with pytest.raises(ValueError, match=f"exactly {len(frames)}"):
-        backend.predict(assemble(frames[:2], config))
+    # A filling window (fewer views than exported): padded views no token attends to; the same
+    # prediction as the torch backend on those views alone (it was refused: "exactly N").
+    for count in range(1, len(frames)):
+        fewer = assemble(frames[:count], config)
+        pred, ref = backend.predict(fewer), MapAnythingBackend(load_model(str(TINY))).predict(fewer)
+        for key in ("ray_directions", "depth_along_ray", "ref_from_camera", "confidence"):
+            a, r = np.asarray(getattr(pred, key)), np.asarray(getattr(ref, key))
+            assert a.shape == r.shape and np.max(np.abs(a - r)) <= 1e-4 * (np.abs(r).max() + 1), (count, key)
+        assert pred.metric_scale == pytest.approx(ref.metric_scale, rel=1e-5)
+    with pytest.raises(ValueError, match=f"at most {len(frames)}"):
+        backend.predict(assemble(list(frames) * 2, config))

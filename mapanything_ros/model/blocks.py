@@ -32,11 +32,13 @@ class Attention(nn.Module):
         self.k_norm = layer_norm(head_dim) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """keys: (B, N) bool, the tokens attended to (None: all)."""
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        y = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
+        mask = None if keys is None else keys[:, None, None, :]
+        y = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
 
@@ -106,6 +108,7 @@ class Block(nn.Module):
         self.mlp = make_ffn(ffn, dim, mlp_ratio, ffn_bias)
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """keys: (B, N) bool, the tokens attended to (None: all)."""
+        x = x + self.ls1(self.attn(self.norm1(x), keys))
         return x + self.ls2(self.mlp(self.norm2(x)))

@@ -144,13 +144,14 @@ class MapAnything(nn.Module):
             x = x + _gate(pose_scale_mask, scale[:, :, None, None])
         return self.fusion_norm_layer(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
 
-    def share_information(self, fused: torch.Tensor, tokens: torch.Tensor, num_views: int
-                          ) -> tuple[TransformerOutput, list[TransformerOutput]]:
-        """Run the multi-view transformer on fused features (V*B, C, h, w)."""
+    def share_information(self, fused: torch.Tensor, tokens: torch.Tensor, num_views: int,
+                          view_mask: torch.Tensor | None = None) -> tuple[TransformerOutput, list[TransformerOutput]]:
+        """Run the multi-view transformer on fused features (V*B, C, h, w); view_mask (V*B,)
+        bool: the real views, the others padding (MultiViewTransformer.forward)."""
         batch = fused.shape[0] // num_views
         scale = self.scale_token[None, :, None].expand(batch, -1, 1)
         per_view = tokens if self.cfg.use_encoder_tokens else None
-        return self.info_sharing(fused, num_views, per_view, scale)
+        return self.info_sharing(fused, num_views, per_view, scale, view_mask)
 
     def heads(self, fused: torch.Tensor, final: TransformerOutput,
               intermediates: list[TransformerOutput], num_views: int,

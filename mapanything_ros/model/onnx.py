@@ -10,7 +10,9 @@ Graph split, so that the image-encoder feature cache keeps working:
   pose_mask, pose_scale_mask) -> the `MapAnything.forward` outputs of all views stacked
   (V rows). Per-view masks express views without an input and the metric-scale flags, so a
   graph also serves every subset of its combination (at the cost of running its encoders on
-  masked views). One sample per call (B = 1); V is dynamic with --dynamic-views, else fixed.
+  masked views). One sample per call (B = 1); V is dynamic with --dynamic-views, else fixed, and
+  the graph takes a `view_mask`: OnnxMapAnything pads a window of fewer views with views that no
+  token attends to (MultiViewTransformer.forward), so their outputs are those of the real views.
 `manifest.json` beside the graphs records the config, the image size and the graphs.
 """
 
@@ -77,14 +79,15 @@ class _MultiViewGraph(nn.Module):
         self.size = (height, width)
 
     def forward(self, features, tokens, rays=None, ray_mask=None, depth=None, depth_mask=None,
-                depth_scale_mask=None, quats=None, trans=None, pose_mask=None, pose_scale_mask=None):
+                depth_scale_mask=None, quats=None, trans=None, pose_mask=None, pose_scale_mask=None,
+                view_mask=None):
         given = {k: v for k, v in dict(rays=rays, ray_mask=ray_mask, depth=depth, depth_mask=depth_mask,
                                        depth_scale_mask=depth_scale_mask, quats=quats, trans=trans,
                                        pose_mask=pose_mask, pose_scale_mask=pose_scale_mask).items()
                  if v is not None}
         num_views = features.shape[0]
         fused = self.model.fuse(features, num_views, **given)
-        final, intermediates = self.model.share_information(fused, tokens, num_views)
+        final, intermediates = self.model.share_information(fused, tokens, num_views, view_mask)
         out = self.model.heads(fused, final, intermediates, num_views, self.size)
         return tuple(out[k] for k in OUTPUTS)
 
@@ -151,6 +154,8 @@ def export_onnx(model: MapAnything, out_dir, num_views: int, height: int, width:
         with torch.no_grad():
             feats, tokens = model.encoder(torch.cat([v["img"] for v in views]))
         extra = geometric_inputs(views, include=combo)
+        if not dynamic_views:  # fewer views than exported: padding that no token attends to
+            extra["view_mask"] = torch.arange(trace_views) < max(trace_views - 1, 1)
         names = ["features", "tokens", *extra]
         start = time.perf_counter()
         _export(exporter, multi, (feats, tokens), extra, names, list(OUTPUTS), dict.fromkeys(names, views_dim),
@@ -159,7 +164,7 @@ def export_onnx(model: MapAnything, out_dir, num_views: int, height: int, width:
         graphs[name] = {"file": f"{name}.onnx", "inputs": sorted(combo), "feeds": names}
 
     manifest = {
-        "format": 1, "config": model.config, "height": height, "width": width,
+        "format": 2, "config": model.config, "height": height, "width": width,
         "views": None if dynamic_views else num_views, "batch": 1,
         "encoder": "encoder.onnx", "graphs": graphs, "outputs": list(OUTPUTS),
         "exporter": f"torch.onnx.export(dynamo={exporter == 'dynamo'}), torch {torch.__version__}, opset {OPSET}",
@@ -195,6 +200,17 @@ def resolve_providers(names: Iterable[str]) -> list[str]:
         raise ValueError(f"onnxruntime execution providers {missing or list(names)} are not available "
                          f"(onnxruntime {ort.__version__} has {available}; aliases: {sorted(PROVIDERS)})")
     return chosen
+
+
+def _pad_rows(name: str, rows: torch.Tensor, pad: int) -> torch.Tensor:
+    """`rows` (one per view) of the multi-view graph's input `name` and `pad` rows of padding: no
+    input (masks False), identity quaternions, zeros elsewhere."""
+    if not pad:
+        return rows
+    fill = torch.zeros((pad, *rows.shape[1:]), dtype=rows.dtype)
+    if name == "quats":
+        fill[:, 3] = 1.0
+    return torch.cat([rows, fill])
 
 
 class OnnxMapAnything:
@@ -264,12 +280,13 @@ class OnnxMapAnything:
         if (height, width) != tuple(size):
             raise ValueError(f"images are {height}x{width} but the graphs were exported for "
                              f"{size[0]}x{size[1]} (H x W)")
-        fixed = self.manifest["views"]
-        if fixed is not None and len(views) != fixed:
-            raise ValueError(f"{len(views)} views but the graphs were exported for exactly {fixed} "
-                             "(export with --dynamic-views for any number)")
+        n, fixed = len(views), self.manifest["views"]
         views = [{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in view.items()} for view in views]
         name, session = self.graph_for(modalities(views))
+        pad = 0 if fixed is None else fixed - n
+        if pad < 0 or (pad and "view_mask" not in self.manifest["graphs"][name]["feeds"]):
+            raise ValueError(f"{n} views but the graphs were exported for {'at most' if pad < 0 else 'exactly'} "
+                             f"{fixed} (export again with --views {max(n, fixed)}, or --dynamic-views for any number)")
         combo = frozenset(self.manifest["graphs"][name]["inputs"])
         ids = [frame_ids(v, batch, i) for i, v in enumerate(views)]
         keys: list[Hashable | None] = [None if i is None else i[b] for i in ids for b in range(batch)]
@@ -286,8 +303,12 @@ class OnnxMapAnything:
                     if k != "frame_id"} for view in views]
             feed = {"features": feats[rows], "tokens": tokens[rows],
                     **geometric_inputs(one, use_depth_scale, use_pose_scale, include=combo)}
+            if "view_mask" in wanted:
+                feed = {k: _pad_rows(k, v, pad) for k, v in feed.items()}
+                feed["view_mask"] = torch.arange(n + pad) < n
             feed = {k: v.contiguous().numpy() for k, v in feed.items() if k in wanted}
-            samples.append(dict(zip(OUTPUTS, (torch.from_numpy(a) for a in session.run(list(OUTPUTS), feed)))))
+            out = dict(zip(OUTPUTS, (torch.from_numpy(a) for a in session.run(list(OUTPUTS), feed))))
+            samples.append({k: v if k == "metric_scaling_factor" else v[:n] for k, v in out.items()})
         per_sample = [split_views(s, len(views)) for s in samples]
         return [{k: torch.cat([s[v][k] for s in per_sample]) for k in OUTPUTS} for v in range(len(views))]
 

@@ -63,9 +63,13 @@ class MultiViewTransformer(nn.Module):
             self.view_pos_table = sinusoid_table(1, self.cfg.dim, device=self.norm.weight.device)
 
     def forward(self, features: torch.Tensor, num_views: int, view_tokens: torch.Tensor | None,
-                global_tokens: torch.Tensor) -> tuple[TransformerOutput, list[TransformerOutput]]:
+                global_tokens: torch.Tensor, view_mask: torch.Tensor | None = None
+                ) -> tuple[TransformerOutput, list[TransformerOutput]]:
         """features (V*B, C, h, w) view-major, view_tokens (V*B, C, T) or None,
-        global_tokens (B, C, G). Returns the final output and the intermediate outputs."""
+        global_tokens (B, C, G). view_mask (V*B,) bool: the real views; the others are padding
+        that no token attends to, so the real views' outputs are those of the real views alone
+        (a graph exported for a fixed view count serves fewer views). Returns the final output
+        and the intermediate outputs."""
         vb, c, h, w = features.shape
         b = vb // num_views
         x = features.reshape(num_views, b, c, h * w)
@@ -80,10 +84,15 @@ class MultiViewTransformer(nn.Module):
             x = torch.cat([ref, x[:, per_view:]], dim=1)
         n_view_tokens = num_views * per_view
         n_global = global_tokens.shape[2]
+        keys = None
+        if view_mask is not None:  # (B, V * per_view + G): each view's tokens, then the global ones
+            real = view_mask.reshape(num_views, b).transpose(0, 1)
+            keys = torch.cat([real[:, :, None].expand(b, num_views, per_view).reshape(b, n_view_tokens),
+                              torch.ones(b, n_global, dtype=torch.bool, device=x.device)], dim=1)
         intermediates = []
         for i, block in enumerate(self.self_attention_blocks):
             if i % 2 == 0:
-                x = block(x)
+                x = block(x, keys)
             else:
                 views, extra = x[:, :n_view_tokens], x[:, n_view_tokens:]
                 views = block(views.reshape(b * num_views, per_view, -1))
