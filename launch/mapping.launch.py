@@ -6,6 +6,7 @@
 
 Parameters come from `config` (default: the installed config/mapping.yaml), then from the
 non-empty override arguments (mapanything_ros.ros.launch_args.OVERRIDES), which win.
+`lifecycle:=true` starts the managed node instead (configure loads the model, activate runs it).
 `rviz:=true` also starts rviz2 (where it is installed) with config/mapanything.rviz rewritten for
 this node: its namespace and name, its first camera, the frame its outputs are in.
 depth_completion.launch.py includes this file with another default config.
@@ -35,16 +36,13 @@ def _nodes(context):
     arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     overrides = node_overrides({name: arg(name) for name in OVERRIDES})
     config, namespace, name = arg("config"), arg("namespace"), arg("node_name")
-    actions = [Node(
-        package="mapanything_ros",
-        executable="mapanything_node",
-        name=name,
-        namespace=namespace,
-        parameters=[config, overrides],
-        remappings=parse_remappings(arg("remappings")),
-        ros_arguments=["--log-level", arg("log_level")],
-        output="screen",
-    )]
+    node = dict(package="mapanything_ros", name=name, namespace=namespace, parameters=[config, overrides],
+                remappings=parse_remappings(arg("remappings")), ros_arguments=["--log-level", arg("log_level")],
+                output="screen")
+    if parse_bool("lifecycle", arg("lifecycle")):  # unconfigured until its transitions (docs/node.md)
+        actions = [Node(executable="mapanything_lifecycle_node", **node)]
+    else:
+        actions = [Node(executable="mapanything_node", **node)]
     if parse_bool("rviz", arg("rviz")):
         try:
             get_package_share_directory("rviz2")
@@ -72,6 +70,9 @@ def generate_launch_description():
         DeclareLaunchArgument("remappings", default_value="",
                               description="topic remaps FROM:=TO, comma-separated, e.g. "
                                           "'front_optical/image_raw:=/cam0/image_raw'"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="a managed node: unconfigured until `ros2 lifecycle set` or a "
+                                          "lifecycle manager configures and activates it"),
         DeclareLaunchArgument("rviz", default_value="false",
                               description="also start rviz2 (if installed) with a layout for this node"),
         DeclareLaunchArgument("log_level", default_value="info", description="debug | info | warn | error"),

@@ -302,10 +302,15 @@ class Pipeline:
     # ---------------------------------------------------------------- worker
 
     def start(self):
-        """Start the worker thread (no-op if running)."""
+        """Start the worker thread (no-op if running; after stop(), once the stopped threads ended:
+        their job in progress ends first)."""
         with self._wake:
-            if self._thread is not None and self._thread.is_alive():
+            if self._thread is not None and self._thread.is_alive() and not self._stopping:
                 return
+            old = [t for t in (self._thread, self._map_thread) if t is not None]
+        for thread in old:
+            thread.join()
+        with self._wake:
             self._stopping = False
             self._thread = threading.Thread(target=self._serve, args=(self._queue, "_busy", self._execute),
                                             name="mapanything-pipeline", daemon=True)

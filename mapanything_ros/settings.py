@@ -90,7 +90,8 @@ SPECS = {
     "map_insert": _ro("newest", "when a keyframe enters the map: newest (from its first window, at once) or oldest "
                       "(from its last window, with the most context; the map lags window_size keyframes)",
                       choices=("newest", "oldest")),
-    "qos": _ro("sensor_data", "input QoS: sensor_data (best effort) or reliable", choices=("sensor_data", "reliable")),
+    "qos": _ro("sensor_data", "input QoS: sensor_data (best effort) or reliable; per topic, ROS 2's "
+               "qos_overrides.<topic>.<publisher|subscription>.<policy> parameters win", choices=("sensor_data", "reliable")),
     # changeable at run time
     "use_poses": Spec(True, "give TF camera poses to the model (false: image-only, outputs in map_frame)"),
     "use_intrinsics": Spec(True, "give CameraInfo rays to the model"),
@@ -120,8 +121,8 @@ SPECS = {
                              high=100.0),
     "mesh_publish_rate": Spec(0.2, "~/mesh publication rate (Hz, 0 = never, else at least 0.001)", low=0.0,
                               high=100.0),
-    "tf_publish_rate": Spec(20.0, "tf_output map_odom: the newest correction is published at this rate (Hz, > 0)",
-                            low=0.0, high=1000.0, low_open=True),
+    "tf_publish_rate": Spec(20.0, "tf_output map_odom: the newest correction is published at this rate (Hz)",
+                            low=0.1, high=1000.0),
     "transform_tolerance": Spec(0.1, "tf_output map_odom: stamped this far ahead of the node clock (s), so that "
                                 "lookups at the newest odometry stamp succeed (as Nav2's transform_tolerance)",
                                 low=0.0, high=10.0),

@@ -15,6 +15,7 @@ rclpy = pytest.importorskip("rclpy")
 import rclpy.executors  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
@@ -303,6 +304,8 @@ def test_unknown_parameters_and_a_second_node_of_the_same_name_are_said(rig, mon
     r.assert_problem("pipeline", DiagnosticStatus.WARN, "unknown parameters ignored: keyframe_intervall")
     status, = r.status("pipeline")  # named after the node's full name: instances in two namespaces stay apart
     assert status.name == "/mapanything: pipeline" and status.hardware_id == "cpu"
+    camera, = r.status(f"camera {CAM}")  # a sensor's status: its hardware is the sensor (its topic)
+    assert camera.hardware_id == f"/{CAM}/image_raw"
     twin = MapAnythingNode(context=r.context, parameter_overrides=[Parameter("cameras", value=[CAM]),
                                                                    Parameter("backend", value="oracle")])
     try:
@@ -432,3 +435,22 @@ def test_mesh_is_published_when_subscribed_and_its_rate_changes_at_run_time(rig,
     assert len(triangles) > 100 and len(marker.points) == 3 * len(triangles) == len(marker.colors)
     corners = np.array([[p.x, p.y, p.z] for p in marker.points])
     assert np.abs(corners - vertices[triangles.reshape(-1)]).max() < 0.2  # the mesh of (nearly) the same map
+
+
+def test_qos_follows_ros_qos_overrides():
+    """ROS 2's QoS overrides (qos_overrides.<topic>.<entity>.<policy>) set an input's and an
+    output's QoS; the node does not call them unknown parameters."""
+    r = Rig({"qos": "sensor_data",
+             f"qos_overrides./{CAM}/image_raw.subscription.reliability": "reliable",
+             "qos_overrides./mapanything/points.publisher.reliability": "best_effort"})
+    try:
+        (sub,) = r.node.get_subscriptions_info_by_topic(f"/{CAM}/image_raw")
+        (pub,) = r.node.get_publishers_info_by_topic("/mapanything/points")
+        assert sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # (reliable by default)
+        info = r.node.get_subscriptions_info_by_topic(f"/{CAM}/camera_info")[0]
+        assert info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # the qos parameter's
+        assert r.node.fatal is None and "unknown parameters" not in " ".join(
+            m for _, m in r.node.problems.active("pipeline"))
+    finally:
+        r.close()

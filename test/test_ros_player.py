@@ -99,6 +99,17 @@ def spin_until(executor, proc, timeout_s):
         executor.spin_once(timeout_sec=0.01)
 
 
+def play(executor, cmd):
+    """Run the player `cmd` while spinning `executor`; its exit code (killed after 60 s)."""
+    proc = subprocess.Popen(cmd, env=dict(os.environ))
+    try:
+        spin_until(executor, proc, 60.0)
+    finally:
+        proc.kill() if proc.poll() is None else None
+        proc.wait()
+    return proc.returncode
+
+
 def test_catching_up_with_slow_rendering_ends_at_the_duration(ros, small_scene, monkeypatch):
     """Rendering slower than real time (the default scene on a small CPU) with catch_up: camera
     frames are skipped, and the run ends at its duration (it used to spin for ever once the
@@ -129,13 +140,7 @@ def test_player_process_takes_ros_arguments(ros, scene):
     node.create_subscription(TFMessage, "/tf", lambda msg: None, TF_QOS)
     cmd = [sys.executable, "-m", "mapanything_ros.ros.player", "--duration", "0.25", "--start", "2",
            "--wait-subscribers", "15", "--ros-args", "-r", "__ns:=/robot1"]
-    proc = subprocess.Popen(cmd, env=dict(os.environ))
-    try:
-        spin_until(executor, proc, 60.0)
-    finally:
-        proc.kill() if proc.poll() is None else None
-        proc.wait()
-    assert proc.returncode == 0
+    assert play(executor, cmd) == 0
     assert {type(m).__name__ for m in got} == {"Image", "CameraInfo", "PointCloud2"}
 
 
@@ -157,13 +162,7 @@ def test_player_process_publishes_the_scene(ros, scene):
         node.create_subscription(Clock, "/clock", keep("clock"), 10)
     cmd = [sys.executable, "-m", "mapanything_ros.ros.player", "--seed", "0", "--duration", "0.25",
            "--rate", "10", "--start", "2", "--wait-subscribers", "15"]
-    proc = subprocess.Popen(cmd, env=dict(os.environ))
-    try:
-        spin_until(executor, proc, 60.0)
-    finally:
-        proc.kill() if proc.poll() is None else None
-        proc.wait()
-    assert proc.returncode == 0
+    assert play(executor, cmd) == 0
     missing = [k for k in [f"{n}/{s}" for n in names for s in ("image", "info")] + ["lidar", "tf", "tf_static"]
                if not got.get(k)]
     assert not missing, f"nothing received on {missing}"

@@ -36,5 +36,17 @@ def make_backend(values):
     return MapAnythingBackend(model, runtime), runtime
 
 
+def release_device_memory():
+    """Return the memory of backends let go to the device (the CUDA caching allocator keeps it
+    otherwise); a no-op where torch is not loaded or has no CUDA."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 __all__ = ["Backend", "EmulatedBackend", "MapAnythingBackend", "OnnxBackend", "OracleBackend", "Prediction", "RandomBackend",
-           "make_backend", "tiny_config"]
+           "make_backend", "release_device_memory", "tiny_config"]

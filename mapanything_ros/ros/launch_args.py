@@ -121,7 +121,8 @@ def rviz_config(template, values, namespace="", node="mapanything"):
     if values.get("image_transport") == "compressed":
         topic["image"] = topic["image"].removesuffix("/compressed")  # RViz picks the transport itself
     poses = values.get("use_poses", SPECS["use_poses"].default)
-    frame = values.get("world_frame" if poses else "map_frame") or SPECS["world_frame" if poses else "map_frame"].default
+    name = "world_frame" if poses else "map_frame"
+    frame = values.get(name) or SPECS[name].default
     text = template
     for key, line in _RVIZ_LINES.items():
         if line not in text:

@@ -15,13 +15,16 @@ the ROS-free modules log through python logging goes to the node's logger at DEB
 tracebacks); the session reports those events itself.
 """
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.task import Future
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -31,7 +34,7 @@ from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import Marker
 
 from .. import encode, interface, settings
-from ..backends import make_backend
+from ..backends import make_backend, release_device_memory
 from ..msg import ReconstructionWindow
 from ..srv import MapFile
 from ..session import ERROR, WARN, Reporter, Session
@@ -46,6 +49,7 @@ from .pointcloud import xyz_to_cloud
 from .tf import TF_QOS, TF_STATIC_QOS, make_tf_lookup
 
 RETRY_HZ = 20.0
+STOP_TIMEOUT_S = 10.0  # deactivate, cleanup: longest wait for the window in progress (s)
 LEVELS = {WARN: diagnostics.WARN, ERROR: diagnostics.ERROR}  # session levels -> DiagnosticStatus levels
 # After start-up, another node of the same name is looked for this often, this many times (over
 # Fast DDS's default lease duration, 20 s, after which a node that ended unannounced is forgotten).
@@ -62,18 +66,24 @@ RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # for ever; 1000 deep, as ROS's own parameter services (rclpy qos_profile_parameters).
 SERVICE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # interface.QOS names -> profiles ("input" follows the qos parameter)
+QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
 QOS = {"depth5": 5, "depth10": 10, "latched": MAP_QOS, "tf": TF_QOS, "tf_static": TF_STATIC_QOS}
 
 
-class MapAnythingNode(Node):
-    """See the module doc. `parameter_overrides` etc. go to rclpy's Node."""
+class _MapAnything:
+    """The node's behaviour, in the steps of a managed node's life: _setup (parameters, services,
+    diagnostics: at construction), _configure (parameters checked, backend loaded, session made,
+    topic names and TF: no inputs yet), _activate (subscriptions, publishers and timers; the
+    pipeline runs), _deactivate (back to configured: the map and the backend stay), _cleanup (the
+    session and the backend released). MapAnythingNode runs them all at construction;
+    MapAnythingLifecycleNode at its transitions."""
 
-    def __init__(self, name="mapanything", **kwargs):
-        super().__init__(name, **kwargs)
-        self.p, declared = params.declare(self)  # start-up values; the session holds the live snapshot
+    def _setup(self):
+        self.p, self._declared = params.declare(self)  # start-up values; the session holds the live snapshot
         self.problems, self.rates = Problems(), Rates()
         self.report = Reporter(self._log)
-        self.session = self.runtime = self.fatal = self._saving = None
+        self.session = self.runtime = self.fatal = self._saving = self._map_thread = None
+        self._active, self._io, self._loaded = False, None, False  # _io: the active state's entities
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
         self.diag_pub = self._pub(DiagnosticArray, "diagnostics")
         self.create_timer(1.0, self.publish_diagnostics, clock=self._wall)
@@ -86,17 +96,21 @@ class MapAnythingNode(Node):
         self.create_service(_checked(MapFile, "load_map"), self._name("load_map"), self._on_load_map,
                             qos_profile=SERVICE_QOS, callback_group=files)
         self._check_names()
-        problems = declared + settings.problems(self.p)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+    def _configure(self):
+        """Check the parameters, load the backend, make the session; None, or why it failed."""
+        self.p = params.current(self)  # runtime ones may have been set since start-up
+        problems = list(self._declared.values()) + settings.problems(self.p)
         if problems:
-            self._fail("bad parameters: " + "; ".join(problems))
-            return
+            return "bad parameters: " + "; ".join(problems)
         try:
             backend, self.runtime = make_backend(self.p)
         except Exception as err:  # the node stays up to report it (missing weights, bad device, ...)
-            self._fail(f"backend {self.p['backend']!r} could not start: {err}")
-            return
+            return f"backend {self.p['backend']!r} could not start: {err}"
         self.cameras = list(self.p["cameras"])
-        self._make_io()
+        self._resolve_topics()
         sim = self.get_parameter("use_sim_time").value
         hint = ("node's sim (/clock) clock: is /clock from the same source as the stamps?" if sim else
                 "node's system clock: for a bag or a simulator set use_sim_time:=true and publish /clock "
@@ -104,15 +118,45 @@ class MapAnythingNode(Node):
         self.tf = make_tf_lookup(self, accept=lambda tf, static: not self.session.tf_refusal(tf, self._now_ns(), static))
         self.session = Session(self.p, backend, self.tf.lookup, self.report, self._publish, topics=self._topics,
                                clock_hint=hint)
-        self.add_on_set_parameters_callback(self._check_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._map_thread = ThreadPoolExecutor(1, thread_name_prefix="mapanything-map")
+        return None
+
+    def _activate(self):
+        """Inputs, outputs and timers; the pipeline runs."""
+        self._make_io()
+        self._active = True
         self.session.start()
-        if self.p["load_map_path"]:
+        if self.p["load_map_path"] and not self._loaded:
+            self._loaded = True
             self._map_thread.submit(self._load_at_start, self.p["load_map_path"])
         self.get_logger().info(f"running {self.p['backend']} on cameras {self.cameras}, depth {self.p['depth_source']}")
         if not encode.COMPILED:
             self.get_logger().warning("mapanything_ros._pack_cloud is not built (the package's CMake build makes it): "
                                       "point clouds are packed by the OpenCV path, about 1.6x slower")
+
+    def _deactivate(self):
+        """Inputs, outputs and timers gone, the pipeline stopped (the window in progress ends
+        unpublished); the session, its map and the backend stay."""
+        self._active = False
+        self.session.stop(timeout=STOP_TIMEOUT_S)
+        for job in self._output_jobs.values():  # a ~/map or ~/mesh being published ends first
+            if job is not None:
+                job.exception()
+        for entity in self._io:
+            destroy = {"Subscription": self.destroy_subscription, "Publisher": self.destroy_publisher}
+            destroy.get(type(entity).__name__, self.destroy_timer)(entity)
+        self._io = None
+        self._output_timers = dict.fromkeys(self._output_timers)
+
+    def _cleanup(self):
+        """The session and the backend released (GPU memory with them), the TF buffer too."""
+        self.session.stop(timeout=STOP_TIMEOUT_S)
+        self._map_thread.shutdown(wait=True)
+        for sub in self.tf.subscriptions:
+            self.destroy_subscription(sub)
+        self.session = self.runtime = self.tf = self._map_thread = None
+        self._loaded = False
+        release_device_memory()
 
     # ---------------------------------------------------------------- set-up
 
@@ -124,7 +168,8 @@ class MapAnythingNode(Node):
         """Warn of parameters given to this node that it does not have (a typo in a parameter file
         passes silently otherwise), and, once discovery has had a moment, of another node with the
         same fully qualified name (parameters and services would reach either one)."""
-        unknown = sorted(n for n in self._parameter_overrides if not self.has_parameter(n))
+        unknown = sorted(n for n in self._parameter_overrides
+                         if not self.has_parameter(n) and not n.startswith("qos_overrides."))
         if unknown:
             self._hold(diagnostics.WARN, "unknown_parameters",
                        f"unknown parameters ignored: {', '.join(unknown)} (check their spelling: docs/node.md)")
@@ -154,38 +199,61 @@ class MapAnythingNode(Node):
         return interface.resolve(interface.ENDPOINTS[key].name, self.p, **({} if camera is None else {"ns": camera}))
 
     def _qos(self, key):
+        """A profile of its own for `key`'s topic (QoS overrides are written into the profile given)."""
         qos = interface.ENDPOINTS[key].qos
-        return self._input_qos if qos == "input" else QOS[qos]
+        return copy.copy(self._input_qos if qos == "input" else QOS[qos])
 
+    # Every topic's QoS can be overridden as ROS 2 allows (read-only parameters
+    # qos_overrides.<topic>.<publisher|subscription>.<policy>, e.g. in a parameter file).
     def _pub(self, cls, key, camera=None):
-        return self.create_publisher(_checked(cls, key), self._name(key, camera), self._qos(key))
+        return self._keep(self.create_publisher(_checked(cls, key), self._name(key, camera), self._qos(key),
+                                                qos_overriding_options=QOS_OVERRIDES))
 
     def _sub(self, cls, key, callback, camera=None):
-        return self.create_subscription(_checked(cls, key), self._name(key, camera), callback, self._qos(key))
+        return self._keep(self.create_subscription(_checked(cls, key), self._name(key, camera), callback,
+                                                   self._qos(key), qos_overriding_options=QOS_OVERRIDES))
+
+    def _timer(self, period_s, callback):
+        return self._keep(self.create_timer(period_s, callback, clock=self._wall))
+
+    def _keep(self, entity):
+        """An input, output or timer of the active state (destroyed at deactivation)."""
+        if self._io is not None:
+            self._io.append(entity)
+        return entity
 
     def _enabled(self, key):
         return interface.enabled(interface.ENDPOINTS[key], self.p)
 
-    def _make_io(self):
-        p = self.p
-        self._input_qos = qos_profile_sensor_data if p["qos"] == "sensor_data" else RELIABLE_QOS
-        compressed = self._enabled("image_compressed")
-        image = "image_compressed" if compressed else "image"
-        self._topics, self.pubs = {}, {}
+    def _resolve_topics(self):
+        """The input topics' resolved names (for messages naming them) and the inputs' QoS."""
+        self._input_qos = qos_profile_sensor_data if self.p["qos"] == "sensor_data" else RELIABLE_QOS
+        image = "image_compressed" if self._enabled("image_compressed") else "image"
+        self._topics = {}
         for cam in self.cameras:
             self._topics["image", cam] = self.resolve_topic_name(self._name(image, cam))
             self._topics["info", cam] = self.resolve_topic_name(self._name("camera_info", cam))
+            if self._enabled("depth_image"):
+                self._topics["depth", cam] = self.resolve_topic_name(self._name("depth_image", cam))
+        if self._enabled("lidar"):
+            self._topics["depth", LIDAR_SOURCE] = self.resolve_topic_name(self._name("lidar"))
+
+    def _make_io(self):
+        p = self.p
+        self._io = []
+        compressed = self._enabled("image_compressed")
+        image = "image_compressed" if compressed else "image"
+        self.pubs = {}
+        for cam in self.cameras:
             self._sub(CompressedImage if compressed else Image, image, lambda m, c=cam: self._on_image(c, m), cam)
             self._sub(CameraInfo, "camera_info", lambda m, c=cam: self.session.camera_info(c, m), cam)
             if self._enabled("depth_image"):
-                self._topics["depth", cam] = self.resolve_topic_name(self._name("depth_image", cam))
                 self._sub(Image, "depth_image", lambda m, c=cam: self._on_depth_image(c, m), cam)
             self.pubs[cam] = {"depth": self._pub(Image, "depth", cam), "confidence": self._pub(Image, "confidence", cam),
                               "camera_info": self._pub(CameraInfo, "camera_info_out", cam),
                               "depth_rect": self._pub(Image, "depth_rect", cam),
                               "camera_info_rect": self._pub(CameraInfo, "camera_info_rect", cam)}
         if self._enabled("lidar"):
-            self._topics["depth", LIDAR_SOURCE] = self.resolve_topic_name(self._name("lidar"))
             self._sub(PointCloud2, "lidar", self._on_lidar)
         self.points_pub = self._pub(PointCloud2, "points")
         self.map_pub = self._pub(PointCloud2, "map")
@@ -193,8 +261,7 @@ class MapAnythingNode(Node):
         self.mesh_pub = self._pub(Marker, "mesh")
         self.window_pub = self._pub(ReconstructionWindow, "window")
         self.tf_pub = self._pub(TFMessage, "tf_out") if self._enabled("tf_out") else None
-        self.create_timer(1.0 / RETRY_HZ, lambda: self.session.tick(self._now_ns()), clock=self._wall)
-        self._map_thread = ThreadPoolExecutor(1, thread_name_prefix="mapanything-map")
+        self._timer(1.0 / RETRY_HZ, lambda: self.session.tick(self._now_ns()))
         self._output_jobs = {"map": None, "mesh": None}
         self._output_timers = {"map": None, "mesh": None, "tf": None}
         self._correction = None  # (map_from_world 4x4, parent, child) of the newest window, for tf_output map_odom
@@ -207,10 +274,11 @@ class MapAnythingNode(Node):
         """(Re)start the timer of "map" (~/map and ~/occupancy), "mesh" or "tf" (map_odom) at `rate` Hz (0: none)."""
         if self._output_timers[output] is not None:
             self.destroy_timer(self._output_timers[output])
+            self._io.remove(self._output_timers[output])
             self._output_timers[output] = None
         if rate > 0:
             tick = self._publish_correction if output == "tf" else lambda: self._on_output_timer(output)
-            self._output_timers[output] = self.create_timer(1.0 / rate, tick, clock=self._wall)
+            self._output_timers[output] = self._timer(1.0 / rate, tick)
 
     def _publish_correction(self):
         """map_odom at tf_publish_rate: the newest window's correction, stamped transform_tolerance
@@ -251,7 +319,9 @@ class MapAnythingNode(Node):
     def _publish(self, out):
         """Publish a session.WindowOutput: TF first (what the others are looked up through), then
         ~/points (it needs no native-resolution depth), each camera's depth, made (when wanted) and
-        published in turn, and ~/window."""
+        published in turn, and ~/window. Nothing once deactivated (a window that ends after it)."""
+        if not self._active:
+            return
         if self.tf_pub is not None and out.transforms:
             if out.values["tf_output"] == "map_odom":  # re-published by its timer
                 first = self._correction is None
@@ -384,10 +454,16 @@ class MapAnythingNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, parameters):
-        """post-set: a new session snapshot with the changes."""
+        """post-set: a new session snapshot with the changes (unconfigured: taken at configure)."""
         changes = {param.name: param.value for param in parameters if param.name in settings.SPECS}
+        for name in changes:
+            self._declared.pop(name, None)  # a start-up value refused, now set right
+        if self.session is None:
+            return
         if changes:
             self.session.configure({**self.session.values, **changes})
+        if not self._active:
+            return
         for output in ("map", "mesh"):
             if f"{output}_publish_rate" in changes:
                 self._set_rate(output, changes[f"{output}_publish_rate"])
@@ -408,11 +484,15 @@ class MapAnythingNode(Node):
             if self.p["depth_source"] == "lidar":
                 values["depth"]["lidar_rate_hz"] = self.rates.rate(LIDAR_SOURCE)
         # Named after the node's full name (instances in two namespaces stay apart in an aggregator);
-        # the hardware is the device the backend runs on.
-        hw = values["pipeline"].get("device", "cpu")
+        # the hardware is the sensor a status is about (a camera's image topic, the LiDAR's), else
+        # the device the backend runs on.
+        device = values["pipeline"].get("device", "cpu")
+        sensors = {f"camera {cam}": self._topics["image", cam] for cam in self.cameras} if self.session else {}
+        if self.session and ("depth", LIDAR_SOURCE) in self._topics:
+            sensors["depth"] = self._topics["depth", LIDAR_SOURCE]
         prefix = f"{self.get_fully_qualified_name()}: "
-        msg = DiagnosticArray(status=[make_status(prefix + name, hw, self.problems.active(name), v)
-                                      for name, v in values.items()])
+        msg = DiagnosticArray(status=[make_status(prefix + name, sensors.get(name, device),
+                                                  self.problems.active(name), v) for name, v in values.items()])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
 
@@ -421,9 +501,74 @@ class MapAnythingNode(Node):
         and the map thread; True when the worker ended within `timeout` seconds."""
         if self.session is None:
             return True
+        self._active = False
         stopped = self.session.stop(timeout=timeout)
         self._map_thread.shutdown(wait=stopped)
         return stopped
+
+
+class MapAnythingLifecycleNode(_MapAnything, LifecycleNode):
+    """The node as a managed (lifecycle) node, for Nav2-style bring-up (`mapanything_lifecycle_node`;
+    `lifecycle:=true` in the launch files): configure = check the parameters and load the model (a
+    failure, e.g. missing weights, fails the transition with the reason), activate = subscribe,
+    publish and run, deactivate = stop inputs and outputs (map and model kept), cleanup = release
+    the model (and its GPU memory), shutdown = end. Parameters and the services are there from
+    construction; ~/reset, ~/save_map and ~/load_map answer once configured. when_finalized: called
+    after the shutdown transition (the process ends then: ros/run.py)."""
+
+    def __init__(self, name="mapanything", when_finalized=lambda: None, **kwargs):
+        super().__init__(name, **kwargs)
+        self._when_finalized = when_finalized
+        self._setup()
+
+    def on_configure(self, state):
+        failure = self._configure()
+        if failure is not None:
+            self.fatal = failure
+            self.get_logger().error(f"configure failed: {failure}")
+            self.problems.report("pipeline", "fatal", diagnostics.ERROR, failure, hold=None)
+            return TransitionCallbackReturn.FAILURE
+        self.fatal = None
+        self.problems.clear("pipeline", "fatal")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        self._activate()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state):
+        self._deactivate()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state):
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        if self._active:
+            self._deactivate()
+        if self.session is not None:
+            self._cleanup()
+        self._when_finalized()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state):
+        self.get_logger().error(f"error in state {state.label}: the session is released")
+        return self.on_shutdown(state)
+
+
+class MapAnythingNode(_MapAnything, Node):
+    """See the module doc: configured and active from construction (or reporting why it cannot
+    be). `parameter_overrides` etc. go to rclpy's Node."""
+
+    def __init__(self, name="mapanything", **kwargs):
+        super().__init__(name, **kwargs)
+        self._setup()
+        failure = self._configure()
+        if failure is not None:
+            self._fail(failure)
+            return
+        self._activate()
 
 
 def _checked(cls, key):

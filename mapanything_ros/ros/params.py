@@ -45,9 +45,9 @@ def descriptor(name, spec):
 
 def declare(node):
     """Declare every parameter on `node`. Returns ({name: value} (None for a required one left
-    unset), [problems]): a start-up value that rclpy refuses (wrong type, out of a declared range)
-    is not raised but listed, so that the node can report it."""
-    values, problems = {}, []
+    unset), {name: problem}): a start-up value that rclpy refuses (wrong type, out of a declared
+    range) is not raised but listed, so that the node can report it."""
+    values, problems = {}, {}
     for name, spec in SPECS.items():
         value = _REQUIRED_TYPES[spec.type_] if spec.default is None else spec.default
         try:
@@ -56,7 +56,7 @@ def declare(node):
             given = getattr(node._parameter_overrides.get(name), "value", None)
             if spec.type_name == "string_array" and isinstance(given, str):
                 err = f"got the string {short_repr(given)}; give a list, e.g. {name}:=\"[{given}]\""
-            problems.append(f"parameter {name} ({spec.type_name}): {err}")
+            problems[name] = f"parameter {name} ({spec.type_name}): {err}"
             node.declare_parameter(name, value, descriptor(name, spec), ignore_override=True)
         try:
             param = node.get_parameter(name)
@@ -66,9 +66,21 @@ def declare(node):
             continue
         refused = refusal(param)
         if refused is not None and values[name] is not None:
-            problems.append(f"parameter {name}: {refused.reason}")
+            problems[name] = f"parameter {name}: {refused.reason}"
             values[name] = spec.default
     return values, problems
+
+
+def current(node):
+    """{name: value} of the declared parameters now (None for a required one unset)."""
+    values = {}
+    for name in SPECS:
+        try:
+            param = node.get_parameter(name)
+            values[name] = None if param.type_ == Parameter.Type.NOT_SET else param.value
+        except ParameterUninitializedException:
+            values[name] = None
+    return values
 
 
 def refusal(param):

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 
 STOP_GRACE_S = 1.0  # at a stop signal, how long the inference in progress may take to end
@@ -22,11 +23,16 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class Stop:
     """The stop request of the process: `event` is set by a stop signal; before `running()` is
     called a stop signal ends the process at once (exit 0), and so does a second one during the
-    orderly stop (exit 1: the user insisted, something may have been left unfinished)."""
+    orderly stop (exit 1: the user insisted, something may have been left unfinished), if it
+    comes more than REPEAT_S after the first: Ctrl-C in the terminal of `ros2 launch` reaches the
+    node twice at once, from the terminal and forwarded by launch."""
+
+    REPEAT_S = 1.0
 
     def __init__(self):
         self.event = threading.Event()
         self._running = False
+        self._first = None
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
 
@@ -36,7 +42,9 @@ class Stop:
     def _on_signal(self, *_):
         if not self._running:
             os._exit(0)
-        if self.event.is_set():
+        if self._first is None:
+            self._first = time.monotonic()
+        elif time.monotonic() - self._first > self.REPEAT_S:
             _flush()
             os._exit(1)
         self.event.set()
@@ -55,6 +63,11 @@ def node():
     main(stop=Stop())
 
 
+def lifecycle_node():
+    """Run the managed node (main, managed=True) with the stop signals handled from the start."""
+    main(stop=Stop(), managed=True)
+
+
 class _DebugHandler(logging.Handler):
     """python logging records (tracebacks included) to an rclpy logger at DEBUG."""
 
@@ -67,7 +80,7 @@ class _DebugHandler(logging.Handler):
         self.logger.debug(self.format(record))
 
 
-def main(argv=None, stop=None):
+def main(argv=None, stop=None, managed=False):
     """Run the node (`mapanything_node --ros-args -p cameras:=[front] ...`) until a stop signal.
 
     The stop is in order: the executor (no more inputs), then the pipeline worker (the window
@@ -76,17 +89,18 @@ def main(argv=None, stop=None):
     ended STOP_GRACE_S after the signal (a large window on a CPU can take minutes, and a running
     torch call cannot be cut short) is abandoned: after ROS is shut down the process exits at
     once with code 0 (letting the interpreter finalise under a thread still in torch aborts it).
-    stop: a Stop made before the heavy imports (node()'s), else one is made here."""
+    stop: a Stop made before the heavy imports (node()'s), else one is made here. managed: the
+    lifecycle node (MapAnythingLifecycleNode), which waits unconfigured for its transitions."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    from .node import GIL_SWITCH_S, MapAnythingNode
+    from .node import GIL_SWITCH_S, MapAnythingLifecycleNode, MapAnythingNode
 
     stop = stop or Stop()
     sys.setswitchinterval(GIL_SWITCH_S)
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-    node = MapAnythingNode()
+    node = MapAnythingLifecycleNode(when_finalized=stop.event.set) if managed else MapAnythingNode()
     package_log = logging.getLogger("mapanything_ros")  # the node reports those events itself
     package_log.addHandler(_DebugHandler(node.get_logger().get_child("python")))
     package_log.propagate = False

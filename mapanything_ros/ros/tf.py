@@ -97,7 +97,7 @@ class TfLookup(abc.ABC):
     def __init__(self, node, accept=lambda tf, static: True):
         self._accept = accept
         group = MutuallyExclusiveCallbackGroup()
-        self._subs = [
+        self.subscriptions = [  # the node destroys them when it lets the lookup go
             node.create_subscription(TFMessage, "/tf", lambda m: self._add(m, False), TF_QOS, callback_group=group),
             node.create_subscription(TFMessage, "/tf_static", lambda m: self._add(m, True), TF_STATIC_QOS,
                                      callback_group=group),
