@@ -36,9 +36,9 @@ def _nodes(context):
     arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     overrides = node_overrides({name: arg(name) for name in OVERRIDES})
     config, namespace, name = arg("config"), arg("namespace"), arg("node_name")
+    remappings = parse_remappings(arg("remappings"))
     node = dict(package="mapanything_ros", name=name, namespace=namespace, parameters=[config, overrides],
-                remappings=parse_remappings(arg("remappings")), ros_arguments=["--log-level", arg("log_level")],
-                output="screen")
+                remappings=remappings, ros_arguments=["--log-level", arg("log_level")], output="screen")
     if parse_bool("lifecycle", arg("lifecycle")):  # unconfigured until its transitions (docs/node.md)
         actions = [Node(executable="mapanything_lifecycle_node", **node)]
     else:
@@ -48,10 +48,10 @@ def _nodes(context):
             get_package_share_directory("rviz2")
         except PackageNotFoundError:
             return actions + [LogInfo(msg="rviz:=true but rviz2 is not installed: the node runs without it")]
-        values = {**file_parameters(Path(config).read_text()), **overrides}
+        values = {**file_parameters(Path(config).read_text(), namespace, name), **overrides}
         layout = tempfile.NamedTemporaryFile("w", prefix="mapanything_", suffix=".rviz", delete=False)
         with layout:
-            layout.write(rviz_config(RVIZ_LAYOUT.read_text(), values, namespace, name))
+            layout.write(rviz_config(RVIZ_LAYOUT.read_text(), values, namespace, name, remappings))
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace,
                             arguments=["-d", layout.name], output="log"))
     return actions

@@ -178,9 +178,11 @@ def test_parse_remappings_rejects_malformed_pairs(text):
         parse_remappings(text)
 
 
-def test_file_parameters_take_any_node_section_over_the_wildcard():
-    text = "/**:\n  ros__parameters:\n    a: 1\n    b: 2\n/robot/mapanything:\n  ros__parameters:\n    b: 3\n"
-    assert file_parameters(text) == {"a": 1, "b": 3}
+def test_file_parameters_take_the_nodes_own_section_over_the_wildcard():
+    text = ("/**:\n  ros__parameters:\n    a: 1\n    b: 2\n/robot/mapanything:\n  ros__parameters:\n    b: 3\n"
+            "other:\n  ros__parameters:\n    a: 9\n")
+    assert file_parameters(text, "robot") == {"a": 1, "b": 3}
+    assert file_parameters(text) == {"a": 1, "b": 2}  # /robot/mapanything is another node
     assert file_parameters("") == {}
 
 
@@ -204,6 +206,8 @@ def test_rviz_layout_follows_namespace_node_camera_and_frames():
     assert got == {"fixed": "robot1/odom",
                    "topics": ["/robot1/left_fisheye_optical/image_raw", "/robot1/mapper/left_fisheye_optical/depth",
                               "/robot1/mapper/points", "/robot1/mapper/map"]}
+    remapped = _rviz_values(rviz_config(RVIZ, values, "robot1", "mapper", [("left_fisheye_optical/image_raw", "/c")]))
+    assert remapped["topics"][0] == "/c"
     image_only = _rviz_values(rviz_config(RVIZ, {"cameras": ["/cam"], "use_poses": False, "map_frame": "m"}))
     assert image_only == {"fixed": "m", "topics": ["/cam/image_raw", "/mapanything/cam/depth", "/mapanything/points",
                                                    "/mapanything/map"]}

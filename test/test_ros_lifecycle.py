@@ -115,3 +115,41 @@ def test_missing_weights_fail_configure_with_the_reason(ros, tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def test_cycles_in_process_keep_live_rates_and_release_everything():
+    """configure/activate/deactivate/cleanup twice on one node: a publication rate set while
+    inactive is the one its timer runs at; each cleanup leaves no input, output or service of the
+    active state behind (tf2's buffer, with a service of its own, is made once)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from mapanything_ros.ros.node import MapAnythingLifecycleNode
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = MapAnythingLifecycleNode(context=context, parameter_overrides=[
+        Parameter("cameras", value=list(CAMERAS)), Parameter("backend", value="oracle"),
+        Parameter("oracle_preset", value="small")])
+    ok = TransitionCallbackReturn.SUCCESS
+    try:
+        def count():
+            return [len(list(e)) for e in (node.subscriptions, node.publishers, node.services, node.timers)]
+
+        before = count()
+        for rate in (2.0, 4.0):
+            assert node.trigger_configure() == ok
+            assert node.set_parameters([Parameter("map_publish_rate", value=rate)])[0].successful
+            assert node.trigger_activate() == ok
+            assert node._output_timers["map"].timer_period_ns == int(1e9 / rate)
+            active = count()
+            assert active[0] > before[0] + 2 and active[1] > before[1]
+            assert node.trigger_deactivate() == ok and node.trigger_cleanup() == ok
+            # only the TF subscriptions and tf2's service stay (made once, at the first configure)
+            after = count()
+            assert after[1] == before[1] and after[3] == before[3]
+            assert after[0] == before[0] + 2 and after[2] <= before[2] + 1
+        assert node.session is None and node.runtime is None
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -88,15 +88,18 @@ def parse_remappings(text):
     return pairs
 
 
-def file_parameters(text):
-    """The node's parameters in a ROS 2 parameter file's text (the `/**` section, then any other)."""
+def file_parameters(text, namespace="", node="mapanything"):
+    """The parameters a ROS 2 parameter file's text gives the node `node` in `namespace`: its
+    `/**` section, then the section of its name or full name, which wins."""
     import yaml
 
     doc = yaml.safe_load(text) or {}
+    full = f"{namespace.strip('/')}/{node}".strip("/")
     found = {}
-    for key, section in doc.items():
-        params = (section or {}).get("ros__parameters", {}) if isinstance(section, dict) else {}
-        found = {**params, **found} if key == "/**" else {**found, **params}
+    for key in ("/**", node, full, "/" + full):
+        section = doc.get(key)
+        if isinstance(section, dict):
+            found.update(section.get("ros__parameters") or {})
     return found
 
 
@@ -109,15 +112,17 @@ _RVIZ_LINES = {  # the lines of config/mapanything.rviz this rewrites, by what t
 }
 
 
-def rviz_config(template, values, namespace="", node="mapanything"):
+def rviz_config(template, values, namespace="", node="mapanything", remappings=()):
     """The RViz layout `template` (config/mapanything.rviz's text) for the node `node` in
-    `namespace` with parameters `values`: its topics as the node resolves them, the first
-    camera's image and depth, and the fixed frame its outputs are in (world_frame with TF poses,
-    map_frame image-only)."""
+    `namespace` with parameters `values` and topic `remappings` [(from, to)]: its topics as the
+    node resolves them, the first camera's image and depth, and the fixed frame its outputs are
+    in (world_frame with TF poses, map_frame image-only)."""
     camera = (values.get("cameras") or ["front_optical"])[0]
-    topic = {key: layout.absolute(interface.resolve(interface.ENDPOINTS[key].name, values, ns=camera),
-                                  namespace, node)
-             for key in ("image", "depth", "points", "map")}
+    remap = {layout.absolute(a, namespace, node): layout.absolute(b, namespace, node) for a, b in remappings}
+    topic = {}
+    for key in ("image", "depth", "points", "map"):
+        name = layout.absolute(interface.resolve(interface.ENDPOINTS[key].name, values, ns=camera), namespace, node)
+        topic[key] = remap.get(name, name)
     if values.get("image_transport") == "compressed":
         topic["image"] = topic["image"].removesuffix("/compressed")  # RViz picks the transport itself
     poses = values.get("use_poses", SPECS["use_poses"].default)

@@ -16,6 +16,7 @@ tracebacks); the session reports those events itself.
 """
 
 import copy
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -82,7 +83,7 @@ class _MapAnything:
         self.p, self._declared = params.declare(self)  # start-up values; the session holds the live snapshot
         self.problems, self.rates = Problems(), Rates()
         self.report = Reporter(self._log)
-        self.session = self.runtime = self.fatal = self._saving = self._map_thread = None
+        self.session = self.runtime = self.fatal = self._saving = self._map_thread = self.tf = None
         self._active, self._io, self._loaded = False, None, False  # _io: the active state's entities
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
         self.diag_pub = self._pub(DiagnosticArray, "diagnostics")
@@ -115,7 +116,9 @@ class _MapAnything:
         hint = ("node's sim (/clock) clock: is /clock from the same source as the stamps?" if sim else
                 "node's system clock: for a bag or a simulator set use_sim_time:=true and publish /clock "
                 "(ros2 bag play --clock); else synchronise the sensor's clock")
-        self.tf = make_tf_lookup(self, accept=lambda tf, static: not self.session.tf_refusal(tf, self._now_ns(), static))
+        if self.tf is None:  # made once: tf2's Buffer adds a service to the node; refuses all while unconfigured
+            self.tf = make_tf_lookup(self, accept=lambda tf, static: self.session is not None and
+                                     not self.session.tf_refusal(tf, self._now_ns(), static))
         self.session = Session(self.p, backend, self.tf.lookup, self.report, self._publish, topics=self._topics,
                                clock_hint=hint)
         self._map_thread = ThreadPoolExecutor(1, thread_name_prefix="mapanything-map")
@@ -124,8 +127,8 @@ class _MapAnything:
     def _activate(self):
         """Inputs, outputs and timers; the pipeline runs."""
         self._make_io()
-        self._active = True
         self.session.start()
+        self._active = True
         if self.p["load_map_path"] and not self._loaded:
             self._loaded = True
             self._map_thread.submit(self._load_at_start, self.p["load_map_path"])
@@ -138,27 +141,39 @@ class _MapAnything:
         """Inputs, outputs and timers gone, the pipeline stopped (the window in progress ends
         unpublished); the session, its map and the backend stay."""
         self._active = False
-        self.session.stop(timeout=STOP_TIMEOUT_S)
+        self._stop_session()
         for job in self._output_jobs.values():  # a ~/map or ~/mesh being published ends first
             if job is not None:
                 job.exception()
-        for entity in self._io:
+        self._drop_io()
+
+    def _drop_io(self):
+        """Destroy the active state's subscriptions, publishers and timers (those made so far)."""
+        for entity in self._io or ():
             destroy = {"Subscription": self.destroy_subscription, "Publisher": self.destroy_publisher}
             destroy.get(type(entity).__name__, self.destroy_timer)(entity)
         self._io = None
-        self._output_timers = dict.fromkeys(self._output_timers)
+        self._output_timers = dict.fromkeys(("map", "mesh", "tf"))
+
+    def _stop_session(self):
+        if not self.session.stop(timeout=STOP_TIMEOUT_S):
+            self.get_logger().warning(f"the window in progress did not end within {STOP_TIMEOUT_S:g} s: it is "
+                                      "abandoned (its result is dropped; the next start waits for it to end)")
 
     def _cleanup(self):
-        """The session and the backend released (GPU memory with them), the TF buffer too."""
-        self.session.stop(timeout=STOP_TIMEOUT_S)
+        """The session and the backend released (GPU memory with them: once an abandoned window
+        has ended), the dynamic TF too."""
+        self._stop_session()
         self._map_thread.shutdown(wait=True)
-        for sub in self.tf.subscriptions:
-            self.destroy_subscription(sub)
-        self.session = self.runtime = self.tf = self._map_thread = None
+        self.tf.clear()
+        self.session = self.runtime = self._map_thread = None
         self._loaded = False
         release_device_memory()
 
     # ---------------------------------------------------------------- set-up
+
+    def _why_not(self):
+        return self.fatal or "not configured (a managed node: configure it first)"
 
     def _fail(self, message):
         self.fatal = message
@@ -265,10 +280,11 @@ class _MapAnything:
         self._output_jobs = {"map": None, "mesh": None}
         self._output_timers = {"map": None, "mesh": None, "tf": None}
         self._correction = None  # (map_from_world 4x4, parent, child) of the newest window, for tf_output map_odom
-        self._set_rate("map", p["map_publish_rate"])
-        self._set_rate("mesh", p["mesh_publish_rate"])
+        live = self.session.values  # rates set since configure (or while inactive) included
+        self._set_rate("map", live["map_publish_rate"])
+        self._set_rate("mesh", live["mesh_publish_rate"])
         if p["tf_output"] == "map_odom":
-            self._set_rate("tf", p["tf_publish_rate"])
+            self._set_rate("tf", live["tf_publish_rate"])
 
     def _set_rate(self, output, rate):
         """(Re)start the timer of "map" (~/map and ~/occupancy), "mesh" or "tf" (map_odom) at `rate` Hz (0: none)."""
@@ -390,7 +406,7 @@ class _MapAnything:
 
     def _on_reset(self, request, response):
         if self.session is None:
-            response.success, response.message = False, f"not running: {self.fatal}"
+            response.success, response.message = False, f"not running: {self._why_not()}"
             return response
         self.session.reset()
         self.tf.clear()
@@ -410,7 +426,7 @@ class _MapAnything:
         executor goes on meanwhile) and the answer comes when it is done. One at a time: a request
         while another runs is refused at once, with the reason."""
         if self.session is None:
-            response.success, response.message = False, f"not running: {self.fatal}"
+            response.success, response.message = False, f"not running: {self._why_not()}"
             return response
         if self._saving is not None:
             response.success, response.message = False, f"busy with {self._saving}: call again when it ends"
@@ -521,6 +537,16 @@ class MapAnythingLifecycleNode(_MapAnything, LifecycleNode):
         self._when_finalized = when_finalized
         self._setup()
 
+    def _transition(self, name, step):
+        """Run a transition's step; an exception (rclpy drops it unsaid) is logged and fails it,
+        which takes the node through on_error."""
+        try:
+            step()
+        except Exception:
+            self.get_logger().error(f"{name} failed:\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.ERROR
+        return TransitionCallbackReturn.SUCCESS
+
     def on_configure(self, state):
         failure = self._configure()
         if failure is not None:
@@ -533,28 +559,32 @@ class MapAnythingLifecycleNode(_MapAnything, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state):
-        self._activate()
-        return TransitionCallbackReturn.SUCCESS
+        return self._transition("activate", self._activate)
 
     def on_deactivate(self, state):
-        self._deactivate()
-        return TransitionCallbackReturn.SUCCESS
+        return self._transition("deactivate", self._deactivate)
 
     def on_cleanup(self, state):
-        self._cleanup()
-        return TransitionCallbackReturn.SUCCESS
+        return self._transition("cleanup", self._cleanup)
 
     def on_shutdown(self, state):
-        if self._active:
-            self._deactivate()
-        if self.session is not None:
-            self._cleanup()
+        result = self._transition("shutdown", self._release)
         self._when_finalized()
-        return TransitionCallbackReturn.SUCCESS
+        return result
 
     def on_error(self, state):
-        self.get_logger().error(f"error in state {state.label}: the session is released")
-        return self.on_shutdown(state)
+        """After a failed step: everything released, back to unconfigured (configure may be tried again)."""
+        self.get_logger().error(f"error while {state.label}: inputs, outputs and the session are released")
+        return self._transition("error recovery", self._release)
+
+    def _release(self):
+        self._active = False
+        if self._io is not None:
+            if self.session is not None:
+                self._stop_session()
+            self._drop_io()
+        if self.session is not None:
+            self._cleanup()
 
 
 class MapAnythingNode(_MapAnything, Node):

@@ -36,6 +36,11 @@ def depth_sources(values):
 
 def make_sync(values):
     """The CaptureSync of a parameter set (cameras, slop, depth sources and tolerance, camera timeout)."""
-    return CaptureSync(values["cameras"], int(values["sync_slop"] * SEC), depth_sources(values),
+    return CaptureSync(values["cameras"], slop_ns(values), depth_sources(values),
                        int(values["depth_tolerance"] * SEC), int(DEPTH_WAIT_S * SEC),
                        camera_timeout_ns=int(values["camera_timeout"] * SEC))
+
+
+def slop_ns(values):
+    """sync_slop in ns, at least 1 (a set's stamps spread less than it: 0 would pair nothing)."""
+    return max(1, int(round(values["sync_slop"] * SEC)))

@@ -52,7 +52,7 @@ from ..mapping.ply import PLY_MAGIC, write_mesh_ply, write_ply
 from ..pipeline import Pipeline
 from ..sync import LIDAR_SOURCE
 from ..units import SEC
-from .config import DEPTH_WAIT_S, make_sync, pipeline_config
+from .config import DEPTH_WAIT_S, make_sync, pipeline_config, slop_ns
 from .inputs import CameraImage, Cloud, FrameBuilder, PendingCaptures, image_decoder
 from .report import ERROR, WARN
 
@@ -405,7 +405,7 @@ class Session:
         values = MappingProxyType(dict(values))
         with self._lock:
             self.pipeline.configure(pipeline_config(values))
-            self.sync.configure(int(values["sync_slop"] * SEC), int(values["depth_tolerance"] * SEC),
+            self.sync.configure(slop_ns(values), int(values["depth_tolerance"] * SEC),
                                 max(1, int(values["camera_timeout"] * SEC)))
             self._values = values
 
