@@ -49,6 +49,11 @@ Bad input:
 - A message older by more than that but by at most `camera_timeout_ns` is a late one (delivered
   out of order): dropped as "stale" too, nothing else touched, unless its input already sent
   LATE_RUN - 1 such messages in a row: then its clock went back.
+- A message stamped more than `camera_timeout_ns` ahead of the newest stamp received and of the
+  node clock given to `poll` (one message from a clock gone wrong, which would otherwise make
+  every later message of its input look late) is dropped as "stale" with a reason for
+  `take_refusals`, unless its input already sent LATE_RUN - 1 such messages in a row: then its
+  clock jumped forward, and it is taken.
 - A stamp further back, or that run, means time jumped back (a bag looping, a clock reset): all
   buffers are cleared (their images counted as dropped "reset") and the reason is recorded for
   `take_resets`; after each call the node takes the reasons, logs them and resets its window
@@ -140,6 +145,7 @@ class CaptureSync:
         self._captures = 0
         self._reset_count = 0
         self._reasons = []
+        self._refusals = []
         self._last_reason = None
         self._first_now = None
         self._clear()
@@ -165,6 +171,7 @@ class CaptureSync:
         self._last_stamp = None  # stamp of the last emitted capture
         self._leftover = {}  # (kind, name) -> its newest stamp before a reset, until it too jumps back
         self._late = {}  # (kind, name) -> late messages in a row
+        self._early = {}  # (kind, name) -> messages stamped far ahead in a row
         self._jump_ns = 0  # how far time jumped back at the last reset
 
     # ---- public API -------------------------------------------------------------------------
@@ -243,6 +250,12 @@ class CaptureSync:
             return [s for s in self.depth_sources
                     if self._image_clock - self._depth_last.get(s, self._origin) >= self.camera_timeout_ns]
 
+    def take_refusals(self):
+        """Why messages were dropped as stamped far ahead, since the last call (oldest first)."""
+        with self._lock:
+            refusals, self._refusals = self._refusals, []
+            return refusals
+
     def take_resets(self):
         """The reasons of the resets since the last call (oldest first); the node logs them and resets its window."""
         with self._lock:
@@ -286,6 +299,17 @@ class CaptureSync:
             self._jump_ns = last - stamp
         elif last is not None and stamp <= last:
             return False
+        ahead = stamp - max((t for t in (self._clock, self._now) if t is not None), default=stamp)
+        if ahead > self.camera_timeout_ns:
+            early = self._early.get(key, 0) + 1
+            if early < LATE_RUN:
+                self._early[key] = early
+                label = "camera" if kind == "image" else "depth source"
+                self._refusals.append(f"{label} {name}: a message stamped {ahead / SEC:.3f} s ahead of the other "
+                                      f"inputs and the clock dropped (its clock jumped forward, or this stamp is "
+                                      f"wrong; taken after {LATE_RUN} in a row)")
+                return False
+        self._early.pop(key, None)
         self._late.pop(key, None)
         self._clock = stamp if self._clock is None else max(self._clock, stamp)
         if self._origin is None:

@@ -281,6 +281,27 @@ def test_one_depth_source_with_a_wrong_clock_resets_once_and_the_cameras_carry_o
     assert [c.depth.get("lidar", (None, None))[1] for c in out[6:]] == [6, 7, 8, 9]
 
 
+def test_one_message_stamped_far_ahead_is_dropped_without_a_reset():
+    """One LiDAR sweep and one image stamped an hour ahead (issue 19: they reset every buffer and
+    were reported as time jumping back): each is dropped with its reason; nothing else changes."""
+    sync = CaptureSync(["a"], slop_ns=10 * MS, depth_sources=["lidar"], depth_tolerance_ns=20 * MS,
+                       depth_wait_ns=50 * MS)
+    hour = 3600 * 1000 * MS
+    out = []
+    for k in range(10):
+        stamp = 1000 * MS + k * 100 * MS
+        out += sync.add_image("a", stamp + (hour if k == 6 else 0), k)
+        out += sync.add_depth("lidar", stamp + (hour if k == 3 else 0), k)
+        out += sync.poll(stamp)
+    out += sync.poll(3000 * MS)
+    assert sync.take_resets() == [] and sync.stats()["resets"] == 0
+    refusals = sync.take_refusals()
+    assert len(refusals) == 2 and "depth source lidar" in refusals[0] and "camera a" in refusals[1]
+    assert "3600.000 s ahead" in refusals[0] and "3600.100 s ahead" in refusals[1]
+    assert [c.images["a"][1] for c in out] == [k for k in range(10) if k != 6]
+    assert [c.depth.get("lidar", (None, None))[1] for c in out] == [0, 1, 2, None, 4, 5, 7, 8, 9]
+
+
 def test_silent_depth_source_is_reported_in_image_time():
     sync = CaptureSync(["a", "front"], slop_ns=10 * MS, depth_sources=["lidar", "front"],
                        camera_timeout_ns=500 * MS, depth_wait_ns=0)

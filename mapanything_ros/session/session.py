@@ -301,6 +301,8 @@ class Session:
     def _feed(self, captures, now_ns, final=False):
         """Queue new captures (in stamp order) and submit every one whose transforms are there (under the lock)."""
         values = self._values
+        for reason in self.sync.take_refusals():
+            self.report("sync", "early", WARN, reason)
         for reason in self.sync.take_resets():
             self.report("sync", "reset", WARN, f"input time jumped back: {reason}")
             self._pending.clear()
