@@ -41,7 +41,7 @@ from ..srv import MapFile
 from ..session import ERROR, WARN, Reporter, Session
 from ..sync import LIDAR_SOURCE
 from ..units import SEC
-from . import diagnostics, params
+from . import dds, diagnostics, params
 from .diagnostics import Problems, Rates, make_status
 from .images import depth_to_image, float_image
 from .marker import mesh_marker
@@ -85,6 +85,7 @@ class _MapAnything:
         self.report = Reporter(self._log)
         self.session = self.runtime = self.fatal = self._saving = self._map_thread = self.tf = None
         self._active, self._io, self._loaded = False, None, False  # _io: the active state's entities
+        self._burst = {}  # input -> bytes of its first message (the DDS segment check)
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
         self.diag_pub = self._pub(DiagnosticArray, "diagnostics")
         self.create_timer(1.0, self.publish_diagnostics, clock=self._wall)
@@ -321,11 +322,30 @@ class _MapAnything:
 
     def _on_image(self, cam, msg):
         self.rates.tick(cam)
+        if cam not in self._burst:
+            self._check_burst(cam, len(msg.data))
         self.session.image(cam, msg, self._now_ns())
 
     def _on_lidar(self, msg):
         self.rates.tick(LIDAR_SOURCE)
+        if LIDAR_SOURCE not in self._burst:
+            self._check_burst(LIDAR_SOURCE, len(msg.data))
         self.session.lidar(msg, self._now_ns())
+
+    def _check_burst(self, source, nbytes):
+        """Once the first message of every input is in: warn when one capture's messages exceed the
+        Fast DDS shared-memory segment (best effort loses them between processes)."""
+        self._burst[source] = nbytes
+        inputs = set(self.cameras) | ({LIDAR_SOURCE} if self._enabled("lidar") else set())
+        segment = dds.shm_segment()
+        if set(self._burst) != inputs or segment is None or sum(self._burst.values()) <= segment[0]:
+            return
+        sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in self._burst.items())
+        self._hold(diagnostics.WARN, "dds_segment",
+                   f"one capture's messages ({sum(self._burst.values()) / 2**20:.1f} MiB: {sizes}) exceed the Fast DDS "
+                   f"shared-memory segment ({segment[0] / 2**20:.1f} MiB, {segment[1]}): best-effort inputs from "
+                   "other processes on this computer will be lost; raise <segment_size> in the profile "
+                   "(docs/development.md, DDS stays on this machine)")
 
     def _on_depth_image(self, cam, msg):
         self.session.depth_image(cam, msg, self._now_ns())
