@@ -108,6 +108,8 @@ def ghosts(out_dir, values, scene, start_ns, end_ns):
     occupancy rule calls the cell in front of a surface occupied on purpose: occupied_wrong of
     occupancy_metrics counts those)."""
     volume = saved_map(out_dir, values)
+    if volume is None:
+        raise ValueError(f"{out_dir} has no world-frame map to look for ghosts in")
     grid = occupancy_grid(volume, values)
     now = scene.room_at(end_ns)
     low, high = values["occupancy_min_height"], values["occupancy_max_height"]

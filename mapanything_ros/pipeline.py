@@ -369,10 +369,13 @@ class Pipeline:
         consistently (pose_frame None when the map is empty). Meshed from a copy taken under the
         map lock: fusion waits for the copy (tens of ms), not for the meshing (seconds for millions
         of triangles)."""
-        with self._map_lock:
-            volume = self._map.copy()
-            frame, stamp = self._map_pose_frame if len(self._map) else None, self._map_stamp
+        volume, frame, stamp = self._map_copy()
         return volume.mesh(), frame, stamp
+
+    def _map_copy(self):
+        """(a copy of the TsdfMap, pose_frame (None when empty), stamp_ns), taken under the map lock."""
+        with self._map_lock:
+            return self._map.copy(), self._map_pose_frame if len(self._map) else None, self._map_stamp
 
     def occupancy(self, z_min, z_max, resolution=None):
         """(tsdf.Grid2D of the height band, pose_frame, stamp_ns) of the map, consistently (see
@@ -382,13 +385,14 @@ class Pipeline:
             return grid, self._map_pose_frame if len(self._map) else None, self._map_stamp
 
     def map_state(self):
-        """The whole map for saving: TsdfMap.state() plus "pose_frame" and "stamp_ns" (-1: none);
-        ValueError when it is empty."""
-        with self._map_lock:
-            if not len(self._map):
-                raise ValueError("the map is empty (nothing mapped since start-up or reset)")
-            stamp = -1 if self._map_stamp is None else self._map_stamp
-            return {**self._map.state(), "pose_frame": np.array(self._map_pose_frame), "stamp_ns": np.array(stamp)}
+        """(the whole map for saving: TsdfMap.state() plus "pose_frame" and "stamp_ns" (-1: none),
+        the copy of the map it is, for its surface and mesh): one consistent map, copied under the
+        map lock. ValueError when it is empty."""
+        volume, frame, stamp = self._map_copy()
+        if frame is None:
+            raise ValueError("the map is empty (nothing mapped since start-up or reset)")
+        state = {**volume.state(), "pose_frame": np.array(frame), "stamp_ns": np.array(-1 if stamp is None else stamp)}
+        return state, volume
 
     def load_map(self, state):
         """Replace the map by a map_state() (ValueError when it does not fit this map: voxel size,

@@ -94,7 +94,7 @@ def rectify_depth(depth, rect):
     if depth.shape != rect.map_x.shape:
         raise ValueError(f"depth is {depth.shape[1]}x{depth.shape[0]}, the camera publishes {rect.size[0]}x{rect.size[1]}")
     with np.errstate(invalid="ignore"):
-        raw = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+        raw = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.nan))
     out = cv2.remap(raw, rect.map_x, rect.map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                     borderValue=float("nan"))
     return out * rect.z_scale

@@ -10,6 +10,10 @@ import numpy as np
 VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
                    ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("confidence", "<f4")])
 
+# One vertex of a mesh file: 15 bytes, packed; and one triangle: a count (3) and three int indices.
+MESH_VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+_FACE = np.dtype([("n", "u1"), ("v", "<i4", (3,))])
+
 # PLY scalar type names (both spellings of the specification) as little-endian numpy types.
 SCALARS = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -32,14 +36,40 @@ def _comments(comments):
     return lines
 
 
-def ply_header(count, comments=None):
-    """The header (bytes, ending with its newline) of a file of `count` VERTEX records, with
-    comments ({name: value}: one "comment name value" line each)."""
+def ply_header(count, comments=None, vertex=VERTEX, faces=None):
+    """The header (bytes, ending with its newline) of a file of `count` `vertex` records (VERTEX,
+    or MESH_VERTEX), then `faces` triangles when not None, with comments ({name: value}: one
+    "comment name value" line each)."""
     lines = [PLY_MAGIC.decode().strip(), "format binary_little_endian 1.0", *_comments(comments),
              f"element vertex {int(count)}"]
-    lines += [f"property {_WRITE_NAMES[VERTEX[name].str]} {name}" for name in VERTEX.names]
+    lines += [f"property {_WRITE_NAMES[vertex[name].str]} {name}" for name in vertex.names]
+    if faces is not None:
+        lines += [f"element face {int(faces)}", "property list uchar int vertex_indices"]
     lines.append("end_header")
     return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def _vertices(dtype, points, colors):
+    """Records of `dtype` with x y z from points (N, 3) and red green blue from colors (N, 3) uint8."""
+    if colors.dtype != np.uint8:
+        raise ValueError(f"colors must be uint8, got {colors.dtype}")
+    records = np.empty(len(points), dtype)
+    for axis, name in enumerate("xyz"):
+        records[name] = points[:, axis]
+    for channel, name in enumerate(("red", "green", "blue")):
+        records[name] = colors[:, channel]
+    return records
+
+
+def _write(path, *chunks):
+    """The byte strings `chunks` to `path` (a path, or a binary file open for writing)."""
+    if hasattr(path, "write"):
+        for chunk in chunks:
+            path.write(chunk)
+        return
+    with open(path, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
 
 
 def write_ply(path, points, colors, confidence, comments=None):
@@ -54,20 +84,9 @@ def write_ply(path, points, colors, confidence, comments=None):
     confidence = np.asarray(confidence).reshape(-1)
     if not len(points) == len(colors) == len(confidence):
         raise ValueError(f"lengths differ: {len(points)} points, {len(colors)} colors, {len(confidence)} confidences")
-    if colors.dtype != np.uint8:
-        raise ValueError(f"colors must be uint8, got {colors.dtype}")
-    records = np.empty(len(points), VERTEX)
-    for axis, name in enumerate("xyz"):
-        records[name] = points[:, axis]
-    for channel, name in enumerate(("red", "green", "blue")):
-        records[name] = colors[:, channel]
+    records = _vertices(VERTEX, points, colors)
     records["confidence"] = confidence
-    if hasattr(path, "write"):
-        path.write(ply_header(len(records), comments) + records.tobytes())
-    else:
-        with open(path, "wb") as f:
-            f.write(ply_header(len(records), comments))
-            f.write(records.tobytes())
+    _write(path, ply_header(len(records), comments), records.tobytes())
     return len(records)
 
 
@@ -84,24 +103,10 @@ def write_mesh_ply(path, vertices, colors, triangles, comments=None):
         raise ValueError(f"colors must be uint8, one per vertex: {len(vertices)} vertices, {len(colors)} {colors.dtype}")
     if len(triangles) and not (0 <= triangles.min() and triangles.max() < len(vertices)):
         raise ValueError("triangles index vertices that do not exist")
-    vertex = np.dtype([(n, "<f4") for n in "xyz"] + [(n, "u1") for n in ("red", "green", "blue")])
-    records = np.empty(len(vertices), vertex)
-    for axis, name in enumerate("xyz"):
-        records[name] = vertices[:, axis]
-    for channel, name in enumerate(("red", "green", "blue")):
-        records[name] = colors[:, channel]
-    faces = np.empty(len(triangles), np.dtype([("n", "u1"), ("v", "<i4", (3,))]))
+    records = _vertices(MESH_VERTEX, vertices, colors)
+    faces = np.empty(len(triangles), _FACE)
     faces["n"], faces["v"] = 3, triangles
-    header = "\n".join([PLY_MAGIC.decode().strip(), "format binary_little_endian 1.0", *_comments(comments),
-                        f"element vertex {len(records)}", "property float x", "property float y", "property float z",
-                        "property uchar red", "property uchar green", "property uchar blue",
-                        f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]) + "\n"
-    data = header.encode("ascii") + records.tobytes() + faces.tobytes()
-    if hasattr(path, "write"):
-        path.write(data)
-    else:
-        with open(path, "wb") as f:
-            f.write(data)
+    _write(path, ply_header(len(records), comments, MESH_VERTEX, len(faces)), records.tobytes(), faces.tobytes())
     return len(records), len(faces)
 
 

@@ -455,8 +455,9 @@ class TsdfMap:
                     better = tt < best
                     best[better] = tt[better]
                     colours[better] = c[b[better], i[better] + di, j[better] + dj, k[better] + dk]
-        order = np.argsort(_cell_keys(corner), kind="stable")
-        sorted_keys = _cell_keys(corner)[order]
+        keys = _cell_keys(corner)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
         # Quads: each crossed edge (p, p + e_axis) of an own voxel p joins cells p, p - e_b, p - e_b - e_c, p - e_c.
         triangles = []
         for axis in range(3):

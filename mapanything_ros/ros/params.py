@@ -58,14 +58,11 @@ def declare(node):
                 err = f"got the string {short_repr(given)}; give a list, e.g. {name}:=\"[{given}]\""
             problems[name] = f"parameter {name} ({spec.type_name}): {err}"
             node.declare_parameter(name, value, descriptor(name, spec), ignore_override=True)
-        try:
-            param = node.get_parameter(name)
-            values[name] = None if param.type_ == Parameter.Type.NOT_SET else param.value
-        except ParameterUninitializedException:  # a required one left unset (settings.problems says so)
-            values[name] = None
+        values[name] = _value(node, name)
+        if values[name] is None:  # a required one left unset (settings.problems says so)
             continue
-        refused = refusal(param)
-        if refused is not None and values[name] is not None:
+        refused = refusal(node.get_parameter(name))
+        if refused is not None:
             problems[name] = f"parameter {name}: {refused.reason}"
             values[name] = spec.default
     return values, problems
@@ -73,14 +70,15 @@ def declare(node):
 
 def current(node):
     """{name: value} of the declared parameters now (None for a required one unset)."""
-    values = {}
-    for name in SPECS:
-        try:
-            param = node.get_parameter(name)
-            values[name] = None if param.type_ == Parameter.Type.NOT_SET else param.value
-        except ParameterUninitializedException:
-            values[name] = None
-    return values
+    return {name: _value(node, name) for name in SPECS}
+
+
+def _value(node, name):
+    try:
+        param = node.get_parameter(name)
+    except ParameterUninitializedException:
+        return None
+    return None if param.type_ == Parameter.Type.NOT_SET else param.value
 
 
 def refusal(param):

@@ -463,18 +463,18 @@ class Session:
                     if f.read(len(magic)) != magic:
                         raise ValueError(f"{target} exists and is not a {kind} file: left as it is")
         try:
-            state = self.pipeline.map_state()
-            snap = self.pipeline.map_points()
-            mesh = self.pipeline.map_mesh()[0]
+            state, volume = self.pipeline.map_state()  # the volume, surface and mesh of one map
         except ValueError as err:
             raise ValueError(f"{err}: {path} left as it was") from None
+        points, colors, weights = volume.surface()
+        mesh = volume.mesh()
         state["frame_id"] = np.array(self.frame_id(str(state["pose_frame"]), self._values))
         about = {"frame_id": str(state["frame_id"]), "voxel_size_m": float(state["voxel_size"]),
                  "stamp_ns": int(state["stamp_ns"]), "units": "metres"}
         _replace_atomically(path, lambda f: np.savez(f, **state))
-        _replace_atomically(ply, lambda f: write_ply(f, snap.points, snap.colors, snap.confidence, about))
+        _replace_atomically(ply, lambda f: write_ply(f, points, colors, weights, about))
         _replace_atomically(mesh_ply, lambda f: write_mesh_ply(f, *mesh, comments=about))
-        return len(snap.points), path
+        return len(points), path
 
     def load_map(self, path, directory=None):
         """Replace the map by one save_map wrote at `path` (resolved as there); mapping goes on into

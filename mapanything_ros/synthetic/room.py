@@ -27,16 +27,15 @@ class Room:
         centre = np.column_stack([np.array(box_centres, float).reshape(n, 2), half[:, 2] + self.lo[2]])
         self.box_lo, self.box_hi = centre - half, centre + half
         self.base, self.wave_k, self.wave_phase, self.wave_amp = _textures(rng, 6 * (n + 1))
-        self._seed = seed
+        self._box_textures = _textures(np.random.default_rng([seed, 1]), 6)  # with_box's box
 
     def with_box(self, lo, hi):
         """A copy of this room with one more box, corners lo, hi (3,) metres (its textures drawn from
         the seed, the same for every such box): a moving object at one moment (synthetic.mover)."""
         out = copy.copy(self)
         out.box_lo, out.box_hi = np.vstack([self.box_lo, lo]), np.vstack([self.box_hi, hi])
-        extra = _textures(np.random.default_rng([self._seed, 1]), 6)
         out.base, out.wave_k, out.wave_phase, out.wave_amp = (np.concatenate([a, b]) for a, b in zip(
-            (self.base, self.wave_k, self.wave_phase, self.wave_amp), extra))
+            (self.base, self.wave_k, self.wave_phase, self.wave_amp), self._box_textures))
         return out
 
     @property
