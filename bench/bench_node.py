@@ -1,5 +1,6 @@
-"""The node under a realistic sensor load (issue 5): two 1280 x 720 cameras at 30 Hz and a
-100,000-point LiDAR at 10 Hz, oracle backend, wall-clock stamps. Reports message loss at the
+"""The node under a realistic sensor load (issue 5): by default two 1280 x 720 cameras at 30 Hz and
+a 100,000-point LiDAR at 10 Hz, oracle backend, wall-clock stamps; other rigs by option (issue 21:
+cameras, resolution, LiDAR size, map voxel size, ~/map subscribed, the Fast DDS profile). Reports message loss at the
 input, drops by reason, backlog (queue depths, early vs late latency), end-to-end latency
 (image stamp -> ~/points received) and the node's CPU and RSS.
 
@@ -11,12 +12,16 @@ stamps. TF odom -> base_link follows the true trajectory at those stamps, so the
 consistent and the oracle answers the truth for them; the cycled pixels and LiDAR points are not
 (load only; correctness is tested in test/test_ros_node.py).
 
-Rig: the default synthetic rig's mounts and lenses, images scaled to 1280 wide and cropped to
-720 rows about the centre (4:3 -> 16:9); a LiDAR of 80 beams x 1250 columns on the default
-mount. The node's oracle uses preset "default": same room, trajectory and mounts; it takes the
-rays from the published CameraInfo, so the different image size does not matter to it.
+Rig: the first --cameras of the surround rig (synthetic.surround_cameras: front, left fisheye,
+right, rear; the first two are the default rig's), images scaled to --size columns and cropped to
+its rows about the centre (synthetic.sized_camera); a LiDAR of 80 beams x (--lidar-points / 80)
+columns on the default mount. The node's oracle uses preset "surround": same room, trajectory
+and mounts; it takes the rays from the published CameraInfo, so the image size does not matter to
+it. --subscribe-map also subscribes to ~/map and ~/occupancy (their publication then runs) and
+reports their latency; --profile runs all three processes with that Fast DDS profile.
 
-    python bench/bench_node.py [--duration 60] [--window-size 4] [--json PATH]
+    python bench/bench_node.py [--duration 60] [--window-size 4] [--cameras 2] [--size 1280x720]
+        [--lidar-points 100000] [--voxel-size M] [--map-rate HZ] [--subscribe-map] [--profile XML] [--json PATH]
 """
 
 import argparse
@@ -36,14 +41,12 @@ import numpy as np
 from mapanything_ros.sync import LIDAR_SOURCE
 from mapanything_ros.pipeline import STAGES
 from mapanything_ros.geometry import CameraModel
-from mapanything_ros.synthetic import SyntheticScene, default_cameras, default_lidar
-from mapanything_ros.synthetic.presets import scaled_camera
+from mapanything_ros.synthetic import SyntheticScene, default_lidar, sized_camera, surround_cameras
 
 SEC = 1_000_000_000
 NODE = "mapanything"
-SIZE = (1280, 720)
-LIDAR_ROWS, LIDAR_COLUMNS = 80, 1250  # 100,000 points
-CAMERA_HZ, LIDAR_HZ = 30.0, 10.0
+LIDAR_ROWS = 80
+LIDAR_HZ = 10.0
 WORLD, BASE, LIDAR = "odom", "base_link", "lidar"
 LIDAR_TOPIC = "lidar/points"
 RENDER_START_NS = SEC
@@ -51,20 +54,12 @@ RENDER_START_NS = SEC
 
 # ------------------------------------------------------------------------------------ the scene
 
-def hd_camera(camera):
-    """`camera` scaled to SIZE[0] wide, then cropped to SIZE[1] rows about its centre (cy shifted)."""
-    scaled = scaled_camera(camera, SIZE[0] / camera.width)
-    top = (scaled.height - SIZE[1]) // 2
-    fx, s, cx, _, fy, cy, *_ = scaled.k
-    return CameraModel(SIZE[0], SIZE[1], (fx, s, cx, 0.0, fy, cy - top, 0.0, 0.0, 1.0), scaled.d,
-                       scaled.distortion_model)
-
-
-def load_scene(seed=0):
-    """The default rig at 1280 x 720 with a 100,000-point LiDAR (see the module doc)."""
-    cameras = [replace(c, camera=hd_camera(c.camera)) for c in default_cameras()]
-    return SyntheticScene(seed=seed, cameras=cameras,
-                          lidar=replace(default_lidar(), rows=LIDAR_ROWS, columns=LIDAR_COLUMNS))
+def load_scene(args, seed=0):
+    """The rig of the options (see the module doc)."""
+    width, height = map(int, args.size.split("x"))
+    cameras = [replace(c, camera=sized_camera(c.camera, width, height)) for c in surround_cameras()[:args.cameras]]
+    columns = max(1, round(args.lidar_points / LIDAR_ROWS))
+    return SyntheticScene(seed=seed, cameras=cameras, lidar=replace(default_lidar(), rows=LIDAR_ROWS, columns=columns))
 
 
 # ------------------------------------------------------------------------------- load generator
@@ -85,7 +80,7 @@ def run_load(args):
     from mapanything_ros.ros.player import make_header, model_to_camera_info, rgb_to_image, timed_cloud
     from mapanything_ros.ros.tf import TF_QOS, TF_STATIC_QOS, matrix_to_transform
 
-    scene = load_scene()
+    scene = load_scene(args)
     t0 = time.perf_counter()
     captures = [scene.capture(RENDER_START_NS + k * 400_000_000) for k in range(args.loop)]
     sweeps = [scene.sweep(RENDER_START_NS + k * scene.lidar.sweep_ns) for k in range(args.loop)]
@@ -116,7 +111,7 @@ def run_load(args):
                 return 1
             time.sleep(0.02)
 
-        period = {"tf": round(SEC / args.tf_rate), "camera": round(SEC / CAMERA_HZ), "lidar": round(SEC / LIDAR_HZ)}
+        period = {"tf": round(SEC / args.tf_rate), "camera": round(SEC / args.camera_hz), "lidar": round(SEC / LIDAR_HZ)}
         start = time.time_ns() + SEC // 5
         due = {"tf": start, "camera": start, "lidar": start + scene.lidar.sweep_ns}  # a sweep goes out at its end
         end = start + int(args.duration * SEC)
@@ -185,26 +180,29 @@ def _proc_sample(pid):
     return cpu, mem["VmRSS"], mem["VmHWM"]
 
 
-def params_text(window_size):
+def params_text(args, cameras):
+    extra = "".join(f"\n    {k}: {v}" for k, v in (("map_voxel_size", args.voxel_size),
+                                                    ("map_publish_rate", args.map_rate)) if v is not None)
     return f"""{NODE}:
   ros__parameters:
-    cameras: [{", ".join(c.name for c in default_cameras())}]
+    cameras: [{", ".join(cameras)}]
     backend: oracle
-    oracle_preset: default
+    oracle_preset: surround
     oracle_seed: 0
     use_sim_time: false
     depth_source: lidar
     lidar_topic: {LIDAR_TOPIC}
     world_frame: {WORLD}
-    window_size: {window_size}
+    window_size: {args.window_size}{extra}
 """
 
 
 class Measure:
     """The measuring subscriber: receipt wall time vs header stamp of the node's outputs, and /diagnostics."""
 
-    def __init__(self, node, cameras):
+    def __init__(self, node, cameras, subscribe_map=False):
         from diagnostic_msgs.msg import DiagnosticArray
+        from nav_msgs.msg import OccupancyGrid
         from sensor_msgs.msg import Image, PointCloud2
 
         from mapanything_ros.msg import ReconstructionWindow
@@ -215,12 +213,19 @@ class Measure:
         topics.update({f"depth {c}": (Image, f"/{NODE}/{c}/depth") for c in cameras})
         self.subs = [node.create_subscription(kind, topic, lambda m, k=key: self._on_output(k, m), 10)
                      for key, (kind, topic) in topics.items()]
+        self.map_points = []  # points of each ~/map received
+        if subscribe_map:  # the node's latched outputs (ros/node.py MAP_QOS): reliable, depth 1
+            for key, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid)):
+                self.subs.append(node.create_subscription(kind, f"/{NODE}/{key}",
+                                                          lambda m, k=key: self._on_output(k, m), 1))
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_output(self, key, msg):
         now = time.time_ns()
         stamp = msg.header.stamp.sec * SEC + msg.header.stamp.nanosec
         self.latency.setdefault(key, []).append((stamp, now - stamp))
+        if key == "map":
+            self.map_points.append(msg.width * msg.height)
 
     def _on_diagnostics(self, msg):
         prefix = f"/{NODE}: "  # the node's fully qualified name (ros/node.py publish_diagnostics)
@@ -255,6 +260,13 @@ def stop(proc, name):
         return f"{name} killed (SIGKILL) after SIGINT timed out"
 
 
+def rig_args(args):
+    """The options the load generator needs to publish the same rig."""
+    return ["--duration", str(args.duration), "--loop", str(args.loop), "--tf-rate", str(args.tf_rate),
+            "--cameras", str(args.cameras), "--size", args.size, "--camera-hz", str(args.camera_hz),
+            "--lidar-points", str(args.lidar_points)]
+
+
 def read_events(stream, events):
     for line in stream:
         try:
@@ -272,17 +284,19 @@ def measure(args):
     from rclpy.executors import SingleThreadedExecutor
 
     load_avg = os.getloadavg()
-    cameras = [c.name for c in default_cameras()]
+    cameras = [c.name for c in surround_cameras()[:args.cameras]]
     logdir = tempfile.mkdtemp(prefix="bench_node_")
     params = os.path.join(logdir, "params.yaml")
     with open(params, "w") as f:
-        f.write(params_text(args.window_size))
+        f.write(params_text(args, cameras))
     env = dict(os.environ)
+    if args.profile:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.abspath(args.profile)
     rclpy.init()
     me = rclpy.create_node("bench_measure")
     executor = SingleThreadedExecutor()
     executor.add_node(me)
-    m = Measure(me, cameras)
+    m = Measure(me, cameras, args.subscribe_map)
     node_proc = load_proc = None
     samples = {"node": [], "load": [], "bench": []}  # per process: [(wall ns, cpu s, rss, hwm)]
     events, info = queue.Queue(), {}
@@ -293,8 +307,7 @@ def measure(args):
                                           "--params-file", params], env=env, stdout=log, stderr=subprocess.STDOUT)
         with open(os.path.join(logdir, "load.log"), "w") as log:
             load_proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--role", "load",
-                                          "--duration", str(args.duration), "--loop", str(args.loop),
-                                          "--tf-rate", str(args.tf_rate)], env=env, stdout=subprocess.PIPE,
+                                          *rig_args(args)], env=env, stdout=subprocess.PIPE,
                                          stderr=log, text=True)
         threading.Thread(target=read_events, args=(load_proc.stdout, events), daemon=True).start()
         drain_until = idle_since = None
@@ -357,7 +370,9 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended):
     lidar_received = int(final.get("depth", {}).get(f"{LIDAR_SOURCE}_received", 0))
     figures = {
         "duration_s": args.duration, "window_size": args.window_size, "cameras": cameras,
-        "camera": f"{SIZE[0]}x{SIZE[1]} rgb8 @ {CAMERA_HZ:g} Hz", "lidar_points": LIDAR_ROWS * LIDAR_COLUMNS,
+        "camera": f"{args.size} rgb8 @ {args.camera_hz:g} Hz",
+        "lidar_points": LIDAR_ROWS * max(1, round(args.lidar_points / LIDAR_ROWS)), "voxel_size": args.voxel_size,
+        "map_subscribed": args.subscribe_map, "dds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"),
         "lidar_hz": LIDAR_HZ, "tf_hz": args.tf_rate, "load_average_at_start": load_avg,
         "render_s": info["rendered"]["render_s"], "loop_captures": args.loop,
         "published": published,
@@ -369,6 +384,9 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended):
         "captures": int(sync["captures"]), "keyframes": int(final["pipeline"]["keyframes"]),
         "windows_done": int(final["pipeline"]["windows_done"]),
         "points_received": len(m.latency.get("points", [])),
+        "map_received": len(m.map_points), "map_points_max": max(m.map_points, default=0),
+        "map_age_ms": {"p50": pct(lat("map"), 50), "max": pct(lat("map"), 100)},
+        "occupancy_received": len(m.latency.get("occupancy", [])),
         "latency_points_ms": {"p50": pct(points, 50), "p95": pct(points, 95), "max": pct(points, 100)},
         "latency_window_ms": {"p50": pct(lat("window"), 50), "p95": pct(lat("window"), 95)},
         **{f"latency_depth_{c}_ms": {"p50": pct(lat(f"depth {c}"), 50), "p95": pct(lat(f"depth {c}"), 95)}
@@ -407,6 +425,9 @@ def table(f):
               f"{f['captures']} / {f['keyframes']} / {f['windows_done']} / {f['points_received']}"),
              ("latency image stamp -> ~/points received, p50 / p95 / max (ms)",
               " / ".join(f"{f['latency_points_ms'][k]:.0f}" for k in ("p50", "p95", "max"))),
+             ("~/map received (most points) / age at receipt p50 / max (ms) / ~/occupancy received",
+              f"{f['map_received']} ({f['map_points_max']:,}) / {f['map_age_ms']['p50']:.0f} / "
+              f"{f['map_age_ms']['max']:.0f} / {f['occupancy_received']}" if f["map_subscribed"] else "not subscribed"),
              ("latency -> ~/window received, p50 / p95 (ms)",
               " / ".join(f"{f['latency_window_ms'][k]:.0f}" for k in ("p50", "p95")))]
     rows += [(f"latency -> ~/{c}/depth received, p50 / p95 (ms)",
@@ -430,8 +451,9 @@ def table(f):
               f"{f['load_cpu_percent']:.0f} / {f['bench_cpu_percent']:.0f}"),
              ("load generator lateness p50 / p95 / max (ms)",
               " / ".join(f"{f['load_lag_ms'][k]:.1f}" for k in ("p50", "p95", "max")))]
-    print(f"Node under load: oracle backend, 2 x {f['camera']}, {f['lidar_points']:,}-point LiDAR @ "
-          f"{f['lidar_hz']:g} Hz, TF @ {f['tf_hz']:g} Hz, window {f['window_size']}, {f['duration_s']:g} s\n")
+    print(f"Node under load: oracle backend, {len(cams)} x {f['camera']}, {f['lidar_points']:,}-point LiDAR @ "
+          f"{f['lidar_hz']:g} Hz, TF @ {f['tf_hz']:g} Hz, window {f['window_size']}, {f['duration_s']:g} s, "
+          f"map voxel {f['voxel_size'] or 'default'}, DDS profile {f['dds_profile']}\n")
     print("| figure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
@@ -443,6 +465,14 @@ def main():
     parser.add_argument("--window-size", type=int, default=4, help="node parameter window_size")
     parser.add_argument("--tf-rate", type=float, default=100.0, help="odom -> base_link rate (Hz)")
     parser.add_argument("--loop", type=int, default=3, help="pre-rendered captures and sweeps cycled")
+    parser.add_argument("--cameras", type=int, default=2, choices=range(1, 5), help="cameras of the surround rig")
+    parser.add_argument("--size", default="1280x720", help="camera image size WxH")
+    parser.add_argument("--camera-hz", type=float, default=30.0, help="camera rate (Hz)")
+    parser.add_argument("--lidar-points", type=int, default=100_000, help="points per LiDAR sweep (80 beams)")
+    parser.add_argument("--voxel-size", type=float, help="node parameter map_voxel_size (m)")
+    parser.add_argument("--map-rate", type=float, help="node parameter map_publish_rate (Hz)")
+    parser.add_argument("--subscribe-map", action="store_true", help="also subscribe to ~/map and ~/occupancy")
+    parser.add_argument("--profile", help="Fast DDS profile XML for the three processes (default: the environment's)")
     parser.add_argument("--drain", type=float, default=20.0,
                         help="at most this many wall seconds after the load for the node to finish its windows")
     parser.add_argument("--json", help="also write the figures to this JSON file")

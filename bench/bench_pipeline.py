@@ -1,7 +1,7 @@
 """Pipeline cost outside the network, per window: everything from a capture offered to the
 pipeline to its depth, confidence and points messages and its map insertion, with a backend that
-costs nothing (the oracle's predictions, recorded first and replayed), for one camera at 640x480
-and at 1280x720, windows of N = 8 keyframes, LiDAR sparse depth on (a 100k-point sweep with
+costs nothing (the oracle's predictions, recorded first and replayed), for one camera or more
+(`--cameras`: the surround rig's first N) at 640x480 and at 1280x720, windows of N = 8 captures, LiDAR sparse depth on (a 100k-point sweep with
 per-point times, projected with motion compensation as the node defers it), one thread.
 
 Figures per window (CPU time of the one thread doing all the work, medians over the timed
@@ -17,7 +17,8 @@ process with PYTHONPATH set to its tree. `--completion` also measures this tree 
 depth-completion preset's reconstruction (per-view scale and residual field from the LiDAR,
 agreeing measurements kept: mapping.completion) beside the plain run.
 
-    tools/dev run python bench/bench_pipeline.py [--windows 6] [--baseline REV] [--completion] [--json PATH]
+    tools/dev run python bench/bench_pipeline.py [--windows 6] [--cameras 1,2,4] [--baseline REV] [--completion]
+                                                 [--json PATH]
 """
 
 import argparse
@@ -37,25 +38,24 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 MS = 1_000_000
 N = 8
-CAMERAS = {"640x480": "the default synthetic front camera (plumb_bob)",
-           "1280x720": "a 1280x720 plumb_bob camera at the same mount"}
+SIZES = ("640x480", "1280x720")
 
 
-def scene_for(size):
-    """The synthetic scene: one camera of `size` and a dense 64 x 1600 LiDAR (102,400 points per sweep)."""
-    from mapanything_ros.geometry import CameraModel
-    from mapanything_ros.synthetic import Lidar, RigCamera, SyntheticScene, default_cameras, mount
+def scene_for(size, cameras=1):
+    """The synthetic scene: the first `cameras` of the surround rig (front plumb_bob, left fisheye,
+    right and rear plumb_bob; synthetic.surround_cameras), each scaled to `size` columns and cropped
+    to its rows, and a dense 64 x 1600 LiDAR (102,400 points per sweep)."""
+    from dataclasses import replace
 
-    front = default_cameras()[0]
-    if size == "1280x720":
-        camera = CameraModel(1280, 720, (840.0, 0, 645.0, 0, 836.0, 357.0, 0, 0, 1),
-                             (-0.08, 0.03, 0.0005, -0.0004, 0.0), "plumb_bob")
-        front = RigCamera(front.name, camera, front.body_from_camera)
-    return SyntheticScene(cameras=[front], lidar=Lidar(mount((0.0, 0.0, 0.3), optical=False), rows=64, columns=1600))
+    from mapanything_ros.synthetic import Lidar, SyntheticScene, mount, sized_camera, surround_cameras
+
+    width, height = map(int, size.split("x"))
+    rig = [replace(c, camera=sized_camera(c.camera, width, height)) for c in surround_cameras()[:cameras]]
+    return SyntheticScene(cameras=rig, lidar=Lidar(mount((0.0, 0.0, 0.3), optical=False), rows=64, columns=1600))
 
 
 def captures_for(scene, count):
-    """Captures of one Frame each, 300 ms apart, LiDAR depth deferred (a function, as the node makes it)."""
+    """Captures of every camera, 300 ms apart, LiDAR depth deferred (a function, as the node makes it)."""
     from functools import partial
 
     from mapanything_ros.geometry import SourceMotion, project_to_depth, se3_compose, se3_inverse
@@ -64,15 +64,17 @@ def captures_for(scene, count):
     out = []
     for k in range(count):
         stamp = 1000 * MS + k * 300 * MS
-        view = scene.capture(stamp)[0]
         sweep = scene.sweep(stamp - scene.lidar.sweep_ns // 2)
-        cam = scene.rig_camera(view.name)
         motion = SourceMotion(sweep.start_ns, scene.world_from_lidar(sweep.start_ns), sweep.end_ns,
                               scene.world_from_lidar(sweep.end_ns), stamp, extrapolate=True)
-        cam_from_lidar = se3_compose(se3_inverse(cam.body_from_camera), scene.lidar.body_from_lidar)
-        depth = partial(project_to_depth, sweep.points, cam_from_lidar, view.camera, times=sweep.times_ns,
-                        motion=motion)
-        out.append([Frame(view.image, view.camera, view.stamp_ns, view.name, view.world_from_camera, depth)])
+        frames = []
+        for view in scene.capture(stamp):
+            cam = scene.rig_camera(view.name)
+            cam_from_lidar = se3_compose(se3_inverse(cam.body_from_camera), scene.lidar.body_from_lidar)
+            depth = partial(project_to_depth, sweep.points, cam_from_lidar, view.camera, times=sweep.times_ns,
+                            motion=motion)
+            frames.append(Frame(view.image, view.camera, view.stamp_ns, view.name, view.world_from_camera, depth))
+        out.append(frames)
     return out
 
 
@@ -91,7 +93,7 @@ class Replay:
         return out
 
 
-def drive(size, windows, completion=False):
+def drive(size, cameras, windows, completion=False):
     """Measure the package on PYTHONPATH (run in a subprocess): {figure: value}. completion: with the
     depth-completion preset's reconstruction settings."""
     import cv2
@@ -106,7 +108,7 @@ def drive(size, windows, completion=False):
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)  # thread_time counts this thread only: OpenCV's pool must not take work off it
-    scene = scene_for(size)
+    scene = scene_for(size, cameras)
     captures = captures_for(scene, N + windows)
     config = PipelineConfig(window_size=N, keyframes=KeyframePolicy(elapsed_s=0.0))
     if completion:
@@ -165,10 +167,11 @@ def drive(size, windows, completion=False):
             "map_voxels": len(pipeline.map), "windows_timed": len(outside)}
 
 
-def run_tree(tree, size, windows, completion=False):
+def run_tree(tree, size, cameras, windows, completion=False):
     """drive() in a fresh process on the package in `tree`."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, __file__, "--drive", size, "--windows", str(windows)] +
+    out = subprocess.run([sys.executable, __file__, "--drive", size, "--cameras", str(cameras),
+                          "--windows", str(windows)] +
                          (["--completion"] if completion else []), env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -177,17 +180,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=6, help="timed windows after the window is full")
     parser.add_argument("--baseline", help="git revision to measure side by side (e.g. a commit before a change)")
-    parser.add_argument("--sizes", default=",".join(CAMERAS), help="camera sizes, comma-separated")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="camera sizes WxH, comma-separated")
+    parser.add_argument("--cameras", default="1", help="camera counts (1 to 4), comma-separated")
     parser.add_argument("--completion", action="store_true",
                         help="also measure the depth-completion preset's reconstruction settings")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--drive", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
-        print(json.dumps(drive(args.drive, args.windows, args.completion)))
+        print(json.dumps(drive(args.drive, int(args.cameras), args.windows, args.completion)))
         return
     figures = {"window": N, "threads": 1, "lidar_points": 102_400, "backend": "replayed oracle predictions",
-               "baseline": args.baseline, "sizes": {}}
+               "baseline": args.baseline, "rigs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         base = None
         if args.baseline:
@@ -195,38 +199,42 @@ def main():
             archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline, "mapanything_ros"],
                                      check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-        for size in args.sizes.split(","):
-            row = {"camera": CAMERAS[size], **run_tree(REPO, size, args.windows)}
-            if args.completion:
-                row["completion"] = run_tree(REPO, size, args.windows, completion=True)
-            if base is not None:
-                old = run_tree(base, size, args.windows)
-                row["baseline"] = old
-                for key in ("outside_network_ms_per_window", "critical_path_ms_per_window"):
-                    row[key.replace("_ms_per_window", "_speedup")] = old[key] / row[key]
-            figures["sizes"][size] = row
+        for cameras in map(int, args.cameras.split(",")):
+            for size in args.sizes.split(","):
+                row = {"cameras": cameras, "size": size, **run_tree(REPO, size, cameras, args.windows)}
+                if args.completion:
+                    row["completion"] = run_tree(REPO, size, cameras, args.windows, completion=True)
+                if base is not None:
+                    old = run_tree(base, size, cameras, args.windows)
+                    row["baseline"] = old
+                    for key in ("outside_network_ms_per_window", "critical_path_ms_per_window"):
+                        row[key.replace("_ms_per_window", "_speedup")] = old[key] / row[key]
+                figures["rigs"][f"{cameras} x {size}"] = row
     print(f"Pipeline outside the network: N = {N}, LiDAR depth (102,400 points, per-point times), replayed "
           f"predictions, 1 thread, CPU ms per window (median)\n")
-    print("| camera | outside the network | critical path | " +
+    print("| rig | outside the network | critical path | " +
           ("baseline outside | baseline critical | speed-up outside | speed-up critical |" if args.baseline else ""))
     print("|---|---|---|" + ("---|---|---|---|" if args.baseline else ""))
-    for size, row in figures["sizes"].items():
-        line = f"| {size} | {row['outside_network_ms_per_window']:.1f} | {row['critical_path_ms_per_window']:.1f} |"
+    for rig, row in figures["rigs"].items():
+        line = f"| {rig} | {row['outside_network_ms_per_window']:.1f} | {row['critical_path_ms_per_window']:.1f} |"
         if args.baseline:
             b = row["baseline"]
             line += (f" {b['outside_network_ms_per_window']:.1f} | {b['critical_path_ms_per_window']:.1f} |"
-                     f" {row['outside_network_speedup']:.1f}x | {row['critical_path_speedup']:.1f}x |")
+                     f" {row['outside_network_speedup']:.2f}x | {row['critical_path_speedup']:.2f}x |")
         print(line)
     if args.completion:
         print("\nWith the depth-completion preset's reconstruction (same run):\n")
-        print("| camera | plain outside | completion outside | plain critical | completion critical |")
+        print("| rig | plain outside | completion outside | plain critical | completion critical |")
         print("|---|---|---|---|---|")
-        for size, row in figures["sizes"].items():
+        for rig, row in figures["rigs"].items():
             c = row["completion"]
-            print(f"| {size} | {row['outside_network_ms_per_window']:.1f} | {c['outside_network_ms_per_window']:.1f} |"
+            print(f"| {rig} | {row['outside_network_ms_per_window']:.1f} | {c['outside_network_ms_per_window']:.1f} |"
                   f" {row['critical_path_ms_per_window']:.1f} | {c['critical_path_ms_per_window']:.1f} |")
-    for size, row in figures["sizes"].items():
-        print(f"\n{size} stages (ms, p50): " + ", ".join(f"{k} {v:.1f}" for k, v in row["stages_ms_p50"].items()))
+    for rig, row in figures["rigs"].items():
+        print(f"\n{rig} stages (ms, p50): " + ", ".join(f"{k} {v:.1f}" for k, v in row["stages_ms_p50"].items()))
+        if args.baseline:
+            print(f"{rig} baseline stages (ms, p50): " +
+                  ", ".join(f"{k} {v:.1f}" for k, v in row["baseline"]["stages_ms_p50"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -120,3 +120,35 @@ def test_a_moving_box_is_seen_where_it_stands_at_each_stamp():
         assert on_box.mean() > 0.02  # the fisheye looks at it
         assert np.max(scene.room_at(stamp).surface_distance(world)) < 1e-4
         assert np.max(scene.room.surface_distance(world[on_box])) > 0.2  # not part of the static room
+
+
+def test_surround_preset_sees_the_room_in_four_directions():
+    from mapanything_ros.synthetic.presets import make_scene
+
+    scene = make_scene("surround")
+    views = scene.capture(2_000_000_000)
+    assert [v.name for v in views] == ["front_optical", "left_fisheye_optical", "right_optical", "rear_optical"]
+    axes = []
+    for v in views:
+        assert (v.camera.width, v.camera.height) == (640, 480)
+        assert (v.depth_z > 0.1).mean() > 0.9  # the room all round, the fisheye's corners excepted
+        axes.append(v.world_from_camera[:3, 2])  # optical z: where the camera looks
+    # forward, left, right and back: the front camera's axis against the others' (left is pitched down)
+    assert [round(float(np.dot(axes[0][:2], a[:2]) / np.linalg.norm(a[:2]))) for a in axes] == [1, 0, 0, -1]
+    def turn(a, b):  # z of a x b: > 0 when b lies to the left of a (counter-clockwise, seen from above)
+        return float(a[0] * b[1] - a[1] * b[0])
+
+    assert turn(axes[0], axes[1]) > 0 > turn(axes[0], axes[2])
+
+
+def test_sized_camera_keeps_the_lens():
+    from mapanything_ros.synthetic import default_cameras, sized_camera
+
+    camera = default_cameras()[0].camera
+    hd = sized_camera(camera, 1280, 720)  # scaled 2x to 1280 x 960, 120 rows cut at the top and bottom
+    assert (hd.width, hd.height) == (1280, 720)
+    # a pixel centre (j, i) of the original sees what (2j + 0.5, 2i + 0.5 - 120) sees in the sized one
+    u, v = np.array([10.0, 320.0, 600.0]), np.array([130.0, 240.0, 350.0])
+    np.testing.assert_allclose(hd.rays(2 * u + 0.5, 2 * v + 0.5 - 120), camera.rays(u, v), atol=1e-9)
+    with pytest.raises(ValueError, match="fewer than"):
+        sized_camera(camera, 640, 600)

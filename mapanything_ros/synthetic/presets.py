@@ -4,27 +4,18 @@
 LiDAR). "small": the same rig geometry (mounts, fields of view, distortion, LiDAR) with the
 camera images scaled by 1/4 (160x120 and 128x96), for fast multi-process tests. "small_moving":
 "small" with a box that walks to and fro in the middle of the room (mover.MovingBox), to see
-a map clear what moved.
+a map clear what moved. "surround": four 640x480 cameras looking forward, left, right and back
+(sensors.surround_cameras) with the default LiDAR, for multi-camera rigs.
 """
 
 from dataclasses import replace
 
-from ..geometry import CameraModel
 from .mover import MovingBox
 from .scene import SyntheticScene
-from .sensors import default_cameras
+from .sensors import default_cameras, scaled_camera, surround_cameras
 
-PRESETS = ("default", "small", "small_moving")
+PRESETS = ("default", "small", "small_moving", "surround")
 SMALL_SCALE = 0.25
-
-
-def scaled_camera(camera, scale):
-    """The CameraModel of `camera` with its image scaled by `scale` (pixel-index grid: a pixel
-    centre j maps to (j + 0.5) * scale - 0.5, so fx, fy scale and cx, cy follow that rule)."""
-    fx, s, cx, _, fy, cy, *_ = camera.k
-    k = (fx * scale, s * scale, (cx + 0.5) * scale - 0.5, 0.0, fy * scale, (cy + 0.5) * scale - 0.5, 0.0, 0.0, 1.0)
-    return CameraModel(round(camera.width * scale), round(camera.height * scale), k, camera.d,
-                       camera.distortion_model)
 
 
 def make_scene(preset="default", seed=0):
@@ -34,4 +25,6 @@ def make_scene(preset="default", seed=0):
     if preset in ("small", "small_moving"):
         cams = [replace(c, camera=scaled_camera(c.camera, SMALL_SCALE)) for c in default_cameras()]
         return SyntheticScene(seed=seed, cameras=cams, mover=MovingBox() if preset == "small_moving" else None)
+    if preset == "surround":
+        return SyntheticScene(seed=seed, cameras=surround_cameras())
     raise ValueError(f"unknown synthetic preset {preset!r}; expected one of {PRESETS}")

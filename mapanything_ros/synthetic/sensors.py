@@ -70,6 +70,41 @@ def default_cameras():
     )
 
 
+def surround_cameras():
+    """Four 640x480 cameras looking forward, left, right and back: the default front camera, the
+    default fisheye scaled to 640x480, and two more plumb_bob cameras (a multi-camera rig)."""
+    front, fisheye = default_cameras()
+    return (
+        front,
+        RigCamera(fisheye.name, scaled_camera(fisheye.camera, 640 / fisheye.camera.width), fisheye.body_from_camera),
+        RigCamera("right_optical", front.camera, mount((0.0, -0.1, 0.1), yaw=-np.pi / 2, pitch=0.1)),
+        RigCamera("rear_optical", front.camera, mount((-0.15, 0.0, 0.1), yaw=np.pi)),
+    )
+
+
+def scaled_camera(camera, scale):
+    """The CameraModel of `camera` with its image scaled by `scale` (pixel-index grid: a pixel
+    centre j maps to (j + 0.5) * scale - 0.5, so fx, fy scale and cx, cy follow that rule)."""
+    fx, s, cx, _, fy, cy, *_ = camera.k
+    k = (fx * scale, s * scale, (cx + 0.5) * scale - 0.5, 0.0, fy * scale, (cy + 0.5) * scale - 0.5, 0.0, 0.0, 1.0)
+    return CameraModel(round(camera.width * scale), round(camera.height * scale), k, camera.d,
+                       camera.distortion_model)
+
+
+def sized_camera(camera, width, height):
+    """`camera` scaled to `width` columns, then cropped to `height` rows about its centre (cy
+    shifted): another resolution and aspect of the same lens (ValueError when the scaled image has
+    fewer than `height` rows)."""
+    scaled = scaled_camera(camera, width / camera.width)
+    top = (scaled.height - height) // 2
+    if top < 0:
+        raise ValueError(f"{camera.width}x{camera.height} scaled to {width} columns has {scaled.height} rows, "
+                         f"fewer than {height}")
+    fx, s, cx, _, fy, cy, *_ = scaled.k
+    return CameraModel(width, height, (fx, s, cx, 0.0, fy, cy - top, 0.0, 0.0, 1.0), scaled.d,
+                       scaled.distortion_model)
+
+
 def default_lidar():
     """A 16-beam LiDAR 0.3 m above the body origin, 10 Hz."""
     return Lidar(mount((0.0, 0.0, 0.3), optical=False))
