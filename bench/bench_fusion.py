@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mapanything_ros.geometry import CameraModel  # noqa: E402
+from mapanything_ros.geometry import CameraModel, ModelPixels  # noqa: E402
 from mapanything_ros.mapping.tsdf import RangeView, TsdfMap  # noqa: E402
 from mapanything_ros.synthetic import SyntheticScene, default_cameras  # noqa: E402
 
@@ -53,7 +53,7 @@ def run_tsdf(cam, views, truncation_ratio=0.1):
     fused = TsdfMap(VOXEL, max_blocks=1_000_000, truncation_ratio=truncation_ratio)
     times = []
     for v in views:
-        view = RangeView(v.depth_ray, rays, cam.pixels, v.world_from_camera, v.image,
+        view = RangeView(v.depth_ray, rays, ModelPixels.native(cam), v.world_from_camera, v.image,
                          np.ones(v.depth_ray.shape, np.float32))
         t = time.process_time()
         fused.integrate(view)

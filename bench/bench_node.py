@@ -180,6 +180,12 @@ def _proc_sample(pid):
     return cpu, mem["VmRSS"], mem["VmHWM"]
 
 
+def shm_used():
+    """Bytes used in /dev/shm (Fast DDS's shared-memory segments live there)."""
+    st = os.statvfs("/dev/shm")
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
 def params_text(args, cameras):
     extra = "".join(f"\n    {k}: {v}" for k, v in (("map_voxel_size", args.voxel_size),
                                                     ("map_publish_rate", args.map_rate)) if v is not None)
@@ -299,6 +305,7 @@ def measure(args):
     m = Measure(me, cameras, args.subscribe_map)
     node_proc = load_proc = None
     samples = {"node": [], "load": [], "bench": []}  # per process: [(wall ns, cpu s, rss, hwm)]
+    shm = [shm_used()]  # bytes used in /dev/shm (the DDS segments), before and every second
     events, info = queue.Queue(), {}
     ended = []
     try:
@@ -320,6 +327,7 @@ def measure(args):
                     sample = proc_sample(pid)
                     if sample is not None:
                         samples[name].append((time.time_ns(), *sample))
+                shm.append(shm_used())
                 next_sample += 1.0
             while not events.empty():
                 event = events.get()
@@ -341,10 +349,10 @@ def measure(args):
         executor.shutdown()
         me.destroy_node()
         rclpy.try_shutdown()
-    return summarise(args, m, samples, info, cameras, load_avg, logdir, ended)
+    return summarise(args, m, samples, info, cameras, load_avg, logdir, ended, shm)
 
 
-def summarise(args, m, samples, info, cameras, load_avg, logdir, ended):
+def summarise(args, m, samples, info, cameras, load_avg, logdir, ended, shm):
     start, end = info["start"]["start_ns"], info["start"]["end_ns"]
     published = info["done"]["published"]
     def cpu_percent(rows):
@@ -403,6 +411,7 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended):
         "node_cpu_percent_of_one_core": cpu, "node_cpu_percent_max_1s": max(per_second, default=float("nan")),
         "node_rss_mb": {"final": run[-1][2] / 2**20, "peak_sampled": max(s[2] for s in run) / 2**20,
                         "peak_hwm": samples["node"][-1][3] / 2**20},
+        "dev_shm_used_mb": {"before": shm[0] / 2**20, "peak": max(shm) / 2**20},
         "cpu_count": os.cpu_count(), "load_cpu_percent": others["load"], "bench_cpu_percent": others["bench"],
         "load_lag_ms": {k: info["done"][f"lag_{k}_ms"] for k in ("p50", "p95", "max")},
         "node_finished_all_windows_before_stop": info["settled"], "shutdown": ended, "logs": logdir,
@@ -447,6 +456,8 @@ def table(f):
               f"{f['node_cpu_percent_of_one_core']:.0f} / {f['node_cpu_percent_max_1s']:.0f}"),
              ("node RSS at end of load / peak during load / VmHWM (MB)",
               " / ".join(f"{f['node_rss_mb'][k]:.0f}" for k in ("final", "peak_sampled", "peak_hwm"))),
+             ("/dev/shm used before / peak (MB; the DDS segments of the three processes)",
+              f"{f['dev_shm_used_mb']['before']:.0f} / {f['dev_shm_used_mb']['peak']:.0f}"),
              ("CPU of the load generator / this measuring process, % of one core",
               f"{f['load_cpu_percent']:.0f} / {f['bench_cpu_percent']:.0f}"),
              ("load generator lateness p50 / p95 / max (ms)",

@@ -12,7 +12,7 @@ windows, each after the window is full):
   the node builds them with the tree's own ros/ builders).
 
 `--baseline REV` runs the same measurement on the package as of git revision REV (extracted to a
-temporary directory) in the same run, and reports the speed-ups. Each side runs in a fresh
+temporary directory, its C extension modules compiled there) in the same run, and reports the speed-ups. Each side runs in a fresh
 process with PYTHONPATH set to its tree. `--completion` also measures this tree with the
 depth-completion preset's reconstruction (per-view scale and residual field from the LiDAR,
 agreeing measurements kept: mapping.completion) beside the plain run.
@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -167,6 +168,17 @@ def drive(size, cameras, windows, completion=False):
             "map_voxels": len(pipeline.map), "windows_timed": len(outside)}
 
 
+def build_extensions(tree):
+    """Compile the package's C extension modules (mapanything_ros/_*.c) into `tree` as
+    CMakeLists.txt does (-O3), so that an extracted revision runs its own compiled code, not the
+    environment's (which is this tree's: the package's path extends into site-packages)."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    for source in sorted((Path(tree) / "mapanything_ros").glob("_*.c")):
+        subprocess.run([*cc, "-O3", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", str(source),
+                        "-o", str(source.with_suffix(suffix)), "-lm"], check=True)
+
+
 def run_tree(tree, size, cameras, windows, completion=False):
     """drive() in a fresh process on the package in `tree`."""
     env = dict(os.environ, PYTHONPATH=str(tree))
@@ -199,6 +211,7 @@ def main():
             archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline, "mapanything_ros"],
                                      check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+            build_extensions(base)
         for cameras in map(int, args.cameras.split(",")):
             for size in args.sizes.split(","):
                 row = {"cameras": cameras, "size": size, **run_tree(REPO, size, cameras, args.windows)}

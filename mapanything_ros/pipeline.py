@@ -42,7 +42,8 @@ mode, and when the windows switch between world and chain frames.
 Counters (stats()): captures offered, keyframes admitted, jobs dropped (queue full, or pending
 at stop()/reset()), jobs inferred (backend returned), jobs done (result delivered), jobs
 failed (a map fusion that raised included), window resets (time going backwards), map resets with
-the last reasons, keyframes dropped before fusion (map_dropped), keyframes fused into the map and
+the last reasons, keyframes dropped before fusion (map_dropped), keyframes fused into the map,
+keyframes that alone reached more blocks than the map's memory bound keeps (map_overflows) and
 keyframes that could not be prepared (bad_frames); per-stage
 latencies in seconds (p50, p95, max over the last `stats_window` jobs that ran the stage).
 """
@@ -161,6 +162,7 @@ class Stats:
     map_resets: int
     map_dropped: int
     map_keyframes: int
+    map_overflows: int
     bad_frames: int
     publish_failed: int
     pending: int
@@ -206,7 +208,7 @@ class _Job:
 
 
 COUNTERS = ("captures", "keyframes", "dropped", "inferred", "done", "failed", "window_resets", "map_resets",
-            "map_dropped", "map_keyframes", "bad_frames", "publish_failed")
+            "map_dropped", "map_keyframes", "map_overflows", "bad_frames", "publish_failed")
 
 
 class Pipeline:
@@ -681,14 +683,17 @@ class Pipeline:
                 self._map_blocks = 0
                 self._map_stamp = self._map_pose_frame = None
                 return
+            overflows = 0
             try:
                 for i in item.indices:
                     self._map.integrate(item.recon.range_view(i, item.min_confidence))
+                    overflows += self._map.overflow > 0
             finally:
                 self._map_blocks = len(self._map)
             self._map_stamp, self._map_pose_frame = item.stamp_ns, item.pose_frame
         with self._wake:
             self._counts["map_keyframes"] += len(item.indices)
+            self._counts["map_overflows"] += overflows
             self._latency["map"].append(time.perf_counter() - clock)
 
     def _call(self, callback, result):

@@ -14,7 +14,7 @@ PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_localhost.xm
 def test_the_shipped_profiles_segment_is_read(monkeypatch):
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(PROFILE))
     monkeypatch.delenv("RMW_IMPLEMENTATION", raising=False)
-    assert dds.shm_segment() == (8 * 2**20, str(PROFILE))
+    assert dds.shm_segment() == (64 * 2**20, str(PROFILE))
 
 
 def test_defaults_other_middleware_and_profiles_without_shared_memory(monkeypatch, tmp_path):
@@ -34,7 +34,7 @@ def test_defaults_other_middleware_and_profiles_without_shared_memory(monkeypatc
 
 
 def test_the_node_warns_when_a_capture_exceeds_the_segment(monkeypatch):
-    """Two 1280x720 rgb8 cameras are 5.3 MiB a capture: fine with the shipped 8 MiB, said with 4 MiB."""
+    """Two 1280x720 rgb8 cameras are 5.3 MiB a capture: fine with an 8 MiB segment, said with 4 MiB."""
     rclpy = pytest.importorskip("rclpy")  # noqa: F841
     from diagnostic_msgs.msg import DiagnosticStatus
     from sensor_msgs.msg import Image

@@ -454,3 +454,41 @@ def test_qos_follows_ros_qos_overrides():
             m for _, m in r.node.problems.active("pipeline"))
     finally:
         r.close()
+
+
+def test_map_outputs_are_made_and_published_off_the_executor_thread(rig, scene):
+    """~/map, ~/occupancy and ~/mesh are gathered, packed and published on the map thread: the
+    executor (inputs, TF, timers) never waits for a large map (issue 21)."""
+    import threading
+
+    from nav_msgs.msg import OccupancyGrid
+    from visualization_msgs.msg import Marker
+
+    from mapanything_ros.ros.node import MAP_QOS
+
+    r = rig(map_publish_rate=5.0, mesh_publish_rate=5.0)
+    threads = {}
+
+    def recorded(name, call):
+        def wrapper(*args, **kwargs):
+            threads.setdefault(name, set()).add(threading.current_thread().name)
+            return call(*args, **kwargs)
+        return wrapper
+
+    for name in ("map", "occupancy", "mesh"):
+        pub = getattr(r.node, f"{name}_pub")
+        pub.publish = recorded(f"~/{name} publish", pub.publish)
+        setattr(r.node.session, name, recorded(f"~/{name} made", getattr(r.node.session, name)))
+    got = []
+    for topic, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid), ("mesh", Marker)):
+        r.peer.create_subscription(kind, f"/mapanything/{topic}", got.append, MAP_QOS)
+    for k in range(3):
+        send_frame(r, scene, SEC + k * SEC // 2)
+        r.spin(0.5)
+    end = time.monotonic() + 10
+    while len(threads) < 6 and time.monotonic() < end:
+        r.spin(0.1)
+    assert len(threads) == 6 and got, threads
+    executor = threading.current_thread().name  # the test spins the node's executor in this thread
+    assert all(names and executor not in names and all(n.startswith("mapanything-map") for n in names)
+               for names in threads.values()), threads

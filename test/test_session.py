@@ -300,3 +300,26 @@ def test_a_saved_map_loads_back_exactly_and_mapping_goes_on(scene, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         again.session.load_map(tmp_path / "none.npz")
     assert len(again.session.pipeline.map) > 0 and len(coarse.session.pipeline.map) == 0
+
+
+def test_a_keyframe_too_large_for_the_map_bound_is_said(scene):
+    """A map voxel so fine that one keyframe's blocks pass map_max_voxels: the map keeps only the
+    keyframe's nearest blocks and forgets the rest; that is said (not an empty map in silence)."""
+    feed = Feed(scene, map_voxel_size=0.01, map_max_voxels=64 * 2000)
+    for k in range(3):
+        feed.capture(k)
+    feed.session.check_silence(START + SEC)
+    stats = feed.session.pipeline.stats()
+    assert stats.map_overflows > 0 and stats.map_blocks <= 2000
+    said = [r for r in feed.reports if r[1] == "map_overflow"]
+    assert len(said) == 1 and said[0][2] == 1  # WARN
+    assert "raise map_max_voxels or map_voxel_size" in said[0][3] and f"({stats.map_overflows} keyframes" in said[0][3]
+    assert feed.session.status_values()["pipeline"]["map_overflows"] == stats.map_overflows
+    feed.session.check_silence(START + 2 * SEC)  # nothing new: not said again
+    assert len([r for r in feed.reports if r[1] == "map_overflow"]) == 1
+    # at the default voxel size the same keyframes fit
+    fine = Feed(scene)
+    for k in range(3):
+        fine.capture(k)
+    fine.session.check_silence(START + SEC)
+    assert fine.session.pipeline.stats().map_overflows == 0 and not [r for r in fine.reports if r[1] == "map_overflow"]

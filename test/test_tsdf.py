@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mapanything_ros.geometry import CameraModel
+from mapanything_ros.geometry import CameraModel, ModelPixels
 from mapanything_ros.mapping.keys import KEY_OFFSET, cells, key_cells, pack
 from mapanything_ros.mapping import tsdf
 from mapanything_ros.mapping.tsdf import _OFFSETS, BLOCK, VOXELS, RangeView, TsdfMap
@@ -47,7 +47,8 @@ def view(world_from_camera, boxes, camera=CAMERA, weight=1.0):
     dirs = rays.reshape(-1, 3) @ world_from_camera[:3, :3].T
     ranges = cast(world_from_camera[:3, 3], dirs, boxes).reshape(h, w)
     colors = np.full((h, w, 3), 200, np.uint8)
-    return RangeView(ranges, rays, camera.pixels, world_from_camera, colors, np.full((h, w), weight, np.float32))
+    return RangeView(ranges, rays, ModelPixels.native(camera), world_from_camera, colors,
+                     np.full((h, w), weight, np.float32))
 
 
 def box_distance(points, boxes):
@@ -202,7 +203,7 @@ def test_fisheye_views_fuse_as_well_as_pinhole():
         rays = rig.camera.ray_map().astype(np.float32)
         for t in np.arange(0, 4, 0.5):
             v = scene.render(name, int(t * 1e9))
-            fused.integrate(RangeView(v.depth_ray, rays, rig.camera.pixels, v.world_from_camera, v.image,
+            fused.integrate(RangeView(v.depth_ray, rays, ModelPixels.native(rig.camera), v.world_from_camera, v.image,
                                       (v.depth_ray > 0).astype(np.float32)))
     points = fused.surface()[0]
     d = scene.room.surface_distance(points.astype(np.float64))
@@ -304,3 +305,25 @@ def test_occupied_cells_end_at_the_surface_however_wide_the_band(offset):
     x = grid.origin[0] + (np.arange(grid.cells.shape[1]) + 0.5) * v
     row = grid.cells[0]
     np.testing.assert_array_equal(row, np.where(x > wall - 0.6 * v, 100, 0))
+
+
+@pytest.mark.parametrize("name", ["plumb_bob", "rational_polynomial", "equidistant", "pinhole"])
+def test_compiled_projection_matches_the_lens_models(name):
+    """_tsdf_fuse.project (the projection fuse() makes) gives geometry.ModelPixels' pixels for
+    every lens kind, through a resize with a crop, up to float32 rounding."""
+    from mapanything_ros.geometry import Resize
+
+    d = {"plumb_bob": (-0.08, 0.03, 0.0005, -0.0004, 0.01), "equidistant": (0.02, -0.01, 0.002, 0.0),
+         "rational_polynomial": (0.3, -0.05, 0.001, 0.0005, 0.01, 0.35, -0.02, 0.005), "pinhole": ()}[name]
+    camera = CameraModel(640, 480, (420.0, 0.5, 322.5, 0, 418.0, 238.0, 0, 0, 1), d, name if d else "")
+    pixels = ModelPixels(camera, Resize.to_model(640, 480), "center")
+    rng = np.random.default_rng(0)
+    cam = rng.normal(size=(20_000, 3)).astype(np.float32)  # every direction, behind the camera too
+    cam[:10_000, 2] = np.abs(cam[:10_000, 2]) + 0.2  # and many in front
+    col, row, valid = (np.frombuffer(b, t) for b, t in zip(tsdf._tsdf_fuse.project(cam, *pixels.projection),
+                                                            (np.float32, np.float32, bool)))
+    want_col, want_row, want_valid = pixels(cam[:, 0], cam[:, 1], cam[:, 2])
+    np.testing.assert_array_equal(valid, want_valid)
+    assert valid.mean() > 0.3
+    np.testing.assert_allclose(col[valid], want_col[valid], rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(row[valid], want_row[valid], rtol=1e-6, atol=1e-3)

@@ -188,3 +188,34 @@ def _cached_ray_map(camera, resize, grid):
 def clear_ray_cache():
     """Drop all cached ray maps."""
     _cached_ray_map.cache_clear()
+
+
+@dataclass(frozen=True)
+class ModelPixels:
+    """The projection of a camera's points to the model pixels of its resized image: called with
+    camera-frame coordinates (x, y, z) arrays, gives (column, row, valid) in continuous
+    pixel-index coordinates of the model image (mapping.tsdf.RangeView.pixels)."""
+
+    camera: CameraModel
+    resize: Resize
+    grid: str
+
+    @classmethod
+    def native(cls, camera):
+        """The camera's own image (no resize, index grid)."""
+        return cls(camera, Resize.stretch(camera.image_size, camera.image_size), GRID_INDEX)
+
+    def __call__(self, x, y, z):
+        u, v, valid = self.camera.pixels(x, y, z)
+        off = grid_offset(self.grid)
+        col, row = self.resize.to_output(u - off, v - off)
+        return col, row, valid
+
+    @cached_property
+    def projection(self):
+        """(lens, pixel): this projection for compiled code (_tsdf_fuse.c): the lens's
+        distortion spec() and (fx, skew, cx, fy, cy, grid offset, sx, sy, crop x, crop y)."""
+        k = self.camera.intrinsics
+        (sx, sy), (crop_x, crop_y) = self.resize.scale, self.resize.crop
+        pixel = (k[0, 0], k[0, 1], k[0, 2], k[1, 1], k[1, 2], grid_offset(self.grid), sx, sy, crop_x, crop_y)
+        return self.camera.lens.spec(), tuple(float(x) for x in pixel)

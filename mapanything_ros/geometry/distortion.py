@@ -19,6 +19,7 @@ from functools import cached_property
 import numpy as np
 
 # Largest angle considered for the radial-tangential models (their z=1 plane cannot reach 90°).
+PINHOLE, RADTAN, EQUIDISTANT = 0, 1, 2  # lens kinds of spec() (and of _tsdf_fuse.c)
 _MAX_PLANE_ANGLE = np.deg2rad(89.0)
 _SEARCH_SAMPLES = 100_001
 _TABLE_SIZE = 4097
@@ -90,6 +91,10 @@ class Pinhole:
 
     max_angle = np.pi / 2
 
+    def spec(self):
+        """(kind, coefficients (8,), limit): this lens for compiled code (_tsdf_fuse.c: PINHOLE)."""
+        return PINHOLE, (0.0,) * 8, 0.0
+
     def project(self, x, y, z):
         """(xd, yd, valid) of directions given as float64 coordinate arrays x, y, z (...)."""
         valid = (z > 0) & np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
@@ -146,6 +151,10 @@ class RadialTangential:
     @property
     def max_angle(self):
         return float(np.arctan(self.max_radius))
+
+    def spec(self):
+        """(kind, (k1..k6, p1, p2), max_radius²): this lens for compiled code (_tsdf_fuse.c: RADTAN)."""
+        return RADTAN, (*map(float, self.k), *map(float, self.p)), float(self.max_radius) ** 2
 
     def distort(self, x, y):
         """(xd, yd) of undistorted normalised coordinates."""
@@ -236,6 +245,10 @@ class Equidistant:
     def max_angle(self):
         grid = np.linspace(0.0, np.pi * (1 - 1e-9), _SEARCH_SAMPLES)
         return _first_failure(lambda t: self._theta_map(t)[1] > 0, grid)
+
+    def spec(self):
+        """(kind, (k1..k4, 0, 0, 0, 0), max_angle): this lens for compiled code (_tsdf_fuse.c: EQUIDISTANT)."""
+        return EQUIDISTANT, (*map(float, self.k), 0.0, 0.0, 0.0, 0.0), float(self.max_angle)
 
     def project(self, x, y, z):
         rho = np.hypot(x, y)

@@ -86,7 +86,8 @@ class RangeView:
     ranges (H, W) float32: metres along the pixels' unit rays, 0 or NaN = none; rays (H, W, 3)
     float32 unit rays in the camera frame (NaN outside the lens); pixels: a function (x, y, z)
     camera-frame float32 arrays (N,) -> (column, row, valid) of the pixel each point lies on
-    (continuous pixel-index coordinates of this image; valid: the lens sees it); world_from_camera
+    (continuous pixel-index coordinates of this image; valid: the lens sees it), usually a
+    geometry.ModelPixels (whose projection the compiled fusion computes itself); world_from_camera
     (4, 4) rigid, metres; colors (H, W, 3) uint8 RGB; weights (H, W) float32 >= 0, each pixel's
     observation weight (0 = not used).
     """
@@ -115,7 +116,9 @@ class TsdfMap:
 
     voxel_size, truncation (None: 4 voxels; at least one), max_range (None: none): metres;
     truncation_ratio: the truncation's share of the range; max_weight: the weight cap; max_blocks:
-    the memory bound; min_weight: the weight a voxel needs to count as observed.
+    the memory bound; min_weight: the weight a voxel needs to count as observed. overflow: how
+    many blocks the last integrated keyframe reached when they alone were more than an eviction
+    keeps (only its nearest stayed, the rest of the map was lost), else 0.
     """
 
     BYTES_PER_BLOCK = VOXELS * (4 + 4 + 3 + 1) + 8 + 4 + 24 + 1  # tsdf, weight, rgb, looks; key, slot, origin, free
@@ -153,6 +156,7 @@ class TsdfMap:
         self._origin = np.zeros((0, 3), np.int64)  # each slot's first voxel index
         self._free = np.zeros(0, bool)  # each slot: every voxel observed and free
         self._size = 0
+        self.overflow = 0  # blocks the last keyframe reached when they alone passed the bound (_allocate)
 
     def copy(self):
         """An independent copy: the same parameters and contents, sharing no storage."""
@@ -253,7 +257,8 @@ class TsdfMap:
         """(keys, pool slots) of the blocks with packed keys (sorted unique) that the map holds
         afterwards, the missing ones added. Past max_blocks, LOW_WATER · max_blocks remain: the
         view's blocks and the others nearest `origin`, or, when the view alone has more, its own
-        nearest."""
+        nearest (then `overflow` is how many it reached; else 0)."""
+        self.overflow = 0
         pos = np.searchsorted(self._keys, keys)
         hit = pos < self._size
         hit[hit] = self._keys[pos[hit]] == keys[hit]
@@ -267,6 +272,7 @@ class TsdfMap:
                 dist[touched] = -1  # kept first
                 self._keep(np.argsort(dist, kind="stable")[:target - len(new)])
             else:
+                self.overflow = np.count_nonzero(touched) + len(new)
                 dist[~touched] = np.inf
                 ranked = np.concatenate([dist, self._distances(key_cells(new), origin)])
                 nearest = np.argsort(ranked, kind="stable")[:target]
@@ -280,22 +286,24 @@ class TsdfMap:
 
     def _update(self, view, ranges, weights, slots, rot, origin):
         """Project every voxel of the pool slots into the view, fuse its signed distance and renew
-        the slots' free flags (the compiled _tsdf_fuse, or _fuse in numpy); returns how many voxels
-        were updated."""
+        the slots' free flags (the compiled _tsdf_fuse, which projects as well when the view's
+        pixels describe their projection (geometry.ModelPixels), or _fuse in numpy); returns how
+        many voxels were updated."""
         v = self.voxel_size
         slots = np.ascontiguousarray(slots, np.int32)
         # Camera-frame voxel centres: each block's first voxel (float64), plus the rotated offsets (float32).
         corner = ((self._origin[slots] * v - origin) @ rot).astype(np.float32)
         offsets = ((_OFFSETS * v + v / 2) @ rot).astype(np.float32)
-        cam = (corner[:, None, :] + offsets).reshape(-1, 3)
-        col, row, valid = view.pixels(cam[:, 0], cam[:, 1], cam[:, 2])
-        col, row = np.asarray(col, np.float32), np.asarray(row, np.float32)  # the compiled loop's type
         colors = np.ascontiguousarray(view.colors, np.uint8)
         weights = np.ascontiguousarray(weights, np.float32)
-        if _tsdf_fuse is None:
-            return self._fuse(slots, cam, col, row, valid, ranges, weights, colors)
-        return _tsdf_fuse.fuse(self._tsdf, self._weight, self._rgb, self._looks, self._free, slots, cam, col, row,
-                               np.ascontiguousarray(valid, bool), ranges, weights, colors, ranges.shape[1],
+        projection = getattr(view.pixels, "projection", None)
+        if _tsdf_fuse is None or projection is None:
+            cam = (corner[:, None, :] + offsets).reshape(-1, 3)
+            col, row, valid = view.pixels(cam[:, 0], cam[:, 1], cam[:, 2])
+            return self._fuse(slots, cam, np.asarray(col, np.float32), np.asarray(row, np.float32), valid, ranges,
+                              weights, colors)
+        return _tsdf_fuse.fuse(self._tsdf, self._weight, self._rgb, self._looks, self._free, slots, corner, offsets,
+                               *projection, ranges, weights, colors, ranges.shape[1],
                                (self.truncation, self.truncation_ratio, v, self.max_weight, self.max_range or 0.0,
                                 SPREAD, FREE, self.min_weight), COLOR_LOOKS)
 
@@ -309,7 +317,7 @@ class TsdfMap:
         dist = np.sqrt(x * x + y * y + z * z)
         voxel = slots[index // VOXELS].astype(np.int64) * VOXELS + index % VOXELS  # flat indices into the pools
         col, row = col[index], row[index]
-        pix = np.rint(row).astype(np.int64) * w + np.rint(col).astype(np.int64)
+        pix = np.floor(row + 0.5).astype(np.int64) * w + np.floor(col + 0.5).astype(np.int64)  # halves up, as the C
         r = ranges.reshape(-1)[pix]
         # Near the surface, where the sub-pixel range matters, the bilinear range replaces the nearest.
         with np.errstate(invalid="ignore"):
@@ -340,7 +348,7 @@ class TsdfMap:
         rgb, looks = self._rgb.reshape(-1, 3), self._looks.reshape(-1)
         seen = looks[cv]
         f = (1 / (seen + np.float32(1)))[:, None]
-        rgb[cv] = np.rint(rgb[cv] * (1 - f) + colors.reshape(-1, 3)[cp] * f).astype(np.uint8)
+        rgb[cv] = np.floor(rgb[cv] * (1 - f) + colors.reshape(-1, 3)[cp] * f + 0.5).astype(np.uint8)
         looks[cv] = np.minimum(seen + 1, COLOR_LOOKS)
         self._free[slots] = ((self._tsdf[slots] >= FREE) & (self._weight[slots] >= max(self.min_weight, 1e-12))).all(1)
         return len(voxel)

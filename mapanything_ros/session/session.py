@@ -165,6 +165,7 @@ class Session:
         self._missing_run = {}
         self._after_sync_reset = False
         self._published = 0  # worker only
+        self._overflows = 0  # pipeline map_overflows already reported
         self._frames = 0  # frames submitted (keyframes or not)
 
     @property
@@ -352,8 +353,18 @@ class Session:
                                 "depth_tolerance) of their stamps; check the stamps of both")
 
     def check_silence(self, now_ns):
-        """Report silent cameras and depth sources (call at about 1 Hz with the arrival clock)."""
+        """Report silent cameras and depth sources, and keyframes too large for the map's memory
+        bound (call at about 1 Hz with the arrival clock)."""
         values = self._values
+        overflows, seen = self.pipeline.stats().map_overflows, self._overflows
+        self._overflows = overflows  # (fewer after counters were reset)
+        if overflows > seen:
+            self.report("pipeline", "map_overflow", WARN,
+                        f"a keyframe reaches more map blocks (its surface band and the free space it sees) than "
+                        f"map_max_voxels ({values['map_max_voxels']}) keeps at map_voxel_size "
+                        f"{values['map_voxel_size']} m: only its nearest stay and the rest of the map is lost "
+                        f"({overflows} keyframes so far); raise map_max_voxels or map_voxel_size, or lower "
+                        "map_max_range or map_truncation_ratio")
         timeout = f"for {values['camera_timeout']} s (parameter camera_timeout)"
         with self._lock:
             now_ns = self.message_now(now_ns)
@@ -510,7 +521,7 @@ class Session:
         pipeline = dict(captures=s.captures, keyframes=s.keyframes, windows_done=s.done, windows_failed=s.failed,
                         publish_failed=s.publish_failed, dropped_pipeline_queue=s.dropped, pending=s.pending,
                         window_resets=s.window_resets, map_resets=s.map_resets, map_dropped=s.map_dropped,
-                        map_blocks=s.map_blocks)
+                        map_blocks=s.map_blocks, map_overflows=s.map_overflows)
         for stage, latency in s.latency.items():
             pipeline[f"{stage}_latency_p50_s"] = f"{latency['p50']:.4f}"
             pipeline[f"{stage}_latency_p95_s"] = f"{latency['p95']:.4f}"
