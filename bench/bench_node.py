@@ -389,6 +389,7 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended, shm):
         | {f"pipeline_{k}": int(final["pipeline"][k]) for k in ("dropped_pipeline_queue", "windows_failed")}
         | {f"lidar_{k}": int(final.get("depth", {}).get(f"{LIDAR_TOPIC}_{k}", 0))
            for k in ("attached", "missing", "stale", "overflow")},
+        "map": {k: int(final["pipeline"].get(k, -1)) for k in ("map_blocks", "map_dropped", "map_overflows")},
         "captures": int(sync["captures"]), "keyframes": int(final["pipeline"]["keyframes"]),
         "windows_done": int(final["pipeline"]["windows_done"]),
         "points_received": len(m.latency.get("points", [])),
@@ -437,6 +438,8 @@ def table(f):
              ("~/map received (most points) / age at receipt p50 / max (ms) / ~/occupancy received",
               f"{f['map_received']} ({f['map_points_max']:,}) / {f['map_age_ms']['p50']:.0f} / "
               f"{f['map_age_ms']['max']:.0f} / {f['occupancy_received']}" if f["map_subscribed"] else "not subscribed"),
+             ("map blocks of 64 voxels / keyframes dropped before fusion (map thread behind) / too large "
+              "for the bound", " / ".join(f"{f['map'][k]:,}" for k in ("map_blocks", "map_dropped", "map_overflows"))),
              ("latency -> ~/window received, p50 / p95 (ms)",
               " / ".join(f"{f['latency_window_ms'][k]:.0f}" for k in ("p50", "p95")))]
     rows += [(f"latency -> ~/{c}/depth received, p50 / p95 (ms)",

@@ -75,13 +75,14 @@ ENDPOINTS = {
                        "confidence"),
     "map": Endpoint("publisher", "~/map", "sensor_msgs/msg/PointCloud2", "latched",
                     "the map's surface (zero crossings of its TSDF): x, y, z, rgb, confidence (the fused weight), at "
-                    "map_publish_rate"),
+                    "map_publish_rate when the map changed"),
     "occupancy": Endpoint("publisher", "~/occupancy", "nav_msgs/msg/OccupancyGrid", "latched",
                           "the map's height band occupancy_min_height .. occupancy_max_height of world_frame: -1 "
-                          "unknown, 0 free, 100 occupied, at map_publish_rate (with poses only: world z up)"),
+                          "unknown, 0 free, 100 occupied, at map_publish_rate when the map or the band changed (with poses "
+                          "only: world z up)"),
     "mesh": Endpoint("publisher", "~/mesh", "visualization_msgs/msg/Marker", "latched",
                      "the map's surface as a coloured triangle mesh (TRIANGLE_LIST, surface nets on its TSDF), at "
-                     "mesh_publish_rate"),
+                     "mesh_publish_rate when the map changed"),
     "depth": Endpoint("publisher", "~/{out}/depth", "sensor_msgs/msg/Image", "depth5",
                       "32FC1 z-depth (m, NaN = none) of the newest capture"),
     "depth_rect": Endpoint("publisher", "~/{out}/depth_rect", "sensor_msgs/msg/Image", "depth5",

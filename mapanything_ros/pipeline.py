@@ -224,6 +224,7 @@ class Pipeline:
         self.chain = WindowChain()
         self._map = new_map(config)
         self._map_blocks = 0  # len(self._map) after each change, for stats() (which must not wait for the map lock)
+        self._map_version = 0  # + 1 at each change of the map (map_version)
         # Lock order: _chain_lock, then _map_lock, then _lock; never the other way.
         self._chain_lock = threading.RLock()  # chain, the map's frame decisions, which keyframes went to the map
         self._map_lock = threading.RLock()  # the map itself, its frame and stamp
@@ -360,6 +361,11 @@ class Pipeline:
         """The mapping.TsdfMap. The map thread writes it: read it through map_points() while running."""
         return self._map
 
+    @property
+    def map_version(self):
+        """A number that changes whenever the map does (a fusion, a clearing, a load or a reset)."""
+        return self._map_version
+
     def map_points(self):
         """A consistent MapSnapshot of the map's surface (points, their frame and stamp)."""
         with self._map_lock:
@@ -404,6 +410,7 @@ class Pipeline:
         with self._chain_lock, self._map_lock:
             self._map.load_state(state)
             self._map_blocks = len(self._map)
+            self._map_version += 1
             self._map_pose_frame = self._frame_pose = str(state["pose_frame"])
             stamp = int(state["stamp_ns"])
             self._map_stamp = None if stamp < 0 else stamp
@@ -426,6 +433,7 @@ class Pipeline:
             self.chain.reset()
             self._map.reset()
             self._map_blocks = 0
+            self._map_version += 1
             self._in_map.clear()
             self._last = self._map_stamp = None
             self._frame_epoch = self._frame_pose = self._map_pose_frame = None
@@ -681,6 +689,7 @@ class Pipeline:
             if item.recon is None:
                 self._map.reset()
                 self._map_blocks = 0
+                self._map_version += 1
                 self._map_stamp = self._map_pose_frame = None
                 return
             overflows = 0
@@ -690,6 +699,7 @@ class Pipeline:
                     overflows += self._map.overflow > 0
             finally:
                 self._map_blocks = len(self._map)
+                self._map_version += 1
             self._map_stamp, self._map_pose_frame = item.stamp_ns, item.pose_frame
         with self._wake:
             self._counts["map_keyframes"] += len(item.indices)

@@ -117,10 +117,10 @@ SPECS = {
                                "(MapAnything's confidence is 1 + exp(.) >= 1, so 0 and 1 keep every pixel; the "
                                "map already weighs each pixel by its confidence over the view's median)",
                                low=0.0, high=INF),
-    "map_publish_rate": Spec(0.5, "~/map publication rate (Hz, 0 = never, else at least 0.001)", low=0.0,
-                             high=100.0),
-    "mesh_publish_rate": Spec(0.2, "~/mesh publication rate (Hz, 0 = never, else at least 0.001)", low=0.0,
-                              high=100.0),
+    "map_publish_rate": Spec(0.5, "~/map and ~/occupancy publication rate (Hz, 0 = never, else at least "
+                             "0.001; a map that did not change is not published again)", low=0.0, high=100.0),
+    "mesh_publish_rate": Spec(0.2, "~/mesh publication rate (Hz, 0 = never, else at least 0.001; a map that "
+                              "did not change is not meshed again)", low=0.0, high=100.0),
     "tf_publish_rate": Spec(20.0, "tf_output map_odom: the newest correction is published at this rate (Hz)",
                             low=0.1, high=1000.0),
     "transform_tolerance": Spec(0.1, "tf_output map_odom: stamped this far ahead of the node clock (s), so that "

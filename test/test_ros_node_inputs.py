@@ -492,3 +492,39 @@ def test_map_outputs_are_made_and_published_off_the_executor_thread(rig, scene):
     executor = threading.current_thread().name  # the test spins the node's executor in this thread
     assert all(names and executor not in names and all(n.startswith("mapanything-map") for n in names)
                for names in threads.values()), threads
+
+
+def test_an_unchanged_map_is_not_made_again(rig, scene):
+    """~/map, ~/occupancy and ~/mesh are latched: once they carry the map as it is, later ticks make
+    nothing until a window changes the map (or, for ~/occupancy, its parameters change)."""
+    from nav_msgs.msg import OccupancyGrid
+    from visualization_msgs.msg import Marker
+
+    from mapanything_ros.ros.node import MAP_QOS
+
+    r = rig(map_publish_rate=10.0, mesh_publish_rate=10.0)
+    got = {"map": [], "occupancy": [], "mesh": []}
+    for topic, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid), ("mesh", Marker)):
+        r.peer.create_subscription(kind, f"/mapanything/{topic}", got[topic].append, MAP_QOS)
+    send_frame(r, scene, SEC)
+
+    def settle():  # until the map thread has nothing left to send (it publishes a map at most every 0.1 s)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and (r.node.session.pipeline.stats().pending or
+                                          any(r.node._due(t) is not None for t in got)):
+            r.spin(0.1)
+        r.spin(1.0)
+
+    settle()
+    counts = {t: len(v) for t, v in got.items()}
+    assert all(counts.values()), counts
+    r.spin(1.0)  # ten ticks of each timer: nothing new
+    assert {t: len(v) for t, v in got.items()} == counts
+    send_frame(r, scene, SEC + SEC // 2)  # a new window changes the map: each topic once more, or a few times
+    settle()
+    assert all(len(got[t]) > counts[t] for t in got), ({t: len(v) for t, v in got.items()}, counts)
+    counts = {t: len(v) for t, v in got.items()}
+    r.node.set_parameters([Parameter("occupancy_max_height", value=0.8)])  # the grid's band changes
+    r.spin(1.0)
+    assert len(got["occupancy"]) == counts["occupancy"] + 1
+    assert len(got["map"]) == counts["map"] and len(got["mesh"]) == counts["mesh"]

@@ -279,6 +279,7 @@ class _MapAnything:
         self.tf_pub = self._pub(TFMessage, "tf_out") if self._enabled("tf_out") else None
         self._timer(1.0 / RETRY_HZ, lambda: self.session.tick(self._now_ns()))
         self._output_jobs = {"map": None, "mesh": None}
+        self._sent = {}  # "map", "occupancy", "mesh": what the topic last published (its due() key)
         self._output_timers = {"map": None, "mesh": None, "tf": None}
         self._correction = None  # (map_from_world 4x4, parent, child) of the newest window, for tf_output map_odom
         live = self.session.values  # rates set since configure (or while inactive) included
@@ -386,37 +387,51 @@ class _MapAnything:
             self.window_pub.publish(window_msg(out))
 
     def _on_output_timer(self, output):
-        """Hand "map" (~/map and ~/occupancy) or "mesh" to the map thread when subscribed and the
-        previous one is out."""
-        if output == "map":
-            wanted, job = self.map_pub.get_subscription_count() or self.occupancy_pub.get_subscription_count(), \
-                self.publish_map
-        else:
-            wanted, job = self.mesh_pub.get_subscription_count(), self.publish_mesh
-        if wanted and (self._output_jobs[output] is None or self._output_jobs[output].done()):
-            self._output_jobs[output] = self._map_thread.submit(job)
+        """Hand "map" (~/map and ~/occupancy) or "mesh" to the map thread when one of its topics is
+        subscribed and has not published the map as it is now, and the previous job is out. The
+        topics are latched: a map that did not change is not made again (a robot standing still
+        with a large map costs nothing)."""
+        topics = ("map", "occupancy") if output == "map" else ("mesh",)
+        due = {topic: key for topic in topics if (key := self._due(topic)) is not None}
+        if due and (self._output_jobs[output] is None or self._output_jobs[output].done()):
+            self._output_jobs[output] = self._map_thread.submit(self.publish_mesh if output == "mesh"
+                                                                else self.publish_map, due)
 
-    def publish_mesh(self):
-        """Make and publish ~/mesh (serialized here: ros/marker.py)."""
+    def _due(self, topic):
+        """The key of what `topic` would publish now (the map's version, and for ~/occupancy its
+        parameters), or None when it is not subscribed or published that already."""
+        if not getattr(self, f"{topic}_pub").get_subscription_count():
+            return None
+        key = self.session.pipeline.map_version
+        if topic == "occupancy":
+            key = (key, *(self.session.values[f"occupancy_{k}"] for k in ("min_height", "max_height", "resolution")))
+        return None if self._sent.get(topic) == key else key
+
+    def publish_mesh(self, due):
+        """Make and publish ~/mesh (serialized here: ros/marker.py); `due`: {"mesh": its key}."""
         try:
             (vertices, colors, triangles), frame_id, stamp = self.session.mesh(self._now_ns())
             self.mesh_pub.publish(mesh_marker(vertices, colors, triangles, frame_id, stamp))
+            self._sent["mesh"] = due["mesh"]
         except Exception as err:  # a bug: said, and the next tick tries again
             self.report.exception("pipeline", "mesh", "publishing ~/mesh failed (a bug)", err)
 
-    def publish_map(self):
-        """Make and publish ~/map and ~/occupancy, those subscribed (each one consistent snapshot)."""
-        if self.map_pub.get_subscription_count():
+    def publish_map(self, due):
+        """Make and publish ~/map and ~/occupancy, those in `due` ({topic: its key}), each one
+        consistent snapshot."""
+        if "map" in due:
             try:
                 snap, frame_id, stamp = self.session.map(self._now_ns())
                 self.map_pub.publish(xyz_to_cloud(snap.points, make_header(frame_id, stamp), snap.colors,
                                                   snap.confidence))
+                self._sent["map"] = due["map"]
             except Exception as err:  # a bug: said, and the next tick tries again
                 self.report.exception("pipeline", "map", "publishing ~/map failed (a bug)", err)
-        if self.occupancy_pub.get_subscription_count():
+        if "occupancy" in due:
             try:
                 grid, frame_id, stamp = self.session.occupancy(self._now_ns())
                 self.occupancy_pub.publish(occupancy_msg(grid, make_header(frame_id, stamp)))
+                self._sent["occupancy"] = due["occupancy"]
             except ValueError as err:
                 self.report("pipeline", "occupancy", WARN, f"~/occupancy not published: {err}")
             except Exception as err:  # a bug: said, and the next tick tries again
