@@ -135,3 +135,18 @@ def test_a_stop_signal_during_start_up_exits_0_at_once(tmp_path, after_s):
         node, node_log = start_node(tmp_path)
         time.sleep(after_s)
         interrupt(node, node_log, EXIT_S, sig)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("2", "2")])
+def test_the_node_process_keeps_numpys_blas_on_one_thread(given, expected):
+    """ros/run.py sets OPENBLAS_NUM_THREADS before numpy loads, for the console scripts and for
+    `python -m mapanything_ros.ros.node` alike (its spinning threads cost 8 % of a core); a value
+    the user set stays."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    probe = ("import sys; assert 'numpy' not in sys.modules; import mapanything_ros.ros.node, os; "
+             "print(os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [expected, "True"]

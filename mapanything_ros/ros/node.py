@@ -15,6 +15,8 @@ the ROS-free modules log through python logging goes to the node's logger at DEB
 tracebacks); the session reports those events itself.
 """
 
+from . import run  # first: it keeps numpy's BLAS on one thread, which must be set before numpy loads
+
 import copy
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -645,6 +647,4 @@ def _checked(cls, key):
 
 
 if __name__ == "__main__":
-    from .run import node
-
-    node()
+    run.node()

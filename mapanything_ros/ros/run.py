@@ -17,6 +17,13 @@ import traceback
 
 STOP_GRACE_S = 1.0  # at a stop signal, how long the inference in progress may take to end
 
+# numpy's OpenBLAS runs any large enough product on a thread per core and lets those threads spin
+# between calls: 8 % of a core of the node at four cameras (perf: blas_thread_server), for the
+# (N, 3) x (3, 3) products of the geometry, which gain nothing from threads (bench_node, four
+# 640x480 cameras, one run each: node CPU 143 % -> 135 %, windows the same). Set before numpy
+# loads: ros/node.py imports this module first; an explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
