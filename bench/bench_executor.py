@@ -2,13 +2,15 @@
 subscriptions (two 1280 x 720 rgb8 cameras at 30 Hz with their CameraInfo, a 100,000-point LiDAR
 at 10 Hz, TF at 100 Hz: bench_node.py's load generator) and EMPTY callbacks (they only count),
 plus the node's two wall timers (20 Hz and 1 Hz), run on each executor in turn against the same
-load. Reports messages received / published and the node process's CPU, side by side in one run.
+load. Reports messages received / published and the node process's CPU, side by side in one run;
+--tf-rates runs each executor at several TF rates (what TF's dispatch costs).
 
 Executors: "multi" (MultiThreadedExecutor, all subscriptions in one mutually exclusive group: the
 node's set-up before issue 9), "single" (SingleThreadedExecutor), "events"
 (rclpy.experimental.EventsExecutor).
 
-    tools/dev run python bench/bench_executor.py [--duration 20] [--json PATH]
+    tools/dev run python bench/bench_executor.py [--duration 20] [--executors single] [--tf-rates 100,10]
+                                                 [--json PATH]
 """
 
 import argparse
@@ -20,6 +22,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 EXECUTORS = ("multi", "single", "events")
@@ -87,12 +91,14 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(kind, duration):
-    """{received, published, loss, cpu %} of the empty node on executor `kind` under the load."""
+def measure(kind, duration, tf_rate):
+    """{received, published, loss, cpu %} of the empty node on executor `kind` under the load, TF at
+    `tf_rate` Hz."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     node = subprocess.Popen([sys.executable, __file__, "--role", kind], env=env, stdout=subprocess.PIPE, text=True)
     load = subprocess.Popen([sys.executable, str(HERE / "bench_node.py"), "--role", "load", "--duration",
-                             str(duration)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             str(duration), "--tf-rate", str(tf_rate)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
     events = {}
     for line in load.stdout:
         event = json.loads(line)
@@ -114,30 +120,66 @@ def measure(kind, duration):
     sent = {"images": 2 * published["images_per_camera"], "camera_info": 2 * published["images_per_camera"],
             "lidar": published["lidar"], "tf": published["tf"]}
     lost = {k: 1 - min(counts[k], sent[k]) / sent[k] for k in sent}
-    return {"executor": kind, "received": counts, "published": sent, "lost": lost,
+    return {"executor": kind, "tf_hz": tf_rate, "received": counts, "published": sent, "lost": lost,
             "cpu_percent": 100 * (cpu1 - cpu0) / (wall1 - wall0), "stopped": stopped}
+
+
+def tf_callback_cost(messages=5000):
+    """Microseconds of CPU per /tf message in the node's own TF callback (TfLookup._add: the
+    refusal checks, then the buffer: tf2_ros's where importable, else the built-in one), the
+    node in-process with the oracle backend, one transform a message as the robot's odometry."""
+    import rclpy
+    from rclpy.parameter import Parameter
+    from tf2_msgs.msg import TFMessage
+
+    from mapanything_ros.ros.node import MapAnythingNode
+    from mapanything_ros.ros.tf import matrix_to_transform
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = MapAnythingNode(context=context, parameter_overrides=[
+        Parameter("cameras", value=["front_optical"]), Parameter("backend", value="oracle"),
+        Parameter("oracle_preset", value="small")])
+    try:
+        now = node.get_clock().now().nanoseconds
+        pose = np.eye(4)
+        stamps = now - (messages - np.arange(messages)) * 10_000_000  # 100 Hz up to now, in order
+        msgs = [TFMessage(transforms=[matrix_to_transform(pose, "odom", "base_link", int(s))]) for s in stamps]
+        t = time.process_time()
+        for msg in msgs:
+            node.tf._add(msg, False)
+        return 1e6 * (time.process_time() - t) / messages, type(node.tf).__name__
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="wall seconds of load per executor")
     parser.add_argument("--executors", default=",".join(EXECUTORS))
+    parser.add_argument("--tf-rates", default="100", help="TF rates (Hz), comma-separated: each executor at each")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--role", choices=EXECUTORS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:
         run_node(args.role)
         return
-    rows = [measure(kind, args.duration) for kind in args.executors.split(",")]
+    rows = [measure(kind, args.duration, float(rate)) for kind in args.executors.split(",")
+            for rate in args.tf_rates.split(",")]
     print(f"Empty-callback node under bench_node's load, {args.duration:.0f} s per executor\n")
-    print("| executor | images lost | LiDAR lost | TF lost | 20 Hz timer ticks | node CPU (% of a core) | SIGINT |")
-    print("|---|---|---|---|---|---|---|")
+    print("| executor | TF (Hz) | images lost | LiDAR lost | TF lost | 20 Hz timer ticks | node CPU (% of a core) | SIGINT |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['executor']} | {100 * r['lost']['images']:.1f} % | {100 * r['lost']['lidar']:.1f} % | "
+        print(f"| {r['executor']} | {r['tf_hz']:g} | {100 * r['lost']['images']:.1f} % | {100 * r['lost']['lidar']:.1f} % | "
               f"{100 * r['lost']['tf']:.1f} % | {r['received']['timer_20hz']} | {r['cpu_percent']:.0f} | "
               f"{r['stopped']} |")
+    per_message, lookup = tf_callback_cost()
+    print(f"\nThe node's own /tf callback ({lookup}): {per_message:.0f} us of CPU per message")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"executors": rows, "tf_callback_us": per_message,
+                                               "tf_lookup": lookup}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Volumetric fusion benchmark: mapping.TsdfMap against Open3D's VoxelBlockGrid on the same keyframes.
 
-    python bench/bench_fusion.py [--json PATH] [--keyframes N]
+    python bench/bench_fusion.py [--json PATH] [--keyframes N] [--map-blocks N ...]
 
 Keyframes: the synthetic room (seed 0) seen by the front camera along the default trajectory,
 one every 0.5 s, exact depth, as a pinhole camera (same K, no distortion: Open3D's integration
@@ -9,6 +9,8 @@ takes a pinhole K only) at three rig sizes (320×240, 640×480, 1280×960), 5 cm
 voxels only, as Open3D). For each engine: CPU time per keyframe (median over the keyframes after the first
 quarter, one thread: this process's CPU time; Open3D runs with OMP_NUM_THREADS=1), bytes held,
 and the surface it extracts (points' mean distance to the true room surface, share within 5 cm).
+--map-blocks: the 640x480 keyframes again, fused into maps that already hold that many blocks
+elsewhere (what grows with the map's size).
 
 The engines do different amounts of work: TsdfMap carves free space along every ray up to the
 surface (blocks it only looks through are allocated, and skipped while they stay free), Open3D
@@ -31,7 +33,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from mapanything_ros.geometry import CameraModel, ModelPixels  # noqa: E402
-from mapanything_ros.mapping.tsdf import RangeView, TsdfMap  # noqa: E402
+from mapanything_ros.mapping.tsdf import BLOCK, VOXELS, RangeView, TsdfMap  # noqa: E402
 from mapanything_ros.synthetic import SyntheticScene, default_cameras  # noqa: E402
 
 VOXEL = 0.05
@@ -48,9 +50,11 @@ def keyframes(size, count):
     return scene, cam, [scene.render(front.name, int(i * 0.5e9)) for i in range(count)]
 
 
-def run_tsdf(cam, views, truncation_ratio=0.1):
+def run_tsdf(cam, views, truncation_ratio=0.1, map_blocks=0):
     rays = cam.ray_map().astype(np.float32)
-    fused = TsdfMap(VOXEL, max_blocks=1_000_000, truncation_ratio=truncation_ratio)
+    fused = TsdfMap(VOXEL, max_blocks=1_000_000 + map_blocks, truncation_ratio=truncation_ratio)
+    if map_blocks:
+        fused.load_state(distant_blocks(fused, map_blocks))
     times = []
     for v in views:
         view = RangeView(v.depth_ray, rays, ModelPixels.native(cam), v.world_from_camera, v.image,
@@ -60,6 +64,21 @@ def run_tsdf(cam, views, truncation_ratio=0.1):
         times.append(time.process_time() - t)
     points = fused.surface()[0]
     return times, fused.nbytes, points
+
+
+def distant_blocks(volume, count):
+    """A TsdfMap state of `count` observed free blocks in a layer 50 m below the room: a map that
+    large, which the keyframes never reach (what costs more with the map's size shows)."""
+    from mapanything_ros.mapping.keys import pack
+
+    side = int(np.ceil(np.sqrt(count)))
+    ij = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)[:count]
+    cells = np.column_stack([ij - side // 2, np.full(count, -int(50 / (VOXEL * BLOCK)))])
+    keys = np.sort(pack(cells.T.copy()))
+    state = volume.state()
+    state.update(keys=keys, tsdf=np.ones((count, VOXELS), np.float32), weight=np.ones((count, VOXELS), np.float32),
+                 rgb=np.zeros((count, VOXELS, 3), np.uint8), looks=np.zeros((count, VOXELS), np.uint8))
+    return state
 
 
 def fixed(cam, views):
@@ -101,6 +120,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json")
     parser.add_argument("--keyframes", type=int, default=24)
+    parser.add_argument("--map-blocks", type=int, nargs="*", default=[],
+                        help="also fuse the 640x480 keyframes into a map that holds this many other blocks already")
     args = parser.parse_args()
     try:
         import open3d  # noqa: F401
@@ -117,6 +138,14 @@ def main():
             print(f"{row['engine']:10s} {row['size']:>9s}  {row['ms_per_keyframe']:6.1f} ms/keyframe "
                   f"(max {row['ms_max']:.1f})  {row['mbytes']:6.1f} MB  {row['surface_points']:7d} points  "
                   f"accuracy {row['accuracy_mm']:.1f} mm  precision {row['precision_5cm']:.3f}", flush=True)
+    if args.map_blocks:
+        scene, cam, views = keyframes((640, 480), args.keyframes)
+        for blocks in args.map_blocks:
+            row = {"engine": f"tsdf, +{blocks:,} blocks", "size": "640x480",
+                   **summary(scene, *run_tsdf(cam, views, map_blocks=blocks))}
+            rows.append(row)
+            print(f"{row['engine']:22s} {row['ms_per_keyframe']:6.1f} ms/keyframe (max {row['ms_max']:.1f})  "
+                  f"{row['mbytes']:6.1f} MB", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"voxel_m": VOXEL, "keyframes": args.keyframes, "rows": rows}, f, indent=1)

@@ -27,7 +27,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from mapanything_ros import settings  # noqa: E402
-from mapanything_ros.session.report import THROTTLE_S  # noqa: E402
+from mapanything_ros.session.report import BURST, THROTTLE_S  # noqa: E402
 from mapanything_ros.srv import MapFile  # noqa: E402
 from mapanything_ros.session.session import DEPTH_MISSING_RUN  # noqa: E402
 from mapanything_ros.ros.player import make_header, model_to_camera_info, rgb_to_compressed, timed_cloud  # noqa: E402
@@ -207,6 +207,53 @@ def test_bad_input_matrix(hostile):
         times.setdefault(m.msg, []).append(m.stamp.sec + m.stamp.nanosec * 1e-9)
     for text, stamps in times.items():
         assert min(np.diff(stamps), default=THROTTLE_S) >= THROTTLE_S - 0.01, text
+
+
+def test_second_round_findings_in_the_same_node(hostile, tmp_path):
+    """Issue 19's findings against the same long-lived node, good captures between them: TF an
+    hour ahead and NaN TF refused before the buffer, frame ids that change every message do not
+    flood the log, calibrations that are finite but wrong refused with their numbers, and
+    ~/save_map refusing what is not its own. Mapping goes on after each."""
+    from mapanything_ros.ros.tf import TF_QOS
+
+    h = hostile
+    h.good()
+    now = time.time_ns()
+    ahead = matrix_to_transform(np.eye(4), "odom", "base_link", now + 3600 * SEC)
+    h.r.publish("/tf", TFMessage(transforms=[ahead]), qos=TF_QOS)
+    h.expect("tf", WARN, "beyond the limit ahead of the clock refused")
+    nan = matrix_to_transform(np.eye(4), "odom", "base_link", now)
+    nan.transform.rotation.w = float("nan")
+    h.r.publish("/tf", TFMessage(transforms=[nan]), qos=TF_QOS)
+    h.expect("tf", WARN, "with non-finite values refused")
+    h.good()
+    # Ten frame ids that each appear once (a driver naming frames by a UUID): at most BURST lines.
+    for k in range(10):
+        h.send(image=h.image(time.time_ns(), frame_id=f"ghost_{k:04x}-4e1a-9b2c-{k:012x}"), spin=0.05)
+    h.r.spin(0.6)  # each waits tf_timeout, then is dropped with its frame named
+    h.expect("tf", WARN, "no transform within tf_timeout")
+    assert len([m for m in h.log if "ghost_" in m.msg]) <= BURST, [m.msg for m in h.log if "ghost_" in m.msg]
+    h.good()
+    # Finite but wrong calibrations: a radial coefficient of 1e30, binning that leaves no pixels.
+    info = h.info(time.time_ns())
+    info.d = [1e30, 0.0, 0.0, 0.0, 0.0]
+    h.send(info=info)
+    h.expect(f"camera {CAM}", ERROR, "rays span 0 degrees")
+    info = h.info(time.time_ns())
+    info.binning_x = 4_000_000_000
+    h.send(info=info)
+    h.expect(f"camera {CAM}", ERROR, "leave a 0x")
+    h.good()
+    # ~/save_map: a file that is not a map of the node's, a path out of its directory, new directories.
+    notes = tmp_path / "notes.npz"
+    notes.write_text("my notes")
+    for path, text in ((str(notes), "exists and is not a numpy .npz file"), ("../outside.npz", "save_map_directory"),
+                       (str(tmp_path / "new" / "deep" / "map.npz"), "is not a directory (it is not created)")):
+        answer = _call(h, MapFile, "/mapanything/save_map", MapFile.Request(path=path))
+        assert answer is not None and not answer.success and text in answer.message, (path, answer)
+    assert notes.read_text() == "my notes" and not (tmp_path / "new").exists()
+    h.good()
+    assert h.r.node.fatal is None
 
 
 def _call(h, kind, name, request):
