@@ -327,3 +327,35 @@ def test_compiled_projection_matches_the_lens_models(name):
     assert valid.mean() > 0.3
     np.testing.assert_allclose(col[valid], want_col[valid], rtol=1e-6, atol=1e-3)
     np.testing.assert_allclose(row[valid], want_row[valid], rtol=1e-6, atol=1e-3)
+
+
+def test_surface_is_every_crossing_of_the_dense_field():
+    """surface() visits only the blocks holding an observed band voxel: against every crossing of
+    the whole volume laid out densely (free blocks, unobserved voxels and block borders included)."""
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses(4):
+        fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
+    state = fused.state()
+    assert fused._free[:len(fused)].mean() > 0.2  # there are free blocks to skip
+    cells = key_cells(state["keys"])
+    lo = cells.min(0)
+    size = (cells.max(0) - lo + 1) * BLOCK
+    t = np.ones(size, np.float32)
+    w = np.zeros(size, np.float32)
+    for cell, bt, bw in zip(cells, state["tsdf"], state["weight"]):
+        at = tuple(slice(c, c + BLOCK) for c in (cell - lo) * BLOCK)
+        t[at], w[at] = bt.reshape(BLOCK, BLOCK, BLOCK), bw.reshape(BLOCK, BLOCK, BLOCK)
+    want = []
+    for axis in range(3):
+        a = tuple(slice(0, -1) if k == axis else slice(None) for k in range(3))
+        b = tuple(slice(1, None) if k == axis else slice(None) for k in range(3))
+        ok = ((w[a] >= fused.min_weight) & (w[b] >= fused.min_weight) & (w[a] > 0) & (w[b] > 0)
+              & (np.abs(t[a]) < 1) & (np.abs(t[b]) < 1) & ((t[a] > 0) != (t[b] > 0)))
+        idx = np.argwhere(ok).astype(np.float64)
+        idx[:, axis] += t[a][ok] / (t[a][ok] - t[b][ok])
+        want.append((idx + lo * BLOCK + 0.5) * fused.voxel_size)
+    want = np.concatenate(want)
+    got = fused.surface()[0].astype(np.float64)
+    assert len(got) == len(want) > 1000
+    order = lambda p: np.lexsort(np.round(p, 4).T)  # noqa: E731  (float32 against float64: keys rounded)
+    np.testing.assert_allclose(got[order(got)], want[order(want)], atol=1e-5)

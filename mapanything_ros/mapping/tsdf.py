@@ -359,39 +359,41 @@ class TsdfMap:
 
     def surface(self):
         """(points (N, 3) float32 metres world frame, colours (N, 3) uint8 RGB, weights (N,) float32)
-        on the field's zero crossings between neighbouring voxels that both have min_weight and lie
-        within the truncation band."""
-        n = self._size
-        if n == 0:
+        on the field's zero crossings between neighbouring voxels that both are observed (weight at
+        least min_weight) and lie within the truncation band."""
+        band = self._band()
+        if len(band) == 0:
             return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
-        slots = self._slots
-        tsdf = self._tsdf[slots].reshape(-1, BLOCK, BLOCK, BLOCK)
-        weight = self._weight[slots].reshape(-1, BLOCK, BLOCK, BLOCK)
-        rgb = self._rgb[slots].reshape(-1, BLOCK, BLOCK, BLOCK, 3)
-        cells = key_cells(self._keys)
+        cells = key_cells(self._keys[band])
+        t, w, c = self._padded(band, cells, faces_only=True)
+        own = (slice(None),) + (slice(0, BLOCK),) * 3
+        ta, wa = t[own], w[own]
+        with np.errstate(invalid="ignore"):
+            ok = (w >= max(self.min_weight, 1e-12)) & (np.abs(t) < 1)  # observed, in the band
+        pos = t > 0
+        ok_a, pos_a = ok[own], pos[own]
         pts, cols, wts = [], [], []
-        for axis in range(3):
-            step = np.zeros(3, np.int64)
-            step[axis] = 1
-            nb = self._find(cells + step)  # sorted index of the neighbour block along +axis, or -1
-            t, wt, c = (_extend(a, nb, axis) for a in (tsdf, weight, rgb))
-            a = [slice(None)] * 4
-            lo, hi = list(a), list(a)
-            lo[axis + 1], hi[axis + 1] = slice(0, BLOCK), slice(1, BLOCK + 1)
-            ta, tb, wa, wb = t[tuple(lo)], t[tuple(hi)], wt[tuple(lo)], wt[tuple(hi)]
-            with np.errstate(invalid="ignore"):
-                cross = ((wa >= self.min_weight) & (wb >= self.min_weight) & (wa > 0) & (wb > 0)
-                         & (np.abs(ta) < 1) & (np.abs(tb) < 1) & ((ta > 0) != (tb > 0)))
-            b, i, j, k = np.nonzero(cross)
-            ta, tb = ta[b, i, j, k], tb[b, i, j, k]
-            frac = ta / (ta - tb)
+        for axis in range(3):  # between each band voxel and its neighbour along +axis
+            nxt = (slice(None),) + tuple(slice(1, BLOCK + 1) if a == axis else slice(0, BLOCK) for a in range(3))
+            tb, wb = t[nxt], w[nxt]
+            b, i, j, k = np.nonzero(ok_a & ok[nxt] & (pos_a != pos[nxt]))
+            t0, t1 = ta[b, i, j, k], tb[b, i, j, k]
+            frac = t0 / (t0 - t1)
             ijk = np.stack([i, j, k], -1).astype(np.float64)
             ijk[:, axis] += frac
             pts.append(((cells[b] * BLOCK + ijk) * self.voxel_size + self.voxel_size / 2).astype(np.float32))
-            ca, cb = c[tuple(lo)][b, i, j, k], c[tuple(hi)][b, i, j, k]
-            cols.append(np.where((frac < 0.5)[:, None], ca, cb))
+            cols.append(np.where((frac < 0.5)[:, None], c[own][b, i, j, k], c[nxt][b, i, j, k]))
             wts.append(np.minimum(wa[b, i, j, k], wb[b, i, j, k]))
         return np.concatenate(pts), np.concatenate(cols), np.concatenate(wts)
+
+    def _band(self):
+        """Sorted indices of the blocks holding an observed voxel within the truncation band: the
+        only blocks a zero crossing can start in (a free block, all at its far side, holds none)."""
+        n = self._size
+        wmin = max(self.min_weight, 1e-12)
+        with np.errstate(invalid="ignore"):
+            held = ((np.abs(self._tsdf[:n]) < 1) & (self._weight[:n] >= wmin)).any(1)  # per pool slot
+        return np.flatnonzero(held[self._slots])
 
     def mesh(self):
         """The zero level set as a triangle mesh (surface nets: one vertex per cell of 2 × 2 × 2
@@ -405,8 +407,7 @@ class TsdfMap:
         wmin = max(self.min_weight, 1e-12)
         # Only blocks holding an observed voxel of the band, or just below one along x, y or z
         # (their cells reach into it), can own a crossed edge or cell.
-        with np.errstate(invalid="ignore"):
-            band = np.flatnonzero(((np.abs(self._tsdf[self._slots]) < 1) & (self._weight[self._slots] >= wmin)).any(1))
+        band = self._band()
         below = [self._find(key_cells(self._keys[band]) - np.array(o)) for o in list(np.ndindex(2, 2, 2))[1:]]
         near = np.unique(np.concatenate([band] + [b[b >= 0] for b in below]))
         n = len(near)
@@ -523,16 +524,19 @@ class TsdfMap:
                           & (own_t * (1 - SOLID_REACH) < -tn * SOLID_REACH))
         return solid.reshape(n, VOXELS)
 
-    def _padded(self, which, cells):
+    def _padded(self, which, cells, faces_only=False):
         """(tsdf, weight, rgb) of the blocks at sorted indices `which` (block indices `cells`) with
         one more voxel along +x, +y and +z taken from the neighbouring blocks: (n, B+1, B+1, B+1[,
-        3]); weight 0 where there is no neighbour."""
+        3]); weight 0 where there is no neighbour. faces_only: only the three face neighbours are
+        read (the extra edge and corner voxels stay unobserved), enough for crossings along one axis."""
         n = len(which)
         t = np.ones((n, BLOCK + 1, BLOCK + 1, BLOCK + 1), np.float32)
         w = np.zeros_like(t)
         c = np.zeros(t.shape + (3,), np.uint8)
         shape = (BLOCK, BLOCK, BLOCK)
         for offset in np.ndindex(2, 2, 2):
+            if faces_only and sum(offset) > 1:
+                continue
             dst = (slice(None),) + tuple(slice(BLOCK, BLOCK + 1) if o else slice(0, BLOCK) for o in offset)
             src = (slice(None),) + tuple(slice(0, 1) if o else slice(0, BLOCK) for o in offset)
             nb = which if not any(offset) else self._find(cells + np.array(offset))
@@ -663,16 +667,6 @@ class TsdfMap:
 def _cell_keys(index):
     """Packed int64 keys (N,) of global voxel indices (N, 3) (keys.pack)."""
     return pack(np.ascontiguousarray(index.T))
-
-
-def _extend(a, neighbour, axis):
-    """Blocks a (n, B, B, B, ...) with one more voxel slab along `axis` taken from the first slab of
-    the neighbour block (sorted index, -1 = none: weight 0 there, see the callers' tests)."""
-    first = [slice(None)] * a.ndim
-    first[axis + 1] = slice(0, 1)
-    slab = a[tuple(first)][np.maximum(neighbour, 0)]
-    slab[neighbour < 0] = 0
-    return np.concatenate([a, slab], axis=axis + 1)
 
 
 def _bilinear(ranges, col, row, nearest, spread=SPREAD):
