@@ -1,7 +1,7 @@
 """How long a ~/map tick holds the node's executor, side by side in one run: packing the map on the
 executor (the node's timer before issue 17: snapshot + PointCloud2 packing + publish, i.e.
 MapAnythingNode.publish_map called in the timer) against handing it to the map thread (the timer
-now: MapAnythingNode._on_map_timer), at several map sizes. Also the time the map thread then
+now: MapAnythingNode._on_output_timer), at several map sizes. Also the time the map thread then
 needs, which no longer delays inputs, and a tick once the map has not changed since it was
 published (nothing is made again: the topics are latched); and for ~/mesh (map thread): the mesh extraction, the
 Marker serialized by ros/marker.py against the same Marker built as rclpy message objects and

@@ -40,7 +40,6 @@ import numpy as np
 
 from mapanything_ros.sync import LIDAR_SOURCE
 from mapanything_ros.pipeline import STAGES
-from mapanything_ros.geometry import CameraModel
 from mapanything_ros.synthetic import SyntheticScene, default_lidar, sized_camera, surround_cameras
 
 SEC = 1_000_000_000

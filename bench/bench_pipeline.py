@@ -12,7 +12,8 @@ windows, each after the window is full):
   the node builds them with the tree's own ros/ builders).
 
 `--baseline REV` runs the same measurement on the package as of git revision REV (extracted to a
-temporary directory, its C extension modules compiled there) in the same run, and reports the speed-ups. Each side runs in a fresh
+temporary directory, its C extension modules compiled there; 914040f or later, which has the
+surround rig) in the same run, and reports the speed-ups. Each side runs in a fresh
 process with PYTHONPATH set to its tree. `--completion` also measures this tree with the
 depth-completion preset's reconstruction (per-view scale and residual field from the LiDAR,
 agreeing measurements kept: mapping.completion) beside the plain run.
@@ -171,11 +172,12 @@ def drive(size, cameras, windows, completion=False):
 def build_extensions(tree):
     """Compile the package's C extension modules (mapanything_ros/_*.c) into `tree` as
     CMakeLists.txt does (-O3), so that an extracted revision runs its own compiled code, not the
-    environment's (which is this tree's: the package's path extends into site-packages)."""
+    environment's (which is this tree's: the package's path extends into site-packages). The
+    flags are CMakeLists.txt's."""
     cc = (sysconfig.get_config_var("CC") or "cc").split()
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     for source in sorted((Path(tree) / "mapanything_ros").glob("_*.c")):
-        subprocess.run([*cc, "-O3", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", str(source),
+        subprocess.run([*cc, "-O3", "-ffp-contract=off", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", str(source),
                         "-o", str(source.with_suffix(suffix)), "-lm"], check=True)
 
 

@@ -29,9 +29,12 @@
  * project(cam, lens, pixel) -> (col, row, valid): the same projection of float32 (n * 3) camera-frame
  * points, as float32, float32 and bool arrays (n,) (for the tests).
  *
- * The projection follows distortion.py step by step in single precision where numpy computes in
- * single precision (the voxel centres are float32) and in double where it does (K and the resize),
- * so that both give the same pixels up to rounding.
+ * The projection follows distortion.py step by step, in single precision where numpy computes in
+ * single precision (the voxel centres are float32) and in double where NumPy 2 does (K and the
+ * resize); built without fused multiply-adds (CMakeLists.txt). With NumPy 2 it gives the same
+ * pixels bit for bit for pinhole and radial-tangential lenses; for the fisheye, numpy's float32
+ * arctan2 is not libm's atan2f and the pixels differ by up to about 1e-4 px (NumPy 1 also
+ * multiplies by K in single precision: a few 1e-5 px).
  *
  * Per candidate, as tsdf.py documents: the nearest pixel's range r; near the surface the bilinear
  * range in inverse depth when the four pixels around agree within `spread`; T = max(truncation,
@@ -297,6 +300,11 @@ static PyObject *project(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO:project", &cam_obj, &lens, &pixel) || !parse_projection(lens, pixel, &q))
         return NULL;
     if (get(cam_obj, &cam, "cam", "f", -1, 0) < 0) return NULL;
+    if (cam.len % 12 != 0) {
+        PyErr_SetString(PyExc_ValueError, "cam: not a whole number of (x, y, z) float32 points");
+        PyBuffer_Release(&cam);
+        return NULL;
+    }
     const Py_ssize_t n = cam.len / 12;
     PyObject *col = PyByteArray_FromStringAndSize(NULL, 4 * n), *row = PyByteArray_FromStringAndSize(NULL, 4 * n),
              *valid = PyByteArray_FromStringAndSize(NULL, n), *result = NULL;

@@ -387,10 +387,12 @@ class Pipeline:
 
     def occupancy(self, z_min, z_max, resolution=None):
         """(tsdf.Grid2D of the height band, pose_frame, stamp_ns) of the map, consistently (see
-        TsdfMap.occupancy; pose_frame None when the map is empty)."""
+        TsdfMap.occupancy; pose_frame None when the map is empty). The grid is None when the map
+        is in a chain frame (image-only: its up is unknown, so it has no height band)."""
         with self._map_lock:
-            grid = self._map.occupancy(z_min, z_max, resolution)
-            return grid, self._map_pose_frame if len(self._map) else None, self._map_stamp
+            frame = self._map_pose_frame if len(self._map) else None
+            grid = self._map.occupancy(z_min, z_max, resolution) if frame in (None, "world") else None
+            return grid, frame, self._map_stamp
 
     def map_state(self):
         """(the whole map for saving: TsdfMap.state() plus "pose_frame" and "stamp_ns" (-1: none),

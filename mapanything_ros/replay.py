@@ -264,6 +264,7 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
                 if writer.failed:
                     raise writer.failed
             session.finish(now)
+            session.check_map()
             if writer.failed:
                 raise writer.failed
             writer.publish_map(session, now, force=True)

@@ -55,3 +55,27 @@ def test_the_node_warns_when_a_capture_exceeds_the_segment(monkeypatch):
                 r.assert_problem("pipeline", DiagnosticStatus.WARN, "one capture's messages (5.3 MiB")
         finally:
             r.close()
+
+
+def test_the_node_warns_when_dev_shm_is_smaller_than_a_segment(monkeypatch):
+    """Docker's 64 MB /dev/shm cannot hold the shipped profile's 64 MiB segment: said, with the fix."""
+    rclpy = pytest.importorskip("rclpy")  # noqa: F841
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from sensor_msgs.msg import Image
+
+    from mapanything_ros.ros import node as node_module
+    from test_ros_node_inputs import Rig
+
+    monkeypatch.setattr(node_module.dds, "shm_segment", lambda: (64 * 2**20, "test profile"))
+    for free, said in ((1 << 40, False), (60 * 2**20, True)):
+        monkeypatch.setattr(node_module.dds, "shm_free", lambda f=free: f)
+        r = Rig({"cameras": ["a"]})
+        try:
+            r.node._on_image("a", Image(height=48, width=64, encoding="rgb8", step=192, data=bytes(64 * 48 * 3)))
+            problems = " ".join(m for _, m in r.node.problems.active("pipeline"))
+            assert ("/dev/shm has 60.0 MiB free" in problems) == said, problems
+            if said:
+                r.assert_problem("pipeline", DiagnosticStatus.WARN, "Docker: --shm-size")
+        finally:
+            r.close()
+    assert dds.shm_free() is None or dds.shm_free() > 0

@@ -362,8 +362,8 @@ def test_save_then_restart_and_load_reproduces_the_map_exactly(rig, scene, tmp_p
             loaded = again.trigger("/mapanything/load_map", MapFile, path=str(tmp_path / "maps.npz"))
             assert loaded.success and f"loaded {len(before['keys'])} blocks" in loaded.message, loaded
         else:
-            end = time.monotonic() + 10
-            while not len(again.node.session.pipeline.map) and time.monotonic() < end:
+            end = time.monotonic() + 30
+            while not again.node.session.pipeline.map_version and time.monotonic() < end:  # the load is over
                 again.spin(0.1)
         after = again.node.session.pipeline.map.state()
         for name in ("keys", "tsdf", "weight", "rgb", "looks"):
@@ -528,3 +528,10 @@ def test_an_unchanged_map_is_not_made_again(rig, scene):
     r.spin(1.0)
     assert len(got["occupancy"]) == counts["occupancy"] + 1
     assert len(got["map"]) == counts["map"] and len(got["mesh"]) == counts["mesh"]
+    # A late subscriber with volatile durability (RViz's displays by default) gets the unchanged map.
+    late = []
+    r.peer.create_subscription(PointCloud2, "/mapanything/map", late.append, 10)
+    end = time.monotonic() + 10
+    while not late and time.monotonic() < end:
+        r.spin(0.1)
+    assert late and late[-1].width == got["map"][-1].width

@@ -86,8 +86,9 @@ class RangeView:
     ranges (H, W) float32: metres along the pixels' unit rays, 0 or NaN = none; rays (H, W, 3)
     float32 unit rays in the camera frame (NaN outside the lens); pixels: a function (x, y, z)
     camera-frame float32 arrays (N,) -> (column, row, valid) of the pixel each point lies on
-    (continuous pixel-index coordinates of this image; valid: the lens sees it), usually a
-    geometry.ModelPixels (whose projection the compiled fusion computes itself); world_from_camera
+    (continuous pixel-index coordinates of this image; valid: the lens sees it): a
+    geometry.ModelPixels, whose projection the compiled fusion computes itself (any other such
+    function works, but is fused by the numpy loop, several times slower); world_from_camera
     (4, 4) rigid, metres; colors (H, W, 3) uint8 RGB; weights (H, W) float32 >= 0, each pixel's
     observation weight (0 = not used).
     """

@@ -33,3 +33,13 @@ def segment_in_profile(root):
             return int(descriptor.findtext(f"{_NS}segment_size") or DEFAULT_SEGMENT)
     builtin = [e.text.strip().lower() for e in root.iter(f"{_NS}useBuiltinTransports") if e.text]
     return None if "false" in builtin else DEFAULT_SEGMENT
+
+
+def shm_free(path="/dev/shm"):
+    """Bytes free in the shared-memory file system where Fast DDS maps its segments, or None where
+    there is none."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize

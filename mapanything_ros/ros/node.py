@@ -15,7 +15,10 @@ the ROS-free modules log through python logging goes to the node's logger at DEB
 tracebacks); the session reports those events itself.
 """
 
-from . import run  # first: it keeps numpy's BLAS on one thread, which must be set before numpy loads
+from . import run
+
+run.numpy_on_one_thread()  # first: numpy's BLAS threads are set as it loads
+
 
 import copy
 import traceback
@@ -281,7 +284,7 @@ class _MapAnything:
         self.tf_pub = self._pub(TFMessage, "tf_out") if self._enabled("tf_out") else None
         self._timer(1.0 / RETRY_HZ, lambda: self.session.tick(self._now_ns()))
         self._output_jobs = {"map": None, "mesh": None}
-        self._sent = {}  # "map", "occupancy", "mesh": what the topic last published (its due() key)
+        self._sent = {}  # "map", "occupancy", "mesh": (its _due() key, subscribers) at its last publication
         self._output_timers = {"map": None, "mesh": None, "tf": None}
         self._correction = None  # (map_from_world 4x4, parent, child) of the newest window, for tf_output map_odom
         live = self.session.values  # rates set since configure (or while inactive) included
@@ -337,11 +340,21 @@ class _MapAnything:
 
     def _check_burst(self, source, nbytes):
         """Once the first message of every input is in: warn when one capture's messages exceed the
-        Fast DDS shared-memory segment (best effort loses them between processes)."""
+        Fast DDS shared-memory segment (best effort loses them between processes), and when
+        /dev/shm has less room than one segment."""
         self._burst[source] = nbytes
         inputs = set(self.cameras) | ({LIDAR_SOURCE} if self._enabled("lidar") else set())
         segment = dds.shm_segment()
-        if set(self._burst) != inputs or segment is None or sum(self._burst.values()) <= segment[0]:
+        if set(self._burst) != inputs or segment is None:
+            return
+        free = dds.shm_free()
+        if free is not None and free < segment[0]:
+            self._hold(diagnostics.WARN, "dds_shm",
+                       f"/dev/shm has {free / 2**20:.1f} MiB free, less than one Fast DDS shared-memory segment "
+                       f"({segment[0] / 2**20:.1f} MiB, {segment[1]}), which every process maps there: large "
+                       "messages between processes may fail; give /dev/shm more room (Docker: --shm-size) or "
+                       "lower <segment_size> (docs/development.md, DDS stays on this machine)")
+        if sum(self._burst.values()) <= segment[0]:
             return
         sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in self._burst.items())
         self._hold(diagnostics.WARN, "dds_segment",
@@ -400,17 +413,21 @@ class _MapAnything:
                                                                 else self.publish_map, due)
 
     def _due(self, topic):
-        """The key of what `topic` would publish now (the map's version, and for ~/occupancy its
-        parameters), or None when it is not subscribed or published that already."""
-        if not getattr(self, f"{topic}_pub").get_subscription_count():
+        """(key, subscribers) of what `topic` would publish now (key: the map's version, and for
+        ~/occupancy its parameters), or None when it is not subscribed, or published that already
+        and no subscriber joined since (a late volatile subscriber, as RViz's displays are by
+        default, would otherwise never get a map that stopped changing)."""
+        subscribers = getattr(self, f"{topic}_pub").get_subscription_count()
+        if not subscribers:
             return None
         key = self.session.pipeline.map_version
         if topic == "occupancy":
             key = (key, *(self.session.values[f"occupancy_{k}"] for k in ("min_height", "max_height", "resolution")))
-        return None if self._sent.get(topic) == key else key
+        sent, seen = self._sent.get(topic, (None, 0))
+        return None if sent == key and subscribers <= seen else (key, subscribers)
 
     def publish_mesh(self, due):
-        """Make and publish ~/mesh (serialized here: ros/marker.py); `due`: {"mesh": its key}."""
+        """Make and publish ~/mesh (serialized here: ros/marker.py); `due`: {"mesh": _due()'s}."""
         try:
             (vertices, colors, triangles), frame_id, stamp = self.session.mesh(self._now_ns())
             self.mesh_pub.publish(mesh_marker(vertices, colors, triangles, frame_id, stamp))
@@ -419,7 +436,7 @@ class _MapAnything:
             self.report.exception("pipeline", "mesh", "publishing ~/mesh failed (a bug)", err)
 
     def publish_map(self, due):
-        """Make and publish ~/map and ~/occupancy, those in `due` ({topic: its key}), each one
+        """Make and publish ~/map and ~/occupancy, those in `due` ({topic: _due()'s}), each one
         consistent snapshot."""
         if "map" in due:
             try:
@@ -434,7 +451,8 @@ class _MapAnything:
                 grid, frame_id, stamp = self.session.occupancy(self._now_ns())
                 self.occupancy_pub.publish(occupancy_msg(grid, make_header(frame_id, stamp)))
                 self._sent["occupancy"] = due["occupancy"]
-            except ValueError as err:
+            except ValueError as err:  # the same answer until the map or the band changes
+                self._sent["occupancy"] = due["occupancy"]
                 self.report("pipeline", "occupancy", WARN, f"~/occupancy not published: {err}")
             except Exception as err:  # a bug: said, and the next tick tries again
                 self.report.exception("pipeline", "occupancy", "publishing ~/occupancy failed (a bug)", err)

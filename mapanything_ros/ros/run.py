@@ -17,14 +17,27 @@ import traceback
 
 STOP_GRACE_S = 1.0  # at a stop signal, how long the inference in progress may take to end
 
-# numpy's OpenBLAS runs any large enough product on a thread per core and lets those threads spin
-# between calls: 8 % of a core of the node at four cameras (perf: blas_thread_server), for the
-# (N, 3) x (3, 3) products of the geometry, which gain nothing from threads (bench_node, four
-# 640x480 cameras, one run each: node CPU 143 % -> 135 %, windows the same). Set before numpy
-# loads: ros/node.py imports this module first; an explicit setting wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def numpy_on_one_thread():
+    """Load numpy with its OpenBLAS on one thread, and leave the setting to nothing else.
+
+    numpy's OpenBLAS runs any large enough product on a thread per core and lets those threads
+    spin between calls: 8 % of a core of the node at four cameras (perf: blas_thread_server), for
+    the (N, 3) x (3, 3) products of the geometry, which gain nothing from threads (bench_node,
+    four 640x480 cameras, one run each: node CPU 143 % -> 135 %, windows the same). OpenBLAS reads
+    OPENBLAS_NUM_THREADS as it loads, so it is set for numpy's import only: torch (whose own BLAS
+    may be an OpenBLAS on aarch64) and child processes do not see it. Nothing happens once numpy
+    is loaded or where the user set OPENBLAS_NUM_THREADS."""
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        import numpy  # noqa: F401
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]
 
 
 class Stop:

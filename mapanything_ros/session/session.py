@@ -352,9 +352,9 @@ class Session:
                                 f"message within depth_tolerance ({values['depth_tolerance']} s, parameter "
                                 "depth_tolerance) of their stamps; check the stamps of both")
 
-    def check_silence(self, now_ns):
-        """Report silent cameras and depth sources, and keyframes too large for the map's memory
-        bound (call at about 1 Hz with the arrival clock)."""
+    def check_map(self):
+        """Report keyframes too large for the map's memory bound since the last call (the node's
+        1 Hz check_silence calls it; the replay at the end)."""
         values = self._values
         overflows, seen = self.pipeline.stats().map_overflows, self._overflows
         self._overflows = overflows  # (fewer after counters were reset)
@@ -365,6 +365,12 @@ class Session:
                         f"{values['map_voxel_size']} m: only its nearest stay and the rest of the map is lost "
                         f"({overflows} keyframes so far); raise map_max_voxels or map_voxel_size, or lower "
                         "map_max_range or map_truncation_ratio")
+
+    def check_silence(self, now_ns):
+        """Report silent cameras and depth sources, and keyframes too large for the map's memory
+        bound (check_map; call at about 1 Hz with the arrival clock)."""
+        self.check_map()
+        values = self._values
         timeout = f"for {values['camera_timeout']} s (parameter camera_timeout)"
         with self._lock:
             now_ns = self.message_now(now_ns)
