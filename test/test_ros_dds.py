@@ -33,49 +33,42 @@ def test_defaults_other_middleware_and_profiles_without_shared_memory(monkeypatc
     assert dds.segment_in_profile(ET.fromstring(shm_default)) == dds.DEFAULT_SEGMENT
 
 
-def test_the_node_warns_when_a_capture_exceeds_the_segment(monkeypatch):
-    """Two 1280x720 rgb8 cameras are 5.3 MiB a capture: fine with an 8 MiB segment, said with 4 MiB."""
-    rclpy = pytest.importorskip("rclpy")  # noqa: F841
+def _warned(monkeypatch, segment, free, cameras, size, text):
+    """Whether a node given one rgb8 image of `size` (width, height) per camera, with `segment`
+    bytes of Fast DDS segment and `free` bytes free in /dev/shm, holds a pipeline problem with
+    `text` (also seen on /diagnostics)."""
+    pytest.importorskip("rclpy")
     from diagnostic_msgs.msg import DiagnosticStatus
     from sensor_msgs.msg import Image
 
     from mapanything_ros.ros import node as node_module
     from test_ros_node_inputs import Rig
 
-    for segment, said in ((8 * 2**20, False), (4 * 2**20, True)):
-        monkeypatch.setattr(node_module.dds, "shm_segment", lambda s=segment: (s, "test profile"))
-        r = Rig({"cameras": ["a", "b"]})
-        try:
-            for cam in ("a", "b"):
-                r.node._on_image(cam, Image(height=720, width=1280, encoding="rgb8", step=3840,
-                                            data=bytes(1280 * 720 * 3)))
-            problems = " ".join(m for _, m in r.node.problems.active("pipeline"))
-            assert ("exceed the Fast DDS shared-memory segment (4.0 MiB, test profile)" in problems) == said, problems
-            if said:
-                r.assert_problem("pipeline", DiagnosticStatus.WARN, "one capture's messages (5.3 MiB")
-        finally:
-            r.close()
+    monkeypatch.setattr(node_module.dds, "shm_segment", lambda: (segment, "test profile"))
+    monkeypatch.setattr(node_module.dds, "shm_free", lambda: free)
+    r = Rig({"cameras": cameras})
+    try:
+        w, h = size
+        for cam in cameras:
+            r.node._on_image(cam, Image(height=h, width=w, encoding="rgb8", step=3 * w, data=bytes(3 * w * h)))
+        said = text in " ".join(m for _, m in r.node.problems.active("pipeline"))
+        if said:
+            r.assert_problem("pipeline", DiagnosticStatus.WARN, text)
+        return said
+    finally:
+        r.close()
+
+
+def test_the_node_warns_when_a_capture_exceeds_the_segment(monkeypatch):
+    """Two 1280x720 rgb8 cameras are 5.3 MiB a capture: fine with an 8 MiB segment, said with 4 MiB."""
+    text = "one capture's messages (5.3 MiB: a 2.6 MiB, b 2.6 MiB) exceed the Fast DDS shared-memory segment"
+    assert not _warned(monkeypatch, 8 * 2**20, 1 << 40, ["a", "b"], (1280, 720), text)
+    assert _warned(monkeypatch, 4 * 2**20, 1 << 40, ["a", "b"], (1280, 720), text + " (4.0 MiB, test profile)")
 
 
 def test_the_node_warns_when_dev_shm_is_smaller_than_a_segment(monkeypatch):
     """Docker's 64 MB /dev/shm cannot hold the shipped profile's 64 MiB segment: said, with the fix."""
-    rclpy = pytest.importorskip("rclpy")  # noqa: F841
-    from diagnostic_msgs.msg import DiagnosticStatus
-    from sensor_msgs.msg import Image
-
-    from mapanything_ros.ros import node as node_module
-    from test_ros_node_inputs import Rig
-
-    monkeypatch.setattr(node_module.dds, "shm_segment", lambda: (64 * 2**20, "test profile"))
-    for free, said in ((1 << 40, False), (60 * 2**20, True)):
-        monkeypatch.setattr(node_module.dds, "shm_free", lambda f=free: f)
-        r = Rig({"cameras": ["a"]})
-        try:
-            r.node._on_image("a", Image(height=48, width=64, encoding="rgb8", step=192, data=bytes(64 * 48 * 3)))
-            problems = " ".join(m for _, m in r.node.problems.active("pipeline"))
-            assert ("/dev/shm has 60.0 MiB free" in problems) == said, problems
-            if said:
-                r.assert_problem("pipeline", DiagnosticStatus.WARN, "Docker: --shm-size")
-        finally:
-            r.close()
-    assert dds.shm_free() is None or dds.shm_free() > 0
+    text = "/dev/shm has 60.0 MiB free, less than one Fast DDS shared-memory segment"
+    assert not _warned(monkeypatch, 64 * 2**20, 1 << 40, ["a"], (64, 48), text)
+    assert _warned(monkeypatch, 64 * 2**20, 60 * 2**20, ["a"], (64, 48), text)
+    assert dds.shm_free() > 0  # this machine's /dev/shm, read
