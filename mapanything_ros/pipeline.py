@@ -411,8 +411,7 @@ class Pipeline:
         segment) clears it, as it would the map it replaces."""
         with self._chain_lock, self._map_lock:
             self._map.load_state(state)
-            self._map_blocks = len(self._map)
-            self._map_version += 1
+            self._map_changed()
             self._map_pose_frame = self._frame_pose = str(state["pose_frame"])
             stamp = int(state["stamp_ns"])
             self._map_stamp = None if stamp < 0 else stamp
@@ -434,8 +433,7 @@ class Pipeline:
             self._cleared_epoch = self._epoch
             self.chain.reset()
             self._map.reset()
-            self._map_blocks = 0
-            self._map_version += 1
+            self._map_changed()
             self._in_map.clear()
             self._last = self._map_stamp = None
             self._frame_epoch = self._frame_pose = self._map_pose_frame = None
@@ -690,8 +688,7 @@ class Pipeline:
                     return
             if item.recon is None:
                 self._map.reset()
-                self._map_blocks = 0
-                self._map_version += 1
+                self._map_changed()
                 self._map_stamp = self._map_pose_frame = None
                 return
             overflows = 0
@@ -700,13 +697,17 @@ class Pipeline:
                     self._map.integrate(item.recon.range_view(i, item.min_confidence))
                     overflows += self._map.overflow > 0
             finally:
-                self._map_blocks = len(self._map)
-                self._map_version += 1
+                self._map_changed()
             self._map_stamp, self._map_pose_frame = item.stamp_ns, item.pose_frame
         with self._wake:
             self._counts["map_keyframes"] += len(item.indices)
             self._counts["map_overflows"] += overflows
             self._latency["map"].append(time.perf_counter() - clock)
+
+    def _map_changed(self):
+        """After each change of the map (under the map lock): its size for stats() and its version."""
+        self._map_blocks = len(self._map)
+        self._map_version += 1
 
     def _call(self, callback, result):
         """callback(result); an exception is a bug in the caller's outputs: counted, logged at

@@ -450,12 +450,12 @@ class _MapAnything:
             try:
                 grid, frame_id, stamp = self.session.occupancy(self._now_ns())
                 self.occupancy_pub.publish(occupancy_msg(grid, make_header(frame_id, stamp)))
-                self._sent["occupancy"] = due["occupancy"]
             except ValueError as err:  # the same answer until the map or the band changes
-                self._sent["occupancy"] = due["occupancy"]
                 self.report("pipeline", "occupancy", WARN, f"~/occupancy not published: {err}")
             except Exception as err:  # a bug: said, and the next tick tries again
                 self.report.exception("pipeline", "occupancy", "publishing ~/occupancy failed (a bug)", err)
+                return
+            self._sent["occupancy"] = due["occupancy"]
 
     # ---------------------------------------------------------------- services, parameters
 

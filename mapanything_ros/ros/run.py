@@ -17,7 +17,6 @@ import traceback
 
 STOP_GRACE_S = 1.0  # at a stop signal, how long the inference in progress may take to end
 
-
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
