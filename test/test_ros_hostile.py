@@ -99,6 +99,9 @@ class Hostile:
         (default: `text`; the log says each kind of problem once per 5 s whatever its numbers)."""
         self.r.assert_problem(status, level, text)
         logged = logged or text
+        end = time.monotonic() + 5.0  # /rosout may arrive after /diagnostics
+        while not any(logged in m.msg for m in self.log) and time.monotonic() < end:
+            self.r.spin(0.05)
         assert any(logged in m.msg for m in self.log), (logged, self.lines()[-10:])
 
 
