@@ -30,12 +30,12 @@ from .demo import preset_path
 from .layout import SEC, START_NS
 from .synthetic.presets import make_scene
 
-PRESET = {"mapping": "mapping.yaml", "depth_completion": "depth_completion.yaml"}
+PRESET = {name: f"{name}.yaml" for name in ("mapping", "depth_completion", "image_only")}
 # name -> (parameter file, parameters over it)
 SETTINGS = {
     "mapping": ("mapping", {}),
     "depth_completion": ("depth_completion", {}),
-    "image_only": ("mapping", {"use_poses": False}),
+    "image_only": ("image_only", {}),
 }
 # The depth-completion preset with its steps turned on one by one (its first row: the preset before them).
 ABLATION = {

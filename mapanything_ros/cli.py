@@ -37,7 +37,7 @@ def _params(args):
     given = {k: _value(v) for k, v in _pairs(args.param, "-p").items()}
     unknown = sorted(set(given) - set(settings.SPECS))
     if unknown:
-        raise SystemExit(f"unknown parameters {unknown}")
+        raise SystemExit(f"unknown parameters: {', '.join(map(settings.unknown, unknown))}")
     values.update(given)
     for name in ("backend", "weights", "device"):
         if getattr(args, name) is not None:

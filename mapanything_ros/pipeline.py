@@ -37,7 +37,9 @@ reconstructed in the world frame and inserted as it is. Otherwise (image-only) e
 its own reference camera frame, and mapping.WindowChain carries it into one chain frame first.
 The map holds one frame only, so it is cleared (and the clearing counted, with its reason) when
 the chain starts a new segment, when the window is reset (time went backwards) in image-only
-mode, and when the windows switch between world and chain frames.
+mode, and when the windows switch between world and chain frames. Without poses, the motion of
+the main camera between the two newest keyframes of the last chained window (window.MotionRate)
+admits captures by motion as well as by time.
 
 Counters (stats()): captures offered, keyframes admitted, jobs dropped (queue full, or pending
 at stop()/reset()), jobs inferred (backend returned), jobs done (result delivered), jobs
@@ -59,7 +61,7 @@ import numpy as np
 from .mapping import CompletionConfig, TsdfMap, WindowChain, reconstruct
 from .mapping.tsdf import VOXELS
 from .mapping.reconstruction import EDGE_NOISE_SIGMAS
-from .window import BatchConfig, KeyframePolicy, Window, assemble, batch_size, prepare
+from .window import BatchConfig, KeyframePolicy, MotionRate, Window, assemble, batch_size, prepare
 from .window.batch import prepare_key
 
 log = logging.getLogger(__name__)
@@ -83,8 +85,8 @@ class PipelineConfig:
     edge_threshold, edge_noise_sigmas, keep_measured, align_to_measured, completion (a
     mapping.CompletionConfig or None): see mapping.reconstruct; voxel_size (m), truncation (m or
     None: 4 voxels), truncation_ratio, max_weight, min_weight, max_range (m or None: no limit):
-    see mapping.TsdfMap; max_voxels: its memory bound in voxels (whole blocks); min_confidence:
-    pixels below it are not fused (Reconstruction.range_view); queue_size:
+    see mapping.TsdfMap; max_voxels: its memory bound in voxels (whole blocks); confidence_quantile:
+    each view's least confident fraction is not fused (Reconstruction.range_view); queue_size:
     pending jobs kept (1: only the latest); stats_window: jobs over which latencies are summarised.
     """
 
@@ -105,7 +107,7 @@ class PipelineConfig:
     min_weight: float = 0.25
     max_range: float | None = None
     max_voxels: int = 10_000_000
-    min_confidence: float = 0.0
+    confidence_quantile: float = 0.0
     map_insert: str = "newest"
     queue_size: int = 1
     stats_window: int = 100
@@ -192,7 +194,7 @@ class _MapItem:
     epoch: int
     recon: object
     indices: tuple
-    min_confidence: float
+    confidence_quantile: float
     stamp_ns: int | None
     pose_frame: str | None
 
@@ -557,9 +559,12 @@ class Pipeline:
                 if chained.reset:
                     map_reset = self._clear_map(f"chain: {chained.reason}", job.epoch)
                 lap("chaining")
+        rate = None if chained is None else MotionRate.of(recon.frames, recon.poses)
         with self._wake:
             for stage, seconds in timings.items():
                 self._latency[stage].append(seconds)
+            if rate is not None and job.epoch == self._epoch:
+                self.window.rate = rate  # admits captures without a pose by motion too
         return Result(job.seq, frames[0].stamp_ns, cfg, job.context, recon, chained, map_reset, timings)
 
     def _prepare(self, job):
@@ -650,7 +655,7 @@ class Pipeline:
             return
         recon = result.reconstruction
         self._in_map.update(recon.frames[i].key for i in indices)
-        self._send(_MapItem(job.epoch, recon, tuple(indices), job.config.min_confidence, result.stamp_ns,
+        self._send(_MapItem(job.epoch, recon, tuple(indices), job.config.confidence_quantile, result.stamp_ns,
                             recon.pose_frame))
 
     def _send(self, item):
@@ -694,7 +699,7 @@ class Pipeline:
             overflows = 0
             try:
                 for i in item.indices:
-                    self._map.integrate(item.recon.range_view(i, item.min_confidence))
+                    self._map.integrate(item.recon.range_view(i, item.confidence_quantile))
                     overflows += self._map.overflow > 0
             finally:
                 self._map_changed()

@@ -99,8 +99,11 @@ SPECS = {
     "metric_poses": Spec(True, "the TF poses are metric"),
     "metric_depth": Spec(True, "the measured depth is metric"),
     "depth_without_scale": Spec(False, "pass depth but let the model ignore its scale"),
-    "keyframe_translation": Spec(0.2, "new keyframe after this much camera translation (m)", low=0.0, high=INF),
-    "keyframe_rotation": Spec(0.2, "new keyframe after this much camera rotation (rad)", low=0.0, high=INF),
+    "keyframe_translation": Spec(0.2, "new keyframe after this much camera translation (m; without poses: the "
+                                 "speed of the last window's refined poses times the time elapsed)",
+                                 low=0.0, high=INF),
+    "keyframe_rotation": Spec(0.2, "new keyframe after this much camera rotation (rad; without "
+                              "poses: estimated likewise)", low=0.0, high=INF),
     "keyframe_interval": Spec(1.0, "new keyframe after this much time (s)", low=0.0, high=INF),
     "sync_slop": Spec(0.02, "a capture's image stamps spread less than this (s, > 0)", low=0.0, high=10.0,
                       low_open=True),
@@ -113,10 +116,10 @@ SPECS = {
                              high=3600.0),
     "camera_timeout": Spec(5.0, "silence before a camera is reported (s, > 0)", low=0.0,
                            high=3600.0, low_open=True),
-    "map_min_confidence": Spec(0.0, "pixels whose network confidence is below this are not fused into the map "
-                               "(MapAnything's confidence is 1 + exp(.) >= 1, so 0 and 1 keep every pixel; the "
-                               "map already weighs each pixel by its confidence over the view's median)",
-                               low=0.0, high=INF),
+    "map_confidence_quantile": Spec(0.0, "this fraction of each view's pixels, its least confident, is not fused "
+                                    "into the map (0 = all fused; a quantile of the view's own confidence, since "
+                                    "the network's has no absolute scale; the map already weighs each pixel by "
+                                    "its confidence over the view's median)", low=0.0, high=0.99),
     "map_publish_rate": Spec(0.5, "~/map and ~/occupancy publication rate (Hz, 0 = never, else at least "
                              "0.001; a map that did not change is not published again)", low=0.0, high=100.0),
     "mesh_publish_rate": Spec(0.2, "~/mesh publication rate (Hz, 0 = never, else at least 0.001; a map that "
@@ -152,6 +155,14 @@ SPECS = {
     "load_map_path": _ro("", "a map saved by ~/save_map to load at start-up and map on from (empty: none)"),
 }
 READ_ONLY = tuple(n for n, s in SPECS.items() if s.read_only)
+# Parameters that were renamed or replaced: old name -> what to use now.
+RENAMED = {"map_min_confidence": "map_confidence_quantile, a fraction of each view's pixels: the network's "
+                                 "confidence has no absolute scale"}
+
+
+def unknown(name):
+    """How a parameter name that is not in SPECS is reported (with its replacement, if renamed)."""
+    return f"{name} (replaced by {RENAMED[name]})" if name in RENAMED else name
 
 
 def check(name, value):
@@ -231,7 +242,7 @@ def load_params_file(path, node_name="mapanything"):
         given = (body or {}).get("ros__parameters") or {}
         for key, value in given.items():
             if key not in SPECS:
-                found.append(f"unknown parameter {key!r}")
+                found.append(f"unknown parameter {unknown(key)!r}")
                 continue
             found.append(_type_problem(key, value) or check(key, value))
             values[key] = value

@@ -66,7 +66,7 @@ def _console_scripts():
 
 
 def test_presets_exist():
-    assert {p.name for p in PRESETS} >= {"mapping.yaml", "depth_completion.yaml"}
+    assert {p.name for p in PRESETS} >= {"mapping.yaml", "depth_completion.yaml", "image_only.yaml"}
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
@@ -95,8 +95,15 @@ def test_depth_completion_preset_feeds_metric_lidar_depth():
     assert 2 <= p["window_size"] <= 4 and p["tf_output"] in ("camera_refined", "none")
 
 
+def test_image_only_preset_chains_windows_with_fewer_keyframes():
+    p, posed = _parameters(REPO / "config" / "image_only.yaml"), _parameters(REPO / "config" / "mapping.yaml")
+    assert not p["use_poses"] and p["depth_source"] == "none" and not p["use_depth"] and p["use_intrinsics"]
+    assert p["keyframe_translation"] > posed["keyframe_translation"] and p["map_insert"] == "oldest"
+    assert p["tf_output"] == "camera_refined"  # the refined poses are its only pose estimate
+
+
 def test_launch_files_exist_and_compile(tmp_path):
-    assert {p.name for p in LAUNCH_FILES} >= {"mapping.launch.py", "depth_completion.launch.py"}
+    assert {p.name for p in LAUNCH_FILES} >= {"mapping.launch.py", "depth_completion.launch.py", "image_only.launch.py"}
     for path in LAUNCH_FILES:
         py_compile.compile(str(path), cfile=str(tmp_path / (path.name + "c")), doraise=True)
 

@@ -57,7 +57,7 @@ def test_installs_executables_launch_and_config(install):
     assert out.returncode == 0 and "demo" in out.stdout, out.stderr
 
 
-@pytest.mark.parametrize("launch_file", ["mapping.launch.py", "depth_completion.launch.py"])
+@pytest.mark.parametrize("launch_file", ["mapping.launch.py", "depth_completion.launch.py", "image_only.launch.py"])
 def test_ros2_launch_show_args_from_the_sourced_install(colcon_install, launch_file):
     pytest.importorskip("ros2launch", reason="ros2launch not installed (tools/dev builds it)")
     out = subprocess.run(["bash", "-c", f"source setup.bash && ros2 launch mapanything_ros {launch_file} --show-args"],

@@ -241,6 +241,23 @@ def test_image_only_windows_are_chained_into_one_frame(small_scene, run):
     assert len(d) > 1000 and np.median(d) < 0.005 and np.mean(d < config.voxel_size / 2) > 0.98
 
 
+def test_image_only_captures_are_admitted_by_the_motion_of_the_last_window(small_scene, run):
+    """Without poses, keyframes follow the camera's motion as estimated from the chained poses,
+    nearly as they do with poses, not only every keyframe_interval."""
+    captures, _ = run
+    bare = [[dataclasses.replace(f, world_from_camera=None) for f in c] for c in captures]
+    policy = KeyframePolicy(translation_m=0.2, rotation_rad=0.2, elapsed_s=1.0)
+    reasons = {}
+    for name, inputs, batch in (("posed", captures, CONFIG.batch),
+                                ("image-only", bare, BatchConfig(long_side=112, use_poses=False))):
+        pipeline = Pipeline(dataclasses.replace(CONFIG, batch=batch, keyframes=policy), OracleBackend(small_scene))
+        reasons[name] = [s.reason for s in (pipeline.process(c)[0] for c in inputs) if s.admitted]
+    posed, image_only = reasons["posed"], reasons["image-only"]
+    assert len(posed) >= 10 and all("elapsed" not in r for r in posed[1:])  # the camera keeps moving
+    assert sum("moved about" in r or "turned about" in r for r in image_only) >= len(image_only) - 3
+    assert len(image_only) >= len(posed) - 2  # at time alone: 6 s of captures, 6 keyframes
+
+
 def test_time_going_backwards_resets_the_window_and_the_image_only_map(small_scene, run):
     captures, _ = run
     bare = [[dataclasses.replace(f, world_from_camera=None) for f in c] for c in captures]

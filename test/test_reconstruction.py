@@ -278,6 +278,24 @@ def test_alignment_to_lidar_on_the_rig(batch, prediction):
     assert plain.scale == 1.0 and plain.residual is None
 
 
+def test_range_view_leaves_out_each_views_least_confident_quantile(batch, prediction):
+    """map_confidence_quantile: the fraction of a view's pixels with an estimate, its least
+    confident, gets weight 0; the rest keep the weights they have without the cut."""
+    rng = np.random.default_rng(3)
+    conf = (1 + rng.exponential(2.0, prediction.confidence.shape)).astype(np.float32)
+    conf[1] *= 50  # another view's confidence on another scale: the cut is each view's own
+    recon = reconstruct(batch, dataclasses.replace(prediction, confidence=conf), edge_threshold=None)
+    for i in range(len(batch.frames)):
+        full = recon.range_view(i).weights
+        estimated = recon.range_view(i).ranges > 0
+        for q in (0.1, 0.5):
+            cut = recon.range_view(i, q).weights
+            dropped = estimated & (cut == 0)
+            assert abs(dropped.sum() / estimated.sum() - q) < 0.01
+            assert conf[i][dropped].max() <= conf[i][estimated & ~dropped].min()
+            np.testing.assert_array_equal(cut[~dropped], full[~dropped])
+
+
 def test_rejects_unknown_depth_mode(batch, prediction):
     with pytest.raises(ValueError, match="depth_mode"):
         reconstruct(batch, prediction, depth_mode="cubic")

@@ -300,8 +300,9 @@ def test_a_burst_of_service_calls_is_answered_every_one(rig):
 
 def test_unknown_parameters_and_a_second_node_of_the_same_name_are_said(rig, monkeypatch):
     monkeypatch.setattr(node_module, "DUPLICATE_CHECK_S", 0.5)
-    r = rig(keyframe_intervall=0.5)  # a typo
-    r.assert_problem("pipeline", DiagnosticStatus.WARN, "unknown parameters ignored: keyframe_intervall")
+    r = rig(keyframe_intervall=0.5, map_min_confidence=2.0)  # a typo, a parameter replaced
+    r.assert_problem("pipeline", DiagnosticStatus.WARN, "unknown parameters ignored: keyframe_intervall, "
+                     "map_min_confidence (replaced by map_confidence_quantile")
     status, = r.status("pipeline")  # named after the node's full name: instances in two namespaces stay apart
     assert status.name == "/mapanything: pipeline" and status.hardware_id == "cpu"
     camera, = r.status(f"camera {CAM}")  # a sensor's status: its hardware is the sensor (its topic)
@@ -329,11 +330,11 @@ def test_parameters_read_only_bad_and_good(rig, scene, tmp_path):
         assert not result.successful and why in result.reason
     assert node.get_parameter("sync_slop").value == 0.02
     good = [Parameter("keyframe_interval", value=0.1), Parameter("use_poses", value=False),
-            Parameter("sync_slop", value=0.05), Parameter("map_min_confidence", value=2.0),
+            Parameter("sync_slop", value=0.05), Parameter("map_confidence_quantile", value=0.2),
             Parameter("save_map_path", value=str(tmp_path / "map.npz"))]
     assert all(res.successful for res in node.set_parameters(good))
     assert node.session.pipeline.window.policy.elapsed_s == 0.1 and not node.session.pipeline.config.batch.use_poses
-    assert node.session.sync.slop_ns == 50_000_000 and node.session.pipeline.config.min_confidence == 2.0
+    assert node.session.sync.slop_ns == 50_000_000 and node.session.pipeline.config.confidence_quantile == 0.2
     send_frame(r, scene, SEC)
     r.spin(1.0)
     window = r.got.get("/mapanything/points")

@@ -111,7 +111,7 @@ def random_values(rng, values):
         else:
             low = spec.low + (1e-3 if spec.low_open else 0.0)
             drawn[name] = round(rng.uniform(low, min(spec.high, low + 3 * max(spec.default, 0.05))), 4)
-    drawn["map_min_confidence"] = rng.choice([0.0, 0.5, 2.0])
+    drawn["map_confidence_quantile"] = rng.choice([0.0, 0.1, 0.5])
     drawn["sync_slop"] = max(drawn["sync_slop"], 0.01)
     drawn["tf_timeout"] = max(drawn["tf_timeout"], 0.5)
     drawn["camera_timeout"] = max(drawn["camera_timeout"], 1.0)

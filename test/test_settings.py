@@ -19,7 +19,7 @@ def write(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("name", ["mapping.yaml", "depth_completion.yaml"])
+@pytest.mark.parametrize("name", ["mapping.yaml", "depth_completion.yaml", "image_only.yaml"])
 def test_presets_load_over_the_defaults(name):
     values = settings.load_params_file(CONFIG / name)
     assert set(values) == set(settings.SPECS) and settings.problems(values) == []
@@ -44,13 +44,13 @@ other_node:
 def test_every_problem_is_listed(tmp_path):
     path = write(tmp_path, """
 mapanything:
-  ros__parameters: {window_sizes: 4, sync_slop: 1, long_side: 500, depth_source: radar}
+  ros__parameters: {window_sizes: 4, sync_slop: 1, long_side: 500, depth_source: radar, map_min_confidence: 2.0}
 """)
     with pytest.raises(ValueError) as err:
         settings.load_params_file(path)
     message = str(err.value)
     for part in ("unknown parameter 'window_sizes'", "sync_slop must be a double", "long_side must be a multiple",
-                 "depth_source must be one of"):
+                 "depth_source must be one of", "map_min_confidence (replaced by map_confidence_quantile"):
         assert part in message
 
 

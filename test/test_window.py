@@ -7,7 +7,7 @@ import pytest
 
 from mapanything_ros.geometry import CameraModel
 from mapanything_ros.synthetic.trajectory import rotation_zyx
-from mapanything_ros.window import Frame, KeyframePolicy, Window, motion
+from mapanything_ros.window import Frame, KeyframePolicy, MotionRate, Window, motion
 
 CAM = CameraModel.pinhole(10.0, 10.0, 4.0, 3.0, 8, 6)
 SEC = 1_000_000_000
@@ -51,6 +51,30 @@ def test_policy_thresholds(later, why):
     assert (reason is None) if why is None else (why in reason)
 
 
+def test_motion_rate_is_taken_between_the_main_cameras_of_the_two_newest_captures():
+    # Window.views order: the reference (newest) capture first, then oldest to newest; a second
+    # camera of each capture (its own pose, far off) is not the main camera.
+    frames = [frame(2 * SEC), frame(2 * SEC, name="cam1"), frame(0), frame(0, name="cam1"),
+              frame(SEC), frame(SEC, name="cam1")]
+    poses = [pose(1.0, 0.3), pose(9.0), pose(0.0), pose(9.0), pose(0.5, 0.1), pose(9.0)]
+    rate = MotionRate.of(frames, poses)
+    assert rate.speed == pytest.approx(0.5) and rate.turn == pytest.approx(0.2)
+    assert MotionRate.of(frames[:2], poses[:2]) is None  # one capture: no rate
+
+
+@pytest.mark.parametrize("rate, later, why", [
+    (MotionRate(0.5, 0.0), frame(SEC // 2, known=False), "moved about 0.250 m"),
+    (MotionRate(0.0, 0.5), frame(SEC // 2, known=False), "turned about 0.250 rad"),
+    (MotionRate(0.5, 0.5), frame(SEC // 4, known=False), None),  # 0.125 m, 0.125 rad
+    (MotionRate(5.0, 5.0), frame(SEC // 2), None),  # a pose is known: it is measured, not estimated
+    (None, frame(SEC // 2, known=False), None),
+])
+def test_captures_without_a_pose_are_admitted_by_the_estimated_motion(rate, later, why):
+    reason = KeyframePolicy(translation_m=0.2, rotation_rad=0.2, elapsed_s=1.0).reason(
+        [frame(0, known=False)], [later], rate)
+    assert (reason is None) if why is None else (why in reason)
+
+
 def test_window_keeps_newest_keyframes_and_evicts_oldest():
     win = Window(max_keyframes=3, policy=KeyframePolicy(translation_m=0.2))
     admitted = [win.add(frame(i * SEC // 10, x=0.15 * i)).admitted for i in range(10)]
@@ -85,11 +109,12 @@ def test_time_going_backwards_resets_with_reason(caplog):
     win = Window()
     for i in range(4):
         win.add(frame(i * SEC, x=float(i)))
+    win.rate = MotionRate(1.0, 0.0)  # the motion of the last window is forgotten with it
     assert len(win) == 4
     with caplog.at_level(logging.WARNING, logger="mapanything_ros.window.window"):
         result = win.add(frame(SEC // 2))
     assert result.admitted and result.reason == "first keyframe"
-    assert "backwards" in result.reset and "backwards" in caplog.text
+    assert "backwards" in result.reset and "backwards" in caplog.text and win.rate is None
     assert [f.stamp_ns for f in win.views()] == [SEC // 2]
 
 

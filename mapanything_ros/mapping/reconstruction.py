@@ -177,13 +177,15 @@ class Reconstruction:
         return tuple(np.concatenate(a) for a in zip(*parts)) if parts else (
             np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32))
 
-    def range_view(self, i, min_confidence=0.0):
+    def range_view(self, i, confidence_quantile=0.0):
         """View i at the model pixels as a tsdf.RangeView for fusion (on the host): metres along the
         predicted rays in pose_frame's scale, the pose, the colours, and a weight per pixel: the
         network's confidence relative to the view's median, at most 1 (so a few confident pixels
-        do not outweigh the rest), 0 where there is no estimate, below `min_confidence`, or on a
-        depth discontinuity (the edge test of the native depth, at the model pixels: flying
-        pixels are no surface)."""
+        do not outweigh the rest), 0 where there is no estimate, for the least confident
+        `confidence_quantile` of the view's pixels with one (0 <= q < 1; the network's confidence
+        has no absolute scale, so the cut is relative to the view's own), or on a depth
+        discontinuity (the edge test of the native depth, at the model pixels: flying pixels are
+        no surface)."""
         index, z, conf, ratio = self._final(i)
         d, rays, _, _ = self._dense(i)
         index, conf = arrays.to_host(index), arrays.to_host(conf)
@@ -197,7 +199,9 @@ class Reconstruction:
         weights = np.zeros(h * w, np.float32)
         if len(index):
             weights[index] = np.minimum(conf / np.float32(max(np.median(conf), 1e-12)), 1)
-            weights[index[~(conf >= min_confidence)]] = 0
+            if confidence_quantile > 0:
+                cut = np.quantile(conf, confidence_quantile)
+                weights[index[~(conf >= cut)]] = 0
         ranges, weights = ranges.reshape(h, w), weights.reshape(h, w)
         _, edge_threshold, _ = self._options
         if edge_threshold is not None:

@@ -193,7 +193,7 @@ class _MapAnything:
                          if not self.has_parameter(n) and not n.startswith("qos_overrides."))
         if unknown:
             self._hold(diagnostics.WARN, "unknown_parameters",
-                       f"unknown parameters ignored: {', '.join(unknown)} (check their spelling: docs/node.md)")
+                       f"unknown parameters ignored: {', '.join(map(settings.unknown, unknown))} (check their spelling: docs/node.md)")
         seen = []
 
         def look():  # a node that just ended can linger on the graph: said when seen at every look

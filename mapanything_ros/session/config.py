@@ -23,7 +23,7 @@ def pipeline_config(values):
         edge_threshold=p["edge_threshold"] or None, edge_noise_sigmas=p["edge_noise_sigmas"],
         voxel_size=p["map_voxel_size"], truncation=p["map_truncation"] or None,
         truncation_ratio=p["map_truncation_ratio"], max_weight=p["map_max_weight"], min_weight=p["map_min_weight"],
-        max_range=p["map_max_range"] or None, max_voxels=p["map_max_voxels"], min_confidence=p["map_min_confidence"],
+        max_range=p["map_max_range"] or None, max_voxels=p["map_max_voxels"], confidence_quantile=p["map_confidence_quantile"],
         map_insert=p["map_insert"])
 
 

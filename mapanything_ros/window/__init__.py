@@ -2,8 +2,8 @@
 
 from .batch import BatchConfig, PreparedView, ViewBatch, assemble, batch_size, normalize_image, prepare
 from .frame import Frame
-from .policy import KeyframePolicy, motion
+from .policy import KeyframePolicy, MotionRate, motion
 from .window import Admission, Window
 
-__all__ = ["Admission", "BatchConfig", "Frame", "KeyframePolicy", "PreparedView", "ViewBatch", "Window", "assemble",
+__all__ = ["Admission", "BatchConfig", "Frame", "KeyframePolicy", "MotionRate", "PreparedView", "ViewBatch", "Window", "assemble",
            "batch_size", "motion", "normalize_image", "prepare"]

@@ -43,14 +43,16 @@ class Window:
         self.reference = reference
         self.keyframes = deque(maxlen=max_keyframes)
         self.last_stamp_ns = None
+        self.rate = None  # policy.MotionRate of the last window, for captures without a pose
 
     def __len__(self):
         return len(self.keyframes)
 
     def clear(self):
-        """Drop every keyframe and forget the last stamp."""
+        """Drop every keyframe and forget the last stamp and motion rate."""
         self.keyframes.clear()
         self.last_stamp_ns = None
+        self.rate = None
 
     def add(self, capture):
         """Offer a capture (a Frame or a sequence of Frames with one capture_ns); returns an Admission."""
@@ -73,7 +75,7 @@ class Window:
         elif stamp == self.keyframes[-1][0].capture_ns:
             return Admission(False, "same stamp as the newest keyframe", reset)
         else:
-            reason = self.policy.reason(self.keyframes[-1], frames)
+            reason = self.policy.reason(self.keyframes[-1], frames, self.rate)
             if reason is None:
                 return Admission(False, "below every keyframe threshold", reset)
         self.keyframes.append(frames)
