@@ -9,7 +9,8 @@ serialized (the reference), and the publish of the bytes.
 
 The node runs in-process with the oracle backend, a subscriber on ~/map, and a map holding a flat
 floor of about --sizes surface points (its TSDF blocks loaded directly). The map thread's time is
-the surface extraction from the whole volume plus the packing.
+the surface extraction from the whole volume (as after a load or an eviction; after a fusion
+only the blocks it changed are searched again: bench/bench_surface.py) plus the packing.
 
     tools/dev run python bench/bench_map_publish.py [--sizes 200000 2000000] [--repeats 10] [--json PATH]
 """
@@ -45,10 +46,12 @@ def measure(size, repeats):
     volume.load_state(floor_state(volume, size))
     inline, handoff, thread = [], [], []
     for _ in range(repeats):
+        volume._surface = None  # searched whole each time (see the module doc)
         t = time.perf_counter()
         node.publish_map({"map": None})  # the old timer: all of it on the executor
         inline.append(time.perf_counter() - t)
         node._sent.clear()  # as after a fusion: the map is due again
+        volume._surface = None
         t = time.perf_counter()
         node._on_output_timer("map")  # the timer now: the executor only submits
         handoff.append(time.perf_counter() - t)
@@ -100,15 +103,16 @@ def marker_objects(vertices, colors, triangles, frame_id):
     return serialize_message(msg)
 
 
-def floor_state(volume, points):
-    """A TsdfMap state of a flat floor (z = 0.1 m) seen everywhere, about `points` surface points:
-    one layer of blocks, each crossed by the floor, BLOCK² surface points a block."""
+def floor_state(volume, points, layer=0):
+    """A TsdfMap state of a flat floor (z = 0.1 m above the layer of blocks `layer`) seen
+    everywhere, about `points` surface points: one layer of blocks, each crossed by the floor,
+    BLOCK² surface points a block."""
     from mapanything_ros.mapping.keys import pack
     from mapanything_ros.mapping.tsdf import _OFFSETS, BLOCK, VOXELS
 
     side = int(np.ceil(np.sqrt(points / BLOCK**2)))
     ij = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)
-    cells = np.column_stack([ij, np.zeros(len(ij), np.int64)])
+    cells = np.column_stack([ij, np.full(len(ij), layer, np.int64)])
     keys = pack(cells.T.copy())
     order = np.argsort(keys)
     z = (_OFFSETS[:, 2] + 0.5) * volume.voxel_size

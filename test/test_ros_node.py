@@ -221,7 +221,7 @@ def test_two_instances_in_two_namespaces_stay_apart(ros, tmp_path):
         assert spin_until(executor, lambda: all(s.get_publisher_count() for s in subs), 40), "nodes not up"
         procs.append(subprocess.Popen([sys.executable, "-m", "mapanything_ros.ros.player", "--preset", "small",
                                        "--duration", "1.5", "--start", "2", "--wait-subscribers", "30",
-                                       "--lidar-rate", "0"], env=env))
+                                       "--subscribers", "2", "--lidar-rate", "0"], env=env))
         spin_until(executor, lambda: procs[-1].poll() is not None, 40)
         frames = lambda: {(t.header.frame_id, t.child_frame_id) for m in got.get("tf", []) for t in m.transforms}
         spin_until(executor, lambda: got.get("robot1") and got.get("robot2")

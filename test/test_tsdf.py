@@ -367,3 +367,36 @@ def test_surface_is_every_crossing_of_the_dense_field():
     assert len(got) == len(want) > 1000
     order = lambda p: np.lexsort(np.round(p, 4).T)  # noqa: E731  (float32 against float64: keys rounded)
     np.testing.assert_allclose(got[order(got)], want[order(want)], atol=1e-5)
+
+
+def sorted_surface(surface):
+    """surface() arrays in one order (points rounded to keys): incremental and whole searches
+    find the same crossings in another order."""
+    points, colors, weights = surface
+    order = np.lexsort(np.round(points.astype(np.float64), 5).T)
+    return points[order], colors[order], weights[order]
+
+
+@pytest.mark.parametrize("max_blocks", [100_000, 5200])  # 5200: blocks are evicted on the way
+def test_incremental_surface_equals_a_whole_search(max_blocks):
+    """surface() after each few keyframes searches only the blocks fused since (and their -x, -y,
+    -z neighbours): the same points, colours and weights as a map searched whole (loaded from the
+    same state), an obstacle appearing and going included."""
+    fused = TsdfMap(0.05, max_blocks=max_blocks)
+    scenes = [[WALL, FLOOR]] * 3 + [[WALL, FLOOR, OBSTACLE]] * 4 + [[WALL, FLOOR]] * 6
+    evicted = False
+    for i, (p, scene) in enumerate(zip(poses(13), scenes)):
+        before = len(fused)
+        fused.integrate(view(p if i < 10 else pose(x=1.0, y=-2.0, yaw=-0.8), scene))
+        evicted |= len(fused) < before
+        if i % 3 == 1 or i == 12:
+            got = fused.surface()
+            assert not any(a.flags.writeable for a in got)
+            whole = TsdfMap(0.05, max_blocks=max_blocks)
+            whole.load_state(fused.state())
+            want = whole.surface()
+            assert len(got[0]) == len(want[0]) > 1000
+            for a, b in zip(sorted_surface(got), sorted_surface(want)):
+                np.testing.assert_array_equal(a, b)
+    assert fused.surface()[0] is got[0]  # nothing fused since: the same arrays
+    assert evicted == (max_blocks == 5200)

@@ -39,7 +39,9 @@ edges, low confidence) do nothing. Blocks a view only looks through (outside its
 that are entirely free already are skipped: fusing +1 into +1 changes only a weight.
 
 Outputs. surface(): points on the zero crossings of the field between neighbouring observed
-voxels (linear interpolation, so sub-voxel), with colour and weight; occupancy(): a 2D grid of the
+voxels (linear interpolation, so sub-voxel), with colour and weight, searched again only in the
+blocks fused since the last call and their neighbours (what it found elsewhere is kept; an
+eviction or a load makes it search everything once); occupancy(): a 2D grid of the
 height band [z_min, z_max] (world z up): occupied where a voxel in the band is at or behind a
 surface, free where voxels were seen there and all are in free space, unknown otherwise. Both are
 computed from the stored field, so they follow clearing. state() / load_state(): the whole map.
@@ -156,6 +158,10 @@ class TsdfMap:
         self._looks = np.zeros((0, VOXELS), np.uint8)  # looks averaged into the colour (at most COLOR_LOOKS)
         self._origin = np.zeros((0, 3), np.int64)  # each slot's first voxel index
         self._free = np.zeros(0, bool)  # each slot: every voxel observed and free
+        self._changed = np.zeros(0, bool)  # each slot: fused since the last surface()
+        # surface() as last found: (pool slot of each point's block, points, colours, weights); pool
+        # slots stay as they are until an eviction (_keep), which drops it
+        self._surface = None
         self._size = 0
         self.overflow = 0  # blocks the last keyframe reached when they alone passed the bound (_allocate)
 
@@ -164,7 +170,7 @@ class TsdfMap:
         out = copy.copy(self)
         n = self._size
         out._keys, out._slots = self._keys.copy(), self._slots.copy()
-        for name in ("_tsdf", "_weight", "_rgb", "_looks", "_origin", "_free"):
+        for name in ("_tsdf", "_weight", "_rgb", "_looks", "_origin", "_free", "_changed"):
             setattr(out, name, getattr(self, name)[:n].copy())
         return out
 
@@ -292,6 +298,7 @@ class TsdfMap:
         many voxels were updated."""
         v = self.voxel_size
         slots = np.ascontiguousarray(slots, np.int32)
+        self._changed[slots] = True
         # Camera-frame voxel centres: each block's first voxel (float64), plus the rotated offsets (float32).
         corner = ((self._origin[slots] * v - origin) @ rot).astype(np.float32)
         offsets = ((_OFFSETS * v + v / 2) @ rot).astype(np.float32)
@@ -361,19 +368,48 @@ class TsdfMap:
     def surface(self):
         """(points (N, 3) float32 metres world frame, colours (N, 3) uint8 RGB, weights (N,) float32)
         on the field's zero crossings between neighbouring voxels that both are observed (weight at
-        least min_weight) and lie within the truncation band."""
-        band = self._band()
-        if len(band) == 0:
-            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
-        cells = key_cells(self._keys[band])
-        t, w, c = self._padded(band, cells, faces_only=True)
+        least min_weight) and lie within the truncation band; read-only arrays. Incremental: only
+        the blocks fused since the last call, and their neighbours along -x, -y and -z (whose
+        crossings reach into them), are searched again; after an eviction, all."""
+        cached = self._surface
+        if cached is None:
+            which = self._band()
+        else:
+            changed = np.flatnonzero(self._changed[:self._size])
+            if len(changed) == 0:
+                return cached[1:]
+            cells = self._origin[changed] // BLOCK
+            near = self._find(np.concatenate([cells, cells - [1, 0, 0], cells - [0, 1, 0], cells - [0, 0, 1]]))
+            dirty = np.unique(near[near >= 0])  # sorted indices into the keys
+            which = dirty[self._held(self._slots[dirty])]
+            searched = np.zeros(self._size, bool)
+            searched[self._slots[dirty]] = True
+            stays = np.flatnonzero(~searched[cached[0]])
+        self._changed[:self._size] = False
+        found = self._crossings(which)
+        if cached is not None:
+            found = tuple(_kept_then(old, stays, new) for old, new in zip(cached, found))
+        for a in found:
+            a.flags.writeable = False
+        self._surface = found
+        return found[1:]
+
+    def _crossings(self, which):
+        """(pool slot of each point's block (N,), points, colours, weights) of surface() in the
+        blocks at sorted indices `which`."""
+        if len(which) == 0:
+            return (np.zeros(0, np.int32), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8),
+                    np.zeros(0, np.float32))
+        slots = self._slots[which]
+        cells = key_cells(self._keys[which])
+        t, w, c = self._padded(which, cells, faces_only=True)
         own = (slice(None),) + (slice(0, BLOCK),) * 3
         ta, wa = t[own], w[own]
         with np.errstate(invalid="ignore"):
             ok = (w >= max(self.min_weight, 1e-12)) & (np.abs(t) < 1)  # observed, in the band
         pos = t > 0
         ok_a, pos_a = ok[own], pos[own]
-        pts, cols, wts = [], [], []
+        blocks, pts, cols, wts = [], [], [], []
         for axis in range(3):  # between each band voxel and its neighbour along +axis
             nxt = (slice(None),) + tuple(slice(1, BLOCK + 1) if a == axis else slice(0, BLOCK) for a in range(3))
             tb, wb = t[nxt], w[nxt]
@@ -382,19 +418,23 @@ class TsdfMap:
             frac = t0 / (t0 - t1)
             ijk = np.stack([i, j, k], -1).astype(np.float64)
             ijk[:, axis] += frac
+            blocks.append(slots[b])
             pts.append(((cells[b] * BLOCK + ijk) * self.voxel_size + self.voxel_size / 2).astype(np.float32))
             cols.append(np.where((frac < 0.5)[:, None], c[own][b, i, j, k], c[nxt][b, i, j, k]))
             wts.append(np.minimum(wa[b, i, j, k], wb[b, i, j, k]))
-        return np.concatenate(pts), np.concatenate(cols), np.concatenate(wts)
+        return np.concatenate(blocks), np.concatenate(pts), np.concatenate(cols), np.concatenate(wts)
 
     def _band(self):
         """Sorted indices of the blocks holding an observed voxel within the truncation band: the
         only blocks a zero crossing can start in (a free block, all at its far side, holds none)."""
-        n = self._size
+        held = self._held(slice(0, self._size))  # per pool slot
+        return np.flatnonzero(held[self._slots])
+
+    def _held(self, slots):
+        """Whether each block of the pool `slots` holds an observed voxel within the band."""
         wmin = max(self.min_weight, 1e-12)
         with np.errstate(invalid="ignore"):
-            held = ((np.abs(self._tsdf[:n]) < 1) & (self._weight[:n] >= wmin)).any(1)  # per pool slot
-        return np.flatnonzero(held[self._slots])
+            return ((np.abs(self._tsdf[slots]) < 1) & (self._weight[slots] >= wmin)).any(1)
 
     def mesh(self):
         """The zero level set as a triangle mesh (surface nets: one vertex per cell of 2 × 2 × 2
@@ -629,9 +669,10 @@ class TsdfMap:
         self._keys = self._keys[kept_sorted]
         self._slots = order[self._slots[kept_sorted]].astype(np.int32)
         n = int(keep.sum())
-        for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free):
+        for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free, self._changed):
             a[:n] = a[:self._size][keep]
         self._size = n
+        self._surface = None  # evicted blocks' points are in it
 
     def _append(self, keys):
         """Add empty blocks with sorted packed keys absent from the map."""
@@ -642,7 +683,7 @@ class TsdfMap:
         if n + k > len(self._free):
             self._grow(max(n + k, len(self._free) * 3 // 2, MIN_CAPACITY))
         self._tsdf[n:n + k], self._weight[n:n + k], self._rgb[n:n + k], self._looks[n:n + k] = 1, 0, 0, 0
-        self._free[n:n + k] = False
+        self._free[n:n + k] = self._changed[n:n + k] = False  # empty: no crossing until fused
         self._origin[n:n + k] = key_cells(keys) * BLOCK
         pos = np.searchsorted(self._keys, keys) + np.arange(k)
         old = np.ones(n + k, bool)
@@ -663,6 +704,15 @@ class TsdfMap:
         self._tsdf, self._weight, self._rgb = grown(self._tsdf, 1), grown(self._weight, 0), grown(self._rgb, 0)
         self._looks = grown(self._looks, 0)
         self._origin, self._free = grown(self._origin, 0), grown(self._free, False)
+        self._changed = grown(self._changed, False)
+
+
+def _kept_then(old, kept, new):
+    """old's rows at the indices `kept`, then new's rows, in one new array."""
+    out = np.empty((len(kept) + len(new),) + old.shape[1:], old.dtype)
+    np.take(old, kept, axis=0, out=out[:len(kept)])
+    out[len(kept):] = new
+    return out
 
 
 def _cell_keys(index):

@@ -246,13 +246,13 @@ class SyntheticPlayer:
                 self._truth.popitem(last=False)
         return self._truth[stamp_ns]
 
-    def wait_for_subscribers(self, timeout_s, stop=None):
-        """Wait (wall time) until the sensor and /tf publishers each have a subscriber; False on
-        timeout or when the threading.Event `stop` is set."""
+    def wait_for_subscribers(self, timeout_s, stop=None, count=1):
+        """Wait (wall time) until the sensor and /tf publishers each have `count` subscribers;
+        False on timeout or when the threading.Event `stop` is set."""
         stop = stop or threading.Event()
         pubs = [p for t, p in self.publishers.items() if t != "/clock"]
         deadline = time.monotonic() + timeout_s
-        while min(p.get_subscription_count() for p in pubs) == 0:
+        while min(p.get_subscription_count() for p in pubs) < count:
             if time.monotonic() > deadline or stop.wait(0.02):
                 return False
         return True
@@ -275,6 +275,8 @@ def parse_args(argv=None):
     p.add_argument("--fast", action="store_true", help="do not pace by wall time")
     p.add_argument("--wait-subscribers", type=float, default=0.0, metavar="S",
                    help="first wait up to S wall seconds for subscribers on every sensor topic and /tf")
+    p.add_argument("--subscribers", type=int, default=1, metavar="N",
+                   help="with --wait-subscribers: wait for N subscribers on each (several nodes)")
     p.add_argument("--linger", type=float, default=0.5, metavar="S",
                    help="wall seconds to stay up after the last tick (lets reliable TF drain)")
     return p.parse_args(argv)
@@ -302,7 +304,7 @@ def main(argv=None):
             base_frame=args.base_frame, compressed=args.compressed, clock=not args.no_clock)
         if Clock is None and not args.no_clock:
             node.get_logger().warning("rosgraph_msgs is not importable: not publishing /clock")
-        if (args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers, stop)
+        if (args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers, stop, args.subscribers)
                 and not stop.is_set()):
             node.get_logger().warning(f"no subscribers after {args.wait_subscribers} s; publishing anyway")
         if args.start is None and not args.fast:
