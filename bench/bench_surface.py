@@ -1,15 +1,15 @@
-"""~/map's surface extraction, incremental against a whole search, side by side in one run.
+"""~/map's surface and ~/mesh's mesh, incremental against a whole search, side by side in one run.
 
     python bench/bench_surface.py [--floor-points 0 200000 2000000] [--keyframes 24] [--json PATH]
 
-TsdfMap.surface() searches again only the blocks fused since its last call (and their -x, -y, -z
-neighbours); the reference is the search of every block holding a band voxel (what surface() did
-before: the map thread read the whole volume at every ~/map tick). The map: the synthetic room
+TsdfMap.surface() and mesh() search again only the blocks fused since their last call (and the
+neighbours whose search reaches into them); the reference is the search of every block holding a
+band voxel (what they did before: the map thread read the whole volume at every tick). The map: the synthetic room
 (seed 0) fused from the front camera at 640×480 as a pinhole, one keyframe every 0.5 s, exact
 depth, 5 cm voxels, beside a floor of --floor-points surface points 50 m below (a large map the
 keyframes never reach). After each keyframe of the second half, both searches run on the same
-map (the whole one on a copy without the remembered surface); CPU time of this thread, medians;
-the points must be the same.
+map (the whole one on a copy without the remembered surface and mesh); CPU time of this thread,
+medians; the points and the triangle counts must be the same.
 """
 
 import argparse
@@ -29,31 +29,37 @@ from mapanything_ros.geometry import ModelPixels  # noqa: E402
 from mapanything_ros.mapping.tsdf import BLOCK, RangeView, TsdfMap  # noqa: E402
 
 
+def timed(call, times):
+    """call(), its CPU time appended to `times`."""
+    t = time.process_time()
+    out = call()
+    times.append(time.process_time() - t)
+    return out
+
+
 def measure(floor_points, count):
     _, cam, views = keyframes((640, 480), count)
     rays = cam.ray_map().astype(np.float32)
     fused = TsdfMap(VOXEL, max_blocks=2_000_000)
     if floor_points:
         fused.load_state(floor_state(fused, floor_points, layer=-int(50 / (VOXEL * BLOCK))))
-    incremental, whole = [], []
+    incremental, whole, mesh_incremental, mesh_whole = [], [], [], []
     for i, v in enumerate(views):
         fused.integrate(RangeView(v.depth_ray, rays, ModelPixels.native(cam), v.world_from_camera, v.image,
                                   np.ones(v.depth_ray.shape, np.float32)))
         if i < count // 2:
-            fused.surface()  # the map thread's ticks so far
+            fused.surface(), fused.mesh()  # the map thread's ticks so far
             continue
-        t = time.process_time()
-        got = fused.surface()
-        incremental.append(time.process_time() - t)
         reference = fused.copy()
-        reference._surface = None  # forget what was found: search every block
-        t = time.process_time()
-        want = reference.surface()
-        whole.append(time.process_time() - t)
+        reference._surface = reference._mesh = None  # forget what was found: search every block
+        got, want = timed(fused.surface, incremental), timed(reference.surface, whole)
         assert len(got[0]) == len(want[0]) and np.array_equal(np.sort(got[2]), np.sort(want[2]))
+        mesh, mesh_want = timed(fused.mesh, mesh_incremental), timed(reference.mesh, mesh_whole)
+        assert len(mesh[2]) == len(mesh_want[2]) and len(mesh[0]) == len(mesh_want[0])
     ms = lambda v: 1e3 * float(np.median(v))  # noqa: E731
     return {"floor_points": floor_points, "blocks": len(fused), "surface_points": len(got[0]),
-            "whole_ms": ms(whole), "incremental_ms": ms(incremental)}
+            "whole_ms": ms(whole), "incremental_ms": ms(incremental), "triangles": len(mesh[2]),
+            "mesh_whole_ms": ms(mesh_whole), "mesh_incremental_ms": ms(mesh_incremental)}
 
 
 def main():
@@ -68,6 +74,10 @@ def main():
     for r in rows:
         print(f"| {r['floor_points']:,} | {r['blocks']:,} | {r['surface_points']:,} | {r['whole_ms']:.1f} | "
               f"{r['incremental_ms']:.1f} | {r['whole_ms'] / r['incremental_ms']:.1f}x |")
+    print("\n| map: room + floor points | triangles | whole mesh (ms) | incremental (ms) | ratio |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['floor_points']:,} | {r['triangles']:,} | {r['mesh_whole_ms']:.1f} | {r['mesh_incremental_ms']:.1f} | "
+              f"{r['mesh_whole_ms'] / r['mesh_incremental_ms']:.1f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -378,9 +378,13 @@ class Pipeline:
         """((vertices, colours, triangles): TsdfMap.mesh, pose_frame, stamp_ns) of the map,
         consistently (pose_frame None when the map is empty). Meshed from a copy taken under the
         map lock: fusion waits for the copy (tens of ms), not for the meshing (seconds for millions
-        of triangles)."""
+        of triangles); the map keeps the copy's mesh, so the next one meshes only what was fused
+        after the copy (TsdfMap.adopt_mesh)."""
         volume, frame, stamp = self._map_copy()
-        return volume.mesh(), frame, stamp
+        mesh = volume.mesh()
+        with self._map_lock:
+            self._map.adopt_mesh(volume)
+        return mesh, frame, stamp
 
     def _map_copy(self):
         """(a copy of the TsdfMap, pose_frame (None when empty), stamp_ns), taken under the map lock."""

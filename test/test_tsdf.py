@@ -377,11 +377,23 @@ def sorted_surface(surface):
     return points[order], colors[order], weights[order]
 
 
+def oriented_triangles(mesh):
+    """A mesh's triangles as rows of their corners' coordinates, each turned (keeping its
+    orientation) to start at its smallest corner, rows sorted; and its vertices and colours sorted."""
+    vertices, colours, triangles = mesh
+    corners = np.round(vertices.astype(np.float64), 5)[triangles]  # (F, 3, 3)
+    first = np.array([min(range(3), key=lambda c: tuple(t[c])) for t in corners])
+    turned = np.stack([corners[np.arange(len(corners)), (first + s) % 3] for s in range(3)], 1).reshape(-1, 9)
+    order = np.lexsort(np.round(vertices.astype(np.float64), 5).T)
+    return turned[np.lexsort(turned.T)], vertices[order], colours[order]
+
+
 @pytest.mark.parametrize("max_blocks", [100_000, 5200])  # 5200: blocks are evicted on the way
-def test_incremental_surface_equals_a_whole_search(max_blocks):
-    """surface() after each few keyframes searches only the blocks fused since (and their -x, -y,
-    -z neighbours): the same points, colours and weights as a map searched whole (loaded from the
-    same state), an obstacle appearing and going included."""
+def test_incremental_surface_and_mesh_equal_a_whole_search(max_blocks):
+    """surface() and mesh() after each few keyframes search only the blocks fused since (and the
+    neighbours whose search reaches into them): the same points, colours and weights, the same
+    triangles, as a map searched whole (loaded from the same state), an obstacle appearing and
+    going included."""
     fused = TsdfMap(0.05, max_blocks=max_blocks)
     scenes = [[WALL, FLOOR]] * 3 + [[WALL, FLOOR, OBSTACLE]] * 4 + [[WALL, FLOOR]] * 6
     evicted = False
@@ -398,5 +410,62 @@ def test_incremental_surface_equals_a_whole_search(max_blocks):
             assert len(got[0]) == len(want[0]) > 1000
             for a, b in zip(sorted_surface(got), sorted_surface(want)):
                 np.testing.assert_array_equal(a, b)
-    assert fused.surface()[0] is got[0]  # nothing fused since: the same arrays
+            mesh = fused.mesh()
+            assert not any(a.flags.writeable for a in mesh) and len(mesh[2]) > 1000
+            for a, b in zip(oriented_triangles(mesh), oriented_triangles(whole.mesh())):
+                np.testing.assert_array_equal(a, b)
+    assert fused.surface()[0] is got[0] and fused.mesh()[2] is mesh[2]  # nothing fused since: the same arrays
     assert evicted == (max_blocks == 5200)
+
+
+def test_a_change_remeshes_the_blocks_whose_cells_reach_it_diagonally():
+    """A mesh cell at a block's far corner reads the voxel of the block diagonally beyond it: a
+    change there alone re-meshes that block too (white box: one voxel changed in place)."""
+    fused = TsdfMap(0.05, max_blocks=1000)
+    cells = np.array(list(np.ndindex(2, 2, 2)), np.int64)
+    keys = pack(cells.T.copy())
+    order = np.argsort(keys)
+    voxel = cells[:, None, :] * BLOCK + _OFFSETS[None]
+    plane = (voxel.sum(-1) - 3 * BLOCK + 0.5) / 3  # a slanted surface through the blocks' common corner
+    state = fused.state()
+    state.update(keys=keys[order], tsdf=np.clip(plane, -0.9, 0.9)[order].astype(np.float32),
+                 weight=np.ones((8, VOXELS), np.float32), rgb=np.zeros((8, VOXELS, 3), np.uint8),
+                 looks=np.ones((8, VOXELS), np.uint8))
+    fused.load_state(state)
+    fused.mesh()
+    corner = fused._slots[fused._find(np.array([[1, 1, 1]]))[0]]  # the far block; its voxel (0, 0, 0)
+    fused._tsdf[corner, 0] = -fused._tsdf[corner, 0]
+    fused._fusions += 1
+    fused._fused[corner] = fused._fusions
+    whole = TsdfMap(0.05, max_blocks=1000)
+    whole.load_state(fused.state())
+    for a, b in zip(oriented_triangles(fused.mesh()), oriented_triangles(whole.mesh())):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
+    """Pipeline.map_mesh meshes a copy away from the map lock and gives it back (adopt_mesh): the
+    map's next mesh searches only what was fused after the copy and equals a whole one; a mesh
+    from before an eviction or reset, or older than the map's own, is not taken."""
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses(3):
+        fused.integrate(view(p, [WALL, FLOOR]))
+    copy = fused.copy()
+    copy.mesh()
+    fused.integrate(view(pose(x=0.5), [WALL, FLOOR, OBSTACLE]))  # fused while the copy was meshed
+    fused.adopt_mesh(copy)
+    assert fused._mesh is copy._mesh
+    whole = TsdfMap(0.05, max_blocks=100_000)
+    whole.load_state(fused.state())
+    for a, b in zip(oriented_triangles(fused.mesh()), oriented_triangles(whole.mesh())):
+        np.testing.assert_array_equal(a, b)
+    newer = fused._mesh
+    fused.adopt_mesh(copy)  # older than the map's own
+    assert fused._mesh is newer
+    stale = fused.copy()
+    stale.integrate(view(pose(x=0.6), [WALL, FLOOR]))
+    stale.mesh()
+    fused.reset()
+    fused.load_state(whole.state())  # slots may have moved: a new generation
+    fused.adopt_mesh(stale)
+    assert fused._mesh is None

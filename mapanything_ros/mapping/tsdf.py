@@ -39,9 +39,10 @@ edges, low confidence) do nothing. Blocks a view only looks through (outside its
 that are entirely free already are skipped: fusing +1 into +1 changes only a weight.
 
 Outputs. surface(): points on the zero crossings of the field between neighbouring observed
-voxels (linear interpolation, so sub-voxel), with colour and weight, searched again only in the
-blocks fused since the last call and their neighbours (what it found elsewhere is kept; an
-eviction or a load makes it search everything once); occupancy(): a 2D grid of the
+voxels (linear interpolation, so sub-voxel), with colour and weight; mesh(): its triangle mesh
+(surface nets). Both search again only the blocks fused since their last call and the neighbours
+whose search reaches into them (what they found elsewhere is kept, per block; an eviction or a
+load makes them search everything once); occupancy(): a 2D grid of the
 height band [z_min, z_max] (world z up): occupied where a voxel in the band is at or behind a
 surface, free where voxels were seen there and all are in free space, unknown otherwise. Both are
 computed from the stored field, so they follow clearing. state() / load_state(): the whole map.
@@ -53,6 +54,7 @@ only; it evicts nothing.
 """
 
 import copy
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +76,8 @@ FREE_STRIDE_M = 0.4  # at most this far between the free-space rays that find bl
 SPREAD = 0.1  # four pixels whose ranges differ more than this (relative) straddle a depth edge
 COLOR_LOOKS = 16  # a voxel's colour follows its last this many looks
 FREE = 0.999  # a voxel at or above this tsdf is free space
+_GENERATIONS = itertools.count()  # TsdfMap._generation: a new one whenever pool slots move
+REACH = tuple(o for o in np.ndindex(2, 2, 2) if any(o))  # a block's mesh cells read these neighbours too
 FORMAT = "mapanything_ros.tsdf/1"
 SOLID_REACH = 0.6  # a voxel in front of a surface is solid when the zero crossing is this near (voxels)
 
@@ -158,10 +162,14 @@ class TsdfMap:
         self._looks = np.zeros((0, VOXELS), np.uint8)  # looks averaged into the colour (at most COLOR_LOOKS)
         self._origin = np.zeros((0, 3), np.int64)  # each slot's first voxel index
         self._free = np.zeros(0, bool)  # each slot: every voxel observed and free
-        self._changed = np.zeros(0, bool)  # each slot: fused since the last surface()
-        # surface() as last found: (pool slot of each point's block, points, colours, weights); pool
-        # slots stay as they are until an eviction (_keep), which drops it
-        self._surface = None
+        self._fused = np.zeros(0, np.int64)  # each slot: the number of the fusion that last changed it
+        self._fusions = 0  # fusions so far
+        # What surface() and mesh() last found, kept per block (pool slot) to search again only the
+        # blocks fused since: (fusions then, (pool slot of each point's block, points, colours,
+        # weights)) and (fusions then, _mesh_blocks parts, the mesh). Pool slots stay as they are
+        # until an eviction (_keep), which drops both and starts a new generation.
+        self._surface = self._mesh = None
+        self._generation = next(_GENERATIONS)
         self._size = 0
         self.overflow = 0  # blocks the last keyframe reached when they alone passed the bound (_allocate)
 
@@ -170,7 +178,7 @@ class TsdfMap:
         out = copy.copy(self)
         n = self._size
         out._keys, out._slots = self._keys.copy(), self._slots.copy()
-        for name in ("_tsdf", "_weight", "_rgb", "_looks", "_origin", "_free", "_changed"):
+        for name in ("_tsdf", "_weight", "_rgb", "_looks", "_origin", "_free", "_fused"):
             setattr(out, name, getattr(self, name)[:n].copy())
         return out
 
@@ -298,7 +306,8 @@ class TsdfMap:
         many voxels were updated."""
         v = self.voxel_size
         slots = np.ascontiguousarray(slots, np.int32)
-        self._changed[slots] = True
+        self._fusions += 1
+        self._fused[slots] = self._fusions
         # Camera-frame voxel centres: each block's first voxel (float64), plus the rotated offsets (float32).
         corner = ((self._origin[slots] * v - origin) @ rot).astype(np.float32)
         offsets = ((_OFFSETS * v + v / 2) @ rot).astype(np.float32)
@@ -371,28 +380,38 @@ class TsdfMap:
         least min_weight) and lie within the truncation band; read-only arrays. Incremental: only
         the blocks fused since the last call, and their neighbours along -x, -y and -z (whose
         crossings reach into them), are searched again; after an eviction, all."""
-        cached = self._surface
-        if cached is None:
+        if self._surface is None:
             which = self._band()
         else:
-            changed = np.flatnonzero(self._changed[:self._size])
-            if len(changed) == 0:
+            since, cached = self._surface
+            dirty = self._dirty(since, ((1, 0, 0), (0, 1, 0), (0, 0, 1)))
+            if dirty is None:
                 return cached[1:]
-            cells = self._origin[changed] // BLOCK
-            near = self._find(np.concatenate([cells, cells - [1, 0, 0], cells - [0, 1, 0], cells - [0, 0, 1]]))
-            dirty = np.unique(near[near >= 0])  # sorted indices into the keys
             which = dirty[self._held(self._slots[dirty])]
-            searched = np.zeros(self._size, bool)
-            searched[self._slots[dirty]] = True
-            stays = np.flatnonzero(~searched[cached[0]])
-        self._changed[:self._size] = False
+            stays = self._kept(cached[0], dirty)
         found = self._crossings(which)
-        if cached is not None:
+        if self._surface is not None:
             found = tuple(_kept_then(old, stays, new) for old, new in zip(cached, found))
         for a in found:
             a.flags.writeable = False
-        self._surface = found
+        self._surface = self._fusions, found
         return found[1:]
+
+    def _dirty(self, since, offsets):
+        """Sorted indices of the blocks fused after fusion number `since` and of those at -offset
+        from them (whose search reaches into them); None when none was."""
+        changed = np.flatnonzero(self._fused[:self._size] > since)
+        if len(changed) == 0:
+            return None
+        cells = self._origin[changed] // BLOCK
+        near = self._find(np.concatenate([cells] + [cells - np.array(o) for o in offsets]))
+        return np.unique(near[near >= 0])
+
+    def _kept(self, slots, dirty):
+        """Indices of the entries whose block (pool `slots`) is not among the blocks `dirty`."""
+        searched = np.zeros(self._size, bool)
+        searched[self._slots[dirty]] = True
+        return np.flatnonzero(~searched[slots])
 
     def _crossings(self, which):
         """(pool slot of each point's block (N,), points, colours, weights) of surface() in the
@@ -441,19 +460,60 @@ class TsdfMap:
         voxel centres the surface passes, at the mean of its edges' zero crossings; two triangles
         per crossed voxel edge, joining the four cells around it). Only crossings between voxels
         that surface() uses (observed, within the band) count, so the mesh follows the same
-        surface. Returns (vertices (V, 3) float32 metres world frame, colours (V, 3) uint8 RGB (the
-        cell's voxel nearest the surface), triangles (F, 3) int64 vertex indices, counter-clockwise
-        seen from the free side)."""
-        empty = (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros((0, 3), np.int64))
+        surface. Returns read-only (vertices (V, 3) float32 metres world frame, colours (V, 3) uint8
+        RGB (the cell's voxel nearest the surface), triangles (F, 3) int64 vertex indices,
+        counter-clockwise seen from the free side). Incremental as surface(): only the blocks fused
+        since the last call, and those whose cells reach into them, are meshed again."""
+        if self._mesh is None:
+            band = self._band()
+            below = [self._find(key_cells(self._keys[band]) - np.array(o)) for o in REACH]
+            parts = self._mesh_blocks(np.unique(np.concatenate([band] + [b[b >= 0] for b in below])))
+        else:
+            since, old, mesh = self._mesh
+            dirty = self._dirty(since, REACH)
+            if dirty is None:
+                return mesh
+            new = self._mesh_blocks(dirty[self._meshable(dirty)])
+            kept = [self._kept(old[0], dirty)] * 4 + [self._kept(old[4], dirty)] * 2  # per vertex, per quad
+            parts = tuple(_kept_then(o, k, n) for o, k, n in zip(old, kept, new))
+        mesh = _assemble(*parts[1:4], parts[5])
+        for a in mesh:
+            a.flags.writeable = False
+        self._mesh = self._fusions, parts, mesh
+        return mesh
+
+    def adopt_mesh(self, meshed):
+        """Keep the mesh() of `meshed`, a copy() of this map meshed elsewhere (away from a lock),
+        as this map's last mesh, so that its next mesh() searches only what was fused after the
+        copy; nothing when this map has evicted, reset or loaded since the copy (its pool slots
+        moved) or holds a newer mesh."""
+        if (meshed._generation == self._generation and meshed._mesh is not None
+                and (self._mesh is None or meshed._mesh[0] > self._mesh[0])):
+            self._mesh = meshed._mesh
+
+    def _meshable(self, which):
+        """Whether each block at sorted indices `which` holds an observed band voxel or lies just
+        below one along x, y or z (its cells reach into it): the blocks that can own a crossed
+        edge or cell."""
+        held = self._held(self._slots[which])
+        cells = key_cells(self._keys[which])
+        for offset in REACH:
+            nb = self._find(cells + np.array(offset))
+            has = nb >= 0
+            held[has] |= self._held(self._slots[nb[has]])
+        return held
+
+    def _mesh_blocks(self, near):
+        """The mesh's parts owned by the blocks at sorted indices `near`: (pool slot (V,), global
+        cell key (V,), vertex (V, 3), colour (V, 3)) of each cell with a vertex, by the block of its
+        min voxel; (pool slot (Q,), cell keys (Q, 4) of the four cells a quad joins, in its
+        counter-clockwise order) of each quad, by the block of its crossed edge's low voxel."""
         wmin = max(self.min_weight, 1e-12)
-        # Only blocks holding an observed voxel of the band, or just below one along x, y or z
-        # (their cells reach into it), can own a crossed edge or cell.
-        band = self._band()
-        below = [self._find(key_cells(self._keys[band]) - np.array(o)) for o in list(np.ndindex(2, 2, 2))[1:]]
-        near = np.unique(np.concatenate([band] + [b[b >= 0] for b in below]))
         n = len(near)
         if n == 0:
-            return empty
+            return (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((0, 3), np.float32),
+                    np.zeros((0, 3), np.uint8), np.zeros(0, np.int32), np.zeros((0, 4), np.int64))
+        slots = self._slots[near]
         cells = key_cells(self._keys[near])
         t, w, c = self._padded(near, cells)
         with np.errstate(invalid="ignore"):
@@ -490,8 +550,6 @@ class TsdfMap:
                     total += np.where(e[..., None], point, 0)
                     count += e
         b, i, j, k = np.nonzero(count)
-        if len(b) == 0:
-            return empty
         local = total[b, i, j, k] / count[b, i, j, k, None]
         corner = cells[b] * BLOCK + np.stack([i, j, k], -1)  # global index of each cell's min voxel
         vertices = ((corner + local) * self.voxel_size + self.voxel_size / 2).astype(np.float32)
@@ -505,28 +563,19 @@ class TsdfMap:
                     better = tt < best
                     best[better] = tt[better]
                     colours[better] = c[b[better], i[better] + di, j[better] + dj, k[better] + dk]
-        keys = _cell_keys(corner)
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
         # Quads: each crossed edge (p, p + e_axis) of an own voxel p joins cells p, p - e_b, p - e_b - e_c, p - e_c.
-        triangles = []
+        quad_slots, quads = [], []
         for axis in range(3):
             bb, ii, jj, kk = np.nonzero(crossed[axis][own])
             p = cells[bb] * BLOCK + np.stack([ii, jj, kk], -1)
             eb, ec = np.eye(3, dtype=np.int64)[(axis + 1) % 3], np.eye(3, dtype=np.int64)[(axis + 2) % 3]
-            quad = []
-            for offset in (0, eb, eb + ec, ec):
-                key = _cell_keys(p - offset)
-                at = np.minimum(np.searchsorted(sorted_keys, key), len(sorted_keys) - 1)
-                quad.append(np.where(sorted_keys[at] == key, order[at], -1))
-            quad = np.stack(quad, -1)
-            full = (quad >= 0).all(1)
-            quad = quad[full]
+            quad = np.stack([_cell_keys(p - offset) for offset in (0, eb, eb + ec, ec)], -1)
             # The cycle's normal is +axis; flip it where the free side (tsdf > 0) is at p, the low end.
-            flip = pos[bb[full], ii[full], jj[full], kk[full]]
+            flip = pos[bb, ii, jj, kk]
             quad[flip] = quad[flip][:, ::-1]
-            triangles += [quad[:, [0, 1, 2]], quad[:, [0, 2, 3]]]
-        return vertices, colours, np.concatenate(triangles).astype(np.int64)
+            quad_slots.append(slots[bb])
+            quads.append(quad)
+        return (slots[b], _cell_keys(corner), vertices, colours, np.concatenate(quad_slots), np.concatenate(quads))
 
     def _solid(self, which, cells):
         """(n, VOXELS) bool of the blocks at sorted indices `which`: observed voxels at or behind a
@@ -669,10 +718,11 @@ class TsdfMap:
         self._keys = self._keys[kept_sorted]
         self._slots = order[self._slots[kept_sorted]].astype(np.int32)
         n = int(keep.sum())
-        for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free, self._changed):
+        for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free, self._fused):
             a[:n] = a[:self._size][keep]
         self._size = n
-        self._surface = None  # evicted blocks' points are in it
+        self._surface = self._mesh = None  # evicted blocks' parts are in them, and slots moved
+        self._generation = next(_GENERATIONS)
 
     def _append(self, keys):
         """Add empty blocks with sorted packed keys absent from the map."""
@@ -683,7 +733,8 @@ class TsdfMap:
         if n + k > len(self._free):
             self._grow(max(n + k, len(self._free) * 3 // 2, MIN_CAPACITY))
         self._tsdf[n:n + k], self._weight[n:n + k], self._rgb[n:n + k], self._looks[n:n + k] = 1, 0, 0, 0
-        self._free[n:n + k] = self._changed[n:n + k] = False  # empty: no crossing until fused
+        self._free[n:n + k] = False
+        self._fused[n:n + k] = 0  # empty: no crossing until fused
         self._origin[n:n + k] = key_cells(keys) * BLOCK
         pos = np.searchsorted(self._keys, keys) + np.arange(k)
         old = np.ones(n + k, bool)
@@ -704,7 +755,7 @@ class TsdfMap:
         self._tsdf, self._weight, self._rgb = grown(self._tsdf, 1), grown(self._weight, 0), grown(self._rgb, 0)
         self._looks = grown(self._looks, 0)
         self._origin, self._free = grown(self._origin, 0), grown(self._free, False)
-        self._changed = grown(self._changed, False)
+        self._fused = grown(self._fused, 0)
 
 
 def _kept_then(old, kept, new):
@@ -713,6 +764,19 @@ def _kept_then(old, kept, new):
     np.take(old, kept, axis=0, out=out[:len(kept)])
     out[len(kept):] = new
     return out
+
+
+def _assemble(keys, vertices, colours, quads):
+    """(vertices, colours, triangles (F, 3) int64) of mesh parts: vertices with global cell keys
+    `keys`, quads as the cell keys of their four cells; a quad missing a cell's vertex is left out."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    at = np.minimum(np.searchsorted(sorted_keys, quads), max(len(sorted_keys) - 1, 0))
+    if len(sorted_keys) == 0:
+        return vertices, colours, np.zeros((0, 3), np.int64)
+    index = np.where(sorted_keys[at] == quads, order[at], -1)
+    index = index[(index >= 0).all(1)].astype(np.int64)
+    return vertices, colours, np.concatenate([index[:, [0, 1, 2]], index[:, [0, 2, 3]]])
 
 
 def _cell_keys(index):
