@@ -9,7 +9,7 @@ non-empty override arguments (mapanything_ros.ros.launch_args.OVERRIDES), which 
 `lifecycle:=true` starts the managed node instead (configure loads the model, activate runs it).
 `rviz:=true` also starts rviz2 (where it is installed) with config/mapanything.rviz rewritten for
 this node: its namespace and name, its first camera, the frame its outputs are in.
-depth_completion.launch.py includes this file with another default config.
+depth_completion.launch.py and image_only.launch.py include this file with other default configs.
 """
 
 import tempfile

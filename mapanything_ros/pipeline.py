@@ -567,8 +567,8 @@ class Pipeline:
         with self._wake:
             for stage, seconds in timings.items():
                 self._latency[stage].append(seconds)
-            if rate is not None and job.epoch == self._epoch:
-                self.window.rate = rate  # admits captures without a pose by motion too
+            if job.epoch == self._epoch:  # admits captures without a pose by motion too (None: by time)
+                self.window.rate = rate
         return Result(job.seq, frames[0].stamp_ns, cfg, job.context, recon, chained, map_reset, timings)
 
     def _prepare(self, job):
@@ -762,5 +762,7 @@ def new_map(config):
 def _check(config):
     if config.queue_size < 1:
         raise ValueError(f"queue_size must be >= 1, got {config.queue_size}")
+    if not 0 <= config.confidence_quantile < 1:
+        raise ValueError(f"confidence_quantile must be in [0, 1), got {config.confidence_quantile}")
     if config.map_insert not in MAP_INSERT:
         raise ValueError(f"map_insert must be one of {MAP_INSERT}, got {config.map_insert!r}")

@@ -156,13 +156,15 @@ SPECS = {
 }
 READ_ONLY = tuple(n for n, s in SPECS.items() if s.read_only)
 # Parameters that were renamed or replaced: old name -> what to use now.
-RENAMED = {"map_min_confidence": "map_confidence_quantile, a fraction of each view's pixels: the network's "
-                                 "confidence has no absolute scale"}
+RENAMED = {"map_min_confidence": "map_confidence_quantile: each view's least confident fraction (the network's "
+                                 "confidence has no absolute scale)"}
 
 
-def unknown(name):
-    """How a parameter name that is not in SPECS is reported (with its replacement, if renamed)."""
-    return f"{name} (replaced by {RENAMED[name]})" if name in RENAMED else name
+def unknown(name, shown=None):
+    """How a parameter name that is not in SPECS is reported: `shown` (default: the name), and
+    its replacement if it was renamed."""
+    shown = name if shown is None else shown
+    return f"{shown} (replaced by {RENAMED[name]})" if name in RENAMED else shown
 
 
 def check(name, value):
@@ -242,7 +244,7 @@ def load_params_file(path, node_name="mapanything"):
         given = (body or {}).get("ros__parameters") or {}
         for key, value in given.items():
             if key not in SPECS:
-                found.append(f"unknown parameter {unknown(key)!r}")
+                found.append(f"unknown parameter {unknown(key, repr(key))}")
                 continue
             found.append(_type_problem(key, value) or check(key, value))
             values[key] = value

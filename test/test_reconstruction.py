@@ -296,6 +296,16 @@ def test_range_view_leaves_out_each_views_least_confident_quantile(batch, predic
             np.testing.assert_array_equal(cut[~dropped], full[~dropped])
 
 
+def test_range_view_gives_nan_confidence_no_weight_and_keeps_the_rest(batch, prediction):
+    conf = np.array(prediction.confidence, np.float32)
+    conf[0, :10] = np.nan
+    recon = reconstruct(batch, dataclasses.replace(prediction, confidence=conf), edge_threshold=None)
+    for q in (0.0, 0.2):
+        view = recon.range_view(0, q)
+        assert np.isfinite(view.weights).all() and (view.weights[:10] == 0).all()
+        assert (view.weights[10:][view.ranges[10:] > 0] > 0).mean() > 1 - q - 0.01
+
+
 def test_rejects_unknown_depth_mode(batch, prediction):
     with pytest.raises(ValueError, match="depth_mode"):
         reconstruct(batch, prediction, depth_mode="cubic")

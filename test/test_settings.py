@@ -50,7 +50,7 @@ mapanything:
         settings.load_params_file(path)
     message = str(err.value)
     for part in ("unknown parameter 'window_sizes'", "sync_slop must be a double", "long_side must be a multiple",
-                 "depth_source must be one of", "map_min_confidence (replaced by map_confidence_quantile"):
+                 "depth_source must be one of", "'map_min_confidence' (replaced by map_confidence_quantile"):
         assert part in message
 
 

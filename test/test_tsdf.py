@@ -462,8 +462,13 @@ def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
     newer = fused._mesh
     fused.adopt_mesh(copy)  # older than the map's own
     assert fused._mesh is newer
+    fused_copy = fused.copy()  # a copy fused itself meshes another map
+    fused_copy.integrate(view(pose(x=0.7), [WALL, FLOOR]))
+    fused_copy.mesh()
+    fused.integrate(view(pose(x=0.8), [WALL, FLOOR]))
+    fused.adopt_mesh(fused_copy)
+    assert fused._mesh is newer
     stale = fused.copy()
-    stale.integrate(view(pose(x=0.6), [WALL, FLOOR]))
     stale.mesh()
     fused.reset()
     fused.load_state(whole.state())  # slots may have moved: a new generation

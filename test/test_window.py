@@ -60,6 +60,8 @@ def test_motion_rate_is_taken_between_the_main_cameras_of_the_two_newest_capture
     rate = MotionRate.of(frames, poses)
     assert rate.speed == pytest.approx(0.5) and rate.turn == pytest.approx(0.2)
     assert MotionRate.of(frames[:2], poses[:2]) is None  # one capture: no rate
+    # the capture before lacks the newest capture's main camera: no rate (not the rig's baseline)
+    assert MotionRate.of([frames[0], frames[5]], [poses[0], poses[5]]) is None
 
 
 @pytest.mark.parametrize("rate, later, why", [

@@ -182,8 +182,9 @@ class Reconstruction:
         predicted rays in pose_frame's scale, the pose, the colours, and a weight per pixel: the
         network's confidence relative to the view's median, at most 1 (so a few confident pixels
         do not outweigh the rest), 0 where there is no estimate, for the least confident
-        `confidence_quantile` of the view's pixels with one (0 <= q < 1; the network's confidence
-        has no absolute scale, so the cut is relative to the view's own), or on a depth
+        `confidence_quantile` of the view's pixels with one (0 <= q < 1; pixels tied at the cut are
+        kept; the network's confidence has no absolute scale, so the cut is relative to the view's
+        own), where the confidence is NaN, or on a depth
         discontinuity (the edge test of the native depth, at the model pixels: flying pixels are
         no surface)."""
         index, z, conf, ratio = self._final(i)
@@ -197,11 +198,11 @@ class Reconstruction:
         along = arrays.to_host(d).reshape(-1)[index] * (1 if ratio is None else arrays.to_host(ratio))
         ranges[index] = along * length[index] * np.float32(self._size)
         weights = np.zeros(h * w, np.float32)
-        if len(index):
-            weights[index] = np.minimum(conf / np.float32(max(np.median(conf), 1e-12)), 1)
-            if confidence_quantile > 0:
-                cut = np.quantile(conf, confidence_quantile)
-                weights[index[~(conf >= cut)]] = 0
+        finite = conf[np.isfinite(conf)]  # a NaN confidence is no confidence: weight 0 below
+        if len(finite):
+            weights[index] = np.minimum(conf / np.float32(max(np.median(finite), 1e-12)), 1)
+            cut = np.quantile(finite, confidence_quantile) if confidence_quantile > 0 else -np.inf
+            weights[index[~(conf >= cut)]] = 0  # pixels tied at the cut are kept
         ranges, weights = ranges.reshape(h, w), weights.reshape(h, w)
         _, edge_threshold, _ = self._options
         if edge_threshold is not None:

@@ -128,7 +128,9 @@ class TsdfMap:
     keeps (only its nearest stayed, the rest of the map was lost), else 0.
     """
 
-    BYTES_PER_BLOCK = VOXELS * (4 + 4 + 3 + 1) + 8 + 4 + 24 + 1  # tsdf, weight, rgb, looks; key, slot, origin, free
+    # tsdf, weight, rgb, looks; key, slot, origin, free, fusion stamp (not counted: the last
+    # surface and mesh kept for their incremental extraction, docs/map.md)
+    BYTES_PER_BLOCK = VOXELS * (4 + 4 + 3 + 1) + 8 + 4 + 24 + 1 + 8
 
     def __init__(self, voxel_size=0.05, truncation=None, max_weight=50.0, max_blocks=30_000, max_range=None,
                  min_weight=0.25, truncation_ratio=0.1):
@@ -170,6 +172,7 @@ class TsdfMap:
         # until an eviction (_keep), which drops both and starts a new generation.
         self._surface = self._mesh = None
         self._generation = next(_GENERATIONS)
+        self._copied_at = None  # a copy(): the fusions of the map it was copied from (adopt_mesh)
         self._size = 0
         self.overflow = 0  # blocks the last keyframe reached when they alone passed the bound (_allocate)
 
@@ -180,6 +183,7 @@ class TsdfMap:
         out._keys, out._slots = self._keys.copy(), self._slots.copy()
         for name in ("_tsdf", "_weight", "_rgb", "_looks", "_origin", "_free", "_fused"):
             setattr(out, name, getattr(self, name)[:n].copy())
+        out._copied_at = self._fusions
         return out
 
     def __len__(self):
@@ -188,9 +192,10 @@ class TsdfMap:
 
     @property
     def nbytes(self):
-        """Bytes held by the map's arrays."""
+        """Bytes held by the map's arrays (the voxels' and the blocks'; not the last surface and mesh
+        kept for their incremental extraction)."""
         return sum(a.nbytes for a in (self._keys, self._slots, self._tsdf, self._weight, self._rgb, self._looks,
-                                      self._origin, self._free))
+                                      self._origin, self._free, self._fused))
 
     def integrate(self, view):
         """Fuse a RangeView; returns the number of voxels updated."""
@@ -486,8 +491,10 @@ class TsdfMap:
         """Keep the mesh() of `meshed`, a copy() of this map meshed elsewhere (away from a lock),
         as this map's last mesh, so that its next mesh() searches only what was fused after the
         copy; nothing when this map has evicted, reset or loaded since the copy (its pool slots
-        moved) or holds a newer mesh."""
+        moved), when the copy was fused itself (its mesh is of another map), or when this map holds
+        a newer mesh."""
         if (meshed._generation == self._generation and meshed._mesh is not None
+                and meshed._fusions == meshed._copied_at
                 and (self._mesh is None or meshed._mesh[0] > self._mesh[0])):
             self._mesh = meshed._mesh
 

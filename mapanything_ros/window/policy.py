@@ -26,17 +26,19 @@ class MotionRate:
 
     @classmethod
     def of(cls, frames, poses):
-        """The rate between the main cameras (first frame of a capture) of the two newest captures
-        among `frames` (window.Window.views order), whose world-from-camera poses are `poses`
-        (4x4 each, one frame); None with fewer than two captures."""
-        first = {}
-        for frame, pose in zip(frames, poses):
-            first.setdefault(frame.capture_ns, pose)
-        if len(first) < 2:
+        """The rate of the newest capture's main camera (its first frame) between that capture and
+        the one before it, among `frames` (window.Window.views order), whose world-from-camera
+        poses are `poses` (4x4 each, one frame); None with fewer than two captures or when the
+        one before lacks that camera."""
+        stamps = sorted({f.capture_ns for f in frames})
+        if len(stamps) < 2:
             return None
-        (a_ns, a), (b_ns, b) = sorted(first.items(), key=lambda kv: kv[0])[-2:]
-        moved, turned = motion(a, b)
-        dt = (b_ns - a_ns) * 1e-9
+        main = next(f.frame_id for f in frames if f.capture_ns == stamps[-1])
+        pose = {f.capture_ns: p for f, p in zip(frames, poses) if f.frame_id == main}
+        if stamps[-2] not in pose:
+            return None
+        moved, turned = motion(pose[stamps[-2]], pose[stamps[-1]])
+        dt = (stamps[-1] - stamps[-2]) * 1e-9
         return cls(moved / dt, turned / dt)
 
 
