@@ -470,9 +470,8 @@ class TsdfMap:
         counter-clockwise seen from the free side). Incremental as surface(): only the blocks fused
         since the last call, and those whose cells reach into them, are meshed again."""
         if self._mesh is None:
-            band = self._band()
-            below = [self._find(key_cells(self._keys[band]) - np.array(o)) for o in REACH]
-            parts = self._mesh_blocks(np.unique(np.concatenate([band] + [b[b >= 0] for b in below])))
+            every = np.arange(self._size)
+            parts = self._mesh_blocks(every[self._meshable(every)])
         else:
             since, old, mesh = self._mesh
             dirty = self._dirty(since, REACH)
@@ -776,11 +775,11 @@ def _kept_then(old, kept, new):
 def _assemble(keys, vertices, colours, quads):
     """(vertices, colours, triangles (F, 3) int64) of mesh parts: vertices with global cell keys
     `keys`, quads as the cell keys of their four cells; a quad missing a cell's vertex is left out."""
+    if len(keys) == 0:
+        return vertices, colours, np.zeros((0, 3), np.int64)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
-    at = np.minimum(np.searchsorted(sorted_keys, quads), max(len(sorted_keys) - 1, 0))
-    if len(sorted_keys) == 0:
-        return vertices, colours, np.zeros((0, 3), np.int64)
+    at = np.minimum(np.searchsorted(sorted_keys, quads), len(sorted_keys) - 1)
     index = np.where(sorted_keys[at] == quads, order[at], -1)
     index = index[(index >= 0).all(1)].astype(np.int64)
     return vertices, colours, np.concatenate([index[:, [0, 1, 2]], index[:, [0, 2, 3]]])
