@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import replay as replay_mod
-from .evaluation import evaluate, ghost_metrics, occupancy_metrics
+from .evaluation import distance_metrics, evaluate, ghost_metrics, occupancy_metrics
+from .mapping.distance import distance_slice
 from .pipeline import new_map
 from .session.config import pipeline_config
 from . import settings
@@ -92,13 +93,20 @@ def occupancy_grid(volume, values):
 
 def occupancy(out_dir, values, scene):
     """evaluation.occupancy_metrics of the occupancy grid of the replay's saved map against the
-    scene's room; None without a world-frame map."""
+    scene's room, with evaluation.distance_metrics of its distance field (~/esdf's) as esdf_mae,
+    esdf_over, esdf_under; None without a world-frame map."""
     volume = saved_map(out_dir, values)
     if volume is None:
         return None
     grid = occupancy_grid(volume, values)
     low, high = values["occupancy_min_height"], values["occupancy_max_height"]
-    return occupancy_metrics(grid, lambda centres: scene.room.solid_near(centres, low, high, grid.resolution / 2))
+
+    def solid(centres):
+        return scene.room.solid_near(centres, low, high, grid.resolution / 2)
+
+    reach = values["esdf_max_distance"]
+    esdf = distance_metrics(distance_slice(grid, reach), solid, reach)
+    return {**occupancy_metrics(grid, solid), **{f"esdf_{k}": v for k, v in esdf.items()}}
 
 
 def ghosts(out_dir, values, scene, start_ns, end_ns):
@@ -138,7 +146,7 @@ def row(name, seed, profile, bias, summary, metrics):
     for k in ("accuracy_mean", "precision", "far_off", "completeness"):
         out[f"map.{k}"] = m.get(k, float("nan"))
     o = metrics.get("occupancy") or {}
-    for k in ("iou", "free_wrong", "occupied_wrong"):
+    for k in ("iou", "free_wrong", "occupied_wrong", "esdf_mae", "esdf_over"):
         out[f"occupancy.{k}"] = o.get(k, float("nan"))
     return out
 
@@ -229,7 +237,8 @@ def markdown(summary):
     """The summary as a markdown table: raw prediction vs published, poses and map."""
     head = ("| setting | profile | bias | raw AbsRel | published AbsRel | published / raw | raw τ@1.03 % | "
             "published τ@1.03 % | published RMSE (mm) | > 10 % off | coverage | ATE (mm) | ATE / path | "
-            "map precision | map > 10 cm off | map completeness | occupancy IoU | solid cells called free |")
+            "map precision | map > 10 cm off | map completeness | occupancy IoU | solid cells called free | "
+            "ESDF error (mm) | ESDF cells over by > a cell |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in summary:
         ratio = s["depth.abs_rel"] / s["raw_depth.abs_rel"] if s["raw_depth.abs_rel"] > 0 else float("nan")
@@ -240,7 +249,8 @@ def markdown(summary):
             f"{_f(s['depth.outlier_10'], '.4f')} | {_f(s['depth.coverage'], '.3f')} | "
             f"{_f(s['ate_rmse'] * 1e3, '.1f')} | {_f(s['ate_per_path'] * 100, '.2f')} % | "
             f"{_f(s['map.precision'], '.3f')} | {_f(s['map.far_off'], '.3f')} | {_f(s['map.completeness'], '.3f')} | "
-            f"{_f(s['occupancy.iou'], '.3f')} | {_f(s['occupancy.free_wrong'], '.4f')} |")
+            f"{_f(s['occupancy.iou'], '.3f')} | {_f(s['occupancy.free_wrong'], '.4f')} | "
+            f"{_f(s['occupancy.esdf_mae'] * 1e3, '.1f')} | {_f(s['occupancy.esdf_over'], '.4f')} |")
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ The message builders (ros/pointcloud.py for rclpy, outputs.OutputBag for rosbags
 PackedCloud into their message type. Layout: unorganised (height 1), in the host's byte order
 (little-endian on x86 and ARM; `is_bigendian` says which), every field FLOAT32 with count 1 at
 offset 4 x its index: x, y, z (metres), then `rgb` when colours are given (a float32 whose bits
-are 0x00RRGGBB, the PCL / RViz convention), then `confidence` when given.
+are 0x00RRGGBB, the PCL / RViz convention), then `confidence` (or another name given) when given.
 
 The buffer is an array.array('B') (what rclpy messages can adopt without a copy, see
 ros/pointcloud.py), filled in one pass over the inputs by the compiled `_pack_cloud` module
@@ -66,9 +66,10 @@ def rgb_bytes(colors, n):
     return np.ascontiguousarray(c, dtype=np.uint8)
 
 
-def pack_cloud(points, colors=None, confidence=None):
+def pack_cloud(points, colors=None, confidence=None, scalar_name="confidence"):
     """PackedCloud of points (N, 3) metres with optional colours (N, 3) and confidence (N,)
-    (dtypes as in the module docstring)."""
+    (dtypes as in the module docstring); the last field is named `scalar_name` (another float32 per
+    point in the confidence's place: e.g. a distance)."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got shape {points.shape}")
@@ -82,7 +83,7 @@ def pack_cloud(points, colors=None, confidence=None):
         if conf.shape != (n,):
             raise ValueError(f"confidence must be ({n},), got shape {conf.shape}")
         conf = np.ascontiguousarray(conf, dtype=np.float32)
-    names = ("x", "y", "z") + ("rgb",) * (rgb is not None) + ("confidence",) * (conf is not None)
+    names = ("x", "y", "z") + ("rgb",) * (rgb is not None) + (scalar_name,) * (conf is not None)
     step = 4 * len(names)
     data = byte_buffer(n * step)
     if _pack_cloud is not None:

@@ -16,6 +16,8 @@ import numpy as np
 
 from .geometry import pose_from_quat_trans
 from .geometry.similarity import fit_similarity, similarity_parts
+from .mapping.distance import distance_slice
+from .mapping.tsdf import Grid2D
 
 _PAIR_BUDGET = 1_000_000  # candidate (query, reference) pairs evaluated at once by nearest_distance
 _NEIGHBOURS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -183,17 +185,48 @@ def occupancy_metrics(grid, solid):
     in both| / |occupied in either|, free_wrong = share of cells called free that are solid
     (obstacles a planner would drive into), occupied_wrong = share of cells called occupied that
     are free; known = how many cells are known."""
-    cells = np.asarray(grid.cells)
-    rows, cols = np.nonzero(cells >= 0)
-    centres = (np.column_stack([cols, rows]) + 0.5) * grid.resolution + np.asarray(grid.origin)
-    truth = np.asarray(solid(centres), bool)
-    occupied = cells[rows, cols] == 100
+    cells = np.asarray(grid.cells).reshape(-1)
+    known = cells != Grid2D.UNKNOWN
+    truth = np.asarray(solid(_centres(grid.cells.shape, grid.origin, grid.resolution)[known]), bool)
+    occupied = cells[known] == Grid2D.OCCUPIED
     union = np.count_nonzero(occupied | truth)
     return {
         "iou": float(np.count_nonzero(occupied & truth) / union) if union else float("nan"),
         "free_wrong": float(np.mean(truth[~occupied])) if np.any(~occupied) else float("nan"),
         "occupied_wrong": float(np.mean(~truth[occupied])) if np.any(occupied) else float("nan"),
-        "known": int(len(rows)),
+        "known": int(np.count_nonzero(known)),
+    }
+
+
+def _centres(shape, origin, resolution, pad=0):
+    """(H·W, 2) centres (x, y) metres of a grid's cells in row-major order (rows along y), with `pad`
+    more cells on every side."""
+    rows, cols = np.indices((shape[0] + 2 * pad, shape[1] + 2 * pad)).reshape(2, -1)
+    return (np.column_stack([cols, rows]) - pad + 0.5) * resolution + np.asarray(origin)
+
+
+def distance_metrics(field, solid, max_distance):
+    """A mapping.DistanceSlice (made with max_distance) against the truth; solid as for
+    occupancy_metrics. The true distances are the same transform of the truth's own grid, over the
+    slice's cells and max_distance around them (obstacles the map never saw count too). Over the
+    cells the slice knows: mae = mean |distance - true distance| (m), over = share of cells whose
+    distance exceeds the truth's by more than a cell (clearance a planner would wrongly count on),
+    under = share below it by more than a cell."""
+    d = np.asarray(field.distance)
+    res = field.resolution
+    pad = int(np.ceil(max_distance / res))
+    shape = (d.shape[0] + 2 * pad, d.shape[1] + 2 * pad)
+    cells = np.where(np.asarray(solid(_centres(d.shape, field.origin, res, pad)), bool), Grid2D.OCCUPIED,
+                     Grid2D.EMPTY).astype(np.int8).reshape(shape)
+    truth = distance_slice(Grid2D(cells, field.origin, res), max_distance).distance[pad:shape[0] - pad,
+                                                                                    pad:shape[1] - pad]
+    known = np.isfinite(d)
+    error = d[known] - truth[known]
+    nan = float("nan")
+    return {
+        "mae": float(np.abs(error).mean()) if error.size else nan,
+        "over": float(np.mean(error > res + 1e-6)) if error.size else nan,
+        "under": float(np.mean(error < -res - 1e-6)) if error.size else nan,
     }
 
 
@@ -208,20 +241,20 @@ def ghost_metrics(grid, points, boxes, solid, surface_distance, threshold):
     now (the floor under it is no ghost)."""
     lo, hi = (np.asarray(a, float).reshape(-1, 3) for a in boxes)
     cells = np.asarray(grid.cells)
-    rows, cols = np.indices(cells.shape).reshape(2, -1)
-    centres = (np.column_stack([cols, rows]) + 0.5) * grid.resolution + np.asarray(grid.origin)
+    centres = _centres(cells.shape, grid.origin, grid.resolution)
     inside = np.zeros(len(centres), bool)
     for a, b in zip(lo, hi):
         inside |= np.all((centres >= a[:2]) & (centres <= b[:2]), axis=1)
     old = np.flatnonzero(inside)
     old = old[~np.asarray(solid(centres[old]), bool)]
-    values = cells[rows[old], cols[old]]
+    values = cells.reshape(-1)[old]
     p = np.asarray(points, float).reshape(-1, 3)
     within = np.zeros(len(p), bool)
     for a, b in zip(lo, hi):
         within |= np.all((p >= a) & (p <= b), axis=1)
     ghosts = np.count_nonzero(np.asarray(surface_distance(p[within])) > threshold) if within.any() else 0
-    return {"ghost_cells": int(np.count_nonzero(values == 100)), "cleared_cells": int(np.count_nonzero(values == 0)),
+    return {"ghost_cells": int(np.count_nonzero(values == Grid2D.OCCUPIED)),
+            "cleared_cells": int(np.count_nonzero(values == Grid2D.EMPTY)),
             "old_cells": int(len(old)), "ghost_points": int(ghosts)}
 
 

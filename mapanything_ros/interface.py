@@ -80,6 +80,11 @@ ENDPOINTS = {
                           "the map's height band occupancy_min_height .. occupancy_max_height of world_frame: -1 "
                           "unknown, 0 free, 100 occupied, at map_publish_rate when the map or the band changed (with poses "
                           "only: world z up)"),
+    "esdf": Endpoint("publisher", "~/esdf", "sensor_msgs/msg/PointCloud2", "latched",
+                     "the occupancy grid's distance field (2D ESDF): a point at each known cell's centre at height "
+                     "occupancy_min_height with x, y, z, distance (m to the nearest occupied cell's centre, 0 in "
+                     "occupied cells, at most esdf_max_distance), at map_publish_rate when the map or its "
+                     "parameters changed (with poses only)"),
     "mesh": Endpoint("publisher", "~/mesh", "visualization_msgs/msg/Marker", "latched",
                      "the map's surface as a coloured triangle mesh (TRIANGLE_LIST, surface nets on its TSDF), at "
                      "mesh_publish_rate when the map changed"),

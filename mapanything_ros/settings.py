@@ -120,7 +120,7 @@ SPECS = {
                                     "into the map (0 = all fused; a quantile of the view's own confidence, since "
                                     "the network's has no absolute scale; the map already weighs each pixel by "
                                     "its confidence over the view's median)", low=0.0, high=0.99),
-    "map_publish_rate": Spec(0.5, "~/map and ~/occupancy publication rate (Hz, 0 = never, else at least "
+    "map_publish_rate": Spec(0.5, "~/map, ~/occupancy and ~/esdf publication rate (Hz, 0 = never, else at least "
                              "0.001; a map that did not change is not published again)", low=0.0, high=100.0),
     "mesh_publish_rate": Spec(0.2, "~/mesh publication rate (Hz, 0 = never, else at least 0.001; a map that "
                               "did not change is not meshed again)", low=0.0, high=100.0),
@@ -134,6 +134,8 @@ SPECS = {
     "occupancy_max_height": Spec(1.5, "~/occupancy: highest height of the band (m)", low=-INF, high=INF),
     "occupancy_resolution": Spec(0.0, "~/occupancy cell size (m, 0 = map_voxel_size; never finer)", low=0.0,
                                  high=100.0),
+    "esdf_max_distance": Spec(2.0, "~/esdf: distances to the nearest occupied cell are clipped at this (m, > 0)",
+                              low=0.0, high=1000.0, low_open=True),
     "points_scope": Spec("newest", "~/points holds the newest capture's points (newest) or every view of the "
                          "window (window: costs a reconstruction of each view per window)",
                          choices=("newest", "window")),

@@ -378,19 +378,28 @@ def test_save_then_restart_and_load_reproduces_the_map_exactly(rig, scene, tmp_p
     bad.assert_problem("pipeline", DiagnosticStatus.ERROR, "load_map_path: could not load the map")
 
 
-def test_occupancy_grid_is_published_when_subscribed(rig, scene):
+def cloud_floats(cloud):
+    """(N, fields) float32 of a PointCloud2 whose fields are all float32 (as the node's are)."""
+    assert not cloud.is_bigendian and cloud.point_step == 4 * len(cloud.fields)
+    return np.frombuffer(bytes(cloud.data), "<f4").reshape(cloud.width, len(cloud.fields))
+
+
+def test_occupancy_grid_and_its_distance_field_are_published_when_subscribed(rig, scene):
     from nav_msgs.msg import OccupancyGrid
 
+    from mapanything_ros.mapping import distance_slice
     from mapanything_ros.ros.node import MAP_QOS
 
-    r = rig(map_publish_rate=5.0, occupancy_min_height=0.2, occupancy_max_height=1.0)
-    grids = []
+    r = rig(map_publish_rate=5.0, occupancy_min_height=0.2, occupancy_max_height=1.0, esdf_max_distance=0.5)
+    grids, fields = [], []
     r.peer.create_subscription(OccupancyGrid, "/mapanything/occupancy", grids.append, MAP_QOS)
+    r.peer.create_subscription(PointCloud2, "/mapanything/esdf", fields.append, MAP_QOS)
     for k in range(3):
         send_frame(r, scene, SEC + k * SEC // 2)
         r.spin(0.5)
     end = time.monotonic() + 10
-    while not grids and time.monotonic() < end:
+    while not (grids and fields and r.node.session.pipeline.stats().pending == 0
+               and r.node._due("occupancy") is None and r.node._due("esdf") is None) and time.monotonic() < end:
         r.spin(0.1)
     grid = grids[-1]
     cells = np.array(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
@@ -398,6 +407,16 @@ def test_occupancy_grid_is_published_when_subscribed(rig, scene):
     assert (cells == 0).sum() > 100 and (cells == 100).sum() > 10 and set(np.unique(cells)) <= {-1, 0, 100}
     want, _, _ = r.node.session.occupancy(0)
     assert want.cells.shape == cells.shape
+    # ~/esdf: a point at each known cell's centre of the same grid, at the band's bottom, with its
+    # distance to the nearest occupied cell
+    cloud = fields[-1]
+    assert cloud.header == grid.header and [f.name for f in cloud.fields] == ["x", "y", "z", "distance"]
+    got = cloud_floats(cloud)
+    xyz, distance = distance_slice(want, 0.5).points(0.2)
+    np.testing.assert_allclose(got[:, :3], xyz)
+    np.testing.assert_allclose(got[:, 3], distance, rtol=1e-6)
+    assert len(distance) == np.count_nonzero(cells >= 0) and distance.max() == pytest.approx(0.5)
+    assert np.count_nonzero(distance == 0) == np.count_nonzero(cells == 100)
     # image-only: no height band; said, and nothing published while the map is in the chain frame
     # (an empty grid may go out between the reset and the first image-only window)
     r.node.set_parameters([Parameter("use_poses", value=False)])
@@ -405,12 +424,13 @@ def test_occupancy_grid_is_published_when_subscribed(rig, scene):
     for k in range(3, 6):
         send_frame(r, scene, SEC + k * SEC // 2)
         r.spin(0.5)
-    r.assert_problem("pipeline", DiagnosticStatus.WARN, "~/occupancy not published: the map is in the image-only")
+    r.assert_problem("pipeline", DiagnosticStatus.WARN,
+                     "~/occupancy and ~/esdf not published: the map is in the image-only")
     r.spin(0.5)  # a grid made before the warning may still be on its way
-    count = len(grids)
+    count = len(grids), len(fields)
     send_frame(r, scene, SEC + 3 * SEC)
     r.spin(1.0)
-    assert len(grids) == count
+    assert (len(grids), len(fields)) == count
 
 
 def test_mesh_is_published_when_subscribed_and_its_rate_changes_at_run_time(rig, scene):
@@ -458,8 +478,8 @@ def test_qos_follows_ros_qos_overrides():
 
 
 def test_map_outputs_are_made_and_published_off_the_executor_thread(rig, scene):
-    """~/map, ~/occupancy and ~/mesh are gathered, packed and published on the map thread: the
-    executor (inputs, TF, timers) never waits for a large map (issue 21)."""
+    """~/map, ~/occupancy, ~/esdf and ~/mesh are gathered, packed and published on the map thread:
+    the executor (inputs, TF, timers) never waits for a large map (issue 21)."""
     import threading
 
     from nav_msgs.msg import OccupancyGrid
@@ -476,36 +496,37 @@ def test_map_outputs_are_made_and_published_off_the_executor_thread(rig, scene):
             return call(*args, **kwargs)
         return wrapper
 
-    for name in ("map", "occupancy", "mesh"):
+    for name in ("map", "occupancy", "esdf", "mesh"):
         pub = getattr(r.node, f"{name}_pub")
         pub.publish = recorded(f"~/{name} publish", pub.publish)
         setattr(r.node.session, name, recorded(f"~/{name} made", getattr(r.node.session, name)))
     got = []
-    for topic, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid), ("mesh", Marker)):
+    for topic, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid), ("esdf", PointCloud2), ("mesh", Marker)):
         r.peer.create_subscription(kind, f"/mapanything/{topic}", got.append, MAP_QOS)
     for k in range(3):
         send_frame(r, scene, SEC + k * SEC // 2)
         r.spin(0.5)
     end = time.monotonic() + 10
-    while len(threads) < 6 and time.monotonic() < end:
+    while len(threads) < 8 and time.monotonic() < end:
         r.spin(0.1)
-    assert len(threads) == 6 and got, threads
+    assert len(threads) == 8 and got, threads
     executor = threading.current_thread().name  # the test spins the node's executor in this thread
     assert all(names and executor not in names and all(n.startswith("mapanything-map") for n in names)
                for names in threads.values()), threads
 
 
 def test_an_unchanged_map_is_not_made_again(rig, scene):
-    """~/map, ~/occupancy and ~/mesh are latched: once they carry the map as it is, later ticks make
-    nothing until a window changes the map (or, for ~/occupancy, its parameters change)."""
+    """~/map, ~/occupancy, ~/esdf and ~/mesh are latched: once they carry the map as it is, later
+    ticks make nothing until a window changes the map (or, for ~/occupancy and ~/esdf, their
+    parameters change)."""
     from nav_msgs.msg import OccupancyGrid
     from visualization_msgs.msg import Marker
 
     from mapanything_ros.ros.node import MAP_QOS
 
     r = rig(map_publish_rate=10.0, mesh_publish_rate=10.0)
-    got = {"map": [], "occupancy": [], "mesh": []}
-    for topic, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid), ("mesh", Marker)):
+    got = {"map": [], "occupancy": [], "esdf": [], "mesh": []}
+    for topic, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid), ("esdf", PointCloud2), ("mesh", Marker)):
         r.peer.create_subscription(kind, f"/mapanything/{topic}", got[topic].append, MAP_QOS)
     send_frame(r, scene, SEC)
 
@@ -527,8 +548,12 @@ def test_an_unchanged_map_is_not_made_again(rig, scene):
     counts = {t: len(v) for t, v in got.items()}
     r.node.set_parameters([Parameter("occupancy_max_height", value=0.8)])  # the grid's band changes
     r.spin(1.0)
-    assert len(got["occupancy"]) == counts["occupancy"] + 1
+    assert len(got["occupancy"]) == counts["occupancy"] + 1 and len(got["esdf"]) == counts["esdf"] + 1
     assert len(got["map"]) == counts["map"] and len(got["mesh"]) == counts["mesh"]
+    r.node.set_parameters([Parameter("esdf_max_distance", value=0.3)])  # the distance field's alone
+    r.spin(1.0)
+    assert len(got["esdf"]) == counts["esdf"] + 2 and len(got["occupancy"]) == counts["occupancy"] + 1
+    assert cloud_floats(got["esdf"][-1])[:, 3].max() == pytest.approx(0.3)
     # A late subscriber with volatile durability (RViz's displays by default) gets the unchanged map.
     late = []
     r.peer.create_subscription(PointCloud2, "/mapanything/map", late.append, 10)

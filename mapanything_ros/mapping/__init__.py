@@ -3,8 +3,9 @@ depth completion with measured depth, chaining of image-only windows, and the vo
 
 from .chain import ChainResult, WindowChain
 from .completion import CompletionConfig
+from .distance import DistanceSlice, distance_slice
 from .reconstruction import Reconstruction, ViewReconstruction, reconstruct
 from .tsdf import Grid2D, RangeView, TsdfMap
 
-__all__ = ["ChainResult", "CompletionConfig", "Grid2D", "RangeView", "Reconstruction", "TsdfMap", "ViewReconstruction",
-           "WindowChain", "reconstruct"]
+__all__ = ["ChainResult", "CompletionConfig", "DistanceSlice", "Grid2D", "RangeView", "Reconstruction", "TsdfMap",
+           "ViewReconstruction", "WindowChain", "distance_slice", "reconstruct"]

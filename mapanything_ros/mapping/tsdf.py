@@ -113,6 +113,8 @@ class Grid2D:
     OccupancyGrid's values), row-major from `origin` (x, y) metres, world frame, cells of
     `resolution` metres; row i, column j covers x in origin_x + [j, j + 1)·res, y likewise."""
 
+    UNKNOWN, EMPTY, OCCUPIED = -1, 0, 100  # the cells' values
+
     cells: np.ndarray
     origin: tuple
     resolution: float
@@ -651,7 +653,7 @@ class TsdfMap:
         z: _solid), 0 where voxels were observed there and all are free, -1 elsewhere."""
         v = self.voxel_size
         res = v if resolution is None else max(float(resolution), v)
-        empty = Grid2D(np.full((0, 0), -1, np.int8), (0.0, 0.0), res)
+        empty = Grid2D(np.full((0, 0), Grid2D.UNKNOWN, np.int8), (0.0, 0.0), res)
         if self._size == 0 or z_max < z_min:
             return empty
         cells = key_cells(self._keys)
@@ -668,9 +670,10 @@ class TsdfMap:
         ij = np.floor(xy / res).astype(np.int64)
         lo = ij.min(0)
         ij -= lo
-        grid = np.full(tuple(int(n) + 1 for n in ij.max(0)[::-1]), -1, np.int8)  # rows: y, columns: x
-        grid[ij[:, 1], ij[:, 0]] = 0
-        grid[ij[occupied, 1], ij[occupied, 0]] = 100
+        shape = tuple(int(n) + 1 for n in ij.max(0)[::-1])  # rows: y, columns: x
+        grid = np.full(shape, Grid2D.UNKNOWN, np.int8)
+        grid[ij[:, 1], ij[:, 0]] = Grid2D.EMPTY
+        grid[ij[occupied, 1], ij[occupied, 0]] = Grid2D.OCCUPIED
         return Grid2D(grid, (float(lo[0] * res), float(lo[1] * res)), res)
 
     def state(self):

@@ -279,12 +279,13 @@ class _MapAnything:
         self.points_pub = self._pub(PointCloud2, "points")
         self.map_pub = self._pub(PointCloud2, "map")
         self.occupancy_pub = self._pub(OccupancyGrid, "occupancy")
+        self.esdf_pub = self._pub(PointCloud2, "esdf")
         self.mesh_pub = self._pub(Marker, "mesh")
         self.window_pub = self._pub(ReconstructionWindow, "window")
         self.tf_pub = self._pub(TFMessage, "tf_out") if self._enabled("tf_out") else None
         self._timer(1.0 / RETRY_HZ, lambda: self.session.tick(self._now_ns()))
         self._output_jobs = {"map": None, "mesh": None}
-        self._sent = {}  # "map", "occupancy", "mesh": (its _due() key, subscribers) at its last publication
+        self._sent = {}  # "map", "occupancy", "esdf", "mesh": (its _due() key, subscribers) at its last publication
         self._output_timers = {"map": None, "mesh": None, "tf": None}
         self._correction = None  # (map_from_world 4x4, parent, child) of the newest window, for tf_output map_odom
         live = self.session.values  # rates set since configure (or while inactive) included
@@ -294,7 +295,8 @@ class _MapAnything:
             self._set_rate("tf", live["tf_publish_rate"])
 
     def _set_rate(self, output, rate):
-        """(Re)start the timer of "map" (~/map and ~/occupancy), "mesh" or "tf" (map_odom) at `rate` Hz (0: none)."""
+        """(Re)start the timer of "map" (~/map, ~/occupancy, ~/esdf), "mesh" or "tf" (map_odom) at `rate`
+        Hz (0: none)."""
         if self._output_timers[output] is not None:
             self.destroy_timer(self._output_timers[output])
             self._io.remove(self._output_timers[output])
@@ -402,11 +404,11 @@ class _MapAnything:
             self.window_pub.publish(window_msg(out))
 
     def _on_output_timer(self, output):
-        """Hand "map" (~/map and ~/occupancy) or "mesh" to the map thread when one of its topics is
-        subscribed and has not published the map as it is now, and the previous job is out. The
+        """Hand "map" (~/map, ~/occupancy, ~/esdf) or "mesh" to the map thread when one of its topics
+        is subscribed and has not published the map as it is now, and the previous job is out. The
         topics are latched: a map that did not change is not made again (a robot standing still
         with a large map costs nothing)."""
-        topics = ("map", "occupancy") if output == "map" else ("mesh",)
+        topics = ("map", "occupancy", "esdf") if output == "map" else ("mesh",)
         due = {topic: key for topic in topics if (key := self._due(topic)) is not None}
         if due and (self._output_jobs[output] is None or self._output_jobs[output].done()):
             self._output_jobs[output] = self._map_thread.submit(self.publish_mesh if output == "mesh"
@@ -414,15 +416,17 @@ class _MapAnything:
 
     def _due(self, topic):
         """(key, subscribers) of what `topic` would publish now (key: the map's version, and for
-        ~/occupancy its parameters), or None when it is not subscribed, or published that already
-        and no subscriber joined since (a late volatile subscriber, as RViz's displays are by
-        default, would otherwise never get a map that stopped changing)."""
+        ~/occupancy and ~/esdf their parameters), or None when it is not subscribed, or published
+        that already and no subscriber joined since (a late volatile subscriber, as RViz's displays
+        are by default, would otherwise never get a map that stopped changing)."""
         subscribers = getattr(self, f"{topic}_pub").get_subscription_count()
         if not subscribers:
             return None
         key = self.session.pipeline.map_version
-        if topic == "occupancy":
-            key = (key, *(self.session.values[f"occupancy_{k}"] for k in ("min_height", "max_height", "resolution")))
+        if topic in ("occupancy", "esdf"):
+            names = ("occupancy_min_height", "occupancy_max_height", "occupancy_resolution")
+            names += ("esdf_max_distance",) if topic == "esdf" else ()
+            key = (key, *(self.session.values[name] for name in names))
         sent, seen = self._sent.get(topic, (None, 0))
         return None if sent == key and subscribers <= seen else (key, subscribers)
 
@@ -436,8 +440,8 @@ class _MapAnything:
             self.report.exception("pipeline", "mesh", "publishing ~/mesh failed (a bug)", err)
 
     def publish_map(self, due):
-        """Make and publish ~/map and ~/occupancy, those in `due` ({topic: _due()'s}), each one
-        consistent snapshot."""
+        """Make and publish ~/map, ~/occupancy and ~/esdf, those in `due` ({topic: _due()'s}), each one
+        consistent snapshot (~/esdf the distance field of ~/occupancy's grid)."""
         if "map" in due:
             try:
                 snap, frame_id, stamp = self.session.map(self._now_ns())
@@ -446,16 +450,24 @@ class _MapAnything:
                 self._sent["map"] = due["map"]
             except Exception as err:  # a bug: said, and the next tick tries again
                 self.report.exception("pipeline", "map", "publishing ~/map failed (a bug)", err)
-        if "occupancy" in due:
+        grids = [topic for topic in ("occupancy", "esdf") if topic in due]  # one grid for both
+        if grids:
+            names = " and ".join(f"~/{topic}" for topic in grids)
             try:
                 grid, frame_id, stamp = self.session.occupancy(self._now_ns())
-                self.occupancy_pub.publish(occupancy_msg(grid, make_header(frame_id, stamp)))
+                header = make_header(frame_id, stamp)
+                if "occupancy" in due:
+                    self.occupancy_pub.publish(occupancy_msg(grid, header))
+                if "esdf" in due:
+                    field, z = self.session.esdf(grid)
+                    xyz, distance = field.points(z)
+                    self.esdf_pub.publish(xyz_to_cloud(xyz, header, confidence=distance, scalar_name="distance"))
             except ValueError as err:  # the same answer until the map or the band changes
-                self.report("pipeline", "occupancy", WARN, f"~/occupancy not published: {err}")
+                self.report("pipeline", "occupancy", WARN, f"{names} not published: {err}")
             except Exception as err:  # a bug: said, and the next tick tries again
-                self.report.exception("pipeline", "occupancy", "publishing ~/occupancy failed (a bug)", err)
+                self.report.exception("pipeline", "occupancy", f"publishing {names} failed (a bug)", err)
                 return
-            self._sent["occupancy"] = due["occupancy"]
+            self._sent.update({topic: due[topic] for topic in grids})
 
     # ---------------------------------------------------------------- services, parameters
 

@@ -9,14 +9,14 @@ from .buffers import adopting
 _ADOPT_DATA = adopting(PointCloud2)
 
 
-def xyz_to_cloud(points, header, colors=None, confidence=None):
+def xyz_to_cloud(points, header, colors=None, confidence=None, scalar_name="confidence"):
     """Unorganised PointCloud2: x, y, z float32 (+ rgb packed float32, + confidence float32).
 
     points (N, 3) metres in header.frame_id; colors (N, 3) uint8 RGB (or integers in 0..255;
-    anything else raises ValueError); confidence (N,). is_dense is True when every point is finite.
-    See encode.py for the layout.
+    anything else raises ValueError); confidence (N,), or another float32 per point in a field named
+    `scalar_name`. is_dense is True when every point is finite. See encode.py for the layout.
     """
-    c = pack_cloud(points, colors, confidence)
+    c = pack_cloud(points, colors, confidence, scalar_name)
     msg = PointCloud2(
         **_ADOPT_DATA, header=header, height=1, width=c.width, is_bigendian=c.is_bigendian, point_step=c.point_step,
         row_step=c.point_step * c.width, is_dense=c.is_dense,

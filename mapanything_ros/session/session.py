@@ -48,6 +48,7 @@ import numpy as np
 from .. import decode, interface
 from ..geometry import se3_compose, se3_inverse
 from ..geometry.rectify import rectification, rectify_depth
+from ..mapping.distance import distance_slice
 from ..mapping.ply import PLY_MAGIC, write_mesh_ply, write_ply
 from ..pipeline import Pipeline
 from ..sync import LIDAR_SOURCE
@@ -460,6 +461,12 @@ class Session:
             raise ValueError("the map is in the image-only chain frame (use_poses false): its up is unknown, "
                              "so it has no height band")
         return grid, self.frame_id("world", v), stamp if stamp is not None else now_ns
+
+    def esdf(self, grid):
+        """(mapping.DistanceSlice of an occupancy grid (occupancy()'s) clipped at the live
+        esdf_max_distance, the height to show it at: occupancy_min_height, metres)."""
+        v = self._values
+        return distance_slice(grid, v["esdf_max_distance"]), v["occupancy_min_height"]
 
     def save_map(self, path, directory=None):
         """Save the map: the volume at `path` (numpy .npz: the TSDF blocks, voxel size, truncation,
