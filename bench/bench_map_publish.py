@@ -103,15 +103,15 @@ def marker_objects(vertices, colors, triangles, frame_id):
     return serialize_message(msg)
 
 
-def floor_state(volume, points, layer=0):
+def floor_state(volume, points, layer=0, start=0):
     """A TsdfMap state of a flat floor (z = 0.1 m above the layer of blocks `layer`) seen
-    everywhere, about `points` surface points: one layer of blocks, each crossed by the floor,
-    BLOCK² surface points a block."""
+    everywhere, about `points` surface points: one layer of blocks from block `start` on in x and
+    y, each crossed by the floor, BLOCK² surface points a block."""
     from mapanything_ros.mapping.keys import pack
     from mapanything_ros.mapping.tsdf import _OFFSETS, BLOCK, VOXELS
 
     side = int(np.ceil(np.sqrt(points / BLOCK**2)))
-    ij = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)
+    ij = start + np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)
     cells = np.column_stack([ij, np.full(len(ij), layer, np.int64)])
     keys = pack(cells.T.copy())
     order = np.argsort(keys)

@@ -388,12 +388,17 @@ def oriented_triangles(mesh):
     return turned[np.lexsort(turned.T)], vertices[order], colours[order]
 
 
+def assert_same_grid(got, want):
+    np.testing.assert_array_equal(got.cells, want.cells)
+    assert got.origin == want.origin and got.resolution == want.resolution
+
+
 @pytest.mark.parametrize("max_blocks", [100_000, 5200])  # 5200: blocks are evicted on the way
-def test_incremental_surface_and_mesh_equal_a_whole_search(max_blocks):
-    """surface() and mesh() after each few keyframes search only the blocks fused since (and the
-    neighbours whose search reaches into them): the same points, colours and weights, the same
-    triangles, as a map searched whole (loaded from the same state), an obstacle appearing and
-    going included."""
+def test_incremental_surface_mesh_and_grid_equal_a_whole_search(max_blocks):
+    """surface(), mesh() and occupancy() after each few keyframes search only the blocks fused
+    since (and the neighbours whose search reaches into them): the same points, colours and
+    weights, the same triangles, the same grid, as a map searched whole (loaded from the same
+    state), an obstacle appearing and going included, and the grid's band changing between calls."""
     fused = TsdfMap(0.05, max_blocks=max_blocks)
     scenes = [[WALL, FLOOR]] * 3 + [[WALL, FLOOR, OBSTACLE]] * 4 + [[WALL, FLOOR]] * 6
     evicted = False
@@ -414,8 +419,40 @@ def test_incremental_surface_and_mesh_equal_a_whole_search(max_blocks):
             assert not any(a.flags.writeable for a in mesh) and len(mesh[2]) > 1000
             for a, b in zip(oriented_triangles(mesh), oriented_triangles(whole.mesh())):
                 np.testing.assert_array_equal(a, b)
+            band = (0.2, 1.2) if i % 2 else (0.0, 0.6)
+            grid = fused.occupancy(*band)
+            assert (grid.cells == 100).sum() > 50
+            assert_same_grid(grid, whole.occupancy(*band))
+            assert_same_grid(fused.occupancy(0.2, 1.2, resolution=0.15), whole.occupancy(0.2, 1.2, resolution=0.15))
     assert fused.surface()[0] is got[0] and fused.mesh()[2] is mesh[2]  # nothing fused since: the same arrays
+    columns = fused._band_columns(0.2, 1.2)
+    assert fused._band_columns(0.2, 1.2) is columns and not columns[1].flags.writeable
     assert evicted == (max_blocks == 5200)
+
+
+def test_a_change_regrids_the_block_below_whose_solid_rule_reads_it():
+    """A voxel in front of a surface is solid when the zero crossing with its neighbour lies near
+    it: a change in the block above alone makes the top voxels of the block below solid, and the
+    grid follows (white box: voxels changed in place, as a fusion would)."""
+    fused = TsdfMap(0.05, max_blocks=1000)
+    cells = np.array([[0, 0, 0], [0, 0, 1]], np.int64)
+    keys = pack(cells.T.copy())
+    order = np.argsort(keys)
+    state = fused.state()
+    state.update(keys=keys[order], tsdf=np.full((2, VOXELS), 0.2, np.float32),
+                 weight=np.ones((2, VOXELS), np.float32), rgb=np.zeros((2, VOXELS, 3), np.uint8),
+                 looks=np.ones((2, VOXELS), np.uint8))
+    fused.load_state(state)
+    assert (fused.occupancy(0.0, 0.2).cells == 0).all()  # free, no crossing anywhere
+    upper = fused._slots[fused._find(np.array([[0, 0, 1]]))[0]]
+    fused._tsdf[upper, _OFFSETS[:, 2] == 0] = -0.5  # its bottom voxels behind a surface
+    fused._fusions += 1
+    fused._fused[upper] = fused._fusions
+    grid = fused.occupancy(0.0, 0.2)  # the band holds the lower block's top voxels (z 0.175 m), not the upper's
+    assert (grid.cells == 100).all()
+    whole = TsdfMap(0.05, max_blocks=1000)
+    whole.load_state(fused.state())
+    assert_same_grid(grid, whole.occupancy(0.0, 0.2))
 
 
 def test_a_change_remeshes_the_blocks_whose_cells_reach_it_diagonally():

@@ -83,6 +83,8 @@ SOLID_REACH = 0.6  # a voxel in front of a surface is solid when the zero crossi
 
 # Voxel offsets within a block, (VOXELS, 3) int, x slowest: voxel (i, j, k) is at (i·BLOCK + j)·BLOCK + k.
 _OFFSETS = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij"), -1).reshape(-1, 3)
+_COLUMNS = _OFFSETS.reshape(BLOCK, BLOCK, BLOCK, 3)[:, :, 0, :2].reshape(-1, 2)  # (x, y) of a block's columns
+_FACES = ((1, 0, 0), (0, 1, 0), (0, 0, 1), (-1, 0, 0), (0, -1, 0), (0, 0, -1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,11 +170,12 @@ class TsdfMap:
         self._free = np.zeros(0, bool)  # each slot: every voxel observed and free
         self._fused = np.zeros(0, np.int64)  # each slot: the number of the fusion that last changed it
         self._fusions = 0  # fusions so far
-        # What surface() and mesh() last found, kept per block (pool slot) to search again only the
-        # blocks fused since: (fusions then, (pool slot of each point's block, points, colours,
-        # weights)) and (fusions then, _mesh_blocks parts, the mesh). Pool slots stay as they are
-        # until an eviction (_keep), which drops both and starts a new generation.
-        self._surface = self._mesh = None
+        # What surface(), mesh() and occupancy() last found, kept per block (pool slot) to search
+        # again only the blocks fused since: (fusions then, (pool slot of each point's block,
+        # points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh) and (fusions
+        # then, band, _band_columns). Pool slots stay as they are until an eviction (_keep), which
+        # drops them all and starts a new generation.
+        self._surface = self._mesh = self._columns = None
         self._generation = next(_GENERATIONS)
         self._copied_at = None  # a copy(): the fusions of the map it was copied from (adopt_mesh)
         self._size = 0
@@ -650,31 +653,69 @@ class TsdfMap:
         (default and minimum: the voxel size; a coarser cell takes the worst of the voxels in it),
         spanning the observed voxels of the band: 100 where a voxel centred in the band is behind a
         surface or has one within 0.6 of a voxel (the zero crossing with a neighbour along x, y or
-        z: _solid), 0 where voxels were observed there and all are free, -1 elsewhere."""
+        z: _solid), 0 where voxels were observed there and all are free, -1 elsewhere. Incremental:
+        only the blocks fused since the last call for the same band, and their six face neighbours
+        (whose solid rule reads them), are looked at again; after an eviction or for another band,
+        all (the grid itself is assembled anew from the blocks' columns)."""
         v = self.voxel_size
         res = v if resolution is None else max(float(resolution), v)
         empty = Grid2D(np.full((0, 0), Grid2D.UNKNOWN, np.int8), (0.0, 0.0), res)
         if self._size == 0 or z_max < z_min:
             return empty
-        cells = key_cells(self._keys)
-        bottom = cells[:, 2] * BLOCK * v
-        near = np.flatnonzero((bottom <= z_max) & (bottom + BLOCK * v >= z_min))  # blocks crossing the band
-        slots = self._slots[near]
-        zc = (cells[near, 2, None] * BLOCK + _OFFSETS[:, 2]) * v + v / 2  # (n, VOXELS) voxel centre heights
-        seen = (zc >= z_min) & (zc <= z_max) & (self._weight[slots] >= max(self.min_weight, 1e-12))
-        b, o = np.nonzero(seen)
+        slots, columns = self._band_columns(float(z_min), float(z_max))
+        b, o = np.nonzero(columns != Grid2D.UNKNOWN)
         if len(b) == 0:
             return empty
-        xy = (cells[near[b], :2] * BLOCK + _OFFSETS[o, :2]) * v + v / 2
-        occupied = self._solid(near, cells[near])[b, o]
-        ij = np.floor(xy / res).astype(np.int64)
-        lo = ij.min(0)
-        ij -= lo
-        shape = tuple(int(n) + 1 for n in ij.max(0)[::-1])  # rows: y, columns: x
-        grid = np.full(shape, Grid2D.UNKNOWN, np.int8)
-        grid[ij[:, 1], ij[:, 0]] = Grid2D.EMPTY
-        grid[ij[occupied, 1], ij[occupied, 0]] = Grid2D.OCCUPIED
-        return Grid2D(grid, (float(lo[0] * res), float(lo[1] * res)), res)
+        occupied = columns[b, o] == Grid2D.OCCUPIED
+        cell = []  # the cell of each column along x, then y: its voxel index, or the coarser cell its centre is in
+        for axis in range(2):
+            index = self._origin[slots, axis][b] + _COLUMNS[o, axis]
+            cell.append(index if res == v else np.floor((index * v + v / 2) / res).astype(np.int64))
+        x0, y0 = (int(c.min()) for c in cell)
+        col, row = cell[0] - x0, cell[1] - y0
+        grid = np.full((int(row.max()) + 1, int(col.max()) + 1), Grid2D.UNKNOWN, np.int8)  # rows: y
+        grid[row, col] = Grid2D.EMPTY
+        grid[row[occupied], col[occupied]] = Grid2D.OCCUPIED
+        return Grid2D(grid, (float(x0 * res), float(y0 * res)), res)
+
+    def _band_columns(self, z_min, z_max):
+        """(pool slots (n,) int32, columns (n, BLOCK²) int8) of the blocks with an observed voxel
+        centred in the band [z_min, z_max]: each (x, y) column of voxels of a block (x major, as
+        _COLUMNS) is Grid2D.OCCUPIED where one of its band voxels is solid (_solid), EMPTY where
+        some were observed and none is, else UNKNOWN. Kept between calls (read-only arrays)."""
+        if self._columns is None or self._columns[1] != (z_min, z_max):
+            which, cached = np.arange(self._size), None
+        else:
+            since, _, cached = self._columns
+            which = self._dirty(since, _FACES)
+            if which is None:
+                return cached
+        found = self._columns_of(which, z_min, z_max)
+        if cached is not None:
+            stays = self._kept(cached[0], which)
+            found = tuple(_kept_then(old, stays, new) for old, new in zip(cached, found))
+        for a in found:
+            a.flags.writeable = False
+        self._columns = self._fusions, (z_min, z_max), found
+        return found
+
+    def _columns_of(self, which, z_min, z_max):
+        """_band_columns of the blocks at sorted indices `which` (those that cross the band)."""
+        v = self.voxel_size
+        cells = key_cells(self._keys[which])
+        bottom = cells[:, 2] * BLOCK * v
+        crossing = (bottom <= z_max) & (bottom + BLOCK * v >= z_min)
+        near, cells = which[crossing], cells[crossing]
+        slots = self._slots[near]
+        zc = (cells[:, 2, None] * BLOCK + _OFFSETS[:, 2]) * v + v / 2  # (n, VOXELS) voxel centre heights
+        seen = (zc >= z_min) & (zc <= z_max) & (self._weight[slots] >= max(self.min_weight, 1e-12))
+        has = seen.any(1)
+        near, cells, slots, seen = near[has], cells[has], slots[has], seen[has]
+        solid = self._solid(near, cells) & seen
+        shape = (len(near), BLOCK, BLOCK, BLOCK)  # voxel index x·BLOCK² + y·BLOCK + z (_OFFSETS)
+        columns = np.where(seen.reshape(shape).any(3), Grid2D.EMPTY, Grid2D.UNKNOWN).astype(np.int8)
+        columns[solid.reshape(shape).any(3)] = Grid2D.OCCUPIED
+        return slots, columns.reshape(len(near), BLOCK * BLOCK)
 
     def state(self):
         """The whole map as a dict of numpy arrays (see load_state): what save writes."""
@@ -730,7 +771,7 @@ class TsdfMap:
         for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free, self._fused):
             a[:n] = a[:self._size][keep]
         self._size = n
-        self._surface = self._mesh = None  # evicted blocks' parts are in them, and slots moved
+        self._surface = self._mesh = self._columns = None  # evicted blocks' parts are in them, and slots moved
         self._generation = next(_GENERATIONS)
 
     def _append(self, keys):
