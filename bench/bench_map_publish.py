@@ -4,8 +4,8 @@ MapAnythingNode.publish_map called in the timer) against handing it to the map t
 now: MapAnythingNode._on_output_timer), at several map sizes. Also the time the map thread then
 needs, which no longer delays inputs, and a tick once the map has not changed since it was
 published (nothing is made again: the topics are latched); and for ~/mesh (map thread): the mesh extraction, the
-Marker serialized by ros/marker.py against the same Marker built as rclpy message objects and
-serialized (the reference), and the publish of the bytes.
+MarkerArray of every region serialized by ros/marker.py against the same array built as rclpy
+message objects and serialized (the reference), and the publish of the bytes.
 
 The node runs in-process with the oracle backend, a subscriber on ~/map, and a map holding a flat
 floor of about --sizes surface points (its TSDF blocks loaded directly). The map thread's time is
@@ -27,7 +27,8 @@ def measure(size, repeats):
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import PointCloud2
 
-    from mapanything_ros.ros.marker import mesh_marker
+    from mapanything_ros.mapping.regions import MeshUpdates
+    from mapanything_ros.ros.marker import mesh_markers
     from mapanything_ros.ros.node import MapAnythingNode
 
     context = rclpy.context.Context()
@@ -64,13 +65,13 @@ def measure(size, repeats):
     mesh = {"extract": [], "cdr": [], "objects": [], "publish": []}
     for _ in range(max(1, repeats // 3)):
         t = time.perf_counter()
-        (vertices, colors, triangles), frame_id, stamp = node.session.mesh(0)
+        regions, frame_id, stamp = node.session.mesh(0)
         mesh["extract"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        data = mesh_marker(vertices, colors, triangles, frame_id, stamp)
+        data = mesh_markers(regions, MeshUpdates().update(regions), frame_id, stamp)  # every region
         mesh["cdr"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        marker_objects(vertices, colors, triangles, frame_id)
+        marker_objects(regions, frame_id)
         mesh["objects"].append(time.perf_counter() - t)
         t = time.perf_counter()
         node.mesh_pub.publish(data)
@@ -82,25 +83,28 @@ def measure(size, repeats):
     ms = lambda v: 1e3 * float(np.median(v))  # noqa: E731
     return {"points": len(volume.surface()[0]), "blocks": len(volume), "executor_ms_packing_inline": ms(inline),
             "executor_ms_handoff": ms(handoff), "map_thread_ms": ms(thread), "tick_ms_unchanged_map": 1e3 * unchanged,
-            "triangles": len(triangles),
+            "triangles": len(regions.triangles),
             "mesh_extract_ms": ms(mesh["extract"]), "mesh_marker_cdr_ms": ms(mesh["cdr"]),
             "mesh_marker_objects_ms": ms(mesh["objects"]), "mesh_publish_ms": ms(mesh["publish"])}
 
 
-def marker_objects(vertices, colors, triangles, frame_id):
-    """The same TRIANGLE_LIST as rclpy message objects, serialized (the reference ros/marker.py replaces)."""
+def marker_objects(mesh, frame_id):
+    """The same MarkerArray (a TRIANGLE_LIST per region) as rclpy message objects, serialized (the
+    reference ros/marker.py replaces)."""
     from geometry_msgs.msg import Point
     from rclpy.serialization import serialize_message
     from std_msgs.msg import ColorRGBA
-    from visualization_msgs.msg import Marker
+    from visualization_msgs.msg import Marker, MarkerArray
 
-    corners = vertices[triangles.reshape(-1)].astype(float).tolist()
-    rgba = (colors[triangles.reshape(-1)] / 255.0).tolist()
-    msg = Marker(type=Marker.TRIANGLE_LIST)
-    msg.header.frame_id = frame_id
-    msg.points = [Point(x=x, y=y, z=z) for x, y, z in corners]
-    msg.colors = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in rgba]
-    return serialize_message(msg)
+    out = MarkerArray()
+    for r in range(len(mesh)):
+        corners = mesh.region(r).reshape(-1)
+        msg = Marker(type=Marker.TRIANGLE_LIST, id=r, ns="map_mesh")
+        msg.header.frame_id = frame_id
+        msg.points = [Point(x=x, y=y, z=z) for x, y, z in mesh.vertices[corners].astype(float).tolist()]
+        msg.colors = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in (mesh.colours[corners] / 255.0).tolist()]
+        out.markers.append(msg)
+    return serialize_message(out)
 
 
 def floor_state(volume, points, layer=0, start=0):
@@ -137,7 +141,7 @@ def main():
         print(f"| {r['points']:,} ({r['blocks']:,}) | {r['executor_ms_packing_inline']:.1f} | {r['executor_ms_handoff']:.3f} | "
               f"{r['executor_ms_packing_inline'] / r['executor_ms_handoff']:.0f}x | {r['map_thread_ms']:.1f} | "
               f"{r['tick_ms_unchanged_map']:.3f} |")
-    print("\n| triangles | mesh extraction (ms) | Marker as CDR bytes (ms) | Marker as message objects (ms) | ratio | "
+    print("\n| triangles | mesh extraction (ms) | MarkerArray as CDR bytes (ms) | as message objects (ms) | ratio | "
           "publish (ms) |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['triangles']:,} | {r['mesh_extract_ms']:.0f} | {r['mesh_marker_cdr_ms']:.1f} | "

@@ -34,7 +34,7 @@ from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import Log
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
-from visualization_msgs.msg import Marker
+from visualization_msgs.msg import MarkerArray
 
 from mapanything_ros.msg import ReconstructionWindow
 
@@ -79,7 +79,7 @@ def run(minutes, backend, sample_s, warmup_min, map_max_voxels=None, node_log=su
     probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append((time.monotonic(), m)), 10)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     outputs = {"map": 0, "mesh": 0, "occupancy": 0}
-    for name, kind in (("map", PointCloud2), ("mesh", Marker), ("occupancy", OccupancyGrid)):
+    for name, kind in (("map", PointCloud2), ("mesh", MarkerArray), ("occupancy", OccupancyGrid)):
         probe.create_subscription(kind, f"/mapanything/{name}", lambda _, n=name: outputs.__setitem__(n, outputs[n] + 1),
                                   latched)
     probe.create_subscription(Log, "/rosout", lambda m: problems.append((m.level, m.msg))

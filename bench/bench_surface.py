@@ -26,7 +26,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench_fusion import VOXEL, keyframes  # noqa: E402
 from bench_map_publish import floor_state  # noqa: E402
 from mapanything_ros.geometry import ModelPixels  # noqa: E402
+from mapanything_ros.mapping.regions import MeshUpdates  # noqa: E402
 from mapanything_ros.mapping.tsdf import BLOCK, RangeView, TsdfMap  # noqa: E402
+from mapanything_ros.ros.marker import mesh_markers  # noqa: E402
 
 
 def timed(call, times):
@@ -44,11 +46,14 @@ def measure(floor_points, count):
     if floor_points:
         fused.load_state(floor_state(fused, floor_points, layer=-int(50 / (VOXEL * BLOCK))))
     incremental, whole, mesh_incremental, mesh_whole = [], [], [], []
+    sent, every, sent_bytes, every_bytes = [], [], [], []
+    updates = MeshUpdates()
     for i, v in enumerate(views):
         fused.integrate(RangeView(v.depth_ray, rays, ModelPixels.native(cam), v.world_from_camera, v.image,
                                   np.ones(v.depth_ray.shape, np.float32)))
         if i < count // 2:
-            fused.surface(), fused.mesh()  # the map thread's ticks so far
+            fused.surface()  # the map thread's ticks so far
+            updates.update(fused.mesh_regions())
             continue
         reference = fused.copy()
         reference._surface = reference._mesh = None  # forget what was found: search every block
@@ -56,10 +61,16 @@ def measure(floor_points, count):
         assert len(got[0]) == len(want[0]) and np.array_equal(np.sort(got[2]), np.sort(want[2]))
         mesh, mesh_want = timed(fused.mesh, mesh_incremental), timed(reference.mesh, mesh_whole)
         assert len(mesh[2]) == len(mesh_want[2]) and len(mesh[0]) == len(mesh_want[0])
+        # ~/mesh's array: the regions that changed since the last, against every region
+        regions = fused.mesh_regions()
+        sent_bytes.append(len(timed(lambda: mesh_markers(regions, updates.update(regions), "map", 0), sent)))
+        every_bytes.append(len(timed(lambda: mesh_markers(regions, MeshUpdates().update(regions), "map", 0), every)))
     ms = lambda v: 1e3 * float(np.median(v))  # noqa: E731
     return {"floor_points": floor_points, "blocks": len(fused), "surface_points": len(got[0]),
             "whole_ms": ms(whole), "incremental_ms": ms(incremental), "triangles": len(mesh[2]),
-            "mesh_whole_ms": ms(mesh_whole), "mesh_incremental_ms": ms(mesh_incremental)}
+            "mesh_whole_ms": ms(mesh_whole), "mesh_incremental_ms": ms(mesh_incremental), "regions": len(regions),
+            "array_every_mb": float(np.median(every_bytes)) / 1e6, "array_every_ms": ms(every),
+            "array_changed_mb": float(np.median(sent_bytes)) / 1e6, "array_changed_ms": ms(sent)}
 
 
 def main():
@@ -78,6 +89,12 @@ def main():
     for r in rows:
         print(f"| {r['floor_points']:,} | {r['triangles']:,} | {r['mesh_whole_ms']:.1f} | {r['mesh_incremental_ms']:.1f} | "
               f"{r['mesh_whole_ms'] / r['mesh_incremental_ms']:.1f}x |")
+    print("\n| map: room + floor points | regions | ~/mesh, every region (MB) | packed in (ms) | the regions that changed "
+          "(MB) | packed in (ms) | ratio of bytes |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['floor_points']:,} | {r['regions']:,} | {r['array_every_mb']:.1f} | {r['array_every_ms']:.1f} | "
+              f"{r['array_changed_mb']:.1f} | {r['array_changed_ms']:.1f} | "
+              f"{r['array_every_mb'] / r['array_changed_mb']:.1f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

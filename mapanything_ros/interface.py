@@ -85,9 +85,11 @@ ENDPOINTS = {
                      "occupancy_min_height with x, y, z, distance (m to the nearest occupied cell's centre, 0 in "
                      "occupied cells, at most esdf_max_distance), at map_publish_rate when the map or its "
                      "parameters changed (with poses only)"),
-    "mesh": Endpoint("publisher", "~/mesh", "visualization_msgs/msg/Marker", "latched",
-                     "the map's surface as a coloured triangle mesh (TRIANGLE_LIST, surface nets on its TSDF), at "
-                     "mesh_publish_rate when the map changed"),
+    "mesh": Endpoint("publisher", "~/mesh", "visualization_msgs/msg/MarkerArray", "latched",
+                     "the map's surface as a coloured triangle mesh (surface nets on its TSDF), a TRIANGLE_LIST marker "
+                     "per region of 16³ blocks: at mesh_publish_rate when the map changed, the regions that changed "
+                     "(DELETE for those gone); every region after a DELETEALL when a subscriber joined or the map's "
+                     "storage changed (eviction, reset, load)"),
     "depth": Endpoint("publisher", "~/{out}/depth", "sensor_msgs/msg/Image", "depth5",
                       "32FC1 z-depth (m, NaN = none) of the newest capture"),
     "depth_rect": Endpoint("publisher", "~/{out}/depth_rect", "sensor_msgs/msg/Image", "depth5",

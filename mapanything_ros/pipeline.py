@@ -375,13 +375,13 @@ class Pipeline:
                                self._map_stamp)
 
     def map_mesh(self):
-        """((vertices, colours, triangles): TsdfMap.mesh, pose_frame, stamp_ns) of the map,
+        """(TsdfMap.mesh_regions: the mesh in regions, pose_frame, stamp_ns) of the map,
         consistently (pose_frame None when the map is empty). Meshed from a copy taken under the
         map lock: fusion waits for the copy (tens of ms), not for the meshing (seconds for millions
         of triangles); the map keeps the copy's mesh, so the next one meshes only what was fused
         after the copy (TsdfMap.adopt_mesh)."""
         volume, frame, stamp = self._map_copy()
-        mesh = volume.mesh()
+        mesh = volume.mesh_regions()
         with self._map_lock:
             self._map.adopt_mesh(volume)
         return mesh, frame, stamp

@@ -124,6 +124,10 @@ SPECS = {
                              "0.001; a map that did not change is not published again)", low=0.0, high=100.0),
     "mesh_publish_rate": Spec(0.2, "~/mesh publication rate (Hz, 0 = never, else at least 0.001; a map that "
                               "did not change is not meshed again)", low=0.0, high=100.0),
+    "mesh_refresh_period": Spec(60.0, "~/mesh sends every region again (after a DELETEALL) this long (s) after "
+                                "it last did, when it sent regions since: a display that missed an array (a newer "
+                                "one replaced it on a slow link) is whole again; 0 = only to a new subscriber",
+                                low=0.0, high=1e6),
     "tf_publish_rate": Spec(20.0, "tf_output map_odom: the newest correction is published at this rate (Hz)",
                             low=0.1, high=1000.0),
     "transform_tolerance": Spec(0.1, "tf_output map_odom: stamped this far ahead of the node clock (s), so that "

@@ -1,34 +1,52 @@
-"""ros/marker.py: the mesh marker's CDR bytes against rclpy's own (de)serializer."""
+"""ros/marker.py: the mesh's MarkerArray as CDR bytes against rclpy's own (de)serializer."""
 
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
-from visualization_msgs.msg import Marker
+from visualization_msgs.msg import Marker, MarkerArray
 
-from mapanything_ros.ros.marker import mesh_marker
+from mapanything_ros.mapping.regions import RegionMesh
+from mapanything_ros.ros.marker import mesh_markers
+
+
+def random_mesh(seed=0, vertices=50, triangles=31):
+    """A RegionMesh of random triangles in three regions."""
+    rng = np.random.default_rng(seed)
+    tri = rng.integers(0, vertices, (triangles, 3))
+    regions = np.zeros((triangles, 3), np.int64)
+    regions[:, 0] = rng.integers(-1, 2, triangles)
+    return RegionMesh.cut(rng.uniform(-5, 5, (vertices, 3)).astype(np.float32),
+                          rng.integers(0, 256, (vertices, 3)).astype(np.uint8), tri, regions,
+                          rng.integers(0, 9, triangles), 0)
 
 
 @pytest.mark.parametrize("frame_id", ["odom", "a_longer_frame_id_of_odd_length", ""])
-def test_mesh_marker_reads_back_as_the_triangle_list(frame_id):
-    rng = np.random.default_rng(0)
-    vertices = rng.uniform(-5, 5, (50, 3))
-    colors = rng.integers(0, 256, (50, 3)).astype(np.uint8)
-    triangles = rng.integers(0, 50, (31, 3))
-    data = mesh_marker(vertices, colors, triangles, frame_id, 1_700_000_000_123_456_789, marker_id=3)
-    msg = deserialize_message(data, Marker)
-    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == (frame_id, 1_700_000_000, 123_456_789)
-    assert (msg.ns, msg.id, msg.type, msg.action) == ("map_mesh", 3, Marker.TRIANGLE_LIST, Marker.ADD)
-    assert msg.pose.orientation.w == 1 and (msg.scale.x, msg.scale.y, msg.scale.z) == (1, 1, 1)
-    points = np.array([[p.x, p.y, p.z] for p in msg.points])
-    np.testing.assert_array_equal(points, vertices[triangles.reshape(-1)])
-    rgba = np.array([[c.r, c.g, c.b, c.a] for c in msg.colors])
-    np.testing.assert_allclose(rgba[:, :3] * 255, colors[triangles.reshape(-1)], atol=1e-3)
-    assert (rgba[:, 3] == 1).all()
-    assert not msg.frame_locked and not msg.mesh_use_embedded_materials and msg.text == "" and not msg.uv_coordinates
+def test_mesh_markers_read_back_as_the_update(frame_id):
+    mesh = random_mesh()
+    assert len(mesh) == 3
+    update = (True, [(7, 2), (3, 0)], [5, 1])
+    data = mesh_markers(mesh, update, frame_id, 1_700_000_000_123_456_789)
+    msg = deserialize_message(data, MarkerArray)
     assert len(serialize_message(msg)) == len(data)  # same layout, padding included
+    first, *deletes, a, b = msg.markers
+    assert first.action == Marker.DELETEALL and first.ns == "map_mesh"
+    assert [(m.action, m.id) for m in deletes] == [(Marker.DELETE, 5), (Marker.DELETE, 1)]
+    for marker, (marker_id, r) in zip((a, b), update[1]):
+        assert (marker.header.frame_id, marker.header.stamp.sec, marker.header.stamp.nanosec) == \
+            (frame_id, 1_700_000_000, 123_456_789)
+        assert (marker.ns, marker.id, marker.type, marker.action) == ("map_mesh", marker_id, Marker.TRIANGLE_LIST,
+                                                                      Marker.ADD)
+        assert marker.pose.orientation.w == 1 and (marker.scale.x, marker.scale.y, marker.scale.z) == (1, 1, 1)
+        corners = mesh.region(r).reshape(-1)
+        points = np.array([[p.x, p.y, p.z] for p in marker.points])
+        np.testing.assert_array_equal(points, mesh.vertices[corners])
+        rgba = np.array([[c.r, c.g, c.b, c.a] for c in marker.colors])
+        np.testing.assert_allclose(rgba[:, :3] * 255, mesh.colours[corners], atol=1e-3)
+        assert (rgba[:, 3] == 1).all()
+        assert not marker.frame_locked and not marker.mesh_use_embedded_materials and marker.text == ""
+        assert not marker.uv_coordinates
 
 
-def test_an_empty_mesh_is_an_empty_marker():
-    msg = deserialize_message(mesh_marker(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros((0, 3), int), "map", 0),
-                              Marker)
-    assert msg.type == Marker.TRIANGLE_LIST and not msg.points and not msg.colors
+def test_an_update_without_changes_is_an_empty_array():
+    msg = deserialize_message(mesh_markers(random_mesh(), (False, [], []), "map", 0), MarkerArray)
+    assert msg.markers == []

@@ -433,29 +433,89 @@ def test_occupancy_grid_and_its_distance_field_are_published_when_subscribed(rig
     assert (len(grids), len(fields)) == count
 
 
+class MarkerDisplay:
+    """What RViz's MarkerArray display shows of ~/mesh: markers by id, as the arrays say."""
+
+    def __init__(self):
+        self.markers, self.arrays = {}, []
+
+    def __call__(self, msg):
+        from visualization_msgs.msg import Marker
+
+        self.arrays.append(msg)
+        for marker in msg.markers:
+            if marker.action == Marker.DELETEALL:
+                self.markers.clear()
+            elif marker.action == Marker.DELETE:
+                self.markers.pop(marker.id, None)
+            else:
+                assert marker.type == Marker.TRIANGLE_LIST and len(marker.points) == len(marker.colors)
+                self.markers[marker.id] = marker
+
+    def triangles(self):
+        """(F, 9) the triangles shown, each its corners' coordinates, rows sorted."""
+        corners = np.array([[p.x, p.y, p.z] for m in self.markers.values() for p in m.points]).reshape(-1, 9)
+        return corners[np.lexsort(corners.T)]
+
+
+def mesh_triangles(mesh):
+    corners = mesh.vertices.astype(np.float64)[mesh.triangles].reshape(-1, 9)
+    return corners[np.lexsort(corners.T)]
+
+
 def test_mesh_is_published_when_subscribed_and_its_rate_changes_at_run_time(rig, scene):
-    from visualization_msgs.msg import Marker
+    """~/mesh sends a marker per region: what a display made of every array it got is the map's
+    mesh; a subscriber that joins later gets all of it (after a DELETEALL) while the first keeps
+    its own."""
+    from visualization_msgs.msg import Marker, MarkerArray
 
     from mapanything_ros.ros.node import MAP_QOS
 
     r = rig(mesh_publish_rate=0.0)  # off: nothing, even when subscribed
-    meshes = []
-    r.peer.create_subscription(Marker, "/mapanything/mesh", meshes.append, MAP_QOS)
+    shown = MarkerDisplay()
+    r.peer.create_subscription(MarkerArray, "/mapanything/mesh", shown, MAP_QOS)
     for k in range(3):
         send_frame(r, scene, SEC + k * SEC // 2)
         r.spin(0.5)
     r.spin(1.0)
-    assert not meshes
+    assert not shown.arrays
     r.node.set_parameters([Parameter("mesh_publish_rate", value=5.0)])
+
+    def settled(*displays):
+        """The map's mesh once every display shows it (or 10 s passed)."""
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            r.spin(0.1)
+            if r.node.session.pipeline.stats().pending == 0 and all(d.arrays for d in displays):
+                want = mesh_triangles(r.node.session.mesh(0)[0])
+                if all(d.triangles().shape == want.shape and np.allclose(d.triangles(), want, atol=1e-6)
+                       for d in displays):
+                    break
+        return r.node.session.mesh(0)
+
+    mesh, frame_id, _ = settled(shown)
+    first = shown.arrays[0].markers
+    assert first[0].action == Marker.DELETEALL and all(m.header.frame_id == "odom" for m in first)
+    assert len(mesh.triangles) > 100 and len(shown.markers) == len(mesh) and frame_id == "odom"
+    np.testing.assert_allclose(shown.triangles(), mesh_triangles(mesh), atol=1e-6)
+    count = len(shown.arrays)
+    late = MarkerDisplay()  # volatile, as RViz's displays are by default
+    r.peer.create_subscription(MarkerArray, "/mapanything/mesh", late, 10)
+    send_frame(r, scene, SEC + 2 * SEC)
+    mesh, _, _ = settled(shown, late)
+    assert len(shown.arrays) > count
+    for display in (shown, late):
+        np.testing.assert_allclose(display.triangles(), mesh_triangles(mesh), atol=1e-6)
+    # mesh_refresh_period after the last whole mesh, regions having been sent since: all of it
+    # again, the map unchanged; then nothing more until the map changes.
+    count = len(shown.arrays)
+    r.node.set_parameters([Parameter("mesh_refresh_period", value=0.5)])
     end = time.monotonic() + 10
-    while not meshes and time.monotonic() < end:
+    while len(shown.arrays) == count and time.monotonic() < end:
         r.spin(0.1)
-    marker = meshes[-1]
-    (vertices, _, triangles), _, _ = r.node.session.mesh(0)
-    assert marker.header.frame_id == "odom" and marker.type == Marker.TRIANGLE_LIST
-    assert len(triangles) > 100 and len(marker.points) == 3 * len(triangles) == len(marker.colors)
-    corners = np.array([[p.x, p.y, p.z] for p in marker.points])
-    assert np.abs(corners - vertices[triangles.reshape(-1)]).max() < 0.2  # the mesh of (nearly) the same map
+    r.spin(1.5)
+    assert len(shown.arrays) == count + 1 and shown.arrays[count].markers[0].action == Marker.DELETEALL
+    np.testing.assert_allclose(shown.triangles(), mesh_triangles(mesh), atol=1e-6)
 
 
 def test_qos_follows_ros_qos_overrides():
@@ -483,7 +543,7 @@ def test_map_outputs_are_made_and_published_off_the_executor_thread(rig, scene):
     import threading
 
     from nav_msgs.msg import OccupancyGrid
-    from visualization_msgs.msg import Marker
+    from visualization_msgs.msg import MarkerArray
 
     from mapanything_ros.ros.node import MAP_QOS
 
@@ -501,7 +561,8 @@ def test_map_outputs_are_made_and_published_off_the_executor_thread(rig, scene):
         pub.publish = recorded(f"~/{name} publish", pub.publish)
         setattr(r.node.session, name, recorded(f"~/{name} made", getattr(r.node.session, name)))
     got = []
-    for topic, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid), ("esdf", PointCloud2), ("mesh", Marker)):
+    for topic, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid), ("esdf", PointCloud2),
+                        ("mesh", MarkerArray)):
         r.peer.create_subscription(kind, f"/mapanything/{topic}", got.append, MAP_QOS)
     for k in range(3):
         send_frame(r, scene, SEC + k * SEC // 2)
@@ -520,13 +581,14 @@ def test_an_unchanged_map_is_not_made_again(rig, scene):
     ticks make nothing until a window changes the map (or, for ~/occupancy and ~/esdf, their
     parameters change)."""
     from nav_msgs.msg import OccupancyGrid
-    from visualization_msgs.msg import Marker
+    from visualization_msgs.msg import MarkerArray
 
     from mapanything_ros.ros.node import MAP_QOS
 
     r = rig(map_publish_rate=10.0, mesh_publish_rate=10.0)
     got = {"map": [], "occupancy": [], "esdf": [], "mesh": []}
-    for topic, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid), ("esdf", PointCloud2), ("mesh", Marker)):
+    for topic, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid), ("esdf", PointCloud2),
+                        ("mesh", MarkerArray)):
         r.peer.create_subscription(kind, f"/mapanything/{topic}", got[topic].append, MAP_QOS)
     send_frame(r, scene, SEC)
 

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .keys import cells as cell_indices, key_cells, pack
+from .regions import REGION_BLOCKS, RegionMesh
 
 try:  # the compiled fusion loop (CMakeLists.txt builds it); _fuse below is the same in numpy
     from .. import _tsdf_fuse
@@ -172,8 +173,8 @@ class TsdfMap:
         self._fusions = 0  # fusions so far
         # What surface(), mesh() and occupancy() last found, kept per block (pool slot) to search
         # again only the blocks fused since: (fusions then, (pool slot of each point's block,
-        # points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh) and (fusions
-        # then, band, _band_columns). Pool slots stay as they are until an eviction (_keep), which
+        # points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh, the quad of each
+        # triangle) and (fusions then, band, _band_columns). Pool slots stay as they are until an eviction (_keep), which
         # drops them all and starts a new generation.
         self._surface = self._mesh = self._columns = None
         self._generation = next(_GENERATIONS)
@@ -478,18 +479,27 @@ class TsdfMap:
             every = np.arange(self._size)
             parts = self._mesh_blocks(every[self._meshable(every)])
         else:
-            since, old, mesh = self._mesh
+            since, old, mesh, _ = self._mesh
             dirty = self._dirty(since, REACH)
             if dirty is None:
                 return mesh
             new = self._mesh_blocks(dirty[self._meshable(dirty)])
-            kept = [self._kept(old[0], dirty)] * 4 + [self._kept(old[4], dirty)] * 2  # per vertex, per quad
+            kept = [self._kept(old[0], dirty)] * 5 + [self._kept(old[5], dirty)] * 3  # per vertex, per quad
             parts = tuple(_kept_then(o, k, n) for o, k, n in zip(old, kept, new))
-        mesh = _assemble(*parts[1:4], parts[5])
+        *mesh, quad_of = _assemble(*parts[1:4], parts[6])
         for a in mesh:
             a.flags.writeable = False
-        self._mesh = self._fusions, parts, mesh
-        return mesh
+        self._mesh = self._fusions, parts, tuple(mesh), quad_of
+        return self._mesh[2]
+
+    def mesh_regions(self):
+        """mesh() cut into regions of REGION_BLOCKS³ blocks (regions.RegionMesh), for publishing
+        only the regions that changed."""
+        vertices, colours, triangles = self.mesh()
+        _, parts, _, quad_of = self._mesh
+        stamps = np.maximum(parts[7][quad_of], parts[4][triangles].max(1, initial=0))
+        regions = self._origin[parts[5][quad_of]] // (BLOCK * REGION_BLOCKS)
+        return RegionMesh.cut(vertices, colours, triangles, regions, stamps, self._generation)
 
     def adopt_mesh(self, meshed):
         """Keep the mesh() of `meshed`, a copy() of this map meshed elsewhere (away from a lock),
@@ -516,14 +526,16 @@ class TsdfMap:
 
     def _mesh_blocks(self, near):
         """The mesh's parts owned by the blocks at sorted indices `near`: (pool slot (V,), global
-        cell key (V,), vertex (V, 3), colour (V, 3)) of each cell with a vertex, by the block of its
-        min voxel; (pool slot (Q,), cell keys (Q, 4) of the four cells a quad joins, in its
-        counter-clockwise order) of each quad, by the block of its crossed edge's low voxel."""
+        cell key (V,), vertex (V, 3), colour (V, 3), meshed at (V,): the fusion count now) of each
+        cell with a vertex, by the block of its min voxel; (pool slot (Q,), cell keys (Q, 4) of the
+        four cells a quad joins, in its counter-clockwise order, meshed at (Q,)) of each quad, by
+        the block of its crossed edge's low voxel."""
         wmin = max(self.min_weight, 1e-12)
         n = len(near)
         if n == 0:
             return (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((0, 3), np.float32),
-                    np.zeros((0, 3), np.uint8), np.zeros(0, np.int32), np.zeros((0, 4), np.int64))
+                    np.zeros((0, 3), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int32),
+                    np.zeros((0, 4), np.int64), np.zeros(0, np.int64))
         slots = self._slots[near]
         cells = key_cells(self._keys[near])
         t, w, c = self._padded(near, cells)
@@ -586,7 +598,9 @@ class TsdfMap:
             quad[flip] = quad[flip][:, ::-1]
             quad_slots.append(slots[bb])
             quads.append(quad)
-        return (slots[b], _cell_keys(corner), vertices, colours, np.concatenate(quad_slots), np.concatenate(quads))
+        quads = np.concatenate(quads)
+        return (slots[b], _cell_keys(corner), vertices, colours, np.full(len(b), self._fusions, np.int64),
+                np.concatenate(quad_slots), quads, np.full(len(quads), self._fusions, np.int64))
 
     def _solid(self, which, cells):
         """(n, VOXELS) bool of the blocks at sorted indices `which`: observed voxels at or behind a
@@ -817,16 +831,18 @@ def _kept_then(old, kept, new):
 
 
 def _assemble(keys, vertices, colours, quads):
-    """(vertices, colours, triangles (F, 3) int64) of mesh parts: vertices with global cell keys
-    `keys`, quads as the cell keys of their four cells; a quad missing a cell's vertex is left out."""
+    """(vertices, colours, triangles (F, 3) int64, the quad of each triangle (F,)) of mesh parts:
+    vertices with global cell keys `keys`, quads as the cell keys of their four cells; a quad
+    missing a cell's vertex is left out."""
     if len(keys) == 0:
-        return vertices, colours, np.zeros((0, 3), np.int64)
+        return vertices, colours, np.zeros((0, 3), np.int64), np.zeros(0, np.int64)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     at = np.minimum(np.searchsorted(sorted_keys, quads), len(sorted_keys) - 1)
     index = np.where(sorted_keys[at] == quads, order[at], -1)
-    index = index[(index >= 0).all(1)].astype(np.int64)
-    return vertices, colours, np.concatenate([index[:, [0, 1, 2]], index[:, [0, 2, 3]]])
+    whole = np.flatnonzero((index >= 0).all(1))
+    index = index[whole].astype(np.int64)
+    return vertices, colours, np.concatenate([index[:, [0, 1, 2]], index[:, [0, 2, 3]]]), np.tile(whole, 2)
 
 
 def _cell_keys(index):

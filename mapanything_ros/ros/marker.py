@@ -1,4 +1,5 @@
-"""visualization_msgs/Marker of the map's mesh, serialized straight to CDR bytes (numpy).
+"""visualization_msgs/MarkerArray of the map's mesh, a marker per region (mapping/regions.py),
+serialized straight to CDR bytes (numpy).
 
 A TRIANGLE_LIST marker holds every triangle's three corners as geometry_msgs/Point messages and
 a std_msgs/ColorRGBA per corner. Built as rclpy message objects that is one Python object per
@@ -9,7 +10,8 @@ encoding: CDR, little-endian (encapsulation CDR_LE), each primitive aligned to i
 counted from the end of the 4-byte encapsulation header, sequences as a uint32 length then their
 elements, strings as a uint32 length (with the terminating NUL) then the bytes and the NUL (the
 OMG CDR rules Fast DDS implements; test_ros_marker.py checks the bytes against rclpy's
-deserializer). The field order is visualization_msgs/msg/Marker.msg of ROS 2 Kilted.
+deserializer). The field order is visualization_msgs/msg/Marker.msg of ROS 2 Kilted; a
+MarkerArray is a sequence of them.
 """
 
 import struct
@@ -17,7 +19,7 @@ import struct
 import numpy as np
 
 TRIANGLE_LIST = 11
-ADD = 0
+ADD, DELETE, DELETEALL = 0, 2, 3  # Marker actions
 _CDR_LE = b"\x00\x01\x00\x00"
 
 
@@ -57,22 +59,40 @@ class _Writer:
         return b"".join(self.parts)
 
 
-def mesh_marker(vertices, colors, triangles, frame_id, stamp_ns, ns="map_mesh", marker_id=0):
-    """The serialized visualization_msgs/Marker (bytes) of a triangle mesh: TRIANGLE_LIST in
-    `frame_id` at stamp_ns (int ns), identity pose, scale 1, each corner coloured from its
-    vertex (colors (V, 3) uint8 RGB, opaque); vertices (V, 3) metres, triangles (F, 3) indices,
-    counter-clockwise seen from the front."""
-    vertices = np.asarray(vertices, np.float64).reshape(-1, 3)
-    triangles = np.asarray(triangles, np.int64).reshape(-1, 3)
-    corners = vertices[triangles.reshape(-1)].astype("<f8")
-    rgba = np.ones((len(corners), 4), "<f4")
-    rgba[:, :3] = np.asarray(colors, np.uint8).reshape(-1, 3)[triangles.reshape(-1)] / np.float32(255)
-    sec, nanosec = divmod(int(stamp_ns), 10**9)
+def mesh_markers(mesh, update, frame_id, stamp_ns, ns="map_mesh"):
+    """The serialized visualization_msgs/MarkerArray (bytes) that applies `update` (regions.MeshUpdates'
+    (clear, send [(marker id, region index)], delete [marker ids])) of the regions.RegionMesh
+    `mesh`: a DELETEALL marker first when clear, a DELETE per marker deleted, then per region sent
+    a TRIANGLE_LIST marker (`ns`, the marker id) in `frame_id` at stamp_ns (int ns), identity pose,
+    scale 1, each corner coloured from its vertex (opaque), triangles counter-clockwise seen from
+    the front. A display that applied every array before shows the whole mesh."""
+    clear, send, delete = update
+    stamp = divmod(int(stamp_ns), 10**9)
     w = _Writer()
-    w.scalars("iI", sec, nanosec)  # header
+    w.scalars("I", int(clear) + len(delete) + len(send))
+    if clear:
+        _marker(w, stamp, frame_id, ns, 0, DELETEALL)
+    for marker_id in delete:
+        _marker(w, stamp, frame_id, ns, marker_id, DELETE)
+    vertices = np.asarray(mesh.vertices, np.float64)
+    colours = np.asarray(mesh.colours, np.uint8)
+    for marker_id, r in send:
+        corners = mesh.region(r).reshape(-1)
+        rgba = np.ones((len(corners), 4), "<f4")
+        rgba[:, :3] = colours[corners] / np.float32(255)
+        _marker(w, stamp, frame_id, ns, marker_id, ADD, vertices[corners].astype("<f8", copy=False), rgba)
+    return w.bytes()
+
+
+def _marker(w, stamp, frame_id, ns, marker_id, action, corners=None, rgba=None):
+    """Write one TRIANGLE_LIST visualization_msgs/Marker: stamp (sec, nanosec), corners (n, 3)
+    little-endian float64 metres, rgba (n, 4) little-endian float32 (None: none)."""
+    corners = np.zeros((0, 3), "<f8") if corners is None else corners
+    rgba = np.zeros((0, 4), "<f4") if rgba is None else rgba
+    w.scalars("iI", *stamp)  # header
     w.string(frame_id)
     w.string(ns)
-    w.scalars("iii", marker_id, TRIANGLE_LIST, ADD)
+    w.scalars("iii", marker_id, TRIANGLE_LIST, action)
     w.scalars("ddddddd", 0, 0, 0, 0, 0, 0, 1)  # pose: origin, identity quaternion (x, y, z, w)
     w.scalars("ddd", 1, 1, 1)  # scale
     w.scalars("ffff", 1, 1, 1, 1)  # color (the corners' own colours apply)
@@ -91,4 +111,3 @@ def mesh_marker(vertices, colors, triangles, frame_id, stamp_ns, ns="map_mesh", 
     w.string("")  # mesh_file: filename, data
     w.sequence(b"", 0, 1)
     w.scalars("?", False)  # mesh_use_embedded_materials
-    return w.bytes()

@@ -21,6 +21,7 @@ run.numpy_on_one_thread()  # first: numpy's BLAS threads are set as it loads
 
 
 import copy
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,10 +38,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from nav_msgs.msg import OccupancyGrid
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
-from visualization_msgs.msg import Marker
+from visualization_msgs.msg import MarkerArray
 
 from .. import encode, interface, settings
 from ..backends import make_backend, release_device_memory
+from ..mapping.regions import MeshUpdates
 from ..msg import ReconstructionWindow
 from ..srv import MapFile
 from ..session import ERROR, WARN, Reporter, Session
@@ -49,7 +51,7 @@ from ..units import SEC
 from . import dds, diagnostics, params
 from .diagnostics import Problems, Rates, make_status
 from .images import depth_to_image, float_image
-from .marker import mesh_marker
+from .marker import mesh_markers
 from .messages import make_header, occupancy_msg, rectified_info, tf_msg, window_msg, with_header
 from .pointcloud import xyz_to_cloud
 from .tf import TF_QOS, TF_STATIC_QOS, make_tf_lookup
@@ -280,12 +282,14 @@ class _MapAnything:
         self.map_pub = self._pub(PointCloud2, "map")
         self.occupancy_pub = self._pub(OccupancyGrid, "occupancy")
         self.esdf_pub = self._pub(PointCloud2, "esdf")
-        self.mesh_pub = self._pub(Marker, "mesh")
+        self.mesh_pub = self._pub(MarkerArray, "mesh")
         self.window_pub = self._pub(ReconstructionWindow, "window")
         self.tf_pub = self._pub(TFMessage, "tf_out") if self._enabled("tf_out") else None
         self._timer(1.0 / RETRY_HZ, lambda: self.session.tick(self._now_ns()))
         self._output_jobs = {"map": None, "mesh": None}
         self._sent = {}  # "map", "occupancy", "esdf", "mesh": (its _due() key, subscribers) at its last publication
+        self._mesh_updates = MeshUpdates()  # the regions ~/mesh has sent
+        self._mesh_whole_at, self._mesh_parts_since = time.monotonic(), False  # its last whole mesh, parts since
         self._output_timers = {"map": None, "mesh": None, "tf": None}
         self._correction = None  # (map_from_world 4x4, parent, child) of the newest window, for tf_output map_odom
         live = self.session.values  # rates set since configure (or while inactive) included
@@ -408,36 +412,61 @@ class _MapAnything:
         is subscribed and has not published the map as it is now, and the previous job is out. The
         topics are latched: a map that did not change is not made again (a robot standing still
         with a large map costs nothing)."""
+        if self._output_jobs[output] is not None and not self._output_jobs[output].done():
+            return
         topics = ("map", "occupancy", "esdf") if output == "map" else ("mesh",)
         due = {topic: key for topic in topics if (key := self._due(topic)) is not None}
-        if due and (self._output_jobs[output] is None or self._output_jobs[output].done()):
+        if due:
             self._output_jobs[output] = self._map_thread.submit(self.publish_mesh if output == "mesh"
                                                                 else self.publish_map, due)
 
     def _due(self, topic):
-        """(key, subscribers) of what `topic` would publish now (key: the map's version, and for
-        ~/occupancy and ~/esdf their parameters), or None when it is not subscribed, or published
-        that already and no subscriber joined since (a late volatile subscriber, as RViz's displays
-        are by default, would otherwise never get a map that stopped changing)."""
-        subscribers = getattr(self, f"{topic}_pub").get_subscription_count()
+        """(key, subscribers: their endpoint GIDs) of what `topic` would publish now (key: the map's
+        version, and for ~/occupancy and ~/esdf their parameters), or None when it is not
+        subscribed, or published that already and no subscriber joined since (a late volatile
+        subscriber, as RViz's displays are by default, would otherwise never get a map that stopped
+        changing; ~/mesh sends only what changed, so a newcomer needs all of it), or for ~/mesh when
+        its refresh is due. Subscribers are told apart by GID: one that leaves as another joins
+        counts."""
+        publisher = getattr(self, f"{topic}_pub")
+        subscribers = frozenset(bytes(info.endpoint_gid) for info in
+                                self.get_subscriptions_info_by_topic(publisher.topic_name))
         if not subscribers:
             return None
+        if topic == "mesh" and self._mesh_refresh_due():
+            self._sent.pop("mesh", None)  # all of it again (publish_mesh)
         key = self.session.pipeline.map_version
         if topic in ("occupancy", "esdf"):
             names = ("occupancy_min_height", "occupancy_max_height", "occupancy_resolution")
             names += ("esdf_max_distance",) if topic == "esdf" else ()
             key = (key, *(self.session.values[name] for name in names))
-        sent, seen = self._sent.get(topic, (None, 0))
+        sent, seen = self._sent.get(topic, (None, frozenset()))
         return None if sent == key and subscribers <= seen else (key, subscribers)
 
     def publish_mesh(self, due):
-        """Make and publish ~/mesh (serialized here: ros/marker.py); `due`: {"mesh": _due()'s}."""
+        """Make and publish ~/mesh (serialized here: ros/marker.py): the regions that changed since
+        its last publication, or all of them after a clear when a subscriber joined since (it holds
+        nothing yet) or the map's storage changed; `due`: {"mesh": _due()'s}."""
         try:
-            (vertices, colors, triangles), frame_id, stamp = self.session.mesh(self._now_ns())
-            self.mesh_pub.publish(mesh_marker(vertices, colors, triangles, frame_id, stamp))
+            mesh, frame_id, stamp = self.session.mesh(self._now_ns())
+            sent, seen = self._sent.get("mesh", (None, frozenset()))
+            update = self._mesh_updates.update(mesh, everything=not due["mesh"][1] <= seen)
+            self.mesh_pub.publish(mesh_markers(mesh, update, frame_id, stamp))
+            if update[0]:
+                self._mesh_whole_at, self._mesh_parts_since = time.monotonic(), False
+            else:
+                self._mesh_parts_since |= bool(update[1] or update[2])
             self._sent["mesh"] = due["mesh"]
-        except Exception as err:  # a bug: said, and the next tick tries again
+        except Exception as err:  # a bug: said, and the next tick sends everything again
+            self._mesh_updates.reset()
             self.report.exception("pipeline", "mesh", "publishing ~/mesh failed (a bug)", err)
+
+    def _mesh_refresh_due(self):
+        """Whether ~/mesh sent regions since it last sent all of them, mesh_refresh_period ago or
+        more: a display that missed one of those arrays (on a slow link a newer array replaces one
+        not yet received: the topic keeps the last only) is whole again after the next."""
+        period = self.session.values["mesh_refresh_period"]
+        return self._mesh_parts_since and period > 0 and time.monotonic() - self._mesh_whole_at >= period
 
     def publish_map(self, due):
         """Make and publish ~/map, ~/occupancy and ~/esdf, those in `due` ({topic: _due()'s}), each one

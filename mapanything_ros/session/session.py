@@ -443,7 +443,7 @@ class Session:
         return snap, self.frame_id(snap.pose_frame or "world", self._values), stamp
 
     def mesh(self, now_ns):
-        """((vertices, colours, triangles): TsdfMap.mesh, frame id, stamp ns) as map() gives them."""
+        """(regions.RegionMesh: TsdfMap.mesh_regions, frame id, stamp ns) as map() gives them."""
         mesh, pose_frame, stamp = self.pipeline.map_mesh()
         return mesh, self.frame_id(pose_frame or "world", self._values), stamp if stamp is not None else now_ns
 

@@ -1,0 +1,91 @@
+"""The map's mesh in regions, so that ~/mesh sends again only the regions that changed (numpy, no
+ROS): TsdfMap.mesh_regions cuts the mesh, MeshUpdates remembers what a topic has sent.
+
+A region is a cube of REGION_BLOCKS³ blocks (3.2 m at 5 cm voxels); a triangle belongs to the
+region of the block that owns its quad (the low voxel of the voxel edge it crosses). A region's
+signature (the newest fusion count its triangles' parts were meshed at, its triangle count)
+changes whenever its triangles do, within one generation of the map's storage (TsdfMap: a new
+generation after every eviction, reset or load): parts meshed again carry the current fusion
+count, newer than any before; triangles that go lower the count, unless new ones, newer, come.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .keys import pack
+
+REGION_BLOCKS = 16  # blocks per region edge
+
+
+@dataclass(frozen=True)
+class RegionMesh:
+    """A mesh (vertices (V, 3) float32 metres, colours (V, 3) uint8, triangles (F, 3) vertex
+    indices: TsdfMap.mesh) cut into regions: region r holds triangles[order[starts[r]:starts[r + 1]]];
+    keys (R,) int64 its packed region index, signatures (R, 2) int64 (newest fusion count, triangle
+    count), generation the map's storage generation the signatures belong to."""
+
+    vertices: np.ndarray
+    colours: np.ndarray
+    triangles: np.ndarray
+    keys: np.ndarray
+    signatures: np.ndarray
+    order: np.ndarray
+    starts: np.ndarray
+    generation: int
+
+    @classmethod
+    def cut(cls, vertices, colours, triangles, regions, stamps, generation):
+        """RegionMesh of a mesh whose triangles lie in regions (F, 3) int64 (region indices) and
+        were meshed at fusion counts stamps (F,)."""
+        keys = pack(np.ascontiguousarray(np.asarray(regions, np.int64).reshape(-1, 3).T))
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        first = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]])) if len(keys) else \
+            np.zeros(0, np.int64)
+        starts = np.append(first, len(keys))
+        newest = np.maximum.reduceat(np.asarray(stamps, np.int64)[order], first) if len(first) else first
+        return cls(vertices, colours, triangles, ordered[first], np.stack([newest, np.diff(starts)], 1), order,
+                   starts, generation)
+
+    def __len__(self):
+        """Number of regions."""
+        return len(self.keys)
+
+    def region(self, r):
+        """Triangles (n, 3) of region r."""
+        return self.triangles[self.order[self.starts[r]:self.starts[r + 1]]]
+
+
+class MeshUpdates:
+    """What a mesh topic has sent, region by region: which regions to send again, which to delete."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        """Forget what was sent (a publication that failed): the next update sends everything."""
+        self._sent = None  # region key -> (marker id, signature)
+        self._generation = None
+        self._next_id = 0
+
+    def update(self, mesh, everything=False):
+        """(clear, send [(marker id, region index)], delete [marker ids]) that bring a subscriber
+        holding what was sent so far to the RegionMesh `mesh`, and remember it as sent. clear: the
+        subscriber drops every marker first, and every region is sent (the first mesh, another
+        generation of the map's storage, or `everything`: a subscriber that has nothing yet)."""
+        clear = everything or self._sent is None or mesh.generation != self._generation
+        old = {} if clear else self._sent
+        if clear:
+            self._next_id = 0
+        sent, send = {}, []
+        for r, (key, signature) in enumerate(zip(mesh.keys.tolist(), map(tuple, mesh.signatures.tolist()))):
+            marker, was = old.get(key, (None, None))
+            if marker is None:
+                marker, self._next_id = self._next_id, self._next_id + 1
+            if signature != was:
+                send.append((marker, r))
+            sent[key] = (marker, signature)
+        delete = [marker for key, (marker, _) in old.items() if key not in sent]
+        self._sent, self._generation = sent, mesh.generation
+        return clear, send, delete
