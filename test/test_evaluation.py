@@ -130,11 +130,17 @@ def test_rviz_layout_names_the_topics():
     assert {"rviz_default_plugins/Grid", "rviz_default_plugins/TF"} <= set(displays)
     images = {t["Value"] for t in displays["rviz_default_plugins/Image"]}
     assert images == {"/front_optical/image_raw", "/mapanything/front_optical/depth"}
-    clouds = {t["Value"]: t for t in displays["rviz_default_plugins/PointCloud2"]}
-    assert set(clouds) == {"/mapanything/points", "/mapanything/map"}
-    assert clouds["/mapanything/map"]["Durability Policy"] == "Transient Local"
-    assert all(d["Color Transformer"] == "RGB8" for d in manager["Displays"]
-               if d["Class"] == "rviz_default_plugins/PointCloud2")
+    clouds = {d["Topic"]["Value"]: d for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/PointCloud2"}
+    assert set(clouds) == {"/mapanything/points", "/mapanything/map", "/mapanything/esdf"}
+    assert clouds["/mapanything/points"]["Color Transformer"] == clouds["/mapanything/map"]["Color Transformer"] == "RGB8"
+    assert clouds["/mapanything/esdf"]["Color Transformer"] == "Intensity"
+    assert clouds["/mapanything/esdf"]["Channel Name"] == "distance"  # the field ~/esdf has
+    (mesh,) = displays["rviz_default_plugins/MarkerArray"]
+    (grid,) = displays["rviz_default_plugins/Map"]
+    assert (mesh["Value"], grid["Value"]) == ("/mapanything/mesh", "/mapanything/occupancy")
+    for topic in ("/mapanything/map", "/mapanything/esdf"):
+        assert clouds[topic]["Topic"]["Durability Policy"] == "Transient Local"
+    assert mesh["Durability Policy"] == grid["Durability Policy"] == "Transient Local"  # latched: the map as it is
 
 
 def test_occupancy_metrics_against_a_known_truth():

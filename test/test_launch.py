@@ -212,12 +212,14 @@ def test_rviz_layout_follows_namespace_node_camera_and_frames():
     got = _rviz_values(rviz_config(RVIZ, values, namespace="robot1", node="mapper"))
     assert got == {"fixed": "robot1/odom",
                    "topics": ["/robot1/left_fisheye_optical/image_raw", "/robot1/mapper/left_fisheye_optical/depth",
-                              "/robot1/mapper/points", "/robot1/mapper/map"]}
+                              "/robot1/mapper/points", "/robot1/mapper/map", "/robot1/mapper/mesh",
+                              "/robot1/mapper/occupancy", "/robot1/mapper/occupancy_updates", "/robot1/mapper/esdf"]}
     remapped = _rviz_values(rviz_config(RVIZ, values, "robot1", "mapper", [("left_fisheye_optical/image_raw", "/c")]))
     assert remapped["topics"][0] == "/c"
     image_only = _rviz_values(rviz_config(RVIZ, {"cameras": ["/cam"], "use_poses": False, "map_frame": "m"}))
     assert image_only == {"fixed": "m", "topics": ["/cam/image_raw", "/mapanything/cam/depth", "/mapanything/points",
-                                                   "/mapanything/map"]}
+                                                   "/mapanything/map", "/mapanything/mesh", "/mapanything/occupancy",
+                                                   "/mapanything/occupancy_updates", "/mapanything/esdf"]}
 
 
 def test_node_overrides_reject_unknown_and_malformed_arguments():

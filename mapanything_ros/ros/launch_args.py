@@ -108,6 +108,10 @@ _RVIZ_LINES = {  # the lines of config/mapanything.rviz this rewrites, by what t
     "depth": "Value: /mapanything/front_optical/depth",
     "points": "Value: /mapanything/points",
     "map": "Value: /mapanything/map",
+    "mesh": "Value: /mapanything/mesh",
+    "occupancy": "Value: /mapanything/occupancy\n",  # (not its _updates: RViz's name for the grid's updates)
+    "occupancy_updates": "Value: /mapanything/occupancy_updates",
+    "esdf": "Value: /mapanything/esdf",
     "fixed": "Fixed Frame: odom",
 }
 
@@ -120,9 +124,10 @@ def rviz_config(template, values, namespace="", node="mapanything", remappings=(
     camera = (values.get("cameras") or ["front_optical"])[0]
     remap = {layout.absolute(a, namespace, node): layout.absolute(b, namespace, node) for a, b in remappings}
     topic = {}
-    for key in ("image", "depth", "points", "map"):
+    for key in ("image", "depth", "points", "map", "mesh", "occupancy", "esdf"):
         name = layout.absolute(interface.resolve(interface.ENDPOINTS[key].name, values, ns=camera), namespace, node)
         topic[key] = remap.get(name, name)
+    topic["occupancy_updates"] = topic["occupancy"] + "_updates"
     if values.get("image_transport") == "compressed":
         topic["image"] = topic["image"].removesuffix("/compressed")  # RViz picks the transport itself
     poses = values.get("use_poses", SPECS["use_poses"].default)
@@ -132,6 +137,6 @@ def rviz_config(template, values, namespace="", node="mapanything", remappings=(
     for key, line in _RVIZ_LINES.items():
         if line not in text:
             raise ValueError(f"the RViz layout has no line {line!r}")
-        new = f"Fixed Frame: {frame}" if key == "fixed" else f"Value: {topic[key]}"
+        new = f"Fixed Frame: {frame}" if key == "fixed" else f"Value: {topic[key]}" + line[len(line.rstrip()):]
         text = text.replace(line, new)
     return text
