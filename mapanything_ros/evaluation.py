@@ -217,9 +217,9 @@ def distance_metrics(field, solid, max_distance):
     pad = int(np.ceil(max_distance / res))
     shape = (d.shape[0] + 2 * pad, d.shape[1] + 2 * pad)
     cells = np.where(np.asarray(solid(_centres(d.shape, field.origin, res, pad)), bool), Grid2D.OCCUPIED,
-                     Grid2D.EMPTY).astype(np.int8).reshape(shape)
-    truth = distance_slice(Grid2D(cells, field.origin, res), max_distance).distance[pad:shape[0] - pad,
-                                                                                    pad:shape[1] - pad]
+                     Grid2D.FREE).astype(np.int8).reshape(shape)
+    origin = (field.origin[0] - pad * res, field.origin[1] - pad * res)
+    truth = distance_slice(Grid2D(cells, origin, res), max_distance).distance[pad:shape[0] - pad, pad:shape[1] - pad]
     known = np.isfinite(d)
     error = d[known] - truth[known]
     nan = float("nan")
@@ -254,7 +254,7 @@ def ghost_metrics(grid, points, boxes, solid, surface_distance, threshold):
         within |= np.all((p >= a) & (p <= b), axis=1)
     ghosts = np.count_nonzero(np.asarray(surface_distance(p[within])) > threshold) if within.any() else 0
     return {"ghost_cells": int(np.count_nonzero(values == Grid2D.OCCUPIED)),
-            "cleared_cells": int(np.count_nonzero(values == Grid2D.EMPTY)),
+            "cleared_cells": int(np.count_nonzero(values == Grid2D.FREE)),
             "old_cells": int(len(old)), "ghost_points": int(ghosts)}
 
 

@@ -124,7 +124,7 @@ SPECS = {
                              "0.001; a map that did not change is not published again)", low=0.0, high=100.0),
     "mesh_publish_rate": Spec(0.2, "~/mesh publication rate (Hz, 0 = never, else at least 0.001; a map that "
                               "did not change is not meshed again)", low=0.0, high=100.0),
-    "mesh_refresh_period": Spec(60.0, "~/mesh sends every region again (after a DELETEALL) this long (s) after "
+    "mesh_refresh_period": Spec(300.0, "~/mesh sends every region again (after a DELETEALL) this long (s) after "
                                 "it last did, when it sent regions since: a display that missed an array (a newer "
                                 "one replaced it on a slow link) is whole again; 0 = only to a new subscriber",
                                 low=0.0, high=1e6),

@@ -26,7 +26,7 @@ def brute_force(cells, resolution, max_distance):
 @given(st.integers(1, 12), st.integers(1, 12), st.floats(0.02, 0.5), st.floats(0.05, 3.0), st.integers(0, 2**31))
 def test_distances_equal_brute_force(height, width, resolution, max_distance, seed):
     rng = np.random.default_rng(seed)
-    cells = rng.choice(np.array([Grid2D.UNKNOWN, Grid2D.EMPTY, Grid2D.OCCUPIED], np.int8), (height, width),
+    cells = rng.choice(np.array([Grid2D.UNKNOWN, Grid2D.FREE, Grid2D.OCCUPIED], np.int8), (height, width),
                        p=[0.2, 0.65, 0.15])
     field = distance_slice(Grid2D(cells, (1.0, -2.0), resolution), max_distance)
     assert field.distance.dtype == np.float32 and field.origin == (1.0, -2.0) and field.resolution == resolution
@@ -80,16 +80,16 @@ def test_a_fused_maps_field_measures_the_clearance_to_what_it_saw():
 
 def test_distance_metrics_against_a_known_truth():
     truth = lambda c: c[:, 0] >= 3.0  # noqa: E731 (x >= 3 m is solid, 1 m cells)
-    cells = np.full((3, 6), Grid2D.EMPTY, np.int8)
+    cells = np.full((3, 6), Grid2D.FREE, np.int8)
     cells[:, 3:] = Grid2D.OCCUPIED
     grid = Grid2D(cells, (0.0, 0.0), 1.0)
     right = distance_metrics(distance_slice(grid, 2.0), truth, 2.0)
     assert right == {"mae": 0.0, "over": 0.0, "under": 0.0}
-    cells[0, 3] = Grid2D.EMPTY  # a solid cell missed: it and the cells before it count on room
+    cells[0, 3] = Grid2D.FREE  # a solid cell missed: it and the cells before it count on room
     cells[2, 0] = Grid2D.UNKNOWN  # not counted
     missed = distance_metrics(distance_slice(grid, 2.0), truth, 2.0)
     assert missed["under"] == 0 and missed["over"] == 0  # by one cell at most: the row below is still near
-    cells[:, 3] = Grid2D.EMPTY  # the whole face missed, and what is beyond it never seen
+    cells[:, 3] = Grid2D.FREE  # the whole face missed, and what is beyond it never seen
     cells[:, 4:] = Grid2D.UNKNOWN
     blind = distance_metrics(distance_slice(grid, 2.0), truth, 2.0)
     # nothing seen: every known cell says 2 m. The face's 3 cells (truly 0) are over by more than a

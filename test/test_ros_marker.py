@@ -43,7 +43,7 @@ def test_mesh_markers_read_back_as_the_update(frame_id):
         rgba = np.array([[c.r, c.g, c.b, c.a] for c in marker.colors])
         np.testing.assert_allclose(rgba[:, :3] * 255, mesh.colours[corners], atol=1e-3)
         assert (rgba[:, 3] == 1).all()
-        assert not marker.frame_locked and not marker.mesh_use_embedded_materials and marker.text == ""
+        assert marker.frame_locked and not marker.mesh_use_embedded_materials and marker.text == ""
         assert not marker.uv_coordinates
 
 

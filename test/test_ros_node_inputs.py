@@ -506,9 +506,13 @@ def test_mesh_is_published_when_subscribed_and_its_rate_changes_at_run_time(rig,
     assert len(shown.arrays) > count
     for display in (shown, late):
         np.testing.assert_allclose(display.triangles(), mesh_triangles(mesh), atol=1e-6)
+    # A change of the map that leaves its mesh as it was (a keyframe that fused nothing) sends nothing.
+    count = len(shown.arrays)
+    r.node.session.pipeline._map_changed()
+    r.spin(1.0)
+    assert r.node._due("mesh") is None and len(shown.arrays) == count
     # mesh_refresh_period after the last whole mesh, regions having been sent since: all of it
     # again, the map unchanged; then nothing more until the map changes.
-    count = len(shown.arrays)
     r.node.set_parameters([Parameter("mesh_refresh_period", value=0.5)])
     end = time.monotonic() + 10
     while len(shown.arrays) == count and time.monotonic() < end:

@@ -40,12 +40,13 @@ that are entirely free already are skipped: fusing +1 into +1 changes only a wei
 
 Outputs. surface(): points on the zero crossings of the field between neighbouring observed
 voxels (linear interpolation, so sub-voxel), with colour and weight; mesh(): its triangle mesh
-(surface nets). Both search again only the blocks fused since their last call and the neighbours
-whose search reaches into them (what they found elsewhere is kept, per block; an eviction or a
-load makes them search everything once); occupancy(): a 2D grid of the
-height band [z_min, z_max] (world z up): occupied where a voxel in the band is at or behind a
-surface, free where voxels were seen there and all are in free space, unknown otherwise. Both are
-computed from the stored field, so they follow clearing. state() / load_state(): the whole map.
+(surface nets), also cut into regions (mesh_regions(), for publishing only what changed);
+occupancy(): a 2D grid of the height band [z_min, z_max] (world z up): occupied where a voxel in
+the band is at or behind a surface, free where voxels were seen there and all are in free space,
+unknown otherwise. All three search again only the blocks fused since their last call and the
+neighbours whose search reaches into them (what they found elsewhere is kept, per block; an
+eviction or a load makes them search everything once). They are computed from the stored
+field, so they follow clearing. state() / load_state(): the whole map.
 
 Memory. At most `max_blocks` blocks (BYTES_PER_BLOCK each). When a keyframe's new blocks would
 pass it, the blocks farthest from the camera that the keyframe does not touch are dropped until
@@ -116,7 +117,7 @@ class Grid2D:
     OccupancyGrid's values), row-major from `origin` (x, y) metres, world frame, cells of
     `resolution` metres; row i, column j covers x in origin_x + [j, j + 1)·res, y likewise."""
 
-    UNKNOWN, EMPTY, OCCUPIED = -1, 0, 100  # the cells' values
+    UNKNOWN, FREE, OCCUPIED = -1, 0, 100  # the cells' values
 
     cells: np.ndarray
     origin: tuple
@@ -173,9 +174,9 @@ class TsdfMap:
         self._fusions = 0  # fusions so far
         # What surface(), mesh() and occupancy() last found, kept per block (pool slot) to search
         # again only the blocks fused since: (fusions then, (pool slot of each point's block,
-        # points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh, the quad of each
-        # triangle) and (fusions then, band, _band_columns). Pool slots stay as they are until an eviction (_keep), which
-        # drops them all and starts a new generation.
+        # points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh, the quad of
+        # each triangle) and (fusions then, band, _band_columns). Pool slots stay as they are
+        # until an eviction (_keep), which drops them all and starts a new generation.
         self._surface = self._mesh = self._columns = None
         self._generation = next(_GENERATIONS)
         self._copied_at = None  # a copy(): the fusions of the map it was copied from (adopt_mesh)
@@ -198,8 +199,8 @@ class TsdfMap:
 
     @property
     def nbytes(self):
-        """Bytes held by the map's arrays (the voxels' and the blocks'; not the last surface and mesh
-        kept for their incremental extraction)."""
+        """Bytes held by the map's arrays (the voxels' and the blocks'; not the last surface, mesh and
+        grid columns kept for their incremental extraction)."""
         return sum(a.nbytes for a in (self._keys, self._slots, self._tsdf, self._weight, self._rgb, self._looks,
                                       self._origin, self._free, self._fused))
 
@@ -688,14 +689,14 @@ class TsdfMap:
         x0, y0 = (int(c.min()) for c in cell)
         col, row = cell[0] - x0, cell[1] - y0
         grid = np.full((int(row.max()) + 1, int(col.max()) + 1), Grid2D.UNKNOWN, np.int8)  # rows: y
-        grid[row, col] = Grid2D.EMPTY
+        grid[row, col] = Grid2D.FREE
         grid[row[occupied], col[occupied]] = Grid2D.OCCUPIED
         return Grid2D(grid, (float(x0 * res), float(y0 * res)), res)
 
     def _band_columns(self, z_min, z_max):
         """(pool slots (n,) int32, columns (n, BLOCK²) int8) of the blocks with an observed voxel
         centred in the band [z_min, z_max]: each (x, y) column of voxels of a block (x major, as
-        _COLUMNS) is Grid2D.OCCUPIED where one of its band voxels is solid (_solid), EMPTY where
+        _COLUMNS) is Grid2D.OCCUPIED where one of its band voxels is solid (_solid), FREE where
         some were observed and none is, else UNKNOWN. Kept between calls (read-only arrays)."""
         if self._columns is None or self._columns[1] != (z_min, z_max):
             which, cached = np.arange(self._size), None
@@ -727,7 +728,7 @@ class TsdfMap:
         near, cells, slots, seen = near[has], cells[has], slots[has], seen[has]
         solid = self._solid(near, cells) & seen
         shape = (len(near), BLOCK, BLOCK, BLOCK)  # voxel index x·BLOCK² + y·BLOCK + z (_OFFSETS)
-        columns = np.where(seen.reshape(shape).any(3), Grid2D.EMPTY, Grid2D.UNKNOWN).astype(np.int8)
+        columns = np.where(seen.reshape(shape).any(3), Grid2D.FREE, Grid2D.UNKNOWN).astype(np.int8)
         columns[solid.reshape(shape).any(3)] = Grid2D.OCCUPIED
         return slots, columns.reshape(len(near), BLOCK * BLOCK)
 

@@ -64,8 +64,10 @@ def mesh_markers(mesh, update, frame_id, stamp_ns, ns="map_mesh"):
     (clear, send [(marker id, region index)], delete [marker ids])) of the regions.RegionMesh
     `mesh`: a DELETEALL marker first when clear, a DELETE per marker deleted, then per region sent
     a TRIANGLE_LIST marker (`ns`, the marker id) in `frame_id` at stamp_ns (int ns), identity pose,
-    scale 1, each corner coloured from its vertex (opaque), triangles counter-clockwise seen from
-    the front. A display that applied every array before shows the whole mesh."""
+    scale 1, frame-locked (RViz places every region through the newest transform of `frame_id`,
+    not each through the one at its arrival), each corner coloured from its vertex (opaque),
+    triangles counter-clockwise seen from the front. A display that applied every array before
+    shows the whole mesh."""
     clear, send, delete = update
     stamp = divmod(int(stamp_ns), 10**9)
     w = _Writer()
@@ -97,7 +99,7 @@ def _marker(w, stamp, frame_id, ns, marker_id, action, corners=None, rgba=None):
     w.scalars("ddd", 1, 1, 1)  # scale
     w.scalars("ffff", 1, 1, 1, 1)  # color (the corners' own colours apply)
     w.scalars("iI", 0, 0)  # lifetime: forever
-    w.scalars("?", False)  # frame_locked
+    w.scalars("?", True)  # frame_locked: shown through the newest TF, as the regions not resent are
     w.sequence(corners, len(corners), 8)  # points
     w.sequence(rgba, len(rgba), 4)  # colors
     w.string("")  # texture_resource

@@ -429,10 +429,10 @@ class _MapAnything:
         its refresh is due. Subscribers are told apart by GID: one that leaves as another joins
         counts."""
         publisher = getattr(self, f"{topic}_pub")
+        if not publisher.get_subscription_count():  # matched readers (the graph lists incompatible ones too)
+            return None
         subscribers = frozenset(bytes(info.endpoint_gid) for info in
                                 self.get_subscriptions_info_by_topic(publisher.topic_name))
-        if not subscribers:
-            return None
         if topic == "mesh" and self._mesh_refresh_due():
             self._sent.pop("mesh", None)  # all of it again (publish_mesh)
         key = self.session.pipeline.map_version
@@ -451,7 +451,8 @@ class _MapAnything:
             mesh, frame_id, stamp = self.session.mesh(self._now_ns())
             sent, seen = self._sent.get("mesh", (None, frozenset()))
             update = self._mesh_updates.update(mesh, everything=not due["mesh"][1] <= seen)
-            self.mesh_pub.publish(mesh_markers(mesh, update, frame_id, stamp))
+            if update != (False, [], []):  # (an empty array would replace one not yet delivered for nothing)
+                self.mesh_pub.publish(mesh_markers(mesh, update, frame_id, stamp))
             if update[0]:
                 self._mesh_whole_at, self._mesh_parts_since = time.monotonic(), False
             else:
