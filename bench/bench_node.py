@@ -18,10 +18,12 @@ its rows about the centre (synthetic.sized_camera); a LiDAR of 80 beams x (--lid
 columns on the default mount. The node's oracle uses preset "surround": same room, trajectory
 and mounts; it takes the rays from the published CameraInfo, so the image size does not matter to
 it. --subscribe-map also subscribes to ~/map and ~/occupancy (their publication then runs) and
-reports their latency; --profile runs all three processes with that Fast DDS profile.
+reports their latency, --subscribe-mesh to ~/esdf and ~/mesh (counted); --profile runs all three
+processes with that Fast DDS profile.
 
     python bench/bench_node.py [--duration 60] [--window-size 4] [--cameras 2] [--size 1280x720]
-        [--lidar-points 100000] [--voxel-size M] [--map-rate HZ] [--subscribe-map] [--profile XML] [--json PATH]
+        [--lidar-points 100000] [--voxel-size M] [--map-rate HZ] [--subscribe-map] [--subscribe-mesh]
+        [--profile XML] [--json PATH]
 """
 
 import argparse
@@ -205,10 +207,11 @@ def params_text(args, cameras):
 class Measure:
     """The measuring subscriber: receipt wall time vs header stamp of the node's outputs, and /diagnostics."""
 
-    def __init__(self, node, cameras, subscribe_map=False):
+    def __init__(self, node, cameras, subscribe_map=False, subscribe_mesh=False):
         from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import OccupancyGrid
         from sensor_msgs.msg import Image, PointCloud2
+        from visualization_msgs.msg import MarkerArray
 
         from mapanything_ros.msg import ReconstructionWindow
 
@@ -223,6 +226,12 @@ class Measure:
             for key, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid)):
                 self.subs.append(node.create_subscription(kind, f"/{NODE}/{key}",
                                                           lambda m, k=key: self._on_output(k, m), 1))
+        self.mesh_markers = []  # markers of each ~/mesh array received
+        if subscribe_mesh:
+            self.subs.append(node.create_subscription(PointCloud2, f"/{NODE}/esdf",
+                                                      lambda m: self._on_output("esdf", m), 1))
+            self.subs.append(node.create_subscription(MarkerArray, f"/{NODE}/mesh",
+                                                      lambda m: self.mesh_markers.append(len(m.markers)), 1))
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_output(self, key, msg):
@@ -301,7 +310,7 @@ def measure(args):
     me = rclpy.create_node("bench_measure")
     executor = SingleThreadedExecutor()
     executor.add_node(me)
-    m = Measure(me, cameras, args.subscribe_map)
+    m = Measure(me, cameras, args.subscribe_map, args.subscribe_mesh)
     node_proc = load_proc = None
     samples = {"node": [], "load": [], "bench": []}  # per process: [(wall ns, cpu s, rss, hwm)]
     shm = [shm_used()]  # bytes used in /dev/shm (the DDS segments), before and every second
@@ -395,6 +404,8 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended, shm):
         "map_received": len(m.map_points), "map_points_max": max(m.map_points, default=0),
         "map_age_ms": {"p50": pct(lat("map"), 50), "max": pct(lat("map"), 100)},
         "occupancy_received": len(m.latency.get("occupancy", [])),
+        "mesh_subscribed": args.subscribe_mesh, "esdf_received": len(m.latency.get("esdf", [])),
+        "mesh_arrays_received": len(m.mesh_markers), "mesh_markers_received": sum(m.mesh_markers),
         "latency_points_ms": {"p50": pct(points, 50), "p95": pct(points, 95), "max": pct(points, 100)},
         "latency_window_ms": {"p50": pct(lat("window"), 50), "p95": pct(lat("window"), 95)},
         **{f"latency_depth_{c}_ms": {"p50": pct(lat(f"depth {c}"), 50), "p95": pct(lat(f"depth {c}"), 95)}
@@ -437,6 +448,9 @@ def table(f):
              ("~/map received (most points) / age at receipt p50 / max (ms) / ~/occupancy received",
               f"{f['map_received']} ({f['map_points_max']:,}) / {f['map_age_ms']['p50']:.0f} / "
               f"{f['map_age_ms']['max']:.0f} / {f['occupancy_received']}" if f["map_subscribed"] else "not subscribed"),
+             ("~/esdf received / ~/mesh arrays received (their markers)",
+              f"{f['esdf_received']} / {f['mesh_arrays_received']} ({f['mesh_markers_received']})"
+              if f["mesh_subscribed"] else "not subscribed"),
              ("map blocks of 64 voxels / keyframes dropped before fusion (map thread behind) / too large "
               "for the bound", " / ".join(f"{f['map'][k]:,}" for k in ("map_blocks", "map_dropped", "map_overflows"))),
              ("latency -> ~/window received, p50 / p95 (ms)",
@@ -485,6 +499,7 @@ def main():
     parser.add_argument("--voxel-size", type=float, help="node parameter map_voxel_size (m)")
     parser.add_argument("--map-rate", type=float, help="node parameter map_publish_rate (Hz)")
     parser.add_argument("--subscribe-map", action="store_true", help="also subscribe to ~/map and ~/occupancy")
+    parser.add_argument("--subscribe-mesh", action="store_true", help="also subscribe to ~/esdf and ~/mesh")
     parser.add_argument("--profile", help="Fast DDS profile XML for the three processes (default: the environment's)")
     parser.add_argument("--drain", type=float, default=20.0,
                         help="at most this many wall seconds after the load for the node to finish its windows")

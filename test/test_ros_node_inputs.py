@@ -467,11 +467,26 @@ def test_mesh_is_published_when_subscribed_and_its_rate_changes_at_run_time(rig,
     """~/mesh sends a marker per region: what a display made of every array it got is the map's
     mesh; a subscriber that joins later gets all of it (after a DELETEALL) while the first keeps
     its own."""
+    from rclpy.duration import Duration
+    from rclpy.event_handler import SubscriptionEventCallbacks
+    from rclpy.qos import QoSProfile
     from visualization_msgs.msg import Marker, MarkerArray
 
     from mapanything_ros.ros.node import MAP_QOS
 
     r = rig(mesh_publish_rate=0.0)  # off: nothing, even when subscribed
+    # A reader whose QoS the node cannot offer (a deadline) is in the graph but never matched:
+    # nothing is made for it.
+    strict = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, deadline=Duration(nanoseconds=1_000_000))
+    r.peer.create_subscription(MarkerArray, "/mapanything/mesh", lambda _: None, strict,
+                               event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda _: None))
+    r.node.set_parameters([Parameter("mesh_publish_rate", value=5.0)])
+    for k in range(2):
+        send_frame(r, scene, SEC // 2 + k * SEC // 4)
+        r.spin(0.5)
+    r.spin(1.0)
+    assert r.node.get_subscriptions_info_by_topic("/mapanything/mesh") and r.node._due("mesh") is None
+    r.node.set_parameters([Parameter("mesh_publish_rate", value=0.0)])
     shown = MarkerDisplay()
     r.peer.create_subscription(MarkerArray, "/mapanything/mesh", shown, MAP_QOS)
     for k in range(3):
