@@ -5,7 +5,7 @@ its windows (window stamp = newest capture's image stamp -> ~/window received he
 the run: RSS growth after warm-up (MB per minute, a least-squares slope over the samples after
 the first `--warmup` minutes), windows, failed windows, LiDAR sweeps attached vs missing, and
 every WARN/ERROR line the node logged (a clean run has none). The map's outputs are subscribed
-(~/map, ~/mesh, ~/occupancy: each is built while someone listens) and its size is followed per
+(~/map, ~/mesh, ~/occupancy, ~/esdf: each is built while someone listens) and its size is followed per
 minute (blocks from /diagnostics, with the keyframes dropped before fusion); `--map-max-voxels`
 bounds it below the room's size so that it evicts all along (the robot goes round the same room).
 
@@ -78,8 +78,9 @@ def run(minutes, backend, sample_s, warmup_min, map_max_voxels=None, node_log=su
     probe.create_subscription(ReconstructionWindow, "/mapanything/window", on_window, 10)
     probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append((time.monotonic(), m)), 10)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    outputs = {"map": 0, "mesh": 0, "occupancy": 0}
-    for name, kind in (("map", PointCloud2), ("mesh", MarkerArray), ("occupancy", OccupancyGrid)):
+    outputs = {"map": 0, "mesh": 0, "occupancy": 0, "esdf": 0}
+    for name, kind in (("map", PointCloud2), ("mesh", MarkerArray), ("occupancy", OccupancyGrid),
+                       ("esdf", PointCloud2)):
         probe.create_subscription(kind, f"/mapanything/{name}", lambda _, n=name: outputs.__setitem__(n, outputs[n] + 1),
                                   latched)
     probe.create_subscription(Log, "/rosout", lambda m: problems.append((m.level, m.msg))
