@@ -132,7 +132,7 @@ def test_rviz_layout_names_the_topics():
     assert images == {"/front_optical/image_raw", "/mapanything/front_optical/depth"}
     clouds = {d["Topic"]["Value"]: d for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/PointCloud2"}
     assert set(clouds) == {"/mapanything/points", "/mapanything/map", "/mapanything/esdf"}
-    assert clouds["/mapanything/points"]["Color Transformer"] == clouds["/mapanything/map"]["Color Transformer"] == "RGB8"
+    assert all(clouds[f"/mapanything/{name}"]["Color Transformer"] == "RGB8" for name in ("points", "map"))
     assert clouds["/mapanything/esdf"]["Color Transformer"] == "Intensity"
     assert clouds["/mapanything/esdf"]["Channel Name"] == "distance"  # the field ~/esdf has
     (mesh,) = displays["rviz_default_plugins/MarkerArray"]

@@ -31,7 +31,8 @@ class Subscriber:
     def mesh(self):
         """The triangles it shows, as a mesh of their own corners (for oriented_triangles)."""
         corners = np.concatenate(list(self.markers.values()) or [np.zeros((0, 3, 3), np.float32)])
-        return corners.reshape(-1, 3), np.zeros((3 * len(corners), 3), np.uint8), np.arange(3 * len(corners)).reshape(-1, 3)
+        n = 3 * len(corners)
+        return corners.reshape(-1, 3), np.zeros((n, 3), np.uint8), np.arange(n).reshape(-1, 3)
 
 
 def test_regions_hold_every_triangle_once_by_the_block_of_its_quad():

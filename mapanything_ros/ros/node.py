@@ -449,7 +449,7 @@ class _MapAnything:
         nothing yet) or the map's storage changed; `due`: {"mesh": _due()'s}."""
         try:
             mesh, frame_id, stamp = self.session.mesh(self._now_ns())
-            sent, seen = self._sent.get("mesh", (None, frozenset()))
+            seen = self._sent.get("mesh", (None, frozenset()))[1]
             update = self._mesh_updates.update(mesh, everything=not due["mesh"][1] <= seen)
             if update != (False, [], []):  # (an empty array would replace one not yet delivered for nothing)
                 self.mesh_pub.publish(mesh_markers(mesh, update, frame_id, stamp))
