@@ -18,7 +18,8 @@ its rows about the centre (synthetic.sized_camera); a LiDAR of 80 beams x (--lid
 columns on the default mount. The node's oracle uses preset "surround": same room, trajectory
 and mounts; it takes the rays from the published CameraInfo, so the image size does not matter to
 it. --subscribe-map also subscribes to ~/map and ~/occupancy (their publication then runs) and
-reports their latency, --subscribe-mesh to ~/esdf and ~/mesh (counted); --profile runs all three
+reports their latency, --subscribe-mesh to ~/esdf and ~/mesh (counted; ~/mesh as serialized bytes:
+deserializing its arrays into Python objects would load this process); --profile runs all three
 processes with that Fast DDS profile.
 
     python bench/bench_node.py [--duration 60] [--window-size 4] [--cameras 2] [--size 1280x720]
@@ -226,12 +227,14 @@ class Measure:
             for key, kind in (("map", PointCloud2), ("occupancy", OccupancyGrid)):
                 self.subs.append(node.create_subscription(kind, f"/{NODE}/{key}",
                                                           lambda m, k=key: self._on_output(k, m), 1))
-        self.mesh_markers = []  # markers of each ~/mesh array received
+        self.mesh_bytes = []  # serialized size of each ~/mesh array received
         if subscribe_mesh:
             self.subs.append(node.create_subscription(PointCloud2, f"/{NODE}/esdf",
                                                       lambda m: self._on_output("esdf", m), 1))
+            # raw: as rclpy message objects, one Python object per corner, the arrays took this
+            # process half a core and delayed its receipt of the other topics by seconds
             self.subs.append(node.create_subscription(MarkerArray, f"/{NODE}/mesh",
-                                                      lambda m: self.mesh_markers.append(len(m.markers)), 1))
+                                                      lambda data: self.mesh_bytes.append(len(data)), 1, raw=True))
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_output(self, key, msg):
@@ -405,7 +408,7 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended, shm):
         "map_age_ms": {"p50": pct(lat("map"), 50), "max": pct(lat("map"), 100)},
         "occupancy_received": len(m.latency.get("occupancy", [])),
         "mesh_subscribed": args.subscribe_mesh, "esdf_received": len(m.latency.get("esdf", [])),
-        "mesh_arrays_received": len(m.mesh_markers), "mesh_markers_received": sum(m.mesh_markers),
+        "mesh_arrays_received": len(m.mesh_bytes), "mesh_mb_received": sum(m.mesh_bytes) / 1e6,
         "latency_points_ms": {"p50": pct(points, 50), "p95": pct(points, 95), "max": pct(points, 100)},
         "latency_window_ms": {"p50": pct(lat("window"), 50), "p95": pct(lat("window"), 95)},
         **{f"latency_depth_{c}_ms": {"p50": pct(lat(f"depth {c}"), 50), "p95": pct(lat(f"depth {c}"), 95)}
@@ -448,8 +451,8 @@ def table(f):
              ("~/map received (most points) / age at receipt p50 / max (ms) / ~/occupancy received",
               f"{f['map_received']} ({f['map_points_max']:,}) / {f['map_age_ms']['p50']:.0f} / "
               f"{f['map_age_ms']['max']:.0f} / {f['occupancy_received']}" if f["map_subscribed"] else "not subscribed"),
-             ("~/esdf received / ~/mesh arrays received (their markers)",
-              f"{f['esdf_received']} / {f['mesh_arrays_received']} ({f['mesh_markers_received']})"
+             ("~/esdf received / ~/mesh arrays received (MB)",
+              f"{f['esdf_received']} / {f['mesh_arrays_received']} ({f['mesh_mb_received']:.1f})"
               if f["mesh_subscribed"] else "not subscribed"),
              ("map blocks of 64 voxels / keyframes dropped before fusion (map thread behind) / too large "
               "for the bound", " / ".join(f"{f['map'][k]:,}" for k in ("map_blocks", "map_dropped", "map_overflows"))),

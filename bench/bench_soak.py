@@ -81,8 +81,10 @@ def run(minutes, backend, sample_s, warmup_min, map_max_voxels=None, node_log=su
     outputs = {"map": 0, "mesh": 0, "occupancy": 0, "esdf": 0}
     for name, kind in (("map", PointCloud2), ("mesh", MarkerArray), ("occupancy", OccupancyGrid),
                        ("esdf", PointCloud2)):
+        # raw (serialized bytes): as message objects the mesh's arrays would load the probe, which
+        # times ~/window on receipt
         probe.create_subscription(kind, f"/mapanything/{name}", lambda _, n=name: outputs.__setitem__(n, outputs[n] + 1),
-                                  latched)
+                                  latched, raw=True)
     probe.create_subscription(Log, "/rosout", lambda m: problems.append((m.level, m.msg))
                               if m.name == "mapanything" and m.level >= Log.WARN else None, 1000)
     executor = rclpy.executors.SingleThreadedExecutor()
