@@ -86,7 +86,8 @@ SOLID_REACH = 0.6  # a voxel in front of a surface is solid when the zero crossi
 # Voxel offsets within a block, (VOXELS, 3) int, x slowest: voxel (i, j, k) is at (i·BLOCK + j)·BLOCK + k.
 _OFFSETS = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij"), -1).reshape(-1, 3)
 _COLUMNS = _OFFSETS.reshape(BLOCK, BLOCK, BLOCK, 3)[:, :, 0, :2].reshape(-1, 2)  # (x, y) of a block's columns
-_FACES = ((1, 0, 0), (0, 1, 0), (0, 0, 1), (-1, 0, 0), (0, -1, 0), (0, 0, -1))
+_AXES = ((1, 0, 0), (0, 1, 0), (0, 0, 1))  # a block's surface crossings read these neighbours too
+_FACES = _AXES + tuple(tuple(-c for c in o) for o in _AXES)  # and its grid columns these
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,10 +174,10 @@ class TsdfMap:
         self._fused = np.zeros(0, np.int64)  # each slot: the number of the fusion that last changed it
         self._fusions = 0  # fusions so far
         # What surface(), mesh() and occupancy() last found, kept per block (pool slot) to search
-        # again only the blocks fused since: (fusions then, (pool slot of each point's block,
-        # points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh, the quad of
-        # each triangle) and (fusions then, band, _band_columns). Pool slots stay as they are
-        # until an eviction (_keep), which drops them all and starts a new generation.
+        # again only the blocks fused since (_refresh): (fusions then, (pool slot of each point's
+        # block, points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh, the
+        # quad of each triangle) and (band, (fusions then, _band_columns)). Pool slots stay as
+        # they are until an eviction (_keep), which drops them all and starts a new generation.
         self._surface = self._mesh = self._columns = None
         self._generation = next(_GENERATIONS)
         self._copied_at = None  # a copy(): the fusions of the map it was copied from (adopt_mesh)
@@ -392,22 +393,33 @@ class TsdfMap:
         least min_weight) and lie within the truncation band; read-only arrays. Incremental: only
         the blocks fused since the last call, and their neighbours along -x, -y and -z (whose
         crossings reach into them), are searched again; after an eviction, all."""
-        if self._surface is None:
-            which = self._band()
+        self._surface = self._refresh(self._surface, _AXES, lambda which: self._crossings(
+            which[self._held(self._slots[which])]), (4,))
+        return self._surface[1][1:]
+
+    def _refresh(self, kept, offsets, search, groups):
+        """The per-block parts of an incremental extraction (surface, mesh, grid columns) as they are
+        now: (fusions now, parts), parts a tuple of read-only arrays by entry, in groups of the
+        lengths `groups`, each led by its entries' pool slots. search(which) gives the parts of the
+        blocks at sorted indices `which`: every block when `kept` (fusions then, parts) is None,
+        else those fused since and those at -offset from them (whose search reaches into them),
+        whose parts replace theirs in `kept`. Returns `kept` itself when nothing was fused since."""
+        if kept is None:
+            parts = search(np.arange(self._size))
         else:
-            since, cached = self._surface
-            dirty = self._dirty(since, ((1, 0, 0), (0, 1, 0), (0, 0, 1)))
+            since, old = kept
+            dirty = self._dirty(since, offsets)
             if dirty is None:
-                return cached[1:]
-            which = dirty[self._held(self._slots[dirty])]
-            stays = self._kept(cached[0], dirty)
-        found = self._crossings(which)
-        if self._surface is not None:
-            found = tuple(_kept_then(old, stays, new) for old, new in zip(cached, found))
-        for a in found:
+                return kept
+            new = search(dirty)
+            stays, start = [], 0
+            for n in groups:
+                stays += [self._kept(old[start], dirty)] * n
+                start += n
+            parts = tuple(_kept_then(o, k, x) for o, k, x in zip(old, stays, new))
+        for a in parts:
             a.flags.writeable = False
-        self._surface = self._fusions, found
-        return found[1:]
+        return self._fusions, parts
 
     def _dirty(self, since, offsets):
         """Sorted indices of the blocks fused after fusion number `since` and of those at -offset
@@ -455,14 +467,9 @@ class TsdfMap:
             wts.append(np.minimum(wa[b, i, j, k], wb[b, i, j, k]))
         return np.concatenate(blocks), np.concatenate(pts), np.concatenate(cols), np.concatenate(wts)
 
-    def _band(self):
-        """Sorted indices of the blocks holding an observed voxel within the truncation band: the
-        only blocks a zero crossing can start in (a free block, all at its far side, holds none)."""
-        held = self._held(slice(0, self._size))  # per pool slot
-        return np.flatnonzero(held[self._slots])
-
     def _held(self, slots):
-        """Whether each block of the pool `slots` holds an observed voxel within the band."""
+        """Whether each block of the pool `slots` holds an observed voxel within the band: the only
+        blocks a zero crossing can start in (a free block, all at its far side, holds none)."""
         wmin = max(self.min_weight, 1e-12)
         with np.errstate(invalid="ignore"):
             return ((np.abs(self._tsdf[slots]) < 1) & (self._weight[slots] >= wmin)).any(1)
@@ -476,21 +483,15 @@ class TsdfMap:
         RGB (the cell's voxel nearest the surface), triangles (F, 3) int64 vertex indices,
         counter-clockwise seen from the free side). Incremental as surface(): only the blocks fused
         since the last call, and those whose cells reach into them, are meshed again."""
-        if self._mesh is None:
-            every = np.arange(self._size)
-            parts = self._mesh_blocks(every[self._meshable(every)])
-        else:
-            since, old, mesh, _ = self._mesh
-            dirty = self._dirty(since, REACH)
-            if dirty is None:
-                return mesh
-            new = self._mesh_blocks(dirty[self._meshable(dirty)])
-            kept = [self._kept(old[0], dirty)] * 5 + [self._kept(old[5], dirty)] * 3  # per vertex, per quad
-            parts = tuple(_kept_then(o, k, n) for o, k, n in zip(old, kept, new))
-        *mesh, quad_of = _assemble(*parts[1:4], parts[6])
-        for a in mesh:
-            a.flags.writeable = False
-        self._mesh = self._fusions, parts, tuple(mesh), quad_of
+        kept = None if self._mesh is None else self._mesh[:2]
+        found = self._refresh(kept, REACH, lambda which: self._mesh_blocks(which[self._meshable(which)]),
+                              (5, 3))  # per vertex, per quad
+        if found is not kept:
+            parts = found[1]
+            *mesh, quad_of = _assemble(*parts[1:4], parts[6])
+            for a in mesh:
+                a.flags.writeable = False
+            self._mesh = (*found, tuple(mesh), quad_of)
         return self._mesh[2]
 
     def mesh_regions(self):
@@ -698,21 +699,10 @@ class TsdfMap:
         centred in the band [z_min, z_max]: each (x, y) column of voxels of a block (x major, as
         _COLUMNS) is Grid2D.OCCUPIED where one of its band voxels is solid (_solid), FREE where
         some were observed and none is, else UNKNOWN. Kept between calls (read-only arrays)."""
-        if self._columns is None or self._columns[1] != (z_min, z_max):
-            which, cached = np.arange(self._size), None
-        else:
-            since, _, cached = self._columns
-            which = self._dirty(since, _FACES)
-            if which is None:
-                return cached
-        found = self._columns_of(which, z_min, z_max)
-        if cached is not None:
-            stays = self._kept(cached[0], which)
-            found = tuple(_kept_then(old, stays, new) for old, new in zip(cached, found))
-        for a in found:
-            a.flags.writeable = False
-        self._columns = self._fusions, (z_min, z_max), found
-        return found
+        kept = self._columns[1] if self._columns is not None and self._columns[0] == (z_min, z_max) else None
+        self._columns = (z_min, z_max), self._refresh(kept, _FACES, lambda which: self._columns_of(which, z_min, z_max),
+                                                      (2,))
+        return self._columns[1][1]
 
     def _columns_of(self, which, z_min, z_max):
         """_band_columns of the blocks at sorted indices `which` (those that cross the band)."""
