@@ -109,8 +109,8 @@ _RVIZ_LINES = {  # the lines of config/mapanything.rviz this rewrites, by what t
     "points": "Value: /mapanything/points",
     "map": "Value: /mapanything/map",
     "mesh": "Value: /mapanything/mesh",
-    "occupancy": "Value: /mapanything/occupancy\n",  # (not its _updates: RViz's name for the grid's updates)
-    "occupancy_updates": "Value: /mapanything/occupancy_updates",
+    "occupancy": "Value: /mapanything/occupancy",
+    "occupancy_updates": "Value: /mapanything/occupancy_updates",  # RViz's name for the grid's updates
     "esdf": "Value: /mapanything/esdf",
     "fixed": "Fixed Frame: odom",
 }
@@ -133,10 +133,12 @@ def rviz_config(template, values, namespace="", node="mapanything", remappings=(
     poses = values.get("use_poses", SPECS["use_poses"].default)
     name = "world_frame" if poses else "map_frame"
     frame = values.get(name) or SPECS[name].default
-    text = template
-    for key, line in _RVIZ_LINES.items():
-        if line not in text:
-            raise ValueError(f"the RViz layout has no line {line!r}")
-        new = f"Fixed Frame: {frame}" if key == "fixed" else f"Value: {topic[key]}" + line[len(line.rstrip()):]
-        text = text.replace(line, new)
-    return text
+    new = {line: f"Fixed Frame: {frame}" if key == "fixed" else f"Value: {topic[key]}"
+           for key, line in _RVIZ_LINES.items()}
+    lines = template.split("\n")
+    missing = set(new) - {line.strip() for line in lines}
+    if missing:
+        raise ValueError(f"the RViz layout has no line {sorted(missing)[0]!r}")
+    # whole lines, each once: one line's new text is never taken for another's
+    return "\n".join(line.replace(line.strip(), new[line.strip()]) if line.strip() in new else line
+                     for line in lines)
