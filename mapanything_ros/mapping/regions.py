@@ -40,13 +40,12 @@ class RegionMesh:
         were meshed at fusion counts stamps (F,)."""
         keys = pack(np.ascontiguousarray(np.asarray(regions, np.int64).reshape(-1, 3).T))
         order = np.argsort(keys, kind="stable")
-        ordered = keys[order]
-        first = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]])) if len(keys) else \
-            np.zeros(0, np.int64)
+        unique, first = np.unique(keys[order], return_index=True)
         starts = np.append(first, len(keys))
-        newest = np.maximum.reduceat(np.asarray(stamps, np.int64)[order], first) if len(first) else first
-        return cls(vertices, colours, triangles, ordered[first], np.stack([newest, np.diff(starts)], 1), order,
-                   starts, generation)
+        newest = np.maximum.reduceat(np.asarray(stamps, np.int64)[order], first) if len(first) else \
+            np.zeros(0, np.int64)
+        return cls(vertices, colours, triangles, unique, np.stack([newest, np.diff(starts)], 1), order, starts,
+                   generation)
 
     def __len__(self):
         """Number of regions."""
