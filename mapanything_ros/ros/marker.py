@@ -76,13 +76,11 @@ def mesh_markers(mesh, update, frame_id, stamp_ns, ns="map_mesh"):
         _marker(w, stamp, frame_id, ns, 0, DELETEALL)
     for marker_id in delete:
         _marker(w, stamp, frame_id, ns, marker_id, DELETE)
-    vertices = np.asarray(mesh.vertices, np.float64)
-    colours = np.asarray(mesh.colours, np.uint8)
-    for marker_id, r in send:
+    for marker_id, r in send:  # (only the regions' corners are gathered and widened)
         corners = mesh.region(r).reshape(-1)
         rgba = np.ones((len(corners), 4), "<f4")
-        rgba[:, :3] = colours[corners] / np.float32(255)
-        _marker(w, stamp, frame_id, ns, marker_id, ADD, vertices[corners].astype("<f8", copy=False), rgba)
+        rgba[:, :3] = np.asarray(mesh.colours)[corners] / np.float32(255)
+        _marker(w, stamp, frame_id, ns, marker_id, ADD, np.asarray(mesh.vertices)[corners].astype("<f8"), rgba)
     return w.bytes()
 
 
