@@ -101,8 +101,8 @@ def occupancy(out_dir, values, scene):
     grid = occupancy_grid(volume, values)
     low, high = values["occupancy_min_height"], values["occupancy_max_height"]
 
-    def solid(centres):
-        return scene.room.solid_near(centres, low, high, grid.resolution / 2)
+    def solid(centres, margin):
+        return scene.room.solid_near(centres, low, high, margin)
 
     reach = values["esdf_max_distance"]
     esdf = distance_metrics(distance_slice(grid, reach), solid, reach)
@@ -127,8 +127,8 @@ def ghosts(out_dir, values, scene, start_ns, end_ns):
     lo, hi = scene.mover.bounds(end_ns)
     points = points[~np.all((points > lo) & (points < hi), axis=1)]
     return ghost_metrics(grid, points, scene.mover.footprints(start_ns, end_ns),
-                         lambda centres: now.solid_near(centres, low, high, 1.5 * grid.resolution),
-                         now.surface_distance, GHOST_THRESHOLD)
+                         lambda centres, margin: now.solid_near(centres, low, high, margin),
+                         now.surface_distance, GHOST_THRESHOLD, 1.5 * grid.resolution)
 
 
 def row(name, seed, profile, bias, summary, metrics):
@@ -146,7 +146,7 @@ def row(name, seed, profile, bias, summary, metrics):
     for k in ("accuracy_mean", "precision", "far_off", "completeness"):
         out[f"map.{k}"] = m.get(k, float("nan"))
     o = metrics.get("occupancy") or {}
-    for k in ("iou", "free_wrong", "occupied_wrong", "esdf_mae", "esdf_over"):
+    for k in ("iou", "free_wrong", "occupied_wrong", "ties", "esdf_mae", "esdf_over"):
         out[f"occupancy.{k}"] = o.get(k, float("nan"))
     return out
 

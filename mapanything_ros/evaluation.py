@@ -21,6 +21,10 @@ from .mapping.tsdf import Grid2D
 
 _PAIR_BUDGET = 1_000_000  # candidate (query, reference) pairs evaluated at once by nearest_distance
 _NEIGHBOURS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+# Metres: a grid cell whose edge lies within this of a solid face is a tie, neither truly solid nor
+# truly free (the synthetic room's walls stand on whole metres, on the edges of a 5 cm grid's cells):
+# the grid's own call of it stands. Far below what any map resolves, so only exact ties count.
+TIE = 1e-4
 
 
 def depth_metrics(pred, true):
@@ -179,23 +183,36 @@ def map_metrics(map_points, surface_points, threshold):
 
 
 def occupancy_metrics(grid, solid):
-    """An occupancy grid against the truth: grid a mapping.Grid2D (-1 / 0 / 100); solid a function
-    of cell centres (N, 2) metres -> (N,) bool, whether the cell holds something solid (within half a
-    cell, see synthetic.Room.solid_near). Over the cells the grid knows (not -1): iou = |occupied
-    in both| / |occupied in either|, free_wrong = share of cells called free that are solid
-    (obstacles a planner would drive into), occupied_wrong = share of cells called occupied that
-    are free; known = how many cells are known."""
+    """An occupancy grid against the truth: grid a mapping.Grid2D (-1 / 0 / 100); solid(centres (N,
+    2), margin) -> (N,) bool, whether anything solid lies within `margin` metres in x and y of each
+    point (see synthetic.Room.solid_near). A cell is solid when something solid lies within half a
+    cell of its centre, free otherwise; a tie (a solid face within TIE of its edge) takes the grid's
+    call. Over the cells the grid knows (not -1): iou = |occupied in both| / |occupied in either|,
+    free_wrong = share of cells called free that are solid (obstacles a planner would drive into),
+    occupied_wrong = share of cells called occupied that are free; known = how many cells are known,
+    ties = how many of them are ties."""
     cells = np.asarray(grid.cells).reshape(-1)
     known = cells != Grid2D.UNKNOWN
-    truth = np.asarray(solid(_centres(grid.cells.shape, grid.origin, grid.resolution)[known]), bool)
     occupied = cells[known] == Grid2D.OCCUPIED
+    truth, tie = _truth(solid, _centres(grid.cells.shape, grid.origin, grid.resolution)[known], grid.resolution,
+                        occupied)
     union = np.count_nonzero(occupied | truth)
     return {
         "iou": float(np.count_nonzero(occupied & truth) / union) if union else float("nan"),
         "free_wrong": float(np.mean(truth[~occupied])) if np.any(~occupied) else float("nan"),
         "occupied_wrong": float(np.mean(~truth[occupied])) if np.any(occupied) else float("nan"),
         "known": int(np.count_nonzero(known)),
+        "ties": int(np.count_nonzero(tie)),
     }
+
+
+def _truth(solid, centres, resolution, called):
+    """((N,) bool whether the cells of `resolution` metres at centres (N, 2) are solid, (N,) bool
+    ties), a tie taking `called` (N,) bool, the grid's call (occupancy_metrics)."""
+    half = resolution / 2
+    inner = np.asarray(solid(centres, half - TIE), bool)
+    tie = inner != np.asarray(solid(centres, half + TIE), bool)
+    return np.where(tie, called, inner), tie
 
 
 def _centres(shape, origin, resolution, pad=0):
@@ -208,7 +225,8 @@ def _centres(shape, origin, resolution, pad=0):
 def distance_metrics(field, solid, max_distance):
     """A mapping.DistanceSlice (made with max_distance) against the truth; solid as for
     occupancy_metrics. The true distances are the same transform of the truth's own grid, over the
-    slice's cells and max_distance around them (obstacles the map never saw count too). Over the
+    slice's cells and max_distance around them (obstacles the map never saw count too; a tie takes
+    the slice's call where it knows the cell, occupied at distance 0, else is free). Over the
     cells the slice knows: mae = mean |distance - true distance| (m), over = share of cells whose
     distance exceeds the truth's by more than a cell (clearance a planner would wrongly count on),
     under = share below it by more than a cell."""
@@ -216,8 +234,9 @@ def distance_metrics(field, solid, max_distance):
     res = field.resolution
     pad = int(np.ceil(max_distance / res))
     shape = (d.shape[0] + 2 * pad, d.shape[1] + 2 * pad)
-    cells = np.where(np.asarray(solid(_centres(d.shape, field.origin, res, pad)), bool), Grid2D.OCCUPIED,
-                     Grid2D.FREE).astype(np.int8).reshape(shape)
+    called = np.pad(d == 0, pad).reshape(-1)  # NaN (unknown) is not 0
+    truth, _ = _truth(solid, _centres(d.shape, field.origin, res, pad), res, called)
+    cells = np.where(truth, Grid2D.OCCUPIED, Grid2D.FREE).astype(np.int8).reshape(shape)
     origin = (field.origin[0] - pad * res, field.origin[1] - pad * res)
     truth = distance_slice(Grid2D(cells, origin, res), max_distance).distance[pad:shape[0] - pad, pad:shape[1] - pad]
     known = np.isfinite(d)
@@ -230,13 +249,15 @@ def distance_metrics(field, solid, max_distance):
     }
 
 
-def ghost_metrics(grid, points, boxes, solid, surface_distance, threshold):
+def ghost_metrics(grid, points, boxes, solid, surface_distance, threshold, margin):
     """What a map kept of an object that has moved away. boxes: corners (lo (K, 3), hi (K, 3)) of
     the places it stood at; grid a mapping.Grid2D; points (N, 3) the map's surface points (world,
-    metres); solid(centres (N, 2)) -> (N,) bool and surface_distance(points (N, 3)) -> (N,) metres:
+    metres); solid (as for occupancy_metrics) and surface_distance(points (N, 3)) -> (N,) metres:
     the truth as it is now. Counted where the object stood and nothing stands now (cells whose
-    centre lies in a footprint and that `solid` calls free): ghost_cells = those the grid calls
-    occupied, cleared_cells = those it calls free, old_cells = all of them;
+    centre lies in a footprint and with nothing solid within `margin` metres of it, in x and y; the
+    occupancy rule calls the cell in front of a surface occupied on purpose, and occupancy_metrics
+    judges those): ghost_cells = those the grid calls occupied, cleared_cells = those it calls
+    free, old_cells = all of them;
     ghost_points = map points inside a box that are more than `threshold` from the true surface
     now (the floor under it is no ghost)."""
     lo, hi = (np.asarray(a, float).reshape(-1, 3) for a in boxes)
@@ -246,7 +267,7 @@ def ghost_metrics(grid, points, boxes, solid, surface_distance, threshold):
     for a, b in zip(lo, hi):
         inside |= np.all((centres >= a[:2]) & (centres <= b[:2]), axis=1)
     old = np.flatnonzero(inside)
-    old = old[~np.asarray(solid(centres[old]), bool)]
+    old = old[~np.asarray(solid(centres[old], margin), bool)]
     values = cells.reshape(-1)[old]
     p = np.asarray(points, float).reshape(-1, 3)
     within = np.zeros(len(p), bool)

@@ -79,7 +79,7 @@ def test_a_fused_maps_field_measures_the_clearance_to_what_it_saw():
 
 
 def test_distance_metrics_against_a_known_truth():
-    truth = lambda c: c[:, 0] >= 3.0  # noqa: E731 (x >= 3 m is solid, 1 m cells)
+    truth = lambda c, margin: c[:, 0] + margin > 3.2  # noqa: E731 (solid beyond 3.2 m: the cells from 3 m, 1 m cells)
     cells = np.full((3, 6), Grid2D.FREE, np.int8)
     cells[:, 3:] = Grid2D.OCCUPIED
     grid = Grid2D(cells, (0.0, 0.0), 1.0)
@@ -95,5 +95,13 @@ def test_distance_metrics_against_a_known_truth():
     # nothing seen: every known cell says 2 m. The face's 3 cells (truly 0) are over by more than a
     # cell, the 3 before it (truly 1 m) by one cell, the rest (2 m and beyond) are right.
     assert blind["over"] == pytest.approx(3 / 11) and blind["mae"] == pytest.approx((3 * 2 + 3 * 1 + 2 * 0) / 11)
+    # A face on the cells' edge (solid beyond x = 3 m): the cells before it are ties, and the
+    # slice's call of them stands, whichever it is (1 mm further the first call is wrong).
+    for first, face in ((2, 3.0), (3, 3.0), (2, 3.001)):
+        cells = np.full((3, 6), Grid2D.FREE, np.int8)
+        cells[:, first:] = Grid2D.OCCUPIED
+        got = distance_metrics(distance_slice(Grid2D(cells, (0.0, 0.0), 1.0), 2.0),
+                               lambda c, margin: c[:, 0] + margin > face, 2.0)
+        assert (got["mae"] == 0) == (face == 3.0), (first, face, got)
     field = DistanceSlice(np.full((1, 2), 0.0, np.float32), (0.0, 0.0), 1.0)  # calls free cells occupied
-    assert distance_metrics(field, lambda c: np.zeros(len(c), bool), 2.0)["under"] == 1.0
+    assert distance_metrics(field, lambda c, margin: np.zeros(len(c), bool), 2.0)["under"] == 1.0

@@ -153,10 +153,16 @@ def test_occupancy_metrics_against_a_known_truth():
     cells[0, 2] = 100  # called occupied, truly free
     cells[3, 3] = 0  # called free, truly solid
     grid = Grid2D(cells, (0.0, 0.0), 1.0)
-    m = occupancy_metrics(grid, lambda c: c[:, 0] >= 3.0)  # x >= 3 m is solid
-    assert m["known"] == 16
+    beyond = lambda x: lambda c, margin: c[:, 0] + margin > x  # noqa: E731 (solid beyond x metres)
+    m = occupancy_metrics(grid, beyond(3.2))  # the cells from x = 3 m hold solid
+    assert m["known"] == 16 and m["ties"] == 0
     assert m["iou"] == pytest.approx(3 / 5) and m["free_wrong"] == pytest.approx(1 / 12)
     assert m["occupied_wrong"] == pytest.approx(1 / 4)
+    # A face on the cells' edge (x = 3 m) is a tie for the 4 known cells before it: the grid's call
+    # stands, so the cell called occupied there is right; 1e-3 m further it is wrong again.
+    tie = occupancy_metrics(grid, beyond(3.0))
+    assert tie["ties"] == 4 and tie["iou"] == pytest.approx(4 / 5) and tie["occupied_wrong"] == 0
+    assert occupancy_metrics(grid, beyond(3.0 + 1e-3)) == m
     room = Room(0)
     xy = np.array([[0.0, 0.0], [4.99, 0.0], [5.1, 0.0], [room.box_lo[0, 0] + 0.05, room.box_lo[0, 1] + 0.05]])
     np.testing.assert_array_equal(room.solid_near(xy, 0.1, 1.0, 0.025), [False, True, True, True])
@@ -175,7 +181,7 @@ def test_ghost_metrics_count_what_a_moved_object_left():
     points = np.array([[1.5, 0.5, 0.5],  # inside the old place, floating: a ghost
                        [1.5, 0.5, 0.01],  # the floor under it
                        [5.5, 0.5, 0.5]])  # inside what stands now (caller's business), on no surface
-    metrics = ghost_metrics(grid, points, boxes, lambda c: c[:, 0] >= 5.0,
-                            lambda p: np.minimum(p[:, 2], np.abs(p[:, 0] - 5.0)), 0.05)
+    metrics = ghost_metrics(grid, points, boxes, lambda c, margin: c[:, 0] + margin > 5.0,
+                            lambda p: np.minimum(p[:, 2], np.abs(p[:, 0] - 5.0)), 0.05, 0.5)
     # footprint cells whose centre is inside a box and truly free: x centres 1.5, 2.5 (rows 0, 1) and 4.5
     assert metrics == {"ghost_cells": 1, "cleared_cells": 4, "old_cells": 6, "ghost_points": 2}
