@@ -22,8 +22,8 @@ from .mapping.tsdf import Grid2D
 _PAIR_BUDGET = 1_000_000  # candidate (query, reference) pairs evaluated at once by nearest_distance
 _NEIGHBOURS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
 # Metres: a grid cell whose edge lies within this of a solid face is a tie, neither truly solid nor
-# truly free (the synthetic room's walls stand on whole metres, on the edges of a 5 cm grid's cells):
-# the grid's own call of it stands. Far below what any map resolves, so only exact ties count.
+# truly free (the synthetic room's walls stand on whole metres, on the edges of a 5 cm grid's cells,
+# where rounding decided them). Only faces within 0.1 mm of an edge: nothing a map resolves.
 TIE = 1e-4
 
 
@@ -186,16 +186,17 @@ def occupancy_metrics(grid, solid):
     """An occupancy grid against the truth: grid a mapping.Grid2D (-1 / 0 / 100); solid(centres (N,
     2), margin) -> (N,) bool, whether anything solid lies within `margin` metres in x and y of each
     point (see synthetic.Room.solid_near). A cell is solid when something solid lies within half a
-    cell of its centre, free otherwise; a tie (a solid face within TIE of its edge) takes the grid's
-    call. Over the cells the grid knows (not -1): iou = |occupied in both| / |occupied in either|,
-    free_wrong = share of cells called free that are solid (obstacles a planner would drive into),
-    occupied_wrong = share of cells called occupied that are free; known = how many cells are known,
-    ties = how many of them are ties."""
+    cell of its centre, free otherwise; a tie (a solid face within TIE of its edge) is left out,
+    neither right nor wrong. Over the other cells the grid knows (not -1): iou = |occupied in both|
+    / |occupied in either|, free_wrong = share of cells called free that are solid (obstacles a
+    planner would drive into), occupied_wrong = share of cells called occupied that are free;
+    known = how many cells the grid knows, ties = how many of them are ties."""
     cells = np.asarray(grid.cells).reshape(-1)
     known = cells != Grid2D.UNKNOWN
-    occupied = cells[known] == Grid2D.OCCUPIED
+    called = cells[known] == Grid2D.OCCUPIED
     truth, tie = _truth(solid, _centres(grid.cells.shape, grid.origin, grid.resolution)[known], grid.resolution,
-                        occupied)
+                        called)
+    occupied, truth = called[~tie], truth[~tie]
     union = np.count_nonzero(occupied | truth)
     return {
         "iou": float(np.count_nonzero(occupied & truth) / union) if union else float("nan"),
@@ -207,8 +208,8 @@ def occupancy_metrics(grid, solid):
 
 
 def _truth(solid, centres, resolution, called):
-    """((N,) bool whether the cells of `resolution` metres at centres (N, 2) are solid, (N,) bool
-    ties), a tie taking `called` (N,) bool, the grid's call (occupancy_metrics)."""
+    """((N,) bool whether the cells of `resolution` metres at centres (N, 2) are solid, a tie
+    taking `called` (N,) bool, the grid's call; (N,) bool which are ties) (occupancy_metrics)."""
     half = resolution / 2
     inner = np.asarray(solid(centres, half - TIE), bool)
     tie = inner != np.asarray(solid(centres, half + TIE), bool)

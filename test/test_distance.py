@@ -97,9 +97,12 @@ def test_distance_metrics_against_a_known_truth():
     assert blind["over"] == pytest.approx(3 / 11) and blind["mae"] == pytest.approx((3 * 2 + 3 * 1 + 2 * 0) / 11)
     # A face on the cells' edge (solid beyond x = 3 m): the cells before it are ties, and the
     # slice's call of them stands, whichever it is (1 mm further the first call is wrong).
-    for first, face in ((2, 3.0), (3, 3.0), (2, 3.001)):
+    # A tie the slice does not know is free: the cells before it are then 2 m off the face, as said.
+    for first, face, unknown in ((2, 3.0, False), (3, 3.0, False), (2, 3.001, False), (3, 3.0, True)):
         cells = np.full((3, 6), Grid2D.FREE, np.int8)
         cells[:, first:] = Grid2D.OCCUPIED
+        if unknown:
+            cells[:, 2] = Grid2D.UNKNOWN
         got = distance_metrics(distance_slice(Grid2D(cells, (0.0, 0.0), 1.0), 2.0),
                                lambda c, margin: c[:, 0] + margin > face, 2.0)
         assert (got["mae"] == 0) == (face == 3.0), (first, face, got)

@@ -158,11 +158,13 @@ def test_occupancy_metrics_against_a_known_truth():
     assert m["known"] == 16 and m["ties"] == 0
     assert m["iou"] == pytest.approx(3 / 5) and m["free_wrong"] == pytest.approx(1 / 12)
     assert m["occupied_wrong"] == pytest.approx(1 / 4)
-    # A face on the cells' edge (x = 3 m) is a tie for the 4 known cells before it: the grid's call
-    # stands, so the cell called occupied there is right; 1e-3 m further it is wrong again.
+    # A face on the cells' edge (x = 3 m) makes the 4 known cells before it ties, left out: the
+    # cell called occupied there is no longer wrong, and the rest is judged as before.
     tie = occupancy_metrics(grid, beyond(3.0))
-    assert tie["ties"] == 4 and tie["iou"] == pytest.approx(4 / 5) and tie["occupied_wrong"] == 0
-    assert occupancy_metrics(grid, beyond(3.0 + 1e-3)) == m
+    assert tie["ties"] == 4 and tie["known"] == 16
+    assert tie["iou"] == pytest.approx(3 / 4) and tie["free_wrong"] == pytest.approx(1 / 9)
+    assert tie["occupied_wrong"] == 0
+    assert occupancy_metrics(grid, beyond(3.0 + 1e-3)) == m  # 1 mm off the edge: no tie
     room = Room(0)
     xy = np.array([[0.0, 0.0], [4.99, 0.0], [5.1, 0.0], [room.box_lo[0, 0] + 0.05, room.box_lo[0, 1] + 0.05]])
     np.testing.assert_array_equal(room.solid_near(xy, 0.1, 1.0, 0.025), [False, True, True, True])
@@ -182,6 +184,7 @@ def test_ghost_metrics_count_what_a_moved_object_left():
                        [1.5, 0.5, 0.01],  # the floor under it
                        [5.5, 0.5, 0.5]])  # inside what stands now (caller's business), on no surface
     metrics = ghost_metrics(grid, points, boxes, lambda c, margin: c[:, 0] + margin > 5.0,
-                            lambda p: np.minimum(p[:, 2], np.abs(p[:, 0] - 5.0)), 0.05, 0.5)
-    # footprint cells whose centre is inside a box and truly free: x centres 1.5, 2.5 (rows 0, 1) and 4.5
-    assert metrics == {"ghost_cells": 1, "cleared_cells": 4, "old_cells": 6, "ghost_points": 2}
+                            lambda p: np.minimum(p[:, 2], np.abs(p[:, 0] - 5.0)), 0.05, 1.5)
+    # footprint cells whose centre is inside a box and more than 1.5 cells from what stands now: x
+    # centres 1.5, 2.5 (rows 0, 1); the cells at 4.5 are within the margin
+    assert metrics == {"ghost_cells": 1, "cleared_cells": 2, "old_cells": 4, "ghost_points": 2}
