@@ -307,32 +307,6 @@ def test_occupied_cells_end_at_the_surface_however_wide_the_band(offset):
     np.testing.assert_array_equal(row, np.where(x > wall - 0.6 * v, 100, 0))
 
 
-def test_no_surface_across_the_seam_where_a_band_ends_beside_a_box():
-    """A box's front face across x (a 0.6 m band behind it, as a far view leaves it) whose side at
-    y = 0.2 m no view has seen: beside it the voxels were seen as free (0.9). Between the band
-    behind the face and that free space the field changes sign in one voxel by more than a band:
-    a seam, no surface; the side gets points only where the band is within a band of it (here 6 cm
-    behind the face). The face and the grid's occupied cells are unchanged; the mesh follows."""
-    v, band, wall, side = 0.05, 0.6, 0.2 + 0.3 * 0.05, 0.2
-    fused = TsdfMap(v, max_blocks=100)
-    blocks = np.array([[i, j, 0] for i in range(3) for j in range(2)])
-    centres = (blocks[:, None, :] * BLOCK + _OFFSETS) * v + v / 2
-    field = np.clip((wall - centres[..., 0]) / band, -1, 1)
-    field[centres[..., 1] > side] = 0.9
-    state = fused.state()
-    state.update(keys=pack(blocks.T.copy()), tsdf=field.astype(np.float32), weight=np.ones(field.shape, np.float32),
-                 rgb=np.zeros(field.shape + (3,), np.uint8), looks=np.ones(field.shape, np.uint8))
-    fused.load_state(state)
-    points = fused.surface()[0]
-    front = np.abs(points[:, 0] - wall) < 1e-5
-    assert front.sum() == 4 * BLOCK  # the face, at every voxel column of the box's side of it (y < 0.2, z)
-    beside = points[~front]
-    assert len(beside) and np.all(np.abs(beside[:, 1] - side) < v)  # on the side
-    assert beside[:, 0].max() - wall < band / 10 + v  # only near the face, not the band's 0.6 m
-    vertices = fused.mesh()[0]
-    assert vertices[:, 0].max() - wall < band / 10 + v
-
-
 @pytest.mark.parametrize("name", ["plumb_bob", "rational_polynomial", "equidistant", "pinhole"])
 def test_compiled_projection_matches_the_lens_models(name):
     """_tsdf_fuse.project (the projection fuse() makes) gives geometry.ModelPixels' pixels for
@@ -384,8 +358,7 @@ def test_surface_is_every_crossing_of_the_dense_field():
         a = tuple(slice(0, -1) if k == axis else slice(None) for k in range(3))
         b = tuple(slice(1, None) if k == axis else slice(None) for k in range(3))
         ok = ((w[a] >= fused.min_weight) & (w[b] >= fused.min_weight) & (w[a] > 0) & (w[b] > 0)
-              & (np.abs(t[a]) < 1) & (np.abs(t[b]) < 1) & ((t[a] > 0) != (t[b] > 0))
-              & (np.abs(t[a] - t[b]) <= 1))  # no seam (4 voxels / the 4-voxel truncation: 1)
+              & (np.abs(t[a]) < 1) & (np.abs(t[b]) < 1) & ((t[a] > 0) != (t[b] > 0)))
         idx = np.argwhere(ok).astype(np.float64)
         idx[:, axis] += t[a][ok] / (t[a][ok] - t[b][ok])
         want.append((idx + lo * BLOCK + 0.5) * fused.voxel_size)

@@ -39,11 +39,7 @@ edges, low confidence) do nothing. Blocks a view only looks through (outside its
 that are entirely free already are skipped: fusing +1 into +1 changes only a weight.
 
 Outputs. surface(): points on the zero crossings of the field between neighbouring observed
-voxels (linear interpolation, so sub-voxel), with colour and weight; not across a seam (_crossed):
-two neighbours whose distances to the surface add up to more than a whole band (at least 4
-voxels) do not have it between them, a voxel apart. Such steps are where the band behind a
-surface the cameras see ends in free space beside it (behind a box's front face, past its edge,
-where no view looks from the side), not surfaces. mesh(): its triangle mesh
+voxels (linear interpolation, so sub-voxel), with colour and weight; mesh(): its triangle mesh
 (surface nets), also cut into regions (mesh_regions(), for publishing only what changed);
 occupancy(): a 2D grid of the height band [z_min, z_max] (world z up): occupied where a voxel in
 the band is at or behind a surface, free where voxels were seen there and all are in free space,
@@ -86,7 +82,6 @@ _GENERATIONS = itertools.count()  # TsdfMap._generation: a new one whenever pool
 REACH = tuple(o for o in np.ndindex(2, 2, 2) if any(o))  # a block's mesh cells read these neighbours too
 FORMAT = "mapanything_ros.tsdf/1"
 SOLID_REACH = 0.6  # a voxel in front of a surface is solid when the zero crossing is this near (voxels)
-SEAM_VOXELS = 4  # _crossed: a step between neighbours is a seam beyond max(1, this · voxel / truncation)
 
 # Voxel offsets within a block, (VOXELS, 3) int, x slowest: voxel (i, j, k) is at (i·BLOCK + j)·BLOCK + k.
 _OFFSETS = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -164,7 +159,6 @@ class TsdfMap:
         self.max_weight, self.min_weight = float(max_weight), float(min_weight)
         self.max_blocks = int(max_blocks)
         self.max_range = None if max_range is None else float(max_range)
-        self._seam = max(1.0, SEAM_VOXELS * self.voxel_size / truncation)
         self.reset()
 
     def reset(self):
@@ -456,12 +450,13 @@ class TsdfMap:
         ta, wa = t[own], w[own]
         with np.errstate(invalid="ignore"):
             ok = (w >= max(self.min_weight, 1e-12)) & (np.abs(t) < 1)  # observed, in the band
-        ok_a = ok[own]
+        pos = t > 0
+        ok_a, pos_a = ok[own], pos[own]
         blocks, pts, cols, wts = [], [], [], []
         for axis in range(3):  # between each band voxel and its neighbour along +axis
             nxt = (slice(None),) + tuple(slice(1, BLOCK + 1) if a == axis else slice(0, BLOCK) for a in range(3))
             tb, wb = t[nxt], w[nxt]
-            b, i, j, k = np.nonzero(self._crossed(ta, tb, ok_a, ok[nxt]))
+            b, i, j, k = np.nonzero(ok_a & ok[nxt] & (pos_a != pos[nxt]))
             t0, t1 = ta[b, i, j, k], tb[b, i, j, k]
             frac = t0 / (t0 - t1)
             ijk = np.stack([i, j, k], -1).astype(np.float64)
@@ -555,8 +550,8 @@ class TsdfMap:
         for axis in range(3):
             nxt = tuple(slice(1, BLOCK + 1) if a == axis else slice(0, BLOCK + 1) for a in range(3))
             prev = tuple(slice(0, BLOCK) if a == axis else slice(0, BLOCK + 1) for a in range(3))
+            e = ok[(slice(None),) + prev] & ok[(slice(None),) + nxt] & (pos[(slice(None),) + prev] != pos[(slice(None),) + nxt])
             ta, tb = t[(slice(None),) + prev], t[(slice(None),) + nxt]
-            e = self._crossed(ta, tb, ok[(slice(None),) + prev], ok[(slice(None),) + nxt])
             with np.errstate(invalid="ignore", divide="ignore"):
                 frac = np.where(e, ta / (ta - tb), 0)
             crossed.append(e)  # (n, ...) with BLOCK along axis, BLOCK + 1 along the others
@@ -609,15 +604,6 @@ class TsdfMap:
         return (slots[b], _cell_keys(corner), vertices, colours, np.full(len(b), self._fusions, np.int64),
                 np.concatenate(quad_slots), quads, np.full(len(quads), self._fusions, np.int64))
 
-    def _crossed(self, ta, tb, ok_a, ok_b):
-        """Whether the field crosses zero between neighbouring voxels of tsdf ta and tb (arrays),
-        both observed and in the band where ok_a and ok_b: opposite signs (tsdf > 0 on one side
-        only), and no seam: |ta - tb| at most max(1, SEAM_VOXELS · voxel / truncation) (module doc;
-        a surface between voxels a voxel apart makes a step of voxel / T along its normal, a few
-        times that seen at a slant, and T >= truncation)."""
-        with np.errstate(invalid="ignore"):
-            return ok_a & ok_b & ((ta > 0) != (tb > 0)) & (np.abs(ta - tb) <= self._seam)
-
     def _solid(self, which, cells):
         """(n, VOXELS) bool of the blocks at sorted indices `which`: observed voxels at or behind a
         surface (tsdf <= 0), or in front of one whose zero crossing with an observed axis
@@ -651,7 +637,7 @@ class TsdfMap:
                 sel = [slice(None), slice(1, BLOCK + 1), slice(1, BLOCK + 1), slice(1, BLOCK + 1)]
                 sel[axis + 1] = slice(1 + step, BLOCK + 1 + step)
                 tn, wn = t[tuple(sel)], w[tuple(sel)]
-                solid |= ((own_t > 0) & self._crossed(own_t, tn, (own_w >= wmin) & (own_t < 1), (wn >= wmin) & (tn > -1))
+                solid |= ((own_w >= wmin) & (wn >= wmin) & (own_t > 0) & (own_t < 1) & (tn <= 0) & (tn > -1)
                           & (own_t * (1 - SOLID_REACH) < -tn * SOLID_REACH))
         return solid.reshape(n, VOXELS)
 
