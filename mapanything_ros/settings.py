@@ -66,7 +66,7 @@ SPECS = {
     "onnx_providers": _ro("cpu", "onnxruntime execution providers in priority order, comma-separated: cpu, cuda, "
                           "tensorrt or full onnxruntime names"),
     "oracle_preset": _ro("default", "synthetic scene preset the oracle and emulated backends know",
-                         choices=("default", "small", "small_moving", "surround")),  # synthetic.presets.PRESETS
+                         choices=("default", "small", "small_moving", "small_ground", "surround")),  # synthetic.presets.PRESETS
     "oracle_seed": _ro(0, "synthetic scene seed the oracle and emulated backends know", low=0, high=2**31 - 1),
     "error_profile": _ro(1.0, "emulated backend: multiplier of its error model's magnitudes (0.5, 1 and 2 are "
                          "benchmarked; 0 = the oracle)", low=0.0, high=10.0),

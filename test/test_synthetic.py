@@ -122,6 +122,21 @@ def test_a_moving_box_is_seen_where_it_stands_at_each_stamp():
         assert np.max(scene.room.surface_distance(world[on_box])) > 0.2  # not part of the static room
 
 
+def test_the_ground_rig_sees_the_floor_at_grazing_angles_from_0_3_m():
+    from mapanything_ros.synthetic.presets import make_scene
+
+    scene = make_scene("small_ground", 0)
+    for stamp in range(0, int(20e9), int(2.5e9)):
+        view = scene.render("front_optical", stamp)
+        assert abs(view.world_from_camera[2, 3] - 0.3) < 0.01  # level: 0.2 m body + 0.1 m mount
+        rays = view.camera.ray_map(grid=scene.grid)
+        world = transform_points(view.world_from_camera, rays * view.depth_ray[..., None])[view.depth_ray > 0]
+        floor = np.abs(world[:, 2]) < 1e-4
+        assert floor.mean() > 0.2  # the lower part of the image is floor
+        distance = np.linalg.norm(world[floor] - view.world_from_camera[:3, 3], axis=1)
+        assert np.median(0.3 / distance) < 0.35  # seen at under 20 degrees from the floor's plane, mostly
+
+
 def test_surround_preset_sees_the_room_in_four_directions():
     from mapanything_ros.synthetic.presets import make_scene
 
