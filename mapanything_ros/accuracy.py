@@ -54,6 +54,7 @@ ABLATION = {
 DEPTH_KEYS = ("abs_rel", "rmse", "inlier_1_03", "outlier_10", "coverage")
 SCENE, LONG_SIDE = "small", 224  # the rig (synthetic.presets) and the model input long side
 MOVING = "small_moving"  # the same rig with a box that walks away and back (synthetic.mover)
+GROUND = "small_ground"  # the same rig on a ground robot, cameras 0.3 m above the floor
 GHOST_THRESHOLD = 0.05  # metres: a map point inside the box's old place and this far from any surface is a ghost
 
 
@@ -162,12 +163,14 @@ def synthetic_bag(path, scene, seed, duration_s, log):
 
 def run(out_dir, seeds=(0,), duration_s=60.0, profiles=(1.0,), settings_names=tuple(SETTINGS), ablation=False,
         biases=(0.0,), scene=SCENE, long_side=LONG_SIDE, with_map=True, log=print):
-    """Every (seed, profile, bias, setting) row; bags and replays under out_dir."""
+    """Every (seed, profile, bias, setting) row; bags and replays under out_dir. Another rig than
+    SCENE names its bags and rows after it ("mapping (small_ground)")."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in seeds:
-        bag = synthetic_bag(out / f"run_seed{seed}_{duration_s:g}s", scene, seed, duration_s, log)
+        prefix, suffix = ("run", "") if scene == SCENE else (scene, f" ({scene})")
+        bag = synthetic_bag(out / f"{prefix}_seed{seed}_{duration_s:g}s", scene, seed, duration_s, log)
         jobs = [(name, *SETTINGS[name]) for name in settings_names]
         if ablation:
             jobs += [(name, "depth_completion", extra) for name, extra in ABLATION.items()]
@@ -178,7 +181,7 @@ def run(out_dir, seeds=(0,), duration_s=60.0, profiles=(1.0,), settings_names=tu
                     params = {**settings.load_params_file(preset_path(PRESET[preset])), **extra}
                     summary, metrics = run_setting(bag, seed, params, profile, out / "replay", bias, scene,
                                                    long_side, with_map)
-                    rows.append(row(name, seed, profile, bias, summary, metrics))
+                    rows.append(row(name + suffix, seed, profile, bias, summary, metrics))
                     log(f"  {name}, seed {seed}, profile {profile:g}, bias {bias:g}: "
                         f"{time.perf_counter() - clock:.1f} s")
     return rows
@@ -305,6 +308,8 @@ def main(argv=None, prog=None):
                 with_map=False, log=log)
     if not args.no_map:
         rows += run_moving(args.out, seeds, args.duration, log=log)
+        rows += run(args.out, seeds, args.duration, (0.0, 1.0), settings_names=("mapping", "depth_completion"),
+                    scene=GROUND, log=log)
     summary = write(rows, args.json or Path(args.out) / "accuracy.json")
     print(f"{args.duration:g} s runs, seeds {list(seeds)}, rig {SCENE!r} (synthetic.presets), long side {LONG_SIDE}\n")
     print(markdown([s for s in summary if "ghost_cells" not in s]))
