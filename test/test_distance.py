@@ -74,7 +74,9 @@ def test_a_fused_maps_field_measures_the_clearance_to_what_it_saw():
     for (x, y), want in (((1.2, 0.0), 0.3), ((1.0, 0.0), 0.5), ((2.6, 1.0), 0.4), ((0.9, 0.0), 0.6)):
         assert at(x, y) == pytest.approx(want, abs=0.075), (x, y)
     assert at(1.55, 0.0) == 0  # on the obstacle's face
-    assert at(0.2, 0.0) == pytest.approx(1.0)  # farther than the maximum from anything seen
+    assert np.isnan(at(0.2, 0.0))  # under the camera's view: the band's bottom never seen, unknown
+    j, i = np.floor((np.array([1.0, 0.0]) - grid.origin) / grid.resolution).astype(int)
+    assert distance_slice(grid, 0.2).distance[i, j] == pytest.approx(0.2)  # farther than the maximum
     assert np.isnan(at(2.4, 0.0))  # the obstacle's shadow: unknown
 
 

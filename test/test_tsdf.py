@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from mapanything_ros.geometry import CameraModel, ModelPixels
 from mapanything_ros.mapping.keys import KEY_OFFSET, cells, key_cells, pack
 from mapanything_ros.mapping import tsdf
-from mapanything_ros.mapping.tsdf import _OFFSETS, BLOCK, VOXELS, RangeView, TsdfMap
+from mapanything_ros.mapping.tsdf import _OFFSETS, BLOCK, VOXELS, Grid2D, RangeView, TsdfMap
 from mapanything_ros.synthetic.presets import make_scene
 
 CAMERA = CameraModel.pinhole(80.0, 80.0, 79.5, 59.5, 160, 120)
@@ -151,6 +151,27 @@ def test_occupancy_grid_free_occupied_unknown():
     assert coarse.resolution == 0.2 and coarse.cells.shape[0] < grid.cells.shape[0]
     assert fused.occupancy(5.0, 6.0).cells.size == 0  # nothing observed up there
     assert TsdfMap(0.05).occupancy(0.0, 1.0).cells.size == 0
+
+
+def test_a_box_whose_top_no_camera_saw_is_not_free_inside():
+    """A camera 0.3 m up sees a box 0.8 m tall from the front and the free space over it (rays to
+    the wall pass above), never its top or inside: the columns inside it hold free voxels above
+    the box and none seen below, so they are unknown, not free; its front face is occupied and
+    the floor-level space before it free."""
+    box = ((1.5, -0.3, 0.0), (1.8, 0.3, 0.8))
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for i in range(6):
+        fused.integrate(view(pose(x=-0.3 + 0.1 * i, y=0.1 * np.sin(i), z=0.3, yaw=0.05 * np.cos(i)),
+                             [WALL, FLOOR, box]))
+    grid = fused.occupancy(0.1, 1.2)
+
+    def at(x, y):
+        j, i = np.floor((np.array([x, y]) - grid.origin) / grid.resolution).astype(int)
+        return grid.cells[i, j]
+
+    inside = [at(x, y) for x in (1.6, 1.65, 1.7) for y in (-0.2, 0.0, 0.2)]
+    assert Grid2D.FREE not in inside and Grid2D.UNKNOWN in inside  # seen over, not under
+    assert at(1.52, 0.0) == Grid2D.OCCUPIED and at(1.2, 0.0) == Grid2D.FREE
 
 
 def test_max_range_limits_surfaces_but_still_clears():

@@ -42,8 +42,8 @@ Outputs. surface(): points on the zero crossings of the field between neighbouri
 voxels (linear interpolation, so sub-voxel), with colour and weight; mesh(): its triangle mesh
 (surface nets), also cut into regions (mesh_regions(), for publishing only what changed);
 occupancy(): a 2D grid of the height band [z_min, z_max] (world z up): occupied where a voxel in
-the band is at or behind a surface, free where voxels were seen there and all are in free space,
-unknown otherwise. All three search again only the blocks fused since their last call and the
+the band is at or behind a surface, free where the band's lowest voxel was seen and none is
+solid, unknown otherwise. All three search again only the blocks fused since their last call and the
 neighbours whose search reaches into them (what they found elsewhere is kept, per block; an
 eviction or a load makes them search everything once). They are computed from the stored
 field, so they follow clearing. state() / load_state(): the whole map.
@@ -82,6 +82,7 @@ _GENERATIONS = itertools.count()  # TsdfMap._generation: a new one whenever pool
 REACH = tuple(o for o in np.ndindex(2, 2, 2) if any(o))  # a block's mesh cells read these neighbours too
 FORMAT = "mapanything_ros.tsdf/1"
 SOLID_REACH = 0.6  # a voxel in front of a surface is solid when the zero crossing is this near (voxels)
+_SEEN = 1  # TsdfMap._band_columns: band voxels of the column observed, but not its lowest
 
 # Voxel offsets within a block, (VOXELS, 3) int, x slowest: voxel (i, j, k) is at (i·BLOCK + j)·BLOCK + k.
 _OFFSETS = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -666,13 +667,16 @@ class TsdfMap:
 
     def occupancy(self, z_min, z_max, resolution=None):
         """Grid2D of the height band [z_min, z_max] metres (world z), cells of `resolution` metres
-        (default and minimum: the voxel size; a coarser cell takes the worst of the voxels in it),
-        spanning the observed voxels of the band: 100 where a voxel centred in the band is behind a
-        surface or has one within 0.6 of a voxel (the zero crossing with a neighbour along x, y or
-        z: _solid), 0 where voxels were observed there and all are free, -1 elsewhere. Incremental:
-        only the blocks fused since the last call for the same band, and their six face neighbours
-        (whose solid rule reads them), are looked at again; after an eviction or for another band,
-        all (the grid itself is assembled anew from the blocks' columns)."""
+        (default and minimum: the voxel size; a coarser cell takes the worst of the voxel columns
+        in it), spanning the observed voxels of the band: 100 where a voxel centred in the band is
+        behind a surface or has one within 0.6 of a voxel (the zero crossing with a neighbour along
+        x, y or z: _solid); 0 where the band's lowest voxel was observed (in every voxel column of
+        the cell) and none is solid; -1 elsewhere. Free space seen only higher up says nothing of
+        what stands under it (a box's inside under the free space seen over it, when no camera saw
+        its top). Incremental: only the blocks fused since the last call for the same band, and
+        their six face neighbours (whose solid rule reads them), are looked at again; after an
+        eviction or for another band, all (the grid itself is assembled anew from the blocks'
+        columns)."""
         v = self.voxel_size
         res = v if resolution is None else max(float(resolution), v)
         empty = Grid2D(np.full((0, 0), Grid2D.UNKNOWN, np.int8), (0.0, 0.0), res)
@@ -682,23 +686,26 @@ class TsdfMap:
         b, o = np.nonzero(columns != Grid2D.UNKNOWN)
         if len(b) == 0:
             return empty
-        occupied = columns[b, o] == Grid2D.OCCUPIED
-        cell = []  # the cell of each column along x, then y: its voxel index, or the coarser cell its centre is in
-        for axis in range(2):
-            index = self._origin[slots, axis][b] + _COLUMNS[o, axis]
-            cell.append(index if res == v else np.floor((index * v + v / 2) / res).astype(np.int64))
+        state = columns[b, o]
+        index = [self._origin[slots, axis][b] + _COLUMNS[o, axis] for axis in range(2)]  # voxel columns along x, y
+        # The cell of each column: its voxel index, or the coarser cell its centre is in.
+        cell = [i if res == v else np.floor((i * v + v / 2) / res).astype(np.int64) for i in index]
         x0, y0 = (int(c.min()) for c in cell)
-        col, row = cell[0] - x0, cell[1] - y0
-        grid = np.full((int(row.max()) + 1, int(col.max()) + 1), Grid2D.UNKNOWN, np.int8)  # rows: y
-        grid[row, col] = Grid2D.FREE
-        grid[row[occupied], col[occupied]] = Grid2D.OCCUPIED
+        shape = int(cell[1].max()) - y0 + 1, int(cell[0].max()) - x0 + 1  # rows: y
+        flat = (cell[1] - y0) * shape[1] + (cell[0] - x0)
+        size = shape[0] * shape[1]
+        free = np.bincount(flat, state == Grid2D.FREE, size).reshape(shape)  # voxel columns seen from the bottom
+        whole = np.outer(*(_voxels_per_cell(v, res, c0, n) for c0, n in ((y0, shape[0]), (x0, shape[1]))))
+        grid = np.where(free >= whole, Grid2D.FREE, Grid2D.UNKNOWN).astype(np.int8)
+        grid[np.bincount(flat, state == Grid2D.OCCUPIED, size).reshape(shape) > 0] = Grid2D.OCCUPIED
         return Grid2D(grid, (float(x0 * res), float(y0 * res)), res)
 
     def _band_columns(self, z_min, z_max):
         """(pool slots (n,) int32, columns (n, BLOCK²) int8) of the blocks with an observed voxel
         centred in the band [z_min, z_max]: each (x, y) column of voxels of a block (x major, as
-        _COLUMNS) is Grid2D.OCCUPIED where one of its band voxels is solid (_solid), FREE where
-        some were observed and none is, else UNKNOWN. Kept between calls (read-only arrays)."""
+        _COLUMNS) is Grid2D.OCCUPIED where one of its band voxels is solid (_solid), else FREE where
+        it holds the band's lowest voxel and that was observed, _SEEN where other band voxels were,
+        else UNKNOWN. Kept between calls (read-only arrays)."""
         kept = self._columns[1] if self._columns is not None and self._columns[0] == (z_min, z_max) else None
         self._columns = (z_min, z_max), self._refresh(kept, _FACES, lambda which: self._columns_of(which, z_min, z_max),
                                                       (2,))
@@ -715,10 +722,12 @@ class TsdfMap:
         zc = (cells[:, 2, None] * BLOCK + _OFFSETS[:, 2]) * v + v / 2  # (n, VOXELS) voxel centre heights
         seen = (zc >= z_min) & (zc <= z_max) & (self._weight[slots] >= max(self.min_weight, 1e-12))
         has = seen.any(1)
-        near, cells, slots, seen = near[has], cells[has], slots[has], seen[has]
+        near, cells, slots, seen, zc = near[has], cells[has], slots[has], seen[has], zc[has]
         solid = self._solid(near, cells) & seen
+        lowest = seen & (zc - v < z_min)  # the band's lowest voxel (the one below it is centred under z_min)
         shape = (len(near), BLOCK, BLOCK, BLOCK)  # voxel index x·BLOCK² + y·BLOCK + z (_OFFSETS)
-        columns = np.where(seen.reshape(shape).any(3), Grid2D.FREE, Grid2D.UNKNOWN).astype(np.int8)
+        columns = np.where(seen.reshape(shape).any(3), _SEEN, Grid2D.UNKNOWN).astype(np.int8)
+        columns[lowest.reshape(shape).any(3)] = Grid2D.FREE
         columns[solid.reshape(shape).any(3)] = Grid2D.OCCUPIED
         return slots, columns.reshape(len(near), BLOCK * BLOCK)
 
@@ -811,6 +820,16 @@ class TsdfMap:
         self._looks = grown(self._looks, 0)
         self._origin, self._free = grown(self._origin, 0), grown(self._free, False)
         self._fused = grown(self._fused, 0)
+
+
+def _voxels_per_cell(v, res, first, n):
+    """(n,) how many voxel columns (size v, m) have their centre in each of the cells first, ..,
+    first + n - 1 of size res (m) along one axis (1 each when res is v)."""
+    if res == v:
+        return np.ones(n, np.int64)
+    i = np.arange(int(np.floor(first * res / v)) - 2, int(np.ceil((first + n) * res / v)) + 3)
+    c = np.floor((i * v + v / 2) / res).astype(np.int64) - first
+    return np.bincount(c[(c >= 0) & (c < n)], minlength=n)
 
 
 def _kept_then(old, kept, new):
