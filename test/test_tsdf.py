@@ -174,6 +174,41 @@ def test_a_box_whose_top_no_camera_saw_is_not_free_inside():
     assert at(1.52, 0.0) == Grid2D.OCCUPIED and at(1.2, 0.0) == Grid2D.FREE
 
 
+def test_a_cell_is_free_only_where_the_bands_lowest_voxel_was_seen():
+    """Free space (tsdf 1) observed in a 0.2 m block stack but for some voxels: a column whose
+    lowest band voxel was not seen is unknown, one missing a higher voxel is still free; a coarser
+    cell is free only when all its voxel columns are (white box: the field loaded as a state)."""
+    v = 0.05
+    fused = TsdfMap(v, max_blocks=100)
+    blocks = np.array([[0, 0, 0], [0, 0, 1]])
+    centres = (blocks[:, None, :] * BLOCK + _OFFSETS) * v + v / 2
+    weight = np.ones((2, VOXELS), np.float32)
+    column = lambda x, y: (np.abs(centres[..., 0] - (x + 0.5) * v) < 1e-6) & (np.abs(centres[..., 1] - (y + 0.5) * v) < 1e-6)  # noqa: E731
+    weight[column(0, 0) & (np.abs(centres[..., 2] - 0.075) < 1e-6)] = 0  # the lowest band voxel of column (0, 0)
+    weight[column(2, 0) & (np.abs(centres[..., 2] - 0.275) < 1e-6)] = 0  # a higher one of column (2, 0)
+    state = fused.state()
+    state.update(keys=pack(blocks.T.copy()), tsdf=np.ones((2, VOXELS), np.float32), weight=weight,
+                 rgb=np.zeros((2, VOXELS, 3), np.uint8), looks=np.ones((2, VOXELS), np.uint8))
+    fused.load_state(state)
+    grid = fused.occupancy(0.06, 0.4)  # voxels centred at 0.075 .. 0.375
+    want = np.zeros((BLOCK, BLOCK), np.int8)
+    want[0, 0] = -1  # rows: y, columns: x
+    np.testing.assert_array_equal(grid.cells, want)
+    coarse = fused.occupancy(0.06, 0.4, resolution=2 * v)  # each cell: 2 x 2 voxel columns
+    np.testing.assert_array_equal(coarse.cells, [[-1, 0], [0, 0]])
+    assert fused.occupancy(0.0, 0.4).cells.min() == 0  # the voxels centred at 0.025 are the lowest then
+    # A band starting on a voxel centre has one lowest voxel, whatever the float rounding.
+    for size, z_min in ((0.05, 0.175), (0.03, 0.165), (0.03, 0.225)):
+        free = TsdfMap(size, max_blocks=100)
+        stack = np.array([[0, 0, z] for z in range(4)])
+        state = free.state()
+        state.update(keys=pack(stack.T.copy()), tsdf=np.ones((4, VOXELS), np.float32),
+                     weight=np.ones((4, VOXELS), np.float32), rgb=np.zeros((4, VOXELS, 3), np.uint8),
+                     looks=np.ones((4, VOXELS), np.uint8))
+        free.load_state(state)
+        assert (free.occupancy(z_min, 0.3).cells == 0).all(), (size, z_min)
+
+
 def test_max_range_limits_surfaces_but_still_clears():
     fused = TsdfMap(0.05, max_range=2.0, max_blocks=100_000)
     for p in poses():

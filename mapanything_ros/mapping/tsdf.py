@@ -719,12 +719,13 @@ class TsdfMap:
         crossing = (bottom <= z_max) & (bottom + BLOCK * v >= z_min)
         near, cells = which[crossing], cells[crossing]
         slots = self._slots[near]
-        zc = (cells[:, 2, None] * BLOCK + _OFFSETS[:, 2]) * v + v / 2  # (n, VOXELS) voxel centre heights
+        k = cells[:, 2, None] * BLOCK + _OFFSETS[:, 2]  # (n, VOXELS) voxel indices along z
+        zc = k * v + v / 2  # their centre heights
         seen = (zc >= z_min) & (zc <= z_max) & (self._weight[slots] >= max(self.min_weight, 1e-12))
         has = seen.any(1)
-        near, cells, slots, seen, zc = near[has], cells[has], slots[has], seen[has], zc[has]
+        near, cells, slots, seen, k = near[has], cells[has], slots[has], seen[has], k[has]
         solid = self._solid(near, cells) & seen
-        lowest = seen & (zc - v < z_min)  # the band's lowest voxel (the one below it is centred under z_min)
+        lowest = seen & ((k - 1) * v + v / 2 < z_min)  # the band's lowest voxel: the one below is centred under it
         shape = (len(near), BLOCK, BLOCK, BLOCK)  # voxel index x·BLOCK² + y·BLOCK + z (_OFFSETS)
         columns = np.where(seen.reshape(shape).any(3), _SEEN, Grid2D.UNKNOWN).astype(np.int8)
         columns[lowest.reshape(shape).any(3)] = Grid2D.FREE
