@@ -25,6 +25,7 @@ agreeing measurements kept: mapping.completion) beside the plain run.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -170,14 +171,17 @@ def drive(size, cameras, windows, completion=False):
 
 
 def build_extensions(tree):
-    """Compile the package's C extension modules (mapanything_ros/_*.c) into `tree` as
-    CMakeLists.txt does (-O3), so that an extracted revision runs its own compiled code, not the
-    environment's (which is this tree's: the package's path extends into site-packages). The
-    flags are CMakeLists.txt's."""
+    """Compile the package's C extension modules (mapanything_ros/_*.c) into `tree` with the options
+    its own CMakeLists.txt gives each (so that an extracted revision runs its own compiled code, as it
+    was built then, not the environment's, which is this tree's: the package's path extends into
+    site-packages)."""
     cc = (sysconfig.get_config_var("CC") or "cc").split()
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    cmake = (Path(tree) / "CMakeLists.txt").read_text()
     for source in sorted((Path(tree) / "mapanything_ros").glob("_*.c")):
-        subprocess.run([*cc, "-O3", "-ffp-contract=off", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", str(source),
+        options = re.search(rf"target_compile_options\({source.stem} PRIVATE ([^)]*)\)", cmake)
+        flags = options.group(1).split() if options else ["-O3"]
+        subprocess.run([*cc, *flags, "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", str(source),
                         "-o", str(source.with_suffix(suffix)), "-lm"], check=True)
 
 
@@ -210,7 +214,8 @@ def main():
         base = None
         if args.baseline:
             base = Path(tmp)
-            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline, "mapanything_ros"],
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline, "mapanything_ros",
+                                      "CMakeLists.txt"],
                                      check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
             build_extensions(base)

@@ -32,9 +32,10 @@
  * The projection follows distortion.py step by step, in single precision where numpy computes in
  * single precision (the voxel centres are float32) and in double where NumPy 2 does (K and the
  * resize); built without fused multiply-adds (CMakeLists.txt). With NumPy 2 it gives the same
- * pixels bit for bit for pinhole and radial-tangential lenses; for the fisheye, numpy's float32
- * arctan2 is not libm's atan2f and the pixels differ by up to about 1e-4 px (NumPy 1 also
- * multiplies by K in single precision: a few 1e-5 px).
+ * pixels bit for bit for pinhole and radial-tangential lenses. For the fisheye, numpy's float32
+ * arctan2 is neither libm's atan2f nor correctly rounded (it differs from the correctly rounded
+ * angle in about 40 % of cases, by an ulp); atan2_f here is correctly rounded but for about 2 in a
+ * million, so the pixels differ from numpy's by up to about 1e-4 px.
  *
  * Per candidate, as tsdf.py documents: the nearest pixel's range r; near the surface the bilinear
  * range in inverse depth when the four pixels around agree within `spread`; T = max(truncation,
@@ -46,11 +47,17 @@
  *
  * Why compiled code: the numpy version makes about fifty passes over the voxels (several hundred
  * thousand per keyframe), each a temporary array; this is one pass (docs/performance.md#map-fusion).
+ * Within it, each block's 64 voxels go through loops without branches (projection, then the
+ * update), which the compiler vectorises: their operations and order are the scalar ones, so the
+ * bits are too. Built with -fno-trapping-math and -fno-math-errno (CMakeLists.txt), which change
+ * no value (the loops never trap nor read errno) but let the compiler evaluate both arms of a
+ * select and inline sqrt; without them the loops stay scalar, about 1.8x slower.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -69,40 +76,6 @@ typedef struct {
     double fx, skew, cx, fy, cy, offset, sx, sy, crop_x, crop_y;
 } Projection;
 
-/* Model-pixel coordinates (col, row) of a camera-frame point; 0 where the lens does not see it. */
-static inline int project_point(const Projection *q, float x, float y, float z, float *col, float *row)
-{
-    float xd, yd;
-    int ok = isfinite(x) && isfinite(y) && isfinite(z);
-    if (q->kind == EQUIDISTANT) {
-        const float rho = hypotf(x, y), theta = atan2f(rho, z), t2 = theta * theta;
-        ok = ok && theta < q->limit && (rho > 0 || z > 0);
-        const float poly = 1 + t2 * (q->k[0] + t2 * (q->k[1] + t2 * (q->k[2] + t2 * q->k[3])));
-        const float scale = rho > 0 ? theta * poly / rho : 0.0f;
-        xd = x * scale;
-        yd = y * scale;
-    } else {
-        const float xn = x / z, yn = y / z;
-        ok = ok && z > 0;
-        if (q->kind == RADTAN) {
-            const float *k = q->k, p1 = k[6], p2 = k[7];
-            const float s = xn * xn + yn * yn;
-            ok = ok && isfinite(xn) && isfinite(yn) && s <= q->limit;
-            const float g = (1 + s * (k[0] + s * (k[1] + s * k[2]))) / (1 + s * (k[3] + s * (k[4] + s * k[5])));
-            xd = xn * g + (2 * p1) * xn * yn + p2 * (s + 2 * xn * xn);
-            yd = yn * g + p1 * (s + 2 * yn * yn) + (2 * p2) * xn * yn;
-        } else {
-            xd = xn;
-            yd = yn;
-        }
-    }
-    const double u = q->fx * xd + q->skew * yd + q->cx, v = q->fy * yd + q->cy;
-    ok = ok && isfinite(u) && isfinite(v);
-    *col = (float)((u - q->offset + 0.5) * q->sx - 0.5 - q->crop_x);
-    *row = (float)((v - q->offset + 0.5) * q->sy - 0.5 - q->crop_y);
-    return ok;
-}
-
 /* fmaxf, fminf and nearbyintf are library calls unless NaN and rounding-mode rules are relaxed;
  * these are inlined. The values here are never NaN, and round_half_up takes values >= -0.5 (pixel
  * coordinates inside the image, colours). */
@@ -110,60 +83,169 @@ static inline float max_f(float a, float b) { return a > b ? a : b; }
 static inline float min_f(float a, float b) { return a < b ? a : b; }
 static inline Py_ssize_t round_half_up(float x) { return (Py_ssize_t)(x + 0.5f); }
 
-/* The range at (c, r) (see the file comment); rn: the nearest pixel's. */
-static inline float sample(const float *ranges, Py_ssize_t w, Py_ssize_t h, float c, float r, float rn, float spread)
-{
-    if (w < 2 || h < 2) return rn;
-    float fc0 = floorf(c), fr0 = floorf(r);
-    Py_ssize_t c0 = (Py_ssize_t)fc0, r0 = (Py_ssize_t)fr0;
-    if (c0 < 0) c0 = 0;
-    if (c0 > w - 2) c0 = w - 2;
-    if (r0 < 0) r0 = 0;
-    if (r0 > h - 2) r0 = h - 2;
-    float fc = c - (float)c0, fr = r - (float)r0;
-    fc = fc < 0 ? 0 : (fc > 1 ? 1 : fc);
-    fr = fr < 0 ? 0 : (fr > 1 ? 1 : fr);
-    const float *p = ranges + r0 * w + c0;
-    const float a = p[0], b = p[1], cc = p[w], d = p[w + 1];
-    const float lo = min_f(min_f(a, b), min_f(cc, d)), hi = max_f(max_f(a, b), max_f(cc, d));
-    if (!(lo > 0) || !(hi <= lo * (1 + spread))) return rn;
-    return 1 / ((1 - fr) * ((1 - fc) / a + fc / b) + fr * ((1 - fc) / cc + fc / d));
-}
-
 #define VOXELS 64
 
-/* Fuse one voxel (flat pool index v, centre at distance d, seen at pixel (c, r)); 1 if updated. */
-static inline int fuse_voxel(float *tsdf, float *weight, uint8_t *rgb, uint8_t *looks, int64_t v, float c, float r,
-                             float d, const float *ranges, const float *pw, const uint8_t *colors, Py_ssize_t w,
-                             Py_ssize_t h, const Params *p)
+static inline int finite_f(float x) { return fabsf(x) <= FLT_MAX; } /* isfinite, in a form loops vectorise */
+
+/* hypotf as glibc computes it (the products of floats are exact in double, one rounding of their sum,
+ * one of its square root, one to float), in a form loops vectorise. */
+static inline float hypot_f(float x, float y) { return (float)sqrt((double)x * x + (double)y * y); }
+
+/* atan2f(y, x) for y >= 0 (an angle in [0, pi]) in double, rounded to float, in a form loops vectorise:
+ * atan of min/max in [0, 1], reduced to |u| <= tan(pi/8) by atan(a) = pi/4 + atan((a - 1) / (a + 1)),
+ * then its Taylor series to u^23 (error below 1e-11, well under a float's half ulp almost everywhere). */
+static inline float atan2_f(float y, float x)
 {
-    const Py_ssize_t pix = round_half_up(r) * w + round_half_up(c);
-    float range = ranges[pix];
-    if (!(range > 0)) return 0;
-    float t = max_f(p->truncation, p->ratio * range);
-    if (fabsf(range - d) < t + p->spread * range) {
-        range = sample(ranges, w, h, c, r, range, p->spread);
-        t = max_f(p->truncation, p->ratio * range);
+    const double ax = fabs((double)x), yy = y, lo = yy < ax ? yy : ax, hi = yy < ax ? ax : yy;
+    const double a0 = lo / hi, a = hi > 0 ? a0 : 0.0;
+    const double reduced = (a - 1) / (a + 1);
+    const int big = a > 0.41421356237309503; /* tan(pi/8) */
+    const double u = big ? reduced : a, u2 = u * u;
+    double p = -1.0 / 23;
+    p = 1.0 / 21 + u2 * p;
+    p = -1.0 / 19 + u2 * p;
+    p = 1.0 / 17 + u2 * p;
+    p = -1.0 / 15 + u2 * p;
+    p = 1.0 / 13 + u2 * p;
+    p = -1.0 / 11 + u2 * p;
+    p = 1.0 / 9 + u2 * p;
+    p = -1.0 / 7 + u2 * p;
+    p = 1.0 / 5 + u2 * p;
+    p = -1.0 / 3 + u2 * p;
+    p = 1.0 + u2 * p;
+    const double at = (big ? 0.78539816339744831 : 0.0) + u * p;   /* atan(lo / hi) */
+    const double first = yy > ax ? 1.5707963267948966 - at : at;     /* atan2(y, |x|) */
+    return (float)(x < 0 ? 3.1415926535897931 - first : first);
+}
+
+/* Model pixels (col, row), distances and lens validity of n <= VOXELS camera-frame points, corner +
+ * (ox, oy, oz)[o]: distortion.py's projection of each, in loops without branches (see the file comment).
+ * ok: the lens sees the point; col and row are then its model pixel (when not, anything). */
+static inline void project_block(const Projection *q, const float *corner, const float *ox, const float *oy,
+                                 const float *oz, int n, float *col, float *row, float *dist, int *ok)
+{
+    float xd[VOXELS], yd[VOXELS];
+    const float cx = corner[0], cy = corner[1], cz = corner[2];
+    if (q->kind == EQUIDISTANT) {
+        const float *k = q->k, limit = q->limit;
+        for (int o = 0; o < n; o++) {
+            const float x = cx + ox[o], y = cy + oy[o], z = cz + oz[o];
+            const float rho = hypot_f(x, y), theta = atan2_f(rho, z), t2 = theta * theta;
+            ok[o] = finite_f(x) & finite_f(y) & finite_f(z) & (theta < limit) & ((rho > 0) | (z > 0));
+            const float poly = 1 + t2 * (k[0] + t2 * (k[1] + t2 * (k[2] + t2 * k[3])));
+            const float scaled = theta * poly / rho, scale = rho > 0 ? scaled : 0.0f;
+            xd[o] = x * scale;
+            yd[o] = y * scale;
+            dist[o] = sqrtf(x * x + y * y + z * z);
+        }
+    } else {
+        for (int o = 0; o < n; o++) {
+            const float x = cx + ox[o], y = cy + oy[o], z = cz + oz[o];
+            xd[o] = x / z;
+            yd[o] = y / z;
+            ok[o] = finite_f(x) & finite_f(y) & finite_f(z) & (z > 0);
+            dist[o] = sqrtf(x * x + y * y + z * z);
+        }
+        if (q->kind == RADTAN) {
+            const float *k = q->k, p1 = k[6], p2 = k[7], limit = q->limit;
+            for (int o = 0; o < n; o++) {
+                const float xn = xd[o], yn = yd[o];
+                const float s = xn * xn + yn * yn;
+                ok[o] &= finite_f(xn) & finite_f(yn) & (s <= limit);
+                const float g = (1 + s * (k[0] + s * (k[1] + s * k[2]))) / (1 + s * (k[3] + s * (k[4] + s * k[5])));
+                xd[o] = xn * g + (2 * p1) * xn * yn + p2 * (s + 2 * xn * xn);
+                yd[o] = yn * g + p1 * (s + 2 * yn * yn) + (2 * p2) * xn * yn;
+            }
+        }
     }
-    const float sdf = range - d;
-    if (!(sdf >= -t)) return 0;
-    if (p->max_range > 0 && d > p->max_range) return 0;
-    const float ratio = p->truncation / (sdf >= t ? max_f(p->truncation, p->ratio * d) : t);
-    float wt = pw[pix] * ratio * ratio;
-    if (sdf < -p->voxel) wt *= (t + sdf) / (t - p->voxel);
-    if (!(wt > 0)) return 0;
-    const float obs = (sdf < t ? sdf : t) / t;
-    const float old = weight[v], total = old + wt;
-    tsdf[v] = (tsdf[v] * old + obs * wt) / total;
-    weight[v] = total < p->max_weight ? total : p->max_weight;
-    if (sdf < t) {
+    const double fx = q->fx, skew = q->skew, ccx = q->cx, fy = q->fy, ccy = q->cy, off = q->offset, sx = q->sx,
+                 sy = q->sy, crx = q->crop_x, cry = q->crop_y;
+    for (int o = 0; o < n; o++) {
+        const double u = fx * (double)xd[o] + skew * (double)yd[o] + ccx, v = fy * (double)yd[o] + ccy;
+        col[o] = (float)((u - off + 0.5) * sx - 0.5 - crx);
+        row[o] = (float)((v - off + 0.5) * sy - 0.5 - cry);
+        ok[o] &= finite_f(col[o]) & finite_f(row[o]); /* u or v too large for a float, or not finite */
+    }
+}
+
+/* Fuse a block's voxels (pool indices base + o) seen at model pixels (col, row) at distances dist, where
+ * visible: the steps of the file comment for each. In three passes, so that the arithmetic, the longest
+ * part, is one loop without branches that the compiler vectorises (every value both arms of a choice
+ * need is computed, then selected): the nearest pixels' ranges and weights and the four pixels around
+ * gathered; each voxel's update computed and written where it applies; the colours of the voxels in
+ * the band. Returns the number of voxels updated. */
+static inline Py_ssize_t fuse_block(float *tsdf, float *weight, uint8_t *rgb, uint8_t *looks, int64_t base,
+                                    const float *col, const float *row, const float *dist, const int *visible,
+                                    const float *ranges, const float *pw, const uint8_t *colors, Py_ssize_t w,
+                                    Py_ssize_t h, const Params *p)
+{
+    float rn[VOXELS], wp[VOXELS], a[VOXELS], b[VOXELS], c[VOXELS], d[VOXELS], fc[VOXELS], fr[VOXELS];
+    Py_ssize_t pix[VOXELS];
+    int band[VOXELS];
+    const int corners = w >= 2 && h >= 2;
+    for (int o = 0; o < VOXELS; o++) {
+        if (!visible[o]) {
+            pix[o] = 0;
+            rn[o] = wp[o] = a[o] = b[o] = c[o] = d[o] = fc[o] = fr[o] = 0;
+            continue;
+        }
+        pix[o] = round_half_up(row[o]) * w + round_half_up(col[o]);
+        rn[o] = ranges[pix[o]];
+        wp[o] = pw[pix[o]];
+        if (!corners) {
+            a[o] = b[o] = c[o] = d[o] = fc[o] = fr[o] = 0;
+            continue;
+        }
+        /* floor, clamped to the image: truncation gives the same for col, row > -0.5 (visible) */
+        Py_ssize_t c0 = (Py_ssize_t)col[o], r0 = (Py_ssize_t)row[o];
+        c0 = c0 > w - 2 ? w - 2 : c0;
+        r0 = r0 > h - 2 ? h - 2 : r0;
+        const float u = col[o] - (float)c0, v = row[o] - (float)r0;
+        fc[o] = u < 0 ? 0 : (u > 1 ? 1 : u);
+        fr[o] = v < 0 ? 0 : (v > 1 ? 1 : v);
+        const float *q = ranges + r0 * w + c0;
+        a[o] = q[0];
+        b[o] = q[1];
+        c[o] = q[w];
+        d[o] = q[w + 1];
+    }
+    const float trunc = p->truncation, ratio = p->ratio, spread = p->spread, voxel = p->voxel,
+                max_range = p->max_range, max_weight = p->max_weight;
+    float *ts = tsdf + base, *wg = weight + base;
+    int updated = 0;
+    for (int o = 0; o < VOXELS; o++) {
+        const float r0 = rn[o], dd = dist[o];
+        const float t0 = max_f(trunc, ratio * r0);
+        const float lo = min_f(min_f(a[o], b[o]), min_f(c[o], d[o])), hi = max_f(max_f(a[o], b[o]), max_f(c[o], d[o]));
+        const float bil = 1 / ((1 - fr[o]) * ((1 - fc[o]) / a[o] + fc[o] / b[o]) +
+                               fr[o] * ((1 - fc[o]) / c[o] + fc[o] / d[o]));
+        const int near = fabsf(r0 - dd) < t0 + spread * r0, smooth = (lo > 0) & (hi <= lo * (1 + spread));
+        const float range = near & smooth ? bil : r0;
+        const float t = max_f(trunc, ratio * range);
+        const float sdf = range - dd;
+        const float t_own = max_f(trunc, ratio * dd); /* in front of the band: T at the voxel's own distance */
+        const float q = trunc / (sdf >= t ? t_own : t);
+        const float drop = (t + sdf) / (t - voxel), full = wp[o] * q * q, dropped = full * drop;
+        const float wt = sdf < -voxel ? dropped : full;
+        const int ok = visible[o] & (r0 > 0) & (sdf >= -t) & !((max_range > 0) & (dd > max_range)) & (wt > 0);
+        const float ob = (sdf < t ? sdf : t) / t;
+        const float old = wg[o], before = ts[o], total = old + wt;
+        const float fused = (before * old + ob * wt) / total, capped = total < max_weight ? total : max_weight;
+        ts[o] = ok ? fused : before;
+        wg[o] = ok ? capped : old;
+        band[o] = ok & (sdf < t);
+        updated += ok;
+    }
+    for (int o = 0; o < VOXELS; o++) {
+        if (!band[o]) continue;
+        const int64_t v = base + o;
         const int seen = looks[v];
         const float f = 1.0f / (float)(seen + 1);
         for (int k = 0; k < 3; k++)
-            rgb[3 * v + k] = (uint8_t)round_half_up((float)rgb[3 * v + k] * (1 - f) + (float)colors[3 * pix + k] * f);
+            rgb[3 * v + k] = (uint8_t)round_half_up((float)rgb[3 * v + k] * (1 - f) + (float)colors[3 * pix[o] + k] * f);
         looks[v] = (uint8_t)(seen + 1 < p->color_looks ? seen + 1 : p->color_looks);
     }
-    return 1;
+    return updated;
 }
 
 static Py_ssize_t fuse_all(float *tsdf, float *weight, uint8_t *rgb, uint8_t *looks, uint8_t *free_,
@@ -172,23 +254,23 @@ static Py_ssize_t fuse_all(float *tsdf, float *weight, uint8_t *rgb, uint8_t *lo
                            Py_ssize_t w, Py_ssize_t h, Params p)
 {
     Py_ssize_t updated = 0;
-    const float wmin = p.min_weight > 1e-12f ? p.min_weight : 1e-12f;
+    const float wmin = p.min_weight > 1e-12f ? p.min_weight : 1e-12f, fw = (float)w - 0.5f, fh = (float)h - 0.5f;
+    float col[VOXELS], row[VOXELS], dist[VOXELS], ox[VOXELS], oy[VOXELS], oz[VOXELS];
+    int visible[VOXELS];
+    for (int o = 0; o < VOXELS; o++) {
+        ox[o] = offsets[3 * o];
+        oy[o] = offsets[3 * o + 1];
+        oz[o] = offsets[3 * o + 2];
+    }
     for (Py_ssize_t s = 0; s < m; s++) {
         const int64_t base = (int64_t)slots[s] * VOXELS;
-        const float *corner = corners + 3 * s;
-        for (Py_ssize_t o = 0; o < VOXELS; o++) {
-            const float x = corner[0] + offsets[3 * o], y = corner[1] + offsets[3 * o + 1],
-                        z = corner[2] + offsets[3 * o + 2];
-            float c, r;
-            if (!project_point(q, x, y, z, &c, &r) ||
-                !(c > -0.5f && c < (float)w - 0.5f && r > -0.5f && r < (float)h - 0.5f))
-                continue;
-            const float d = sqrtf(x * x + y * y + z * z);
-            updated += fuse_voxel(tsdf, weight, rgb, looks, base + o, c, r, d, ranges, pw, colors, w, h, &p);
-        }
+        project_block(q, corners + 3 * s, ox, oy, oz, VOXELS, col, row, dist, visible);
+        for (int o = 0; o < VOXELS; o++)
+            visible[o] &= (col[o] > -0.5f) & (col[o] < fw) & (row[o] > -0.5f) & (row[o] < fh);
+        updated += fuse_block(tsdf, weight, rgb, looks, base, col, row, dist, visible, ranges, pw, colors, w, h, &p);
         int all_free = 1;
-        for (Py_ssize_t o = 0; o < VOXELS && all_free; o++)
-            all_free = tsdf[base + o] >= p.free_level && weight[base + o] >= wmin;
+        for (int o = 0; o < VOXELS; o++)
+            all_free &= (tsdf[base + o] >= p.free_level) & (weight[base + o] >= wmin);
         free_[slots[s]] = (uint8_t)all_free;
     }
     return updated;
@@ -309,10 +391,21 @@ static PyObject *project(PyObject *self, PyObject *args)
     PyObject *col = PyByteArray_FromStringAndSize(NULL, 4 * n), *row = PyByteArray_FromStringAndSize(NULL, 4 * n),
              *valid = PyByteArray_FromStringAndSize(NULL, n), *result = NULL;
     if (col != NULL && row != NULL && valid != NULL) {
-        const float *x = cam.buf;
+        const float *x = cam.buf, zero[3] = {0, 0, 0};
         float *c = (float *)PyByteArray_AS_STRING(col), *r = (float *)PyByteArray_AS_STRING(row);
-        char *ok = PyByteArray_AS_STRING(valid);
-        for (Py_ssize_t i = 0; i < n; i++) ok[i] = (char)project_point(&q, x[3 * i], x[3 * i + 1], x[3 * i + 2], c + i, r + i);
+        char *valid_out = PyByteArray_AS_STRING(valid);
+        float px[VOXELS], py[VOXELS], pz[VOXELS], dist[VOXELS];
+        int ok[VOXELS];
+        for (Py_ssize_t start = 0; start < n; start += VOXELS) {
+            const int count = n - start < VOXELS ? (int)(n - start) : VOXELS;
+            for (int o = 0; o < count; o++) {
+                px[o] = x[3 * (start + o)];
+                py[o] = x[3 * (start + o) + 1];
+                pz[o] = x[3 * (start + o) + 2];
+            }
+            project_block(&q, zero, px, py, pz, count, c + start, r + start, dist, ok);
+            for (int o = 0; o < count; o++) valid_out[start + o] = (char)ok[o];
+        }
         result = Py_BuildValue("OOO", col, row, valid);
     }
     Py_XDECREF(col);
