@@ -58,9 +58,12 @@ def scene_for(size, cameras=1):
 
 
 def captures_for(scene, count):
-    """Captures of every camera, 300 ms apart, LiDAR depth deferred (a function, as the node makes it)."""
+    """Captures of every camera, 300 ms apart, LiDAR depth deferred (a function, as the node makes it:
+    session.inputs.FrameBuilder.lidar_depth, one geometry.MovingSweep shared by the cameras of a
+    capture where the package has it, else each camera's own project_to_depth)."""
     from functools import partial
 
+    from mapanything_ros import geometry
     from mapanything_ros.geometry import SourceMotion, project_to_depth, se3_compose, se3_inverse
     from mapanything_ros.window import Frame
 
@@ -68,14 +71,19 @@ def captures_for(scene, count):
     for k in range(count):
         stamp = 1000 * MS + k * 300 * MS
         sweep = scene.sweep(stamp - scene.lidar.sweep_ns // 2)
-        motion = SourceMotion(sweep.start_ns, scene.world_from_lidar(sweep.start_ns), sweep.end_ns,
-                              scene.world_from_lidar(sweep.end_ns), stamp, extrapolate=True)
+        ends = (sweep.start_ns, scene.world_from_lidar(sweep.start_ns), sweep.end_ns,
+                scene.world_from_lidar(sweep.end_ns))
+        moving = geometry.MovingSweep(sweep.points, sweep.times_ns, *ends, extrapolate=True) if hasattr(
+            geometry, "MovingSweep") else None
         frames = []
         for view in scene.capture(stamp):
             cam = scene.rig_camera(view.name)
             cam_from_lidar = se3_compose(se3_inverse(cam.body_from_camera), scene.lidar.body_from_lidar)
-            depth = partial(project_to_depth, sweep.points, cam_from_lidar, view.camera, times=sweep.times_ns,
-                            motion=motion)
+            if moving is not None:
+                depth = partial(moving.depth, cam_from_lidar, view.camera, stamp)
+            else:
+                depth = partial(project_to_depth, sweep.points, cam_from_lidar, view.camera, times=sweep.times_ns,
+                                motion=SourceMotion(*ends, stamp, extrapolate=True))
             frames.append(Frame(view.image, view.camera, view.stamp_ns, view.name, view.world_from_camera, depth))
         out.append(frames)
     return out

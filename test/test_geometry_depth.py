@@ -1,10 +1,14 @@
 """Point cloud projection to sparse depth, depth image decoding, z-depth <-> ray depth."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
 from mapanything_ros.geometry.camera import GRID_CENTER, CameraModel
+from mapanything_ros.geometry import depth as depth_module
 from mapanything_ros.geometry.depth import (
+    MovingSweep,
     SourceMotion,
     depth_image_to_meters,
     project_to_depth,
@@ -118,6 +122,35 @@ def test_motion_compensation_recovers_true_points():
         project_to_depth(measured, cam_from_source, CAM, motion=motion)
     with pytest.raises(ValueError, match="outside"):
         project_to_depth(measured, cam_from_source, CAM, times=times + 200_000_000, motion=motion)
+
+
+def test_a_moving_sweep_projects_as_project_to_depth_and_moves_its_points_once(monkeypatch):
+    """MovingSweep.depth gives project_to_depth's map bit for bit for any camera, stamp and resize, and
+    moves the sweep's points into the world once for all of them, also when cameras ask at once."""
+    t0, t1 = 1_000_000_000, 1_100_000_000
+    world_from_s0 = pose_from_quat_trans([0, 0, 0, 1], [0.0, 0.0, 0.0])
+    world_from_s1 = pose_from_quat_trans([0, np.sin(0.1), 0, np.cos(0.1)], [1.0, 0.0, 0.5])
+    rng = np.random.default_rng(3)
+    points = rng.uniform([-3, -2, 1], [3, 2, 12], (5000, 3))
+    times = rng.integers(t0, t1 + 1, 5000)
+    calls = []
+    compensate = depth_module._compensate
+    monkeypatch.setattr(depth_module, "_compensate", lambda *a: calls.append(1) or compensate(*a))
+    sweep = MovingSweep(points, times, t0, world_from_s0, t1, world_from_s1, extrapolate=True)
+    views = [(CAM, pose_from_quat_trans([0, 0, 0.05, np.sqrt(1 - 0.05**2)], [0.4, 0.1, 0.2]), 1_060_000_000, None),
+             (FISHEYE, pose_from_quat_trans([0, 0.3, 0, np.sqrt(1 - 0.09)], [0.0, 0.2, 0.1]), 1_150_000_000, None),
+             (FISHEYE, EYE, 1_020_000_000, Resize.to_model(1280, 1024))]
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda v: sweep.depth(v[1], v[0], v[2], resize=v[3]), views))
+    assert len(calls) == 1
+    for (camera, cam_from_source, stamp, resize), depth in zip(views, got):
+        motion = SourceMotion(t0, world_from_s0, t1, world_from_s1, stamp, extrapolate=True)
+        want = project_to_depth(points, cam_from_source, camera, times=times, motion=motion, resize=resize)
+        np.testing.assert_array_equal(depth, want)
+        assert (want > 0).sum() > 50
+    assert len(calls) == 4  # project_to_depth compensates every time
+    with pytest.raises(ValueError, match="times"):
+        MovingSweep(points, times[:-1], t0, world_from_s0, t1, world_from_s1).depth(EYE, CAM, t0)
 
 
 def test_depth_image_to_meters():

@@ -1,9 +1,14 @@
-"""session.inputs: PendingCaptures (the session's TF wait queue) and the checks of a decoded sweep."""
+"""session.inputs: PendingCaptures (the session's TF wait queue), the checks of a decoded sweep, and
+FrameBuilder's LiDAR depth."""
 
 import numpy as np
 
+from mapanything_ros.geometry import CameraModel, SourceMotion, project_to_depth, se3_compose, se3_inverse
+from mapanything_ros.geometry import depth as depth_module
 from mapanything_ros.geometry.tf_tree import TransformNotFound, TransformTree
-from mapanything_ros.session.inputs import MAX_SWEEP_NS, Cloud, PendingCaptures
+from mapanything_ros.geometry.transforms import pose_from_quat_trans
+from mapanything_ros.session.inputs import MAX_SWEEP_NS, CameraImage, Cloud, FrameBuilder, PendingCaptures
+from mapanything_ros.sync import LIDAR_SOURCE, Capture
 
 
 def test_waits_in_order_expires_and_stays_bounded():
@@ -55,3 +60,44 @@ def test_a_sweep_keeps_plausible_point_times_and_drops_the_others():
         assert cloud.times is None and cloud.span == (stamp, stamp) and "from the header stamp" in problem
     cloud, problem = Cloud.checked(points, None, "lidar", stamp)
     assert problem is None and cloud.span == (stamp, stamp)
+
+
+def test_a_sweep_is_moved_once_for_all_the_cameras_of_a_capture(monkeypatch):
+    """FrameBuilder's LiDAR depth: each camera's map is project_to_depth's, motion-compensated at its
+    own image stamp (or, without point times, carried at the sweep's stamp), and the sweep's points
+    are moved into the world once for all the cameras."""
+    t0, t1, stamps = 1_000_000_000, 1_100_000_000, {"a": 1_040_000_000, "b": 1_060_000_000}
+    tree = TransformTree()
+    tree.set_transform("map", "lidar", t0, pose_from_quat_trans([0, 0, 0, 1], [0.0, 0.0, 0.0]))
+    tree.set_transform("map", "lidar", t1, pose_from_quat_trans([0, 0, np.sin(0.1), np.cos(0.1)], [1.0, 0.0, 0.0]))
+    lidar_from = {"a": pose_from_quat_trans([-0.5, 0.5, -0.5, 0.5], [0.1, 0.0, 0.0]),  # optical, looking along x
+                  "b": pose_from_quat_trans([-0.5, 0.5, -0.5, 0.5], [0.1, 0.3, 0.0])}
+    for cam, pose in lidar_from.items():
+        tree.set_transform("lidar", cam, 0, pose, static=True)
+    model = CameraModel.pinhole(60.0, 60.0, 39.5, 29.5, 80, 60)
+    rng = np.random.default_rng(0)
+    points = rng.uniform([2, -3, -1], [9, 3, 1], (4000, 3))
+    times = rng.integers(t0, t1 + 1, 4000)
+    images = {c: (s, CameraImage(np.zeros((60, 80, 3), np.uint8), model, c, s, c)) for c, s in stamps.items()}
+    values = {"world_frame": "map", "use_poses": True, "use_depth": True, "depth_source": "lidar"}
+    calls = []
+    compensate = depth_module._compensate
+    monkeypatch.setattr(depth_module, "_compensate", lambda *a: calls.append(1) or compensate(*a))
+    builder = FrameBuilder(tree.lookup)
+    cloud = Cloud(points, times, "lidar", 1_050_000_000)
+    frames, problems = builder.frames(Capture(1_050_000_000, images, {LIDAR_SOURCE: (1_050_000_000, cloud)}), values)
+    assert not problems and not calls  # deferred: nothing projected yet
+    motion = {c: SourceMotion(t0, tree.lookup("map", "lidar", t0), t1, tree.lookup("map", "lidar", t1), s,
+                              extrapolate=True) for c, s in stamps.items()}
+    for frame in frames:
+        want = project_to_depth(points, tree.lookup(frame.frame_id, "lidar", frame.stamp_ns), model, times=times,
+                                motion=motion[frame.frame_id])
+        np.testing.assert_array_equal(frame.resolved().sparse_depth, want)
+        assert (want > 0).sum() > 200
+    assert len(calls) == 1 + len(frames)  # one for the sweep, one for each reference projection
+    still = Cloud(points, None, "lidar", 1_050_000_000)
+    frames, _ = builder.frames(Capture(1_050_000_000, images, {LIDAR_SOURCE: (1_050_000_000, still)}), values)
+    for frame in frames:
+        cam_from_lidar = se3_compose(se3_inverse(tree.lookup("map", frame.frame_id, frame.stamp_ns)),
+                                     tree.lookup("map", "lidar", 1_050_000_000))
+        np.testing.assert_array_equal(frame.resolved().sparse_depth, project_to_depth(points, cam_from_lidar, model))

@@ -6,7 +6,8 @@ along the unit ray of the pixel (what MapAnything takes and predicts as `depth_a
 z = ray_depth · ray_z for unit rays.
 """
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -116,15 +117,27 @@ def _time_groups(t):
 
 def _source_to_camera(points, cam_from_source, times, motion):
     """(x, y, z source-side float64 coordinates (N,), 4x4 transform to the camera): the points
-    themselves and cam_from_source, or with motion their motion-compensated world coordinates and
-    cam_from_world. Motion-compensated points may come back in time order (order does not matter
-    to a z-buffer); the source pose is interpolated once per distinct time when that pays."""
+    themselves and cam_from_source, or with motion their motion-compensated world coordinates
+    (_compensate) and cam_from_world."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     cam_from_source = np.asarray(cam_from_source, dtype=np.float64)
     if motion is None:
         return p[:, 0], p[:, 1], p[:, 2], cam_from_source
     if times is None:
         raise ValueError("motion compensation needs per-point times")
+    return (*_compensate(p, times, motion), _cam_from_world(cam_from_source, motion))
+
+
+def _cam_from_world(cam_from_source, motion):
+    """cam_from_world of a camera whose cam_from_source holds at motion.stamp_ns."""
+    return se3_compose(np.asarray(cam_from_source, dtype=np.float64), se3_inverse(motion.pose(motion.stamp_ns)))
+
+
+def _compensate(p, times, motion):
+    """World coordinates (x, y, z) float64 (N,) of source-frame points p (N, 3) float64 measured at
+    `times`, each moved by the source pose interpolated at its own time. They may come back in time
+    order (order does not matter to a z-buffer); the source pose is interpolated once per distinct
+    time when that pays."""
     t = _as_ns(times).reshape(-1)
     if t.shape[0] != p.shape[0]:
         raise ValueError(f"{t.shape[0]} times for {p.shape[0]} points")
@@ -137,9 +150,36 @@ def _source_to_camera(points, cam_from_source, times, motion):
         per_point = np.repeat(motion.rows(t[starts]), np.diff(np.append(starts, t.size)), axis=2)
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
     with np.errstate(invalid="ignore"):  # inf coordinates become NaN and are dropped later
-        world = [_row(per_point, i, x, y, z) for i in range(3)]
-    cam_from_world = se3_compose(cam_from_source, se3_inverse(motion.pose(motion.stamp_ns)))
-    return (*world, cam_from_world)
+        return tuple(_row(per_point, i, x, y, z) for i in range(3))
+
+
+class MovingSweep:
+    """A point sweep measured while its source (a LiDAR) moved, to be projected into several cameras:
+    points (N, 3) in the source frame, per-point times ((N,) int ns or float s) and the source's
+    world poses at two times (as SourceMotion). Moving each point by the source pose at its own time
+    is the larger part of a projection and the same for every camera, so it is done once, by the
+    first depth() (thread-safe), and kept."""
+
+    def __init__(self, points, times, t0_ns, world_from_source0, t1_ns, world_from_source1, extrapolate=False):
+        self.points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        self.times = times
+        self._motion = SourceMotion(t0_ns, world_from_source0, t1_ns, world_from_source1, t0_ns, extrapolate)
+        self._world = None
+        self._lock = threading.Lock()
+
+    def world(self):
+        """World coordinates (x, y, z) float64 (N,) of the points, motion-compensated (computed once)."""
+        with self._lock:
+            if self._world is None:
+                self._world = _compensate(self.points, self.times, self._motion)
+            return self._world
+
+    def depth(self, cam_from_source, camera, stamp_ns, *, grid=GRID_INDEX, resize=None):
+        """project_to_depth(points, cam_from_source, camera, times=times, motion=SourceMotion(t0_ns, ...,
+        stamp_ns, extrapolate), grid=grid, resize=resize), with the motion compensation done once for all
+        calls. cam_from_source holds at stamp_ns (the image's stamp)."""
+        motion = replace(self._motion, stamp_ns=int(stamp_ns))
+        return _project(*self.world(), _cam_from_world(cam_from_source, motion), camera, grid, resize)
 
 
 def project_to_depth(points, cam_from_source, camera, *, times=None, motion=None, grid=GRID_INDEX, resize=None):
@@ -154,8 +194,12 @@ def project_to_depth(points, cam_from_source, camera, *, times=None, motion=None
     (0 for "index", 0.5 for "center"). With `resize` (a Resize from camera.image_size) the map is
     made directly at the resized/cropped size. Transforms and projection run in float64.
     """
+    return _project(*_source_to_camera(points, cam_from_source, times, motion), camera, grid, resize)
+
+
+def _project(x, y, z, m, camera, grid, resize):
+    """project_to_depth of float64 coordinates x, y, z (N,) brought into the camera by m (4, 4)."""
     w, h = camera.image_size if resize is None else resize.out_size
-    x, y, z, m = _source_to_camera(points, cam_from_source, times, motion)
     with np.errstate(invalid="ignore"):
         cz = _row(m, 2, x, y, z)
         front = np.flatnonzero(cz > 0)  # cull before the rest of the transform and the lens model

@@ -17,7 +17,7 @@ from functools import cached_property, partial
 import numpy as np
 
 from .. import decode
-from ..geometry import CameraModel, SourceMotion, project_to_depth, se3_compose, se3_inverse
+from ..geometry import CameraModel, MovingSweep, project_to_depth, se3_compose, se3_inverse
 from ..geometry.tf_tree import TransformError
 from ..sync import LIDAR_SOURCE
 from ..units import SEC
@@ -123,6 +123,9 @@ class FrameBuilder:
         depth is used and a transform it needs is missing."""
         p = values
         frames, problems = [], []
+        lidar = None
+        if p["use_depth"] and p["depth_source"] == "lidar" and LIDAR_SOURCE in capture.depth:
+            lidar = self.lidar_depth(capture.depth[LIDAR_SOURCE][1], p["world_frame"])
         for cam, (stamp, img) in capture.images.items():
             try:
                 tf_pose = self.lookup(p["world_frame"], img.frame_id, stamp)
@@ -131,8 +134,8 @@ class FrameBuilder:
                     raise
                 tf_pose = None
             depth = None
-            if p["use_depth"] and p["depth_source"] == "lidar" and LIDAR_SOURCE in capture.depth:
-                depth = self.lidar_depth(capture.depth[LIDAR_SOURCE][1], img, p["world_frame"])
+            if lidar is not None:
+                depth = lidar(img)
             elif p["use_depth"] and p["depth_source"] == "depth_image" and cam in capture.depth:
                 depth = capture.depth[cam][1]
                 w, h = img.model.image_size
@@ -144,23 +147,30 @@ class FrameBuilder:
                                 depth, capture.stamp_ns, Keyframe(cam, img.info, tf_pose)))
         return frames, problems
 
-    def lidar_depth(self, cloud, image, world):
-        """Sparse z-depth of a Cloud in the camera of a CameraImage, motion-compensated with per-point
-        times (without times the sweep is carried at its stamp through world_frame), as a function
-        returning the (H, W) float32 map: the transforms are looked up now (raising TransformError
-        when missing), the projection runs only when called (for keyframes, see window.Frame)."""
+    def lidar_depth(self, cloud, world):
+        """A function CameraImage -> the sparse z-depth of a Cloud in that camera, motion-compensated
+        with per-point times (without times the sweep is carried at its stamp through world_frame),
+        deferred: a function returning the (H, W) float32 map. The LiDAR's poses are looked up now,
+        each camera's extrinsics when the function is called (raising TransformError when missing);
+        the projection runs only when the depth is asked for (keyframes, see window.Frame), and the
+        motion compensation once for all the cameras of the sweep (geometry.MovingSweep)."""
         lookup = self.lookup
         if cloud.times is None:
-            cam_from_lidar = se3_compose(se3_inverse(lookup(world, image.frame_id, image.stamp_ns)),
-                                         lookup(world, cloud.frame_id, cloud.stamp_ns))
-            return partial(project_to_depth, cloud.points, cam_from_lidar, image.model)
+            world_from_lidar = lookup(world, cloud.frame_id, cloud.stamp_ns)
+
+            def depth(image):
+                cam_from_lidar = se3_compose(se3_inverse(lookup(world, image.frame_id, image.stamp_ns)), world_from_lidar)
+                return partial(project_to_depth, cloud.points, cam_from_lidar, image.model)
+            return depth
         t0, t1 = cloud.span
-        cam_from_lidar = lookup(image.frame_id, cloud.frame_id, image.stamp_ns)
         if t1 == t0:
             t1 = t0 + 1
-        motion = SourceMotion(t0, lookup(world, cloud.frame_id, t0), t1, lookup(world, cloud.frame_id, t1),
-                              image.stamp_ns, extrapolate=True)
-        return partial(project_to_depth, cloud.points, cam_from_lidar, image.model, times=cloud.times, motion=motion)
+        sweep = MovingSweep(cloud.points, cloud.times, t0, lookup(world, cloud.frame_id, t0), t1,
+                            lookup(world, cloud.frame_id, t1), extrapolate=True)
+
+        def depth(image):
+            return partial(sweep.depth, lookup(image.frame_id, cloud.frame_id, image.stamp_ns), image.model, image.stamp_ns)
+        return depth
 
 
 class PendingCaptures:
