@@ -57,10 +57,20 @@ def scene_for(size, cameras=1):
     return SyntheticScene(cameras=rig, lidar=Lidar(mount((0.0, 0.0, 0.3), optical=False), rows=64, columns=1600))
 
 
-def captures_for(scene, count):
-    """Captures of every camera, 300 ms apart, LiDAR depth deferred (a function, as the node makes it:
-    session.inputs.FrameBuilder.lidar_depth, one geometry.MovingSweep shared by the cameras of a
-    capture where the package has it, else each camera's own project_to_depth)."""
+def render(scene, count):
+    """Each capture's rendered views and LiDAR sweep: `count` captures 300 ms apart."""
+    out = []
+    for k in range(count):
+        stamp = 1000 * MS + k * 300 * MS
+        out.append((stamp, scene.capture(stamp), scene.sweep(stamp - scene.lidar.sweep_ns // 2)))
+    return out
+
+
+def captures_for(scene, rendered):
+    """Captures of every camera of the rendered ones, LiDAR depth deferred (a function, as the node
+    makes it: session.inputs.FrameBuilder.lidar_depth, one geometry.MovingSweep shared by the cameras
+    of a capture where the package has it, else each camera's own project_to_depth). Made anew for
+    each pass, so that nothing one pass computed is reused by the next."""
     from functools import partial
 
     from mapanything_ros import geometry
@@ -68,15 +78,13 @@ def captures_for(scene, count):
     from mapanything_ros.window import Frame
 
     out = []
-    for k in range(count):
-        stamp = 1000 * MS + k * 300 * MS
-        sweep = scene.sweep(stamp - scene.lidar.sweep_ns // 2)
+    for stamp, views, sweep in rendered:
         ends = (sweep.start_ns, scene.world_from_lidar(sweep.start_ns), sweep.end_ns,
                 scene.world_from_lidar(sweep.end_ns))
         moving = geometry.MovingSweep(sweep.points, sweep.times_ns, *ends, extrapolate=True) if hasattr(
             geometry, "MovingSweep") else None
         frames = []
-        for view in scene.capture(stamp):
+        for view in views:
             cam = scene.rig_camera(view.name)
             cam_from_lidar = se3_compose(se3_inverse(cam.body_from_camera), scene.lidar.body_from_lidar)
             if moving is not None:
@@ -120,7 +128,7 @@ def drive(size, cameras, windows, completion=False):
     torch.set_num_threads(1)
     cv2.setNumThreads(1)  # thread_time counts this thread only: OpenCV's pool must not take work off it
     scene = scene_for(size, cameras)
-    captures = captures_for(scene, N + windows)
+    rendered = render(scene, N + windows)
     config = PipelineConfig(window_size=N, keyframes=KeyframePolicy(elapsed_s=0.0))
     if completion:
         from dataclasses import replace
@@ -135,8 +143,9 @@ def drive(size, cameras, windows, completion=False):
             return out
 
     recording = Pipeline(config, Recorder())
-    for c in captures:
+    for c in captures_for(scene, rendered):
         recording.process(c)
+    captures = captures_for(scene, rendered)
 
     replay = Replay(recorded)
     pipeline = Pipeline(config, replay)

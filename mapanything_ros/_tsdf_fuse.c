@@ -29,6 +29,11 @@
  * project(cam, lens, pixel) -> (col, row, valid): the same projection of float32 (n * 3) camera-frame
  * points, as float32, float32 and bool arrays (n,) (for the tests).
  *
+ * block_keys(points, rot, origin, size) -> bytearray of int64: the sorted unique packed keys of the
+ * blocks that float64 camera-frame points (n * 3) fall in, rot (9, row-major) and origin (3) the
+ * camera's world pose (TsdfMap._block_keys, which runs the same in numpy when this module is
+ * missing; test_tsdf.py checks that both give the same keys).
+ *
  * The projection follows distortion.py step by step, in single precision where numpy computes in
  * single precision (the voxel centres are float32) and in double where NumPy 2 does (K and the
  * resize); built without fused multiply-adds (CMakeLists.txt). With NumPy 2 it gives the same
@@ -60,6 +65,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -415,6 +421,89 @@ static PyObject *project(PyObject *self, PyObject *args)
     return result;
 }
 
+/* Sorted unique packed keys (mapping/keys.py: 21 bits an axis, offset 2^20) of the cells of size
+ * `size` holding the world points rot . p + origin of float64 camera-frame points p, computed as
+ * TsdfMap._block_keys computes them (((x r0 + y r1) + z r2) + o, then floor(w / size)); points whose
+ * cell is out of the packable range or not finite are left out. Deduplicated in an open-addressing
+ * hash set (the points are mostly repeats: a band's samples fall 10-15 to a block), then sorted. */
+#define KEY_BITS 21
+#define KEY_OFFSET (1 << (KEY_BITS - 1))
+
+static int compare_keys(const void *a, const void *b)
+{
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static Py_ssize_t cell_keys(const double *p, Py_ssize_t n, const double *rot, const double *origin, double size,
+                            int64_t *table, Py_ssize_t slots, int64_t *out)
+{
+    const int64_t empty = -1; /* packed keys are >= 0 */
+    int shift = 64;
+    for (Py_ssize_t s = slots; s > 1; s >>= 1) shift--; /* slots = 2^(64 - shift): the product's top bits */
+    for (Py_ssize_t i = 0; i < slots; i++) table[i] = empty;
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const double x = p[3 * i], y = p[3 * i + 1], z = p[3 * i + 2];
+        int64_t key = 0;
+        int ok = 1;
+        for (int a = 0; a < 3; a++) {
+            const double q = (((x * rot[3 * a] + y * rot[3 * a + 1]) + z * rot[3 * a + 2]) + origin[a]) / size;
+            ok &= q >= -KEY_OFFSET && q < KEY_OFFSET; /* floor(q) in range; NaN fails */
+            int64_t c = ok ? (int64_t)q : 0;     /* floor: truncation, one less below zero */
+            c -= (double)c > q;
+            key = (key << KEY_BITS) | (c + KEY_OFFSET);
+        }
+        if (!ok) continue;
+        Py_ssize_t h = (Py_ssize_t)(((uint64_t)key * 0x9E3779B97F4A7C15ull) >> shift); /* Fibonacci hashing */
+        while (table[h] != empty && table[h] != key) h = (h + 1) & (slots - 1);
+        if (table[h] == empty) {
+            table[h] = key;
+            out[m++] = key;
+        }
+    }
+    qsort(out, (size_t)m, sizeof(int64_t), compare_keys);
+    return m;
+}
+
+static PyObject *block_keys(PyObject *self, PyObject *args)
+{
+    PyObject *points_obj, *result = NULL;
+    double rot[9], origin[3], size;
+    Py_buffer points;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O(ddddddddd)(ddd)d:block_keys", &points_obj, &rot[0], &rot[1], &rot[2], &rot[3],
+                          &rot[4], &rot[5], &rot[6], &rot[7], &rot[8], &origin[0], &origin[1], &origin[2], &size))
+        return NULL;
+    if (!(size > 0)) {
+        PyErr_SetString(PyExc_ValueError, "size: not a positive number of metres");
+        return NULL;
+    }
+    if (get(points_obj, &points, "points", "d", -1, 0) < 0) return NULL;
+    if (points.len % 24 != 0) {
+        PyErr_SetString(PyExc_ValueError, "points: not a whole number of (x, y, z) float64 points");
+        PyBuffer_Release(&points);
+        return NULL;
+    }
+    const Py_ssize_t n = points.len / 24;
+    Py_ssize_t slots = 64;
+    while (slots < 2 * n) slots *= 2;
+    int64_t *table = PyMem_RawMalloc((size_t)slots * sizeof(int64_t)), *out = PyMem_RawMalloc((size_t)(n + 1) * sizeof(int64_t));
+    if (table == NULL || out == NULL) {
+        PyErr_NoMemory();
+    } else {
+        Py_ssize_t m;
+        Py_BEGIN_ALLOW_THREADS
+        m = cell_keys(points.buf, n, rot, origin, size, table, slots, out);
+        Py_END_ALLOW_THREADS
+        result = PyByteArray_FromStringAndSize((const char *)out, m * (Py_ssize_t)sizeof(int64_t));
+    }
+    PyMem_RawFree(table);
+    PyMem_RawFree(out);
+    PyBuffer_Release(&points);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"fuse", fuse, METH_VARARGS,
      "fuse(tsdf, weight, rgb, looks, free, slots, corners, offsets, lens, pixel, ranges, weights, colors, width, "
@@ -423,6 +512,9 @@ static PyMethodDef methods[] = {
     {"project", project, METH_VARARGS,
      "project(cam, lens, pixel) -> (col, row, valid) as bytearrays of float32, float32 and bool: the projection "
      "fuse() makes, of float32 camera-frame points (n, 3)."},
+    {"block_keys", block_keys, METH_VARARGS,
+     "block_keys(points, rot, origin, size) -> bytearray of int64: the sorted unique packed keys of the cells of "
+     "`size` metres holding rot . p + origin of float64 camera-frame points p (n, 3) (see _tsdf_fuse.c)."},
     {NULL, NULL, 0, NULL},
 };
 

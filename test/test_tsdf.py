@@ -415,6 +415,28 @@ def test_occupied_cells_end_at_the_surface_however_wide_the_band(offset):
     np.testing.assert_array_equal(row, np.where(x > wall - 0.6 * v, 100, 0))
 
 
+def test_compiled_block_keys_match_numpy(monkeypatch):
+    """_tsdf_fuse.block_keys and TsdfMap._block_keys' numpy path give the same sorted unique block keys:
+    float32 and float64 points, most of them repeats, points on block edges, far outside the packable
+    range, NaN and inf (left out), none at all."""
+    assert tsdf.COMPILED, "mapanything_ros._tsdf_fuse is not built (CMakeLists.txt)"
+    rng = np.random.default_rng(0)
+    rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    origin = np.array([1.3, -2.2, 0.4])
+    points = [rng.uniform(-8, 8, (30_000, 3)).astype(np.float32),
+              np.repeat(rng.uniform(-3, 3, (500, 3)), 40, axis=0),
+              (rng.integers(-40, 40, (5000, 3)) * 0.2 - origin) @ rot,  # world points on block edges
+              np.array([[np.nan, 0, 1], [np.inf, 0, 1], [0, -np.inf, 1], [3e5, 0, 0], [0, 0, -3e5]])]
+    cases = [points, points[2:], [np.zeros((0, 3))]]
+    compiled = [tsdf.TsdfMap._block_keys(p, rot, origin, 0.2) for p in cases]
+    monkeypatch.setattr(tsdf, "_tsdf_fuse", None)
+    for p, got in zip(cases, compiled):
+        want = tsdf.TsdfMap._block_keys(p, rot, origin, 0.2)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want)
+    assert len(compiled[0]) > 30_000 and len(compiled[2]) == 0
+
+
 @pytest.mark.parametrize("name", ["plumb_bob", "rational_polynomial", "equidistant", "pinhole"])
 def test_compiled_projection_matches_the_lens_models(name):
     """_tsdf_fuse.project (the projection fuse() makes) gives geometry.ModelPixels' pixels for

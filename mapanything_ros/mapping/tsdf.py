@@ -275,10 +275,15 @@ class TsdfMap:
 
     @staticmethod
     def _block_keys(points, rot, origin, block):
-        """Sorted unique packed block keys of lists of camera-frame point arrays."""
+        """Sorted unique packed block keys of lists of camera-frame point arrays, in float64 (compiled:
+        _tsdf_fuse.block_keys, the same keys)."""
         if not points:
             return np.empty(0, np.int64)
-        cam = np.concatenate(points).astype(np.float64)
+        cam = np.concatenate(points).astype(np.float64, copy=False)
+        rot, origin = np.asarray(rot, np.float64), np.asarray(origin, np.float64)
+        if _tsdf_fuse is not None:
+            return np.frombuffer(_tsdf_fuse.block_keys(np.ascontiguousarray(cam), tuple(rot.ravel()), tuple(origin),
+                                                       float(block)), np.int64)
         x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
         world = np.empty((3, len(cam)))
         for i in range(3):  # world row i = rot[i] . (x, y, z) + origin[i]; 3x faster than BLAS on (N, 3) @ (3, 3)
