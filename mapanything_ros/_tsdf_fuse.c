@@ -19,7 +19,7 @@
  *                 then the resize to the model image (geometry.ModelPixels.projection)
  *   ranges        float32 (height * width): metres along the rays, 0 = none
  *   weights       float32 (height * width): each pixel's observation weight
- *   colors        uint8 (height * width * 3)
+ *   colors        uint8 (height * width * 3) RGB, or (height * width * 4) RGB and a byte not read
  *   max_range <= 0: no limit.
  * Voxels the lens does not see or outside (-0.5, width - 0.5) x (-0.5, height - 0.5) are not
  * observed. After a slot's voxels, free[slot] says whether all of them are at or above free_level
@@ -70,7 +70,7 @@
 
 typedef struct {
     float truncation, ratio, voxel, max_weight, max_range, spread, free_level, min_weight;
-    int color_looks;
+    int color_looks, color_step; /* color_step: bytes per pixel of colors, 3 or 4 */
 } Params;
 
 enum { PINHOLE = 0, RADTAN = 1, EQUIDISTANT = 2 }; /* distortion.py's spec() kinds */
@@ -248,7 +248,7 @@ static inline Py_ssize_t fuse_block(float *tsdf, float *weight, uint8_t *rgb, ui
         const int seen = looks[v];
         const float f = 1.0f / (float)(seen + 1);
         for (int k = 0; k < 3; k++)
-            rgb[3 * v + k] = (uint8_t)round_half_up((float)rgb[3 * v + k] * (1 - f) + (float)colors[3 * pix[o] + k] * f);
+            rgb[3 * v + k] = (uint8_t)round_half_up((float)rgb[3 * v + k] * (1 - f) + (float)colors[p->color_step * pix[o] + k] * f);
         looks[v] = (uint8_t)(seen + 1 < p->color_looks ? seen + 1 : p->color_looks);
     }
     return updated;
@@ -359,15 +359,20 @@ static PyObject *fuse(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "ranges: not a whole number of rows of `width`");
         goto done;
     }
-    if (get(o[9], &b[9], names[9], "f", pixels, 0) < 0 || get(o[10], &b[10], names[10], "B", 3 * pixels, 0) < 0)
+    if (get(o[9], &b[9], names[9], "f", pixels, 0) < 0 || get(o[10], &b[10], names[10], "B", -1, 0) < 0)
         goto done;
+    if (b[10].len != 3 * pixels && b[10].len != 4 * pixels) {
+        PyErr_Format(PyExc_ValueError, "colors: expected 3 or 4 bytes for each of %zd pixels, got %zd bytes", pixels,
+                     b[10].len);
+        goto done;
+    }
     const int32_t *slots = b[5].buf;
     for (Py_ssize_t s = 0; s < m; s++)
         if (slots[s] < 0 || slots[s] >= pool / VOXELS) {
             PyErr_SetString(PyExc_IndexError, "slots: a slot outside the pools");
             goto done;
         }
-    Params p = {(float)tr, (float)ra, (float)vx, (float)mw, (float)mr, (float)sp, (float)fl, (float)mn, color_looks};
+    Params p = {(float)tr, (float)ra, (float)vx, (float)mw, (float)mr, (float)sp, (float)fl, (float)mn, color_looks, (int)(b[10].len / pixels)};
     Py_ssize_t updated;
     Py_BEGIN_ALLOW_THREADS
     updated = fuse_all(b[0].buf, b[1].buf, b[2].buf, b[3].buf, b[4].buf, slots, m, b[6].buf, b[7].buf, &q, b[8].buf,

@@ -314,26 +314,31 @@ LENSES = {"pinhole": CAMERA,
 def test_compiled_fusion_matches_numpy(monkeypatch, lens):
     """_tsdf_fuse.c and TsdfMap._fuse fuse the same keyframes into the same map (the build makes
     the compiled one; the numpy one runs where it is missing), for each lens kind, with holes (NaN),
-    pixels of weight 0, varying weights and colours, and a range limit. The same to rounding but
+    pixels of weight 0, varying weights and colours (RGB, or RGB and a byte not read: the same map),
+    and a range limit. The same to rounding but
     for the fisheye, whose float32 angle numpy computes less exactly (_tsdf_fuse.c): there a few
     voxels take a neighbouring pixel."""
     assert tsdf.COMPILED, "mapanything_ros._tsdf_fuse is not built (CMakeLists.txt)"
     scene, camera = [WALL, FLOOR, OBSTACLE], LENSES[lens]
 
-    def fused():
+    def fused(channels=3):
         out, rng = TsdfMap(0.05, max_blocks=100_000, max_range=3.5), np.random.default_rng(0)
         for p in poses(6):
             v = view(p, scene, camera)
             h, w = v.ranges.shape
             ranges = np.where(rng.random((h, w)) < 0.05, np.nan, v.ranges).astype(np.float32)
             weights = np.where(rng.random((h, w)) < 0.1, 0, rng.uniform(0, 1, (h, w))).astype(np.float32)
-            colors = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            out.integrate(RangeView(ranges, v.rays, v.pixels, p, colors, weights))
+            colors = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)  # RGB and a byte not read
+            out.integrate(RangeView(ranges, v.rays, v.pixels, p, colors[..., :channels].copy(), weights))
         return {**out.state(), "free": out._free[:len(out)][out._slots]}  # blocks all free, in key order
 
     a = fused()
+    for key, value in fused(channels=4).items():  # RGB with a pad byte: the same map
+        np.testing.assert_array_equal(value, a[key])
     monkeypatch.setattr(tsdf, "_tsdf_fuse", None)
     b = fused()
+    for key, value in fused(channels=4).items():
+        np.testing.assert_array_equal(value, b[key])
     np.testing.assert_array_equal(a["keys"], b["keys"])
     assert (a["weight"] > 0).sum() > 100_000
     np.testing.assert_array_equal(a["weight"] > 0, b["weight"] > 0)

@@ -213,7 +213,7 @@ class Reconstruction:
             unit = rays / length.reshape(h, w, 1)
         prep = self.batch.prepared[i]
         return RangeView(ranges, unit, ModelPixels(prep.frame.camera, prep.resize, self.batch.grid),
-                         self.poses[i], prep.colors, weights)
+                         self.poses[i], prep.rgbx.view(np.uint8).reshape(h, w, 4), weights)  # RGB + a pad byte: no copy
 
     def view(self, i):
         """ViewReconstruction of view i at its camera's native resolution (made once)."""

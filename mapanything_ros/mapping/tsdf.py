@@ -101,7 +101,7 @@ class RangeView:
     (continuous pixel-index coordinates of this image; valid: the lens sees it): a
     geometry.ModelPixels, whose projection the compiled fusion computes itself (any other such
     function works, but is fused by the numpy loop, several times slower); world_from_camera
-    (4, 4) rigid, metres; colors (H, W, 3) uint8 RGB; weights (H, W) float32 >= 0, each pixel's
+    (4, 4) rigid, metres; colors (H, W, 3) uint8 RGB, or (H, W, 4) with a fourth byte not read; weights (H, W) float32 >= 0, each pixel's
     observation weight (0 = not used).
     """
 
@@ -391,7 +391,8 @@ class TsdfMap:
         rgb, looks = self._rgb.reshape(-1, 3), self._looks.reshape(-1)
         seen = looks[cv]
         f = (1 / (seen + np.float32(1)))[:, None]
-        rgb[cv] = np.floor(rgb[cv] * (1 - f) + colors.reshape(-1, 3)[cp] * f + 0.5).astype(np.uint8)
+        seen_rgb = colors.reshape(-1, colors.shape[-1])[cp, :3]
+        rgb[cv] = np.floor(rgb[cv] * (1 - f) + seen_rgb * f + 0.5).astype(np.uint8)
         looks[cv] = np.minimum(seen + 1, COLOR_LOOKS)
         self._free[slots] = ((self._tsdf[slots] >= FREE) & (self._weight[slots] >= max(self.min_weight, 1e-12))).all(1)
         return len(voxel)
