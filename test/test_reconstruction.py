@@ -306,6 +306,34 @@ def test_range_view_gives_nan_confidence_no_weight_and_keeps_the_rest(batch, pre
         assert (view.weights[10:][view.ranges[10:] > 0] > 0).mean() > 1 - q - 0.01
 
 
+def test_the_map_and_the_native_depth_share_one_edge_test(batch, prediction, monkeypatch):
+    """range_view gives no weight to the model pixels on either side of a discontinuity of the view's
+    inverse z-depth, the discontinuities whose native pixels the native depth cuts: one test, made
+    once per view for both (and for a carried copy); without an edge threshold, none."""
+    from mapanything_ros.mapping import reconstruction as module
+
+    calls = []
+    jumps = module.edge_jumps
+    monkeypatch.setattr(module, "edge_jumps", lambda *a: calls.append(1) or jumps(*a))
+    recon = reconstruct(batch, prediction)
+    plain = reconstruct(batch, prediction, edge_threshold=None)
+    for i in range(len(batch.frames)):
+        view, native, carried = recon.range_view(i), recon.view(i), recon.carried(np.eye(4), "world").range_view(i)
+        h, w = view.ranges.shape
+        z = recon.model_depth(i)
+        inv = np.where(z > 0, 1 / z, np.nan).astype(np.float32)
+        across, down = jumps(inv, module._edge_threshold(inv, 0.05, module.EDGE_NOISE_SIGMAS))
+        across, down = across[:-1].reshape(h, w), down[:-1].reshape(h, w)
+        edge = across | down
+        edge[:, 1:] |= across[:, :-1]
+        edge[1:] |= down[:-1]
+        assert edge.sum() > 100
+        np.testing.assert_array_equal(view.weights == 0, (plain.range_view(i).weights == 0) | edge)
+        np.testing.assert_array_equal(carried.weights, view.weights)
+        assert np.isnan(native.depth).any()
+    assert len(calls) == len(batch.frames)  # once a view, for its native depth, its range view and its copy
+
+
 def test_rejects_unknown_depth_mode(batch, prediction):
     with pytest.raises(ValueError, match="depth_mode"):
         reconstruct(batch, prediction, depth_mode="cubic")

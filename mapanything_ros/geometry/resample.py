@@ -84,12 +84,15 @@ class Stencil:
     def cut(self, values, max_jump):
         """Native (H, W) bool: pixels whose counting vertices straddle a discontinuity of the
         positive model map `values` (see Resize.to_native's max_jump; numpy or a torch tensor)."""
-        values = arrays.astype(values, np.float32)
-        _, _, cell, cell_sides = arrays.tables(self, values)
-        across, down = edge_jumps(values, max_jump)  # flat, False past the last column / row
-        w = self.model_size[0]
-        n = values.shape[0] * values.shape[1]
-        u8 = arrays.namespace(values).uint8
+        return self.cut_at(*edge_jumps(arrays.astype(values, np.float32), max_jump))
+
+    def cut_at(self, across, down):
+        """cut() of a model map whose discontinuities edge_jumps gave: (across, down), flat, False
+        past the last column / row."""
+        _, _, cell, cell_sides = arrays.tables(self, across)
+        w, h = self.model_size
+        n = w * h
+        u8 = arrays.namespace(across).uint8
         sides = arrays.astype(across[:n], np.uint8)
         sides[:n - w] |= across[w:n].view(u8) << 1
         sides |= down[:n].view(u8) << 2

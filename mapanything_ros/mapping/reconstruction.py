@@ -121,6 +121,7 @@ class Reconstruction:
         self._metric_size = self._size if base is None else base._metric_size
         self._final_cache = {} if base is None else base._final_cache
         self._corrections = {} if base is None else base._corrections
+        self._jump_cache = {} if base is None else base._jump_cache  # _jumps: scale-free, shared too
 
     @property
     def frames(self):
@@ -204,11 +205,9 @@ class Reconstruction:
             cut = np.quantile(finite, confidence_quantile) if confidence_quantile > 0 else -np.inf
             weights[index[~(conf >= cut)]] = 0  # pixels tied at the cut are kept
         ranges, weights = ranges.reshape(h, w), weights.reshape(h, w)
-        _, edge_threshold, _ = self._options
-        if edge_threshold is not None:
-            with np.errstate(divide="ignore"):
-                inv = np.where(ranges > 0, 1 / ranges, np.nan)
-            weights[_edges(inv, _edge_threshold(inv, edge_threshold, self._edge_noise))] = 0
+        jumps = self._jumps(i)
+        if jumps is not None:
+            weights[_edges(*(arrays.to_host(j) for j in jumps), h, w)] = 0
         with np.errstate(invalid="ignore"):
             unit = rays / length.reshape(h, w, 1)
         prep = self.batch.prepared[i]
@@ -293,14 +292,31 @@ class Reconstruction:
         """z of _final(i) in pose_frame's scale."""
         return self._final(i)[1] * np.float32(self._size)
 
+    def _jumps(self, i):
+        """The discontinuities of view i's final inverse z-depth at the model pixels (edge_jumps with
+        _edge_threshold, where the reconstruction runs), or None without an edge threshold: made once,
+        for the native depth (_to_native cuts them) and the map (range_view gives their pixels no
+        weight: flying pixels are no surface). The test is relative, so scale-free: carried copies
+        share it."""
+        _, edge_threshold, _ = self._options
+        if edge_threshold is None:
+            return None
+        if i not in self._jump_cache:
+            z = self._final(i)[1]
+            with np.errstate(divide="ignore"):
+                inv = arrays.namespace(z).where(z > 0, 1 / z, np.nan)
+            inv = arrays.astype(inv, np.float32)
+            self._jump_cache[i] = edge_jumps(inv, _edge_threshold(inv, edge_threshold, self._edge_noise))
+        return self._jump_cache[i]
+
     def _native(self, i):
-        depth_mode, edge_threshold, keep_measured = self._options
+        depth_mode, _, keep_measured = self._options
         prep = self.batch.prepared[i]
         index, z, point_conf, _ = self._final(i)
         conf = arrays.namespace(z).full_like(z, np.nan)
         conf.reshape(-1)[index] = point_conf
         native, conf = _to_native(prep.frame.camera, prep.resize, self.batch.grid, z, conf, depth_mode,
-                                  edge_threshold, self._edge_noise)
+                                  None if depth_mode == "nearest" else self._jumps(i))
         native *= np.float32(self._size)
         if keep_measured and prep.frame.sparse_depth is not None:
             measured = arrays.like(_measured(prep.frame.sparse_depth), native)
@@ -373,10 +389,11 @@ def reconstruct(batch, prediction, *, views=None, depth_mode="bilinear", edge_th
                           scale=scale, residual=residual, model_cache=recon._model_cache, **options)
 
 
-def _to_native(camera, resize, grid, z, conf, mode, edge_threshold, edge_noise_sigmas=EDGE_NOISE_SIGMAS):
+def _to_native(camera, resize, grid, z, conf, mode, jumps):
     """(z-depth, confidence) at the native resolution, float32, NaN = none (and confidence NaN
     wherever the depth is), of the model-resolution z-depth (0 = none) and confidence (NaN = none),
-    numpy or tensors (on their device).
+    numpy or tensors (on their device). jumps: the model map's discontinuities (Reconstruction._jumps),
+    whose native pixels get NaN, or None.
 
     Bilinear works on inverse depth: it is affine in the normalised image coordinates of a plane
     (geometry.resample), and its steps are what the discontinuity test looks at. Both maps go
@@ -392,8 +409,8 @@ def _to_native(camera, resize, grid, z, conf, mode, edge_threshold, edge_noise_s
         st = stencil(camera, resize, grid)
         both = st.apply(arrays.complex_pair(inv, conf))
         out, conf = arrays.copy(both.real), arrays.copy(both.imag)
-        if edge_threshold is not None:
-            out[st.cut(inv, _edge_threshold(inv, edge_threshold, edge_noise_sigmas))] = np.nan
+        if jumps is not None:
+            out[st.cut_at(*jumps)] = np.nan
         arrays.reciprocal(out)
     out[~(out > 0)] = np.nan
     conf[xp.isnan(out)] = np.nan
@@ -417,11 +434,10 @@ def _edge_threshold(inv, threshold, sigmas):
     return max(float(threshold), sigmas * 1.4826 * float(arrays.median(second)))
 
 
-def _edges(v, max_jump):
-    """(H, W) bool: the pixels of a positive map v (H, W) (NaN = none) on either side of a
-    discontinuity (geometry.resize.edge_jumps) with a neighbour."""
-    h, w = v.shape
-    across, down = (j[:-1].reshape(h, w) for j in edge_jumps(v, max_jump))
+def _edges(across, down, h, w):
+    """(H, W) bool: the pixels of an (H, W) map on either side of a discontinuity with a neighbour,
+    from its geometry.resize.edge_jumps."""
+    across, down = across[:-1].reshape(h, w), down[:-1].reshape(h, w)
     out = across | down
     out[:, 1:] |= across[:, :-1]
     out[1:] |= down[:-1]
