@@ -372,7 +372,7 @@ static PyObject *fuse(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_IndexError, "slots: a slot outside the pools");
             goto done;
         }
-    Params p = {(float)tr, (float)ra, (float)vx, (float)mw, (float)mr, (float)sp, (float)fl, (float)mn, color_looks, (int)(b[10].len / pixels)};
+    Params p = {(float)tr, (float)ra, (float)vx, (float)mw, (float)mr, (float)sp, (float)fl, (float)mn, color_looks, b[10].len == 4 * pixels ? 4 : 3};
     Py_ssize_t updated;
     Py_BEGIN_ALLOW_THREADS
     updated = fuse_all(b[0].buf, b[1].buf, b[2].buf, b[3].buf, b[4].buf, slots, m, b[6].buf, b[7].buf, &q, b[8].buf,

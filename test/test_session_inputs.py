@@ -64,8 +64,10 @@ def test_a_sweep_keeps_plausible_point_times_and_drops_the_others():
 
 def test_a_sweep_is_moved_once_for_all_the_cameras_of_a_capture(monkeypatch):
     """FrameBuilder's LiDAR depth: each camera's map is project_to_depth's, motion-compensated at its
-    own image stamp (or, without point times, carried at the sweep's stamp), and the sweep's points
-    are moved into the world once for all the cameras."""
+    own image stamp (or, without point times, carried at the sweep's stamp), the sweep's points
+    are moved into the world once for all the cameras, and every transform is looked up by frames()
+    (a missing one is a TransformError there, the TF wait queue's "not yet"), none when the depth is
+    resolved."""
     t0, t1, stamps = 1_000_000_000, 1_100_000_000, {"a": 1_040_000_000, "b": 1_060_000_000}
     tree = TransformTree()
     tree.set_transform("map", "lidar", t0, pose_from_quat_trans([0, 0, 0, 1], [0.0, 0.0, 0.0]))
@@ -83,10 +85,18 @@ def test_a_sweep_is_moved_once_for_all_the_cameras_of_a_capture(monkeypatch):
     calls = []
     compensate = depth_module._compensate
     monkeypatch.setattr(depth_module, "_compensate", lambda *a: calls.append(1) or compensate(*a))
-    builder = FrameBuilder(tree.lookup)
+    tf_open = [True]
+
+    def lookup(*args):  # TF answers while frames() runs, not when the depth is resolved later
+        if not tf_open[0]:
+            raise TransformNotFound("looked up after frames()")
+        return tree.lookup(*args)
+
+    builder = FrameBuilder(lookup)
     cloud = Cloud(points, times, "lidar", 1_050_000_000)
     frames, problems = builder.frames(Capture(1_050_000_000, images, {LIDAR_SOURCE: (1_050_000_000, cloud)}), values)
     assert not problems and not calls  # deferred: nothing projected yet
+    tf_open[0] = False
     motion = {c: SourceMotion(t0, tree.lookup("map", "lidar", t0), t1, tree.lookup("map", "lidar", t1), s,
                               extrapolate=True) for c, s in stamps.items()}
     for frame in frames:
@@ -96,7 +106,9 @@ def test_a_sweep_is_moved_once_for_all_the_cameras_of_a_capture(monkeypatch):
         assert (want > 0).sum() > 200
     assert len(calls) == 1 + len(frames)  # one for the sweep, one for each reference projection
     still = Cloud(points, None, "lidar", 1_050_000_000)
+    tf_open[0] = True
     frames, _ = builder.frames(Capture(1_050_000_000, images, {LIDAR_SOURCE: (1_050_000_000, still)}), values)
+    tf_open[0] = False
     for frame in frames:
         cam_from_lidar = se3_compose(se3_inverse(tree.lookup("map", frame.frame_id, frame.stamp_ns)),
                                      tree.lookup("map", "lidar", 1_050_000_000))

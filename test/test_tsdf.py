@@ -420,10 +420,37 @@ def test_occupied_cells_end_at_the_surface_however_wide_the_band(offset):
     np.testing.assert_array_equal(row, np.where(x > wall - 0.6 * v, 100, 0))
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_colours_average_the_last_looks_and_wrong_colours_are_refused(monkeypatch, compiled):
+    """A voxel's colour is the mean of its last COLOR_LOOKS looks (a new colour after many others moves
+    it by 1 / (COLOR_LOOKS + 1)); colours of other than 3 or 4 bytes a pixel are refused; an image
+    without pixels fuses nothing."""
+    if not compiled:
+        monkeypatch.setattr(tsdf, "_tsdf_fuse", None)
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    v = view(pose(), [WALL, FLOOR])
+    black = RangeView(v.ranges, v.rays, v.pixels, v.world_from_camera, np.zeros_like(v.colors), v.weights)
+    for _ in range(tsdf.COLOR_LOOKS + 4):
+        fused.integrate(black)
+    fused.integrate(RangeView(v.ranges, v.rays, v.pixels, v.world_from_camera, np.full_like(v.colors, 255), v.weights))
+    points, colours, _ = fused.surface()
+    assert len(points) > 1000
+    assert np.median(colours) == np.floor(255 / (tsdf.COLOR_LOOKS + 1) + 0.5)
+    if compiled:
+        with pytest.raises(ValueError, match="colors"):
+            fused.integrate(RangeView(v.ranges, v.rays, v.pixels, v.world_from_camera, v.colors[..., :2].copy(),
+                                      v.weights))
+        empty = TsdfMap(0.05)
+        assert empty._update(RangeView(np.zeros((0, 4), np.float32), np.zeros((0, 4, 3), np.float32), v.pixels,
+                                       v.world_from_camera, np.zeros((0, 4, 3), np.uint8),
+                                       np.zeros((0, 4), np.float32)), np.zeros((0, 4), np.float32),
+                             np.zeros((0, 4), np.float32), np.zeros(0, np.int32), np.eye(3), np.zeros(3)) == 0
+
+
 def test_compiled_block_keys_match_numpy(monkeypatch):
     """_tsdf_fuse.block_keys and TsdfMap._block_keys' numpy path give the same sorted unique block keys:
-    float32 and float64 points, most of them repeats, points on block edges, far outside the packable
-    range, NaN and inf (left out), none at all."""
+    float32 and float64 points, most of them repeats, points on block edges, at and just inside the
+    ends of the packable range, far outside it, NaN and inf (left out), none at all."""
     assert tsdf.COMPILED, "mapanything_ros._tsdf_fuse is not built (CMakeLists.txt)"
     rng = np.random.default_rng(0)
     rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
@@ -432,14 +459,19 @@ def test_compiled_block_keys_match_numpy(monkeypatch):
               np.repeat(rng.uniform(-3, 3, (500, 3)), 40, axis=0),
               (rng.integers(-40, 40, (5000, 3)) * 0.2 - origin) @ rot,  # world points on block edges
               np.array([[np.nan, 0, 1], [np.inf, 0, 1], [0, -np.inf, 1], [3e5, 0, 0], [0, 0, -3e5]])]
-    cases = [points, points[2:], [np.zeros((0, 3))]]
-    compiled = [tsdf.TsdfMap._block_keys(p, rot, origin, 0.2) for p in cases]
+    edge = 2.0**20 * 0.5  # the packable range's ends, exactly, at 0.5 m cells: [-2**20, 2**20) cells
+    ends = [np.array([[edge, 0, 0], [-edge, 0, 0], [edge - 0.25, 0, 0], [0, -edge - 0.25, 0], [0, 0, edge - 0.5]])]
+    cases = [(points, rot, origin, 0.2), (points[2:], rot, origin, 0.2), ([np.zeros((0, 3))], rot, origin, 0.2),
+             (ends, np.eye(3), np.zeros(3), 0.5)]
+    compiled = [tsdf.TsdfMap._block_keys(*case) for case in cases]
     monkeypatch.setattr(tsdf, "_tsdf_fuse", None)
-    for p, got in zip(cases, compiled):
-        want = tsdf.TsdfMap._block_keys(p, rot, origin, 0.2)
+    for case, got in zip(cases, compiled):
+        want = tsdf.TsdfMap._block_keys(*case)
         assert got.dtype == np.int64
         np.testing.assert_array_equal(got, want)
     assert len(compiled[0]) > 30_000 and len(compiled[2]) == 0
+    np.testing.assert_array_equal(key_cells(compiled[3]), [[-KEY_OFFSET, 0, 0], [0, 0, KEY_OFFSET - 1],
+                                                           [KEY_OFFSET - 1, 0, 0]])
 
 
 @pytest.mark.parametrize("name", ["plumb_bob", "rational_polynomial", "equidistant", "pinhole"])

@@ -286,11 +286,12 @@ class TsdfMap:
                                                        float(block)), np.int64)
         x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
         world = np.empty((3, len(cam)))
-        for i in range(3):  # world row i = rot[i] . (x, y, z) + origin[i]; 3x faster than BLAS on (N, 3) @ (3, 3)
-            np.multiply(x, rot[i, 0], out=world[i])
-            world[i] += y * rot[i, 1]
-            world[i] += z * rot[i, 2]
-            world[i] += origin[i]
+        with np.errstate(invalid="ignore"):  # inf coordinates: NaN, left out by cell_indices
+            for i in range(3):  # world row i = rot[i] . (x, y, z) + origin[i]; 3x faster than BLAS on (N, 3) @ (3, 3)
+                np.multiply(x, rot[i, 0], out=world[i])
+                world[i] += y * rot[i, 1]
+                world[i] += z * rot[i, 2]
+                world[i] += origin[i]
         cells, ok = cell_indices(world, block)
         return np.unique(pack(cells if ok.all() else cells[:, ok]))
 
