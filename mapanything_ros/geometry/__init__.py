@@ -18,7 +18,8 @@ from .transforms import (
 )
 
 __all__ = [
-    "GRID_CENTER", "GRID_INDEX", "CameraModel", "ModelPixels", "MovingSweep", "Resize", "SourceMotion", "depth_image_to_meters",
+    "GRID_CENTER", "GRID_INDEX", "CameraModel", "ModelPixels", "MovingSweep", "Resize", "SourceMotion",
+    "depth_image_to_meters",
     "interpolate_pose", "matrix_to_quat", "model_size", "pose_from_quat_trans", "project_to_depth",
     "quat_multiply", "quat_to_matrix", "quat_trans_from_pose", "ray_to_z_depth", "relative_pose",
     "se3_compose", "se3_inverse", "slerp", "z_to_ray_depth",

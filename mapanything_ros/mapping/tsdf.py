@@ -101,8 +101,8 @@ class RangeView:
     (continuous pixel-index coordinates of this image; valid: the lens sees it): a
     geometry.ModelPixels, whose projection the compiled fusion computes itself (any other such
     function works, but is fused by the numpy loop, several times slower); world_from_camera
-    (4, 4) rigid, metres; colors (H, W, 3) uint8 RGB, or (H, W, 4) with a fourth byte not read; weights (H, W) float32 >= 0, each pixel's
-    observation weight (0 = not used).
+    (4, 4) rigid, metres; colors (H, W, 3) uint8 RGB, or (H, W, 4) with a fourth byte not read;
+    weights (H, W) float32 >= 0, each pixel's observation weight (0 = not used).
     """
 
     ranges: np.ndarray

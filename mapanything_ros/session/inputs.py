@@ -159,8 +159,8 @@ class FrameBuilder:
             world_from_lidar = lookup(world, cloud.frame_id, cloud.stamp_ns)
 
             def depth(image):
-                cam_from_lidar = se3_compose(se3_inverse(lookup(world, image.frame_id, image.stamp_ns)), world_from_lidar)
-                return partial(project_to_depth, cloud.points, cam_from_lidar, image.model)
+                cam_from_world = se3_inverse(lookup(world, image.frame_id, image.stamp_ns))
+                return partial(project_to_depth, cloud.points, se3_compose(cam_from_world, world_from_lidar), image.model)
             return depth
         t0, t1 = cloud.span
         if t1 == t0:
@@ -169,7 +169,8 @@ class FrameBuilder:
                             lookup(world, cloud.frame_id, t1), extrapolate=True)
 
         def depth(image):
-            return partial(sweep.depth, lookup(image.frame_id, cloud.frame_id, image.stamp_ns), image.model, image.stamp_ns)
+            cam_from_lidar = lookup(image.frame_id, cloud.frame_id, image.stamp_ns)
+            return partial(sweep.depth, cam_from_lidar, image.model, image.stamp_ns)
         return depth
 
 
