@@ -29,10 +29,11 @@
  * project(cam, lens, pixel) -> (col, row, valid): the same projection of float32 (n * 3) camera-frame
  * points, as float32, float32 and bool arrays (n,) (for the tests).
  *
- * block_keys(points, rot, origin, size) -> bytearray of int64: the sorted unique packed keys of the
- * blocks that float64 camera-frame points (n * 3) fall in, rot (9, row-major) and origin (3) the
- * camera's world pose (TsdfMap._block_keys, which runs the same in numpy when this module is
- * missing; test_tsdf.py checks that both give the same keys).
+ * ray_keys(dirs, lo, hi, counts, rot, origin, size) -> bytearray of int64: the unique packed
+ * keys (unsorted) of the blocks that samples along rays fall in: counts[i] (int64) evenly spaced from lo[i] to
+ * hi[i] (float64, metres) along each float32 camera-frame direction dirs[i] (n * 3), rot (9,
+ * row-major) and origin (3) the camera's world pose (TsdfMap._ray_keys, which runs the same in
+ * numpy when this module is missing; test_tsdf.py checks that both give the same keys).
  *
  * The projection follows distortion.py step by step, in single precision where numpy computes in
  * single precision (the voxel centres are float32) and in double where NumPy 2 does (K and the
@@ -426,86 +427,132 @@ static PyObject *project(PyObject *self, PyObject *args)
     return result;
 }
 
-/* Sorted unique packed keys (mapping/keys.py: 21 bits an axis, offset 2^20) of the cells of size
- * `size` holding the world points rot . p + origin of float64 camera-frame points p, computed as
- * TsdfMap._block_keys computes them (((x r0 + y r1) + z r2) + o, then floor(w / size)); points whose
- * cell is out of the packable range or not finite are left out. Deduplicated in an open-addressing
- * hash set (the points are mostly repeats: a band's samples fall 10-15 to a block), then sorted. */
+/* Unique packed keys (mapping/keys.py: 21 bits an axis, offset 2^20) of the cells of size
+ * `size` that samples along rays fall in, computed as TsdfMap._ray_keys computes them: ray i (float32
+ * camera-frame direction d) takes counts[i] samples t_k = lo + k s, s = (hi - lo) / max(counts[i] - 1, 1)
+ * metres along d (k = 0 .. counts[i] - 1); its world direction is e_a = ((d_x r_a0 + d_y r_a1) + d_z r_a2)
+ * and a sample's world point e t_k + origin, its cell floor(w (1 / size)), all in double. Samples whose
+ * cell is out of the packable range or not finite are left out. Deduplicated as they come (a
+ * ray's consecutive samples mostly share a block: compared with the last key first), then in an
+ * open-addressing hash set; in the order first seen (numpy's sort of them is faster than qsort). */
 #define KEY_BITS 21
 #define KEY_OFFSET (1 << (KEY_BITS - 1))
 
-static int compare_keys(const void *a, const void *b)
+typedef struct {
+    int64_t *table, *out;
+    Py_ssize_t slots, count;
+    int shift;
+} KeySet;
+
+static const int64_t EMPTY_KEY = -1; /* packed keys are >= 0 */
+
+static Py_ssize_t key_slot(const KeySet *set, int64_t key)
 {
-    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
+    Py_ssize_t h = (Py_ssize_t)(((uint64_t)key * 0x9E3779B97F4A7C15ull) >> set->shift); /* Fibonacci hashing */
+    while (set->table[h] != EMPTY_KEY && set->table[h] != key) h = (h + 1) & (set->slots - 1);
+    return h;
 }
 
-static Py_ssize_t cell_keys(const double *p, Py_ssize_t n, const double *rot, const double *origin, double size,
-                            int64_t *table, Py_ssize_t slots, int64_t *out)
+/* Adds a key; the table doubles when half full (kept small, it stays in cache). 0 when out of memory. */
+static int key_add(KeySet *set, int64_t key)
 {
-    const int64_t empty = -1; /* packed keys are >= 0 */
-    int shift = 64;
-    for (Py_ssize_t s = slots; s > 1; s >>= 1) shift--; /* slots = 2^(64 - shift): the product's top bits */
-    for (Py_ssize_t i = 0; i < slots; i++) table[i] = empty;
-    Py_ssize_t m = 0;
+    Py_ssize_t h = key_slot(set, key);
+    if (set->table[h] == key) return 1;
+    set->table[h] = key;
+    set->out[set->count++] = key;
+    if (2 * set->count < set->slots) return 1;
+    int64_t *old = set->table;
+    set->table = PyMem_RawMalloc((size_t)(2 * set->slots) * sizeof(int64_t));
+    if (set->table == NULL) {
+        set->table = old;
+        return 0;
+    }
+    PyMem_RawFree(old);
+    set->slots *= 2;
+    set->shift--; /* slots = 2^(64 - shift): the product's top bits */
+    memset(set->table, 0xff, (size_t)set->slots * sizeof(int64_t)); /* EMPTY_KEY */
+    for (Py_ssize_t i = 0; i < set->count; i++) set->table[key_slot(set, set->out[i])] = set->out[i];
+    return 1;
+}
+
+static int ray_cells(const float *dirs, const double *lo, const double *hi, const int64_t *counts, Py_ssize_t n,
+                     const double *rot, const double *origin, double size, KeySet *set)
+{
+    const double inverse = 1 / size;
+    int64_t last = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        const double x = p[3 * i], y = p[3 * i + 1], z = p[3 * i + 2];
-        int64_t key = 0;
-        int ok = 1;
-        for (int a = 0; a < 3; a++) {
-            const double q = (((x * rot[3 * a] + y * rot[3 * a + 1]) + z * rot[3 * a + 2]) + origin[a]) / size;
-            ok &= q >= -KEY_OFFSET && q < KEY_OFFSET; /* floor(q) in range; NaN fails */
-            int64_t c = ok ? (int64_t)q : 0;     /* floor: truncation, one less below zero */
-            c -= (double)c > q;
-            key = (key << KEY_BITS) | (c + KEY_OFFSET);
-        }
-        if (!ok) continue;
-        Py_ssize_t h = (Py_ssize_t)(((uint64_t)key * 0x9E3779B97F4A7C15ull) >> shift); /* Fibonacci hashing */
-        while (table[h] != empty && table[h] != key) h = (h + 1) & (slots - 1);
-        if (table[h] == empty) {
-            table[h] = key;
-            out[m++] = key;
+        const double x = dirs[3 * i], y = dirs[3 * i + 1], z = dirs[3 * i + 2];
+        double e[3];
+        for (int a = 0; a < 3; a++) e[a] = (x * rot[3 * a] + y * rot[3 * a + 1]) + z * rot[3 * a + 2];
+        const int64_t c = counts[i];
+        const double step = (hi[i] - lo[i]) / (double)(c > 1 ? c - 1 : 1);
+        for (int64_t k = 0; k < c; k++) {
+            const double t = lo[i] + (double)k * step;
+            int64_t key = 0;
+            int ok = 1;
+            for (int a = 0; a < 3; a++) {
+                const double q = (e[a] * t + origin[a]) * inverse;
+                ok &= q >= -KEY_OFFSET && q < KEY_OFFSET; /* floor(q) in range; NaN fails */
+                int64_t cell = ok ? (int64_t)q : 0;       /* floor: truncation, one less below zero */
+                cell -= (double)cell > q;
+                key = (key << KEY_BITS) | (cell + KEY_OFFSET);
+            }
+            if (!ok || key == last) continue;
+            last = key;
+            if (!key_add(set, key)) return 0;
         }
     }
-    qsort(out, (size_t)m, sizeof(int64_t), compare_keys);
-    return m;
+    return 1;
 }
 
-static PyObject *block_keys(PyObject *self, PyObject *args)
+static PyObject *ray_keys(PyObject *self, PyObject *args)
 {
-    PyObject *points_obj, *result = NULL;
+    PyObject *o[4], *result = NULL;
+    Py_buffer b[4];
+    memset(b, 0, sizeof b);
     double rot[9], origin[3], size;
-    Py_buffer points;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O(ddddddddd)(ddd)d:block_keys", &points_obj, &rot[0], &rot[1], &rot[2], &rot[3],
-                          &rot[4], &rot[5], &rot[6], &rot[7], &rot[8], &origin[0], &origin[1], &origin[2], &size))
+    if (!PyArg_ParseTuple(args, "OOOO(ddddddddd)(ddd)d:ray_keys", &o[0], &o[1], &o[2], &o[3], &rot[0], &rot[1],
+                          &rot[2], &rot[3], &rot[4], &rot[5], &rot[6], &rot[7], &rot[8], &origin[0], &origin[1],
+                          &origin[2], &size))
         return NULL;
     if (!(size > 0)) {
         PyErr_SetString(PyExc_ValueError, "size: not a positive number of metres");
         return NULL;
     }
-    if (get(points_obj, &points, "points", "d", -1, 0) < 0) return NULL;
-    if (points.len % 24 != 0) {
-        PyErr_SetString(PyExc_ValueError, "points: not a whole number of (x, y, z) float64 points");
-        PyBuffer_Release(&points);
-        return NULL;
+    if (get(o[3], &b[3], "counts", "q", -1, 0) < 0) return NULL;
+    const Py_ssize_t n = b[3].len / 8;
+    int ok = get(o[0], &b[0], "dirs", "f", 3 * n, 0) == 0 && get(o[1], &b[1], "lo", "d", n, 0) == 0 &&
+             get(o[2], &b[2], "hi", "d", n, 0) == 0;
+    KeySet set = {NULL, NULL, 1024, 0, 54}; /* 1024 = 2^(64 - 54) slots to begin with */
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        const int64_t c = ((const int64_t *)b[3].buf)[i];
+        if (c < 0 || c > PY_SSIZE_T_MAX / 4 - total) {
+            PyErr_SetString(PyExc_ValueError, "counts: negative, or too many samples");
+            ok = 0;
+        } else {
+            total += c;
+        }
     }
-    const Py_ssize_t n = points.len / 24;
-    Py_ssize_t slots = 64;
-    while (slots < 2 * n) slots *= 2;
-    int64_t *table = PyMem_RawMalloc((size_t)slots * sizeof(int64_t)), *out = PyMem_RawMalloc((size_t)(n + 1) * sizeof(int64_t));
-    if (table == NULL || out == NULL) {
-        PyErr_NoMemory();
-    } else {
-        Py_ssize_t m;
-        Py_BEGIN_ALLOW_THREADS
-        m = cell_keys(points.buf, n, rot, origin, size, table, slots, out);
-        Py_END_ALLOW_THREADS
-        result = PyByteArray_FromStringAndSize((const char *)out, m * (Py_ssize_t)sizeof(int64_t));
+    if (ok) {
+        set.table = PyMem_RawMalloc((size_t)set.slots * sizeof(int64_t));
+        set.out = PyMem_RawMalloc((size_t)(total + 1) * sizeof(int64_t));
+        if (set.table == NULL || set.out == NULL) {
+            PyErr_NoMemory();
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            memset(set.table, 0xff, (size_t)set.slots * sizeof(int64_t)); /* EMPTY_KEY */
+            ok = ray_cells(b[0].buf, b[1].buf, b[2].buf, b[3].buf, n, rot, origin, size, &set);
+            Py_END_ALLOW_THREADS
+            result = ok ? PyByteArray_FromStringAndSize((const char *)set.out, set.count * (Py_ssize_t)sizeof(int64_t))
+                        : PyErr_NoMemory();
+        }
     }
-    PyMem_RawFree(table);
-    PyMem_RawFree(out);
-    PyBuffer_Release(&points);
+    PyMem_RawFree(set.table);
+    PyMem_RawFree(set.out);
+    for (int i = 0; i < 4; i++)
+        if (b[i].obj != NULL) PyBuffer_Release(&b[i]);
     return result;
 }
 
@@ -517,9 +564,10 @@ static PyMethodDef methods[] = {
     {"project", project, METH_VARARGS,
      "project(cam, lens, pixel) -> (col, row, valid) as bytearrays of float32, float32 and bool: the projection "
      "fuse() makes, of float32 camera-frame points (n, 3)."},
-    {"block_keys", block_keys, METH_VARARGS,
-     "block_keys(points, rot, origin, size) -> bytearray of int64: the sorted unique packed keys of the cells of "
-     "`size` metres holding rot . p + origin of float64 camera-frame points p (n, 3) (see _tsdf_fuse.c)."},
+    {"ray_keys", ray_keys, METH_VARARGS,
+     "ray_keys(dirs, lo, hi, counts, rot, origin, size) -> bytearray of int64: the unique packed keys of the "
+     "cells of `size` metres that counts[i] samples from lo[i] to hi[i] metres along each ray dirs[i] fall in, "
+     "the rays' camera pose rot (row-major) and origin (see _tsdf_fuse.c)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,6 +12,7 @@ from mapanything_ros.backends.prediction import ViewStack
 from mapanything_ros.geometry import CameraModel, Resize, arrays, relative_pose, se3_compose
 from mapanything_ros.geometry.resample import nearest, stencil
 from mapanything_ros.mapping import reconstruct
+from mapanything_ros.mapping.reconstruction import CONFIDENCE_STRIDE
 from mapanything_ros.mapping.chain import WindowChain
 from mapanything_ros.synthetic import RigCamera, SyntheticScene, capture_frames, mount
 from mapanything_ros.synthetic.trajectory import rotation_zyx
@@ -151,6 +152,61 @@ def test_to_native_ignores_neighbours_of_zero_weight():
     values[100, 200] = np.nan
     out = r.to_native(values, "bilinear", max_jump=0.05)
     assert np.isnan(out).sum() == 1 and np.isnan(out[100, 200])
+
+
+@pytest.mark.parametrize("cut", [True, False], ids=["cut", "no_cut"])
+def test_compiled_native_depth_matches_numpy(batch, perturbed, cut, monkeypatch):
+    """_resample.native gives _to_native's numpy bits (depth and confidence, NaN where numpy has it):
+    with and without the edge cut, a NaN, an infinite and a zero confidence at pixels with depth (a
+    NaN or infinite confidence makes numpy's complex64 depth NaN there, and the compiled one too)."""
+    from mapanything_ros.mapping import reconstruction as module
+
+    assert module._resample is not None, "mapanything_ros._resample is not built (CMakeLists.txt)"
+    recon = reconstruct(batch, perturbed, edge_threshold=0.05 if cut else None)
+    cases = []
+    for i, prep in enumerate(batch.prepared):
+        index, z, point_conf, _ = recon._final(i)
+        conf = np.full_like(z, np.nan)
+        conf.reshape(-1)[index] = point_conf
+        conf.reshape(-1)[index[:3000:1000]] = (np.nan, np.inf, 0.0)
+        cases.append((prep.frame.camera, prep.resize, batch.grid, z, conf, "bilinear", recon._jumps(i)))
+    compiled = [module._to_native(*case) for case in cases]
+    monkeypatch.setattr(module, "_resample", None)
+    for case, got in zip(cases, compiled):
+        want = module._to_native(*case)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))  # bits, NaN payloads aside
+    assert sum(np.isnan(d).sum() for d, _ in compiled) > 1000
+
+
+def test_compiled_native_depth_refuses_bad_tables():
+    """_resample.native checks its buffers; a model pixel index outside the map gives NaN, not a read
+    outside it."""
+    from mapanything_ros.mapping.reconstruction import _resample
+
+    inv, conf = np.array([1, 1, 1, 1, 1, -2], np.float32), np.ones(6, np.float32)
+    far = 10**9  # far outside the map: reading there would crash
+    index = np.array([[0, 4, far, 5], [0, 1, 2, 3], [0, 1, 2, 3]], np.intp).ravel()  # native pixels 0..3
+    weight = np.array([[1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], np.float32).ravel()
+    cell, sides = np.zeros(4, np.intp), np.zeros(4, np.uint8)
+    depth, out_conf = np.empty(4, np.float32), np.empty(4, np.float32)
+    _resample.native(inv, conf, index, weight, cell, sides, None, None, 3, depth, out_conf)
+    np.testing.assert_array_equal(depth, [1, 1, np.nan, np.nan])  # outside; a negative inverse depth
+    np.testing.assert_array_equal(out_conf, [1, 1, np.nan, np.nan])
+    # With the edge cut: a cell outside the map counts as cut where its sides count.
+    no_jump = np.zeros(7, bool)
+    cell[1], sides[1] = far, 1
+    _resample.native(inv, conf, index, weight, cell, sides, no_jump, no_jump, 3, depth, out_conf)
+    np.testing.assert_array_equal(depth, [1, np.nan, np.nan, np.nan])
+    cell[1] = 0
+    with pytest.raises(ValueError, match="width"):
+        _resample.native(inv, conf, index, weight, cell, sides, None, None, 4, depth, out_conf)
+    with pytest.raises(ValueError, match="weight"):
+        _resample.native(inv, conf, index, weight.astype(np.float64), cell, sides, None, None, 3, depth, out_conf)
+    with pytest.raises(ValueError, match="across"):
+        _resample.native(inv, conf, index, weight, cell, sides, np.zeros(6, bool), np.zeros(7, bool), 3, depth,
+                         out_conf)
 
 
 def test_nearest_depth_copies_model_pixels(batch, prediction, truth):
@@ -296,6 +352,29 @@ def test_range_view_leaves_out_each_views_least_confident_quantile(batch, predic
             np.testing.assert_array_equal(cut[~dropped], full[~dropped])
 
 
+def test_range_view_ranges_are_the_points_distances(batch, prediction):
+    """The range view's ranges are the metric distances of the view's points from its camera, also
+    for rays that are not exactly unit (a bf16 network's), with the alignment's scale; 0 where
+    there is no estimate."""
+    rng = np.random.default_rng(5)
+    rays = prediction.ray_directions * rng.uniform(0.98, 1.02, prediction.ray_directions.shape[:-1] + (1,))
+    rays[:, 5:7] = np.nan  # outside the lens
+    mask = np.array(prediction.mask)
+    mask[:, :5] = False
+    recon = reconstruct(batch, dataclasses.replace(scaled(prediction, 1.3), ray_directions=rays.astype(np.float32),
+                                                   mask=mask), align_to_measured=True)
+    assert recon.scale != 1
+    for i in range(len(batch.frames)):
+        view = recon.range_view(i)
+        index = recon._final(i)[0]
+        points = recon.points(i)[0].astype(np.float64)
+        distance = np.linalg.norm(points - recon.poses[i][:3, 3], axis=1)
+        np.testing.assert_allclose(view.ranges.reshape(-1)[index], distance, rtol=2e-6, atol=1e-6)
+        outside = np.ones(view.ranges.size, bool)
+        outside[index] = False
+        assert outside.any() and (view.ranges.reshape(-1)[outside] == 0).all()
+
+
 def test_range_view_gives_nan_confidence_no_weight_and_keeps_the_rest(batch, prediction):
     conf = np.array(prediction.confidence, np.float32)
     conf[0, :10] = np.nan
@@ -304,6 +383,11 @@ def test_range_view_gives_nan_confidence_no_weight_and_keeps_the_rest(batch, pre
         view = recon.range_view(0, q)
         assert np.isfinite(view.weights).all() and (view.weights[:10] == 0).all()
         assert (view.weights[10:][view.ranges[10:] > 0] > 0).mean() > 1 - q - 0.01
+    # Only pixels off the grid the median is estimated on have a confidence: they still weigh.
+    sparse = np.full_like(conf, np.nan)
+    sparse[0].reshape(-1)[1::CONFIDENCE_STRIDE] = 2.0
+    view = reconstruct(batch, dataclasses.replace(prediction, confidence=sparse), edge_threshold=None).range_view(0)
+    assert ((view.weights > 0) == ~np.isnan(sparse[0])).all() and view.weights.max() == 1
 
 
 def test_the_map_and_the_native_depth_share_one_edge_test(batch, prediction, monkeypatch):

@@ -220,6 +220,22 @@ def test_max_range_limits_surfaces_but_still_clears():
     assert grid.cells[i, j] == 0
 
 
+def test_rays_of_any_length_reach_the_same_blocks():
+    """A RangeView's rays are directions: twice as long (exactly), the same band and free-space
+    blocks and the same map."""
+    v = view(pose(x=0.3, yaw=0.4), [WALL, FLOOR, OBSTACLE])
+    longer = RangeView(v.ranges, v.rays * 2, v.pixels, v.world_from_camera, v.colors, v.weights)
+    rot, origin = v.world_from_camera[:3, :3], v.world_from_camera[:3, 3]
+    maps = [TsdfMap(0.05), TsdfMap(0.05)]
+    seen = [m._blocks_seen(w, w.ranges > 0, rot, origin) for m, w in zip(maps, (v, longer))]
+    for a, b in zip(*seen):
+        assert len(a) > 100
+        np.testing.assert_array_equal(a, b)
+    for m, w in zip(maps, (v, longer)):
+        m.integrate(w)
+    np.testing.assert_array_equal(maps[0].surface()[0], maps[1].surface()[0])
+
+
 def test_memory_bound_keeps_the_view_and_drops_the_farthest():
     fused = TsdfMap(0.05, max_blocks=3000)
     sizes = []
@@ -447,31 +463,42 @@ def test_colours_average_the_last_looks_and_wrong_colours_are_refused(monkeypatc
                              np.zeros((0, 4), np.float32), np.zeros(0, np.int32), np.eye(3), np.zeros(3)) == 0
 
 
-def test_compiled_block_keys_match_numpy(monkeypatch):
-    """_tsdf_fuse.block_keys and TsdfMap._block_keys' numpy path give the same sorted unique block keys:
-    float32 and float64 points, most of them repeats, points on block edges, at and just inside the
-    ends of the packable range, far outside it, NaN and inf (left out), none at all."""
+def test_compiled_ray_keys_match_numpy(monkeypatch):
+    """_tsdf_fuse.ray_keys and TsdfMap._ray_keys' numpy path give the same sorted unique block keys:
+    rays of 0, 1, 2 and many samples (most of them repeats), samples on block edges, at and just
+    inside the ends of the packable range, far outside it, NaN and inf (left out), no rays at all."""
     assert tsdf.COMPILED, "mapanything_ros._tsdf_fuse is not built (CMakeLists.txt)"
     rng = np.random.default_rng(0)
     rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
     origin = np.array([1.3, -2.2, 0.4])
-    points = [rng.uniform(-8, 8, (30_000, 3)).astype(np.float32),
-              np.repeat(rng.uniform(-3, 3, (500, 3)), 40, axis=0),
-              (rng.integers(-40, 40, (5000, 3)) * 0.2 - origin) @ rot,  # world points on block edges
-              np.array([[np.nan, 0, 1], [np.inf, 0, 1], [0, -np.inf, 1], [3e5, 0, 0], [0, 0, -3e5]])]
+    n = 3000
+    dirs = rng.normal(size=(n, 3)).astype(np.float32)
+    lo = rng.uniform(-2, 6, n)
+    many = (dirs, lo, lo + rng.uniform(0, 3, n), rng.integers(0, 40, n))
+    # Single samples (t = lo = 1) on block edges: world = direction + origin, multiples of 0.25 m.
+    edges = (rng.integers(-40, 40, (n, 3)) * 0.25).astype(np.float32)
+    on_edges = (edges, np.ones(n), np.full(n, 7.0), np.ones(n, np.int64))
+    bad = (np.array([[1, 0, 0], [np.nan, 0, 1], [np.inf, 0, 1], [0, 0, 1], [1, 0, 0], [0, 1, 0]], np.float32),
+           np.array([0, 1, 1, np.nan, 3e5, 1]), np.array([2, 2, 2, 2, 3e5, np.inf]), np.array([5, 2, 2, 3, 2, 4]))
     edge = 2.0**20 * 0.5  # the packable range's ends, exactly, at 0.5 m cells: [-2**20, 2**20) cells
-    ends = [np.array([[edge, 0, 0], [-edge, 0, 0], [edge - 0.25, 0, 0], [0, -edge - 0.25, 0], [0, 0, edge - 0.5]])]
-    cases = [(points, rot, origin, 0.2), (points[2:], rot, origin, 0.2), ([np.zeros((0, 3))], rot, origin, 0.2),
-             (ends, np.eye(3), np.zeros(3), 0.5)]
-    compiled = [tsdf.TsdfMap._block_keys(*case) for case in cases]
+    ends = (np.array([[1, 0, 0], [-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 0, 1]], np.float32),
+            np.array([edge, edge, edge - 0.25, edge + 0.25, edge - 0.5]), np.zeros(5), np.ones(5, np.int64))
+    none = (np.zeros((0, 3), np.float32), np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
+    cases = [(*many, rot, origin, 0.2), (*on_edges, np.eye(3)[[2, 0, 1]], np.array([0.5, -0.25, 1.0]), 0.25),
+             (*bad, rot, origin, 0.2), (*ends, np.eye(3), np.zeros(3), 0.5), (*none, rot, origin, 0.2)]
+    compiled = [tsdf.TsdfMap._ray_keys(*case) for case in cases]
     monkeypatch.setattr(tsdf, "_tsdf_fuse", None)
     for case, got in zip(cases, compiled):
-        want = tsdf.TsdfMap._block_keys(*case)
+        want = tsdf.TsdfMap._ray_keys(*case)
         assert got.dtype == np.int64
         np.testing.assert_array_equal(got, want)
-    assert len(compiled[0]) > 30_000 and len(compiled[2]) == 0
+    assert len(compiled[0]) > 10_000 and len(compiled[1]) > 2000 and len(compiled[4]) == 0
+    assert len(compiled[2]) == 5  # the first ray's: no others have a finite sample in range
     np.testing.assert_array_equal(key_cells(compiled[3]), [[-KEY_OFFSET, 0, 0], [0, 0, KEY_OFFSET - 1],
                                                            [KEY_OFFSET - 1, 0, 0]])
+    # Evenly spaced: 0, 0.75, 1.5, 2.25, 3 m along x at 1 m cells.
+    np.testing.assert_array_equal(key_cells(tsdf.TsdfMap._ray_keys(
+        np.array([[1, 0, 0]], np.float32), [0.0], [3.0], [5], np.eye(3), np.zeros(3), 1.0))[:, 0], [0, 1, 2, 3])
 
 
 @pytest.mark.parametrize("name", ["plumb_bob", "rational_polynomial", "equidistant", "pinhole"])

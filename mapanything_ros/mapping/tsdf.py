@@ -95,8 +95,9 @@ _FACES = _AXES + tuple(tuple(-c for c in o) for o in _AXES)  # and its grid colu
 class RangeView:
     """One keyframe to fuse.
 
-    ranges (H, W) float32: metres along the pixels' unit rays, 0 or NaN = none; rays (H, W, 3)
-    float32 unit rays in the camera frame (NaN outside the lens); pixels: a function (x, y, z)
+    ranges (H, W) float32: metres from the camera along the pixels' rays, 0 or NaN = none; rays
+    (H, W, 3) float32 the rays' directions in the camera frame, of any positive length (the fusion
+    makes unit rays of those it samples; NaN outside the lens); pixels: a function (x, y, z)
     camera-frame float32 arrays (N,) -> (column, row, valid) of the pixel each point lies on
     (continuous pixel-index coordinates of this image; valid: the lens sees it): a
     geometry.ModelPixels, whose projection the compiled fusion computes itself (any other such
@@ -236,63 +237,61 @@ class TsdfMap:
         rays = np.asarray(view.rays, np.float32)
         ranges = np.asarray(view.ranges, np.float32)
         h, w = ranges.shape
-        samples, free = [], []
         # Surface band: pixels every few, points from -trunc to +trunc along each ray at most half a
         # block apart (so no block of the band is skipped), as many as the pixel's own band needs.
         step = max(1, min(h, w) // 64)
         sub = use[::step, ::step] & (ranges[::step, ::step] <= far)
-        r, d = ranges[::step, ::step][sub], rays[::step, ::step][sub]
+        r = ranges[::step, ::step][sub].astype(np.float64)
         band = self._truncation(r)
         count = np.maximum(np.ceil(4 * band / block).astype(np.int64) + 1, 3)
-        order = np.argsort(-count, kind="stable")  # most samples first: each sample k is a prefix
-        r, d, band, count = r[order], d[order], band[order], count[order]
-        for k in range(int(count.max(initial=0))):
-            n = int(np.searchsorted(-count, -k, side="left"))  # pixels with more than k samples
-            frac = np.float32(2 * k) / (count[:n] - 1) - 1
-            samples.append(d[:n] * (r[:n] + frac * band[:n])[:, None])
-        # Free space: rays every FREE_STRIDE_M at the farthest range, points every half block up to
-        # the surface (or max_range).
-        reach = np.where(use, np.minimum(ranges - self._truncation(ranges), far), 0)
-        if not np.isfinite(far):
-            reach_max = float(reach.max()) if reach.size else 0.0
-        else:
+        band_keys = self._ray_keys(_unit(rays[::step, ::step][sub]), r - band, r + band, count, rot, origin, block)
+        # Free space: rays every FREE_STRIDE_M at the farthest range, points at most half a block
+        # apart from the camera up to the surface's band (or max_range).
+        if np.isfinite(far):
             reach_max = far
-        if reach_max > 0:
-            pitch = _angular_pitch(rays)
-            stride = max(1, int(FREE_STRIDE_M / max(reach_max * pitch, 1e-6)))
-            stride = min(stride, max(1, min(h, w) // 4))
-            rs, ds = reach[::stride, ::stride], rays[::stride, ::stride]
-            keep = rs > 0
-            order = np.argsort(-rs[keep], kind="stable")  # farthest first: the rays reaching t are a prefix
-            rs, ds = rs[keep][order], ds[keep][order]
-            for t in np.arange(0, reach_max + block / 2, block / 2):
-                n = int(np.searchsorted(-rs, -t, side="right"))  # rays with rs >= t
-                if n == 0:
-                    break
-                free.append(ds[:n] * np.float32(t))
-            free.append(ds * rs[:, None])
-        return tuple(self._block_keys(points, rot, origin, block) for points in (samples, free))
+        else:  # r - truncation(r) grows with r: the farthest range reaches farthest
+            with np.errstate(invalid="ignore"):
+                farthest = float(np.max(ranges, where=use, initial=0))
+            reach_max = farthest - float(self._truncation(np.float64(farthest)))
+        if not reach_max > 0:
+            return band_keys, np.empty(0, np.int64)
+        pitch = _angular_pitch(rays)
+        stride = max(1, int(FREE_STRIDE_M / max(reach_max * pitch, 1e-6)))
+        stride = min(stride, max(1, min(h, w) // 4))
+        rs = ranges[::stride, ::stride].astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            rs = np.where(use[::stride, ::stride], np.minimum(rs - self._truncation(rs), far), 0)
+        keep = rs > 0
+        rs = rs[keep]
+        count = np.ceil(rs / (block / 2)).astype(np.int64) + 1
+        return band_keys, self._ray_keys(_unit(rays[::stride, ::stride][keep]), np.zeros_like(rs), rs, count, rot,
+                                         origin, block)
 
     @staticmethod
-    def _block_keys(points, rot, origin, block):
-        """Sorted unique packed block keys of lists of camera-frame point arrays, in float64 (compiled:
-        _tsdf_fuse.block_keys, the same keys)."""
-        if not points:
-            return np.empty(0, np.int64)
-        cam = np.concatenate(points).astype(np.float64, copy=False)
+    def _ray_keys(dirs, lo, hi, counts, rot, origin, block):
+        """Sorted unique packed keys of the blocks that samples along rays fall in: counts[i] samples
+        evenly spaced from lo[i] to hi[i] metres along each camera-frame direction dirs[i] (N, 3),
+        in float64 (compiled: _tsdf_fuse.ray_keys, the same keys)."""
+        dirs = np.ascontiguousarray(dirs, np.float32).reshape(-1, 3)
+        lo, hi = np.ascontiguousarray(lo, np.float64), np.ascontiguousarray(hi, np.float64)
+        counts = np.ascontiguousarray(counts, np.int64)
         rot, origin = np.asarray(rot, np.float64), np.asarray(origin, np.float64)
         if _tsdf_fuse is not None:
-            return np.frombuffer(_tsdf_fuse.block_keys(np.ascontiguousarray(cam), tuple(rot.ravel()), tuple(origin),
-                                                       float(block)), np.int64)
-        x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
-        world = np.empty((3, len(cam)))
+            return np.sort(np.frombuffer(_tsdf_fuse.ray_keys(dirs, lo, hi, counts, tuple(rot.ravel()), tuple(origin),
+                                                             float(block)), np.int64))
+        ray = np.repeat(np.arange(len(counts)), counts)
+        k = np.arange(len(ray)) - np.repeat(np.cumsum(counts) - counts, counts)
+        d = dirs.astype(np.float64)
+        world = np.empty((3, len(ray)))  # in blocks
         with np.errstate(invalid="ignore"):  # inf coordinates: NaN, left out by cell_indices
-            for i in range(3):  # world row i = rot[i] . (x, y, z) + origin[i]; 3x faster than BLAS on (N, 3) @ (3, 3)
-                np.multiply(x, rot[i, 0], out=world[i])
-                world[i] += y * rot[i, 1]
-                world[i] += z * rot[i, 2]
+            t = lo[ray] + k * ((hi - lo) / np.maximum(counts - 1, 1))[ray]
+            for i in range(3):  # world direction row i = ((x r_i0 + y r_i1) + z r_i2), as the C computes it
+                axis = d[:, 0] * rot[i, 0] + d[:, 1] * rot[i, 1]
+                axis += d[:, 2] * rot[i, 2]
+                np.multiply(axis[ray], t, out=world[i])
                 world[i] += origin[i]
-        cells, ok = cell_indices(world, block)
+                world[i] *= 1 / block
+        cells, ok = cell_indices(world, 1.0)
         return np.unique(pack(cells if ok.all() else cells[:, ok]))
 
     def _allocate(self, keys, origin):
@@ -898,10 +897,16 @@ def _bilinear(ranges, col, row, nearest, spread=SPREAD):
     return out
 
 
+def _unit(rays):
+    """Rays (N, 3) scaled to unit length."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return rays / np.sqrt(np.sum(rays * rays, axis=-1, keepdims=True))
+
+
 def _angular_pitch(rays):
     """Median angle (radians) between horizontally adjacent rays of a ray map (H, W, 3)."""
     h, w = rays.shape[:2]
-    mid = rays[h // 2]
+    mid = _unit(rays[h // 2])
     with np.errstate(invalid="ignore"):
         dots = np.sum(mid[1:] * mid[:-1], axis=-1)
     dots = dots[np.isfinite(dots)]

@@ -18,6 +18,7 @@ prepared views hold and adds the poses relative to the window's reference view.
 from dataclasses import dataclass
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import torch
 
@@ -67,7 +68,7 @@ class PreparedView:
     frame: the resolved window.Frame (image decoded, sparse depth computed); resize: its
     geometry.Resize to the model size; image: (1, 3, H, W) float32 normalised tensor; colors:
     (H, W, 3) uint8 RGB at the model pixels, a view of rgbx: (H·W,) uint32, each pixel's
-    R, G, B, 0 bytes (one 4-byte gather per point); rays: (H, W, 3) float64 exact unit rays, NaN outside
+    R, G, B, 255 bytes (one 4-byte gather per point; the fourth byte is not read); rays: (H, W, 3) float64 exact unit rays, NaN outside
     the lens (read-only, shared per camera); filled_rays: (1, H, W, 3) float32 tensor, (0, 0, 1)
     where not valid (shared); valid: (H, W) bool (shared); depth: (1, H, W, 1) float32 tensor of
     the sparse depth along the rays (0 = none), or None without a measurement at the model
@@ -157,8 +158,7 @@ def prepare(frame, size, config=BatchConfig()):
     resize = Resize.cover(frame.camera.image_size, tuple(size))
     rays, filled, valid = _rays(frame.camera, resize, config.grid)
     w, h = resize.out_size
-    rgbx = np.zeros((h, w, 4), np.uint8)
-    rgbx[..., :3] = resize.image(frame.image)
+    rgbx = cv2.cvtColor(resize.image(frame.image), cv2.COLOR_RGB2RGBA)  # one SIMD pass; a strided copy: 1 ms
     colors = rgbx[..., :3]
     depth = measured = None
     if frame.sparse_depth is not None:
