@@ -29,33 +29,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "_buffers.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-
-static const char *native_format(const Py_buffer *view)
-{
-    const char *f = view->format != NULL ? view->format : "B";
-    return f[0] == '@' || f[0] == '=' ? f + 1 : f;
-}
-
-/* A C-contiguous (writable when asked) buffer of format fmt ('n': intp) with `items` items (-1: any). */
-static int get(PyObject *obj, Py_buffer *view, const char *name, const char *fmt, Py_ssize_t items, int writable)
-{
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    const char *f = native_format(view);
-    int ok = strcmp(f, fmt) == 0;
-    if (fmt[0] == 'n') /* intp: numpy says 'l' or 'q' (or 'i' on 32-bit), whichever has the pointer's size */
-        ok = view->itemsize == (Py_ssize_t)sizeof(Py_ssize_t) && strchr("ilq", f[0]) != NULL && f[1] == '\0';
-    if (!ok || (items >= 0 && view->len != items * view->itemsize)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format '%s', got %zd bytes of '%s'", name, items,
-                     fmt, view->len, f);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
 
 static void resample(const float *inv, const float *conf, Py_ssize_t n, const Py_ssize_t *index,
                      const float *weight, const Py_ssize_t *cell, const uint8_t *sides, const uint8_t *across,

@@ -63,6 +63,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "_buffers.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -283,28 +285,6 @@ static Py_ssize_t fuse_all(float *tsdf, float *weight, uint8_t *rgb, uint8_t *lo
     return updated;
 }
 
-static const char *native_format(const Py_buffer *view)
-{
-    const char *f = view->format != NULL ? view->format : "B";
-    return f[0] == '@' || f[0] == '=' ? f + 1 : f;
-}
-
-/* A C-contiguous (writable when asked) buffer of format fmt with at least `items` items (-1: any). */
-static int get(PyObject *obj, Py_buffer *view, const char *name, const char *fmt, Py_ssize_t items, int writable)
-{
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    const char *f = native_format(view);
-    const int ok_fmt = strcmp(f, fmt) == 0 || (fmt[0] == 'q' && strcmp(f, "l") == 0 && sizeof(long) == 8);
-    if (!ok_fmt || (items >= 0 && view->len != items * view->itemsize)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format '%s', got %zd bytes of '%s'", name, items,
-                     fmt, view->len, f);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
 /* A Projection from the (kind, (8 coefficients), limit) and 10-number pixel tuples; 0 on error. */
 static int parse_projection(PyObject *lens, PyObject *pixel, Projection *q)
 {
@@ -453,7 +433,8 @@ static Py_ssize_t key_slot(const KeySet *set, int64_t key)
     return h;
 }
 
-/* Adds a key; the table doubles when half full (kept small, it stays in cache). 0 when out of memory. */
+/* Adds a key; the table doubles when half full (kept small, it stays in cache), and the list of
+ * keys (room for slots / 2) with it. 0 when out of memory. */
 static int key_add(KeySet *set, int64_t key)
 {
     Py_ssize_t h = key_slot(set, key);
@@ -461,13 +442,16 @@ static int key_add(KeySet *set, int64_t key)
     set->table[h] = key;
     set->out[set->count++] = key;
     if (2 * set->count < set->slots) return 1;
-    int64_t *old = set->table;
-    set->table = PyMem_RawMalloc((size_t)(2 * set->slots) * sizeof(int64_t));
-    if (set->table == NULL) {
-        set->table = old;
+    if (set->slots > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(int64_t)) return 0;
+    int64_t *table = PyMem_RawMalloc((size_t)(2 * set->slots) * sizeof(int64_t));
+    int64_t *out = PyMem_RawRealloc(set->out, (size_t)set->slots * sizeof(int64_t));
+    if (out != NULL) set->out = out;
+    if (table == NULL || out == NULL) {
+        PyMem_RawFree(table);
         return 0;
     }
-    PyMem_RawFree(old);
+    PyMem_RawFree(set->table);
+    set->table = table;
     set->slots *= 2;
     set->shift--; /* slots = 2^(64 - shift): the product's top bits */
     memset(set->table, 0xff, (size_t)set->slots * sizeof(int64_t)); /* EMPTY_KEY */
@@ -525,19 +509,15 @@ static PyObject *ray_keys(PyObject *self, PyObject *args)
     int ok = get(o[0], &b[0], "dirs", "f", 3 * n, 0) == 0 && get(o[1], &b[1], "lo", "d", n, 0) == 0 &&
              get(o[2], &b[2], "hi", "d", n, 0) == 0;
     KeySet set = {NULL, NULL, 1024, 0, 54}; /* 1024 = 2^(64 - 54) slots to begin with */
-    Py_ssize_t total = 0;
     for (Py_ssize_t i = 0; ok && i < n; i++) {
-        const int64_t c = ((const int64_t *)b[3].buf)[i];
-        if (c < 0 || c > PY_SSIZE_T_MAX / 4 - total) {
-            PyErr_SetString(PyExc_ValueError, "counts: negative, or too many samples");
+        if (((const int64_t *)b[3].buf)[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "counts: negative");
             ok = 0;
-        } else {
-            total += c;
         }
     }
     if (ok) {
         set.table = PyMem_RawMalloc((size_t)set.slots * sizeof(int64_t));
-        set.out = PyMem_RawMalloc((size_t)(total + 1) * sizeof(int64_t));
+        set.out = PyMem_RawMalloc((size_t)(set.slots / 2) * sizeof(int64_t));
         if (set.table == NULL || set.out == NULL) {
             PyErr_NoMemory();
         } else {

@@ -85,8 +85,9 @@ SPECS = {
                           high=1e6),
     "map_max_weight": _ro(50.0, "cap of a map voxel's fused weight (about this many good looks: lower follows "
                           "change sooner, higher averages more noise)", low=1.0, high=1e6),
-    "map_max_range": _ro(0.0, "depth farther than this is no surface in the map but still clears free space up "
-                         "to it (m, 0 = no limit)", low=0.0, high=INF),
+    "map_max_range": _ro(10.0, "depth farther than this is no surface in the map but still clears free space up "
+                         "to it (m, 0 = no limit: free space is carved along every ray to its surface, whose cost "
+                         "grows with the cube of the range; see docs/map.md)", low=0.0, high=INF),
     "map_insert": _ro("newest", "when a keyframe enters the map: newest (from its first window, at once) or oldest "
                       "(from its last window, with the most context; the map lags window_size keyframes)",
                       choices=("newest", "oldest")),

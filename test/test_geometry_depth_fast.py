@@ -22,6 +22,8 @@ CAMERAS = {
                                    (-0.3, 0.1, 1e-3, 1e-3, -0.02, 0.1, 0.02, 0.01), "rational_polynomial"),
     "fisheye": CameraModel(1280, 1024, (330, 0, 640, 0, 331, 512, 0, 0, 1), (0.02, -0.01, 0.003, -0.0005),
                            "equidistant"),
+    # valid to 50 deg only: beyond it theta_d falls again, back inside the image
+    "fisheye_limited": CameraModel(640, 480, (200, 0, 320, 0, 200, 240, 0, 0, 1), (-0.5, 0.05, 0, 0), "equidistant"),
     "binned_roi": CameraModel(2560, 1600, (840, 0, 1280.6, 0, 842, 803.4, 0, 0, 1),
                               (0.5, -2.6, 5e-4, -3e-4, 1.5, 0.39, -2.4, 1.4), "rational_polynomial",
                               binning_x=2, binning_y=2, roi=(200, 100, 1200, 2000, False)),

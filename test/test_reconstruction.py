@@ -12,7 +12,7 @@ from mapanything_ros.backends.prediction import ViewStack
 from mapanything_ros.geometry import CameraModel, Resize, arrays, relative_pose, se3_compose
 from mapanything_ros.geometry.resample import nearest, stencil
 from mapanything_ros.mapping import reconstruct
-from mapanything_ros.mapping.reconstruction import CONFIDENCE_STRIDE
+from mapanything_ros.mapping.reconstruction import CONFIDENCE_SAMPLES
 from mapanything_ros.mapping.chain import WindowChain
 from mapanything_ros.synthetic import RigCamera, SyntheticScene, capture_frames, mount
 from mapanything_ros.synthetic.trajectory import rotation_zyx
@@ -176,8 +176,40 @@ def test_compiled_native_depth_matches_numpy(batch, perturbed, cut, monkeypatch)
         want = module._to_native(*case)
         for a, b in zip(got, want):
             assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
-            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))  # bits, NaN payloads aside
+            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))  # bits, NaN payloads too
     assert sum(np.isnan(d).sum() for d, _ in compiled) > 1000
+
+
+def test_compiled_native_depth_matches_numpy_on_any_stencil(monkeypatch):
+    """_resample.native against numpy on stencils of random tables: the cut's four side bits in any
+    combination (the camera stencils count all four sides nearly everywhere), random jumps, weights
+    with zeros and NaN, a map with holes; and the model map's shape checked as Stencil.apply does."""
+    from mapanything_ros.geometry.resample import Stencil
+    from mapanything_ros.mapping import reconstruction as module
+
+    rng = np.random.default_rng(11)
+    hm, wm, h, w = 9, 13, 20, 30
+    n, m = hm * wm, h * w
+    weight = rng.uniform(0, 1, (3, m)).astype(np.float32)
+    weight[rng.random((3, m)) < 0.1] = 0
+    weight[:, rng.random(m) < 0.05] = np.nan
+    st = Stencil(rng.integers(0, n, (3, m)), weight, rng.integers(0, n, m), rng.integers(0, 16, m).astype(np.uint8),
+                 (h, w), (wm, hm))
+    z = rng.uniform(0.5, 5, (hm, wm)).astype(np.float32)
+    z[rng.random((hm, wm)) < 0.1] = 0
+    conf = rng.uniform(1, 3, (hm, wm)).astype(np.float32)
+    jumps = [np.append(rng.random(n) < 0.3, False) for _ in range(2)]
+    monkeypatch.setattr(module, "stencil", lambda *args: st)
+    args = (None, None, None, z, conf, "bilinear")
+    compiled = module._to_native(*args, jumps), module._to_native(*args, None)
+    with pytest.raises(ValueError, match="map is"):
+        module._to_native(None, None, None, z.T.copy(), conf.T.copy(), "bilinear", None)
+    monkeypatch.setattr(module, "_resample", None)
+    for got, want in zip(compiled, (module._to_native(*args, jumps), module._to_native(*args, None))):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    holes = [np.isnan(depth).sum() for depth, _ in compiled]
+    assert 0.1 * m < holes[1] < holes[0] < 0.9 * m  # the cut adds holes, not everywhere
 
 
 def test_compiled_native_depth_refuses_bad_tables():
@@ -385,7 +417,9 @@ def test_range_view_gives_nan_confidence_no_weight_and_keeps_the_rest(batch, pre
         assert (view.weights[10:][view.ranges[10:] > 0] > 0).mean() > 1 - q - 0.01
     # Only pixels off the grid the median is estimated on have a confidence: they still weigh.
     sparse = np.full_like(conf, np.nan)
-    sparse[0].reshape(-1)[1::CONFIDENCE_STRIDE] = 2.0
+    stride = len(recon._final(0)[0]) // CONFIDENCE_SAMPLES
+    assert stride > 1 and recon._final(0)[0].size == conf[0].size  # every pixel of view 0 has an estimate
+    sparse[0].reshape(-1)[1::stride] = 2.0
     view = reconstruct(batch, dataclasses.replace(prediction, confidence=sparse), edge_threshold=None).range_view(0)
     assert ((view.weights > 0) == ~np.isnan(sparse[0])).all() and view.weights.max() == 1
 

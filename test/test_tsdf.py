@@ -220,11 +220,12 @@ def test_max_range_limits_surfaces_but_still_clears():
     assert grid.cells[i, j] == 0
 
 
-def test_rays_of_any_length_reach_the_same_blocks():
-    """A RangeView's rays are directions: twice as long (exactly), the same band and free-space
-    blocks and the same map."""
+@pytest.mark.parametrize("factor", [2.0, 2.0**70, 2.0**-70], ids=["twice", "huge", "tiny"])
+def test_rays_of_any_length_reach_the_same_blocks(factor):
+    """A RangeView's rays are directions: longer or shorter by a power of two (exactly; also where
+    float32 squares would overflow or underflow), the same band and free-space blocks and map."""
     v = view(pose(x=0.3, yaw=0.4), [WALL, FLOOR, OBSTACLE])
-    longer = RangeView(v.ranges, v.rays * 2, v.pixels, v.world_from_camera, v.colors, v.weights)
+    longer = RangeView(v.ranges, v.rays * np.float32(factor), v.pixels, v.world_from_camera, v.colors, v.weights)
     rot, origin = v.world_from_camera[:3, :3], v.world_from_camera[:3, 3]
     maps = [TsdfMap(0.05), TsdfMap(0.05)]
     seen = [m._blocks_seen(w, w.ranges > 0, rot, origin) for m, w in zip(maps, (v, longer))]
@@ -234,6 +235,21 @@ def test_rays_of_any_length_reach_the_same_blocks():
     for m, w in zip(maps, (v, longer)):
         m.integrate(w)
     np.testing.assert_array_equal(maps[0].surface()[0], maps[1].surface()[0])
+
+
+def test_far_ranges_carve_free_space_only_up_to_max_range():
+    """With max_range, a view of surfaces 1 km away finds no surface band and free-space blocks only
+    within max_range of the camera (without it, such a view's free space is millions of blocks)."""
+    v = view(pose(x=0.3, yaw=0.4), [WALL, FLOOR, OBSTACLE])
+    far = RangeView(np.where(v.ranges > 0, 1000.0, 0).astype(np.float32), v.rays, v.pixels, v.world_from_camera,
+                    v.colors, v.weights)
+    fused = TsdfMap(0.05, max_range=5.0)
+    rot, origin = v.world_from_camera[:3, :3], v.world_from_camera[:3, 3]
+    band, free = fused._blocks_seen(far, far.ranges > 0, rot, origin)
+    centres = (key_cells(free) + 0.5) * BLOCK * 0.05
+    assert len(band) == 0 and len(free) > 100
+    assert np.linalg.norm(centres - origin, axis=1).max() <= 5.0 + BLOCK * 0.05
+    assert fused.integrate(far) > 0 and len(fused.surface()[0]) == 0
 
 
 def test_memory_bound_keeps_the_view_and_drops_the_farthest():
@@ -484,9 +500,18 @@ def test_compiled_ray_keys_match_numpy(monkeypatch):
     ends = (np.array([[1, 0, 0], [-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 0, 1]], np.float32),
             np.array([edge, edge, edge - 0.25, edge + 0.25, edge - 0.5]), np.zeros(5), np.ones(5, np.int64))
     none = (np.zeros((0, 3), np.float32), np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
+    # Multiples of 0.4 m at 0.4 m blocks: on the edges, where w * (1 / size) and w / size differ.
+    k = np.arange(-2000, 2001) * 0.4
+    tenths = (np.tile(np.float32([[1, 0, 0]]), (len(k), 1)), k, k, np.ones(len(k), np.int64))
+    spaced = (np.array([[1, 0, 0]], np.float32), [0.0], [3.0], [5])  # 0, 0.75, 1.5, 2.25, 3 m
+    repeats = (np.array([[0, 0, 1]], np.float32), [1.0], [1.0], [3_000_000])  # one block: memory follows the keys
     cases = [(*many, rot, origin, 0.2), (*on_edges, np.eye(3)[[2, 0, 1]], np.array([0.5, -0.25, 1.0]), 0.25),
-             (*bad, rot, origin, 0.2), (*ends, np.eye(3), np.zeros(3), 0.5), (*none, rot, origin, 0.2)]
+             (*bad, rot, origin, 0.2), (*ends, np.eye(3), np.zeros(3), 0.5), (*none, rot, origin, 0.2),
+             (*tenths, np.eye(3), np.zeros(3), 0.4), (*spaced, np.eye(3), np.zeros(3), 1.0),
+             (*repeats, np.eye(3), np.zeros(3), 1.0)]
     compiled = [tsdf.TsdfMap._ray_keys(*case) for case in cases]
+    with pytest.raises(ValueError, match="counts"):
+        tsdf.TsdfMap._ray_keys(*spaced[:3], [-1], np.eye(3), np.zeros(3), 1.0)
     monkeypatch.setattr(tsdf, "_tsdf_fuse", None)
     for case, got in zip(cases, compiled):
         want = tsdf.TsdfMap._ray_keys(*case)
@@ -496,9 +521,8 @@ def test_compiled_ray_keys_match_numpy(monkeypatch):
     assert len(compiled[2]) == 5  # the first ray's: no others have a finite sample in range
     np.testing.assert_array_equal(key_cells(compiled[3]), [[-KEY_OFFSET, 0, 0], [0, 0, KEY_OFFSET - 1],
                                                            [KEY_OFFSET - 1, 0, 0]])
-    # Evenly spaced: 0, 0.75, 1.5, 2.25, 3 m along x at 1 m cells.
-    np.testing.assert_array_equal(key_cells(tsdf.TsdfMap._ray_keys(
-        np.array([[1, 0, 0]], np.float32), [0.0], [3.0], [5], np.eye(3), np.zeros(3), 1.0))[:, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(key_cells(compiled[6])[:, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(key_cells(compiled[7]), [[0, 0, 1]])
 
 
 @pytest.mark.parametrize("name", ["plumb_bob", "rational_polynomial", "equidistant", "pinhole"])

@@ -69,8 +69,7 @@ class Stencil:
             values = np.asarray(values)
         if values.dtype != xp.complex64:
             values = arrays.astype(values, np.float32)
-        if tuple(values.shape) != self.model_size[::-1]:
-            raise ValueError(f"map is {tuple(values.shape)} (H, W), expected {self.model_size[::-1]}")
+        self.check(values.shape)
         index, weight, _, _ = arrays.tables(self, values)
         flat = values.reshape(-1)
         out = flat.take(index[0])
@@ -80,6 +79,11 @@ class Stencil:
             term *= weight[j]
             out += term
         return out.reshape(self.shape)
+
+    def check(self, shape):
+        """ValueError unless `shape` is the model map's (H, W)."""
+        if tuple(shape) != self.model_size[::-1]:
+            raise ValueError(f"map is {tuple(shape)} (H, W), expected {self.model_size[::-1]}")
 
     def cut(self, values, max_jump):
         """Native (H, W) bool: pixels whose counting vertices straddle a discontinuity of the

@@ -34,8 +34,10 @@ something that moves away is carved out by the looks through its old place (dyna
 A voxel counts as observed (in surface() and occupancy()) from `min_weight`.
 
 Ranges farther than `max_range` are no surface (nothing is allocated around them) but still
-carve free space up to max_range along their rays. Pixels with weight 0 (no estimate, depth
-edges, low confidence) do nothing. Blocks a view only looks through (outside its surface band)
+carve free space up to max_range along their rays. Without it every ray carves to its surface,
+and the free space a keyframe finds grows with the cube of its farthest range (on a 518×392 view:
+15 ms at 10 m, 160 ms at 30 m, 13 s and 38 M blocks at 100 m): the node's default is 10 m.
+Pixels with weight 0 (no estimate, depth edges, low confidence) do nothing. Blocks a view only looks through (outside its surface band)
 that are entirely free already are skipped: fusing +1 into +1 changes only a weight.
 
 Outputs. surface(): points on the zero crossings of the field between neighbouring observed
@@ -74,7 +76,7 @@ BLOCK = 4  # voxels per block edge
 VOXELS = BLOCK**3
 LOW_WATER = 0.9  # fraction of max_blocks kept by an eviction
 MIN_CAPACITY = 64  # blocks
-FREE_STRIDE_M = 0.4  # at most this far between the free-space rays that find blocks, at max_range
+FREE_STRIDE_M = 0.4  # at most this far between the free-space rays that find blocks, at their farthest reach
 SPREAD = 0.1  # four pixels whose ranges differ more than this (relative) straddle a depth edge
 COLOR_LOOKS = 16  # a voxel's colour follows its last this many looks
 FREE = 0.999  # a voxel at or above this tsdf is free space
@@ -245,14 +247,12 @@ class TsdfMap:
         band = self._truncation(r)
         count = np.maximum(np.ceil(4 * band / block).astype(np.int64) + 1, 3)
         band_keys = self._ray_keys(_unit(rays[::step, ::step][sub]), r - band, r + band, count, rot, origin, block)
-        # Free space: rays every FREE_STRIDE_M at the farthest range, points at most half a block
-        # apart from the camera up to the surface's band (or max_range).
-        if np.isfinite(far):
-            reach_max = far
-        else:  # r - truncation(r) grows with r: the farthest range reaches farthest
-            with np.errstate(invalid="ignore"):
-                farthest = float(np.max(ranges, where=use, initial=0))
-            reach_max = farthest - float(self._truncation(np.float64(farthest)))
+        # Free space: rays every FREE_STRIDE_M at the farthest reach, points at most half a block
+        # apart from the camera up to the surface's band (or max_range). r - truncation(r) grows with
+        # r: the farthest range reaches farthest.
+        with np.errstate(invalid="ignore"):
+            farthest = float(np.max(ranges, where=use, initial=0))
+        reach_max = min(farthest - float(self._truncation(np.float64(farthest))), far)
         if not reach_max > 0:
             return band_keys, np.empty(0, np.int64)
         pitch = _angular_pitch(rays)
@@ -283,7 +283,7 @@ class TsdfMap:
         k = np.arange(len(ray)) - np.repeat(np.cumsum(counts) - counts, counts)
         d = dirs.astype(np.float64)
         world = np.empty((3, len(ray)))  # in blocks
-        with np.errstate(invalid="ignore"):  # inf coordinates: NaN, left out by cell_indices
+        with np.errstate(invalid="ignore", over="ignore"):  # inf or NaN coordinates: left out by cell_indices
             t = lo[ray] + k * ((hi - lo) / np.maximum(counts - 1, 1))[ray]
             for i in range(3):  # world direction row i = ((x r_i0 + y r_i1) + z r_i2), as the C computes it
                 axis = d[:, 0] * rot[i, 0] + d[:, 1] * rot[i, 1]
@@ -898,9 +898,10 @@ def _bilinear(ranges, col, row, nearest, spread=SPREAD):
 
 
 def _unit(rays):
-    """Rays (N, 3) scaled to unit length."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return rays / np.sqrt(np.sum(rays * rays, axis=-1, keepdims=True))
+    """Float32 rays (N, 3) scaled to unit length (in float64: any finite length)."""
+    rays = np.asarray(rays, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return (rays / np.sqrt(np.sum(rays * rays, axis=-1, keepdims=True))).astype(np.float32)
 
 
 def _angular_pitch(rays):
