@@ -177,3 +177,14 @@ def test_z_and_ray_depth_conversions():
     assert ray_to_z_depth(d, rays)[1, 1] == 0
     nan_rays = np.full((1, 3), np.nan)
     assert z_to_ray_depth(np.array([2.0]), nan_rays)[0] == 0
+    # A map the rays' shape is divided only where z > 0: the same bits as the broadcasting path,
+    # with bad depths (NaN, inf, negative, zero) and bad rays (NaN, backward, sideways, infinite).
+    z[3, 3], z[4, 4] = np.inf, -np.inf
+    bad = rays.copy()
+    bad[5, 5], bad[6, 6, 2], bad[7, 7, 2], bad[8, 8, 2] = np.nan, -0.5, 0.0, np.inf
+    for r in (rays, bad):
+        sparse, dense = z_to_ray_depth(z, r), z_to_ray_depth(z, r[None])[0]
+        assert sparse.dtype == dense.dtype == np.float32
+        np.testing.assert_array_equal(sparse.view(np.uint32), dense.view(np.uint32))
+    assert (z_to_ray_depth(z, bad)[[5, 6, 7], [5, 6, 7]] == 0).all()
+    assert z_to_ray_depth(z.astype(np.float64), rays).dtype == np.float64

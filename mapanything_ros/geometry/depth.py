@@ -31,12 +31,22 @@ def depth_image_to_meters(array, encoding):
 
 
 def z_to_ray_depth(z, rays):
-    """Depth along unit rays (..., 3) from z-depth (...): z / ray_z. Invalid z (<= 0, NaN) or ray_z <= 0 give 0."""
-    z = np.asarray(z)
-    rz = np.asarray(rays)[..., 2]
+    """Depth along unit rays (..., 3) from z-depth (...): z / ray_z. Invalid z (<= 0, NaN) or ray_z <= 0 give 0.
+    A map of z-depth (the rays' shape) is divided only where z > 0 (sparse depth is mostly empty)."""
+    z, rays = np.asarray(z), np.asarray(rays)
+    dtype = np.result_type(z.dtype, np.float32)
+    if z.shape == rays.shape[:-1]:
+        out = np.zeros(z.shape, dtype)
+        with np.errstate(invalid="ignore"):
+            index = np.flatnonzero(z > 0)  # NaN compares False
+        zi, rz = z.reshape(-1)[index], rays.reshape(-1, 3)[index, 2]
+        ok = np.isfinite(zi) & (rz > 0)  # NaN compares False; z / inf is 0
+        out.reshape(-1)[index[ok]] = zi[ok] / rz[ok]
+        return out
+    rz = rays[..., 2]
     ok = np.isfinite(z) & (z > 0) & np.isfinite(rz) & (rz > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(ok, z / np.where(ok, rz, 1), 0).astype(np.result_type(z.dtype, np.float32))
+        return np.where(ok, z / np.where(ok, rz, 1), 0).astype(dtype)
 
 
 def ray_to_z_depth(d, rays):

@@ -164,7 +164,7 @@ def prepare(frame, size, config=BatchConfig()):
     if frame.sparse_depth is not None:
         measured = resize.sparse_depth(frame.sparse_depth, config.depth_pooling)
         if measured.any():  # a depth map without a measurement at the model pixels is not an input
-            depth = torch.from_numpy(z_to_ray_depth(measured, rays).astype(np.float32))[None, ..., None]
+            depth = torch.from_numpy(z_to_ray_depth(measured, rays).astype(np.float32, copy=False))[None, ..., None]
     return PreparedView(frame, resize, normalize_image(colors), colors, rgbx.view(np.uint32).reshape(-1), rays, filled,
                         valid, depth, measured)
 
