@@ -30,9 +30,9 @@
  * points, as float32, float32 and bool arrays (n,) (for the tests).
  *
  * ray_keys(dirs, lo, hi, counts, rot, origin, size) -> bytearray of int64: the unique packed
- * keys (unsorted) of the blocks that samples along rays fall in: counts[i] (int64) evenly spaced from lo[i] to
- * hi[i] (float64, metres) along each float32 camera-frame direction dirs[i] (n * 3), rot (9,
- * row-major) and origin (3) the camera's world pose (TsdfMap._ray_keys, which runs the same in
+ * keys (unsorted) of the blocks that samples along rays fall in: counts[i] (int64) evenly spaced
+ * from lo[i] to hi[i] (float64, metres) along each float32 camera-frame direction dirs[i] (n * 3),
+ * rot (9, row-major) and origin (3) the camera's world pose (TsdfMap._ray_keys, which runs the same in
  * numpy when this module is missing; test_tsdf.py checks that both give the same keys).
  *
  * The projection follows distortion.py step by step, in single precision where numpy computes in
@@ -353,7 +353,8 @@ static PyObject *fuse(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_IndexError, "slots: a slot outside the pools");
             goto done;
         }
-    Params p = {(float)tr, (float)ra, (float)vx, (float)mw, (float)mr, (float)sp, (float)fl, (float)mn, color_looks, b[10].len == 4 * pixels ? 4 : 3};
+    Params p = {(float)tr, (float)ra, (float)vx, (float)mw, (float)mr, (float)sp, (float)fl, (float)mn, color_looks,
+                b[10].len == 4 * pixels ? 4 : 3};
     Py_ssize_t updated;
     Py_BEGIN_ALLOW_THREADS
     updated = fuse_all(b[0].buf, b[1].buf, b[2].buf, b[3].buf, b[4].buf, slots, m, b[6].buf, b[7].buf, &q, b[8].buf,

@@ -37,8 +37,9 @@ Ranges farther than `max_range` are no surface (nothing is allocated around them
 carve free space up to max_range along their rays. Without it every ray carves to its surface,
 and the free space a keyframe finds grows with the cube of its farthest range (on a 518×392 view:
 15 ms at 10 m, 160 ms at 30 m, 13 s and 38 M blocks at 100 m): the node's default is 10 m.
-Pixels with weight 0 (no estimate, depth edges, low confidence) do nothing. Blocks a view only looks through (outside its surface band)
-that are entirely free already are skipped: fusing +1 into +1 changes only a weight.
+Pixels with weight 0 (no estimate, depth edges, low confidence) do nothing. Blocks a view only
+looks through (outside its surface band) that are entirely free already are skipped: fusing +1
+into +1 changes only a weight.
 
 Outputs. surface(): points on the zero crossings of the field between neighbouring observed
 voxels (linear interpolation, so sub-voxel), with colour and weight; mesh(): its triangle mesh

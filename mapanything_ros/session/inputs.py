@@ -160,7 +160,8 @@ class FrameBuilder:
 
             def depth(image):
                 cam_from_world = se3_inverse(lookup(world, image.frame_id, image.stamp_ns))
-                return partial(project_to_depth, cloud.points, se3_compose(cam_from_world, world_from_lidar), image.model)
+                cam_from_lidar = se3_compose(cam_from_world, world_from_lidar)
+                return partial(project_to_depth, cloud.points, cam_from_lidar, image.model)
             return depth
         t0, t1 = cloud.span
         if t1 == t0:

@@ -69,11 +69,11 @@ class PreparedView:
     geometry.Resize to the model size; image: (1, 3, H, W) float32 normalised tensor; colors:
     (H, W, 3) uint8 RGB at the model pixels, a view of rgbx: (H·W,) uint32, each pixel's
     R, G, B, 255 bytes (one 4-byte gather per point; the fourth byte is not read); rays: (H, W, 3)
-    float64 exact unit rays, NaN outside the lens (read-only, shared per camera); filled_rays: (1, H, W, 3) float32 tensor, (0, 0, 1)
-    where not valid (shared); valid: (H, W) bool (shared); depth: (1, H, W, 1) float32 tensor of
-    the sparse depth along the rays (0 = none), or None without a measurement at the model
-    pixels; measured: (H, W) float32 sparse z-depth at the model pixels (0 = none), or None
-    without sparse depth.
+    float64 exact unit rays, NaN outside the lens (read-only, shared per camera); filled_rays:
+    (1, H, W, 3) float32 tensor, (0, 0, 1) where not valid (shared); valid: (H, W) bool (shared);
+    depth: (1, H, W, 1) float32 tensor of the sparse depth along the rays (0 = none), or None
+    without a measurement at the model pixels; measured: (H, W) float32 sparse z-depth at the
+    model pixels (0 = none), or None without sparse depth.
     """
 
     frame: object
@@ -157,7 +157,6 @@ def prepare(frame, size, config=BatchConfig()):
     frame = frame.resolved()
     resize = Resize.cover(frame.camera.image_size, tuple(size))
     rays, filled, valid = _rays(frame.camera, resize, config.grid)
-    w, h = resize.out_size
     rgbx = cv2.cvtColor(resize.image(frame.image), cv2.COLOR_RGB2RGBA)  # one SIMD pass; a strided copy: 1 ms
     colors = rgbx[..., :3]
     depth = measured = None
