@@ -262,3 +262,85 @@ def test_stencil_is_cached_per_grid_and_checks_its_resize():
         stencil(FISHEYE, r, "corner")
     with pytest.raises(ValueError, match="resize"):
         stencil(pinhole, Resize.cover((640, 480), (112, 84)))
+
+
+def _jump_maps(rng, shape):
+    """Positive maps with steps, noise, NaN, infinities, zeros, values near float32's largest
+    (differences that overflow) and denormals: every branch of the edge test."""
+    v = (1.0 + rng.random(shape) * np.where(rng.random(shape) < 0.1, 3.0, 0.02)).astype(np.float32)
+    specials = np.array([np.nan, np.inf, 0.0, 3e38, 1e-40, 1e-3, 1e3], np.float32)
+    pick = rng.random(shape) < 0.15
+    v[pick] = rng.choice(specials, int(pick.sum()))
+    return v
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (2, 1), (1, 9), (9, 1), (2, 2), (3, 3), (4, 4), (3, 5), (5, 3),
+                                   (6, 7), (31, 17), (392, 518)])
+def test_compiled_edge_jumps_give_numpys_bits(shape, monkeypatch):
+    """_resample.jumps gives resize.edge_jumps' numpy result exactly: across and down, on maps of
+    every small shape (lines of one to four pairs, where the first and last pairs meet) and a model
+    map's, with NaN, infinite, zero, overflowing and denormal values, at integer and float
+    thresholds (numpy rounds them to float32)."""
+    from mapanything_ros.geometry import resize as module
+
+    assert module._resample is not None, "mapanything_ros._resample is not built (CMakeLists.txt)"
+    rng = np.random.default_rng(sum(shape))
+    for trial in range(8):
+        v = _jump_maps(rng, shape)
+        for jump in (0.05, 0.3, 1e-7, 0, 2):
+            compiled = module.edge_jumps(v, jump)
+            with monkeypatch.context() as m:
+                m.setattr(module, "_resample", None)
+                with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, 3e38 - -3e38
+                    expected = module.edge_jumps(v, jump)
+            for got, want in zip(compiled, expected):
+                assert got.dtype == np.bool_ and got.shape == want.shape
+                np.testing.assert_array_equal(got, want, err_msg=f"{shape} trial {trial} jump {jump}")
+
+
+def test_compiled_edge_jumps_round_at_the_threshold_as_numpy(monkeypatch):
+    """At the threshold itself (a step of max_jump times the smaller value, give or take a few
+    float32 ulps, on rows a, a, x, x of many magnitudes) the compiled test decides as numpy's
+    float32 arithmetic does: a product or comparison in double would differ on some rows."""
+    from mapanything_ros.geometry import resize as module
+
+    rng = np.random.default_rng(7)
+    for jump in (0.05, 0.3):
+        a = (10.0 ** rng.uniform(-1, 1, 4000)).astype(np.float32)
+        x = (a * (1 + np.float32(jump))).astype(np.float32)
+        rows = [np.stack([a, a, s, s], 1) for s in (x, *(np.nextafter(x, t) for t in (np.inf, 0)))]
+        v = np.concatenate(rows)
+        compiled = module.edge_jumps(v, jump)
+        with monkeypatch.context() as m:
+            m.setattr(module, "_resample", None)
+            expected = module.edge_jumps(v, jump)
+        assert 0 < compiled[0].sum() < len(v)  # both sides of the threshold are here
+        for got, want in zip(compiled, expected):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_compiled_edge_jumps_take_only_what_numpy_rounds_alike(monkeypatch):
+    """The compiled test runs for float32 maps and Python-number thresholds; a float64 threshold
+    (numpy compares in float64 then) or a float64 map take the numpy path, and _resample.jumps
+    checks its buffers."""
+    from mapanything_ros.geometry import resize as module
+
+    calls = []
+    compiled = module._resample
+    monkeypatch.setattr(module, "_resample", type("Spy", (), {
+        "jumps": staticmethod(lambda *a: calls.append(1) or compiled.jumps(*a))}))
+    v = _jump_maps(np.random.default_rng(0), (20, 30))
+    module.edge_jumps(v, 0.05)
+    module.edge_jumps(v, np.float64(0.05))
+    module.edge_jumps(v.astype(np.float64), 0.05)
+    assert calls == [1]
+    across, down = np.ones((2, 20 * 30 + 1), bool)  # written whole, whatever they held
+    compiled.jumps(v.ravel(), 30, 0.05, across, down)
+    for got, want in zip((across, down), module.edge_jumps(v, 0.05)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="width"):
+        compiled.jumps(v.ravel(), 7, 0.05, across, down)
+    with pytest.raises(ValueError, match="across"):
+        compiled.jumps(v.ravel(), 30, 0.05, across[:-1], down)
+    with pytest.raises(ValueError, match="v"):
+        compiled.jumps(v.astype(np.float64).ravel(), 30, 0.05, across, down)

@@ -27,6 +27,11 @@ import numpy as np
 
 from . import arrays
 
+try:  # the compiled edge test (CMakeLists.txt builds it); edge_jumps does the same in numpy
+    from .. import _resample
+except ImportError:
+    _resample = None
+
 # Upstream RESOLUTION_MAPPINGS[518]: (width, height) per aspect ratio W/H.
 MODEL_SIZES_518 = {
     1.000: (518, 518), 1.321: (518, 392), 1.542: (518, 336), 1.762: (518, 294),
@@ -241,9 +246,14 @@ def edge_jumps(v, max_jump):
     max_jump), flat for gathering: (across, down), bool (H·W + 1,). across[r·W + c] is a jump
     between (r, c) and (r, c + 1), down[r·W + c] one between (r, c) and (r + 1, c); both are False
     past the last column / row and at index H·W, which stands for "no pair". Computed in v's dtype,
-    where v is (numpy array or torch tensor, see geometry.arrays)."""
+    where v is (numpy array or torch tensor, see geometry.arrays): on the host, for float32 and a
+    max_jump that numpy rounds to float32 (a Python number), in one compiled pass (the same bits)."""
     h, w = v.shape
     across, down = arrays.zeros((2, h * w + 1), bool, v)
+    compiled = _resample is not None and isinstance(v, np.ndarray) and v.dtype == np.float32
+    if compiled and type(max_jump) in (float, int):
+        _resample.jumps(np.ascontiguousarray(v), w, max_jump, across, down)
+        return across, down
     across[:-1].reshape(h, w)[:, :-1] = _jumps(v, max_jump, axis=1)
     down[:-1].reshape(h, w)[:-1] = _jumps(v, max_jump, axis=0)
     return across, down
