@@ -320,9 +320,9 @@ def test_compiled_edge_jumps_round_at_the_threshold_as_numpy(monkeypatch):
 
 
 def test_compiled_edge_jumps_take_only_what_numpy_rounds_alike(monkeypatch):
-    """The compiled test runs for float32 maps and Python-number thresholds; a float64 threshold
-    (numpy compares in float64 then) or a float64 map take the numpy path, and _resample.jumps
-    checks its buffers."""
+    """The compiled test runs for float32 maps and Python-number or float32 thresholds; a float64
+    threshold (numpy compares in float64 then), a float64 map or an empty one take the numpy path,
+    and _resample.jumps checks its buffers."""
     from mapanything_ros.geometry import resize as module
 
     calls = []
@@ -331,9 +331,14 @@ def test_compiled_edge_jumps_take_only_what_numpy_rounds_alike(monkeypatch):
         "jumps": staticmethod(lambda *a: calls.append(1) or compiled.jumps(*a))}))
     v = _jump_maps(np.random.default_rng(0), (20, 30))
     module.edge_jumps(v, 0.05)
-    module.edge_jumps(v, np.float64(0.05))
-    module.edge_jumps(v.astype(np.float64), 0.05)
-    assert calls == [1]
+    module.edge_jumps(v, np.float32(0.05))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, 3e38 - -3e38 in numpy
+        module.edge_jumps(v, np.float64(0.05))
+        module.edge_jumps(v.astype(np.float64), 0.05)
+    assert calls == [1, 1]
+    for shape in ((3, 0), (0, 4), (0, 0)):  # nothing to compare: no pair is a jump
+        for got in module.edge_jumps(np.zeros(shape, np.float32), 0.05):
+            assert got.shape == (1,) and not got.any()
     across, down = np.ones((2, 20 * 30 + 1), bool)  # written whole, whatever they held
     compiled.jumps(v.ravel(), 30, 0.05, across, down)
     for got, want in zip((across, down), module.edge_jumps(v, 0.05)):

@@ -530,7 +530,8 @@ def test_compiled_projection_matches_the_lens_models(name):
     """_tsdf_fuse.project (the projection fuse() makes) gives geometry.ModelPixels' pixels for
     every lens kind, through a resize with a crop, and the same points seen (the optical axis behind
     and at the camera, NaN, inf and huge coordinates among them): bit for bit with NumPy 2 but for the
-    fisheye (numpy's float32 arctan2 is not correctly rounded, _tsdf_fuse.c's is), within 1e-3 px
+    fisheye, whose float32 angle neither numpy (its arctan2 differs by CPU) nor _tsdf_fuse.c rounds
+    correctly: there both within 1.3e-3 px of the float64 projection (2e-3 allowed), within 1e-3 px
     otherwise."""
     from mapanything_ros.geometry import Resize
 
@@ -550,11 +551,16 @@ def test_compiled_projection_matches_the_lens_models(name):
     np.testing.assert_array_equal(valid, want_valid)
     assert valid.mean() > 0.3
     want_col, want_row = np.float32(want_col[valid]), np.float32(want_row[valid])  # as fuse() takes them
-    if name != "equidistant" and int(np.__version__.split(".")[0]) >= 2:
+    atol = 1e-3
+    if name == "equidistant":  # against the float64 projection
+        cam64 = cam[valid].astype(np.float64)
+        want_col, want_row, _ = pixels(cam64[:, 0], cam64[:, 1], cam64[:, 2])
+        atol = 2e-3
+    elif int(np.__version__.split(".")[0]) >= 2:
         np.testing.assert_array_equal(col[valid], want_col)
         np.testing.assert_array_equal(row[valid], want_row)
-    np.testing.assert_allclose(col[valid], want_col, rtol=0, atol=1e-3)
-    np.testing.assert_allclose(row[valid], want_row, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(col[valid], want_col, rtol=0, atol=atol)
+    np.testing.assert_allclose(row[valid], want_row, rtol=0, atol=atol)
     with pytest.raises(ValueError, match="whole number"):
         tsdf._tsdf_fuse.project(np.zeros(7, np.float32), *pixels.projection)
 

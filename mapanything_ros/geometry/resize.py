@@ -247,11 +247,12 @@ def edge_jumps(v, max_jump):
     between (r, c) and (r, c + 1), down[r·W + c] one between (r, c) and (r + 1, c); both are False
     past the last column / row and at index H·W, which stands for "no pair". Computed in v's dtype,
     where v is (numpy array or torch tensor, see geometry.arrays): on the host, for float32 and a
-    max_jump that numpy rounds to float32 (a Python number), in one compiled pass (the same bits)."""
+    max_jump that numpy multiplies in float32 (a Python number, under NumPy 2's NEP 50, or a
+    float32), in one compiled pass (the same bits)."""
     h, w = v.shape
     across, down = arrays.zeros((2, h * w + 1), bool, v)
-    compiled = _resample is not None and isinstance(v, np.ndarray) and v.dtype == np.float32
-    if compiled and type(max_jump) in (float, int):
+    compiled = _resample is not None and isinstance(v, np.ndarray) and v.dtype == np.float32 and v.size
+    if compiled and type(max_jump) in (float, int, np.float32):
         _resample.jumps(np.ascontiguousarray(v), w, max_jump, across, down)
         return across, down
     across[:-1].reshape(h, w)[:, :-1] = _jumps(v, max_jump, axis=1)
