@@ -1,4 +1,4 @@
-/* Buffer access shared by the compiled modules (_tsdf_fuse.c, _resample.c): each includes this
+/* Buffer access shared by the compiled modules (_pack_cloud.c, _tsdf_fuse.c, _resample.c): each includes this
  * file, so each keeps its own copy of these static functions. */
 
 #ifndef MAPANYTHING_ROS_BUFFERS_H

@@ -25,6 +25,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "_buffers.h"
+
 #include <stdint.h>
 #include <string.h>
 
@@ -171,29 +173,6 @@ INLINE int full(uint32_any *out, const void *xyz, int f64, const uint8_t *rgb, c
 #define HAVE_FULL 1
 #endif
 
-/* The struct-module format of view's items in native order and size, without its '@' or '=' (NULL
- * stands for "B", unsigned bytes). */
-static const char *native_format(const Py_buffer *view)
-{
-    const char *f = view->format != NULL ? view->format : "B";
-    return f[0] == '@' || f[0] == '=' ? f + 1 : f;
-}
-
-/* Takes a C-contiguous buffer of `obj` holding `items` elements of format `fmt` ("f" or "B") into
- * `view`: 0, or -1 with a Python error set and nothing held. */
-static int get_input(PyObject *obj, Py_buffer *view, const char *name, const char *fmt, Py_ssize_t items)
-{
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-    const char *f = native_format(view);
-    if (strcmp(f, fmt) != 0 || view->len != items * view->itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format '%s', got %zd bytes of '%s'",
-                     name, items, fmt, view->len, f);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *interleave(PyObject *self, PyObject *args)
 {
     PyObject *points_obj, *rgb_obj, *conf_obj, *result = NULL;
@@ -211,8 +190,8 @@ static PyObject *interleave(PyObject *self, PyObject *args)
     }
     const Py_ssize_t n = points.shape[0];
     const int has_rgb = rgb_obj != Py_None, has_conf = conf_obj != Py_None;
-    if (has_rgb && get_input(rgb_obj, &rgb, "colors", "B", 3 * n) < 0) goto done;
-    if (has_conf && get_input(conf_obj, &conf, "confidence", "f", n) < 0) goto done;
+    if (has_rgb && get(rgb_obj, &rgb, "colors", "B", 3 * n, 0) < 0) goto done;
+    if (has_conf && get(conf_obj, &conf, "confidence", "f", n, 0) < 0) goto done;
     const Py_ssize_t step = 4 * (3 + has_rgb + has_conf);
     if (out.len != n * step) {
         PyErr_Format(PyExc_ValueError, "out: expected %zd bytes, got %zd", n * step, out.len);
