@@ -1,5 +1,10 @@
 """mapping.TsdfMap: fusion, free space and clearing, the occupancy grid, memory bound, state round trip."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -342,6 +347,22 @@ LENSES = {"pinhole": CAMERA,
                                      "equidistant")}
 
 
+def fused_state(lens, channels=3):
+    """The state of a map fused from six keyframes of LENSES[lens] with holes (NaN), pixels of weight 0,
+    varying weights and colours (RGB, or RGB and a byte not read) and a range limit, with the blocks
+    all free, in key order."""
+    scene, camera = [WALL, FLOOR, OBSTACLE], LENSES[lens]
+    out, rng = TsdfMap(0.05, max_blocks=100_000, max_range=3.5), np.random.default_rng(0)
+    for p in poses(6):
+        v = view(p, scene, camera)
+        h, w = v.ranges.shape
+        ranges = np.where(rng.random((h, w)) < 0.05, np.nan, v.ranges).astype(np.float32)
+        weights = np.where(rng.random((h, w)) < 0.1, 0, rng.uniform(0, 1, (h, w))).astype(np.float32)
+        colors = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)  # RGB and a byte not read
+        out.integrate(RangeView(ranges, v.rays, v.pixels, p, colors[..., :channels].copy(), weights))
+    return {**out.state(), "free": out._free[:len(out)][out._slots]}
+
+
 @pytest.mark.parametrize("lens", sorted(LENSES))
 def test_compiled_fusion_matches_numpy(monkeypatch, lens):
     """_tsdf_fuse.c and TsdfMap._fuse fuse the same keyframes into the same map (the build makes
@@ -351,25 +372,12 @@ def test_compiled_fusion_matches_numpy(monkeypatch, lens):
     for the fisheye, whose float32 angle numpy computes less exactly (_tsdf_fuse.c): there a few
     voxels take a neighbouring pixel."""
     assert tsdf.COMPILED, "mapanything_ros._tsdf_fuse is not built (CMakeLists.txt)"
-    scene, camera = [WALL, FLOOR, OBSTACLE], LENSES[lens]
-
-    def fused(channels=3):
-        out, rng = TsdfMap(0.05, max_blocks=100_000, max_range=3.5), np.random.default_rng(0)
-        for p in poses(6):
-            v = view(p, scene, camera)
-            h, w = v.ranges.shape
-            ranges = np.where(rng.random((h, w)) < 0.05, np.nan, v.ranges).astype(np.float32)
-            weights = np.where(rng.random((h, w)) < 0.1, 0, rng.uniform(0, 1, (h, w))).astype(np.float32)
-            colors = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)  # RGB and a byte not read
-            out.integrate(RangeView(ranges, v.rays, v.pixels, p, colors[..., :channels].copy(), weights))
-        return {**out.state(), "free": out._free[:len(out)][out._slots]}  # blocks all free, in key order
-
-    a = fused()
-    for key, value in fused(channels=4).items():  # RGB with a pad byte: the same map
+    a = fused_state(lens)
+    for key, value in fused_state(lens, channels=4).items():  # RGB with a pad byte: the same map
         np.testing.assert_array_equal(value, a[key])
     monkeypatch.setattr(tsdf, "_tsdf_fuse", None)
-    b = fused()
-    for key, value in fused(channels=4).items():
+    b = fused_state(lens)
+    for key, value in fused_state(lens, channels=4).items():
         np.testing.assert_array_equal(value, b[key])
     np.testing.assert_array_equal(a["keys"], b["keys"])
     assert (a["weight"] > 0).sum() > 100_000
@@ -385,6 +393,30 @@ def test_compiled_fusion_matches_numpy(monkeypatch, lens):
     np.testing.assert_array_equal(a["looks"], b["looks"])
     np.testing.assert_array_equal(a["free"], b["free"])
 
+
+@pytest.mark.parametrize("lens", sorted(LENSES))
+def test_both_builds_of_the_compiled_fusion_give_the_same_bits(tmp_path, lens):
+    """_tsdf_fuse.c's loop is built for any CPU and for CPUs with AVX2, and runs the second where the
+    CPU has it (SIMD says which) unless MAPANYTHING_ROS_SIMD=baseline: both fuse the same map bit for
+    bit (no fused multiply-adds, the same operations in the same order)."""
+    assert tsdf.COMPILED, "mapanything_ros._tsdf_fuse is not built (CMakeLists.txt)"
+    if tsdf._tsdf_fuse.SIMD == "baseline":
+        pytest.skip("this CPU runs the baseline build only (no AVX2, or not x86-64)")
+    script = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_tsdf; "
+              "from mapanything_ros.mapping import tsdf; "
+              "np.savez(sys.argv[3], simd=tsdf._tsdf_fuse.SIMD, **test_tsdf.fused_state(sys.argv[2]))")
+    states = {}
+    for simd in ("", "baseline"):
+        path = tmp_path / f"{simd or 'default'}.npz"
+        env = {**os.environ, "MAPANYTHING_ROS_SIMD": simd}
+        subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), lens, str(path)], env=env,
+                       check=True)
+        states[simd] = dict(np.load(path))
+    assert str(states[""].pop("simd")) == "avx2" and str(states["baseline"].pop("simd")) == "baseline"
+    assert (states[""]["weight"] > 0).sum() > 100_000
+    assert states[""].keys() == states["baseline"].keys()
+    for key, value in states[""].items():
+        np.testing.assert_array_equal(value, states["baseline"][key], err_msg=key)
 
 def test_mesh_follows_the_surface_and_faces_the_camera():
     """The surface-nets mesh: vertices on the scene, one vertex per crossed cell (as many as the
