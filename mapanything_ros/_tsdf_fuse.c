@@ -9,7 +9,9 @@
  *      (truncation, ratio, voxel_size, max_weight, max_range, spread, free_level, min_weight), color_looks)
  *      -> int
  *   tsdf, weight  writable float32 pools (VOXELS = 64 per block slot, flat); rgb writable uint8 (3 per
- *                 voxel); looks writable uint8 (1 per voxel); free writable bool (1 per slot)
+ *                 voxel); looks writable uint8 (1 per voxel: the colour's looks in the low 7 bits, at most
+ *                 color_looks, 1 to 127; bit 7 set once an observation put the voxel in front of the
+ *                 surface, within the band); free writable bool (1 per slot)
  *   slots         int32 (m,): the pool slots to fuse (unique)
  *   corners       float32 (m * 3): each slot's camera-frame offset (m); a voxel's centre in the camera
  *                 frame is its slot's corner plus its own offset
@@ -53,7 +55,7 @@
  * min(sdf, T) / T with weight w * (truncation / T)^2 (in front of the band, sdf >= T: T at the voxel's
  * own distance, max(truncation, ratio * dist)), falling linearly to 0 from one voxel behind
  * the surface to -T; weighted mean into tsdf, weight capped at max_weight; within the band the
- * colour is the mean of the last color_looks looks.
+ * colour is the mean of the last color_looks looks; looks' bit 7 set where 0 <= sdf < T.
  *
  * Why compiled code: the numpy version makes about fifty passes over the voxels (several hundred
  * thousand per keyframe), each a temporary array; this is one pass (docs/performance.md#map-fusion).
@@ -104,12 +106,14 @@ typedef struct {
 
 /* fmaxf, fminf and nearbyintf are library calls unless NaN and rounding-mode rules are relaxed;
  * these are inlined. The values here are never NaN, and round_half_up takes values >= -0.5 (pixel
- * coordinates inside the image, colours). */
+ * coordinates inside the image). */
 static inline float max_f(float a, float b) { return a > b ? a : b; }
 static inline float min_f(float a, float b) { return a < b ? a : b; }
 static inline Py_ssize_t round_half_up(float x) { return (Py_ssize_t)(x + 0.5f); }
 
 #define VOXELS 64
+#define LOOKS 0x7f /* a voxel's looks byte: the colour's looks (mapping/tsdf.py: LOOKS, FRONT) */
+#define FRONT 0x80 /* and whether it was seen in front of a surface, within the band */
 
 static inline int finite_f(float x) { return fabsf(x) <= FLT_MAX; } /* isfinite, in a form loops vectorise */
 
@@ -194,11 +198,12 @@ static INLINE void project_block(const Projection *q, const float *corner, const
 }
 
 /* Fuse a block's voxels (pool indices base + o) seen at model pixels (col, row) at distances dist, where
- * visible: the steps of the file comment for each. In three passes without branches, which the compiler
- * vectorises (every value any voxel needs is computed for all 64, then selected): the nearest pixels'
- * ranges and weights and the four pixels around gathered; each voxel's update computed and written where
- * it applies; the colours of the voxels in the band (branches on a voxel's visibility and band took 3-5 %
- * more time). Returns the number of voxels updated. */
+ * visible: the steps of the file comment for each. In three passes, written without branches on a voxel
+ * (every value any voxel needs is computed for all 64, then selected): the nearest pixels' ranges and
+ * weights and the four pixels around gathered; each voxel's update computed and written where it
+ * applies (the longest pass, which the compiler vectorises); the colours of the voxels in the band.
+ * (gcc keeps the first and last scalar; with a branch on each voxel's visibility and band they took
+ * 3-5 % more time.) Returns the number of voxels updated. */
 static INLINE Py_ssize_t fuse_block(float *tsdf, float *weight, uint8_t *rgb, uint8_t *looks, int64_t base,
                                     const float *col, const float *row, const float *dist, const int *visible,
                                     const float *ranges, const float *pw, const uint8_t *colors, Py_ssize_t w,
@@ -207,7 +212,8 @@ static INLINE Py_ssize_t fuse_block(float *tsdf, float *weight, uint8_t *rgb, ui
     float rn[VOXELS], wp[VOXELS], a[VOXELS], b[VOXELS], c[VOXELS], d[VOXELS], fc[VOXELS], fr[VOXELS], x[VOXELS],
         y[VOXELS];
     Py_ssize_t pix[VOXELS];
-    int band[VOXELS];
+    int band[VOXELS]; /* 0: not in the band; AHEAD: in it, in front of the surface; BEHIND: behind it */
+    enum { AHEAD = 1, BEHIND = 2 };
     /* An invisible voxel reads pixel (0, 0): its values are never used (ok below is 0) */
     for (int o = 0; o < VOXELS; o++) {
         x[o] = visible[o] ? col[o] : 0.0f; /* within (-0.5, w - 0.5) x (-0.5, h - 0.5) */
@@ -258,20 +264,21 @@ static INLINE Py_ssize_t fuse_block(float *tsdf, float *weight, uint8_t *rgb, ui
         const float fused = (before * old + ob * wt) / total, capped = total < max_weight ? total : max_weight;
         ts[o] = ok ? fused : before;
         wg[o] = ok ? capped : old;
-        band[o] = ok & (sdf < t);
+        band[o] = (ok & (sdf < t)) * (sdf >= 0 ? AHEAD : BEHIND);
         updated += ok;
     }
     const int step = p->color_step, most = p->color_looks;
     for (int o = 0; o < VOXELS; o++) {
         const int64_t v = base + o;
-        const int seen = looks[v], in = band[o];
+        const int all = looks[v], seen = all & LOOKS, in = band[o] != 0;
         const float f = 1.0f / (float)(seen + 1);
         const uint8_t *from = colors + step * pix[o];
         for (int k = 0; k < 3; k++) {
             const uint8_t mixed = (uint8_t)(int)((float)rgb[3 * v + k] * (1 - f) + (float)from[k] * f + 0.5f);
             rgb[3 * v + k] = in ? mixed : rgb[3 * v + k];
         }
-        looks[v] = (uint8_t)(in ? (seen + 1 < most ? seen + 1 : most) : seen);
+        looks[v] = (uint8_t)((in ? (seen + 1 < most ? seen + 1 : most) : seen) | (all & FRONT) |
+                             (band[o] == AHEAD ? FRONT : 0));
     }
     return updated;
 }
@@ -299,7 +306,9 @@ static INLINE Py_ssize_t fuse_all(FUSE_PARAMS)
         project_block(q, corners + 3 * s, ox, oy, oz, VOXELS, col, row, dist, visible);
         for (int o = 0; o < VOXELS; o++)
             visible[o] &= (col[o] > -0.5f) & (col[o] < fw) & (row[o] > -0.5f) & (row[o] < fh);
-        updated += fuse_block(tsdf, weight, rgb, looks, base, col, row, dist, visible, ranges, pw, colors, w, h, &p);
+        if (w > 0 && h > 0) /* an image without pixels sees nothing, and fuse_block reads pixel (0, 0) */
+            updated += fuse_block(tsdf, weight, rgb, looks, base, col, row, dist, visible, ranges, pw, colors, w, h,
+                                  &p);
         int all_free = 1;
         for (int o = 0; o < VOXELS; o++)
             all_free &= (tsdf[base + o] >= p.free_level) & (weight[base + o] >= wmin);
@@ -309,7 +318,7 @@ static INLINE Py_ssize_t fuse_all(FUSE_PARAMS)
 }
 
 /* fuse_all for any CPU of the target (x86-64: SSE2, four lanes) and, on x86-64, for CPUs with AVX2 (eight
- * lanes; 18 % less time for the keyframes of a four-camera window, docs/performance.md#rigs). Both run the
+ * lanes; about 17 % less time for the keyframes of a four-camera window, docs/performance.md#rigs). Both run the
  * same operations in the same order (no fused multiply-adds: -ffp-contract=off), so they give the same
  * bits; test_tsdf.py compares them. PyInit picks one: AVX2 where the CPU has it, unless the environment
  * variable MAPANYTHING_ROS_SIMD is "baseline". */
@@ -355,6 +364,10 @@ static PyObject *fuse(PyObject *self, PyObject *args)
                           &color_looks) ||
         !parse_projection(lens, pixel, &q))
         return NULL;
+    if (color_looks < 1 || color_looks > LOOKS) {
+        PyErr_Format(PyExc_ValueError, "color_looks: expected 1 to %d, got %d", LOOKS, color_looks);
+        return NULL;
+    }
     static const char *names[N] = {"tsdf", "weight", "rgb", "looks", "free", "slots", "corners", "offsets",
                                    "ranges", "weights", "colors"};
     if (get(o[0], &b[0], names[0], "f", -1, 1) < 0) goto done;

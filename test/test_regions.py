@@ -120,7 +120,8 @@ def slab_map(cells, tsdf):
     field = np.clip(tsdf(cells[:, None, :] * BLOCK + _OFFSETS[None]), -0.9, 0.9).astype(np.float32)
     state = fused.state()
     state.update(keys=keys[order], tsdf=field[order], weight=np.ones((len(cells), VOXELS), np.float32),
-                 rgb=np.zeros((len(cells), VOXELS, 3), np.uint8), looks=np.ones((len(cells), VOXELS), np.uint8))
+                 rgb=np.zeros((len(cells), VOXELS, 3), np.uint8), looks=np.ones((len(cells), VOXELS), np.uint8),
+                 front=np.ones((len(cells), VOXELS), bool))
     fused.load_state(state)
     return fused
 

@@ -367,7 +367,7 @@ def test_save_then_restart_and_load_reproduces_the_map_exactly(rig, scene, tmp_p
             while not again.node.session.pipeline.map_version and time.monotonic() < end:  # the load is over
                 again.spin(0.1)
         after = again.node.session.pipeline.map.state()
-        for name in ("keys", "tsdf", "weight", "rgb", "looks"):
+        for name in ("keys", "tsdf", "weight", "rgb", "looks", "front"):
             np.testing.assert_array_equal(after[name], before[name])
         np.testing.assert_array_equal(again.node.session.map(0)[0].points, points)
         if kind == "service":

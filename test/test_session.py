@@ -279,7 +279,7 @@ def test_a_saved_map_loads_back_exactly_and_mapping_goes_on(scene, tmp_path):
     blocks, path = again.session.load_map(tmp_path / "map.npz")
     assert blocks == len(feed.session.pipeline.map) and path == str(tmp_path / "map.npz")
     loaded = again.session.pipeline.map.state()
-    for name in ("keys", "tsdf", "weight", "rgb", "looks"):
+    for name in ("keys", "tsdf", "weight", "rgb", "looks", "front"):
         np.testing.assert_array_equal(loaded[name], saved[name])
     snap, frame_id, stamp = again.session.map(0)
     assert frame_id == "odom" and stamp == feed.session.map(0)[2] and snap.pose_frame == "world"

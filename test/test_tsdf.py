@@ -193,7 +193,8 @@ def test_a_cell_is_free_only_where_the_bands_lowest_voxel_was_seen():
     weight[column(2, 0) & (np.abs(centres[..., 2] - 0.275) < 1e-6)] = 0  # a higher one of column (2, 0)
     state = fused.state()
     state.update(keys=pack(blocks.T.copy()), tsdf=np.ones((2, VOXELS), np.float32), weight=weight,
-                 rgb=np.zeros((2, VOXELS, 3), np.uint8), looks=np.ones((2, VOXELS), np.uint8))
+                 rgb=np.zeros((2, VOXELS, 3), np.uint8), looks=np.ones((2, VOXELS), np.uint8),
+                 front=np.ones((2, VOXELS), bool))
     fused.load_state(state)
     grid = fused.occupancy(0.06, 0.4)  # voxels centred at 0.075 .. 0.375
     want = np.zeros((BLOCK, BLOCK), np.int8)
@@ -209,7 +210,8 @@ def test_a_cell_is_free_only_where_the_bands_lowest_voxel_was_seen():
         state = free.state()
         state.update(keys=pack(stack.T.copy()), tsdf=np.ones((4, VOXELS), np.float32),
                      weight=np.ones((4, VOXELS), np.float32), rgb=np.zeros((4, VOXELS, 3), np.uint8),
-                     looks=np.ones((4, VOXELS), np.uint8))
+                     looks=np.ones((4, VOXELS), np.uint8),
+                     front=np.ones((4, VOXELS), bool))
         free.load_state(state)
         assert (free.occupancy(z_min, 0.3).cells == 0).all(), (size, z_min)
 
@@ -297,6 +299,46 @@ def test_state_round_trip_is_exact_and_checked():
     assert len(small) == 0
     with pytest.raises(ValueError, match="format"):
         TsdfMap(0.05).load_state({**state, "format": np.array("something else")})
+    # A map saved before `front` was kept: every observed voxel may bound a crossing, as then.
+    first = {k: v for k, v in state.items() if k != "front"}
+    first["format"] = np.array("mapanything_ros.tsdf/1")
+    before, then = TsdfMap(0.05, max_blocks=100_000), TsdfMap(0.05, max_blocks=100_000)
+    before.load_state(first)
+    then.load_state({**state, "front": state["weight"] > 0})
+    for a, b in zip(before.state().values(), then.state().values()):
+        np.testing.assert_array_equal(a, b)
+    now = TsdfMap(0.05, max_blocks=100_000)
+    now.load_state(state)
+    assert len(before.surface()[0]) > len(now.surface()[0])  # crossings the flag leaves out, back
+    with pytest.raises(ValueError, match="disagree"):
+        TsdfMap(0.05).load_state({**state, "front": state["front"][:, :8]})
+    assert 0 < state["looks"].max() <= tsdf.COLOR_LOOKS and state["front"].any()  # the flag is not in the looks
+    with pytest.raises(ValueError, match="looks"):
+        TsdfMap(0.05).load_state({**state, "looks": state["looks"] | np.uint8(128)})
+
+
+PANEL = ((1.5, -0.3, 0.0), (1.55, 0.3, 1.5))  # a thin panel where OBSTACLE's front face is
+
+
+def test_no_surface_where_no_view_saw_one():
+    """A thin panel seen from the front only looks like a deep box: behind its face the band's
+    negative side meets the free space carved past its edges, a step through zero that is no surface
+    (no view saw those voxels in front of one). The map keeps none there; the same field with every
+    voxel taken as seen in front (what the map did before it kept the flag) had a wall beside and
+    behind the panel, up to the band's depth."""
+    scene = [WALL, FLOOR, PANEL]
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses(6):
+        fused.integrate(view(p, scene))
+    state = fused.state()
+    every = TsdfMap(0.05, max_blocks=100_000)
+    every.load_state({**state, "front": np.ones_like(state["front"])})
+    for points, full in ((fused.surface()[0], every.surface()[0]), (fused.mesh()[0], every.mesh()[0])):
+        off, off_full = (box_distance(p.astype(np.float64), scene) for p in (points, full))
+        assert len(points) > 10_000 and off.max() < 0.1
+        assert (off_full > 0.1).sum() > 20
+    grid, full = fused.occupancy(0.2, 1.2), every.occupancy(0.2, 1.2)
+    assert (grid.cells == 100).sum() < (full.cells == 100).sum()  # a free side's solid neighbour too
 
 
 def test_nothing_from_pixels_without_range_or_weight():
@@ -392,31 +434,80 @@ def test_compiled_fusion_matches_numpy(monkeypatch, lens):
     np.testing.assert_array_equal(a["rgb"], b["rgb"])
     np.testing.assert_array_equal(a["looks"], b["looks"])
     np.testing.assert_array_equal(a["free"], b["free"])
+    assert a["front"].sum() > 10_000
+    if lens == "equidistant":
+        assert np.mean(a["front"] != b["front"]) < 1e-3
+    else:
+        np.testing.assert_array_equal(a["front"], b["front"])
 
 
-@pytest.mark.parametrize("lens", sorted(LENSES))
-def test_both_builds_of_the_compiled_fusion_give_the_same_bits(tmp_path, lens):
+def random_fusions(seed, count):
+    """(the outputs of `count` direct _tsdf_fuse.fuse calls on random pools and views, concatenated as
+    bytes; the voxels they updated): every lens kind, images from 0 x 1 to 160 x 120 pixels, NaN, infinite and 0 ranges, NaN
+    block corners, 3 or 4 colour bytes, colour looks from 1 to 127 (the looks byte's flag bit set or not)."""
+    rng, out, updated = np.random.default_rng(seed), [], 0
+    grid = (_OFFSETS + 0.5).astype(np.float32)
+    for _ in range(count):
+        w, h = int(rng.choice([1, 2, 3, 17, 160])), int(rng.choice([0, 1, 2, 3, 17, 120]))
+        blocks = 24
+        m, v, d = int(rng.integers(1, blocks + 1)), float(rng.choice([0.02, 0.05, 0.1])), rng.uniform(0.3, 4)
+        pool = blocks * VOXELS
+        tsdf_, weight = rng.uniform(-1, 1, pool).astype(np.float32), rng.uniform(0, 30, pool).astype(np.float32)
+        weight[rng.random(pool) < 0.5] = 0
+        rgb, looks = rng.integers(0, 256, 3 * pool, dtype=np.uint8), rng.integers(0, 256, pool, dtype=np.uint8)
+        free = np.zeros(blocks, bool)
+        slots = rng.permutation(blocks)[:m].astype(np.int32)
+        corners = np.stack([rng.uniform(-d, d, m) / 2, rng.uniform(-d, d, m) / 2, rng.uniform(-0.5, 1.3 * d, m)], 1)
+        corners = corners.astype(np.float32).ravel()
+        if rng.random() < 0.1:
+            corners[rng.integers(0, corners.size)] = np.nan
+        kind = int(rng.integers(0, 3))
+        coefficients = tuple(float(c) for c in rng.normal(0, 0.05, 8)) if kind == 1 else (
+            tuple(float(c) for c in rng.normal(0, 0.02, 4)) + (0.0,) * 4 if kind == 2 else (0.0,) * 8)
+        lens = (kind, coefficients, float(rng.uniform(0.5, 4) if kind == 1 else rng.uniform(1.0, 1.7)))
+        f = max(w, h) * rng.uniform(0.3, 1.0)
+        pixel = (f, 0.0, w / 2 - 0.5, f, h / 2 - 0.5, 0.0, 1.0, 1.0, 0.0, 0.0)
+        ranges = (rng.uniform(0.8, 1.2, h * w) * d).astype(np.float32)
+        r = rng.random(h * w)
+        ranges[r < 0.05], ranges[(r > 0.05) & (r < 0.1)], ranges[(r > 0.1) & (r < 0.12)] = np.nan, 0, np.inf
+        weights = np.where(rng.random(h * w) < 0.1, 0, rng.uniform(0, 1, h * w)).astype(np.float32)
+        colors = rng.integers(0, 256, h * w * int(rng.choice([3, 4])), dtype=np.uint8)
+        params = (float(rng.choice([0.05, 0.3])), float(rng.choice([0, 0.1])), v, float(rng.choice([20, 100])),
+                  float(rng.choice([0, 3.0])), 0.05, float(rng.choice([0.5, 0.9])), float(rng.choice([0, 0.5])))
+        n = tsdf._tsdf_fuse.fuse(tsdf_, weight, rgb, looks, free, slots, corners, (grid * v).ravel(), lens, pixel,
+                                 ranges, weights, colors, w, params, int(rng.choice([1, 16, 127])))
+        updated += n
+        out += [np.array([n], np.int64).view(np.uint8), tsdf_.view(np.uint8), weight.view(np.uint8), rgb, looks,
+                free.view(np.uint8)]
+    return np.concatenate(out), updated
+
+
+def test_both_builds_of_the_compiled_fusion_give_the_same_bits(tmp_path):
     """_tsdf_fuse.c's loop is built for any CPU and for CPUs with AVX2, and runs the second where the
-    CPU has it (SIMD says which) unless MAPANYTHING_ROS_SIMD=baseline: both fuse the same map bit for
-    bit (no fused multiply-adds, the same operations in the same order)."""
+    CPU has it (SIMD says which) unless MAPANYTHING_ROS_SIMD=baseline: both fuse the same maps bit for
+    bit (no fused multiply-adds, the same operations in the same order), for every lens kind, and the
+    same pools from random direct calls (tiny and empty images among them)."""
     assert tsdf.COMPILED, "mapanything_ros._tsdf_fuse is not built (CMakeLists.txt)"
-    if tsdf._tsdf_fuse.SIMD == "baseline":
-        pytest.skip("this CPU runs the baseline build only (no AVX2, or not x86-64)")
-    script = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_tsdf; "
+    script = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_tsdf as t; "
               "from mapanything_ros.mapping import tsdf; "
-              "np.savez(sys.argv[3], simd=tsdf._tsdf_fuse.SIMD, **test_tsdf.fused_state(sys.argv[2]))")
+              "maps = {f'{lens} {k}': v for lens in t.LENSES for k, v in t.fused_state(lens).items()}; "
+              "random, updated = t.random_fusions(0, 300); "
+              "np.savez(sys.argv[2], simd=tsdf._tsdf_fuse.SIMD, random=random, updated=updated, **maps)")
     states = {}
     for simd in ("", "baseline"):
         path = tmp_path / f"{simd or 'default'}.npz"
-        env = {**os.environ, "MAPANYTHING_ROS_SIMD": simd}
-        subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), lens, str(path)], env=env,
-                       check=True)
+        env = {k: v for k, v in os.environ.items() if k != "MAPANYTHING_ROS_SIMD"}
+        env.update({"MAPANYTHING_ROS_SIMD": simd} if simd else {})
+        subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(path)], env=env, check=True)
         states[simd] = dict(np.load(path))
-    assert str(states[""].pop("simd")) == "avx2" and str(states["baseline"].pop("simd")) == "baseline"
-    assert (states[""]["weight"] > 0).sum() > 100_000
+    assert str(states["baseline"].pop("simd")) == "baseline"
+    if str(states[""].pop("simd")) == "baseline":
+        pytest.skip("this CPU has no AVX2 (or is not x86-64): it runs the baseline build only")
+    assert (states[""]["pinhole weight"] > 0).sum() > 100_000 and states[""]["updated"] > 20_000
     assert states[""].keys() == states["baseline"].keys()
     for key, value in states[""].items():
         np.testing.assert_array_equal(value, states["baseline"][key], err_msg=key)
+
 
 def test_mesh_follows_the_surface_and_faces_the_camera():
     """The surface-nets mesh: vertices on the scene, one vertex per crossed cell (as many as the
@@ -449,12 +540,38 @@ def test_a_copy_shares_nothing():
     fused = TsdfMap(0.05, max_blocks=100_000)
     fused.integrate(view(pose(), [WALL, FLOOR]))
     twin = fused.copy()
+    for name, array in vars(twin).items():
+        if isinstance(array, np.ndarray):
+            assert not np.shares_memory(array, getattr(fused, name)), name
     fused.integrate(view(pose(x=0.5), [WALL, FLOOR, OBSTACLE]))
     assert len(twin) < len(fused)
     again = TsdfMap(0.05, max_blocks=100_000)
     again.integrate(view(pose(), [WALL, FLOOR]))
     for a, b in zip(twin.state().values(), again.state().values()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_an_eviction_moves_every_field_of_a_block_and_new_blocks_start_empty():
+    """_keep (the memory bound's eviction) keeps each kept block's voxels whole, every field of them,
+    and the slots it frees come back empty to the blocks added next (white box)."""
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses(3):
+        fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
+    before = fused.state()
+    keep = np.arange(0, len(fused), 3)  # pool slots
+    kept_keys = fused._keys[np.isin(fused._slots, keep)]
+    fused._keep(keep)
+    after = fused.state()
+    np.testing.assert_array_equal(after["keys"], kept_keys)
+    rows = np.searchsorted(before["keys"], kept_keys)
+    for name in ("tsdf", "weight", "rgb", "looks", "front"):
+        np.testing.assert_array_equal(after[name], before[name][rows], err_msg=name)
+    added = np.setdiff1d(before["keys"], kept_keys)[:50]
+    fused._append(added)
+    new = fused.state()
+    rows = np.searchsorted(new["keys"], added)
+    assert (new["tsdf"][rows] == 1).all() and not new["weight"][rows].any() and not new["rgb"][rows].any()
+    assert not new["looks"][rows].any() and not new["front"][rows].any()
 
 
 def test_mesh_of_an_empty_map():
@@ -476,7 +593,8 @@ def test_occupied_cells_end_at_the_surface_however_wide_the_band(offset):
     state = fused.state()
     state.update(keys=keys, tsdf=np.clip((wall - centres[..., 0]) / band, -1, 1).astype(np.float32),
                  weight=np.ones((3, VOXELS), np.float32), rgb=np.zeros((3, VOXELS, 3), np.uint8),
-                 looks=np.ones((3, VOXELS), np.uint8))
+                 looks=np.ones((3, VOXELS), np.uint8),
+                 front=np.ones((3, VOXELS), bool))
     fused.load_state(state)
     grid = fused.occupancy(0.0, 0.2)
     x = grid.origin[0] + (np.arange(grid.cells.shape[1]) + 0.5) * v
@@ -509,6 +627,14 @@ def test_colours_average_the_last_looks_and_wrong_colours_are_refused(monkeypatc
                                        v.world_from_camera, np.zeros((0, 4, 3), np.uint8),
                                        np.zeros((0, 4), np.float32)), np.zeros((0, 4), np.float32),
                              np.zeros((0, 4), np.float32), np.zeros(0, np.int32), np.eye(3), np.zeros(3)) == 0
+        args = [np.ones(VOXELS, np.float32), np.zeros(VOXELS, np.float32), np.zeros(3 * VOXELS, np.uint8),
+                np.zeros(VOXELS, np.uint8), np.zeros(1, bool), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                np.zeros(3 * VOXELS, np.float32), (0, (0.0,) * 8, 0.0), (1.0,) * 10, np.ones(4, np.float32),
+                np.ones(4, np.float32), np.zeros(12, np.uint8), 2, (0.2, 0.1, 0.05, 50, 0, 0.1, 0.999, 0.25)]
+        assert tsdf._tsdf_fuse.fuse(*args, 127) == 0
+        for looks in (0, 128):  # the looks byte's last bit is the front flag
+            with pytest.raises(ValueError, match="color_looks"):
+                tsdf._tsdf_fuse.fuse(*args, looks)
 
 
 def test_compiled_ray_keys_match_numpy(monkeypatch):
@@ -599,7 +725,8 @@ def test_compiled_projection_matches_the_lens_models(name):
 
 def test_surface_is_every_crossing_of_the_dense_field():
     """surface() visits only the blocks holding an observed band voxel: against every crossing of
-    the whole volume laid out densely (free blocks, unobserved voxels and block borders included)."""
+    the whole volume laid out densely (free blocks, unobserved voxels and block borders included)
+    whose free side was seen in front of a surface."""
     fused = TsdfMap(0.05, max_blocks=100_000)
     for p in poses(4):
         fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
@@ -610,15 +737,17 @@ def test_surface_is_every_crossing_of_the_dense_field():
     size = (cells.max(0) - lo + 1) * BLOCK
     t = np.ones(size, np.float32)
     w = np.zeros(size, np.float32)
-    for cell, bt, bw in zip(cells, state["tsdf"], state["weight"]):
+    f = np.zeros(size, bool)
+    for cell, bt, bw, bf in zip(cells, state["tsdf"], state["weight"], state["front"]):
         at = tuple(slice(c, c + BLOCK) for c in (cell - lo) * BLOCK)
-        t[at], w[at] = bt.reshape(BLOCK, BLOCK, BLOCK), bw.reshape(BLOCK, BLOCK, BLOCK)
+        t[at], w[at], f[at] = (x.reshape(BLOCK, BLOCK, BLOCK) for x in (bt, bw, bf))
     want = []
     for axis in range(3):
         a = tuple(slice(0, -1) if k == axis else slice(None) for k in range(3))
         b = tuple(slice(1, None) if k == axis else slice(None) for k in range(3))
         ok = ((w[a] >= fused.min_weight) & (w[b] >= fused.min_weight) & (w[a] > 0) & (w[b] > 0)
-              & (np.abs(t[a]) < 1) & (np.abs(t[b]) < 1) & ((t[a] > 0) != (t[b] > 0)))
+              & (np.abs(t[a]) < 1) & (np.abs(t[b]) < 1) & ((t[a] > 0) != (t[b] > 0))
+              & np.where(t[a] > 0, f[a], f[b]))
         idx = np.argwhere(ok).astype(np.float64)
         idx[:, axis] += t[a][ok] / (t[a][ok] - t[b][ok])
         want.append((idx + lo * BLOCK + 0.5) * fused.voxel_size)
@@ -701,7 +830,8 @@ def test_a_change_regrids_the_block_below_whose_solid_rule_reads_it():
     state = fused.state()
     state.update(keys=keys[order], tsdf=np.full((2, VOXELS), 0.2, np.float32),
                  weight=np.ones((2, VOXELS), np.float32), rgb=np.zeros((2, VOXELS, 3), np.uint8),
-                 looks=np.ones((2, VOXELS), np.uint8))
+                 looks=np.ones((2, VOXELS), np.uint8),
+                 front=np.ones((2, VOXELS), bool))
     fused.load_state(state)
     assert (fused.occupancy(0.0, 0.2).cells == 0).all()  # free, no crossing anywhere
     upper = fused._slots[fused._find(np.array([[0, 0, 1]]))[0]]
@@ -727,7 +857,8 @@ def test_a_change_remeshes_the_blocks_whose_cells_reach_it_diagonally():
     state = fused.state()
     state.update(keys=keys[order], tsdf=np.clip(plane, -0.9, 0.9)[order].astype(np.float32),
                  weight=np.ones((8, VOXELS), np.float32), rgb=np.zeros((8, VOXELS, 3), np.uint8),
-                 looks=np.ones((8, VOXELS), np.uint8))
+                 looks=np.ones((8, VOXELS), np.uint8),
+                 front=np.ones((8, VOXELS), bool))
     fused.load_state(state)
     fused.mesh()
     corner = fused._slots[fused._find(np.array([[1, 1, 1]]))[0]]  # the far block; its voxel (0, 0, 0)

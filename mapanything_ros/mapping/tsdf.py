@@ -42,7 +42,10 @@ looks through (outside its surface band) that are entirely free already are skip
 into +1 changes only a weight.
 
 Outputs. surface(): points on the zero crossings of the field between neighbouring observed
-voxels (linear interpolation, so sub-voxel), with colour and weight; mesh(): its triangle mesh
+voxels (linear interpolation, so sub-voxel), with colour and weight, where the crossing's free
+side was seen in front of a surface, within its band, by some view (each voxel keeps that flag:
+where the band behind a box's face meets free space carved past its edge the field steps through
+zero too, but its free side was only ever seen far from any surface); mesh(): its triangle mesh
 (surface nets), also cut into regions (mesh_regions(), for publishing only what changed);
 occupancy(): a 2D grid of the height band [z_min, z_max] (world z up): occupied where a voxel in
 the band is at or behind a surface, free where the band's lowest voxel was seen and none is
@@ -80,10 +83,12 @@ MIN_CAPACITY = 64  # blocks
 FREE_STRIDE_M = 0.4  # at most this far between the free-space rays that find blocks, at their farthest reach
 SPREAD = 0.1  # four pixels whose ranges differ more than this (relative) straddle a depth edge
 COLOR_LOOKS = 16  # a voxel's colour follows its last this many looks
+LOOKS, FRONT = 0x7F, 0x80  # a voxel's looks byte: its colour's looks, and whether it was seen in front of a surface
 FREE = 0.999  # a voxel at or above this tsdf is free space
 _GENERATIONS = itertools.count()  # TsdfMap._generation: a new one whenever pool slots move
 REACH = tuple(o for o in np.ndindex(2, 2, 2) if any(o))  # a block's mesh cells read these neighbours too
-FORMAT = "mapanything_ros.tsdf/1"
+FORMAT = "mapanything_ros.tsdf/2"
+FORMATS = ("mapanything_ros.tsdf/1", FORMAT)  # load_state reads these (/1: without `front`)
 SOLID_REACH = 0.6  # a voxel in front of a surface is solid when the zero crossing is this near (voxels)
 _SEEN = 1  # TsdfMap._band_columns: band voxels of the column observed, but not its lowest
 
@@ -173,7 +178,10 @@ class TsdfMap:
         self._tsdf = np.ones((0, VOXELS), np.float32)
         self._weight = np.zeros((0, VOXELS), np.float32)
         self._rgb = np.zeros((0, VOXELS, 3), np.uint8)
-        self._looks = np.zeros((0, VOXELS), np.uint8)  # looks averaged into the colour (at most COLOR_LOOKS)
+        # Looks averaged into the colour (at most COLOR_LOOKS; bits LOOKS) and, bit FRONT, whether the
+        # voxel was seen in front of a surface, within its band (_crossed): one byte, as the fusion
+        # writes both (a separate array of the flag cost 9 % more fusion time, docs/map.md#accuracy).
+        self._looks = np.zeros((0, VOXELS), np.uint8)
         self._origin = np.zeros((0, 3), np.int64)  # each slot's first voxel index
         self._free = np.zeros(0, bool)  # each slot: every voxel observed and free
         self._fused = np.zeros(0, np.int64)  # each slot: the number of the fusion that last changed it
@@ -390,11 +398,11 @@ class TsdfMap:
         near = np.flatnonzero(sdf < trunc)
         cv, cp = voxel[near], pix[near]
         rgb, looks = self._rgb.reshape(-1, 3), self._looks.reshape(-1)
-        seen = looks[cv]
+        seen = looks[cv] & LOOKS
         f = (1 / (seen + np.float32(1)))[:, None]
         seen_rgb = colors.reshape(-1, colors.shape[-1])[cp, :3]
         rgb[cv] = np.floor(rgb[cv] * (1 - f) + seen_rgb * f + 0.5).astype(np.uint8)
-        looks[cv] = np.minimum(seen + 1, COLOR_LOOKS)
+        looks[cv] = np.minimum(seen + 1, COLOR_LOOKS) | (looks[cv] & FRONT) | np.where(sdf[near] >= 0, FRONT, 0)
         self._free[slots] = ((self._tsdf[slots] >= FREE) & (self._weight[slots] >= max(self.min_weight, 1e-12))).all(1)
         return len(voxel)
 
@@ -460,18 +468,16 @@ class TsdfMap:
                     np.zeros(0, np.float32))
         slots = self._slots[which]
         cells = key_cells(self._keys[which])
-        t, w, c = self._padded(which, cells, faces_only=True)
+        t, w, c, f = self._padded(which, cells, faces_only=True)
         own = (slice(None),) + (slice(0, BLOCK),) * 3
         ta, wa = t[own], w[own]
         with np.errstate(invalid="ignore"):
             ok = (w >= max(self.min_weight, 1e-12)) & (np.abs(t) < 1)  # observed, in the band
-        pos = t > 0
-        ok_a, pos_a = ok[own], pos[own]
         blocks, pts, cols, wts = [], [], [], []
         for axis in range(3):  # between each band voxel and its neighbour along +axis
             nxt = (slice(None),) + tuple(slice(1, BLOCK + 1) if a == axis else slice(0, BLOCK) for a in range(3))
             tb, wb = t[nxt], w[nxt]
-            b, i, j, k = np.nonzero(ok_a & ok[nxt] & (pos_a != pos[nxt]))
+            b, i, j, k = np.nonzero(_crossed(ta, tb, ok[own], ok[nxt], f[own], f[nxt]))
             t0, t1 = ta[b, i, j, k], tb[b, i, j, k]
             frac = t0 / (t0 - t1)
             ijk = np.stack([i, j, k], -1).astype(np.float64)
@@ -555,7 +561,7 @@ class TsdfMap:
                     np.zeros((0, 4), np.int64), np.zeros(0, np.int64))
         slots = self._slots[near]
         cells = key_cells(self._keys[near])
-        t, w, c = self._padded(near, cells)
+        t, w, c, f = self._padded(near, cells)
         with np.errstate(invalid="ignore"):
             ok = (w >= wmin) & (np.abs(t) < 1)  # (n, B+1, B+1, B+1)
         pos = t > 0
@@ -565,8 +571,9 @@ class TsdfMap:
         for axis in range(3):
             nxt = tuple(slice(1, BLOCK + 1) if a == axis else slice(0, BLOCK + 1) for a in range(3))
             prev = tuple(slice(0, BLOCK) if a == axis else slice(0, BLOCK + 1) for a in range(3))
-            e = ok[(slice(None),) + prev] & ok[(slice(None),) + nxt] & (pos[(slice(None),) + prev] != pos[(slice(None),) + nxt])
-            ta, tb = t[(slice(None),) + prev], t[(slice(None),) + nxt]
+            lo, hi = (slice(None),) + prev, (slice(None),) + nxt
+            ta, tb = t[lo], t[hi]
+            e = _crossed(ta, tb, ok[lo], ok[hi], f[lo], f[hi])
             with np.errstate(invalid="ignore", divide="ignore"):
                 frac = np.where(e, ta / (ta - tb), 0)
             crossed.append(e)  # (n, ...) with BLOCK along axis, BLOCK + 1 along the others
@@ -646,25 +653,30 @@ class TsdfMap:
                 t[tuple(dst)][has] = self._tsdf[slots].reshape((-1,) + shape)[tuple(src)]
                 w[tuple(dst)][has] = self._weight[slots].reshape((-1,) + shape)[tuple(src)]
         own_t, own_w = t[inner], w[inner]
+        own_f = (self._looks[self._slots[which]] >= FRONT).reshape((-1,) + shape)
         solid = (own_w >= wmin) & (own_t <= 0)
-        for axis in range(3):
-            for step in (-1, 1):
-                sel = [slice(None), slice(1, BLOCK + 1), slice(1, BLOCK + 1), slice(1, BLOCK + 1)]
-                sel[axis + 1] = slice(1 + step, BLOCK + 1 + step)
-                tn, wn = t[tuple(sel)], w[tuple(sel)]
-                solid |= ((own_w >= wmin) & (wn >= wmin) & (own_t > 0) & (own_t < 1) & (tn <= 0) & (tn > -1)
-                          & (own_t * (1 - SOLID_REACH) < -tn * SOLID_REACH))
+        with np.errstate(invalid="ignore"):
+            own_ok = (own_w >= wmin) & (np.abs(own_t) < 1)
+            for axis in range(3):
+                for step in (-1, 1):
+                    sel = [slice(None), slice(1, BLOCK + 1), slice(1, BLOCK + 1), slice(1, BLOCK + 1)]
+                    sel[axis + 1] = slice(1 + step, BLOCK + 1 + step)
+                    tn, wn = t[tuple(sel)], w[tuple(sel)]
+                    # the neighbour's front flag is not read: the crossing's free side is this voxel
+                    crossed = _crossed(own_t, tn, own_ok, (wn >= wmin) & (np.abs(tn) < 1), own_f, True)
+                    solid |= crossed & (own_t > 0) & (own_t * (1 - SOLID_REACH) < -tn * SOLID_REACH)
         return solid.reshape(n, VOXELS)
 
     def _padded(self, which, cells, faces_only=False):
-        """(tsdf, weight, rgb) of the blocks at sorted indices `which` (block indices `cells`) with
-        one more voxel along +x, +y and +z taken from the neighbouring blocks: (n, B+1, B+1, B+1[,
-        3]); weight 0 where there is no neighbour. faces_only: only the three face neighbours are
+        """(tsdf, weight, rgb, front) of the blocks at sorted indices `which` (block indices `cells`)
+        with one more voxel along +x, +y and +z taken from the neighbouring blocks: (n, B+1, B+1,
+        B+1[, 3]); weight 0 where there is no neighbour. faces_only: only the three face neighbours are
         read (the extra edge and corner voxels stay unobserved), enough for crossings along one axis."""
         n = len(which)
         t = np.ones((n, BLOCK + 1, BLOCK + 1, BLOCK + 1), np.float32)
         w = np.zeros_like(t)
         c = np.zeros(t.shape + (3,), np.uint8)
+        f = np.zeros(t.shape, bool)
         shape = (BLOCK, BLOCK, BLOCK)
         for offset in np.ndindex(2, 2, 2):
             if faces_only and sum(offset) > 1:
@@ -677,7 +689,8 @@ class TsdfMap:
             t[dst][has] = self._tsdf[slots].reshape((-1,) + shape)[src]  # t[dst] is a view
             w[dst][has] = self._weight[slots].reshape((-1,) + shape)[src]
             c[dst][has] = self._rgb[slots].reshape((-1,) + shape + (3,))[src]
-        return t, w, c
+            f[dst][has] = (self._looks[slots] >= FRONT).reshape((-1,) + shape)[src]
+        return t, w, c, f
 
     def occupancy(self, z_min, z_max, resolution=None):
         """Grid2D of the height band [z_min, z_max] metres (world z), cells of `resolution` metres
@@ -752,12 +765,15 @@ class TsdfMap:
         return {"format": np.array(FORMAT), "voxel_size": np.array(self.voxel_size),
                 "truncation": np.array(self.truncation), "truncation_ratio": np.array(self.truncation_ratio),
                 "block": np.array(BLOCK), "keys": self._keys.copy(),
-                "tsdf": self._tsdf[s], "weight": self._weight[s], "rgb": self._rgb[s], "looks": self._looks[s]}
+                "tsdf": self._tsdf[s], "weight": self._weight[s], "rgb": self._rgb[s],
+                "looks": self._looks[s] & LOOKS, "front": self._looks[s] >= FRONT}
 
     def load_state(self, state):
         """Replace the map by a state() dict (same voxel size, truncation, ratio and block, no more
-        blocks than max_blocks); raises ValueError otherwise, leaving the map as it was."""
-        if str(state["format"]) != FORMAT:
+        blocks than max_blocks); raises ValueError otherwise, leaving the map as it was. A map of
+        the first format (saved before `front` was kept) takes every observed voxel as seen in front
+        of a surface: its surface is what it was."""
+        if str(state["format"]) not in FORMATS:
             raise ValueError(f"not a {FORMAT} map: format {state['format']}")
         for name, mine in (("voxel_size", self.voxel_size), ("truncation", self.truncation),
                            ("truncation_ratio", self.truncation_ratio), ("block", BLOCK)):
@@ -769,13 +785,16 @@ class TsdfMap:
         if len(keys) and not (np.diff(keys) > 0).all():
             raise ValueError("the map's block keys are not sorted and unique")
         tsdf, weight, rgb, looks = (np.asarray(state[k]) for k in ("tsdf", "weight", "rgb", "looks"))
+        front = np.asarray(state["front"], bool) if str(state["format"]) == FORMAT else weight > 0
         if (tsdf.shape != (len(keys), VOXELS) or weight.shape != tsdf.shape or looks.shape != tsdf.shape
-                or rgb.shape != tsdf.shape + (3,)):
+                or rgb.shape != tsdf.shape + (3,) or front.shape != tsdf.shape):
             raise ValueError("the map's arrays disagree with its block count")
+        if looks.size and looks.max() > LOOKS:
+            raise ValueError(f"the map's colour looks go up to {looks.max()}, more than {LOOKS}")
         self.reset()
         self._append(keys)
         self._tsdf[:len(keys)], self._weight[:len(keys)], self._rgb[:len(keys)] = tsdf, weight, rgb
-        self._looks[:len(keys)] = looks
+        self._looks[:len(keys)] = looks | np.where(front, FRONT, 0).astype(np.uint8)
         self._free[:len(keys)] = ((tsdf >= FREE) & (weight >= max(self.min_weight, 1e-12))).all(1)  # as fusion sets it
 
     def _find(self, cells):
@@ -835,6 +854,19 @@ class TsdfMap:
         self._looks = grown(self._looks, 0)
         self._origin, self._free = grown(self._origin, 0), grown(self._free, False)
         self._fused = grown(self._fused, 0)
+
+
+def _crossed(ta, tb, ok_a, ok_b, front_a, front_b):
+    """Whether the field crosses zero between neighbouring voxels of tsdf ta and tb (arrays), both
+    observed and in the band where ok_a and ok_b: opposite signs (tsdf > 0 on one side only), and
+    the free side seen in front of a surface, within its band, by some view (front_a, front_b).
+    Beside a box, behind its front face as the cameras see it, the band's negative side meets free
+    space that views looking past the box carved: that step is no surface, and its free side was
+    only ever seen far from one (docs/map.md#accuracy). One rule for surface(), mesh() and the
+    occupancy grid's solid voxels."""
+    with np.errstate(invalid="ignore"):
+        pos_a, pos_b = ta > 0, tb > 0
+    return ok_a & ok_b & (pos_a != pos_b) & np.where(pos_a, front_a, front_b)
 
 
 def _voxels_per_cell(v, res, first, n):
