@@ -443,8 +443,9 @@ def test_compiled_fusion_matches_numpy(monkeypatch, lens):
 
 def random_fusions(seed, count):
     """(the outputs of `count` direct _tsdf_fuse.fuse calls on random pools and views, concatenated as
-    bytes; the voxels they updated): every lens kind, images from 0 x 1 to 160 x 120 pixels, NaN, infinite and 0 ranges, NaN
-    block corners, 3 or 4 colour bytes, colour looks from 1 to 127 (the looks byte's flag bit set or not)."""
+    bytes; the voxels they updated): every lens kind, images from 0 x 1 to 160 x 120 pixels, NaN,
+    infinite and 0 ranges, NaN block corners, 3 or 4 colour bytes, colour looks from 1 to 127 (the
+    looks byte's flag bit set or not)."""
     rng, out, updated = np.random.default_rng(seed), [], 0
     grid = (_OFFSETS + 0.5).astype(np.float32)
     for _ in range(count):

@@ -629,7 +629,8 @@ class TsdfMap:
     def _solid(self, which, cells):
         """(n, VOXELS) bool of the blocks at sorted indices `which`: observed voxels at or behind a
         surface (tsdf <= 0), or in front of one whose zero crossing with an observed axis
-        neighbour (both within the band) lies within SOLID_REACH of a voxel of it."""
+        neighbour (both within the band; _crossed: this voxel seen in front of a surface) lies
+        within SOLID_REACH of a voxel of it."""
         n = len(which)
         wmin = max(self.min_weight, 1e-12)
         size = BLOCK + 2
