@@ -77,7 +77,8 @@ def distant_blocks(volume, count):
     keys = np.sort(pack(cells.T.copy()))
     state = volume.state()
     state.update(keys=keys, tsdf=np.ones((count, VOXELS), np.float32), weight=np.ones((count, VOXELS), np.float32),
-                 rgb=np.zeros((count, VOXELS, 3), np.uint8), looks=np.zeros((count, VOXELS), np.uint8))
+                 rgb=np.zeros((count, VOXELS, 3), np.uint8), looks=np.zeros((count, VOXELS), np.uint8),
+                 front=np.zeros((count, VOXELS), bool))
     return state
 
 

@@ -125,7 +125,8 @@ def floor_state(volume, points, layer=0, start=0):
     state = volume.state()
     n = len(keys)
     state.update(keys=keys[order], tsdf=np.tile(tsdf, (n, 1)), weight=np.ones((n, VOXELS), np.float32),
-                 rgb=np.full((n, VOXELS, 3), 128, np.uint8), looks=np.ones((n, VOXELS), np.uint8))
+                 rgb=np.full((n, VOXELS, 3), 128, np.uint8), looks=np.ones((n, VOXELS), np.uint8),
+                 front=np.ones((n, VOXELS), bool))
     return state
 
 

@@ -179,7 +179,7 @@ class TsdfMap:
         self._weight = np.zeros((0, VOXELS), np.float32)
         self._rgb = np.zeros((0, VOXELS, 3), np.uint8)
         # Looks averaged into the colour (at most COLOR_LOOKS; bits LOOKS) and, bit FRONT, whether the
-        # voxel was seen in front of a surface, within its band (_crossed): one byte, as the fusion
+        # voxel was seen in front of a surface, within its band (_sides): one byte, as the fusion
         # writes both (a separate array of the flag cost 9 % more fusion time, docs/map.md#accuracy).
         self._looks = np.zeros((0, VOXELS), np.uint8)
         self._origin = np.zeros((0, 3), np.int64)  # each slot's first voxel index
@@ -472,12 +472,14 @@ class TsdfMap:
         own = (slice(None),) + (slice(0, BLOCK),) * 3
         ta, wa = t[own], w[own]
         with np.errstate(invalid="ignore"):
-            ok = (w >= max(self.min_weight, 1e-12)) & (np.abs(t) < 1)  # observed, in the band
+            ok = _sides(t, w >= max(self.min_weight, 1e-12), f)
+        pos = t > 0
+        ok_a, pos_a = ok[own], pos[own]
         blocks, pts, cols, wts = [], [], [], []
         for axis in range(3):  # between each band voxel and its neighbour along +axis
             nxt = (slice(None),) + tuple(slice(1, BLOCK + 1) if a == axis else slice(0, BLOCK) for a in range(3))
             tb, wb = t[nxt], w[nxt]
-            b, i, j, k = np.nonzero(_crossed(ta, tb, ok[own], ok[nxt], f[own], f[nxt]))
+            b, i, j, k = np.nonzero(ok_a & ok[nxt] & (pos_a != pos[nxt]))
             t0, t1 = ta[b, i, j, k], tb[b, i, j, k]
             frac = t0 / (t0 - t1)
             ijk = np.stack([i, j, k], -1).astype(np.float64)
@@ -564,6 +566,7 @@ class TsdfMap:
         t, w, c, f = self._padded(near, cells)
         with np.errstate(invalid="ignore"):
             ok = (w >= wmin) & (np.abs(t) < 1)  # (n, B+1, B+1, B+1)
+            sides = _sides(t, ok, f)
         pos = t > 0
         # Crossed voxel edges along each axis, between voxel p (own block) and p + e_axis.
         own = (slice(None),) + (slice(0, BLOCK),) * 3
@@ -572,8 +575,8 @@ class TsdfMap:
             nxt = tuple(slice(1, BLOCK + 1) if a == axis else slice(0, BLOCK + 1) for a in range(3))
             prev = tuple(slice(0, BLOCK) if a == axis else slice(0, BLOCK + 1) for a in range(3))
             lo, hi = (slice(None),) + prev, (slice(None),) + nxt
+            e = sides[lo] & sides[hi] & (pos[lo] != pos[hi])
             ta, tb = t[lo], t[hi]
-            e = _crossed(ta, tb, ok[lo], ok[hi], f[lo], f[hi])
             with np.errstate(invalid="ignore", divide="ignore"):
                 frac = np.where(e, ta / (ta - tb), 0)
             crossed.append(e)  # (n, ...) with BLOCK along axis, BLOCK + 1 along the others
@@ -629,7 +632,7 @@ class TsdfMap:
     def _solid(self, which, cells):
         """(n, VOXELS) bool of the blocks at sorted indices `which`: observed voxels at or behind a
         surface (tsdf <= 0), or in front of one whose zero crossing with an observed axis
-        neighbour (both within the band; _crossed: this voxel seen in front of a surface) lies
+        neighbour (both within the band; _sides: this voxel seen in front of a surface) lies
         within SOLID_REACH of a voxel of it."""
         n = len(which)
         wmin = max(self.min_weight, 1e-12)
@@ -656,16 +659,14 @@ class TsdfMap:
         own_t, own_w = t[inner], w[inner]
         own_f = (self._looks[self._slots[which]] >= FRONT).reshape((-1,) + shape)
         solid = (own_w >= wmin) & (own_t <= 0)
-        with np.errstate(invalid="ignore"):
-            own_ok = (own_w >= wmin) & (np.abs(own_t) < 1)
-            for axis in range(3):
-                for step in (-1, 1):
-                    sel = [slice(None), slice(1, BLOCK + 1), slice(1, BLOCK + 1), slice(1, BLOCK + 1)]
-                    sel[axis + 1] = slice(1 + step, BLOCK + 1 + step)
-                    tn, wn = t[tuple(sel)], w[tuple(sel)]
-                    # the neighbour's front flag is not read: the crossing's free side is this voxel
-                    crossed = _crossed(own_t, tn, own_ok, (wn >= wmin) & (np.abs(tn) < 1), own_f, True)
-                    solid |= crossed & (own_t > 0) & (own_t * (1 - SOLID_REACH) < -tn * SOLID_REACH)
+        free_side = (own_w >= wmin) & (own_t > 0) & (own_t < 1) & own_f  # _sides, on the free side
+        for axis in range(3):
+            for step in (-1, 1):
+                sel = [slice(None), slice(1, BLOCK + 1), slice(1, BLOCK + 1), slice(1, BLOCK + 1)]
+                sel[axis + 1] = slice(1 + step, BLOCK + 1 + step)
+                tn, wn = t[tuple(sel)], w[tuple(sel)]
+                solid |= (free_side & (wn >= wmin) & (tn <= 0) & (tn > -1)
+                          & (own_t * (1 - SOLID_REACH) < -tn * SOLID_REACH))
         return solid.reshape(n, VOXELS)
 
     def _padded(self, which, cells, faces_only=False):
@@ -690,7 +691,7 @@ class TsdfMap:
             t[dst][has] = self._tsdf[slots].reshape((-1,) + shape)[src]  # t[dst] is a view
             w[dst][has] = self._weight[slots].reshape((-1,) + shape)[src]
             c[dst][has] = self._rgb[slots].reshape((-1,) + shape + (3,))[src]
-            f[dst][has] = (self._looks[slots] >= FRONT).reshape((-1,) + shape)[src]
+            f[dst][has] = self._looks[slots].reshape((-1,) + shape)[src] >= FRONT
         return t, w, c, f
 
     def occupancy(self, z_min, z_max, resolution=None):
@@ -857,17 +858,16 @@ class TsdfMap:
         self._fused = grown(self._fused, 0)
 
 
-def _crossed(ta, tb, ok_a, ok_b, front_a, front_b):
-    """Whether the field crosses zero between neighbouring voxels of tsdf ta and tb (arrays), both
-    observed and in the band where ok_a and ok_b: opposite signs (tsdf > 0 on one side only), and
-    the free side seen in front of a surface, within its band, by some view (front_a, front_b).
+def _sides(t, observed, front):
+    """Which voxels of tsdf t may bound a zero crossing: observed (a bool array), in the band, and,
+    on the free side (tsdf > 0), seen in front of a surface, within its band, by some view (front).
     Beside a box, behind its front face as the cameras see it, the band's negative side meets free
-    space that views looking past the box carved: that step is no surface, and its free side was
-    only ever seen far from one (docs/map.md#accuracy). One rule for surface(), mesh() and the
-    occupancy grid's solid voxels."""
+    space that views looking past the box carved: that step through zero is no surface, and its free
+    side was only ever seen far from one (docs/map.md#accuracy). Folded into the voxels, so that a
+    crossing stays "two such neighbours of opposite signs" for surface(), mesh() and the occupancy
+    grid's solid voxels."""
     with np.errstate(invalid="ignore"):
-        pos_a, pos_b = ta > 0, tb > 0
-    return ok_a & ok_b & (pos_a != pos_b) & np.where(pos_a, front_a, front_b)
+        return observed & (np.abs(t) < 1) & ((t <= 0) | front)
 
 
 def _voxels_per_cell(v, res, first, n):
