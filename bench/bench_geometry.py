@@ -1,17 +1,19 @@
 """Geometry benchmarks: cached ray maps and LiDAR projection.
 
-    python bench/bench_geometry.py [--json PATH]
+    python bench/bench_geometry.py [--sweeps 64x4063,128x8192] [--json PATH]
 
 1. Unit rays for every pixel of a 1920x1080 rational_polynomial camera: first computation
    (undistortion by Newton iteration) against a cached lookup.
 2. Projecting a 260,000-point spinning-LiDAR-like cloud into a 1280x720 plumb_bob camera with
    a z-buffer: project_to_depth against a straightforward per-point Python loop over the same
    points (run in full), checking that both give the same depth map.
-3. LiDAR projection throughput (points per CPU second, median of repeats), project_to_depth
-   against the implementation before issue 9 (test/reference_depth.py) in the same run, with
-   identical depth maps required: static; motion-compensated with the sweep's per-column times
-   (one time per azimuth step, as Ouster and the synthetic LiDAR stamp points); and
-   motion-compensated with a distinct time for every point (the worst case: one pose each).
+3. LiDAR projection throughput (points per CPU second, median of repeats), project_to_depth with
+   its compiled steps (mapanything_ros._sparse_depth), the same with numpy alone, and the
+   implementation before issue 9 (test/reference_depth.py), in the same run, with identical depth
+   maps required: static; motion-compensated with the sweep's per-column times (one time per
+   azimuth step, as Ouster and the synthetic LiDAR stamp points); and motion-compensated with a
+   distinct time for every point (the worst case: one pose each). At two sweep sizes (--sweeps:
+   beams x azimuths; by default 64 x 4063 = 260,032 points and 128 x 8192 = 1,048,576).
 """
 
 import argparse
@@ -27,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test"))
 
 from timing import cpu_timed  # noqa: E402  (bench/timing.py, beside this script)
+from mapanything_ros.geometry import depth as depth_module  # noqa: E402
 from mapanything_ros.geometry.camera import CameraModel, clear_ray_cache  # noqa: E402
 from mapanything_ros.geometry.depth import SourceMotion, project_to_depth  # noqa: E402
 from mapanything_ros.geometry.transforms import pose_from_quat_trans  # noqa: E402
@@ -96,6 +99,7 @@ def timed(fn, repeat=1):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the figures to this path")
+    parser.add_argument("--sweeps", default="64x4063,128x8192", help="LiDAR sweeps of part 3, BEAMSxAZIMUTHS, comma-separated")
     args = parser.parse_args()
 
     clear_ray_cache()
@@ -108,19 +112,35 @@ def main():
     loop_s, depth_loop = timed(lambda: project_loop(points, CAM_FROM_LIDAR, PLUMB_720P))
     differing = int(np.count_nonzero(depth_vec != depth_loop))
 
-    # 3. throughput against the implementation before issue 9
+    # 3. throughput: compiled steps, numpy alone, and the implementation before issue 9
     t0 = 1_700_000_000_000_000_000
     motion = SourceMotion(t0, np.eye(4), t0 + 100_000_000,  # 0.5 m and 6 degrees of yaw over the sweep
                           pose_from_quat_trans([0, 0, np.sin(0.05), np.cos(0.05)], [0.4, 0.3, 0.0]), t0 + 60_000_000)
-    per_column = sweep_times()
-    per_point = t0 + np.random.default_rng(1).permutation(len(points)) * (100_000_000 // len(points))
-    cases = {"static": {}, "motion_per_column_times": dict(times=per_column, motion=motion),
-             "motion_per_point_times": dict(times=per_point, motion=motion)}
+    compiled = depth_module._sparse_depth
+    if compiled is None:
+        raise SystemExit("mapanything_ros._sparse_depth is not built (CMakeLists.txt)")
     throughput = {}
-    for name, kw in cases.items():
-        new_s, new = cpu_timed(lambda: project_to_depth(points, CAM_FROM_LIDAR, PLUMB_720P, **kw), 9)
-        old_s, old = cpu_timed(lambda: reference_depth.project_to_depth(points, CAM_FROM_LIDAR, PLUMB_720P, **kw), 3)
-        throughput[name] = (new_s, old_s, bool(np.array_equal(new.view(np.uint32), old.view(np.uint32))))
+    for sweep in args.sweeps.split(","):
+        beams, azimuths = map(int, sweep.split("x"))
+        cloud = lidar_sweep(beams, azimuths)
+        per_point = t0 + np.random.default_rng(1).permutation(len(cloud)) * (100_000_000 // len(cloud))
+        cases = {"static": {}, "motion_per_column_times": dict(times=sweep_times(beams, azimuths), motion=motion),
+                 "motion_per_point_times": dict(times=per_point, motion=motion)}
+        for name, kw in cases.items():
+            maps, seconds = [], []
+            try:
+                for steps in (compiled, None):
+                    depth_module._sparse_depth = steps
+                    took, out = cpu_timed(lambda: project_to_depth(cloud, CAM_FROM_LIDAR, PLUMB_720P, **kw), 9)
+                    maps.append(out)
+                    seconds.append(took)
+            finally:
+                depth_module._sparse_depth = compiled
+            took, out = cpu_timed(lambda: reference_depth.project_to_depth(cloud, CAM_FROM_LIDAR, PLUMB_720P, **kw), 3)
+            maps.append(out)
+            seconds.append(took)
+            same = all(np.array_equal(m.view(np.uint32), maps[-1].view(np.uint32)) for m in maps[:-1])
+            throughput[f"{name}_{len(cloud)}"] = (len(cloud), *seconds, same)
 
     figures = {
         "rays_1920x1080_rational_first_s": first_s,
@@ -137,9 +157,11 @@ def main():
         "depth_maps_identical": differing == 0,
         "depth_pixels_differing": differing,
     }
-    for name, (new_s, old_s, same) in throughput.items():
-        figures[f"project_{name}_points_per_s"] = len(points) / new_s
-        figures[f"project_{name}_before_points_per_s"] = len(points) / old_s
+    for name, (n, new_s, numpy_s, old_s, same) in throughput.items():
+        figures[f"project_{name}_points_per_s"] = n / new_s
+        figures[f"project_{name}_numpy_points_per_s"] = n / numpy_s
+        figures[f"project_{name}_before_points_per_s"] = n / old_s
+        figures[f"project_{name}_speedup_over_numpy"] = numpy_s / new_s
         figures[f"project_{name}_speedup"] = old_s / new_s
         figures[f"project_{name}_identical"] = same
     print("| measurement | value |\n|---|---|")
@@ -152,16 +174,17 @@ def main():
     print(f"| per-point Python loop, all points | {loop_s * 1e3:.0f} ms = {len(points) / loop_s / 1e6:.3f} M points/s |")
     print(f"| vectorised speed-up | {loop_s / vec_s:.1f}x |")
     print(f"| depth maps identical | {'yes' if differing == 0 else f'no, {differing} pixels differ'} |")
-    print("\n| projection, CPU time (median) | now | before issue 9 | speed-up | identical |\n|---|---|---|---|---|")
-    for name, (new_s, old_s, same) in throughput.items():
-        print(f"| {name.replace('_', ' ')} | {len(points) / new_s / 1e6:.1f} M points/s ({new_s * 1e3:.1f} ms) | "
-              f"{len(points) / old_s / 1e6:.1f} M points/s ({old_s * 1e3:.1f} ms) | {old_s / new_s:.1f}x | "
-              f"{'yes' if same else 'NO'} |")
+    print("\n| projection, CPU time (median) | points | compiled | numpy alone | before issue 9 | speed-up over numpy / "
+          "before | identical |\n|---|---|---|---|---|---|---|")
+    for name, (n, new_s, numpy_s, old_s, same) in throughput.items():
+        print(f"| {name.rsplit('_', 1)[0].replace('_', ' ')} | {n:,} | {n / new_s / 1e6:.1f} M points/s ({new_s * 1e3:.1f} ms) | "
+              f"{n / numpy_s / 1e6:.1f} M/s ({numpy_s * 1e3:.1f} ms) | {n / old_s / 1e6:.1f} M/s ({old_s * 1e3:.1f} ms) | "
+              f"{numpy_s / new_s:.1f}x / {old_s / new_s:.1f}x | {'yes' if same else 'NO'} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)
-    if not all(same for _, _, same in throughput.values()):
-        raise SystemExit("depth maps differ from the implementation before issue 9")
+    if not all(row[-1] for row in throughput.values()):
+        raise SystemExit("depth maps differ between the compiled steps, numpy and the implementation before issue 9")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """project_to_depth gives depth maps bit-identical to the implementation before issue 9
 (test/reference_depth.py) on random clouds: points behind the camera, outside the image or the
 lens's field of view, non-finite, many on one pixel; every lens model, ROI and binning, both pixel
-grids, resize; static and motion-compensated with sorted, periodic, shuffled and unique times."""
+grids, resize; static and motion-compensated with sorted, periodic, shuffled and unique times; the
+compiled steps (_sparse_depth) and the numpy ones alike."""
 
 import zlib
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 import reference_depth
-from mapanything_ros.geometry.camera import GRID_CENTER, GRID_INDEX, CameraModel
+from mapanything_ros.geometry import depth as depth_module
+from mapanything_ros.geometry.camera import GRID_CENTER, GRID_INDEX, CameraModel, grid_offset
 from mapanything_ros.geometry.depth import SourceMotion, _row, _time_groups, project_to_depth
 from mapanything_ros.geometry.resize import Resize
 from mapanything_ros.geometry.transforms import interpolate_pose, pose_from_quat_trans, transform_points
@@ -55,9 +57,18 @@ def bits(depth):
     return depth.view(np.uint32)
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def steps(request, monkeypatch):
+    """Run the test with the compiled _sparse_depth (which must be built) and with numpy alone."""
+    assert depth_module._sparse_depth is not None, "mapanything_ros._sparse_depth is not built (CMakeLists.txt)"
+    if request.param == "numpy":
+        monkeypatch.setattr(depth_module, "_sparse_depth", None)
+    return request.param
+
+
 @pytest.mark.parametrize("name", list(CAMERAS))
 @pytest.mark.parametrize("grid", [GRID_INDEX, GRID_CENTER])
-def test_static_projection_is_identical(name, grid):
+def test_static_projection_is_identical(name, grid, steps):
     camera = CAMERAS[name]
     rng = np.random.default_rng(zlib.crc32(f"{name} {grid}".encode()))
     for k in range(4):
@@ -90,7 +101,7 @@ def times_like(kind, rng, n):
 
 @pytest.mark.parametrize("kind", ["periodic", "sorted", "shuffled", "unique", "single"])
 @pytest.mark.parametrize("name", ["pinhole", "plumb_bob", "fisheye"])
-def test_motion_compensated_projection_is_identical(kind, name):
+def test_motion_compensated_projection_is_identical(kind, name, steps):
     camera = CAMERAS[name]
     rng = np.random.default_rng(zlib.crc32(f"{kind} {name}".encode()))
     n = 40_000
@@ -107,7 +118,87 @@ def test_motion_compensated_projection_is_identical(kind, name):
         assert (old > 0).sum() > 100
 
 
-def test_motion_errors_are_unchanged():
+@pytest.mark.parametrize("name", ["pinhole", "fisheye", "plumb_bob"])
+def test_a_point_on_the_optical_axis_lands_on_the_principal_point(name, steps):
+    """The fisheye's angle is 0 there (no division by its radius): random clouds never hit it exactly."""
+    camera = CAMERAS[name]
+    depth = project_to_depth(np.array([[0.0, 0.0, 2.5], [0.0, 0.0, -1.0]]), np.eye(4), camera)
+    k = camera.intrinsics
+    assert np.flatnonzero(depth).tolist() == [int(np.floor(k[1, 2] + 0.5)) * depth.shape[1] + int(np.floor(k[0, 2] + 0.5))]
+    assert depth.max() == np.float32(2.5)
+
+
+def test_compiled_steps_check_their_arguments():
+    """_sparse_depth refuses buffers that do not fit, runs that do not cut the sweep and orders
+    outside it, rather than read past them."""
+    module = depth_module._sparse_depth
+    assert module is not None, "mapanything_ros._sparse_depth is not built (CMakeLists.txt)"
+    p, rows, out = np.zeros((4, 3)), np.zeros((3, 4, 2)), [np.empty(4) for _ in range(3)]
+    module.compensate(p, None, np.array([0, 2], np.intp), rows, *out)  # fits
+    for order, starts in ((None, np.array([1, 2], np.intp)), (None, np.array([0, 4], np.intp)),
+                          (None, np.array([0, 0], np.intp)), (np.array([0, 1, 2, 4], np.intp), np.array([0, 2], np.intp))):
+        with pytest.raises(ValueError, match="starts must begin at 0"):
+            module.compensate(p, order, starts, rows, *out)
+    with pytest.raises(ValueError, match="rows"):
+        module.compensate(p, None, np.array([0, 2], np.intp), np.zeros((3, 4, 3)), *out)
+    with pytest.raises(ValueError, match="x"):
+        module.compensate(p, None, np.array([0, 2], np.intp), rows, np.empty(3), out[1], out[2])
+    with pytest.raises(ValueError, match="points"):
+        module.compensate(np.zeros(4), None, np.array([0], np.intp), np.zeros((3, 4, 1)), *out)
+    with pytest.raises(ValueError, match="points"):  # float32 coordinates are not read as float64
+        module.compensate(p.astype(np.float32), None, np.array([0, 2], np.intp), rows, *out)
+    camera = CAMERAS["pinhole"]
+    lens, pixel = camera.lens.spec(), (300.0, 0.0, 159.5, 310.0, 120.2, 0.0, 1.0, 1.0, 0.0, 0.0)
+    m = tuple(float(a) for a in np.eye(4)[:3].ravel())
+    xyz = [np.full(5, 0.1), np.full(5, 0.1), np.full(5, 2.0)]
+    depth = np.zeros((240, 320), np.float32)
+    module.project(*xyz, m, lens, pixel, False, 320, 240, depth)
+    assert (depth > 0).sum() == 1 and depth.max() == 2.0
+    with pytest.raises(ValueError, match="depth"):
+        module.project(*xyz, m, lens, pixel, False, 320, 241, depth)
+    with pytest.raises(ValueError, match="y"):
+        module.project(xyz[0], np.ones(4), xyz[2], m, lens, pixel, False, 320, 240, depth)
+    for w, h in ((-1, 240), (320, -1), (2**62, 4)):  # w * h would wrap: refused, not written past the map
+        with pytest.raises(ValueError, match="too large"):
+            module.project(*xyz, m, lens, pixel, False, w, h, np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="lens kind"):
+        module.project(*xyz, m, (7, lens[1], lens[2]), pixel, False, 320, 240, depth)
+    depth.flags.writeable = False
+    with pytest.raises((ValueError, BufferError)):
+        module.project(*xyz, m, lens, pixel, False, 320, 240, depth)
+
+
+EDGE_LENSES = [name for name in CAMERAS if not name.startswith("fisheye")]
+
+
+@pytest.mark.parametrize("name", list(CAMERAS))
+def test_points_on_pixel_edges_project_alike(name, monkeypatch):
+    """Points whose projections fall on pixel edges (where an ulp decides the pixel), compiled against
+    numpy: the same maps for pinhole and radial-tangential lenses, every grid and resize; the fisheye's
+    angle (libm's atan2 against numpy's, which may use SIMD) moves at most a few of its edge points."""
+    camera = CAMERAS[name]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    w, h = camera.image_size
+    for grid in (GRID_INDEX, GRID_CENTER):
+        for resize in (None, Resize.to_model(w, h)):
+            u = rng.integers(0, w, 4000) + rng.choice([-0.5, 0.5], 4000)
+            v = rng.integers(0, h, 4000) + rng.choice([-0.5, 0.5], 4000)
+            if resize is not None:  # the edges of the output pixels, in the camera's pixels
+                u, v = resize.to_source(rng.integers(0, resize.out_size[0], 4000) + 0.5,
+                                        rng.integers(0, resize.out_size[1], 4000) + 0.5)
+            rays = camera.rays(u + grid_offset(grid), v + grid_offset(grid))
+            points = rays * rng.uniform(0.5, 30, (4000, 1))
+            points = points[np.isfinite(points).all(1)]
+            maps = []
+            for steps in (depth_module._sparse_depth, None):
+                monkeypatch.setattr(depth_module, "_sparse_depth", steps)
+                maps.append(project_to_depth(points, np.eye(4), camera, grid=grid, resize=resize))
+            differ = np.count_nonzero(maps[0].view(np.uint32) != maps[1].view(np.uint32))
+            assert differ == 0 if name in EDGE_LENSES else differ <= 0.02 * len(points), (grid, resize, differ)
+            assert np.count_nonzero(maps[0]) > 0.5 * len(points) * (0.5 if resize is not None else 1)
+
+
+def test_motion_errors_are_unchanged(steps):
     motion = SourceMotion(T0, np.eye(4), T0 + SWEEP, np.eye(4), T0)
     cam = CAMERAS["pinhole"]
     with pytest.raises(ValueError, match="needs per-point times"):

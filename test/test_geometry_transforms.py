@@ -68,6 +68,18 @@ def test_matrix_to_quat_near_half_turns():
             np.testing.assert_allclose(matrix_to_quat(quat_to_matrix(q)), quat_canonical(q), atol=1e-12)
 
 
+def test_pose_stack_converts_as_one_by_one():
+    """window.batch.assemble converts a window's poses in one call: each gives the same bits as alone."""
+    rng = np.random.default_rng(3)
+    qs = [rotation_about(axis, angle) for axis in np.eye(3).tolist() + [[1, -2, 3]] for angle in (np.pi, 1e-9, 2.0)]
+    qs += list(rng.normal(size=(40, 4)))
+    poses = np.stack([pose_from_quat_trans(q, t) for q, t in zip(qs, rng.normal(size=(len(qs), 3)))])
+    quats, trans = quat_trans_from_pose(poses)
+    for pose, q, t in zip(poses, quats, trans):
+        alone = quat_trans_from_pose(pose)
+        assert q.tobytes() == alone[0].tobytes() and t.tobytes() == alone[1].tobytes()
+
+
 @FAST
 @given(quats, quats, vec3)
 def test_quat_multiply_is_matrix_product(a, b, v):

@@ -52,6 +52,22 @@ def test_poses_are_relative_to_the_reference(batch, frames, scene):
     np.testing.assert_allclose(batch.ref_from_camera[0], np.eye(4), atol=1e-12)
 
 
+def test_a_view_without_a_pose_leaves_the_others_theirs(frames, scene):
+    """The window's poses are converted together: a view in the middle without one shifts nothing."""
+    k = len(frames) // 2
+    assert 0 < k < len(frames) - 1
+    gap = list(frames)
+    gap[k] = dataclasses.replace(frames[k], world_from_camera=None)
+    batch = assemble(gap, BatchConfig())
+    ref = frames[0].world_from_camera
+    assert "camera_pose_quats" not in batch.views[k] and batch.ref_from_camera[k] is None
+    for i, (view, frame) in enumerate(zip(batch.views, frames)):
+        if i == k:
+            continue
+        got = pose_from_quat_trans(view["camera_pose_quats"][0].numpy(), view["camera_pose_trans"][0].numpy())
+        np.testing.assert_allclose(got, relative_pose(ref, frame.world_from_camera), atol=1e-6)
+
+
 def test_sparse_depth_is_the_true_ray_depth_at_measured_pixels(batch, frames, scene):
     for view, frame, rays in zip(batch.views, frames, batch.rays):
         depth = view["depth_along_ray"][0, ..., 0].numpy()

@@ -11,8 +11,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .camera import GRID_INDEX, grid_offset
+from .camera import GRID_INDEX, ModelPixels, grid_offset
+from .resize import Resize
 from .transforms import interpolate_pose, interpolate_pose_rows, se3_compose, se3_inverse
+
+try:  # the compiled compensation and projection (CMakeLists.txt builds them): the numpy below's bits (the
+    from .. import _sparse_depth  # fisheye's angle aside: _sparse_depth.c)
+except ImportError:
+    _sparse_depth = None
 
 
 def depth_image_to_meters(array, encoding):
@@ -152,6 +158,15 @@ def _compensate(p, times, motion):
     if t.shape[0] != p.shape[0]:
         raise ValueError(f"{t.shape[0]} times for {p.shape[0]} points")
     order, starts = _time_groups(t)
+    if _sparse_depth is not None:
+        if starts is None:  # a time per point, in their own order
+            run_times, starts = t, np.arange(t.size, dtype=np.intp)
+        else:
+            run_times = t[starts] if order is None else t[order[starts]]
+        out = tuple(np.empty(t.size) for _ in range(3))
+        _sparse_depth.compensate(np.ascontiguousarray(p), order, starts, np.ascontiguousarray(motion.rows(run_times)),
+                                 *out)
+        return out
     if order is not None:
         p, t = np.take(p, order, axis=0), t[order]  # np.take: much faster than fancy row indexing
     if starts is None or starts.size == t.size:
@@ -210,6 +225,14 @@ def project_to_depth(points, cam_from_source, camera, *, times=None, motion=None
 def _project(x, y, z, m, camera, grid, resize):
     """project_to_depth of float64 coordinates x, y, z (N,) brought into the camera by m (4, 4)."""
     w, h = camera.image_size if resize is None else resize.out_size
+    if _sparse_depth is not None:
+        size = camera.image_size
+        lens, pixel = ModelPixels(camera, Resize.stretch(size, size) if resize is None else resize, grid).projection
+        depth = np.empty((h, w), np.float32)
+        _sparse_depth.project(*(np.ascontiguousarray(a, np.float64) for a in (x, y, z)),
+                              tuple(float(a) for a in np.asarray(m, np.float64)[:3].ravel()), lens, pixel,
+                              resize is not None, w, h, depth)
+        return depth
     with np.errstate(invalid="ignore"):
         cz = _row(m, 2, x, y, z)
         front = np.flatnonzero(cz > 0)  # cull before the rest of the transform and the lens model

@@ -180,8 +180,13 @@ def assemble(frames, config=BatchConfig(), prepared=None):
     prepared = {} if prepared is None else prepared
     ref_pose = frames[0].world_from_camera
     poses = config.use_poses and ref_pose is not None  # view 0 must have a pose if any does
-    views, preps, rel_poses, passed = [], [], [], []
-    for frame in frames:
+    rel_poses = [relative_pose(ref_pose, f.world_from_camera) if poses and f.world_from_camera is not None else None
+                 for f in frames]
+    given = [k for k, rel in enumerate(rel_poses) if rel is not None]
+    # One quaternion conversion for the window's poses (elementwise: the same bits as one by one).
+    pose_inputs = dict(zip(given, zip(*quat_trans_from_pose(np.stack([rel_poses[k] for k in given]))))) if given else {}
+    views, preps, passed = [], [], []
+    for k, (frame, rel) in enumerate(zip(frames, rel_poses)):
         key = prepare_key(frame, size, config)
         prep = prepared.get(key)
         if prep is None:
@@ -189,10 +194,8 @@ def assemble(frames, config=BatchConfig(), prepared=None):
         view = {"img": prep.image, "data_norm_type": ["dinov2"], "frame_id": (frame.frame_id, frame.stamp_ns, *size)}
         if config.use_intrinsics:
             view["ray_directions_cam"] = prep.filled_rays
-        rel = None
-        if poses and frame.world_from_camera is not None:
-            rel = relative_pose(ref_pose, frame.world_from_camera)
-            q, t = quat_trans_from_pose(rel)
+        if rel is not None:
+            q, t = pose_inputs[k]
             view["camera_pose_quats"] = torch.from_numpy(q.astype(np.float32))[None]
             view["camera_pose_trans"] = torch.from_numpy(t.astype(np.float32))[None]
         if config.use_depth and prep.depth is not None:
@@ -201,7 +204,6 @@ def assemble(frames, config=BatchConfig(), prepared=None):
         view["is_metric_scale"] = torch.tensor([metric])
         views.append(view)
         preps.append(prep)
-        rel_poses.append(rel)
         passed.append(frozenset(view) & GEOMETRIC_INPUTS)
     kwargs = {"use_depth_scale": config.depth_scale, "use_pose_scale": config.metric_poses}
     return ViewBatch(views, tuple(preps), tuple(rel_poses), ref_pose, tuple(passed), kwargs, config.grid)
