@@ -1,5 +1,6 @@
 /* The native-resolution depth of a model-resolution map through a geometry.resample.Stencil, in one
- * pass over the native pixels (mapping/reconstruction.py's _to_native, "bilinear" mode, numpy).
+ * pass over the native pixels (mapping/reconstruction.py's _to_native, "bilinear" mode, numpy), the
+ * depth-edge test of a map, and a view's world points (Reconstruction.points).
  *
  * Built by CMakeLists.txt (colcon, and tools/dev's environment) as mapanything_ros._resample.
  * reconstruction.py runs the same steps in numpy (and in torch on a device) when this module is
@@ -32,8 +33,21 @@
  * infinite), |d| when both are; a jump where the deviation exceeds max_jump * the pair's smaller
  * value (never where either is NaN). test_geometry_resize.py checks that both give the same bits.
  *
+ * points(rays, depth, index, ratio, scale, rotation, translation, rgbx, xyz, rgb) -> None
+ *   rays, depth   float32 (n * 3), (n): a view's unit rays and depth along them at the model pixels
+ *   index         intp (m): the model pixels with an estimate
+ *   ratio, scale  None and a float, or float32 (m) and 1: the depth's factor at each indexed pixel
+ *   rotation, translation  9 and 3 floats (rounded to float32): world_from_camera's, the rotation
+ *                 times the window's scale (Reconstruction.points)
+ *   rgbx          uint8 (n * 4): the model image's RGB and a pad byte per pixel
+ *   xyz, rgb      writable float32 (m * 3), uint8 (m * 3): the world points, their colours
+ * Per point, in float32: s = depth * factor, c = ray * s, then row j of rotation · c + translation as
+ * ((c0 r_j0 + c1 r_j1) + c2 r_j2) + t_j; reconstruction.py's numpy fallback computes the same. An
+ * index outside the rays raises ValueError (after the pass, whose point there is NaN).
+ *
  * Why compiled code: the numpy paths make a dozen or more passes over their pixels (jumps: 3.5 ms a
- * 518x392 view, native: 3.8 ms a 640x480 view; docs/performance.md#rigs).
+ * 518x392 view, native: 3.8 ms a 640x480 view; points: five gathers, the products and the transform;
+ * docs/performance.md#rigs).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -197,6 +211,63 @@ static PyObject *native(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The points of Reconstruction.points; returns how many indices fell outside the n pixels. */
+static Py_ssize_t points(const float *rays, const float *depth, Py_ssize_t n, const Py_ssize_t *index, Py_ssize_t m,
+                         const float *ratio, float scale, const float *r, const float *t, const uint8_t *rgbx,
+                         float *xyz, uint8_t *rgb)
+{
+    Py_ssize_t bad = 0;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        const Py_ssize_t p = index[k];
+        float *out = xyz + 3 * k;
+        if ((size_t)p >= (size_t)n) {
+            out[0] = out[1] = out[2] = NAN;
+            memset(rgb + 3 * k, 0, 3);
+            bad++;
+            continue;
+        }
+        const float s = depth[p] * (ratio != NULL ? ratio[k] : scale);
+        const float c0 = rays[3 * p] * s, c1 = rays[3 * p + 1] * s, c2 = rays[3 * p + 2] * s;
+        for (int j = 0; j < 3; j++) out[j] = ((c0 * r[3 * j] + c1 * r[3 * j + 1]) + c2 * r[3 * j + 2]) + t[j];
+        memcpy(rgb + 3 * k, rgbx + 4 * p, 3);
+    }
+    return bad;
+}
+
+static PyObject *points_py(PyObject *self, PyObject *args)
+{
+    enum { N = 7 };
+    PyObject *o[N];
+    Py_buffer b[N];
+    float scale, r[9], t[3];
+    (void)self;
+    memset(b, 0, sizeof b);
+    if (!PyArg_ParseTuple(args, "OOOOf(fffffffff)(fff)OOO:points", &o[0], &o[1], &o[2], &o[3], &scale, &r[0], &r[1],
+                          &r[2], &r[3], &r[4], &r[5], &r[6], &r[7], &r[8], &t[0], &t[1], &t[2], &o[4], &o[5], &o[6]))
+        return NULL;
+    const int scaled = o[3] == Py_None;
+    int ok = get(o[1], &b[1], "depth", "f", -1, 0) == 0 && get(o[2], &b[2], "index", "n", -1, 0) == 0;
+    const Py_ssize_t n = ok ? b[1].len / 4 : 0, m = ok ? b[2].len / (Py_ssize_t)sizeof(Py_ssize_t) : 0;
+    ok = ok && get(o[0], &b[0], "rays", "f", 3 * n, 0) == 0 && (scaled || get(o[3], &b[3], "ratio", "f", m, 0) == 0) &&
+         get(o[4], &b[4], "rgbx", "B", 4 * n, 0) == 0 && get(o[5], &b[5], "xyz", "f", 3 * m, 1) == 0 &&
+         get(o[6], &b[6], "rgb", "B", 3 * m, 1) == 0;
+    Py_ssize_t bad = 0;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        bad = points(b[0].buf, b[1].buf, n, b[2].buf, m, scaled ? NULL : b[3].buf, scale, r, t, b[4].buf, b[5].buf,
+                     b[6].buf);
+        Py_END_ALLOW_THREADS
+    }
+    for (int i = 0; i < N; i++)
+        if (b[i].obj != NULL) PyBuffer_Release(&b[i]);
+    if (ok && bad) {
+        PyErr_Format(PyExc_ValueError, "index: %zd of %zd outside the %zd pixels", bad, m, n);
+        ok = 0;
+    }
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"native", native, METH_VARARGS,
      "native(inv, conf, index, weight, cell, sides, across, down, width, depth, confidence) -> None: the native "
@@ -204,6 +275,9 @@ static PyMethodDef methods[] = {
     {"jumps", edge_jumps, METH_VARARGS,
      "jumps(v, width, max_jump, across, down) -> None: geometry.resize.edge_jumps of a float32 map (see "
      "_resample.c)."},
+    {"points", points_py, METH_VARARGS,
+     "points(rays, depth, index, ratio, scale, rotation, translation, rgbx, xyz, rgb) -> None: the world points "
+     "and colours of a view's model pixels (see _resample.c)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -180,6 +180,37 @@ def test_compiled_native_depth_matches_numpy(batch, perturbed, cut, monkeypatch)
     assert sum(np.isnan(d).sum() for d, _ in compiled) > 1000
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+def test_native_confidence_is_read_only_where_there_is_depth(batch, perturbed, mode, compiled, monkeypatch):
+    """The native depth and confidence are the same whether the model confidence is NaN wherever there
+    is no estimate (a scattered map) or holds anything there (the network's own, as _native passes it):
+    NaN, inf and huge values outside the estimates change nothing."""
+    from mapanything_ros.mapping import reconstruction as module
+
+    if not compiled:
+        monkeypatch.setattr(module, "_resample", None)
+    recon = reconstruct(batch, perturbed)
+    rng = np.random.default_rng(5)
+    for i, prep in enumerate(batch.prepared):
+        index, z, point_conf, _ = recon._final(i)
+        scattered = np.full_like(z, np.nan)
+        scattered.reshape(-1)[index] = point_conf
+        z = np.where(rng.random(z.shape) < 0.1, np.float32(0), z)  # more pixels without an estimate
+        scattered[z == 0] = np.nan
+        raw = np.array(recon._dense(i)[2], np.float32)
+        outside = np.flatnonzero(z == 0)
+        assert len(outside) > 1000
+        raw.reshape(-1)[outside] = rng.choice(np.array([np.nan, np.inf, -np.inf, 1e30, 0.0], np.float32), len(outside))
+        jumps = None if mode == "nearest" else recon._jumps(i)
+        want = module._to_native(prep.frame.camera, prep.resize, batch.grid, z, scattered, mode, jumps)
+        got = module._to_native(prep.frame.camera, prep.resize, batch.grid, z, raw, mode, jumps)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    view = recon.view(0)
+    assert np.isfinite(view.confidence).sum() > 0.5 * view.confidence.size
+
+
 def test_compiled_native_depth_matches_numpy_on_any_stencil(monkeypatch):
     """_resample.native against numpy on stencils of random tables: the cut's four side bits in any
     combination (the camera stencils count all four sides nearly everywhere), random jumps, weights
@@ -572,17 +603,57 @@ def test_tables_go_to_a_device_once(batch):
             np.testing.assert_array_equal(dev.numpy(), host)
 
 
-def test_affine_rows_numpy_and_torch_agree_with_float64():
+def test_affine_rows_agrees_with_float64():
     rng = np.random.default_rng(3)
     points = rng.normal(0, 5, (1000, 3)).astype(np.float32)
     rotation, translation = rng.normal(size=(3, 3)), rng.normal(size=3)
     expected = points.astype(np.float64) @ rotation.T + translation
-    host = arrays.affine_rows(points, rotation, translation)
     device = arrays.affine_rows(torch.from_numpy(points), rotation, translation).numpy()
-    assert host.dtype == np.float32 and host.shape == (1000, 3)
-    np.testing.assert_allclose(host, expected, rtol=1e-5, atol=1e-4)
+    assert device.dtype == np.float32 and device.shape == (1000, 3)
     np.testing.assert_allclose(device, expected, rtol=1e-5, atol=1e-4)
-    assert arrays.affine_rows(np.zeros((0, 3), np.float32), rotation, translation).shape == (0, 3)
+
+
+@pytest.mark.parametrize("ratio", ["none", "scalar", "per point"])
+def test_compiled_points_match_numpy(batch, perturbed, ratio, monkeypatch):
+    """_resample.points gives the numpy fallback's bits (points and colours), whatever the depth's
+    factor (none, the alignment's scale, completion's per-pixel one), NaN and inf depths included;
+    both within float32 rounding of the float64 transform; an index past the pixels is refused."""
+    from mapanything_ros.mapping import reconstruction as module
+
+    assert module._resample is not None, "mapanything_ros._resample is not built (CMakeLists.txt)"
+    rng = np.random.default_rng(7)
+    recon = reconstruct(batch, perturbed)
+    cases = []
+    for i, prep in enumerate(batch.prepared):
+        index = recon._final(i)[0]
+        d, rays, _, _ = recon._dense(i)
+        d = np.array(d, np.float32)
+        d.reshape(-1)[index[:3000:1000]] = (np.nan, np.inf, 0.0)
+        factor = {"none": None, "scalar": np.float32(1.3),
+                  "per point": rng.uniform(0.8, 1.2, len(index)).astype(np.float32)}[ratio]
+        pose = recon.poses[i]
+        cases.append((rays, d, index, factor, np.float32(pose[:3, :3] * 2.5), np.float32(pose[:3, 3]), prep.rgbx))
+    compiled = [module._host_points(*case) for case in cases]
+    monkeypatch.setattr(module, "_resample", None)
+    for case, (xyz, colors) in zip(cases, compiled):
+        want_xyz, want_colors = module._host_points(*case)
+        assert xyz.dtype == want_xyz.dtype == np.float32 and xyz.shape == want_xyz.shape == (len(case[2]), 3)
+        np.testing.assert_array_equal(xyz.view(np.uint32), want_xyz.view(np.uint32))
+        np.testing.assert_array_equal(colors, want_colors)
+        rays, d, index, factor, rotation, translation, rgbx = case
+        s = d.reshape(-1)[index].astype(np.float64) * (1.0 if factor is None else factor)
+        with np.errstate(invalid="ignore"):  # the NaN and inf depths
+            exact = (rays.reshape(-1, 3)[index] * s[:, None]) @ rotation.T.astype(np.float64) + translation
+        ok = np.isfinite(exact).all(1)
+        assert ok.sum() > 0.9 * len(index)
+        np.testing.assert_allclose(xyz[ok], exact[ok], rtol=1e-5, atol=1e-4)
+        assert np.array_equal(colors, rgbx.view(np.uint8).reshape(-1, 4)[index, :3])
+    monkeypatch.undo()
+    rays, d, index, factor, *rest = cases[0]
+    if factor is not None and np.ndim(factor):
+        factor = np.append(factor, np.float32(1))
+    with pytest.raises(ValueError, match="index: 1 of"):
+        module._host_points(rays, d, np.append(index, d.size), factor, *rest)
 
 
 def test_host_arrays_with_negative_strides_go_to_a_device(batch, perturbed):

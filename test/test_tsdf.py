@@ -903,3 +903,12 @@ def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
     fused.load_state(whole.state())  # slots may have moved: a new generation
     fused.adopt_mesh(stale)
     assert fused._mesh is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-2**62, 2**62), max_size=300), st.integers(0, 3))
+def test_unique_is_numpys(values, repeats):
+    """tsdf._unique (a sort, for the block keys) gives np.unique's array, empty and repeated values too."""
+    keys = np.array(values * (repeats + 1), np.int64)
+    got, want = tsdf._unique(keys), np.unique(keys)
+    assert got.dtype == want.dtype and np.array_equal(got, want)

@@ -7,7 +7,6 @@ module to call them on.
 
 from functools import lru_cache
 
-import cv2
 import numpy as np
 import torch
 
@@ -60,17 +59,11 @@ def rows(a, index):
 
 
 def affine_rows(points, rotation, translation):
-    """points (N, 3) float32 @ rotation.T + translation (rotation (3, 3), translation (3,), host
-    float arrays): numpy through one cv2.transform (SIMD, no BLAS: a numpy matmul would wake
-    BLAS's thread pool, which spins after each call and took half as much CPU again from the rest
-    of the pipeline in bench/bench_pipeline.py with 2 BLAS threads), torch through matmul."""
-    if isinstance(points, torch.Tensor):
-        out = points @ like(np.asarray(rotation, np.float32).T.copy(), points)
-        return out.add_(like(np.asarray(translation, np.float32), points))
-    if not len(points):
-        return np.zeros((0, 3), np.float32)
-    matrix = np.hstack([np.asarray(rotation, np.float32), np.asarray(translation, np.float32).reshape(3, 1)])
-    return cv2.transform(points.reshape(-1, 1, 3), matrix).reshape(-1, 3)
+    """points (N, 3) float32, a torch tensor, @ rotation.T + translation (rotation (3, 3), translation
+    (3,), host float arrays), on the tensor's device. (On the host, Reconstruction.points makes its
+    points in one compiled pass.)"""
+    out = points @ like(np.asarray(rotation, np.float32).T.copy(), points)
+    return out.add_(like(np.asarray(translation, np.float32), points))
 
 
 def reciprocal(a):

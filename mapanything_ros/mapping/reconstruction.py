@@ -167,13 +167,17 @@ class Reconstruction:
         if i not in self._points:
             index, _, conf, ratio = self._final(i)
             d, rays, _, _ = self._dense(i)
-            cam = arrays.rows(rays.reshape(-1, 3), index)
-            d = d.reshape(-1).take(index)
-            cam *= (d if ratio is None else d * ratio)[:, None]
             pose = self.poses[i]
-            xyz = arrays.affine_rows(arrays.astype(cam, np.float32), pose[:3, :3] * self._size, pose[:3, 3])
-            index = arrays.to_host(index)
-            colors = _rgb(self.batch.prepared[i].rgbx.take(index))
+            rotation, translation = np.float32(pose[:3, :3] * self._size), np.float32(pose[:3, 3])
+            rgbx = self.batch.prepared[i].rgbx
+            if self.device is None:
+                xyz, colors = _host_points(rays, d, index, ratio, rotation, translation, rgbx)
+            else:
+                cam = arrays.rows(rays.reshape(-1, 3), index)
+                d = d.reshape(-1).take(index)
+                cam *= (d if ratio is None else d * ratio)[:, None]
+                xyz = arrays.affine_rows(arrays.astype(cam, np.float32), rotation, translation)
+                colors = _rgb(rgbx.take(arrays.to_host(index)))
             self._points[i] = arrays.to_host(xyz), colors, arrays.to_host(conf)
         return self._points[i]
 
@@ -326,9 +330,10 @@ class Reconstruction:
     def _native(self, i):
         depth_mode, _, keep_measured = self._options
         prep = self.batch.prepared[i]
-        index, z, point_conf, _ = self._final(i)
-        conf = arrays.namespace(z).full_like(z, np.nan)
-        conf.reshape(-1)[index] = point_conf
+        z = self._final(i)[1]
+        # The network's confidence as it is: _to_native reads it only where z > 0, the pixels with an
+        # estimate, whose confidence _final keeps (no map with NaN elsewhere to scatter first).
+        conf = arrays.astype(self._dense(i)[2], np.float32)
         native, conf = _to_native(prep.frame.camera, prep.resize, self.batch.grid, z, conf, depth_mode,
                                   None if depth_mode == "nearest" else self._jumps(i))
         native *= np.float32(self._size)
@@ -405,9 +410,10 @@ def reconstruct(batch, prediction, *, views=None, depth_mode="bilinear", edge_th
 
 def _to_native(camera, resize, grid, z, conf, mode, jumps):
     """(z-depth, confidence) at the native resolution, float32, NaN = none (and confidence NaN
-    wherever the depth is), of the model-resolution z-depth (0 = none) and confidence (NaN = none),
-    numpy or tensors (on their device). jumps: the model map's discontinuities (Reconstruction._jumps),
-    whose native pixels get NaN, or None.
+    wherever the depth is), of the model-resolution z-depth (0 = none) and confidence, numpy or
+    tensors (on their device). jumps: the model map's discontinuities (Reconstruction._jumps),
+    whose native pixels get NaN, or None. A native pixel gets a value only where every model pixel
+    it reads has z > 0, so the confidence is read only there (elsewhere it may hold anything).
 
     Bilinear works on inverse depth: it is affine in the normalised image coordinates of a plane
     (geometry.resample), and its steps are what the discontinuity test looks at. Both maps go
@@ -459,6 +465,34 @@ def _edge_threshold(inv, threshold, sigmas):
     if second.shape[0] < 16:
         return threshold
     return max(float(threshold), sigmas * 1.4826 * float(arrays.median(second)))
+
+
+def _host_points(rays, depth, index, ratio, rotation, translation, rgbx):
+    """(points (N, 3) float32, colours (N, 3) uint8) of host arrays: rays (H, W, 3) and depth along
+    them (H, W) float32 at the model pixels, the `index` (N,) of those with an estimate, the depth's
+    `ratio` there (None, a float32 or (N,) float32), world_from_camera's float32 rotation (3, 3) (with
+    the window's scale) and translation (3,), the model image's rgbx (H * W,) uint32. The compiled
+    _resample.points, or numpy in its order (float32: ((c0 r_j0 + c1 r_j1) + c2 r_j2) + t_j)."""
+    index = np.ascontiguousarray(index, np.intp)
+    rays, depth = np.ascontiguousarray(rays, np.float32).reshape(-1, 3), np.ascontiguousarray(depth, np.float32)
+    if _resample is not None:
+        xyz, colors = np.empty((len(index), 3), np.float32), np.empty((len(index), 3), np.uint8)
+        per_point = ratio is not None and np.ndim(ratio) > 0
+        _resample.points(rays.reshape(-1), depth.reshape(-1), index,
+                         np.ascontiguousarray(ratio, np.float32) if per_point else None,
+                         1.0 if ratio is None or per_point else float(ratio), tuple(map(float, rotation.ravel())),
+                         tuple(map(float, translation)), rgbx.view(np.uint8), xyz, colors)
+        return xyz, colors
+    cam = rays.take(index, axis=0)
+    d = depth.reshape(-1).take(index)
+    xyz = np.empty_like(cam)
+    with np.errstate(invalid="ignore", over="ignore"):  # an infinite depth: NaN, as the compiled pass gives
+        cam *= (d if ratio is None else d * ratio)[:, None]
+        x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
+        for j in range(3):
+            r = rotation[j]
+            xyz[:, j] = ((x * r[0] + y * r[1]) + z * r[2]) + translation[j]
+    return xyz, _rgb(rgbx.take(index))
 
 
 def _rgb(rgbx):

@@ -231,7 +231,7 @@ class TsdfMap:
             use = (np.isfinite(ranges) & (ranges > 0) & (weights > 0) & np.isfinite(rays[..., 0])
                    & np.isfinite(rays[..., 1]) & np.isfinite(rays[..., 2]))  # not .all(-1): 10x slower
         band, free = self._blocks_seen(view, use, rot, origin)
-        keys, slots = self._allocate(np.union1d(band, free), origin)
+        keys, slots = self._allocate(_unique(np.concatenate([band, free])), origin)
         # Blocks the view only looks through (not in its surface band) that are free already are
         # left as they are: fusing +1 into a voxel at +1 changes nothing but its weight.
         slots = slots[~(self._free[slots] & ~np.isin(keys, band, assume_unique=True))]
@@ -301,7 +301,7 @@ class TsdfMap:
                 world[i] += origin[i]
                 world[i] *= 1 / block
         cells, ok = cell_indices(world, 1.0)
-        return np.unique(pack(cells if ok.all() else cells[:, ok]))
+        return _unique(pack(cells if ok.all() else cells[:, ok]))
 
     def _allocate(self, keys, origin):
         """(keys, pool slots) of the blocks with packed keys (sorted unique) that the map holds
@@ -452,7 +452,7 @@ class TsdfMap:
             return None
         cells = self._origin[changed] // BLOCK
         near = self._find(np.concatenate([cells] + [cells - np.array(o) for o in offsets]))
-        return np.unique(near[near >= 0])
+        return _unique(near[near >= 0])
 
     def _kept(self, slots, dirty):
         """Indices of the entries whose block (pool `slots`) is not among the blocks `dirty`."""
@@ -856,6 +856,13 @@ class TsdfMap:
         self._looks = grown(self._looks, 0)
         self._origin, self._free = grown(self._origin, 0), grown(self._free, False)
         self._fused = grown(self._fused, 0)
+
+
+def _unique(values):
+    """The sorted unique values of a 1-D integer array (np.unique's), by a sort: numpy 2's hash-based
+    np.unique took 8x as long on a keyframe's 10k block keys (0.9 against 0.12 ms)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
 
 
 def _sides(t, observed, front):
