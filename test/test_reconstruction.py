@@ -180,35 +180,45 @@ def test_compiled_native_depth_matches_numpy(batch, perturbed, cut, monkeypatch)
     assert sum(np.isnan(d).sum() for d, _ in compiled) > 1000
 
 
-@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
-@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
-def test_native_confidence_is_read_only_where_there_is_depth(batch, perturbed, mode, compiled, monkeypatch):
-    """The native depth and confidence are the same whether the model confidence is NaN wherever there
-    is no estimate (a scattered map) or holds anything there (the network's own, as _native passes it):
-    NaN, inf and huge values outside the estimates change nothing."""
+@pytest.mark.parametrize("options", [
+    dict(depth_mode="bilinear"), dict(depth_mode="nearest"), dict(depth_mode="bilinear", numpy=True),
+    dict(depth_mode="bilinear", align_to_measured=True), dict(depth_mode="bilinear", completion=True),
+    dict(depth_mode="nearest", completion=True), dict(depth_mode="bilinear", device="cpu"),
+], ids=["bilinear", "nearest", "numpy", "aligned", "completion", "nearest_completion", "device"])
+def test_native_reads_the_confidence_only_where_there_is_depth(batch, perturbed, options, monkeypatch):
+    """Each view's native depth and confidence (Reconstruction.view, which passes the network's own
+    confidence) are those of a confidence map that is NaN wherever there is no estimate: NaN, inf
+    and huge values there change nothing, whatever scales or corrects z (alignment, completion), on
+    the host (compiled and numpy) and on a device. And z > 0 only at the indexed pixels."""
+    from mapanything_ros.mapping import CompletionConfig
     from mapanything_ros.mapping import reconstruction as module
 
-    if not compiled:
+    options = dict(options)
+    if options.pop("numpy", False):
         monkeypatch.setattr(module, "_resample", None)
-    recon = reconstruct(batch, perturbed)
+    if options.pop("completion", False):
+        options["completion"] = CompletionConfig()
     rng = np.random.default_rng(5)
+    conf = rng.uniform(1, 50, perturbed.confidence.shape).astype(np.float32)
+    junk = ~perturbed.mask | ~(perturbed.depth_along_ray > 0)
+    conf[junk] = rng.choice(np.array([np.nan, np.inf, -np.inf, 1e30, 0.0], np.float32), junk.sum())
+    pred = dataclasses.replace(perturbed, confidence=conf)
+    recon = reconstruct(batch, stacks(pred) if options.get("device") else pred, **options)
+    assert sum(recon.correction(i) is not None for i in range(len(batch.prepared))) or "completion" not in options
     for i, prep in enumerate(batch.prepared):
         index, z, point_conf, _ = recon._final(i)
-        scattered = np.full_like(z, np.nan)
+        assert set(np.flatnonzero(arrays.to_host(z) > 0)) <= set(arrays.to_host(index).tolist())
+        scattered = arrays.namespace(z).full_like(z, np.nan)
         scattered.reshape(-1)[index] = point_conf
-        z = np.where(rng.random(z.shape) < 0.1, np.float32(0), z)  # more pixels without an estimate
-        scattered[z == 0] = np.nan
-        raw = np.array(recon._dense(i)[2], np.float32)
-        outside = np.flatnonzero(z == 0)
-        assert len(outside) > 1000
-        raw.reshape(-1)[outside] = rng.choice(np.array([np.nan, np.inf, -np.inf, 1e30, 0.0], np.float32), len(outside))
-        jumps = None if mode == "nearest" else recon._jumps(i)
-        want = module._to_native(prep.frame.camera, prep.resize, batch.grid, z, scattered, mode, jumps)
-        got = module._to_native(prep.frame.camera, prep.resize, batch.grid, z, raw, mode, jumps)
-        for a, b in zip(got, want):
-            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
-    view = recon.view(0)
-    assert np.isfinite(view.confidence).sum() > 0.5 * view.confidence.size
+        mode = options["depth_mode"]
+        want = module._to_native(prep.frame.camera, prep.resize, batch.grid, z, scattered, mode,
+                                 None if mode == "nearest" else recon._jumps(i))
+        want_depth = arrays.to_host(want[0] * np.float32(recon._size))
+        got = recon.view(i)
+        np.testing.assert_array_equal(got.depth.view(np.uint32), want_depth.view(np.uint32))
+        np.testing.assert_array_equal(got.confidence.view(np.uint32), arrays.to_host(want[1]).view(np.uint32))
+        assert np.isfinite(got.confidence).sum() > 0.5 * got.confidence.size
+        assert len(np.unique(got.confidence[np.isfinite(got.confidence)])) > 1000  # the view's own, not another's
 
 
 def test_compiled_native_depth_matches_numpy_on_any_stencil(monkeypatch):
@@ -601,6 +611,39 @@ def test_tables_go_to_a_device_once(batch):
         assert all(a is b for a, b in zip(arrays.tables(table, np.zeros(1)), table.tables))
         for host, dev in zip(table.tables, copies):
             np.testing.assert_array_equal(dev.numpy(), host)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(align_to_measured=True), dict(completion=True),
+                                     dict(completion=False)], ids=["plain", "aligned", "field", "scale_only"])
+def test_points_are_the_same_compiled_or_not(batch, perturbed, options, monkeypatch):
+    """Reconstruction.points through the compiled pass and through numpy: the same bits for every
+    factor the reconstruction gives the depth (none; the window's alignment; completion's per-pixel
+    field, or its per-view scale alone); no points for no pixels; a bad index refused by both."""
+    from mapanything_ros.mapping import CompletionConfig
+    from mapanything_ros.mapping import reconstruction as module
+
+    options = dict(options)
+    if "completion" in options:
+        options["completion"] = CompletionConfig(dense=options["completion"])
+    made = [reconstruct(batch, perturbed, **options) for _ in range(2)]
+    ratios = {type(r._final(0)[3]).__name__ for r in made[:1]}
+    got = [made[0].points(i) for i in range(len(batch.prepared))]
+    monkeypatch.setattr(module, "_resample", None)
+    for i, (xyz, colors, conf) in enumerate(got):
+        want = made[1].points(i)
+        np.testing.assert_array_equal(xyz.view(np.uint32), want[0].view(np.uint32))
+        np.testing.assert_array_equal(colors, want[1])
+        np.testing.assert_array_equal(conf, want[2])
+    assert ratios == {"NoneType"} if not options else ratios <= {"float32", "ndarray"}
+    empty = module._host_points(np.zeros((2, 2, 3), np.float32), np.zeros((2, 2), np.float32), np.zeros(0, np.intp),
+                                None, np.eye(3), np.zeros(3), np.zeros(4, np.uint32))
+    assert empty[0].shape == (0, 3) and empty[1].shape == (0, 3)
+    monkeypatch.undo()
+    for compiled in (module._resample, None):
+        monkeypatch.setattr(module, "_resample", compiled)
+        with pytest.raises(ValueError, match="index: 1 of 2"):
+            module._host_points(np.zeros((2, 2, 3), np.float32), np.zeros((2, 2), np.float32),
+                                np.array([0, -1], np.intp), None, np.eye(3), np.zeros(3), np.zeros(4, np.uint32))
 
 
 def test_affine_rows_agrees_with_float64():

@@ -251,16 +251,16 @@ class Reconstruction:
                 ok = arrays.like(self.batch.prepared[i].valid, d) & mask & (d > 0) & (rays[..., 2] > 0)
             ok &= xp.isfinite(d)  # NaN compares False above
             z = d * rays[..., 2]
-            z[~ok] = 0
+            z[~ok] = 0  # z > 0 only at indexed pixels (_native relies on it; an indexed z may underflow to 0)
             index = arrays.flatnonzero(ok)
             cache[i] = index, arrays.astype(z, np.float32), arrays.astype(conf.reshape(-1).take(index), np.float32)
         return cache[i]
 
-    def _dense(self, i):
-        """(depth along the ray, rays, confidence, mask) of view i's prediction: numpy, or tensors
-        on `device` (a ViewStack's view stays where it is when it is there already)."""
-        pred = self.prediction
-        fields = (pred.depth_along_ray, pred.ray_directions, pred.confidence, pred.mask)
+    def _dense(self, i, names=("depth_along_ray", "ray_directions", "confidence", "mask")):
+        """The prediction's fields `names` of view i (by default (depth along the ray, rays,
+        confidence, mask)): numpy, or tensors on `device` (a ViewStack's view stays where it is when
+        it is there already)."""
+        fields = [getattr(self.prediction, name) for name in names]
         if self.device is None:
             return tuple(f[i] for f in fields)
         return tuple(f.tensor(i).to(self.device) if isinstance(f, ViewStack) else arrays.to(f[i], self.device)
@@ -283,7 +283,8 @@ class Reconstruction:
         return self._final_cache[i]
 
     def _corrected(self, i, z, index, conf):
-        """(z, confidence, ratio) of view i after depth_scale and depth completion (see _final)."""
+        """(z, confidence, ratio) of view i after depth_scale and depth completion (see _final). Only
+        multiplies z, so it stays 0 where there is no estimate (_native relies on it)."""
         ratio = None
         if self._depth_scale != 1.0:
             z, ratio = z * np.float32(self._depth_scale), np.float32(self._depth_scale)
@@ -331,9 +332,10 @@ class Reconstruction:
         depth_mode, _, keep_measured = self._options
         prep = self.batch.prepared[i]
         z = self._final(i)[1]
-        # The network's confidence as it is: _to_native reads it only where z > 0, the pixels with an
-        # estimate, whose confidence _final keeps (no map with NaN elsewhere to scatter first).
-        conf = arrays.astype(self._dense(i)[2], np.float32)
+        # The network's confidence as it is: _to_native reads it only where z > 0, which are the
+        # pixels with an estimate (_model), whose confidence _final keeps: no map with NaN elsewhere
+        # to scatter first.
+        conf = arrays.astype(self._dense(i, ("confidence",))[0], np.float32)
         native, conf = _to_native(prep.frame.camera, prep.resize, self.batch.grid, z, conf, depth_mode,
                                   None if depth_mode == "nearest" else self._jumps(i))
         native *= np.float32(self._size)
@@ -475,6 +477,9 @@ def _host_points(rays, depth, index, ratio, rotation, translation, rgbx):
     _resample.points, or numpy in its order (float32: ((c0 r_j0 + c1 r_j1) + c2 r_j2) + t_j)."""
     index = np.ascontiguousarray(index, np.intp)
     rays, depth = np.ascontiguousarray(rays, np.float32).reshape(-1, 3), np.ascontiguousarray(depth, np.float32)
+    rotation, translation = np.asarray(rotation, np.float32), np.asarray(translation, np.float32)
+    if ratio is not None:
+        ratio = np.asarray(ratio, np.float32)
     if _resample is not None:
         xyz, colors = np.empty((len(index), 3), np.float32), np.empty((len(index), 3), np.uint8)
         per_point = ratio is not None and np.ndim(ratio) > 0
@@ -483,6 +488,9 @@ def _host_points(rays, depth, index, ratio, rotation, translation, rgbx):
                          1.0 if ratio is None or per_point else float(ratio), tuple(map(float, rotation.ravel())),
                          tuple(map(float, translation)), rgbx.view(np.uint8), xyz, colors)
         return xyz, colors
+    bad = np.count_nonzero((index < 0) | (index >= depth.size))
+    if bad:  # as the compiled pass reports it (numpy's take would wrap a negative index)
+        raise ValueError(f"index: {bad} of {len(index)} outside the {depth.size} pixels")
     cam = rays.take(index, axis=0)
     d = depth.reshape(-1).take(index)
     xyz = np.empty_like(cam)
