@@ -565,7 +565,7 @@ class TsdfMap:
         cells = key_cells(self._keys[near])
         t, w, c, f = self._padded(near, cells)
         with np.errstate(invalid="ignore"):
-            ok = (w >= wmin) & (np.abs(t) < 1)  # (n, B+1, B+1, B+1)
+            ok = (w >= wmin) & (np.abs(t) < 1)  # (n, B+1, B+1, B+1): observed in the band (the colours)
             sides = _sides(t, ok, f)
         pos = t > 0
         # Crossed voxel edges along each axis, between voxel p (own block) and p + e_axis.
@@ -659,14 +659,14 @@ class TsdfMap:
         own_t, own_w = t[inner], w[inner]
         own_f = (self._looks[self._slots[which]] >= FRONT).reshape((-1,) + shape)
         solid = (own_w >= wmin) & (own_t <= 0)
-        free_side = (own_w >= wmin) & (own_t > 0) & (own_t < 1) & own_f  # _sides, on the free side
+        free_side = _sides(own_t, own_w >= wmin, own_f) & (own_t > 0)
+        surface_side = _sides(t, w >= wmin, False)  # no flag: only tsdf <= 0 qualifies; once, for every neighbour
         for axis in range(3):
             for step in (-1, 1):
                 sel = [slice(None), slice(1, BLOCK + 1), slice(1, BLOCK + 1), slice(1, BLOCK + 1)]
                 sel[axis + 1] = slice(1 + step, BLOCK + 1 + step)
-                tn, wn = t[tuple(sel)], w[tuple(sel)]
-                solid |= (free_side & (wn >= wmin) & (tn <= 0) & (tn > -1)
-                          & (own_t * (1 - SOLID_REACH) < -tn * SOLID_REACH))
+                sel = tuple(sel)
+                solid |= free_side & surface_side[sel] & (own_t * (1 - SOLID_REACH) < -t[sel] * SOLID_REACH)
         return solid.reshape(n, VOXELS)
 
     def _padded(self, which, cells, faces_only=False):
