@@ -469,7 +469,8 @@ def table(f):
               " / ".join(f"{1e3 * f['node_inference_latency_s'][k]:.0f}" for k in ("p50", "p95"))),
              ("pipeline stages p50 (ms): " + ", ".join(f["node_stage_latency_p50_ms"]),
               " / ".join(f"{v:.1f}" for v in f["node_stage_latency_p50_ms"].values())),
-             ("max pipeline queue / max captures waiting for TF (bounds 1 / 10)",
+             ("max pipeline jobs pending (before preparation and before the worker) / max captures waiting "
+              "for TF (bounds 2 / 10)",
               f"{f['max_pipeline_pending']} / {f['max_queued_for_tf']}"),
              ("node CPU, % of one core (run mean / max 1 s)",
               f"{f['node_cpu_percent_of_one_core']:.0f} / {f['node_cpu_percent_max_1s']:.0f}"),

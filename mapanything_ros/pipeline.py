@@ -1,15 +1,20 @@
 """Pipeline: the ROS-free orchestrator. Captures in, reconstructions and a global map out.
 
-Two paths share every step (`_run`):
+Two paths share every step (`_prepare`, then `_run`):
 - live: `submit(frames)` from the ingestion thread (the node's callbacks) only offers the
   capture to the Window, which is cheap (no decoding, no projection: see window.Frame's deferred
-  work); when a new keyframe is admitted, a snapshot of the window's views becomes a job on a
-  bounded queue (latest wins: when it is full the oldest pending job is dropped and counted). A
-  worker thread (`start`/`stop`, or `with pipeline:`) takes jobs one at a time. An exception
-  in a job's steps is caught, counted, logged (at most once per LOG_INTERVAL_S) and passed to
-  the error callbacks; the worker carries on with the next job. A map thread fuses the keyframes
-  into the map (tens of milliseconds a view) while the worker goes on with the next window; its
-  queue holds MAP_QUEUE windows' fusions (when full, the oldest is dropped: map_dropped).
+  work); when a new keyframe is admitted, a snapshot of the window's views becomes a job. Three
+  threads (`start`/`stop`, or `with pipeline:`) then take it in turn, each through a bounded
+  queue: the prepare thread prepares the job's new keyframes, the worker runs the window
+  (inference to the outputs), the map thread fuses its keyframes into the map. So the next
+  window's keyframes are prepared while the worker infers the current one, and the map is fused
+  while the worker goes on (a stage's time, not the sum of the stages, bounds the windows a
+  second). The job queues (before preparation and before the worker) are latest wins: when one
+  is full its oldest job is dropped and counted (the keyframes of a dropped job stay in the window
+  and are prepared, once, with the next job that holds them); the map's queue holds MAP_QUEUE
+  windows' fusions (when full, the oldest is dropped: map_dropped). An exception in a job's steps
+  is caught, counted, logged (at most once per LOG_INTERVAL_S) and passed to the error callbacks;
+  the thread carries on with the next job.
 - offline: `process(frames)` does the same synchronously, fusion included, and returns the Result.
 Use one path per pipeline.
 
@@ -41,8 +46,8 @@ mode, and when the windows switch between world and chain frames. Without poses,
 the main camera between the two newest keyframes of the last chained window (window.MotionRate)
 admits captures by motion as well as by time.
 
-Counters (stats()): captures offered, keyframes admitted, jobs dropped (queue full, or pending
-at stop()/reset()), jobs inferred (backend returned), jobs done (result delivered), jobs
+Counters (stats()): captures offered, keyframes admitted, jobs dropped (queue full, pending or
+being prepared at stop()/reset()), jobs inferred (backend returned), jobs done (result delivered), jobs
 failed (a map fusion that raised included), window resets (time going backwards), map resets with
 the last reasons, keyframes dropped before fusion (map_dropped), keyframes fused into the map,
 keyframes that alone reached more blocks than the map's memory bound keeps (map_overflows) and
@@ -54,7 +59,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -136,7 +141,8 @@ class Result:
     pose is in `poses`, any view's results on demand; chain: the mapping.ChainResult, or None
     when poses were known; map_reset: why the map was cleared before this window, or None;
     timings: seconds per stage that ran before the callbacks (see STAGES; "publish" and "map"
-    are in stats()).
+    are in stats(); "prepare" is the time the job's own preparation took, on the prepare thread
+    when running threads).
     """
 
     seq: int
@@ -207,6 +213,8 @@ class _Job:
     submitted: float  # time.perf_counter()
     config: PipelineConfig  # in force at admission: the whole job runs on it
     context: object  # the caller's, passed to the Result
+    prepared: dict | None = None  # once prepared (Pipeline._prepare): prepare_key -> PreparedView of `frames`
+    prepare_s: float = 0.0  # what the preparation took
 
 
 COUNTERS = ("captures", "keyframes", "dropped", "inferred", "done", "failed", "window_resets", "map_resets",
@@ -232,7 +240,10 @@ class Pipeline:
         self._map_lock = threading.RLock()  # the map itself, its frame and stamp
         self._lock = threading.Lock()  # window, queues, counters, epochs
         self._wake = threading.Condition(self._lock)
-        self._queue = deque()
+        self._to_prepare = deque()  # jobs for the prepare thread
+        self._preparing = False
+        self._prepare_thread = None
+        self._queue = deque()  # prepared jobs for the worker
         self._busy = False
         self._thread = None
         self._map_items = deque()  # _MapItems for the map thread, in order
@@ -246,8 +257,9 @@ class Pipeline:
         self._frame_epoch = None  # window epoch and pose frame of the windows sent to the map (worker)
         self._frame_pose = None
         self._map_pose_frame = None  # pose frame of the map's content (map thread)
-        self._prepared = {}  # window.prepare_key -> PreparedView of the frames in the window (worker only)
-        self._bad = set()  # Frame.key of keyframes that failed to prepare (worker only)
+        # Touched by _prepare only: the prepare thread, or process()'s caller offline.
+        self._views = {}  # window.prepare_key -> PreparedView of the frames in the window
+        self._bad = set()  # Frame.key of keyframes that failed to prepare
         self._in_map = set()  # Frame.key of the keyframes sent to the map (in the window's epoch)
         self._last = None  # (job, Result) of the newest window, for flush_map
         self._map_stamp = None  # Result.stamp_ns of the newest window in the map
@@ -276,19 +288,19 @@ class Pipeline:
         submission, job = self._admit(frames, context)
         if job is not None:
             with self._wake:
-                if len(self._queue) >= self.config.queue_size:
-                    self._queue.popleft()
-                    self._counts["dropped"] += 1
-                self._queue.append(job)
-                self._wake.notify_all()  # the worker and the map thread wait on it
+                self._offer(self._to_prepare, job)
         return submission
 
     def process(self, frames, context=None):
         """Offer a capture and, if it is a new keyframe, run its window now (offline path).
 
         Returns (Submission, Result or None); None when not admitted or when the job failed
-        (counted and reported to the error callbacks like on the worker).
+        (counted and reported to the error callbacks like on the threads). RuntimeError while the
+        threads run (one path per pipeline).
         """
+        with self._wake:
+            if any(t.is_alive() for t in self._threads()):
+                raise RuntimeError("process() while the pipeline's threads run: use submit(), or stop() first")
         submission, job = self._admit(frames, context)
         return submission, (None if job is None else self._execute(job))
 
@@ -297,47 +309,51 @@ class Pipeline:
         self._on_result.append(callback)
 
     def on_error(self, callback):
-        """Call callback(seq, exception) for every failed window."""
+        """Call callback(seq, exception) for every failed window: on the prepare thread (a frame
+        that cannot be prepared) or the worker, so callbacks must be thread-safe; in process()
+        when running offline."""
         self._on_error.append(callback)
 
     def on_publish_error(self, callback):
         """Call callback(seq, exception) for every exception raised by a result callback."""
         self._on_publish_error.append(callback)
 
-    # ---------------------------------------------------------------- worker
+    # ---------------------------------------------------------------- threads
 
     def start(self):
-        """Start the worker thread (no-op if running; after stop(), once the stopped threads ended:
-        their job in progress ends first)."""
+        """Start the threads (no-op if running; after stop(), once the stopped threads ended: their
+        job in progress ends first)."""
         with self._wake:
             if self._thread is not None and self._thread.is_alive() and not self._stopping:
                 return
-            old = [t for t in (self._thread, self._map_thread) if t is not None]
+            old = self._threads()
         for thread in old:
             thread.join()
         with self._wake:
             self._stopping = False
-            self._thread = threading.Thread(target=self._serve, args=(self._queue, "_busy", self._execute),
-                                            name="mapanything-pipeline", daemon=True)
-            self._map_thread = threading.Thread(target=self._serve, args=(self._map_items, "_map_busy",
-                                                                          self._apply_logged),
-                                                name="mapanything-map", daemon=True)
-            self._thread.start()
-            self._map_thread.start()
+            self._prepare_thread, self._thread, self._map_thread = (
+                threading.Thread(target=self._serve, args=(items, busy, run), name=name, daemon=True)
+                for items, busy, run, name in (
+                    (self._to_prepare, "_preparing", self._prepare_job, "mapanything-prepare"),
+                    (self._queue, "_busy", self._execute, "mapanything-pipeline"),
+                    (self._map_items, "_map_busy", self._apply_logged, "mapanything-map")))
+            for thread in self._threads():
+                thread.start()
 
     def stop(self, timeout=None):
         """Stop the threads: the job running ends after its current stage (inference, whose call
-        cannot be cut short, included) without a result, the keyframe being fused ends, pending jobs
-        and map work are dropped (counted). Returns True when both threads ended within `timeout`
-        seconds (None: wait)."""
+        cannot be cut short, included) without a result, a job being prepared is dropped when its
+        preparation ends, the keyframe being fused ends, pending jobs and map work are dropped
+        (counted). Returns True when the threads ended within `timeout` seconds (None: wait)."""
         with self._wake:
             self._stopping = True
-            self._counts["dropped"] += len(self._queue)
+            self._counts["dropped"] += len(self._queue) + len(self._to_prepare)
             self._counts["map_dropped"] += sum(len(item.indices) for item in self._map_items)
+            self._to_prepare.clear()
             self._queue.clear()
             self._map_items.clear()
             self._wake.notify_all()
-            threads = [t for t in (self._thread, self._map_thread) if t is not None]
+            threads = self._threads()
         end = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
             thread.join(None if end is None else max(0.0, end - time.monotonic()))
@@ -346,8 +362,8 @@ class Pipeline:
     def drain(self, timeout=None):
         """Wait until no job and no map work is pending or running; True if so within `timeout` seconds."""
         with self._wake:
-            return self._wake.wait_for(lambda: not (self._queue or self._busy or self._map_items or self._map_busy),
-                                       timeout)
+            return self._wake.wait_for(lambda: not (self._to_prepare or self._preparing or self._queue or self._busy
+                                                    or self._map_items or self._map_busy), timeout)
 
     def __enter__(self):
         self.start()
@@ -432,7 +448,8 @@ class Pipeline:
         a job running now is discarded. Counters and latencies are kept unless `counters`."""
         with self._chain_lock, self._map_lock, self._wake:
             self.window.clear()
-            self._counts["dropped"] += len(self._queue)
+            self._counts["dropped"] += len(self._queue) + len(self._to_prepare)
+            self._to_prepare.clear()
             self._queue.clear()
             self._map_items.clear()
             self._epoch += 1
@@ -455,7 +472,7 @@ class Pipeline:
                     v = np.fromiter(values, float)
                     latency[stage] = {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
                                       "max": float(v.max()), "count": len(v)}
-            return Stats(**self._counts, pending=len(self._queue), map_blocks=self._map_blocks,
+            return Stats(**self._counts, pending=len(self._to_prepare) + len(self._queue), map_blocks=self._map_blocks,
                          reasons=tuple(self._reasons), latency=latency)
 
     # ---------------------------------------------------------------- internals
@@ -480,6 +497,43 @@ class Pipeline:
             self._seq += 1
             job = _Job(self._seq, tuple(self.window.views()), self._epoch, time.perf_counter(), self.config, context)
         return Submission(True, admission.reason, admission.reset, job.seq), job
+
+    def _threads(self):
+        """The threads started (prepare, worker, map), under the lock."""
+        return [t for t in (self._prepare_thread, self._thread, self._map_thread) if t is not None]
+
+    def _offer(self, items, job):
+        """Queue a job on `items` (a job queue), latest wins: when full, its oldest job is dropped
+        (counted). Under the lock."""
+        if len(items) >= self.config.queue_size:
+            items.popleft()
+            self._counts["dropped"] += 1
+        items.append(job)
+        self._wake.notify_all()  # the threads wait on it
+
+    def _prepare_job(self, job):
+        """The prepare thread's step: prepare a job's new keyframes, then queue it for the worker.
+        A job that stop() or a reset() since its admission made pointless is dropped (counted),
+        before its preparation or after it; one that cannot be prepared fails (counted, reported)."""
+        with self._wake:
+            if self._dropped_if_stale(job):
+                return
+        try:
+            job = self._prepare(job)
+        except Exception as err:  # the thread must survive any bad input
+            self._failed(job, err)
+            return
+        with self._wake:
+            if not self._dropped_if_stale(job):
+                self._offer(self._queue, job)
+
+    def _dropped_if_stale(self, job):
+        """Whether stop() or a reset() since the job's admission made it pointless; if so it is
+        counted as dropped. Under the lock."""
+        if self._stopping or job.epoch < self._cleared_epoch:
+            self._counts["dropped"] += 1
+            return True
+        return False
 
     def _serve(self, items, busy, run):
         """A thread's loop: run(item) for each item of the deque `items` in turn, with the flag
@@ -520,11 +574,18 @@ class Pipeline:
             return None
 
     def _run(self, job):
-        """The steps of one window up to its Result: preparation of new keyframes, assembly,
-        inference, reconstruction (native depth left to first use) and chaining. Returns None when a
-        reset() since the job's admission made it stale."""
+        """The steps of one window up to its Result: preparation of new keyframes (unless the
+        prepare thread did it), assembly, inference, reconstruction (native depth left to first use)
+        and chaining. Returns None when a reset() since the job's admission made it stale."""
         cfg = job.config
-        timings = {}
+        with self._wake:
+            if job.epoch < self._cleared_epoch:  # reset() since its admission: not worth inferring
+                self._counts["dropped"] += 1
+                return None
+        if job.prepared is None:
+            job = self._prepare(job)
+        frames = job.frames
+        timings = {"prepare": job.prepare_s}
         clock = time.perf_counter()
 
         def lap(stage):
@@ -533,9 +594,7 @@ class Pipeline:
             timings[stage] = now - clock
             clock = now
 
-        frames = self._prepare(job)
-        lap("prepare")
-        batch = assemble(frames, cfg.batch, self._prepared)
+        batch = assemble(frames, cfg.batch, job.prepared)
         lap("assembly")
         prediction = self.backend.predict(batch)
         lap("inference")
@@ -572,28 +631,31 @@ class Pipeline:
         return Result(job.seq, frames[0].stamp_ns, cfg, job.context, recon, chained, map_reset, timings)
 
     def _prepare(self, job):
-        """The job's frames, each prepared once (window.prepare) while it stays in the window. A
-        frame that cannot be prepared (bad image, depth not matching the camera) is dropped from
-        the window and reported by raising ValueError; later jobs leave it out."""
+        """The job with its frames prepared (`prepared`, `prepare_s`), each frame once
+        (window.prepare) while it stays in the window. A frame that cannot be prepared (bad image,
+        depth not matching the camera) is dropped from the window and reported by raising
+        ValueError; later jobs leave it out. Frames that failed before are left out of the job."""
+        clock = time.perf_counter()
         cfg = job.config.batch
         frames = [f for f in job.frames if f.key not in self._bad]
         if not frames:
             raise ValueError("every frame of the window failed to prepare")
         size = batch_size(frames, cfg)
         keys = [prepare_key(f, size, cfg) for f in frames]
-        self._prepared = {k: self._prepared[k] for k in keys if k in self._prepared}
+        self._views = {k: self._views[k] for k in keys if k in self._views}
         for frame, key in zip(frames, keys):
-            if key in self._prepared:
+            if key in self._views:
                 continue
             try:
-                self._prepared[key] = prepare(frame, size, cfg)
+                self._views[key] = prepare(frame, size, cfg)
             except ValueError as err:
                 self._bad = {f.key for f in job.frames if f.key in self._bad} | {frame.key}
                 with self._wake:
                     self.window.discard(frame.key)
                     self._counts["bad_frames"] += 1
                 raise ValueError(f"keyframe {frame.frame_id} at {frame.stamp_ns} ns dropped: {err}") from err
-        return frames
+        return replace(job, frames=tuple(frames), prepared={k: self._views[k] for k in keys},
+                       prepare_s=time.perf_counter() - clock)
 
     def _map_frame(self, epoch, pose_frame):
         """Clear the chain and map when this window cannot share their frame; returns why, or None
@@ -742,9 +804,11 @@ class Pipeline:
         with self._wake:
             self._counts["failed"] += 1
             failed = self._counts["failed"]
-        now = time.monotonic()
-        if now - self._last_log >= LOG_INTERVAL_S:
-            self._last_log = now
+            now = time.monotonic()  # two threads fail jobs: the prepare thread and the worker
+            due = now - self._last_log >= LOG_INTERVAL_S
+            if due:
+                self._last_log = now
+        if due:
             log.error("window %d failed (%d failures so far): %r", job.seq, failed, err, exc_info=err)
         for callback in self._on_error:
             try:

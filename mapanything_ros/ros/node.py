@@ -62,7 +62,7 @@ LEVELS = {WARN: diagnostics.WARN, ERROR: diagnostics.ERROR}  # session levels ->
 # After start-up, another node of the same name is looked for this often, this many times (over
 # Fast DDS's default lease duration, 20 s, after which a node that ended unannounced is forgotten).
 DUPLICATE_CHECK_S, DUPLICATE_LOOKS = 7.0, 4
-# GIL switch interval of the node's process (s). The pipeline worker and the executor threads share
+# GIL switch interval of the node's process (s). The pipeline's threads and the executor share
 # the GIL; at Python's default 5 ms, a callback making many short numpy calls waits up to 5 ms to
 # get the GIL back after each one while the worker computes (the "convoy effect"): measured with
 # the oracle backend, an image callback stalled 2.4 s and the first window took 2.8 s instead of
@@ -610,8 +610,9 @@ class _MapAnything:
         self.diag_pub.publish(msg)
 
     def shutdown(self, timeout=10.0):
-        """Stop the pipeline worker (the job running ends after its current stage; see Pipeline.stop)
-        and the map thread; True when the worker ended within `timeout` seconds."""
+        """Stop the pipeline's threads (the job running ends after its current stage; see
+        Pipeline.stop) and the node's map thread (publication, save, load); True when the pipeline's
+        ended within `timeout` seconds."""
         if self.session is None:
             return True
         self._active = False

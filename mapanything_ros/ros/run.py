@@ -102,9 +102,9 @@ class _DebugHandler(logging.Handler):
 def main(argv=None, stop=None, managed=False):
     """Run the node (`mapanything_node --ros-args -p cameras:=[front] ...`) until a stop signal.
 
-    The stop is in order: the executor (no more inputs), then the pipeline worker (the window
+    The stop is in order: the executor (no more inputs), then the pipeline's threads (the window
     being made ends after its current stage, unpublished), then the node and ROS. rclpy's own
-    signal handler would shut ROS down first, under the worker's feet. An inference that has not
+    signal handler would shut ROS down first, under the threads' feet. An inference that has not
     ended STOP_GRACE_S after the signal (a large window on a CPU can take minutes, and a running
     torch call cannot be cut short) is abandoned: after ROS is shut down the process exits at
     once with code 0 (letting the interpreter finalise under a thread still in torch aborts it).

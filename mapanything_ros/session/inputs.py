@@ -85,7 +85,7 @@ class Cloud:
 def image_decoder(msg, camera, source):
     """A function returning the (H, W, 3) uint8 RGB of a sensor_msgs Image or CompressedImage `msg`
     (one that has a `format` field), checked against `camera` (a CameraModel) and decoded only when
-    called: on the pipeline's worker, for keyframes (window.Frame's deferred image). What can be
+    called: on the pipeline's prepare thread, for keyframes (window.Frame's deferred image). What can be
     checked without decoding is checked now: the encoding or format, the raw sizes against the
     message's data and the CameraInfo. Raises ValueError (naming `source`, e.g. the topic) now for
     those and when called for the rest (undecodable or wrongly sized compressed data)."""

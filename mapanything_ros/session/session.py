@@ -6,7 +6,7 @@ they arrived, and turn each WindowOutput into messages or files. Every input rul
 
 - Images: dropped (reported) before a valid CameraInfo, without header.frame_id, stamped 0 (TF
   time 0 means "the latest pose"), or undecodable as far as can be told without decoding (the
-  decoding waits until the image is a keyframe's, on the pipeline worker). Stamps more than
+  decoding waits until the image is a keyframe's, on the pipeline's prepare thread). Stamps more than
   CLOCK_SKEW_S from the arrival clock are reported.
 - sync.CaptureSync groups images and depth into captures. Depth never stalls the cameras: a
   capture takes the LiDAR sweep within depth_tolerance that is already buffered (its points are
@@ -24,7 +24,8 @@ they arrived, and turn each WindowOutput into messages or files. Every input rul
 
 Every admitted frame carries a Keyframe record (Frame.meta: camera, CameraInfo, TF pose at its
 image stamp) for exactly as long as it is in the window. Threads: the caller's input thread
-(inputs, tick, configure, reset: one lock) and the pipeline worker (outputs). The parameters are
+(inputs, tick, configure, reset: one lock) and the pipeline's threads (preparation, the outputs on
+its worker, the map). The parameters are
 an immutable snapshot: `configure` makes a new one, and each window is made and published
 entirely with the snapshot in force when its keyframe was admitted (WindowOutput.values).
 
@@ -179,7 +180,7 @@ class Session:
             self.pipeline.start()
 
     def stop(self, timeout=None):
-        """Stop the worker (see Pipeline.stop); True when it ended within `timeout` s."""
+        """Stop the pipeline's threads (see Pipeline.stop); True when they ended within `timeout` s."""
         return self.pipeline.stop(timeout)
 
     # ---------------------------------------------------------------- inputs

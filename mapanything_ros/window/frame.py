@@ -21,7 +21,7 @@ class Frame:
     unused here: it lives exactly as long as the frame in the window.
     Deferred work: `image` and `sparse_depth` may be functions returning them (decoding, LiDAR
     projection), called by `resolved()` only for frames that become keyframes, on the pipeline's
-    worker (window.prepare), never on the thread that offers the capture.
+    prepare thread (window.prepare), never on the thread that offers the capture.
     """
 
     image: np.ndarray
