@@ -383,6 +383,11 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended, shm):
     def series(status, key):
         return [int(float(d[status][key])) for d in during if key in d.get(status, {})]
 
+    def count_at(t_ns, status, key):
+        """A counter of the node's diagnostics as the last message up to t_ns said it (0 before any)."""
+        said = [int(float(d[status][key])) for t, d in m.diagnostics if t <= t_ns and key in d.get(status, {})]
+        return said[-1] if said else 0
+
     points = lat("points")
     first, last = lat("points", start, start + span), lat("points", end - span, end)
     sync = final["sync"]
@@ -421,6 +426,8 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended, shm):
         "node_stage_latency_p50_ms": {stage: 1e3 * float(final["pipeline"].get(f"{stage}_latency_p50_s", "nan"))
                                       for stage in STAGES},
         "max_pipeline_pending": max(series("pipeline", "pending"), default=None),
+        "pipeline_dropped_first": {"span_s": span / SEC,
+                                   "dropped": count_at(start + span, "pipeline", "dropped_pipeline_queue")},
         "max_queued_for_tf": max(series("sync", "queued_for_tf"), default=None),
         "node_cpu_percent_of_one_core": cpu, "node_cpu_percent_max_1s": max(per_second, default=float("nan")),
         "node_rss_mb": {"final": run[-1][2] / 2**20, "peak_sampled": max(s[2] for s in run) / 2**20,
@@ -469,6 +476,9 @@ def table(f):
               " / ".join(f"{1e3 * f['node_inference_latency_s'][k]:.0f}" for k in ("p50", "p95"))),
              ("pipeline stages p50 (ms): " + ", ".join(f["node_stage_latency_p50_ms"]),
               " / ".join(f"{v:.1f}" for v in f["node_stage_latency_p50_ms"].values())),
+             (f"windows dropped by the latest-wins queues in the first {f['pipeline_dropped_first']['span_s']:g} s "
+              "of load / in all",
+              f"{f['pipeline_dropped_first']['dropped']} / {f['drops']['pipeline_dropped_pipeline_queue']}"),
              ("max pipeline jobs pending (before preparation and before the worker) / max captures waiting "
               "for TF (bounds 2 / 10)",
               f"{f['max_pipeline_pending']} / {f['max_queued_for_tf']}"),
