@@ -576,11 +576,10 @@ class Pipeline:
     def _run(self, job):
         """The steps of one window up to its Result: preparation of new keyframes (unless the
         prepare thread did it), assembly, inference, reconstruction (native depth left to first use)
-        and chaining. Returns None when a reset() since the job's admission made it stale."""
+        and chaining. Returns None when stop() or a reset() since the job's admission made it stale."""
         cfg = job.config
         with self._wake:
-            if job.epoch < self._cleared_epoch:  # reset() since its admission: not worth inferring
-                self._counts["dropped"] += 1
+            if self._dropped_if_stale(job):  # not worth inferring
                 return None
         if job.prepared is None:
             job = self._prepare(job)
