@@ -14,6 +14,10 @@
    azimuth step, as Ouster and the synthetic LiDAR stamp points); and motion-compensated with a
    distinct time for every point (the worst case: one pose each). At two sweep sizes (--sweeps:
    beams x azimuths; by default 64 x 4063 = 260,032 points and 128 x 8192 = 1,048,576).
+4. The native depth's resampling stencil of a camera (geometry.resample.Stencil: built once per
+   camera and model size, on the camera's first outputs), compiled (mapanything_ros._resample)
+   against numpy in the same run, identical tables required, at three camera sizes; the ray maps
+   it reads are computed before the timing (part 1 times those).
 """
 
 import argparse
@@ -30,7 +34,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from timing import cpu_timed  # noqa: E402  (bench/timing.py, beside this script)
 from mapanything_ros.geometry import depth as depth_module  # noqa: E402
-from mapanything_ros.geometry.camera import CameraModel, clear_ray_cache  # noqa: E402
+from mapanything_ros.geometry import resample  # noqa: E402
+from mapanything_ros.geometry.resize import Resize  # noqa: E402
+from mapanything_ros.geometry.camera import GRID_INDEX, CameraModel, clear_ray_cache  # noqa: E402
 from mapanything_ros.geometry.depth import SourceMotion, project_to_depth  # noqa: E402
 from mapanything_ros.geometry.transforms import pose_from_quat_trans  # noqa: E402
 import reference_depth  # noqa: E402
@@ -96,6 +102,31 @@ def timed(fn, repeat=1):
     return cpu_timed(fn, repeat, time.perf_counter)
 
 
+def stencil_builds():
+    """Part 4: {camera size: (seconds compiled, seconds numpy, identical)} of the stencil build."""
+    compiled = resample._resample
+    if compiled is None:
+        raise SystemExit("mapanything_ros._resample is not built (CMakeLists.txt)")
+    cameras = [CameraModel.pinhole(500, 500, 319.5, 239.5, 640, 480), PLUMB_720P,
+               CameraModel(1920, 1200, (1050, 0, 961.3, 0, 1052, 599.4, 0, 0, 1), PLUMB_720P.d, "plumb_bob")]
+    out = {}
+    for camera in cameras:
+        r = Resize.to_model(*camera.image_size)
+        camera.ray_map(grid=GRID_INDEX), camera.ray_map(grid=GRID_INDEX, resize=r)  # cached: part 1 times them
+        tables, seconds = [], []
+        try:
+            for steps in (compiled, None):
+                resample._resample = steps
+                took, st = cpu_timed(lambda: resample._stencil.__wrapped__(camera, r, GRID_INDEX), 3)
+                tables.append(st.tables)
+                seconds.append(took)
+        finally:
+            resample._resample = compiled
+        same = all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in zip(*tables))
+        out["x".join(map(str, camera.image_size))] = (*seconds, same)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the figures to this path")
@@ -141,6 +172,7 @@ def main():
             seconds.append(took)
             same = all(np.array_equal(m.view(np.uint32), maps[-1].view(np.uint32)) for m in maps[:-1])
             throughput[f"{name}_{len(cloud)}"] = (len(cloud), *seconds, same)
+    stencils = stencil_builds()
 
     figures = {
         "rays_1920x1080_rational_first_s": first_s,
@@ -164,6 +196,9 @@ def main():
         figures[f"project_{name}_speedup_over_numpy"] = numpy_s / new_s
         figures[f"project_{name}_speedup"] = old_s / new_s
         figures[f"project_{name}_identical"] = same
+    for size, (new_s, numpy_s, same) in stencils.items():
+        figures[f"stencil_{size}_s"], figures[f"stencil_{size}_numpy_s"] = new_s, numpy_s
+        figures[f"stencil_{size}_identical"] = same
     print("| measurement | value |\n|---|---|")
     print(f"| rays 1920x1080 rational_polynomial, first computation | {first_s * 1e3:.1f} ms |")
     print(f"| rays 1920x1080, cached lookup (median of 1000) | {cached_s * 1e6:.2f} µs |")
@@ -180,11 +215,18 @@ def main():
         print(f"| {name.rsplit('_', 1)[0].replace('_', ' ')} | {n:,} | {n / new_s / 1e6:.1f} M points/s ({new_s * 1e3:.1f} ms) | "
               f"{n / numpy_s / 1e6:.1f} M/s ({numpy_s * 1e3:.1f} ms) | {n / old_s / 1e6:.1f} M/s ({old_s * 1e3:.1f} ms) | "
               f"{numpy_s / new_s:.1f}x / {old_s / new_s:.1f}x | {'yes' if same else 'NO'} |")
+    print("\n| native depth's stencil, built once per camera, CPU time (median of 3) | compiled | numpy alone | "
+          "speed-up | identical |\n|---|---|---|---|---|")
+    for size, (new_s, numpy_s, same) in stencils.items():
+        print(f"| {size} | {new_s * 1e3:.1f} ms | {numpy_s * 1e3:.1f} ms | {numpy_s / new_s:.1f}x | "
+              f"{'yes' if same else 'NO'} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)
     if not all(row[-1] for row in throughput.values()):
         raise SystemExit("depth maps differ between the compiled steps, numpy and the implementation before issue 9")
+    if not all(row[-1] for row in stencils.values()):
+        raise SystemExit("the compiled stencil differs from numpy's")
 
 
 if __name__ == "__main__":

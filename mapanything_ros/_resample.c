@@ -45,8 +45,23 @@
  * ((c0 r_j0 + c1 r_j1) + c2 r_j2) + t_j; reconstruction.py's numpy fallback computes the same. An
  * index outside the rays raises ValueError (after the pass, whose point there is NaN).
  *
+ * stencil(uv, p, cols, fx, rows, fy, inside, width, index, weight) -> None
+ *   uv            float64 (n * 2): the model pixels' normalised image coordinates (x/z, y/z; NaN = none)
+ *   p             float64 (m * 2): the native pixels' (an h x w image, m = h * w)
+ *   cols, fx      intp (w), float64 (w): each native column's model column left of it and its offset
+ *                 from it (Resize.cells); rows, fy likewise per native row (h)
+ *   inside        bool (m): native pixels inside the model image's crop
+ *   width         the model image's width
+ *   index, weight writable intp (3 * m), float32 (3 * m): geometry.resample.Stencil's tables
+ * The steps of resample._stencil_tables in float64, in its order: the triangle of the model cell
+ * around each native pixel, its vertices' pixel weights, the barycentric weights of p in their uv
+ * (1 and 0 where the pixel is a model pixel, which all three then index), NaN where one is not
+ * finite, p is not, or the pixel is outside the crop. test_geometry_resize.py checks both give
+ * the same bits. A model column or row outside the model image raises ValueError.
+ *
  * Why compiled code: the numpy paths make a dozen or more passes over their pixels (jumps: 3.5 ms a
  * 518x392 view, native: 3.8 ms a 640x480 view; points: five gathers, the products and the transform;
+ * the stencil, once per camera: 1.2 s at 1920x1200, on the first window's outputs;
  * docs/performance.md#rigs).
  */
 
@@ -268,6 +283,93 @@ static PyObject *points_py(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The tables of resample._stencil_tables for native pixels (h x w); returns 0, or -1 when a model column
+ * or row is outside the model image (wo x ho). */
+static int stencil(const double *uv, const double *p, const Py_ssize_t *cols, const double *fx,
+                   const Py_ssize_t *rows, const double *fy, const uint8_t *inside, Py_ssize_t w, Py_ssize_t h,
+                   Py_ssize_t wo, Py_ssize_t ho, Py_ssize_t *index, float *weight)
+{
+    const Py_ssize_t m = w * h;
+    for (Py_ssize_t j = 0; j < w; j++)
+        if (cols[j] < 0 || cols[j] >= wo) return -1;
+    for (Py_ssize_t i = 0; i < h; i++)
+        if (rows[i] < 0 || rows[i] >= ho) return -1;
+    for (Py_ssize_t i = 0; i < h; i++) {
+        const Py_ssize_t r0 = rows[i], r1 = r0 + 1 < ho ? r0 + 1 : ho - 1;
+        for (Py_ssize_t j = 0; j < w; j++) {
+            const Py_ssize_t k = i * w + j, c0 = cols[j], c1 = c0 + 1 < wo ? c0 + 1 : wo - 1;
+            /* Corner k, its neighbour x along the row and y along the column, and their weights in pixels. */
+            const int far = fx[j] + fy[i] > 1;
+            const Py_ssize_t rk = far ? r1 : r0, ck = far ? c1 : c0, cx = far ? c0 : c1, ry = far ? r0 : r1;
+            const double px = far ? 1 - fx[j] : fx[j], py = far ? 1 - fy[i] : fy[i];
+            const Py_ssize_t at[3] = {rk * wo + ck, rk * wo + cx, ry * wo + ck};
+            const int counts[3] = {1 - px - py != 0, px != 0, py != 0};
+            const int single = counts[0] + counts[1] + counts[2] == 1;
+            const double *a = uv + 2 * at[0], *b = uv + 2 * at[1], *c = uv + 2 * at[2], *q = p + 2 * k;
+            double wt[3];
+            if (single) {
+                for (int v = 0; v < 3; v++) wt[v] = counts[v];
+            } else {
+                const double ab0 = b[0] - a[0], ab1 = b[1] - a[1], ac0 = c[0] - a[0], ac1 = c[1] - a[1];
+                const double ap0 = q[0] - a[0], ap1 = q[1] - a[1];
+                const double det = ab0 * ac1 - ab1 * ac0;
+                const double wb = (ap0 * ac1 - ap1 * ac0) / det, wc = (ab0 * ap1 - ab1 * ap0) / det;
+                wt[0] = 1 - wb - wc;
+                wt[1] = wb;
+                wt[2] = wc;
+            }
+            const int bad = !(isfinite(wt[0]) && isfinite(wt[1]) && isfinite(wt[2]) && isfinite(q[0]) &&
+                              isfinite(q[1])) || !inside[k];
+            const int first = counts[0] ? 0 : (counts[1] ? 1 : 2); /* the one model pixel, when single */
+            for (int v = 0; v < 3; v++) {
+                weight[v * m + k] = bad ? NAN : (float)wt[v];
+                index[v * m + k] = single ? at[first] : at[v];
+            }
+        }
+    }
+    return 0;
+}
+
+static PyObject *stencil_py(PyObject *self, PyObject *args)
+{
+    enum { N = 9 };
+    PyObject *o[N];
+    Py_buffer b[N];
+    Py_ssize_t width;
+    (void)self;
+    memset(b, 0, sizeof b);
+    if (!PyArg_ParseTuple(args, "OOOOOOOnOO:stencil", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &width, &o[7],
+                          &o[8]))
+        return NULL;
+    int ok = get(o[0], &b[0], "uv", "d", -1, 0) == 0 && get(o[2], &b[2], "cols", "n", -1, 0) == 0 &&
+             get(o[4], &b[4], "rows", "n", -1, 0) == 0;
+    const Py_ssize_t n = ok ? b[0].len / 16 : 0, w = ok ? b[2].len / (Py_ssize_t)sizeof(Py_ssize_t) : 0,
+                     h = ok ? b[4].len / (Py_ssize_t)sizeof(Py_ssize_t) : 0;
+    if (ok && (width <= 0 || n % width != 0 || w > PY_SSIZE_T_MAX / (h > 0 ? h : 1) / 3)) {
+        PyErr_SetString(PyExc_ValueError, "width: not the width of the model image, or too many native pixels");
+        ok = 0;
+    }
+    const Py_ssize_t m = w * h;
+    ok = ok && get(o[1], &b[1], "p", "d", 2 * m, 0) == 0 && get(o[3], &b[3], "fx", "d", w, 0) == 0 &&
+         get(o[5], &b[5], "fy", "d", h, 0) == 0 && get(o[6], &b[6], "inside", "?", m, 0) == 0 &&
+         get(o[7], &b[7], "index", "n", 3 * m, 1) == 0 && get(o[8], &b[8], "weight", "f", 3 * m, 1) == 0;
+    int outside = 0;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        outside = stencil(b[0].buf, b[1].buf, b[2].buf, b[3].buf, b[4].buf, b[5].buf, b[6].buf, w, h, width,
+                          n / width, b[7].buf, b[8].buf);
+        Py_END_ALLOW_THREADS
+    }
+    for (int i = 0; i < N; i++)
+        if (b[i].obj != NULL) PyBuffer_Release(&b[i]);
+    if (ok && outside) {
+        PyErr_SetString(PyExc_ValueError, "cols, rows: a model column or row outside the model image");
+        ok = 0;
+    }
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"native", native, METH_VARARGS,
      "native(inv, conf, index, weight, cell, sides, across, down, width, depth, confidence) -> None: the native "
@@ -278,6 +380,9 @@ static PyMethodDef methods[] = {
     {"points", points_py, METH_VARARGS,
      "points(rays, depth, index, ratio, scale, rotation, translation, rgbx, xyz, rgb) -> None: the world points "
      "and colours of a view's model pixels (see _resample.c)."},
+    {"stencil", stencil_py, METH_VARARGS,
+     "stencil(uv, p, cols, fx, rows, fy, inside, width, index, weight) -> None: the tables of "
+     "geometry.resample.Stencil (see _resample.c)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -349,3 +349,59 @@ def test_compiled_edge_jumps_take_only_what_numpy_rounds_alike(monkeypatch):
         compiled.jumps(v.ravel(), 30, 0.05, across[:-1], down)
     with pytest.raises(ValueError, match="v"):
         compiled.jumps(v.astype(np.float64).ravel(), 30, 0.05, across, down)
+
+
+def _tables_both_ways(monkeypatch, camera, r, grid):
+    """The stencil of (camera, r, grid) built by the compiled tables and by numpy (uncached)."""
+    from mapanything_ros.geometry import resample
+
+    compiled = resample._stencil.__wrapped__(camera, r, grid)
+    monkeypatch.setattr(resample, "_resample", None)
+    plain = resample._stencil.__wrapped__(camera, r, grid)
+    monkeypatch.undo()
+    return compiled, plain
+
+
+@pytest.mark.parametrize("grid", [GRID_INDEX, GRID_CENTER])
+@pytest.mark.parametrize("camera, out", [(RATIONAL, None), (RATIONAL, (112, 84)), (FISHEYE, None),
+                                         (FISHEYE, (518, 392)), (FISHEYE, (128, 96)), (FISHEYE, (70, 42))])
+def test_compiled_stencil_is_numpys_to_the_bit(monkeypatch, camera, out, grid):
+    """_resample.stencil gives _stencil_tables' index and weights bit for bit (NaN where numpy's
+    are), for shrinking, enlarging and same-size resizes, a fisheye's invalid rays included."""
+    pytest.importorskip("mapanything_ros._resample")
+    r = Resize.to_model(*camera.image_size) if out is None else Resize.cover(camera.image_size, out)
+    compiled, plain = _tables_both_ways(monkeypatch, camera, r, grid)
+    for a, b in zip(compiled.tables, plain.tables):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a.view(np.uint32) if a.dtype == np.float32 else a,
+                                      b.view(np.uint32) if b.dtype == np.float32 else b)
+    assert (compiled.shape, compiled.model_size) == (plain.shape, plain.model_size)
+
+
+def test_compiled_stencil_tables_on_random_and_special_coordinates():
+    """Random model and native coordinates with NaN and infinities, pixel offsets on cell sides,
+    corners and diagonals (the single-pixel and degenerate cases), against _stencil_tables."""
+    _resample = pytest.importorskip("mapanything_ros._resample")
+    from mapanything_ros.geometry.resample import _stencil_tables
+
+    rng = np.random.default_rng(7)
+    for wo, ho, w, h in [(9, 7, 23, 17), (2, 2, 5, 4), (1, 3, 4, 6), (5, 1, 7, 2)]:
+        uv = rng.normal(size=(wo * ho, 2))
+        uv[rng.random(uv.shape) < 0.05] = np.nan
+        uv[rng.random(uv.shape) < 0.02] = np.inf
+        uv[3 % len(uv)] = uv[0]  # a degenerate triangle somewhere
+        p = rng.normal(size=(w * h, 2))
+        p[rng.random(p.shape) < 0.05] = np.nan
+        fx = rng.choice([0.0, 1.0, 0.5, -0.25, 1.25, 0.3, 0.7], w)
+        fy = rng.choice([0.0, 1.0, 0.5, -0.25, 1.25, 0.3, 0.7], h)
+        c0, r0 = rng.integers(0, max(wo - 1, 1), w), rng.integers(0, max(ho - 1, 1), h)
+        inside = rng.random((h, w)) < 0.9
+        want_index, want_weight = _stencil_tables(uv, p, c0, fx, r0, fy, inside, wo, ho)
+        index, weight = np.empty((3, w * h), np.intp), np.empty((3, w * h), np.float32)
+        _resample.stencil(uv, p, c0.astype(np.intp), fx, r0.astype(np.intp), fy, inside, wo, index, weight)
+        np.testing.assert_array_equal(index, want_index)
+        np.testing.assert_array_equal(weight.view(np.uint32), want_weight.view(np.uint32))
+    with pytest.raises(ValueError, match="outside the model image"):
+        _resample.stencil(uv, p, np.full(w, wo, np.intp), fx, r0.astype(np.intp), fy, inside, wo, index, weight)
+    with pytest.raises(ValueError, match="width"):
+        _resample.stencil(uv, p, c0.astype(np.intp), fx, r0.astype(np.intp), fy, inside, 0, index, weight)
