@@ -61,7 +61,7 @@
  *
  * Why compiled code: the numpy paths make a dozen or more passes over their pixels (jumps: 3.5 ms a
  * 518x392 view, native: 3.8 ms a 640x480 view; points: five gathers, the products and the transform;
- * the stencil, once per camera: 1.2 s at 1920x1200, on the first window's outputs;
+ * the stencil, once per camera on its first outputs: 612 ms at 1920x1200 with the ray maps made;
  * docs/performance.md#rigs).
  */
 
@@ -345,7 +345,12 @@ static PyObject *stencil_py(PyObject *self, PyObject *args)
              get(o[4], &b[4], "rows", "n", -1, 0) == 0;
     const Py_ssize_t n = ok ? b[0].len / 16 : 0, w = ok ? b[2].len / (Py_ssize_t)sizeof(Py_ssize_t) : 0,
                      h = ok ? b[4].len / (Py_ssize_t)sizeof(Py_ssize_t) : 0;
-    if (ok && (width <= 0 || n % width != 0 || w > PY_SSIZE_T_MAX / (h > 0 ? h : 1) / 3)) {
+    if (ok && b[0].len % 16 != 0) {
+        PyErr_SetString(PyExc_ValueError, "uv: not pairs of coordinates");
+        ok = 0;
+    }
+    const Py_ssize_t most = PY_SSIZE_T_MAX / (3 * (Py_ssize_t)sizeof(Py_ssize_t)); /* pixels whose tables' bytes fit */
+    if (ok && (width <= 0 || n % width != 0 || w > most / (h > 0 ? h : 1))) {
         PyErr_SetString(PyExc_ValueError, "width: not the width of the model image, or too many native pixels");
         ok = 0;
     }

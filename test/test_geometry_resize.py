@@ -351,10 +351,15 @@ def test_compiled_edge_jumps_take_only_what_numpy_rounds_alike(monkeypatch):
         compiled.jumps(v.astype(np.float64).ravel(), 30, 0.05, across, down)
 
 
+STENCIL_PINHOLE = CameraModel.pinhole(200, 200, 79.5, 59.5, 160, 120)
+STENCIL_PLUMB = CameraModel(160, 120, (120, 0, 80.3, 0, 121, 59.4, 0, 0, 1), (-0.3, 0.1, 0.001, -0.002, 0.0), "plumb_bob")
+
+
 def _tables_both_ways(monkeypatch, camera, r, grid):
     """The stencil of (camera, r, grid) built by the compiled tables and by numpy (uncached)."""
     from mapanything_ros.geometry import resample
 
+    assert resample._resample is not None, "mapanything_ros._resample is not built (CMakeLists.txt)"
     compiled = resample._stencil.__wrapped__(camera, r, grid)
     monkeypatch.setattr(resample, "_resample", None)
     plain = resample._stencil.__wrapped__(camera, r, grid)
@@ -364,12 +369,18 @@ def _tables_both_ways(monkeypatch, camera, r, grid):
 
 @pytest.mark.parametrize("grid", [GRID_INDEX, GRID_CENTER])
 @pytest.mark.parametrize("camera, out", [(RATIONAL, None), (RATIONAL, (112, 84)), (FISHEYE, None),
-                                         (FISHEYE, (518, 392)), (FISHEYE, (128, 96)), (FISHEYE, (70, 42))])
+                                         (FISHEYE, (128, 96)), (FISHEYE, (70, 42)), (STENCIL_PINHOLE, (320, 240)),
+                                         (STENCIL_PINHOLE, (80, 60)), (STENCIL_PLUMB, (320, 240))])
 def test_compiled_stencil_is_numpys_to_the_bit(monkeypatch, camera, out, grid):
     """_resample.stencil gives _stencil_tables' index and weights bit for bit (NaN where numpy's
-    are), for shrinking, enlarging and same-size resizes, a fisheye's invalid rays included."""
-    pytest.importorskip("mapanything_ros._resample")
-    r = Resize.to_model(*camera.image_size) if out is None else Resize.cover(camera.image_size, out)
+    are), for shrinking, enlarging and same-size resizes, and exact 2x and 1/2x stretches (native
+    pixels on the model cells' sides and diagonals)."""
+    if out is None:
+        r = Resize.to_model(*camera.image_size)
+    elif camera in (STENCIL_PINHOLE, STENCIL_PLUMB):
+        r = Resize.stretch(camera.image_size, out)
+    else:
+        r = Resize.cover(camera.image_size, out)
     compiled, plain = _tables_both_ways(monkeypatch, camera, r, grid)
     for a, b in zip(compiled.tables, plain.tables):
         assert a.dtype == b.dtype and a.shape == b.shape
@@ -380,20 +391,20 @@ def test_compiled_stencil_is_numpys_to_the_bit(monkeypatch, camera, out, grid):
 
 def test_compiled_stencil_tables_on_random_and_special_coordinates():
     """Random model and native coordinates with NaN and infinities, pixel offsets on cell sides,
-    corners and diagonals (the single-pixel and degenerate cases), against _stencil_tables."""
-    _resample = pytest.importorskip("mapanything_ros._resample")
-    from mapanything_ros.geometry.resample import _stencil_tables
+    corners and diagonals (the single-pixel cases) and either side of the diagonal, against
+    _stencil_tables."""
+    from mapanything_ros.geometry.resample import _resample, _stencil_tables
 
+    assert _resample is not None, "mapanything_ros._resample is not built (CMakeLists.txt)"
     rng = np.random.default_rng(7)
     for wo, ho, w, h in [(9, 7, 23, 17), (2, 2, 5, 4), (1, 3, 4, 6), (5, 1, 7, 2)]:
         uv = rng.normal(size=(wo * ho, 2))
         uv[rng.random(uv.shape) < 0.05] = np.nan
         uv[rng.random(uv.shape) < 0.02] = np.inf
-        uv[3 % len(uv)] = uv[0]  # a degenerate triangle somewhere
         p = rng.normal(size=(w * h, 2))
         p[rng.random(p.shape) < 0.05] = np.nan
-        fx = rng.choice([0.0, 1.0, 0.5, -0.25, 1.25, 0.3, 0.7], w)
-        fy = rng.choice([0.0, 1.0, 0.5, -0.25, 1.25, 0.3, 0.7], h)
+        fx = rng.choice([0.0, 1.0, 0.5, -0.25, 1.25, 0.3, 0.7, 0.1, 0.9], w)
+        fy = rng.choice([0.0, 1.0, 0.5, -0.25, 1.25, 0.3, 0.7, 0.9, 0.1], h)
         c0, r0 = rng.integers(0, max(wo - 1, 1), w), rng.integers(0, max(ho - 1, 1), h)
         inside = rng.random((h, w)) < 0.9
         want_index, want_weight = _stencil_tables(uv, p, c0, fx, r0, fy, inside, wo, ho)
@@ -405,3 +416,27 @@ def test_compiled_stencil_tables_on_random_and_special_coordinates():
         _resample.stencil(uv, p, np.full(w, wo, np.intp), fx, r0.astype(np.intp), fy, inside, wo, index, weight)
     with pytest.raises(ValueError, match="width"):
         _resample.stencil(uv, p, c0.astype(np.intp), fx, r0.astype(np.intp), fy, inside, 0, index, weight)
+    with pytest.raises(ValueError, match="uv"):
+        _resample.stencil(uv.ravel()[:-1], p, c0.astype(np.intp), fx, r0.astype(np.intp), fy, inside, wo, index, weight)
+
+
+@pytest.mark.parametrize("uv", [[[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [5.0, 5.0]],  # collinear: det 0
+                                [[0.0, 0.0], [1e-160, 0.0], [0.0, 1e-160], [1e-160, 1e-160]],  # det underflows
+                                [[0.0, 0.0], [1e300, 0.0], [0.0, 1e300], [1e300, 1e300]]])  # det overflows
+def test_compiled_stencil_tables_on_degenerate_triangles(uv):
+    """Collinear, vanishing and overflowing model triangles (one 2 x 2 model cell, native pixels
+    either side of the diagonal and on it), against _stencil_tables."""
+    from mapanything_ros.geometry.resample import _resample, _stencil_tables
+
+    assert _resample is not None, "mapanything_ros._resample is not built (CMakeLists.txt)"
+    uv = np.array(uv)
+    rng = np.random.default_rng(3)
+    p = np.concatenate([rng.normal(size=(18, 2)), rng.normal(size=(18, 2)) * 1e-160])
+    fx = np.array([0.7, 0.3, 0.5, 0.0, 1.0, 0.1])
+    fy = np.array([0.30000000000000004, 0.7, 0.5, 0.0, 0.9000000000000001, 0.9])
+    c0, r0, inside = np.zeros(6, np.intp), np.zeros(6, np.intp), np.ones((6, 6), bool)
+    want_index, want_weight = _stencil_tables(uv, p, c0, fx, r0, fy, inside, 2, 2)
+    index, weight = np.empty((3, 36), np.intp), np.empty((3, 36), np.float32)
+    _resample.stencil(uv, p, c0, fx, r0, fy, inside, 2, index, weight)
+    np.testing.assert_array_equal(index, want_index)
+    np.testing.assert_array_equal(weight.view(np.uint32), want_weight.view(np.uint32))

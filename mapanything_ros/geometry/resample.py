@@ -209,7 +209,8 @@ def _stencil_tables(uv, p, c0, fx, r0, fy, inside, wo, ho):
     weight[:, ~inside.ravel()] = np.nan
     # Where one model pixel is copied the others point at it, so their values are not read.
     index = np.where(single.any(axis=0), index[np.argmax(single, axis=0), np.arange(index.shape[1])], index)
-    return index.astype(np.intp, copy=False), weight.astype(np.float32)
+    with np.errstate(over="ignore"):  # a weight beyond float32's range becomes inf (as the compiled cast)
+        return index.astype(np.intp, copy=False), weight.astype(np.float32)
 
 
 def _plane_coords(rays):
@@ -223,7 +224,7 @@ def _barycentric(p, a, b, c, single):
     """(3, N) barycentric weights of points p (N, 2) in triangles a, b, c (N, 2 each); where
     single (3, N) marks one vertex (the point is that model pixel), 1 there and 0 elsewhere. NaN
     where p, or a vertex needed, is not finite, or the triangle is degenerate."""
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN or inf weights: bad below
         ab, ac, ap = b - a, c - a, p - a
         cross = lambda s, t: s[:, 0] * t[:, 1] - s[:, 1] * t[:, 0]  # noqa: E731
         det = cross(ab, ac)
