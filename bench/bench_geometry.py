@@ -2,8 +2,12 @@
 
     python bench/bench_geometry.py [--sweeps 64x4063,128x8192] [--json PATH]
 
-1. Unit rays for every pixel of a 1920x1080 rational_polynomial camera: first computation
-   (undistortion by Newton iteration) against a cached lookup.
+1. Unit rays for every pixel of a camera (CameraModel.ray_map: made once per camera and size, the
+   native one on the camera's first outputs): the first computation (undistortion by Newton
+   iteration) with the compiled inverse (mapanything_ros._lens) against numpy alone in the same
+   run, the same valid pixels and rays at most 2e-14 apart required, at four cameras
+   (rational_polynomial 1920x1080, plumb_bob 1920x1200 and 640x480, equidistant 1280x1024; each
+   lens's valid field and table made before the timing, once per lens); and a cached lookup.
 2. Projecting a 260,000-point spinning-LiDAR-like cloud into a 1280x720 plumb_bob camera with
    a z-buffer: project_to_depth against a straightforward per-point Python loop over the same
    points (run in full), checking that both give the same depth map.
@@ -34,6 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from timing import cpu_timed  # noqa: E402  (bench/timing.py, beside this script)
 from mapanything_ros.geometry import depth as depth_module  # noqa: E402
+from mapanything_ros.geometry import distortion  # noqa: E402
 from mapanything_ros.geometry import resample  # noqa: E402
 from mapanything_ros.geometry.resize import Resize  # noqa: E402
 from mapanything_ros.geometry.camera import GRID_INDEX, CameraModel, clear_ray_cache  # noqa: E402
@@ -45,6 +50,7 @@ RATIONAL_1080P = CameraModel(
     1920, 1080, (1050, 0, 961.3, 0, 1052, 538.9, 0, 0, 1), (0.5, -2.6, 5e-4, -3e-4, 1.5, 0.39, -2.4, 1.4), "rational_polynomial"
 )
 PLUMB_720P = CameraModel(1280, 720, (640, 0, 641.5, 0, 642, 359.2, 0, 0, 1), (-0.28, 0.07, 1e-4, -2e-4, 0.02), "plumb_bob")
+PLUMB_1200P = CameraModel(1920, 1200, (1050, 0, 961.3, 0, 1052, 599.4, 0, 0, 1), PLUMB_720P.d, "plumb_bob")
 # LiDAR frame x forward, y left, z up; camera optical frame x right, y down, z forward, 10 cm below.
 CAM_FROM_LIDAR = np.array([[0, -1, 0, 0.0], [0, 0, -1, 0.1], [1, 0, 0, -0.05], [0, 0, 0, 1.0]])
 
@@ -102,13 +108,42 @@ def timed(fn, repeat=1):
     return cpu_timed(fn, repeat, time.perf_counter)
 
 
+def ray_maps():
+    """Part 1: {camera: (seconds compiled, seconds numpy, same valid pixels, largest difference)}
+    of each camera's first ray map."""
+    compiled = distortion._lens
+    if compiled is None:
+        raise SystemExit("mapanything_ros._lens is not built (CMakeLists.txt)")
+    cameras = {"rational_polynomial 1920x1080": RATIONAL_1080P, "plumb_bob 1920x1200": PLUMB_1200P,
+               "plumb_bob 640x480": CameraModel(640, 480, (525, 0, 319.5, 0, 527, 239.5, 0, 0, 1), PLUMB_720P.d,
+                                                "plumb_bob"),
+               "equidistant 1280x1024": CameraModel(1280, 1024, (330, 0, 640, 0, 331, 512, 0, 0, 1),
+                                                    (0.02, -0.01, 0.003, -0.0005), "equidistant")}
+    out = {}
+    for name, camera in cameras.items():
+        camera.lens.table  # once per lens: its valid field and the inverse's table
+        maps, seconds = [], []
+        try:
+            for steps in (compiled, None):
+                distortion._lens = steps
+                took, rays = cpu_timed(lambda: (clear_ray_cache(), camera.ray_map())[1], 3)
+                maps.append(rays)
+                seconds.append(took)
+        finally:
+            distortion._lens = compiled
+            clear_ray_cache()
+        valid = [np.isfinite(m[..., 0]) for m in maps]
+        same = np.array_equal(*valid)
+        out[name] = (*seconds, same, float(np.abs(maps[0][valid[0]] - maps[1][valid[0]]).max()) if same else np.inf)
+    return out
+
+
 def stencil_builds():
     """Part 4: {camera size: (seconds compiled, seconds numpy, identical)} of the stencil build."""
     compiled = resample._resample
     if compiled is None:
         raise SystemExit("mapanything_ros._resample is not built (CMakeLists.txt)")
-    cameras = [CameraModel.pinhole(500, 500, 319.5, 239.5, 640, 480), PLUMB_720P,
-               CameraModel(1920, 1200, (1050, 0, 961.3, 0, 1052, 599.4, 0, 0, 1), PLUMB_720P.d, "plumb_bob")]
+    cameras = [CameraModel.pinhole(500, 500, 319.5, 239.5, 640, 480), PLUMB_720P, PLUMB_1200P]
     out = {}
     for camera in cameras:
         r = Resize.to_model(*camera.image_size)
@@ -133,8 +168,8 @@ def main():
     parser.add_argument("--sweeps", default="64x4063,128x8192", help="LiDAR sweeps of part 3, BEAMSxAZIMUTHS, comma-separated")
     args = parser.parse_args()
 
-    clear_ray_cache()
-    first_s, rays = timed(RATIONAL_1080P.ray_map)
+    firsts = ray_maps()
+    rays = RATIONAL_1080P.ray_map()
     cached_s, again = timed(RATIONAL_1080P.ray_map, repeat=1000)
     assert again is rays
 
@@ -174,6 +209,7 @@ def main():
             throughput[f"{name}_{len(cloud)}"] = (len(cloud), *seconds, same)
     stencils = stencil_builds()
 
+    first_s = firsts["rational_polynomial 1920x1080"][0]
     figures = {
         "rays_1920x1080_rational_first_s": first_s,
         "rays_1920x1080_rational_cached_s": cached_s,
@@ -199,7 +235,16 @@ def main():
     for size, (new_s, numpy_s, same) in stencils.items():
         figures[f"stencil_{size}_s"], figures[f"stencil_{size}_numpy_s"] = new_s, numpy_s
         figures[f"stencil_{size}_identical"] = same
-    print("| measurement | value |\n|---|---|")
+    for name, (new_s, numpy_s, same, diff) in firsts.items():
+        key = name.replace(" ", "_")
+        figures[f"rays_{key}_s"], figures[f"rays_{key}_numpy_s"] = new_s, numpy_s
+        figures[f"rays_{key}_same_valid"], figures[f"rays_{key}_max_difference"] = same, diff
+    print("| a camera's ray map, first computation, CPU time (median of 3) | compiled | numpy alone | speed-up | "
+          "same valid pixels | largest difference |\n|---|---|---|---|---|---|")
+    for name, (new_s, numpy_s, same, diff) in firsts.items():
+        print(f"| {name} | {new_s * 1e3:.1f} ms | {numpy_s * 1e3:.1f} ms | {numpy_s / new_s:.1f}x | "
+              f"{'yes' if same else 'NO'} | {diff:.1e} |")
+    print("\n| measurement | value |\n|---|---|")
     print(f"| rays 1920x1080 rational_polynomial, first computation | {first_s * 1e3:.1f} ms |")
     print(f"| rays 1920x1080, cached lookup (median of 1000) | {cached_s * 1e6:.2f} µs |")
     print(f"| cache speed-up | {first_s / cached_s:,.0f}x |")
@@ -227,6 +272,8 @@ def main():
         raise SystemExit("depth maps differ between the compiled steps, numpy and the implementation before issue 9")
     if not all(row[-1] for row in stencils.values()):
         raise SystemExit("the compiled stencil differs from numpy's")
+    if not all(same and diff <= 2e-14 for _, _, same, diff in firsts.values()):
+        raise SystemExit("the compiled ray maps differ from numpy's")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@
  *   points      C-contiguous (n, 3) float32 or float64, host byte order; written as float32
  *   colors      None or C-contiguous (n, 3) uint8 RGB; written as the uint32 0x00RRGGBB
  *   confidence  None or C-contiguous (n,) float32
- *   stream_from out's size in bytes from which it is written with non-temporal stores (x86)
+ *   stream_from out's size in bytes from which it is written with non-temporal stores (x86; the
+ *               x, y, z, rgb, confidence layout only): all of it but the points before the first
+ *               that starts on 16 bytes (out may be a part of a larger cloud; none where out's words
+ *               do not lie on 4) and the last one to four
  * Each point becomes its words x, y, z[, rgb][, confidence] in host byte order. Returns whether
  * every written x, y, z is finite (a float64 beyond the float32 range becomes inf). The GIL is
  * released while the bytes are written.
@@ -138,16 +141,17 @@ INLINE void store5(uint32_any *out, const v4u *o, int stream)
     memcpy(out, o, 5 * sizeof *o);
 }
 
-/* x, y, z, rgb, confidence (five words a point), four points at a time:
+/* x, y, z, rgb, confidence (five words a point), four points at a time from point `begin` (before
+ * which nothing is written):
  *   in   p0 = x0 y0 z0 x1   p1 = y1 z1 x2 y2   p2 = z2 x3 y3 z3   cs = c0..c3   f = f0..f3
  *   out  x0 y0 z0 c0 | f0 x1 y1 z1 | c1 f1 x2 y2 | z2 c2 f2 x3 | y3 z3 c3 f3
  * The last one to four points go word by word (rgb_words reads a byte past its fourth point). */
-INLINE int full(uint32_any *out, const void *xyz, int f64, const uint8_t *rgb, const float_any *conf, Py_ssize_t n,
-                int stream)
+INLINE int full(uint32_any *out, const void *xyz, int f64, const uint8_t *rgb, const float_any *conf,
+                Py_ssize_t begin, Py_ssize_t n, int stream)
 {
     const v4u exponent = {EXPONENT, EXPONENT, EXPONENT, EXPONENT};
     v4u nonfinite = {0, 0, 0, 0};
-    Py_ssize_t i = 0;
+    Py_ssize_t i = begin;
     for (; i + 4 < n; i += 4) {
         /* 128 points ahead (float64 input took 10 % less time); an address, not a pointer into
          * xyz, since it may lie past its end (a prefetch never faults) */
@@ -202,10 +206,18 @@ static PyObject *interleave(PyObject *self, PyObject *args)
     int finite;
     Py_BEGIN_ALLOW_THREADS
 #ifdef HAVE_FULL
-    const int stream = out.len >= stream_from && (uintptr_t)out.buf % 16 == 0;
-    if (has_rgb && has_conf)
-        finite = f64 ? full(out.buf, points.buf, 1, c, k, n, stream) : full(out.buf, points.buf, 0, c, k, n, stream);
-    else
+    if (has_rgb && has_conf) {
+        /* Streamed from the first point whose 20 bytes start on 16 (one of the first four when out's
+         * words lie on 4: a part of a larger cloud); the points before it word by word. */
+        Py_ssize_t lead = 0;
+        while (lead < 4 && lead < n && ((uintptr_t)out.buf + 20 * (uintptr_t)lead) % 16 != 0) lead++;
+        const int stream = out.len >= stream_from && lead < 4 && lead < n;
+        if (!stream) lead = 0;
+        const int head = wordwise(out.buf, points.buf, f64, c, k, 0, lead);
+        const int body = f64 ? full(out.buf, points.buf, 1, c, k, lead, n, stream)
+                             : full(out.buf, points.buf, 0, c, k, lead, n, stream);
+        finite = head & body; /* both written, whatever the first points hold */
+    } else
 #endif
         finite = f64 ? wordwise(out.buf, points.buf, 1, c, k, 0, n) : wordwise(out.buf, points.buf, 0, c, k, 0, n);
     Py_END_ALLOW_THREADS

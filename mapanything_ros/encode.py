@@ -70,6 +70,41 @@ def pack_cloud(points, colors=None, confidence=None, scalar_name="confidence"):
     """PackedCloud of points (N, 3) metres with optional colours (N, 3) and confidence (N,)
     (dtypes as in the module docstring); the last field is named `scalar_name` (another float32 per
     point in the confidence's place: e.g. a distance)."""
+    return pack_parts([(points, colors, confidence)], scalar_name)
+
+
+def pack_parts(parts, scalar_name="confidence"):
+    """PackedCloud of several clouds one after another, as pack_cloud packs their concatenation,
+    without making it: parts is a non-empty sequence of (points, colors, confidence) as pack_cloud
+    takes them, all with colours or all without, all with confidence or all without."""
+    if not parts:
+        raise ValueError("parts: expected at least one (points, colors, confidence)")
+    parts = [_checked(*part) for part in parts]
+    has_rgb, has_conf = parts[0][1] is not None, parts[0][2] is not None
+    if any((rgb is not None) != has_rgb or (conf is not None) != has_conf for _, rgb, conf in parts):
+        raise ValueError("parts: expected colours in all or none, confidence in all or none")
+    names = ("x", "y", "z") + ("rgb",) * has_rgb + (scalar_name,) * has_conf
+    step = 4 * len(names)
+    n = sum(len(xyz) for xyz, _, _ in parts)
+    data = byte_buffer(n * step)
+    # A large cloud is written around the caches in every part (see STREAM_BYTES), a small one in none.
+    stream_from = 0 if n * step >= STREAM_BYTES else n * step + 1
+    dense, start = True, 0
+    with memoryview(data) as view:
+        for xyz, rgb, conf in parts:
+            end = start + len(xyz) * step
+            if _pack_cloud is not None:
+                dense &= _pack_cloud.interleave(view[start:end], xyz, rgb, conf, stream_from)
+            else:
+                out = np.frombuffer(data, np.float32, (end - start) // 4, start).reshape(1, len(xyz), len(names))
+                dense &= _interleave_cv2(out, xyz, rgb, conf)
+            start = end
+    return PackedCloud(names, n, step, data, bool(dense))
+
+
+def _checked(points, colors, confidence):
+    """(points (N, 3) C-contiguous float32 or float64, colours (N, 3) uint8 RGB or None, confidence
+    (N,) float32 or None) of pack_cloud's inputs; ValueError for what it refuses."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got shape {points.shape}")
@@ -83,14 +118,7 @@ def pack_cloud(points, colors=None, confidence=None, scalar_name="confidence"):
         if conf.shape != (n,):
             raise ValueError(f"confidence must be ({n},), got shape {conf.shape}")
         conf = np.ascontiguousarray(conf, dtype=np.float32)
-    names = ("x", "y", "z") + ("rgb",) * (rgb is not None) + (scalar_name,) * (conf is not None)
-    step = 4 * len(names)
-    data = byte_buffer(n * step)
-    if _pack_cloud is not None:
-        dense = _pack_cloud.interleave(data, xyz, rgb, conf, STREAM_BYTES)
-    else:
-        dense = _interleave_cv2(np.frombuffer(data, np.float32).reshape(1, n, len(names)), xyz, rgb, conf)
-    return PackedCloud(names, n, step, data, dense)
+    return xyz, rgb, conf
 
 
 def _interleave_cv2(out, xyz, rgb, conf):

@@ -1,4 +1,5 @@
-"""CameraModel and distortion models: round trips, OpenCV cross-checks, binning/ROI, validation."""
+"""CameraModel and distortion models: round trips, OpenCV cross-checks, binning/ROI, validation; the
+inverse (rays of pixels) with the compiled _lens and with the lens classes' numpy alike."""
 
 import glob
 import json
@@ -7,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mapanything_ros.geometry.camera import GRID_CENTER, GRID_INDEX, CameraModel
+from mapanything_ros.geometry import distortion
+from mapanything_ros.geometry.camera import GRID_CENTER, GRID_INDEX, CameraModel, clear_ray_cache
 from model_fixtures import TINY, needs_fixtures
 
 PLUMB_BOB = CameraModel(640, 480, (525, 0, 319.5, 0, 527, 239.5, 0, 0, 1), (-0.28, 0.07, 1e-4, -2e-4, 0.02), "plumb_bob")
@@ -28,6 +30,18 @@ BINNED_ROI = CameraModel(
 )
 DISTORTED = [PLUMB_BOB, RATIONAL_WIDE, RATIONAL_BARREL, FISHEYE, BINNED_ROI]
 IDS = ["plumb_bob", "rational_wide", "rational_barrel", "fisheye", "binned_roi"]
+PINHOLE = CameraModel(640, 480, (525, 0, 319.5, 0, 527, 239.5, 0, 0, 1), (), "")
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def inverse(request, monkeypatch):
+    """Run the test with the compiled _lens (which must be built) and with the lens classes' numpy."""
+    assert distortion._lens is not None, "mapanything_ros._lens is not built (CMakeLists.txt)"
+    if request.param == "numpy":
+        monkeypatch.setattr(distortion, "_lens", None)
+    clear_ray_cache()  # ray maps made by the other inverse
+    yield request.param
+    clear_ray_cache()
 
 
 def pixel_grid(camera, step=7):
@@ -53,6 +67,7 @@ def cv_k_d(camera):
 
 
 @pytest.mark.parametrize("camera", DISTORTED, ids=IDS)
+@pytest.mark.usefixtures("inverse")
 def test_pixel_ray_pixel_round_trip(camera):
     u, v = pixel_grid(camera)
     rays = camera.rays(u, v)
@@ -66,6 +81,7 @@ def test_pixel_ray_pixel_round_trip(camera):
 
 
 @pytest.mark.parametrize("camera", DISTORTED, ids=IDS)
+@pytest.mark.usefixtures("inverse")
 def test_ray_pixel_ray_round_trip(camera):
     d, uv = directions_in_fov(camera)
     assert len(d) > 500
@@ -76,6 +92,7 @@ def test_ray_pixel_ray_round_trip(camera):
     assert np.abs(back - d).max() < 1e-8
 
 
+@pytest.mark.usefixtures("inverse")
 def test_invalid_region_is_nan_and_not_projected():
     u, v = np.array([0.0, 480.0]), np.array([0.0, 270.0])  # corner beyond the turning radius, centre
     rays = RATIONAL_BARREL.rays(u, v)
@@ -107,6 +124,7 @@ def test_fisheye_projection_matches_opencv():
 
 
 @pytest.mark.parametrize("camera", [PLUMB_BOB, RATIONAL_WIDE, RATIONAL_BARREL], ids=IDS[:3])
+@pytest.mark.usefixtures("inverse")
 def test_rays_match_opencv_undistort(camera):
     u, v = pixel_grid(camera, step=23)
     rays = camera.rays(u, v)
@@ -123,6 +141,7 @@ def test_rays_match_opencv_undistort(camera):
     np.testing.assert_allclose(ours[converged], xy[converged], atol=1e-9)
 
 
+@pytest.mark.usefixtures("inverse")
 def test_fisheye_rays_match_opencv_undistort():
     u, v = pixel_grid(FISHEYE, step=23)
     rays = FISHEYE.rays(u, v)
@@ -133,6 +152,7 @@ def test_fisheye_rays_match_opencv_undistort():
     np.testing.assert_allclose(rays[front][:, :2] / rays[front][:, 2:], xy, rtol=1e-7, atol=1e-8)
 
 
+@pytest.mark.usefixtures("inverse")
 def test_binning_and_roi_follow_image_geometry():
     assert BINNED_ROI.image_size == (1000, 600)
     full = CameraModel(2560, 1600, BINNED_ROI.k, BINNED_ROI.d, "rational_polynomial")
@@ -151,6 +171,7 @@ def test_binning_and_roi_follow_image_geometry():
     assert BINNED_ROI.ray_map().shape == (600, 1000, 3)
 
 
+@pytest.mark.usefixtures("inverse")
 def test_pinhole_ray_map_grid_conventions():
     cam = CameraModel.pinhole(100.0, 110.0, 48.5, 34.2, 98, 70)
     v, u = np.mgrid[0:70, 0:98].astype(np.float64)
@@ -218,6 +239,7 @@ def test_invalid_calibration_raises(kwargs, message):
         CameraModel(**fields)
 
 
+@pytest.mark.usefixtures("inverse")
 def test_empty_or_zero_distortion_is_pinhole():
     k = (500, 0, 320, 0, 500, 240, 0, 0, 1)
     pin = CameraModel.pinhole(500, 500, 320, 240, 640, 480)
@@ -226,3 +248,140 @@ def test_empty_or_zero_distortion_is_pinhole():
         cam = CameraModel.from_camera_info_fields(640, 480, k, d, model)
         assert type(cam.lens).__name__ == "Pinhole"
         np.testing.assert_array_equal(cam.rays(u, v), pin.rays(u, v))
+
+
+def normalised(camera, step=3):
+    """(xd, yd) of a grid of the camera's pixels and, around the edge of its lens's valid field,
+    points whose distorted radius is 0.97 to 1.03 times the largest valid one (and that one and its
+    neighbouring floats), and hostile ones."""
+    k = camera.intrinsics
+    u, v = pixel_grid(camera, step)
+    yd = (v - k[1, 2]) / k[1, 1]
+    xd = ((u - k[0, 2] - k[0, 1] * yd) / k[0, 0]).ravel()
+    yd = yd.ravel()
+    if type(camera.lens).__name__ != "Pinhole":
+        rng = np.random.default_rng(3)
+        edge = camera.lens.table[1][-1]
+        radius = np.append(edge * rng.uniform(0.97, 1.03, 3000), [edge, np.nextafter(edge, 0), np.nextafter(edge, 9)])
+        angle = np.append(rng.uniform(0, 2 * np.pi, 3000), [0, 0, 0])  # the last three on the edge, on the x axis
+        xd, yd = np.append(xd, radius * np.cos(angle)), np.append(yd, radius * np.sin(angle))
+    hostile = np.array([(np.nan, 0), (0, np.nan), (np.inf, 0), (-np.inf, 1), (0, 0), (-0.0, -0.0), (1e300, 1e300),
+                        (1e-300, -1e-300), (5e-324, 0), (-1e-5, 2e-5)])
+    return np.append(xd, hostile[:, 0]), np.append(yd, hostile[:, 1])
+
+
+@pytest.mark.parametrize("camera", DISTORTED + [PINHOLE], ids=IDS + ["pinhole"])
+def test_compiled_inverse_gives_the_numpy_rays(camera):
+    """_lens.unproject against the lens's numpy unproject: the same valid points, NaN elsewhere; the
+    same bits for the pinhole and the equidistant lens, at most 2e-14 apart for the radial-tangential
+    ones (whose numpy Newton lets converged points take further steps: _lens.c)."""
+    assert distortion._lens is not None, "mapanything_ros._lens is not built (CMakeLists.txt)"
+    xd, yd = (a.reshape(-1, 1) for a in normalised(camera))  # any shape
+    with np.errstate(all="ignore"):  # numpy's on the hostile points
+        want, want_valid = camera.lens.unproject(xd, yd)
+    got, got_valid = distortion.unproject(camera.lens, xd, yd)
+    assert got.shape == want.shape == xd.shape + (3,) and got_valid.shape == want_valid.shape == xd.shape
+    # A point near the valid field's edge, where Newton creeps, can take numpy's batch the 60 steps
+    # (its converged points take further steps: _lens.c); numpy on it alone is what _lens gives.
+    apart = np.flatnonzero(got_valid != want_valid)
+    assert len(apart) <= 3
+    with np.errstate(all="ignore"):
+        for i in apart:
+            want[i], want_valid[i] = camera.lens.unproject(xd[i], yd[i])
+    np.testing.assert_array_equal(got_valid, want_valid)
+    assert 0.5 < want_valid.mean() < 1  # the hostile points and those beyond the valid field are not valid
+    assert np.isnan(got[~got_valid]).all() and np.isnan(want[~want_valid]).all()
+    assert_rays_agree(camera, got, want)
+
+
+def assert_rays_agree(camera, got, want):
+    """_lens's rays against numpy's: the same bits for the pinhole; within an ulp for the fisheye
+    (its sin and cos are the C library's, numpy's SIMD ones can be an ulp apart on some CPUs); at
+    most 2e-14 apart for the radial-tangential lenses."""
+    kind = type(camera.lens).__name__
+    if kind == "Pinhole":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-14 if kind == "RadialTangential" else 2.3e-16)
+
+
+def test_compiled_inverse_broadcasts_like_numpy():
+    assert distortion._lens is not None, "mapanything_ros._lens is not built (CMakeLists.txt)"
+    xd, yd = np.linspace(-0.5, 0.5, 7)[:, None], np.linspace(-0.4, 0.4, 5)[None, :]
+    for camera in (PLUMB_BOB, FISHEYE, PINHOLE):
+        want, want_valid = camera.lens.unproject(xd, yd)
+        got, got_valid = distortion.unproject(camera.lens, xd, yd)
+        assert got.shape == (7, 5, 3) and got_valid.shape == (7, 5) and got_valid.all()
+        assert_rays_agree(camera, got, want)
+        got, got_valid = distortion.unproject(camera.lens, np.zeros((0, 2)), np.zeros((0, 2)))  # nothing
+        assert got.shape == (0, 2, 3) and got_valid.shape == (0, 2)
+    ray, valid = distortion.unproject(PLUMB_BOB.lens, 0.1, -0.2)  # scalars
+    assert ray.shape == (3,) and valid.shape == () and valid
+
+
+@pytest.mark.parametrize("camera", [PLUMB_BOB, RATIONAL_BARREL, FISHEYE], ids=["plumb_bob", "rational_barrel", "fisheye"])
+def test_compiled_inverse_on_the_table_and_a_table_of_two(camera):
+    """Targets on the table's own values (searchsorted's ties: the bracket below each), between
+    them and beyond it, on the lens's table and on one of two knots (the smallest the module
+    takes): numpy's steps with the same table give the same valid points and rays."""
+    assert distortion._lens is not None, "mapanything_ros._lens is not built (CMakeLists.txt)"
+    kind, coefficients, limit = camera.lens.spec()
+    knots, values = camera.lens.table
+    two = (knots[[0, -1]].copy(), values[[0, -1]].copy())
+    fn = camera.lens._radius_map if kind == distortion.RADTAN else camera.lens._theta_map
+    for table in ((knots, values), two):
+        targets = np.concatenate([table[1][::97], table[1][-3:], (table[1][1:] + table[1][:-1])[::89] / 2,
+                                  [table[1][-1] * 1.01, 0.0]])
+        angle = np.linspace(0, 2 * np.pi, len(targets))
+        xd, yd = targets * np.cos(angle), targets * np.sin(angle)
+        rays, valid = np.empty((len(xd), 3)), np.empty(len(xd), bool)
+        distortion._lens.unproject(kind, coefficients, limit, *table, xd, yd, rays, valid)
+        if kind == distortion.EQUIDISTANT:  # the numpy inverse with this table
+            theta, want_valid = distortion._invert_monotone(fn, np.hypot(xd, yd), *table)
+            want_valid &= theta < limit
+            np.testing.assert_array_equal(valid, want_valid)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scale = np.where(np.hypot(xd, yd) > 0, np.sin(theta) / np.hypot(xd, yd), 1.0)
+            want = np.stack([xd * scale, yd * scale, np.cos(theta)], -1)
+            np.testing.assert_allclose(rays[valid], want[valid], rtol=0, atol=2.3e-16)
+        else:  # the lens's own inverse (its table) where the module had it; valid rays project back
+            assert valid[:-2].mean() > 0.5 and not valid[-2] and valid[-1]
+            uv, ok = camera.project(rays[valid])
+            assert ok.all()
+            k = camera.intrinsics
+            np.testing.assert_allclose(uv, np.stack([k[0, 0] * xd[valid] + k[0, 2], k[1, 1] * yd[valid] + k[1, 2]], -1),
+                                       rtol=1e-9, atol=1e-6)  # plumb_bob's table reaches 1e10 pixels
+            if table is not two:
+                want, want_valid = camera.lens.unproject(xd, yd)
+                np.testing.assert_array_equal(valid, want_valid)
+                assert_rays_agree(camera, rays, want)
+
+
+def test_compiled_inverse_refuses_what_does_not_fit():
+    module = distortion._lens
+    assert module is not None, "mapanything_ros._lens is not built (CMakeLists.txt)"
+    kind, coefficients, limit = PLUMB_BOB.lens.spec()
+    knots, table = PLUMB_BOB.lens.table
+    x = np.zeros(4)
+    rays, valid = np.empty((4, 3)), np.empty(4, bool)
+    module.unproject(kind, coefficients, limit, knots, table, x, x, rays, valid)
+    assert valid.all() and (rays == [0, 0, 1]).all()
+    cases = [
+        ((7, coefficients, limit, knots, table, x, x, rays, valid), "kind"),
+        ((kind, coefficients, limit, knots, table[:-1], x, x, rays, valid), "knots, table"),
+        ((kind, coefficients, limit, knots[:1], table[:1], x, x, rays, valid), "knots, table"),
+        ((kind, coefficients, limit, knots, table, x, x[:3], rays, valid), "yd, rays, valid"),
+        ((kind, coefficients, limit, knots, table, x, x, rays[:3], valid), "yd, rays, valid"),
+        ((kind, coefficients, limit, knots, table, x, x, rays, valid[:3]), "yd, rays, valid"),
+        ((kind, coefficients, limit, knots, table, x.astype(np.float32), x, rays, valid), "xd"),
+        ((kind, coefficients, limit, knots, table, x, x, rays, valid.astype(np.uint8)), "valid"),
+        ((kind, coefficients, limit, knots, table, x, x, rays.astype(np.float32), valid), "rays"),
+        ((kind, coefficients[:7], limit, knots, table, x, x, rays, valid), ""),
+    ]
+    for args, message in cases:
+        with pytest.raises((ValueError, TypeError), match=message):
+            module.unproject(*args)
+    frozen = rays.copy()
+    frozen.setflags(write=False)
+    with pytest.raises((ValueError, BufferError)):
+        module.unproject(kind, coefficients, limit, knots, table, x, x, frozen, valid)

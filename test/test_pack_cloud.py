@@ -71,7 +71,7 @@ def expected(points, colors, conf):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["xyz", "rgb", "confidence", "all"])
 @pytest.mark.parametrize("stream_from", [NEVER, ALWAYS])
-@pytest.mark.parametrize("shift", [0, 4])
+@pytest.mark.parametrize("shift", [0, 4, 8, 12])  # 4 to 12: non-temporal from the first point on 16 bytes
 def test_same_bytes_as_opencv(dtype, layout, stream_from, shift):
     rng = np.random.default_rng(7)
     for n in [*range(0, 14), 1001]:
@@ -82,15 +82,16 @@ def test_same_bytes_as_opencv(dtype, layout, stream_from, shift):
 @needs_kernel
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stream_from", [NEVER, ALWAYS])
-def test_non_finite_anywhere_clears_is_dense(dtype, stream_from):
+@pytest.mark.parametrize("shift", [0, 4, 8, 12])  # 4 to 12 streamed: the first points word by word
+def test_non_finite_anywhere_clears_is_dense(dtype, stream_from, shift):
     rng = np.random.default_rng(8)
     values = [np.nan, np.inf, -np.inf] + ([1e39, -1e300] if dtype == np.float64 else [])
     for n in (4, 5, 8, 11, 13):  # in the vector body and in the rest (of 1 to 4 points)
         for i in range(3 * n):  # every coordinate: n is prime to 3, so i -> (i % n, i % 3) is onto
             points, colors, conf = inputs(rng, n, dtype, "all", bad=[(i, values[i % len(values)])])
-            got = compiled(points, colors, conf, stream_from)
+            got = compiled(points, colors, conf, stream_from, shift)
             assert got == expected(points, colors, conf) and not got[1], (n, i)
-        assert compiled(*inputs(rng, n, dtype, "all"), stream_from)[1]
+        assert compiled(*inputs(rng, n, dtype, "all"), stream_from, shift)[1]
 
 
 @needs_kernel
@@ -98,14 +99,14 @@ def test_non_finite_anywhere_clears_is_dense(dtype, stream_from):
 @given(n=st.integers(0, 40), dtype=st.sampled_from([np.float32, np.float64]),
        layout=st.sampled_from(["xyz", "rgb", "confidence", "all"]), seed=st.integers(0, 2**32 - 1),
        specials=st.lists(st.tuples(st.integers(0, 119), st.sampled_from(SPECIALS)), max_size=4),
-       stream=st.booleans())
-def test_property_same_as_opencv(n, dtype, layout, seed, specials, stream):
+       stream=st.booleans(), shift=st.sampled_from([0, 4, 8, 12]))
+def test_property_same_as_opencv(n, dtype, layout, seed, specials, stream, shift):
     rng = np.random.default_rng(seed)
     with np.errstate(over="ignore"):
         points, colors, conf = inputs(rng, max(n, 1), dtype, layout, bad=specials)
     points, colors, conf = points[:n], None if colors is None else colors[:n], None if conf is None else conf[:n]
     points = np.ascontiguousarray(points)
-    assert compiled(points, colors, conf, ALWAYS if stream else NEVER) == expected(points, colors, conf)
+    assert compiled(points, colors, conf, ALWAYS if stream else NEVER, shift) == expected(points, colors, conf)
 
 
 @needs_kernel
@@ -145,6 +146,52 @@ def test_pack_cloud_without_the_kernel(monkeypatch):
     monkeypatch.setattr(encode, "_pack_cloud", None)
     without = encode.pack_cloud(points, colors, conf)
     assert bytes(without.data) == bytes(with_kernel.data) and without.is_dense is with_kernel.is_dense is False
+
+
+@pytest.mark.parametrize("kernel_built", [True, False])
+@pytest.mark.parametrize("stream", [True, False])
+def test_pack_parts_is_pack_cloud_of_the_concatenation(kernel_built, stream, monkeypatch):
+    """Clouds packed one after another (encode.pack_parts: ~/points, a part per view) give the
+    bytes and is_dense of pack_cloud on their concatenation, with the kernel and without, cached or
+    non-temporal (each part then starts anywhere on 4 bytes), whatever their sizes and dtypes."""
+    if kernel_built and kernel is None:
+        pytest.skip("_pack_cloud not built")
+    if not kernel_built:
+        monkeypatch.setattr(encode, "_pack_cloud", None)
+    monkeypatch.setattr(encode, "STREAM_BYTES", 0 if stream else 1 << 62)
+    rng = np.random.default_rng(12)
+    for layout in ("xyz", "rgb", "confidence", "all"):
+        for sizes in ([5], [0, 3], [1, 2, 3, 5, 7, 0, 1001], [1001, 6, 13]):
+            parts = [inputs(rng, n, (np.float32, np.float64)[k % 2], layout) for k, n in enumerate(sizes)]
+            joined = [None if parts[0][f] is None else np.concatenate([p[f] for p in parts]) for f in range(3)]
+            want = encode.pack_cloud(*joined, scalar_name="distance")
+            got = encode.pack_parts(parts, scalar_name="distance")
+            assert (got.names, got.width, got.point_step, bytes(got.data), got.is_dense) == (
+                want.names, want.width, want.point_step, bytes(want.data), want.is_dense), (layout, sizes)
+            assert got.is_dense
+    # A non-finite point in one part only, among a part's first points (which, streamed, go word by
+    # word before the first point on 16 bytes: 7 points of 20 bytes before it put it 12 bytes past)
+    # or later: is_dense False, and every point of every part written all the same.
+    for bad in (0, 1, 2, 3, 6):
+        first = inputs(rng, 7, np.float32, "all")
+        second = inputs(rng, 9, np.float64, "all", bad=[(bad, np.nan)])
+        want = encode.pack_cloud(*(np.concatenate([first[f], second[f]]) for f in range(3)))
+        got = encode.pack_parts([first, second])
+        assert bytes(got.data) == bytes(want.data) and not got.is_dense and not want.is_dense, bad
+
+
+def test_pack_parts_refuses_parts_that_do_not_agree():
+    rng = np.random.default_rng(13)
+    with pytest.raises(ValueError, match="at least one"):
+        encode.pack_parts([])
+    for a, b in (("all", "rgb"), ("rgb", "xyz"), ("confidence", "all")):
+        with pytest.raises(ValueError, match="all or none"):
+            encode.pack_parts([inputs(rng, 4, np.float32, a), inputs(rng, 4, np.float32, b)])
+    points, colors, conf = inputs(rng, 4, np.float32, "all")
+    with pytest.raises(ValueError, match="confidence must be"):
+        encode.pack_parts([(points, colors, conf), (points, colors, conf[:3])])
+    with pytest.raises(ValueError, match="points must be"):
+        encode.pack_parts([(points, colors, conf), (points[:, :2], colors, conf)])
 
 
 def unaligned(a, offset):

@@ -13,7 +13,7 @@ from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from mapanything_ros.decode import cloud_to_xyz, unpack_rgb  # noqa: E402
-from mapanything_ros.ros.pointcloud import xyz_to_cloud  # noqa: E402
+from mapanything_ros.ros.pointcloud import parts_to_cloud, xyz_to_cloud  # noqa: E402
 
 SEC = 1_000_000_000
 CODES = {"i1": ("b", 1), "u1": ("B", 2), "i2": ("h", 3), "u2": ("H", 4), "i4": ("i", 5), "u4": ("I", 6),
@@ -146,6 +146,19 @@ def test_write_read_round_trip():
     raw = np.frombuffer(msg.data, np.dtype([("xyz", "<f4", 3), ("rgb", "<f4"), ("confidence", "<f4")]))
     np.testing.assert_array_equal(unpack_rgb(raw["rgb"]), colors)
     np.testing.assert_array_equal(raw["confidence"], conf)
+
+
+def test_parts_make_the_cloud_of_their_concatenation():
+    """parts_to_cloud (~/points: a part per view, not concatenated first) is xyz_to_cloud of the
+    concatenation: fields, sizes, is_dense, bytes; its data adopted as an array.array."""
+    rng = np.random.default_rng(2)
+    parts = [(rng.uniform(-50, 50, (n, 3)).astype(np.float32), rng.integers(0, 256, (n, 3), dtype=np.uint8),
+              rng.random(n).astype(np.float32)) for n in (301, 0, 7, 1202)]
+    msg = parts_to_cloud(parts, header(5 * SEC))
+    want = xyz_to_cloud(*(np.concatenate([p[0] for p in parts]), header(5 * SEC)),
+                        *(np.concatenate([p[f] for p in parts]) for f in (1, 2)))
+    assert msg == want and msg.width == 1510 and msg.is_dense
+    assert isinstance(msg.data, array.array) and msg.data.typecode == "B"
 
 
 def test_xyz_only_cloud_and_is_dense():

@@ -136,7 +136,7 @@ class CameraModel:
         u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
         yd = (v - k[1, 2]) / k[1, 1]
         xd = (u - k[0, 2] - k[0, 1] * yd) / k[0, 0]
-        return self.lens.unproject(xd, yd)[0]
+        return distortion.unproject(self.lens, xd, yd)[0]
 
     def project(self, points):
         """(uv (..., 2), valid (...)) published-image pixel coordinates (K convention) of camera-frame points.

@@ -11,6 +11,10 @@ Valid field of view: each model is invertible only where its radial map is stric
 from the optical axis) of that cone; directions outside it, and image points whose inverse lies
 outside it, are invalid (NaN rays, `valid=False`). Inside it the inverse is solved by a bracketed
 Newton iteration to double precision.
+
+`unproject(lens, xd, yd)` is the inverse that the package uses: the compiled _lens.unproject where
+CMakeLists.txt built it (the steps of the lens classes' numpy `unproject`, per point; _lens.c says
+where the bits can differ), else the numpy one.
 """
 
 from dataclasses import dataclass
@@ -18,8 +22,13 @@ from functools import cached_property
 
 import numpy as np
 
+try:  # the compiled inverse (CMakeLists.txt builds it)
+    from .. import _lens
+except ImportError:
+    _lens = None
+
 # Largest angle considered for the radial-tangential models (their z=1 plane cannot reach 90°).
-PINHOLE, RADTAN, EQUIDISTANT = 0, 1, 2  # lens kinds of spec() (and of _tsdf_fuse.c)
+PINHOLE, RADTAN, EQUIDISTANT = 0, 1, 2  # lens kinds of spec() (and of _tsdf_fuse.c, _lens.c)
 _MAX_PLANE_ANGLE = np.deg2rad(89.0)
 _SEARCH_SAMPLES = 100_001
 _TABLE_SIZE = 4097
@@ -46,20 +55,29 @@ def _flat(xd, yd):
     return xd.shape, xd.ravel().copy(), yd.ravel().copy()
 
 
-def _invert_monotone(fn, target, upper, polish=True):
-    """Solve fn(r) = target for r in [0, upper], fn strictly increasing there, fn(0) = 0.
+def _monotone_table(fn, upper):
+    """(knots, values) float64 (_TABLE_SIZE,): fn's values at knots from 0 to upper, denser near
+    the axis."""
+    knots = upper * np.linspace(0.0, 1.0, _TABLE_SIZE) ** 2
+    values = fn(knots)[0]
+    knots.setflags(write=False)  # cached on the lens, shared by every inverse
+    values.setflags(write=False)
+    return knots, values
 
-    `fn(r)` returns (value, derivative). A table of fn brackets every root and gives a linear
-    interpolation guess; with `polish`, a safeguarded Newton iteration (bisection whenever Newton
-    leaves the bracket) refines it to double precision. Returns (r, valid); valid is False where
-    the target is beyond fn(upper), negative or not finite, or Newton did not converge (r NaN).
+
+def _invert_monotone(fn, target, knots, table, polish=True):
+    """Solve fn(r) = target for r in [0, knots[-1]], fn strictly increasing there, fn(0) = 0.
+
+    `fn(r)` returns (value, derivative); (knots, table) is _monotone_table(fn, upper). The table
+    brackets every root and gives a linear interpolation guess; with `polish`, a safeguarded
+    Newton iteration (bisection whenever Newton leaves the bracket) refines it to double
+    precision. Returns (r, valid); valid is False where the target is beyond fn(upper), negative
+    or not finite, or Newton did not converge (r NaN).
     """
     target = np.asarray(target, dtype=np.float64)
-    knots = upper * np.linspace(0.0, 1.0, _TABLE_SIZE) ** 2  # denser near the axis
-    table = fn(knots)[0]
     valid = np.isfinite(target) & (target >= 0) & (target <= table[-1])
     t = np.where(valid, target, 0.0)
-    i = np.clip(np.searchsorted(table, t), 1, _TABLE_SIZE - 1)
+    i = np.clip(np.searchsorted(table, t), 1, len(table) - 1)
     lo, hi = knots[i - 1], knots[i]
     x = lo + (t - table[i - 1]) / (table[i] - table[i - 1]) * (hi - lo)
     if not polish:
@@ -106,7 +124,9 @@ class Pinhole:
         shape, xd, yd = _flat(xd, yd)
         rays = np.stack([xd, yd, np.ones_like(xd)], axis=-1)
         rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
-        return rays.reshape(shape + (3,)), (np.isfinite(xd) & np.isfinite(yd)).reshape(shape)
+        valid = np.isfinite(xd) & np.isfinite(yd)
+        rays[~valid] = np.nan
+        return rays.reshape(shape + (3,)), valid.reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -152,6 +172,11 @@ class RadialTangential:
     def max_angle(self):
         return float(np.arctan(self.max_radius))
 
+    @cached_property
+    def table(self):
+        """(knots, values): the radial map r -> r g(r²) up to max_radius (the inverse's first guess)."""
+        return _monotone_table(self._radius_map, self.max_radius)
+
     def spec(self):
         """(kind, (k1..k6, p1, p2), max_radius²): this lens for compiled code (_tsdf_fuse.c: RADTAN)."""
         return RADTAN, (*map(float, self.k), *map(float, self.p)), float(self.max_radius) ** 2
@@ -175,8 +200,8 @@ class RadialTangential:
         rd = np.hypot(xd, yd)
         # Radial-only inverse as the starting point, then 2-D Newton including the tangential
         # terms (which can move a point slightly beyond the radial limit, so clip the guess).
-        rd_max = self._radius_map(np.array([self.max_radius]))[0][0]
-        r, valid = _invert_monotone(self._radius_map, np.minimum(rd, rd_max), self.max_radius, polish=False)
+        knots, table = self.table
+        r, valid = _invert_monotone(self._radius_map, np.minimum(rd, table[-1]), knots, table, polish=False)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(rd > 0, r / rd, 1.0)
         x, y = xd * ratio, yd * ratio
@@ -246,6 +271,11 @@ class Equidistant:
         grid = np.linspace(0.0, np.pi * (1 - 1e-9), _SEARCH_SAMPLES)
         return _first_failure(lambda t: self._theta_map(t)[1] > 0, grid)
 
+    @cached_property
+    def table(self):
+        """(knots, values): the angle map θ -> θ_d up to max_angle (the inverse's first guess)."""
+        return _monotone_table(self._theta_map, self.max_angle)
+
     def spec(self):
         """(kind, (k1..k4, 0, 0, 0, 0), max_angle): this lens for compiled code (_tsdf_fuse.c: EQUIDISTANT)."""
         return EQUIDISTANT, (*map(float, self.k), 0.0, 0.0, 0.0, 0.0), float(self.max_angle)
@@ -261,7 +291,7 @@ class Equidistant:
     def unproject(self, xd, yd):
         shape, xd, yd = _flat(xd, yd)
         theta_d = np.hypot(xd, yd)
-        theta, valid = _invert_monotone(self._theta_map, theta_d, self.max_angle)
+        theta, valid = _invert_monotone(self._theta_map, theta_d, *self.table)
         valid &= theta < self.max_angle
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(theta_d > 0, np.sin(theta) / theta_d, 1.0)
@@ -269,6 +299,23 @@ class Equidistant:
         rays[~valid] = np.nan
         return rays.reshape(shape + (3,)), valid.reshape(shape)
 
+
+def unproject(lens, xd, yd):
+    """(unit rays (..., 3) float64, valid (...) bool) of normalised image points xd, yd (...)
+    through `lens` (Pinhole, RadialTangential or Equidistant): the compiled _lens.unproject where it
+    is built, else lens.unproject (numpy). NaN rays where not valid."""
+    if _lens is None:
+        return lens.unproject(xd, yd)
+    xd, yd = np.broadcast_arrays(np.asarray(xd, np.float64), np.asarray(yd, np.float64))
+    kind, coefficients, limit = lens.spec()
+    knots, table = (_NO_TABLE, _NO_TABLE) if kind == PINHOLE else lens.table
+    rays, valid = np.empty(xd.shape + (3,)), np.empty(xd.shape, bool)
+    _lens.unproject(kind, coefficients, limit, knots, table, np.ascontiguousarray(xd).reshape(-1),
+                    np.ascontiguousarray(yd).reshape(-1), rays, valid)
+    return rays, valid
+
+
+_NO_TABLE = np.zeros(0)
 
 # Accepted lengths of D per ROS distortion model (sensor_msgs/distortion_models).
 _D_LENGTHS = {"plumb_bob": (0, 4, 5), "rational_polynomial": (0, 8), "equidistant": (0, 4)}

@@ -184,11 +184,14 @@ class Reconstruction:
     def cloud(self, indices=None):
         """(points (N, 3), colors (N, 3), confidence (N,)) of views `indices` (None: the selected
         views) together, as `points` gives them."""
+        parts = self.cloud_parts(indices)
+        return parts[0] if len(parts) == 1 else tuple(np.concatenate(a) for a in zip(*parts))
+
+    def cloud_parts(self, indices=None):
+        """cloud(indices) view by view, not concatenated: a list of (points, colors, confidence) as
+        `points` gives them (one empty part where there are no views)."""
         parts = [self.points(i) for i in (self.selected if indices is None else indices)]
-        if len(parts) == 1:
-            return parts[0]
-        return tuple(np.concatenate(a) for a in zip(*parts)) if parts else (
-            np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32))
+        return parts or [(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32))]
 
     def range_view(self, i, confidence_quantile=0.0):
         """View i at the model pixels as a tsdf.RangeView for fusion (on the host): metres from the

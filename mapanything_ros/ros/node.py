@@ -53,7 +53,7 @@ from .diagnostics import Problems, Rates, make_status
 from .images import depth_to_image, float_image
 from .marker import mesh_markers
 from .messages import make_header, occupancy_msg, rectified_info, tf_msg, window_msg, with_header
-from .pointcloud import xyz_to_cloud
+from .pointcloud import parts_to_cloud, xyz_to_cloud
 from .tf import TF_QOS, TF_STATIC_QOS, make_tf_lookup
 
 RETRY_HZ = 20.0
@@ -389,8 +389,7 @@ class _MapAnything:
             else:
                 self.tf_pub.publish(tf_msg(out.transforms))
         if self.points_pub.get_subscription_count():
-            xyz, rgb, conf = out.points()
-            self.points_pub.publish(xyz_to_cloud(xyz, make_header(out.frame_id, out.stamp_ns), rgb, conf))
+            self.points_pub.publish(parts_to_cloud(out.point_parts(), make_header(out.frame_id, out.stamp_ns)))
         for cam in out.cameras:
             header = make_header(cam.frame_id, cam.stamp_ns)
             pubs = self.pubs[cam.camera]

@@ -3,7 +3,7 @@
 
 from sensor_msgs.msg import PointCloud2, PointField
 
-from ..encode import pack_cloud
+from ..encode import pack_cloud, pack_parts
 from .buffers import adopting
 
 _ADOPT_DATA = adopting(PointCloud2)
@@ -16,12 +16,22 @@ def xyz_to_cloud(points, header, colors=None, confidence=None, scalar_name="conf
     anything else raises ValueError); confidence (N,), or another float32 per point in a field named
     `scalar_name`. is_dense is True when every point is finite. See encode.py for the layout.
     """
-    c = pack_cloud(points, colors, confidence, scalar_name)
+    return _message(pack_cloud(points, colors, confidence, scalar_name), header)
+
+
+def parts_to_cloud(parts, header, scalar_name="confidence"):
+    """xyz_to_cloud of several clouds one after another, (points, colors, confidence) each, without
+    concatenating them first (encode.pack_parts)."""
+    return _message(pack_parts(parts, scalar_name), header)
+
+
+def _message(c, header):
+    """The PointCloud2 of an encode.PackedCloud, its bytes adopted, not copied (see buffers.py)."""
     msg = PointCloud2(
         **_ADOPT_DATA, header=header, height=1, width=c.width, is_bigendian=c.is_bigendian, point_step=c.point_step,
         row_step=c.point_step * c.width, is_dense=c.is_dense,
         fields=[PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
                 for i, name in enumerate(c.names)],
     )
-    msg.data = c.data  # adopted, not copied (see buffers.py)
+    msg.data = c.data
     return msg

@@ -107,8 +107,15 @@ class WindowOutput:
 
     def points(self):
         """(xyz, rgb, confidence) of points_scope: the newest capture's views or the whole window."""
-        recon = self.reconstruction
-        return recon.cloud(None if self.values["points_scope"] == "newest" else range(len(recon.frames)))
+        return self.reconstruction.cloud(self._scope())
+
+    def point_parts(self):
+        """points() view by view, not concatenated (Reconstruction.cloud_parts): what ~/points packs."""
+        return self.reconstruction.cloud_parts(self._scope())
+
+    def _scope(self):
+        """The view indices of points_scope (None: the newest capture's, the selected views)."""
+        return None if self.values["points_scope"] == "newest" else range(len(self.reconstruction.frames))
 
     def view(self, camera):
         """The native-resolution mapping view (depth, confidence, world_from_camera) of a CameraView."""
