@@ -112,6 +112,36 @@ class Replay:
         return out
 
 
+def node_messages(recon):
+    """Build what the node's _on_result builds for a window (ros/node.py) with the package on
+    PYTHONPATH (older revisions' APIs too): the newest capture's depth and confidence Images and the
+    ~/points PointCloud2. Returns the number of points."""
+    from mapanything_ros.ros import pointcloud
+    from mapanything_ros.ros.images import depth_to_image, float_image
+    from mapanything_ros.ros.messages import make_header
+
+    if hasattr(recon, "cloud_parts"):  # this package: the newest capture's points, packed view by view
+        parts = recon.cloud_parts()
+        newest = recon.views
+    elif hasattr(recon, "cloud"):  # before 2026-12-06: concatenated first
+        parts = [recon.cloud()]
+        newest = recon.views
+    else:  # before: every view's points; depth of the newest views
+        views = recon.views
+        parts = [tuple(np.concatenate([getattr(v, a) for v in views]) for a in ("points", "colors", "point_confidence"))]
+        stamp = max(v.frame.stamp_ns for v in views)
+        newest = [v for v in views if v.frame.stamp_ns == stamp]
+    header = make_header("world", newest[0].frame.stamp_ns)
+    for v in newest:
+        depth_to_image(v.depth, header)
+        float_image(v.confidence, header)
+    if len(parts) > 1:
+        pointcloud.parts_to_cloud(parts, header)
+    else:
+        pointcloud.xyz_to_cloud(parts[0][0], header, *parts[0][1:])
+    return sum(len(p[0]) for p in parts)
+
+
 def drive(size, cameras, windows, completion=False):
     """Measure the package on PYTHONPATH (run in a subprocess): {figure: value}. completion: with the
     depth-completion preset's reconstruction settings."""
@@ -120,9 +150,6 @@ def drive(size, cameras, windows, completion=False):
 
     from mapanything_ros.backends import OracleBackend
     from mapanything_ros.pipeline import Pipeline, PipelineConfig
-    from mapanything_ros.ros.images import depth_to_image, float_image
-    from mapanything_ros.ros.messages import make_header
-    from mapanything_ros.ros import pointcloud
     from mapanything_ros.window import KeyframePolicy
 
     torch.set_num_threads(1)
@@ -151,29 +178,8 @@ def drive(size, cameras, windows, completion=False):
     pipeline = Pipeline(config, replay)
     built = {}
 
-    def messages(result):  # what the node's _on_result builds (ros/node.py), on the same thread
-        recon = result.reconstruction
-        if hasattr(recon, "cloud_parts"):  # this package: the newest capture's points, packed view by view
-            parts = recon.cloud_parts()
-            newest = recon.views
-        elif hasattr(recon, "cloud"):  # before 2026-12-06: concatenated first
-            parts = [recon.cloud()]
-            newest = recon.views
-        else:  # before: every view's points; depth of the newest views
-            views = recon.views
-            parts = [tuple(np.concatenate([getattr(v, a) for v in views]) for a in
-                           ("points", "colors", "point_confidence"))]
-            stamp = max(v.frame.stamp_ns for v in views)
-            newest = [v for v in views if v.frame.stamp_ns == stamp]
-        header = make_header("world", newest[0].frame.stamp_ns)
-        for v in newest:
-            depth_to_image(v.depth, header)
-            float_image(v.confidence, header)
-        if len(parts) > 1:
-            pointcloud.parts_to_cloud(parts, header)
-        else:
-            pointcloud.xyz_to_cloud(parts[0][0], header, *parts[0][1:])
-        built["points"] = sum(len(p[0]) for p in parts)
+    def messages(result):  # what the node's _on_result builds, on the same thread
+        built["points"] = node_messages(result.reconstruction)
         built["at"] = time.thread_time()
 
     pipeline.on_result(messages)

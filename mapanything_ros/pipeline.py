@@ -3,18 +3,21 @@
 Two paths share every step (`_prepare`, then `_run`):
 - live: `submit(frames)` from the ingestion thread (the node's callbacks) only offers the
   capture to the Window, which is cheap (no decoding, no projection: see window.Frame's deferred
-  work); when a new keyframe is admitted, a snapshot of the window's views becomes a job. Three
+  work); when a new keyframe is admitted, a snapshot of the window's views becomes a job. Four
   threads (`start`/`stop`, or `with pipeline:`) then take it in turn, each through a bounded
   queue: the prepare thread prepares the job's new keyframes, the worker runs the window
-  (inference to the outputs), the map thread fuses its keyframes into the map. So the next
-  window's keyframes are prepared while the worker infers the current one, and the map is fused
-  while the worker goes on (a stage's time, not the sum of the stages, bounds the windows a
-  second). The job queues (before preparation and before the worker) are latest wins: when one
-  is full its oldest job is dropped and counted (the keyframes of a dropped job stay in the window
-  and are prepared, once, with the next job that holds them); the map's queue holds MAP_QUEUE
-  windows' fusions (when full, the oldest is dropped: map_dropped). An exception in a job's steps
-  is caught, counted, logged (at most once per LOG_INTERVAL_S) and passed to the error callbacks;
-  the thread carries on with the next job.
+  (assembly, inference, reconstruction, chaining), the publish thread makes its outputs (the
+  result callbacks) and sends its keyframes to the map, the map thread fuses them into the map.
+  So the next window's keyframes are prepared and the previous window's outputs are made while
+  the worker infers the current one, and the map is fused while the others go on (a stage's
+  time, not the sum of the stages, bounds the windows a second). The job queues (before
+  preparation and before the worker) are latest wins: when one is full its oldest job is dropped
+  and counted (the keyframes of a dropped job stay in the window and are prepared, once, with the
+  next job that holds them); every Result is published: the worker takes a job only while the
+  publish thread's queue (of one) is empty, so the job it infers is the freshest; the map's queue
+  holds MAP_QUEUE windows' fusions (when full, the oldest is dropped: map_dropped). An exception
+  in a job's steps is caught, counted, logged (at most once per LOG_INTERVAL_S) and passed to the
+  error callbacks; the thread carries on with the next job.
 - offline: `process(frames)` does the same synchronously, fusion included, and returns the Result.
 Use one path per pipeline.
 
@@ -42,13 +45,17 @@ reconstructed in the world frame and inserted as it is. Otherwise (image-only) e
 its own reference camera frame, and mapping.WindowChain carries it into one chain frame first.
 The map holds one frame only, so it is cleared (and the clearing counted, with its reason) when
 the chain starts a new segment, when the window is reset (time went backwards) in image-only
-mode, and when the windows switch between world and chain frames. Without poses, the motion of
+mode, and when the windows switch between world and chain frames. The worker decides a clearing
+(with the window that needs it); a window made before it (or before a load_map()) and published
+after it sends nothing to the map (its keyframes still in the window enter again, reconstructed
+in the new frame, with later windows). Without poses, the motion of
 the main camera between the two newest keyframes of the last chained window (window.MotionRate)
 admits captures by motion as well as by time.
 
 Counters (stats()): captures offered, keyframes admitted, jobs dropped (queue full, pending or
-being prepared at stop()/reset()), jobs inferred (backend returned), jobs done (result delivered), jobs
-failed (a map fusion that raised included), window resets (time going backwards), map resets with
+being prepared at stop()/reset(), or inferred and waiting for the publish thread then), jobs
+inferred (backend returned), jobs done (result delivered), jobs failed (a map fusion that raised
+included), window resets (time going backwards), map resets with
 the last reasons, keyframes dropped before fusion (map_dropped), keyframes fused into the map,
 keyframes that alone reached more blocks than the map's memory bound keeps (map_overflows) and
 keyframes that could not be prepared (bad_frames); per-stage
@@ -246,6 +253,9 @@ class Pipeline:
         self._queue = deque()  # prepared jobs for the worker
         self._busy = False
         self._thread = None
+        self._results = deque()  # (job, Result, map generation) for the publish thread: one at most
+        self._publishing = False
+        self._publish_thread = None
         self._map_items = deque()  # _MapItems for the map thread, in order
         self._map_busy = False
         self._map_thread = None
@@ -261,7 +271,8 @@ class Pipeline:
         self._views = {}  # window.prepare_key -> PreparedView of the frames in the window
         self._bad = set()  # Frame.key of keyframes that failed to prepare
         self._in_map = set()  # Frame.key of the keyframes sent to the map (in the window's epoch)
-        self._last = None  # (job, Result) of the newest window, for flush_map
+        self._map_generation = 0  # + 1 at each clearing _clear_map decides (under the chain lock)
+        self._last = None  # (job, Result, map generation) of the newest window, for flush_map
         self._map_stamp = None  # Result.stamp_ns of the newest window in the map
         self._last_log = -np.inf
         self._callback_errors = set()  # (callback, exception type) already logged
@@ -305,13 +316,14 @@ class Pipeline:
         return submission, (None if job is None else self._execute(job))
 
     def on_result(self, callback):
-        """Call callback(Result) for every finished window (on the worker thread, or in process())."""
+        """Call callback(Result) for every finished window, in order (on the publish thread, or in
+        process())."""
         self._on_result.append(callback)
 
     def on_error(self, callback):
         """Call callback(seq, exception) for every failed window: on the prepare thread (a frame
-        that cannot be prepared) or the worker, so callbacks must be thread-safe; in process()
-        when running offline."""
+        that cannot be prepared), the worker or the publish thread (the map's bookkeeping), so
+        callbacks must be thread-safe; in process() when running offline."""
         self._on_error.append(callback)
 
     def on_publish_error(self, callback):
@@ -331,39 +343,48 @@ class Pipeline:
             thread.join()
         with self._wake:
             self._stopping = False
-            self._prepare_thread, self._thread, self._map_thread = (
-                threading.Thread(target=self._serve, args=(items, busy, run), name=name, daemon=True)
-                for items, busy, run, name in (
-                    (self._to_prepare, "_preparing", self._prepare_job, "mapanything-prepare"),
-                    (self._queue, "_busy", self._execute, "mapanything-pipeline"),
-                    (self._map_items, "_map_busy", self._apply_logged, "mapanything-map")))
+            self._prepare_thread, self._thread, self._publish_thread, self._map_thread = (
+                threading.Thread(target=self._serve, args=(items, busy, run, ready), name=name, daemon=True)
+                for items, busy, run, name, ready in (
+                    (self._to_prepare, "_preparing", self._prepare_job, "mapanything-prepare", None),
+                    (self._queue, "_busy", self._execute, "mapanything-pipeline", lambda: not self._results),
+                    (self._results, "_publishing", self._publish, "mapanything-publish", None),
+                    (self._map_items, "_map_busy", self._apply_logged, "mapanything-map", None)))
             for thread in self._threads():
                 thread.start()
 
     def stop(self, timeout=None):
         """Stop the threads: the job running ends after its current stage (inference, whose call
         cannot be cut short, included) without a result, a job being prepared is dropped when its
-        preparation ends, the keyframe being fused ends, pending jobs and map work are dropped
-        (counted). Returns True when the threads ended within `timeout` seconds (None: wait)."""
+        preparation ends, the result being published is published, the keyframe being fused
+        ends, pending jobs, results and map work are dropped (counted), a map clearing among them
+        is applied once the threads ended. Returns True when the threads ended within `timeout`
+        seconds (None: wait)."""
         with self._wake:
             self._stopping = True
-            self._counts["dropped"] += len(self._queue) + len(self._to_prepare)
+            self._counts["dropped"] += len(self._queue) + len(self._to_prepare) + len(self._results)
             self._counts["map_dropped"] += sum(len(item.indices) for item in self._map_items)
+            clearings = [item for item in self._map_items if item.recon is None]
             self._to_prepare.clear()
             self._queue.clear()
+            self._results.clear()
             self._map_items.clear()
             self._wake.notify_all()
             threads = self._threads()
         end = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
             thread.join(None if end is None else max(0.0, end - time.monotonic()))
-        return not any(t.is_alive() for t in threads)
+        ended = not any(t.is_alive() for t in threads)
+        if clearings and ended:  # the map must not keep a frame the pipeline has left (start() again)
+            self._apply(clearings[-1])
+        return ended
 
     def drain(self, timeout=None):
         """Wait until no job and no map work is pending or running; True if so within `timeout` seconds."""
         with self._wake:
             return self._wake.wait_for(lambda: not (self._to_prepare or self._preparing or self._queue or self._busy
-                                                    or self._map_items or self._map_busy), timeout)
+                                                    or self._results or self._publishing or self._map_items
+                                                    or self._map_busy), timeout)
 
     def __enter__(self):
         self.start()
@@ -439,6 +460,7 @@ class Pipeline:
             self._map_stamp = None if stamp < 0 else stamp
             self._frame_epoch = None
             self._in_map.clear()
+            self._map_generation += 1  # windows made before are not sent to the loaded map (_insert)
             with self._wake:
                 self._counts["map_dropped"] += sum(len(item.indices) for item in self._map_items)
                 self._map_items.clear()
@@ -448,12 +470,14 @@ class Pipeline:
         a job running now is discarded. Counters and latencies are kept unless `counters`."""
         with self._chain_lock, self._map_lock, self._wake:
             self.window.clear()
-            self._counts["dropped"] += len(self._queue) + len(self._to_prepare)
+            self._counts["dropped"] += len(self._queue) + len(self._to_prepare) + len(self._results)
             self._to_prepare.clear()
             self._queue.clear()
+            self._results.clear()
             self._map_items.clear()
             self._epoch += 1
             self._cleared_epoch = self._epoch
+            self._wake.notify_all()  # a worker waiting for the publish queue drops its stale result
             self.chain.reset()
             self._map.reset()
             self._map_changed()
@@ -499,8 +523,9 @@ class Pipeline:
         return Submission(True, admission.reason, admission.reset, job.seq), job
 
     def _threads(self):
-        """The threads started (prepare, worker, map), under the lock."""
-        return [t for t in (self._prepare_thread, self._thread, self._map_thread) if t is not None]
+        """The threads started (prepare, worker, publish, map), under the lock."""
+        return [t for t in (self._prepare_thread, self._thread, self._publish_thread, self._map_thread)
+                if t is not None]
 
     def _offer(self, items, job):
         """Queue a job on `items` (a job queue), latest wins: when full, its oldest job is dropped
@@ -535,16 +560,18 @@ class Pipeline:
             return True
         return False
 
-    def _serve(self, items, busy, run):
-        """A thread's loop: run(item) for each item of the deque `items` in turn, with the flag
-        attribute `busy` set meanwhile (drain() waits on it), until stop()."""
+    def _serve(self, items, busy, run, ready=None):
+        """A thread's loop: run(item) for each item of the deque `items` in turn, when `ready()`
+        (None: always), with the flag attribute `busy` set meanwhile (drain() waits on it), until
+        stop()."""
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: items or self._stopping)
+                self._wake.wait_for(lambda: (items and (ready is None or ready())) or self._stopping)
                 if self._stopping:
                     return
                 item = items.popleft()
                 setattr(self, busy, True)
+                self._wake.notify_all()  # room in `items` (the worker waits for the publish queue's)
             try:
                 run(item)
             finally:
@@ -553,12 +580,32 @@ class Pipeline:
                     self._wake.notify_all()
 
     def _execute(self, job):
-        """Run a job, deliver its Result to the callbacks, then insert its keyframes into the map;
-        failures are counted, logged and reported."""
+        """Run a job to its Result, then publish it: where the threads were started, on the publish
+        thread (queued once its queue has room; dropped, counted, when stop() or a reset() came
+        meanwhile), else now. Returns the Result once published (offline), None when handed over,
+        stale or failed (counted, logged and reported)."""
         try:
-            result = self._run(job)
-            if result is None:
+            made = self._run(job)
+        except Exception as err:  # the worker must survive any bad input or backend failure
+            self._failed(job, err)
+            return None
+        if made is None:
+            return None
+        item = (job, *made)
+        with self._wake:
+            if self._publish_thread is not None:
+                self._wake.wait_for(lambda: not self._results or self._stopping)
+                if not self._dropped_if_stale(job):  # stop() or a reset() meanwhile
+                    self._results.append(item)
+                    self._wake.notify_all()
                 return None
+        return made[0] if self._publish(item) else None
+
+    def _publish(self, item):
+        """Deliver a (job, Result, map generation) to the callbacks, then send its keyframes to the
+        map; returns whether it got that far (a failure is counted, logged and reported)."""
+        job, result, generation = item
+        try:
             clock = time.perf_counter()
             for callback in self._on_result:
                 self._call(callback, result)
@@ -567,16 +614,17 @@ class Pipeline:
                 self._counts["done"] += 1
                 self._latency["publish"].append(now - clock)
                 self._latency["total"].append(now - job.submitted)
-            self._insert(job, result)
-            return result
-        except Exception as err:  # the worker must survive any bad input or backend failure
+            self._insert(job, result, generation)
+            return True
+        except Exception as err:  # the thread must survive a failure of the map's bookkeeping
             self._failed(job, err)
-            return None
+            return False
 
     def _run(self, job):
         """The steps of one window up to its Result: preparation of new keyframes (unless the
         prepare thread did it), assembly, inference, reconstruction (native depth left to first use)
-        and chaining. Returns None when stop() or a reset() since the job's admission made it stale."""
+        and chaining. Returns (Result, the map's generation after the window's map decisions), or
+        None when stop() or a reset() since the job's admission made it stale."""
         cfg = job.config
         with self._wake:
             if self._dropped_if_stale(job):  # not worth inferring
@@ -621,13 +669,14 @@ class Pipeline:
                 if chained.reset:
                     map_reset = self._clear_map(f"chain: {chained.reason}", job.epoch)
                 lap("chaining")
+            generation = self._map_generation
         rate = None if chained is None else MotionRate.of(recon.frames, recon.poses)
         with self._wake:
             for stage, seconds in timings.items():
                 self._latency[stage].append(seconds)
             if job.epoch == self._epoch:  # admits captures without a pose by motion too (None: by time)
                 self.window.rate = rate
-        return Result(job.seq, frames[0].stamp_ns, cfg, job.context, recon, chained, map_reset, timings)
+        return Result(job.seq, frames[0].stamp_ns, cfg, job.context, recon, chained, map_reset, timings), generation
 
     def _prepare(self, job):
         """The job with its frames prepared (`prepared`, `prepare_s`), each frame once
@@ -673,6 +722,7 @@ class Pipeline:
     def _clear_map(self, reason, epoch):
         """Have the map cleared before what is sent to it next (under the chain lock); returns `reason`."""
         self._in_map.clear()  # the window's keyframes enter again, in the new frame
+        self._map_generation += 1  # windows made before are not sent to the map (_insert)
         with self._wake:
             self._counts["map_resets"] += 1
             self._reasons.append(f"map: {reason}")
@@ -680,13 +730,15 @@ class Pipeline:
         self._send(_MapItem(epoch, None, (), 0.0, None, None))
         return reason
 
-    def _insert(self, job, result):
-        """Send the keyframes this window enters to the map (see the module doc's map_insert)."""
+    def _insert(self, job, result, generation):
+        """Send the keyframes this window enters to the map (see the module doc's map_insert), unless
+        the map was cleared since the window was made (`generation`: _map_generation then) or a
+        reset() made it stale."""
         recon = result.reconstruction
         frames = recon.frames
         with self._chain_lock:
             with self._wake:
-                if job.epoch < self._cleared_epoch:
+                if job.epoch < self._cleared_epoch or generation != self._map_generation:
                     return
             if job.config.map_insert == "newest":
                 todo = [i for i, f in enumerate(frames) if f.key not in self._in_map]
@@ -697,7 +749,7 @@ class Pipeline:
                         if full and f.capture_ns == stamps[0] and f.key not in self._in_map]
             self._send_views(job, result, todo)
             self._in_map &= {f.key for f in frames}
-            self._last = (job, result)
+            self._last = (job, result, generation)
 
     def flush_map(self):
         """Send the newest window's keyframes that are not in the map yet (map_insert "oldest"
@@ -706,9 +758,9 @@ class Pipeline:
         with self._chain_lock:
             if self._last is None:
                 return 0
-            job, result = self._last
+            job, result, generation = self._last
             with self._wake:
-                if job.epoch < self._cleared_epoch:
+                if job.epoch < self._cleared_epoch or generation != self._map_generation:
                     return 0
             todo = [i for i, f in enumerate(result.reconstruction.frames) if f.key not in self._in_map]
             self._send_views(job, result, todo)
@@ -803,7 +855,7 @@ class Pipeline:
         with self._wake:
             self._counts["failed"] += 1
             failed = self._counts["failed"]
-            now = time.monotonic()  # two threads fail jobs: the prepare thread and the worker
+            now = time.monotonic()  # three threads fail jobs: the prepare thread, the worker, the publish thread
             due = now - self._last_log >= LOG_INTERVAL_S
             if due:
                 self._last_log = now

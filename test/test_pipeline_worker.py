@@ -225,3 +225,129 @@ def test_process_is_refused_while_the_threads_run(tiny_scene, captures):
         with pytest.raises(RuntimeError, match="submit"):
             pipeline.process(captures[0])
     assert pipeline.stats().captures == 0  # refused before the window saw it
+
+
+def test_the_next_window_is_inferred_while_the_previous_one_is_published(tiny_scene, captures):
+    """The publish thread makes a window's outputs (the result callbacks, in order, on a thread of
+    their own) while the worker infers the next window; drain() waits for both."""
+    publishing = Gate()
+    backend = Slow(tiny_scene)
+    pipeline = Pipeline(CONFIG, backend)
+    results = []
+
+    def outputs(result):
+        if result.seq == 1:
+            publishing()
+        results.append((result.seq, threading.current_thread().name))
+
+    pipeline.on_result(outputs)
+    with pipeline:
+        pipeline.submit(captures[0])
+        assert publishing.reached.wait(WAIT_S)  # window 1's outputs held
+        pipeline.submit(captures[1])
+        wait_for(lambda: len(backend.seen) == 2)  # window 2 inferred meanwhile
+        assert not pipeline.drain(timeout=0.1) and results == []
+        publishing.opened.set()
+        assert pipeline.drain(timeout=WAIT_S)
+    stats = pipeline.stats()
+    assert results == [(1, "mapanything-publish"), (2, "mapanything-publish")]
+    assert stats.inferred == stats.done == 2 and stats.dropped == 0 and stats.map_keyframes == 2
+
+
+def test_every_inferred_window_is_published_in_order(tiny_scene, captures):
+    """Outputs slower than inference: the worker takes no job while a result waits for the publish
+    thread, so every window it infers is published, once, in order; jobs wait in the latest-wins
+    queues instead (dropped there when newer ones come)."""
+    pipeline = Pipeline(CONFIG, Slow(tiny_scene))
+    results = []
+
+    def slow_outputs(result):
+        time.sleep(0.05)
+        results.append(result.seq)
+
+    pipeline.on_result(slow_outputs)
+    with pipeline:
+        for k, capture in enumerate(captures, 1):
+            pipeline.submit(capture)
+            assert len(pipeline._results) <= 1
+            if k % 3 == 0:  # now and then, until the job is inferred or dropped
+                wait_for(lambda: pipeline.stats().inferred + pipeline.stats().dropped >= k)
+        assert pipeline.drain(timeout=WAIT_S)
+    stats = pipeline.stats()
+    assert results == sorted(set(results)) and results[-1] == len(captures)
+    assert stats.inferred == stats.done == len(results) >= 4 and stats.failed == 0
+    assert stats.inferred + stats.dropped == len(captures)
+
+
+def test_a_window_made_before_a_clearing_sends_nothing_to_the_map(tiny_scene, captures):
+    """Window 1 (world frame, poses given) is still being published when the worker's window 2
+    (its newest capture without a pose: the chain frame) clears the map for the new frame: window
+    1's keyframe must not reach the map after the clearing (it would be in the old frame); window 2
+    sends both keyframes, in the chain frame."""
+    publishing = Gate()
+    pipeline = Pipeline(CONFIG, Slow(tiny_scene))
+    sent = []
+    send = pipeline._send
+    pipeline._send = lambda item: (sent.append((item.pose_frame, item.indices)), send(item))[1]
+    pipeline.on_result(lambda result: publishing() if result.seq == 1 else None)
+    unposed = [dataclasses.replace(f, world_from_camera=None) for f in captures[1]]
+    with pipeline:
+        pipeline.submit(captures[0])
+        assert publishing.reached.wait(WAIT_S)
+        pipeline.submit(unposed)
+        wait_for(lambda: pipeline.stats().map_resets == 1)  # decided by window 2, on the worker
+        publishing.opened.set()
+        assert pipeline.drain(timeout=WAIT_S)
+    assert sent[0] == (None, ()) and len(sent) == 2  # the clearing, then window 2 alone
+    assert sent[1][0] != "world" and sent[1][1] == (0, 1)
+    assert pipeline.stats().map_keyframes == 2 and pipeline.map_points().pose_frame == sent[1][0]
+
+
+@pytest.mark.parametrize("how", ["stop", "reset"])
+def test_windows_waiting_for_the_publish_thread_at_stop_or_reset(tiny_scene, captures, how):
+    """While a window's outputs are being made, the next window waits in the publish queue and the
+    job after it in the worker's queue: the worker takes no job while a result waits (the job it
+    infers next is then the freshest). stop(): the outputs end, both waiting windows are dropped
+    (counted), every thread ends. reset(): both are dropped, the pipeline goes on."""
+    publishing = Gate()
+    backend = Slow(tiny_scene)
+    pipeline = Pipeline(CONFIG, backend)
+    results = []
+    pipeline.on_result(lambda result: (publishing() if result.seq == 1 else None, results.append(result.seq)))
+    pipeline.start()
+    pipeline.submit(captures[0])
+    assert publishing.reached.wait(WAIT_S)
+    pipeline.submit(captures[1])
+    wait_for(lambda: len(pipeline._results) == 1)  # window 2 made, queued behind window 1
+    pipeline.submit(captures[2])
+    wait_for(lambda: len(pipeline._queue) == 1)  # job 3 prepared, for the worker
+    for _ in range(50):  # an observation window: the worker leaves job 3 be
+        assert len(backend.seen) == 2 and len(pipeline._results) == 1
+        time.sleep(0.01)
+    if how == "stop":
+        stop_while_held(pipeline, publishing)
+        assert results == [1] and pipeline.stats().dropped == 2 and not pipeline._results
+        return
+    pipeline.reset()
+    assert not pipeline._results and not pipeline._queue and pipeline.stats().dropped == 2
+    publishing.opened.set()
+    pipeline.submit(captures[5])
+    assert pipeline.drain(timeout=WAIT_S)
+    pipeline.stop()
+    assert results == [1, 4] and pipeline.stats().dropped == 2
+
+
+def test_a_map_clearing_pending_at_stop_is_applied(tiny_scene, captures):
+    """stop() drops the map work waiting for the map thread, but not a clearing among it: the map
+    must not keep windows of a frame the pipeline has left (mapping goes on after start())."""
+    fusing = Gate()
+    pipeline = Pipeline(CONFIG, Slow(tiny_scene))
+    integrate = pipeline.map.integrate
+    pipeline.map.integrate = lambda view: (fusing(), integrate(view))[1]
+    with pipeline:
+        pipeline.submit(captures[0])  # world frame: its keyframe held in fusion
+        assert fusing.reached.wait(WAIT_S)
+        pipeline.submit([dataclasses.replace(f, world_from_camera=None) for f in captures[1]])  # chain frame
+        wait_for(lambda: any(item.recon is None for item in pipeline._map_items))  # the clearing, queued
+        stop_while_held(pipeline, fusing)
+    assert len(pipeline.map) == 0 and pipeline.stats().map_resets == 1 and pipeline.stats().map_keyframes == 1

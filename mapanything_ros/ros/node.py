@@ -7,7 +7,7 @@ TF_OUTPUTS; their reference: docs/node.md), timers (the session's tick at RETRY_
 1 Hz, ~/map at map_publish_rate), the arrival clock (the node clock), logging and /diagnostics.
 The process (signals, executor, shutdown) is ros/run.py.
 
-Outputs are packed only when someone subscribes, on the pipeline worker as soon as they are made;
+Outputs are packed only when someone subscribes, on the pipeline's publish thread as soon as they are made;
 ~/map on a thread of its own, never on the executor. Bad input is logged (throttled,
 session.Reporter) and reported on /diagnostics; nothing is published for it. A backend that cannot
 start (e.g. missing weights) or bad parameters leave the node up, reporting the error only. What
@@ -64,7 +64,7 @@ LEVELS = {WARN: diagnostics.WARN, ERROR: diagnostics.ERROR}  # session levels ->
 DUPLICATE_CHECK_S, DUPLICATE_LOOKS = 7.0, 4
 # GIL switch interval of the node's process (s). The pipeline's threads and the executor share
 # the GIL; at Python's default 5 ms, a callback making many short numpy calls waits up to 5 ms to
-# get the GIL back after each one while the worker computes (the "convoy effect"): measured with
+# get the GIL back after each one while the pipeline's threads compute (the "convoy effect"): measured with
 # the oracle backend, an image callback stalled 2.4 s and the first window took 2.8 s instead of
 # 0.1 s, best-effort inputs overflowed and captures went out without their LiDAR depth.
 GIL_SWITCH_S = 0.0005
@@ -372,7 +372,7 @@ class _MapAnything:
     def _on_depth_image(self, cam, msg):
         self.session.depth_image(cam, msg, self._now_ns())
 
-    # ---------------------------------------------------------------- outputs (pipeline worker thread)
+    # ---------------------------------------------------------------- outputs (pipeline publish thread)
 
     def _publish(self, out):
         """Publish a session.WindowOutput: TF first (what the others are looked up through), then

@@ -24,8 +24,8 @@ they arrived, and turn each WindowOutput into messages or files. Every input rul
 
 Every admitted frame carries a Keyframe record (Frame.meta: camera, CameraInfo, TF pose at its
 image stamp) for exactly as long as it is in the window. Threads: the caller's input thread
-(inputs, tick, configure, reset: one lock) and the pipeline's threads (preparation, the outputs on
-its worker, the map). The parameters are
+(inputs, tick, configure, reset: one lock) and the pipeline's threads (preparation, inference, the
+outputs on its publish thread, the map). The parameters are
 an immutable snapshot: `configure` makes a new one, and each window is made and published
 entirely with the snapshot in force when its keyframe was admitted (WindowOutput.values).
 
@@ -145,7 +145,7 @@ class Session:
 
     values: parameters (settings.SPECS names, `cameras` set); backend: a backends.Backend;
     lookup(target, source, stamp_ns): the TF lookup (4x4, raising TransformError); report: a
-    report.Reporter; emit(WindowOutput): the outputs, called on the worker (threaded) or in the
+    report.Reporter; emit(WindowOutput): the outputs, called on the publish thread (threaded) or in the
     input call (threaded=False: each keyframe's window is made before the call returns);
     topics: {("image"|"info", camera) or ("depth", source): name} for messages; clock_hint: the
     arrival clock's name and what to do about a stamp far from it.
@@ -173,7 +173,7 @@ class Session:
         self._lags = deque(maxlen=LAG_IMAGES)
         self._missing_run = {}
         self._after_sync_reset = False
-        self._published = 0  # worker only
+        self._published = 0  # publish thread only
         self._overflows = 0  # pipeline map_overflows already reported
         self._frames = 0  # frames submitted (keyframes or not)
 
@@ -395,7 +395,7 @@ class Session:
                         f"out without depth; check the driver, the topic (parameter {param}) and qos (a large "
                         "cloud may never arrive best effort: qos:=reliable)")
 
-    # ---------------------------------------------------------------- outputs (pipeline worker)
+    # ---------------------------------------------------------------- outputs (pipeline publish thread)
 
     def _on_result(self, result):
         values = result.context
