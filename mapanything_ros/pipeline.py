@@ -271,7 +271,7 @@ class Pipeline:
         self._views = {}  # window.prepare_key -> PreparedView of the frames in the window
         self._bad = set()  # Frame.key of keyframes that failed to prepare
         self._in_map = set()  # Frame.key of the keyframes sent to the map (in the window's epoch)
-        self._map_generation = 0  # + 1 at each clearing _clear_map decides (under the chain lock)
+        self._map_generation = 0  # + 1 when the map is cleared, loaded or reset (under the chain lock)
         self._last = None  # (job, Result, map generation) of the newest window, for flush_map
         self._map_stamp = None  # Result.stamp_ns of the newest window in the map
         self._last_log = -np.inf
@@ -477,7 +477,8 @@ class Pipeline:
             self._map_items.clear()
             self._epoch += 1
             self._cleared_epoch = self._epoch
-            self._wake.notify_all()  # a worker waiting for the publish queue drops its stale result
+            self._map_generation += 1  # windows made before are not sent to the map (_insert)
+            self._wake.notify_all()  # the publish queue emptied: the worker may take a job
             self.chain.reset()
             self._map.reset()
             self._map_changed()
@@ -571,7 +572,7 @@ class Pipeline:
                     return
                 item = items.popleft()
                 setattr(self, busy, True)
-                self._wake.notify_all()  # room in `items` (the worker waits for the publish queue's)
+                self._wake.notify_all()  # room in `items`: the worker waits for an empty publish queue
             try:
                 run(item)
             finally:
@@ -581,9 +582,9 @@ class Pipeline:
 
     def _execute(self, job):
         """Run a job to its Result, then publish it: where the threads were started, on the publish
-        thread (queued once its queue has room; dropped, counted, when stop() or a reset() came
-        meanwhile), else now. Returns the Result once published (offline), None when handed over,
-        stale or failed (counted, logged and reported)."""
+        thread (its queue is empty: the worker takes a job only then; dropped, counted, when stop()
+        or a reset() came meanwhile), else now. Returns the Result once published (offline), None
+        when handed over, stale or failed (counted, logged and reported)."""
         try:
             made = self._run(job)
         except Exception as err:  # the worker must survive any bad input or backend failure
@@ -594,7 +595,6 @@ class Pipeline:
         item = (job, *made)
         with self._wake:
             if self._publish_thread is not None:
-                self._wake.wait_for(lambda: not self._results or self._stopping)
                 if not self._dropped_if_stale(job):  # stop() or a reset() meanwhile
                     self._results.append(item)
                     self._wake.notify_all()
@@ -732,14 +732,13 @@ class Pipeline:
 
     def _insert(self, job, result, generation):
         """Send the keyframes this window enters to the map (see the module doc's map_insert), unless
-        the map was cleared since the window was made (`generation`: _map_generation then) or a
-        reset() made it stale."""
+        the map was cleared, loaded or reset since the window was made (`generation`:
+        _map_generation then)."""
         recon = result.reconstruction
         frames = recon.frames
         with self._chain_lock:
-            with self._wake:
-                if job.epoch < self._cleared_epoch or generation != self._map_generation:
-                    return
+            if generation != self._map_generation:
+                return
             if job.config.map_insert == "newest":
                 todo = [i for i, f in enumerate(frames) if f.key not in self._in_map]
             else:
@@ -759,9 +758,8 @@ class Pipeline:
             if self._last is None:
                 return 0
             job, result, generation = self._last
-            with self._wake:
-                if job.epoch < self._cleared_epoch or generation != self._map_generation:
-                    return 0
+            if generation != self._map_generation:
+                return 0
             todo = [i for i, f in enumerate(result.reconstruction.frames) if f.key not in self._in_map]
             self._send_views(job, result, todo)
             return len(todo)

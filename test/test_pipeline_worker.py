@@ -351,3 +351,18 @@ def test_a_map_clearing_pending_at_stop_is_applied(tiny_scene, captures):
         wait_for(lambda: any(item.recon is None for item in pipeline._map_items))  # the clearing, queued
         stop_while_held(pipeline, fusing)
     assert len(pipeline.map) == 0 and pipeline.stats().map_resets == 1 and pipeline.stats().map_keyframes == 1
+
+
+def test_a_window_published_after_a_reset_sends_nothing_to_the_map(tiny_scene, captures):
+    """reset() while a window's outputs are being made: its outputs end, but its keyframes (from
+    before the reset) do not enter the map the reset emptied."""
+    publishing = Gate()
+    pipeline = Pipeline(CONFIG, Slow(tiny_scene))
+    pipeline.on_result(lambda result: publishing())
+    with pipeline:
+        pipeline.submit(captures[0])
+        assert publishing.reached.wait(WAIT_S)
+        pipeline.reset()
+        publishing.opened.set()
+        assert pipeline.drain(timeout=WAIT_S)
+    assert pipeline.stats().done == 1 and pipeline.stats().map_keyframes == 0 and len(pipeline.map) == 0

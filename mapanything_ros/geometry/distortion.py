@@ -300,6 +300,9 @@ class Equidistant:
         return rays.reshape(shape + (3,)), valid.reshape(shape)
 
 
+_NO_TABLE = np.zeros(0)  # a pinhole's: no inverse to guess
+
+
 def unproject(lens, xd, yd):
     """(unit rays (..., 3) float64, valid (...) bool) of normalised image points xd, yd (...)
     through `lens` (Pinhole, RadialTangential or Equidistant): the compiled _lens.unproject where it
@@ -314,8 +317,6 @@ def unproject(lens, xd, yd):
                     np.ascontiguousarray(yd).reshape(-1), rays, valid)
     return rays, valid
 
-
-_NO_TABLE = np.zeros(0)
 
 # Accepted lengths of D per ROS distortion model (sensor_msgs/distortion_models).
 _D_LENGTHS = {"plumb_bob": (0, 4, 5), "rational_polynomial": (0, 8), "equidistant": (0, 4)}
