@@ -164,8 +164,10 @@ class Result:
 
 @dataclass(frozen=True)
 class Stats:
-    """A snapshot of the counters (see the module doc). latency: stage -> {"p50", "p95", "max",
-    "count"} seconds over the recent jobs that ran the stage; reasons: the last window and map resets."""
+    """A snapshot of the counters (see the module doc). pending: windows admitted and not yet
+    published (waiting for preparation, inference or the publish thread); latency: stage -> {"p50",
+    "p95", "max", "count"} seconds over the recent jobs that ran the stage; reasons: the last window
+    and map resets."""
 
     captures: int
     keyframes: int
@@ -202,9 +204,11 @@ class MapSnapshot:
 @dataclass(frozen=True, eq=False)
 class _MapItem:
     """Work for the map thread: fuse views `indices` of `recon` (stamp and pose frame of its window),
-    or, with recon None, clear the map. Skipped when older than a reset (epoch)."""
+    or, with recon None, clear the map. Skipped when older than a reset (epoch); made in map
+    generation `generation` (Pipeline._map_generation)."""
 
     epoch: int
+    generation: int
     recon: object
     indices: tuple
     confidence_quantile: float
@@ -307,11 +311,13 @@ class Pipeline:
 
         Returns (Submission, Result or None); None when not admitted or when the job failed
         (counted and reported to the error callbacks like on the threads). RuntimeError while the
-        threads run (one path per pipeline).
+        threads run (one path per pipeline); after stop(), once they ended, it runs offline.
         """
         with self._wake:
             if any(t.is_alive() for t in self._threads()):
                 raise RuntimeError("process() while the pipeline's threads run: use submit(), or stop() first")
+            self._stopping = False  # stop()'s flag would make every job stale
+            self._prepare_thread = self._thread = self._publish_thread = self._map_thread = None
         submission, job = self._admit(frames, context)
         return submission, (None if job is None else self._execute(job))
 
@@ -497,8 +503,8 @@ class Pipeline:
                     v = np.fromiter(values, float)
                     latency[stage] = {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
                                       "max": float(v.max()), "count": len(v)}
-            return Stats(**self._counts, pending=len(self._to_prepare) + len(self._queue), map_blocks=self._map_blocks,
-                         reasons=tuple(self._reasons), latency=latency)
+            return Stats(**self._counts, pending=len(self._to_prepare) + len(self._queue) + len(self._results),
+                         map_blocks=self._map_blocks, reasons=tuple(self._reasons), latency=latency)
 
     # ---------------------------------------------------------------- internals
 
@@ -727,7 +733,7 @@ class Pipeline:
             self._counts["map_resets"] += 1
             self._reasons.append(f"map: {reason}")
         log.warning("map cleared: %s", reason)
-        self._send(_MapItem(epoch, None, (), 0.0, None, None))
+        self._send(_MapItem(epoch, self._map_generation, None, (), 0.0, None, None))
         return reason
 
     def _insert(self, job, result, generation):
@@ -770,12 +776,14 @@ class Pipeline:
             return
         recon = result.reconstruction
         self._in_map.update(recon.frames[i].key for i in indices)
-        self._send(_MapItem(job.epoch, recon, tuple(indices), job.config.confidence_quantile, result.stamp_ns,
-                            recon.pose_frame))
+        self._send(_MapItem(job.epoch, self._map_generation, recon, tuple(indices), job.config.confidence_quantile,
+                            result.stamp_ns, recon.pose_frame))
 
     def _send(self, item):
         """Queue map work for the map thread, or do it now without one (process()). A full queue
-        drops its oldest fusion (counted map_dropped; its keyframes may enter with a later window)."""
+        drops its oldest fusion (counted map_dropped): its keyframes may enter with a later window
+        (a clearing since it was made has let them already: they stay marked as sent). Under the
+        chain lock."""
         with self._wake:
             threaded = self._map_thread is not None and self._map_thread.is_alive() and not self._stopping
             if threaded:
@@ -784,7 +792,8 @@ class Pipeline:
                     if old is not None:
                         self._map_items.remove(old)
                         self._counts["map_dropped"] += len(old.indices)
-                        self._in_map.difference_update(old.recon.frames[i].key for i in old.indices)
+                        if old.generation == self._map_generation:
+                            self._in_map.difference_update(old.recon.frames[i].key for i in old.indices)
                 self._map_items.append(item)
                 self._wake.notify_all()
                 return

@@ -219,12 +219,25 @@ def test_a_frame_that_cannot_be_prepared_fails_its_job_on_the_prepare_thread(tin
     assert {f.stamp_ns for f in results[-1].reconstruction.frames} == {captures[0][0].stamp_ns, captures[2][0].stamp_ns}
 
 
-def test_process_is_refused_while_the_threads_run(tiny_scene, captures):
+def test_process_is_refused_while_the_threads_run_and_runs_after_stop(tiny_scene, captures):
+    """One path at a time: process() is refused while the threads run; after stop() it runs
+    windows offline (their results and map), and start() brings the threads back."""
     pipeline = Pipeline(CONFIG, OracleBackend(tiny_scene))
+    results = []
+    pipeline.on_result(lambda result: results.append(result.seq))
     with pipeline:
         with pytest.raises(RuntimeError, match="submit"):
             pipeline.process(captures[0])
-    assert pipeline.stats().captures == 0  # refused before the window saw it
+        assert pipeline.stats().captures == 0  # refused before the window saw it
+        pipeline.submit(captures[0])
+        assert pipeline.drain(timeout=WAIT_S)
+    _, result = pipeline.process(captures[1])
+    assert result is not None and result.seq == 2 and results == [1, 2]
+    assert pipeline.stats().map_keyframes == 2 and pipeline.stats().dropped == 0
+    with pipeline:
+        pipeline.submit(captures[2])
+        assert pipeline.drain(timeout=WAIT_S)
+    assert results == [1, 2, 3] and pipeline.stats().map_keyframes == 3
 
 
 def test_the_next_window_is_inferred_while_the_previous_one_is_published(tiny_scene, captures):
@@ -321,6 +334,7 @@ def test_windows_waiting_for_the_publish_thread_at_stop_or_reset(tiny_scene, cap
     wait_for(lambda: len(pipeline._results) == 1)  # window 2 made, queued behind window 1
     pipeline.submit(captures[2])
     wait_for(lambda: len(pipeline._queue) == 1)  # job 3 prepared, for the worker
+    assert pipeline.stats().pending == 2  # window 2 for the publish thread, job 3 for the worker
     for _ in range(50):  # an observation window: the worker leaves job 3 be
         assert len(backend.seen) == 2 and len(pipeline._results) == 1
         time.sleep(0.01)
@@ -366,3 +380,38 @@ def test_a_window_published_after_a_reset_sends_nothing_to_the_map(tiny_scene, c
         publishing.opened.set()
         assert pipeline.drain(timeout=WAIT_S)
     assert pipeline.stats().done == 1 and pipeline.stats().map_keyframes == 0 and len(pipeline.map) == 0
+
+
+
+@pytest.mark.parametrize("cleared", [False, True])
+def test_a_dropped_fusion_lets_its_keyframes_enter_once(tiny_scene, captures, cleared):
+    """The map thread held while windows queue their keyframes: the full map queue drops window
+    2's. Without a clearing, its keyframe (still in the window) enters with the next window. With a
+    clearing between (window 3, the chain frame: it sends window 2's keyframe again), the dropped
+    fusion is of the old frame: the keyframe stays marked as sent and enters the cleared map once.
+    Either way every keyframe reaches the map exactly once after the last clearing."""
+    fusing = Gate()
+    pipeline = Pipeline(dataclasses.replace(CONFIG, window_size=12), Slow(tiny_scene))
+    integrate = pipeline.map.integrate
+    pipeline.map.integrate = lambda view: (fusing(), integrate(view))[1]
+    fused = []  # the keyframes of each map item applied: None for a clearing
+    apply = pipeline._apply
+    pipeline._apply = lambda item: (fused.append(None if item.recon is None else
+                                                 [item.recon.frames[i].key for i in item.indices]), apply(item))[1]
+    later = [[dataclasses.replace(f, world_from_camera=None) for f in c] for c in captures[2:]] if cleared \
+        else captures[2:]
+    with pipeline:
+        queued = 7 if cleared else 8  # the clearing is queued too
+        for n, capture in enumerate(captures[:2] + later[:queued], start=1):
+            pipeline.submit(capture)
+            wait_for(lambda: pipeline.stats().done == n)
+            if n == 1:
+                assert fusing.reached.wait(WAIT_S)  # window 1's fusion held: the rest queue behind it
+        assert pipeline.stats().map_dropped == 1  # window 2's keyframe
+        fusing.opened.set()
+        assert pipeline.drain(timeout=WAIT_S)
+        pipeline.submit(later[queued])
+        assert pipeline.drain(timeout=WAIT_S)
+    keys = [k for item in (fused[fused.index(None) + 1:] if cleared else fused) for k in item]
+    assert len(keys) == len(set(keys)) == (10 if cleared else 11)
+    assert pipeline.stats().map_keyframes == 11
