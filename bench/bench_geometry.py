@@ -20,8 +20,9 @@
    beams x azimuths; by default 64 x 4063 = 260,032 points and 128 x 8192 = 1,048,576).
 4. The native depth's resampling stencil of a camera (geometry.resample.Stencil: built once per
    camera and model size, on the camera's first outputs), compiled (mapanything_ros._resample)
-   against numpy in the same run, identical tables required, at three camera sizes; the ray maps
-   it reads are computed before the timing (part 1 times those).
+   against numpy in the same run, identical tables required, at three camera sizes; the model-size
+   ray map it reads is made before the timing (the batch makes it), the native pixels' rays in
+   each build (by the compiled _lens in both columns: part 1 compares those).
 """
 
 import argparse
@@ -147,7 +148,7 @@ def stencil_builds():
     out = {}
     for camera in cameras:
         r = Resize.to_model(*camera.image_size)
-        camera.ray_map(grid=GRID_INDEX), camera.ray_map(grid=GRID_INDEX, resize=r)  # cached: part 1 times them
+        camera.ray_map(grid=GRID_INDEX, resize=r)  # cached, as the batch leaves it
         tables, seconds = [], []
         try:
             for steps in (compiled, None):

@@ -253,6 +253,60 @@ def test_stencil_cut_is_resize_cut_over_the_same_pairs(out):
         np.testing.assert_array_equal(st.cut(values, jump), expected)
 
 
+@pytest.mark.parametrize("r", [Resize.cover((640, 480), (112, 84)), Resize.cover((640, 480), (518, 392)),
+                               Resize.stretch((160, 120), (320, 240)), Resize.stretch((320, 240), (160, 120)),
+                               Resize.stretch((64, 48), (64, 48)), Resize.cover((97, 61), (56, 42)),
+                               Resize.stretch((40, 30), (120, 90)), Resize.stretch((64, 30), (128, 90)),
+                               Resize.stretch((60, 45), (180, 90))])
+def test_cut_sides_and_pairs_are_the_pairs_bilinear_weights_use(r):
+    """A side of the output cell around an input pixel counts where both its pixels have a nonzero
+    bilinear weight; cut_sides' bits (top, bottom, left, right) and cut_pairs' pairs (across: top,
+    bottom; down: left, right) say so, for shrinking, enlarging, exact 2x, 1/2x and 3x, same-size
+    and mixed 2x / 3x resizes (input pixels on cell sides along one axis or both: weights of 0)."""
+    wo, ho = r.out_size
+    c0, fx, r0, fy, _ = r.cells()
+    fx, fy = fx[None, :], fy[:, None]
+    weight = {"tl": (1 - fx) * (1 - fy), "tr": fx * (1 - fy), "bl": (1 - fx) * fy, "br": fx * fy}
+    counts = lambda a, b: (weight[a] != 0) & (weight[b] != 0)  # noqa: E731
+    expected = [counts("tl", "tr"), counts("bl", "br"), counts("tl", "bl"), counts("tr", "br")]
+    cells = [r0[:, None] * wo + c0, np.minimum(r0 + 1, ho - 1)[:, None] * wo + c0, r0[:, None] * wo + c0,
+             r0[:, None] * wo + np.minimum(c0 + 1, wo - 1)]  # each pair's first pixel
+    across, down = r.cut_pairs()
+    sides = r.cut_sides()
+    assert sides.dtype == np.uint8 and sides.shape == across.shape[1:] and sides.max() < 16
+    for bit, (pairs, want, cell) in enumerate(zip((across[0], across[1], down[0], down[1]), expected, cells)):
+        np.testing.assert_array_equal(sides >> bit & 1, want)
+        np.testing.assert_array_equal(pairs, np.where(want, cell, wo * ho))
+
+
+def test_plane_coords_are_nan_behind_the_camera():
+    """Normalised image coordinates of rays: x/z, y/z; NaN for z <= 0 (a fisheye's rays beyond
+    90 degrees) and for NaN rays."""
+    from mapanything_ros.geometry.resample import _plane_coords
+
+    rays = np.array([[0.6, -0.8, 2.0], [0.3, 0.4, 0.0], [0.1, 0.2, -0.5], [np.nan] * 3, [0.0, 0.0, 1.0]])
+    out = _plane_coords(rays)
+    np.testing.assert_array_equal(out, [[0.3, -0.4], [np.nan] * 2, [np.nan] * 2, [np.nan] * 2, [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("grid", [GRID_INDEX, GRID_CENTER])
+def test_stencil_reads_the_native_rays_without_keeping_them(grid):
+    """The stencil's native rays are CameraModel.ray_map's bits (the tables are those made from
+    it), made for the stencil alone: no native ray map is left in the cache."""
+    from mapanything_ros.geometry import camera as camera_module, resample
+
+    r = Resize.to_model(*RATIONAL.image_size)
+    camera_module.clear_ray_cache()
+    built = resample._stencil.__wrapped__(RATIONAL, r, grid)
+    assert camera_module._cached_ray_map.cache_info().currsize == 1  # the model-size map alone
+    c0, fx, r0, fy, inside = r.cells()
+    uv, p = (resample._plane_coords(m).reshape(-1, 2) for m in (RATIONAL.ray_map(grid=grid, resize=r),
+                                                                RATIONAL.ray_map(grid=grid)))
+    index, weight = resample._stencil_tables(uv, p, c0, fx, r0, fy, inside, *r.out_size)
+    np.testing.assert_array_equal(built.index, index)
+    np.testing.assert_array_equal(built.weight.view(np.uint32), weight.view(np.uint32))
+
+
 def test_stencil_is_cached_per_grid_and_checks_its_resize():
     r = Resize.cover(FISHEYE.image_size, (112, 84))
     assert stencil(FISHEYE, r, GRID_INDEX) is stencil(FISHEYE, r)

@@ -20,9 +20,11 @@ model cell once (a 4-bit mask of the cell's sides that jump) and gathered per na
 a 4-bit mask of the sides that count there: one gather instead of four.
 
 The weights depend only on the camera, the resize and the pixel grid, so they are computed once
-per (camera, resize, grid) and cached (the exact rays come from CameraModel.ray_map), by the
-compiled _resample.stencil where it is built (numpy's bits: 140 against 612 ms at 1920 x 1200,
-bench_geometry; the first native depth of a camera waits for it, and the worker with it). apply and
+per (camera, resize, grid) and cached, by the compiled _resample.stencil where it is built
+(numpy's bits). The exact rays: the model pixels' from the model-size ray map the batch caches,
+the native pixels' (CameraModel.ray_map's bits) made for the build and not kept (a 1920 x 1200
+camera's would hold 55 MB). The first native depth of a camera waits for the build (bench_geometry
+part 4: about 0.3 s at 1920 x 1200 plumb_bob, most of it the native pixels' undistortion). apply and
 cut also take torch tensors, on any device: the tables are copied there once per (stencil,
 device) (geometry.arrays.tables). Nearest is the same for "nearest" resampling.
 """
@@ -172,17 +174,17 @@ def native_inverse_depth(camera, resize, grid, inv_z, max_jump=None):
 def _stencil(camera, resize, grid):
     (wo, ho), (wi, hi) = resize.out_size, resize.in_size
     c0, fx, r0, fy, inside = resize.cells()
-    uv = _plane_coords(camera.ray_map(grid=grid, resize=resize)).reshape(-1, 2)
-    p = _plane_coords(camera.ray_map(grid=grid)).reshape(-1, 2)
+    uv = _plane_coords(camera.ray_map(grid=grid, resize=resize)).reshape(-1, 2)  # the batch's: cached
+    off = grid_offset(grid)  # the native pixels' rays, not kept: camera.ray_map(grid=grid)'s bits
+    p = _plane_coords(camera.rays(np.arange(wi) + off, np.arange(hi)[:, None] + off)).reshape(-1, 2)
     if _resample is not None:
         index, weight = np.empty((3, hi * wi), np.intp), np.empty((3, hi * wi), np.float32)
         _resample.stencil(np.ascontiguousarray(uv), np.ascontiguousarray(p), c0.astype(np.intp), fx,
                           r0.astype(np.intp), fy, np.ascontiguousarray(inside), wo, index, weight)
     else:
         index, weight = _stencil_tables(uv, p, c0, fx, r0, fy, inside, wo, ho)
-    across, down = (a.reshape(2, -1) < wo * ho for a in resize.cut_pairs())  # the pairs that count
-    sides = (across[0] | across[1] << 1 | down[0] << 2 | down[1] << 3).astype(np.uint8)
-    out = Stencil(index, weight, (r0[:, None] * wo + c0[None, :]).ravel(), sides, (hi, wi), (wo, ho))
+    out = Stencil(index, weight, (r0[:, None] * wo + c0[None, :]).ravel(), resize.cut_sides().ravel(), (hi, wi),
+                  (wo, ho))
     for a in (out.index, out.weight, out.cell, out.sides):
         a.setflags(write=False)
     return out
@@ -217,7 +219,9 @@ def _plane_coords(rays):
     """(..., 2) normalised image coordinates (x/z, y/z) of rays (..., 3); NaN where z <= 0 or invalid."""
     z = rays[..., 2:3]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(z > 0, rays[..., :2] / z, np.nan)
+        out = rays[..., :2] / z
+    out[~(z[..., 0] > 0)] = np.nan  # in place: one (H, W, 2) array, not three
+    return out
 
 
 def _barycentric(p, a, b, c, single):

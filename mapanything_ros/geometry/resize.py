@@ -220,17 +220,31 @@ class Resize:
         """The adjacent output pixel pairs that bilinear interpolation uses at each input pixel, as
         flat indices into edge_jumps' arrays: (across, down), int64 (2, H_in, W_in) each, across
         for the cell's top and bottom rows, down for its left and right columns. A pair counts
-        when both its pixels have a nonzero weight; H_out·W_out (no pair) where not."""
+        (cut_sides) when both its pixels have a nonzero weight; H_out·W_out (no pair) where not."""
         wo, ho = self.out_size
-        c0, fx, r0, fy, _ = self.cells()
+        c0, _, r0, _, _ = self.cells()
         c1, r1 = np.minimum(c0 + 1, wo - 1), np.minimum(r0 + 1, ho - 1)
+        cell = lambda r, c: r[:, None] * wo + c[None, :]  # noqa: E731
+        top, bottom, left, right = self._sides()
+        none = ho * wo
+        across = [np.where(top, cell(r0, c0), none), np.where(bottom, cell(r1, c0), none)]
+        down = [np.where(left, cell(r0, c0), none), np.where(right, cell(r0, c1), none)]
+        return np.stack(across), np.stack(down)
+
+    def cut_sides(self):
+        """The sides of the output cell around each input pixel whose pair counts in cut_pairs
+        (top: across[0], bottom: across[1], left: down[0], right: down[1]), as bits 0 to 3 of an
+        (H_in, W_in) uint8: one pass per side, without cut_pairs' index arrays."""
+        top, bottom, left, right = (s.view(np.uint8) for s in self._sides())
+        return top | bottom << 1 | left << 2 | right << 3
+
+    def _sides(self):
+        """(top, bottom, left, right) bool (H_in, W_in): where a side of the output cell around an
+        input pixel has both its pixels at a nonzero bilinear weight."""
+        _, fx, _, fy, _ = self.cells()
         fx, fy = fx[None, :], fy[:, None]
         inner_x, inner_y = (fx != 0) & (fx != 1), (fy != 0) & (fy != 1)
-        cell = lambda r, c: r[:, None] * wo + c[None, :]  # noqa: E731
-        none = ho * wo
-        across = [np.where(inner_x & (fy != 1), cell(r0, c0), none), np.where(inner_x & (fy != 0), cell(r1, c0), none)]
-        down = [np.where(inner_y & (fx != 1), cell(r0, c0), none), np.where(inner_y & (fx != 0), cell(r0, c1), none)]
-        return np.stack(across), np.stack(down)
+        return inner_x & (fy != 1), inner_x & (fy != 0), inner_y & (fx != 1), inner_y & (fx != 0)
 
     def _check(self, img):
         if tuple(np.shape(img)[:2]) != (self.in_size[1], self.in_size[0]):
