@@ -2,10 +2,10 @@
 
     python bench/bench_geometry.py [--sweeps 64x4063,128x8192] [--json PATH]
 
-1. Unit rays for every pixel of a camera (CameraModel.ray_map: made once per camera and size, the
-   native one on the camera's first outputs): the first computation (undistortion by Newton
-   iteration) with the compiled inverse (mapanything_ros._lens) against numpy alone in the same
-   run, the same valid pixels and rays at most 2e-14 apart required, at four cameras
+1. Unit rays for every pixel of a camera (CameraModel.ray_map: made once per camera and size; the
+   native depth's stencil undistorts the native pixels the same way): the first computation
+   (undistortion by Newton iteration) with the compiled inverse (mapanything_ros._lens) against
+   numpy alone in the same run, the same valid pixels and rays at most 2e-14 apart required, at four cameras
    (rational_polynomial 1920x1080, plumb_bob 1920x1200 and 640x480, equidistant 1280x1024; each
    lens's valid field and table made before the timing, once per lens); and a cached lookup.
 2. Projecting a 260,000-point spinning-LiDAR-like cloud into a 1280x720 plumb_bob camera with

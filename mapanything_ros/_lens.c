@@ -31,10 +31,10 @@
  * the edge of the valid field, where Newton creeps, can exhaust numpy's 60 steps in a batch and
  * not here (numpy on that point alone agrees with this code: test_geometry_camera.py).
  *
- * Why compiled code: a camera's native ray map (CameraModel.ray_map, made once per camera when
- * its first outputs are made: the native depth's stencil) takes numpy dozens of passes over every
- * pixel per Newton step: 1.2-2.7 s for a 1920x1200 plumb_bob camera on the worker at start-up,
- * 0.3 s here (bench_geometry part 1; docs/performance.md#geometry).
+ * Why compiled code: a camera's rays at every native pixel (made once per camera when its first
+ * outputs are made, for the native depth's stencil) take numpy dozens of passes over every pixel
+ * per Newton step: 1.2-2.7 s for a 1920x1200 plumb_bob camera at start-up, 0.3 s here
+ * (bench_geometry part 1; docs/performance.md#geometry).
  */
 
 #define PY_SSIZE_T_CLEAN

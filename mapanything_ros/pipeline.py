@@ -15,7 +15,8 @@ Two paths share every step (`_prepare`, then `_run`):
   and counted (the keyframes of a dropped job stay in the window and are prepared, once, with the
   next job that holds them); every Result is published: the worker takes a job only while the
   publish thread's queue (of one) is empty, so the job it infers is the freshest; the map's queue
-  holds MAP_QUEUE windows' fusions (when full, the oldest is dropped: map_dropped). An exception
+  holds MAP_QUEUE windows' fusions (when full, the oldest is dropped: map_dropped; a map clearing
+  replaces what waits before it, which it would undo). An exception
   in a job's steps is caught, counted, logged (at most once per LOG_INTERVAL_S) and passed to the
   error callbacks; the thread carries on with the next job.
 - offline: `process(frames)` does the same synchronously, fusion included, and returns the Result.
@@ -164,8 +165,8 @@ class Result:
 
 @dataclass(frozen=True)
 class Stats:
-    """A snapshot of the counters (see the module doc). pending: windows admitted and not yet
-    published (waiting for preparation, inference or the publish thread); latency: stage -> {"p50",
+    """A snapshot of the counters (see the module doc). pending: windows waiting for preparation,
+    for the worker or for the publish thread (not those a thread is on); latency: stage -> {"p50",
     "p95", "max", "count"} seconds over the recent jobs that ran the stage; reasons: the last window
     and map resets."""
 
@@ -204,11 +205,9 @@ class MapSnapshot:
 @dataclass(frozen=True, eq=False)
 class _MapItem:
     """Work for the map thread: fuse views `indices` of `recon` (stamp and pose frame of its window),
-    or, with recon None, clear the map. Skipped when older than a reset (epoch); made in map
-    generation `generation` (Pipeline._map_generation)."""
+    or, with recon None, clear the map. Skipped when older than a reset (epoch)."""
 
     epoch: int
-    generation: int
     recon: object
     indices: tuple
     confidence_quantile: float
@@ -261,6 +260,7 @@ class Pipeline:
         self._publishing = False
         self._publish_thread = None
         self._map_items = deque()  # _MapItems for the map thread, in order
+        self._held_clear = None  # a clearing that stop() keeps for when the threads have ended
         self._map_busy = False
         self._map_thread = None
         self._stopping = False
@@ -318,6 +318,7 @@ class Pipeline:
                 raise RuntimeError("process() while the pipeline's threads run: use submit(), or stop() first")
             self._stopping = False  # stop()'s flag would make every job stale
             self._prepare_thread = self._thread = self._publish_thread = self._map_thread = None
+        self._apply_held()
         submission, job = self._admit(frames, context)
         return submission, (None if job is None else self._execute(job))
 
@@ -347,6 +348,7 @@ class Pipeline:
             old = self._threads()
         for thread in old:
             thread.join()
+        self._apply_held()
         with self._wake:
             self._stopping = False
             self._prepare_thread, self._thread, self._publish_thread, self._map_thread = (
@@ -363,14 +365,17 @@ class Pipeline:
         """Stop the threads: the job running ends after its current stage (inference, whose call
         cannot be cut short, included) without a result, a job being prepared is dropped when its
         preparation ends, the result being published is published, the keyframe being fused
-        ends, pending jobs, results and map work are dropped (counted), a map clearing among them
-        is applied once the threads ended. Returns True when the threads ended within `timeout`
+        ends; pending jobs and results are dropped (counted), and so is the map's work, pending or
+        sent meanwhile (counted; its keyframes enter with a later window once mapping goes on), but
+        a map clearing among it is applied once the threads have ended (by start() or process()
+        when they end after stop() returned). Returns True when the threads ended within `timeout`
         seconds (None: wait)."""
-        with self._wake:
+        with self._chain_lock, self._wake:
             self._stopping = True
             self._counts["dropped"] += len(self._queue) + len(self._to_prepare) + len(self._results)
-            self._counts["map_dropped"] += sum(len(item.indices) for item in self._map_items)
-            clearings = [item for item in self._map_items if item.recon is None]
+            if self._map_items and self._map_items[0].recon is None:  # a clearing comes first, if any
+                self._held_clear = self._map_items[0]
+            self._drop_fusions(self._map_items)
             self._to_prepare.clear()
             self._queue.clear()
             self._results.clear()
@@ -381,8 +386,8 @@ class Pipeline:
         for thread in threads:
             thread.join(None if end is None else max(0.0, end - time.monotonic()))
         ended = not any(t.is_alive() for t in threads)
-        if clearings and ended:  # the map must not keep a frame the pipeline has left (start() again)
-            self._apply(clearings[-1])
+        if ended:  # the map must not keep a frame the pipeline has left (start() again)
+            self._apply_held()
         return ended
 
     def drain(self, timeout=None):
@@ -470,6 +475,7 @@ class Pipeline:
             with self._wake:
                 self._counts["map_dropped"] += sum(len(item.indices) for item in self._map_items)
                 self._map_items.clear()
+                self._held_clear = None  # it must not empty the loaded map
 
     def reset(self, counters=False):
         """Start over: clear the window, pending jobs (counted as dropped), the chain and the map;
@@ -733,7 +739,7 @@ class Pipeline:
             self._counts["map_resets"] += 1
             self._reasons.append(f"map: {reason}")
         log.warning("map cleared: %s", reason)
-        self._send(_MapItem(epoch, self._map_generation, None, (), 0.0, None, None))
+        self._send(_MapItem(epoch, None, (), 0.0, None, None))
         return reason
 
     def _insert(self, job, result, generation):
@@ -776,28 +782,49 @@ class Pipeline:
             return
         recon = result.reconstruction
         self._in_map.update(recon.frames[i].key for i in indices)
-        self._send(_MapItem(job.epoch, self._map_generation, recon, tuple(indices), job.config.confidence_quantile,
-                            result.stamp_ns, recon.pose_frame))
+        self._send(_MapItem(job.epoch, recon, tuple(indices), job.config.confidence_quantile, result.stamp_ns,
+                            recon.pose_frame))
 
     def _send(self, item):
-        """Queue map work for the map thread, or do it now without one (process()). A full queue
-        drops its oldest fusion (counted map_dropped): its keyframes may enter with a later window
-        (a clearing since it was made has let them already: they stay marked as sent). Under the
-        chain lock."""
+        """Queue map work for the map thread, or do it now without one (process()). A clearing
+        replaces the work queued before it, which it would undo; a full queue drops its oldest
+        fusion; from stop() until the threads run again (start()) or process() runs, fusions are
+        dropped and a clearing is kept for then (_held_clear). Dropped fusions are counted
+        (map_dropped) and their keyframes enter with a later window. Under the chain lock."""
         with self._wake:
-            threaded = self._map_thread is not None and self._map_thread.is_alive() and not self._stopping
-            if threaded:
-                if len(self._map_items) >= MAP_QUEUE:
-                    old = next((x for x in self._map_items if x.recon is not None), None)
-                    if old is not None:
-                        self._map_items.remove(old)
-                        self._counts["map_dropped"] += len(old.indices)
-                        if old.generation == self._map_generation:
-                            self._in_map.difference_update(old.recon.frames[i].key for i in old.indices)
+            if self._stopping:
+                if item.recon is None:
+                    self._held_clear = item
+                else:
+                    self._drop_fusions([item])
+                return
+            if self._map_thread is not None and self._map_thread.is_alive():
+                if item.recon is None:
+                    self._drop_fusions(self._map_items)
+                    self._map_items.clear()
+                elif len(self._map_items) >= MAP_QUEUE:
+                    old = next(x for x in self._map_items if x.recon is not None)  # one clearing at most
+                    self._map_items.remove(old)
+                    self._drop_fusions([old])
                 self._map_items.append(item)
                 self._wake.notify_all()
                 return
         self._apply(item)
+
+    def _drop_fusions(self, items):
+        """Count the fusions among map items dropped before they ran (map_dropped) and unmark their
+        keyframes: a later window that holds them sends them (under the chain lock and the lock)."""
+        for item in items:
+            if item.recon is not None:
+                self._counts["map_dropped"] += len(item.indices)
+                self._in_map.difference_update(item.recon.frames[i].key for i in item.indices)
+
+    def _apply_held(self):
+        """Apply the clearing that stop() kept, if any (the threads have ended)."""
+        with self._wake:
+            item, self._held_clear = self._held_clear, None
+        if item is not None:
+            self._apply(item)
 
     def _apply_logged(self, item):
         """_apply on the map thread: an exception is a bug, logged and counted; the thread goes on."""

@@ -9,7 +9,7 @@ import pytest
 
 from mapanything_ros.backends import Backend, OracleBackend
 from mapanything_ros.geometry import CameraModel
-from mapanything_ros.pipeline import Pipeline, PipelineConfig
+from mapanything_ros.pipeline import MAP_QUEUE, Pipeline, PipelineConfig
 from mapanything_ros.synthetic import RigCamera, SyntheticScene, capture_frames, mount
 from mapanything_ros.window import BatchConfig, KeyframePolicy
 
@@ -77,7 +77,7 @@ def test_latest_wins(tiny_scene, captures):
         seqs = []
         for capture in captures:
             seqs.append(pipeline.submit(capture).seq)
-            assert pipeline.stats().pending <= 2 * CONFIG.queue_size  # before preparation, before the worker
+            assert pipeline.stats().pending <= 2 * CONFIG.queue_size + 1  # before preparation, the worker, publication
         assert pipeline.drain(timeout=10)
     stats = pipeline.stats()
     assert seqs == list(range(1, len(captures) + 1))
@@ -109,6 +109,11 @@ def wait_for(condition):
     while not condition():
         assert time.monotonic() < end
         time.sleep(0.01)
+
+
+def published(pipeline, n):
+    """Whether n windows are published and their keyframes handed to the map (the publish thread idle)."""
+    return pipeline.stats().done == n and not pipeline._results and not pipeline._publishing
 
 
 def stop_while_held(pipeline, gate):
@@ -351,20 +356,68 @@ def test_windows_waiting_for_the_publish_thread_at_stop_or_reset(tiny_scene, cap
     assert results == [1, 4] and pipeline.stats().dropped == 2
 
 
-def test_a_map_clearing_pending_at_stop_is_applied(tiny_scene, captures):
-    """stop() drops the map work waiting for the map thread, but not a clearing among it: the map
-    must not keep windows of a frame the pipeline has left (mapping goes on after start())."""
-    fusing = Gate()
+@pytest.mark.parametrize("how", ["queued", "publishing", "timed_out", "timed_out_then_start", "timed_out_then_load"])
+def test_map_work_at_stop(tiny_scene, captures, how):
+    """Window 1 (world frame) is held in fusion; window 2 (the chain frame) clears the map for its
+    frame. stop() comes with window 2's fusion queued, or while window 2's outputs are made (its
+    fusion sent during stop()), or returns before the held fusion ends (a timeout). Window 2's
+    fusion is dropped (counted) and its keyframes enter with a later window; the clearing is applied
+    once the threads have ended (by stop(), or by process() or start() after a stop() that timed
+    out), so the map never keeps the frame the pipeline left; window 3 then sends its two
+    keyframes. A map loaded after the timed-out stop() replaces the clearing: it is kept, and mapped
+    on."""
+    fusing, publishing = Gate(), Gate()
     pipeline = Pipeline(CONFIG, Slow(tiny_scene))
     integrate = pipeline.map.integrate
     pipeline.map.integrate = lambda view: (fusing(), integrate(view))[1]
-    with pipeline:
-        pipeline.submit(captures[0])  # world frame: its keyframe held in fusion
-        assert fusing.reached.wait(WAIT_S)
-        pipeline.submit([dataclasses.replace(f, world_from_camera=None) for f in captures[1]])  # chain frame
-        wait_for(lambda: any(item.recon is None for item in pipeline._map_items))  # the clearing, queued
-        stop_while_held(pipeline, fusing)
-    assert len(pipeline.map) == 0 and pipeline.stats().map_resets == 1 and pipeline.stats().map_keyframes == 1
+    applied = []  # each map item applied: its keyframe count, None for a clearing
+    apply = pipeline._apply
+    pipeline._apply = lambda item: (applied.append(None if item.recon is None else len(item.indices)), apply(item))[1]
+    if how == "publishing":
+        pipeline.on_result(lambda result: publishing() if result.seq == 2 else None)
+    unposed = [[dataclasses.replace(f, world_from_camera=None) for f in c] for c in captures[1:3]]
+    pipeline.start()
+    pipeline.submit(captures[0])
+    assert fusing.reached.wait(WAIT_S)
+    pipeline.submit(unposed[0])
+    if how == "publishing":
+        assert publishing.reached.wait(WAIT_S)  # the clearing queued before, by the worker
+        stopper = threading.Thread(target=pipeline.stop)
+        stopper.start()
+        wait_for(lambda: pipeline._stopping)
+        publishing.opened.set()
+        pipeline._publish_thread.join(WAIT_S)  # window 2's fusion sent while stopping
+        fusing.opened.set()
+        stopper.join(WAIT_S)
+        assert not stopper.is_alive()
+    else:
+        wait_for(lambda: published(pipeline, 2))  # the clearing and window 2's fusion queued
+        if how == "queued":
+            stop_while_held(pipeline, fusing)
+        else:
+            assert not pipeline.stop(timeout=0.01)
+            fusing.opened.set()
+            for thread in pipeline._threads():
+                thread.join(WAIT_S)
+            assert applied == [1]  # the clearing waits for start() or process()
+            if how == "timed_out_then_load":
+                pipeline.load_map(pipeline.map_state()[0])  # window 1's world-frame map
+                pipeline.process(captures[2])
+                assert applied == [1, 2] and pipeline.map_points().pose_frame == "world"
+                return
+    assert not any(t.is_alive() for t in pipeline._threads())
+    stats = pipeline.stats()
+    assert (stats.map_dropped, stats.map_keyframes, stats.map_resets) == (2, 1, 1)
+    if how == "timed_out_then_start":
+        with pipeline:
+            assert applied == [1, None]
+            pipeline.submit(unposed[1])
+            assert pipeline.drain(timeout=WAIT_S)
+    else:
+        assert applied == ([1] if how == "timed_out" else [1, None])
+        pipeline.process(unposed[1])
+    assert applied == [1, None, 2] and pipeline.stats().map_keyframes == 3
+    assert pipeline.map_points().pose_frame == "chain"
 
 
 def test_a_window_published_after_a_reset_sends_nothing_to_the_map(tiny_scene, captures):
@@ -382,14 +435,13 @@ def test_a_window_published_after_a_reset_sends_nothing_to_the_map(tiny_scene, c
     assert pipeline.stats().done == 1 and pipeline.stats().map_keyframes == 0 and len(pipeline.map) == 0
 
 
-
 @pytest.mark.parametrize("cleared", [False, True])
 def test_a_dropped_fusion_lets_its_keyframes_enter_once(tiny_scene, captures, cleared):
-    """The map thread held while windows queue their keyframes: the full map queue drops window
-    2's. Without a clearing, its keyframe (still in the window) enters with the next window. With a
-    clearing between (window 3, the chain frame: it sends window 2's keyframe again), the dropped
-    fusion is of the old frame: the keyframe stays marked as sent and enters the cleared map once.
-    Either way every keyframe reaches the map exactly once after the last clearing."""
+    """The map thread held while windows queue their keyframes. Without a clearing, the full map
+    queue drops window 2's keyframe, which (still in the window) enters with the next window. With a
+    clearing (window 3, the chain frame: it sends window 2's keyframe again), the clearing replaces
+    the world-frame fusion waiting before it, and the keyframe enters the cleared map once. Either
+    way every keyframe reaches the map exactly once after the last clearing."""
     fusing = Gate()
     pipeline = Pipeline(dataclasses.replace(CONFIG, window_size=12), Slow(tiny_scene))
     integrate = pipeline.map.integrate
@@ -401,13 +453,13 @@ def test_a_dropped_fusion_lets_its_keyframes_enter_once(tiny_scene, captures, cl
     later = [[dataclasses.replace(f, world_from_camera=None) for f in c] for c in captures[2:]] if cleared \
         else captures[2:]
     with pipeline:
-        queued = 7 if cleared else 8  # the clearing is queued too
+        queued = MAP_QUEUE - 1 if cleared else MAP_QUEUE  # windows after window 2 (the clearing is queued too)
         for n, capture in enumerate(captures[:2] + later[:queued], start=1):
             pipeline.submit(capture)
-            wait_for(lambda: pipeline.stats().done == n)
+            wait_for(lambda: published(pipeline, n))
             if n == 1:
                 assert fusing.reached.wait(WAIT_S)  # window 1's fusion held: the rest queue behind it
-        assert pipeline.stats().map_dropped == 1  # window 2's keyframe
+        assert pipeline.stats().map_dropped == 1  # window 2's keyframe: by the clearing, or the full queue
         fusing.opened.set()
         assert pipeline.drain(timeout=WAIT_S)
         pipeline.submit(later[queued])

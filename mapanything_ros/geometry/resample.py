@@ -53,7 +53,7 @@ class Stencil:
     the others, which point at it too; NaN where the native pixel gets no value: outside the crop,
     invalid or backward (z <= 0) native or model rays); cell (N,) intp: the model cell (its
     top-left pixel, flat) of each native pixel; sides (N,) uint8: the cell sides whose
-    discontinuities count there (bit 0 top, 1 bottom, 2 left, 3 right; Resize.cut_pairs); shape
+    discontinuities count there (bit 0 top, 1 bottom, 2 left, 3 right; Resize.cut_sides); shape
     (H, W) native, model_size (width, height).
     """
 
