@@ -12,11 +12,17 @@ floor of about --sizes surface points (its TSDF blocks loaded directly). The map
 the surface extraction from the whole volume (as after a load or an eviction; after a fusion
 only the blocks it changed are searched again: bench/bench_surface.py) plus the packing.
 
+Fusion's wait: while the map thread makes the surface (Pipeline.map_points) or the occupancy grid
+(Pipeline.occupancy) by a whole search, a thread standing in for fusion takes the map lock every
+millisecond; its longest wait, with the search on a copy of the map (now) against the search
+under the lock (as before 2026-12-06), side by side.
+
     tools/dev run python bench/bench_map_publish.py [--sizes 200000 2000000] [--repeats 10] [--json PATH]
 """
 
 import argparse
 import json
+import threading
 import time
 
 import numpy as np
@@ -61,6 +67,7 @@ def measure(size, repeats):
     t = time.perf_counter()
     node._on_output_timer("map")  # the map has not changed since: nothing to do
     unchanged = time.perf_counter() - t
+    waits = fusion_waits(node.session.pipeline, repeats)
     assert node._output_jobs["map"].done()
     mesh = {"extract": [], "cdr": [], "objects": [], "publish": []}
     for _ in range(max(1, repeats // 3)):
@@ -86,7 +93,48 @@ def measure(size, repeats):
             "executor_ms_handoff": ms(handoff), "map_thread_ms": ms(thread), "tick_ms_unchanged_map": 1e3 * unchanged,
             "triangles": len(regions.triangles),
             "mesh_extract_ms": ms(mesh["extract"]), "mesh_marker_cdr_ms": ms(mesh["cdr"]),
-            "mesh_marker_objects_ms": ms(mesh["objects"]), "mesh_publish_ms": ms(mesh["publish"])}
+            "mesh_marker_objects_ms": ms(mesh["objects"]), "mesh_publish_ms": ms(mesh["publish"]), **waits}
+
+
+def fusion_waits(pipeline, repeats):
+    """{figure: ms}: the longest wait for the map lock of a thread taking it every millisecond while
+    a whole surface or grid is made, on a copy (Pipeline.map_points / .occupancy) and under the lock
+    (the same search as the map's own: what those did before); medians over `repeats`; and the
+    calls' own time."""
+    volume, band = pipeline.map, (-0.5, 0.5)
+
+    def under_lock(search):
+        with pipeline._map_lock:
+            search()
+
+    cases = {"surface_copy": lambda: pipeline.map_points(), "surface_lock": lambda: under_lock(volume.surface),
+             "grid_copy": lambda: pipeline.occupancy(*band),
+             "grid_lock": lambda: under_lock(lambda: volume.occupancy(*band))}
+    out = {}
+    for name, call in cases.items():
+        waited, took = [], []
+        for _ in range(repeats):
+            volume._surface = volume._columns = None  # searched whole (see the module doc)
+            longest, stop = [0.0], threading.Event()
+
+            def probe():
+                while not stop.is_set():
+                    t = time.perf_counter()
+                    with pipeline._map_lock:
+                        longest[0] = max(longest[0], time.perf_counter() - t)
+                    time.sleep(0.001)
+
+            prober = threading.Thread(target=probe)
+            prober.start()
+            t = time.perf_counter()
+            call()
+            took.append(time.perf_counter() - t)
+            stop.set()
+            prober.join()
+            waited.append(longest[0])
+        out[f"fusion_wait_ms_{name}"] = 1e3 * float(np.median(waited))
+        out[f"call_ms_{name}"] = 1e3 * float(np.median(took))
+    return out
 
 
 def marker_objects(mesh, frame_id):
@@ -149,6 +197,13 @@ def main():
         print(f"| {r['triangles']:,} | {r['mesh_extract_ms']:.0f} | {r['mesh_marker_cdr_ms']:.1f} | "
               f"{r['mesh_marker_objects_ms']:.0f} | {r['mesh_marker_objects_ms'] / r['mesh_marker_cdr_ms']:.0f}x | "
               f"{r['mesh_publish_ms']:.1f} |")
+    print("\n| map surface points (blocks) | fusion's longest wait, surface on a copy / under the lock (ms) | "
+          "the surface's call (ms) | grid on a copy / under the lock (ms) | the grid's call (ms) |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['points']:,} ({r['blocks']:,}) | {r['fusion_wait_ms_surface_copy']:.1f} / "
+              f"{r['fusion_wait_ms_surface_lock']:.1f} | {r['call_ms_surface_copy']:.0f} / {r['call_ms_surface_lock']:.0f} | "
+              f"{r['fusion_wait_ms_grid_copy']:.1f} / {r['fusion_wait_ms_grid_lock']:.1f} | "
+              f"{r['call_ms_grid_copy']:.0f} / {r['call_ms_grid_lock']:.0f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -9,6 +9,7 @@ import pytest
 
 from mapanything_ros.backends import Backend, OracleBackend
 from mapanything_ros.geometry import CameraModel
+from mapanything_ros.mapping import TsdfMap
 from mapanything_ros.pipeline import MAP_QUEUE, Pipeline, PipelineConfig
 from mapanything_ros.synthetic import RigCamera, SyntheticScene, capture_frames, mount
 from mapanything_ros.window import BatchConfig, KeyframePolicy
@@ -467,3 +468,31 @@ def test_a_dropped_fusion_lets_its_keyframes_enter_once(tiny_scene, captures, cl
     keys = [k for item in (fused[fused.index(None) + 1:] if cleared else fused) for k in item]
     assert len(keys) == len(set(keys)) == (10 if cleared else 11)
     assert pipeline.stats().map_keyframes == 11
+
+
+@pytest.mark.parametrize("output", ["map_points", "occupancy"])
+def test_map_outputs_search_a_copy_away_from_the_map_lock(tiny_scene, captures, output, monkeypatch):
+    """map_points() and occupancy() search a copy of the map taken under the map lock: while the
+    search runs the lock is free (fusion goes on), and the map keeps what the copy found."""
+    pipeline = Pipeline(CONFIG, OracleBackend(tiny_scene))
+    pipeline.process(captures[0])
+    searching = Gate()
+    name = "surface" if output == "map_points" else "occupancy"
+    search = getattr(TsdfMap, name)
+
+    def held(volume, *args):
+        if volume is not pipeline.map:  # the copy
+            searching()
+        return search(volume, *args)
+
+    monkeypatch.setattr(TsdfMap, name, held)
+    found = []
+    args = () if output == "map_points" else (-1.0, 3.0)
+    caller = threading.Thread(target=lambda: found.append(getattr(pipeline, output)(*args)))
+    caller.start()
+    assert searching.reached.wait(WAIT_S)
+    assert pipeline._map_lock.acquire(blocking=False)  # free meanwhile
+    pipeline._map_lock.release()
+    searching.opened.set()
+    caller.join(WAIT_S)
+    assert found and (pipeline.map._surface if output == "map_points" else pipeline.map._columns) is not None

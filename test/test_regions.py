@@ -67,7 +67,7 @@ def test_updates_bring_a_subscriber_to_the_whole_mesh_and_send_only_what_changed
         fused.integrate(view(p if i < 10 else pose(x=1.0, y=-2.0, yaw=-0.8), scene))
         copy = fused.copy()
         mesh = copy.mesh_regions()
-        fused.adopt_mesh(copy)
+        fused.adopt(copy)
         before = shown.received
         if i == 6:  # a subscriber joins: everything goes out once more (to both: it is one topic)
             late = Subscriber()

@@ -873,7 +873,7 @@ def test_a_change_remeshes_the_blocks_whose_cells_reach_it_diagonally():
 
 
 def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
-    """Pipeline.map_mesh meshes a copy away from the map lock and gives it back (adopt_mesh): the
+    """Pipeline.map_mesh meshes a copy away from the map lock and gives it back (adopt): the
     map's next mesh searches only what was fused after the copy and equals a whole one; a mesh
     from before an eviction or reset, or older than the map's own, is not taken."""
     fused = TsdfMap(0.05, max_blocks=100_000)
@@ -882,27 +882,70 @@ def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
     copy = fused.copy()
     copy.mesh()
     fused.integrate(view(pose(x=0.5), [WALL, FLOOR, OBSTACLE]))  # fused while the copy was meshed
-    fused.adopt_mesh(copy)
+    fused.adopt(copy)
     assert fused._mesh is copy._mesh
     whole = TsdfMap(0.05, max_blocks=100_000)
     whole.load_state(fused.state())
     for a, b in zip(oriented_triangles(fused.mesh()), oriented_triangles(whole.mesh())):
         np.testing.assert_array_equal(a, b)
     newer = fused._mesh
-    fused.adopt_mesh(copy)  # older than the map's own
+    fused.adopt(copy)  # older than the map's own
     assert fused._mesh is newer
     fused_copy = fused.copy()  # a copy fused itself meshes another map
     fused_copy.integrate(view(pose(x=0.7), [WALL, FLOOR]))
     fused_copy.mesh()
     fused.integrate(view(pose(x=0.8), [WALL, FLOOR]))
-    fused.adopt_mesh(fused_copy)
+    fused.adopt(fused_copy)
     assert fused._mesh is newer
     stale = fused.copy()
     stale.mesh()
     fused.reset()
     fused.load_state(whole.state())  # slots may have moved: a new generation
-    fused.adopt_mesh(stale)
+    fused.adopt(stale)
     assert fused._mesh is None
+
+
+def test_a_surface_and_grid_found_on_a_copy_are_kept_by_the_map():
+    """Pipeline.map_points and .occupancy search a copy away from the map lock and give their
+    parts back (adopt): the map's next surface and grid search only what was fused after the copy
+    and equal whole ones; a copy older than the map's own, fused itself, or from before an
+    eviction or a load is not taken."""
+    band = (0.2, 1.2)
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses(3):
+        fused.integrate(view(p, [WALL, FLOOR]))
+    copy = fused.copy()
+    copy.surface(), copy.occupancy(*band)
+    fused.integrate(view(pose(x=0.5), [WALL, FLOOR, OBSTACLE]))  # fused while the copy was searched
+    fused.adopt(copy)
+    assert fused._surface is copy._surface and fused._columns is copy._columns
+    whole = TsdfMap(0.05, max_blocks=100_000)
+    whole.load_state(fused.state())
+    for a, b in zip(sorted_points(fused.surface()), sorted_points(whole.surface())):
+        np.testing.assert_array_equal(a, b)
+    grid, expected = fused.occupancy(*band), whole.occupancy(*band)
+    np.testing.assert_array_equal(grid.cells, expected.cells)
+    assert (grid.origin, grid.resolution) == (expected.origin, expected.resolution)
+    newer = fused._surface, fused._columns
+    fused.adopt(copy)  # older than the map's own
+    assert (fused._surface, fused._columns) == newer
+    fused_copy = fused.copy()  # a copy fused itself searched another map
+    fused_copy.integrate(view(pose(x=0.7), [WALL, FLOOR]))
+    fused_copy.surface(), fused_copy.occupancy(*band)
+    fused.integrate(view(pose(x=0.8), [WALL, FLOOR]))
+    fused.adopt(fused_copy)
+    assert (fused._surface, fused._columns) == newer
+    stale = fused.copy()
+    stale.surface(), stale.occupancy(*band)
+    fused.load_state(whole.state())  # slots may have moved: a new generation
+    fused.adopt(stale)
+    assert fused._surface is None and fused._columns is None
+
+
+def sorted_points(surface):
+    """surface()'s arrays in the order of its points' coordinates (searches may order them by block)."""
+    order = np.lexsort(surface[0].T[::-1])
+    return [a[order] for a in surface]
 
 
 @settings(max_examples=60, deadline=None)

@@ -193,7 +193,7 @@ class TsdfMap:
         # they are until an eviction (_keep), which drops them all and starts a new generation.
         self._surface = self._mesh = self._columns = None
         self._generation = next(_GENERATIONS)
-        self._copied_at = None  # a copy(): the fusions of the map it was copied from (adopt_mesh)
+        self._copied_at = None  # a copy(): the fusions of the map it was copied from (adopt)
         self._size = 0
         self.overflow = 0  # blocks the last keyframe reached when they alone passed the bound (_allocate)
 
@@ -526,16 +526,20 @@ class TsdfMap:
         regions = self._origin[parts[5][quad_of]] // (BLOCK * REGION_BLOCKS)
         return RegionMesh.cut(vertices, colours, triangles, regions, stamps, self._generation)
 
-    def adopt_mesh(self, meshed):
-        """Keep the mesh() of `meshed`, a copy() of this map meshed elsewhere (away from a lock),
-        as this map's last mesh, so that its next mesh() searches only what was fused after the
-        copy; nothing when this map has evicted, reset or loaded since the copy (its pool slots
-        moved), when the copy was fused itself (its mesh is of another map), or when this map holds
-        a newer mesh."""
-        if (meshed._generation == self._generation and meshed._mesh is not None
-                and meshed._fusions == meshed._copied_at
-                and (self._mesh is None or meshed._mesh[0] > self._mesh[0])):
-            self._mesh = meshed._mesh
+    def adopt(self, copied):
+        """Keep what `copied`, a copy() of this map, extracted elsewhere (away from a lock: its
+        surface(), mesh() and occupancy() grid columns) as this map's own, so that its next ones
+        search only what was fused after the copy: each one newer than this map's own; none when
+        this map has evicted, reset or loaded since the copy (its pool slots moved) or when the
+        copy was fused itself (they are of another map)."""
+        if copied._generation != self._generation or copied._fusions != copied._copied_at:
+            return
+        if copied._surface is not None and (self._surface is None or copied._surface[0] > self._surface[0]):
+            self._surface = copied._surface
+        if copied._mesh is not None and (self._mesh is None or copied._mesh[0] > self._mesh[0]):
+            self._mesh = copied._mesh
+        if copied._columns is not None and (self._columns is None or copied._columns[1][0] > self._columns[1][0]):
+            self._columns = copied._columns
 
     def _meshable(self, which):
         """Whether each block at sorted indices `which` holds an observed band voxel or lies just
