@@ -115,17 +115,19 @@ def fusion_waits(pipeline, repeats):
         waited, took = [], []
         for _ in range(repeats):
             volume._surface = volume._columns = None  # searched whole (see the module doc)
-            longest, stop = [0.0], threading.Event()
+            longest, stop, probing = [0.0], threading.Event(), threading.Event()
 
             def probe():
                 while not stop.is_set():
                     t = time.perf_counter()
                     with pipeline._map_lock:
                         longest[0] = max(longest[0], time.perf_counter() - t)
+                    probing.set()
                     time.sleep(0.001)
 
             prober = threading.Thread(target=probe)
             prober.start()
+            probing.wait()  # the prober runs before the call starts
             t = time.perf_counter()
             call()
             took.append(time.perf_counter() - t)

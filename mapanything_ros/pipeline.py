@@ -205,9 +205,11 @@ class MapSnapshot:
 @dataclass(frozen=True, eq=False)
 class _MapItem:
     """Work for the map thread: fuse views `indices` of `recon` (stamp and pose frame of its window),
-    or, with recon None, clear the map. Skipped when older than a reset (epoch)."""
+    or, with recon None, clear the map. Skipped when the map was cleared, loaded or reset after it
+    was made (`generation`: Pipeline._map_generation then): that work would be undone, or is of
+    another map."""
 
-    epoch: int
+    generation: int
     recon: object
     indices: tuple
     confidence_quantile: float
@@ -366,10 +368,11 @@ class Pipeline:
         cannot be cut short, included) without a result, a job being prepared is dropped when its
         preparation ends, the result being published is published, the keyframe being fused
         ends; pending jobs and results are dropped (counted), and so is the map's work, pending or
-        sent meanwhile (counted; its keyframes enter with a later window once mapping goes on), but
-        a map clearing among it is applied once the threads have ended (by start() or process()
-        when they end after stop() returned). Returns True when the threads ended within `timeout`
-        seconds (None: wait)."""
+        sent meanwhile (counted; a later window that still holds its keyframes sends them), but a
+        map clearing among it is applied once the threads have ended (by the first map work after
+        them when they end after stop() returned). Returns True when the threads ended within
+        `timeout` seconds (None: wait; the wait for the pipeline's locks included)."""
+        end = None if timeout is None else time.monotonic() + timeout
         with self._chain_lock, self._wake:
             self._stopping = True
             self._counts["dropped"] += len(self._queue) + len(self._to_prepare) + len(self._results)
@@ -382,7 +385,6 @@ class Pipeline:
             self._map_items.clear()
             self._wake.notify_all()
             threads = self._threads()
-        end = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
             thread.join(None if end is None else max(0.0, end - time.monotonic()))
         ended = not any(t.is_alive() for t in threads)
@@ -449,8 +451,12 @@ class Pipeline:
         TsdfMap.occupancy; pose_frame None when the map is empty). The grid is None when the map
         is in a chain frame (image-only: its up is unknown, so it has no height band). Made from a
         copy, as map_points (after an eviction: 0.7 s at 9 M voxels)."""
-        volume, frame, stamp = self._map_copy()
-        grid = volume.occupancy(z_min, z_max, resolution) if frame in (None, "world") else None
+        with self._map_lock:
+            frame = self._map_pose_frame if len(self._map) else None
+            if frame not in (None, "world"):
+                return None, frame, self._map_stamp
+            volume, frame, stamp = self._map_copy()
+        grid = volume.occupancy(z_min, z_max, resolution)
         with self._map_lock:
             self._map.adopt(volume)
         return grid, frame, stamp
@@ -494,6 +500,7 @@ class Pipeline:
             self._queue.clear()
             self._results.clear()
             self._map_items.clear()
+            self._held_clear = None
             self._epoch += 1
             self._cleared_epoch = self._epoch
             self._map_generation += 1  # windows made before are not sent to the map (_insert)
@@ -686,7 +693,7 @@ class Pipeline:
                 chained = self.chain.apply(recon)
                 recon = chained.reconstruction
                 if chained.reset:
-                    map_reset = self._clear_map(f"chain: {chained.reason}", job.epoch)
+                    map_reset = self._clear_map(f"chain: {chained.reason}")
                 lap("chaining")
             generation = self._map_generation
         rate = None if chained is None else MotionRate.of(recon.frames, recon.poses)
@@ -736,9 +743,9 @@ class Pipeline:
         if reason is None:
             return None
         self.chain.reset()
-        return self._clear_map(reason, epoch)
+        return self._clear_map(reason)
 
-    def _clear_map(self, reason, epoch):
+    def _clear_map(self, reason):
         """Have the map cleared before what is sent to it next (under the chain lock); returns `reason`."""
         self._in_map.clear()  # the window's keyframes enter again, in the new frame
         self._map_generation += 1  # windows made before are not sent to the map (_insert)
@@ -746,7 +753,7 @@ class Pipeline:
             self._counts["map_resets"] += 1
             self._reasons.append(f"map: {reason}")
         log.warning("map cleared: %s", reason)
-        self._send(_MapItem(epoch, None, (), 0.0, None, None))
+        self._send(_MapItem(self._map_generation, None, (), 0.0, None, None))
         return reason
 
     def _insert(self, job, result, generation):
@@ -789,26 +796,27 @@ class Pipeline:
             return
         recon = result.reconstruction
         self._in_map.update(recon.frames[i].key for i in indices)
-        self._send(_MapItem(job.epoch, recon, tuple(indices), job.config.confidence_quantile, result.stamp_ns,
-                            recon.pose_frame))
+        self._send(_MapItem(self._map_generation, recon, tuple(indices), job.config.confidence_quantile,
+                            result.stamp_ns, recon.pose_frame))
 
     def _send(self, item):
-        """Queue map work for the map thread, or do it now without one (process()). A clearing
-        replaces the work queued before it, which it would undo; a full queue drops its oldest
-        fusion; from stop() until the threads run again (start()) or process() runs, fusions are
-        dropped and a clearing is kept for then (_held_clear). Dropped fusions are counted
-        (map_dropped) and their keyframes enter with a later window. Under the chain lock."""
+        """Queue map work for the map thread, or do it now without threads (process(), or once the
+        stopped threads have ended: the clearing stop() kept first). A clearing replaces the work
+        queued before it, which it would undo (its keyframes are sent again in the new frame); a
+        full queue drops its oldest fusion; while stop() waits for the threads, fusions are dropped
+        and a clearing is kept (_held_clear). A dropped fusion is counted (map_dropped) and its
+        keyframes unmarked: a later window that still holds them sends them. Under the chain lock."""
         with self._wake:
-            if self._stopping:
+            running = any(t.is_alive() for t in self._threads())
+            if self._stopping and running:
                 if item.recon is None:
                     self._held_clear = item
                 else:
                     self._drop_fusions([item])
                 return
-            if self._map_thread is not None and self._map_thread.is_alive():
+            if not self._stopping and self._map_thread is not None and self._map_thread.is_alive():
                 if item.recon is None:
-                    self._drop_fusions(self._map_items)
-                    self._map_items.clear()
+                    self._map_items.clear()  # _clear_map unmarked every keyframe already
                 elif len(self._map_items) >= MAP_QUEUE:
                     old = next(x for x in self._map_items if x.recon is not None)  # one clearing at most
                     self._map_items.remove(old)
@@ -816,6 +824,7 @@ class Pipeline:
                 self._map_items.append(item)
                 self._wake.notify_all()
                 return
+        self._apply_held()
         self._apply(item)
 
     def _drop_fusions(self, items):
@@ -827,11 +836,13 @@ class Pipeline:
                 self._in_map.difference_update(item.recon.frames[i].key for i in item.indices)
 
     def _apply_held(self):
-        """Apply the clearing that stop() kept, if any (the threads have ended)."""
-        with self._wake:
-            item, self._held_clear = self._held_clear, None
-        if item is not None:
-            self._apply(item)
+        """Apply the clearing that stop() kept, if any (the threads have ended; under the map lock
+        throughout: a map loaded meanwhile discards it)."""
+        with self._map_lock:
+            with self._wake:
+                item, self._held_clear = self._held_clear, None
+            if item is not None:
+                self._apply(item)
 
     def _apply_logged(self, item):
         """_apply on the map thread: an exception is a bug, logged and counted; the thread goes on."""
@@ -843,12 +854,12 @@ class Pipeline:
                 self._counts["failed"] += 1
 
     def _apply(self, item):
-        """Clear the map, or fuse the item's views into it (under the map lock)."""
+        """Clear the map, or fuse the item's views into it (under the map lock), unless the map was
+        cleared, loaded or reset since the item was made."""
         clock = time.perf_counter()
         with self._map_lock:
-            with self._wake:
-                if item.epoch < self._cleared_epoch:
-                    return
+            if item.generation != self._map_generation:  # changed under the map lock, or undone by a clearing
+                return
             if item.recon is None:
                 self._map.reset()
                 self._map_changed()

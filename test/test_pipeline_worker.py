@@ -5,6 +5,7 @@ import dataclasses
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from mapanything_ros.backends import Backend, OracleBackend
@@ -357,16 +358,17 @@ def test_windows_waiting_for_the_publish_thread_at_stop_or_reset(tiny_scene, cap
     assert results == [1, 4] and pipeline.stats().dropped == 2
 
 
-@pytest.mark.parametrize("how", ["queued", "publishing", "timed_out", "timed_out_then_start", "timed_out_then_load"])
+@pytest.mark.parametrize("how", ["queued", "publishing", "timed_out", "timed_out_then_start", "timed_out_then_flush",
+                                 "timed_out_then_load"])
 def test_map_work_at_stop(tiny_scene, captures, how):
     """Window 1 (world frame) is held in fusion; window 2 (the chain frame) clears the map for its
     frame. stop() comes with window 2's fusion queued, or while window 2's outputs are made (its
     fusion sent during stop()), or returns before the held fusion ends (a timeout). Window 2's
     fusion is dropped (counted) and its keyframes enter with a later window; the clearing is applied
     once the threads have ended (by stop(), or by process() or start() after a stop() that timed
-    out), so the map never keeps the frame the pipeline left; window 3 then sends its two
-    keyframes. A map loaded after the timed-out stop() replaces the clearing: it is kept, and mapped
-    on."""
+    out, or by the first map work after it: flush_map()), so the map never keeps the frame the
+    pipeline left; window 3 then sends its two keyframes. A map loaded after the timed-out stop()
+    replaces the clearing: it is kept, and mapped on."""
     fusing, publishing = Gate(), Gate()
     pipeline = Pipeline(CONFIG, Slow(tiny_scene))
     integrate = pipeline.map.integrate
@@ -401,6 +403,10 @@ def test_map_work_at_stop(tiny_scene, captures, how):
             for thread in pipeline._threads():
                 thread.join(WAIT_S)
             assert applied == [1]  # the clearing waits for start() or process()
+            if how == "timed_out_then_flush":  # window 2's keyframes, dropped at stop(), into the cleared map
+                assert pipeline.flush_map() == 2 and applied == [1, None, 2]
+                assert pipeline.map_points().pose_frame == "chain"
+                return
             if how == "timed_out_then_load":
                 pipeline.load_map(pipeline.map_state()[0])  # window 1's world-frame map
                 pipeline.process(captures[2])
@@ -439,10 +445,11 @@ def test_a_window_published_after_a_reset_sends_nothing_to_the_map(tiny_scene, c
 @pytest.mark.parametrize("cleared", [False, True])
 def test_a_dropped_fusion_lets_its_keyframes_enter_once(tiny_scene, captures, cleared):
     """The map thread held while windows queue their keyframes. Without a clearing, the full map
-    queue drops window 2's keyframe, which (still in the window) enters with the next window. With a
-    clearing (window 3, the chain frame: it sends window 2's keyframe again), the clearing replaces
-    the world-frame fusion waiting before it, and the keyframe enters the cleared map once. Either
-    way every keyframe reaches the map exactly once after the last clearing."""
+    queue drops window 2's keyframe (counted), which (still in the window) enters with the next
+    window. With a clearing (window 3, the chain frame: it sends window 2's keyframe again), the
+    clearing replaces the world-frame fusion waiting before it (nothing is lost: not counted), and
+    the keyframe enters the cleared map once. Either way every keyframe reaches the map exactly
+    once after the last clearing."""
     fusing = Gate()
     pipeline = Pipeline(dataclasses.replace(CONFIG, window_size=12), Slow(tiny_scene))
     integrate = pipeline.map.integrate
@@ -460,7 +467,7 @@ def test_a_dropped_fusion_lets_its_keyframes_enter_once(tiny_scene, captures, cl
             wait_for(lambda: published(pipeline, n))
             if n == 1:
                 assert fusing.reached.wait(WAIT_S)  # window 1's fusion held: the rest queue behind it
-        assert pipeline.stats().map_dropped == 1  # window 2's keyframe: by the clearing, or the full queue
+        assert pipeline.stats().map_dropped == (0 if cleared else 1)  # replaced by the clearing: nothing lost
         fusing.opened.set()
         assert pipeline.drain(timeout=WAIT_S)
         pipeline.submit(later[queued])
@@ -496,3 +503,46 @@ def test_map_outputs_search_a_copy_away_from_the_map_lock(tiny_scene, captures, 
     searching.opened.set()
     caller.join(WAIT_S)
     assert found and (pipeline.map._surface if output == "map_points" else pipeline.map._columns) is not None
+
+
+def test_occupancy_of_a_chain_frame_map_is_none_without_a_copy(tiny_scene, captures, monkeypatch):
+    """A map in the image-only chain frame has no height band: occupancy() gives no grid, and does
+    not copy the map to find that out."""
+    pipeline = Pipeline(CONFIG, OracleBackend(tiny_scene))
+    pipeline.process([dataclasses.replace(f, world_from_camera=None) for f in captures[0]])
+    monkeypatch.setattr(TsdfMap, "copy", lambda volume: pytest.fail("copied"))
+    grid, frame, _ = pipeline.occupancy(-1.0, 3.0)
+    assert grid is None and frame == "chain"
+
+
+def test_flush_map_after_stop_fuses(tiny_scene, captures):
+    """flush_map() at the end of a run, after stop(): the newest window's keyframes that map_insert
+    "oldest" left out enter the map (the threads have ended: fused now, not dropped)."""
+    pipeline = Pipeline(dataclasses.replace(CONFIG, map_insert="oldest"), Slow(tiny_scene))
+    with pipeline:
+        for n, capture in enumerate(captures[:3], start=1):
+            pipeline.submit(capture)
+            wait_for(lambda: published(pipeline, n))
+        assert pipeline.drain(timeout=WAIT_S)
+    fused = pipeline.stats().map_keyframes
+    assert pipeline.flush_map() == 1  # window 3's newest keyframe
+    assert pipeline.stats().map_keyframes == fused + 1 and pipeline.stats().map_dropped == 0
+
+
+def test_a_fusion_waiting_for_the_map_lock_skips_a_map_loaded_meanwhile(tiny_scene, captures):
+    """A fusion the map thread took but could not apply yet (the map lock held) is of the old map
+    when a map is loaded meanwhile: it is skipped, the loaded map stays as loaded."""
+    pipeline = Pipeline(CONFIG, Slow(tiny_scene))
+    with pipeline:
+        pipeline.submit(captures[0])
+        assert pipeline.drain(timeout=WAIT_S)
+        state = pipeline.map_state()[0]
+        with pipeline._map_lock:
+            pipeline.submit(captures[1])
+            wait_for(lambda: pipeline._map_busy and not pipeline._map_items)  # taken, waiting for the lock
+            pipeline.load_map(state)
+        assert pipeline.drain(timeout=WAIT_S)
+    assert pipeline.stats().map_keyframes == 1
+    for name, loaded in state.items():
+        if name not in ("pose_frame", "stamp_ns"):
+            np.testing.assert_array_equal(pipeline.map.state()[name], loaded)

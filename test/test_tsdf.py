@@ -928,13 +928,13 @@ def test_a_surface_and_grid_found_on_a_copy_are_kept_by_the_map():
     assert (grid.origin, grid.resolution) == (expected.origin, expected.resolution)
     newer = fused._surface, fused._columns
     fused.adopt(copy)  # older than the map's own
-    assert (fused._surface, fused._columns) == newer
+    assert fused._surface is newer[0] and fused._columns is newer[1]
     fused_copy = fused.copy()  # a copy fused itself searched another map
     fused_copy.integrate(view(pose(x=0.7), [WALL, FLOOR]))
     fused_copy.surface(), fused_copy.occupancy(*band)
     fused.integrate(view(pose(x=0.8), [WALL, FLOOR]))
     fused.adopt(fused_copy)
-    assert (fused._surface, fused._columns) == newer
+    assert fused._surface is newer[0] and fused._columns is newer[1]
     stale = fused.copy()
     stale.surface(), stale.occupancy(*band)
     fused.load_state(whole.state())  # slots may have moved: a new generation
