@@ -57,7 +57,8 @@ Counters (stats()): captures offered, keyframes admitted, jobs dropped (queue fu
 being prepared at stop()/reset(), or inferred and waiting for the publish thread then), jobs
 inferred (backend returned), jobs done (result delivered), jobs failed (a map fusion that raised
 included), window resets (time going backwards), map resets with
-the last reasons, keyframes dropped before fusion (map_dropped), keyframes fused into the map,
+the last reasons, keyframes dropped before fusion (map_dropped: by a full map queue or by stop();
+work that a clearing, a load or a reset made pointless is not counted), keyframes fused into the map,
 keyframes that alone reached more blocks than the map's memory bound keeps (map_overflows) and
 keyframes that could not be prepared (bad_frames); per-stage
 latencies in seconds (p50, p95, max over the last `stats_window` jobs that ran the stage).
@@ -369,9 +370,10 @@ class Pipeline:
         preparation ends, the result being published is published, the keyframe being fused
         ends; pending jobs and results are dropped (counted), and so is the map's work, pending or
         sent meanwhile (counted; a later window that still holds its keyframes sends them), but a
-        map clearing among it is applied once the threads have ended (by the first map work after
-        them when they end after stop() returned). Returns True when the threads ended within
-        `timeout` seconds (None: wait; the wait for the pipeline's locks included)."""
+        map clearing among it is applied once the threads have ended (when they end after stop()
+        returned: by start(), process() or the first map work flush_map() sends). Returns True when
+        the threads ended within `timeout` seconds (None: wait; the wait for the pipeline's locks
+        included, not that for applying the clearing)."""
         end = None if timeout is None else time.monotonic() + timeout
         with self._chain_lock, self._wake:
             self._stopping = True
@@ -486,8 +488,7 @@ class Pipeline:
             self._in_map.clear()
             self._map_generation += 1  # windows made before are not sent to the loaded map (_insert)
             with self._wake:
-                self._counts["map_dropped"] += sum(len(item.indices) for item in self._map_items)
-                self._map_items.clear()
+                self._map_items.clear()  # of the old map (its keyframes unmarked above: later windows send them)
                 self._held_clear = None  # it must not empty the loaded map
 
     def reset(self, counters=False):

@@ -373,9 +373,15 @@ def test_map_work_at_stop(tiny_scene, captures, how):
     pipeline = Pipeline(CONFIG, Slow(tiny_scene))
     integrate = pipeline.map.integrate
     pipeline.map.integrate = lambda view: (fusing(), integrate(view))[1]
-    applied = []  # each map item applied: its keyframe count, None for a clearing
-    apply = pipeline._apply
-    pipeline._apply = lambda item: (applied.append(None if item.recon is None else len(item.indices)), apply(item))[1]
+    applied = []  # each map item that changed the map: its keyframe count, None for a clearing
+
+    def apply(item, apply=pipeline._apply):
+        version = pipeline.map_version
+        apply(item)
+        if pipeline.map_version != version:
+            applied.append(None if item.recon is None else len(item.indices))
+
+    pipeline._apply = apply
     if how == "publishing":
         pipeline.on_result(lambda result: publishing() if result.seq == 2 else None)
     unposed = [[dataclasses.replace(f, world_from_camera=None) for f in c] for c in captures[1:3]]
@@ -402,7 +408,7 @@ def test_map_work_at_stop(tiny_scene, captures, how):
             fusing.opened.set()
             for thread in pipeline._threads():
                 thread.join(WAIT_S)
-            assert applied == [1]  # the clearing waits for start() or process()
+            assert applied == [1]  # the clearing waits for start(), process() or flush_map()
             if how == "timed_out_then_flush":  # window 2's keyframes, dropped at stop(), into the cleared map
                 assert pipeline.flush_map() == 2 and applied == [1, None, 2]
                 assert pipeline.map_points().pose_frame == "chain"
@@ -537,7 +543,7 @@ def test_a_fusion_waiting_for_the_map_lock_skips_a_map_loaded_meanwhile(tiny_sce
         pipeline.submit(captures[0])
         assert pipeline.drain(timeout=WAIT_S)
         state = pipeline.map_state()[0]
-        with pipeline._map_lock:
+        with pipeline._map_lock:  # then the chain lock (load_map): safe here, no thread holds it waiting for this one
             pipeline.submit(captures[1])
             wait_for(lambda: pipeline._map_busy and not pipeline._map_items)  # taken, waiting for the lock
             pipeline.load_map(state)
