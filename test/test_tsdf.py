@@ -273,6 +273,40 @@ def test_memory_bound_keeps_the_view_and_drops_the_farthest():
     assert np.isin(band, fused._keys).mean() > 0.95
 
 
+def test_an_eviction_keeps_its_blocks_exact_and_moves_no_more_than_it_drops():
+    """_keep (an eviction) keeps exactly the chosen blocks, their voxels, flags and origins as they
+    were, each key at the slot that holds its block; kept blocks below the pool's new end stay in
+    their slots (only those past it move, into the dropped ones' slots); the surface and mapping
+    afterwards are those of the kept blocks loaded into a new map."""
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses(4):
+        fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
+    n, before = len(fused), fused.state()
+    slots = fused._slots.copy()
+    extra = {name: getattr(fused, name)[slots].copy() for name in ("_origin", "_free", "_fused")}
+    chosen = np.random.default_rng(0).choice(n, n // 3, replace=False)  # pool slots
+    kept = np.isin(slots, chosen)  # by sorted key
+    fused._keep(chosen)
+    after = fused.state()
+    assert len(fused) == len(chosen)
+    for name in ("keys", "tsdf", "weight", "rgb", "looks", "front"):
+        np.testing.assert_array_equal(after[name], before[name][kept])
+    for name, values in extra.items():
+        np.testing.assert_array_equal(getattr(fused, name)[fused._slots], values[kept])
+    stay = slots[kept] < len(chosen)
+    np.testing.assert_array_equal(fused._slots[stay], slots[kept][stay])
+    assert np.count_nonzero(~stay) == np.count_nonzero(slots[~kept] < len(chosen))  # moved = dropped below
+    assert sorted(fused._slots) == list(range(len(chosen)))
+    loaded = TsdfMap(0.05, max_blocks=100_000)
+    loaded.load_state(after)
+    for a, b in zip(fused.surface(), loaded.surface()):
+        np.testing.assert_array_equal(a, b)
+    for volume in (fused, loaded):
+        volume.integrate(view(poses(5)[4], [WALL, FLOOR, OBSTACLE]))
+    for a, b in zip(fused.state().values(), loaded.state().values()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_state_round_trip_is_exact_and_checked():
     fused = TsdfMap(0.05, max_blocks=100_000)
     for p in poses(4):

@@ -814,16 +814,21 @@ class TsdfMap:
         return np.linalg.norm(centre - origin, axis=1)
 
     def _keep(self, slots):
-        """Drop every block but those in the pool slots `slots`, keeping their order in the pool."""
+        """Drop every block but those in the pool slots `slots`: the kept blocks past the pool's new
+        end move into the dropped blocks' slots below it, so an eviction moves at most as many
+        blocks as it drops, not the map (a compaction in order moved every block after the first
+        dropped one)."""
         keep = np.zeros(self._size, bool)
         keep[slots] = True
-        order = np.cumsum(keep) - 1
+        n = int(np.count_nonzero(keep))
+        holes, movers = np.flatnonzero(~keep[:n]), n + np.flatnonzero(keep[n:])  # as many of each
+        for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free, self._fused):
+            a[holes] = a[movers]
+        moved = np.arange(self._size, dtype=np.int32)
+        moved[movers] = holes
         kept_sorted = keep[self._slots]
         self._keys = self._keys[kept_sorted]
-        self._slots = order[self._slots[kept_sorted]].astype(np.int32)
-        n = int(keep.sum())
-        for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free, self._fused):
-            a[:n] = a[:self._size][keep]
+        self._slots = moved[self._slots[kept_sorted]]
         self._size = n
         self._surface = self._mesh = self._columns = None  # evicted blocks' parts are in them, and slots moved
         self._generation = next(_GENERATIONS)
