@@ -6,8 +6,9 @@ The synthetic room's front camera as a 518x392 pinhole (bench_fusion's keyframes
 exact depth), fused at --voxel metres into a TsdfMap bounded at --blocks blocks (the room's carved
 volume is larger: once full, every few keyframes evict the farthest blocks down to LOW_WATER of
 the bound). CPU time of this one thread: per keyframe (median and p95 after the first quarter)
-and per eviction (TsdfMap._keep, the pool's reorganisation). To compare two revisions, run this
-file against each tree (PYTHONPATH) one after the other.
+and per eviction (TsdfMap._keep alone, the pool's reorganisation; not the choice of the blocks
+to drop). The script imports the package of its own tree: to compare two revisions, copy it and
+bench_fusion.py into the other tree's bench/ and run both, one after the other.
 """
 
 import argparse

@@ -51,8 +51,8 @@ def keyframes(size, count):
 
 
 def run_tsdf(cam, views, truncation_ratio=0.1, map_blocks=0, volume=None):
-    """(CPU seconds per keyframe, bytes held, surface points) of the views fused into `volume`
-    (None: a 5 cm TsdfMap with `truncation_ratio`, holding `map_blocks` distant blocks first)."""
+    """(CPU seconds per keyframe, bytes held, surface points) of the views fused into `volume`,
+    holding `map_blocks` distant blocks first (None: a new 5 cm TsdfMap with `truncation_ratio`)."""
     rays = cam.ray_map().astype(np.float32)
     fused = volume if volume is not None else TsdfMap(VOXEL, max_blocks=1_000_000 + map_blocks,
                                                       truncation_ratio=truncation_ratio)

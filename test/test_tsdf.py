@@ -301,10 +301,19 @@ def test_an_eviction_keeps_its_blocks_exact_and_moves_no_more_than_it_drops():
     loaded.load_state(after)
     for a, b in zip(fused.surface(), loaded.surface()):
         np.testing.assert_array_equal(a, b)
+    for a, b in zip(oriented_triangles(fused.mesh()), oriented_triangles(loaded.mesh())):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fused.occupancy(0.2, 1.2).cells, loaded.occupancy(0.2, 1.2).cells)
     for volume in (fused, loaded):
         volume.integrate(view(poses(5)[4], [WALL, FLOOR, OBSTACLE]))
     for a, b in zip(fused.state().values(), loaded.state().values()):
         np.testing.assert_array_equal(a, b)
+    state = fused.state()
+    fused._keep(np.concatenate([np.arange(len(fused))] * 2))  # every slot, twice: nothing moves
+    for a, b in zip(fused.state().values(), state.values()):
+        np.testing.assert_array_equal(a, b)
+    fused._keep(np.zeros(0, np.intp))
+    assert len(fused) == 0 and len(fused.surface()[0]) == 0
 
 
 def test_state_round_trip_is_exact_and_checked():

@@ -816,8 +816,7 @@ class TsdfMap:
     def _keep(self, slots):
         """Drop every block but those in the pool slots `slots`: the kept blocks past the pool's new
         end move into the dropped blocks' slots below it, so an eviction moves at most as many
-        blocks as it drops, not the map (a compaction in order moved every block after the first
-        dropped one)."""
+        blocks as it drops, not the map."""
         keep = np.zeros(self._size, bool)
         keep[slots] = True
         n = int(np.count_nonzero(keep))
