@@ -425,11 +425,8 @@ class Pipeline:
         copy of the map taken under the map lock: fusion waits for the copy, not for the search
         (after an eviction a search of the whole map: 0.4 s at 9 M voxels); the map keeps the
         copy's surface (TsdfMap.adopt), so the next search covers only what was fused since."""
-        volume, frame, stamp = self._map_copy()
-        snapshot = MapSnapshot(*volume.surface(), frame, stamp)
-        with self._map_lock:
-            self._map.adopt(volume)
-        return snapshot
+        surface, frame, stamp = self._on_copy(lambda volume: volume.surface())
+        return MapSnapshot(*surface, frame, stamp)
 
     def map_mesh(self):
         """(TsdfMap.mesh_regions: the mesh in regions, pose_frame, stamp_ns) of the map,
@@ -437,11 +434,20 @@ class Pipeline:
         map lock: fusion waits for the copy (tens of ms), not for the meshing (seconds for millions
         of triangles); the map keeps the copy's mesh, so the next one meshes only what was fused
         after the copy (TsdfMap.adopt)."""
-        volume, frame, stamp = self._map_copy()
-        mesh = volume.mesh_regions()
+        return self._on_copy(lambda volume: volume.mesh_regions())
+
+    def _on_copy(self, make, when=None):
+        """(make(a copy of the map), pose_frame, stamp_ns): the copy taken under the map lock, made
+        into an output outside it, what it found kept by the map (TsdfMap.adopt); (None, pose_frame,
+        stamp_ns), copying nothing, where when(pose_frame) is False."""
+        with self._map_lock:
+            if when is not None and not when(self._map_pose_frame if len(self._map) else None):
+                return None, self._map_pose_frame, self._map_stamp
+            volume, frame, stamp = self._map_copy()
+        out = make(volume)
         with self._map_lock:
             self._map.adopt(volume)
-        return mesh, frame, stamp
+        return out, frame, stamp
 
     def _map_copy(self):
         """(a copy of the TsdfMap, pose_frame (None when empty), stamp_ns), taken under the map lock."""
@@ -453,15 +459,8 @@ class Pipeline:
         TsdfMap.occupancy; pose_frame None when the map is empty). The grid is None when the map
         is in a chain frame (image-only: its up is unknown, so it has no height band). Made from a
         copy, as map_points (after an eviction: 0.7 s at 9 M voxels)."""
-        with self._map_lock:
-            frame = self._map_pose_frame if len(self._map) else None
-            if frame not in (None, "world"):
-                return None, frame, self._map_stamp
-            volume, frame, stamp = self._map_copy()
-        grid = volume.occupancy(z_min, z_max, resolution)
-        with self._map_lock:
-            self._map.adopt(volume)
-        return grid, frame, stamp
+        return self._on_copy(lambda volume: volume.occupancy(z_min, z_max, resolution),
+                             when=lambda frame: frame in (None, "world"))
 
     def map_state(self):
         """(the whole map for saving: TsdfMap.state() plus "pose_frame" and "stamp_ns" (-1: none),
@@ -809,13 +808,13 @@ class Pipeline:
         keyframes unmarked: a later window that still holds them sends them. Under the chain lock."""
         with self._wake:
             running = any(t.is_alive() for t in self._threads())
-            if self._stopping and running:
+            if running and self._stopping:
                 if item.recon is None:
                     self._held_clear = item
                 else:
                     self._drop_fusions([item])
                 return
-            if not self._stopping and self._map_thread is not None and self._map_thread.is_alive():
+            if running:
                 if item.recon is None:
                     self._map_items.clear()  # _clear_map unmarked every keyframe already
                 elif len(self._map_items) >= MAP_QUEUE:
