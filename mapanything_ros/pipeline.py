@@ -423,7 +423,7 @@ class Pipeline:
     def map_points(self):
         """A consistent MapSnapshot of the map's surface (points, their frame and stamp), found on a
         copy of the map taken under the map lock: fusion waits for the copy, not for the search
-        (after an eviction a search of the whole map: 0.4 s at 9 M voxels); the map keeps the
+        (after a load a search of the whole map: 0.4 s at 9 M voxels); the map keeps the
         copy's surface (TsdfMap.adopt), so the next search covers only what was fused since."""
         surface, frame, stamp = self._on_copy(lambda volume: volume.surface())
         return MapSnapshot(*surface, frame, stamp)
@@ -458,7 +458,7 @@ class Pipeline:
         """(tsdf.Grid2D of the height band, pose_frame, stamp_ns) of the map, consistently (see
         TsdfMap.occupancy; pose_frame None when the map is empty). The grid is None when the map
         is in a chain frame (image-only: its up is unknown, so it has no height band). Made from a
-        copy, as map_points (after an eviction: 0.7 s at 9 M voxels)."""
+        copy, as map_points (after a load: 0.7 s at 9 M voxels)."""
         return self._on_copy(lambda volume: volume.occupancy(z_min, z_max, resolution),
                              when=lambda frame: frame in (None, "world"))
 

@@ -276,8 +276,10 @@ def test_memory_bound_keeps_the_view_and_drops_the_farthest():
 def test_an_eviction_keeps_its_blocks_exact_and_moves_no_more_than_it_drops():
     """_keep (an eviction) keeps exactly the chosen blocks, their voxels, flags and origins as they
     were, each key at the slot that holds its block; kept blocks below the pool's new end stay in
-    their slots (only those past it move, into the dropped ones' slots); the surface and mapping
-    afterwards are those of the kept blocks loaded into a new map."""
+    their slots (only those past it move, into the dropped ones' slots); exactly the kept blocks
+    with a dropped one among the neighbours their extraction reads (a mesh cell's seven, a grid
+    column's six faces) are stamped as changed; the surface and mapping afterwards are those of
+    the kept blocks loaded into a new map."""
     fused = TsdfMap(0.05, max_blocks=100_000)
     for p in poses(4):
         fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
@@ -286,11 +288,21 @@ def test_an_eviction_keeps_its_blocks_exact_and_moves_no_more_than_it_drops():
     extra = {name: getattr(fused, name)[slots].copy() for name in ("_origin", "_free", "_fused")}
     chosen = np.random.default_rng(0).choice(n, n // 3, replace=False)  # pool slots
     kept = np.isin(slots, chosen)  # by sorted key
+    gone = {tuple(c) for c in key_cells(before["keys"][~kept])}
+    reads = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1),  # mesh cells
+             (-1, 0, 0), (0, -1, 0), (0, 0, -1)]  # with +x, +y, +z: the grid's faces
+    beside = np.array([any(tuple(c + o) in gone for o in np.array(reads)) for c in key_cells(before["keys"][kept])])
+    fusions = fused._fusions
+    bare = fused.copy()  # nothing searched yet: every next search a whole one, no block to mark
+    bare._keep(chosen)
+    np.testing.assert_array_equal(bare._fused[bare._slots], extra["_fused"][kept])
+    fused.surface()
     fused._keep(chosen)
     after = fused.state()
-    assert len(fused) == len(chosen)
+    assert len(fused) == len(chosen) and fused._fusions == fusions + 1 and beside.any()
     for name in ("keys", "tsdf", "weight", "rgb", "looks", "front"):
         np.testing.assert_array_equal(after[name], before[name][kept])
+    extra["_fused"][kept] = np.where(beside, fusions + 1, extra["_fused"][kept])
     for name, values in extra.items():
         np.testing.assert_array_equal(getattr(fused, name)[fused._slots], values[kept])
     stay = slots[kept] < len(chosen)
@@ -308,12 +320,51 @@ def test_an_eviction_keeps_its_blocks_exact_and_moves_no_more_than_it_drops():
         volume.integrate(view(poses(5)[4], [WALL, FLOOR, OBSTACLE]))
     for a, b in zip(fused.state().values(), loaded.state().values()):
         np.testing.assert_array_equal(a, b)
-    state = fused.state()
+    state, mesh = fused.state(), oriented_triangles(fused.mesh())
     fused._keep(np.concatenate([np.arange(len(fused))] * 2))  # every slot, twice: nothing moves
     for a, b in zip(fused.state().values(), state.values()):
         np.testing.assert_array_equal(a, b)
+    for a, b in zip(oriented_triangles(fused.mesh()), mesh):  # nothing to search again, the mesh made anew
+        np.testing.assert_array_equal(a, b)
     fused._keep(np.zeros(0, np.intp))
-    assert len(fused) == 0 and len(fused.surface()[0]) == 0
+    assert len(fused) == 0 and len(fused.surface()[0]) == len(fused.mesh()[0]) == 0
+    assert fused.occupancy(0.2, 1.2).cells.size == 0
+
+
+def test_after_an_eviction_only_the_evicted_blocks_neighbours_are_searched_again():
+    """An eviction keeps what surface(), mesh() and occupancy() found in the kept blocks (the moved
+    ones' slots renumbered): their next calls search only the kept blocks whose extraction read an
+    evicted one (here: beside the plane that cuts the map in two) and the blocks whose search reads
+    those (as for any block marked changed), and equal whole searches of the
+    kept blocks loaded into a new map; the mesh's regions stay of the same storage generation."""
+    band = (0.2, 1.2)
+    fused = TsdfMap(0.05, max_blocks=100_000)
+    for p in poses(4):
+        fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
+    fused.surface(), fused.mesh(), fused.occupancy(0.0, 0.6), fused.occupancy(*band)  # the band kept: the last
+    generation = fused._generation
+    cells = fused._origin[:len(fused)] // BLOCK
+    cut = int(np.median(cells[:, 0]))
+    fused._keep(np.flatnonzero(cells[:, 0] < cut))  # every block at x >= cut goes, most slots move
+    beside = np.flatnonzero(fused._fused[:len(fused)] == fused._fusions)  # pool slots
+    assert 0 < len(beside) and (fused._origin[beside, 0] // BLOCK == cut - 1).all()
+    searched = {}
+    for name in ("_crossings", "_mesh_blocks", "_columns_of"):
+        def recorded(which, *args, name=name, search=getattr(fused, name)):
+            searched[name] = searched.get(name, 0) + len(which)
+            return search(which, *args)
+        setattr(fused, name, recorded)
+    whole = TsdfMap(0.05, max_blocks=100_000)
+    whole.load_state(fused.state())
+    for a, b in zip(sorted_surface(fused.surface()), sorted_surface(whole.surface())):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(oriented_triangles(fused.mesh()), oriented_triangles(whole.mesh())):
+        np.testing.assert_array_equal(a, b)
+    assert_same_grid(fused.occupancy(*band), whole.occupancy(*band))
+    edge = np.count_nonzero(fused._origin[:len(fused), 0] // BLOCK >= cut - 2)  # beside, and the blocks below
+    assert 0 < min(searched.values()) and max(searched.values()) <= edge < len(fused) // 2, (searched, edge)
+    assert fused.mesh_regions().generation == generation
+    assert_same_grid(fused.occupancy(0.0, 0.6), whole.occupancy(0.0, 0.6))  # another band: all
 
 
 def test_state_round_trip_is_exact_and_checked():
@@ -942,6 +993,15 @@ def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
     assert fused._mesh is newer
     stale = fused.copy()
     stale.mesh()
+    fused._keep(np.arange(len(fused) // 2))  # an eviction: the copy's slots are no longer the map's
+    fused.adopt(stale)
+    assert fused._mesh is not stale._mesh and fused._mesh is not None
+    whole.reset()
+    whole.load_state(fused.state())
+    for a, b in zip(oriented_triangles(fused.mesh()), oriented_triangles(whole.mesh())):
+        np.testing.assert_array_equal(a, b)
+    stale = fused.copy()
+    stale.mesh()
     fused.reset()
     fused.load_state(whole.state())  # slots may have moved: a new generation
     fused.adopt(stale)
@@ -978,6 +1038,17 @@ def test_a_surface_and_grid_found_on_a_copy_are_kept_by_the_map():
     fused.integrate(view(pose(x=0.8), [WALL, FLOOR]))
     fused.adopt(fused_copy)
     assert fused._surface is newer[0] and fused._columns is newer[1]
+    stale = fused.copy()
+    stale.surface(), stale.occupancy(*band)
+    fused._keep(np.arange(len(fused) // 2))  # an eviction: the copy's slots are no longer the map's
+    fused.adopt(stale)
+    assert fused._surface is not stale._surface and fused._columns is not stale._columns
+    assert fused._surface is not None and fused._columns is not None  # its own, renumbered
+    whole.reset()
+    whole.load_state(fused.state())
+    for a, b in zip(sorted_points(fused.surface()), sorted_points(whole.surface())):
+        np.testing.assert_array_equal(a, b)
+    assert_same_grid(fused.occupancy(*band), whole.occupancy(*band))
     stale = fused.copy()
     stale.surface(), stale.occupancy(*band)
     fused.load_state(whole.state())  # slots may have moved: a new generation

@@ -5,8 +5,10 @@ A region is a cube of REGION_BLOCKS³ blocks (3.2 m at 5 cm voxels); a triangle 
 region of the block that owns its quad (the low voxel of the voxel edge it crosses). A region's
 signature (the newest fusion count its triangles' parts were meshed at, its triangle count)
 changes whenever its triangles do, within one generation of the map's storage (TsdfMap: a new
-generation after every eviction, reset or load): parts meshed again carry the current fusion
-count, newer than any before; triangles that go lower the count, unless new ones, newer, come.
+generation after every reset or load): parts meshed again carry the current fusion count, newer
+than any before; triangles that go (an evicted block's too) lower the count, unless new ones,
+newer, come (an eviction counts as a fusion, and the blocks whose mesh read an evicted one are
+meshed again at it).
 """
 
 from dataclasses import dataclass

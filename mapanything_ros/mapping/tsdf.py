@@ -51,7 +51,8 @@ occupancy(): a 2D grid of the height band [z_min, z_max] (world z up): occupied 
 the band is at or behind a surface, free where the band's lowest voxel was seen and none is
 solid, unknown otherwise. All three search again only the blocks fused since their last call and the
 neighbours whose search reaches into them (what they found elsewhere is kept, per block; an
-eviction or a load makes them search everything once). They are computed from the stored
+eviction drops what it found in the evicted blocks and marks their kept neighbours for a new
+search; a load makes them search everything once). They are computed from the stored
 field, so they follow clearing. state() / load_state(): the whole map.
 
 Memory. At most `max_blocks` blocks (BYTES_PER_BLOCK each). When a keyframe's new blocks would
@@ -85,7 +86,7 @@ SPREAD = 0.1  # four pixels whose ranges differ more than this (relative) stradd
 COLOR_LOOKS = 16  # a voxel's colour follows its last this many looks
 LOOKS, FRONT = 0x7F, 0x80  # a voxel's looks byte: its colour's looks, and whether it was seen in front of a surface
 FREE = 0.999  # a voxel at or above this tsdf is free space
-_GENERATIONS = itertools.count()  # TsdfMap._generation: a new one whenever pool slots move
+_GENERATIONS = itertools.count()  # TsdfMap._generation: a new one whenever the map is reset or loaded
 REACH = tuple(o for o in np.ndindex(2, 2, 2) if any(o))  # a block's mesh cells read these neighbours too
 FORMAT = "mapanything_ros.tsdf/2"
 FORMATS = ("mapanything_ros.tsdf/1", FORMAT)  # load_state reads these (/1: without `front`)
@@ -97,6 +98,7 @@ _OFFSETS = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij"), -1).res
 _COLUMNS = _OFFSETS.reshape(BLOCK, BLOCK, BLOCK, 3)[:, :, 0, :2].reshape(-1, 2)  # (x, y) of a block's columns
 _AXES = ((1, 0, 0), (0, 1, 0), (0, 0, 1))  # a block's surface crossings read these neighbours too
 _FACES = _AXES + tuple(tuple(-c for c in o) for o in _AXES)  # and its grid columns these
+_READ = tuple(sorted(set(REACH) | set(_FACES)))  # every neighbour an extraction reads
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,13 +186,16 @@ class TsdfMap:
         self._looks = np.zeros((0, VOXELS), np.uint8)
         self._origin = np.zeros((0, 3), np.int64)  # each slot's first voxel index
         self._free = np.zeros(0, bool)  # each slot: every voxel observed and free
-        self._fused = np.zeros(0, np.int64)  # each slot: the number of the fusion that last changed it
-        self._fusions = 0  # fusions so far
+        # Each slot: the number (_fusions) of the fusion that last changed it, or of the eviction
+        # that dropped a neighbour its surface, mesh or grid columns read.
+        self._fused = np.zeros(0, np.int64)
+        self._fusions = 0  # fusions and evictions so far (an eviction changes what its kept neighbours extract)
+        self._evicted = 0  # _fusions at the last eviction
         # What surface(), mesh() and occupancy() last found, kept per block (pool slot) to search
         # again only the blocks fused since (_refresh): (fusions then, (pool slot of each point's
         # block, points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh, the
-        # quad of each triangle) and (band, (fusions then, _band_columns)). Pool slots stay as
-        # they are until an eviction (_keep), which drops them all and starts a new generation.
+        # quad of each triangle) and (band, (fusions then, _band_columns)). An eviction (_keep)
+        # drops the evicted blocks' parts and renumbers the moved blocks' slots in them.
         self._surface = self._mesh = self._columns = None
         self._generation = next(_GENERATIONS)
         self._copied_at = None  # a copy(): the fusions of the map it was copied from (adopt)
@@ -415,7 +420,8 @@ class TsdfMap:
         on the field's zero crossings between neighbouring voxels that both are observed (weight at
         least min_weight) and lie within the truncation band; read-only arrays. Incremental: only
         the blocks fused since the last call, and their neighbours along -x, -y and -z (whose
-        crossings reach into them), are searched again; after an eviction, all."""
+        crossings reach into them), are searched again (after an eviction, also those whose crossings
+        reached into an evicted block)."""
         self._surface = self._refresh(self._surface, _AXES, lambda which: self._crossings(
             which[self._held(self._slots[which])]), (4,))
         return self._surface[1][1:]
@@ -509,7 +515,7 @@ class TsdfMap:
         kept = None if self._mesh is None else self._mesh[:2]
         found = self._refresh(kept, REACH, lambda which: self._mesh_blocks(which[self._meshable(which)]),
                               (5, 3))  # per vertex, per quad
-        if found is not kept:
+        if found is not kept or self._mesh[2] is None:  # None: parts an eviction renumbered (_keep)
             parts = found[1]
             *mesh, quad_of = _assemble(*parts[1:4], parts[6])
             for a in mesh:
@@ -532,7 +538,8 @@ class TsdfMap:
         search only what was fused after the copy: each one newer than this map's own; none when
         this map has evicted, reset or loaded since the copy (its pool slots moved) or when the
         copy was fused itself (they are of another map)."""
-        if copied._generation != self._generation or copied._fusions != copied._copied_at:
+        if (copied._generation != self._generation or copied._copied_at < self._evicted
+                or copied._fusions != copied._copied_at):
             return
         if copied._surface is not None and (self._surface is None or copied._surface[0] > self._surface[0]):
             self._surface = copied._surface
@@ -707,9 +714,9 @@ class TsdfMap:
         the cell) and none is solid; -1 elsewhere. Free space seen only higher up says nothing of
         what stands under it (a box's inside under the free space seen over it, when no camera saw
         its top). Incremental: only the blocks fused since the last call for the same band, and
-        their six face neighbours (whose solid rule reads them), are looked at again; after an
-        eviction or for another band, all (the grid itself is assembled anew from the blocks'
-        columns)."""
+        their six face neighbours (whose solid rule reads them), are looked at again (after an
+        eviction, also the face neighbours of the evicted blocks); for another band, all (the grid
+        itself is assembled anew from the blocks' columns)."""
         v = self.voxel_size
         res = v if resolution is None else max(float(resolution), v)
         empty = Grid2D(np.full((0, 0), Grid2D.UNKNOWN, np.int8), (0.0, 0.0), res)
@@ -816,10 +823,13 @@ class TsdfMap:
     def _keep(self, slots):
         """Drop every block but those in the pool slots `slots`: the kept blocks past the pool's new
         end move into the dropped blocks' slots below it, so an eviction moves at most as many
-        blocks as it drops, not the map."""
+        blocks as it drops, not the map. The extractions kept for surface(), mesh() and
+        occupancy() lose the dropped blocks' parts and follow the moved ones; the kept blocks
+        whose extraction read a dropped one are searched again at their next call."""
         keep = np.zeros(self._size, bool)
         keep[slots] = True
         n = int(np.count_nonzero(keep))
+        dropped = self._origin[np.flatnonzero(~keep)] // BLOCK
         holes, movers = np.flatnonzero(~keep[:n]), n + np.flatnonzero(keep[n:])  # as many of each
         for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free, self._fused):
             a[holes] = a[movers]
@@ -829,8 +839,18 @@ class TsdfMap:
         self._keys = self._keys[kept_sorted]
         self._slots = moved[self._slots[kept_sorted]]
         self._size = n
-        self._surface = self._mesh = self._columns = None  # evicted blocks' parts are in them, and slots moved
-        self._generation = next(_GENERATIONS)
+        self._fusions += 1
+        self._evicted = self._fusions
+        searched = any(found is not None for found in (self._surface, self._mesh, self._columns))
+        if searched and len(dropped) and n:  # (with nothing kept, every next search is a whole one)
+            near = self._find(np.concatenate([dropped - np.array(o) for o in _READ]))
+            self._fused[self._slots[near[near >= 0]]] = self._fusions
+        if self._surface is not None:
+            self._surface = _renumbered(self._surface, keep, moved, (4,))
+        if self._mesh is not None:
+            self._mesh = (*_renumbered(self._mesh[:2], keep, moved, (5, 3)), None, None)
+        if self._columns is not None:
+            self._columns = self._columns[0], _renumbered(self._columns[1], keep, moved, (2,))
 
     def _append(self, keys):
         """Add empty blocks with sorted packed keys absent from the map."""
@@ -893,6 +913,22 @@ def _voxels_per_cell(v, res, first, n):
     i = np.arange(int(np.floor(first * res / v)) - 2, int(np.ceil((first + n) * res / v)) + 3)
     c = np.floor((i * v + v / 2) / res).astype(np.int64) - first
     return np.bincount(c[(c >= 0) & (c < n)], minlength=n)
+
+
+def _renumbered(found, keep, moved, groups):
+    """An extraction kept by TsdfMap._refresh, (fusions then, parts in groups of the lengths
+    `groups`, each led by its entries' pool slots), without the entries of the slots not in `keep`
+    (bool by old slot) and with the others' slots renumbered by `moved` (new slot by old)."""
+    since, parts = found
+    out, start = [], 0
+    for n in groups:
+        kept = np.flatnonzero(keep[parts[start]])
+        out.append(moved[parts[start][kept]].astype(parts[start].dtype))
+        out += [part[kept] for part in parts[start + 1:start + n]]
+        start += n
+    for a in out:
+        a.flags.writeable = False
+    return since, tuple(out)
 
 
 def _kept_then(old, kept, new):
