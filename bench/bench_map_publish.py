@@ -9,8 +9,9 @@ message objects and serialized (the reference), and the publish of the bytes.
 
 The node runs in-process with the oracle backend, a subscriber on ~/map, and a map holding a flat
 floor of about --sizes surface points (its TSDF blocks loaded directly). The map thread's time is
-the surface extraction from the whole volume (as after a load or an eviction; after a fusion
-only the blocks it changed are searched again: bench/bench_surface.py) plus the packing.
+the surface extraction from the whole volume (as after a load; after a fusion or an eviction
+only the blocks it changed and their neighbours are searched again: bench/bench_surface.py,
+bench/bench_eviction.py) plus the packing.
 
 Fusion's wait: while the map thread makes the surface (Pipeline.map_points) or the occupancy grid
 (Pipeline.occupancy) by a whole search, a thread standing in for fusion takes the map lock every

@@ -89,7 +89,7 @@ ENDPOINTS = {
                      "the map's surface as a coloured triangle mesh (surface nets on its TSDF), a TRIANGLE_LIST marker "
                      "per region of 16³ blocks: at mesh_publish_rate when the map changed, the regions that changed "
                      "(DELETE for those gone); every region after a DELETEALL when a subscriber joined, the map's "
-                     "storage changed (eviction, reset, load) or mesh_refresh_period passed. A display that applies "
+                     "storage changed (reset, load) or mesh_refresh_period passed. A display that applies "
                      "every array shows the whole mesh; the topic keeps the last array only"),
     "depth": Endpoint("publisher", "~/{out}/depth", "sensor_msgs/msg/Image", "depth5",
                       "32FC1 z-depth (m, NaN = none) of the newest capture"),

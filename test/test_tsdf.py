@@ -276,10 +276,9 @@ def test_memory_bound_keeps_the_view_and_drops_the_farthest():
 def test_an_eviction_keeps_its_blocks_exact_and_moves_no_more_than_it_drops():
     """_keep (an eviction) keeps exactly the chosen blocks, their voxels, flags and origins as they
     were, each key at the slot that holds its block; kept blocks below the pool's new end stay in
-    their slots (only those past it move, into the dropped ones' slots); exactly the kept blocks
-    with a dropped one among the neighbours their extraction reads (a mesh cell's seven, a grid
-    column's six faces) are stamped as changed; the surface and mapping afterwards are those of
-    the kept blocks loaded into a new map."""
+    their slots (only those past it move, into the dropped ones' slots), as the eviction it
+    remembers says; the surface and mapping afterwards are those of the kept blocks loaded into a
+    new map."""
     fused = TsdfMap(0.05, max_blocks=100_000)
     for p in poses(4):
         fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
@@ -288,23 +287,18 @@ def test_an_eviction_keeps_its_blocks_exact_and_moves_no_more_than_it_drops():
     extra = {name: getattr(fused, name)[slots].copy() for name in ("_origin", "_free", "_fused")}
     chosen = np.random.default_rng(0).choice(n, n // 3, replace=False)  # pool slots
     kept = np.isin(slots, chosen)  # by sorted key
-    gone = {tuple(c) for c in key_cells(before["keys"][~kept])}
-    reads = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1),  # mesh cells
-             (-1, 0, 0), (0, -1, 0), (0, 0, -1)]  # with +x, +y, +z: the grid's faces
-    beside = np.array([any(tuple(c + o) in gone for o in np.array(reads)) for c in key_cells(before["keys"][kept])])
     fusions = fused._fusions
-    bare = fused.copy()  # nothing searched yet: every next search a whole one, no block to mark
-    bare._keep(chosen)
-    np.testing.assert_array_equal(bare._fused[bare._slots], extra["_fused"][kept])
-    fused.surface()
     fused._keep(chosen)
     after = fused.state()
-    assert len(fused) == len(chosen) and fused._fusions == fusions + 1 and beside.any()
+    assert len(fused) == len(chosen) and fused._fusions == fusions + 1
     for name in ("keys", "tsdf", "weight", "rgb", "looks", "front"):
         np.testing.assert_array_equal(after[name], before[name][kept])
-    extra["_fused"][kept] = np.where(beside, fusions + 1, extra["_fused"][kept])
     for name, values in extra.items():
         np.testing.assert_array_equal(getattr(fused, name)[fused._slots], values[kept])
+    eviction = fused._evictions[-1]
+    np.testing.assert_array_equal(eviction.gone, before["keys"][~kept])
+    np.testing.assert_array_equal(eviction.moved()[slots[kept]], fused._slots)
+    assert (eviction.moved()[slots[~kept]] == -1).all() and eviction.count == fused._fusions
     stay = slots[kept] < len(chosen)
     np.testing.assert_array_equal(fused._slots[stay], slots[kept][stay])
     assert np.count_nonzero(~stay) == np.count_nonzero(slots[~kept] < len(chosen))  # moved = dropped below
@@ -334,8 +328,7 @@ def test_an_eviction_keeps_its_blocks_exact_and_moves_no_more_than_it_drops():
 def test_after_an_eviction_only_the_evicted_blocks_neighbours_are_searched_again():
     """An eviction keeps what surface(), mesh() and occupancy() found in the kept blocks (the moved
     ones' slots renumbered): their next calls search only the kept blocks whose extraction read an
-    evicted one (here: beside the plane that cuts the map in two) and the blocks whose search reads
-    those (as for any block marked changed), and equal whole searches of the
+    evicted one (here: beside the plane that cuts the map in two), and equal whole searches of the
     kept blocks loaded into a new map; the mesh's regions stay of the same storage generation."""
     band = (0.2, 1.2)
     fused = TsdfMap(0.05, max_blocks=100_000)
@@ -346,8 +339,6 @@ def test_after_an_eviction_only_the_evicted_blocks_neighbours_are_searched_again
     cells = fused._origin[:len(fused)] // BLOCK
     cut = int(np.median(cells[:, 0]))
     fused._keep(np.flatnonzero(cells[:, 0] < cut))  # every block at x >= cut goes, most slots move
-    beside = np.flatnonzero(fused._fused[:len(fused)] == fused._fusions)  # pool slots
-    assert 0 < len(beside) and (fused._origin[beside, 0] // BLOCK == cut - 1).all()
     searched = {}
     for name in ("_crossings", "_mesh_blocks", "_columns_of"):
         def recorded(which, *args, name=name, search=getattr(fused, name)):
@@ -361,8 +352,8 @@ def test_after_an_eviction_only_the_evicted_blocks_neighbours_are_searched_again
     for a, b in zip(oriented_triangles(fused.mesh()), oriented_triangles(whole.mesh())):
         np.testing.assert_array_equal(a, b)
     assert_same_grid(fused.occupancy(*band), whole.occupancy(*band))
-    edge = np.count_nonzero(fused._origin[:len(fused), 0] // BLOCK >= cut - 2)  # beside, and the blocks below
-    assert 0 < min(searched.values()) and max(searched.values()) <= edge < len(fused) // 2, (searched, edge)
+    beside = np.count_nonzero(fused._origin[:len(fused), 0] // BLOCK == cut - 1)  # the blocks beside the cut
+    assert 0 < min(searched.values()) and max(searched.values()) <= beside < len(fused) // 4, (searched, beside)
     assert fused.mesh_regions().generation == generation
     assert_same_grid(fused.occupancy(0.0, 0.6), whole.occupancy(0.0, 0.6))  # another band: all
 
@@ -968,8 +959,9 @@ def test_a_change_remeshes_the_blocks_whose_cells_reach_it_diagonally():
 
 def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
     """Pipeline.map_mesh meshes a copy away from the map lock and gives it back (adopt): the
-    map's next mesh searches only what was fused after the copy and equals a whole one; a mesh
-    from before an eviction or reset, or older than the map's own, is not taken."""
+    map's next mesh searches only what was fused after the copy and equals a whole one, also when
+    the map evicted meanwhile (the copy's mesh renumbered); a mesh from before more evictions than
+    the map remembers or before a reset, or older than the map's own, is not taken."""
     fused = TsdfMap(0.05, max_blocks=100_000)
     for p in poses(3):
         fused.integrate(view(p, [WALL, FLOOR]))
@@ -991,15 +983,23 @@ def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
     fused.integrate(view(pose(x=0.8), [WALL, FLOOR]))
     fused.adopt(fused_copy)
     assert fused._mesh is newer
-    stale = fused.copy()
-    stale.mesh()
-    fused._keep(np.arange(len(fused) // 2))  # an eviction: the copy's slots are no longer the map's
-    fused.adopt(stale)
-    assert fused._mesh is not stale._mesh and fused._mesh is not None
+    early = fused.copy()
+    early.mesh()
+    fused._keep(np.arange(len(fused) // 2))  # an eviction while the copy was meshed: its slots renumbered
+    fused.integrate(view(pose(x=0.9), [WALL, FLOOR]))
+    fused.adopt(early)
+    assert fused._mesh[0] == early._mesh[0]
     whole.reset()
     whole.load_state(fused.state())
     for a, b in zip(oriented_triangles(fused.mesh()), oriented_triangles(whole.mesh())):
         np.testing.assert_array_equal(a, b)
+    fused.integrate(view(pose(x=1.0), [WALL, FLOOR]))
+    stale = fused.copy()
+    stale.mesh()
+    for _ in range(tsdf.EVICTIONS_KEPT + 1):  # more evictions than the map remembers: not taken
+        fused._keep(np.arange(len(fused)))
+    fused.adopt(stale)
+    assert fused._mesh is None  # nor its own, older: the next mesh is a whole one
     stale = fused.copy()
     stale.mesh()
     fused.reset()
@@ -1011,8 +1011,9 @@ def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
 def test_a_surface_and_grid_found_on_a_copy_are_kept_by_the_map():
     """Pipeline.map_points and .occupancy search a copy away from the map lock and give their
     parts back (adopt): the map's next surface and grid search only what was fused after the copy
-    and equal whole ones; a copy older than the map's own, fused itself, or from before an
-    eviction or a load is not taken."""
+    and equal whole ones, also when the map evicted meanwhile (the copy's parts renumbered); a copy
+    older than the map's own, fused itself, or from before more evictions than the map remembers or
+    a load is not taken."""
     band = (0.2, 1.2)
     fused = TsdfMap(0.05, max_blocks=100_000)
     for p in poses(3):
@@ -1038,17 +1039,26 @@ def test_a_surface_and_grid_found_on_a_copy_are_kept_by_the_map():
     fused.integrate(view(pose(x=0.8), [WALL, FLOOR]))
     fused.adopt(fused_copy)
     assert fused._surface is newer[0] and fused._columns is newer[1]
-    stale = fused.copy()
-    stale.surface(), stale.occupancy(*band)
-    fused._keep(np.arange(len(fused) // 2))  # an eviction: the copy's slots are no longer the map's
-    fused.adopt(stale)
-    assert fused._surface is not stale._surface and fused._columns is not stale._columns
-    assert fused._surface is not None and fused._columns is not None  # its own, renumbered
+    early = fused.copy()
+    early.surface(), early.occupancy(*band)
+    fused.integrate(view(pose(x=0.9), [WALL, FLOOR]))
+    fused._keep(np.arange(len(fused) // 2))  # evictions while the copy was searched: its slots renumbered
+    fused.integrate(view(pose(x=1.0), [WALL, FLOOR]))
+    fused._keep(np.arange(len(fused) * 2 // 3))
+    fused.adopt(early)
+    assert fused._surface[0] == early._surface[0] and fused._columns[1][0] == early._columns[1][0]
     whole.reset()
     whole.load_state(fused.state())
     for a, b in zip(sorted_points(fused.surface()), sorted_points(whole.surface())):
         np.testing.assert_array_equal(a, b)
     assert_same_grid(fused.occupancy(*band), whole.occupancy(*band))
+    fused.integrate(view(pose(x=1.1), [WALL, FLOOR]))
+    stale = fused.copy()
+    stale.surface(), stale.occupancy(*band)
+    for _ in range(tsdf.EVICTIONS_KEPT + 1):  # more evictions than the map remembers: not taken
+        fused._keep(np.arange(len(fused)))
+    fused.adopt(stale)
+    assert fused._surface is None and fused._columns is None  # nor its own, older: the next are whole
     stale = fused.copy()
     stale.surface(), stale.occupancy(*band)
     fused.load_state(whole.state())  # slots may have moved: a new generation

@@ -8,7 +8,7 @@ changes whenever its triangles do, within one generation of the map's storage (T
 generation after every reset or load): parts meshed again carry the current fusion count, newer
 than any before; triangles that go (an evicted block's too) lower the count, unless new ones,
 newer, come (an eviction counts as a fusion, and the blocks whose mesh read an evicted one are
-meshed again at it).
+meshed again after it).
 """
 
 from dataclasses import dataclass

@@ -51,8 +51,9 @@ occupancy(): a 2D grid of the height band [z_min, z_max] (world z up): occupied 
 the band is at or behind a surface, free where the band's lowest voxel was seen and none is
 solid, unknown otherwise. All three search again only the blocks fused since their last call and the
 neighbours whose search reaches into them (what they found elsewhere is kept, per block; an
-eviction drops what it found in the evicted blocks and marks their kept neighbours for a new
-search; a load makes them search everything once). They are computed from the stored
+eviction drops what they found in the evicted blocks, and their next search covers the kept
+neighbours whose search reached into those; a load makes them search everything once). They
+are computed from the stored
 field, so they follow clearing. state() / load_state(): the whole map.
 
 Memory. At most `max_blocks` blocks (BYTES_PER_BLOCK each). When a keyframe's new blocks would
@@ -98,7 +99,7 @@ _OFFSETS = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij"), -1).res
 _COLUMNS = _OFFSETS.reshape(BLOCK, BLOCK, BLOCK, 3)[:, :, 0, :2].reshape(-1, 2)  # (x, y) of a block's columns
 _AXES = ((1, 0, 0), (0, 1, 0), (0, 0, 1))  # a block's surface crossings read these neighbours too
 _FACES = _AXES + tuple(tuple(-c for c in o) for o in _AXES)  # and its grid columns these
-_READ = tuple(sorted(set(REACH) | set(_FACES)))  # every neighbour an extraction reads
+EVICTIONS_KEPT = 16  # TsdfMap remembers its last this many evictions (_Eviction) for what it keeps of its outputs
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,17 +187,18 @@ class TsdfMap:
         self._looks = np.zeros((0, VOXELS), np.uint8)
         self._origin = np.zeros((0, 3), np.int64)  # each slot's first voxel index
         self._free = np.zeros(0, bool)  # each slot: every voxel observed and free
-        # Each slot: the number (_fusions) of the fusion that last changed it, or of the eviction
-        # that dropped a neighbour its surface, mesh or grid columns read.
-        self._fused = np.zeros(0, np.int64)
-        self._fusions = 0  # fusions and evictions so far (an eviction changes what its kept neighbours extract)
-        self._evicted = 0  # _fusions at the last eviction
+        self._fused = np.zeros(0, np.int64)  # each slot: the number of the fusion that last changed it
+        self._fusions = 0  # fusions and evictions so far: each has its number
         # What surface(), mesh() and occupancy() last found, kept per block (pool slot) to search
         # again only the blocks fused since (_refresh): (fusions then, (pool slot of each point's
         # block, points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh, the
         # quad of each triangle) and (band, (fusions then, _band_columns)). An eviction (_keep)
-        # drops the evicted blocks' parts and renumbers the moved blocks' slots in them.
+        # drops the evicted blocks' parts from them and renumbers the moved blocks' slots; the
+        # next search learns from the evictions since (_evictions, the last EVICTIONS_KEPT) which
+        # kept blocks read an evicted one. Parts older than the evictions remembered (_forgotten:
+        # the number of the newest one forgotten) are searched again whole.
         self._surface = self._mesh = self._columns = None
+        self._evictions, self._forgotten = [], 0
         self._generation = next(_GENERATIONS)
         self._copied_at = None  # a copy(): the fusions of the map it was copied from (adopt)
         self._size = 0
@@ -219,7 +221,7 @@ class TsdfMap:
     @property
     def nbytes(self):
         """Bytes held by the map's arrays (the voxels' and the blocks'; not the last surface, mesh and
-        grid columns kept for their incremental extraction)."""
+        grid columns kept for their incremental extraction, nor the evictions remembered for them)."""
         return sum(a.nbytes for a in (self._keys, self._slots, self._tsdf, self._weight, self._rgb, self._looks,
                                       self._origin, self._free, self._fused))
 
@@ -431,8 +433,9 @@ class TsdfMap:
         now: (fusions now, parts), parts a tuple of read-only arrays by entry, in groups of the
         lengths `groups`, each led by its entries' pool slots. search(which) gives the parts of the
         blocks at sorted indices `which`: every block when `kept` (fusions then, parts) is None,
-        else those fused since and those at -offset from them (whose search reaches into them),
-        whose parts replace theirs in `kept`. Returns `kept` itself when nothing was fused since."""
+        else those fused since and those at -offset from them or from a block evicted since (whose
+        search reaches into them), whose parts replace theirs in `kept`. Returns `kept` itself when
+        nothing was fused or evicted since."""
         if kept is None:
             parts = search(np.arange(self._size))
         else:
@@ -452,13 +455,14 @@ class TsdfMap:
 
     def _dirty(self, since, offsets):
         """Sorted indices of the blocks fused after fusion number `since` and of those at -offset
-        from them (whose search reaches into them); None when none was."""
-        changed = np.flatnonzero(self._fused[:self._size] > since)
-        if len(changed) == 0:
+        from them or from a block evicted since (whose search reaches into them); None when none."""
+        cells = self._origin[np.flatnonzero(self._fused[:self._size] > since)] // BLOCK
+        gone = [key_cells(e.gone) for e in self._evictions if e.count > since]
+        if len(cells) == 0 and not any(len(g) for g in gone):
             return None
-        cells = self._origin[changed] // BLOCK
-        near = self._find(np.concatenate([cells] + [cells - np.array(o) for o in offsets]))
-        return _unique(near[near >= 0])
+        near = self._find(np.concatenate([cells] + [c - np.array(o) for c in [cells] + gone for o in offsets]))
+        near = _unique(near[near >= 0])
+        return near if len(near) else None
 
     def _kept(self, slots, dirty):
         """Indices of the entries whose block (pool `slots`) is not among the blocks `dirty`."""
@@ -515,7 +519,7 @@ class TsdfMap:
         kept = None if self._mesh is None else self._mesh[:2]
         found = self._refresh(kept, REACH, lambda which: self._mesh_blocks(which[self._meshable(which)]),
                               (5, 3))  # per vertex, per quad
-        if found is not kept or self._mesh[2] is None:  # None: parts an eviction renumbered (_keep)
+        if found is not kept or self._mesh[2] is None:  # None: parts renumbered after an eviction
             parts = found[1]
             *mesh, quad_of = _assemble(*parts[1:4], parts[6])
             for a in mesh:
@@ -535,18 +539,21 @@ class TsdfMap:
     def adopt(self, copied):
         """Keep what `copied`, a copy() of this map, extracted elsewhere (away from a lock: its
         surface(), mesh() and occupancy() grid columns) as this map's own, so that its next ones
-        search only what was fused after the copy: each one newer than this map's own; none when
-        this map has evicted, reset or loaded since the copy (its pool slots moved) or when the
-        copy was fused itself (they are of another map)."""
-        if (copied._generation != self._generation or copied._copied_at < self._evicted
-                or copied._fusions != copied._copied_at):
+        search only what was fused or evicted after the copy: each one newer than this map's own,
+        renumbered through the evictions since the copy; none when this map has reset or loaded
+        since the copy, has forgotten an eviction since (more than EVICTIONS_KEPT), or when the copy
+        was fused itself (they are of another map)."""
+        at = copied._copied_at
+        if copied._generation != self._generation or copied._fusions != at:
             return
+        since = [e for e in self._evictions if e.count > at]
         if copied._surface is not None and (self._surface is None or copied._surface[0] > self._surface[0]):
-            self._surface = copied._surface
+            self._surface = self._after(copied._surface, since, (4,))
         if copied._mesh is not None and (self._mesh is None or copied._mesh[0] > self._mesh[0]):
-            self._mesh = copied._mesh
+            self._mesh = self._after(copied._mesh, since, (5, 3))
         if copied._columns is not None and (self._columns is None or copied._columns[1][0] > self._columns[1][0]):
-            self._columns = copied._columns
+            columns = self._after(copied._columns[1], since, (2,))
+            self._columns = None if columns is None else (copied._columns[0], columns) if since else copied._columns
 
     def _meshable(self, which):
         """Whether each block at sorted indices `which` holds an observed band voxel or lies just
@@ -812,8 +819,10 @@ class TsdfMap:
 
     def _find(self, cells):
         """Index into the sorted keys of blocks with indices cells (N, 3), -1 where absent."""
+        if self._size == 0:
+            return np.full(len(cells), -1, np.intp)
         keys = pack(cells.T.copy())
-        pos = np.minimum(np.searchsorted(self._keys, keys), max(self._size - 1, 0))
+        pos = np.minimum(np.searchsorted(self._keys, keys), self._size - 1)
         return np.where(self._keys[pos] == keys, pos, -1)
 
     def _distances(self, cells, origin):
@@ -823,34 +832,36 @@ class TsdfMap:
     def _keep(self, slots):
         """Drop every block but those in the pool slots `slots`: the kept blocks past the pool's new
         end move into the dropped blocks' slots below it, so an eviction moves at most as many
-        blocks as it drops, not the map. The extractions kept for surface(), mesh() and
-        occupancy() lose the dropped blocks' parts and follow the moved ones; the kept blocks
-        whose extraction read a dropped one are searched again at their next call."""
+        blocks as it drops, not the map. What surface(), mesh() and occupancy() keep loses the
+        dropped blocks' parts and follows the moved ones; the eviction is remembered (_Eviction),
+        so that their next searches cover the kept blocks whose search read a dropped one."""
         keep = np.zeros(self._size, bool)
         keep[slots] = True
         n = int(np.count_nonzero(keep))
-        dropped = self._origin[np.flatnonzero(~keep)] // BLOCK
         holes, movers = np.flatnonzero(~keep[:n]), n + np.flatnonzero(keep[n:])  # as many of each
+        kept_sorted = keep[self._slots]
+        eviction = _Eviction(self._fusions + 1, self._size, n, holes.astype(np.int32), movers.astype(np.int32),
+                             self._keys[~kept_sorted])
         for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free, self._fused):
             a[holes] = a[movers]
-        moved = np.arange(self._size, dtype=np.int32)
-        moved[movers] = holes
-        kept_sorted = keep[self._slots]
         self._keys = self._keys[kept_sorted]
-        self._slots = moved[self._slots[kept_sorted]]
-        self._size = n
-        self._fusions += 1
-        self._evicted = self._fusions
-        searched = any(found is not None for found in (self._surface, self._mesh, self._columns))
-        if searched and len(dropped) and n:  # (with nothing kept, every next search is a whole one)
-            near = self._find(np.concatenate([dropped - np.array(o) for o in _READ]))
-            self._fused[self._slots[near[near >= 0]]] = self._fusions
-        if self._surface is not None:
-            self._surface = _renumbered(self._surface, keep, moved, (4,))
-        if self._mesh is not None:
-            self._mesh = (*_renumbered(self._mesh[:2], keep, moved, (5, 3)), None, None)
+        self._slots = eviction.moved()[self._slots[kept_sorted]]
+        self._size, self._fusions = n, eviction.count
+        log = self._evictions + [eviction]  # a new list: copies share the old one
+        if len(log) > EVICTIONS_KEPT:
+            self._forgotten = log[-EVICTIONS_KEPT - 1].count
+        self._evictions = log[-EVICTIONS_KEPT:]
+        self._surface = self._after(self._surface, [eviction], (4,))
+        self._mesh = self._after(self._mesh, [eviction], (5, 3))
         if self._columns is not None:
-            self._columns = self._columns[0], _renumbered(self._columns[1], keep, moved, (2,))
+            columns = self._after(self._columns[1], [eviction], (2,))
+            self._columns = None if columns is None else (self._columns[0], columns)
+
+    def _after(self, found, evictions, groups):
+        """An output's kept parts `found` (None or (fusions then, parts in groups of the lengths
+        `groups`, ...): _refresh), found before the _Evictions `evictions` (in order), after them
+        (_renumbered); None when older than the evictions this map remembers."""
+        return None if found is None or found[0] < self._forgotten else _renumbered(found, evictions, groups)
 
     def _append(self, keys):
         """Add empty blocks with sorted packed keys absent from the map."""
@@ -915,20 +926,48 @@ def _voxels_per_cell(v, res, first, n):
     return np.bincount(c[(c >= 0) & (c < n)], minlength=n)
 
 
-def _renumbered(found, keep, moved, groups):
-    """An extraction kept by TsdfMap._refresh, (fusions then, parts in groups of the lengths
-    `groups`, each led by its entries' pool slots), without the entries of the slots not in `keep`
-    (bool by old slot) and with the others' slots renumbered by `moved` (new slot by old)."""
-    since, parts = found
-    out, start = [], 0
-    for n in groups:
-        kept = np.flatnonzero(keep[parts[start]])
-        out.append(moved[parts[start][kept]].astype(parts[start].dtype))
-        out += [part[kept] for part in parts[start + 1:start + n]]
-        start += n
-    for a in out:
-        a.flags.writeable = False
-    return since, tuple(out)
+@dataclass(frozen=True, eq=False)
+class _Eviction:
+    """What TsdfMap._keep did as change number `count`: of a pool of `size` slots, the first `kept`
+    stayed but for the slots `holes` (int32), into which the blocks at `movers` (int32, past `kept`)
+    moved; the rest, the blocks with the packed keys `gone` (sorted), were dropped."""
+
+    count: int
+    size: int
+    kept: int
+    holes: np.ndarray
+    movers: np.ndarray
+    gone: np.ndarray
+
+    def moved(self):
+        """(size,) int32: each old slot's new slot, -1 where dropped."""
+        out = np.full(self.size, -1, np.int32)
+        out[:self.kept] = np.arange(self.kept, dtype=np.int32)
+        out[self.holes] = -1
+        out[self.movers] = self.holes
+        return out
+
+
+def _renumbered(found, evictions, groups):
+    """An output's kept parts (fusions then, parts in groups of the lengths `groups`, each led by
+    its entries' pool slots, then what was assembled from them) after the _Evictions `evictions`
+    (in order): without the dropped blocks' entries, the others' slots renumbered, nothing
+    assembled (None). `found` itself when there are none."""
+    if not evictions:
+        return found
+    since, parts, *assembled = found
+    for eviction in evictions:
+        moved, out, start = eviction.moved(), [], 0
+        for n in groups:
+            slots = moved[parts[start]]
+            kept = np.flatnonzero(slots >= 0)
+            out.append(slots[kept].astype(parts[start].dtype))
+            out += [part[kept] for part in parts[start + 1:start + n]]
+            start += n
+        for a in out:
+            a.flags.writeable = False
+        parts = tuple(out)
+    return (since, parts, *[None] * len(assembled))
 
 
 def _kept_then(old, kept, new):
