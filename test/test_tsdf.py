@@ -314,8 +314,9 @@ def test_an_eviction_keeps_its_blocks_exact_and_moves_no_more_than_it_drops():
         volume.integrate(view(poses(5)[4], [WALL, FLOOR, OBSTACLE]))
     for a, b in zip(fused.state().values(), loaded.state().values()):
         np.testing.assert_array_equal(a, b)
-    state, mesh = fused.state(), oriented_triangles(fused.mesh())
-    fused._keep(np.concatenate([np.arange(len(fused))] * 2))  # every slot, twice: nothing moves
+    state, mesh, fusions, evictions = fused.state(), oriented_triangles(fused.mesh()), fused._fusions, fused._evictions
+    fused._keep(np.concatenate([np.arange(len(fused))] * 2))  # every slot, twice: nothing moves, nothing to remember
+    assert fused._fusions == fusions and fused._evictions is evictions
     for a, b in zip(fused.state().values(), state.values()):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(oriented_triangles(fused.mesh()), mesh):  # nothing to search again, the mesh made anew
@@ -960,8 +961,9 @@ def test_a_change_remeshes_the_blocks_whose_cells_reach_it_diagonally():
 def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
     """Pipeline.map_mesh meshes a copy away from the map lock and gives it back (adopt): the
     map's next mesh searches only what was fused after the copy and equals a whole one, also when
-    the map evicted meanwhile (the copy's mesh renumbered); a mesh from before more evictions than
-    the map remembers or before a reset, or older than the map's own, is not taken."""
+    the map evicted meanwhile (renumbered at the next search); one from before more evictions than
+    the map remembers is searched whole; a mesh from before a reset, older than the map's own, or of
+    a copy fused itself (or copied from one) is not taken."""
     fused = TsdfMap(0.05, max_blocks=100_000)
     for p in poses(3):
         fused.integrate(view(p, [WALL, FLOOR]))
@@ -977,11 +979,13 @@ def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
     newer = fused._mesh
     fused.adopt(copy)  # older than the map's own
     assert fused._mesh is newer
-    fused_copy = fused.copy()  # a copy fused itself meshes another map
+    fused_copy = fused.copy()  # a copy fused itself meshes another map, and so does a copy of it
     fused_copy.integrate(view(pose(x=0.7), [WALL, FLOOR]))
-    fused_copy.mesh()
+    its_copy = fused_copy.copy()
+    fused_copy.mesh(), its_copy.mesh()
     fused.integrate(view(pose(x=0.8), [WALL, FLOOR]))
     fused.adopt(fused_copy)
+    fused.adopt(its_copy)
     assert fused._mesh is newer
     early = fused.copy()
     early.mesh()
@@ -996,10 +1000,15 @@ def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
     fused.integrate(view(pose(x=1.0), [WALL, FLOOR]))
     stale = fused.copy()
     stale.mesh()
-    for _ in range(tsdf.EVICTIONS_KEPT + 1):  # more evictions than the map remembers: not taken
-        fused._keep(np.arange(len(fused)))
+    rng = np.random.default_rng(1)
+    for _ in range(tsdf.EVICTIONS_KEPT + 1):  # more evictions than the map remembers: searched whole
+        fused._keep(rng.choice(len(fused), len(fused) * 29 // 30, replace=False))
     fused.adopt(stale)
-    assert fused._mesh is None  # nor its own, older: the next mesh is a whole one
+    assert fused._mesh[0] < fused._forgotten and len(fused._evictions) == tsdf.EVICTIONS_KEPT
+    whole.reset()
+    whole.load_state(fused.state())
+    for a, b in zip(oriented_triangles(fused.mesh()), oriented_triangles(whole.mesh())):
+        np.testing.assert_array_equal(a, b)
     stale = fused.copy()
     stale.mesh()
     fused.reset()
@@ -1011,9 +1020,9 @@ def test_a_mesh_made_on_a_copy_is_kept_by_the_map():
 def test_a_surface_and_grid_found_on_a_copy_are_kept_by_the_map():
     """Pipeline.map_points and .occupancy search a copy away from the map lock and give their
     parts back (adopt): the map's next surface and grid search only what was fused after the copy
-    and equal whole ones, also when the map evicted meanwhile (the copy's parts renumbered); a copy
-    older than the map's own, fused itself, or from before more evictions than the map remembers or
-    a load is not taken."""
+    and equal whole ones, also when the map evicted meanwhile (renumbered at the next search); parts
+    from before more evictions than the map remembers are searched whole; a copy older than the
+    map's own, fused itself, or from before a load is not taken."""
     band = (0.2, 1.2)
     fused = TsdfMap(0.05, max_blocks=100_000)
     for p in poses(3):
@@ -1055,10 +1064,17 @@ def test_a_surface_and_grid_found_on_a_copy_are_kept_by_the_map():
     fused.integrate(view(pose(x=1.1), [WALL, FLOOR]))
     stale = fused.copy()
     stale.surface(), stale.occupancy(*band)
-    for _ in range(tsdf.EVICTIONS_KEPT + 1):  # more evictions than the map remembers: not taken
-        fused._keep(np.arange(len(fused)))
+    rng = np.random.default_rng(1)
+    for _ in range(tsdf.EVICTIONS_KEPT + 1):  # more evictions than the map remembers: searched whole
+        fused._keep(rng.choice(len(fused), len(fused) * 29 // 30, replace=False))
     fused.adopt(stale)
-    assert fused._surface is None and fused._columns is None  # nor its own, older: the next are whole
+    assert fused._surface[0] < fused._forgotten and fused._columns[1][0] < fused._forgotten
+    assert len(fused._evictions) == tsdf.EVICTIONS_KEPT
+    whole.reset()
+    whole.load_state(fused.state())
+    for a, b in zip(sorted_points(fused.surface()), sorted_points(whole.surface())):
+        np.testing.assert_array_equal(a, b)
+    assert_same_grid(fused.occupancy(*band), whole.occupancy(*band))
     stale = fused.copy()
     stale.surface(), stale.occupancy(*band)
     fused.load_state(whole.state())  # slots may have moved: a new generation

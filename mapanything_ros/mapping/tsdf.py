@@ -192,15 +192,15 @@ class TsdfMap:
         # What surface(), mesh() and occupancy() last found, kept per block (pool slot) to search
         # again only the blocks fused since (_refresh): (fusions then, (pool slot of each point's
         # block, points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh, the
-        # quad of each triangle) and (band, (fusions then, _band_columns)). An eviction (_keep)
-        # drops the evicted blocks' parts from them and renumbers the moved blocks' slots; the
-        # next search learns from the evictions since (_evictions, the last EVICTIONS_KEPT) which
-        # kept blocks read an evicted one. Parts older than the evictions remembered (_forgotten:
-        # the number of the newest one forgotten) are searched again whole.
+        # quad of each triangle) and (band, (fusions then, _band_columns)), each in the pool slots
+        # of its time. An eviction (_keep) is remembered (_evictions, the last EVICTIONS_KEPT): the
+        # next search drops the evicted blocks' parts, renumbers the moved ones and searches the
+        # kept blocks that read an evicted one. Parts older than the evictions remembered
+        # (_forgotten: the number of the newest one forgotten) are searched again whole.
         self._surface = self._mesh = self._columns = None
         self._evictions, self._forgotten = [], 0
         self._generation = next(_GENERATIONS)
-        self._copied_at = None  # a copy(): the fusions of the map it was copied from (adopt)
+        self._copied_at = None  # a copy(): the fusions of the map it was (first) copied from (adopt)
         self._size = 0
         self.overflow = 0  # blocks the last keyframe reached when they alone passed the bound (_allocate)
 
@@ -211,7 +211,7 @@ class TsdfMap:
         out._keys, out._slots = self._keys.copy(), self._slots.copy()
         for name in ("_tsdf", "_weight", "_rgb", "_looks", "_origin", "_free", "_fused"):
             setattr(out, name, getattr(self, name)[:n].copy())
-        out._copied_at = self._fusions
+        out._copied_at = self._fusions if self._copied_at is None else self._copied_at  # a copy's copy: the map's
         return out
 
     def __len__(self):
@@ -432,23 +432,27 @@ class TsdfMap:
         """The per-block parts of an incremental extraction (surface, mesh, grid columns) as they are
         now: (fusions now, parts), parts a tuple of read-only arrays by entry, in groups of the
         lengths `groups`, each led by its entries' pool slots. search(which) gives the parts of the
-        blocks at sorted indices `which`: every block when `kept` (fusions then, parts) is None,
-        else those fused since and those at -offset from them or from a block evicted since (whose
-        search reaches into them), whose parts replace theirs in `kept`. Returns `kept` itself when
-        nothing was fused or evicted since."""
-        if kept is None:
+        blocks at sorted indices `which`: every block when `kept` (fusions then, parts in the pool
+        slots of then) is None or older than the evictions remembered; else `kept` renumbered
+        through the evictions since (_renumbered), its parts of the blocks fused since and of those
+        at -offset from them or from a block evicted since (whose search reaches into them)
+        replaced. Returns `kept` itself when nothing was fused or evicted since."""
+        if kept is None or kept[0] < self._forgotten:
             parts = search(np.arange(self._size))
         else:
             since, old = kept
+            evictions = [e for e in self._evictions if e.count > since]
             dirty = self._dirty(since, offsets)
-            if dirty is None:
+            if dirty is None and not evictions:
                 return kept
-            new = search(dirty)
-            stays, start = [], 0
-            for n in groups:
-                stays += [self._kept(old[start], dirty)] * n
-                start += n
-            parts = tuple(_kept_then(o, k, x) for o, k, x in zip(old, stays, new))
+            parts = old = _renumbered(old, evictions, groups)
+            if dirty is not None:
+                new = search(dirty)
+                stays, start = [], 0
+                for n in groups:
+                    stays += [self._kept(old[start], dirty)] * n
+                    start += n
+                parts = tuple(_kept_then(o, k, x) for o, k, x in zip(old, stays, new))
         for a in parts:
             a.flags.writeable = False
         return self._fusions, parts
@@ -519,7 +523,7 @@ class TsdfMap:
         kept = None if self._mesh is None else self._mesh[:2]
         found = self._refresh(kept, REACH, lambda which: self._mesh_blocks(which[self._meshable(which)]),
                               (5, 3))  # per vertex, per quad
-        if found is not kept or self._mesh[2] is None:  # None: parts renumbered after an eviction
+        if found is not kept:
             parts = found[1]
             *mesh, quad_of = _assemble(*parts[1:4], parts[6])
             for a in mesh:
@@ -539,21 +543,17 @@ class TsdfMap:
     def adopt(self, copied):
         """Keep what `copied`, a copy() of this map, extracted elsewhere (away from a lock: its
         surface(), mesh() and occupancy() grid columns) as this map's own, so that its next ones
-        search only what was fused or evicted after the copy: each one newer than this map's own,
-        renumbered through the evictions since the copy; none when this map has reset or loaded
-        since the copy, has forgotten an eviction since (more than EVICTIONS_KEPT), or when the copy
-        was fused itself (they are of another map)."""
-        at = copied._copied_at
-        if copied._generation != self._generation or copied._fusions != at:
+        search only what was fused or evicted after the copy: each one newer than this map's own;
+        none when this map has reset or loaded since the copy (its pool slots are of another
+        storage) or when the copy was fused itself (they are of another map)."""
+        if copied._generation != self._generation or copied._fusions != copied._copied_at:
             return
-        since = [e for e in self._evictions if e.count > at]
         if copied._surface is not None and (self._surface is None or copied._surface[0] > self._surface[0]):
-            self._surface = self._after(copied._surface, since, (4,))
+            self._surface = copied._surface
         if copied._mesh is not None and (self._mesh is None or copied._mesh[0] > self._mesh[0]):
-            self._mesh = self._after(copied._mesh, since, (5, 3))
+            self._mesh = copied._mesh
         if copied._columns is not None and (self._columns is None or copied._columns[1][0] > self._columns[1][0]):
-            columns = self._after(copied._columns[1], since, (2,))
-            self._columns = None if columns is None else (copied._columns[0], columns) if since else copied._columns
+            self._columns = copied._columns
 
     def _meshable(self, which):
         """Whether each block at sorted indices `which` holds an observed band voxel or lies just
@@ -832,16 +832,17 @@ class TsdfMap:
     def _keep(self, slots):
         """Drop every block but those in the pool slots `slots`: the kept blocks past the pool's new
         end move into the dropped blocks' slots below it, so an eviction moves at most as many
-        blocks as it drops, not the map. What surface(), mesh() and occupancy() keep loses the
-        dropped blocks' parts and follows the moved ones; the eviction is remembered (_Eviction),
-        so that their next searches cover the kept blocks whose search read a dropped one."""
+        blocks as it drops, not the map. The eviction is remembered (_Eviction), for what
+        surface(), mesh() and occupancy() keep (_refresh)."""
         keep = np.zeros(self._size, bool)
         keep[slots] = True
         n = int(np.count_nonzero(keep))
+        if n == self._size:
+            return
         holes, movers = np.flatnonzero(~keep[:n]), n + np.flatnonzero(keep[n:])  # as many of each
         kept_sorted = keep[self._slots]
-        eviction = _Eviction(self._fusions + 1, self._size, n, holes.astype(np.int32), movers.astype(np.int32),
-                             self._keys[~kept_sorted])
+        eviction = _Eviction(self._fusions + 1, self._size, n, *(_frozen(a) for a in (
+            holes.astype(np.int32), movers.astype(np.int32), self._keys[~kept_sorted])))
         for a in (self._tsdf, self._weight, self._rgb, self._looks, self._origin, self._free, self._fused):
             a[holes] = a[movers]
         self._keys = self._keys[kept_sorted]
@@ -850,18 +851,7 @@ class TsdfMap:
         log = self._evictions + [eviction]  # a new list: copies share the old one
         if len(log) > EVICTIONS_KEPT:
             self._forgotten = log[-EVICTIONS_KEPT - 1].count
-        self._evictions = log[-EVICTIONS_KEPT:]
-        self._surface = self._after(self._surface, [eviction], (4,))
-        self._mesh = self._after(self._mesh, [eviction], (5, 3))
-        if self._columns is not None:
-            columns = self._after(self._columns[1], [eviction], (2,))
-            self._columns = None if columns is None else (self._columns[0], columns)
-
-    def _after(self, found, evictions, groups):
-        """An output's kept parts `found` (None or (fusions then, parts in groups of the lengths
-        `groups`, ...): _refresh), found before the _Evictions `evictions` (in order), after them
-        (_renumbered); None when older than the evictions this map remembers."""
-        return None if found is None or found[0] < self._forgotten else _renumbered(found, evictions, groups)
+        self._evictions = log[max(len(log) - EVICTIONS_KEPT, 0):]
 
     def _append(self, keys):
         """Add empty blocks with sorted packed keys absent from the map."""
@@ -948,26 +938,29 @@ class _Eviction:
         return out
 
 
-def _renumbered(found, evictions, groups):
-    """An output's kept parts (fusions then, parts in groups of the lengths `groups`, each led by
-    its entries' pool slots, then what was assembled from them) after the _Evictions `evictions`
-    (in order): without the dropped blocks' entries, the others' slots renumbered, nothing
-    assembled (None). `found` itself when there are none."""
+def _renumbered(parts, evictions, groups):
+    """An extraction's parts (in groups of the lengths `groups`, each led by its entries' pool
+    slots) after the _Evictions `evictions` (in order): without the dropped blocks' entries, the
+    others' slots renumbered; `parts` itself when there are none."""
     if not evictions:
-        return found
-    since, parts, *assembled = found
-    for eviction in evictions:
-        moved, out, start = eviction.moved(), [], 0
-        for n in groups:
-            slots = moved[parts[start]]
-            kept = np.flatnonzero(slots >= 0)
-            out.append(slots[kept].astype(parts[start].dtype))
-            out += [part[kept] for part in parts[start + 1:start + n]]
-            start += n
-        for a in out:
-            a.flags.writeable = False
-        parts = tuple(out)
-    return (since, parts, *[None] * len(assembled))
+        return parts
+    moved = evictions[0].moved()
+    for eviction in evictions[1:]:  # one map from the first pool to the last
+        moved = np.where(moved >= 0, eviction.moved()[np.maximum(moved, 0)], -1)
+    out, start = [], 0
+    for n in groups:
+        slots = moved[parts[start]]
+        kept = np.flatnonzero(slots >= 0)
+        out.append(slots[kept].astype(parts[start].dtype))
+        out += [part[kept] for part in parts[start + 1:start + n]]
+        start += n
+    return tuple(out)
+
+
+def _frozen(a):
+    """`a`, read-only."""
+    a.flags.writeable = False
+    return a
 
 
 def _kept_then(old, kept, new):
