@@ -4,11 +4,12 @@ was sent up to the map's mesh (~/mesh sends only the regions that changed)."""
 import numpy as np
 import pytest
 
-from mapanything_ros.mapping import TsdfMap
+from mapanything_ros.mapping import TsdfMap, tsdf
 from mapanything_ros.mapping.regions import REGION_BLOCKS, MeshUpdates, RegionMesh
 from mapanything_ros.mapping.tsdf import BLOCK
 
-from test_tsdf import FLOOR, OBSTACLE, WALL, oriented_triangles, pose, poses, view
+from test_tsdf import (FLOOR, OBSTACLE, WALL, assert_same_grid, oriented_triangles, pose, poses, sorted_surface,
+                       view)
 
 
 class Subscriber:
@@ -175,3 +176,56 @@ def test_a_region_is_resent_when_an_older_part_of_it_lost_its_triangles():
     assert_shown_is_the_mesh(fused, updates, shown)
     changed(fused, (0, 0, 0), slice(None), 0.5)  # the first plane goes: all in front of a surface no more
     assert_shown_is_the_mesh(fused, updates, shown)
+
+
+def whole(volume):
+    """A map loaded from `volume`'s state: every output of it a whole search."""
+    out = TsdfMap(volume.voxel_size, max_blocks=10**6)
+    out.load_state(volume.state())
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_outputs_through_random_fusions_evictions_and_late_copies_equal_whole_searches(seed, monkeypatch):
+    """Random fusions into a small bound (evictions in integrate, some overflowing), evictions of
+    random blocks, copies whose outputs are made later and adopted (as the node makes them while
+    fusion goes on), two evictions remembered: each output of the map and of every copy equals a
+    whole search of the same state, and a display applying every ~/mesh update shows the last
+    published mesh."""
+    monkeypatch.setattr(tsdf, "EVICTIONS_KEPT", 2)
+    rng = np.random.default_rng(seed)
+    fused = TsdfMap(0.1, max_blocks=int(rng.choice([300, 800])))
+    updates, shown, pending, band = MeshUpdates(), Subscriber(), [], (0.2, 1.2)
+    evicted = 0
+    for _ in range(40):
+        op = rng.choice(["fuse", "fuse", "evict", "copy", "publish", "check"])
+        if op == "fuse":
+            before = len(fused._evictions), fused._forgotten
+            fused.integrate(view(pose(x=rng.uniform(-1, 1), y=rng.uniform(-1.5, 1.5), yaw=rng.uniform(-1.2, 1.2)),
+                                 [WALL, FLOOR] + [OBSTACLE] * int(rng.integers(2))))
+            evicted += (len(fused._evictions), fused._forgotten) != before
+        elif op == "evict" and len(fused):
+            fused._keep(rng.choice(len(fused), int(rng.integers(len(fused))), replace=False))
+            evicted += 1
+        elif op == "copy":
+            pending.append(fused.copy())
+        elif op == "publish" and pending:
+            copy = pending.pop(int(rng.integers(len(pending))))
+            mesh = copy.mesh_regions()
+            surface, grid = copy.surface(), copy.occupancy(*band)
+            done = whole(copy)
+            for a, b in zip(sorted_surface(surface), sorted_surface(done.surface())):
+                np.testing.assert_array_equal(a, b)
+            assert_same_grid(grid, done.occupancy(*band))
+            fused.adopt(copy)
+            shown.apply(mesh, updates.update(mesh))
+            np.testing.assert_array_equal(oriented_triangles(shown.mesh())[0], oriented_triangles(done.mesh())[0])
+        elif op == "check":
+            done = whole(fused)
+            for a, b in zip(sorted_surface(fused.surface()), sorted_surface(done.surface())):
+                np.testing.assert_array_equal(a, b)
+            for a, b in zip(oriented_triangles(fused.mesh()), oriented_triangles(done.mesh())):
+                np.testing.assert_array_equal(a, b)
+            assert_same_grid(fused.occupancy(*band), done.occupancy(*band))
+    assert evicted
+

@@ -858,7 +858,7 @@ def oriented_triangles(mesh):
     orientation) to start at its smallest corner, rows sorted; and its vertices and colours sorted."""
     vertices, colours, triangles = mesh
     corners = np.round(vertices.astype(np.float64), 5)[triangles]  # (F, 3, 3)
-    first = np.array([min(range(3), key=lambda c: tuple(t[c])) for t in corners])
+    first = np.array([min(range(3), key=lambda c: tuple(t[c])) for t in corners], np.int64)
     turned = np.stack([corners[np.arange(len(corners)), (first + s) % 3] for s in range(3)], 1).reshape(-1, 9)
     order = np.lexsort(np.round(vertices.astype(np.float64), 5).T)
     return turned[np.lexsort(turned.T)], vertices[order], colours[order]
@@ -1022,7 +1022,7 @@ def test_a_surface_and_grid_found_on_a_copy_are_kept_by_the_map():
     parts back (adopt): the map's next surface and grid search only what was fused after the copy
     and equal whole ones, also when the map evicted meanwhile (renumbered at the next search); parts
     from before more evictions than the map remembers are searched whole; a copy older than the
-    map's own, fused itself, or from before a load is not taken."""
+    map's own, fused itself, of another map (a sibling copy) or from before a load is not taken."""
     band = (0.2, 1.2)
     fused = TsdfMap(0.05, max_blocks=100_000)
     for p in poses(3):
@@ -1070,6 +1070,12 @@ def test_a_surface_and_grid_found_on_a_copy_are_kept_by_the_map():
     fused.adopt(stale)
     assert fused._surface[0] < fused._forgotten and fused._columns[1][0] < fused._forgotten
     assert len(fused._evictions) == tsdf.EVICTIONS_KEPT
+    older = fused.copy()
+    fused._keep(np.arange(len(fused) // 2))
+    sibling = fused.copy()  # of the map after its eviction
+    sibling.surface(), sibling.occupancy(*band)
+    older.adopt(sibling)  # not a copy of `older`: its slots are of another pool
+    assert older._surface is not sibling._surface and older._columns is not sibling._columns
     whole.reset()
     whole.load_state(fused.state())
     for a, b in zip(sorted_points(fused.surface()), sorted_points(whole.surface())):

@@ -50,8 +50,8 @@ zero too, but its free side was only ever seen far from any surface); mesh(): it
 occupancy(): a 2D grid of the height band [z_min, z_max] (world z up): occupied where a voxel in
 the band is at or behind a surface, free where the band's lowest voxel was seen and none is
 solid, unknown otherwise. All three search again only the blocks fused since their last call and the
-neighbours whose search reaches into them (what they found elsewhere is kept, per block; an
-eviction drops what they found in the evicted blocks, and their next search covers the kept
+neighbours whose search reaches into them (what they found elsewhere is kept, per block; after
+an eviction their next search drops what they found in the evicted blocks and covers the kept
 neighbours whose search reached into those; a load makes them search everything once). They
 are computed from the stored
 field, so they follow clearing. state() / load_state(): the whole map.
@@ -149,7 +149,8 @@ class TsdfMap:
     """
 
     # tsdf, weight, rgb, looks; key, slot, origin, free, fusion stamp (not counted: the last
-    # surface and mesh kept for their incremental extraction, docs/map.md)
+    # surface, mesh and grid columns kept for their incremental extraction and the evictions
+    # remembered for them, docs/map.md)
     BYTES_PER_BLOCK = VOXELS * (4 + 4 + 3 + 1) + 8 + 4 + 24 + 1 + 8
 
     def __init__(self, voxel_size=0.05, truncation=None, max_weight=50.0, max_blocks=30_000, max_range=None,
@@ -200,7 +201,7 @@ class TsdfMap:
         self._surface = self._mesh = self._columns = None
         self._evictions, self._forgotten = [], 0
         self._generation = next(_GENERATIONS)
-        self._copied_at = None  # a copy(): the fusions of the map it was (first) copied from (adopt)
+        self._source = self._copied_at = None  # a copy(): the map it was (first) copied from, its fusions then
         self._size = 0
         self.overflow = 0  # blocks the last keyframe reached when they alone passed the bound (_allocate)
 
@@ -211,7 +212,8 @@ class TsdfMap:
         out._keys, out._slots = self._keys.copy(), self._slots.copy()
         for name in ("_tsdf", "_weight", "_rgb", "_looks", "_origin", "_free", "_fused"):
             setattr(out, name, getattr(self, name)[:n].copy())
-        out._copied_at = self._fusions if self._copied_at is None else self._copied_at  # a copy's copy: the map's
+        if self._source is None:  # (a copy's copy: of the map the first copy was of)
+            out._source, out._copied_at = self, self._fusions
         return out
 
     def __len__(self):
@@ -545,8 +547,10 @@ class TsdfMap:
         surface(), mesh() and occupancy() grid columns) as this map's own, so that its next ones
         search only what was fused or evicted after the copy: each one newer than this map's own;
         none when this map has reset or loaded since the copy (its pool slots are of another
-        storage) or when the copy was fused itself (they are of another map)."""
-        if copied._generation != self._generation or copied._fusions != copied._copied_at:
+        storage), when the copy was fused itself (they are of another map), or when it is not a
+        copy of this map (or a copy of one)."""
+        if (copied._source is not self or copied._generation != self._generation
+                or copied._fusions != copied._copied_at):
             return
         if copied._surface is not None and (self._surface is None or copied._surface[0] > self._surface[0]):
             self._surface = copied._surface
