@@ -7,8 +7,9 @@ The synthetic room's front camera as a 518x392 pinhole (bench_fusion's keyframes
 exact depth), fused at --voxel metres into a TsdfMap bounded at --blocks blocks (the room's carved
 volume is larger: once full, every few keyframes evict the farthest blocks down to LOW_WATER of
 the bound). CPU time of this one thread: per keyframe (median and p95 after the first quarter)
-and per eviction (TsdfMap._keep alone: the pool's reorganisation and, with --outputs, dropping
-and renumbering the outputs' parts kept per block; not the choice of the blocks to drop).
+and per eviction (TsdfMap._keep alone: the pool's reorganisation and the eviction's record; not
+the choice of the blocks to drop, nor the renumbering of the outputs' kept parts, which their
+next search does, counted with the outputs).
 
 With --outputs, after each keyframe the map's three outputs are made as the node makes them when
 subscribed (surface(), mesh_regions(), occupancy() of the node's default band): their CPU time
@@ -16,7 +17,8 @@ per keyframe (median, p95, and the median after the keyframes that evicted; with
 bookkeeping, regions.MeshUpdates), and the share of ~/mesh's regions sent again after those
 keyframes. With --overlap too they are made as the node makes them while fusion goes on: on a
 copy of the map taken before the keyframe's fusion, handed back after it (TsdfMap.adopt), the
-copy counted in their time.
+copy counted in their time (the figures "after the keyframes that evicted" are then of outputs
+that do not see that eviction yet: the next keyframe's do).
 The script imports the package of its own tree: to compare two revisions, copy it and
 bench_fusion.py into the other tree's bench/ and run both, one after the other.
 """
