@@ -1,5 +1,5 @@
-/* Buffer access shared by the compiled modules (_pack_cloud.c, _tsdf_fuse.c, _resample.c, _sparse_depth.c): each
- * includes this file, so each keeps its own copy of these static functions. */
+/* Buffer access shared by the compiled modules (_pack_cloud.c, _tsdf_fuse.c, _tsdf_extract.c, _resample.c,
+ * _sparse_depth.c, _lens.c): each includes this file, so each keeps its own copy of these static functions. */
 
 #ifndef MAPANYTHING_ROS_BUFFERS_H
 #define MAPANYTHING_ROS_BUFFERS_H

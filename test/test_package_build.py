@@ -30,22 +30,24 @@ def test_installs_python_package_with_generated_messages(install):
     assert "extend_path" in (pkg / "__init__.py").read_text()  # ours, not rosidl's empty one
     code = ("import mapanything_ros, mapanything_ros.msg as m, mapanything_ros.geometry as g; "
             "from mapanything_ros import encode, _pack_cloud as k, _tsdf_fuse as f, _resample as r, _sparse_depth as s, _lens as l; "
+            "from mapanything_ros import _tsdf_extract as x; "
             "from mapanything_ros.mapping import tsdf, reconstruction; from mapanything_ros.srv import MapFile; "
             "from mapanything_ros.geometry import depth, distortion; "
             "print(m.__file__); print(g.__file__); print(k.__file__); print(f.__file__); print(r.__file__); "
-            "print(s.__file__); print(l.__file__); print(m.ReconstructionWindow(sequence=1).sequence); "
-            "print(encode.COMPILED and tsdf.COMPILED and reconstruction._resample is r and depth._sparse_depth is s and distortion._lens is l); "
+            "print(s.__file__); print(l.__file__); print(x.__file__); print(m.ReconstructionWindow(sequence=1).sequence); "
+            "print(encode.COMPILED and tsdf.COMPILED and tsdf._tsdf_extract is x and reconstruction._resample is r "
+            "and depth._sparse_depth is s and distortion._lens is l); "
             "print(MapFile.Request(path='x').path)")
     env = dict(os.environ, PYTHONPATH=str(_site_packages(install)),
                LD_LIBRARY_PATH=f"{install / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=install, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    msg_file, geometry_file, kernel_file, fuse_file, resample_file, depth_file, lens_file, seq, compiled, path = (
-        out.stdout.split())
-    for name in (msg_file, geometry_file, kernel_file, fuse_file, resample_file, depth_file, lens_file):
+    msg_file, geometry_file, kernel_file, fuse_file, resample_file, depth_file, lens_file, extract_file, seq, \
+        compiled, path = out.stdout.split()
+    for name in (msg_file, geometry_file, kernel_file, fuse_file, resample_file, depth_file, lens_file, extract_file):
         assert name.startswith(str(install)), name
     assert seq == "1" and compiled == "True" and path == "x"  # the compiled modules built and used; the service type
-    sources = ("_pack_cloud.c", "_tsdf_fuse.c", "_resample.c", "_sparse_depth.c", "_lens.c", "_buffers.h")
+    sources = ("_pack_cloud.c", "_tsdf_fuse.c", "_tsdf_extract.c", "_resample.c", "_sparse_depth.c", "_lens.c", "_buffers.h")
     assert not any((pkg / name).exists() for name in sources)  # sources not installed
 
 

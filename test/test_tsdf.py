@@ -810,6 +810,93 @@ def test_compiled_projection_matches_the_lens_models(name):
         tsdf._tsdf_fuse.project(np.zeros(7, np.float32), *pixels.projection)
 
 
+def extractions(volume, which):
+    """A map's per-block searches of the blocks at sorted indices `which`: surface crossings, mesh
+    parts (but their fusion counts) and the grid's solid voxels."""
+    mesh = volume._mesh_blocks(which)
+    return (*volume._crossings(which), *mesh[:4], *mesh[5:7], volume._solid(which, key_cells(volume._keys[which])))
+
+
+def random_pools(seed, min_weight):
+    """A TsdfMap whose blocks (60 % of a 6 x 6 x 6 cube of blocks, so that some neighbours are
+    missing) hold random voxels: tsdf around the band's edges (±1, 0 and a few NaN included),
+    weights around min_weight (exactly it included), random colours and FRONT flags. Every
+    other voxel keeps its value: noise on the rest."""
+    rng = np.random.default_rng(seed)
+    volume = TsdfMap(0.04, max_blocks=1000, min_weight=min_weight)
+    cube = np.argwhere(np.ones((6, 6, 6), bool)) - 3
+    keys = np.sort(pack(cube[rng.random(len(cube)) < 0.6].T.copy()))
+    volume._append(keys)
+    n = len(keys)
+    t = rng.choice(np.array([-1.2, -1, -0.5, -0.4, -0.1, 0, 0.1, 0.5, 0.6, 0.9999, 1, 1.3, np.nan], np.float32),
+                   (n, VOXELS))  # 0.6 beside -0.4: SOLID_REACH's tie
+    t += rng.normal(0, 0.05, t.shape).astype(np.float32) * (rng.random(t.shape) < 0.5)
+    w = rng.choice(np.array([0, min_weight, min_weight / 2, 1, 5], np.float32), (n, VOXELS))
+    volume._tsdf[:n], volume._weight[:n] = t, w
+    volume._rgb[:n] = rng.integers(0, 256, (n, VOXELS, 3), np.uint8)
+    volume._looks[:n] = rng.integers(0, 256, (n, VOXELS), np.uint8)
+    volume._fused[:n] = 1
+    volume._fusions = 1
+    return volume
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_extraction_matches_numpy(monkeypatch, seed):
+    """_tsdf_extract.c and TsdfMap's numpy searches (_crossings, _mesh_blocks, _solid) find the
+    same surface, mesh and solid voxels, bit for bit and in the same order: on random voxels
+    (NaN, the band's edges, weights at min_weight, which rounds down in float32: 0.7, and missing
+    neighbours included) for every block and a random subset, and through surface(), mesh() and
+    occupancy() on a fused map, incrementally after more keyframes too."""
+    assert tsdf._tsdf_extract is not None, "mapanything_ros._tsdf_extract is not built (CMakeLists.txt)"
+    rng = np.random.default_rng(seed)
+    volume = random_pools(seed, 0.7)
+    subsets = [np.arange(len(volume)), np.sort(rng.choice(len(volume), len(volume) // 3, replace=False))]
+    compiled = [extractions(volume, which) for which in subsets]
+    fused, more = TsdfMap(0.05), TsdfMap(0.05)
+    for p in poses(3):
+        fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
+    outputs = []
+    for mode in ("compiled", "numpy"):
+        if mode == "numpy":
+            monkeypatch.setattr(tsdf, "_tsdf_extract", None)
+        more = fused.copy()
+        first = (more.surface(), more.mesh(), more.occupancy(0.2, 1.2))
+        more.integrate(view(pose(x=1.0, y=-2.0, yaw=-0.8), [WALL, FLOOR]))
+        outputs.append((first, (more.surface(), more.mesh(), more.occupancy(0.2, 1.2))))
+    for got, want in zip(compiled, [extractions(volume, which) for which in subsets]):
+        assert len(got[0]) > 100 and len(got[4]) > 100 and len(got[8]) > 100 and got[10].sum() > 100
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+    for got, want in zip(*outputs):
+        (surface, mesh, grid), (surface_b, mesh_b, grid_b) = got, want
+        assert len(surface[0]) > 1000 and len(mesh[2]) > 1000 and (grid.cells == 100).sum() > 50
+        for a, b in zip(surface + mesh, surface_b + mesh_b):
+            np.testing.assert_array_equal(a, b)
+        assert_same_grid(grid, grid_b)
+
+
+def test_compiled_extraction_refuses_bad_arguments():
+    """_tsdf_extract's searches check their buffers: formats, sizes, pool slots and block indices."""
+    volume = random_pools(0, 0.25)
+    which = np.arange(len(volume))
+    for search in (tsdf._tsdf_extract.crossings, tsdf._tsdf_extract.mesh):
+        with pytest.raises(IndexError, match="which"):
+            volume._extract(search, which + 1)
+        with pytest.raises(ValueError, match="tsdf"):
+            search(volume._tsdf.astype(np.float64), *volume._extract(lambda *a: a, which)[1:])
+        slots = volume._slots.copy()
+        slots[0] = len(volume._free)
+        args = list(volume._extract(lambda *a: a, which))
+        with pytest.raises(IndexError, match="slots"):
+            search(*args[:5], slots, *args[6:])
+        with pytest.raises(ValueError, match="voxel_size"):
+            search(*args[:8], 0.0)
+    with pytest.raises(TypeError):
+        volume._extract(tsdf._tsdf_extract.solid, which)  # no reach
+    assert len(volume._extract(tsdf._tsdf_extract.solid, which[:0], 0.6)) == 0
+
+
 def test_surface_is_every_crossing_of_the_dense_field():
     """surface() visits only the blocks holding an observed band voxel: against every crossing of
     the whole volume laid out densely (free blocks, unobserved voxels and block borders included)

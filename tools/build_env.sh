@@ -112,7 +112,7 @@ PYTHONPATH=$repo "$env_dir/bin/python" - <<'PY'
 import rclpy
 from mapanything_ros.msg import ReconstructionWindow
 from mapanything_ros.srv import MapFile
-from mapanything_ros import _lens, _pack_cloud, _resample, _sparse_depth, _tsdf_fuse
+from mapanything_ros import _lens, _pack_cloud, _resample, _sparse_depth, _tsdf_extract, _tsdf_fuse
 from tf2_msgs.msg import TFMessage, TF2Error
 import tf2_ros, message_filters, sensor_msgs_py.point_cloud2, launch_pytest, launch_ros.actions
 import torch, cv2, safetensors

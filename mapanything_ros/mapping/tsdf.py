@@ -75,6 +75,10 @@ try:  # the compiled fusion loop (CMakeLists.txt builds it); _fuse below is the 
     from .. import _tsdf_fuse
 except ImportError:
     _tsdf_fuse = None
+try:  # the compiled surface and mesh extraction; _crossings and _mesh_blocks below are the same in numpy
+    from .. import _tsdf_extract
+except ImportError:
+    _tsdf_extract = None
 
 COMPILED = _tsdf_fuse is not None
 
@@ -426,8 +430,7 @@ class TsdfMap:
         the blocks fused since the last call, and their neighbours along -x, -y and -z (whose
         crossings reach into them), are searched again (after an eviction, also those whose crossings
         reached into an evicted block)."""
-        self._surface = self._refresh(self._surface, _AXES, lambda which: self._crossings(
-            which[self._held(self._slots[which])]), (4,))
+        self._surface = self._refresh(self._surface, _AXES, self._crossings, (4,))
         return self._surface[1][1:]
 
     def _refresh(self, kept, offsets, search, groups):
@@ -478,7 +481,12 @@ class TsdfMap:
 
     def _crossings(self, which):
         """(pool slot of each point's block (N,), points, colours, weights) of surface() in the
-        blocks at sorted indices `which`."""
+        blocks at sorted indices `which` (compiled: _tsdf_extract.crossings, the same)."""
+        if _tsdf_extract is not None:
+            slots, points, colours, weights = self._extract(_tsdf_extract.crossings, which)
+            return (np.frombuffer(slots, np.int32), np.frombuffer(points, np.float32).reshape(-1, 3),
+                    np.frombuffer(colours, np.uint8).reshape(-1, 3), np.frombuffer(weights, np.float32))
+        which = which[self._held(self._slots[which])]
         if len(which) == 0:
             return (np.zeros(0, np.int32), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8),
                     np.zeros(0, np.float32))
@@ -523,8 +531,7 @@ class TsdfMap:
         counter-clockwise seen from the free side). Incremental as surface(): only the blocks fused
         since the last call, and those whose cells reach into them, are meshed again."""
         kept = None if self._mesh is None else self._mesh[:2]
-        found = self._refresh(kept, REACH, lambda which: self._mesh_blocks(which[self._meshable(which)]),
-                              (5, 3))  # per vertex, per quad
+        found = self._refresh(kept, REACH, self._mesh_blocks, (5, 3))  # per vertex, per quad
         if found is not kept:
             parts = found[1]
             *mesh, quad_of = _assemble(*parts[1:4], parts[6])
@@ -571,12 +578,19 @@ class TsdfMap:
             held[has] |= self._held(self._slots[nb[has]])
         return held
 
-    def _mesh_blocks(self, near):
-        """The mesh's parts owned by the blocks at sorted indices `near`: (pool slot (V,), global
+    def _mesh_blocks(self, which):
+        """The mesh's parts owned by the blocks at sorted indices `which`: (pool slot (V,), global
         cell key (V,), vertex (V, 3), colour (V, 3), meshed at (V,): the fusion count now) of each
         cell with a vertex, by the block of its min voxel; (pool slot (Q,), cell keys (Q, 4) of the
         four cells a quad joins, in its counter-clockwise order, meshed at (Q,)) of each quad, by
-        the block of its crossed edge's low voxel."""
+        the block of its crossed edge's low voxel (compiled: _tsdf_extract.mesh, the same)."""
+        if _tsdf_extract is not None:
+            slots, keys, vertices, colours, quad_slots, quads = self._extract(_tsdf_extract.mesh, which)
+            keys, quads = np.frombuffer(keys, np.int64), np.frombuffer(quads, np.int64).reshape(-1, 4)
+            return (np.frombuffer(slots, np.int32), keys, np.frombuffer(vertices, np.float32).reshape(-1, 3),
+                    np.frombuffer(colours, np.uint8).reshape(-1, 3), np.full(len(keys), self._fusions, np.int64),
+                    np.frombuffer(quad_slots, np.int32), quads, np.full(len(quads), self._fusions, np.int64))
+        near = which[self._meshable(which)]
         wmin = max(self.min_weight, 1e-12)
         n = len(near)
         if n == 0:
@@ -651,11 +665,19 @@ class TsdfMap:
         return (slots[b], _cell_keys(corner), vertices, colours, np.full(len(b), self._fusions, np.int64),
                 np.concatenate(quad_slots), quads, np.full(len(quads), self._fusions, np.int64))
 
+    def _extract(self, search, which, *args):
+        """search(the map, which, *args): a compiled search (_tsdf_extract's crossings, mesh or solid)
+        of the blocks at sorted indices `which`."""
+        return search(self._tsdf, self._weight, self._rgb, self._looks, self._keys, self._slots,
+                      np.ascontiguousarray(which, np.intp), max(self.min_weight, 1e-12), self.voxel_size, *args)
+
     def _solid(self, which, cells):
         """(n, VOXELS) bool of the blocks at sorted indices `which`: observed voxels at or behind a
         surface (tsdf <= 0), or in front of one whose zero crossing with an observed axis
         neighbour (both within the band; _sides: this voxel seen in front of a surface) lies
-        within SOLID_REACH of a voxel of it."""
+        within SOLID_REACH of a voxel of it (compiled: _tsdf_extract.solid, the same)."""
+        if _tsdf_extract is not None:
+            return np.frombuffer(self._extract(_tsdf_extract.solid, which, SOLID_REACH), bool).reshape(-1, VOXELS)
         n = len(which)
         wmin = max(self.min_weight, 1e-12)
         size = BLOCK + 2
