@@ -27,8 +27,11 @@ static int get(PyObject *obj, Py_buffer *view, const char *name, const char *fmt
         ok = view->itemsize == (Py_ssize_t)sizeof(Py_ssize_t) && f[0] != '\0' && strchr("ilq", f[0]) != NULL &&
              f[1] == '\0';
     if (!ok || (items >= 0 && view->len != items * view->itemsize)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format '%s', got %zd bytes of '%s'", name, items,
-                     fmt, view->len, f);
+        if (items >= 0)
+            PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format '%s', got %zd bytes of '%s'", name,
+                         items, fmt, view->len, f);
+        else
+            PyErr_Format(PyExc_ValueError, "%s: expected format '%s', got '%s'", name, fmt, f);
         PyBuffer_Release(view);
         return -1;
     }

@@ -32,7 +32,7 @@
  * cell's sums of edge crossings in float32 in the order numpy adds them, a point's metres in double,
  * rounded once to float32, the solid test's products in float32 (built without fused multiply-adds:
  * CMakeLists.txt). Why compiled code: numpy's version makes a few hundred passes over padded copies
- * of the blocks, each a temporary array (docs/performance.md#map-outputs).
+ * of the blocks, each a temporary array (docs/performance.md#rigs, "The outputs' searches compiled").
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -76,13 +76,16 @@ static void unpack(int64_t key, int64_t c[3])
     for (int a = 0; a < 3; a++) c[a] = ((key >> (KEY_BITS * (2 - a))) & KEY_MASK) - KEY_OFFSET;
 }
 
-/* The pool slot of the block with indices c, -1 where the map has none. */
-static int32_t find(const Map *map, const int64_t c[3])
+/* The pool slot of the block with indices c, -1 where the map has none (or c is out of the packable
+ * range), its key known to sort at or after keys[lo] (the +x, +y and +z neighbours of the block at
+ * keys[lo - 1]; the +z one most often right there). */
+static int32_t find(const Map *map, const int64_t c[3], Py_ssize_t lo)
 {
     for (int a = 0; a < 3; a++)
         if (c[a] < -KEY_OFFSET || c[a] >= KEY_OFFSET) return -1;
     const int64_t key = pack(c);
-    Py_ssize_t lo = 0, hi = map->m;
+    if (lo < map->m && map->keys[lo] >= key) return map->keys[lo] == key ? map->slots[lo] : -1;
+    Py_ssize_t hi = map->m;
     while (lo < hi) {
         const Py_ssize_t mid = lo + (hi - lo) / 2;
         if (map->keys[mid] < key)
@@ -104,28 +107,29 @@ typedef struct {
 } Padded;
 
 /* Fills p with the block at keys[index] and its neighbours at +(0/1, 0/1, 0/1) (faces_only: the three
- * face neighbours only, for crossings); whether any voxel that a crossing can start from may bound
- * one: an own voxel for crossings (else the neighbours are not read), any of the 5 x 5 x 5 for the
- * mesh (a cell's edges reach into the neighbours). */
+ * face neighbours only, for crossings, which read no other voxel: the edge and corner voxels are
+ * left unwritten, where numpy's _padded leaves them unobserved); whether any voxel that a crossing
+ * can start from may bound one: an own voxel for crossings (else the neighbours are not read), any
+ * of the 5 x 5 x 5 for the mesh (a cell's edges reach into the neighbours). */
 static int load(const Map *map, Py_ssize_t index, int faces_only, Padded *p)
 {
     unpack(map->keys[index], p->cell);
     p->slot = map->slots[index];
     int any = 0;
     for (int o = 0; o < 8; o++) {
-        const int oi = o >> 2, oj = (o >> 1) & 1, ok = o & 1;
-        if (faces_only && (oi + oj + ok > 1 || (o > 0 && !any))) continue;
-        const int64_t c[3] = {p->cell[0] + oi, p->cell[1] + oj, p->cell[2] + ok};
-        const int32_t slot = o == 0 ? p->slot : find(map, c);
+        const int oi = o >> 2, oj = (o >> 1) & 1, ok_ = o & 1; /* the neighbour's offset */
+        if (faces_only && (oi + oj + ok_ > 1 || (o > 0 && !any))) continue;
+        const int64_t c[3] = {p->cell[0] + oi, p->cell[1] + oj, p->cell[2] + ok_};
+        const int32_t slot = o == 0 ? p->slot : find(map, c, index + 1);
         for (int i = oi * BLOCK; i < (oi ? PAD : BLOCK); i++)
             for (int j = oj * BLOCK; j < (oj ? PAD : BLOCK); j++)
-                for (int k = ok * BLOCK; k < (ok ? PAD : BLOCK); k++) {
+                for (int k = ok_ * BLOCK; k < (ok_ ? PAD : BLOCK); k++) {
                     float t = 1, w = 0;
                     uint8_t front = 0;
                     p->rgb[i][j][k][0] = p->rgb[i][j][k][1] = p->rgb[i][j][k][2] = 0;
                     if (slot >= 0) {
                         const Py_ssize_t v = (Py_ssize_t)slot * VOXELS + (i - oi * BLOCK) * 16 + (j - oj * BLOCK) * 4 +
-                                             (k - ok * BLOCK);
+                                             (k - ok_ * BLOCK);
                         t = map->tsdf[v], w = map->weight[v];
                         memcpy(p->rgb[i][j][k], map->rgb + 3 * v, 3);
                         front = map->looks[v] & FRONT;
@@ -272,18 +276,16 @@ static int block_mesh(const Map *map, const Padded *p, Out vertices[VERTEX_PARTS
     return 1;
 }
 
-/* _solid's voxels of one block (slot, block indices cell) into out (VOXELS bools): observed at or behind a
- * surface, or observed in front of one, seen so (FRONT), within the band, with a zero crossing to
- * a face neighbour observed behind it (within the band) lying within `reach` voxels of it. */
-static void block_solid(const Map *map, int32_t slot, const int64_t cell[3], double reach, uint8_t *out)
+/* _solid's voxels of the block at keys[index] into out (VOXELS bools): observed at or behind a surface,
+ * or observed in front of one, seen so (FRONT), within the band, with a zero crossing to a face
+ * neighbour observed behind it (within the band) lying within `reach` voxels of it. */
+static void block_solid(const Map *map, Py_ssize_t index, double reach, uint8_t *out)
 {
-    int32_t faces[3][2]; /* the neighbouring blocks' slots along -axis and +axis, -1 where none */
-    for (int axis = 0; axis < 3; axis++)
-        for (int side = 0; side < 2; side++) {
-            int64_t c[3] = {cell[0], cell[1], cell[2]};
-            c[axis] += side ? 1 : -1;
-            faces[axis][side] = find(map, c);
-        }
+    const int32_t slot = map->slots[index];
+    int64_t cell[3];
+    unpack(map->keys[index], cell);
+    int32_t faces[3][2]; /* the neighbouring blocks' slots along -axis and +axis, -1 where none: looked up */
+    for (int axis = 0; axis < 3; axis++) faces[axis][0] = faces[axis][1] = -2; /* when first needed */
     const float keep = (float)(1 - reach), step = (float)reach; /* float32, as numpy multiplies by them */
     for (int v = 0; v < VOXELS; v++) {
         const Py_ssize_t at = (Py_ssize_t)slot * VOXELS + v;
@@ -297,7 +299,14 @@ static void block_solid(const Map *map, int32_t slot, const int64_t cell[3], dou
                     int n[3] = {own[0], own[1], own[2]};
                     n[axis] += side ? 1 : -1;
                     int32_t s = slot;
-                    if (n[axis] < 0 || n[axis] >= BLOCK) s = faces[axis][side], n[axis] = (n[axis] + BLOCK) % BLOCK;
+                    if (n[axis] < 0 || n[axis] >= BLOCK) {
+                        if (faces[axis][side] == -2) {
+                            int64_t c[3] = {cell[0], cell[1], cell[2]};
+                            c[axis] += side ? 1 : -1;
+                            faces[axis][side] = find(map, c, side ? index + 1 : 0);
+                        }
+                        s = faces[axis][side], n[axis] = (n[axis] + BLOCK) % BLOCK;
+                    }
                     if (s < 0) continue;
                     const Py_ssize_t nb = (Py_ssize_t)s * VOXELS + n[0] * 16 + n[1] * 4 + n[2];
                     const float tn = map->tsdf[nb];
@@ -308,19 +317,21 @@ static void block_solid(const Map *map, int32_t slot, const int64_t cell[3], dou
     }
 }
 
-/* Parses the common arguments into map and the blocks' indices, and where `reach` is not NULL one more
- * number into it; fills b[7] (released by the caller). */
-static int parse(PyObject *args, const char *name, Py_buffer b[7], Map *map, const Py_ssize_t **which, Py_ssize_t *n,
-                 double *reach)
+/* Parses the common arguments (PyArg_ParseTuple's `format`) into map and the blocks' indices, and
+ * where `reach` is not NULL one more number into it; fills b[7] (released by the caller). */
+static int parse(PyObject *args, const char *format, Py_buffer b[7], Map *map, const Py_ssize_t **which,
+                 Py_ssize_t *n, double *reach)
 {
     PyObject *o[7];
     double min_weight, voxel;
-    char format[64];
-    snprintf(format, sizeof format, "OOOOOOOdd%s:%s", reach != NULL ? "d" : "", name);
     if (!PyArg_ParseTuple(args, format, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &min_weight, &voxel, reach))
         return 0;
-    if (!(voxel > 0)) {
+    if (!(voxel > 0 && voxel < INFINITY)) {
         PyErr_SetString(PyExc_ValueError, "voxel_size: not a positive number of metres");
+        return 0;
+    }
+    if (!(min_weight >= 0) || (reach != NULL && !(*reach >= 0 && *reach <= 1))) {
+        PyErr_SetString(PyExc_ValueError, "min_weight: not >= 0, or reach: not in [0, 1]");
         return 0;
     }
     if (get(o[0], &b[0], "tsdf", "f", -1, 0) < 0) return 0;
@@ -390,7 +401,7 @@ static PyObject *crossings(PyObject *self, PyObject *args)
     Py_ssize_t n;
     PyObject *result = NULL;
     (void)self;
-    if (parse(args, "crossings", b, &map, &which, &n, NULL)) {
+    if (parse(args, "OOOOOOOdd:crossings", b, &map, &which, &n, NULL)) {
         Padded *p = PyMem_RawMalloc(sizeof(Padded));
         int ok = p != NULL;
         Py_BEGIN_ALLOW_THREADS
@@ -417,7 +428,7 @@ static PyObject *mesh(PyObject *self, PyObject *args)
     Py_ssize_t n;
     PyObject *result = NULL;
     (void)self;
-    if (parse(args, "mesh", b, &map, &which, &n, NULL)) {
+    if (parse(args, "OOOOOOOdd:mesh", b, &map, &which, &n, NULL)) {
         Padded *p = PyMem_RawMalloc(sizeof(Padded));
         int ok = p != NULL;
         Py_BEGIN_ALLOW_THREADS
@@ -446,16 +457,12 @@ static PyObject *solid(PyObject *self, PyObject *args)
     double reach;
     PyObject *result = NULL;
     (void)self;
-    if (parse(args, "solid", b, &map, &which, &n, &reach))
+    if (parse(args, "OOOOOOOddd:solid", b, &map, &which, &n, &reach))
         result = n <= PY_SSIZE_T_MAX / VOXELS ? PyByteArray_FromStringAndSize(NULL, n * VOXELS) : PyErr_NoMemory();
     if (result != NULL) {
         uint8_t *out = (uint8_t *)PyByteArray_AS_STRING(result);
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t s = 0; s < n; s++) {
-            int64_t cell[3];
-            unpack(map.keys[which[s]], cell);
-            block_solid(&map, map.slots[which[s]], cell, reach, out + s * VOXELS);
-        }
+        for (Py_ssize_t s = 0; s < n; s++) block_solid(&map, which[s], reach, out + s * VOXELS);
         Py_END_ALLOW_THREADS
     }
     release(b, NULL, 0);

@@ -817,15 +817,17 @@ def extractions(volume, which):
     return (*volume._crossings(which), *mesh[:4], *mesh[5:7], volume._solid(which, key_cells(volume._keys[which])))
 
 
-def random_pools(seed, min_weight):
-    """A TsdfMap whose blocks (60 % of a 6 x 6 x 6 cube of blocks, so that some neighbours are
-    missing) hold random voxels: tsdf around the band's edges (±1, 0 and a few NaN included),
-    weights around min_weight (exactly it included), random colours and FRONT flags. Every
-    other voxel keeps its value: noise on the rest."""
+def random_pools(seed, min_weight, voxel=0.05, cells_=None):
+    """A TsdfMap of `voxel` metres whose blocks (60 % of a 6 x 6 x 6 cube of blocks, so that some
+    neighbours are missing; or all the block indices `cells_` (N, 3)) hold random voxels: tsdf
+    around the band's edges (±1, 0 and a few NaN included), weights around min_weight (exactly it
+    included), random colours and FRONT flags. Every other voxel keeps its value: noise on the rest."""
     rng = np.random.default_rng(seed)
-    volume = TsdfMap(0.04, max_blocks=1000, min_weight=min_weight)
-    cube = np.argwhere(np.ones((6, 6, 6), bool)) - 3
-    keys = np.sort(pack(cube[rng.random(len(cube)) < 0.6].T.copy()))
+    volume = TsdfMap(voxel, max_blocks=1000, min_weight=min_weight)
+    if cells_ is None:
+        cube = np.argwhere(np.ones((6, 6, 6), bool)) - 3
+        cells_ = cube[rng.random(len(cube)) < 0.6]
+    keys = np.sort(pack(cells_.T.copy()))
     volume._append(keys)
     n = len(keys)
     t = rng.choice(np.array([-1.2, -1, -0.5, -0.4, -0.1, 0, 0.1, 0.5, 0.6, 0.9999, 1, 1.3, np.nan], np.float32),
@@ -840,16 +842,17 @@ def random_pools(seed, min_weight):
     return volume
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_compiled_extraction_matches_numpy(monkeypatch, seed):
+@pytest.mark.parametrize("seed, voxel", [(0, 0.05), (1, 0.1), (2, 1 / 3)])
+def test_compiled_extraction_matches_numpy(monkeypatch, seed, voxel):
     """_tsdf_extract.c and TsdfMap's numpy searches (_crossings, _mesh_blocks, _solid) find the
     same surface, mesh and solid voxels, bit for bit and in the same order: on random voxels
     (NaN, the band's edges, weights at min_weight, which rounds down in float32: 0.7, and missing
-    neighbours included) for every block and a random subset, and through surface(), mesh() and
-    occupancy() on a fused map, incrementally after more keyframes too."""
+    neighbours included; voxel sizes whose metres a fused multiply-add would round otherwise) for
+    every block and a random subset, and through surface(), mesh() and occupancy() on a fused map,
+    incrementally after more keyframes too."""
     assert tsdf._tsdf_extract is not None, "mapanything_ros._tsdf_extract is not built (CMakeLists.txt)"
     rng = np.random.default_rng(seed)
-    volume = random_pools(seed, 0.7)
+    volume = random_pools(seed, 0.7, voxel)
     subsets = [np.arange(len(volume)), np.sort(rng.choice(len(volume), len(volume) // 3, replace=False))]
     compiled = [extractions(volume, which) for which in subsets]
     fused, more = TsdfMap(0.05), TsdfMap(0.05)
@@ -876,6 +879,26 @@ def test_compiled_extraction_matches_numpy(monkeypatch, seed):
         assert_same_grid(grid, grid_b)
 
 
+def test_searches_at_the_edge_of_the_packable_range(monkeypatch):
+    """A block at the last packable index has no neighbour beyond it: neither search reads the
+    block whose key the neighbour's indices would pack to (the packed bits overflow into the next
+    index), compiled or in numpy."""
+    top = KEY_OFFSET - 1
+    edge = np.array([[0, 0, top], [0, 0, top - 1], [0, 1, -KEY_OFFSET], [0, 1, top]])
+    volume = random_pools(3, 0.25, cells_=edge)
+    alone = random_pools(3, 0.25, cells_=edge)
+    alone._keep(alone._slots[alone._find(edge[[0, 1, 3]])])  # without the block the overflow would reach
+    near = volume._find(edge[:2])
+    assert (volume._find(edge[:2] + [0, 0, 1]) == [-1, near[0]]).all()
+    got = extractions(volume, near)
+    assert len(got[0]) > 10 and len(got[4]) > 10
+    monkeypatch.setattr(tsdf, "_tsdf_extract", None)
+    for a, b, c in zip(got, extractions(volume, near), extractions(alone, alone._find(edge[:2]))):
+        np.testing.assert_array_equal(a, b)
+        if a.dtype != np.int32:  # (pool slots differ)
+            np.testing.assert_array_equal(a, c)
+
+
 def test_compiled_extraction_refuses_bad_arguments():
     """_tsdf_extract's searches check their buffers: formats, sizes, pool slots and block indices."""
     volume = random_pools(0, 0.25)
@@ -890,10 +913,15 @@ def test_compiled_extraction_refuses_bad_arguments():
         args = list(volume._extract(lambda *a: a, which))
         with pytest.raises(IndexError, match="slots"):
             search(*args[:5], slots, *args[6:])
-        with pytest.raises(ValueError, match="voxel_size"):
-            search(*args[:8], 0.0)
+        for voxel in (0.0, np.inf, np.nan):
+            with pytest.raises(ValueError, match="voxel_size"):
+                search(*args[:8], voxel)
+        with pytest.raises(ValueError, match="min_weight"):
+            search(*args[:7], np.nan, args[8])
     with pytest.raises(TypeError):
         volume._extract(tsdf._tsdf_extract.solid, which)  # no reach
+    with pytest.raises(ValueError, match="reach"):
+        volume._extract(tsdf._tsdf_extract.solid, which, 1.5)
     assert len(volume._extract(tsdf._tsdf_extract.solid, which[:0], 0.6)) == 0
 
 

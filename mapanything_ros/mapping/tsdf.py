@@ -68,14 +68,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .keys import cells as cell_indices, key_cells, pack
+from .keys import KEY_OFFSET, cells as cell_indices, key_cells, pack
 from .regions import REGION_BLOCKS, RegionMesh
 
 try:  # the compiled fusion loop (CMakeLists.txt builds it); _fuse below is the same in numpy
     from .. import _tsdf_fuse
 except ImportError:
     _tsdf_fuse = None
-try:  # the compiled surface and mesh extraction; _crossings and _mesh_blocks below are the same in numpy
+try:  # the compiled surface, mesh and occupancy searches; _crossings, _mesh_blocks and _solid below in numpy
     from .. import _tsdf_extract
 except ImportError:
     _tsdf_extract = None
@@ -844,12 +844,15 @@ class TsdfMap:
         self._free[:len(keys)] = ((tsdf >= FREE) & (weight >= max(self.min_weight, 1e-12))).all(1)  # as fusion sets it
 
     def _find(self, cells):
-        """Index into the sorted keys of blocks with indices cells (N, 3), -1 where absent."""
+        """Index into the sorted keys of blocks with indices cells (N, 3), -1 where absent (or out of
+        the packable range, whose packed key would be another block's)."""
         if self._size == 0:
             return np.full(len(cells), -1, np.intp)
         keys = pack(cells.T.copy())
         pos = np.minimum(np.searchsorted(self._keys, keys), self._size - 1)
-        return np.where(self._keys[pos] == keys, pos, -1)
+        found = self._keys[pos] == keys
+        found &= ((cells >= -KEY_OFFSET) & (cells < KEY_OFFSET)).all(1)
+        return np.where(found, pos, -1)
 
     def _distances(self, cells, origin):
         centre = (cells * BLOCK + BLOCK / 2) * self.voxel_size
