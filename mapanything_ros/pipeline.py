@@ -423,7 +423,7 @@ class Pipeline:
     def map_points(self):
         """A consistent MapSnapshot of the map's surface (points, their frame and stamp), found on a
         copy of the map taken under the map lock: fusion waits for the copy, not for the search
-        (after a load a search of the whole map: 0.4 s at 9 M voxels); the map keeps the
+        (after a load a search of the whole map: 68 ms at 9 M voxels compiled, 0.3 s in numpy); the map keeps the
         copy's surface (TsdfMap.adopt), so the next search covers only what was fused since."""
         surface, frame, stamp = self._on_copy(lambda volume: volume.surface())
         return MapSnapshot(*surface, frame, stamp)
@@ -431,9 +431,9 @@ class Pipeline:
     def map_mesh(self):
         """(TsdfMap.mesh_regions: the mesh in regions, pose_frame, stamp_ns) of the map,
         consistently (pose_frame None when the map is empty). Meshed from a copy taken under the
-        map lock: fusion waits for the copy (tens of ms), not for the meshing (seconds for millions
-        of triangles); the map keeps the copy's mesh, so the next one meshes only what was fused
-        after the copy (TsdfMap.adopt)."""
+        map lock: fusion waits for the copy (tens of ms), not for the meshing (after a load 0.2 s
+        at 9 M voxels compiled, 2.3 s in numpy); the map keeps the copy's mesh, so the next one
+        meshes only what was fused after the copy (TsdfMap.adopt)."""
         return self._on_copy(lambda volume: volume.mesh_regions())
 
     def _on_copy(self, make, when=None):
@@ -458,7 +458,7 @@ class Pipeline:
         """(tsdf.Grid2D of the height band, pose_frame, stamp_ns) of the map, consistently (see
         TsdfMap.occupancy; pose_frame None when the map is empty). The grid is None when the map
         is in a chain frame (image-only: its up is unknown, so it has no height band). Made from a
-        copy, as map_points (after a load: 0.7 s at 9 M voxels)."""
+        copy, as map_points (after a load: 0.16 s at 9 M voxels compiled, 0.6 s in numpy)."""
         return self._on_copy(lambda volume: volume.occupancy(z_min, z_max, resolution),
                              when=lambda frame: frame in (None, "world"))
 
