@@ -27,6 +27,36 @@ def test_ray_depth_lands_on_surfaces_and_z_matches(scene, views):
         np.testing.assert_allclose(v.depth_z[valid], v.depth_ray[valid] * rays[valid, 2], rtol=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_cast_from_one_origin_culls_nothing_it_should_hit(seed):
+    """Rays from one origin (a camera's) are tested only against the boxes whose bounding spheres
+    they pass: the same distances and faces, bit for bit, as the same rays tested against every
+    box (one ray from elsewhere added, so that the origins differ), origins beside a box (inside
+    its bounding sphere: off a corner, and off a face near its end, whose rays hit it behind the
+    centre's direction) and directions off unit length, axis-aligned or NaN included."""
+    room = Room(seed=seed)
+    rng = np.random.default_rng(seed)
+    lo, hi = room.box_lo[seed % len(room.box_lo)], room.box_hi[seed % len(room.box_hi)]
+    beside = [lo[0] + 0.05, hi[1] + 0.02, (lo[2] + hi[2]) / 2]  # near the end of a face: hits behind its centre
+    origins = [rng.uniform(room.lo + 0.3, room.hi - 0.3), hi + [0.02, 0.02, 0.02], np.array(beside)]
+    for origin in origins:
+        if room.surface_distance(origin[None])[0] < 0.01 or (np.all(origin > room.box_lo, 1)
+                                                              & np.all(origin < room.box_hi, 1)).any():
+            continue
+        dirs = rng.normal(size=(20_000, 3))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        dirs *= 1 + rng.uniform(-1e-6, 1e-6, (len(dirs), 1))
+        dirs[1::89, rng.integers(3)] = 0.0  # (and their lengths below 1)
+        dirs[2::83] *= 3.0
+        dirs[::97] = np.nan
+        one = room.cast(np.broadcast_to(origin, dirs.shape), dirs)
+        other = np.vstack([np.broadcast_to(origin, dirs.shape), origin + 0.01])
+        every = room.cast(other, np.vstack([dirs, [[1.0, 0.0, 0.0]]]))
+        assert (one[1] >= 6).sum() > 100  # boxes hit
+        np.testing.assert_array_equal(one[0], every[0][:-1])
+        np.testing.assert_array_equal(one[1], every[1][:-1])
+
+
 def test_cast_hits_the_nearest_surface():
     room = Room(seed=3)
     rng = np.random.default_rng(1)
