@@ -903,17 +903,18 @@ class TsdfMap:
         self._keys, self._slots, self._size = merged_keys, merged_slots, n + k
 
     def _grow(self, capacity):
+        """Room for `capacity` blocks. The slots past the map's blocks are left unwritten (_append
+        fills a slot when it takes it; nothing reads one before): no pass over the new memory,
+        whose pages the system then maps only as blocks take them."""
         n = self._size
 
-        def grown(a, fill):
-            out = np.full((capacity,) + a.shape[1:], fill, a.dtype)
+        def grown(a):
+            out = np.empty((capacity,) + a.shape[1:], a.dtype)
             out[:n] = a[:n]
             return out
 
-        self._tsdf, self._weight, self._rgb = grown(self._tsdf, 1), grown(self._weight, 0), grown(self._rgb, 0)
-        self._looks = grown(self._looks, 0)
-        self._origin, self._free = grown(self._origin, 0), grown(self._free, False)
-        self._fused = grown(self._fused, 0)
+        for name in ("_tsdf", "_weight", "_rgb", "_looks", "_origin", "_free", "_fused"):
+            setattr(self, name, grown(getattr(self, name)))
 
 
 def _unique(values):
