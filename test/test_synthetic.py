@@ -31,9 +31,10 @@ def test_ray_depth_lands_on_surfaces_and_z_matches(scene, views):
 def test_cast_from_one_origin_culls_nothing_it_should_hit(seed):
     """Rays from one origin (a camera's) are tested only against the boxes whose bounding spheres
     they pass: the same distances and faces, bit for bit, as the same rays tested against every
-    box (one ray from elsewhere added, so that the origins differ), origins beside a box (inside
-    its bounding sphere: off a corner, and off a face near its end, whose rays hit it behind the
-    centre's direction) and directions off unit length, axis-aligned or NaN included."""
+    box (one ray from elsewhere added, so that the origins differ): from the room, off a box's
+    corner, and off a face near its end (inside the box's bounding sphere: rays hit it behind the
+    centre's direction), directions off unit length (by far too: their squared lengths overflow or
+    underflow), axis-aligned or NaN included."""
     room = Room(seed=seed)
     rng = np.random.default_rng(seed)
     lo, hi = room.box_lo[seed % len(room.box_lo)], room.box_hi[seed % len(room.box_hi)]
@@ -48,6 +49,8 @@ def test_cast_from_one_origin_culls_nothing_it_should_hit(seed):
         dirs *= 1 + rng.uniform(-1e-6, 1e-6, (len(dirs), 1))
         dirs[1::89, rng.integers(3)] = 0.0  # (and their lengths below 1)
         dirs[2::83] *= 3.0
+        dirs[3::79] *= 1.4e154  # the squared length overflows, not the product with the centre
+        dirs[4::73] *= 1e-165  # the squared length underflows to 0
         dirs[::97] = np.nan
         one = room.cast(np.broadcast_to(origin, dirs.shape), dirs)
         other = np.vstack([np.broadcast_to(origin, dirs.shape), origin + 0.01])
@@ -55,6 +58,15 @@ def test_cast_from_one_origin_culls_nothing_it_should_hit(seed):
         assert (one[1] >= 6).sum() > 100  # boxes hit
         np.testing.assert_array_equal(one[0], every[0][:-1])
         np.testing.assert_array_equal(one[1], every[1][:-1])
+
+
+def test_cast_refuses_origins_and_directions_of_other_shapes():
+    room = Room()
+    with pytest.raises(ValueError, match="same shape"):
+        room.cast(np.zeros((1, 3)), np.ones((4, 3)))
+    with pytest.raises(ValueError, match="same shape"):
+        room.cast(np.zeros((0, 3)), np.ones((1, 3)))
+    assert [len(a) for a in room.cast(np.zeros((0, 3)), np.zeros((0, 3)))] == [0, 0]
 
 
 def test_cast_hits_the_nearest_surface():

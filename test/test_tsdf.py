@@ -661,6 +661,37 @@ def test_an_eviction_moves_every_field_of_a_block_and_new_blocks_start_empty():
     assert not new["looks"][rows].any() and not new["front"][rows].any()
 
 
+class PoisonedMap(TsdfMap):
+    """A TsdfMap whose pool slots past its blocks hold junk after each growth (_grow leaves them
+    unwritten: whatever the allocator gives)."""
+
+    def _grow(self, capacity):
+        super()._grow(capacity)
+        n = self._size
+        self._tsdf[n:], self._weight[n:], self._rgb[n:], self._looks[n:] = np.nan, 7.5, 0xAB, 0xC3
+        self._origin[n:], self._free[n:], self._fused[n:] = 123_456_789, True, 2**40
+
+
+def test_nothing_reads_a_slot_before_a_block_takes_it():
+    """Fusion (with evictions at the memory bound), the outputs, copies and state give the same
+    with junk in the unused slots as without (the growth leaves them unwritten)."""
+    maps = [cls(0.05, max_blocks=5200) for cls in (TsdfMap, PoisonedMap)]
+    scenes = [[WALL, FLOOR, OBSTACLE]] * 4 + [[WALL, FLOOR]] * 4
+    for p, scene in zip(poses(8), scenes):
+        outputs = []
+        for m in maps:
+            m.integrate(view(p, scene))
+            copied = m.copy()
+            outputs.append((m.surface(), m.mesh(), m.occupancy(0.2, 1.2).cells, copied.surface(), m.state()))
+        (surface, mesh, grid, copy_surface, state), poisoned = outputs
+        for a, b in zip((*surface, *mesh, grid, *copy_surface), (*poisoned[0], *poisoned[1], poisoned[2],
+                                                                *poisoned[3])):
+            np.testing.assert_array_equal(a, b)
+        for key, value in state.items():
+            np.testing.assert_array_equal(value, poisoned[4][key], err_msg=key)
+    assert len(maps[1]._free) > len(maps[1]) and maps[1].overflow == 0 and len(surface[0]) > 1000
+
+
 def test_mesh_of_an_empty_map():
     vertices, colours, triangles = TsdfMap(0.05).mesh()
     assert vertices.shape == (0, 3) and colours.shape == (0, 3) and triangles.shape == (0, 3)

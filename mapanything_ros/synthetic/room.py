@@ -48,17 +48,19 @@ class Room:
 
         Origins must be inside the room and outside the boxes. distance is along the ray in
         metres; NaN (face -1) where the direction is not finite. Rays from one origin (a camera's)
-        are tested only against the boxes whose bounding spheres they pass (the same results, 3x
-        faster at a 518x392 view from the room's middle).
+        are tested only against the boxes whose bounding spheres they pass (the same results, about
+        2x faster at a camera's view).
         """
         o = np.asarray(origins, float).reshape(-1, 3)
         d = np.asarray(directions, float).reshape(-1, 3)
+        if o.shape != d.shape:
+            raise ValueError(f"origins {o.shape} and directions {d.shape} must have the same shape (N, 3)")
         n = len(d)
         ok = np.all(np.isfinite(d), axis=1)
         single = n > 0 and bool((o == o[0]).all())
         o = o[0] if single else o.T.copy()  # one origin: scalars; else per-axis rows (fast 1-D ops)
         d = np.where(ok[:, None], d, 1.0).T.copy()
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
             inv = 1.0 / d
             dist, face = np.full(n, np.inf), np.full(n, -1)
             for a in range(3):  # inside the room: leave through the nearest exit plane
@@ -87,14 +89,16 @@ class Room:
 
     def _near_box(self, b, origin, d, length2):
         """Indices of the rays from `origin` (3,) along directions d (3, N) (squared lengths
-        length2 (N,)) that pass within box b's bounding sphere (widened by 1 %, for rounding)."""
+        length2 (N,)) that pass within box b's bounding sphere (widened by 1 %, for rounding), and
+        of those whose squared length is too large or too small for the test (kept)."""
         centre = (self.box_lo[b] + self.box_hi[b]) / 2
         radius = 1.01 * np.linalg.norm(self.box_hi[b] - self.box_lo[b]) / 2 + 1e-6
         v = centre - origin
         along = d[0] * v[0] + d[1] * v[1] + d[2] * v[2]  # |d| times the distance along the ray
         # Ahead of the sphere's far side, and the line's distance to its centre at most the radius.
-        return np.flatnonzero((along > -radius * np.sqrt(length2))
-                              & (along * along >= (v @ v - radius * radius) * length2))
+        odd = ~((length2 > 1e-290) & (length2 < 1e290))  # its products would overflow or underflow
+        return np.flatnonzero(((along > -radius * np.sqrt(length2))
+                               & (along * along >= (v @ v - radius * radius) * length2)) | odd)
 
     def surface_distance(self, points):
         """Unsigned distance (N,) in metres from points (N, 3) to the nearest room or box surface."""
