@@ -1,6 +1,7 @@
 /* The native-resolution depth of a model-resolution map through a geometry.resample.Stencil, in one
  * pass over the native pixels (mapping/reconstruction.py's _to_native, "bilinear" mode, numpy), the
- * depth-edge test of a map, and a view's world points (Reconstruction.points).
+ * depth-edge test of a map, a view's world points (Reconstruction.points), and its ranges and
+ * weights for fusion (Reconstruction.range_view).
  *
  * Built by CMakeLists.txt (colcon, and tools/dev's environment) as mapanything_ros._resample.
  * reconstruction.py runs the same steps in numpy (and in torch on a device) when this module is
