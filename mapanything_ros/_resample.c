@@ -1,7 +1,6 @@
 /* The native-resolution depth of a model-resolution map through a geometry.resample.Stencil, in one
  * pass over the native pixels (mapping/reconstruction.py's _to_native, "bilinear" mode, numpy), the
- * depth-edge test of a map, a view's world points (Reconstruction.points), and its ranges and
- * weights for fusion (Reconstruction.range_view).
+ * depth-edge test of a map, and a view's world points (Reconstruction.points).
  *
  * Built by CMakeLists.txt (colcon, and tools/dev's environment) as mapanything_ros._resample.
  * reconstruction.py runs the same steps in numpy (and in torch on a device) when this module is
@@ -59,17 +58,6 @@
  * (1 and 0 where the pixel is a model pixel, which all three then index), NaN where one is not
  * finite, p is not, or the pixel is outside the crop. test_geometry_resize.py checks both give
  * the same bits. A model column or row outside the model image raises ValueError.
- *
- * range_view(rays, z, size, index, conf, scale, cut, ranges, weights) -> None
- *   rays, z       float32 (n * 3), (n): a view's rays (any length) and final z-depth at the model pixels
- *   size          the window's metric size (rounded to float32)
- *   index, conf   intp (m), float32 (m): the model pixels with an estimate and their confidence
- *   scale, cut    the confidence that weighs 1 (rounded to float32), and the least one kept (a double)
- *   ranges, weights  writable float32 (n) each: Reconstruction.range_view's ranges and weights (before
- *                 its edge cut)
- * Per pixel, in float32 and numpy's order: range = sqrt((x x + y y) + f f) / f * z * size, 0 where z is
- * not > 0; weight 0, but at an indexed pixel whose confidence c is at least cut (compared in double;
- * NaN never is) min(c / scale, 1). An index outside the pixels raises ValueError (nothing written).
  *
  * Why compiled code: the numpy paths make a dozen or more passes over their pixels (jumps: 3.5 ms a
  * 518x392 view, native: 3.8 ms a 640x480 view; points: five gathers, the products and the transform;
@@ -295,49 +283,6 @@ static PyObject *points_py(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *range_view(PyObject *self, PyObject *args)
-{
-    enum { N = 6 };
-    PyObject *o[N];
-    Py_buffer b[N];
-    float size, scale;
-    double cut;
-    (void)self;
-    memset(b, 0, sizeof b);
-    if (!PyArg_ParseTuple(args, "OOfOOfdOO:range_view", &o[0], &o[1], &size, &o[2], &o[3], &scale, &cut, &o[4], &o[5]))
-        return NULL;
-    int ok = get(o[1], &b[1], "z", "f", -1, 0) == 0 && get(o[2], &b[2], "index", "n", -1, 0) == 0;
-    const Py_ssize_t n = ok ? b[1].len / 4 : 0, m = ok ? b[2].len / (Py_ssize_t)sizeof(Py_ssize_t) : 0;
-    ok = ok && get(o[0], &b[0], "rays", "f", 3 * n, 0) == 0 && get(o[3], &b[3], "conf", "f", m, 0) == 0 &&
-         get(o[4], &b[4], "ranges", "f", n, 1) == 0 && get(o[5], &b[5], "weights", "f", n, 1) == 0;
-    const Py_ssize_t *index = ok ? b[2].buf : NULL;
-    for (Py_ssize_t k = 0; ok && k < m; k++)
-        if (index[k] < 0 || index[k] >= n) {
-            PyErr_Format(PyExc_ValueError, "index: %zd outside the %zd pixels", index[k], n);
-            ok = 0;
-        }
-    if (ok) {
-        const float *rays = b[0].buf, *z = b[1].buf, *conf = b[3].buf;
-        float *ranges = b[4].buf, *weights = b[5].buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++) {
-            const float x = rays[3 * i], y = rays[3 * i + 1], f = rays[3 * i + 2];
-            const float r = sqrtf((x * x + y * y) + f * f) / f * z[i] * size;
-            ranges[i] = z[i] > 0 ? r : 0;
-            weights[i] = 0;
-        }
-        for (Py_ssize_t k = 0; k < m; k++) {
-            const float w = conf[k] / scale;
-            if ((double)conf[k] >= cut) weights[index[k]] = w > 1 ? 1 : w;
-        }
-        Py_END_ALLOW_THREADS
-    }
-    for (int i = 0; i < N; i++)
-        if (b[i].obj != NULL) PyBuffer_Release(&b[i]);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
-}
-
 /* The tables of resample._stencil_tables for native pixels (h x w); returns 0, or -1 when a model column
  * or row is outside the model image (wo x ho). */
 static int stencil(const double *uv, const double *p, const Py_ssize_t *cols, const double *fx,
@@ -440,9 +385,6 @@ static PyMethodDef methods[] = {
     {"points", points_py, METH_VARARGS,
      "points(rays, depth, index, ratio, scale, rotation, translation, rgbx, xyz, rgb) -> None: the world points "
      "and colours of a view's model pixels (see _resample.c)."},
-    {"range_view", range_view, METH_VARARGS,
-     "range_view(rays, z, size, index, conf, scale, cut, ranges, weights) -> None: a view's ranges along its rays "
-     "and its fusion weights (see _resample.c)."},
     {"stencil", stencil_py, METH_VARARGS,
      "stencil(uv, p, cols, fx, rows, fy, inside, width, index, weight) -> None: the tables of "
      "geometry.resample.Stencil (see _resample.c)."},

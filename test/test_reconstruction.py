@@ -11,7 +11,6 @@ from mapanything_ros.backends import OracleBackend
 from mapanything_ros.backends.prediction import ViewStack
 from mapanything_ros.geometry import CameraModel, Resize, arrays, relative_pose, se3_compose
 from mapanything_ros.geometry.resample import nearest, stencil
-from mapanything_ros.geometry.similarity import similarity
 from mapanything_ros.mapping import reconstruct
 from mapanything_ros.mapping.reconstruction import CONFIDENCE_SAMPLES
 from mapanything_ros.mapping.chain import WindowChain
@@ -645,49 +644,6 @@ def test_points_are_the_same_compiled_or_not(batch, perturbed, options, monkeypa
         with pytest.raises(ValueError, match="index: 1 of 2"):
             module._host_points(np.zeros((2, 2, 3), np.float32), np.zeros((2, 2), np.float32),
                                 np.array([0, -1], np.intp), None, np.eye(3), np.zeros(3), np.zeros(4, np.uint32))
-
-
-@pytest.mark.parametrize("options", [dict(), dict(carried=1.37), dict(completion=True)],
-                         ids=["plain", "carried", "field"])
-def test_range_view_is_the_same_compiled_or_not(batch, perturbed, options, monkeypatch):
-    """Reconstruction.range_view through the compiled pass and through numpy: the same ranges and
-    weights, bit for bit, without and with a quantile cut, for confidences NaN, infinite, negative,
-    zero, tied at the cut, or none finite, rays off unit length and along the image plane (ray_z 0),
-    the window's scale 1 or not (carried into a chain's frame)."""
-    from mapanything_ros.mapping import CompletionConfig
-    from mapanything_ros.mapping import reconstruction as module
-
-    options = dict(options)
-    if "completion" in options:
-        options["completion"] = CompletionConfig(dense=options["completion"])
-    rng = np.random.default_rng(4)
-    conf = (1 + rng.exponential(2.0, perturbed.confidence.shape)).astype(np.float32)
-    conf[0].reshape(-1)[rng.choice(conf[0].size, 500, replace=False)] = rng.choice(
-        np.array([np.nan, np.inf, -np.inf, -1.0, 0.0, 2.0], np.float32), 500)
-    conf[1] = np.nan  # no finite confidence: every weight 0
-    conf[2] = np.round(conf[2])  # many ties at the cut
-    rays = np.array(perturbed.ray_directions, np.float32)
-    rays[3] *= rng.uniform(0.9, 1.1, rays.shape[1:-1] + (1,)).astype(np.float32)
-    rays[3, :2, :, 2] = 0.0
-    prediction = dataclasses.replace(perturbed, confidence=conf, ray_directions=rays)
-    carried = options.pop("carried", None)
-    made = [reconstruct(batch, prediction, **options) for _ in range(2)]
-    if carried is not None:  # in a frame of another scale (a chain's)
-        made = [r.carried(similarity(carried, np.eye(3), np.zeros(3)), "chain") for r in made]
-    assert (made[0]._size != 1) == (carried is not None)
-    got = [[made[0].range_view(i, q) for q in (0.0, 0.3)] for i in range(len(batch.prepared))]
-    monkeypatch.setattr(module, "_resample", None)
-    for i, views in enumerate(got):
-        for q, view in zip((0.0, 0.3), views):
-            want = made[1].range_view(i, q)
-            np.testing.assert_array_equal(view.ranges.view(np.uint32), want.ranges.view(np.uint32))
-            np.testing.assert_array_equal(view.weights.view(np.uint32), want.weights.view(np.uint32))
-    assert not got[1][0].weights.any() and got[0][0].weights.max() == 1 and (got[0][1].weights == 0).mean() > 0.3
-    assert len(np.unique(conf[2])) < 50 and (got[2][1].weights > 0).sum() > (got[2][0].weights > 0).sum() * 0.7
-    monkeypatch.undo()
-    with pytest.raises(ValueError, match="index"):
-        module._resample.range_view(np.zeros(12, np.float32), np.zeros(4, np.float32), 1.0, np.array([4], np.intp),
-                                    np.ones(1, np.float32), 1.0, 0.0, np.zeros(4, np.float32), np.zeros(4, np.float32))
 
 
 def test_affine_rows_agrees_with_float64():

@@ -204,25 +204,30 @@ class Reconstruction:
         confidence is NaN, or on a depth discontinuity (the edge test of the native depth, at the
         model pixels: flying pixels are no surface)."""
         index, z, conf, _ = self._final(i)
-        rays = np.ascontiguousarray(arrays.to_host(self._dense(i)[1]), np.float32)
+        rays = arrays.to_host(self._dense(i)[1]).astype(np.float32, copy=False)
         index, conf, z = arrays.to_host(index), arrays.to_host(conf), arrays.to_host(z)
         h, w = rays.shape[:2]
+        # Range = z |ray| / ray_z (the final z carries depth scale and completion); 0 without an estimate.
+        x, y, forward = rays[..., 0], rays[..., 1], rays[..., 2]
+        ranges = x * x
+        ranges += y * y
+        ranges += forward * forward  # three strided passes: a third of einsum's time on (N, 3) float32
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.sqrt(ranges, out=ranges)
+            ranges /= forward
+            ranges *= z
+        ranges *= np.float32(self._size)
+        ranges[~(z > 0)] = 0
+        weights = np.zeros(h * w, np.float32)
         sample = conf[::max(1, len(conf) // CONFIDENCE_SAMPLES)]
         finite = sample[np.isfinite(sample)]  # a NaN confidence is no confidence: weight 0 below
         if not len(finite):
             finite = conf[np.isfinite(conf)]
-        if len(finite):  # the confidence weighing 1, the least kept (pixels tied at the cut are kept)
-            scale = np.float32(max(np.median(finite), 1e-12))
+        if len(finite):
+            weights[index] = np.minimum(conf / np.float32(max(np.median(finite), 1e-12)), 1)
             cut = np.quantile(finite, confidence_quantile) if confidence_quantile > 0 else -np.inf
-        else:  # none: every weight 0
-            scale, cut = np.float32(1), np.nan
-        if _resample is not None:  # compiled: the same steps in one pass
-            ranges, weights = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
-            _resample.range_view(rays.reshape(-1), np.ascontiguousarray(z, np.float32).reshape(-1), self._size,
-                                 np.ascontiguousarray(index, np.intp), np.ascontiguousarray(conf, np.float32),
-                                 scale, float(cut), ranges.reshape(-1), weights.reshape(-1))
-        else:
-            ranges, weights = _range_view(rays, z, np.float32(self._size), index, conf, scale, cut)
+            weights[index[~(conf >= cut)]] = 0  # pixels tied at the cut are kept
+        weights = weights.reshape(h, w)
         jumps = self._jumps(i)
         if jumps is not None:
             weights[_edges(*(arrays.to_host(j) for j in jumps), h, w)] = 0
@@ -507,28 +512,6 @@ def _rgb(rgbx):
     if not len(rgbx):
         return np.zeros((0, 3), np.uint8)
     return cv2.cvtColor(rgbx.view(np.uint8).reshape(1, -1, 4), cv2.COLOR_RGBA2RGB).reshape(-1, 3)
-
-
-def _range_view(rays, z, size, index, conf, scale, cut):
-    """(ranges, weights) (H, W) float32 of Reconstruction.range_view in numpy (_resample.range_view
-    compiled): range = z |ray| / ray_z * size (the final z carries depth scale and completion), 0
-    without an estimate; weight min(conf / scale, 1) at the indexed pixels whose confidence is at
-    least cut, else 0."""
-    h, w = rays.shape[:2]
-    x, y, forward = rays[..., 0], rays[..., 1], rays[..., 2]
-    ranges = x * x
-    ranges += y * y
-    ranges += forward * forward  # three strided passes: a third of einsum's time on (N, 3) float32
-    with np.errstate(invalid="ignore", divide="ignore"):
-        np.sqrt(ranges, out=ranges)
-        ranges /= forward
-        ranges *= z
-    ranges *= size
-    ranges[~(z > 0)] = 0
-    weights = np.zeros(h * w, np.float32)
-    weights[index] = np.minimum(conf / scale, 1)
-    weights[index[~(conf >= cut)]] = 0
-    return ranges, weights.reshape(h, w)
 
 
 def _edges(across, down, h, w):
