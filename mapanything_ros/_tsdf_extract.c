@@ -240,9 +240,8 @@ static int block_mesh(const Map *map, const Padded *p, Out vertices[VERTEX_PARTS
                     corner[a] = p->cell[a] * BLOCK + own[a];
                     vertex[a] = metres((double)corner[a] + (double)total[a] / (double)count, map->voxel);
                 }
-                float best = INFINITY;
+                float best = INFINITY; /* count > 0: a crossed edge's two ends are observed corners */
                 const uint8_t *colour = NULL;
-                static const uint8_t none[3] = {0, 0, 0};
                 for (int c = 0; c < 8; c++) {
                     const int a = i + (c >> 2), b = j + ((c >> 1) & 1), d = k + (c & 1);
                     const float near = p->ok[a][b][d] ? fabsf(p->t[a][b][d]) : INFINITY;
@@ -250,7 +249,7 @@ static int block_mesh(const Map *map, const Padded *p, Out vertices[VERTEX_PARTS
                 }
                 const int64_t key = pack(corner);
                 if (!put(&vertices[0], &p->slot, 4) || !put(&vertices[1], &key, 8) || !put(&vertices[2], vertex, 12) ||
-                    !put(&vertices[3], colour != NULL ? colour : none, 3))
+                    !put(&vertices[3], colour, 3))
                     return 0;
             }
     /* Quads: each crossed edge (q, q + e_axis) of an own voxel q joins the cells q, q - e_b, q - e_b - e_c
