@@ -1,15 +1,40 @@
 """pip installation of mapanything_ros, for machines with a pip-installed ROS 2.
 
-On a ROS 2 machine the package is built with colcon (CMakeLists.txt), which
-also generates the msg/ interfaces and builds the PointCloud2 kernel
-(mapanything_ros/_pack_cloud.c); this file only installs the Python code, which
-packs point clouds through its OpenCV path where that kernel is not built.
+On a ROS 2 machine the package is built with colcon (CMakeLists.txt), which also generates the
+msg/ and srv/ interfaces. This file installs the Python code and builds the compiled modules
+(mapanything_ros/_*.c: point-cloud packing, the map's fusion and searches, native depth, LiDAR
+projection, lens rays) from the sources and compile options CMakeLists.txt gives them, so that both
+builds make the same modules. Each is optional: without a C compiler the install goes on, and the
+numpy code beside each module runs instead (several times slower; the node says so at start:
+mapanything_ros/compiled.py).
 """
 
-from setuptools import find_packages, setup
+import os
+import re
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def extensions():
+    """The compiled modules as CMakeLists.txt declares them: (name, source) from Python3_add_library,
+    GCC/Clang options from target_compile_options."""
+    cmake = (HERE / "CMakeLists.txt").read_text()
+    modules = re.findall(r"Python3_add_library\((\w+) MODULE WITH_SOABI \$\{PROJECT_NAME\}/(\w+\.c)\)", cmake)
+    out = []
+    for name, source in modules:
+        options = re.search(rf"target_compile_options\({name} PRIVATE ([^)]*)\)", cmake)
+        out.append(Extension(f"mapanything_ros.{name}", [f"mapanything_ros/{source}"],
+                             extra_compile_args=options.group(1).split() if options else [],
+                             libraries=["m"] if os.name == "posix" else [], optional=True))
+    return out
+
 
 setup(
     packages=find_packages(include=("mapanything_ros", "mapanything_ros.*")),
+    ext_modules=extensions(),
     python_requires=">=3.10",
     install_requires=[
         "numpy>=1.24",

@@ -47,6 +47,15 @@ def _params(args):
     return values
 
 
+def _warn_slow():
+    """Say on stderr which compiled modules are not built (their numpy fallbacks are several times slower)."""
+    from . import compiled
+
+    slow = compiled.warning()
+    if slow:
+        print(f"warning: {slow}", file=sys.stderr)
+
+
 def _print_eval(metrics):
     a, m = metrics["ate"], metrics["map"]
     for key, label in (("depth", "depth"), ("raw_depth", "the network's raw depth")):
@@ -82,6 +91,7 @@ def replay(args):
     from .evaluation import evaluate
     from .replay import replay as run
 
+    _warn_slow()
     try:
         summary = run(args.bag, _params(args), args.out, progress="force" if args.progress else True,
                       write_bag=args.write_bag, namespace=args.namespace, remap=_pairs(args.remap, "--remap"),
@@ -111,6 +121,7 @@ def evaluate(args):
 def demo(args):
     from .demo import run
 
+    _warn_slow()
     result = run(args.out, preset=args.preset, duration_s=args.duration, seed=args.seed, weights=args.weights,
                  long_side=args.long_side, storage=args.storage, progress="force" if args.progress else True)
     print(f"\nbackend: {result['backend']}: {result['reason']}")

@@ -11,7 +11,7 @@ ros/pointcloud.py), filled in one pass over the inputs by the compiled `_pack_cl
 (_pack_cloud.c, built by CMakeLists.txt: colcon and tools/dev's environment). Where it is not
 built (a source tree on PYTHONPATH without the CMake build) the same bytes come from an OpenCV
 path, about 1.6x slower at a million points: colours packed by one cv2.cvtColor of a single row,
-then one cv2.mixChannels pass. `COMPILED` says which one runs; the node warns when it is False.
+then one cv2.mixChannels pass. `COMPILED` says which one runs; the node warns when it is False (compiled.py).
 
 Inputs: points (N, 3) float32 or float64 (used as they are) or any other real dtype (cast to
 float32); colours (N, 3) uint8 RGB, or integers that all lie in 0..255, anything else (floats,

@@ -108,6 +108,19 @@ def colcon_install(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def pip_install(tmp_path_factory):
+    """`pip install` of this package's sources (no dependencies: they are this environment's) into a
+    fresh target directory, as setup.py builds it: (the directory, pip's verbose log)."""
+    src, target = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("site")
+    _copy_sources(src)
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "-v", "--no-deps", "--no-build-isolation",
+                             "--no-index", "--target", str(target), str(src)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return target, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
 def sourced_env(colcon_install):
     """os.environ after `source install/setup.bash` of colcon_install (what a user's shell has)."""
     out = subprocess.run(["bash", "-c", f"source {colcon_install}/setup.bash && env -0"], capture_output=True,

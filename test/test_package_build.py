@@ -1,16 +1,23 @@
-"""`colcon build` of this package in a fresh workspace, as on a robot.
+"""`colcon build` of this package in a fresh workspace, as on a robot, and its `pip install`.
 
 Checks what the ament_cmake build installs: the Python package merged with the
-generated messages and the compiled modules (_pack_cloud, _tsdf_fuse, _resample, _sparse_depth, _lens), the `ros2 run`
-executables from setup.cfg, launch/ and config/ (the build is conftest's colcon_install, shared
-with the launch tests).
+generated messages and the compiled modules (_pack_cloud, _tsdf_fuse, _tsdf_extract, _resample, _sparse_depth,
+_lens), the `ros2 run` executables from setup.cfg, launch/ and config/ (the build is conftest's colcon_install,
+shared with the launch tests); that setup.py builds the same compiled modules (conftest's pip_install); and that
+the package names the modules it runs without (compiled.py, which the node's start-up warning reads).
 """
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from mapanything_ros import compiled
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +78,48 @@ def test_ros2_launch_show_args_from_the_sourced_install(colcon_install, launch_f
     assert out.returncode == 0, out.stdout + out.stderr
     for argument in ("'config':", "'cameras':", "'backend':", "'namespace':"):
         assert argument in out.stdout, out.stdout
+
+
+def test_compiled_names_every_compiled_module():
+    assert sorted(compiled.MODULES) == sorted(p.stem for p in (REPO / "mapanything_ros").glob("_*.c"))
+    assert compiled.missing() == {} and compiled.warning() is None  # tools/dev builds them all
+
+
+def test_compiled_says_which_modules_are_missing():
+    """With two modules unimportable, missing() and the warning name those two and what runs instead."""
+    code = ("import importlib.abc, sys\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name in ('mapanything_ros._tsdf_fuse', 'mapanything_ros._lens'): raise ImportError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from mapanything_ros import compiled\n"
+            "print(sorted(compiled.missing())); print(compiled.warning())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "['_lens', '_tsdf_fuse']"
+    assert out[1].startswith("compiled modules not built: _tsdf_fuse, _lens; the map's fusion in numpy; the lens "
+                             "models' rays in numpy instead"), out[1]
+
+
+def test_pip_install_builds_the_compiled_modules(pip_install):
+    """setup.py builds every module CMakeLists.txt builds, from the same sources with the same compile
+    options; the code imports them from the install and runs them (no fallback)."""
+    site, log = pip_install
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    for name in compiled.MODULES:
+        options = re.search(rf"target_compile_options\({name} PRIVATE ([^)]*)\)", cmake).group(1)
+        (line,) = [s for s in log.splitlines() if f" -c mapanything_ros/{name}.c " in s]
+        assert line.rstrip().endswith(options), line
+    code = ("import importlib; from mapanything_ros import compiled, encode; "
+            "from mapanything_ros.mapping import tsdf, reconstruction; "
+            "from mapanything_ros.geometry import depth, distortion; "
+            "print(compiled.missing()); "
+            "print(*[importlib.import_module('mapanything_ros.' + m).__file__ for m in sorted(compiled.MODULES)]); "
+            "print(encode.COMPILED and tsdf.COMPILED and None not in (tsdf._tsdf_extract, reconstruction._resample, "
+            "depth._sparse_depth, distortion._lens)); print(tsdf._tsdf_fuse.SIMD)")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=site, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    missing, files, used, simd = out.stdout.splitlines()
+    assert missing == "{}" and used == "True" and simd in ("avx2", "baseline")
+    assert len(files.split()) == len(compiled.MODULES)
+    assert all(f.startswith(str(site / "mapanything_ros")) for f in files.split()), files

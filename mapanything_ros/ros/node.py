@@ -40,7 +40,7 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
-from .. import encode, interface, settings
+from .. import compiled, interface, settings
 from ..backends import make_backend, release_device_memory
 from ..mapping.regions import MeshUpdates
 from ..msg import ReconstructionWindow
@@ -141,9 +141,9 @@ class _MapAnything:
             self._loaded = True
             self._map_thread.submit(self._load_at_start, self.p["load_map_path"])
         self.get_logger().info(f"running {self.p['backend']} on cameras {self.cameras}, depth {self.p['depth_source']}")
-        if not encode.COMPILED:
-            self.get_logger().warning("mapanything_ros._pack_cloud is not built (the package's CMake build makes it): "
-                                      "point clouds are packed by the OpenCV path, about 1.6x slower")
+        slow = compiled.warning()
+        if slow:
+            self.get_logger().warning(slow)
 
     def _deactivate(self):
         """Inputs, outputs and timers gone, the pipeline stopped (the window in progress ends
