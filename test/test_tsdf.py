@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mapanything_ros.geometry import CameraModel, ModelPixels
-from mapanything_ros.mapping.keys import KEY_OFFSET, cells, key_cells, pack
+from mapanything_ros.mapping.keys import KEY_OFFSET, cells, key_cells, pack, shifted
 from mapanything_ros.mapping import tsdf
 from mapanything_ros.mapping.tsdf import _OFFSETS, BLOCK, VOXELS, Grid2D, RangeView, TsdfMap
 from mapanything_ros.synthetic.presets import make_scene
@@ -466,6 +466,21 @@ def test_keys_pack_cells_and_sort_lexicographically(cells_):
     keys = pack(found)
     np.testing.assert_array_equal(key_cells(keys), index)
     np.testing.assert_array_equal(np.argsort(keys, kind="stable"), np.lexsort(index.T[::-1]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(cells_=st.lists(st.tuples(*[st.sampled_from([-KEY_OFFSET, -KEY_OFFSET + 1, -3, 0, 5, KEY_OFFSET - 2,
+                                                    KEY_OFFSET - 1])] * 3), min_size=1, max_size=20),
+       offset=st.tuples(*[st.integers(-2, 2)] * 3))
+def test_shifted_keys_are_the_shifted_cells(cells_, offset):
+    """keys.shifted: the keys of the cells at `offset`, in range exactly where those indices are, at
+    the packable range's edges too (where a packed key would wrap into the next index)."""
+    index = np.array(cells_, np.int64)
+    keys, ok = shifted(pack(index.T.copy()), offset)
+    moved = index + offset
+    want = ((moved >= -KEY_OFFSET) & (moved < KEY_OFFSET)).all(1)
+    np.testing.assert_array_equal(ok, want)
+    np.testing.assert_array_equal(keys[ok], pack(moved[want].T.copy()))
 
 
 LENSES = {"pinhole": CAMERA,

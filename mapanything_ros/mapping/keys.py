@@ -40,3 +40,17 @@ def key_cells(keys):
     """Voxel indices (N, 3) int64 of packed keys (N,); voxel i spans [i, i + 1) · size."""
     keys = np.asarray(keys, np.int64)
     return np.stack([(keys >> s) & KEY_MASK for s in (2 * KEY_BITS, KEY_BITS, 0)], -1) - KEY_OFFSET
+
+
+def shifted(keys, offset):
+    """(packed keys (N,) of the cells at `offset` (three ints, in cells) from those of the packed
+    `keys` (N,) int64, in_range (N,) bool: False where a shifted index leaves the packable range,
+    whose key is then another cell's or wrapped). Sorted keys stay sorted where in range."""
+    out = np.array(keys, np.int64)
+    ok = np.ones(len(out), bool)
+    for shift, o in zip((2 * KEY_BITS, KEY_BITS, 0), offset):
+        if o:
+            field = (out >> shift) & KEY_MASK  # the index + KEY_OFFSET, in [0, KEY_MASK]
+            ok &= (field >= -o) & (field <= KEY_MASK - o)
+            out += int(o) << shift
+    return out, ok

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .keys import KEY_OFFSET, cells as cell_indices, key_cells, pack
+from .keys import KEY_OFFSET, cells as cell_indices, key_cells, pack, shifted
 from .regions import REGION_BLOCKS, RegionMesh
 
 try:  # the compiled fusion loop (CMakeLists.txt builds it); _fuse below is the same in numpy
@@ -464,14 +464,27 @@ class TsdfMap:
 
     def _dirty(self, since, offsets):
         """Sorted indices of the blocks fused after fusion number `since` and of those at -offset
-        from them or from a block evicted since (whose search reaches into them); None when none."""
-        cells = self._origin[np.flatnonzero(self._fused[:self._size] > since)] // BLOCK
-        gone = [key_cells(e.gone) for e in self._evictions if e.count > since]
-        if len(cells) == 0 and not any(len(g) for g in gone):
+        from them or from a block evicted since (whose search reaches into them); None when none.
+        By packed keys, which are sorted: each offset's neighbours are one sorted lookup."""
+        fused = np.flatnonzero(self._fused[self._slots] > since)
+        gone = [e.gone for e in self._evictions if e.count > since]
+        if len(fused) == 0 and not any(len(g) for g in gone):
             return None
-        near = self._find(np.concatenate([cells] + [c - np.array(o) for c in [cells] + gone for o in offsets]))
-        near = _unique(near[near >= 0])
+        near = np.zeros(self._size, bool)
+        near[fused] = True
+        for keys in [self._keys[fused]] + gone:
+            for offset in offsets:
+                near[self._present(*shifted(keys, [-o for o in offset]))] = True
+        near = np.flatnonzero(near)
         return near if len(near) else None
+
+    def _present(self, keys, in_range):
+        """Sorted indices of the blocks with the packed `keys` where `in_range`, those the map holds."""
+        keys = keys[in_range]
+        if self._size == 0:
+            return np.zeros(0, np.intp)
+        pos = np.minimum(np.searchsorted(self._keys, keys), self._size - 1)
+        return pos[self._keys[pos] == keys]
 
     def _kept(self, slots, dirty):
         """Indices of the entries whose block (pool `slots`) is not among the blocks `dirty`."""
