@@ -204,7 +204,7 @@ def test_a_cell_is_free_only_where_the_bands_lowest_voxel_was_seen():
     np.testing.assert_array_equal(coarse.cells, [[-1, 0], [0, 0]])
     assert fused.occupancy(0.0, 0.4).cells.min() == 0  # the voxels centred at 0.025 are the lowest then
     # A band starting on a voxel centre has one lowest voxel, whatever the float rounding.
-    for size, z_min in ((0.05, 0.175), (0.03, 0.165), (0.03, 0.225)):
+    for size, z_min in ((0.05, 0.175), (0.03, 0.165), (0.03, 0.225), (0.25, 0.375)):  # the last one exact
         free = TsdfMap(size, max_blocks=100)
         stack = np.array([[0, 0, z] for z in range(4)])
         state = free.state()
@@ -213,7 +213,12 @@ def test_a_cell_is_free_only_where_the_bands_lowest_voxel_was_seen():
                      looks=np.ones((4, VOXELS), np.uint8),
                      front=np.ones((4, VOXELS), bool))
         free.load_state(state)
-        assert (free.occupancy(z_min, 0.3).cells == 0).all(), (size, z_min)
+        assert (free.occupancy(z_min, z_min + 0.3).cells == 0).all(), (size, z_min)
+        # The band's lowest voxels (centred on z_min, as rounding puts them) unseen: nothing above them is.
+        k = stack[:, None, 2] * BLOCK + _OFFSETS[:, 2]
+        layer = k == k[k * size + size / 2 >= z_min].min()
+        free.load_state({**state, "weight": np.where(layer, 0, 1).astype(np.float32)})
+        assert (free.occupancy(z_min, z_min + 0.3).cells == -1).all(), (size, z_min)
 
 
 def test_max_range_limits_surfaces_but_still_clears():

@@ -805,17 +805,21 @@ class TsdfMap:
         crossing = (bottom <= z_max) & (bottom + BLOCK * v >= z_min)
         near, cells = which[crossing], cells[crossing]
         slots = self._slots[near]
-        k = cells[:, 2, None] * BLOCK + _OFFSETS[:, 2]  # (n, VOXELS) voxel indices along z
+        # By voxel index x·BLOCK² + y·BLOCK + z (_OFFSETS): a block's (x, y, z) voxels, z last. What
+        # depends on height alone is (n, BLOCK), one entry per voxel layer.
+        k = cells[:, 2, None] * BLOCK + np.arange(BLOCK)  # the layers' voxel indices along z
         zc = k * v + v / 2  # their centre heights
-        seen = (zc >= z_min) & (zc <= z_max) & (self._weight[slots] >= max(self.min_weight, 1e-12))
-        has = seen.any(1)
-        near, cells, slots, seen, k = near[has], cells[has], slots[has], seen[has], k[has]
-        solid = self._solid(near, cells) & seen
-        lowest = seen & ((k - 1) * v + v / 2 < z_min)  # the band's lowest voxel: the one below is centred under it
-        shape = (len(near), BLOCK, BLOCK, BLOCK)  # voxel index x·BLOCK² + y·BLOCK + z (_OFFSETS)
-        columns = np.where(seen.reshape(shape).any(3), _SEEN, Grid2D.UNKNOWN).astype(np.int8)
-        columns[lowest.reshape(shape).any(3)] = Grid2D.FREE
-        columns[solid.reshape(shape).any(3)] = Grid2D.OCCUPIED
+        layers = (zc >= z_min) & (zc <= z_max)
+        lowest = layers & ((k - 1) * v + v / 2 < z_min)  # the band's lowest voxel: the one below is centred under it
+        shape = (len(near), BLOCK, BLOCK, BLOCK)
+        seen = (self._weight[slots] >= max(self.min_weight, 1e-12)).reshape(shape) & layers[:, None, None, :]
+        has = seen.any((1, 2, 3))
+        near, cells, slots, seen, lowest = near[has], cells[has], slots[has], seen[has], lowest[has]
+        shape = (len(near), BLOCK, BLOCK, BLOCK)
+        solid = self._solid(near, cells).reshape(shape) & seen
+        columns = np.where(seen.any(3), _SEEN, Grid2D.UNKNOWN).astype(np.int8)
+        columns[(seen & lowest[:, None, None, :]).any(3)] = Grid2D.FREE
+        columns[solid.any(3)] = Grid2D.OCCUPIED
         return slots, columns.reshape(len(near), BLOCK * BLOCK)
 
     def state(self):
