@@ -53,7 +53,8 @@ def _nodes(context):
         with layout:
             layout.write(rviz_config(RVIZ_LAYOUT.read_text(), values, namespace, name, remappings))
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace,
-                            arguments=["-d", layout.name], output="log"))
+                            arguments=["-d", layout.name], output="log",
+                            parameters=[{"use_sim_time": bool(values.get("use_sim_time", False))}]))  # the node's clock
     return actions
 
 

@@ -186,7 +186,10 @@ def export_onnx(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    model = load_model(args.weights, "cpu")
+    try:
+        model = load_model(args.weights, "cpu")
+    except (FileNotFoundError, ValueError) as err:  # no checkpoint there, or one that cannot be used
+        raise SystemExit(f"export-onnx: {err}") from None
     loaded = time.perf_counter() - start
     manifest = export(model, args.out, args.views, args.height, args.width, args.dynamic_views,
                       [parse_combination(c) for c in args.inputs.split(",")], args.exporter)

@@ -108,7 +108,8 @@ ENDPOINTS = {
                        "the TF frames below", {"tf_output": _TF_ON}),
     "diagnostics": Endpoint("publisher", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "depth10",
                             "pipeline, per camera, sync, tf and depth statuses at 1 Hz, named after the node's full "
-                            "name (/robot1/mapanything: pipeline); hardware_id: the backend's device"),
+                            "name (/robot1/mapanything: pipeline); hardware_id: the sensor a status is about (a camera's "
+                            "image topic, the LiDAR's topic), else the backend's device"),
     # services
     "reset": Endpoint("service", "~/reset", "std_srvs/srv/Trigger", "",
                       "clear the window, the map, the captures waiting for TF and the buffered dynamic TF"),

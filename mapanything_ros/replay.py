@@ -207,7 +207,7 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
                                  f"beside it); its image topics: {images}")
         found = settings.problems(values)
         if found:
-            raise ValueError("bad parameters: " + "; ".join(found))
+            raise ValueError("bad parameters: " + "; ".join(found.values()))
         if write_bag and (out / "bag").exists():
             raise ValueError(f"{out / 'bag'} exists: remove it or choose another output directory")
         runtime, made = None, backend is None

@@ -209,11 +209,12 @@ def short_repr(value, limit=60):
 
 
 def problems(values):
-    """Every reason the parameter set `values` cannot run (a required one unset included)."""
-    found = [check(n, v) for n, v in values.items() if n != "cameras" or v is not None]
+    """{name: why} of every parameter in `values` that cannot run (a required one unset included)."""
+    found = {n: check(n, v) for n, v in values.items() if n != "cameras" or v is not None}
     if values.get("cameras") is None:
-        found.append("parameter cameras (string[]) is required")
-    return [p for p in found if p]
+        found["cameras"] = ("parameter cameras (string[]) is required: the camera namespaces, e.g. "
+                            "-p cameras:=\"[front_optical]\" or cameras: [front_optical] in the parameter file")
+    return {n: p for n, p in found.items() if p}
 
 
 def defaults():

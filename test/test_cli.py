@@ -68,6 +68,16 @@ def test_replay_refuses_bad_parameters(tmp_path):
         main(["replay", str(tmp_path), "-p", "no_such:=1"])
 
 
+def test_export_onnx_says_where_it_looked_for_missing_weights(tmp_path, monkeypatch):
+    """No checkpoint: one line naming the command and the places looked at, no traceback."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match=r"^export-onnx: .*facebook/map-anything"):
+        main(["export-onnx", "--weights", "facebook/map-anything", str(tmp_path / "onnx")])
+    with pytest.raises(SystemExit, match=r"^export-onnx: .*"):
+        main(["export-onnx", "--weights", str(tmp_path / "nowhere"), str(tmp_path / "onnx")])
+
+
 @pytest.mark.skipif(not os.environ.get("MAPANYTHING_ROS_ENV"), reason="PATH holds the console scripts in tools/dev")
 def test_console_scripts_are_on_the_path():
     """The README's commands (mapanything_node, mapanything_player, ...) run as written in tools/dev."""

@@ -163,7 +163,7 @@ def test_parse_cameras_round_trips_every_format(names):
 
 def test_node_overrides_drop_empty_arguments_and_type_the_rest():
     values = {name: default for name, (default, _) in OVERRIDES.items()}
-    assert node_overrides(values) == {"use_sim_time": False}
+    assert node_overrides(values) == {}  # use_sim_time too: the file's value stays (false when not there)
     values.update(cameras="front_optical", backend=" oracle ", use_sim_time="True", lidar_topic="/os/points")
     assert node_overrides(values) == {"cameras": ["front_optical"], "backend": "oracle", "use_sim_time": True,
                                       "lidar_topic": "/os/points"}
@@ -308,10 +308,14 @@ launch_fixture = launch_pytest.fixture if launch_pytest else pytest.fixture
 
 
 @launch_fixture
-def mapping_launch(installed):
+def mapping_launch(installed, tmp_path):
     """mapping.launch.py with the oracle backend, two cameras, a LiDAR, a remapped image topic and
-    rviz:=true (rviz2 is not installed here: the launch says so and goes on), in /launch_test."""
-    return _launch(installed / "launch" / "mapping.launch.py", backend="oracle", device="cpu",
+    rviz:=true (rviz2 is not installed here: the launch says so and goes on), in /launch_test; its
+    config the installed preset with use_sim_time: true added."""
+    config = tmp_path / "mapping.yaml"
+    config.write_text(yaml.safe_dump({"/**": {"ros__parameters": {**_parameters(installed / "config" / "mapping.yaml"),
+                                                                  "use_sim_time": True}}}))
+    return _launch(installed / "launch" / "mapping.launch.py", config=str(config), backend="oracle", device="cpu",
                    cameras="front_optical left_fisheye_optical", namespace="launch_test", depth_source="lidar",
                    lidar_topic="/os/points", world_frame="launch_odom",
                    remappings="front_optical/image_raw:=/cam0/image_raw", rviz="true")
@@ -332,11 +336,13 @@ def _launch_test(fixture):
 
 @_launch_test(mapping_launch)
 def test_mapping_launch_brings_up_the_node(probe):
-    got = _node_parameters(probe, "/launch_test/mapanything",
-                           ["cameras", "backend", "window_size", "depth_source", "lidar_topic", "world_frame"])
-    # cameras:= with one string became a string array; backend:= and the others won over the preset
+    got = _node_parameters(probe, "/launch_test/mapanything", ["cameras", "backend", "window_size", "depth_source",
+                                                               "lidar_topic", "world_frame", "use_sim_time"])
+    # cameras:= with one string became a string array; backend:= and the others won over the preset;
+    # use_sim_time, not given, is the file's
     assert got == {"cameras": ["front_optical", "left_fisheye_optical"], "backend": "oracle", "window_size": 8,
-                   "depth_source": "lidar", "lidar_topic": "/os/points", "world_frame": "launch_odom"}
+                   "depth_source": "lidar", "lidar_topic": "/os/points", "world_frame": "launch_odom",
+                   "use_sim_time": True}
     assert probe.count_subscribers("/cam0/image_raw") == 1 and probe.count_subscribers("/os/points") == 1
     assert probe.count_subscribers("/launch_test/front_optical/image_raw") == 0
 

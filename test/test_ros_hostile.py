@@ -334,8 +334,23 @@ def test_start_up_values_are_reported_not_raised():
         r.close()
 
 
+def test_parameter_descriptors_state_both_bounds():
+    """`ros2 param describe` shows every bound the node checks: a closed range as rclpy's range,
+    an open lower bound in words with the upper one (ROS ranges are closed)."""
+    from mapanything_ros.ros.params import descriptor
+
+    for name, spec in settings.SPECS.items():
+        d = descriptor(name, spec)
+        if spec.low_open:
+            assert not d.floating_point_range and d.additional_constraints == f"> {spec.low} and <= {spec.high}", name
+        elif spec.low is not None:
+            (bound,) = d.integer_range or d.floating_point_range
+            assert (bound.from_value, bound.to_value) == (spec.low, min(spec.high, 1.7976931348623157e308)), name
+    assert descriptor("sync_slop", settings.SPECS["sync_slop"]).additional_constraints == "> 0.0 and <= 10.0"
+
+
 @pytest.mark.parametrize("cameras, text", [
-    (None, "parameter cameras (string[]) is required"),
+    (None, 'parameter cameras (string[]) is required: the camera namespaces, e.g. -p cameras:="[front_optical]"'),
     ("front_optical", 'parameter cameras (string_array): got the string \'front_optical\'; give a list, '
                       'e.g. cameras:="[front_optical]"'),
 ])
@@ -345,6 +360,7 @@ def test_cameras_missing_or_a_string_is_reported_not_raised(cameras, text):
     r = Rig({"cameras": cameras})
     try:
         assert r.node.fatal.startswith("bad parameters") and text in r.node.fatal, r.node.fatal
+        assert r.node.fatal.count("parameter cameras") == 1, r.node.fatal  # one reason, not "required" too
         r.assert_problem("pipeline", ERROR, "bad parameters")
     finally:
         r.close()

@@ -542,12 +542,15 @@ def test_qos_follows_ros_qos_overrides():
     output's QoS; the node does not call them unknown parameters."""
     r = Rig({"qos": "sensor_data",
              f"qos_overrides./{CAM}/image_raw.subscription.reliability": "reliable",
-             "qos_overrides./mapanything/points.publisher.reliability": "best_effort"})
+             "qos_overrides./mapanything/points.publisher.reliability": "best_effort",
+             "qos_overrides./tf.subscription.reliability": "best_effort"})
     try:
         (sub,) = r.node.get_subscriptions_info_by_topic(f"/{CAM}/image_raw")
         (pub,) = r.node.get_publishers_info_by_topic("/mapanything/points")
         assert sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
         assert pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # (reliable by default)
+        tf = [i for i in r.node.get_subscriptions_info_by_topic("/tf") if i.node_name == r.node.get_name()]
+        assert [i.qos_profile.reliability for i in tf] == [ReliabilityPolicy.BEST_EFFORT]  # /tf too
         info = r.node.get_subscriptions_info_by_topic(f"/{CAM}/camera_info")[0]
         assert info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # the qos parameter's
         assert r.node.fatal is None and "unknown parameters" not in " ".join(

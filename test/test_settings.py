@@ -22,7 +22,7 @@ def write(tmp_path, text):
 @pytest.mark.parametrize("name", ["mapping.yaml", "depth_completion.yaml", "image_only.yaml"])
 def test_presets_load_over_the_defaults(name):
     values = settings.load_params_file(CONFIG / name)
-    assert set(values) == set(settings.SPECS) and settings.problems(values) == []
+    assert set(values) == set(settings.SPECS) and settings.problems(values) == {}
     assert values["cameras"] == ["front_optical", "left_fisheye_optical"]
 
 
@@ -61,10 +61,12 @@ def test_a_file_for_other_nodes_is_refused(tmp_path):
 
 def test_required_cameras_and_bad_values_are_problems():
     values = settings.defaults()
-    assert settings.problems(values) == ["parameter cameras (string[]) is required"]
-    assert settings.problems({**values, "cameras": ["a", "a"], "device": "gpu"}) == [
-        "cameras must be a non-empty list of distinct namespaces, got ['a', 'a']",
-        "device must be auto, cpu, cuda or cuda:N, got 'gpu'"]
+    assert settings.problems(values) == {"cameras": "parameter cameras (string[]) is required: the camera namespaces, "
+                                                    "e.g. -p cameras:=\"[front_optical]\" or cameras: [front_optical] "
+                                                    "in the parameter file"}
+    assert settings.problems({**values, "cameras": ["a", "a"], "device": "gpu"}) == {
+        "cameras": "cameras must be a non-empty list of distinct namespaces, got ['a', 'a']",
+        "device": "device must be auto, cpu, cuda or cuda:N, got 'gpu'"}
 
 
 def test_pipeline_config_and_sync_follow_the_parameters():

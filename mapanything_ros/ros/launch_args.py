@@ -19,7 +19,7 @@ OVERRIDES = {
     **{name: ("", SPECS[name].description + _FROM_FILE)
        for name in ("backend", "weights", "device", "onnx_providers", "depth_source", "lidar_topic",
                     "world_frame", "map_frame", "tf_output")},
-    "use_sim_time": ("false", "use /clock (true for bags and the synthetic player)"),
+    "use_sim_time": ("", "use /clock (true for bags and the synthetic player)" + _FROM_FILE + ", false if not there"),
 }
 
 # A relative or absolute ROS namespace: tokens of letters, digits and underscores, not starting

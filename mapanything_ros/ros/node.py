@@ -111,7 +111,7 @@ class _MapAnything:
     def _configure(self):
         """Check the parameters, load the backend, make the session; None, or why it failed."""
         self.p = params.current(self)  # runtime ones may have been set since start-up
-        problems = list(self._declared.values()) + settings.problems(self.p)
+        problems = list({**settings.problems(self.p), **self._declared}.values())  # rclpy's refusal, where it refused
         if problems:
             return "bad parameters: " + "; ".join(problems)
         try:

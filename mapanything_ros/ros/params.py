@@ -31,8 +31,8 @@ def descriptor(name, spec):
         d.additional_constraints = "one of: " + ", ".join(spec.choices)
     elif spec.multiple_of:
         d.additional_constraints = f"multiple of {spec.multiple_of}"
-    elif spec.low_open:
-        d.additional_constraints = f"> {spec.low}"
+    elif spec.low_open:  # (ROS ranges are closed: the bounds go in words)
+        d.additional_constraints = f"> {spec.low}" + (f" and <= {spec.high}" if spec.high is not None else "")
     if spec.low is not None and not spec.low_open:
         if isinstance(spec.default, int) and not isinstance(spec.default, bool):
             d.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),

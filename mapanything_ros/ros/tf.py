@@ -21,6 +21,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.time import Time
 from tf2_msgs.msg import TFMessage
 
@@ -97,10 +98,12 @@ class TfLookup(abc.ABC):
     def __init__(self, node, accept=lambda tf, static: True):
         self._accept = accept
         group = MutuallyExclusiveCallbackGroup()
+        overrides = QoSOverridingOptions.with_default_policies()  # qos_overrides./tf.subscription.*, as other topics
         self.subscriptions = [  # the node destroys them when it lets the lookup go
-            node.create_subscription(TFMessage, "/tf", lambda m: self._add(m, False), TF_QOS, callback_group=group),
+            node.create_subscription(TFMessage, "/tf", lambda m: self._add(m, False), TF_QOS, callback_group=group,
+                                     qos_overriding_options=overrides),
             node.create_subscription(TFMessage, "/tf_static", lambda m: self._add(m, True), TF_STATIC_QOS,
-                                     callback_group=group),
+                                     callback_group=group, qos_overriding_options=overrides),
         ]
 
     @abc.abstractmethod
