@@ -88,10 +88,17 @@ ENCODINGS = tuple(_COLOR) + tuple(f"bayer_{p}{b}" for b in (8, 16) for p in _BAY
 
 def transform_refusal(tf, latest_ns=None):
     """(kind, message) when a geometry_msgs/TransformStamped must not enter a TF buffer, else None:
-    non-finite values ("nan"), a rotation quaternion of squared length off 1 by more than tf2's
-    QUATERNION_TOLERANCE ("quaternion"), a stamp after latest_ns ("future"; None: no limit)."""
+    an empty frame id ("empty_frame") or a frame's transform to itself ("self_transform"), which
+    tf2 refuses with an error line for every one (a leading '/' stripped as it strips it);
+    non-finite values ("nan"); a rotation quaternion of squared length off 1 by more than tf2's
+    QUATERNION_TOLERANCE ("quaternion"); a stamp after latest_ns ("future"; None: no limit)."""
     t, r = tf.transform.translation, tf.transform.rotation
     name = f"{tf.header.frame_id or '?'} <- {tf.child_frame_id or '?'}"
+    parent, child = (f[1:] if f.startswith("/") else f for f in (tf.header.frame_id, tf.child_frame_id))
+    if not parent or not child:
+        return "empty_frame", f"transform {name} refused: its {'parent' if not parent else 'child'} frame id is empty"
+    if parent == child:
+        return "self_transform", f"transform {name} refused: a frame's transform to itself"
     if not all(math.isfinite(v) for v in (t.x, t.y, t.z, r.x, r.y, r.z, r.w)):
         return "nan", f"transform {name} with non-finite values refused"
     norm = math.sqrt(r.x * r.x + r.y * r.y + r.z * r.z + r.w * r.w)

@@ -477,6 +477,9 @@ class Pipeline:
         truncation, block, memory bound). Map work pending for the old map is dropped; mapping goes
         on into the loaded one; a window in another frame (a chain map under poses, or any new chain
         segment) clears it, as it would the map it replaces."""
+        for name, kind in (("pose_frame", np.str_), ("stamp_ns", np.integer)):  # before anything is replaced
+            if name not in state or np.ndim(state[name]) != 0 or not np.issubdtype(np.asarray(state[name]).dtype, kind):
+                raise ValueError(f"the map's {name} is missing or not a single {kind.__name__}")
         with self._chain_lock, self._map_lock:
             self._map.load_state(state)
             self._map_changed()

@@ -230,6 +230,17 @@ def test_second_round_findings_in_the_same_node(hostile, tmp_path):
     h.r.publish("/tf", TFMessage(transforms=[nan]), qos=TF_QOS)
     h.expect("tf", WARN, "with non-finite values refused")
     h.good()
+    # Transforms tf2 refuses with an error line each (50 of each): refused first, said in at most BURST lines a kind.
+    bad = [matrix_to_transform(np.eye(4), *frames, now) for frames in (("odom", "odom"), ("/odom", "odom"),
+                                                                       ("", "base_link"), ("odom", ""))]
+    for _ in range(50):
+        h.r.publish("/tf", TFMessage(transforms=bad), qos=TF_QOS)
+    h.r.spin(0.5)
+    h.expect("tf", WARN, "refused: a frame's transform to itself")
+    h.expect("tf", WARN, "frame id is empty")
+    said = [m.msg for m in h.log if "refused" in m.msg and ("<- ?" in m.msg or "? <-" in m.msg or "itself" in m.msg)]
+    assert 0 < len(said) <= 2 * BURST and not [m for m in h.log if "TF_SELF_TRANSFORM" in m.msg or "TF_NO_" in m.msg], said
+    h.good()
     # Ten frame ids that each appear once (a driver naming frames by a UUID): at most BURST lines.
     for k in range(10):
         h.send(image=h.image(time.time_ns(), frame_id=f"ghost_{k:04x}-4e1a-9b2c-{k:012x}"), spin=0.05)
@@ -329,6 +340,24 @@ def test_start_up_values_are_reported_not_raised():
                      "map_publish_rate", "tf_timeout"):
             assert text in fatal, (text, fatal)
         assert "Type." not in fatal
+        r.assert_problem("pipeline", ERROR, "bad parameters")
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("given, text", [
+    ({"cameras": ["cam-1", "front_optical"]}, "parameter cameras: 'cam-1/image_raw' is not a valid topic name"),
+    ({"cameras": ["2nd_cam"]}, "parameter cameras: '2nd_cam/image_raw' is not a valid topic name"),
+    ({"cameras": ["front_optical/"]}, "parameter cameras: 'front_optical//image_raw' is not a valid topic name"),
+    ({"depth_source": "lidar", "lidar_topic": "velodyne-points"},
+     "parameter lidar_topic: 'velodyne-points' is not a valid topic name"),
+])
+def test_names_that_make_no_topic_are_reported_not_raised(given, text):
+    """Camera namespaces or a LiDAR topic that make no valid ROS topic name: the node's one-line
+    report naming the parameter (they used to end the process in rclpy's exception)."""
+    r = Rig(given)
+    try:
+        assert r.node.fatal.startswith("bad parameters") and text in r.node.fatal, r.node.fatal
         r.assert_problem("pipeline", ERROR, "bad parameters")
     finally:
         r.close()

@@ -302,6 +302,47 @@ def test_a_saved_map_loads_back_exactly_and_mapping_goes_on(scene, tmp_path):
     assert len(again.session.pipeline.map) > 0 and len(coarse.session.pipeline.map) == 0
 
 
+def test_crafted_map_files_are_refused_and_leave_the_map(scene, tmp_path):
+    """Map files a hostile tester made from a saved one: a scalar turned into an array, an array
+    dropped, half the blocks with a bad stamp, an array whose header declares terabytes. Each is
+    refused with a ValueError naming what is wrong, and the map stays as it was (no half load)."""
+    import io
+    import zipfile
+
+    feed = Feed(scene)
+    for k in range(3):
+        feed.capture(k)
+    feed.session.save_map(tmp_path / "map.npz")
+    with np.load(tmp_path / "map.npz") as data:
+        good = {k: data[k] for k in data.files}
+    half = len(good["keys"]) // 2
+    cases = {
+        "voxel_size": ({**good, "voxel_size": np.array([0.05, 0.05])}, "voxel_size is not a number"),
+        "front": ({k: v for k, v in good.items() if k != "front"}, r"lacks \['front'\]"),
+        "stamp": ({**good, **{k: good[k][:half] for k in ("keys", "tsdf", "weight", "rgb", "looks", "front")},
+                   "stamp_ns": np.array([1, 2])}, "stamp_ns is missing or not a single integer"),
+        "frame": ({**good, "pose_frame": np.array(3)}, "saved in frame .odom.; this node maps 3 poses"),
+    }
+    before = feed.session.pipeline.map.state()
+    for name, (state, text) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **state)
+        with pytest.raises(ValueError, match=text):
+            feed.session.load_map(tmp_path / f"{name}.npz")
+    # a member whose header declares 51e12 float32 values, a few bytes stored
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (51_000_000_000_000,)})
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z:
+        for k, v in good.items():
+            with z.open(k + ".npy", "w") as f:
+                np.lib.format.write_array(f, v)
+        z.writestr("tsdf2.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + b"\0" * 64)
+    with pytest.raises(ValueError, match="declares"):
+        feed.session.load_map(tmp_path / "huge.npz")
+    after = feed.session.pipeline.map.state()
+    for name in ("keys", "tsdf", "weight", "front"):
+        np.testing.assert_array_equal(after[name], before[name])
+
+
 def test_a_keyframe_too_large_for_the_map_bound_is_said(scene):
     """A map voxel so fine that one keyframe's blocks pass map_max_voxels: the map keeps only the
     keyframe's nearest blocks and forgets the rest; that is said (not an empty map in silence)."""

@@ -836,8 +836,16 @@ class TsdfMap:
         blocks than max_blocks); raises ValueError otherwise, leaving the map as it was. A map of
         the first format (saved before `front` was kept) takes every observed voxel as seen in front
         of a surface: its surface is what it was."""
-        if str(state["format"]) not in FORMATS:
-            raise ValueError(f"not a {FORMAT} map: format {state['format']}")
+        if "format" not in state or str(state["format"]) not in FORMATS:
+            raise ValueError(f"not a {FORMAT} map: format {state.get('format')}")
+        scalars = ("voxel_size", "truncation", "truncation_ratio", "block")
+        arrays = ("keys", "tsdf", "weight", "rgb", "looks") + (("front",) if str(state["format"]) == FORMAT else ())
+        missing = sorted(set(scalars + arrays) - set(state))
+        if missing:
+            raise ValueError(f"the map lacks {missing}")
+        for name in scalars:
+            if np.ndim(state[name]) != 0 or not np.issubdtype(np.asarray(state[name]).dtype, np.number):
+                raise ValueError(f"the map's {name} is not a number: {state[name]!r:.60}")
         for name, mine in (("voxel_size", self.voxel_size), ("truncation", self.truncation),
                            ("truncation_ratio", self.truncation_ratio), ("block", BLOCK)):
             if not np.isclose(float(state[name]), mine):

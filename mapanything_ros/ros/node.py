@@ -114,12 +114,14 @@ class _MapAnything:
         problems = list({**settings.problems(self.p), **self._declared}.values())  # rclpy's refusal, where it refused
         if problems:
             return "bad parameters: " + "; ".join(problems)
+        self.cameras = list(self.p["cameras"])
+        problems = self._resolve_topics()
+        if problems:
+            return "bad parameters: " + "; ".join(problems)
         try:
             backend, self.runtime = make_backend(self.p)
         except Exception as err:  # the node stays up to report it (missing weights, bad device, ...)
             return f"backend {self.p['backend']!r} could not start: {err}"
-        self.cameras = list(self.p["cameras"])
-        self._resolve_topics()
         sim = self.get_parameter("use_sim_time").value
         hint = ("node's sim (/clock) clock: is /clock from the same source as the stamps?" if sim else
                 "node's system clock: for a bag or a simulator set use_sim_time:=true and publish /clock "
@@ -249,17 +251,26 @@ class _MapAnything:
         return interface.enabled(interface.ENDPOINTS[key], self.p)
 
     def _resolve_topics(self):
-        """The input topics' resolved names (for messages naming them) and the inputs' QoS."""
+        """The input topics' resolved names (for messages naming them) and the inputs' QoS; returns
+        why a parameter makes no valid topic name (rclpy's reason), one line per parameter."""
         self._input_qos = qos_profile_sensor_data if self.p["qos"] == "sensor_data" else RELIABLE_QOS
         image = "image_compressed" if self._enabled("image_compressed") else "image"
-        self._topics = {}
+        wanted = {}  # (key, source): (parameter, name)
         for cam in self.cameras:
-            self._topics["image", cam] = self.resolve_topic_name(self._name(image, cam))
-            self._topics["info", cam] = self.resolve_topic_name(self._name("camera_info", cam))
+            wanted["image", cam] = "cameras", self._name(image, cam)
+            wanted["info", cam] = "cameras", self._name("camera_info", cam)
             if self._enabled("depth_image"):
-                self._topics["depth", cam] = self.resolve_topic_name(self._name("depth_image", cam))
+                wanted["depth", cam] = "depth_image_topic", self._name("depth_image", cam)
         if self._enabled("lidar"):
-            self._topics["depth", LIDAR_SOURCE] = self.resolve_topic_name(self._name("lidar"))
+            wanted["depth", LIDAR_SOURCE] = "lidar_topic", self._name("lidar")
+        self._topics, problems = {}, {}
+        for key, (parameter, name) in wanted.items():
+            try:
+                self._topics[key] = self.resolve_topic_name(name)
+            except Exception as err:  # rclpy's InvalidTopicNameException, or its RCLError for names it cannot expand
+                problems.setdefault(parameter, f"parameter {parameter}: {name!r} is not a valid topic name "
+                                               f"({str(err).splitlines()[0]})")
+        return list(problems.values())
 
     def _make_io(self):
         p = self.p
@@ -645,7 +656,11 @@ class MapAnythingLifecycleNode(_MapAnything, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_configure(self, state):
-        failure = self._configure()
+        try:
+            failure = self._configure()
+        except Exception:  # logged (rclpy drops it unsaid); on_error releases what was made
+            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.ERROR
         if failure is not None:
             self.fatal = failure
             self.get_logger().error(f"configure failed: {failure}")

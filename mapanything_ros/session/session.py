@@ -35,6 +35,7 @@ image stamp of its reference view, the view its poses are anchored at; camera_re
 each camera's image stamp; the map the stamp of the newest window inserted into it.
 """
 
+import math
 import os
 import shutil
 import tempfile
@@ -520,6 +521,7 @@ class Session:
                 raise ValueError(f"{path} is not a numpy .npz file")
         try:
             with np.load(path, allow_pickle=False) as data:
+                _check_sizes(data)
                 state = {k: data[k] for k in data.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"{path} cannot be read as a saved map: {err}") from None
@@ -583,6 +585,21 @@ def _transforms(recon, values, frame_id, stamp_ns):
         return [(recon.poses[i], frame_id, interface.resolve(child, values, frame_id=recon.frames[i].frame_id),
                  recon.frames[i].stamp_ns) for i in recon.selected]
     return []
+
+
+def _check_sizes(npz):
+    """Raise ValueError when an array of the open .npz file `npz` declares more bytes than the file
+    holds for it (a damaged or crafted header: numpy would allocate what it declares first)."""
+    headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    for name in npz.files:
+        info = npz.zip.getinfo(name + ".npy")
+        with npz.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in headers:
+                raise ValueError(f"array {name!r} has .npy version {version}, which maps are not saved in")
+            shape, _, dtype = headers[version](f)
+        if math.prod(shape) * dtype.itemsize > info.file_size:
+            raise ValueError(f"array {name!r} declares {shape} {dtype}, more than the {info.file_size} bytes stored")
 
 
 def _map_path(path, directory, must_exist=False):
