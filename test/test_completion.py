@@ -79,6 +79,39 @@ def test_confidence_weights_the_field():
     assert np.mean(np.abs(pred[right] * fix.factor[right] / z[right] - 1)) < 0.004
 
 
+@pytest.mark.parametrize("unit", [1000.0, 1e-3, 4.5])
+def test_a_measurement_in_another_unit_corrects_nothing(unit):
+    """Measured depth in millimetres (or km, or 4.5 times off): refused, factor 1, no pixel agrees;
+    within MAX_SCALE it is a scale to correct."""
+    z, measured = plane(np.random.default_rng(3))
+    fix = correct(z, measured * np.float32(unit), np.ones_like(z))
+    assert fix.refused and fix.factor == 1.0 and len(fix.agree_index) == 0 and fix.tolerance == 0.0
+    assert fix.scale == pytest.approx(unit, rel=1e-4)
+    near = correct(z, measured * np.float32(3.5), np.ones_like(z), CompletionConfig(dense=False))
+    assert not near.refused and near.scale == pytest.approx(3.5, rel=1e-4)
+
+
+def test_reconstruct_keeps_no_measurement_in_another_unit(scene, frames):
+    """LiDAR depth in millimetres through reconstruct with completion, alignment and keep_measured:
+    the published depth and points stay the prediction's, no measured value is put back."""
+    from dataclasses import replace
+
+    batch = assemble(frames, BatchConfig(long_side=140))
+    pred = OracleBackend(scene).predict(batch)
+    mm = assemble([replace(f, sparse_depth=None if f.sparse_depth is None else f.sparse_depth * 1000) for f in frames],
+                  BatchConfig(long_side=140))
+    plain = reconstruct(batch, pred)
+    fixed = reconstruct(mm, pred, completion=CompletionConfig(), align_to_measured=True, keep_measured=True)
+    assert any(f.sparse_depth is not None for f in frames)
+    for i, f in enumerate(frames):
+        if f.sparse_depth is None:
+            continue
+        assert fixed.correction(i).refused
+        np.testing.assert_array_equal(fixed.model_depth(i), plain.model_depth(i))
+        depth = fixed.view(i).depth
+        assert np.nanmax(depth) < 100 and np.nanmax(depth) == np.nanmax(plain.view(i).depth)
+
+
 def test_reconstruct_carries_the_correction_to_depth_points_and_kept_measurements(scene, frames):
     batch = assemble(frames, BatchConfig(long_side=140))
     truth = OracleBackend(scene).predict(batch)

@@ -363,6 +363,25 @@ def test_names_that_make_no_topic_are_reported_not_raised(given, text):
         r.close()
 
 
+def test_lidar_in_millimetres_is_said_and_not_used():
+    """A LiDAR driver that sends millimetres (the depth-completion preset's settings): the node says
+    so on /diagnostics and in the log, and publishes the prediction's depth, not 1000 times it (the
+    map was carved away by depths of kilometres, silently)."""
+    r = Rig({"backend": "oracle", "image_transport": "compressed", "depth_source": "lidar", "depth_tolerance": 0.2,
+             "keyframe_interval": 0.05, "window_size": 2, "tf_timeout": 0.3, "depth_correction": "field",
+             "keep_measured_depth": True, "align_to_measured_depth": True})
+    try:
+        h = Hostile(r, make_scene("small", 0))
+        h.points = h.points * 1000.0
+        h.good()
+        h.expect("depth", WARN, "times the prediction (more than 4x apart): not used; check its unit")
+        depth = r.got[f"/mapanything/{CAM}/depth"][-1]
+        values = np.frombuffer(bytes(depth.data), np.float32)
+        assert np.nanmax(values) < 20, np.nanmax(values)  # the small room's depths, not the LiDAR's 2000 m
+    finally:
+        r.close()
+
+
 def test_parameter_descriptors_state_both_bounds():
     """`ros2 param describe` shows every bound the node checks: a closed range as rclpy's range,
     an open lower bound in words with the upper one (ROS ranges are closed)."""

@@ -7,7 +7,8 @@ view, in log-depth residuals r = log(measured) - log(predicted):
 
 1. `align`: the view's scale, exp(c), c the mean residual over the inliers of a robust fit (a
    median, then residuals within OUTLIER_SIGMAS robust sigmas of it; sigma = 1.4826 · MAD, at
-   least MIN_SIGMA), so occluded or badly compensated LiDAR points do not pull it.
+   least MIN_SIGMA), so occluded or badly compensated LiDAR points do not pull it. Beyond
+   MAX_SCALE the measurement, not the prediction, is taken to be wrong: nothing is corrected.
 2. `dense`: what varies across the image: the inlier residuals spread by normalised convolution
    (Knutsson & Westin, CVPR 1993): Gaussian-weighted mean of the residuals around each pixel,
    sigma `radius` of the image's long side, weighted by the network's confidence; where the
@@ -37,6 +38,11 @@ MIN_AGREE = 0.01  # a measured pixel within this relative error of the correctio
 # 0.01 gave 0.58 x the raw AbsRel, 0.001 0.50, 0.0002 0.49).
 SUPPORT = 0.0005
 CELL_PER_SIGMA = 4  # the field's grid: cells of sigma / this pixels
+# A view whose measured depth is more than this many times (or less than 1 / this) its prediction,
+# on the robust fit of step 1, is not corrected, and none of its measured pixels agree: no
+# network's metric scale errs that much, a depth in the wrong unit does (millimetres for metres:
+# 1000; `refused`, which the node reports).
+MAX_SCALE = 4.0
 # Scale corrections (log depth) within this of 0 are not applied, and the residual field is
 # shrunk by it towards 0: measured pixels put at model pixel centres and min-pooled differ from
 # the surface there by about ±1 % (5-95 %) and their median by up to 0.15 % per view on exact
@@ -61,7 +67,8 @@ class Correction:
     predicted depth by it; agree_index (K,) flat indices of the measured pixels consistent with the
     corrected prediction (`agree`: as an (H, W) mask), those within `tolerance` (relative) of it;
     scale: exp(c) of step 1; measured: how many pixels had both. "Corrected" here: with the fitted
-    field, before it is shrunk by BIAS_FLOOR (at most that much apart)."""
+    field, before it is shrunk by BIAS_FLOOR (at most that much apart). refused: the scale lies
+    beyond MAX_SCALE, so the factor is 1 and no pixel agrees."""
 
     factor: object
     agree_index: np.ndarray
@@ -69,6 +76,7 @@ class Correction:
     scale: float
     measured: int
     tolerance: float
+    refused: bool = False
 
     @property
     def agree(self):
@@ -97,7 +105,10 @@ def correct(z, measured, confidence, config=CompletionConfig()):
     if not len(index):
         return None
     inlier = _inliers(r, np.median(r))
-    c = float(significant(np.mean(r[inlier]))) if config.align else 0.0
+    fit = float(np.mean(r[inlier]))
+    if abs(fit) > np.log(MAX_SCALE):
+        return Correction(1.0, np.zeros(0, np.int64), shape, float(np.exp(fit)), len(index), 0.0, refused=True)
+    c = float(significant(fit)) if config.align else 0.0
     keep, at_measured, factor = inlier, 0.0, float(np.exp(c))
     if config.dense:
         weights = np.nan_to_num(np.asarray(confidence, np.float32).reshape(-1).take(index), nan=0.0)

@@ -63,7 +63,7 @@ from ..geometry.camera import ModelPixels
 from ..geometry.resize import edge_jumps
 from ..geometry.resample import nearest, stencil
 from ..geometry.similarity import similarity, similarity_parts, similarity_pose
-from .completion import correct, significant
+from .completion import MAX_SCALE, correct, significant
 from .tsdf import RangeView
 
 try:  # the compiled native resampling (CMakeLists.txt builds it); _to_native does the same in numpy
@@ -403,8 +403,8 @@ def reconstruct(batch, prediction, *, views=None, depth_mode="bilinear", edge_th
         return Reconstruction(batch, prediction, outer, pose_frame, **options)
     recon = Reconstruction(batch, prediction, outer, pose_frame, **{**options, "completion": None})
     scale, residual = _align(recon)
-    if residual is None:
-        return recon
+    if residual is None:  # nothing to align to (completion then refuses a measurement in another unit too)
+        return Reconstruction(batch, prediction, outer, pose_frame, model_cache=recon._model_cache, **options)
     if batch.forward_kwargs.get("use_pose_scale") and all("camera_pose_quats" in p for p in batch.passed):
         # Metric poses were given: their translations are metric, only the depth is scaled.
         return Reconstruction(batch, prediction, outer, pose_frame, scale=scale, residual=residual,
@@ -532,8 +532,9 @@ def _measured(depth):
 
 def _align(recon):
     """(scale, residual): median ratio measured / predicted over the model pixels having both
-    (within completion.BIAS_FLOOR of 1: 1), and the median absolute relative error after scaling. (1.0, None) when no pixel has both. Runs
-    where recon does; only the two figures leave the device."""
+    (within completion.BIAS_FLOOR of 1: 1), and the median absolute relative error after scaling.
+    (1.0, None) when no pixel has both, or when the ratio is beyond MAX_SCALE. Runs where recon
+    does; only the two figures leave the device."""
     pred, meas = [], []
     for i, prep in enumerate(recon.batch.prepared):
         if prep.measured is None:
@@ -547,5 +548,8 @@ def _align(recon):
         return 1.0, None
     xp = arrays.namespace(pred[0])
     pred, meas = xp.concatenate(pred), xp.concatenate(meas)
-    scale = float(np.exp(significant(np.log(arrays.median(meas / pred)))))
+    log_scale = float(np.log(arrays.median(meas / pred)))
+    if abs(log_scale) > np.log(MAX_SCALE):  # a measurement in another unit, not a scale to fit (completion.MAX_SCALE)
+        return 1.0, None
+    scale = float(np.exp(significant(log_scale)))
     return scale, arrays.median(xp.abs(scale * pred - meas) / meas)

@@ -50,6 +50,7 @@ import numpy as np
 from .. import decode, interface
 from ..geometry import se3_compose, se3_inverse
 from ..geometry.rectify import rectification, rectify_depth
+from ..mapping.completion import MAX_SCALE
 from ..mapping.distance import distance_slice
 from ..mapping.ply import PLY_MAGIC, write_mesh_ply, write_ply
 from ..pipeline import Pipeline
@@ -409,6 +410,12 @@ class Session:
                               tuple(_transforms(recon, values, frame_id, result.stamp_ns)))
         if result.map_reset:
             self.report("pipeline", "map_reset", WARN, f"map cleared: {result.map_reset}")
+        for view in cameras:
+            fix = recon.correction(view.index)
+            if fix is not None and fix.refused:
+                self.report("depth", "implausible", WARN,
+                            f"measured depth on {view.camera} is {fix.scale:.3g} times the prediction (more than "
+                            f"{MAX_SCALE:g}x apart): not used; check its unit (metres; 16UC1 depth images millimetres)")
         self.emit(output)
 
     def tf_refusal(self, tf, now_ns, static=False):
