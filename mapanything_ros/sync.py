@@ -269,6 +269,7 @@ class CaptureSync:
                 "images": dict(self._received),
                 "captures": self._captures,
                 "dropped": dict(self._dropped),
+                "latest": dict(self._last),  # each camera's newest image stamp
                 "resets": self._reset_count,
                 "last_reset": self._last_reason,
                 "depth": {s: dict(v) for s, v in self._depth_stats.items()},

@@ -343,6 +343,22 @@ def test_crafted_map_files_are_refused_and_leave_the_map(scene, tmp_path):
         np.testing.assert_array_equal(after[name], before[name])
 
 
+def test_cameras_whose_stamps_never_match_are_said(scene):
+    """Two cameras at 10 Hz whose stamps are 0.55 s apart (50 ms off any pairing: beyond sync_slop):
+    every image is dropped unmatched, no capture is made; that is said with the stamps' offset (it
+    was counted only). In step, nothing is said."""
+    apart, together = Feed(scene, offsets_ms=(0, 550)), Feed(scene)
+    for feed in (apart, together):
+        feed.session.check_silence(START)
+        for k in range(10):
+            feed.capture(k)
+        feed.session.check_silence(START + SEC)
+    said = [r for r in apart.reports if r[1] == "unmatched"]
+    assert len(said) == 1 and said[0][0] == "sync" and said[0][2] == 1, apart.reports  # WARN
+    assert "images dropped unmatched and 0 captures made" in said[0][3] and "+0.550 s" in said[0][3], said
+    assert not [r for r in together.reports if r[1] == "unmatched"] and together.session.sync.stats()["captures"] >= 9
+
+
 def test_a_keyframe_too_large_for_the_map_bound_is_said(scene):
     """A map voxel so fine that one keyframe's blocks pass map_max_voxels: the map keeps only the
     keyframe's nearest blocks and forgets the rest; that is said (not an empty map in silence)."""

@@ -177,6 +177,7 @@ class Session:
         self._after_sync_reset = False
         self._published = 0  # publish thread only
         self._overflows = 0  # pipeline map_overflows already reported
+        self._matching = None  # (images dropped unmatched, captures) at the last check_silence
         self._frames = 0  # frames submitted (keyframes or not)
 
     @property
@@ -385,6 +386,7 @@ class Session:
         timeout = f"for {values['camera_timeout']} s (parameter camera_timeout)"
         with self._lock:
             now_ns = self.message_now(now_ns)
+        self._check_matching()
         for cam in self.sync.silent_cameras(now_ns):
             self.report(f"camera {cam}", "silent", WARN,
                         f"no image on {self._topic('image', cam)} {timeout}: check the driver, the topic "
@@ -396,6 +398,25 @@ class Session:
                         f"no {kind} on {self._topic('depth', source)} {timeout} while images arrive: captures go "
                         f"out without depth; check the driver, the topic (parameter {param}) and qos (a large "
                         "cloud may never arrive best effort: qos:=reliable)")
+
+    def _check_matching(self):
+        """Report cameras whose images arrive but do not make captures: since the last check, more
+        images dropped unmatched than captures made (stamps never within sync_slop of each other:
+        cameras not triggered together, or on different clocks)."""
+        st = self.sync.stats()
+        now, before = (st["dropped"]["unmatched"], st["captures"]), self._matching
+        self._matching = now
+        if before is None or len(self.cameras) < 2:
+            return
+        dropped, made = now[0] - before[0], now[1] - before[1]
+        if dropped >= 2 * len(self.cameras) and dropped > made:
+            latest, first = st["latest"], self.cameras[0]
+            offsets = ", ".join(f"{c} {(latest[c] - latest[first]) / SEC:+.3f} s" for c in self.cameras
+                                if c in latest and first in latest)
+            self.report("sync", "unmatched", WARN,
+                        f"{dropped} images dropped unmatched and {made} captures made since the last check: the "
+                        f"cameras' stamps are not within sync_slop ({self._values['sync_slop']} s) of each other "
+                        f"(newest stamps: {offsets}); trigger the cameras together on one clock, or raise sync_slop")
 
     # ---------------------------------------------------------------- outputs (pipeline publish thread)
 
