@@ -59,8 +59,9 @@ inferred (backend returned), jobs done (result delivered), jobs failed (a map fu
 included), window resets (time going backwards), map resets with
 the last reasons, keyframes dropped before fusion (map_dropped: by a full map queue or by stop();
 work that a clearing, a load or a reset made pointless is not counted), keyframes fused into the map,
-keyframes that alone reached more blocks than the map's memory bound keeps (map_overflows) and
-keyframes that could not be prepared (bad_frames); per-stage
+keyframes that alone reached more blocks than the map's memory bound keeps (map_overflows), keyframes
+whose camera lay beyond the map's extent (map_outside: TsdfMap.extent) and keyframes that could not
+be prepared (bad_frames); per-stage
 latencies in seconds (p50, p95, max over the last `stats_window` jobs that ran the stage).
 """
 
@@ -182,6 +183,7 @@ class Stats:
     map_dropped: int
     map_keyframes: int
     map_overflows: int
+    map_outside: int
     bad_frames: int
     publish_failed: int
     pending: int
@@ -231,7 +233,7 @@ class _Job:
 
 
 COUNTERS = ("captures", "keyframes", "dropped", "inferred", "done", "failed", "window_resets", "map_resets",
-            "map_dropped", "map_keyframes", "map_overflows", "bad_frames", "publish_failed")
+            "map_dropped", "map_keyframes", "map_overflows", "map_outside", "bad_frames", "publish_failed")
 
 
 class Pipeline:
@@ -868,17 +870,19 @@ class Pipeline:
                 self._map_changed()
                 self._map_stamp = self._map_pose_frame = None
                 return
-            overflows = 0
+            overflows = outside = 0
             try:
                 for i in item.indices:
                     self._map.integrate(item.recon.range_view(i, item.confidence_quantile))
                     overflows += self._map.overflow > 0
+                    outside += self._map.outside
             finally:
                 self._map_changed()
             self._map_stamp, self._map_pose_frame = item.stamp_ns, item.pose_frame
         with self._wake:
             self._counts["map_keyframes"] += len(item.indices)
             self._counts["map_overflows"] += overflows
+            self._counts["map_outside"] += outside
             self._latency["map"].append(time.perf_counter() - clock)
 
     def _map_changed(self):

@@ -359,6 +359,36 @@ def test_cameras_whose_stamps_never_match_are_said(scene):
     assert not [r for r in together.reports if r[1] == "unmatched"] and together.session.sync.stats()["captures"] >= 9
 
 
+def test_keyframes_beyond_the_maps_extent_are_said(scene):
+    """A camera posed beyond the map's extent (a UTM-like world frame at 5 mm voxels): the map keeps
+    nothing of it, which is said once with the extent (it was silent)."""
+    feed = Feed(scene, map_voxel_size=0.005)
+    far = np.eye(4)
+    far[0, 3] = 1.01 * feed.session.pipeline.map.extent  # 21.2 km at 5 mm
+    real = feed.scene
+
+    class Far:  # the scene's cameras moved by `far` in odom (TF and the oracle's truth alike)
+        cameras = real.cameras
+
+        def world_from_camera(self, name, stamp):
+            return far @ real.world_from_camera(name, stamp)
+
+        def render(self, name, stamp):
+            return real.render(name, stamp)
+
+    feed.scene = Far()
+    for k in range(3):
+        feed.capture(k)
+    feed.session.check_silence(START + SEC)
+    stats = feed.session.pipeline.stats()
+    said = [r for r in feed.reports if r[1] == "map_outside"]
+    assert stats.map_outside > 0 and len(said) == 1 and said[0][2] == 1, feed.reports  # WARN
+    assert "the map holds ±21 km at map_voxel_size 0.005 m" in said[0][3], said
+    assert feed.session.status_values()["pipeline"]["map_outside"] == stats.map_outside
+    feed.session.check_silence(START + 2 * SEC)  # nothing new: not said again
+    assert len([r for r in feed.reports if r[1] == "map_outside"]) == 1
+
+
 def test_a_keyframe_too_large_for_the_map_bound_is_said(scene):
     """A map voxel so fine that one keyframe's blocks pass map_max_voxels: the map keeps only the
     keyframe's nearest blocks and forgets the rest; that is said (not an empty map in silence)."""

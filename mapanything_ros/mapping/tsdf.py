@@ -149,7 +149,9 @@ class TsdfMap:
     truncation_ratio: the truncation's share of the range; max_weight: the weight cap; max_blocks:
     the memory bound; min_weight: the weight a voxel needs to count as observed. overflow: how
     many blocks the last integrated keyframe reached when they alone were more than an eviction
-    keeps (only its nearest stayed, the rest of the map was lost), else 0.
+    keeps (only its nearest stayed, the rest of the map was lost), else 0. outside: whether the
+    last keyframe's camera lay beyond `extent` (metres from the origin along an axis: the packable
+    block indices, keys.py), where nothing is mapped.
     """
 
     # tsdf, weight, rgb, looks; key, slot, origin, free, fusion stamp (not counted: the last
@@ -208,6 +210,7 @@ class TsdfMap:
         self._source = self._copied_at = None  # a copy(): the map it was (first) copied from, its fusions then
         self._size = 0
         self.overflow = 0  # blocks the last keyframe reached when they alone passed the bound (_allocate)
+        self.outside = False  # the last keyframe's camera lay beyond `extent`
 
     def copy(self):
         """An independent copy: the same parameters and contents, sharing no storage."""
@@ -231,12 +234,19 @@ class TsdfMap:
         return sum(a.nbytes for a in (self._keys, self._slots, self._tsdf, self._weight, self._rgb, self._looks,
                                       self._origin, self._free, self._fused))
 
+    @property
+    def extent(self):
+        """Metres from the origin along each axis that the map can hold (its packable block indices):
+        about ±210 km at 5 cm voxels."""
+        return KEY_OFFSET * BLOCK * self.voxel_size
+
     def integrate(self, view):
         """Fuse a RangeView; returns the number of voxels updated."""
         pose = np.asarray(view.world_from_camera, np.float64)
         rot, origin = pose[:3, :3], pose[:3, 3]
         if not np.isfinite(pose).all():
             raise ValueError("world_from_camera must be finite")
+        self.outside = bool((np.abs(origin) >= self.extent).any())
         ranges = np.asarray(view.ranges, np.float32)
         weights = np.asarray(view.weights, np.float32)
         with np.errstate(invalid="ignore"):

@@ -176,7 +176,7 @@ class Session:
         self._missing_run = {}
         self._after_sync_reset = False
         self._published = 0  # publish thread only
-        self._overflows = 0  # pipeline map_overflows already reported
+        self._overflows = self._outside = 0  # pipeline map_overflows, map_outside already reported
         self._matching = None  # (images dropped unmatched, captures) at the last check_silence
         self._frames = 0  # frames submitted (keyframes or not)
 
@@ -365,10 +365,20 @@ class Session:
                                 "depth_tolerance) of their stamps; check the stamps of both")
 
     def check_map(self):
-        """Report keyframes too large for the map's memory bound since the last call (the node's
-        1 Hz check_silence calls it; the replay at the end)."""
+        """Report keyframes too large for the map's memory bound, and keyframes beyond the map's
+        extent, since the last call (the node's 1 Hz check_silence calls it; the replay at the end)."""
         values = self._values
-        overflows, seen = self.pipeline.stats().map_overflows, self._overflows
+        stats = self.pipeline.stats()
+        outside, seen = stats.map_outside, self._outside
+        self._outside = outside  # (fewer after counters were reset)
+        if outside > seen:
+            extent = self.pipeline.map.extent
+            self.report("pipeline", "map_outside", WARN,
+                        f"a keyframe's camera lies more than {extent / 1000:.3g} km from the origin of the map's "
+                        f"frame along an axis: the map holds ±{extent / 1000:.3g} km at map_voxel_size "
+                        f"{values['map_voxel_size']} m, so nothing there is mapped ({outside} keyframes so far); "
+                        "map in a local frame (world_frame) or raise map_voxel_size")
+        overflows, seen = stats.map_overflows, self._overflows
         self._overflows = overflows  # (fewer after counters were reset)
         if overflows > seen:
             self.report("pipeline", "map_overflow", WARN,
@@ -572,7 +582,7 @@ class Session:
         pipeline = dict(captures=s.captures, keyframes=s.keyframes, windows_done=s.done, windows_failed=s.failed,
                         publish_failed=s.publish_failed, dropped_pipeline_queue=s.dropped, pending=s.pending,
                         window_resets=s.window_resets, map_resets=s.map_resets, map_dropped=s.map_dropped,
-                        map_blocks=s.map_blocks, map_overflows=s.map_overflows)
+                        map_blocks=s.map_blocks, map_overflows=s.map_overflows, map_outside=s.map_outside)
         for stage, latency in s.latency.items():
             pipeline[f"{stage}_latency_p50_s"] = f"{latency['p50']:.4f}"
             pipeline[f"{stage}_latency_p95_s"] = f"{latency['p95']:.4f}"
