@@ -302,6 +302,30 @@ def test_a_saved_map_loads_back_exactly_and_mapping_goes_on(scene, tmp_path):
     assert len(again.session.pipeline.map) > 0 and len(coarse.session.pipeline.map) == 0
 
 
+def test_a_save_removes_what_a_killed_save_left(scene, tmp_path):
+    """A process killed while writing a save leaves its temporary file (hundreds of MB); the next
+    save beside it removes it, and keeps those of running processes and other files."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = (f".mapanything-{gone.pid}-x1y2.npz", f".mapanything-{running.pid}-x3y4.ply", ".mapanything-notes.npz")
+        for name in names:
+            (tmp_path / name).write_bytes(b"partial")
+        feed = Feed(scene)
+        for k in range(3):
+            feed.capture(k)
+        feed.session.save_map(tmp_path / "map.npz")
+        assert [(tmp_path / name).exists() for name in names] == [False, True, True]
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".mapanything-{os.getpid()}-")]
+    finally:
+        running.kill()
+        running.wait()
+
+
 def test_crafted_map_files_are_refused_and_leave_the_map(scene, tmp_path):
     """Map files a hostile tester made from a saved one: a scalar turned into an array, an array
     dropped, half the blocks with a bad stamp, an array whose header declares terabytes. Each is

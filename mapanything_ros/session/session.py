@@ -659,10 +659,34 @@ def _map_path(path, directory, must_exist=False):
     return path
 
 
+TEMP_PREFIX = ".mapanything-"  # + pid + "-" + mkstemp's letters: a save's file before its rename
+
+
+def _remove_orphans(directory):
+    """Remove the temporary files of saves whose process is gone (killed mid-write) from `directory`."""
+    for name in os.listdir(directory):
+        pid = name[len(TEMP_PREFIX):].partition("-")[0] if name.startswith(TEMP_PREFIX) else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # (signal 0: whether it runs)
+        except ProcessLookupError:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
+        except PermissionError:  # another user's running process
+            pass
+
+
 def _replace_atomically(path, write):
     """Call write(binary file) on a new file beside `path`, flush it to disk, give it the mode of
-    the file it replaces (or the umask's), and rename it over `path`; nothing is left on failure."""
-    fd, tmp = tempfile.mkstemp(prefix=".mapanything-", suffix=os.path.splitext(path)[1], dir=os.path.dirname(path))
+    the file it replaces (or the umask's), and rename it over `path`; nothing is left on failure.
+    The new file's name holds this process's id: one that a process killed mid-write left there
+    (its id no longer running) is removed first."""
+    directory = os.path.dirname(path)
+    _remove_orphans(directory)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=os.path.splitext(path)[1], dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
