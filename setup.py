@@ -25,9 +25,9 @@ def extensions():
     modules = re.findall(r"Python3_add_library\((\w+) MODULE WITH_SOABI \$\{PROJECT_NAME\}/(\w+\.c)\)", cmake)
     out = []
     for name, source in modules:
-        options = re.search(rf"target_compile_options\({name} PRIVATE ([^)]*)\)", cmake)
+        options = re.search(rf"target_compile_options\({name} PRIVATE ([^)]*)\)", cmake)  # GCC / Clang ones
         out.append(Extension(f"mapanything_ros.{name}", [f"mapanything_ros/{source}"],
-                             extra_compile_args=options.group(1).split() if options else [],
+                             extra_compile_args=options.group(1).split() if options and os.name == "posix" else [],
                              libraries=["m"] if os.name == "posix" else [], optional=True))
     return out
 

@@ -91,9 +91,13 @@ def test_a_measurement_in_another_unit_corrects_nothing(unit):
     assert not near.refused and near.scale == pytest.approx(3.5, rel=1e-4)
 
 
-def test_reconstruct_keeps_no_measurement_in_another_unit(scene, frames):
-    """LiDAR depth in millimetres through reconstruct with completion, alignment and keep_measured:
-    the published depth and points stay the prediction's, no measured value is put back."""
+@pytest.mark.parametrize("completion, align", [(CompletionConfig(), True), (CompletionConfig(), False),
+                                               (None, True), (None, False)], ids=["field+align", "field", "align",
+                                                                                 "keep-only"])
+def test_reconstruct_keeps_no_measurement_in_another_unit(scene, frames, completion, align):
+    """LiDAR depth in millimetres through reconstruct with keep_measured, with or without completion
+    and alignment: the published depth and points stay the prediction's, no measured value is put
+    back, and refused() says the ratio."""
     from dataclasses import replace
 
     batch = assemble(frames, BatchConfig(long_side=140))
@@ -101,12 +105,14 @@ def test_reconstruct_keeps_no_measurement_in_another_unit(scene, frames):
     mm = assemble([replace(f, sparse_depth=None if f.sparse_depth is None else f.sparse_depth * 1000) for f in frames],
                   BatchConfig(long_side=140))
     plain = reconstruct(batch, pred)
-    fixed = reconstruct(mm, pred, completion=CompletionConfig(), align_to_measured=True, keep_measured=True)
+    fixed = reconstruct(mm, pred, completion=completion, align_to_measured=align, keep_measured=True)
     assert any(f.sparse_depth is not None for f in frames)
     for i, f in enumerate(frames):
         if f.sparse_depth is None:
+            assert fixed.refused(i) is None
             continue
-        assert fixed.correction(i).refused
+        assert fixed.refused(i) == pytest.approx(1000, rel=0.02)
+        assert plain.refused(i) is None and (completion is None or fixed.correction(i).refused)
         np.testing.assert_array_equal(fixed.model_depth(i), plain.model_depth(i))
         depth = fixed.view(i).depth
         assert np.nanmax(depth) < 100 and np.nanmax(depth) == np.nanmax(plain.view(i).depth)

@@ -363,12 +363,14 @@ def test_names_that_make_no_topic_are_reported_not_raised(given, text):
         r.close()
 
 
-def test_lidar_in_millimetres_is_said_and_not_used():
-    """A LiDAR driver that sends millimetres (the depth-completion preset's settings): the node says
-    so on /diagnostics and in the log, and publishes the prediction's depth, not 1000 times it (the
-    map was carved away by depths of kilometres, silently)."""
+@pytest.mark.parametrize("correction", ["field", "none"])
+def test_lidar_in_millimetres_is_said_and_not_used(correction):
+    """A LiDAR driver that sends millimetres (the depth-completion preset's settings, or measured
+    depth kept without a correction): the node says so on /diagnostics and in the log, and
+    publishes the prediction's depth, not 1000 times it (the map was carved away by depths of
+    kilometres, silently)."""
     r = Rig({"backend": "oracle", "image_transport": "compressed", "depth_source": "lidar", "depth_tolerance": 0.2,
-             "keyframe_interval": 0.05, "window_size": 2, "tf_timeout": 0.3, "depth_correction": "field",
+             "keyframe_interval": 0.05, "window_size": 2, "tf_timeout": 0.3, "depth_correction": correction,
              "keep_measured_depth": True, "align_to_measured_depth": True})
     try:
         h = Hostile(r, make_scene("small", 0))

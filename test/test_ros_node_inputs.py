@@ -540,7 +540,7 @@ def test_mesh_is_published_when_subscribed_and_its_rate_changes_at_run_time(rig,
 def test_qos_follows_ros_qos_overrides():
     """ROS 2's QoS overrides (qos_overrides.<topic>.<entity>.<policy>) set an input's and an
     output's QoS; the node does not call them unknown parameters."""
-    r = Rig({"qos": "sensor_data",
+    r = Rig({"qos": "sensor_data", "tf_output": "map_odom",
              f"qos_overrides./{CAM}/image_raw.subscription.reliability": "reliable",
              "qos_overrides./mapanything/points.publisher.reliability": "best_effort",
              "qos_overrides./tf.subscription.reliability": "best_effort"})
@@ -551,6 +551,10 @@ def test_qos_follows_ros_qos_overrides():
         assert pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # (reliable by default)
         tf = [i for i in r.node.get_subscriptions_info_by_topic("/tf") if i.node_name == r.node.get_name()]
         assert [i.qos_profile.reliability for i in tf] == [ReliabilityPolicy.BEST_EFFORT]  # /tf too
+        # ... and only the subscription: the node's /tf publisher (map -> odom) stays reliable, as TF_QOS
+        out = [i for i in r.node.get_publishers_info_by_topic("/tf") if i.node_name == r.node.get_name()]
+        assert [i.qos_profile.reliability for i in out] == [ReliabilityPolicy.RELIABLE]
+        assert TF_QOS.reliability == ReliabilityPolicy.RELIABLE
         info = r.node.get_subscriptions_info_by_topic(f"/{CAM}/camera_info")[0]
         assert info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # the qos parameter's
         assert r.node.fatal is None and "unknown parameters" not in " ".join(

@@ -303,23 +303,36 @@ def test_a_saved_map_loads_back_exactly_and_mapping_goes_on(scene, tmp_path):
 
 
 def test_a_save_removes_what_a_killed_save_left(scene, tmp_path):
-    """A process killed while writing a save leaves its temporary file (hundreds of MB); the next
-    save beside it removes it, and keeps those of running processes and other files."""
+    """A process killed while writing a save leaves its temporary file (hundreds of MB); a later save
+    beside it removes it once it is ORPHAN_AGE_S old, and keeps young ones (a writer in another pid
+    namespace looks dead), those of running processes, other files and names it did not make."""
     import subprocess
     import sys
+
+    from mapanything_ros.session.session import ORPHAN_AGE_S
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    old = time.time() - ORPHAN_AGE_S - 10
     try:
-        names = (f".mapanything-{gone.pid}-x1y2.npz", f".mapanything-{running.pid}-x3y4.ply", ".mapanything-notes.npz")
+        names = {f".mapanything-{gone.pid}-x1y2.npz": True, f".mapanything-{gone.pid}-x5y6.ply": False,  # young
+                 f".mapanything-{running.pid}-x3y4.ply": False, ".mapanything-notes.npz": False,
+                 ".mapanything-2147483648-x.npz": False, ".mapanything-\u00b2-x.npz": False,
+                 f".mapanything-{gone.pid}-dir.npz": False,
+                 f".mapanything-{os.getpid()}-z9.npz": True}  # this pid's, from before this process (a restart)
         for name in names:
-            (tmp_path / name).write_bytes(b"partial")
+            if name.endswith("dir.npz"):
+                (tmp_path / name).mkdir()
+            else:
+                (tmp_path / name).write_bytes(b"partial")
+            if name != f".mapanything-{gone.pid}-x5y6.ply":
+                os.utime(tmp_path / name, (old, old))
         feed = Feed(scene)
         for k in range(3):
             feed.capture(k)
         feed.session.save_map(tmp_path / "map.npz")
-        assert [(tmp_path / name).exists() for name in names] == [False, True, True]
+        assert {name: not (tmp_path / name).exists() for name in names} == names
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".mapanything-{os.getpid()}-")]
     finally:
         running.kill()
@@ -346,6 +359,7 @@ def test_crafted_map_files_are_refused_and_leave_the_map(scene, tmp_path):
         "stamp": ({**good, **{k: good[k][:half] for k in ("keys", "tsdf", "weight", "rgb", "looks", "front")},
                    "stamp_ns": np.array([1, 2])}, "stamp_ns is missing or not a single integer"),
         "frame": ({**good, "pose_frame": np.array(3)}, "saved in frame .odom.; this node maps 3 poses"),
+        "text": ({**good, "tsdf": np.full(good["tsdf"].shape, "x")}, "tsdf are not numbers"),
     }
     before = feed.session.pipeline.map.state()
     for name, (state, text) in cases.items():
@@ -362,6 +376,23 @@ def test_crafted_map_files_are_refused_and_leave_the_map(scene, tmp_path):
         z.writestr("tsdf2.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + b"\0" * 64)
     with pytest.raises(ValueError, match="declares"):
         feed.session.load_map(tmp_path / "huge.npz")
+    # Pipeline.load_map's own checks (the session refuses a non-text pose frame first, by its frame)
+    for state, text in (({**good, "pose_frame": np.array(3)}, "pose_frame is missing or not a single str"),
+                        ({k: v for k, v in good.items() if k != "stamp_ns"}, "stamp_ns is missing")):
+        with pytest.raises(ValueError, match=text):
+            feed.session.pipeline.load_map(state)
+    # what a map of map_max_voxels cannot hold is not read (a compressed member is as large as it declares)
+    small = Feed(scene, map_max_voxels=64)
+    with pytest.raises(ValueError, match="more than a map of map_max_voxels holds"):
+        small.session.load_map(tmp_path / "map.npz")
+    # a member that is no .npy array is left alone, as np.load leaves it
+    with zipfile.ZipFile(tmp_path / "noted.npz", "w") as z:
+        for k, v in good.items():
+            with z.open(k + ".npy", "w") as f:
+                np.lib.format.write_array(f, v)
+        z.writestr("notes.txt", b"lab, second floor")
+    assert feed.session.load_map(tmp_path / "noted.npz")[0] == len(good["keys"])
+    before = feed.session.pipeline.map.state()
     after = feed.session.pipeline.map.state()
     for name in ("keys", "tsdf", "weight", "front"):
         np.testing.assert_array_equal(after[name], before[name])
@@ -381,6 +412,22 @@ def test_cameras_whose_stamps_never_match_are_said(scene):
     assert len(said) == 1 and said[0][0] == "sync" and said[0][2] == 1, apart.reports  # WARN
     assert "images dropped unmatched and 0 captures made" in said[0][3] and "+0.550 s" in said[0][3], said
     assert not [r for r in together.reports if r[1] == "unmatched"] and together.session.sync.stats()["captures"] >= 9
+    # A 30 Hz camera beside a 10 Hz one, triggered together: two of its three images match nothing, rightly.
+    mixed = Feed(scene)
+    mixed.session.check_silence(START)
+    fast, slow = mixed.names
+    for k in range(30):
+        stamp = START + k * 100 * MS // 3
+        for name in [fast] + ([slow] if k % 3 == 0 else []):
+            mixed.tree.set_transform("odom", name, stamp, scene.world_from_camera(name, stamp))
+            view = scene.render(name, stamp)
+            mixed.session.camera_info(name, MSGS.camera_info(view.camera, MSGS.header(name, stamp)))
+            mixed.session.image(name, MSGS.image(view.image, "rgb8", MSGS.header(name, stamp)), stamp)
+        mixed.session.tick(stamp)
+    mixed.session.check_silence(START + SEC)
+    stats = mixed.session.sync.stats()
+    assert stats["dropped"]["unmatched"] >= 15 and stats["captures"] >= 9, stats
+    assert not [r for r in mixed.reports if r[1] == "unmatched"], mixed.reports
 
 
 def test_keyframes_beyond_the_maps_extent_are_said(scene):

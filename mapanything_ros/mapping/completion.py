@@ -106,7 +106,7 @@ def correct(z, measured, confidence, config=CompletionConfig()):
         return None
     inlier = _inliers(r, np.median(r))
     fit = float(np.mean(r[inlier]))
-    if abs(fit) > np.log(MAX_SCALE):
+    if implausible(np.exp(fit)):
         return Correction(1.0, np.zeros(0, np.int64), shape, float(np.exp(fit)), len(index), 0.0, refused=True)
     c = float(significant(fit)) if config.align else 0.0
     keep, at_measured, factor = inlier, 0.0, float(np.exp(c))
@@ -124,6 +124,11 @@ def correct(z, measured, confidence, config=CompletionConfig()):
     tolerance = max(AGREE_SIGMAS * _robust_sigma(kept, np.median(kept)) if len(kept) else 0.0, MIN_AGREE)
     agree = np.abs(left) < tolerance
     return Correction(factor, index[agree], shape, float(np.exp(c)), len(index), float(tolerance))
+
+
+def implausible(ratio):
+    """Whether a ratio of measured to predicted depth lies beyond MAX_SCALE (either way)."""
+    return bool(abs(np.log(ratio)) > np.log(MAX_SCALE))
 
 
 def significant(log_scale):

@@ -63,7 +63,7 @@ from ..geometry.camera import ModelPixels
 from ..geometry.resize import edge_jumps
 from ..geometry.resample import nearest, stencil
 from ..geometry.similarity import similarity, similarity_parts, similarity_pose
-from .completion import MAX_SCALE, correct, significant
+from .completion import correct, implausible, significant
 from .tsdf import RangeView
 
 try:  # the compiled native resampling (CMakeLists.txt builds it); _to_native does the same in numpy
@@ -129,6 +129,7 @@ class Reconstruction:
         self._metric_size = self._size if base is None else base._metric_size
         self._final_cache = {} if base is None else base._final_cache
         self._corrections = {} if base is None else base._corrections
+        self._refusals = {} if base is None else base._refusals  # refused(): fitted in the metric frame too
         self._jump_cache = {} if base is None else base._jump_cache  # _jumps: scale-free, shared too
 
     @property
@@ -274,6 +275,25 @@ class Reconstruction:
         self._final(i)
         return self._corrections.get(i)
 
+    def refused(self, i):
+        """The ratio of view i's measured depth to its prediction when it lies beyond
+        completion.MAX_SCALE (a measurement in another unit: completion, the alignment and
+        keep_measured use none of it), else None (also without measured depth)."""
+        prep = self.batch.prepared[i]
+        if prep.measured is None:
+            return None
+        if i not in self._refusals:
+            fix = self.correction(i)
+            if fix is not None:
+                self._refusals[i] = fix.scale if fix.refused else None
+            else:  # no completion: the prediction as it is (an alignment within MAX_SCALE only scales it)
+                z = self._final(i)[1] * np.float32(self._metric_size)
+                measured = arrays.like(prep.measured, z)
+                both = (measured > 0) & (z > 0)  # where the reconstruction runs: only the ratio leaves the device
+                ratio = float(arrays.median(measured[both] / z[both])) if bool(both.any()) else None
+                self._refusals[i] = ratio if ratio is not None and implausible(ratio) else None
+        return self._refusals[i]
+
     def _final(self, i):
         """(index, z, confidence, ratio): _model(i) times depth_scale (the alignment's, when it
         scales depth only), then depth completion (when configured and view i has measured depth):
@@ -342,7 +362,7 @@ class Reconstruction:
         native, conf = _to_native(prep.frame.camera, prep.resize, self.batch.grid, z, conf, depth_mode,
                                   None if depth_mode == "nearest" else self._jumps(i))
         native *= np.float32(self._size)
-        if keep_measured and prep.frame.sparse_depth is not None:
+        if keep_measured and prep.frame.sparse_depth is not None and self.refused(i) is None:
             measured = arrays.like(_measured(prep.frame.sparse_depth), native)
             if self._size != self._metric_size:  # a chain's scale on top of the metric window
                 measured *= np.float32(self._size / self._metric_size)
@@ -548,8 +568,8 @@ def _align(recon):
         return 1.0, None
     xp = arrays.namespace(pred[0])
     pred, meas = xp.concatenate(pred), xp.concatenate(meas)
-    log_scale = float(np.log(arrays.median(meas / pred)))
-    if abs(log_scale) > np.log(MAX_SCALE):  # a measurement in another unit, not a scale to fit (completion.MAX_SCALE)
+    ratio = float(arrays.median(meas / pred))
+    if implausible(ratio):  # a measurement in another unit, not a scale to fit
         return 1.0, None
-    scale = float(np.exp(significant(log_scale)))
+    scale = float(np.exp(significant(np.log(ratio))))
     return scale, arrays.median(xp.abs(scale * pred - meas) / meas)

@@ -246,7 +246,7 @@ class TsdfMap:
         rot, origin = pose[:3, :3], pose[:3, 3]
         if not np.isfinite(pose).all():
             raise ValueError("world_from_camera must be finite")
-        self.outside = bool((np.abs(origin) >= self.extent).any())
+        self.outside = bool(((origin < -self.extent) | (origin >= self.extent)).any())  # blocks [-2**20, 2**20)
         ranges = np.asarray(view.ranges, np.float32)
         weights = np.asarray(view.weights, np.float32)
         with np.errstate(invalid="ignore"):
@@ -870,6 +870,9 @@ class TsdfMap:
         if (tsdf.shape != (len(keys), VOXELS) or weight.shape != tsdf.shape or looks.shape != tsdf.shape
                 or rgb.shape != tsdf.shape + (3,) or front.shape != tsdf.shape):
             raise ValueError("the map's arrays disagree with its block count")
+        for name, a in (("tsdf", tsdf), ("weight", weight), ("rgb", rgb), ("looks", looks), ("front", front)):
+            if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+                raise ValueError(f"the map's {name} are not numbers ({a.dtype})")
         if looks.size and looks.max() > LOOKS:
             raise ValueError(f"the map's colour looks go up to {looks.max()}, more than {LOOKS}")
         self.reset()

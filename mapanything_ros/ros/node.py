@@ -567,6 +567,10 @@ class _MapAnything:
         except (OSError, ValueError) as err:
             self._hold(diagnostics.ERROR, "load_map", f"load_map_path: could not load the map, mapping from "
                        f"nothing: {err}")
+        except Exception as err:  # a bug: said (on the map thread it would end unseen in its future)
+            self._hold(diagnostics.ERROR, "load_map", f"load_map_path: could not load the map (a bug, see the log), "
+                       f"mapping from nothing: {err!r}")
+            self.get_logger().error(f"load_map_path:\n{traceback.format_exc()}")
 
     def _check_parameters(self, parameters):
         """on-set: refuse wrong types and values with a readable reason (params.refusal)."""
@@ -658,8 +662,10 @@ class MapAnythingLifecycleNode(_MapAnything, LifecycleNode):
     def on_configure(self, state):
         try:
             failure = self._configure()
-        except Exception:  # logged (rclpy drops it unsaid); on_error releases what was made
+        except Exception as err:  # logged (rclpy drops it unsaid); on_error releases what was made
             self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
+            self.fatal = f"configure failed (a bug, see the log): {err!r}"
+            self.problems.report("pipeline", "fatal", diagnostics.ERROR, self.fatal, hold=None)
             return TransitionCallbackReturn.ERROR
         if failure is not None:
             self.fatal = failure

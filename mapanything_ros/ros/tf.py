@@ -14,6 +14,7 @@ behaviour), which refuse what would poison or flood the buffer (see TfLookup).
 """
 
 import abc
+import copy
 import threading
 
 from geometry_msgs.msg import TransformStamped
@@ -100,9 +101,10 @@ class TfLookup(abc.ABC):
         group = MutuallyExclusiveCallbackGroup()
         overrides = QoSOverridingOptions.with_default_policies()  # qos_overrides./tf.subscription.*, as other topics
         self.subscriptions = [  # the node destroys them when it lets the lookup go
-            node.create_subscription(TFMessage, "/tf", lambda m: self._add(m, False), TF_QOS, callback_group=group,
-                                     qos_overriding_options=overrides),
-            node.create_subscription(TFMessage, "/tf_static", lambda m: self._add(m, True), TF_STATIC_QOS,
+            # copies: rclpy writes the overrides into the profile given, and the node's /tf publisher copies TF_QOS
+            node.create_subscription(TFMessage, "/tf", lambda m: self._add(m, False), copy.copy(TF_QOS),
+                                     callback_group=group, qos_overriding_options=overrides),
+            node.create_subscription(TFMessage, "/tf_static", lambda m: self._add(m, True), copy.copy(TF_STATIC_QOS),
                                      callback_group=group, qos_overriding_options=overrides),
         ]
 

@@ -37,9 +37,12 @@ each camera's image stamp; the map the stamp of the newest window inserted into 
 
 import math
 import os
+import re
 import shutil
+import stat
 import tempfile
 import threading
+import time
 import zipfile
 from collections import deque
 from dataclasses import dataclass
@@ -177,7 +180,7 @@ class Session:
         self._after_sync_reset = False
         self._published = 0  # publish thread only
         self._overflows = self._outside = 0  # pipeline map_overflows, map_outside already reported
-        self._matching = None  # (images dropped unmatched, captures) at the last check_silence
+        self._matching = None  # (images dropped unmatched, captures, images per camera) at the last check_silence
         self._frames = 0  # frames submitted (keyframes or not)
 
     @property
@@ -410,16 +413,18 @@ class Session:
                         "cloud may never arrive best effort: qos:=reliable)")
 
     def _check_matching(self):
-        """Report cameras whose images arrive but do not make captures: since the last check, more
-        images dropped unmatched than captures made (stamps never within sync_slop of each other:
-        cameras not triggered together, or on different clocks)."""
+        """Report cameras whose images arrive but do not make captures: since the last check, fewer
+        captures than half the images of the camera that sent fewest, and images dropped unmatched
+        (stamps never within sync_slop of each other: cameras not triggered together, or on
+        different clocks; a faster camera's extra images alone are no reason)."""
         st = self.sync.stats()
-        now, before = (st["dropped"]["unmatched"], st["captures"]), self._matching
+        now, before = (st["dropped"]["unmatched"], st["captures"], st["images"]), self._matching
         self._matching = now
         if before is None or len(self.cameras) < 2:
             return
         dropped, made = now[0] - before[0], now[1] - before[1]
-        if dropped >= 2 * len(self.cameras) and dropped > made:
+        slowest = min(now[2].get(c, 0) - before[2].get(c, 0) for c in self.cameras)
+        if slowest >= 2 and made < slowest / 2 and dropped > 0:
             latest, first = st["latest"], self.cameras[0]
             offsets = ", ".join(f"{c} {(latest[c] - latest[first]) / SEC:+.3f} s" for c in self.cameras
                                 if c in latest and first in latest)
@@ -442,10 +447,10 @@ class Session:
         if result.map_reset:
             self.report("pipeline", "map_reset", WARN, f"map cleared: {result.map_reset}")
         for view in cameras:
-            fix = recon.correction(view.index)
-            if fix is not None and fix.refused:
+            ratio = recon.refused(view.index)
+            if ratio is not None:
                 self.report("depth", "implausible", WARN,
-                            f"measured depth on {view.camera} is {fix.scale:.3g} times the prediction (more than "
+                            f"measured depth on {view.camera} is {ratio:.3g} times the prediction (more than "
                             f"{MAX_SCALE:g}x apart): not used; check its unit (metres; 16UC1 depth images millimetres)")
         self.emit(output)
 
@@ -559,7 +564,7 @@ class Session:
                 raise ValueError(f"{path} is not a numpy .npz file")
         try:
             with np.load(path, allow_pickle=False) as data:
-                _check_sizes(data)
+                _check_sizes(data, 2 * self._values["map_max_voxels"] * MAP_FILE_BYTES_PER_VOXEL + (1 << 20))
                 state = {k: data[k] for k in data.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"{path} cannot be read as a saved map: {err}") from None
@@ -625,19 +630,31 @@ def _transforms(recon, values, frame_id, stamp_ns):
     return []
 
 
-def _check_sizes(npz):
+MAP_FILE_BYTES_PER_VOXEL = 16  # a saved map's arrays: tsdf and weight 4 bytes, rgb 3, looks 1, front 1, keys 8 a block
+
+
+def _check_sizes(npz, limit):
     """Raise ValueError when an array of the open .npz file `npz` declares more bytes than the file
-    holds for it (a damaged or crafted header: numpy would allocate what it declares first)."""
+    holds for it (a damaged or crafted header: numpy allocates what it declares first), or all of
+    them more than `limit` bytes (a compressed member decompresses to what it declares). Members
+    that are not .npy arrays are left to np.load."""
     headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    members, total = set(npz.zip.namelist()), 0
     for name in npz.files:
-        info = npz.zip.getinfo(name + ".npy")
+        info = npz.zip.getinfo(name + ".npy" if name + ".npy" in members else name)
         with npz.zip.open(info) as f:
-            version = np.lib.format.read_magic(f)
+            if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                continue
+            version = tuple(f.read(2))
             if version not in headers:
                 raise ValueError(f"array {name!r} has .npy version {version}, which maps are not saved in")
             shape, _, dtype = headers[version](f)
-        if math.prod(shape) * dtype.itemsize > info.file_size:
+        size = math.prod(shape) * dtype.itemsize
+        if size > info.file_size:
             raise ValueError(f"array {name!r} declares {shape} {dtype}, more than the {info.file_size} bytes stored")
+        total += size
+        if total > limit:
+            raise ValueError(f"its arrays declare more than {limit} bytes, more than a map of map_max_voxels holds")
 
 
 def _map_path(path, directory, must_exist=False):
@@ -659,24 +676,52 @@ def _map_path(path, directory, must_exist=False):
     return path
 
 
-TEMP_PREFIX = ".mapanything-"  # + pid + "-" + mkstemp's letters: a save's file before its rename
+TEMP_PREFIX = ".mapanything-"  # + pid + "-" + mkstemp's letters + the suffix: a save's file before its rename
+_TEMP = re.compile(r"\.mapanything-([0-9]{1,9})-[A-Za-z0-9_]+\.(npz|ply)")
+ORPHAN_AGE_S = 600  # a dead writer's file this old at least is removed (a writer's pid may be another namespace's)
+_STARTED = time.time()
 
 
 def _remove_orphans(directory):
-    """Remove the temporary files of saves whose process is gone (killed mid-write) from `directory`."""
-    for name in os.listdir(directory):
-        pid = name[len(TEMP_PREFIX):].partition("-")[0] if name.startswith(TEMP_PREFIX) else ""
-        if not pid.isdigit() or int(pid) == os.getpid():
+    """Remove from `directory` the temporary files of saves killed mid-write: regular files named by
+    _replace_atomically whose writer is gone, i.e. older than this process with its pid (a pid used
+    again after a restart), or, with another pid that runs no process here, ORPHAN_AGE_S old (a
+    process in another pid namespace writing to a shared directory looks dead; its files are young).
+    Never raises: a file it cannot check or remove stays."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        match = _TEMP.fullmatch(name)
+        if not match:
             continue
+        path = os.path.join(directory, name)
         try:
-            os.kill(int(pid), 0)  # (signal 0: whether it runs)
-        except ProcessLookupError:
-            try:
-                os.unlink(os.path.join(directory, name))
-            except FileNotFoundError:
-                pass
-        except PermissionError:  # another user's running process
-            pass
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            pid = int(match.group(1))
+            if pid == os.getpid():
+                orphan = st.st_mtime < _STARTED
+            else:
+                orphan = now - st.st_mtime >= ORPHAN_AGE_S and not _runs(pid)
+            if orphan:
+                os.unlink(path)
+        except OSError:  # gone meanwhile, or not ours to remove (another user's, in a sticky directory)
+            continue
+
+
+def _runs(pid):
+    """Whether a process `pid` runs (or may: one of another user's)."""
+    try:
+        os.kill(pid, 0)  # (signal 0: nothing sent)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _replace_atomically(path, write):
