@@ -677,9 +677,9 @@ def _map_path(path, directory, must_exist=False):
 
 
 TEMP_PREFIX = ".mapanything-"  # + pid + "-" + mkstemp's letters + the suffix: a save's file before its rename
-_TEMP = re.compile(r"\.mapanything-([0-9]{1,9})-[A-Za-z0-9_]+\.(npz|ply)")
+_TEMP = re.compile(re.escape(TEMP_PREFIX) + r"([0-9]{1,9})-[A-Za-z0-9_]+\.(npz|ply)")
 ORPHAN_AGE_S = 600  # a dead writer's file this old at least is removed (a writer's pid may be another namespace's)
-_STARTED = time.time()
+_STARTED = time.time()  # (this module's import: the node's start)
 
 
 def _remove_orphans(directory):
@@ -727,8 +727,8 @@ def _runs(pid):
 def _replace_atomically(path, write):
     """Call write(binary file) on a new file beside `path`, flush it to disk, give it the mode of
     the file it replaces (or the umask's), and rename it over `path`; nothing is left on failure.
-    The new file's name holds this process's id: one that a process killed mid-write left there
-    (its id no longer running) is removed first."""
+    The new file's name holds this process's id: what a process killed mid-write left there is
+    removed first (_remove_orphans)."""
     directory = os.path.dirname(path)
     _remove_orphans(directory)
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=os.path.splitext(path)[1], dir=directory)
