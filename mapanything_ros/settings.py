@@ -117,6 +117,9 @@ SPECS = {
                              high=3600.0),
     "camera_timeout": Spec(5.0, "silence before a camera is reported (s, > 0)", low=0.0,
                            high=3600.0, low_open=True),
+    "silent_camera": _ro("wait", "once a camera is silent for camera_timeout: wait (no captures until it is back) "
+                         "or drop (captures of the cameras still publishing, fewer views, until it is back)",
+                         choices=("wait", "drop")),
     "map_confidence_quantile": Spec(0.0, "this fraction of each view's pixels, its least confident, is not fused "
                                     "into the map (0 = all fused; a quantile of the view's own confidence, since "
                                     "the network's has no absolute scale; the map already weighs each pixel by "

@@ -398,6 +398,35 @@ def test_crafted_map_files_are_refused_and_leave_the_map(scene, tmp_path):
         np.testing.assert_array_equal(after[name], before[name])
 
 
+@pytest.mark.parametrize("mode", ["wait", "drop"])
+def test_a_silent_camera_stops_the_outputs_or_is_left_out(scene, mode):
+    """One of two cameras stops for 2 s, then comes back. silent_camera: wait (the default) makes no
+    capture meanwhile and says so; drop maps on with the other camera's views, and takes the
+    camera back when it returns. Both say which camera is silent."""
+    feed = Feed(scene, silent_camera=mode, camera_timeout=0.5)
+    names, frame_ids, offsets = feed.names, feed.frame_ids, feed.offsets
+    for k in range(4):
+        feed.capture(k)
+    before = len(feed.outputs)
+    feed.names, feed.frame_ids, feed.offsets = names[:1], frame_ids[:1], offsets[:1]
+    for k in range(4, 24):
+        feed.capture(k)
+        feed.session.check_silence(START + k * 100 * MS)
+    during = len(feed.outputs)
+    feed.names, feed.frame_ids, feed.offsets = names, frame_ids, offsets
+    for k in range(24, 30):
+        feed.capture(k)
+    feed.session.finish(START + 4 * SEC)
+    said = [r for r in feed.reports if r[1] == "silent"]
+    assert said and said[0][0] == f"camera {names[1]}" and said[0][2] == 1  # WARN
+    if mode == "wait":
+        assert during == before and "silent_camera: drop maps on" in said[0][3]
+    else:
+        assert during - before >= 15 and {len(o.cameras) for o in feed.outputs[before:during]} == {1}
+        assert "captures go on without it" in said[0][3]
+    assert len(feed.outputs[-1].cameras) == 2  # back: both cameras again
+
+
 def test_cameras_whose_stamps_never_match_are_said(scene):
     """Two cameras at 10 Hz whose stamps are 0.55 s apart (50 ms off any pairing: beyond sync_slop):
     every image is dropped unmatched, no capture is made; that is said with the stamps' offset (it

@@ -38,7 +38,7 @@ def make_sync(values):
     """The CaptureSync of a parameter set (cameras, slop, depth sources and tolerance, camera timeout)."""
     return CaptureSync(values["cameras"], slop_ns(values), depth_sources(values),
                        int(values["depth_tolerance"] * SEC), int(DEPTH_WAIT_S * SEC),
-                       camera_timeout_ns=int(values["camera_timeout"] * SEC))
+                       camera_timeout_ns=int(values["camera_timeout"] * SEC), on_silent=values["silent_camera"])
 
 
 def slop_ns(values):

@@ -403,7 +403,9 @@ class Session:
         for cam in self.sync.silent_cameras(now_ns):
             self.report(f"camera {cam}", "silent", WARN,
                         f"no image on {self._topic('image', cam)} {timeout}: check the driver, the topic "
-                        "(parameters cameras, image_transport) and qos")
+                        "(parameters cameras, image_transport) and qos" + (
+                            "; no captures until it is back (silent_camera: drop maps on with the others)"
+                            if values["silent_camera"] == "wait" else "; captures go on without it"))
         for source in self.sync.silent_depth_sources():
             kind, param = ("LiDAR sweep", "lidar_topic") if source == LIDAR_SOURCE else ("depth image",
                                                                                           "depth_image_topic")
