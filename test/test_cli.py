@@ -88,3 +88,11 @@ def test_console_scripts_are_on_the_path():
         assert shutil.which(name), f"{name} is not on PATH"
     done = subprocess.run(["mapanything_player", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--duration" in done.stdout, done.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("MAPANYTHING_ROS_ENV"), reason="tools/dev's ros2 CLI")
+def test_ros2_interface_shows_the_packages_service():
+    """`ros2 interface show` (ros2interface, built by tools/build_env.sh) reads the package's service."""
+    done = subprocess.run(["ros2", "interface", "show", "mapanything_ros/srv/MapFile"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and "string path" in done.stdout and "bool success" in done.stdout, done.stderr

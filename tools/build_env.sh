@@ -104,7 +104,7 @@ pip --no-deps --no-build-isolation "$src/geometry2/tf2_ros_py" "$src/message_fil
   "$src/launch/launch" "$src/launch/launch_xml" "$src/launch/launch_yaml" "$src/launch/launch_testing" "$src/launch/launch_pytest" \
   "$src/launch_ros/launch_ros" "$src/launch_ros/launch_testing_ros" "$src/launch_ros/ros2launch" \
   "$src/ros2cli/ros2cli" "$src/ros2cli/ros2pkg" "$src/ros2cli/ros2run" "$src/ros2cli/ros2node" "$src/ros2cli/ros2topic" \
-  "$src/ros2cli/ros2param" "$src/ros2cli/ros2service" "$src/ros2cli/ros2lifecycle"
+  "$src/ros2cli/ros2param" "$src/ros2cli/ros2service" "$src/ros2cli/ros2lifecycle" "$src/ros2cli/ros2interface"
 cmake_install "$repo" mapanything_ros_msgs -DMAPANYTHING_ROS_INSTALL_PYTHON=OFF
 
 log "checking the environment"
