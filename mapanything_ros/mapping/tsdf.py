@@ -332,9 +332,7 @@ class TsdfMap:
         view's blocks and the others nearest `origin`, or, when the view alone has more, its own
         nearest (then `overflow` is how many it reached; else 0)."""
         self.overflow = 0
-        pos = np.searchsorted(self._keys, keys)
-        hit = pos < self._size
-        hit[hit] = self._keys[pos[hit]] == keys[hit]
+        pos, hit = self._lookup(keys)
         new = keys[~hit]
         if self._size + len(new) > self.max_blocks:
             target = max(1, int(LOW_WATER * self.max_blocks))
@@ -352,9 +350,7 @@ class TsdfMap:
                 self._keep(nearest[nearest < len(dist)])
                 new = np.sort(new[nearest[nearest >= len(dist)] - len(dist)])
         self._append(new)
-        pos = np.searchsorted(self._keys, keys)
-        found = pos < self._size
-        found[found] = self._keys[pos[found]] == keys[found]
+        pos, found = self._lookup(keys)
         return keys[found], self._slots[pos[found]]
 
     def _update(self, view, ranges, weights, slots, rot, origin):
@@ -490,11 +486,15 @@ class TsdfMap:
 
     def _present(self, keys, in_range):
         """Sorted indices of the blocks with the packed `keys` where `in_range`, those the map holds."""
-        keys = keys[in_range]
-        if self._size == 0:
-            return np.zeros(0, np.intp)
-        pos = np.minimum(np.searchsorted(self._keys, keys), self._size - 1)
-        return pos[self._keys[pos] == keys]
+        pos, found = self._lookup(keys[in_range])
+        return pos[found]
+
+    def _lookup(self, keys):
+        """(index into the sorted keys (N,), found (N,) bool) of packed `keys`: where each is, or
+        would go, and whether the map holds it (an index is < len(self) where found)."""
+        pos = np.minimum(np.searchsorted(self._keys, keys), max(self._size - 1, 0))
+        found = self._keys[pos] == keys if self._size else np.zeros(len(keys), bool)
+        return pos, found
 
     def _kept(self, slots, dirty):
         """Indices of the entries whose block (pool `slots`) is not among the blocks `dirty`."""
@@ -884,11 +884,7 @@ class TsdfMap:
     def _find(self, cells):
         """Index into the sorted keys of blocks with indices cells (N, 3), -1 where absent (or out of
         the packable range, whose packed key would be another block's)."""
-        if self._size == 0:
-            return np.full(len(cells), -1, np.intp)
-        keys = pack(cells.T.copy())
-        pos = np.minimum(np.searchsorted(self._keys, keys), self._size - 1)
-        found = self._keys[pos] == keys
+        pos, found = self._lookup(pack(cells.T.copy()))
         found &= ((cells >= -KEY_OFFSET) & (cells < KEY_OFFSET)).all(1)
         return np.where(found, pos, -1)
 
