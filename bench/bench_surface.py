@@ -2,9 +2,11 @@
 
     python bench/bench_surface.py [--floor-points 0 200000 2000000] [--keyframes 24] [--json PATH]
 
-TsdfMap.surface() and mesh() search again only the blocks fused since their last call (and the
-neighbours whose search reaches into them); the reference is the search of every block holding a
-band voxel (what they did before: the map thread read the whole volume at every tick). The map: the synthetic room
+TsdfMap.surface() and mesh_regions() (the mesh by region, what ~/mesh publishes from) search
+again only the blocks fused since their last call (and the neighbours whose search reaches into
+them) and join the mesh's new parts onto the last (mesh.Mesh); the reference searches every block
+holding a band voxel and joins the whole mesh (what they did before: the map thread read the whole
+volume at every tick). The map: the synthetic room
 (seed 0) fused from the front camera at 640×480 as a pinhole, one keyframe every 0.5 s, exact
 depth, 5 cm voxels, beside a floor of --floor-points surface points 50 m below (a large map the
 keyframes never reach). After each keyframe of the second half, both searches run on the same
@@ -59,15 +61,16 @@ def measure(floor_points, count):
         reference._surface = reference._mesh = None  # forget what was found: search every block
         got, want = timed(fused.surface, incremental), timed(reference.surface, whole)
         assert len(got[0]) == len(want[0]) and np.array_equal(np.sort(got[2]), np.sort(want[2]))
-        mesh, mesh_want = timed(fused.mesh, mesh_incremental), timed(reference.mesh, mesh_whole)
-        assert len(mesh[2]) == len(mesh_want[2]) and len(mesh[0]) == len(mesh_want[0])
+        # what ~/mesh publishes from: the mesh by region
+        regions, want = timed(fused.mesh_regions, mesh_incremental), timed(reference.mesh_regions, mesh_whole)
+        assert len(regions.vertices) == len(want.vertices)
+        assert regions.signatures[:, 1].sum() == want.signatures[:, 1].sum()  # triangles
         # ~/mesh's array: the regions that changed since the last, against every region
-        regions = fused.mesh_regions()
         sent_bytes.append(len(timed(lambda: mesh_markers(regions, updates.update(regions), "map", 0), sent)))
         every_bytes.append(len(timed(lambda: mesh_markers(regions, MeshUpdates().update(regions), "map", 0), every)))
     ms = lambda v: 1e3 * float(np.median(v))  # noqa: E731
     return {"floor_points": floor_points, "blocks": len(fused), "surface_points": len(got[0]),
-            "whole_ms": ms(whole), "incremental_ms": ms(incremental), "triangles": len(mesh[2]),
+            "whole_ms": ms(whole), "incremental_ms": ms(incremental), "triangles": int(regions.signatures[:, 1].sum()),
             "mesh_whole_ms": ms(mesh_whole), "mesh_incremental_ms": ms(mesh_incremental), "regions": len(regions),
             "array_every_mb": float(np.median(every_bytes)) / 1e6, "array_every_ms": ms(every),
             "array_changed_mb": float(np.median(sent_bytes)) / 1e6, "array_changed_ms": ms(sent)}

@@ -1,4 +1,4 @@
-/* The surface, mesh and occupancy extraction of mapping/tsdf.py (TsdfMap._crossings, _mesh_blocks,
+/* The surface, mesh and occupancy extraction of mapping/tsdf.py (TsdfMap._crossings, _mesh_parts,
  * _solid), compiled: one pass over each searched block's voxels and the neighbours' voxels it reads,
  * the neighbours found by binary search in the map's sorted block keys.
  *
@@ -22,7 +22,7 @@
  *   _crossings' order (by axis, then block, then voxel).
  * mesh(tsdf, weight, rgb, looks, keys, slots, which, min_weight, voxel_size)
  *   -> (vertex slots int32 (V,), cell keys int64 (V,), vertices float32 (V * 3), colours uint8 (V * 3),
- *       quad slots int32 (Q,), quads int64 (Q * 4)) as bytearrays: _mesh_blocks' parts but their fusion
+ *       quad slots int32 (Q,), quads int64 (Q * 4)) as bytearrays: _mesh_parts' parts but their fusion
  *   counts, in its order (vertices by block then cell; quads by axis, then block, then voxel).
  * solid(tsdf, weight, rgb, looks, keys, slots, which, min_weight, voxel_size, reach)
  *   -> bytearray of bool (n * 64): _solid's voxels of the blocks, SOLID_REACH = reach.

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mapanything_ros.mapping import TsdfMap, tsdf
+from mapanything_ros.mapping.keys import key_cells
 from mapanything_ros.mapping.regions import REGION_BLOCKS, MeshUpdates, RegionMesh
 from mapanything_ros.mapping.tsdf import BLOCK
 
@@ -42,16 +43,19 @@ def test_regions_hold_every_triangle_once_by_the_block_of_its_quad():
         fused.integrate(view(p, [WALL, FLOOR, OBSTACLE]))
     mesh = fused.mesh_regions()
     assert len(mesh) > 4 and mesh.generation == fused._generation
-    np.testing.assert_array_equal(np.sort(mesh.order), np.arange(len(mesh.triangles)))
-    assert mesh.signatures[:, 1].sum() == len(mesh.triangles) and (np.diff(mesh.keys) > 0).all()
+    vertices, colours, triangles = fused.mesh()
+    whole = np.flatnonzero((fused._mesh[2].corners >= 0).all(1))
+    np.testing.assert_array_equal(np.sort(mesh.order), whole)  # every whole quad once
+    assert mesh.signatures[:, 1].sum() == len(triangles) and (np.diff(mesh.keys) > 0).all()
     size = REGION_BLOCKS * BLOCK * fused.voxel_size
     for r in range(len(mesh)):
         centres = mesh.vertices[mesh.region(r)].mean(1)
-        cell = np.floor(centres / size)
+        cell = key_cells(mesh.keys[r:r + 1])[0]  # the region's index
         # a triangle's centre lies within a voxel of its quad's block, so within a voxel of its region
-        assert (np.abs(centres - (np.median(cell, 0) + 0.5) * size) <= size / 2 + 2 * fused.voxel_size).all()
-    vertices, colours, triangles = fused.mesh()
-    assert mesh.vertices is vertices and mesh.triangles is triangles
+        assert (np.abs(centres - (cell + 0.5) * size) <= size / 2 + 2 * fused.voxel_size).all()
+    assert mesh.vertices is vertices
+    np.testing.assert_array_equal(np.sort(np.concatenate([mesh.region(r) for r in range(len(mesh))]), 0),
+                                  np.sort(triangles, 0))
 
 
 @pytest.mark.parametrize("max_blocks", [100_000, 5200])  # 5200: blocks are evicted on the way
@@ -104,8 +108,8 @@ def test_nothing_changed_sends_nothing_and_a_failed_publication_resends_everythi
     updates.reset()
     clear, send, _ = updates.update(mesh)
     assert clear and len(send) == len(mesh)
-    empty = RegionMesh.cut(mesh.vertices, mesh.colours, np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64),
-                           np.zeros(0, np.int64), mesh.generation)
+    empty = RegionMesh.grouped(mesh.vertices, mesh.colours, np.zeros((0, 4), np.int64), np.zeros(0, np.int64),
+                               np.zeros(0, np.int64), np.zeros(0, np.int64), mesh.generation)
     clear, send, delete = updates.update(empty)  # every region gone: each deleted
     assert not clear and not send and sorted(delete) == list(range(len(mesh)))
 

@@ -9,15 +9,14 @@ from mapanything_ros.mapping.regions import RegionMesh
 from mapanything_ros.ros.marker import mesh_markers
 
 
-def random_mesh(seed=0, vertices=50, triangles=31):
-    """A RegionMesh of random triangles in three regions."""
+def random_mesh(seed=0, vertices=50, quads=31):
+    """A RegionMesh of random quads in three regions."""
     rng = np.random.default_rng(seed)
-    tri = rng.integers(0, vertices, (triangles, 3))
-    regions = np.zeros((triangles, 3), np.int64)
-    regions[:, 0] = rng.integers(-1, 2, triangles)
-    return RegionMesh.cut(rng.uniform(-5, 5, (vertices, 3)).astype(np.float32),
-                          rng.integers(0, 256, (vertices, 3)).astype(np.uint8), tri, regions,
-                          rng.integers(0, 9, triangles), 0)
+    regions = rng.integers(-1, 2, quads)
+    order = np.argsort(regions, kind="stable")
+    return RegionMesh.grouped(rng.uniform(-5, 5, (vertices, 3)).astype(np.float32),
+                              rng.integers(0, 256, (vertices, 3)).astype(np.uint8),
+                              rng.integers(0, vertices, (quads, 4)), order, regions[order], rng.integers(0, 9, quads), 0)
 
 
 @pytest.mark.parametrize("frame_id", ["odom", "a_longer_frame_id_of_odd_length", ""])

@@ -518,7 +518,8 @@ def test_compiled_fusion_matches_numpy(monkeypatch, lens):
     pixels of weight 0, varying weights and colours (RGB, or RGB and a byte not read: the same map),
     and a range limit. The same to rounding but
     for the fisheye, whose float32 angle numpy computes less exactly (_tsdf_fuse.c): there a few
-    voxels take a neighbouring pixel."""
+    voxels take a neighbouring pixel, and whether one at the band's far edge (weight falling to 0)
+    is observed at all depends on the CPU's libm."""
     assert tsdf.COMPILED, "mapanything_ros._tsdf_fuse is not built (CMakeLists.txt)"
     a = fused_state(lens)
     for key, value in fused_state(lens, channels=4).items():  # RGB with a pad byte: the same map
@@ -529,12 +530,13 @@ def test_compiled_fusion_matches_numpy(monkeypatch, lens):
         np.testing.assert_array_equal(value, b[key])
     np.testing.assert_array_equal(a["keys"], b["keys"])
     assert (a["weight"] > 0).sum() > 100_000
-    np.testing.assert_array_equal(a["weight"] > 0, b["weight"] > 0)
-    if lens == "equidistant":
+    if lens == "equidistant":  # (on an AMD EPYC, one voxel of 295,744 at the band's far edge, weight 0 in numpy)
+        assert np.mean((a["weight"] > 0) != (b["weight"] > 0)) < 1e-4
         np.testing.assert_allclose(a["tsdf"], b["tsdf"], atol=5e-3)
-        np.testing.assert_allclose(a["weight"], b["weight"], rtol=5e-3)
+        assert np.mean(~np.isclose(a["weight"], b["weight"], rtol=5e-3, atol=0)) < 1e-4
         assert np.mean(np.abs(a["tsdf"] - b["tsdf"]) > 1e-5) < 1e-3
     else:
+        np.testing.assert_array_equal(a["weight"] > 0, b["weight"] > 0)
         np.testing.assert_allclose(a["tsdf"], b["tsdf"], atol=1e-6)
         np.testing.assert_allclose(a["weight"], b["weight"], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(a["rgb"], b["rgb"])
@@ -1066,7 +1068,8 @@ def test_incremental_surface_mesh_and_grid_equal_a_whole_search(max_blocks):
             assert (grid.cells == 100).sum() > 50
             assert_same_grid(grid, whole.occupancy(*band))
             assert_same_grid(fused.occupancy(0.2, 1.2, resolution=0.15), whole.occupancy(0.2, 1.2, resolution=0.15))
-    assert fused.surface()[0] is got[0] and fused.mesh()[2] is mesh[2]  # nothing fused since: the same arrays
+    # nothing fused since: the same arrays, the same regions
+    assert fused.surface()[0] is got[0] and fused.mesh()[0] is mesh[0] and fused.mesh_regions() is fused.mesh_regions()
     columns = fused._band_columns(0.2, 1.2)
     assert fused._band_columns(0.2, 1.2) is columns and not columns[1].flags.writeable
     assert evicted == (max_blocks == 5200)

@@ -1,5 +1,6 @@
 """The map's mesh in regions, so that ~/mesh sends again only the regions that changed (numpy, no
-ROS): TsdfMap.mesh_regions cuts the mesh, MeshUpdates remembers what a topic has sent.
+ROS): TsdfMap.mesh_regions gives the mesh by region (mesh.Mesh keeps its quads in region order),
+MeshUpdates remembers what a topic has sent.
 
 A region is a cube of REGION_BLOCKS³ blocks (3.2 m at 5 cm voxels); a triangle belongs to the
 region of the block that owns its quad (the low voxel of the voxel edge it crosses). A region's
@@ -15,21 +16,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .keys import pack
-
 REGION_BLOCKS = 16  # blocks per region edge
 
 
 @dataclass(frozen=True)
 class RegionMesh:
-    """A mesh (vertices (V, 3) float32 metres, colours (V, 3) uint8, triangles (F, 3) vertex
-    indices: TsdfMap.mesh) cut into regions: region r holds triangles[order[starts[r]:starts[r + 1]]];
-    keys (R,) int64 its packed region index, signatures (R, 2) int64 (newest fusion count, triangle
-    count), generation the map's storage generation the signatures belong to."""
+    """A mesh of quads (vertices (V, 3) float32 metres, colours (V, 3) uint8, quads (Q, 4) vertex
+    rows, each two triangles (0, 1, 2) and (0, 2, 3)) cut into regions: region r holds the quads
+    quads[order[starts[r]:starts[r + 1]]]; keys (R,) int64 its packed region index, signatures
+    (R, 2) int64 (newest fusion count, triangle count), generation the map's storage generation
+    the signatures belong to."""
 
     vertices: np.ndarray
     colours: np.ndarray
-    triangles: np.ndarray
+    quads: np.ndarray
     keys: np.ndarray
     signatures: np.ndarray
     order: np.ndarray
@@ -37,25 +37,24 @@ class RegionMesh:
     generation: int
 
     @classmethod
-    def cut(cls, vertices, colours, triangles, regions, stamps, generation):
-        """RegionMesh of a mesh whose triangles lie in regions (F, 3) int64 (region indices) and
-        were meshed at fusion counts stamps (F,)."""
-        keys = pack(np.ascontiguousarray(np.asarray(regions, np.int64).reshape(-1, 3).T))
-        order = np.argsort(keys, kind="stable")
-        unique, first = np.unique(keys[order], return_index=True)
-        starts = np.append(first, len(keys))
-        newest = np.maximum.reduceat(np.asarray(stamps, np.int64)[order], first) if len(first) else \
+    def grouped(cls, vertices, colours, quads, order, regions, stamps, generation):
+        """RegionMesh of the quads at rows `order` of `quads`, sorted by their packed region keys
+        `regions` (as `order`), meshed at `stamps` (as `order`)."""
+        first = np.flatnonzero(np.concatenate(([True], regions[1:] != regions[:-1]))) if len(regions) else \
             np.zeros(0, np.int64)
-        return cls(vertices, colours, triangles, unique, np.stack([newest, np.diff(starts)], 1), order, starts,
-                   generation)
+        starts = np.append(first, len(regions))
+        newest = np.maximum.reduceat(np.asarray(stamps, np.int64), first) if len(first) else np.zeros(0, np.int64)
+        return cls(vertices, colours, quads, regions[first], np.stack([newest, 2 * np.diff(starts)], 1), order,
+                   starts, generation)
 
     def __len__(self):
         """Number of regions."""
         return len(self.keys)
 
     def region(self, r):
-        """Triangles (n, 3) of region r."""
-        return self.triangles[self.order[self.starts[r]:self.starts[r + 1]]]
+        """Triangles (n, 3) of region r: its quads' first triangles, then their second ones."""
+        quads = self.quads[self.order[self.starts[r]:self.starts[r + 1]]]
+        return np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
 
 
 class MeshUpdates:

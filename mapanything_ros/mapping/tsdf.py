@@ -69,13 +69,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .keys import KEY_OFFSET, cells as cell_indices, key_cells, pack, shifted
-from .regions import REGION_BLOCKS, RegionMesh
+from .mesh import Mesh
+from .regions import REGION_BLOCKS
 
 try:  # the compiled fusion loop (CMakeLists.txt builds it); _fuse below is the same in numpy
     from .. import _tsdf_fuse
 except ImportError:
     _tsdf_fuse = None
-try:  # the compiled surface, mesh and occupancy searches; _crossings, _mesh_blocks and _solid below in numpy
+try:  # the compiled surface, mesh and occupancy searches; _crossings, _mesh_parts and _solid below in numpy
     from .. import _tsdf_extract
 except ImportError:
     _tsdf_extract = None
@@ -198,8 +199,8 @@ class TsdfMap:
         self._fusions = 0  # fusions and evictions so far: each has its number
         # What surface(), mesh() and occupancy() last found, kept per block (pool slot) to search
         # again only the blocks fused since (_refresh): (fusions then, (pool slot of each point's
-        # block, points, colours, weights)), (fusions then, _mesh_blocks parts, the mesh, the
-        # quad of each triangle) and (band, (fusions then, _band_columns)), each in the pool slots
+        # block, points, colours, weights)), (fusions then, _mesh_blocks parts, their mesh.Mesh)
+        # and (band, (fusions then, _band_columns)), each in the pool slots
         # of its time. An eviction (_keep) is remembered (_evictions, the last EVICTIONS_KEPT): the
         # next search drops the evicted blocks' parts, renumbers the moved ones and searches the
         # kept blocks that read an evicted one. Parts older than the evictions remembered
@@ -436,37 +437,37 @@ class TsdfMap:
         the blocks fused since the last call, and their neighbours along -x, -y and -z (whose
         crossings reach into them), are searched again (after an eviction, also those whose crossings
         reached into an evicted block)."""
-        self._surface = self._refresh(self._surface, _AXES, self._crossings, (4,))
+        self._surface, _ = self._refresh(self._surface, _AXES, self._crossings, (4,))
         return self._surface[1][1:]
 
     def _refresh(self, kept, offsets, search, groups):
         """The per-block parts of an incremental extraction (surface, mesh, grid columns) as they are
-        now: (fusions now, parts), parts a tuple of read-only arrays by entry, in groups of the
-        lengths `groups`, each led by its entries' pool slots. search(which) gives the parts of the
-        blocks at sorted indices `which`: every block when `kept` (fusions then, parts in the pool
-        slots of then) is None or older than the evictions remembered; else `kept` renumbered
-        through the evictions since (_renumbered), its parts of the blocks fused since and of those
-        at -offset from them or from a block evicted since (whose search reaches into them)
-        replaced. Returns `kept` itself when nothing was fused or evicted since."""
+        now, and how they came: ((fusions now, parts), rows). parts: a tuple of read-only arrays by
+        entry, in groups of the lengths `groups`, each led by its entries' pool slots. search(which)
+        gives the parts of the blocks at sorted indices `which`: every block when `kept` (fusions
+        then, parts in the pool slots of then) is None or older than the evictions remembered (rows
+        None); else `kept` renumbered through the evictions since (_renumbered), its parts of the
+        blocks fused since and of those at -offset from them or from a block evicted since (whose
+        search reaches into them) replaced: the entries of kept's that stayed, in their order, then
+        the new ones (rows: per group, the indices of those that stayed among kept's). Returns
+        (`kept` itself, None) when nothing was fused or evicted since."""
         if kept is None or kept[0] < self._forgotten:
-            parts = search(np.arange(self._size))
+            parts, rows = search(np.arange(self._size)), None
         else:
             since, old = kept
             evictions = [e for e in self._evictions if e.count > since]
             dirty = self._dirty(since, offsets)
             if dirty is None and not evictions:
-                return kept
-            parts = old = _renumbered(old, evictions, groups)
+                return kept, None
+            parts, rows = _renumbered(old, evictions, groups)
             if dirty is not None:
-                new = search(dirty)
-                stays, start = [], 0
-                for n in groups:
-                    stays += [self._kept(old[start], dirty)] * n
-                    start += n
-                parts = tuple(_kept_then(o, k, x) for o, k, x in zip(old, stays, new))
+                stays = [self._kept(parts[start], dirty) for start in _starts(groups)]
+                rows = tuple(r[k] for r, k in zip(rows, stays))
+                stays = [k for k, n in zip(stays, groups) for _ in range(n)]
+                parts = tuple(_kept_then(o, k, x) for o, k, x in zip(parts, stays, search(dirty)))
         for a in parts:
             a.flags.writeable = False
-        return self._fusions, parts
+        return (self._fusions, parts), rows
 
     def _dirty(self, since, offsets):
         """Sorted indices of the blocks fused after fusion number `since` and of those at -offset
@@ -553,24 +554,23 @@ class TsdfMap:
         RGB (the cell's voxel nearest the surface), triangles (F, 3) int64 vertex indices,
         counter-clockwise seen from the free side). Incremental as surface(): only the blocks fused
         since the last call, and those whose cells reach into them, are meshed again."""
-        kept = None if self._mesh is None else self._mesh[:2]
-        found = self._refresh(kept, REACH, self._mesh_blocks, (5, 3))  # per vertex, per quad
-        if found is not kept:
-            parts = found[1]
-            *mesh, quad_of = _assemble(*parts[1:4], parts[6])
-            for a in mesh:
-                a.flags.writeable = False
-            self._mesh = (*found, tuple(mesh), quad_of)
-        return self._mesh[2]
+        return self._joined().triangles()
 
     def mesh_regions(self):
-        """mesh() cut into regions of REGION_BLOCKS³ blocks (regions.RegionMesh), for publishing
+        """mesh() by region of REGION_BLOCKS³ blocks (regions.RegionMesh, its quads), for publishing
         only the regions that changed."""
-        vertices, colours, triangles = self.mesh()
-        _, parts, _, quad_of = self._mesh
-        stamps = np.maximum(parts[7][quad_of], parts[4][triangles].max(1, initial=0))
-        regions = self._origin[parts[5][quad_of]] // (BLOCK * REGION_BLOCKS)
-        return RegionMesh.cut(vertices, colours, triangles, regions, stamps, self._generation)
+        return self._joined().regions
+
+    def _joined(self):
+        """The mesh.Mesh of the map now: its parts searched again where fused or evicted since the
+        last (_refresh), joined incrementally (Mesh.updated) onto the last."""
+        kept = None if self._mesh is None else self._mesh[:2]
+        found, rows = self._refresh(kept, REACH, self._mesh_blocks, (5, 4))  # per vertex, per quad
+        if found is not kept:
+            parts = found[1]
+            mesh = Mesh.of(parts, self._generation) if rows is None else self._mesh[2].updated(parts, *rows)
+            self._mesh = (*found, mesh)
+        return self._mesh[2]
 
     def adopt(self, copied):
         """Keep what `copied`, a copy() of this map, extracted elsewhere (away from a lock: its
@@ -602,6 +602,12 @@ class TsdfMap:
         return held
 
     def _mesh_blocks(self, which):
+        """_mesh_parts of the blocks at sorted indices `which`, then the packed key (Q,) of each
+        quad's region (its block's: regions.py)."""
+        parts = self._mesh_parts(which)
+        return parts + (pack(np.ascontiguousarray((self._origin[parts[5]] // (BLOCK * REGION_BLOCKS)).T)),)
+
+    def _mesh_parts(self, which):
         """The mesh's parts owned by the blocks at sorted indices `which`: (pool slot (V,), global
         cell key (V,), vertex (V, 3), colour (V, 3), meshed at (V,): the fusion count now) of each
         cell with a vertex, by the block of its min voxel; (pool slot (Q,), cell keys (Q, 4) of the
@@ -803,8 +809,8 @@ class TsdfMap:
         it holds the band's lowest voxel and that was observed, _SEEN where other band voxels were,
         else UNKNOWN. Kept between calls (read-only arrays)."""
         kept = self._columns[1] if self._columns is not None and self._columns[0] == (z_min, z_max) else None
-        self._columns = (z_min, z_max), self._refresh(kept, _FACES, lambda which: self._columns_of(which, z_min, z_max),
-                                                      (2,))
+        found, _ = self._refresh(kept, _FACES, lambda which: self._columns_of(which, z_min, z_max), (2,))
+        self._columns = (z_min, z_max), found
         return self._columns[1][1]
 
     def _columns_of(self, which, z_min, z_max):
@@ -1003,22 +1009,28 @@ class _Eviction:
 
 
 def _renumbered(parts, evictions, groups):
-    """An extraction's parts (in groups of the lengths `groups`, each led by its entries' pool
-    slots) after the _Evictions `evictions` (in order): without the dropped blocks' entries, the
-    others' slots renumbered; `parts` itself when there are none."""
+    """(parts, rows): an extraction's parts (in groups of the lengths `groups`, each led by its
+    entries' pool slots) after the _Evictions `evictions` (in order), without the dropped blocks'
+    entries, the others' slots renumbered (`parts` itself when there are none); rows: per group,
+    the indices of the entries kept."""
     if not evictions:
-        return parts
+        return parts, tuple(np.arange(len(parts[start])) for start in _starts(groups))
     moved = evictions[0].moved()
     for eviction in evictions[1:]:  # one map from the first pool to the last
         moved = np.where(moved >= 0, eviction.moved()[np.maximum(moved, 0)], -1)
-    out, start = [], 0
-    for n in groups:
+    out, rows = [], []
+    for start, n in zip(_starts(groups), groups):
         slots = moved[parts[start]]
         kept = np.flatnonzero(slots >= 0)
         out.append(slots[kept].astype(parts[start].dtype))
         out += [part[kept] for part in parts[start + 1:start + n]]
-        start += n
-    return tuple(out)
+        rows.append(kept)
+    return tuple(out), tuple(rows)
+
+
+def _starts(groups):
+    """The index of each group's first part, for parts in groups of the lengths `groups`."""
+    return np.cumsum((0,) + tuple(groups[:-1])).tolist()
 
 
 def _frozen(a):
@@ -1033,21 +1045,6 @@ def _kept_then(old, kept, new):
     np.take(old, kept, axis=0, out=out[:len(kept)])
     out[len(kept):] = new
     return out
-
-
-def _assemble(keys, vertices, colours, quads):
-    """(vertices, colours, triangles (F, 3) int64, the quad of each triangle (F,)) of mesh parts:
-    vertices with global cell keys `keys`, quads as the cell keys of their four cells; a quad
-    missing a cell's vertex is left out."""
-    if len(keys) == 0:
-        return vertices, colours, np.zeros((0, 3), np.int64), np.zeros(0, np.int64)
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    at = np.minimum(np.searchsorted(sorted_keys, quads), len(sorted_keys) - 1)
-    index = np.where(sorted_keys[at] == quads, order[at], -1)
-    whole = np.flatnonzero((index >= 0).all(1))
-    index = index[whole].astype(np.int64)
-    return vertices, colours, np.concatenate([index[:, [0, 1, 2]], index[:, [0, 2, 3]]]), np.tile(whole, 2)
 
 
 def _cell_keys(index):
