@@ -17,7 +17,7 @@ import numpy as np
 from .geometry import pose_from_quat_trans
 from .geometry.similarity import fit_similarity, similarity_parts
 from .mapping.distance import distance_slice
-from .mapping.tsdf import Grid2D
+from .mapping.grid import Grid2D
 
 _PAIR_BUDGET = 1_000_000  # candidate (query, reference) pairs evaluated at once by nearest_distance
 _NEIGHBOURS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)

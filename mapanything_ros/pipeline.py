@@ -457,7 +457,7 @@ class Pipeline:
             return self._map.copy(), self._map_pose_frame if len(self._map) else None, self._map_stamp
 
     def occupancy(self, z_min, z_max, resolution=None):
-        """(tsdf.Grid2D of the height band, pose_frame, stamp_ns) of the map, consistently (see
+        """(grid.Grid2D of the height band, pose_frame, stamp_ns) of the map, consistently (see
         TsdfMap.occupancy; pose_frame None when the map is empty). The grid is None when the map
         is in a chain frame (image-only: its up is unknown, so it has no height band). Made from a
         copy, as map_points (after a load: 0.16 s at 9 M voxels compiled, 0.6 s in numpy)."""

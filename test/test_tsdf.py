@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from mapanything_ros.geometry import CameraModel, ModelPixels
 from mapanything_ros.mapping.keys import KEY_OFFSET, cells, key_cells, pack, shifted
 from mapanything_ros.mapping import tsdf
-from mapanything_ros.mapping.tsdf import _OFFSETS, BLOCK, VOXELS, Grid2D, RangeView, TsdfMap
+from mapanything_ros.mapping.grid import Grid2D
+from mapanything_ros.mapping.tsdf import _OFFSETS, BLOCK, VOXELS, RangeView, TsdfMap
 from mapanything_ros.synthetic.presets import make_scene
 
 CAMERA = CameraModel.pinhole(80.0, 80.0, 79.5, 59.5, 160, 120)
@@ -1070,8 +1071,11 @@ def test_incremental_surface_mesh_and_grid_equal_a_whole_search(max_blocks):
             assert_same_grid(fused.occupancy(0.2, 1.2, resolution=0.15), whole.occupancy(0.2, 1.2, resolution=0.15))
     # nothing fused since: the same arrays, the same regions
     assert fused.surface()[0] is got[0] and fused.mesh()[0] is mesh[0] and fused.mesh_regions() is fused.mesh_regions()
-    columns = fused._band_columns(0.2, 1.2)
-    assert fused._band_columns(0.2, 1.2) is columns and not columns[1].flags.writeable
+    fused.occupancy(0.2, 1.2)
+    columns = fused._columns[1:]
+    fused.occupancy(0.2, 1.2)
+    assert all(a is b for a, b in zip(fused._columns[1:], columns)) and not columns[0][1][1].flags.writeable
+    assert not columns[1].counts.flags.writeable
     assert evicted == (max_blocks == 5200)
 
 

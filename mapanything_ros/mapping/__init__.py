@@ -5,7 +5,8 @@ from .chain import ChainResult, WindowChain
 from .completion import CompletionConfig
 from .distance import DistanceSlice, distance_slice
 from .reconstruction import Reconstruction, ViewReconstruction, reconstruct
-from .tsdf import Grid2D, RangeView, TsdfMap
+from .grid import Grid2D
+from .tsdf import RangeView, TsdfMap
 
 __all__ = ["ChainResult", "CompletionConfig", "DistanceSlice", "Grid2D", "RangeView", "Reconstruction", "TsdfMap",
            "ViewReconstruction", "WindowChain", "distance_slice", "reconstruct"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .tsdf import Grid2D
+from .grid import Grid2D
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .grid import Grid2D, GridCounts
 from .keys import KEY_OFFSET, cells as cell_indices, key_cells, pack, shifted
 from .mesh import Mesh
 from .regions import REGION_BLOCKS
@@ -97,7 +98,7 @@ REACH = tuple(o for o in np.ndindex(2, 2, 2) if any(o))  # a block's mesh cells 
 FORMAT = "mapanything_ros.tsdf/2"
 FORMATS = ("mapanything_ros.tsdf/1", FORMAT)  # load_state reads these (/1: without `front`)
 SOLID_REACH = 0.6  # a voxel in front of a surface is solid when the zero crossing is this near (voxels)
-_SEEN = 1  # TsdfMap._band_columns: band voxels of the column observed, but not its lowest
+_SEEN = 1  # TsdfMap._columns_of: band voxels of the column observed, but not its lowest
 
 # Voxel offsets within a block, (VOXELS, 3) int, x slowest: voxel (i, j, k) is at (i·BLOCK + j)·BLOCK + k.
 _OFFSETS = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -128,19 +129,6 @@ class RangeView:
     world_from_camera: np.ndarray
     colors: np.ndarray
     weights: np.ndarray
-
-
-@dataclass(frozen=True)
-class Grid2D:
-    """A 2D occupancy grid: cells (H, W) int8, -1 unknown, 0 free, 100 occupied (nav_msgs/
-    OccupancyGrid's values), row-major from `origin` (x, y) metres, world frame, cells of
-    `resolution` metres; row i, column j covers x in origin_x + [j, j + 1)·res, y likewise."""
-
-    UNKNOWN, FREE, OCCUPIED = -1, 0, 100  # the cells' values
-
-    cells: np.ndarray
-    origin: tuple
-    resolution: float
 
 
 class TsdfMap:
@@ -200,7 +188,7 @@ class TsdfMap:
         # What surface(), mesh() and occupancy() last found, kept per block (pool slot) to search
         # again only the blocks fused since (_refresh): (fusions then, (pool slot of each point's
         # block, points, colours, weights)), (fusions then, _mesh_blocks parts, their mesh.Mesh)
-        # and (band, (fusions then, _band_columns)), each in the pool slots
+        # and (band, (fusions then, _columns_of parts), their grid.GridCounts), each in the pool slots
         # of its time. An eviction (_keep) is remembered (_evictions, the last EVICTIONS_KEPT): the
         # next search drops the evicted blocks' parts, renumbers the moved ones and searches the
         # kept blocks that read an evicted one. Parts older than the evictions remembered
@@ -462,7 +450,7 @@ class TsdfMap:
             parts, rows = _renumbered(old, evictions, groups)
             if dirty is not None:
                 stays = [self._kept(parts[start], dirty) for start in _starts(groups)]
-                rows = tuple(r[k] for r, k in zip(rows, stays))
+                rows = tuple(k if r is None else r[k] for r, k in zip(rows, stays))
                 stays = [k for k, n in zip(stays, groups) for _ in range(n)]
                 parts = tuple(_kept_then(o, k, x) for o, k, x in zip(parts, stays, search(dirty)))
         for a in parts:
@@ -777,44 +765,40 @@ class TsdfMap:
         what stands under it (a box's inside under the free space seen over it, when no camera saw
         its top). Incremental: only the blocks fused since the last call for the same band, and
         their six face neighbours (whose solid rule reads them), are looked at again (after an
-        eviction, also the face neighbours of the evicted blocks); for another band, all (the grid
-        itself is assembled anew from the blocks' columns)."""
+        eviction, also the face neighbours of the evicted blocks), and the grid's per-cell counts
+        (grid.GridCounts) take away and add only those blocks' columns; for another band, all
+        (another resolution: the counts made anew from every block's columns)."""
         v = self.voxel_size
         res = v if resolution is None else max(float(resolution), v)
-        empty = Grid2D(np.full((0, 0), Grid2D.UNKNOWN, np.int8), (0.0, 0.0), res)
         if self._size == 0 or z_max < z_min:
-            return empty
-        slots, columns = self._band_columns(float(z_min), float(z_max))
-        b, o = np.nonzero(columns != Grid2D.UNKNOWN)
-        if len(b) == 0:
-            return empty
-        state = columns[b, o]
-        index = [self._origin[slots, axis][b] + _COLUMNS[o, axis] for axis in range(2)]  # voxel columns along x, y
-        # The cell of each column: its voxel index, or the coarser cell its centre is in.
-        cell = [i if res == v else np.floor((i * v + v / 2) / res).astype(np.int64) for i in index]
-        x0, y0 = (int(c.min()) for c in cell)
-        shape = int(cell[1].max()) - y0 + 1, int(cell[0].max()) - x0 + 1  # rows: y
-        flat = (cell[1] - y0) * shape[1] + (cell[0] - x0)
-        size = shape[0] * shape[1]
-        free = np.bincount(flat, state == Grid2D.FREE, size).reshape(shape)  # voxel columns seen from the bottom
-        whole = np.outer(*(_voxels_per_cell(v, res, c0, n) for c0, n in ((y0, shape[0]), (x0, shape[1]))))
-        grid = np.where(free >= whole, Grid2D.FREE, Grid2D.UNKNOWN).astype(np.int8)
-        grid[np.bincount(flat, state == Grid2D.OCCUPIED, size).reshape(shape) > 0] = Grid2D.OCCUPIED
-        return Grid2D(grid, (float(x0 * res), float(y0 * res)), res)
+            return Grid2D(np.full((0, 0), Grid2D.UNKNOWN, np.int8), (0.0, 0.0), res)
+        return self._grid_counts(float(z_min), float(z_max), res).grid()
 
-    def _band_columns(self, z_min, z_max):
-        """(pool slots (n,) int32, columns (n, BLOCK²) int8) of the blocks with an observed voxel
+    def _grid_counts(self, z_min, z_max, res):
+        """The grid.GridCounts (cells of `res` metres) of the band's voxel columns (_columns_of), kept
+        with them between calls (self._columns: (band, (fusions then, parts), counts)): the last
+        one updated by the columns of the blocks searched again or evicted since (_refresh), or
+        made from every column (another band or resolution, or a whole search)."""
+        old = self._columns if self._columns is not None and self._columns[0] == (z_min, z_max) else None
+        found, rows = self._refresh(None if old is None else old[1], _FACES,
+                                    lambda which: self._columns_of(which, z_min, z_max), (3,))
+        counts = None if old is None or old[2].resolution != res else old[2]
+        if counts is None or (rows is None and found is not old[1]):
+            counts = GridCounts(self.voxel_size, res).updated(_NO_COLUMNS, _known_columns(found[1]))
+        elif found is not old[1]:
+            gone = np.ones(len(old[1][1][0]), bool)
+            gone[rows[0]] = False
+            counts = counts.updated(_known_columns(old[1][1], gone), _known_columns(found[1], slice(len(rows[0]), None)))
+        self._columns = (z_min, z_max), found, counts
+        return counts
+
+    def _columns_of(self, which, z_min, z_max):
+        """(pool slots (n,) int32, columns (n, BLOCK²) int8, the blocks' first voxel index along x
+        and y (n, 2) int64) of the blocks at sorted indices `which` that hold an observed voxel
         centred in the band [z_min, z_max]: each (x, y) column of voxels of a block (x major, as
         _COLUMNS) is Grid2D.OCCUPIED where one of its band voxels is solid (_solid), else FREE where
         it holds the band's lowest voxel and that was observed, _SEEN where other band voxels were,
-        else UNKNOWN. Kept between calls (read-only arrays)."""
-        kept = self._columns[1] if self._columns is not None and self._columns[0] == (z_min, z_max) else None
-        found, _ = self._refresh(kept, _FACES, lambda which: self._columns_of(which, z_min, z_max), (2,))
-        self._columns = (z_min, z_max), found
-        return self._columns[1][1]
-
-    def _columns_of(self, which, z_min, z_max):
-        """_band_columns of the blocks at sorted indices `which` (those that cross the band)."""
+        else UNKNOWN."""
         v = self.voxel_size
         cells = key_cells(self._keys[which])
         bottom = cells[:, 2] * BLOCK * v
@@ -836,7 +820,7 @@ class TsdfMap:
         columns = np.where(seen.any(3), _SEEN, Grid2D.UNKNOWN).astype(np.int8)
         columns[(seen & lowest[:, None, None, :]).any(3)] = Grid2D.FREE
         columns[solid.any(3)] = Grid2D.OCCUPIED
-        return slots, columns.reshape(len(near), BLOCK * BLOCK)
+        return slots, columns.reshape(len(near), BLOCK * BLOCK), self._origin[slots, :2]
 
     def state(self):
         """The whole map as a dict of numpy arrays (see load_state): what save writes."""
@@ -976,14 +960,17 @@ def _sides(t, observed, front):
         return observed & (np.abs(t) < 1) & ((t <= 0) | front)
 
 
-def _voxels_per_cell(v, res, first, n):
-    """(n,) how many voxel columns (size v, m) have their centre in each of the cells first, ..,
-    first + n - 1 of size res (m) along one axis (1 each when res is v)."""
-    if res == v:
-        return np.ones(n, np.int64)
-    i = np.arange(int(np.floor(first * res / v)) - 2, int(np.ceil((first + n) * res / v)) + 3)
-    c = np.floor((i * v + v / 2) / res).astype(np.int64) - first
-    return np.bincount(c[(c >= 0) & (c < n)], minlength=n)
+def _known_columns(parts, rows=slice(None)):
+    """(x, y, state): the voxel indices along x and y (m,) int64 and the states (m,) int8 of the
+    known voxel columns (GridCounts.updated's) of the entries `rows` (indices, a mask or a slice)
+    of TsdfMap._columns_of parts."""
+    _, columns, xy = parts
+    columns, xy = columns[rows], xy[rows]
+    b, o = np.nonzero(columns != Grid2D.UNKNOWN)
+    return xy[b, 0] + _COLUMNS[o, 0], xy[b, 1] + _COLUMNS[o, 1], columns[b, o]
+
+
+_NO_COLUMNS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8))
 
 
 @dataclass(frozen=True, eq=False)
@@ -1011,10 +998,10 @@ class _Eviction:
 def _renumbered(parts, evictions, groups):
     """(parts, rows): an extraction's parts (in groups of the lengths `groups`, each led by its
     entries' pool slots) after the _Evictions `evictions` (in order), without the dropped blocks'
-    entries, the others' slots renumbered (`parts` itself when there are none); rows: per group,
-    the indices of the entries kept."""
+    entries, the others' slots renumbered; rows: per group, the indices of the entries kept.
+    (`parts` itself and rows None when there are none.)"""
     if not evictions:
-        return parts, tuple(np.arange(len(parts[start])) for start in _starts(groups))
+        return parts, (None,) * len(groups)
     moved = evictions[0].moved()
     for eviction in evictions[1:]:  # one map from the first pool to the last
         moved = np.where(moved >= 0, eviction.moved()[np.maximum(moved, 0)], -1)

@@ -502,7 +502,7 @@ class Session:
         return mesh, self.frame_id(pose_frame or "world", self._values), stamp if stamp is not None else now_ns
 
     def occupancy(self, now_ns):
-        """(tsdf.Grid2D of the map's height band, frame id, stamp ns: that of the newest window in the
+        """(grid.Grid2D of the map's height band, frame id, stamp ns: that of the newest window in the
         map, or now_ns when it is empty) under the live occupancy_* parameters. ValueError when there
         is none to give: a map in the image-only chain frame (no known up: the band needs world_frame's
         z), or a band upside down."""
