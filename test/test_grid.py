@@ -106,3 +106,53 @@ def test_a_cell_of_many_columns():
     assert counts.grid().cells.tolist() == [[Grid2D.FREE]]
     less = counts.updated((x[:1], y[:1], state[:1]), (x[:0], y[:0], state[:0]))
     assert less.grid().cells.tolist() == [[Grid2D.UNKNOWN]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_columns_counted_once_per_block_layer(seed):
+    """A voxel column crossing several block layers of the band is counted once in each (repeats):
+    at 0.4 m cells of 5 cm voxels and eight layers a cell counts up to 512 (16 bits), and the grid
+    is still the one of every column, through updates that take layers away."""
+    rng = np.random.default_rng(seed)
+    v, res, layers = 0.05, 0.4, 8
+    counts, columns = GridCounts(v, res, layers), np.zeros((3, 0), np.int64)
+    assert counts.counts.dtype == np.uint16
+    for step in range(6):
+        keep = rng.random(columns.shape[1]) < 0.6
+        gone, columns = columns[:, ~keep], columns[:, keep]
+        x, y = np.meshgrid(np.arange(8) + 8 * step, np.arange(8), indexing="ij")
+        base = np.stack([x.ravel(), y.ravel()])
+        new = np.concatenate([np.concatenate([base, np.full((1, 64), s)]) for s in  # a pillar: occupied in every layer
+                              [Grid2D.OCCUPIED] * layers] + [np.stack([*base, rng.choice(STATES, 64)])], 1)
+        counts = counts.updated(tuple(gone[:2]) + (gone[2].astype(np.int8),),
+                                tuple(new[:2]) + (new[2].astype(np.int8),))
+        columns = np.concatenate([columns, new], 1)
+        assert_same(counts.grid(), reference(columns[0], columns[1], columns[2], v, res))
+        assert counts.counts[2].max() >= 256  # past 8 bits
+
+
+@pytest.mark.parametrize("band, res", [((0.1, 1.5), 0.05), ((0.1, 1.5), 0.4), ((0.1, 1.5), 0.45), ((0.1, 0.7), 0.4)])
+def test_a_tall_pillar_then_its_eviction(band, res):
+    """TsdfMap.occupancy of a solid pillar 0.4 m wide and 1.6 m tall beside a floor, over the node's
+    default band (0.1-1.5 m: eight block layers) and a lower one (four): at 0.4 m cells the
+    pillar's cell counts 512 or 256 occupied columns, more than 8 bits hold. The grid is the one
+    counted from every column, after the pillar's blocks are evicted, and after a floor block
+    changes."""
+    from mapanything_ros.mapping import tsdf
+    from test_regions import changed, slab_map
+
+    pillar = [(x, y, z) for x in range(2) for y in range(2) for z in range(8)]
+    floor = [(x, y, 0) for x in range(6, 12) for y in range(-2, 3)]
+    fused = slab_map(pillar + floor, lambda i: np.where((i[..., 0] < 8) | (i[..., 2] < 2), -0.5, 0.5))
+
+    def want():
+        columns = tsdf._known_columns(fused._columns_of(np.arange(len(fused)), *band))
+        return reference(*columns, 0.05, res)
+
+    assert (fused.occupancy(*band, res).cells == Grid2D.OCCUPIED).any()
+    assert_same(fused.occupancy(*band, res), want())
+    fused._keep(np.flatnonzero(fused._origin[:len(fused), 0] >= 8))  # the pillar evicted (white box)
+    assert len(fused) == len(floor)
+    assert_same(fused.occupancy(*band, res), want())
+    changed(fused, (7, 0, 0), np.ones(64, bool), 0.5)
+    assert_same(fused.occupancy(*band, res), want())

@@ -31,37 +31,43 @@ class Grid2D:
 
 
 class GridCounts:
-    """Per cell of `resolution` metres (at least voxel_size), the number of known, free and
-    occupied voxel columns centred in it: rasters (H, W) whose row i, column j is the cell of
-    index (first[0] + j, first[1] + i) (cell index: floor(x / resolution)). Read-only: updated
-    returns a new one."""
+    """Per cell of `resolution` metres (at least voxel_size), how many known, free and occupied
+    voxel columns centred in it were counted: rasters (H, W) whose row i, column j is the cell of
+    index (first[0] + j, first[1] + i) (cell index: floor(x / resolution)). A voxel column may be
+    counted up to `repeats` times (once per block layer the band crosses: each block's part of it
+    is a column of its own). Read-only: updated returns a new one."""
 
-    def __init__(self, voxel_size, resolution, first=(0, 0), counts=None):
-        self.voxel_size, self.resolution, self.first = voxel_size, resolution, first
-        # the most voxel columns a cell can hold (centres v apart in a cell res wide: ceil(res / v)
-        # along an axis): the counts' type
-        most = int(np.ceil(resolution / voxel_size)) ** 2
+    def __init__(self, voxel_size, resolution, repeats=1, first=(0, 0), counts=None):
+        self.voxel_size, self.resolution, self.repeats, self.first = voxel_size, resolution, repeats, first
+        # The most a cell can count (centres v apart in a cell res wide: ceil(res / v) along an
+        # axis, each column `repeats` times): the counts' type.
+        most = int(np.ceil(resolution / voxel_size)) ** 2 * repeats
         self._dtype = np.uint8 if most < 2**8 else np.uint16 if most < 2**16 else np.uint32
         self.counts = np.zeros((3, 0, 0), self._dtype) if counts is None else counts  # known, free, occupied
-        self.counts.flags.writeable = False
+        self.counts.flags.writeable = False  # (a raster this class made)
 
     def updated(self, gone, new):
         """GridCounts without the voxel columns `gone` and with `new`: each (x, y, state), the
         columns' voxel indices (m,) int64 along x and y and their states (m,) int8 (Grid2D.FREE,
-        Grid2D.OCCUPIED, or any other for seen only), known columns only; `gone` counted before."""
+        Grid2D.OCCUPIED, or any other for seen only), known columns only; `gone` counted before
+        (so within the raster)."""
         x, y = (self._cells(i) for i in new[:2])
         first, shape = self._bounds(x, y)
         counts = np.zeros((3,) + shape, self._dtype)
         (j0, i0), (h, w) = (a - b for a, b in zip(self.first, first)), self.counts.shape[1:]
         counts[:, i0:i0 + h, j0:j0 + w] = self.counts
+        self._count(counts, first, self._cells(gone[0]), self._cells(gone[1]), gone[2], np.subtract.at)
+        self._count(counts, first, x, y, new[2], np.add.at)
+        return GridCounts(self.voxel_size, self.resolution, self.repeats, first, counts)._trimmed()
+
+    def _count(self, counts, first, x, y, state, add):
+        """add (np.add.at or np.subtract.at) one to `counts` (3, H, W) (a raster from cell `first`)
+        for each column in cells x, y: known, free where `state` is, occupied where it is."""
+        cell = (y - first[1]) * counts.shape[2] + (x - first[0])
         flat = counts.reshape(3, -1)
-        for (cx, cy, state), add in (((self._cells(gone[0]), self._cells(gone[1]), gone[2]), np.subtract.at),
-                                     ((x, y, new[2]), np.add.at)):
-            cell = (cy - first[1]) * shape[1] + (cx - first[0])
-            for row, which in enumerate((slice(None), state == Grid2D.FREE, state == Grid2D.OCCUPIED)):
-                at = cell[which]
-                add(flat[row], at, np.ones(len(at), self._dtype))  # (ones of the array's type: 35x faster than 1)
-        return GridCounts(self.voxel_size, self.resolution, first, counts)._trimmed()
+        for row, which in enumerate((slice(None), state == Grid2D.FREE, state == Grid2D.OCCUPIED)):
+            at = cell[which]
+            add(flat[row], at, np.ones(len(at), self._dtype))  # (ones of the array's type: 35x faster than 1)
 
     def grid(self):
         """Grid2D of the cells with a known column (their bounding box; empty when none)."""
@@ -105,12 +111,12 @@ class GridCounts:
         """This GridCounts, its raster cut to the cells with a known column when they fill less
         than half of it (a map that moved on: evicted blocks leave their cells)."""
         if self._known is None:
-            return self if self.counts.size == 0 else GridCounts(self.voxel_size, self.resolution)
+            return self if self.counts.size == 0 else GridCounts(self.voxel_size, self.resolution, self.repeats)
         rows, cols = self._known
         if 2 * (rows.stop - rows.start) * (cols.stop - cols.start) >= self.counts[0].size:
             return self
-        return GridCounts(self.voxel_size, self.resolution, (self.first[0] + cols.start, self.first[1] + rows.start),
-                          self.counts[:, rows, cols].copy())
+        return GridCounts(self.voxel_size, self.resolution, self.repeats,
+                          (self.first[0] + cols.start, self.first[1] + rows.start), self.counts[:, rows, cols].copy())
 
 
 def _voxels_per_cell(v, res, first, n):

@@ -144,8 +144,8 @@ class TsdfMap:
     """
 
     # tsdf, weight, rgb, looks; key, slot, origin, free, fusion stamp (not counted: the last
-    # surface, mesh and grid columns kept for their incremental extraction and the evictions
-    # remembered for them, docs/map.md)
+    # surface, mesh with its join, and grid columns with their per-cell counts kept for their
+    # incremental extraction and the evictions remembered for them, docs/map.md)
     BYTES_PER_BLOCK = VOXELS * (4 + 4 + 3 + 1) + 8 + 4 + 24 + 1 + 8
 
     def __init__(self, voxel_size=0.05, truncation=None, max_weight=50.0, max_blocks=30_000, max_range=None,
@@ -219,7 +219,8 @@ class TsdfMap:
     @property
     def nbytes(self):
         """Bytes held by the map's arrays (the voxels' and the blocks'; not the last surface, mesh and
-        grid columns kept for their incremental extraction, nor the evictions remembered for them)."""
+        grid columns (with the mesh's join and the grid's per-cell counts) kept for their incremental
+        extraction, nor the evictions remembered for them)."""
         return sum(a.nbytes for a in (self._keys, self._slots, self._tsdf, self._weight, self._rgb, self._looks,
                                       self._origin, self._free, self._fused))
 
@@ -780,15 +781,17 @@ class TsdfMap:
         one updated by the columns of the blocks searched again or evicted since (_refresh), or
         made from every column (another band or resolution, or a whole search)."""
         old = self._columns if self._columns is not None and self._columns[0] == (z_min, z_max) else None
-        found, rows = self._refresh(None if old is None else old[1], _FACES,
-                                    lambda which: self._columns_of(which, z_min, z_max), (3,))
+        kept = None if old is None else old[1]
+        found, rows = self._refresh(kept, _FACES, lambda which: self._columns_of(which, z_min, z_max), (3,))
         counts = None if old is None or old[2].resolution != res else old[2]
-        if counts is None or (rows is None and found is not old[1]):
-            counts = GridCounts(self.voxel_size, res).updated(_NO_COLUMNS, _known_columns(found[1]))
-        elif found is not old[1]:
-            gone = np.ones(len(old[1][1][0]), bool)
-            gone[rows[0]] = False
-            counts = counts.updated(_known_columns(old[1][1], gone), _known_columns(found[1], slice(len(rows[0]), None)))
+        if counts is None or (rows is None and found is not kept):  # (rows None and found new: a whole search)
+            layers = int(np.floor(z_max / (BLOCK * self.voxel_size)) - np.floor(z_min / (BLOCK * self.voxel_size))) + 2
+            counts = GridCounts(self.voxel_size, res, layers).updated(_NO_COLUMNS, _known_columns(found[1]))
+        elif found is not kept:
+            stayed = rows[0]
+            gone = np.ones(len(kept[1][0]), bool)
+            gone[stayed] = False
+            counts = counts.updated(_known_columns(kept[1], gone), _known_columns(found[1], slice(len(stayed), None)))
         self._columns = (z_min, z_max), found, counts
         return counts
 
@@ -960,12 +963,12 @@ def _sides(t, observed, front):
         return observed & (np.abs(t) < 1) & ((t <= 0) | front)
 
 
-def _known_columns(parts, rows=slice(None)):
+def _known_columns(parts, which=slice(None)):
     """(x, y, state): the voxel indices along x and y (m,) int64 and the states (m,) int8 of the
-    known voxel columns (GridCounts.updated's) of the entries `rows` (indices, a mask or a slice)
+    known voxel columns (GridCounts.updated's) of the entries `which` (indices, a mask or a slice)
     of TsdfMap._columns_of parts."""
     _, columns, xy = parts
-    columns, xy = columns[rows], xy[rows]
+    columns, xy = columns[which], xy[which]
     b, o = np.nonzero(columns != Grid2D.UNKNOWN)
     return xy[b, 0] + _COLUMNS[o, 0], xy[b, 1] + _COLUMNS[o, 1], columns[b, o]
 
