@@ -21,11 +21,12 @@ REGION_BLOCKS = 16  # blocks per region edge
 
 @dataclass(frozen=True)
 class RegionMesh:
-    """A mesh of quads (vertices (V, 3) float32 metres, colours (V, 3) uint8, quads (Q, 4) vertex
-    rows, each two triangles (0, 1, 2) and (0, 2, 3)) cut into regions: region r holds the quads
-    quads[order[starts[r]:starts[r + 1]]]; keys (R,) int64 its packed region index, signatures
-    (R, 2) int64 (newest fusion count, triangle count), generation the map's storage generation
-    the signatures belong to."""
+    """A mesh of quads (vertices (V, 3) float32 metres in the map's frame, colours (V, 3) uint8 RGB,
+    quads (Q, 4) integer vertex rows, each two triangles (0, 1, 2) and (0, 2, 3)) cut into regions:
+    region r holds the quads quads[order[starts[r]:starts[r + 1]]]; keys (R,) int64 its packed
+    region index, signatures (R, 2) int64 (newest fusion count, triangle count), generation the
+    map's storage generation the signatures belong to. Only the quads at `order` belong to a
+    region: others may name a vertex row -1 (mesh.Mesh: a corner without a vertex)."""
 
     vertices: np.ndarray
     colours: np.ndarray
@@ -52,7 +53,8 @@ class RegionMesh:
         return len(self.keys)
 
     def region(self, r):
-        """Triangles (n, 3) of region r: its quads' first triangles, then their second ones."""
+        """Triangles (n, 3) of region r (vertex rows, of the quads' integer type): its quads' first
+        triangles, then their second ones."""
         quads = self.quads[self.order[self.starts[r]:self.starts[r + 1]]]
         return np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
 
