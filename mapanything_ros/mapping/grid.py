@@ -33,9 +33,9 @@ class Grid2D:
 class GridCounts:
     """Per cell of `resolution` metres (at least voxel_size), how many known, free and occupied
     voxel columns centred in it were counted: rasters (H, W) whose row i, column j is the cell of
-    index (first[0] + j, first[1] + i) (cell index: floor(x / resolution)). A voxel column may be
-    counted up to `repeats` times (once per block layer the band crosses: each block's part of it
-    is a column of its own). Read-only: updated returns a new one."""
+    index (first[0] + j, first[1] + i) (along an axis, x metres lie in cell floor(x / resolution)).
+    A voxel column may be counted up to `repeats` times (once per block layer the band crosses:
+    each block's part of it is a column of its own). Read-only: updated returns a new one."""
 
     def __init__(self, voxel_size, resolution, repeats=1, first=(0, 0), counts=None):
         self.voxel_size, self.resolution, self.repeats, self.first = voxel_size, resolution, repeats, first
@@ -61,8 +61,9 @@ class GridCounts:
         return GridCounts(self.voxel_size, self.resolution, self.repeats, first, counts)._trimmed()
 
     def _count(self, counts, first, x, y, state, add):
-        """add (np.add.at or np.subtract.at) one to `counts` (3, H, W) (a raster from cell `first`)
-        for each column in cells x, y: known, free where `state` is, occupied where it is."""
+        """Add (np.add.at) or take away (np.subtract.at: `add`) one per voxel column at cells x, y
+        to `counts` (3, H, W), a raster from cell `first`: to the known count, to the free count
+        where `state` is Grid2D.FREE, to the occupied count where it is Grid2D.OCCUPIED."""
         cell = (y - first[1]) * counts.shape[2] + (x - first[0])
         flat = counts.reshape(3, -1)
         for row, which in enumerate((slice(None), state == Grid2D.FREE, state == Grid2D.OCCUPIED)):

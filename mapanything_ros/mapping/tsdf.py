@@ -593,7 +593,7 @@ class TsdfMap:
     def _mesh_blocks(self, which):
         """_mesh_parts of the blocks at sorted indices `which`, then the packed key (Q,) of each
         quad's region (its block's: regions.py)."""
-        parts = self._mesh_parts(which)
+        parts = self._mesh_parts(which)  # (parts[5]: each quad's pool slot)
         return parts + (pack(np.ascontiguousarray((self._origin[parts[5]] // (BLOCK * REGION_BLOCKS)).T)),)
 
     def _mesh_parts(self, which):
