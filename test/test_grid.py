@@ -131,7 +131,8 @@ def test_columns_counted_once_per_block_layer(seed):
         assert counts.counts[2].max() >= 256  # past 8 bits
 
 
-@pytest.mark.parametrize("band, res", [((0.1, 1.5), 0.05), ((0.1, 1.5), 0.4), ((0.1, 1.5), 0.45), ((0.1, 0.7), 0.4)])
+@pytest.mark.parametrize("band, res", [((0.1, 1.5), 0.05), ((0.1, 1.5), 0.4), ((0.1, 1.5), 0.45), ((0.1, 0.7), 0.4),
+                                       ((0.1, 1e308), 0.05), ((-1e308, 1e308), 0.4)])
 def test_a_tall_pillar_then_its_eviction(band, res):
     """TsdfMap.occupancy of a solid pillar 0.4 m wide and 1.6 m tall beside a floor, over the node's
     default band (0.1-1.5 m: eight block layers) and a lower one (four): at 0.4 m cells the

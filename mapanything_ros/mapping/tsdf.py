@@ -785,7 +785,9 @@ class TsdfMap:
         found, rows = self._refresh(kept, _FACES, lambda which: self._columns_of(which, z_min, z_max), (3,))
         counts = None if old is None or old[2].resolution != res else old[2]
         if counts is None or (rows is None and found is not kept):  # (rows None and found new: a whole search)
-            layers = int(np.floor(z_max / (BLOCK * self.voxel_size)) - np.floor(z_min / (BLOCK * self.voxel_size))) + 2
+            height = BLOCK * self.voxel_size  # (a band of 1e308 m: its layers are more than a count needs)
+            layers = np.floor(z_max / height) - np.floor(z_min / height) + 2
+            layers = int(layers) if np.isfinite(layers) and layers < 2**32 else 2**32
             counts = GridCounts(self.voxel_size, res, layers).updated(_NO_COLUMNS, _known_columns(found[1]))
         elif found is not kept:
             stayed = rows[0]
