@@ -42,6 +42,15 @@ def key_cells(keys):
     return np.stack([(keys >> s) & KEY_MASK for s in (2 * KEY_BITS, KEY_BITS, 0)], -1) - KEY_OFFSET
 
 
+def located(sorted_keys, keys):
+    """(index into sorted_keys (N,), found (N,) bool) of `keys`: where each is, or would go (at most
+    the last index), and whether sorted_keys holds it."""
+    if len(sorted_keys) == 0:
+        return np.zeros(np.shape(keys), np.intp), np.zeros(np.shape(keys), bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return pos, sorted_keys[pos] == keys
+
+
 def shifted(keys, offset):
     """(packed keys (N,) of the cells at `offset` (three ints, in cells) from those of the packed
     `keys` (N,) int64, in_range (N,) bool: False where a shifted index leaves the packable range,

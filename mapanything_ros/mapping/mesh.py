@@ -18,6 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .keys import located
 from .regions import RegionMesh
 
 ROW = np.int32  # vertex and quad rows
@@ -139,7 +140,5 @@ def _renumbering(count, kept):
 def _rows_of(sorted_keys, rows, keys):
     """ROW array shaped as `keys`: the row of each key among `sorted_keys` (rows: theirs), -1 where
     absent."""
-    if len(sorted_keys) == 0:
-        return np.full(keys.shape, -1, ROW)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return np.where(sorted_keys[at] == keys, rows[at], ROW(-1))
+    at, found = located(sorted_keys, keys)
+    return np.where(found, rows[at] if len(rows) else ROW(-1), ROW(-1))

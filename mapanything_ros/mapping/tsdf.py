@@ -69,7 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .grid import Grid2D, GridCounts
-from .keys import KEY_OFFSET, cells as cell_indices, key_cells, pack, shifted
+from .keys import KEY_OFFSET, cells as cell_indices, key_cells, located, pack, shifted
 from .mesh import Mesh
 from .regions import REGION_BLOCKS
 
@@ -482,9 +482,7 @@ class TsdfMap:
     def _lookup(self, keys):
         """(index into the sorted keys (N,), found (N,) bool) of packed `keys`: where each is, or
         would go, and whether the map holds it (an index is < len(self) where found)."""
-        pos = np.minimum(np.searchsorted(self._keys, keys), max(self._size - 1, 0))
-        found = self._keys[pos] == keys if self._size else np.zeros(len(keys), bool)
-        return pos, found
+        return located(self._keys[:self._size], keys)
 
     def _kept(self, slots, dirty):
         """Indices of the entries whose block (pool `slots`) is not among the blocks `dirty`."""
