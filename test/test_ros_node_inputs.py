@@ -433,6 +433,54 @@ def test_occupancy_grid_and_its_distance_field_are_published_when_subscribed(rig
     assert (len(grids), len(fields)) == count
 
 
+def test_occupancy_follows_a_parameter_change_made_while_its_job_waits(rig, scene):
+    """A grid job queued under occupancy_resolution A runs under B (changed meanwhile), then the
+    parameter goes back to A before the next timer tick: the grid made under B is recorded as B's,
+    so A's grid is published again (recording the key _due computed when it queued the job, A's,
+    left B's grid on the latched topic for good)."""
+    import threading
+
+    from nav_msgs.msg import OccupancyGrid
+
+    from mapanything_ros.ros.node import MAP_QOS
+
+    r = rig(map_publish_rate=20.0, occupancy_resolution=0.05)
+    grids = []
+    r.peer.create_subscription(OccupancyGrid, "/mapanything/occupancy", grids.append, MAP_QOS)
+    for k in range(2):
+        send_frame(r, scene, SEC + k * SEC // 2)
+        r.spin(0.5)
+
+    def settled(seconds=10.0):
+        end = time.monotonic() + seconds
+        while not (grids and r.node.session.pipeline.stats().pending == 0 and r.node._due("occupancy") is None
+                   and r.node._output_jobs["map"].done()) and time.monotonic() < end:
+            r.spin(0.1)
+        r.spin(0.3)  # the last grid on its way
+        return grids[-1].info.resolution
+
+    assert settled() == pytest.approx(0.05)
+    gate = threading.Event()
+    r.node._map_thread.submit(gate.wait, 10.0)  # the map thread busy: the next grid job waits behind it
+    r.node.set_parameters([Parameter("occupancy_resolution", value=0.1)])
+    end = time.monotonic() + 10
+    while r.node._output_jobs["map"].done() and time.monotonic() < end:  # the timer queues a job (for 0.1)
+        r.spin(0.02)
+    queued = r.node._output_jobs["map"]
+    assert not queued.done()
+    r.node.set_parameters([Parameter("occupancy_resolution", value=0.2)])  # before that job runs
+    before = len(grids)
+    gate.set()
+    queued.result(timeout=10)
+    r.node.set_parameters([Parameter("occupancy_resolution", value=0.1)])  # before the timer sees 0.2
+    assert settled() == pytest.approx(0.1)
+    assert [g.info.resolution for g in grids[before:]][0] == pytest.approx(0.2)  # made under what was in force
+    want, _, _ = r.node.session.occupancy(0)
+    got = grids[-1]
+    assert (got.info.height, got.info.width) == want.cells.shape
+    np.testing.assert_array_equal(np.array(got.data, np.int8).reshape(want.cells.shape), want.cells)
+
+
 class MarkerDisplay:
     """What RViz's MarkerArray display shows of ~/mesh: markers by id, as the arrays say."""
 

@@ -445,13 +445,19 @@ class _MapAnything:
                                 self.get_subscriptions_info_by_topic(publisher.topic_name))
         if topic == "mesh" and self._mesh_refresh_due():
             self._sent.pop("mesh", None)  # all of it again (publish_mesh)
-        key = self.session.pipeline.map_version
-        if topic in ("occupancy", "esdf"):
-            names = ("occupancy_min_height", "occupancy_max_height", "occupancy_resolution")
-            names += ("esdf_max_distance",) if topic == "esdf" else ()
-            key = (key, *(self.session.values[name] for name in names))
+        key = self._key(topic, self.session.pipeline.map_version, self.session.values)
         sent, seen = self._sent.get(topic, (None, frozenset()))
         return None if sent == key and subscribers <= seen else (key, subscribers)
+
+    @staticmethod
+    def _key(topic, version, values):
+        """What `topic` publishes of the map at `version` under the parameters `values`: the
+        version, and for ~/occupancy and ~/esdf the parameters that shape them."""
+        if topic not in ("occupancy", "esdf"):
+            return version
+        names = ("occupancy_min_height", "occupancy_max_height", "occupancy_resolution")
+        names += ("esdf_max_distance",) if topic == "esdf" else ()
+        return (version, *(values[name] for name in names))
 
     def publish_mesh(self, due):
         """Make and publish ~/mesh (serialized here: ros/marker.py): the regions that changed since
@@ -481,25 +487,29 @@ class _MapAnything:
 
     def publish_map(self, due):
         """Make and publish ~/map, ~/occupancy and ~/esdf, those in `due` ({topic: _due()'s}), each one
-        consistent snapshot (~/esdf the distance field of ~/occupancy's grid)."""
+        consistent snapshot (~/esdf the distance field of ~/occupancy's grid, both under one
+        parameter snapshot). What is recorded as sent is what was made: the parameters read here
+        (they may have changed since _due) and the map's version read before its copy is taken
+        (the copy holds that version or a newer one, so a change is never marked sent unseen)."""
+        values, version = self.session.values, self.session.pipeline.map_version
         if "map" in due:
             try:
                 snap, frame_id, stamp = self.session.map(self._now_ns())
                 self.map_pub.publish(xyz_to_cloud(snap.points, make_header(frame_id, stamp), snap.colors,
                                                   snap.confidence))
-                self._sent["map"] = due["map"]
+                self._sent["map"] = (version, due["map"][1])
             except Exception as err:  # a bug: said, and the next tick tries again
                 self.report.exception("pipeline", "map", "publishing ~/map failed (a bug)", err)
         grids = [topic for topic in ("occupancy", "esdf") if topic in due]  # one grid for both
         if grids:
             names = " and ".join(f"~/{topic}" for topic in grids)
             try:
-                grid, frame_id, stamp = self.session.occupancy(self._now_ns())
+                grid, frame_id, stamp = self.session.occupancy(self._now_ns(), values)
                 header = make_header(frame_id, stamp)
                 if "occupancy" in due:
                     self.occupancy_pub.publish(occupancy_msg(grid, header))
                 if "esdf" in due:
-                    field, z = self.session.esdf(grid)
+                    field, z = self.session.esdf(grid, values)
                     xyz, distance = field.points(z)
                     self.esdf_pub.publish(xyz_to_cloud(xyz, header, confidence=distance, scalar_name="distance"))
             except ValueError as err:  # the same answer until the map or the band changes
@@ -507,7 +517,7 @@ class _MapAnything:
             except Exception as err:  # a bug: said, and the next tick tries again
                 self.report.exception("pipeline", "occupancy", f"publishing {names} failed (a bug)", err)
                 return
-            self._sent.update({topic: due[topic] for topic in grids})
+            self._sent.update({topic: (self._key(topic, version, values), due[topic][1]) for topic in grids})
 
     # ---------------------------------------------------------------- services, parameters
 

@@ -501,12 +501,12 @@ class Session:
         mesh, pose_frame, stamp = self.pipeline.map_mesh()
         return mesh, self.frame_id(pose_frame or "world", self._values), stamp if stamp is not None else now_ns
 
-    def occupancy(self, now_ns):
+    def occupancy(self, now_ns, values=None):
         """(grid.Grid2D of the map's height band, frame id, stamp ns: that of the newest window in the
-        map, or now_ns when it is empty) under the live occupancy_* parameters. ValueError when there
-        is none to give: a map in the image-only chain frame (no known up: the band needs world_frame's
-        z), or a band upside down."""
-        v = self._values
+        map, or now_ns when it is empty) under the occupancy_* parameters of `values` (a `values`
+        snapshot; None: the live one). ValueError when there is none to give: a map in the
+        image-only chain frame (no known up: the band needs world_frame's z), or a band upside down."""
+        v = self._values if values is None else values
         low, high = v["occupancy_min_height"], v["occupancy_max_height"]
         if high < low:
             raise ValueError(f"occupancy_max_height {high} is below occupancy_min_height {low}")
@@ -516,10 +516,11 @@ class Session:
                              "so it has no height band")
         return grid, self.frame_id("world", v), stamp if stamp is not None else now_ns
 
-    def esdf(self, grid):
-        """(mapping.DistanceSlice of an occupancy grid (occupancy()'s) clipped at the live
-        esdf_max_distance, the height to show it at: occupancy_min_height, metres)."""
-        v = self._values
+    def esdf(self, grid, values=None):
+        """(mapping.DistanceSlice of an occupancy grid (occupancy()'s) clipped at esdf_max_distance,
+        the height to show it at: occupancy_min_height, metres), both of `values` (the snapshot the
+        grid was made under; None: the live one)."""
+        v = self._values if values is None else values
         return distance_slice(grid, v["esdf_max_distance"]), v["occupancy_min_height"]
 
     def save_map(self, path, directory=None):
