@@ -1,6 +1,8 @@
 """mapping.distance: the occupancy slice's distance field (~/esdf) against brute force and on a fused
 map, and evaluation.distance_metrics on known answers."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -33,6 +35,86 @@ def test_distances_equal_brute_force(height, width, resolution, max_distance, se
     np.testing.assert_allclose(field.distance, brute_force(cells, resolution, max_distance), rtol=1e-5, atol=1e-6)
 
 
+def changed_grid(rng, grid):
+    """A later grid of the same map: some cells changed (a patch, scattered ones, or none) and the
+    box grown on some sides (new cells seen), or cut on one (then an update cannot start from it)."""
+    cells = grid.cells.copy()
+    states = np.array([Grid2D.UNKNOWN, Grid2D.FREE, Grid2D.OCCUPIED], np.int8)
+    kind = rng.integers(3)
+    if kind == 0 and cells.size:  # a patch seen again
+        i, j = rng.integers(0, cells.shape[0]), rng.integers(0, cells.shape[1])
+        patch = cells[i:i + rng.integers(1, 8), j:j + rng.integers(1, 8)]
+        patch[...] = rng.choice(states, patch.shape, p=[0.1, 0.7, 0.2])
+    elif kind == 1 and cells.size:  # scattered flips
+        flat = cells.reshape(-1)
+        flat[rng.integers(0, flat.size, 3)] = rng.choice(states, 3)
+    res = grid.resolution
+    if rng.random() < 0.1 and min(cells.shape) > 2:  # cut on one side
+        side = rng.integers(4)
+        cut = (cells[1:], cells[:-1], cells[:, 1:], cells[:, :-1])[side]
+        origin = (grid.origin[0] + res * (side == 2), grid.origin[1] + res * (side == 0))
+        return Grid2D(cut.copy(), origin, res)
+    top, bottom, left, right = (int(g) for g in rng.integers(1, 7, 4) * (rng.random(4) < 0.3))
+    out = rng.choice(states, (cells.shape[0] + top + bottom, cells.shape[1] + left + right), p=[0.3, 0.6, 0.1])
+    out[top:top + cells.shape[0], left:left + cells.shape[1]] = cells
+    return Grid2D(out, (grid.origin[0] - left * res, grid.origin[1] - top * res), res)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31), st.sampled_from([0.05, 0.1, 0.3]), st.floats(0.5, 6.0))
+def test_an_updated_field_is_the_field_made_anew(seed, resolution, reach_cells):
+    """Fields updated from the one before through grids that change in patches, in scattered
+    cells, not at all, grow or are cut: each equals the field made anew (to a float32's last bit;
+    and for another maximum, which an update cannot start from)."""
+    rng = np.random.default_rng(seed)
+    cells = rng.choice(np.array([Grid2D.UNKNOWN, Grid2D.FREE, Grid2D.OCCUPIED], np.int8),
+                       tuple(rng.integers(0, 80, 2)), p=[0.3, 0.65, 0.05])
+    grid = Grid2D(cells, (-3 * resolution, 7 * resolution), resolution)
+    max_distance = reach_cells * resolution
+    field = distance_slice(grid, max_distance)
+    for _ in range(8):
+        grid = changed_grid(rng, grid)
+        reach = max_distance if rng.random() < 0.9 else max_distance * 2
+        kept = field.reach.copy()
+        field, before = distance_slice(grid, reach, field), field
+        np.testing.assert_array_equal(before.reach, kept)  # the field updated from is left as it was
+        want = distance_slice(grid, reach)
+        assert field.distance.shape == grid.cells.shape and field.origin == grid.origin
+        np.testing.assert_array_equal(np.isnan(field.distance), np.isnan(want.distance))
+        # (OpenCV's vector and scalar paths may differ in a distance's last bit)
+        np.testing.assert_allclose(field.distance, want.distance, rtol=2e-7, atol=0)
+        np.testing.assert_allclose(field.reach, want.reach, rtol=2e-7, atol=0)
+
+
+def test_an_update_computes_again_only_near_the_change():
+    """A cell flipped in a large free grid: the cells farther than the maximum from it keep the
+    previous field's values (the update does not make them anew), the near ones change."""
+    cells = np.zeros((200, 300), np.int8)
+    cells[10, 10] = cells[190, 290] = Grid2D.OCCUPIED
+    grid = Grid2D(cells, (0.0, 0.0), 0.1)
+    field = distance_slice(grid, 1.0)
+    marked = field.reach.copy()
+    marked[150:, :] = -1.0  # far (> 1 m) from the change below: an update keeps these as they are
+    cells = cells.copy()
+    cells[100, 150] = Grid2D.OCCUPIED
+    updated = distance_slice(Grid2D(cells, grid.origin, 0.1), 1.0, replace(field, reach=marked))
+    assert (updated.reach[150:, :] == -1.0).all()
+    assert updated.reach[100, 150] == 0 and updated.reach[100, 155] == pytest.approx(0.5)
+    np.testing.assert_allclose(updated.reach[:150], distance_slice(Grid2D(cells, grid.origin, 0.1), 1.0).reach[:150],
+                               rtol=2e-7, atol=0)
+    # The box grown by 3 rows below y and 4 columns below x (unknown cells): the old cells moved
+    # by (3, 4) in it, and those far from the new ones and the change kept.
+    grown = np.full((203, 304), Grid2D.UNKNOWN, np.int8)
+    grown[3:, 4:] = cells
+    origin = (grid.origin[0] - 0.4, grid.origin[1] - 0.3)
+    again = distance_slice(Grid2D(grown, origin, 0.1), 1.0, updated)
+    assert (again.reach[153:, 4 + 11:] == -1.0).all()  # (the new columns' cells within 1 m computed)
+    assert again.reach[103, 154] == 0 and again.reach[193, 294] == -1.0
+    # A box on other cells (half a cell over: not this map's) is made anew.
+    other = distance_slice(Grid2D(cells, (0.05, 0.0), 0.1), 1.0, replace(field, reach=marked))
+    assert (other.reach >= 0).all()
+
+
 def test_unknown_cells_have_no_distance_and_no_point():
     cells = np.array([[0, 0, -1, 100],
                       [-1, 0, 0, 0]], np.int8)
@@ -45,6 +127,7 @@ def test_unknown_cells_have_no_distance_and_no_point():
     np.testing.assert_allclose(xyz[0], [10.25, 20.25, 0.3])  # row 0, column 0: the cell's centre
     np.testing.assert_allclose(xyz[3], [10.75, 20.75, 0.3])  # row 1, column 1
     np.testing.assert_allclose(distance, field.distance[np.isfinite(field.distance)])
+    assert np.isfinite(field.points(-1e300)[0]).all()  # a band from -1e300 m: shown at float32's lowest
 
 
 def test_nothing_occupied_is_the_maximum_everywhere_and_empty_grids_stay_empty():

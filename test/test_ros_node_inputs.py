@@ -417,20 +417,21 @@ def test_occupancy_grid_and_its_distance_field_are_published_when_subscribed(rig
     np.testing.assert_allclose(got[:, 3], distance, rtol=1e-6)
     assert len(distance) == np.count_nonzero(cells >= 0) and distance.max() == pytest.approx(0.5)
     assert np.count_nonzero(distance == 0) == np.count_nonzero(cells == 100)
-    # image-only: no height band; said, and nothing published while the map is in the chain frame
-    # (an empty grid may go out between the reset and the first image-only window)
+    # image-only, no reset: no height band; said, and the latched grid and field replaced by empty
+    # ones (not the world map's, which was cleared), also for a subscriber that joins later
     r.node.set_parameters([Parameter("use_poses", value=False)])
-    r.node.session.reset()
     for k in range(3, 6):
         send_frame(r, scene, SEC + k * SEC // 2)
         r.spin(0.5)
     r.assert_problem("pipeline", DiagnosticStatus.WARN,
-                     "~/occupancy and ~/esdf not published: the map is in the image-only")
-    r.spin(0.5)  # a grid made before the warning may still be on its way
-    count = len(grids), len(fields)
-    send_frame(r, scene, SEC + 3 * SEC)
+                     "~/occupancy and ~/esdf published empty: the map is in the image-only")
+    r.spin(1.0)  # the empty ones on their way
+    late = []
+    r.peer.create_subscription(OccupancyGrid, "/mapanything/occupancy", late.append, MAP_QOS)
     r.spin(1.0)
-    assert (len(grids), len(fields)) == count
+    for got in (grids[-1], late[-1]):
+        assert (got.info.width, got.info.height, len(got.data)) == (0, 0, 0) and got.header.frame_id == "odom"
+    assert fields[-1].width == 0
 
 
 def test_occupancy_follows_a_parameter_change_made_while_its_job_waits(rig, scene):

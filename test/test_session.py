@@ -18,6 +18,7 @@ from mapanything_ros.backends import OracleBackend
 from mapanything_ros.bag.synthetic import TYPESTORE, Messages
 from mapanything_ros.geometry.tf_tree import TransformTree
 from mapanything_ros.session import Reporter, Session
+from mapanything_ros.session import session as session_module
 from mapanything_ros.session.config import pipeline_config
 from mapanything_ros.session.report import BURST, THROTTLE_S
 from mapanything_ros.window import batch as batch_module
@@ -257,6 +258,20 @@ def test_save_map_is_atomic_and_refuses_what_is_not_its_own(scene, tmp_path, mon
         feed.session.save_map(tmp_path / "map.npz")
     assert (tmp_path / "map.npz").read_bytes() == good  # the saved map is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.mesh.ply", "map.npz", "map.ply", "notes.npz"]  # no temporary left
+    monkeypatch.undo()
+    # The disk full at the last file (the mesh), the map changed since: none of the three replaced.
+    feed.capture(3)
+    mesh = (tmp_path / "map.mesh.ply").read_bytes()
+
+    def full_at_mesh(f, *args, **kwargs):
+        f.write(b"ply\npartial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(session_module, "write_mesh_ply", full_at_mesh)
+    with pytest.raises(OSError, match="No space"):
+        feed.session.save_map(tmp_path / "map.npz")
+    assert [(tmp_path / name).read_bytes() for name in ("map.npz", "map.ply", "map.mesh.ply")] == [good, ply, mesh]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.mesh.ply", "map.npz", "map.ply", "notes.npz"]
     monkeypatch.undo()
     inside = tmp_path / "maps"
     inside.mkdir()

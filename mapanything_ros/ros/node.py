@@ -504,7 +504,12 @@ class _MapAnything:
         if grids:
             names = " and ".join(f"~/{topic}" for topic in grids)
             try:
-                grid, frame_id, stamp = self.session.occupancy(self._now_ns(), values)
+                try:
+                    grid, frame_id, stamp = self.session.occupancy(self._now_ns(), values)
+                except ValueError as err:  # none to give: an empty grid replaces the latched one, so that
+                    # no subscriber (a late one too: a Nav2 layer starting) gets a cleared map's grid
+                    self.report("pipeline", "occupancy", WARN, f"{names} published empty: {err}")
+                    grid, frame_id, stamp = self.session.no_grid(self._now_ns(), values)
                 header = make_header(frame_id, stamp)
                 if "occupancy" in due:
                     self.occupancy_pub.publish(occupancy_msg(grid, header))
@@ -512,8 +517,6 @@ class _MapAnything:
                     field, z = self.session.esdf(grid, values)
                     xyz, distance = field.points(z)
                     self.esdf_pub.publish(xyz_to_cloud(xyz, header, confidence=distance, scalar_name="distance"))
-            except ValueError as err:  # the same answer until the map or the band changes
-                self.report("pipeline", "occupancy", WARN, f"{names} not published: {err}")
             except Exception as err:  # a bug: said, and the next tick tries again
                 self.report.exception("pipeline", "occupancy", f"publishing {names} failed (a bug)", err)
                 return

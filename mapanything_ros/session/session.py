@@ -55,6 +55,7 @@ from ..geometry import se3_compose, se3_inverse
 from ..geometry.rectify import rectification, rectify_depth
 from ..mapping.completion import MAX_SCALE
 from ..mapping.distance import distance_slice
+from ..mapping.grid import Grid2D
 from ..mapping.ply import PLY_MAGIC, write_mesh_ply, write_ply
 from ..pipeline import Pipeline
 from ..sync import LIDAR_SOURCE
@@ -158,6 +159,7 @@ class Session:
 
     def __init__(self, values, backend, lookup, report, emit, threaded=True, topics=None, clock_hint="clock"):
         self._values = MappingProxyType(dict(values))
+        self._esdf = None  # the distance field made last (esdf)
         self.cameras = list(values["cameras"])
         self.report, self.emit, self.threaded = report, emit, threaded
         self.topics = topics or {}
@@ -488,6 +490,7 @@ class Session:
         with self._lock:
             self._pending.clear()
             self.pipeline.reset()
+            self._esdf = None
 
     def map(self, now_ns):
         """(pipeline.MapSnapshot, frame id of its points, stamp ns: that of the newest window in the
@@ -516,20 +519,31 @@ class Session:
                              "so it has no height band")
         return grid, self.frame_id("world", v), stamp if stamp is not None else now_ns
 
+    def no_grid(self, now_ns, values=None):
+        """(an empty grid.Grid2D (no cell known) at the band's resolution, the world frame id,
+        now_ns): what replaces a latched grid when occupancy() has none to give."""
+        v = self._values if values is None else values
+        empty = Grid2D(np.full((0, 0), Grid2D.UNKNOWN, np.int8), (0.0, 0.0),
+                       max(v["occupancy_resolution"], v["map_voxel_size"]))
+        return empty, self.frame_id("world", v), now_ns
+
     def esdf(self, grid, values=None):
         """(mapping.DistanceSlice of an occupancy grid (occupancy()'s) clipped at esdf_max_distance,
         the height to show it at: occupancy_min_height, metres), both of `values` (the snapshot the
-        grid was made under; None: the live one)."""
+        grid was made under; None: the live one). Updated from the field made last (kept until a
+        reset): only the cells near what changed are computed again."""
         v = self._values if values is None else values
-        return distance_slice(grid, v["esdf_max_distance"]), v["occupancy_min_height"]
+        self._esdf = distance_slice(grid, v["esdf_max_distance"], self._esdf)
+        return self._esdf, v["occupancy_min_height"]
 
     def save_map(self, path, directory=None):
         """Save the map: the volume at `path` (numpy .npz: the TSDF blocks, voxel size, truncation,
         frame id, pose frame, stamp; load_map reads it back exactly) and, for other tools, beside
         it its surface points as a PLY (the same path with the suffix .ply) and its mesh
         (TsdfMap.mesh, suffix .mesh.ply). `path` is ~ expanded and,
-        when relative, taken in `directory`. Each file is written beside its place and renamed over
-        it, so a partial file is never left. Refuses a path outside `directory` (None: anywhere;
+        when relative, taken in `directory`. The three are written beside their places, then
+        renamed over them: a partial file is never left, and a save that fails (a full disk)
+        replaces none of them. Refuses a path outside `directory` (None: anywhere;
         links and ".." resolved first), an empty map, a missing directory, a path not ending in
         .npz, and files there of another kind. Returns (surface points written, absolute path of
         the volume); raises OSError or ValueError saying why."""
@@ -550,9 +564,9 @@ class Session:
         state["frame_id"] = np.array(self.frame_id(str(state["pose_frame"]), self._values))
         about = {"frame_id": str(state["frame_id"]), "voxel_size_m": float(state["voxel_size"]),
                  "stamp_ns": int(state["stamp_ns"]), "units": "metres"}
-        _replace_atomically(path, lambda f: np.savez(f, **state))
-        _replace_atomically(ply, lambda f: write_ply(f, points, colors, weights, about))
-        _replace_atomically(mesh_ply, lambda f: write_mesh_ply(f, *mesh, comments=about))
+        _replace_atomically([(path, lambda f: np.savez(f, **state)),
+                             (ply, lambda f: write_ply(f, points, colors, weights, about)),
+                             (mesh_ply, lambda f: write_mesh_ply(f, *mesh, comments=about))])
         return len(points), path
 
     def load_map(self, path, directory=None):
@@ -727,24 +741,31 @@ def _runs(pid):
     return True
 
 
-def _replace_atomically(path, write):
-    """Call write(binary file) on a new file beside `path`, flush it to disk, give it the mode of
-    the file it replaces (or the umask's), and rename it over `path`; nothing is left on failure.
-    The new file's name holds this process's id: what a process killed mid-write left there is
-    removed first (_remove_orphans)."""
-    directory = os.path.dirname(path)
-    _remove_orphans(directory)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=os.path.splitext(path)[1], dir=directory)
+def _replace_atomically(writes):
+    """For each (path, write): call write(binary file) on a new file beside `path`, flush it to disk
+    and give it the mode of the file it replaces (or the umask's); once all are written, rename
+    each over its path. A failure while writing (a full disk) replaces none and leaves nothing
+    (renames need no room). The new files' names hold this process's id: what a process killed
+    mid-write left there is removed first (_remove_orphans)."""
+    made = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if os.path.exists(path):
-            shutil.copymode(path, tmp)
-        else:  # mkstemp's 0600: the mode a plain open() would give
-            os.chmod(tmp, 0o666 & ~UMASK)
-        os.replace(tmp, path)
+        for path, write in writes:
+            directory = os.path.dirname(path)
+            _remove_orphans(directory)
+            fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=os.path.splitext(path)[1],
+                                       dir=directory)
+            made.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            if os.path.exists(path):
+                shutil.copymode(path, tmp)
+            else:  # mkstemp's 0600: the mode a plain open() would give
+                os.chmod(tmp, 0o666 & ~UMASK)
+        for (path, _), tmp in zip(writes, made):
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp in made:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
