@@ -64,7 +64,7 @@ def changed_grid(rng, grid):
 @given(st.integers(0, 2**31), st.sampled_from([0.05, 0.1, 0.3]), st.floats(0.5, 6.0))
 def test_an_updated_field_is_the_field_made_anew(seed, resolution, reach_cells):
     """Fields updated from the one before through grids that change in patches, in scattered
-    cells, not at all, grow or are cut: each equals the field made anew (to a float32's last bit;
+    cells, not at all, grow or are cut: each equals the field made anew (to float32 rounding;
     and for another maximum, which an update cannot start from)."""
     rng = np.random.default_rng(seed)
     cells = rng.choice(np.array([Grid2D.UNKNOWN, Grid2D.FREE, Grid2D.OCCUPIED], np.int8),
@@ -81,7 +81,7 @@ def test_an_updated_field_is_the_field_made_anew(seed, resolution, reach_cells):
         want = distance_slice(grid, reach)
         assert field.distance.shape == grid.cells.shape and field.origin == grid.origin
         np.testing.assert_array_equal(np.isnan(field.distance), np.isnan(want.distance))
-        # (OpenCV's vector and scalar paths may differ in a distance's last bit)
+        # (OpenCV's vector and scalar paths may differ in a distance's last bits)
         np.testing.assert_allclose(field.distance, want.distance, rtol=2e-7, atol=0)
         np.testing.assert_allclose(field.reach, want.reach, rtol=2e-7, atol=0)
 
@@ -110,6 +110,10 @@ def test_an_update_computes_again_only_near_the_change():
     again = distance_slice(Grid2D(grown, origin, 0.1), 1.0, updated)
     assert (again.reach[153:, 4 + 11:] == -1.0).all()  # (the new columns' cells within 1 m computed)
     assert again.reach[103, 154] == 0 and again.reach[193, 294] == -1.0
+    # A maximum beyond any box (1e300 m, infinite): updates reach the whole box, no overflow.
+    for huge in (1e300, np.inf):
+        first = distance_slice(Grid2D(cells, grid.origin, 0.1), huge)
+        assert np.isfinite(distance_slice(Grid2D(grown, origin, 0.1), huge, first).reach).all()
     # A box on other cells (half a cell over: not this map's) is made anew.
     other = distance_slice(Grid2D(cells, (0.05, 0.0), 0.1), 1.0, replace(field, reach=marked))
     assert (other.reach >= 0).all()

@@ -9,8 +9,8 @@ occupied cells are obstacles: an unknown cell is neither obstacle nor free, and 
 A field made from an earlier grid of the same map updates: a cell's clipped distance depends only
 on the obstacles within the maximum of it, so only the cells that near a cell whose occupancy
 changed (or that the grid's box gained) are computed again, from the obstacles within the
-maximum of them; the others keep theirs. The result is the field made anew (to a float32's last
-bit: OpenCV's vector and scalar paths can differ there).
+maximum of them; the others keep theirs. The result is the field made anew, to float32 rounding
+(OpenCV's vector and scalar paths can differ in the last bits: 2 ulp at most seen).
 """
 
 from dataclasses import dataclass, field
@@ -58,7 +58,7 @@ def distance_slice(grid, max_distance, previous=None):
     where nothing is occupied). `previous`: a DistanceSlice made by this function from an earlier
     grid (any, e.g. of the map before its last keyframes); where it has the same resolution and
     maximum and its box lies within this grid's, only the cells within max_distance of a change
-    are computed again (the same distances as made anew, to a float32's last bit)."""
+    are computed again (the same distances as made anew, to float32 rounding)."""
     cells = np.asarray(grid.cells)
     if max_distance <= 0:
         raise ValueError(f"max_distance must be > 0, got {max_distance}")
@@ -91,7 +91,7 @@ def _updated(previous, occupied, origin, resolution, max_distance):
     shift = (np.asarray(previous.origin, np.float64) - origin) / resolution  # (x, y) cells
     dx, dy = np.round(shift).astype(int)
     (h, w), (ph, pw) = occupied.shape, previous.occupied.shape
-    if not np.allclose(shift, (dx, dy), atol=1e-6) or dx < 0 or dy < 0 or dx + pw > w or dy + ph > h:
+    if not np.allclose(shift, (dx, dy), rtol=0, atol=1e-6) or dx < 0 or dy < 0 or dx + pw > w or dy + ph > h:
         return None
     # The cells to compute again: a box about the changes within the previous box and the strips
     # of cells new to the box, each grown by the reach (cells), from the obstacles within the
@@ -101,7 +101,7 @@ def _updated(previous, occupied, origin, resolution, max_distance):
     boxes = [(dy + rows[0], dx + cols[0], dy + rows[-1] + 1, dx + cols[-1] + 1)] if len(rows) else []
     boxes += [box for box in ((0, 0, h, dx), (0, dx + pw, h, w), (0, 0, dy, w), (dy + ph, 0, h, w))  # new cells
               if box[0] < box[2] and box[1] < box[3]]
-    r = int(np.ceil(max_distance / resolution))
+    r = int(min(np.ceil(max_distance / resolution), h + w))  # (farther reaches the whole box anyway)
     regions = []  # (cells to compute again, the cells whose obstacles reach them): top, left, bottom, right
     for lo, hi in ((np.array(box[:2]), np.array(box[2:])) for box in boxes):
         (top, left), (bottom, right) = np.maximum(lo - r, 0), np.minimum(hi + r, (h, w))

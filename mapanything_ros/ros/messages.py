@@ -2,6 +2,8 @@
 
 from array import array
 
+import numpy as np
+
 from geometry_msgs.msg import Pose
 from nav_msgs.msg import OccupancyGrid
 from rclpy.time import Time
@@ -67,12 +69,15 @@ def tf_msg(transforms):
 
 def occupancy_msg(grid, header):
     """nav_msgs/OccupancyGrid of a mapping.Grid2D (cells -1 / 0 / 100, row-major from its origin,
-    rows along y): the grid's origin at height 0 of header.frame_id, unrotated."""
+    rows along y): the grid's origin at height 0 of header.frame_id, unrotated. A grid of no cells
+    is sent as one unknown cell at its origin: Nav2's static layer (nav2_util validateMsg) and
+    RViz's Map display refuse a 0 x 0 map and keep showing the one before."""
+    cells = grid.cells if grid.cells.size else np.full((1, 1), -1, np.int8)
     msg = OccupancyGrid(header=header)
     msg.info.map_load_time = header.stamp
     msg.info.resolution = float(grid.resolution)
-    msg.info.height, msg.info.width = (int(n) for n in grid.cells.shape)
+    msg.info.height, msg.info.width = (int(n) for n in cells.shape)
     msg.info.origin.position.x, msg.info.origin.position.y = (float(v) for v in grid.origin)
     msg.info.origin.orientation.w = 1.0
-    msg.data = array("b", grid.cells.astype("int8", copy=False).tobytes())
+    msg.data = array("b", cells.astype("int8", copy=False).tobytes())
     return msg

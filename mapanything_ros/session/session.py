@@ -542,8 +542,8 @@ class Session:
         it its surface points as a PLY (the same path with the suffix .ply) and its mesh
         (TsdfMap.mesh, suffix .mesh.ply). `path` is ~ expanded and,
         when relative, taken in `directory`. The three are written beside their places, then
-        renamed over them: a partial file is never left, and a save that fails (a full disk)
-        replaces none of them. Refuses a path outside `directory` (None: anywhere;
+        renamed over them, the volume last: a partial file is never left, and a save that fails
+        while writing (a full disk) replaces none of them. Refuses a path outside `directory` (None: anywhere;
         links and ".." resolved first), an empty map, a missing directory, a path not ending in
         .npz, and files there of another kind. Returns (surface points written, absolute path of
         the volume); raises OSError or ValueError saying why."""
@@ -564,9 +564,9 @@ class Session:
         state["frame_id"] = np.array(self.frame_id(str(state["pose_frame"]), self._values))
         about = {"frame_id": str(state["frame_id"]), "voxel_size_m": float(state["voxel_size"]),
                  "stamp_ns": int(state["stamp_ns"]), "units": "metres"}
-        _replace_atomically([(path, lambda f: np.savez(f, **state)),
-                             (ply, lambda f: write_ply(f, points, colors, weights, about)),
-                             (mesh_ply, lambda f: write_mesh_ply(f, *mesh, comments=about))])
+        _replace_atomically([(ply, lambda f: write_ply(f, points, colors, weights, about)),
+                             (mesh_ply, lambda f: write_mesh_ply(f, *mesh, comments=about)),
+                             (path, lambda f: np.savez(f, **state))])  # the volume, what loads, renamed last
         return len(points), path
 
     def load_map(self, path, directory=None):
