@@ -1274,3 +1274,23 @@ def test_unique_is_numpys(values, repeats):
     keys = np.array(values * (repeats + 1), np.int64)
     got, want = tsdf._unique(keys), np.unique(keys)
     assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape,dtype", [((), np.int32), ((3,), np.float32), ((3,), np.uint8), ((4,), np.int64)])
+def test_kept_rows_then_new_ones_in_runs_or_scattered(shape, dtype):
+    """_kept_then: old's rows at the kept indices, then the new rows, whether the kept rows come in
+    a few long runs (copied as slices) or scattered (gathered), none or all of them."""
+    from mapanything_ros.mapping.tsdf import _RUN_ROWS, _kept_then
+
+    rng = np.random.default_rng(0)
+    old = (rng.random((5000,) + shape) * 100).astype(dtype)
+    new = (rng.random((37,) + shape) * 100).astype(dtype)
+    runs = np.ones(5000, bool)
+    for start in (0, 700, 2500, 4990):
+        runs[start:start + 5 + start % 7] = False
+    cases = [np.flatnonzero(runs), np.flatnonzero(rng.random(5000) < 0.5), np.arange(5000), np.arange(0),
+             np.arange(4999, 5000), np.arange(100, 100 + 2 * _RUN_ROWS)]
+    for kept in cases:
+        got = _kept_then(old, kept, new)
+        np.testing.assert_array_equal(got, np.concatenate([old[kept], new]))
+        assert got.dtype == old.dtype

@@ -98,6 +98,7 @@ REACH = tuple(o for o in np.ndindex(2, 2, 2) if any(o))  # a block's mesh cells 
 FORMAT = "mapanything_ros.tsdf/2"
 FORMATS = ("mapanything_ros.tsdf/1", FORMAT)  # load_state reads these (/1: without `front`)
 SOLID_REACH = 0.6  # a voxel in front of a surface is solid when the zero crossing is this near (voxels)
+_RUN_ROWS = 256  # rows a run of kept rows averages at least for _kept_then to copy runs as slices
 _SEEN = 1  # TsdfMap._columns_of: band voxels of the column observed, but not its lowest
 
 # Voxel offsets within a block, (VOXELS, 3) int, x slowest: voxel (i, j, k) is at (i·BLOCK + j)·BLOCK + k.
@@ -1030,9 +1031,19 @@ def _frozen(a):
 
 
 def _kept_then(old, kept, new):
-    """old's rows at the indices `kept`, then new's rows, in one new array."""
+    """old's rows at the ascending indices `kept`, then new's rows, in one new array. What a
+    refresh keeps is nearly all of it in a few runs (the blocks searched again were mostly
+    searched last time too, so their rows are at the end): runs are copied as slices (2-3x
+    faster than a gather for rows of several values, 10x for some), scattered rows gathered."""
     out = np.empty((len(kept) + len(new),) + old.shape[1:], old.dtype)
-    np.take(old, kept, axis=0, out=out[:len(kept)])
+    breaks = np.flatnonzero(np.diff(kept) != 1) + 1
+    if len(breaks) < len(kept) // _RUN_ROWS:  # runs of _RUN_ROWS rows or more on average
+        at = 0
+        for first, n in zip(kept[np.r_[0, breaks]].tolist(), np.diff(np.r_[0, breaks, len(kept)]).tolist()):
+            out[at:at + n] = old[first:first + n]
+            at += n
+    else:
+        np.take(old, kept, axis=0, out=out[:len(kept)])
     out[len(kept):] = new
     return out
 
