@@ -543,9 +543,9 @@ class Session:
         (TsdfMap.mesh, suffix .mesh.ply). `path` is ~ expanded and,
         when relative, taken in `directory`. The three are written beside their places, then
         renamed over them, the volume last: a partial file is never left, and a save that fails
-        while writing (a full disk) replaces none of them. Refuses a path outside `directory` (None: anywhere;
-        links and ".." resolved first), an empty map, a missing directory, a path not ending in
-        .npz, and files there of another kind. Returns (surface points written, absolute path of
+        while writing (a full disk) replaces none of them. Refuses a path outside `directory`
+        (None: anywhere; links and ".." resolved first), an empty map, a missing directory, a path
+        not ending in .npz, and files there of another kind. Returns (surface points written, absolute path of
         the volume); raises OSError or ValueError saying why."""
         path = _map_path(path, directory)
         ply = path[:-len(MAP_SUFFIX)] + ".ply"
@@ -745,7 +745,8 @@ def _replace_atomically(writes):
     """For each (path, write): call write(binary file) on a new file beside `path`, flush it to disk
     and give it the mode of the file it replaces (or the umask's); once all are written, rename
     each over its path. A failure while writing (a full disk) replaces none and leaves nothing
-    (renames need no room). The new files' names hold this process's id: what a process killed
+    (a rename needs no room on most filesystems; one that fails leaves the earlier renames done).
+    The new files' names hold this process's id: what a process killed
     mid-write left there is removed first (_remove_orphans)."""
     made = []
     try:
