@@ -80,10 +80,11 @@ def test_an_updated_field_is_the_field_made_anew(seed, resolution, reach_cells):
         np.testing.assert_array_equal(before.reach, kept)  # the field updated from is left as it was
         want = distance_slice(grid, reach)
         assert field.distance.shape == grid.cells.shape and field.origin == grid.origin
-        np.testing.assert_array_equal(np.isnan(field.distance), np.isnan(want.distance))
-        # (OpenCV's vector and scalar paths may differ in a distance's last bits)
-        np.testing.assert_allclose(field.distance, want.distance, rtol=2e-7, atol=0)
-        np.testing.assert_allclose(field.reach, want.reach, rtol=2e-7, atol=0)
+        known = ~np.isnan(want.distance)
+        np.testing.assert_array_equal(np.isnan(field.distance), ~known)
+        # (OpenCV's vector and scalar paths may differ in a distance's last bits: 2 ulp seen)
+        np.testing.assert_array_max_ulp(field.distance[known], want.distance[known], maxulp=4)
+        np.testing.assert_array_max_ulp(field.reach, want.reach, maxulp=4)
 
 
 def test_an_update_computes_again_only_near_the_change():
@@ -100,8 +101,8 @@ def test_an_update_computes_again_only_near_the_change():
     updated = distance_slice(Grid2D(cells, grid.origin, 0.1), 1.0, replace(field, reach=marked))
     assert (updated.reach[150:, :] == -1.0).all()
     assert updated.reach[100, 150] == 0 and updated.reach[100, 155] == pytest.approx(0.5)
-    np.testing.assert_allclose(updated.reach[:150], distance_slice(Grid2D(cells, grid.origin, 0.1), 1.0).reach[:150],
-                               rtol=2e-7, atol=0)
+    np.testing.assert_array_max_ulp(updated.reach[:150], distance_slice(Grid2D(cells, grid.origin, 0.1), 1.0).reach[:150],
+                                    maxulp=4)
     # The box grown by 3 rows below y and 4 columns below x (unknown cells): the old cells moved
     # by (3, 4) in it, and those far from the new ones and the change kept.
     grown = np.full((203, 304), Grid2D.UNKNOWN, np.int8)

@@ -74,9 +74,15 @@ def _reach(occupied, resolution, max_distance):
     """Every cell's distance (H, W) float32 metres to the nearest of `occupied` (H, W) bool, at most
     max_distance (also where none is)."""
     if not occupied.any():
-        return np.full(occupied.shape, np.float32(max_distance))
+        return np.full(occupied.shape, _cap(max_distance))
     steps = cv2.distanceTransform((~occupied).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return np.minimum(steps * np.float32(resolution), np.float32(max_distance))
+    return np.minimum(steps * np.float32(resolution), _cap(max_distance))
+
+
+def _cap(max_distance):
+    """max_distance as float32: infinite beyond float32's range (no distance reaches it)."""
+    with np.errstate(over="ignore"):
+        return np.float32(max_distance)
 
 
 def _updated(previous, occupied, origin, resolution, max_distance):
@@ -112,7 +118,7 @@ def _updated(previous, occupied, origin, resolution, max_distance):
     if (ph, pw) == (h, w):
         reach = previous.reach.copy()
     else:
-        reach = np.full(occupied.shape, np.float32(max_distance))
+        reach = np.full(occupied.shape, _cap(max_distance))
         reach[dy:dy + ph, dx:dx + pw] = previous.reach
     for (top, left, bottom, right), (t, lf, b, rt) in regions:
         near = _reach(occupied[t:b, lf:rt], resolution, max_distance)
