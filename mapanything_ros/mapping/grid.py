@@ -29,6 +29,11 @@ class Grid2D:
     origin: tuple
     resolution: float
 
+    @classmethod
+    def empty(cls, resolution):
+        """A grid of no cells (none known), of cells of `resolution` metres."""
+        return cls(np.full((0, 0), cls.UNKNOWN, np.int8), (0.0, 0.0), resolution)
+
 
 class GridCounts:
     """Per cell of `resolution` metres (at least voxel_size), how many known, free and occupied
@@ -73,7 +78,7 @@ class GridCounts:
     def grid(self):
         """Grid2D of the cells with a known column (their bounding box; empty when none)."""
         if self._known is None:
-            return Grid2D(np.full((0, 0), Grid2D.UNKNOWN, np.int8), (0.0, 0.0), self.resolution)
+            return Grid2D.empty(self.resolution)
         rows, cols = self._known
         x0, y0 = self.first[0] + cols.start, self.first[1] + rows.start
         _, free, occupied = self.counts[:, rows, cols]

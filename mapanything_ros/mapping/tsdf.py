@@ -771,7 +771,7 @@ class TsdfMap:
         v = self.voxel_size
         res = v if resolution is None else max(float(resolution), v)
         if self._size == 0 or z_max < z_min:
-            return Grid2D(np.full((0, 0), Grid2D.UNKNOWN, np.int8), (0.0, 0.0), res)
+            return Grid2D.empty(res)
         return self._grid_counts(float(z_min), float(z_max), res).grid()
 
     def _grid_counts(self, z_min, z_max, res):

@@ -523,9 +523,8 @@ class Session:
         """(an empty grid.Grid2D (no cell known) at the band's resolution, the world frame id,
         now_ns): what replaces a latched grid when occupancy() has none to give."""
         v = self._values if values is None else values
-        empty = Grid2D(np.full((0, 0), Grid2D.UNKNOWN, np.int8), (0.0, 0.0),
-                       max(v["occupancy_resolution"], v["map_voxel_size"]))
-        return empty, self.frame_id("world", v), now_ns
+        grid = Grid2D.empty(max(v["occupancy_resolution"], v["map_voxel_size"]))
+        return grid, self.frame_id("world", v), now_ns
 
     def esdf(self, grid, values=None):
         """(mapping.DistanceSlice of an occupancy grid (occupancy()'s) clipped at esdf_max_distance,
