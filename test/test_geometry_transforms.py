@@ -53,6 +53,35 @@ def test_quat_matrix_round_trip(q):
         np.testing.assert_allclose(back, quat_canonical(q), atol=1e-12)
 
 
+def converted(q):
+    """quat_to_matrix(q), or the ValueError's message."""
+    try:
+        return quat_to_matrix(q)
+    except ValueError as err:
+        return str(err)
+
+
+@FAST
+@given(st.tuples(*[st.floats(allow_subnormal=True)] * 4))
+def test_one_quaternion_converts_as_a_batch(q):
+    """One quaternion (a TF message's, converted in floats) gives the batch's matrix to the bit, or
+    its ValueError, for any float64: unnormalised, subnormal, huge, inf, NaN."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        one, batch = converted(q), converted(np.array([q]))
+    if isinstance(one, str):
+        assert one == batch
+    else:
+        np.testing.assert_array_equal(one, batch[0])
+
+
+@pytest.mark.parametrize("q", [(0, 0, 0, 0), (np.nan, 0, 0, 1), (np.inf, 0, 0, 1), (1e-13, 0, 0, 0)])
+def test_degenerate_quaternions_are_refused_one_or_batched(q):
+    for batch in (q, [q, (0, 0, 0, 1)]):
+        with pytest.raises(ValueError, match="zero or non-finite norm"):
+            quat_to_matrix(batch)
+    np.testing.assert_array_equal(quat_to_matrix((0, 0, 2e-12, 0)), quat_to_matrix([(0, 0, 2e-12, 0)])[0])
+
+
 @FAST
 @given(quats)
 def test_double_cover(q):

@@ -615,6 +615,20 @@ def test_qos_follows_ros_qos_overrides():
         r.close()
 
 
+def test_outputs_add_nothing_to_the_executors_wait():
+    """Each QoS-event handler is a waitable the executor walks at every wait (rclpy's default: two
+    per publisher and subscription; 28 publishers made a wait 2-3x dearer, bench_executor.py): the
+    node's publishers have none, its inputs keep rclpy's incompatible-QoS warnings."""
+    r = Rig({"tf_output": "map_odom"})
+    try:
+        mine = [p for p in r.node.publishers if p.topic_name != "/parameter_events"]  # rclpy's own
+        assert {"/tf", "/diagnostics", "/mapanything/points"} <= {p.topic_name for p in mine}
+        assert not [p.topic_name for p in mine if p.event_handlers]
+        assert all(s.event_handlers for s in r.node.subscriptions)
+    finally:
+        r.close()
+
+
 def test_map_outputs_are_made_and_published_off_the_executor_thread(rig, scene):
     """~/map, ~/occupancy, ~/esdf and ~/mesh are gathered, packed and published on the map thread:
     the executor (inputs, TF, timers) never waits for a large map (issue 21)."""

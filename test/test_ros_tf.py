@@ -14,6 +14,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built (tools/dev builds it for a pip-installed ROS)")
 import rclpy.executors  # noqa: E402
+from rclpy.duration import Duration  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
@@ -184,6 +185,37 @@ def test_static_transforms_published_before_the_listener_starts_arrive(ros, impl
     ros.spin_until(lambda: lookup.can_transform(ros.frame("cam"), ros.frame("lidar"), 0))
     expected = se3_inverse(yaw(0.3, (0.1, 0.0, 0.5))) @ yaw(-1.0)
     assert np.allclose(lookup.lookup(ros.frame("cam"), ros.frame("lidar"), 0), expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_one_callback_takes_every_transform_queued(ros, impl):
+    """An executor takes one message per subscription per wait; the /tf callback takes those
+    queued behind it too, so TF at 100 Hz keeps up with an executor that waits less often."""
+    lookup, executor = ros.listener(impl)
+    f = ros.frame
+    for k in range(1, 31):
+        ros.publish("odom", "base", k * SEC // 100, yaw(0.01 * k))
+    assert ros.tf.wait_for_all_acked(Duration(seconds=10))  # delivered (reliable, depth 100); none taken yet
+    deadline = time.monotonic() + 10
+    while not lookup.can_transform(f("odom"), f("base"), SEC // 100):  # the first /tf callback
+        assert time.monotonic() < deadline
+        executor.spin_once(timeout_sec=0.01)
+    assert np.allclose(lookup.lookup(f("odom"), f("base"), 30 * SEC // 100), yaw(0.3), atol=1e-9)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_callback_without_its_subscription_keeps_its_message(ros, impl):
+    """A /tf callback run before its subscription is kept (a multi-threaded executor can) or after
+    it is destroyed buffers its own message and takes no other."""
+    node, _ = ros._node("tf_gone")
+    lookup = impl(node)
+    f = ros.frame
+    kept, lookup.subscriptions = lookup.subscriptions, []
+    lookup._receive(TFMessage(transforms=[matrix_to_transform(yaw(0.1), f("odom"), f("base"), SEC)]), False)
+    lookup.subscriptions = kept
+    node.destroy_subscription(kept[0])
+    lookup._receive(TFMessage(transforms=[matrix_to_transform(yaw(0.3), f("odom"), f("base"), 3 * SEC)]), False)
+    assert np.allclose(lookup.lookup(f("odom"), f("base"), 2 * SEC), yaw(0.2), atol=1e-9)
 
 
 def test_builtin_forgets_dynamic_transforms_when_sim_time_jumps_back(ros):

@@ -2,10 +2,11 @@
 FrameBuilder's LiDAR depth."""
 
 import numpy as np
+import pytest
 
 from mapanything_ros.geometry import CameraModel, SourceMotion, project_to_depth, se3_compose, se3_inverse
 from mapanything_ros.geometry import depth as depth_module
-from mapanything_ros.geometry.tf_tree import TransformNotFound, TransformTree
+from mapanything_ros.geometry.tf_tree import ExtrapolationError, TransformNotFound, TransformTree
 from mapanything_ros.geometry.transforms import pose_from_quat_trans
 from mapanything_ros.session.inputs import MAX_SWEEP_NS, CameraImage, Cloud, FrameBuilder, PendingCaptures
 from mapanything_ros.sync import LIDAR_SOURCE, Capture
@@ -113,3 +114,21 @@ def test_a_sweep_is_moved_once_for_all_the_cameras_of_a_capture(monkeypatch):
         cam_from_lidar = se3_compose(se3_inverse(tree.lookup("map", frame.frame_id, frame.stamp_ns)),
                                      tree.lookup("map", "lidar", 1_050_000_000))
         np.testing.assert_array_equal(frame.resolved().sparse_depth, project_to_depth(points, cam_from_lidar, model))
+
+
+def test_a_capture_waiting_for_its_sweeps_end_costs_one_lookup_a_try():
+    """A capture is tried again at every input callback while it waits for TF; the sweep's end,
+    the latest stamp it needs, is looked up first, so each try stops at its first lookup."""
+    t0, t1 = 1_000_000_000, 1_100_000_000
+    tree = TransformTree()
+    tree.set_transform("map", "lidar", t0, np.eye(4))
+    tree.set_transform("lidar", "cam", 0, np.eye(4), static=True)
+    model = CameraModel.pinhole(60.0, 60.0, 39.5, 29.5, 80, 60)
+    images = {"cam": (t0, CameraImage(np.zeros((60, 80, 3), np.uint8), model, "cam", t0, "cam"))}
+    cloud = Cloud(np.ones((5, 3)), np.linspace(t0, t1, 5).astype(np.int64), "lidar", t0)
+    values = {"world_frame": "map", "use_poses": True, "use_depth": True, "depth_source": "lidar"}
+    stamps = []
+    builder = FrameBuilder(lambda *args: stamps.append(args[2]) or tree.lookup(*args))
+    with pytest.raises(ExtrapolationError):
+        builder.frames(Capture(t0, images, {LIDAR_SOURCE: (t0, cloud)}), values)
+    assert stamps == [t1]

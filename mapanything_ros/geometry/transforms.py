@@ -10,8 +10,11 @@ Poses are 4x4 float64 homogeneous matrices `a_from_b` mapping points in frame b 
 (e.g. world_from_cam, MapAnything's "cam2world"). Translations are in metres.
 """
 
+import math
+
 import numpy as np
 
+_ZERO_QUAT = "quaternion with zero or non-finite norm"
 IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
 _BLOCK = 16384  # poses per block in interpolate_pose_rows
 
@@ -21,7 +24,7 @@ def quat_normalize(q):
     q = np.asarray(q, dtype=np.float64)
     n = np.linalg.norm(q, axis=-1, keepdims=True)
     if not np.all(np.isfinite(n) & (n > 1e-12)):
-        raise ValueError("quaternion with zero or non-finite norm")
+        raise ValueError(_ZERO_QUAT)
     return q / n
 
 
@@ -39,16 +42,24 @@ def quat_canonical(q):
 
 def quat_to_matrix(q):
     """Rotation matrices (..., 3, 3) from quaternions (..., 4) xyzw (normalised first)."""
-    x, y, z, w = np.moveaxis(quat_normalize(q), -1, 0)
-    r = np.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-            2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-            2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-        ],
-        axis=-1,
-    )
+    q = np.asarray(q, dtype=np.float64)
+    if q.shape == (4,):  # one (a TF message's): in floats, the same values in a tenth of the time
+        x, y, z, w = q.tolist()
+        norm = math.sqrt(x * x + y * y + z * z + w * w)
+        if not (math.isfinite(norm) and norm > 1e-12):
+            raise ValueError(_ZERO_QUAT)
+        return np.array(_rotation(x / norm, y / norm, z / norm, w / norm)).reshape(3, 3)
+    r = np.stack(_rotation(*np.moveaxis(quat_normalize(q), -1, 0)), axis=-1)
     return r.reshape(r.shape[:-1] + (3, 3))
+
+
+def _rotation(x, y, z, w):
+    """The rotation matrix of unit quaternion(s), row-major: nine floats or arrays."""
+    return [
+        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+    ]
 
 
 def matrix_to_quat(r):
@@ -232,7 +243,7 @@ def interpolate_pose_rows(t_ns, t0_ns, pose0, t1_ns, pose1, *, extrapolate=False
         for _ in range(2):  # slerp's quat_normalize, then quat_to_matrix's (np.linalg.norm's order)
             n = np.sqrt(((q[0] * q[0] + q[1] * q[1]) + q[2] * q[2]) + q[3] * q[3])
             if not np.all(np.isfinite(n) & (n > 1e-12)):
-                raise ValueError("quaternion with zero or non-finite norm")
+                raise ValueError(_ZERO_QUAT)
             q = [c / n for c in q]
         x, y, z, w = q
         xx, yy, zz, xy, xz, yz, xw, yw, zw = x * x, y * y, z * z, x * y, x * z, y * z, x * w, y * w, z * w

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -75,6 +76,11 @@ RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 SERVICE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # interface.QOS names -> profiles ("input" follows the qos parameter)
 QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
+# The outputs' publishers without rclpy's default QoS-event handlers (incompatible QoS and type:
+# two waitables each, which the executor walks at every wait: 28 publishers made a wait 2-3x
+# dearer, bench/bench_executor.py). A reader with an incompatible QoS is still told by its own
+# side (rclpy and rclcpp subscriptions warn by default); the inputs keep theirs.
+QUIET = PublisherEventCallbacks(use_default_callbacks=False)
 QOS = {"depth5": 5, "depth10": 10, "latched": MAP_QOS, "tf": TF_QOS, "tf_static": TF_STATIC_QOS}
 
 
@@ -232,7 +238,7 @@ class _MapAnything:
     # qos_overrides.<topic>.<publisher|subscription>.<policy>, e.g. in a parameter file).
     def _pub(self, cls, key, camera=None):
         return self._keep(self.create_publisher(_checked(cls, key), self._name(key, camera), self._qos(key),
-                                                qos_overriding_options=QOS_OVERRIDES))
+                                                qos_overriding_options=QOS_OVERRIDES, event_callbacks=QUIET))
 
     def _sub(self, cls, key, callback, camera=None):
         return self._keep(self.create_subscription(_checked(cls, key), self._name(key, camera), callback,

@@ -21,6 +21,7 @@ from geometry_msgs.msg import TransformStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
+from rclpy.exceptions import InvalidHandle
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.time import Time
@@ -55,6 +56,11 @@ TF_STATIC_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+# A /tf callback also takes the messages queued behind its own, TF_BATCH in all: an executor takes
+# one message per subscription per wait, so TF at 100 Hz needs 100 waits a second, and a node busy
+# with four cameras fell behind it (captures waited for transforms already sent; in bad runs the
+# TF wait queue overflowed and dropped a tenth of the captures).
+TF_BATCH = 100
 # tf2's Buffer clears itself when the clock jumps back (e.g. a bag replay loops) or changes.
 _CLOCK_JUMP = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=True)
 
@@ -100,13 +106,12 @@ class TfLookup(abc.ABC):
         self._accept = accept
         group = MutuallyExclusiveCallbackGroup()
         overrides = QoSOverridingOptions.with_default_policies()  # qos_overrides./tf.subscription.*, as other topics
-        self.subscriptions = [  # the node destroys them when it lets the lookup go
+        self.subscriptions = []  # the node destroys them when it lets the lookup go
+        for topic, qos, static in (("/tf", TF_QOS, False), ("/tf_static", TF_STATIC_QOS, True)):
             # copies: rclpy writes the overrides into the profile given, and the node's /tf publisher copies TF_QOS
-            node.create_subscription(TFMessage, "/tf", lambda m: self._add(m, False), copy.copy(TF_QOS),
-                                     callback_group=group, qos_overriding_options=overrides),
-            node.create_subscription(TFMessage, "/tf_static", lambda m: self._add(m, True), copy.copy(TF_STATIC_QOS),
-                                     callback_group=group, qos_overriding_options=overrides),
-        ]
+            self.subscriptions.append(node.create_subscription(
+                TFMessage, topic, lambda m, static=static: self._receive(m, static), copy.copy(qos),
+                callback_group=group, qos_overriding_options=overrides))
 
     @abc.abstractmethod
     def lookup(self, target, source, stamp_ns):
@@ -131,6 +136,22 @@ class TfLookup(abc.ABC):
         except TransformError:
             return False
         return True
+
+    def _receive(self, msg, static):
+        """A TFMessage's callback: it and those already queued behind it (TF_BATCH in all)."""
+        self._add(msg, static)
+        if len(self.subscriptions) <= static:  # called before its subscription was kept (a multi-threaded executor)
+            return
+        sub = self.subscriptions[static]
+        for _ in range(TF_BATCH - 1):
+            try:
+                with sub.handle:  # as rclpy's executor takes a message (rclpy/executors.py)
+                    taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            except InvalidHandle:  # destroyed meanwhile
+                return
+            if taken is None:
+                return
+            self._add(taken[0], static)
 
     def _add(self, msg, static):
         for tf in msg.transforms:

@@ -166,8 +166,10 @@ class FrameBuilder:
         t0, t1 = cloud.span
         if t1 == t0:
             t1 = t0 + 1
-        sweep = MovingSweep(cloud.points, cloud.times, t0, lookup(world, cloud.frame_id, t0), t1,
-                            lookup(world, cloud.frame_id, t1), extrapolate=True)
+        # the end first: the sweep covers its images, so a capture still waiting for TF fails at once
+        end = lookup(world, cloud.frame_id, t1)
+        sweep = MovingSweep(cloud.points, cloud.times, t0, lookup(world, cloud.frame_id, t0), t1, end,
+                            extrapolate=True)
 
         def depth(image):
             cam_from_lidar = lookup(image.frame_id, cloud.frame_id, image.stamp_ns)
