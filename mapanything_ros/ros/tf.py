@@ -57,10 +57,12 @@ TF_STATIC_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 # A /tf callback also takes the messages queued behind its own, TF_BATCH in all: an executor takes
-# one message per subscription per wait, so TF at 100 Hz needs 100 waits a second, and a node busy
+# one message per subscription per wait, so TF at 100 Hz needed 100 waits a second, and a node busy
 # with four cameras fell behind it (captures waited for transforms already sent; in bad runs the
-# TF wait queue overflowed and dropped a tenth of the captures).
-TF_BATCH = 100
+# TF wait queue overflowed and dropped a tenth of the captures). Ten keep 100 Hz up with ten waits a
+# second, and no callback holds the executor for more than ten messages (a robot's whole tree can
+# come in one).
+TF_BATCH = 10
 # tf2's Buffer clears itself when the clock jumps back (e.g. a bag replay loops) or changes.
 _CLOCK_JUMP = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=True)
 
