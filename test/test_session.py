@@ -212,6 +212,19 @@ def test_cameras_repeating_a_frame_id_are_dropped_and_named(scene):
     assert "'camera'" in message and all(n in message for n in feed.names)
 
 
+def test_captures_dropped_while_too_many_wait_for_tf_are_said(scene):
+    """A capture waits for TF stamped at or after its images (at most PENDING_MAX of them wait):
+    those dropped for want of room are said, and counted."""
+    feed = Feed(scene, tf_timeout=60.0)
+    feed.tree.set_transform = lambda *args, **kwargs: None  # TF never comes
+    for k in range(session_module.PENDING_MAX + 2):
+        feed.capture(k)
+    said = [r for r in feed.reports if r[1] == "queue"]
+    assert feed.session.drops["queue"] == 2 and len(said) == 2 and feed.outputs == []
+    assert said[0][0] == "tf" and said[0][2] == 1 and "already waiting for their transforms" in said[0][3]
+    assert feed.session.status_values()["tf"]["dropped_queue"] == 2
+
+
 def test_reporter_throttles_kinds_and_floods_of_unique_messages():
     now = [0.0]
     lines = []

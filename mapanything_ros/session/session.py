@@ -326,7 +326,12 @@ class Session:
             self._pending.clear()
             self._after_sync_reset = True
         self._count_missing_depth(captures, values)
+        dropped = self.drops["queue"]
         self._pending.push(captures, now_ns)
+        if self.drops["queue"] > dropped:
+            self.report("tf", "queue", WARN, f"{self.drops['queue'] - dropped} capture(s) dropped: {PENDING_MAX} "
+                        "were already waiting for their transforms (a capture needs TF stamped at or after its "
+                        "images: TF arrives late, or too seldom)")
         for cap, (frames, problems) in self._pending.drain(lambda c: self.builder.frames(c, values), now_ns,
                                                            values["tf_timeout"] * SEC, self._on_tf_timeout, final):
             for message in problems:
@@ -614,7 +619,8 @@ class Session:
         values["sync"] = {"captures": sync["captures"], "resets": sync["resets"], "queued_for_tf": st["queued_for_tf"],
                           **{f"dropped_sync_{k}": v for k, v in sync["dropped"].items()},
                           **{f"dropped_{k}": v for k, v in drops.items()}}
-        values["tf"] = {"world_frame": self._values["world_frame"], "dropped_tf_timeout": drops["tf_timeout"]}
+        values["tf"] = {"world_frame": self._values["world_frame"], "dropped_tf_timeout": drops["tf_timeout"],
+                        "dropped_queue": drops["queue"]}
         if self.sync.depth_sources:
             values["depth"] = {f"{src}_{k}": v for src, d in sync["depth"].items() for k, v in d.items()}
         return values
