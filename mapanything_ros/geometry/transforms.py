@@ -54,11 +54,13 @@ def quat_to_matrix(q):
 
 
 def _rotation(x, y, z, w):
-    """The rotation matrix of unit quaternion(s), row-major: nine floats or arrays."""
+    """The rotation matrix of unit quaternion(s), row-major: nine floats or arrays (each product
+    made once: interpolate_pose_rows calls it per block of LiDAR points)."""
+    xx, yy, zz, xy, xz, yz, xw, yw, zw = x * x, y * y, z * z, x * y, x * z, y * z, x * w, y * w, z * w
     return [
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+        1 - 2 * (yy + zz), 2 * (xy - zw), 2 * (xz + yw),
+        2 * (xy + zw), 1 - 2 * (xx + zz), 2 * (yz - xw),
+        2 * (xz - yw), 2 * (yz + xw), 1 - 2 * (xx + yy),
     ]
 
 
@@ -245,12 +247,9 @@ def interpolate_pose_rows(t_ns, t0_ns, pose0, t1_ns, pose1, *, extrapolate=False
             if not np.all(np.isfinite(n) & (n > 1e-12)):
                 raise ValueError(_ZERO_QUAT)
             q = [c / n for c in q]
-        x, y, z, w = q
-        xx, yy, zz, xy, xz, yz, xw, yw, zw = x * x, y * y, z * z, x * y, x * z, y * z, x * w, y * w, z * w
         r = rows[:, :, s:s + _BLOCK]
-        r[0, 0], r[0, 1], r[0, 2] = 1 - 2 * (yy + zz), 2 * (xy - zw), 2 * (xz + yw)
-        r[1, 0], r[1, 1], r[1, 2] = 2 * (xy + zw), 1 - 2 * (xx + zz), 2 * (yz - xw)
-        r[2, 0], r[2, 1], r[2, 2] = 2 * (xz - yw), 2 * (yz + xw), 1 - 2 * (xx + yy)
+        for k, entry in enumerate(_rotation(*q)):
+            r[k // 3, k % 3] = entry
         for i in range(3):
             r[i, 3] = p0[i] + f * (p1[i] - p0[i])
     return rows

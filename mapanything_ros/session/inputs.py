@@ -203,12 +203,15 @@ class PendingCaptures:
         self._queue.clear()
 
     def push(self, captures, now_ns):
-        """Queue new captures, first tried at now_ns."""
+        """Queue new captures, first tried at now_ns; how many waiting ones were dropped for room."""
+        dropped = 0
         for cap in captures:
             if len(self._queue) >= self.max_len:
                 self._queue.popleft()
-                self.drops["queue"] += 1
+                dropped += 1
             self._queue.append((cap, now_ns))
+        self.drops["queue"] += dropped
+        return dropped
 
     def drain(self, build, now_ns, timeout_ns, on_expired, final=False):
         """[(capture, build(capture))] for the captures whose transforms are there, in order.

@@ -326,10 +326,9 @@ class Session:
             self._pending.clear()
             self._after_sync_reset = True
         self._count_missing_depth(captures, values)
-        dropped = self.drops["queue"]
-        self._pending.push(captures, now_ns)
-        if self.drops["queue"] > dropped:
-            self.report("tf", "queue", WARN, f"{self.drops['queue'] - dropped} capture(s) dropped: {PENDING_MAX} "
+        dropped = self._pending.push(captures, now_ns)
+        if dropped:
+            self.report("tf", "queue", WARN, f"{dropped} capture(s) dropped: {PENDING_MAX} "
                         "were already waiting for their transforms (a capture needs TF stamped at or after its "
                         "images: TF arrives late, or too seldom)")
         for cap, (frames, problems) in self._pending.drain(lambda c: self.builder.frames(c, values), now_ns,
