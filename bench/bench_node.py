@@ -43,6 +43,7 @@ import numpy as np
 
 from mapanything_ros.sync import LIDAR_SOURCE
 from mapanything_ros.pipeline import STAGES
+from mapanything_ros.ros import dds
 from mapanything_ros.synthetic import SyntheticScene, default_lidar, sized_camera, surround_cameras
 
 SEC = 1_000_000_000
@@ -306,9 +307,9 @@ def measure(args):
     params = os.path.join(logdir, "params.yaml")
     with open(params, "w") as f:
         f.write(params_text(args, cameras))
+    if args.profile:  # this process (before rclpy loads Fast DDS) and the ones it starts
+        dds.use_profile(os.path.abspath(args.profile))
     env = dict(os.environ)
-    if args.profile:
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.abspath(args.profile)
     rclpy.init()
     me = rclpy.create_node("bench_measure")
     executor = SingleThreadedExecutor()
@@ -396,7 +397,7 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended, shm):
         "duration_s": args.duration, "window_size": args.window_size, "cameras": cameras,
         "camera": f"{args.size} rgb8 @ {args.camera_hz:g} Hz",
         "lidar_points": LIDAR_ROWS * max(1, round(args.lidar_points / LIDAR_ROWS)), "voxel_size": args.voxel_size,
-        "map_subscribed": args.subscribe_map, "dds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"),
+        "map_subscribed": args.subscribe_map, "dds_profile": dds.loaded_profile()[0],
         "lidar_hz": LIDAR_HZ, "tf_hz": args.tf_rate, "load_average_at_start": load_avg,
         "render_s": info["rendered"]["render_s"], "loop_captures": args.loop,
         "published": published,

@@ -22,9 +22,10 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 # side by side rarely meet. Subprocesses inherit it.
 SHELL_DOMAIN = os.environ.get("ROS_DOMAIN_ID")
 os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().choice([d for d in range(1, 102) if str(d) != SHELL_DOMAIN]))
-os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(
-    Path(__file__).resolve().parents[1] / "config" / "fastdds_localhost.xml"
-)
+# The profile in the variable the ROS runtime's Fast DDS reads (2: FASTRTPS_..., 3: FASTDDS_...).
+from mapanything_ros.ros.dds import use_profile  # noqa: E402 (no rclpy: plain os and xml)
+
+use_profile(Path(__file__).resolve().parents[1] / "config" / "fastdds_localhost.xml")
 
 # Importing launch (its pytest plugins, launch_pytest and launch_testing, do at start-up) makes every
 # logger created afterwards a LaunchLogger that does not propagate, so the package's log records would

@@ -1,6 +1,9 @@
 """The Fast DDS shared-memory segment check (ros/dds.py) and the node's warning when one capture's
 messages exceed it."""
 
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,16 +15,84 @@ PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_localhost.xm
 
 
 def test_the_shipped_profiles_segment_is_read(monkeypatch):
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(PROFILE))
     monkeypatch.delenv("RMW_IMPLEMENTATION", raising=False)
-    assert dds.shm_segment() == (64 * 2**20, str(PROFILE))
+    for major in (2, 3):
+        monkeypatch.delenv(dds.OLD, raising=False)
+        monkeypatch.delenv(dds.NEW, raising=False)
+        monkeypatch.setenv(dds.profile_variable(major), str(PROFILE))
+        assert dds.shm_segment(major) == (64 * 2**20, str(PROFILE))
+
+
+@pytest.mark.parametrize("old, new, major, loaded, said", [
+    (None, "P", 3, "P", None), ("P", None, 3, "P", None),
+    ("P", "Q", 3, "P", None),  # Fast DDS 3 reads the old name first (with a deprecation warning)
+    ("P", None, 2, "P", None), ("P", "Q", 2, "P", None),
+    (None, "P", 2, None, "FASTDDS_DEFAULT_PROFILES_FILE is set (P), but this Fast DDS 2"),  # Jazzy: not read
+    (None, None, 2, None, None), (None, None, 3, None, None),
+])
+def test_the_profile_fast_dds_loads(monkeypatch, old, new, major, loaded, said):
+    """Measured with the PyPI runtimes (the segments mapped: docs/development.md): Fast DDS 2.14
+    (Jazzy) loads FASTRTPS_DEFAULT_PROFILES_FILE only, 3.2 (Kilted) both, the old name first."""
+    for name, value in ((dds.OLD, old), (dds.NEW, new)):
+        monkeypatch.delenv(name, raising=False) if value is None else monkeypatch.setenv(name, value)
+    path, why = dds.loaded_profile(major)
+    assert path == loaded and (why is None) == (said is None)
+    if said:
+        assert why.startswith(said) and "set FASTRTPS_DEFAULT_PROFILES_FILE instead" in why
+        assert dds.shm_segment(major) == (dds.DEFAULT_SEGMENT, "Fast DDS's default: " + why)
+    env = {dds.OLD: "x", dds.NEW: "y"}
+    dds.use_profile("Z", env, major=major)
+    assert env == ({dds.OLD: "Z"} if major == 2 else {dds.NEW: "Z"})
+
+
+def test_the_fast_dds_version_is_found(monkeypatch, tmp_path):
+    """The library mapped in the process first, else a ROS prefix's lib/ or LD_LIBRARY_PATH."""
+    maps = tmp_path / "maps"
+    maps.write_text("7f0000-7f1000 r-xp 00000000 08:01 1 /opt/ros/jazzy/lib/libfastrtps.so.2.14.5\n")
+    assert dds.fast_dds_major(str(maps)) == 2
+    maps.write_text("7f0000-7f1000 r-xp 00000000 08:01 1 /env/lib/libfastdds.so.3.2.2\n"
+                    "7f2000-7f3000 r-xp 00000000 08:01 1 /env/lib/librmw_fastrtps_cpp.so\n")
+    assert dds.fast_dds_major(str(maps)) == 3
+    for prefix, library in (("jazzy", "libfastrtps.so.2.14"), ("kilted", "libfastdds.so.3.2")):
+        (tmp_path / prefix / "lib").mkdir(parents=True)
+        (tmp_path / prefix / "lib" / library).write_bytes(b"")
+    (tmp_path / "none" / "lib").mkdir(parents=True)
+    (tmp_path / "none" / "lib" / "libfastcdr.so.2").write_bytes(b"")
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+    absent = str(tmp_path / "absent")
+    for prefixes, major in ((["missing", "none", "jazzy"], 2), (["kilted", "jazzy"], 3), (["none"], None)):
+        monkeypatch.setenv("AMENT_PREFIX_PATH", ":".join(str(tmp_path / p) for p in prefixes))
+        assert dds.fast_dds_major(absent) == major
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path / "jazzy" / "lib"))
+    assert dds.fast_dds_major(absent) == 2
+
+
+def test_this_runtime_loads_the_shipped_profile():
+    """The variable set by test/conftest.py (and tools/dev) is the one this ROS runtime's Fast DDS
+    reads: a participant maps the profile's 64 MiB segment (with the variable Fast DDS 2 ignores
+    it mapped only the default 512 KB one, and large best-effort images were lost)."""
+    pytest.importorskip("rclpy")
+    script = (
+        "import os, rclpy\n"
+        "from mapanything_ros.ros import dds\n"
+        "rclpy.init(); node = rclpy.create_node('dds_probe')\n"
+        "maps = open('/proc/self/maps').read().split()\n"
+        "sizes = [os.path.getsize(p) for p in set(maps) if p.startswith('/dev/shm/fast')]\n"
+        "print(max(sizes), dds.fast_dds_major(), dds.loaded_profile()[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    largest, major, loaded = out.stdout.split()
+    assert int(largest) >= 64 * 2**20 and loaded == str(PROFILE), out.stdout + out.stderr
+    assert major in ("2", "3") and f"{dds.profile_variable(int(major))}={PROFILE}" in "\n".join(
+        f"{k}={v}" for k, v in os.environ.items())
 
 
 def test_defaults_other_middleware_and_profiles_without_shared_memory(monkeypatch, tmp_path):
     monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
     monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE", raising=False)
     monkeypatch.delenv("RMW_IMPLEMENTATION", raising=False)
-    assert dds.shm_segment()[0] == dds.DEFAULT_SEGMENT
+    assert dds.shm_segment(3) == (dds.DEFAULT_SEGMENT, "Fast DDS's default: no FASTDDS_DEFAULT_PROFILES_FILE")
+    assert dds.shm_segment(2) == (dds.DEFAULT_SEGMENT, "Fast DDS's default: no FASTRTPS_DEFAULT_PROFILES_FILE")
     monkeypatch.setenv("RMW_IMPLEMENTATION", "rmw_cyclonedds_cpp")
     assert dds.shm_segment() is None
     ns = 'xmlns="http://www.eprosima.com"'
@@ -72,3 +143,38 @@ def test_the_node_warns_when_dev_shm_is_smaller_than_a_segment(monkeypatch):
     assert not _warned(monkeypatch, 64 * 2**20, 1 << 40, ["a"], (64, 48), text)
     assert _warned(monkeypatch, 64 * 2**20, 60 * 2**20, ["a"], (64, 48), text)
     assert dds.shm_free() > 0  # this machine's /dev/shm, read
+
+
+def test_the_node_says_when_its_profile_is_not_loaded(monkeypatch):
+    """Under Fast DDS 2 (Jazzy) a profile given as FASTDDS_DEFAULT_PROFILES_FILE is not read: said
+    at start-up (log and /diagnostics), with the variable to set; nothing said under Fast DDS 3."""
+    pytest.importorskip("rclpy")
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from test_ros_node_inputs import Rig
+
+    monkeypatch.delenv(dds.OLD, raising=False)
+    monkeypatch.setenv(dds.NEW, str(PROFILE))
+    for major, said in ((3, False), (2, True)):
+        monkeypatch.setattr(dds, "fast_dds_major", lambda maps=None, major=major: major)
+        r = Rig({"cameras": ["a"]})
+        try:
+            held = " ".join(m for _, m in r.node.problems.active("pipeline"))
+            assert ("this Fast DDS 2 (Humble, Jazzy) reads only FASTRTPS_DEFAULT_PROFILES_FILE" in held) == said
+            if said:
+                r.assert_problem("pipeline", DiagnosticStatus.WARN, f"FASTDDS_DEFAULT_PROFILES_FILE is set ({PROFILE})")
+        finally:
+            r.close()
+
+
+@pytest.mark.skipif(not os.environ.get("MAPANYTHING_ROS_ENV"), reason="run through tools/dev")
+def test_tools_dev_gives_the_profile_in_the_variable_its_fast_dds_reads():
+    """tools/dev (the demo, the benchmarks, `tools/dev run`) sets the variable this runtime's Fast
+    DDS reads, and not the other, as test/conftest.py does."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in (dds.OLD, dds.NEW)}
+    script = f"print(repr(os.environ.get({dds.OLD!r})), repr(os.environ.get({dds.NEW!r})))"
+    out = subprocess.run([str(repo / "tools" / "dev"), "run", sys.executable, "-c", "import os; " + script],
+                         env=env, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    want = {dds.profile_variable(): repr(str(PROFILE))}
+    assert out == [want.get(dds.OLD, "None"), want.get(dds.NEW, "None")]

@@ -43,7 +43,9 @@ pip() {
 }
 log "installing ROS 2 and Python dependencies from PyPI (log: $pip_log)"
 pip --upgrade pip
-pip -r "$repo/tools/requirements-ros.txt" -r "$repo/tools/requirements.txt"
+ros_requirements=$repo/tools/requirements-ros.txt
+[[ ${MAPANYTHING_ROS_DISTRO:-kilted} == kilted ]] || ros_requirements=$repo/tools/requirements-ros-$MAPANYTHING_ROS_DISTRO.txt
+pip -r "$ros_requirements" -r "$repo/tools/requirements.txt"
 command -v cmake >/dev/null 2>&1 || pip cmake
 PATH=$env_dir/bin:$PATH
 

@@ -111,6 +111,9 @@ class _MapAnything:
         self.create_service(_checked(MapFile, "load_map"), self._name("load_map"), self._on_load_map,
                             qos_profile=SERVICE_QOS, callback_group=files)
         self._check_names()
+        ignored = dds.loaded_profile()[1]  # a profile this Fast DDS does not read (Fast DDS 2 and FASTDDS_...)
+        if ignored:
+            self._hold(diagnostics.WARN, "dds_profile", f"{ignored} (docs/development.md, DDS stays on this machine)")
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
