@@ -14,38 +14,39 @@ from mapanything_ros.ros import dds
 PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_localhost.xml"
 
 
-def test_the_shipped_profiles_segment_is_read(monkeypatch):
-    monkeypatch.delenv("RMW_IMPLEMENTATION", raising=False)
+def test_the_shipped_profiles_segment_is_read():
     for major in (2, 3):
-        monkeypatch.delenv(dds.OLD, raising=False)
-        monkeypatch.delenv(dds.NEW, raising=False)
-        monkeypatch.setenv(dds.profile_variable(major), str(PROFILE))
-        assert dds.shm_segment(major) == (64 * 2**20, str(PROFILE))
+        env = {dds.profile_variable(major): str(PROFILE)}
+        assert dds.shm_segment(major, env) == (64 * 2**20, str(PROFILE))
 
 
 @pytest.mark.parametrize("old, new, major, loaded, said", [
-    (None, "P", 3, "P", None), ("P", None, 3, "P", None),
-    ("P", "Q", 3, "P", None),  # Fast DDS 3 reads the old name first (with a deprecation warning)
-    ("P", None, 2, "P", None), ("P", "Q", 2, "P", None),
+    (None, "P", 3, "P", None), ("P", None, 3, "P", None), (None, None, 3, None, None),
+    (str(PROFILE), "Q", 3, str(PROFILE), None),  # Fast DDS 3 reads both, the old name's default profile first,
+    ("/absent.xml", str(PROFILE), 3, str(PROFILE), None),  # unless its file is not there
+    ("P", None, 2, "P", None), ("P", "Q", 2, "P", None), ("", "P", 2, None, "FASTDDS_DEFAULT_PROFILES_FILE is set (P)"),
     (None, "P", 2, None, "FASTDDS_DEFAULT_PROFILES_FILE is set (P), but this Fast DDS 2"),  # Jazzy: not read
-    (None, None, 2, None, None), (None, None, 3, None, None),
+    (None, None, 2, None, None),
 ])
 def test_the_profile_fast_dds_loads(monkeypatch, old, new, major, loaded, said):
     """Measured with the PyPI runtimes (the segments mapped: docs/development.md): Fast DDS 2.14
-    (Jazzy) loads FASTRTPS_DEFAULT_PROFILES_FILE only, 3.2 (Kilted) both, the old name first."""
-    for name, value in ((dds.OLD, old), (dds.NEW, new)):
-        monkeypatch.delenv(name, raising=False) if value is None else monkeypatch.setenv(name, value)
-    path, why = dds.loaded_profile(major)
+    (Jazzy) loads FASTRTPS_DEFAULT_PROFILES_FILE only, 3.2 (Kilted) both, the old name's default
+    profile first."""
+    env = {name: value for name, value in ((dds.OLD, old), (dds.NEW, new)) if value is not None}
+    path, why = dds.loaded_profile(major, env)
     assert path == loaded and (why is None) == (said is None)
     if said:
         assert why.startswith(said) and "set FASTRTPS_DEFAULT_PROFILES_FILE instead" in why
-        assert dds.shm_segment(major) == (dds.DEFAULT_SEGMENT, "Fast DDS's default: " + why)
-    env = {dds.OLD: "x", dds.NEW: "y"}
-    dds.use_profile("Z", env, major=major)
-    assert env == ({dds.OLD: "Z"} if major == 2 else {dds.NEW: "Z"})
+        assert dds.shm_segment(major, env) == (dds.DEFAULT_SEGMENT, "Fast DDS's default: " + why)
+    assert dds.loaded_profile(major, {**env, "RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == (None, None)
+    for found, want in ((2, {dds.OLD: "Z"}), (3, {dds.NEW: "Z"}), (None, {dds.OLD: "Z", dds.NEW: "Z"})):
+        out = {dds.OLD: "x", dds.NEW: "y", "OTHER": "o"}
+        monkeypatch.setattr(dds, "fast_dds_major", lambda maps=None, environ=None, found=found: found)
+        dds.use_profile("Z", out)  # for the Fast DDS found; both names when none is
+        assert out == {**want, "OTHER": "o"}
 
 
-def test_the_fast_dds_version_is_found(monkeypatch, tmp_path):
+def test_the_fast_dds_version_is_found(tmp_path):
     """The library mapped in the process first, else a ROS prefix's lib/ or LD_LIBRARY_PATH."""
     maps = tmp_path / "maps"
     maps.write_text("7f0000-7f1000 r-xp 00000000 08:01 1 /opt/ros/jazzy/lib/libfastrtps.so.2.14.5\n")
@@ -53,18 +54,19 @@ def test_the_fast_dds_version_is_found(monkeypatch, tmp_path):
     maps.write_text("7f0000-7f1000 r-xp 00000000 08:01 1 /env/lib/libfastdds.so.3.2.2\n"
                     "7f2000-7f3000 r-xp 00000000 08:01 1 /env/lib/librmw_fastrtps_cpp.so\n")
     assert dds.fast_dds_major(str(maps)) == 3
-    for prefix, library in (("jazzy", "libfastrtps.so.2.14"), ("kilted", "libfastdds.so.3.2")):
+    for prefix, libraries in (("jazzy", ["libfastrtps.so.2.14"]), ("kilted", ["libfastdds.so.3.2"]),
+                              ("both", ["libfastrtps.so.2.14", "libfastdds.so.3.2"])):
         (tmp_path / prefix / "lib").mkdir(parents=True)
-        (tmp_path / prefix / "lib" / library).write_bytes(b"")
+        for library in libraries:
+            (tmp_path / prefix / "lib" / library).write_bytes(b"")
     (tmp_path / "none" / "lib").mkdir(parents=True)
     (tmp_path / "none" / "lib" / "libfastcdr.so.2").write_bytes(b"")
-    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
     absent = str(tmp_path / "absent")
-    for prefixes, major in ((["missing", "none", "jazzy"], 2), (["kilted", "jazzy"], 3), (["none"], None)):
-        monkeypatch.setenv("AMENT_PREFIX_PATH", ":".join(str(tmp_path / p) for p in prefixes))
-        assert dds.fast_dds_major(absent) == major
-    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path / "jazzy" / "lib"))
-    assert dds.fast_dds_major(absent) == 2
+    for prefixes, major in ((["missing", "none", "jazzy"], 2), (["kilted", "jazzy"], 3), (["none"], None),
+                            (["both"], 3)):  # in name order, whatever the directory's
+        env = {"AMENT_PREFIX_PATH": ":".join(str(tmp_path / p) for p in prefixes)}
+        assert dds.fast_dds_major(absent, env) == major
+    assert dds.fast_dds_major(absent, {"LD_LIBRARY_PATH": str(tmp_path / "jazzy" / "lib")}) == 2
 
 
 def test_this_runtime_loads_the_shipped_profile():
@@ -72,6 +74,8 @@ def test_this_runtime_loads_the_shipped_profile():
     reads: a participant maps the profile's 64 MiB segment (with the variable Fast DDS 2 ignores
     it mapped only the default 512 KB one, and large best-effort images were lost)."""
     pytest.importorskip("rclpy")
+    if not os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps"):
+        pytest.skip("the middleware is not Fast DDS")
     script = (
         "import os, rclpy\n"
         "from mapanything_ros.ros import dds\n"
@@ -147,16 +151,17 @@ def test_the_node_warns_when_dev_shm_is_smaller_than_a_segment(monkeypatch):
 
 def test_the_node_says_when_its_profile_is_not_loaded(monkeypatch):
     """Under Fast DDS 2 (Jazzy) a profile given as FASTDDS_DEFAULT_PROFILES_FILE is not read: said
-    at start-up (log and /diagnostics), with the variable to set; nothing said under Fast DDS 3."""
+    at start-up (log and /diagnostics), with the variable to set, and the segment warning points
+    there too; nothing said under Fast DDS 3. (The environment the node reads is a fake one: Fast
+    DDS 2 reads its profile once per process, so this process's must stay as conftest set it.)"""
     pytest.importorskip("rclpy")
     from diagnostic_msgs.msg import DiagnosticStatus
 
     from test_ros_node_inputs import Rig
 
-    monkeypatch.delenv(dds.OLD, raising=False)
-    monkeypatch.setenv(dds.NEW, str(PROFILE))
+    loaded, env = dds.loaded_profile, {dds.NEW: str(PROFILE)}
     for major, said in ((3, False), (2, True)):
-        monkeypatch.setattr(dds, "fast_dds_major", lambda maps=None, major=major: major)
+        monkeypatch.setattr(dds, "loaded_profile", lambda major=major: loaded(major, env))
         r = Rig({"cameras": ["a"]})
         try:
             held = " ".join(m for _, m in r.node.problems.active("pipeline"))
@@ -165,6 +170,9 @@ def test_the_node_says_when_its_profile_is_not_loaded(monkeypatch):
                 r.assert_problem("pipeline", DiagnosticStatus.WARN, f"FASTDDS_DEFAULT_PROFILES_FILE is set ({PROFILE})")
         finally:
             r.close()
+    text = "exceed the Fast DDS shared-memory segment (0.5 MiB, test profile): best-effort inputs from other " \
+           "processes on this computer will be lost; set FASTRTPS_DEFAULT_PROFILES_FILE to the profile"
+    assert _warned(monkeypatch, dds.DEFAULT_SEGMENT, 1 << 40, ["a"], (640, 480), text)
 
 
 @pytest.mark.skipif(not os.environ.get("MAPANYTHING_ROS_ENV"), reason="run through tools/dev")

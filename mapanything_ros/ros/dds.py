@@ -4,9 +4,9 @@ LiDAR sweep) is lost between processes when best effort, and a profile set in th
 Fast DDS does not read is not loaded at all (docs/development.md, "DDS stays on this machine").
 
 Which variable is read (measured with the PyPI runtimes, docs/development.md): Fast DDS 2 (Humble,
-Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE only; Fast DDS 3 (Kilted and later) reads
-FASTDDS_DEFAULT_PROFILES_FILE, and FASTRTPS_DEFAULT_PROFILES_FILE before it when both are set
-(with a deprecation warning)."""
+Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE only; Fast DDS 3 (Kilted and later) reads both, and
+when both are set the default profile of FASTRTPS_DEFAULT_PROFILES_FILE's file wins (with a
+deprecation warning)."""
 
 import os
 import re
@@ -18,10 +18,11 @@ _NS = "{http://www.eprosima.com}"
 _LIBRARY = re.compile(r"lib(fastdds|fastrtps)\.so\.(\d+)")
 
 
-def fast_dds_major(maps="/proc/self/maps"):
+def fast_dds_major(maps="/proc/self/maps", environ=os.environ):
     """Major version of Fast DDS: the library this process has loaded, else the first found in
-    the lib/ directory of a ROS prefix (AMENT_PREFIX_PATH) or in LD_LIBRARY_PATH; None when none
-    is found (2: libfastrtps.so.2, Humble and Jazzy; 3: libfastdds.so.3, Kilted and later)."""
+    the lib/ directory of a ROS prefix (AMENT_PREFIX_PATH of `environ`) or in its LD_LIBRARY_PATH;
+    None when none is found (2: libfastrtps.so.2, Humble and Jazzy; 3: libfastdds.so.3, Kilted and
+    later)."""
     try:
         with open(maps) as f:
             found = _LIBRARY.search(f.read())
@@ -29,12 +30,11 @@ def fast_dds_major(maps="/proc/self/maps"):
         found = None
     if found:
         return int(found.group(2))
-    env = os.environ
-    dirs = [os.path.join(p, "lib") for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    dirs += [d for d in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d]
+    dirs = [os.path.join(p, "lib") for p in environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    dirs += [d for d in environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d]
     for directory in dirs:
         try:
-            names = os.listdir(directory)
+            names = sorted(os.listdir(directory))
         except OSError:
             continue
         for name in names:
@@ -45,42 +45,54 @@ def fast_dds_major(maps="/proc/self/maps"):
 
 
 def profile_variable(major=None):
-    """The variable to set for Fast DDS of `major` (default: this process's, fast_dds_major;
-    unknown counts as 3) to load a profile file without warnings."""
+    """The variable that gives Fast DDS of `major` (default: this process's, fast_dds_major;
+    unknown counts as 3) a profile file without warnings."""
     major = fast_dds_major() if major is None else major
     return OLD if major == 2 else NEW
 
 
 def use_profile(path, environ=os.environ, major=None):
     """Make `path` the profile Fast DDS loads in processes started with `environ` (and in this one
-    before it loads rclpy): profile_variable() set, the other removed (Fast DDS 3 would read
-    FASTRTPS_DEFAULT_PROFILES_FILE first; Fast DDS 2 ignores FASTDDS_DEFAULT_PROFILES_FILE)."""
-    name = profile_variable(major)
-    environ[name] = str(path)
-    environ.pop(OLD if name == NEW else NEW, None)
-
-
-def loaded_profile(major=None):
-    """The profile file Fast DDS loads in this process (None when it loads none), and, when a
-    profile is set in a variable this Fast DDS does not read, why it is not loaded."""
+    before it loads rclpy): the variable of Fast DDS `major` (default: this process's,
+    fast_dds_major) set, the other removed (Fast DDS 3 would prefer a profile under the old name;
+    Fast DDS 2 ignores the new one); both set when no Fast DDS is found (Fast DDS 3 then warns once
+    that the old name is deprecated)."""
     major = fast_dds_major() if major is None else major
-    if os.environ.get(OLD):
-        return os.environ[OLD], None
-    if os.environ.get(NEW):
-        if major != 2:
-            return os.environ[NEW], None
-        return None, (f"{NEW} is set ({os.environ[NEW]}), but this Fast DDS 2 (Humble, Jazzy) reads only {OLD}: "
-                      f"the profile is not loaded; set {OLD} instead")
-    return None, None
+    names = {2: (OLD,), 3: (NEW,)}.get(major, (OLD, NEW))
+    for name in (OLD, NEW):
+        if name in names:
+            environ[name] = str(path)
+        else:
+            environ.pop(name, None)
 
 
-def shm_segment(major=None):
+def _fast_dds(environ):
+    """Whether the middleware is Fast DDS (RMW_IMPLEMENTATION unset or an rmw_fastrtps one)."""
+    return environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps")
+
+
+def loaded_profile(major=None, environ=os.environ):
+    """(the profile file Fast DDS of `major` (default: this process's) loads with `environ`, None
+    when none, and why a profile that is set is not loaded, None when none is left out); (None,
+    None) when the middleware is not Fast DDS."""
+    if not _fast_dds(environ):
+        return None, None
+    major = fast_dds_major() if major is None else major
+    old, new = environ.get(OLD) or None, environ.get(NEW) or None
+    if major == 2:
+        why = None if old or not new else (
+            f"{NEW} is set ({new}), but this Fast DDS 2 (Humble, Jazzy) reads only {OLD}: the profile is not "
+            f"loaded; set {OLD} instead")
+        return old, why
+    return (old if old and (os.path.isfile(old) or not new) else new), None  # Fast DDS 3 reads both, the old first
+
+
+def shm_segment(major=None, environ=os.environ):
     """(bytes, where it comes from) of the shared-memory segment, or None when the middleware is
     not Fast DDS (RMW_IMPLEMENTATION names another) or the profile uses no shared memory."""
-    rmw = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    if not rmw.startswith("rmw_fastrtps"):
+    if not _fast_dds(environ):
         return None
-    path, ignored = loaded_profile(major)
+    path, ignored = loaded_profile(major, environ)
     if not path:
         return DEFAULT_SEGMENT, "Fast DDS's default: " + (ignored or f"no {profile_variable(major)}")
     try:

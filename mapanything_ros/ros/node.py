@@ -383,10 +383,11 @@ class _MapAnything:
         if sum(self._burst.values()) <= segment[0]:
             return
         sizes = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in self._burst.items())
+        fix = (f"set {dds.OLD} to the profile" if dds.loaded_profile()[1] else "raise <segment_size> in the profile")
         self._hold(diagnostics.WARN, "dds_segment",
                    f"one capture's messages ({sum(self._burst.values()) / 2**20:.1f} MiB: {sizes}) exceed the Fast DDS "
                    f"shared-memory segment ({segment[0] / 2**20:.1f} MiB, {segment[1]}): best-effort inputs from "
-                   "other processes on this computer will be lost; raise <segment_size> in the profile "
+                   f"other processes on this computer will be lost; {fix} "
                    "(docs/development.md, DDS stays on this machine)")
 
     def _on_depth_image(self, cam, msg):
