@@ -20,18 +20,19 @@ import time
 from pathlib import Path
 
 import pytest
-import rclpy
-import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from rcl_interfaces.srv import GetParameters
-from tf2_msgs.msg import TFMessage
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import parameter_value_to_python
 
-from mapanything_ros.ros.launch_args import (OVERRIDES, file_parameters, node_overrides, parse_bool,
+rclpy = pytest.importorskip("rclpy")
+import yaml  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from rcl_interfaces.srv import GetParameters  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import parameter_value_to_python  # noqa: E402
+
+from mapanything_ros.ros.launch_args import (OVERRIDES, file_parameters, node_overrides, parse_bool,  # noqa: E402
                                              parse_cameras, parse_remappings, rviz_config)
-from mapanything_ros.settings import SPECS, check
+from mapanything_ros.settings import SPECS, check  # noqa: E402
 
 try:  # launch, launch_ros and launch_pytest come with an apt ROS, not with a pip-installed one
     import launch_pytest

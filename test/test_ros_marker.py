@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
-from rclpy.serialization import deserialize_message, serialize_message
-from visualization_msgs.msg import Marker, MarkerArray
 
-from mapanything_ros.mapping.regions import RegionMesh
-from mapanything_ros.ros.marker import mesh_markers
+pytest.importorskip("rclpy")
+from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
+from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+
+from mapanything_ros.mapping.regions import RegionMesh  # noqa: E402
+from mapanything_ros.ros.marker import mesh_markers  # noqa: E402
 
 
 def random_mesh(seed=0, vertices=50, quads=31):
