@@ -430,6 +430,7 @@ def summarise(args, m, samples, info, cameras, load_avg, logdir, ended, shm):
         "pipeline_dropped_first": {"span_s": span / SEC,
                                    "dropped": count_at(start + span, "pipeline", "dropped_pipeline_queue")},
         "max_queued_for_tf": max(series("sync", "queued_for_tf"), default=None),
+        "tf_lost": final["tf"].get("lost_tf_messages", "not reported"),
         "node_cpu_percent_of_one_core": cpu, "node_cpu_percent_max_1s": max(per_second, default=float("nan")),
         "node_rss_mb": {"final": run[-1][2] / 2**20, "peak_sampled": max(s[2] for s in run) / 2**20,
                         "peak_hwm": samples["node"][-1][3] / 2**20},
@@ -483,6 +484,7 @@ def table(f):
              ("max pipeline jobs pending (before preparation and before the worker) / max captures waiting "
               "for TF (bounds 2 / 10)",
               f"{f['max_pipeline_pending']} / {f['max_queued_for_tf']}"),
+             ("/tf messages lost before the node read them (its diagnostics)", f"{f['tf_lost']}"),
              ("node CPU, % of one core (run mean / max 1 s)",
               f"{f['node_cpu_percent_of_one_core']:.0f} / {f['node_cpu_percent_max_1s']:.0f}"),
              ("node RSS at end of load / peak during load / VmHWM (MB)",

@@ -14,6 +14,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built (tools/dev builds it for a pip-installed ROS)")
 import rclpy.executors  # noqa: E402
+import rclpy.subscription  # noqa: E402
 from rclpy.duration import Duration  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
@@ -26,6 +27,7 @@ from mapanything_ros.geometry.tf_tree import (  # noqa: E402
     TransformNotFound,
 )
 from mapanything_ros.geometry.transforms import interpolate_pose, pose_from_quat_trans, se3_inverse  # noqa: E402
+from mapanything_ros.ros import tf as tf_module  # noqa: E402
 from mapanything_ros.ros.tf import (  # noqa: E402
     HAVE_TF2,
     TF_QOS,
@@ -215,11 +217,73 @@ def test_a_callback_without_its_subscription_keeps_its_message(ros, impl):
     lookup = impl(node)
     f = ros.frame
     kept, lookup.subscriptions = lookup.subscriptions, []
-    lookup._receive(TFMessage(transforms=[matrix_to_transform(yaw(0.1), f("odom"), f("base"), SEC)]), False)
+    lookup._receive(TFMessage(transforms=[matrix_to_transform(yaw(0.1), f("odom"), f("base"), SEC)]), None, False)
     lookup.subscriptions = kept
     node.destroy_subscription(kept[0])
-    lookup._receive(TFMessage(transforms=[matrix_to_transform(yaw(0.3), f("odom"), f("base"), 3 * SEC)]), False)
+    lookup._receive(TFMessage(transforms=[matrix_to_transform(yaw(0.3), f("odom"), f("base"), 3 * SEC)]), None, False)
     assert np.allclose(lookup.lookup(f("odom"), f("base"), 2 * SEC), yaw(0.2), atol=1e-9)
+
+
+# rclpy gives the publisher of a message (MessageInfo's publisher_gid) from Kilted on; Jazzy's does not.
+GIDS = "publisher_gid" in getattr(getattr(rclpy.subscription, "MessageInfo", None), "__annotations__", {})
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_messages_lost_before_they_are_read_are_counted(ros, impl):
+    """A /tf flood beyond what the executor takes in overwrites messages in the subscription's
+    queue before they are read; the gaps in each publisher's sequence numbers count them (a second
+    publisher's messages, interleaved, are no gap)."""
+    node, executor = ros._node("tf_lossy", parameter_overrides=[Parameter("qos_overrides./tf.subscription.depth",
+                                                                          value=5)])
+    lookup = impl(node)
+    assert lookup.queues == {"/tf": ("/tf", 5), "/tf_static": ("/tf_static", 100)} and lookup.counts_loss is None
+    ros.spin_until(lambda: ros.tf.get_subscription_count() > 0)
+    other = ros.pub_node.create_publisher(TFMessage, "/tf", TF_QOS)
+    ros.spin_until(lambda: other.get_subscription_count() > 0)
+    f = ros.frame
+
+    def send(publisher, k):
+        publisher.publish(TFMessage(transforms=[matrix_to_transform(yaw(0.01 * k), f("odom"), f("base"), k * SEC)]))
+
+    for k in (1, 2):  # one message of each publisher read first: their sequence numbers' start
+        send((ros.tf, other)[k - 1], k)
+        ros.spin_until(lambda: lookup.can_transform(f("odom"), f("base"), k * SEC))
+    for k in range(3, 34):  # 31 messages, 5 kept by the queue: 26 lost, 6 of them the other publisher's
+        send(other if k % 5 == 0 else ros.tf, k)
+    assert ros.tf.wait_for_all_acked(Duration(seconds=10)) and other.wait_for_all_acked(Duration(seconds=10))
+    ros.spin_until(lambda: lookup.can_transform(f("odom"), f("base"), 33 * SEC))
+    send(ros.tf, 34)  # read at once: no gap
+    ros.spin_until(lambda: lookup.can_transform(f("odom"), f("base"), 34 * SEC))
+    if GIDS:
+        assert lookup.counts_loss is True and lookup.lost == {"/tf": 26, "/tf_static": 0}
+    else:
+        assert lookup.counts_loss is False and lookup.lost == {"/tf": 0, "/tf_static": 0}
+
+
+def test_loss_is_counted_per_publisher_and_the_publishers_kept_are_bounded(ros, monkeypatch):
+    monkeypatch.setattr(tf_module, "MAX_PUBLISHERS", 3)
+    node, _ = ros._node("tf_count")
+    lookup = BuiltinTfLookup(node)
+
+    def read(publisher, number, static=False):
+        lookup._count({"publisher_gid": {"data": bytes([publisher])}, "publication_sequence_number": number}, static)
+
+    read(1, 1)
+    read(2, 7)
+    read(2, 8)
+    read(1, 4)  # 2 and 3 of publisher 1 lost
+    read(3, 1, static=True)
+    read(3, 3, static=True)  # 2 of publisher 3 lost, on /tf_static
+    assert lookup.lost == {"/tf": 2, "/tf_static": 1} and lookup.counts_loss is True
+    read(4, 1)  # a fourth publisher: the one heard longest ago (2) is forgotten
+    read(1, 9)  # 5 to 8 lost
+    assert lookup.lost == {"/tf": 6, "/tf_static": 1}
+    read(2, 20)  # heard again as if new: no gap counted; 3 forgotten
+    assert lookup.lost == {"/tf": 6, "/tf_static": 1}
+    read(2, 23)
+    assert lookup.lost == {"/tf": 8, "/tf_static": 1}
+    lookup._count(None, False)  # no message info (a message handed over by hand): nothing counted
+    assert lookup.lost == {"/tf": 8, "/tf_static": 1} and lookup.counts_loss is True
 
 
 def test_builtin_forgets_dynamic_transforms_when_sim_time_jumps_back(ros):

@@ -99,6 +99,7 @@ class _MapAnything:
         self.session = self.runtime = self.fatal = self._saving = self._map_thread = self.tf = None
         self._active, self._io, self._loaded = False, None, False  # _io: the active state's entities
         self._burst = {}  # input -> bytes of its first message (the DDS segment check)
+        self._tf_lost = {}  # topic -> TF messages lost at the last diagnostics (_check_tf_loss)
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
         self.diag_pub = self._pub(DiagnosticArray, "diagnostics")
         self.create_timer(1.0, self.publish_diagnostics, clock=self._wall)
@@ -633,6 +634,7 @@ class _MapAnything:
                 values[f"camera {cam}"].update(topic=self._topics["image", cam], rate_hz=self.rates.rate(cam))
             if self.p["depth_source"] == "lidar":
                 values["depth"]["lidar_rate_hz"] = self.rates.rate(LIDAR_SOURCE)
+            values["tf"].update(self._check_tf_loss())
         # Named after the node's full name (instances in two namespaces stay apart in an aggregator);
         # the hardware is the sensor a status is about (a camera's image topic, the LiDAR's), else
         # the device the backend runs on.
@@ -645,6 +647,23 @@ class _MapAnything:
                                                   self.problems.active(name), v) for name, v in values.items()])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
+
+    def _check_tf_loss(self):
+        """The TF lookup's lost-message counters for /diagnostics, and a WARN when more were lost
+        since the last call."""
+        if self.tf.counts_loss is False:
+            return {"lost_tf_messages": "not counted (this rclpy gives no publisher id with a message)"}
+        for topic, lost in self.tf.lost.items():
+            new = lost - self._tf_lost.get(topic, 0)
+            self._tf_lost[topic] = lost
+            if new > 0:
+                name, depth = self.tf.queues[topic]
+                self.report("tf", "lost", WARN,
+                            f"{new} {name} messages lost before the node read them since the last check (its "
+                            f"subscription keeps the last {depth}): TF is interpolated across the gaps, and "
+                            f"window poses may be off; raise qos_overrides.{name}.subscription.depth or publish "
+                            "TF less often")
+        return {"lost_tf_messages": self.tf.lost["/tf"], "lost_tf_static_messages": self.tf.lost["/tf_static"]}
 
     def shutdown(self, timeout=10.0):
         """Stop the pipeline's threads (the job running ends after its current stage; see

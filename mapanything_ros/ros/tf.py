@@ -63,6 +63,8 @@ TF_STATIC_QOS = QoSProfile(
 # second, and no callback holds the executor for more than ten messages (a robot's whole tree can
 # come in one).
 TF_BATCH = 10
+# The publishers whose last sequence number TfLookup keeps (the longest unheard forgotten first).
+MAX_PUBLISHERS = 1000
 # tf2's Buffer clears itself when the clock jumps back (e.g. a bag replay loops) or changes.
 _CLOCK_JUMP = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=True)
 
@@ -102,18 +104,30 @@ class TfLookup(abc.ABC):
     such transform would make every later one of its frame "old data" until that time).
     The subscriptions use their own callback group, so a multi-threaded executor delivers TF
     while other callbacks run.
+
+    `lost[topic]` counts the messages of /tf and /tf_static that never reached the lookup:
+    overwritten in the subscription's queue before they were read (a flood beyond what the
+    executor takes in), or lost on the way (a best-effort override); found as gaps in each
+    publisher's sequence numbers. `counts_loss` is False where rclpy gives no publisher id with a
+    message (before Kilted): nothing is counted there; None until a message has arrived.
     """
 
     def __init__(self, node, accept=lambda tf, static: True):
         self._accept = accept
+        self.lost = {"/tf": 0, "/tf_static": 0}
+        self.counts_loss = None
+        self._sequence = {}  # publisher gid -> the sequence number of its last message read
         group = MutuallyExclusiveCallbackGroup()
         overrides = QoSOverridingOptions.with_default_policies()  # qos_overrides./tf.subscription.*, as other topics
         self.subscriptions = []  # the node destroys them when it lets the lookup go
         for topic, qos, static in (("/tf", TF_QOS, False), ("/tf_static", TF_STATIC_QOS, True)):
             # copies: rclpy writes the overrides into the profile given, and the node's /tf publisher copies TF_QOS
             self.subscriptions.append(node.create_subscription(
-                TFMessage, topic, lambda m, static=static: self._receive(m, static), copy.copy(qos),
+                TFMessage, topic, lambda m, info, static=static: self._receive(m, info, static), copy.copy(qos),
                 callback_group=group, qos_overriding_options=overrides))
+        # topic -> (its name after remapping, the depth of its subscription's queue)
+        self.queues = {topic: (sub.topic_name, sub.qos_profile.depth)
+                       for topic, sub in zip(("/tf", "/tf_static"), self.subscriptions)}
 
     @abc.abstractmethod
     def lookup(self, target, source, stamp_ns):
@@ -139,8 +153,10 @@ class TfLookup(abc.ABC):
             return False
         return True
 
-    def _receive(self, msg, static):
-        """A TFMessage's callback: it and those already queued behind it (TF_BATCH in all)."""
+    def _receive(self, msg, info, static):
+        """A TFMessage's callback (its rclpy MessageInfo, or None): it and those already queued
+        behind it (TF_BATCH in all)."""
+        self._count(info, static)
         self._add(msg, static)
         if len(self.subscriptions) <= static:  # called before its subscription was kept (a multi-threaded executor)
             return
@@ -153,7 +169,23 @@ class TfLookup(abc.ABC):
                 return
             if taken is None:
                 return
+            self._count(taken[1], static)
             self._add(taken[0], static)
+
+    def _count(self, info, static):
+        """Add the messages its publisher sent between the last one read and this one to `lost`."""
+        gid, number = (info.get("publisher_gid"), info.get("publication_sequence_number")) if info else (None, None)
+        if gid is None or number is None:  # rclpy before Kilted, or a middleware without sequence numbers
+            self.counts_loss = bool(self.counts_loss)
+            return
+        self.counts_loss = True
+        key = gid["data"]
+        last = self._sequence.pop(key, None)  # re-inserted below: the dict's order is last heard
+        if last is not None and number > last + 1:
+            self.lost["/tf_static" if static else "/tf"] += number - last - 1
+        self._sequence[key] = number
+        if len(self._sequence) > MAX_PUBLISHERS:
+            del self._sequence[next(iter(self._sequence))]
 
     def _add(self, msg, static):
         for tf in msg.transforms:
