@@ -651,18 +651,19 @@ class _MapAnything:
     def _check_tf_loss(self):
         """The TF lookup's lost-message counters for /diagnostics, and a WARN when more were lost
         since the last call."""
-        if self.tf.counts_loss is False:
-            return {"lost_tf_messages": "not counted (this rclpy gives no publisher id with a message)"}
+        if self.tf.uncounted:
+            return {"lost_tf_messages": f"not counted: {self.tf.uncounted}"}
         for topic, lost in self.tf.lost.items():
             new = lost - self._tf_lost.get(topic, 0)
             self._tf_lost[topic] = lost
             if new > 0:
                 name, depth = self.tf.queues[topic]
-                self.report("tf", "lost", WARN,
-                            f"{new} {name} messages lost before the node read them since the last check (its "
-                            f"subscription keeps the last {depth}): TF is interpolated across the gaps, and "
-                            f"window poses may be off; raise qos_overrides.{name}.subscription.depth or publish "
-                            "TF less often")
+                self.report("tf", f"lost {topic}", WARN,
+                            f"{new} {name} messages lost before the node read them since the last check, {lost} "
+                            f"since the start (its subscription keeps the last {depth}): "
+                            + ("TF is interpolated across the gaps, and window poses may be off" if topic == "/tf" else
+                               "static transforms may be missing")
+                            + f"; raise qos_overrides.{name}.subscription.depth or publish TF less often")
         return {"lost_tf_messages": self.tf.lost["/tf"], "lost_tf_static_messages": self.tf.lost["/tf_static"]}
 
     def shutdown(self, timeout=10.0):

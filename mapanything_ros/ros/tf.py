@@ -108,14 +108,15 @@ class TfLookup(abc.ABC):
     `lost[topic]` counts the messages of /tf and /tf_static that never reached the lookup:
     overwritten in the subscription's queue before they were read (a flood beyond what the
     executor takes in), or lost on the way (a best-effort override); found as gaps in each
-    publisher's sequence numbers. `counts_loss` is False where rclpy gives no publisher id with a
-    message (before Kilted): nothing is counted there; None until a message has arrived.
+    publisher's sequence numbers (a message older than its publisher's last one read, reordered
+    on the way, is no gap). `uncounted` says why nothing is counted where messages come without
+    their publisher (rclpy before Kilted) or sequence numbers (rmw_cyclonedds); else None.
     """
 
     def __init__(self, node, accept=lambda tf, static: True):
         self._accept = accept
         self.lost = {"/tf": 0, "/tf_static": 0}
-        self.counts_loss = None
+        self.uncounted = None
         self._sequence = {}  # publisher gid -> the sequence number of its last message read
         group = MutuallyExclusiveCallbackGroup()
         overrides = QoSOverridingOptions.with_default_policies()  # qos_overrides./tf.subscription.*, as other topics
@@ -173,17 +174,22 @@ class TfLookup(abc.ABC):
             self._add(taken[0], static)
 
     def _count(self, info, static):
-        """Add the messages its publisher sent between the last one read and this one to `lost`."""
-        gid, number = (info.get("publisher_gid"), info.get("publication_sequence_number")) if info else (None, None)
-        if gid is None or number is None:  # rclpy before Kilted, or a middleware without sequence numbers
-            self.counts_loss = bool(self.counts_loss)
+        """Add the messages its publisher sent between the last one read and this one to `lost`
+        (`info`: rclpy's MessageInfo; None, a message handed over by hand: nothing counted)."""
+        if not info:
             return
-        self.counts_loss = True
+        gid, number = info.get("publisher_gid"), info.get("publication_sequence_number")
+        if gid is None:
+            self.uncounted = "this rclpy gives no message's publisher (Kilted's and later do)"
+            return
+        if number is None:
+            self.uncounted = f"{gid.get('implementation_identifier', 'the middleware')} gives no sequence numbers"
+            return
         key = gid["data"]
         last = self._sequence.pop(key, None)  # re-inserted below: the dict's order is last heard
         if last is not None and number > last + 1:
             self.lost["/tf_static" if static else "/tf"] += number - last - 1
-        self._sequence[key] = number
+        self._sequence[key] = number if last is None else max(last, number)
         if len(self._sequence) > MAX_PUBLISHERS:
             del self._sequence[next(iter(self._sequence))]
 
