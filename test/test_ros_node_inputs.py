@@ -499,6 +499,40 @@ def test_occupancy_grid_and_its_distance_field_are_published_when_subscribed(rig
         # (one unknown cell: Nav2's static layer and RViz refuse a 0 x 0 map and keep the last)
         assert (got.info.width, got.info.height, list(got.data)) == (1, 1, [-1]) and got.header.frame_id == "odom"
     assert fields[-1].width == 0
+    # the map changes on, still image-only: the empty grid every subscriber has is not sent again (a Nav2
+    # static layer takes each grid as a new map)
+    sent, version = (len(grids), len(late), len(fields)), r.node.session.pipeline.map_version
+    for k in range(6, 9):
+        send_frame(r, scene, SEC + k * SEC // 2)
+        r.spin(0.5)
+    end = time.monotonic() + 10
+    while not (r.node.session.pipeline.map_version > version and r.node.session.pipeline.stats().pending == 0
+               and r.node._due("occupancy") is None and r.node._due("esdf") is None) and time.monotonic() < end:
+        r.spin(0.1)
+    r.spin(0.5)
+    assert r.node.session.pipeline.map_version > version and (len(grids), len(late), len(fields)) == sent
+    # but to a subscriber that joins (volatile, as RViz's displays: the latched one does not reach it), and
+    # at another resolution
+    volatile = []
+    r.peer.create_subscription(OccupancyGrid, "/mapanything/occupancy", volatile.append, 1)
+    end = time.monotonic() + 10
+    while not volatile and time.monotonic() < end:
+        r.spin(0.1)
+    assert [(g.info.width, g.info.resolution) for g in volatile] == [(1, pytest.approx(0.05))]
+    r.node.set_parameters([Parameter("occupancy_resolution", value=0.2)])
+    end = time.monotonic() + 10
+    while late[-1].info.resolution != pytest.approx(0.2) and time.monotonic() < end:
+        r.spin(0.1)
+    assert (late[-1].info.width, late[-1].info.resolution) == (1, pytest.approx(0.2))
+    # poses again: the world map's grid is sent as soon as there is one
+    r.node.set_parameters([Parameter("use_poses", value=True)])
+    for k in range(9, 12):
+        send_frame(r, scene, SEC + k * SEC // 2)
+        r.spin(0.5)
+    end = time.monotonic() + 10
+    while not (grids[-1].info.width > 1 and late[-1].info.width > 1) and time.monotonic() < end:
+        r.spin(0.1)
+    assert grids[-1].info.width > 1 and late[-1].info.width > 1 and fields[-1].width > 0
 
 
 def test_occupancy_follows_a_parameter_change_made_while_its_job_waits(rig, scene):

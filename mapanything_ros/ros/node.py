@@ -309,6 +309,7 @@ class _MapAnything:
         self._timer(1.0 / RETRY_HZ, lambda: self.session.tick(self._now_ns()))
         self._output_jobs = {"map": None, "mesh": None}
         self._sent = {}  # "map", "occupancy", "esdf", "mesh": (its _due() key, subscribers) at its last publication
+        self._empty_sent = {}  # "occupancy", "esdf": (frame id, resolution) when the last one sent was an empty grid
         self._mesh_updates = MeshUpdates()  # the regions ~/mesh has sent
         self._mesh_whole_at, self._mesh_parts_since = time.monotonic(), False  # its last whole mesh, parts since
         self._output_timers = {"map": None, "mesh": None, "tf": None}
@@ -515,16 +516,22 @@ class _MapAnything:
         if grids:
             names = " and ".join(f"~/{topic}" for topic in grids)
             try:
+                empty = None
                 try:
                     grid, frame_id, stamp = self.session.occupancy(self._now_ns(), values)
                 except ValueError as err:  # none to give: an empty grid replaces the latched one, so that
                     # no subscriber (a late one too: a Nav2 layer starting) gets a cleared map's grid
                     self.report("pipeline", "occupancy", WARN, f"{names} published empty: {err}")
                     grid, frame_id, stamp = self.session.no_grid(self._now_ns(), values)
+                    empty = (frame_id, grid.resolution)
+                # An empty grid every subscriber has already is not sent again at each map change (a Nav2
+                # static layer takes each grid as a new map).
+                send = [topic for topic in grids if empty is None or self._empty_sent.get(topic) != empty
+                        or not due[topic][1] <= self._sent.get(topic, (None, frozenset()))[1]]
                 header = make_header(frame_id, stamp)
-                if "occupancy" in due:
+                if "occupancy" in send:
                     self.occupancy_pub.publish(occupancy_msg(grid, header))
-                if "esdf" in due:
+                if "esdf" in send:
                     field, z = self.session.esdf(grid, values)
                     xyz, distance = field.points(z)
                     self.esdf_pub.publish(xyz_to_cloud(xyz, header, confidence=distance, scalar_name="distance"))
@@ -532,6 +539,7 @@ class _MapAnything:
                 self.report.exception("pipeline", "occupancy", f"publishing {names} failed (a bug)", err)
                 return
             self._sent.update({topic: (self._key(topic, version, values), due[topic][1]) for topic in grids})
+            self._empty_sent.update(dict.fromkeys(grids, empty))
 
     # ---------------------------------------------------------------- services, parameters
 
