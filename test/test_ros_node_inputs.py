@@ -524,7 +524,10 @@ def test_occupancy_grid_and_its_distance_field_are_published_when_subscribed(rig
     while late[-1].info.resolution != pytest.approx(0.2) and time.monotonic() < end:
         r.spin(0.1)
     assert (late[-1].info.width, late[-1].info.resolution) == (1, pytest.approx(0.2))
-    # poses again: the world map's grid is sent as soon as there is one
+    # poses again: the world map's grid is sent as soon as there is one, even when ~/esdf's field fails
+    # after it went out (a bug injected) ...
+    esdf = r.node.session.esdf
+    r.node.session.esdf = lambda *args: 1 / 0
     r.node.set_parameters([Parameter("use_poses", value=True)])
     for k in range(9, 12):
         send_frame(r, scene, SEC + k * SEC // 2)
@@ -532,7 +535,26 @@ def test_occupancy_grid_and_its_distance_field_are_published_when_subscribed(rig
     end = time.monotonic() + 10
     while not (grids[-1].info.width > 1 and late[-1].info.width > 1) and time.monotonic() < end:
         r.spin(0.1)
-    assert grids[-1].info.width > 1 and late[-1].info.width > 1 and fields[-1].width > 0
+    assert grids[-1].info.width > 1 and late[-1].info.width > 1 and fields[-1].width == 0
+    # ... and image-only after that failure: the empty grid replaces the world map's (its record of the
+    # empty one sent before is gone)
+    r.node.set_parameters([Parameter("use_poses", value=False)])
+    for k in range(12, 15):
+        send_frame(r, scene, SEC + k * SEC // 2)
+        r.spin(0.5)
+    end = time.monotonic() + 10
+    while grids[-1].info.width > 1 and time.monotonic() < end:
+        r.spin(0.1)
+    assert (grids[-1].info.width, late[-1].info.width) == (1, 1)
+    r.node.session.esdf = esdf
+    r.node.set_parameters([Parameter("use_poses", value=True)])
+    for k in range(15, 18):
+        send_frame(r, scene, SEC + k * SEC // 2)
+        r.spin(0.5)
+    end = time.monotonic() + 10
+    while not (grids[-1].info.width > 1 and fields[-1].width > 0) and time.monotonic() < end:
+        r.spin(0.1)
+    assert grids[-1].info.width > 1 and fields[-1].width > 0
 
 
 def test_occupancy_follows_a_parameter_change_made_while_its_job_waits(rig, scene):

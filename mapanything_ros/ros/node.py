@@ -528,6 +528,8 @@ class _MapAnything:
                 # static layer takes each grid as a new map).
                 send = [topic for topic in grids if empty is None or self._empty_sent.get(topic) != empty
                         or not due[topic][1] <= self._sent.get(topic, (None, frozenset()))[1]]
+                for topic in send:  # unknown until it is sent: a failure midway leaves nothing to skip by
+                    self._empty_sent.pop(topic, None)
                 header = make_header(frame_id, stamp)
                 if "occupancy" in send:
                     self.occupancy_pub.publish(occupancy_msg(grid, header))
