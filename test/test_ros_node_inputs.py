@@ -324,6 +324,47 @@ def test_tf_messages_lost_before_the_node_reads_them_are_said(rig):
     assert r.node.tf.can_transform("odom", "base", start + 30 * SEC // 100)  # the last five of the first burst
 
 
+def documented_diagnostics():
+    """{(status, key pattern)} of docs/node.md's Diagnostics table (`<x>` placeholders as regexes)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "node.md").read_text()
+    table = text[text.index("### Diagnostics"):text.index("## Messages")]
+    rows = set()
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 3 or not cells[1].startswith("`"):
+            continue
+        status = re.sub(r" \(.*\)", "", cells[0]).replace("`<name>`", "<name>")
+        for key in re.findall(r"`([^`]+)`", cells[1]):
+            rows.add((re.sub(r"<[a-z]+>", ".+", status), re.sub(r"<[a-z]+>", "[a-z_]+", key)))
+    return rows
+
+
+def test_every_diagnostic_value_is_documented(rig, scene):
+    """docs/node.md's Diagnostics table names every value the node puts on /diagnostics, and
+    nothing it does not (the backend's device values aside: the oracle has none)."""
+    import re
+
+    r = rig(depth_source="lidar")
+    send_frame(r, scene, SEC)
+    r.spin(1.0)
+    assert r.node.session.pipeline.drain(10)
+    assert r.status("pipeline")  # a diagnostics message (every status in one)
+    published = {(s.name.split(": ", 1)[1], v.key) for s in r.got["diagnostics"][-1].status for v in s.values}
+    documented = documented_diagnostics()
+
+    def matches(pattern, pair):
+        return re.fullmatch(pattern[0], pair[0]) and re.fullmatch(pattern[1], pair[1])
+
+    assert {("camera front_optical", "received"), ("tf", "lost_tf_messages"), ("depth", "lidar_missing"),
+            ("pipeline", "total_latency_p95_s")} <= published
+    assert [p for p in published if not any(matches(d, p) for d in documented)] == []
+    runtime = {"device", "compute_dtype", "name", "threads", "memory_allocated", "max_memory_allocated"}
+    assert [d for d in documented if d[1] not in runtime and not any(matches(d, p) for p in published)] == []
+
+
 def test_save_map_runs_off_the_executor_and_a_second_request_is_answered(rig, scene, tmp_path, monkeypatch):
     """A save takes seconds for a large map: the executor goes on meanwhile (inputs, timers), and a
     request while one runs is refused at once with the reason, never left unanswered."""
