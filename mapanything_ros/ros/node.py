@@ -662,7 +662,7 @@ class _MapAnything:
         """The TF lookup's lost-message counters for /diagnostics, and a WARN when more were lost
         since the last call."""
         if self.tf.uncounted:
-            return {"lost_tf_messages": f"not counted: {self.tf.uncounted}"}
+            return dict.fromkeys(("lost_tf_messages", "lost_tf_static_messages"), f"not counted: {self.tf.uncounted}")
         for topic, lost in self.tf.lost.items():
             new = lost - self._tf_lost.get(topic, 0)
             self._tf_lost[topic] = lost
