@@ -37,7 +37,9 @@ Per-point time (for motion compensation), returned as absolute int64 nanoseconds
   simulated clock, are misread), either offsets from the header stamp (Velodyne `time` float32) or
   absolute (Hesai `timestamp` float64). One rule decides per cloud: the times are absolute when
   their median is closer to the header stamp than to zero, otherwise offsets.
-Points with a non-finite coordinate or (when times are read) a non-finite time are dropped.
+Points with a non-finite coordinate or (when times are read) a non-finite time are dropped. Times
+that do not fit int64 nanoseconds (garbage) are clipped far from the stamp (session.inputs.
+Cloud.checked then drops the sweep's times, with a warning).
 """
 
 import math
@@ -193,6 +195,41 @@ def check_compressed_format(msg):
         raise ValueError(f"unsupported CompressedImage format {msg.format!r}; expected jpeg or png")
 
 
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (DHT, JPG, DAC are not)
+
+
+def compressed_size(msg):
+    """(width, height) of a sensor_msgs/CompressedImage's JPEG or PNG from its header, nothing
+    decoded (a few bytes of a file declaring 16384 x 16384 would decode to 800 MB). PNG: the IHDR
+    chunk after the signature; JPEG: the first start-of-frame segment (ITU-T T.81 B.2.2), reached
+    through the segments' lengths. ValueError when the data is neither or its header is cut."""
+    data = memoryview(msg.data).cast("B")  # (bytes, array.array or a numpy array: rclpy's, rosbags')
+    if data[:8] == _PNG:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ValueError("CompressedImage: a PNG without its IHDR header")
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        raise ValueError(f"CompressedImage ({msg.format!r}) is neither a JPEG nor a PNG file")
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            break
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            at += 2
+            continue
+        if marker in _JPEG_SOF and at + 9 <= len(data):
+            return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
+            break
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    raise ValueError("CompressedImage: a JPEG without a frame header (its size) before its data")
+
+
 def compressed_to_rgb(msg):
     """(H, W, 3) uint8 RGB from a sensor_msgs/CompressedImage in jpeg or png.
 
@@ -337,10 +374,8 @@ def _absolute_ns(values, stamp):
         return v.astype(np.int64)
     mid = float(np.median(v))
     scale = 1.0 if abs(mid) >= _NS_FLOAT else 1e9
-    ns = v * scale
     offset = 0 if abs(mid * scale - stamp) < abs(mid * scale) else stamp
-    if not np.all(np.abs(ns + offset) < 2.0**63):
-        raise ValueError(f"time values around {mid} do not fit int64 nanoseconds")
+    ns = np.clip(v * scale, -2.0**62, 2.0**62)  # garbage beyond: far from any stamp (and |stamp| < 2^62)
     return np.round(ns).astype(np.int64) + offset
 
 

@@ -75,6 +75,29 @@ def test_compressed():
     np.testing.assert_array_equal(decode.compressed_to_rgb(bag), decode.compressed_to_rgb(ros))
 
 
+@pytest.mark.parametrize("ext,params", [(".png", []), (".png", [cv2.IMWRITE_PNG_COMPRESSION, 9]), (".jpg", []),
+                                        (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])])
+def test_compressed_size_is_read_from_the_header(ext, params):
+    """The size of a JPEG or PNG from its header, in rclpy's and rosbags' containers, colour and
+    grey; data that is neither, or cut before its size, is refused."""
+    for shape in [(9, 11, 3), (1, 1, 3), (1200, 1920, 3), (7, 3)]:
+        ok, buf = cv2.imencode(ext, RNG.integers(0, 256, shape, dtype=np.uint8), params)
+        assert ok
+        for data in (buf.reshape(-1), array.array("B", buf.tobytes())):
+            assert decode.compressed_size(CompressedImage(format="jpeg", data=data)) == (shape[1], shape[0])
+            bag = T["sensor_msgs/msg/CompressedImage"](header=headers()[0], format="png", data=buf.reshape(-1))
+            assert decode.compressed_size(bag) == (shape[1], shape[0])
+    if ext == ".jpg":  # fill bytes (0xFF) may precede a marker (ITU-T T.81 B.1.1.2)
+        data = buf.tobytes()
+        frame = next(i for i in range(2, len(data)) if data[i] == 0xFF and data[i + 1] in decode._JPEG_SOF)
+        filled = array.array("B", data[:frame] + b"\xff\xff\xff" + data[frame:])
+        assert decode.compressed_size(CompressedImage(format="jpeg", data=filled)) == (shape[1], shape[0])
+    for data, why in ((b"", "neither"), (b"GIF89a" + bytes(40), "neither"), (buf.tobytes()[:20], "without"),
+                      (buf.tobytes()[:10], "without")):
+        with pytest.raises(ValueError, match=why):
+            decode.compressed_size(CompressedImage(format="jpeg", data=array.array("B", data)))
+
+
 def test_camera_info():
     k = np.array([300.0, 0, 160, 0, 310, 120, 0, 0, 1])
     d = np.array([-0.1, 0.01, 0.001, -0.002, 0.0])

@@ -2,6 +2,7 @@
 
 import array
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -215,6 +216,23 @@ def test_sim_time_relative_and_absolute_floats():
     # Stamp 3 s (simulated clock): relative offsets stay offsets, absolute values stay absolute.
     assert cloud_to_xyz(xyz_t(np.array([0.0, 0.1]), "f8", "time", 3 * SEC))[1].tolist() == [3 * SEC, 3_100_000_000]
     assert cloud_to_xyz(xyz_t(np.array([2.9, 3.0]), "f8", "time", 3 * SEC))[1].tolist() == [2_900_000_000, 3 * SEC]
+
+
+def test_garbage_times_leave_the_points_and_the_sweeps_times_are_dropped_with_a_warning():
+    """A time that does not fit int64 ns (a float 1e30 among Velodyne offsets) is garbage: the
+    cloud is read, that time far from its stamp, and session.inputs.Cloud.checked drops them all."""
+    from mapanything_ros.session.inputs import Cloud
+
+    stamp = 100 * SEC
+    for garbage in (1e30, -3e38):
+        values = np.array([0.0, 0.01, garbage, 0.02], np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (numpy's cast of a float beyond int64: undefined)
+            points, times = cloud_to_xyz(xyz_t(values, "f4", "time", stamp))
+        assert len(points) == 4 and times[[0, 1, 3]].tolist() == [stamp, stamp + 10_000_000, stamp + 20_000_000]
+        assert abs(int(times[2]) - stamp) > 2**61
+        cloud, problem = Cloud.checked(points, times, "lidar", stamp)
+        assert cloud.times is None and cloud.span == (stamp, stamp) and "per-point times more than" in problem
 
 
 def test_time_field_selection():

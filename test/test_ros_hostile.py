@@ -136,8 +136,18 @@ def test_bad_input_matrix(hostile):
     h.send(image=corrupt)
     h.expect("pipeline", ERROR, "could not decode")
     h.good()
-    h.send(image=h.image(time.time_ns(), rgb=np.zeros((48, 64, 3), np.uint8)))
-    h.expect("pipeline", ERROR, "CameraInfo describes")
+    h.send(image=h.image(time.time_ns(), rgb=np.zeros((48, 64, 3), np.uint8)))  # its size read from its header
+    h.expect(f"camera {CAM}", ERROR, "image is 64x48 but its CameraInfo describes")
+    h.good()
+    # A JPEG of a few hundred bytes declaring 16384 x 16384 (800 MB decoded): refused before decoding.
+    bomb = h.image(time.time_ns(), rgb=np.zeros((16, 16, 3), np.uint8))
+    data = bytearray(bomb.data)
+    frame = data.index(b"\xff\xc0")  # SOF0: length, precision, height, width
+    data[frame + 5:frame + 9] = (16384).to_bytes(2, "big") * 2
+    bomb.data = array.array("B", data)
+    h.send(image=bomb)
+    h.expect(f"camera {CAM}", ERROR, "image is 16384x16384 but its CameraInfo describes",
+             "but its CameraInfo describes")  # (the log says it once per 5 s)
     h.good()
     h.send(image=h.image(time.time_ns(), frame_id=""))
     h.expect(f"camera {CAM}", ERROR, "without header.frame_id")
@@ -169,9 +179,19 @@ def test_bad_input_matrix(hostile):
     big = np.random.default_rng(0).uniform(-3, 3, (1_000_000, 3)) + [0, 0, 4]
     h.send(cloud=h.cloud(time.time_ns(), big), spin=1.0)
     h.good()
-    # An oversized image (16 Mpx jpeg) of the wrong size for its CameraInfo: refused on the worker.
+    # Garbage far out (finite: 1e38 m overflowed the ray depth and the network's depth normalisation,
+    # failing every window its keyframe was in) is not a reading: ignored, said; mapping goes on.
+    failed = h.r.node.session.pipeline.stats().failed
+    h.send(cloud=h.cloud(time.time_ns(), np.vstack([h.points, np.full((5, 3), 1e38)])))
+    h.expect("depth", WARN, f"5 of {len(h.points) + 5} points more than 1000 km out (garbage, not a reading) ignored")
+    h.good()
+    h.send(cloud=h.cloud(0))
+    h.expect("depth", ERROR, "sweep stamped 0 (header.stamp not set)")
+    h.good()
+    assert h.r.node.session.pipeline.stats().failed == failed
+    # An oversized image (16 Mpx jpeg) of the wrong size for its CameraInfo: refused from its header.
     h.send(image=h.image(time.time_ns(), rgb=np.zeros((3000, 4000, 3), np.uint8)), spin=1.0)
-    h.expect("pipeline", ERROR, "CameraInfo describes a")
+    h.expect(f"camera {CAM}", ERROR, "image is 4000x3000 but its CameraInfo describes a", "but its CameraInfo describes")
     h.good()
     # TF missing for an image's frame: dropped after tf_timeout.
     h.r.publish(f"{CAM}/camera_info", CameraInfo())  # (an all-zero CameraInfo on the way)

@@ -190,6 +190,19 @@ def test_empty_and_all_nan_clouds(rig, scene):
     assert r.outputs() == {}
 
 
+def test_a_depth_image_stamped_0_is_refused(rig, scene):
+    """As an image stamped 0 (TF time 0 is "the latest"; the sync took it for time going back and
+    cleared its buffers): refused, said on the depth status, nothing else cleared."""
+    from mapanything_ros.layout import DEPTH_IMAGE_TOPIC
+
+    r = rig(depth_source="depth_image")
+    depth = Image(header=make_header(CAM, 0), height=4, width=4, encoding="32FC1", step=16)
+    depth.data = array.array("B", np.ones((4, 4), np.float32).tobytes())
+    r.publish(f"{CAM}/{DEPTH_IMAGE_TOPIC}", depth)
+    r.assert_problem("depth", DiagnosticStatus.ERROR, f"/{CAM}/{DEPTH_IMAGE_TOPIC}: depth image stamped 0")
+    assert r.node.session.sync.stats()["resets"] == 0
+
+
 def test_missing_tf_drops_the_capture_after_tf_timeout(rig, scene):
     r = rig(tf_timeout=0.2)
     send_frame(r, scene, SEC, tf=False)
@@ -448,6 +461,17 @@ def test_parameters_read_only_bad_and_good(rig, scene, tmp_path):
     window = r.got.get("/mapanything/points")
     assert window and window[-1].header.frame_id == "map"  # image-only: the chain frame is published as map_frame
     assert r.trigger("/mapanything/save_map", MapFile).success and (tmp_path / "map.npz").exists()
+
+
+def test_a_node_that_did_not_start_refuses_changes_it_would_not_take(rig):
+    """The plain node starts once: with a bad start-up value it reports why and runs nothing, so a
+    value set right afterwards is refused with how to start it (it was accepted, and changed
+    nothing while /diagnostics kept the old reason)."""
+    r = rig(sync_slop=-1.0)
+    assert r.node.fatal.startswith("bad parameters") and "sync_slop" in r.node.fatal
+    result = r.node.set_parameters([Parameter("sync_slop", value=0.05)])[0]
+    assert not result.successful and "the node is not running (bad parameters" in result.reason
+    assert "-p name:=value" in result.reason and r.node.get_parameter("sync_slop").value == -1.0
 
 
 def test_save_then_restart_and_load_reproduces_the_map_exactly(rig, scene, tmp_path):
@@ -737,6 +761,12 @@ def test_mesh_is_published_when_subscribed_and_its_rate_changes_at_run_time(rig,
     assert len(shown.arrays) > count
     for display in (shown, late):
         np.testing.assert_allclose(display.triangles(), mesh_triangles(mesh), atol=1e-6)
+    count = len(shown.arrays)
+    send_frame(r, scene, SEC + 5 * SEC // 2)  # the regions that changed (what follows refreshes after them)
+    mesh, _, _ = settled(shown, late)
+    assert len(shown.arrays) > count and shown.arrays[-1].markers[0].action != Marker.DELETEALL
+    for display in (shown, late):
+        np.testing.assert_allclose(display.triangles(), mesh_triangles(mesh), atol=1e-6)
     # A change of the map that leaves its mesh as it was (a keyframe that fused nothing) sends nothing.
     count = len(shown.arrays)
     r.node.session.pipeline._map_changed()
@@ -879,3 +909,56 @@ def test_an_unchanged_map_is_not_made_again(rig, scene):
     while not late and time.monotonic() < end:
         r.spin(0.1)
     assert late and late[-1].width == got["map"][-1].width
+
+
+def test_a_subscriber_listed_before_it_is_matched_is_waited_for(rig, scene, monkeypatch):
+    """The ROS graph and DDS matching arrive apart: a subscriber the graph lists before the map's
+    publisher has matched it would miss a publication and be counted as served (a volatile display
+    then never gets a map that stopped changing). ~/map waits for it, MATCH_WAIT_S at most: a
+    reader that never matches (incompatible QoS, another type) is then served without."""
+    from rclpy.duration import Duration
+    from rclpy.qos import QoSProfile
+
+    from mapanything_ros.ros.node import MAP_QOS
+
+    r = rig(map_publish_rate=10.0)
+    got, late = [], []
+    r.peer.create_subscription(PointCloud2, "/mapanything/map", got.append, MAP_QOS)
+    send_frame(r, scene, SEC)
+    end = time.monotonic() + 10
+    while not (got and r.node.session.pipeline.stats().pending == 0 and r.node._due("map") is None) \
+            and time.monotonic() < end:
+        r.spin(0.1)
+    count = len(got)
+    assert count and r.node._due("map") is None
+    publisher, matched = r.node.map_pub, r.node.map_pub.get_subscription_count
+    monkeypatch.setattr(publisher, "get_subscription_count", lambda: min(matched(), 1))  # the newcomer unmatched
+    monkeypatch.setattr(node_module, "MATCH_WAIT_S", 3600.0)
+    r.peer.create_subscription(PointCloud2, "/mapanything/map", late.append, 10)  # volatile, as RViz's
+    end = time.monotonic() + 10
+    while len(r.node.get_subscriptions_info_by_topic("/mapanything/map")) < 2 and time.monotonic() < end:
+        r.spin(0.1)
+    r.spin(1.0)  # ten ticks
+    assert r.node._due("map") is None and len(got) == count and not late  # waiting for the newcomer
+    monkeypatch.setattr(publisher, "get_subscription_count", matched)  # matched
+    end = time.monotonic() + 10
+    while not late and time.monotonic() < end:
+        r.spin(0.1)
+    assert late and late[-1].width == got[-1].width and r.node._due("map") is None
+    # A reader that never matches (a deadline the publisher does not offer; the graph lists it) is
+    # waited for MATCH_WAIT_S, then the map goes out without it.
+    monkeypatch.setattr(node_module, "MATCH_WAIT_S", 1.0)
+    r.peer.create_subscription(PointCloud2, "/mapanything/map", lambda msg: None,
+                               QoSProfile(depth=1, deadline=Duration(seconds=1)))
+    end = time.monotonic() + 10
+    while len(r.node.get_subscriptions_info_by_topic("/mapanything/map")) < 3 and time.monotonic() < end:
+        r.spin(0.1)
+    assert r.node.map_pub.get_subscription_count() == 2
+    count, seen = len(got), len(late)
+    send_frame(r, scene, SEC + SEC // 2)  # the map changes
+    end = time.monotonic() + 10
+    while not (len(got) > count and len(late) > seen) and time.monotonic() < end:
+        r.spin(0.1)
+    assert len(got) == count + 1 and len(late) == seen + 1
+    assert r.node._due("map") is None and r.node._unmatched["map"][0] == frozenset(
+        bytes(info.endpoint_gid) for info in r.node.get_subscriptions_info_by_topic("/mapanything/map"))

@@ -295,6 +295,16 @@ def test_save_map_is_atomic_and_refuses_what_is_not_its_own(scene, tmp_path, mon
     (inside / "link.npz").symlink_to(tmp_path / "b.npz")
     with pytest.raises(ValueError, match="outside"):
         feed.session.save_map("link.npz", inside)
+    # Beside the volume, a FIFO (opening it to check its kind waited for a writer for ever, and the
+    # map thread with it) and a name too long for the mesh's file alone (its rename failed after
+    # the PLY's): refused, nothing written.
+    os.mkfifo(inside / "trap.ply")
+    with pytest.raises(ValueError, match="trap.ply exists and is not a regular file"):
+        feed.session.save_map("trap.npz", inside)
+    long = "m" * (session_module.NAME_MAX - len(".ply"))  # .npz and .ply fit, .mesh.ply does not
+    with pytest.raises(ValueError, match="longer than a file name may be"):
+        feed.session.save_map(f"{long}.npz", inside)
+    assert sorted(p.name for p in inside.iterdir()) == ["a.mesh.ply", "a.npz", "a.ply", "link.npz", "trap.ply"]
 
 
 def test_a_saved_map_loads_back_exactly_and_mapping_goes_on(scene, tmp_path):
@@ -315,7 +325,11 @@ def test_a_saved_map_loads_back_exactly_and_mapping_goes_on(scene, tmp_path):
     again.capture(3)  # mapping goes on into the loaded map
     feed.capture(3)
     np.testing.assert_array_equal(again.session.pipeline.map.state()["tsdf"], feed.session.pipeline.map.state()["tsdf"])
-    # Refused, the map left as it is: another frame, another voxel size, not a map, missing.
+    # Refused, the map left as it is: mapped with poses where this node maps without them (its next
+    # window would clear it), another frame, another voxel size, not a map, missing.
+    image_only = Feed(scene, use_poses=False)
+    with pytest.raises(ValueError, match="in the world frame, but this node maps without poses"):
+        image_only.session.load_map(tmp_path / "map.npz")
     other = Feed(scene, world_frame="map_world")
     with pytest.raises(ValueError, match="saved in frame 'odom'"):
         other.session.load_map(tmp_path / "map.npz")
@@ -327,7 +341,7 @@ def test_a_saved_map_loads_back_exactly_and_mapping_goes_on(scene, tmp_path):
         again.session.load_map(tmp_path / "junk.npz")
     with pytest.raises(ValueError, match="does not exist"):
         again.session.load_map(tmp_path / "none.npz")
-    assert len(again.session.pipeline.map) > 0 and len(coarse.session.pipeline.map) == 0
+    assert len(again.session.pipeline.map) > 0 and len(coarse.session.pipeline.map) == 0 == len(image_only.session.pipeline.map)
 
 
 def test_a_save_removes_what_a_killed_save_left(scene, tmp_path):
@@ -388,7 +402,8 @@ def test_crafted_map_files_are_refused_and_leave_the_map(scene, tmp_path):
         "front": ({k: v for k, v in good.items() if k != "front"}, r"lacks \['front'\]"),
         "stamp": ({**good, **{k: good[k][:half] for k in ("keys", "tsdf", "weight", "rgb", "looks", "front")},
                    "stamp_ns": np.array([1, 2])}, "stamp_ns is missing or not a single integer"),
-        "frame": ({**good, "pose_frame": np.array(3)}, "saved in frame .odom.; this node maps 3 poses"),
+        "frame": ({**good, "pose_frame": np.array(3)}, "not a saved map: its pose frame is '3'"),
+        "world": ({**good, "frame_id": np.array("map")}, "saved in frame 'map'; this node maps world poses in 'odom'"),
         "text": ({**good, "tsdf": np.full(good["tsdf"].shape, "x")}, "tsdf are not numbers"),
     }
     before = feed.session.pipeline.map.state()
@@ -540,3 +555,12 @@ def test_a_keyframe_too_large_for_the_map_bound_is_said(scene):
         fine.capture(k)
     fine.session.check_silence(START + SEC)
     assert fine.session.pipeline.stats().map_overflows == 0 and not [r for r in fine.reports if r[1] == "map_overflow"]
+
+
+def test_any_camera_timeout_the_parameters_accept_starts(scene):
+    """camera_timeout is any positive value: 1e-10 s (0 ns when truncated) made the sync refuse
+    to start, at start-up only (a change at run time was rounded up to 1 ns)."""
+    feed = Feed(scene, camera_timeout=1e-10)
+    assert feed.session.sync.camera_timeout_ns == 1
+    feed.session.configure({**feed.session.values, "camera_timeout": 2e-10})
+    assert feed.session.sync.camera_timeout_ns == 1

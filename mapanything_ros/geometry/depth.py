@@ -21,17 +21,24 @@ except ImportError:
     _sparse_depth = None
 
 
+# Measured depth (a depth image's, a LiDAR point's coordinates) beyond this is garbage, not a
+# reading (m): no depth sensor reaches it, even one sending millimetres for metres (which the
+# pipeline detects against the prediction), while values near float32's limit overflow the ray
+# depth and the network's depth normalisation (a mean), failing every window they are in.
+MAX_DEPTH_M = 1e6
+
+
 def depth_image_to_meters(array, encoding):
     """Depth image as float32 metres, invalid = 0.
 
-    "16UC1"/"mono16": millimetres, 0 invalid. "32FC1": metres, NaN, ±inf and <= 0 invalid.
+    "16UC1"/"mono16": millimetres, 0 invalid. "32FC1": metres, NaN, ±inf, <= 0 and > MAX_DEPTH_M invalid.
     """
     array = np.asarray(array)
     if encoding in ("16UC1", "mono16"):
         return (array.astype(np.float32) * np.float32(1e-3)).astype(np.float32)
     if encoding == "32FC1":
         out = array.astype(np.float32, copy=True)
-        out[~(np.isfinite(out) & (out > 0))] = 0.0
+        out[~((out > 0) & (out <= MAX_DEPTH_M))] = 0.0  # NaN compares False
         return out
     raise ValueError(f"unsupported depth encoding {encoding!r}; expected 16UC1, mono16 or 32FC1")
 

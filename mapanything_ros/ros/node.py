@@ -70,6 +70,9 @@ DUPLICATE_CHECK_S, DUPLICATE_LOOKS = 7.0, 4
 # 0.1 s, best-effort inputs overflowed and captures went out without their LiDAR depth.
 GIL_SWITCH_S = 0.0005
 MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# A latched output waits this long at most for a subscriber the graph lists to be matched (DDS
+# endpoint discovery and the ROS graph arrive apart) before it publishes without it (s).
+MATCH_WAIT_S = 2.0
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Services: the default request queue (depth 10) drops the 11th of a burst, whose caller then waits
 # for ever; 1000 deep, as ROS's own parameter services (rclpy qos_profile_parameters).
@@ -310,6 +313,7 @@ class _MapAnything:
         self._output_jobs = {"map": None, "mesh": None}
         self._sent = {}  # "map", "occupancy", "esdf", "mesh": (its _due() key, subscribers) at its last publication
         self._empty_sent = {}  # "occupancy", "esdf": (frame id, resolution) when the last one sent was an empty grid
+        self._unmatched = {}  # "map", …: (its subscribers, since when (monotonic s)) while one of them is not matched
         self._mesh_updates = MeshUpdates()  # the regions ~/mesh has sent
         self._mesh_whole_at, self._mesh_parts_since = time.monotonic(), False  # its last whole mesh, parts since
         self._output_timers = {"map": None, "mesh": None, "tf": None}
@@ -449,17 +453,30 @@ class _MapAnything:
         subscriber, as RViz's displays are by default, would otherwise never get a map that stopped
         changing; ~/mesh sends only what changed, so a newcomer needs all of it), or for ~/mesh when
         its refresh is due. Subscribers are told apart by GID: one that leaves as another joins
-        counts."""
+        counts. A subscriber the graph lists before DDS has matched it would not get what is sent
+        and be counted as served: None while one is not matched yet, for MATCH_WAIT_S at most."""
         publisher = getattr(self, f"{topic}_pub")
-        if not publisher.get_subscription_count():  # matched readers (the graph lists incompatible ones too)
+        matched = publisher.get_subscription_count()
+        if not matched:
             return None
         subscribers = frozenset(bytes(info.endpoint_gid) for info in
                                 self.get_subscriptions_info_by_topic(publisher.topic_name))
+        if matched < len(subscribers) and self._matching(topic, subscribers):
+            return None
         if topic == "mesh" and self._mesh_refresh_due():
             self._sent.pop("mesh", None)  # all of it again (publish_mesh)
         key = self._key(topic, self.session.pipeline.map_version, self.session.values)
         sent, seen = self._sent.get(topic, (None, frozenset()))
         return None if sent == key and subscribers <= seen else (key, subscribers)
+
+    def _matching(self, topic, subscribers):
+        """Whether to wait for `subscribers` of `topic` to be matched: for MATCH_WAIT_S after these
+        first were its subscribers with one unmatched (one that never matches, of another type or
+        with incompatible QoS, which the graph lists too, is then served without waiting again)."""
+        now = time.monotonic()
+        if self._unmatched.get(topic, (None,))[0] != subscribers:
+            self._unmatched[topic] = (subscribers, now)
+        return now - self._unmatched[topic][1] < MATCH_WAIT_S
 
     @staticmethod
     def _key(topic, version, values):
@@ -607,7 +624,12 @@ class _MapAnything:
             self.get_logger().error(f"load_map_path:\n{traceback.format_exc()}")
 
     def _check_parameters(self, parameters):
-        """on-set: refuse wrong types and values with a readable reason (params.refusal)."""
+        """on-set: refuse wrong types and values with a readable reason (params.refusal), and every
+        change once the plain node failed to start (it starts once: nothing would take it)."""
+        if self.fatal is not None and not isinstance(self, LifecycleNode):
+            return SetParametersResult(successful=False, reason=(
+                f"the node is not running ({self.fatal}): start it again with the value "
+                "(-p name:=value), or run the lifecycle node, whose configure takes changes"))
         for param in parameters:
             refused = params.refusal(param)
             if refused is not None:

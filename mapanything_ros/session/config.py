@@ -38,7 +38,12 @@ def make_sync(values):
     """The CaptureSync of a parameter set (cameras, slop, depth sources and tolerance, camera timeout)."""
     return CaptureSync(values["cameras"], slop_ns(values), depth_sources(values),
                        int(values["depth_tolerance"] * SEC), int(DEPTH_WAIT_S * SEC),
-                       camera_timeout_ns=int(values["camera_timeout"] * SEC), on_silent=values["silent_camera"])
+                       camera_timeout_ns=camera_timeout_ns(values), on_silent=values["silent_camera"])
+
+
+def camera_timeout_ns(values):
+    """camera_timeout in ns, at least 1 (any positive value is a timeout, a tiny one too)."""
+    return max(1, int(values["camera_timeout"] * SEC))
 
 
 def slop_ns(values):

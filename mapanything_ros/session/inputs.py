@@ -87,12 +87,13 @@ def image_decoder(msg, camera, source):
     (one that has a `format` field), checked against `camera` (a CameraModel) and decoded only when
     called: on the pipeline's prepare thread, for keyframes (window.Frame's deferred image). What can be
     checked without decoding is checked now: the encoding or format, the raw sizes against the
-    message's data and the CameraInfo. Raises ValueError (naming `source`, e.g. the topic) now for
+    message's data, the size (a compressed file's from its header) against the CameraInfo. Raises ValueError (naming `source`, e.g. the topic) now for
     those and when called for the rest (undecodable or wrongly sized compressed data)."""
     compressed = hasattr(msg, "format")
     try:
         if compressed:
             decode.check_compressed_format(msg)
+            decode.check_image_matches(camera, *decode.compressed_size(msg)[::-1])
         else:
             decode.check_image_matches(camera, *decode.image_size(msg)[::-1])
     except ValueError as err:

@@ -5,7 +5,7 @@ hand it messages (rclpy or rosbags objects: decode.py reads the fields both have
 they arrived, and turn each WindowOutput into messages or files. Every input rule lives here:
 
 - Images: dropped (reported) before a valid CameraInfo, without header.frame_id, stamped 0 (TF
-  time 0 means "the latest pose"), or undecodable as far as can be told without decoding (the
+  time 0 means "the latest pose"; depth images and LiDAR sweeps too), or undecodable as far as can be told without decoding (the
   decoding waits until the image is a keyframe's, on the pipeline's prepare thread). Stamps more than
   CLOCK_SKEW_S from the arrival clock are reported.
 - sync.CaptureSync groups images and depth into captures. Depth never stalls the cameras: a
@@ -52,7 +52,9 @@ import numpy as np
 
 from .. import decode, interface
 from ..geometry import se3_compose, se3_inverse
+from ..geometry.depth import MAX_DEPTH_M
 from ..geometry.rectify import rectification, rectify_depth
+from ..mapping.chain import CHAIN_FRAME
 from ..mapping.completion import MAX_SCALE
 from ..mapping.distance import distance_slice
 from ..mapping.grid import Grid2D
@@ -60,7 +62,7 @@ from ..mapping.ply import PLY_MAGIC, write_mesh_ply, write_ply
 from ..pipeline import Pipeline
 from ..sync import LIDAR_SOURCE
 from ..units import SEC
-from .config import DEPTH_WAIT_S, make_sync, pipeline_config, slop_ns
+from .config import DEPTH_WAIT_S, camera_timeout_ns, make_sync, pipeline_config, slop_ns
 from .inputs import CameraImage, Cloud, FrameBuilder, PendingCaptures, image_decoder
 from .report import ERROR, WARN
 
@@ -69,10 +71,12 @@ NO_INFO_GRACE = 10  # images dropped for want of a first CameraInfo before that 
 CLOCK_SKEW_S = 10.0  # image stamps further than this from the arrival clock are reported
 LAG_IMAGES = 50  # images over which the arrival clock's lead on the stamps is measured
 DEPTH_MISSING_RUN = 10  # captures in a row without a depth source's data (while it publishes) before that is reported
+UNSTAMPED = "stamped 0 (header.stamp not set): dropped, since TF time 0 means 'the latest pose'"
 DROPS = ("tf_timeout", "queue", "bad_input", "no_camera_info", "frame_id")
 MAP_SUFFIX = ".npz"
 MESH_SUFFIX = ".mesh.ply"  # the mesh save_map writes beside the volume
 NPZ_MAGIC = b"PK\x03\x04"  # a .npz is a zip archive
+NAME_MAX = 255  # bytes in a file name (Linux's filesystems; a longer one fails after the others' renames)
 UMASK = os.umask(0o022)  # the process's, read once at import (os.umask can only read it by setting it)
 os.umask(UMASK)
 
@@ -239,8 +243,7 @@ class Session:
                 return
             stamp = decode.stamp_ns(msg.header)
             if stamp == 0:
-                self.bad_input(f"camera {cam}", "stamp", ERROR, f"{topic}: image stamped 0 (header.stamp not set): "
-                          "dropped, since TF time 0 means 'the latest pose'")
+                self.bad_input(f"camera {cam}", "stamp", ERROR, f"{topic}: image {UNSTAMPED}")
                 return
             self._check_clock(topic, stamp, now_ns)
             try:  # checks what needs no decoding; the decoding waits until the image is a keyframe's
@@ -259,10 +262,18 @@ class Session:
         except ValueError as err:
             self.bad_input("depth", "lidar", ERROR, f"{topic}: {err}")
             return
+        if len(points) and not -MAX_DEPTH_M <= points.min() <= points.max() <= MAX_DEPTH_M:
+            far = (np.abs(points) > MAX_DEPTH_M).any(axis=1)
+            self.report("depth", "lidar_far", WARN, f"{topic}: {np.count_nonzero(far)} of {len(points)} points "
+                        f"more than {MAX_DEPTH_M / 1000:g} km out (garbage, not a reading) ignored")
+            points, times = points[~far], None if times is None else times[~far]
         if len(points) == 0:
             self.bad_input("depth", "lidar_empty", WARN, f"{topic}: empty or all-NaN cloud ignored")
             return
         stamp = decode.stamp_ns(msg.header)
+        if stamp == 0:
+            self.bad_input("depth", "lidar_stamp", ERROR, f"{topic}: sweep {UNSTAMPED}")
+            return
         cloud, problem = Cloud.checked(points, times, msg.header.frame_id, stamp)
         if problem:
             self.report("depth", "lidar_times", WARN, f"{topic}: {problem}")
@@ -271,13 +282,18 @@ class Session:
 
     def depth_image(self, cam, msg, now_ns):
         """A registered depth Image of camera `cam` arriving at `now_ns`."""
+        topic = self._topic("depth", cam)
         try:
             depth = decode.depth_image_to_meters(msg)
         except ValueError as err:
-            self.bad_input("depth", f"depth {cam}", ERROR, f"{self._topic('depth', cam)}: {err}")
+            self.bad_input("depth", f"depth {cam}", ERROR, f"{topic}: {err}")
+            return
+        stamp = decode.stamp_ns(msg.header)
+        if stamp == 0:
+            self.bad_input("depth", f"depth {cam} stamp", ERROR, f"{topic}: depth image {UNSTAMPED}")
             return
         with self._lock:
-            self._feed(self.sync.add_depth(cam, decode.stamp_ns(msg.header), depth), now_ns)
+            self._feed(self.sync.add_depth(cam, stamp, depth), now_ns)
 
     def tick(self, now_ns):
         """Let time pass (call often, e.g. at 20 Hz, or after every bag message): captures whose
@@ -486,7 +502,7 @@ class Session:
         with self._lock:
             self.pipeline.configure(pipeline_config(values))
             self.sync.configure(slop_ns(values), int(values["depth_tolerance"] * SEC),
-                                max(1, int(values["camera_timeout"] * SEC)))
+                                camera_timeout_ns(values))
             self._values = values
 
     def reset(self):
@@ -554,7 +570,12 @@ class Session:
         ply = path[:-len(MAP_SUFFIX)] + ".ply"
         mesh_ply = path[:-len(MAP_SUFFIX)] + MESH_SUFFIX
         for target, magic, kind in ((path, NPZ_MAGIC, "numpy .npz"), (ply, PLY_MAGIC, "PLY"), (mesh_ply, PLY_MAGIC, "PLY")):
+            if len(os.path.basename(target).encode()) > NAME_MAX:
+                raise ValueError(f"{os.path.basename(target)!r} is longer than a file name may be "
+                                 f"({NAME_MAX} bytes): nothing written")
             if os.path.exists(target):
+                if not os.path.isfile(target):  # (opening a FIFO would wait for a writer for ever)
+                    raise ValueError(f"{target} exists and is not a regular file: left as it is")
                 with open(target, "rb") as f:
                     if f.read(len(magic)) != magic:
                         raise ValueError(f"{target} exists and is not a {kind} file: left as it is")
@@ -575,8 +596,9 @@ class Session:
     def load_map(self, path, directory=None):
         """Replace the map by one save_map wrote at `path` (resolved as there); mapping goes on into
         it. Refuses a file of another kind or version, a map whose voxel size, truncation or size
-        do not fit this node's map parameters, and one saved in another frame than this node
-        would map it in (world_frame / map_frame). Returns (blocks loaded, absolute path); raises
+        do not fit this node's map parameters, one in the world frame while this node maps without
+        poses or the other way round, and one saved in another frame than this node would map it
+        in (world_frame / map_frame). Returns (blocks loaded, absolute path); raises
         OSError or ValueError saying why; the map is unchanged then."""
         path = _map_path(path, directory, must_exist=True)
         with open(path, "rb") as f:
@@ -591,7 +613,14 @@ class Session:
         missing = {"format", "pose_frame", "frame_id", "stamp_ns", "keys"} - set(state)
         if missing:
             raise ValueError(f"{path} is not a saved map: it lacks {sorted(missing)}")
-        frame = self.frame_id(str(state["pose_frame"]), self._values)
+        pose_frame, poses = str(state["pose_frame"]), self._values["use_poses"]
+        if pose_frame not in ("world", CHAIN_FRAME):
+            raise ValueError(f"{path} is not a saved map: its pose frame is {pose_frame!r}")
+        if (pose_frame == "world") != poses:  # its next window would clear it (pipeline.Pipeline._map_frame)
+            raise ValueError(f"{path} holds a map in the {pose_frame} frame, but this node maps "
+                             f"{'with' if poses else 'without'} poses (use_poses {str(poses).lower()}): "
+                             "its next window would clear it")
+        frame = self.frame_id(pose_frame, self._values)
         if str(state["frame_id"]) != frame:
             raise ValueError(f"{path} was saved in frame {str(state['frame_id'])!r}; this node maps "
                              f"{str(state['pose_frame'])} poses in {frame!r}")
