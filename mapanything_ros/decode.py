@@ -213,8 +213,9 @@ def compressed_size(msg):
         raise ValueError(f"CompressedImage ({msg.format!r}) is neither a JPEG nor a PNG file")
     at = 2
     while at + 4 <= len(data):
-        if data[at] != 0xFF:
-            break
+        if data[at] != 0xFF:  # extraneous bytes between segments (libjpeg skips them too)
+            at += 1
+            continue
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
@@ -240,7 +241,9 @@ def compressed_to_rgb(msg):
     """
     check_compressed_format(msg)
     buf = np.frombuffer(msg.data, dtype=np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    # the pixels as the sensor laid them out, as the CameraInfo describes them (and the header's
+    # size): an EXIF orientation tag would rotate them
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if buf.size else None
     if bgr is None:
         raise ValueError(f"could not decode {buf.size} bytes of CompressedImage ({msg.format!r})")
     return bgr[..., ::-1].copy()

@@ -60,12 +60,12 @@ ENDPOINTS = {
                             "calibration (plumb_bob, rational_polynomial, equidistant; ROI and binning)"),
     "depth_image": Endpoint("subscription", depth_image_topic("{ns}", "{depth_image_topic}"),
                             "sensor_msgs/msg/Image", "input",
-                            "registered depth (16UC1 mm or 32FC1 m; 0, NaN, ±inf and values beyond 1000 km are "
+                            "registered depth (16UC1 mm or 32FC1 m; 0, NaN, ±inf and values beyond 100,000 km are "
                             "no reading), same size as the camera image",
                             {"depth_source": ("depth_image",)}),
     "lidar": Endpoint("subscription", "{lidar_topic}", "sensor_msgs/msg/PointCloud2", "input",
                       "LiDAR sweep; per-point time fields (t, time, timestamp, ...) give motion compensation; "
-                      "points with a coordinate NaN or ±inf are dropped, beyond 1000 km too (said)",
+                      "points with a coordinate NaN or ±inf are dropped, beyond 100,000 km too (said)",
                       {"depth_source": ("lidar",)}),
     "tf_in": Endpoint("subscription", "/tf", "tf2_msgs/msg/TFMessage", "tf",
                       "world_frame <- camera poses at the image stamps; camera <- LiDAR extrinsics"),

@@ -519,6 +519,23 @@ class Pipeline:
             if counters:
                 self._zero_counters()
 
+    def restart_window(self, reason):
+        """Empty the window as time going backwards does (the clock jumped back: a bag loop, /clock
+        set back): the windows in flight, of the old timeline, are dropped; the map stays (a chain
+        frame's map is cleared by the next window, of a new chain)."""
+        with self._wake:
+            self.window.clear()
+            self._counts["window_resets"] += 1
+            self._reasons.append(f"window: {reason}")
+            self._epoch += 1
+            self._cleared_epoch = self._epoch
+        log.warning("window cleared: %s", reason)
+
+    @property
+    def epoch(self):
+        """The window's epoch: it changes at reset() and when time goes backwards (a window reset)."""
+        return self._epoch
+
     def stats(self):
         """A Stats snapshot (thread-safe)."""
         with self._wake:
@@ -543,10 +560,11 @@ class Pipeline:
         with self._wake:
             self._counts["captures"] += 1
             admission = self.window.add(frames)
-            if admission.reset:
+            if admission.reset:  # time went backwards: the windows in flight are of the old timeline
                 self._counts["window_resets"] += 1
                 self._reasons.append(f"window: {admission.reset}")
                 self._epoch += 1
+                self._cleared_epoch = self._epoch
             if not admission.admitted:
                 return Submission(False, admission.reason, admission.reset, None), None
             self._counts["keyframes"] += 1

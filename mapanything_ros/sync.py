@@ -60,7 +60,10 @@ Bad input:
   before using the returned captures (which all belong to the new timeline).
   Messages still on the old timeline from the other inputs (they loop a moment later: more than
   half the jump ahead of the new timeline) are then dropped as "stale" instead of causing a
-  second reset; an input that never jumped (only one source's clock was wrong) carries on.
+  second reset, for `camera_timeout_ns` of the new timeline at most: an input still on the old
+  one then never jumped (only one source's clock was wrong) and carries on (its stamps far from
+  the jumped one's, no capture pairs them: the cameras' offsets are said, and with
+  on_silent="drop" the one that stays behind counts as silent).
 - A depth source silent for `camera_timeout_ns` of image time is reported by
   `silent_depth_sources` (captures go out without its depth meanwhile).
 - A camera silent for `camera_timeout_ns` of message time (the other cameras' image stamps) is
@@ -225,12 +228,19 @@ class CaptureSync:
             return self._release()
 
     def poll(self, now_ns):
-        """Timer tick: `now_ns` is the node clock in the stamps' time base; returns captures whose depth wait ended."""
+        """Timer tick: `now_ns` is the node clock in the stamps' time base (None: not known now);
+        returns captures whose depth wait ended."""
         with self._lock:
-            self._now = int(now_ns) if self._now is None else max(self._now, int(now_ns))
-            if self._first_now is None:
-                self._first_now = self._now
+            if now_ns is not None:
+                self._now = int(now_ns) if self._now is None else max(self._now, int(now_ns))
+                if self._first_now is None:
+                    self._first_now = self._now
             return self._release()
+
+    def forget_now(self):
+        """Forget the node clock of the last polls (the stamps' time base it was made in changed)."""
+        with self._lock:
+            self._now = None
 
     def silent_cameras(self, now_ns=None):
         """Cameras without an image for camera_timeout_ns, by message time or `now_ns` (stamps' time base)."""
@@ -286,8 +296,9 @@ class CaptureSync:
         old = self._leftover.get(key)
         if old is not None:  # this input has not jumped back yet since the last reset
             ahead = max(threshold, self._jump_ns // 2)
-            if stamp >= old - threshold and self._clock is not None and stamp > self._clock + ahead:
-                return False  # still on the old timeline
+            if (stamp >= old - threshold and self._clock is not None and stamp > self._clock + ahead
+                    and self._clock - self._origin < self.camera_timeout_ns):
+                return False  # still on the old timeline (for camera_timeout_ns of the new one at most)
             del self._leftover[key]
         elif last is not None and stamp < last - threshold:
             late = self._late.get(key, 0) + 1

@@ -92,10 +92,25 @@ def test_compressed_size_is_read_from_the_header(ext, params):
         frame = next(i for i in range(2, len(data)) if data[i] == 0xFF and data[i + 1] in decode._JPEG_SOF)
         filled = array.array("B", data[:frame] + b"\xff\xff\xff" + data[frame:])
         assert decode.compressed_size(CompressedImage(format="jpeg", data=filled)) == (shape[1], shape[0])
+        junk = array.array("B", data[:frame] + b"\x00\x13" + data[frame:])  # extraneous bytes: skipped, as libjpeg does
+        assert decode.compressed_size(CompressedImage(format="jpeg", data=junk)) == (shape[1], shape[0])
     for data, why in ((b"", "neither"), (b"GIF89a" + bytes(40), "neither"), (buf.tobytes()[:20], "without"),
                       (buf.tobytes()[:10], "without")):
         with pytest.raises(ValueError, match=why):
             decode.compressed_size(CompressedImage(format="jpeg", data=array.array("B", data)))
+
+
+def test_an_exif_orientation_leaves_the_pixels_as_the_sensor_laid_them_out():
+    """A JPEG 64 wide, 48 high with an EXIF orientation of 6 (rotate 90°): OpenCV turns it unless
+    told not to; the CameraInfo describes the sensor's pixels, as the header's size does."""
+    rgb = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", rgb)[1].tobytes()
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01" + bytes.fromhex("0112 0003 00000001 0006 0000") + bytes(4)
+    app1 = b"Exif\x00\x00" + tiff
+    exif = jpeg[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + jpeg[2:]
+    assert cv2.imdecode(np.frombuffer(exif, np.uint8), cv2.IMREAD_COLOR).shape == (64, 48, 3)  # (what it guards)
+    msg = CompressedImage(format="jpeg", data=array.array("B", exif))
+    assert decode.compressed_to_rgb(msg).shape == (48, 64, 3) and decode.compressed_size(msg) == (64, 48)
 
 
 def test_camera_info():

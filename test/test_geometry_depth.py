@@ -157,8 +157,8 @@ def test_depth_image_to_meters():
     mm = np.array([[0, 1000, 65535]], np.uint16)
     np.testing.assert_allclose(depth_image_to_meters(mm, "16UC1"), [[0.0, 1.0, 65.535]], rtol=1e-6)
     assert depth_image_to_meters(mm, "mono16").dtype == np.float32
-    m = np.array([[np.nan, np.inf, -np.inf, -1.0, 0.0, 2.5, 65535.0, 1e6, 1.001e6, 3e38]], np.float32)
-    np.testing.assert_array_equal(depth_image_to_meters(m, "32FC1"), [[0, 0, 0, 0, 0, 2.5, 65535.0, 1e6, 0, 0]])
+    m = np.array([[np.nan, np.inf, -np.inf, -1.0, 0.0, 2.5, 65535.0, 1e8, 1.001e8, 3e38]], np.float32)
+    np.testing.assert_array_equal(depth_image_to_meters(m, "32FC1"), [[0, 0, 0, 0, 0, 2.5, 65535.0, 1e8, 0, 0]])
     with pytest.raises(ValueError, match="encoding"):
         depth_image_to_meters(m, "8UC1")
 

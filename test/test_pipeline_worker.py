@@ -155,6 +155,30 @@ def test_time_going_backwards_resets_the_window(tiny_scene, captures):
     assert len(pipeline.window) == 1
 
 
+@pytest.mark.parametrize("how", ["capture", "clock"])
+def test_a_window_in_flight_when_time_goes_backwards_is_dropped(tiny_scene, captures, how):
+    """A window inferred while a capture stamped earlier comes in (a bag loop), or the node's
+    clock jumps back (restart_window): it is of the old timeline (stamped ahead of the new clock:
+    its TF would make the new one's look old to tf2), so it is dropped like one in flight at a
+    reset; the new one goes out."""
+    inferring = Gate()
+    backend = Slow(tiny_scene, gate=inferring)
+    pipeline = Pipeline(CONFIG, backend)
+    results = []
+    pipeline.on_result(results.append)
+    pipeline.start()
+    pipeline.submit(captures[8])
+    assert inferring.reached.wait(WAIT_S)
+    if how == "clock":
+        pipeline.restart_window("the node's clock jumped back by 1.000 s")
+        assert pipeline.submit(captures[0]).reset is None and pipeline.stats().window_resets == 1
+    else:
+        assert "time went backwards" in pipeline.submit(captures[0]).reset
+    inferring.opened.set()
+    assert pipeline.drain(timeout=WAIT_S) and pipeline.stop(timeout=WAIT_S)
+    assert [r.stamp_ns for r in results] == [captures[0][0].stamp_ns] and pipeline.stats().dropped == 1
+
+
 def test_the_next_keyframe_is_prepared_while_the_worker_infers(tiny_scene, captures):
     inference, decoding = Gate(), Gate()
     decoding.opened.set()

@@ -301,10 +301,15 @@ def test_save_map_is_atomic_and_refuses_what_is_not_its_own(scene, tmp_path, mon
     os.mkfifo(inside / "trap.ply")
     with pytest.raises(ValueError, match="trap.ply exists and is not a regular file"):
         feed.session.save_map("trap.npz", inside)
-    long = "m" * (session_module.NAME_MAX - len(".ply"))  # .npz and .ply fit, .mesh.ply does not
+    long = "m" * (os.pathconf(inside, "PC_NAME_MAX") - len(".ply"))  # .npz and .ply fit, .mesh.ply does not
     with pytest.raises(ValueError, match="longer than a file name may be"):
         feed.session.save_map(f"{long}.npz", inside)
-    assert sorted(p.name for p in inside.iterdir()) == ["a.mesh.ply", "a.npz", "a.ply", "link.npz", "trap.ply"]
+    # A name that is no UTF-8 (a link's target): measured in the filesystem's bytes, saved.
+    (inside / "odd.npz").symlink_to(inside / os.fsdecode(b"odd-\xff.npz"))
+    assert feed.session.save_map("odd.npz", inside)[1] == str(inside / os.fsdecode(b"odd-\xff.npz"))
+    assert sorted(p.name for p in inside.iterdir()) == sorted(["a.mesh.ply", "a.npz", "a.ply", "link.npz", "trap.ply",
+                                                               "odd.npz"] + [os.fsdecode(b"odd-\xff" + x) for x in
+                                                                             (b".npz", b".ply", b".mesh.ply")])
 
 
 def test_a_saved_map_loads_back_exactly_and_mapping_goes_on(scene, tmp_path):
@@ -564,3 +569,53 @@ def test_any_camera_timeout_the_parameters_accept_starts(scene):
     assert feed.session.sync.camera_timeout_ns == 1
     feed.session.configure({**feed.session.values, "camera_timeout": 2e-10})
     assert feed.session.sync.camera_timeout_ns == 1
+
+
+def test_a_bag_looping_on_a_foreign_clock_keeps_its_depth_and_cameras(scene):
+    """use_sim_time false, stamps 1000 s behind the arrival clock (a bag played without --clock),
+    and the bag loops, its LiDAR first: the stamps jump back 30 s while the arrival clock goes on.
+    The lags of the old timeline held for the new one put the sync's clock 30 s ahead of the
+    stamps: captures stopped waiting for their sweep (none had depth) and the camera was said
+    silent at every check while windows came out. A lag longer by more than camera_timeout is a
+    new timeline: the old lags and the clock made from them go."""
+    feed = Feed(scene, offsets_ms=(0,), depth_source="lidar", camera_timeout=5.0)
+    session, cam, offset, jump = feed.session, feed.names[0], 1000 * SEC, 30 * SEC
+
+    def capture(stamp, arrival):
+        for t in range(stamp - 100 * MS, stamp + 100 * MS, 10 * MS):
+            feed.tree.set_transform("odom", cam, t, scene.world_from_camera(cam, t))
+            feed.tree.set_transform("odom", "lidar", t, scene.world_from_lidar(t))
+        sweep = scene.sweep(stamp - 50 * MS)
+        session.lidar(MSGS.cloud(sweep.points, MSGS.header("lidar", sweep.start_ns), sweep.times_ns - sweep.start_ns),
+                      arrival)
+        session.tick(arrival + 10 * MS)
+        view = scene.render(cam, stamp)
+        session.camera_info(cam, MSGS.camera_info(view.camera, MSGS.header(cam, stamp)))
+        session.image(cam, MSGS.image(view.image, "rgb8", MSGS.header(cam, stamp)), arrival + 20 * MS)
+        session.tick(arrival + 70 * MS)
+
+    for k in range(20):
+        capture(START + jump + k * 100 * MS, START + jump + k * 100 * MS + offset)
+    attached = session.sync.stats()["depth"]["lidar"]["attached"]
+    arrival = START + jump + 19 * 100 * MS + offset
+    for k in range(60):
+        capture(START + k * 100 * MS, arrival + (k + 1) * 100 * MS)
+        if k % 10 == 0:
+            session.check_silence(arrival + (k + 1) * 100 * MS)
+    assert attached == 20 and session.sync.stats()["depth"]["lidar"]["attached"] - attached >= 55
+    assert [r[3] for r in feed.reports if r[1] == "reset"] and not [r for r in feed.reports if r[1] == "silent"]
+
+
+def test_a_sim_clock_starting_late_says_no_camera_silent(scene):
+    """use_sim_time with /clock starting after the node: its ticks at time 0 made 0 the origin of
+    silence, so the first check on the running clock said every camera silent for 100 s."""
+    feed = Feed(scene, camera_timeout=5.0)
+    for _ in range(3):
+        feed.session.tick(0)
+        feed.session.check_silence(0)
+    feed.session.tick(START - SEC)
+    feed.session.check_silence(START - SEC)
+    for k in range(3):
+        feed.capture(k)
+        feed.session.check_silence(START + k * 100 * MS)
+    assert feed.outputs and not [r for r in feed.reports if r[1] == "silent"]

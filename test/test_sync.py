@@ -207,6 +207,28 @@ def test_bag_loop_resets_once_with_a_reason():
     assert stats["dropped"]["stale"] == 1 and stats["depth"]["lidar"]["stale"] == 1
 
 
+@pytest.mark.parametrize("on_silent", ["wait", "drop"])
+def test_one_camera_jumping_back_for_good_does_not_silence_the_others(on_silent):
+    """Only "b"'s clock steps back 2 s and stays there (a driver's fault): "a", which never jumped,
+    is dropped as still on the old timeline for camera_timeout_ns of the new one, then carries on.
+    No capture pairs the two timelines; with on_silent="drop" the captures come from "a" again, not
+    from "b" alone for ever (they were, stamped on "b"'s wrong clock)."""
+    sync = CaptureSync(["a", "b"], slop_ns=10 * MS, depth_wait_ns=0, camera_timeout_ns=500 * MS,
+                       on_silent=on_silent)
+    before = feed(sync, rig_stream(["a", "b"], 30, jitter_ms=2))
+    later = [m if m[1] == "a" else (*m[:2], m[2] - 2000 * MS, m[3]) for m in rig_stream(["a", "b"], 120, jitter_ms=2)
+             if m[3][1] >= 30]
+    after = feed(sync, later)
+    (reason,) = sync.take_resets()
+    assert len(before) == 30 and "time jumped back by 1.9" in reason and "camera b" in reason
+    assert sync.stats()["dropped"]["stale"] <= 500 * MS // PERIOD + 2  # "a", for the timeout at most
+    if on_silent == "wait":
+        assert after == [] and sync.stats()["dropped"]["unmatched"] > 50
+    else:
+        assert after and all(set(c.images) == {"a"} for c in after[-40:])
+        assert sync.silent_cameras() == ["b"]
+
+
 def test_small_step_back_or_repeat_is_stale():
     sync = CaptureSync(["a"], slop_ns=10 * MS, depth_wait_ns=0)
     assert len(sync.add_image("a", 100 * MS, 0)) == 1

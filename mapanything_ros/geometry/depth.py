@@ -21,11 +21,12 @@ except ImportError:
     _sparse_depth = None
 
 
-# Measured depth (a depth image's, a LiDAR point's coordinates) beyond this is garbage, not a
-# reading (m): no depth sensor reaches it, even one sending millimetres for metres (which the
-# pipeline detects against the prediction), while values near float32's limit overflow the ray
-# depth and the network's depth normalisation (a mean), failing every window they are in.
-MAX_DEPTH_M = 1e6
+# Measured depth (a depth image's, a LiDAR point's coordinates in its cloud's frame) beyond this
+# is garbage, not a reading (m): beyond any sensor, one sending millimetres for metres (which the
+# pipeline detects against the prediction) and any Earth-fixed frame a cloud may come in (ECEF,
+# UTM: up to 1e7 m), while values near float32's limit overflow the ray depth and the network's
+# depth normalisation (a mean), failing every window they are in.
+MAX_DEPTH_M = 1e8
 
 
 def depth_image_to_meters(array, encoding):

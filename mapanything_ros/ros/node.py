@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.clock import Clock, ClockType
+from rclpy.clock import Clock, ClockType, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
@@ -69,6 +70,8 @@ DUPLICATE_CHECK_S, DUPLICATE_LOOKS = 7.0, 4
 # the oracle backend, an image callback stalled 2.4 s and the first window took 2.8 s instead of
 # 0.1 s, best-effort inputs overflowed and captures went out without their LiDAR depth.
 GIL_SWITCH_S = 0.0005
+# The node's clock going back this far (tf2's threshold: a bag loop, /clock set back) restarts the window.
+CLOCK_BACK = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=False)
 MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # A latched output waits this long at most for a subscriber the graph lists to be matched (DDS
 # endpoint discovery and the ROS graph arrive apart) before it publishes without it (s).
@@ -120,6 +123,7 @@ class _MapAnything:
             self._hold(diagnostics.WARN, "dds_profile", f"{ignored} (docs/development.md, DDS stays on this machine)")
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        self._clock_jump = self.get_clock().create_jump_callback(CLOCK_BACK, post_callback=self._on_clock_back)
 
     def _configure(self):
         """Check the parameters, load the backend, make the session; None, or why it failed."""
@@ -313,11 +317,14 @@ class _MapAnything:
         self._output_jobs = {"map": None, "mesh": None}
         self._sent = {}  # "map", "occupancy", "esdf", "mesh": (its _due() key, subscribers) at its last publication
         self._empty_sent = {}  # "occupancy", "esdf": (frame id, resolution) when the last one sent was an empty grid
-        self._unmatched = {}  # "map", …: (its subscribers, since when (monotonic s)) while one of them is not matched
+        self._never = {}  # "map", …: how many of its subscribers were waited for in vain (_matching)
+        self._waiting = {}  # "map", …: since when (monotonic s) it waits for a subscriber to be matched
         self._mesh_updates = MeshUpdates()  # the regions ~/mesh has sent
         self._mesh_whole_at, self._mesh_parts_since = time.monotonic(), False  # its last whole mesh, parts since
         self._output_timers = {"map": None, "mesh": None, "tf": None}
-        self._correction = None  # (map_from_world 4x4, parent, child) of the newest window, for tf_output map_odom
+        # ((map_from_world 4x4, parent, child), the pipeline's epoch it holds in: image-only, else None)
+        # of the newest window, for tf_output map_odom
+        self._correction = None
         live = self.session.values  # rates set since configure (or while inactive) included
         self._set_rate("map", live["map_publish_rate"])
         self._set_rate("mesh", live["mesh_publish_rate"])
@@ -339,12 +346,24 @@ class _MapAnything:
         """map_odom at tf_publish_rate: the newest window's correction, stamped transform_tolerance
         ahead of the node clock (a consumer looking up map -> base_link at its newest odometry stamp
         finds map -> odom on both sides of it), as AMCL and RTAB-Map publish theirs."""
-        if self._correction is not None:
+        held = self._correction
+        if held is not None and held[1] not in (None, self.session.pipeline.epoch):  # ~/reset, time went back
+            if self._correction is held:  # (unless the publish thread put a newer one meanwhile)
+                self._correction = None
+            return
+        if held is not None:
             ahead = int(self.session.values["transform_tolerance"] * SEC)
-            self.tf_pub.publish(tf_msg([(*self._correction, self._now_ns() + ahead)]))
+            self.tf_pub.publish(tf_msg([(*held[0], self._now_ns() + ahead)]))
 
     def _now_ns(self):
         return self.get_clock().now().nanoseconds
+
+    def _on_clock_back(self, jump):
+        """The node's clock jumped back (use_sim_time: a bag loop, /clock set back): the windows in
+        flight are of the old timeline (their outputs and TF would be stamped ahead of the new
+        clock): the window restarts now, not at the first capture of the new timeline."""
+        if self.session is not None:
+            self.session.clock_jumped_back(f"the node's clock jumped back by {-jump.delta.nanoseconds / SEC:.3f} s")
 
     def _log(self, status, key, level, message, log, traceback=None):
         """The session.Reporter's sink: a diagnostic problem, and a log line (with the traceback,
@@ -410,7 +429,9 @@ class _MapAnything:
         if self.tf_pub is not None and out.transforms:
             if out.values["tf_output"] == "map_odom":  # re-published by its timer
                 first = self._correction is None
-                self._correction = out.transforms[0][:3]
+                # an image-only window's correction holds in its chain frame: until the chain restarts
+                self._correction = (out.transforms[0][:3], None if out.values["use_poses"] else
+                                    self.session.pipeline.epoch)
                 if first:
                     self._publish_correction()
             else:
@@ -461,7 +482,7 @@ class _MapAnything:
             return None
         subscribers = frozenset(bytes(info.endpoint_gid) for info in
                                 self.get_subscriptions_info_by_topic(publisher.topic_name))
-        if matched < len(subscribers) and self._matching(topic, subscribers):
+        if self._matching(topic, len(subscribers) - matched):
             return None
         if topic == "mesh" and self._mesh_refresh_due():
             self._sent.pop("mesh", None)  # all of it again (publish_mesh)
@@ -469,14 +490,22 @@ class _MapAnything:
         sent, seen = self._sent.get(topic, (None, frozenset()))
         return None if sent == key and subscribers <= seen else (key, subscribers)
 
-    def _matching(self, topic, subscribers):
-        """Whether to wait for `subscribers` of `topic` to be matched: for MATCH_WAIT_S after these
-        first were its subscribers with one unmatched (one that never matches, of another type or
-        with incompatible QoS, which the graph lists too, is then served without waiting again)."""
+    def _matching(self, topic, unmatched):
+        """Whether to wait for subscribers of `topic` the graph lists and DDS has not matched:
+        while more are unmatched than were once waited for in vain (readers that never match, of
+        QoS the publisher does not offer or of another type: the graph lists them too), for
+        MATCH_WAIT_S at most from when the wait began (subscribers coming and going meanwhile do
+        not prolong it)."""
         now = time.monotonic()
-        if self._unmatched.get(topic, (None,))[0] != subscribers:
-            self._unmatched[topic] = (subscribers, now)
-        return now - self._unmatched[topic][1] < MATCH_WAIT_S
+        if unmatched <= self._never.get(topic, 0):
+            self._never[topic] = unmatched  # (one of them left)
+            self._waiting.pop(topic, None)
+            return False
+        if now - self._waiting.setdefault(topic, now) < MATCH_WAIT_S:
+            return True
+        self._never[topic] = unmatched  # waited in vain: these never match
+        del self._waiting[topic]
+        return False
 
     @staticmethod
     def _key(topic, version, values):

@@ -76,7 +76,6 @@ DROPS = ("tf_timeout", "queue", "bad_input", "no_camera_info", "frame_id")
 MAP_SUFFIX = ".npz"
 MESH_SUFFIX = ".mesh.ply"  # the mesh save_map writes beside the volume
 NPZ_MAGIC = b"PK\x03\x04"  # a .npz is a zip archive
-NAME_MAX = 255  # bytes in a file name (Linux's filesystems; a longer one fails after the others' renames)
 UMASK = os.umask(0o022)  # the process's, read once at import (os.umask can only read it by setting it)
 os.umask(UMASK)
 
@@ -253,6 +252,8 @@ class Session:
                 return
             payload = CameraImage(image, info[0], msg.header.frame_id, stamp, cam, info[1])
             self._feed(self.sync.add_image(cam, stamp, payload), now_ns)
+            if now_ns:
+                self._note_lag(now_ns - stamp)
 
     def lidar(self, msg, now_ns):
         """A LiDAR PointCloud2 arriving at `now_ns`."""
@@ -265,7 +266,7 @@ class Session:
         if len(points) and not -MAX_DEPTH_M <= points.min() <= points.max() <= MAX_DEPTH_M:
             far = (np.abs(points) > MAX_DEPTH_M).any(axis=1)
             self.report("depth", "lidar_far", WARN, f"{topic}: {np.count_nonzero(far)} of {len(points)} points "
-                        f"more than {MAX_DEPTH_M / 1000:g} km out (garbage, not a reading) ignored")
+                        f"more than {MAX_DEPTH_M / 1000:,.0f} km out (garbage, not a reading) ignored")
             points, times = points[~far], None if times is None else times[~far]
         if len(points) == 0:
             self.bad_input("depth", "lidar_empty", WARN, f"{topic}: empty or all-NaN cloud ignored")
@@ -317,15 +318,25 @@ class Session:
         """The arrival clock in the stamps' time base: minus the smallest lag of the recent images
         (the inputs' transport and driver latency, or the offset of a foreign clock), so that a
         capture waits for its depth DEPTH_WAIT_S after its images could arrive, and silence is
-        measured from when messages would arrive."""
-        return now_ns - (max(0, min(self._lags)) if self._lags else 0)
+        measured from when messages would arrive. None while that base is unknown: no image
+        since start-up or since the node's clock jumped back, or a sim clock not started (now_ns 0)."""
+        if not now_ns or not self._lags:
+            return None
+        return now_ns - max(0, min(self._lags))
+
+    def _note_lag(self, lag):
+        """Note an image's lag behind the arrival clock (ns). One longer than the recent ones by
+        more than camera_timeout is a new timeline of stamps (a bag looping without /clock): the
+        old lags go, and the sync's clock made from them (max-sticky) with them."""
+        if self._lags and lag - min(self._lags) > self.sync.camera_timeout_ns:
+            self._lags.clear()
+            self.sync.forget_now()
+        self._lags.append(lag)
 
     def _check_clock(self, topic, stamp, now_ns):
-        """Note the image's lag behind the arrival clock; report a stamp far from it (not before a
-        sim clock has started: now 0)."""
+        """Report an image stamp far from the arrival clock (not before a sim clock has started: now 0)."""
         if now_ns == 0:
             return
-        self._lags.append(now_ns - stamp)
         if abs(stamp - now_ns) > CLOCK_SKEW_S * SEC:
             self.report("sync", "clock", WARN, f"{topic}: stamp {(stamp - now_ns) / SEC:+.1f} s from the "
                         f"{self.clock_hint}")
@@ -419,8 +430,10 @@ class Session:
         self.check_map()
         values = self._values
         timeout = f"for {values['camera_timeout']} s (parameter camera_timeout)"
-        with self._lock:
-            now_ns = self.message_now(now_ns)
+        if not now_ns:  # a sim clock not started: no time has passed
+            return
+        with self._lock:  # before any image the arrival clock (what else?); after a jump back none until the next
+            now_ns = self.message_now(now_ns) if self._lags else now_ns
         self._check_matching()
         for cam in self.sync.silent_cameras(now_ns):
             self.report(f"camera {cam}", "silent", WARN,
@@ -505,6 +518,14 @@ class Session:
                                 camera_timeout_ns(values))
             self._values = values
 
+    def clock_jumped_back(self, reason):
+        """The node's clock went back (`reason`: by how much): the window restarts (its windows in
+        flight are of the old timeline) and the arrival clock's lags are measured again."""
+        with self._lock:
+            self._lags.clear()
+            self.sync.forget_now()
+            self.pipeline.restart_window(reason)
+
     def reset(self):
         """Clear the window, the map and the captures waiting for TF."""
         with self._lock:
@@ -570,9 +591,10 @@ class Session:
         ply = path[:-len(MAP_SUFFIX)] + ".ply"
         mesh_ply = path[:-len(MAP_SUFFIX)] + MESH_SUFFIX
         for target, magic, kind in ((path, NPZ_MAGIC, "numpy .npz"), (ply, PLY_MAGIC, "PLY"), (mesh_ply, PLY_MAGIC, "PLY")):
-            if len(os.path.basename(target).encode()) > NAME_MAX:
-                raise ValueError(f"{os.path.basename(target)!r} is longer than a file name may be "
-                                 f"({NAME_MAX} bytes): nothing written")
+            longest = _name_max(os.path.dirname(target))
+            if len(os.fsencode(os.path.basename(target))) > longest:
+                raise ValueError(f"{os.path.basename(target)!r} is longer than a file name may be there "
+                                 f"({longest} bytes): nothing written")
             if os.path.exists(target):
                 if not os.path.isfile(target):  # (opening a FIFO would wait for a writer for ever)
                     raise ValueError(f"{target} exists and is not a regular file: left as it is")
@@ -761,6 +783,16 @@ def _remove_orphans(directory):
                 os.unlink(path)
         except OSError:  # gone meanwhile, or not ours to remove (another user's, in a sticky directory)
             continue
+
+
+def _name_max(directory):
+    """The longest file name `directory`'s filesystem takes (bytes; 255 where it does not say:
+    Linux's filesystems, eCryptfs 143). A save checks its names first: one too long would fail
+    after the others' renames."""
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _runs(pid):
