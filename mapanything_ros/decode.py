@@ -45,6 +45,7 @@ Cloud.checked then drops the sweep's times, with a warning).
 import math
 import sys
 from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -197,6 +198,7 @@ def check_compressed_format(msg):
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (DHT, JPG, DAC are not)
+JPEG_STEPS = 1000  # segments and runs of extraneous bytes read before a JPEG's frame header (real files: tens)
 
 
 def compressed_size(msg):
@@ -211,12 +213,14 @@ def compressed_size(msg):
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if data[:2] != b"\xff\xd8":
         raise ValueError(f"CompressedImage ({msg.format!r}) is neither a JPEG nor a PNG file")
-    at = 2
-    while at + 4 <= len(data):
+    data, at = np.frombuffer(data, np.uint8), 2
+    for _ in range(JPEG_STEPS):
+        if at + 4 > len(data):
+            break
         if data[at] != 0xFF:  # extraneous bytes between segments (libjpeg skips them too)
-            at += 1
+            at = _next_marker(data, at)
             continue
-        marker = data[at + 1]
+        marker = int(data[at + 1])
         if marker == 0xFF:  # fill byte
             at += 1
             continue
@@ -224,11 +228,23 @@ def compressed_size(msg):
             at += 2
             continue
         if marker in _JPEG_SOF and at + 9 <= len(data):
-            return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+            return int(data[at + 7]) << 8 | int(data[at + 8]), int(data[at + 5]) << 8 | int(data[at + 6])
         if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
             break
-        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        at += 2 + (int(data[at + 2]) << 8 | int(data[at + 3]))
     raise ValueError("CompressedImage: a JPEG without a frame header (its size) before its data")
+
+
+def _next_marker(data, at):
+    """The index of the next 0xFF byte of `data` (uint8) from `at` (len(data): none), in windows
+    that double: the bytes before it are read once."""
+    size = 64
+    while at < len(data):
+        hits = np.flatnonzero(data[at:at + size] == 0xFF)
+        if hits.size:
+            return at + int(hits[0])
+        at, size = at + size, 2 * size
+    return len(data)
 
 
 def compressed_to_rgb(msg):
@@ -389,6 +405,22 @@ def cloud_to_xyz(msg, time_field="auto"):
     name requires that field, None reads no times. Non-finite points are dropped (see module).
     Raises ValueError naming what is wrong for missing or malformed fields and bad sizes.
     """
+    return read_cloud(msg, time_field)[:2]
+
+
+class CloudPoints(NamedTuple):
+    """read_cloud's: points (N, 3) float64 metres in the cloud's frame, times (N,) int64 absolute
+    ns or None, far: points dropped for a coordinate beyond max_abs."""
+
+    points: np.ndarray
+    times: np.ndarray | None
+    far: int
+
+
+def read_cloud(msg, time_field="auto", max_abs=math.inf):
+    """cloud_to_xyz's points and times, and points with a finite coordinate beyond ±max_abs
+    (garbage) dropped too and counted (`far`). The test costs a min and a max of the
+    coordinates where all are finite and within it (most clouds), the masks otherwise."""
     fields = _fields(msg)
     for name in "xyz":
         if name not in fields:
@@ -401,19 +433,28 @@ def cloud_to_xyz(msg, time_field="auto"):
         used["__time"] = tf
     view = _view(msg, used)  # (height, width), no copy
     xyz = _xyz(msg, used, view)
-    finite = np.isfinite(xyz.reshape(-1))
-    keep = None
-    if not finite.all():  # few points are invalid: mark their rows
+    flat, keep, far = xyz.reshape(-1), None, None
+    lo, hi = (flat.min(), flat.max()) if flat.size else (0.0, 0.0)  # (NaN propagates)
+    if not (math.isfinite(lo) and math.isfinite(hi) and -max_abs <= lo and hi <= max_abs):
+        finite = np.isfinite(flat)  # few points are invalid: mark their rows (NaN compares False)
         keep = np.ones(len(xyz), bool)
         keep[np.flatnonzero(~finite) // 3] = False
+        lo, hi = np.fmin.reduce(flat), np.fmax.reduce(flat)  # (NaN left out; ±inf kept)
+        if max_abs < math.inf and not (-max_abs <= lo and hi <= max_abs):
+            far = np.zeros(len(xyz), bool)
+            far[np.flatnonzero(finite & (np.abs(flat) > max_abs)) // 3] = True
+            far &= keep
+            keep &= ~far
     t = None if tf is None else view["__time"].reshape(-1)
     if t is not None and t.dtype.kind == "f" and not np.isfinite(t).all():
         keep = np.isfinite(t) if keep is None else keep & np.isfinite(t)
+        far = None if far is None else far & np.isfinite(t)  # (dropped for their time: not counted far)
     if keep is not None:  # rows as single items: one selection pass
         xyz = xyz.view(f"V{3 * xyz.itemsize}").reshape(-1)[keep].view(xyz.dtype).reshape(-1, 3)
         t = None if t is None else t[keep]
     points = xyz.astype(np.float64, copy=False)
-    return points, None if t is None else _absolute_ns(t, stamp_ns(msg.header))
+    return CloudPoints(points, None if t is None else _absolute_ns(t, stamp_ns(msg.header)),
+                       0 if far is None else int(np.count_nonzero(far)))
 
 
 def _xyz(msg, fields, view):

@@ -152,7 +152,7 @@ class Result:
     when poses were known; map_reset: why the map was cleared before this window, or None;
     timings: seconds per stage that ran before the callbacks (see STAGES; "publish" and "map"
     are in stats(); "prepare" is the time the job's own preparation took, on the prepare thread
-    when running threads).
+    when running threads); epoch: the window epoch it was made in (see `epoch`).
     """
 
     seq: int
@@ -163,6 +163,7 @@ class Result:
     chain: object
     map_reset: str | None
     timings: dict
+    epoch: int
 
 
 @dataclass(frozen=True)
@@ -654,6 +655,10 @@ class Pipeline:
         """Deliver a (job, Result, map generation) to the callbacks, then send its keyframes to the
         map; returns whether it got that far (a failure is counted, logged and reported)."""
         job, result, generation = item
+        with self._wake:
+            if job.epoch < self._cleared_epoch:  # waited for this thread across a reset or restart_window
+                self._counts["dropped"] += 1
+                return False
         try:
             clock = time.perf_counter()
             for callback in self._on_result:
@@ -725,7 +730,8 @@ class Pipeline:
                 self._latency[stage].append(seconds)
             if job.epoch == self._epoch:  # admits captures without a pose by motion too (None: by time)
                 self.window.rate = rate
-        return Result(job.seq, frames[0].stamp_ns, cfg, job.context, recon, chained, map_reset, timings), generation
+        return Result(job.seq, frames[0].stamp_ns, cfg, job.context, recon, chained, map_reset, timings,
+                      job.epoch), generation
 
     def _prepare(self, job):
         """The job with its frames prepared (`prepared`, `prepare_s`), each frame once

@@ -237,6 +237,16 @@ class CaptureSync:
                     self._first_now = self._now
             return self._release()
 
+    def jumped_back(self, now_ns, jump_ns):
+        """The node's clock (the stamps' time base: sim time) jumped back by `jump_ns` to `now_ns`:
+        the buffers are cleared as when the inputs jump back, and messages still on the old
+        timeline (more than half the jump ahead of the new one) are dropped as stale until their
+        input jumps too, for camera_timeout_ns of the new timeline at most."""
+        with self._lock:
+            self._reset(None, None)
+            self._clock = self._origin = int(now_ns)
+            self._jump_ns = int(jump_ns)
+
     def forget_now(self):
         """Forget the node clock of the last polls (the stamps' time base it was made in changed)."""
         with self._lock:
@@ -337,8 +347,9 @@ class CaptureSync:
         self._clear()
         self._leftover = leftover
         self._reset_count += 1
-        self._reasons.append(reason)
-        self._last_reason = reason
+        if reason is not None:  # (None: the node's clock jumped back, which the node says itself)
+            self._reasons.append(reason)
+            self._last_reason = reason
 
     def _silent(self, clock, origin):
         if clock is None or origin is None:

@@ -92,8 +92,12 @@ def test_compressed_size_is_read_from_the_header(ext, params):
         frame = next(i for i in range(2, len(data)) if data[i] == 0xFF and data[i + 1] in decode._JPEG_SOF)
         filled = array.array("B", data[:frame] + b"\xff\xff\xff" + data[frame:])
         assert decode.compressed_size(CompressedImage(format="jpeg", data=filled)) == (shape[1], shape[0])
-        junk = array.array("B", data[:frame] + b"\x00\x13" + data[frame:])  # extraneous bytes: skipped, as libjpeg does
-        assert decode.compressed_size(CompressedImage(format="jpeg", data=junk)) == (shape[1], shape[0])
+        for extra in (b"\x00\x13", bytes(RNG.integers(0, 255, 100_000, dtype=np.uint8))):  # extraneous bytes:
+            junk = array.array("B", data[:frame] + extra + data[frame:])  # skipped, as libjpeg does
+            assert decode.compressed_size(CompressedImage(format="jpeg", data=junk)) == (shape[1], shape[0])
+        many = data[:2] + b"\xff\xe0\x00\x02" * decode.JPEG_STEPS + data[2:]  # a frame header past the steps read
+        with pytest.raises(ValueError, match="without a frame header"):
+            decode.compressed_size(CompressedImage(format="jpeg", data=array.array("B", many)))
     for data, why in ((b"", "neither"), (b"GIF89a" + bytes(40), "neither"), (buf.tobytes()[:20], "without"),
                       (buf.tobytes()[:10], "without")):
         with pytest.raises(ValueError, match=why):

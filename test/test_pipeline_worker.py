@@ -179,6 +179,38 @@ def test_a_window_in_flight_when_time_goes_backwards_is_dropped(tiny_scene, capt
     assert [r.stamp_ns for r in results] == [captures[0][0].stamp_ns] and pipeline.stats().dropped == 1
 
 
+@pytest.mark.parametrize("how", ["capture", "clock"])
+def test_a_window_waiting_for_the_publish_thread_when_time_goes_backwards_is_dropped(tiny_scene, captures, how):
+    """The same for a window inferred and queued while the publish thread is busy with the
+    previous one (a reviewer's finding: only reset() emptied that queue)."""
+    pipeline = Pipeline(CONFIG, Slow(tiny_scene))
+    publishing = Gate()
+    results = []
+
+    def on_result(result):
+        results.append(result.stamp_ns)
+        if len(results) == 1:
+            publishing()
+
+    pipeline.on_result(on_result)
+    pipeline.start()
+    pipeline.submit(captures[8])
+    assert publishing.reached.wait(WAIT_S)
+    pipeline.submit(captures[9])
+    end = time.monotonic() + WAIT_S
+    while not pipeline._results and time.monotonic() < end:  # inferred, waiting for the publish thread
+        time.sleep(0.01)
+    assert pipeline._results
+    if how == "clock":
+        pipeline.restart_window("the node's clock jumped back by 1.000 s")
+        pipeline.submit(captures[0])
+    else:
+        assert "time went backwards" in pipeline.submit(captures[0]).reset
+    publishing.opened.set()
+    assert pipeline.drain(timeout=WAIT_S) and pipeline.stop(timeout=WAIT_S)
+    assert results == [captures[8][0].stamp_ns, captures[0][0].stamp_ns] and pipeline.stats().dropped == 1
+
+
 def test_the_next_keyframe_is_prepared_while_the_worker_infers(tiny_scene, captures):
     inference, decoding = Gate(), Gate()
     decoding.opened.set()

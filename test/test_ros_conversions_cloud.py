@@ -13,7 +13,7 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from mapanything_ros.decode import cloud_to_xyz, unpack_rgb  # noqa: E402
+from mapanything_ros.decode import cloud_to_xyz, read_cloud, unpack_rgb  # noqa: E402
 from mapanything_ros.ros.pointcloud import parts_to_cloud, xyz_to_cloud  # noqa: E402
 
 SEC = 1_000_000_000
@@ -114,6 +114,13 @@ def test_random_layouts_read_back_the_ground_truth(case):
         assert got_times.dtype == np.int64
         assert np.abs(got_times - times).max(initial=0) <= 1000  # ns; float64 seconds near 2e9 s
     assert cloud_to_xyz(msg, time_field=None)[1] is None
+    # Points beyond ±100 m dropped too (read_cloud's max_abs), and counted apart from the non-finite ones.
+    near, near_times, far = read_cloud(msg, max_abs=100.0)
+    inside = (np.abs(points) <= 100.0).all(axis=1)
+    np.testing.assert_array_equal(near, points[inside])
+    assert far == np.count_nonzero(~inside) and (near_times is None) == (times is None)
+    if times is not None:
+        np.testing.assert_array_equal(near_times, got_times[inside])
 
 
 @settings(max_examples=40, deadline=None)

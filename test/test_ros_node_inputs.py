@@ -957,7 +957,7 @@ def test_a_subscriber_listed_before_it_is_matched_is_waited_for(rig, scene, monk
 
     r = rig(map_publish_rate=10.0)
     got, late = [], []
-    r.peer.create_subscription(PointCloud2, "/mapanything/map", got.append, MAP_QOS)
+    first = r.peer.create_subscription(PointCloud2, "/mapanything/map", got.append, MAP_QOS)
     send_frame(r, scene, SEC)
     end = time.monotonic() + 10
     while not (got and r.node.session.pipeline.stats().pending == 0 and r.node._due("map") is None) \
@@ -968,7 +968,7 @@ def test_a_subscriber_listed_before_it_is_matched_is_waited_for(rig, scene, monk
     publisher, matched = r.node.map_pub, r.node.map_pub.get_subscription_count
     monkeypatch.setattr(publisher, "get_subscription_count", lambda: min(matched(), 1))  # the newcomer unmatched
     monkeypatch.setattr(node_module, "MATCH_WAIT_S", 3600.0)
-    r.peer.create_subscription(PointCloud2, "/mapanything/map", late.append, 10)  # volatile, as RViz's
+    volatile = r.peer.create_subscription(PointCloud2, "/mapanything/map", late.append, 10)  # as RViz's
     end = time.monotonic() + 10
     while len(r.node.get_subscriptions_info_by_topic("/mapanything/map")) < 2 and time.monotonic() < end:
         r.spin(0.1)
@@ -982,7 +982,7 @@ def test_a_subscriber_listed_before_it_is_matched_is_waited_for(rig, scene, monk
     # A reader that never matches (a deadline the publisher does not offer; the graph lists it) is
     # waited for MATCH_WAIT_S, then the map goes out without it, and it is not waited for again.
     monkeypatch.setattr(node_module, "MATCH_WAIT_S", 1.0)
-    r.peer.create_subscription(PointCloud2, "/mapanything/map", lambda msg: None,
+    never = r.peer.create_subscription(PointCloud2, "/mapanything/map", lambda msg: None,
                                QoSProfile(depth=1, deadline=Duration(seconds=1)))
     end = time.monotonic() + 10
     while len(r.node.get_subscriptions_info_by_topic("/mapanything/map")) < 3 and time.monotonic() < end:
@@ -1009,3 +1009,22 @@ def test_a_subscriber_listed_before_it_is_matched_is_waited_for(rig, scene, monk
             churn = None
         r.spin(0.3)
     assert len(got) > count and len(late) > seen
+    # Everyone leaves: the allowance for the reader waited for in vain goes with it (a reviewer: it
+    # stayed, so the next newcomer not matched yet was not waited for).
+    for subscription in (churn, first, volatile, never):
+        if subscription is not None:
+            r.peer.destroy_subscription(subscription)
+    end = time.monotonic() + 10
+    while r.node.get_subscriptions_info_by_topic("/mapanything/map") and time.monotonic() < end:
+        r.spin(0.1)
+    r.spin(0.3)
+    assert r.node._due("map") is None and r.node._never["map"] == 0
+    # A reader the graph dropped before DDS unmatched it (more matched than listed) makes no negative
+    # allowance (which would hold the map MATCH_WAIT_S once all are matched).
+    r.peer.create_subscription(PointCloud2, "/mapanything/map", lambda msg: None, 10)
+    end = time.monotonic() + 10
+    while not (r.node.get_subscriptions_info_by_topic("/mapanything/map") and matched()) and time.monotonic() < end:
+        r.spin(0.1)
+    monkeypatch.setattr(publisher, "get_subscription_count", lambda: matched() + 1)
+    r.node._due("map")
+    assert r.node._never["map"] == 0

@@ -619,3 +619,50 @@ def test_a_sim_clock_starting_late_says_no_camera_silent(scene):
         feed.capture(k)
         feed.session.check_silence(START + k * 100 * MS)
     assert feed.outputs and not [r for r in feed.reports if r[1] == "silent"]
+
+
+def test_without_a_clock_silence_is_measured_in_message_time(scene):
+    """use_sim_time and no /clock (a bag played without --clock): the node clock reads 0 and the
+    node maps by message time; a camera and the LiDAR that never publish are said silent by it
+    (a first mend of the late /clock returned before any check)."""
+    feed = Feed(scene, camera_timeout=1.0, depth_source="lidar")
+    cam = feed.names[0]
+    for k in range(30):
+        stamp = START + k * 100 * MS
+        view = scene.render(cam, stamp)
+        feed.session.camera_info(cam, MSGS.camera_info(view.camera, MSGS.header(cam, stamp)))
+        feed.session.image(cam, MSGS.image(view.image, "rgb8", MSGS.header(cam, stamp)), 0)
+        feed.session.tick(0)
+        if k % 10 == 9:
+            feed.session.check_silence(0)
+    assert sorted({r[0] for r in feed.reports if "silent" in r[1]}) == [f"camera {feed.names[1]}", "depth"]
+
+
+def test_a_capture_of_the_old_timeline_completing_after_the_clock_jumped_back_is_dropped(scene):
+    """/clock jumps back 60 s between the two images of one capture: the capture completing after
+    it is of the old timeline (stamped 60 s ahead of the new clock): dropped with the sync's
+    buffers, not admitted to the fresh window and published."""
+    feed = Feed(scene)
+    for k in range(5):
+        feed.capture(k)
+    before, stamp = len(feed.outputs), START + 5 * 100 * MS
+    for i, name in enumerate(feed.names):
+        feed.tree.set_transform("odom", name, stamp, scene.world_from_camera(name, stamp))
+        view = scene.render(name, stamp)
+        feed.session.camera_info(name, MSGS.camera_info(view.camera, MSGS.header(name, stamp)))
+        if i == 1:
+            feed.session.clock_jumped_back(stamp - 60 * SEC, 60 * SEC)
+        feed.session.image(name, MSGS.image(view.image, "rgb8", MSGS.header(name, stamp)),
+                           stamp if i == 0 else stamp - 60 * SEC)
+    feed.session.tick(stamp - 60 * SEC + 10 * MS)
+    stats = feed.session.pipeline.stats()
+    assert feed.outputs[before:] == [] and stats.window_resets == 1 and feed.session.sync.stats()["dropped"]["stale"] == 1
+    for k in range(3):  # the new timeline maps
+        base = START - 60 * SEC + (6 + k) * 100 * MS
+        for name in feed.names:
+            feed.tree.set_transform("odom", name, base, scene.world_from_camera(name, base))
+            view = scene.render(name, base)
+            feed.session.camera_info(name, MSGS.camera_info(view.camera, MSGS.header(name, base)))
+            feed.session.image(name, MSGS.image(view.image, "rgb8", MSGS.header(name, base)), base)
+        feed.session.tick(base + 10 * MS)
+    assert len(feed.outputs) > before

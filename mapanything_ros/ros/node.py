@@ -363,7 +363,7 @@ class _MapAnything:
         flight are of the old timeline (their outputs and TF would be stamped ahead of the new
         clock): the window restarts now, not at the first capture of the new timeline."""
         if self.session is not None:
-            self.session.clock_jumped_back(f"the node's clock jumped back by {-jump.delta.nanoseconds / SEC:.3f} s")
+            self.session.clock_jumped_back(self._now_ns(), -jump.delta.nanoseconds)
 
     def _log(self, status, key, level, message, log, traceback=None):
         """The session.Reporter's sink: a diagnostic problem, and a log line (with the traceback,
@@ -430,8 +430,7 @@ class _MapAnything:
             if out.values["tf_output"] == "map_odom":  # re-published by its timer
                 first = self._correction is None
                 # an image-only window's correction holds in its chain frame: until the chain restarts
-                self._correction = (out.transforms[0][:3], None if out.values["use_poses"] else
-                                    self.session.pipeline.epoch)
+                self._correction = (out.transforms[0][:3], None if out.values["use_poses"] else out.result.epoch)
                 if first:
                     self._publish_correction()
             else:
@@ -478,11 +477,13 @@ class _MapAnything:
         and be counted as served: None while one is not matched yet, for MATCH_WAIT_S at most."""
         publisher = getattr(self, f"{topic}_pub")
         matched = publisher.get_subscription_count()
-        if not matched:
-            return None
         subscribers = frozenset(bytes(info.endpoint_gid) for info in
                                 self.get_subscriptions_info_by_topic(publisher.topic_name))
-        if self._matching(topic, len(subscribers) - matched):
+        unmatched = max(0, len(subscribers) - matched)  # (the graph may drop a leaving reader first)
+        if not matched:  # nothing to send; readers waited for in vain may have left
+            self._never[topic] = min(self._never.get(topic, 0), unmatched)
+            return None
+        if self._matching(topic, unmatched):
             return None
         if topic == "mesh" and self._mesh_refresh_due():
             self._sent.pop("mesh", None)  # all of it again (publish_mesh)

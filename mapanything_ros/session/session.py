@@ -259,15 +259,13 @@ class Session:
         """A LiDAR PointCloud2 arriving at `now_ns`."""
         topic = self._topic("depth", LIDAR_SOURCE)
         try:
-            points, times = decode.cloud_to_xyz(msg)
+            points, times, far = decode.read_cloud(msg, max_abs=MAX_DEPTH_M)
         except ValueError as err:
             self.bad_input("depth", "lidar", ERROR, f"{topic}: {err}")
             return
-        if len(points) and not -MAX_DEPTH_M <= points.min() <= points.max() <= MAX_DEPTH_M:
-            far = (np.abs(points) > MAX_DEPTH_M).any(axis=1)
-            self.report("depth", "lidar_far", WARN, f"{topic}: {np.count_nonzero(far)} of {len(points)} points "
-                        f"more than {MAX_DEPTH_M / 1000:,.0f} km out (garbage, not a reading) ignored")
-            points, times = points[~far], None if times is None else times[~far]
+        if far:
+            self.report("depth", "lidar_far", WARN, f"{topic}: {far} of {len(points) + far} points more than "
+                        f"{MAX_DEPTH_M / 1000:,.0f} km out (garbage, not a reading) ignored")
         if len(points) == 0:
             self.bad_input("depth", "lidar_empty", WARN, f"{topic}: empty or all-NaN cloud ignored")
             return
@@ -430,10 +428,8 @@ class Session:
         self.check_map()
         values = self._values
         timeout = f"for {values['camera_timeout']} s (parameter camera_timeout)"
-        if not now_ns:  # a sim clock not started: no time has passed
-            return
-        with self._lock:  # before any image the arrival clock (what else?); after a jump back none until the next
-            now_ns = self.message_now(now_ns) if self._lags else now_ns
+        with self._lock:  # before any image the arrival clock; a sim clock not started (0): message time alone
+            now_ns = None if not now_ns else self.message_now(now_ns) if self._lags else now_ns
         self._check_matching()
         for cam in self.sync.silent_cameras(now_ns):
             self.report(f"camera {cam}", "silent", WARN,
@@ -518,13 +514,16 @@ class Session:
                                 camera_timeout_ns(values))
             self._values = values
 
-    def clock_jumped_back(self, reason):
-        """The node's clock went back (`reason`: by how much): the window restarts (its windows in
-        flight are of the old timeline) and the arrival clock's lags are measured again."""
+    def clock_jumped_back(self, now_ns, jump_ns):
+        """The node's clock went back by `jump_ns` to `now_ns` (sim time: a bag loop, /clock set
+        back): what is of the old timeline goes (the sync's buffers and its messages still on their
+        way, the captures waiting for TF, the window and its windows in flight) and the arrival
+        clock's lags are measured again."""
         with self._lock:
+            self._pending.clear()
             self._lags.clear()
-            self.sync.forget_now()
-            self.pipeline.restart_window(reason)
+            self.sync.jumped_back(now_ns, jump_ns)
+            self.pipeline.restart_window(f"the node's clock jumped back by {jump_ns / SEC:.3f} s")
 
     def reset(self):
         """Clear the window, the map and the captures waiting for TF."""
@@ -790,9 +789,10 @@ def _name_max(directory):
     Linux's filesystems, eCryptfs 143). A save checks its names first: one too long would fail
     after the others' renames."""
     try:
-        return os.pathconf(directory, "PC_NAME_MAX")
+        longest = os.pathconf(directory, "PC_NAME_MAX")
     except (OSError, ValueError):
         return 255
+    return longest if longest > 0 else 255
 
 
 def _runs(pid):
