@@ -14,9 +14,12 @@ SLOW_BENCHES = ("model_load", "gpu", "soak", "accuracy")  # 4.6 GB checkpoint, ~
 
 def _value(text):
     """A parameter value written as in `ros2 run ... -p name:=value` (YAML: 0.5, true, [a, b], text)."""
-    from ruamel.yaml import YAML  # a rosbags dependency
+    from ruamel.yaml import YAML, YAMLError  # a rosbags dependency
 
-    return YAML(typ="safe", pure=True).load(text)
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except YAMLError as err:
+        raise SystemExit(f"-p: {text!r} is not a YAML value: {' '.join(str(err).split())}") from None
 
 
 def _pairs(items, what):
@@ -38,6 +41,9 @@ def _params(args):
     unknown = sorted(set(given) - set(settings.SPECS))
     if unknown:
         raise SystemExit(f"unknown parameters: {', '.join(map(settings.unknown, unknown))}")
+    found = [p for p in (settings.given_problem(k, v) for k, v in given.items()) if p]
+    if found:
+        raise SystemExit("bad parameters: " + "; ".join(found))
     values.update(given)
     for name in ("backend", "weights", "device"):
         if getattr(args, name) is not None:
@@ -285,7 +291,17 @@ def main(argv=None):
     if args.command != "accuracy" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
-    return args.run(args)
+    from rosbags.highlevel import AnyReaderError
+
+    from .model.runtime import DeviceError
+
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, AnyReaderError, DeviceError) as err:  # bad input: a bag, a path, weights, a
+        raise SystemExit(f"{args.command}: {err}") from None  # parameter, a full disk: one line, no traceback
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@
 """
 
 import os
-import shutil
 from pathlib import Path
 
 import cv2
@@ -59,13 +58,7 @@ def run(out_dir="out/demo", preset="small", duration_s=10.0, seed=0, weights="fa
     progress: as replay.replay's. log(str) reports each step.
     """
     out = Path(out_dir)
-    marker = out / DEMO_MARKER
-    if out.exists() and any(out.iterdir()):
-        if not marker.exists():
-            raise FileExistsError(f"{out} holds files the demo did not write: choose another --out")
-        shutil.rmtree(out)  # a previous demo's outputs: the demo is rerun from scratch
-    out.mkdir(parents=True, exist_ok=True)
-    marker.write_text("written by `mapanything-ros demo`; the next demo run into this directory replaces it\n")
+    replay_mod.fresh_output(out, DEMO_MARKER, "demo")  # a previous demo's outputs: the demo is rerun from scratch
     bag_path = out / "input_bag"
     log(f"[1/3] writing a {duration_s:g} s synthetic run (preset {preset}, seed {seed}) to {bag_path}")
     bar = None if progress is False else Progress("bag", "ticks", enabled=None if progress is True else True)

@@ -25,6 +25,7 @@ pose are those of the window in which it is the newest capture (what the node pu
 """
 
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,46 @@ def peak_rss_mb():
     """Peak resident memory of this process so far, MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+# The message type of each kind of input topic (input_topics), and a field ROS 2's has and ROS 1's has not
+# (a bag carries the definitions it was written with).
+MSGTYPES = {"image": "sensor_msgs/msg/Image", "compressed": "sensor_msgs/msg/CompressedImage",
+            "info": "sensor_msgs/msg/CameraInfo", "depth": "sensor_msgs/msg/Image",
+            "lidar": "sensor_msgs/msg/PointCloud2", "tf": "tf2_msgs/msg/TFMessage", "tf_static": "tf2_msgs/msg/TFMessage"}
+_ROS2_FIELD = {"info": "k", "image": "step", "depth": "step", "compressed": "format", "lidar": "point_step",
+               "tf": "transforms", "tf_static": "transforms"}
+
+
+def _check_fields(msg, kind, topic):
+    """ValueError unless `msg` has the ROS 2 fields of its kind (a bag written with another ROS's
+    message definitions: ROS 1's CameraInfo K and D, its Time secs and nsecs)."""
+    if kind in ("tf", "tf_static"):
+        stamped = [getattr(tf, "header", None) for tf in getattr(msg, "transforms", [])[:1]]
+    else:
+        stamped = [getattr(msg, "header", None)]
+    if not hasattr(msg, _ROS2_FIELD[kind]) or not all(hasattr(getattr(h, "stamp", None), "nanosec") for h in stamped):
+        raise ValueError(f"{topic}: its messages are not {MSGTYPES[kind]} as ROS 2 defines it (the bag carries "
+                         "another ROS's definition of it)")
+
+
+REPLAY_MARKER = ".mapanything_replay"
+
+
+def fresh_output(out, marker, tool):
+    """Make `out` an empty directory for `tool`'s outputs ("replay", "demo"), holding `marker`: a
+    previous run's (it holds the marker) is removed, a directory holding anything else refused
+    (FileExistsError), so the outputs of two runs never mix (an evaluation globbed both's depth)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file: choose a directory for --out")
+    if out.exists() and any(out.iterdir()):
+        if not (out / marker).exists():
+            raise FileExistsError(f"{out} holds files {tool} did not write: choose an empty or new --out")
+        shutil.rmtree(out)  # a previous run's outputs
+    out.mkdir(parents=True, exist_ok=True)
+    (out / marker).write_text(f"written by `mapanything-ros {tool}`; the next {tool} run into this directory "
+                              "replaces it\n")
 
 
 def _ordered(messages, kinds):
@@ -195,7 +236,7 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
     started = time.perf_counter()
     bag_path, out = Path(bag_path), Path(out_dir)
     values = {**settings.defaults(), **(params or {}), "node_name": node_name}
-    out.mkdir(parents=True, exist_ok=True)
+    fresh_output(out, REPLAY_MARKER, "replay")
     with AnyReader([bag_path], default_typestore=get_typestore(TYPESTORE)) as reader:
         if values["cameras"] is None:
             values["cameras"] = bag_cameras(reader.connections, namespace, values["image_transport"] == "compressed")
@@ -208,15 +249,17 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
         found = settings.problems(values)
         if found:
             raise ValueError("bad parameters: " + "; ".join(found.values()))
-        if write_bag and (out / "bag").exists():
-            raise ValueError(f"{out / 'bag'} exists: remove it or choose another output directory")
-        runtime, made = None, backend is None
-        if made:
-            backend, runtime = make_backend(values)
         kinds = input_topics(values, namespace, remap, node_name)
         missing = sorted(t for t, (k, _) in kinds.items() if k not in ("tf", "tf_static", "depth") and
                          t not in {c.topic for c in reader.connections})
         conns = [c for c in reader.connections if c.topic in kinds]
+        wrong = [f"{c.topic} is {c.msgtype}, not {MSGTYPES[kinds[c.topic][0]]}" for c in conns
+                 if c.msgtype != MSGTYPES[kinds[c.topic][0]]]
+        if wrong:
+            raise ValueError(f"{bag_path}: " + "; ".join(wrong))
+        runtime, made = None, backend is None
+        if made:
+            backend, runtime = make_backend(values)
         storage = "sqlite3" if any(bag_path.glob("*.db3")) or bag_path.suffix == ".db3" else "mcap"
         bag = outputs.OutputBag(out / "bag", storage) if write_bag else None
         problems = {}
@@ -236,6 +279,7 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
                 kind, cam = kinds[conn.topic]
                 counts[conn.topic] = counts.get(conn.topic, 0) + 1
                 msg = reader.deserialize(raw, conn.msgtype)
+                _check_fields(msg, kind, conn.topic)
                 writer.now = now
                 if kind in ("tf", "tf_static"):
                     if bag is not None:

@@ -225,6 +225,12 @@ def defaults():
     return {name: spec.default for name, spec in SPECS.items()}
 
 
+def given_problem(name, value):
+    """Why a value given outside ROS (a file, the command line) cannot be parameter `name`: its type,
+    as rclpy refuses it (1 is not a double), or check()'s reason; None when it can."""
+    return _type_problem(name, value) or check(name, value)
+
+
 def _type_problem(name, value):
     """Why `value` has the wrong type for `name` (as rclpy refuses it: 1 is not a double), or None."""
     spec = SPECS[name]
@@ -242,9 +248,14 @@ def load_params_file(path, node_name="mapanything"):
     name ending in it (`/ns/mapanything`); each holds `ros__parameters`. Raises ValueError listing
     every unknown name, wrongly typed or invalid value, or when no section is for this node.
     """
-    from ruamel.yaml import YAML  # a rosbags dependency: no PyYAML needed
+    from ruamel.yaml import YAML, YAMLError  # a rosbags dependency: no PyYAML needed
 
-    doc = YAML(typ="safe", pure=True).load(Path(path).read_text()) or {}
+    try:
+        doc = YAML(typ="safe", pure=True).load(Path(path).read_text()) or {}
+    except YAMLError as err:
+        raise ValueError(f"{path}: not YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a ROS 2 parameter file (a mapping of node names to ros__parameters)")
     name = node_name.strip("/")
     sections = [body for key, body in doc.items()
                 if key == "/**" or str(key).strip("/") == name or str(key).endswith("/" + name)]
@@ -257,7 +268,7 @@ def load_params_file(path, node_name="mapanything"):
             if key not in SPECS:
                 found.append(f"unknown parameter {unknown(key, repr(key))}")
                 continue
-            found.append(_type_problem(key, value) or check(key, value))
+            found.append(given_problem(key, value))
             values[key] = value
     found = [p for p in found if p]
     if found:

@@ -50,9 +50,20 @@ def test_demo_then_eval_and_replay(tmp_path, capsys, monkeypatch):
     # Topics missing altogether: nothing goes through, said on stderr, exit 1.
     assert main(["replay", bag, *oracle, "--cameras", "nowhere", "--out", str(tmp_path / "none")]) == 1
     assert "nothing went through: missing topics" in capsys.readouterr().err
-    # An output bag already there: refused with the reason (it was a rosbags WriterError traceback).
-    with pytest.raises(SystemExit, match="bag exists: remove it"):
-        main(["replay", bag, *oracle, "--out", str(replay_dir), "--write-bag"])
+    # Into a previous replay's directory: its outputs are replaced, not mixed with the new ones (old
+    # depth images stayed, and the evaluation globbed them all; its bag made a rosbags traceback); into
+    # one holding other files, or a file: refused with the reason.
+    stale = replay_dir / "depth" / "front_optical" / "1.png"
+    stale.write_bytes(b"stale")
+    assert main(["replay", bag, *oracle, "--out", str(replay_dir), "--write-bag"]) == 0
+    assert not stale.exists() and (replay_dir / "bag").is_dir()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="holds files replay did not write"):
+        main(["replay", bag, *oracle, "--out", str(tmp_path / "mine")])
+    with pytest.raises(SystemExit, match="is a file"):
+        main(["replay", bag, *oracle, "--out", str(tmp_path / "mine" / "notes.txt")])
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
 
 
 def test_accuracy_command_has_its_own_options(capsys):
@@ -96,3 +107,33 @@ def test_ros2_interface_shows_the_packages_service():
     done = subprocess.run(["ros2", "interface", "show", "mapanything_ros/srv/MapFile"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and "string path" in done.stdout and "bool success" in done.stdout, done.stderr
+
+
+def test_bad_input_is_one_line_not_a_traceback(tmp_path):
+    """What a user gets wrong ends in one line naming it and a non-zero exit (a hostile tester saw
+    tracebacks for each): a damaged bag, a topic of another type, -p values of the wrong type, a
+    parameter file that is no YAML or no mapping, eval of a directory that is not there."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    damaged = tmp_path / "damaged.mcap"
+    damaged.write_bytes(b"\x89MCAP0\r\n" + bytes(64))
+    with pytest.raises(SystemExit, match=r"^replay: "):
+        main(["replay", str(damaged), "--cameras", "front_optical", "--out", str(tmp_path / "a")])
+    store = get_typestore(Stores.ROS2_KILTED)
+    with Writer(tmp_path / "strings", version=9) as writer:
+        for topic in ("/front_optical/image_raw", "/front_optical/camera_info"):
+            conn = writer.add_connection(topic, "std_msgs/msg/String", typestore=store)
+            writer.write(conn, 1, store.serialize_cdr(store.types["std_msgs/msg/String"](data="x"), "std_msgs/msg/String"))
+    with pytest.raises(SystemExit, match="/front_optical/image_raw is std_msgs/msg/String, not sensor_msgs/msg/Image"):
+        main(["replay", str(tmp_path / "strings"), "--cameras", "front_optical", "--out", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="window_size must be a integer, got 'abc'"):
+        main(["replay", str(damaged), "-p", "window_size:=abc", "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match="is not a YAML value"):
+        main(["replay", str(damaged), "-p", "window_size:=[1,2", "--out", str(tmp_path / "c")])
+    for text, why in (("a: [b\n", "not YAML"), ("- a\n- b\n", "not a ROS 2 parameter file")):
+        (tmp_path / "p.yaml").write_text(text)
+        with pytest.raises(SystemExit, match=why):
+            main(["replay", str(damaged), "--params", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match=r"^eval: .*No such file"):
+        main(["eval", str(tmp_path / "nowhere"), "--bag", str(damaged)])

@@ -288,6 +288,15 @@ def test_missing_unexpected_and_misshaped_keys_are_all_named(tmp_path):
         assert text in message
 
 
+def test_a_tensor_of_integers_where_the_model_has_floats_is_named(tmp_path):
+    """A quantised (int8) checkpoint of the same names and shapes: named, not load_state_dict's
+    RuntimeError."""
+    state, metadata = fixture_state()
+    state["scale_token"] = state["scale_token"].to(torch.int8)
+    with pytest.raises(CheckpointError, match="scale_token is torch.int8, the model's is torch.float32"):
+        load_model(tiny_copy(tmp_path, state, metadata))
+
+
 def test_long_mismatch_lists_are_truncated_with_counts(tmp_path):
     state, metadata = fixture_state()
     dropped = sorted(state)[:25]

@@ -1,6 +1,8 @@
 """ONNX export of the network checked with onnxruntime against the upstream reference cases
 (tiny random-weight fixture model, CPU), the feature cache, the CLI and the backend."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +85,21 @@ def test_wrong_size_and_unknown_inputs_are_refused(exported):
         OnnxMapAnything(exported, providers=["tensorrt"])
     with pytest.raises(ValueError, match="unknown inputs"):
         parse_combination("rays+lidar")
+
+
+def test_a_manifest_or_graph_that_is_not_an_export_is_named(exported, tmp_path):
+    """A manifest without what export-onnx writes, or a graph file that is not ONNX: ValueErrors
+    naming the file (they were a KeyError and onnxruntime's InvalidProtobuf)."""
+    import shutil
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "manifest.json").write_text("{}")
+    with pytest.raises(ValueError, match="manifest.json is not a manifest export-onnx wrote"):
+        OnnxMapAnything(tmp_path / "empty")
+    junk = shutil.copytree(exported, tmp_path / "junk")
+    (junk / json.loads((junk / "manifest.json").read_text())["encoder"]).write_bytes(b"not a graph")
+    with pytest.raises(ValueError, match="is not an ONNX graph"):
+        OnnxMapAnything(junk)
 
 
 def test_cli_static_export_and_backend(tmp_path, frames):

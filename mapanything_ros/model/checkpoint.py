@@ -234,6 +234,9 @@ def load_weights(module: torch.nn.Module, weights_path, *, device="cpu", dtype=N
         state = {name: _read_one(handle, path, name, keys) for name, keys in found.items()}
     for name, tensor in state.items():
         target = expected[name]
+        if tensor.is_floating_point() != target.is_floating_point():
+            raise CheckpointError(f"{path}: {name} is {tensor.dtype}, the model's is {target.dtype}: not a MapAnything "
+                                  "checkpoint of this kind (a quantised one?)")
         if tensor.is_floating_point():
             tensor = tensor.to(dtype or target.dtype)
         state[name] = tensor.to(device)

@@ -234,8 +234,12 @@ class OnnxMapAnything:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: export the graphs with "
                                     "`mapanything-ros export-onnx --weights DIR ... OUT_DIR`")
-        self.manifest = json.loads(path.read_text())
-        self.cfg = parse_config(self.manifest["config"])
+        try:
+            self.manifest = json.loads(path.read_text())
+            self.cfg = parse_config(self.manifest["config"])
+            self.manifest["encoder"], self.manifest["graphs"]
+        except (ValueError, KeyError, TypeError) as err:  # (json's errors are ValueErrors)
+            raise ValueError(f"{path} is not a manifest export-onnx wrote: {err!r}") from None
         self.providers = resolve_providers(providers)
         self._options = ort.SessionOptions()
         # without the CPU arena, memory held between windows of different sizes is returned:
@@ -252,7 +256,10 @@ class OnnxMapAnything:
         self.images_encoded = 0
 
     def _session(self, file: str):
-        return self._ort.InferenceSession(str(self.directory / file), self._options, providers=self.providers)
+        try:
+            return self._ort.InferenceSession(str(self.directory / file), self._options, providers=self.providers)
+        except self._ort.capi.onnxruntime_pybind11_state.InvalidProtobuf as err:
+            raise ValueError(f"{self.directory / file} is not an ONNX graph: {err}") from None
 
     def graph_for(self, needed: frozenset[str]) -> tuple[str, object]:
         """(name, session) of the smallest exported graph taking every modality in `needed`."""

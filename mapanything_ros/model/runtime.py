@@ -12,6 +12,10 @@ import contextlib
 import torch
 
 
+class DeviceError(RuntimeError):
+    """A device asked for that this machine does not have (CUDA without a GPU or a CUDA torch)."""
+
+
 def select_device(spec="auto") -> torch.device:
     """Resolve "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N" to an available device."""
     if isinstance(spec, str) and spec == "auto":
@@ -25,10 +29,10 @@ def select_device(spec="auto") -> torch.device:
     if device.type != "cuda":
         raise ValueError(f"device {spec!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested but CUDA is not available (torch {torch.__version__})")
+        raise DeviceError(f"device {spec!r} requested but CUDA is not available (torch {torch.__version__})")
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
-        raise RuntimeError(f"device {spec!r} requested but only {count} CUDA device(s) exist")
+        raise DeviceError(f"device {spec!r} requested but only {count} CUDA device(s) exist")
     return device
 
 
