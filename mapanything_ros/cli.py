@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,14 @@ def _value(text):
         return YAML(typ="safe", pure=True).load(text)
     except YAMLError as err:
         raise SystemExit(f"-p: {text!r} is not a YAML value: {' '.join(str(err).split())}") from None
+
+
+def _positive(text):
+    """An argparse type: a finite number > 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
 
 
 def _pairs(items, what):
@@ -231,7 +240,7 @@ def main(argv=None):
     p.add_argument("--out", default="out/demo", help="output directory (default: %(default)s)")
     p.add_argument("--preset", default="small", choices=("small", "default"),
                    help="synthetic rig: small (160x120 images) or default (640x480) (default: %(default)s)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds of robot run (default: %(default)s)")
+    p.add_argument("--duration", type=_positive, default=10.0, help="seconds of robot run (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="synthetic room seed (default: %(default)s)")
     p.add_argument("--weights", default="facebook/map-anything",
                    help="MapAnything checkpoint directory or repo id in the local cache (default: %(default)s)")
@@ -251,14 +260,14 @@ def main(argv=None):
     p.add_argument("--raw-depth", action="store_true",
                    help="also write the network's unprocessed depth (OUT/raw), evaluated beside the published one")
     p.add_argument("--eval", action="store_true", help="evaluate against the bag's ground truth afterwards")
-    p.add_argument("--threshold", type=float, default=0.05, help="map distance threshold, m (default: %(default)s)")
+    p.add_argument("--threshold", type=_positive, default=0.05, help="map distance threshold, m (default: %(default)s)")
     p.add_argument("--progress", action="store_true", help="draw the progress bar even when not on a terminal")
     p.set_defaults(run=replay)
 
     p = sub.add_parser("eval", help="compare a replay's outputs with a synthetic bag's ground truth")
     p.add_argument("out_dir", help="output directory of a replay")
     p.add_argument("--bag", required=True, help="the replayed bag (with /ground_truth topics)")
-    p.add_argument("--threshold", type=float, default=0.05, help="map distance threshold, m (default: %(default)s)")
+    p.add_argument("--threshold", type=_positive, default=0.05, help="map distance threshold, m (default: %(default)s)")
     p.set_defaults(run=evaluate)
 
     p = sub.add_parser("accuracy", help="accuracy under the emulated network's errors (bench/bench_accuracy.py; "

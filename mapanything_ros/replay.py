@@ -250,8 +250,8 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
         if found:
             raise ValueError("bad parameters: " + "; ".join(found.values()))
         kinds = input_topics(values, namespace, remap, node_name)
-        missing = sorted(t for t, (k, _) in kinds.items() if k not in ("tf", "tf_static", "depth") and
-                         t not in {c.topic for c in reader.connections})
+        present = {c.topic for c in reader.connections if c.msgcount}  # (a topic of 0 messages is missing too)
+        missing = sorted(t for t, (k, _) in kinds.items() if k not in ("tf", "tf_static", "depth") and t not in present)
         conns = [c for c in reader.connections if c.topic in kinds]
         wrong = [f"{c.topic} is {c.msgtype}, not {MSGTYPES[kinds[c.topic][0]]}" for c in conns
                  if c.msgtype != MSGTYPES[kinds[c.topic][0]]]

@@ -109,7 +109,7 @@ def test_ros2_interface_shows_the_packages_service():
     assert done.returncode == 0 and "string path" in done.stdout and "bool success" in done.stdout, done.stderr
 
 
-def test_bad_input_is_one_line_not_a_traceback(tmp_path):
+def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
     """What a user gets wrong ends in one line naming it and a non-zero exit (a hostile tester saw
     tracebacks for each): a damaged bag, a topic of another type, -p values of the wrong type, a
     parameter file that is no YAML or no mapping, eval of a directory that is not there."""
@@ -137,3 +137,14 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path):
             main(["replay", str(damaged), "--params", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "c")])
     with pytest.raises(SystemExit, match=r"^eval: .*No such file"):
         main(["eval", str(tmp_path / "nowhere"), "--bag", str(damaged)])
+    for argv in (["demo", "--duration", "0"], ["eval", str(tmp_path), "--bag", str(damaged), "--threshold", "nan"]):
+        with pytest.raises(SystemExit) as refused:  # argparse's: before anything runs
+            main(argv)
+        assert refused.value.code == 2 and "must be a number > 0" in capsys.readouterr().err
+    # Topics there with no message are missing too (the hint said "missing topics []").
+    with Writer(tmp_path / "empty_topics", version=9) as writer:
+        writer.add_connection("/front_optical/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        writer.add_connection("/front_optical/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store)
+    assert main(["replay", str(tmp_path / "empty_topics"), "--cameras", "front_optical", "--backend", "oracle",
+                 "-p", "oracle_preset:=small", "--out", str(tmp_path / "d")]) == 1
+    assert "missing topics ['/front_optical/camera_info', '/front_optical/image_raw']" in capsys.readouterr().err
