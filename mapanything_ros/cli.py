@@ -3,6 +3,7 @@
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+DEBUG = "MAPANYTHING_ROS_DEBUG"  # set: errors of bad input raise with their traceback
 SLOW_BENCHES = ("model_load", "gpu", "soak", "accuracy")  # 4.6 GB checkpoint, ~10 GB RAM; a CUDA GPU; 10 min; 30+ min: run only when named
 
 
@@ -301,6 +303,8 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
     from rosbags.highlevel import AnyReaderError
+    from rosbags.rosbag2 import ReaderError
+    from rosbags.serde import SerdeError
 
     from .model.runtime import DeviceError
 
@@ -309,8 +313,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, AnyReaderError, DeviceError) as err:  # bad input: a bag, a path, weights, a
-        raise SystemExit(f"{args.command}: {err}") from None  # parameter, a full disk: one line, no traceback
+    except (ValueError, OSError, AnyReaderError, ReaderError, SerdeError, DeviceError) as err:
+        if os.environ.get(DEBUG):  # a bug that raises one of these shows its traceback so
+            raise
+        # bad input (a bag, a path, weights, a parameter, a full disk): one line, no traceback
+        raise SystemExit(f"{args.command}: {err} ({DEBUG}=1 shows where)") from None
 
 
 if __name__ == "__main__":

@@ -236,7 +236,8 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
     started = time.perf_counter()
     bag_path, out = Path(bag_path), Path(out_dir)
     values = {**settings.defaults(), **(params or {}), "node_name": node_name}
-    fresh_output(out, REPLAY_MARKER, "replay")
+    if bag_path.resolve().is_relative_to(out.resolve()):  # (its bag replayed into the same --out)
+        raise ValueError(f"{bag_path} lies in --out {out}, whose earlier outputs a run replaces: choose another --out")
     with AnyReader([bag_path], default_typestore=get_typestore(TYPESTORE)) as reader:
         if values["cameras"] is None:
             values["cameras"] = bag_cameras(reader.connections, namespace, values["image_transport"] == "compressed")
@@ -260,6 +261,7 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
         runtime, made = None, backend is None
         if made:
             backend, runtime = make_backend(values)
+        fresh_output(out, REPLAY_MARKER, "replay")  # (once the bag, parameters and backend are known good)
         storage = "sqlite3" if any(bag_path.glob("*.db3")) or bag_path.suffix == ".db3" else "mcap"
         bag = outputs.OutputBag(out / "bag", storage) if write_bag else None
         problems = {}

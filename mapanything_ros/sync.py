@@ -88,6 +88,7 @@ ON_SILENT = ("wait", "drop")
 IMAGE_DROPS = ("unmatched", "overflow", "stale", "reset")
 LIDAR_SOURCE = "lidar"  # the depth source name of the LiDAR (shared by all cameras)
 LATE_RUN = 3  # this many late messages of one input in a row mean its clock went back
+LEFTOVER_RUN = 30  # messages of an input still on the old timeline after a jump back dropped at most
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class CaptureSync:
         self._last_stamp = None  # stamp of the last emitted capture
         self._leftover = {}  # (kind, name) -> its newest stamp before a reset, until it too jumps back
         self._late = {}  # (kind, name) -> late messages in a row
+        self._left_dropped = {}  # (kind, name) -> its messages dropped as still on the old timeline since the reset
         self._early = {}  # (kind, name) -> messages stamped far ahead in a row
         self._jump_ns = 0  # how far time jumped back at the last reset
 
@@ -238,13 +240,15 @@ class CaptureSync:
             return self._release()
 
     def jumped_back(self, now_ns, jump_ns):
-        """The node's clock (the stamps' time base: sim time) jumped back by `jump_ns` to `now_ns`:
-        the buffers are cleared as when the inputs jump back, and messages still on the old
-        timeline (more than half the jump ahead of the new one) are dropped as stale until their
-        input jumps too, for camera_timeout_ns of the new timeline at most."""
+        """The node's clock jumped back by `jump_ns`, to `now_ns` in the stamps' time base (None:
+        not known): the buffers are cleared as when the inputs jump back, and messages still on
+        the old timeline (more than half the jump ahead of `now_ns`) are dropped as stale until
+        their input jumps too, for camera_timeout_ns of the new timeline or LEFTOVER_RUN messages
+        of that input at most."""
         with self._lock:
             self._reset(None, None)
-            self._clock = self._origin = int(now_ns)
+            if now_ns is not None:
+                self._clock = self._origin = int(now_ns)
             self._jump_ns = int(jump_ns)
 
     def forget_now(self):
@@ -306,9 +310,11 @@ class CaptureSync:
         old = self._leftover.get(key)
         if old is not None:  # this input has not jumped back yet since the last reset
             ahead = max(threshold, self._jump_ns // 2)
+            dropped = self._left_dropped.get(key, 0)
             if (stamp >= old - threshold and self._clock is not None and stamp > self._clock + ahead
-                    and self._clock - self._origin < self.camera_timeout_ns):
-                return False  # still on the old timeline (for camera_timeout_ns of the new one at most)
+                    and self._clock - self._origin < self.camera_timeout_ns and dropped < LEFTOVER_RUN):
+                self._left_dropped[key] = dropped + 1
+                return False  # still on the old timeline (for a while at most)
             del self._leftover[key]
         elif last is not None and stamp < last - threshold:
             late = self._late.get(key, 0) + 1

@@ -57,6 +57,12 @@ def test_demo_then_eval_and_replay(tmp_path, capsys, monkeypatch):
     stale.write_bytes(b"stale")
     assert main(["replay", bag, *oracle, "--out", str(replay_dir), "--write-bag"]) == 0
     assert not stale.exists() and (replay_dir / "bag").is_dir()
+    with pytest.raises(SystemExit, match="lies in --out"):  # its output bag replayed into the same --out: kept
+        main(["replay", str(replay_dir / "bag"), *oracle, "--out", str(replay_dir)])
+    assert (replay_dir / "bag").is_dir()
+    with pytest.raises(SystemExit, match="paths are missing"):  # checked before an earlier run's outputs go
+        main(["replay", str(tmp_path / "no_bag"), *oracle, "--out", str(replay_dir)])
+    assert (replay_dir / "summary.json").is_file()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match="holds files replay did not write"):
@@ -109,7 +115,7 @@ def test_ros2_interface_shows_the_packages_service():
     assert done.returncode == 0 and "string path" in done.stdout and "bool success" in done.stdout, done.stderr
 
 
-def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
+def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
     """What a user gets wrong ends in one line naming it and a non-zero exit (a hostile tester saw
     tracebacks for each): a damaged bag, a topic of another type, -p values of the wrong type, a
     parameter file that is no YAML or no mapping, eval of a directory that is not there."""
@@ -135,8 +141,12 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
         (tmp_path / "p.yaml").write_text(text)
         with pytest.raises(SystemExit, match=why):
             main(["replay", str(damaged), "--params", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "c")])
-    with pytest.raises(SystemExit, match=r"^eval: .*No such file"):
+    with pytest.raises(SystemExit, match=r"^eval: .*No such file.*MAPANYTHING_ROS_DEBUG=1 shows where"):
         main(["eval", str(tmp_path / "nowhere"), "--bag", str(damaged)])
+    monkeypatch.setenv("MAPANYTHING_ROS_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):  # the traceback, for a bug that raises one of these
+        main(["eval", str(tmp_path / "nowhere"), "--bag", str(damaged)])
+    monkeypatch.delenv("MAPANYTHING_ROS_DEBUG")
     for argv in (["demo", "--duration", "0"], ["eval", str(tmp_path), "--bag", str(damaged), "--threshold", "nan"]):
         with pytest.raises(SystemExit) as refused:  # argparse's: before anything runs
             main(argv)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mapanything_ros.sync import Capture, CaptureSync
+from mapanything_ros.sync import LATE_RUN, LEFTOVER_RUN, Capture, CaptureSync
 
 MS = 1_000_000
 PERIOD = 33 * MS  # a 30 Hz camera
@@ -227,6 +227,22 @@ def test_one_camera_jumping_back_for_good_does_not_silence_the_others(on_silent)
     else:
         assert after and all(set(c.images) == {"a"} for c in after[-40:])
         assert sync.silent_cameras() == ["b"]
+
+
+@pytest.mark.parametrize("now", [None, 500 * MS])
+def test_after_the_node_clock_jumped_back_inputs_that_did_not_are_taken_again(now):
+    """The node's clock jumped back (jumped_back) but the stamps did not (sensors stamped on another
+    clock than a sim clock that was set back), or where the stamps stand is not known (None): the
+    inputs' messages, all ahead of the new clock, are dropped as still on the old timeline for
+    LEFTOVER_RUN messages each at most, then taken; captures go on."""
+    sync = CaptureSync(["a", "b"], slop_ns=10 * MS, depth_wait_ns=0, camera_timeout_ns=500 * MS)
+    stream = rig_stream(["a", "b"], 100, jitter_ms=2)
+    assert len(feed(sync, stream[:40])) == 20
+    sync.jumped_back(now, 1000 * MS)
+    after = feed(sync, stream[40:])
+    assert sync.take_resets() == [] and sync.stats()["dropped"]["stale"] == (
+        0 if now is None else 2 * (LEFTOVER_RUN + LATE_RUN - 1))  # then each taken after LATE_RUN - 1 "early" ones
+    assert len(after) >= (79 if now is None else 80 - LEFTOVER_RUN - LATE_RUN - 1)
 
 
 def test_small_step_back_or_repeat_is_stale():

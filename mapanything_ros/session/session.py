@@ -521,8 +521,9 @@ class Session:
         clock's lags are measured again."""
         with self._lock:
             self._pending.clear()
+            stamps_now = self.message_now(now_ns)  # (the stamps jump with the clock: the lag holds)
             self._lags.clear()
-            self.sync.jumped_back(now_ns, jump_ns)
+            self.sync.jumped_back(stamps_now, jump_ns)
             self.pipeline.restart_window(f"the node's clock jumped back by {jump_ns / SEC:.3f} s")
 
     def reset(self):
