@@ -66,7 +66,7 @@ TF_BATCH = 10
 # The publishers whose last sequence number TfLookup keeps (the longest unheard forgotten first).
 MAX_PUBLISHERS = 1000
 # tf2's Buffer clears itself when the clock jumps back (e.g. a bag replay loops) or changes.
-CLOCK_JUMP = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=True)
+_CLOCK_JUMP = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=True)
 
 
 def transform_to_matrix(transform):
@@ -207,7 +207,7 @@ class BuiltinTfLookup(TfLookup):
         self._lock = threading.Lock()
         self._logger = node.get_logger()
         super().__init__(node, **kwargs)
-        self._jump = node.get_clock().create_jump_callback(CLOCK_JUMP, post_callback=lambda jump: self.clear())
+        self._jump = node.get_clock().create_jump_callback(_CLOCK_JUMP, post_callback=lambda jump: self.clear())
 
     def lookup(self, target, source, stamp_ns):
         with self._lock:
