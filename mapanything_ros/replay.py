@@ -86,9 +86,9 @@ def peak_rss_mb():
 
 # The message type of each kind of input topic (input_topics), and a field ROS 2's has and ROS 1's has not
 # (a bag carries the definitions it was written with).
-MSGTYPES = {"image": "sensor_msgs/msg/Image", "compressed": "sensor_msgs/msg/CompressedImage",
-            "info": "sensor_msgs/msg/CameraInfo", "depth": "sensor_msgs/msg/Image",
-            "lidar": "sensor_msgs/msg/PointCloud2", "tf": "tf2_msgs/msg/TFMessage", "tf_static": "tf2_msgs/msg/TFMessage"}
+MSGTYPES = {kind: interface.ENDPOINTS[key].type for kind, key in (
+    ("image", "image"), ("compressed", "image_compressed"), ("info", "camera_info"), ("depth", "depth_image"),
+    ("lidar", "lidar"), ("tf", "tf_in"), ("tf_static", "tf_static_in"))}
 _ROS2_FIELD = {"info": "k", "image": "step", "depth": "step", "compressed": "format", "lidar": "point_step",
                "tf": "transforms", "tf_static": "transforms"}
 
