@@ -16,11 +16,13 @@ SLOW_BENCHES = ("model_load", "gpu", "soak", "accuracy")  # 4.6 GB checkpoint, ~
 
 
 def _value(text):
-    """A parameter value written as in `ros2 run ... -p name:=value` (YAML: 0.5, true, [a, b], text)."""
-    from ruamel.yaml import YAML, YAMLError  # a rosbags dependency
+    """A parameter value written as in `ros2 run ... -p name:=value` (as rcl reads it: 0.5, true, yes, [a, b], text)."""
+    from ruamel.yaml import YAMLError
+
+    from .settings import read_yaml
 
     try:
-        return YAML(typ="safe", pure=True).load(text)
+        return read_yaml(text)
     except YAMLError as err:
         raise SystemExit(f"-p: {text!r} is not a YAML value: {' '.join(str(err).split())}") from None
 
@@ -84,7 +86,9 @@ def _print_eval(metrics):
     if a:
         print(f"  poses ({metrics['poses']}): ATE {a['rmse'] * 1e3:.4f} mm RMSE, {a['max'] * 1e3:.4f} mm max "
               f"(alignment {a['align']}, path {a['length']:.2f} m)")
-    if m:
+    if m and m["accuracy_mean"] != m["accuracy_mean"]:  # NaN: map_metrics of an empty map
+        print(f"  map: empty (no points), completeness 0 at {m['threshold'] * 1e3:.0f} mm")
+    elif m:
         print(f"  map: accuracy {m['accuracy_mean'] * 1e3:.1f} mm mean, precision {m['precision']:.4f}, "
               f"completeness {m['completeness']:.4f} at {m['threshold'] * 1e3:.0f} mm")
 
@@ -132,6 +136,10 @@ def evaluate(args):
     metrics = run(args.out_dir, args.bag, args.threshold)
     print(f"{args.out_dir} against the ground truth of {args.bag} (also in {Path(args.out_dir) / 'eval.json'}):")
     _print_eval(metrics)
+    if not (metrics["keyframe_depths"] or metrics["poses"] or (metrics["map"] or {}).get("points")):
+        print(f"  nothing to evaluate: {args.out_dir} holds no depth, no poses and an empty map (was it the replay "
+              "of another bag, or did nothing go through? its summary.json says)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -163,7 +163,7 @@ def map_metrics(map_points, surface_points, threshold):
     accuracy_mean / accuracy_median: distance from map points to the nearest surface sample;
     precision: fraction of map points within `threshold` of the surface; far_off: fraction more
     than 2 · threshold off; completeness: fraction of surface samples within `threshold` of a map
-    point. NaN accuracy, precision and far_off for an empty map.
+    point; points: the map's point count. NaN accuracy, precision and far_off for an empty map.
     """
     map_points = np.asarray(map_points, dtype=np.float64).reshape(-1, 3)
     surface = np.asarray(surface_points, dtype=np.float64).reshape(-1, 3)
@@ -179,6 +179,7 @@ def map_metrics(map_points, surface_points, threshold):
         "far_off": float(np.mean(acc > 2 * threshold)) if has_map else float("nan"),
         "completeness": float(np.mean(comp <= threshold)),
         "threshold": float(threshold),
+        "points": len(map_points),
     }
 
 

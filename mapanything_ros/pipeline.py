@@ -60,8 +60,8 @@ included), window resets (time going backwards), map resets with
 the last reasons, keyframes dropped before fusion (map_dropped: by a full map queue or by stop();
 work that a clearing, a load or a reset made pointless is not counted), keyframes fused into the map,
 keyframes that alone reached more blocks than the map's memory bound keeps (map_overflows), keyframes
-whose camera lay beyond the map's extent (map_outside: TsdfMap.extent) and keyframes that could not
-be prepared (bad_frames); per-stage
+whose camera lay beyond the map's extent (map_outside: TsdfMap.extent) and keyframes left out of the
+window because they could not be prepared or their first window failed while running (bad_frames); per-stage
 latencies in seconds (p50, p95, max over the last `stats_window` jobs that ran the stage).
 """
 
@@ -279,7 +279,8 @@ class Pipeline:
         self._map_pose_frame = None  # pose frame of the map's content (map thread)
         # Touched by _prepare only: the prepare thread, or process()'s caller offline.
         self._views = {}  # window.prepare_key -> PreparedView of the frames in the window
-        self._bad = set()  # Frame.key of keyframes that failed to prepare
+        self._bad = set()  # Frame.key of keyframes left out: they failed to prepare or to run (under _wake)
+        self._ran = frozenset()  # Frame.key of the last window that ran (worker, or process()'s caller)
         self._in_map = set()  # Frame.key of the keyframes sent to the map (in the window's epoch)
         self._map_generation = 0  # + 1 when the map is cleared, loaded or reset (under the chain lock)
         self._last = None  # (job, Result, map generation) of the newest window, for flush_map
@@ -678,13 +679,37 @@ class Pipeline:
         """The steps of one window up to its Result: preparation of new keyframes (unless the
         prepare thread did it), assembly, inference, reconstruction (native depth left to first use)
         and chaining. Returns (Result, the map's generation after the window's map decisions), or
-        None when stop() or a reset() since the job's admission made it stale."""
-        cfg = job.config
+        None when stop() or a reset() since the job's admission made it stale. When a window fails
+        after its preparation, its keyframes that no window ran with before are left out of the
+        window (bad_frames), as a keyframe that cannot be prepared is: one keyframe the backend or the
+        reconstruction cannot take fails one window, not every window until it leaves (a transient
+        failure costs those keyframes); a job prepared before that is dropped."""
         with self._wake:
             if self._dropped_if_stale(job):  # not worth inferring
                 return None
+            if job.prepared is not None and any(f.key in self._bad for f in job.frames):
+                self._counts["dropped"] += 1  # prepared before a keyframe of it was left out: the next job is not
+                return None
         if job.prepared is None:
             job = self._prepare(job)
+        try:
+            made = self._infer(job)
+        except Exception:
+            keys = {f.key for f in job.frames}
+            new = keys - self._ran
+            with self._wake:  # a new set: the prepare thread reads the old one outside the lock
+                self._bad = (self._bad & keys) | new
+                for key in new:
+                    self.window.discard(key)
+                self._counts["bad_frames"] += len(new)
+            raise
+        if made is not None:
+            self._ran = frozenset(f.key for f in job.frames)
+        return made
+
+    def _infer(self, job):
+        """_run's steps after the preparation."""
+        cfg = job.config
         frames = job.frames
         timings = {"prepare": job.prepare_s}
         clock = time.perf_counter()
@@ -740,7 +765,9 @@ class Pipeline:
         ValueError; later jobs leave it out. Frames that failed before are left out of the job."""
         clock = time.perf_counter()
         cfg = job.config.batch
-        frames = [f for f in job.frames if f.key not in self._bad]
+        with self._wake:
+            bad = self._bad
+        frames = [f for f in job.frames if f.key not in bad]
         if not frames:
             raise ValueError("every frame of the window failed to prepare")
         size = batch_size(frames, cfg)
@@ -752,8 +779,8 @@ class Pipeline:
             try:
                 self._views[key] = prepare(frame, size, cfg)
             except ValueError as err:
-                self._bad = {f.key for f in job.frames if f.key in self._bad} | {frame.key}
                 with self._wake:
+                    self._bad = {f.key for f in job.frames if f.key in self._bad} | {frame.key}
                     self.window.discard(frame.key)
                     self._counts["bad_frames"] += 1
                 raise ValueError(f"keyframe {frame.frame_id} at {frame.stamp_ns} ns dropped: {err}") from err

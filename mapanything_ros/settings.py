@@ -241,6 +241,39 @@ def _type_problem(name, value):
     return None if ok else f"{name} must be a {spec.type_name}, got {value!r}"
 
 
+# The plain (unquoted) words rcl's YAML reading takes for booleans where YAML 1.2 reads strings
+# (rcl_yaml_param_parser; measured with rclpy: `-p x:=yes` and a file's `x: On` give True, `n` False,
+# a quoted "yes" stays a string).
+RCL_BOOLS = {**dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "on", "On", "ON"), True),
+             **dict.fromkeys(("n", "N", "no", "No", "NO", "off", "Off", "OFF"), False)}
+
+
+def read_yaml(text):
+    """A parameter file or `-p` value read as ROS 2 reads it: YAML 1.2, plus rcl's plain boolean words
+    (RCL_BOOLS). Raises ruamel.yaml's YAMLError on bad YAML."""
+    from ruamel.yaml import YAML  # a rosbags dependency: no PyYAML needed
+
+    yaml = YAML(typ="rt", pure=True)
+    yaml.preserve_quotes = True  # a quoted scalar loads as a str subclass: never a boolean word
+    return _plain(yaml.load(text))
+
+
+def _plain(node):
+    """ruamel's round-trip node as plain Python values (dict, list, bool, int, float, str)."""
+    from ruamel.yaml.scalarbool import ScalarBoolean
+
+    if isinstance(node, dict):
+        return {_plain(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if type(node) is str:
+        return RCL_BOOLS.get(node, node)
+    for kind in (ScalarBoolean, bool, int, float, str):
+        if isinstance(node, kind):
+            return bool(node) if kind is ScalarBoolean else kind(node)
+    return node
+
+
 def load_params_file(path, node_name="mapanything"):
     """{name: value}: a ROS 2 parameter YAML file's values for node `node_name` merged over defaults().
 
@@ -248,10 +281,10 @@ def load_params_file(path, node_name="mapanything"):
     name ending in it (`/ns/mapanything`); each holds `ros__parameters`. Raises ValueError listing
     every unknown name, wrongly typed or invalid value, or when no section is for this node.
     """
-    from ruamel.yaml import YAML, YAMLError  # a rosbags dependency: no PyYAML needed
+    from ruamel.yaml import YAMLError
 
     try:
-        doc = YAML(typ="safe", pure=True).load(Path(path).read_text()) or {}
+        doc = read_yaml(Path(path).read_text()) or {}
     except YAMLError as err:
         raise ValueError(f"{path}: not YAML: {' '.join(str(err).split())}") from None
     if not isinstance(doc, dict):

@@ -50,6 +50,10 @@ def test_demo_then_eval_and_replay(tmp_path, capsys, monkeypatch):
     # Topics missing altogether: nothing goes through, said on stderr, exit 1.
     assert main(["replay", bag, *oracle, "--cameras", "nowhere", "--out", str(tmp_path / "none")]) == 1
     assert "nothing went through: missing topics" in capsys.readouterr().err
+    # Its evaluation has nothing to compare: said, exit 1, the empty map said (it printed "accuracy nan").
+    assert main(["eval", str(tmp_path / "none"), "--bag", bag]) == 1
+    text = capsys.readouterr()
+    assert "map: empty (no points)" in text.out and "nan" not in text.out and "nothing to evaluate" in text.err
     # Into a previous replay's directory: its outputs are replaced, not mixed with the new ones (old
     # depth images stayed, and the evaluation globbed them all; its bag made a rosbags traceback); into
     # one holding other files, or a file: refused with the reason.
@@ -83,6 +87,37 @@ def test_accuracy_command_has_its_own_options(capsys):
 def test_replay_refuses_bad_parameters(tmp_path):
     with pytest.raises(SystemExit, match="unknown parameters"):
         main(["replay", str(tmp_path), "-p", "no_such:=1"])
+
+
+def test_values_are_read_as_ros_reads_them(tmp_path):
+    """-p and --params values as rcl gives them to the node (`-p use_poses:=yes` was refused as not a bool)."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+
+    from mapanything_ros.cli import _value
+    from mapanything_ros.settings import RCL_BOOLS, load_params_file
+
+    words = [*RCL_BOOLS, "true", "False", "TRUE", "\"yes\"", "'On'", "1e3", ".5", "0x10", "-2", "text", "[a, b]",
+             "[1.5, 2.0]"]
+    names = [f"p{i}" for i in range(len(words))]
+    (tmp_path / "p.yaml").write_text("/**:\n  ros__parameters:\n" + "".join(f"    f{i}: {w}\n" for i, w in enumerate(words)))
+    context = Context()
+    rclpy.init(args=["--ros-args", *[a for n, w in zip(names, words) for a in ("-p", f"{n}:={w}")],
+                     "--params-file", str(tmp_path / "p.yaml")], context=context)
+    try:
+        node = Node("rcl_reads", context=context, automatically_declare_parameters_from_overrides=True)
+        for i, word in enumerate(words):
+            for name in (f"p{i}", f"f{i}"):
+                given = node.get_parameter(name).value
+                given = list(given) if isinstance(given, (list, tuple)) or type(given).__name__ == "array" else given
+                assert (type(_value(word)), _value(word)) == (type(given), given), (name, word)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    (tmp_path / "m.yaml").write_text("mapanything:\n  ros__parameters: {cameras: [a], use_poses: no, weights: 'yes'}\n")
+    values = load_params_file(tmp_path / "m.yaml")
+    assert values["use_poses"] is False and values["weights"] == "yes"
 
 
 def test_export_onnx_says_where_it_looked_for_missing_weights(tmp_path, monkeypatch):

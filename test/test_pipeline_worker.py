@@ -105,6 +105,61 @@ def test_failure_is_counted_and_the_worker_carries_on(tiny_scene, captures):
     assert errors[0][0] == 2 and "bad input" in str(errors[0][1])
 
 
+class Poisoned(Slow):
+    """The oracle, failing every window that holds a view stamped in `fail` (not only as the reference)."""
+
+    def predict(self, batch):
+        if {f.stamp_ns for f in batch.frames} & self.fail:
+            if self.gate is not None:
+                self.gate()
+            raise RuntimeError("the backend cannot take this keyframe")
+        return self.oracle.predict(batch)
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_a_keyframe_whose_window_fails_leaves_the_window(tiny_scene, captures, threads):
+    """It failed every window until it aged out of the window (here: windows 2 and 3 of 4)."""
+    config = dataclasses.replace(CONFIG, window_size=3)
+    pipeline = Pipeline(config, Poisoned(tiny_scene, fail=[captures[1][0].stamp_ns]))
+    results = []
+    pipeline.on_result(results.append)
+    if threads:
+        with pipeline:
+            for capture in captures[:4]:
+                pipeline.submit(capture)
+                assert pipeline.drain(timeout=10)
+    else:
+        for capture in captures[:4]:
+            pipeline.process(capture)
+    stats = pipeline.stats()
+    assert (stats.failed, stats.bad_frames, [r.seq for r in results]) == (1, 1, [1, 3, 4])
+    assert [f.stamp_ns for f in results[-1].reconstruction.frames] == [captures[k][0].stamp_ns for k in (3, 0, 2)]
+
+
+def test_a_job_prepared_before_its_keyframe_left_the_window_is_dropped(tiny_scene, captures):
+    """Prepared while the window holding its bad keyframe was inferred: it failed too, and its own new
+    keyframe was left out with it."""
+    gate = Gate()
+    pipeline = Pipeline(dataclasses.replace(CONFIG, window_size=3),
+                        Poisoned(tiny_scene, fail=[captures[1][0].stamp_ns], gate=gate))
+    results = []
+    pipeline.on_result(results.append)
+    with pipeline:
+        pipeline.submit(captures[0])
+        assert pipeline.drain(timeout=WAIT_S)
+        pipeline.submit(captures[1])
+        assert gate.reached.wait(WAIT_S)
+        pipeline.submit(captures[2])
+        wait_for(lambda: pipeline._queue)  # prepared, holding the bad keyframe
+        gate.opened.set()
+        assert pipeline.drain(timeout=WAIT_S)
+        pipeline.submit(captures[3])
+        assert pipeline.drain(timeout=WAIT_S)
+    stats = pipeline.stats()
+    assert (stats.failed, stats.bad_frames, stats.dropped, [r.seq for r in results]) == (1, 1, 1, [1, 4])
+    assert [f.stamp_ns for f in results[-1].reconstruction.frames] == [captures[k][0].stamp_ns for k in (3, 0, 2)]
+
+
 def wait_for(condition):
     """Poll `condition` until it holds (a hang guard of WAIT_S, no time bound)."""
     end = time.monotonic() + WAIT_S

@@ -83,7 +83,7 @@ class Window:
 
     def discard(self, key):
         """Drop the keyframe holding the frame with Frame.key `key` (a frame that could not be
-        prepared); True if there was one."""
+        prepared, or whose first window failed); True if there was one."""
         for capture in self.keyframes:
             if any(f.key == key for f in capture):
                 self.keyframes.remove(capture)
