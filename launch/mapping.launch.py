@@ -23,7 +23,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from mapanything_ros.ros.launch_args import (OVERRIDES, file_parameters, node_overrides, parse_bool,
-                                             parse_remappings, rviz_config)
+                                             parse_log_level, parse_remappings, rviz_config)
 
 RVIZ_LAYOUT = Path(__file__).resolve().parents[1] / "config" / "mapanything.rviz"
 
@@ -38,7 +38,8 @@ def _nodes(context):
     config, namespace, name = arg("config"), arg("namespace"), arg("node_name")
     remappings = parse_remappings(arg("remappings"))
     node = dict(package="mapanything_ros", name=name, namespace=namespace, parameters=[config, overrides],
-                remappings=remappings, ros_arguments=["--log-level", arg("log_level")], output="screen")
+                remappings=remappings, ros_arguments=["--log-level", parse_log_level(arg("log_level"))],
+                output="screen")
     if parse_bool("lifecycle", arg("lifecycle")):  # unconfigured until its transitions (docs/node.md)
         actions = [Node(executable="mapanything_lifecycle_node", **node)]
     else:
@@ -76,6 +77,7 @@ def generate_launch_description():
                                           "lifecycle manager configures and activates it"),
         DeclareLaunchArgument("rviz", default_value="false",
                               description="also start rviz2 (if installed) with a layout for this node"),
-        DeclareLaunchArgument("log_level", default_value="info", description="debug | info | warn | error"),
+        DeclareLaunchArgument("log_level", default_value="info",
+                              description="debug | info | warn | error | fatal, or LOGGER:=LEVEL"),
         OpaqueFunction(function=_nodes),
     ])

@@ -106,6 +106,8 @@ def _print_summary(s):
         print(f"  dropped: {dropped}")
     for message, count in s["problems"].items():
         print(f"  problem ({count}x): {message}")
+    if s["frames"] and s["missing_topics"]:  # (none at all: replay() says it on stderr)
+        print(f"  missing topics (no message in the bag): {s['missing_topics']}")
 
 
 def replay(args):

@@ -57,10 +57,11 @@ Counters (stats()): captures offered, keyframes admitted, jobs dropped (queue fu
 being prepared at stop()/reset(), or inferred and waiting for the publish thread then), jobs
 inferred (backend returned), jobs done (result delivered), jobs failed (a map fusion that raised
 included), window resets (time going backwards), map resets with
-the last reasons, keyframes dropped before fusion (map_dropped: by a full map queue or by stop();
-work that a clearing, a load or a reset made pointless is not counted), keyframes fused into the map,
-keyframes that alone reached more blocks than the map's memory bound keeps (map_overflows), keyframes
-whose camera lay beyond the map's extent (map_outside: TsdfMap.extent) and keyframes left out of the
+the last reasons, keyframe views (one per camera of a keyframe: the map's unit) dropped before fusion
+(map_dropped: by a full map queue or by stop(); work that a clearing, a load or a reset made pointless
+is not counted), keyframe views fused into the map (map_keyframes), keyframe views that alone reached
+more blocks than the map's memory bound keeps (map_overflows), keyframe views whose camera lay beyond
+the map's extent (map_outside: TsdfMap.extent) and keyframes left out of the
 window because they could not be prepared or their first window failed while running (bad_frames); per-stage
 latencies in seconds (p50, p95, max over the last `stats_window` jobs that ran the stage).
 """

@@ -51,17 +51,21 @@ PROBLEMS_KEPT = 20
 
 
 def bag_cameras(connections, namespace="", compressed=False):
-    """Camera namespaces of a bag (relative to `namespace`): image topics with a camera_info beside them."""
+    """(camera namespaces, {namespace: why not}) of a bag, relative to `namespace`: those with an
+    image topic and a camera_info beside it, and those with only one of the two."""
     topics = {c.topic for c in connections}
-    suffix = layout.camera_topics("", compressed)[0]
+    image, info = layout.camera_topics("", compressed)
     prefix = absolute("", namespace).rstrip("/") + "/"
-    found = []
+    halves = {}  # namespace -> which of (image, camera_info) it has
     for topic in sorted(topics):
-        if topic.endswith(suffix) and topic.startswith(prefix):
+        for i, suffix in enumerate((image, info)):
             cam = topic[len(prefix):-len(suffix)]
-            if cam and absolute(layout.camera_topics(cam)[1], namespace) in topics:
-                found.append(cam)
-    return found
+            if topic.endswith(suffix) and topic.startswith(prefix) and cam:
+                halves.setdefault(cam, set()).add(i)
+    found = [cam for cam, has in halves.items() if len(has) == 2]
+    unpaired = {cam: "{} without {}".format(*(prefix + cam + t for t in ((image, info) if 0 in has else (info, image))))
+                for cam, has in halves.items() if len(has) == 1}
+    return found, unpaired
 
 
 def input_topics(values, namespace="", remap=None, node_name="mapanything"):
@@ -239,8 +243,10 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
     if bag_path.resolve().is_relative_to(out.resolve()):  # (its bag replayed into the same --out)
         raise ValueError(f"{bag_path} lies in --out {out}, whose earlier outputs a run replaces: choose another --out")
     with AnyReader([bag_path], default_typestore=get_typestore(TYPESTORE)) as reader:
+        unpaired = {}
         if values["cameras"] is None:
-            values["cameras"] = bag_cameras(reader.connections, namespace, values["image_transport"] == "compressed")
+            values["cameras"], unpaired = bag_cameras(reader.connections, namespace,
+                                                      values["image_transport"] == "compressed")
             if not values["cameras"]:
                 images = sorted(c.topic for c in reader.connections if c.msgtype in ("sensor_msgs/msg/Image",
                                                                                    "sensor_msgs/msg/CompressedImage"))
@@ -265,6 +271,9 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
         storage = "sqlite3" if any(bag_path.glob("*.db3")) or bag_path.suffix == ".db3" else "mcap"
         bag = outputs.OutputBag(out / "bag", storage) if write_bag else None
         problems = {}
+        for cam, why in unpaired.items():  # (a user could not tell why completeness halved)
+            _count(problems, ("replay", "cameras", WARN, f"camera {cam} left out: {why} in the bag (--cameras "
+                                                        "names the cameras to replay)"))
         writer = _Writer(values, out, bag, raw_depth, namespace)
         tree = TransformTree()
         names = {"image": "image", "compressed": "image", "info": "info", "depth": "depth", "lidar": "depth"}

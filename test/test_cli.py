@@ -50,6 +50,11 @@ def test_demo_then_eval_and_replay(tmp_path, capsys, monkeypatch):
     # Topics missing altogether: nothing goes through, said on stderr, exit 1.
     assert main(["replay", bag, *oracle, "--cameras", "nowhere", "--out", str(tmp_path / "none")]) == 1
     assert "nothing went through: missing topics" in capsys.readouterr().err
+    # Some missing, others there: said with the summary (it was said only when nothing went through).
+    assert main(["replay", bag, *oracle, "--cameras", "front_optical,nowhere", "-p", "silent_camera:=drop", "-p",
+                 "camera_timeout:=0.3", "--out", str(tmp_path / "half")]) == 0
+    assert "missing topics (no message in the bag): ['/nowhere/camera_info', '/nowhere/image_raw']" in \
+        capsys.readouterr().out
     # Its evaluation has nothing to compare: said, exit 1, the empty map said (it printed "accuracy nan").
     assert main(["eval", str(tmp_path / "none"), "--bag", bag]) == 1
     text = capsys.readouterr()

@@ -31,7 +31,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import parameter_value_to_python  # noqa: E402
 
 from mapanything_ros.ros.launch_args import (OVERRIDES, file_parameters, node_overrides, parse_bool,  # noqa: E402
-                                             parse_cameras, parse_remappings, rviz_config)
+                                             parse_cameras, parse_log_level, parse_remappings, rviz_config)
 from mapanything_ros.settings import SPECS, check  # noqa: E402
 
 try:  # launch, launch_ros and launch_pytest come with an apt ROS, not with a pip-installed one
@@ -180,10 +180,20 @@ def test_parse_remappings(text, pairs):
     assert parse_remappings(text) == pairs
 
 
-@pytest.mark.parametrize("text", ["a", "a:=", ":=b", "a=b"])
+@pytest.mark.parametrize("text", ["a", "a:=", ":=b", "a=b", "a:=b:=c"])
 def test_parse_remappings_rejects_malformed_pairs(text):
     with pytest.raises(ValueError, match="remappings"):
         parse_remappings(text)
+
+
+@pytest.mark.parametrize("text, ok", [("info", True), (" WARN ", True), ("Fatal", True), ("mapanything:=debug", True),
+                                      ("loud", False), ("", False), (":=debug", False), ("a:=loud", False)])
+def test_parse_log_level_takes_what_rcl_takes(text, ok):
+    if ok:
+        assert parse_log_level(text) == text.strip()
+    else:
+        with pytest.raises(ValueError, match="log_level: expected debug"):
+            parse_log_level(text)
 
 
 def test_file_parameters_take_the_nodes_own_section_over_the_wildcard():

@@ -137,6 +137,17 @@ def test_a_stop_signal_during_start_up_exits_0_at_once(tmp_path, after_s):
         interrupt(node, node_log, EXIT_S, sig)
 
 
+@pytest.mark.parametrize("bad", [["-r", "a:=b:=c"], ["--log-level", "loud"], ["-r", "__ns:=/a//b"]])
+def test_arguments_rcl_refuses_are_one_line(tmp_path, bad):
+    """A remap or log level rcl cannot parse ended the node in a traceback from rclpy.init."""
+    log = open(tmp_path / "node.log", "w+")
+    proc = start(["mapanything_node", "--ros-args", "-p", f"cameras:={CAMERAS}", *bad], log)
+    assert proc.wait(timeout=120) == 2
+    log.seek(0)
+    text = log.read()
+    assert "ROS cannot start with these arguments" in text and "Traceback" not in text, text
+
+
 @pytest.mark.parametrize("given", [None, "2"])
 def test_the_node_process_loads_numpy_with_its_blas_on_one_thread(given):
     """ros/node.py loads numpy with OPENBLAS_NUM_THREADS=1 (its idle OpenBLAS threads cost 8 % of

@@ -212,6 +212,18 @@ def test_cameras_repeating_a_frame_id_are_dropped_and_named(scene):
     assert "'camera'" in message and all(n in message for n in feed.names)
 
 
+def test_images_without_camera_info_are_counted_once(scene):
+    """Counted in no_camera_info and again in bad_input once said (a hostile tester: 24 images, 38 drops)."""
+    feed = Feed(scene)
+    view = scene.render(feed.names[0], START)
+    n = session_module.NO_INFO_GRACE + 4
+    for k in range(n):
+        feed.session.image(feed.names[0], MSGS.image(view.image, "rgb8", MSGS.header(feed.names[0], START + k * MS)),
+                           START + k * MS)
+    said = [r for r in feed.reports if r[1] == "image_without_info"]
+    assert feed.session.drops["no_camera_info"] == n and feed.session.drops["bad_input"] == 0 and len(said) == 4
+
+
 def test_captures_dropped_while_too_many_wait_for_tf_are_said(scene):
     """A capture waits for TF stamped at or after its images (at most PENDING_MAX of them wait):
     those dropped for want of room are said, and counted."""
@@ -550,7 +562,8 @@ def test_a_keyframe_too_large_for_the_map_bound_is_said(scene):
     assert stats.map_overflows > 0 and stats.map_blocks <= 2000
     said = [r for r in feed.reports if r[1] == "map_overflow"]
     assert len(said) == 1 and said[0][2] == 1  # WARN
-    assert "raise map_max_voxels or map_voxel_size" in said[0][3] and f"({stats.map_overflows} keyframes" in said[0][3]
+    assert "raise map_max_voxels or map_voxel_size" in said[0][3]
+    assert f"({stats.map_overflows} keyframe views so far)" in said[0][3]
     assert feed.session.status_values()["pipeline"]["map_overflows"] == stats.map_overflows
     feed.session.check_silence(START + 2 * SEC)  # nothing new: not said again
     assert len([r for r in feed.reports if r[1] == "map_overflow"]) == 1

@@ -407,6 +407,16 @@ def test_state_round_trip_is_exact_and_checked():
     assert 0 < state["looks"].max() <= tsdf.COLOR_LOOKS and state["front"].any()  # the flag is not in the looks
     with pytest.raises(ValueError, match="looks"):
         TsdfMap(0.05).load_state({**state, "looks": state["looks"] | np.uint8(128)})
+    # Values fusion never makes (a hostile tester: an inf weight loaded, then ~/map carried NaN confidence).
+    for name, value in (("weight", np.inf), ("weight", -5.0), ("tsdf", np.nan), ("tsdf", 2e9), ("tsdf", -1.5),
+                        ("rgb", 1e9), ("rgb", -1), ("looks", -1)):
+        bad = state[name].astype(np.float64 if name == "rgb" and value == 1e9 else
+                                 np.int16 if name in ("rgb", "looks") else state[name].dtype)
+        bad.flat[7] = value
+        with pytest.raises(ValueError, match=f"the map's {name} values are not all finite and within"):
+            again.load_state({**state, name: bad})
+    for a, b in zip(fused.state().values(), again.state().values()):  # left as it was
+        np.testing.assert_array_equal(a, b)
 
 
 PANEL = ((1.5, -0.3, 0.0), (1.55, 0.3, 1.5))  # a thin panel where OBSTACLE's front face is

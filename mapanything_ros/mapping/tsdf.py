@@ -869,6 +869,11 @@ class TsdfMap:
                 raise ValueError(f"the map's {name} are not numbers ({a.dtype})")
         if looks.size and looks.max() > LOOKS:
             raise ValueError(f"the map's colour looks go up to {looks.max()}, more than {LOOKS}")
+        # Values fusion never makes (a damaged or hand-made file): ~/map would carry NaN confidence.
+        for name, a, low, high in (("tsdf", tsdf, -1, 1), ("weight", weight, 0, np.inf), ("rgb", rgb, 0, 255),
+                                   ("looks", looks, 0, LOOKS)):
+            if a.size and not (np.isfinite(a).all() and a.min() >= low and a.max() <= high):
+                raise ValueError(f"the map's {name} values are not all finite and within [{low}, {high}]")
         self.reset()
         self._append(keys)
         self._tsdf[:len(keys)], self._weight[:len(keys)], self._rgb[:len(keys)] = tsdf, weight, rgb

@@ -82,10 +82,23 @@ def parse_remappings(text):
         if not item:
             continue
         source, sep, target = item.partition(":=")
-        if not sep or not source or not target:
+        if not sep or not source or not target or ":=" in target:
             raise ValueError(f"remappings: {item!r} is not FROM:=TO (from {text!r})")
         pairs.append((source, target))
     return pairs
+
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "unset")  # what rcl's --log-level takes, any case
+
+
+def parse_log_level(text):
+    """The `--log-level` value of "LEVEL" or "LOGGER:=LEVEL" (LOG_LEVELS, any case), stripped;
+    raises ValueError otherwise (rcl refused it at the node's start with a traceback)."""
+    value = text.strip()
+    logger, sep, level = value.rpartition(":=")
+    if level.lower() not in LOG_LEVELS or (sep and not logger):
+        raise ValueError(f"log_level: expected {' | '.join(LOG_LEVELS)} (or LOGGER:=LEVEL), got {text!r}")
+    return value
 
 
 def file_parameters(text, namespace="", node="mapanything"):

@@ -118,7 +118,12 @@ def main(argv=None, stop=None, managed=False):
 
     stop = stop or Stop()
     sys.setswitchinterval(GIL_SWITCH_S)
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as err:  # rcl refused the command line (a remap, --log-level): one line, no traceback
+        print(f"mapanything node: ROS cannot start with these arguments: {' '.join(str(err).split())}",
+              file=sys.stderr)
+        raise SystemExit(2) from None
     node = MapAnythingLifecycleNode(when_finalized=stop.event.set) if managed else MapAnythingNode()
     package_log = logging.getLogger("mapanything_ros")  # the node reports those events itself
     package_log.addHandler(_DebugHandler(node.get_logger().get_child("python")))

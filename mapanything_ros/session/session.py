@@ -233,9 +233,9 @@ class Session:
             info = self.infos.get(cam)
             if info is None:  # an image before its first CameraInfo is normal at start-up: reported when it lasts
                 self.drops["no_camera_info"] += 1
-                if cam in self.infos or self.drops["no_camera_info"] > NO_INFO_GRACE:
-                    self.bad_input(f"camera {cam}", "image_without_info", ERROR if cam in self.infos else WARN,
-                              f"{topic}: image dropped, no valid CameraInfo on {self._topic('info', cam)}")
+                if cam in self.infos or self.drops["no_camera_info"] > NO_INFO_GRACE:  # (counted above only)
+                    self.report(f"camera {cam}", "image_without_info", ERROR if cam in self.infos else WARN,
+                                f"{topic}: image dropped, no valid CameraInfo on {self._topic('info', cam)}")
                 return
             if not msg.header.frame_id:
                 self.bad_input(f"camera {cam}", "image", ERROR, f"{topic}: image without header.frame_id (needed for TF)")
@@ -408,18 +408,18 @@ class Session:
         if outside > seen:
             extent = self.pipeline.map.extent
             self.report("pipeline", "map_outside", WARN,
-                        f"a keyframe's camera lies more than {extent / 1000:.3g} km from the origin of the map's "
+                        f"a keyframe view's camera lies more than {extent / 1000:.3g} km from the origin of the map's "
                         f"frame along an axis: the map holds ±{extent / 1000:.3g} km at map_voxel_size "
-                        f"{values['map_voxel_size']} m, so nothing there is mapped ({outside} keyframes so far); "
+                        f"{values['map_voxel_size']} m, so nothing there is mapped ({outside} keyframe views so far); "
                         "map in a local frame (world_frame) or raise map_voxel_size")
         overflows, seen = stats.map_overflows, self._overflows
         self._overflows = overflows  # (fewer after counters were reset)
         if overflows > seen:
             self.report("pipeline", "map_overflow", WARN,
-                        f"a keyframe reaches more map blocks (its surface band and the free space it sees) than "
+                        f"a keyframe's view reaches more map blocks (its surface band and the free space it sees) than "
                         f"map_max_voxels ({values['map_max_voxels']}) keeps at map_voxel_size "
                         f"{values['map_voxel_size']} m: only its nearest stay and the rest of the map is lost "
-                        f"({overflows} keyframes so far); raise map_max_voxels or map_voxel_size, or lower "
+                        f"({overflows} keyframe views so far); raise map_max_voxels or map_voxel_size, or lower "
                         "map_max_range or map_truncation_ratio")
 
     def check_silence(self, now_ns):
