@@ -108,7 +108,8 @@ def render():
     return "\n\n".join([
         note,
         "### Parameters",
-        "`restart` parameters are read once at start-up; `runtime` ones can be changed with "
+        "`restart` parameters are read once at start-up (the lifecycle node's at configure: set them "
+        "with `ros2 param set` while it is unconfigured); `runtime` ones can be changed with "
         "`ros2 param set` while the node runs.",
         parameter_table(),
         "### Subscribed topics", names, endpoint_table("subscription"),

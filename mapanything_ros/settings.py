@@ -197,6 +197,9 @@ def check(name, value):
     if name == "cameras":
         if not value or len(set(value)) != len(value) or not all(value):
             return f"cameras must be a non-empty list of distinct namespaces, got {list(value or [])}"
+        if len({v.strip("/") for v in value}) != len(value):  # their outputs (~/<ns>/depth, ...) would be one
+            return (f"cameras must be distinct without their slashes (each has outputs ~/<namespace>/...), got "
+                    f"{list(value)}")
     if name == "onnx_providers" and not all(p.strip() for p in value.split(",")):
         return f"onnx_providers must be comma-separated provider names, got {value!r}"
     if name == "device" and not (value in ("auto", "cpu", "cuda") or

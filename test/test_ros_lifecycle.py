@@ -153,3 +153,42 @@ def test_cycles_in_process_keep_live_rates_and_release_everything():
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_configure_takes_restart_parameters_set_while_unconfigured(tmp_path):
+    """A failed configure is mended by setting the value (a hostile tester: every restart parameter was
+    read-only, so `ros2 param set` was refused and the advice of the docs and the node could not be
+    followed); once configured they are refused with the way to change them."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from mapanything_ros.ros.node import MapAnythingLifecycleNode
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = MapAnythingLifecycleNode(context=context, parameter_overrides=[
+        Parameter("cameras", value=list(CAMERAS)), Parameter("backend", value="mapanything"),
+        Parameter("weights", value=str(tmp_path / "no_such_checkpoint")), Parameter("device", value="cpu")])
+    ok = TransitionCallbackReturn.SUCCESS
+
+    def set_(name, value):
+        return node.set_parameters([Parameter(name, value=value)])[0]
+
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert set_("backend", "oracle").successful and set_("oracle_preset", "small").successful
+        for name, value, why in (("long_side", 113, "not a valid step"), ("device", "gpu", "device must be auto"),
+                                 ("backend", 1, "backend must be a string, got the integer 1")):  # rclpy's checks, then the node's
+            refused = set_(name, value)
+            assert not refused.successful and why in refused.reason, refused.reason
+        assert set_("long_side", 112).successful
+        assert node.trigger_configure() == ok and node.p["long_side"] == 112 and node.fatal is None
+        refused = set_("long_side", 224)
+        assert not refused.successful and "taken at configure" in refused.reason and "cleanup" in refused.reason
+        assert set_("map_publish_rate", 2.0).successful  # a runtime one, as before
+        assert node.trigger_cleanup() == ok and set_("long_side", 224).successful
+        assert node.trigger_configure() == ok and node.p["long_side"] == 224
+        assert node.trigger_cleanup() == ok
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

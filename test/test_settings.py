@@ -67,6 +67,9 @@ def test_required_cameras_and_bad_values_are_problems():
     assert settings.problems({**values, "cameras": ["a", "a"], "device": "gpu"}) == {
         "cameras": "cameras must be a non-empty list of distinct namespaces, got ['a', 'a']",
         "device": "device must be auto, cpu, cuda or cuda:N, got 'gpu'"}
+    assert settings.problems({**values, "cameras": ["front", "/front"]}) == {  # a hostile tester's: accepted,
+        "cameras": "cameras must be distinct without their slashes (each has outputs ~/<namespace>/...), got "  # then
+                   "['front', '/front']"}  # every capture was dropped with advice to fix the drivers' frame_id
 
 
 def test_pipeline_config_and_sync_follow_the_parameters():

@@ -99,7 +99,9 @@ class _MapAnything:
     MapAnythingLifecycleNode at its transitions."""
 
     def _setup(self):
-        self.p, self._declared = params.declare(self)  # start-up values; the session holds the live snapshot
+        # start-up values; the session holds the live snapshot (the lifecycle node's configure takes
+        # restart ones set while it is unconfigured)
+        self.p, self._declared = params.declare(self, writable=isinstance(self, LifecycleNode))
         self.problems, self.rates = Problems(), Rates()
         self.report = Reporter(self._log)
         self.session = self.runtime = self.fatal = self._saving = self._map_thread = self.tf = None
@@ -654,12 +656,18 @@ class _MapAnything:
             self.get_logger().error(f"load_map_path:\n{traceback.format_exc()}")
 
     def _check_parameters(self, parameters):
-        """on-set: refuse wrong types and values with a readable reason (params.refusal), and every
-        change once the plain node failed to start (it starts once: nothing would take it)."""
+        """on-set: refuse wrong types and values with a readable reason (params.refusal), every
+        change once the plain node failed to start (it starts once: nothing would take it), and the
+        lifecycle node's restart parameters once configured (configure takes them)."""
         if self.fatal is not None and not isinstance(self, LifecycleNode):
             return SetParametersResult(successful=False, reason=(
                 f"the node is not running ({self.fatal}): start it again with the value "
                 "(-p name:=value), or run the lifecycle node, whose configure takes changes"))
+        fixed = [p.name for p in parameters if p.name in settings.SPECS and settings.SPECS[p.name].read_only]
+        if fixed and self.session is not None:  # (the plain node's are read-only: rclpy refused them)
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(fixed)}: taken at configure, and the node is configured: `ros2 lifecycle set "
+                f"{self.get_fully_qualified_name()} cleanup` (after deactivate), set it, then configure"))
         for param in parameters:
             refused = params.refusal(param)
             if refused is not None:

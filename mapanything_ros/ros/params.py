@@ -1,7 +1,8 @@
 """The node's parameters declared on an rclpy Node, with descriptors (the specs: settings.SPECS).
 
-READ_ONLY parameters need a restart (rclpy itself refuses to change them at run time). The
-others are declared with dynamic typing, so that their type is checked by `refusal` in the
+READ_ONLY parameters need a restart (rclpy itself refuses to change them at run time); the
+lifecycle node declares them writable and takes them at configure (it refuses them once configured).
+The others are declared with dynamic typing, so that their type is checked by `refusal` in the
 node's on-set callback, with a readable reason, like their values (settings.check). Numeric
 ranges are declared with FloatingPointRange / IntegerRange where they are closed; open bounds
 (> 0) and choices are checked by settings.check (also at start-up).
@@ -23,10 +24,12 @@ _TYPE_NAMES = {Parameter.Type.BOOL: "bool", Parameter.Type.INTEGER: "integer", P
                Parameter.Type.DOUBLE_ARRAY: "double_array", Parameter.Type.STRING_ARRAY: "string_array"}
 
 
-def descriptor(name, spec):
-    """ParameterDescriptor of a Spec (closed numeric ranges as Floating/IntegerRange)."""
-    d = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only,
-                            dynamic_typing=not spec.read_only)
+def descriptor(name, spec, writable=False):
+    """ParameterDescriptor of a Spec (closed numeric ranges as Floating/IntegerRange); writable: a
+    restart parameter declared writable (the lifecycle node), its type checked by `refusal`."""
+    read_only = spec.read_only and not writable
+    d = ParameterDescriptor(name=name, description=spec.description, read_only=read_only,
+                            dynamic_typing=not read_only and spec.default is not None)  # (rclpy types a required one)
     if spec.choices:
         d.additional_constraints = "one of: " + ", ".join(spec.choices)
     elif spec.multiple_of:
@@ -43,21 +46,22 @@ def descriptor(name, spec):
     return d
 
 
-def declare(node):
-    """Declare every parameter on `node`. Returns ({name: value} (None for a required one left
-    unset), {name: problem}): a start-up value that rclpy refuses (wrong type, out of a declared
-    range) is not raised but listed, so that the node can report it."""
+def declare(node, writable=False):
+    """Declare every parameter on `node` (writable: restart ones too, see descriptor). Returns
+    ({name: value} (None for a required one left unset), {name: problem}): a start-up value that
+    rclpy refuses (wrong type, out of a declared range) is not raised but listed, so that the node
+    can report it."""
     values, problems = {}, {}
     for name, spec in SPECS.items():
         value = _REQUIRED_TYPES[spec.type_] if spec.default is None else spec.default
         try:
-            node.declare_parameter(name, value, descriptor(name, spec))
+            node.declare_parameter(name, value, descriptor(name, spec, writable))
         except (InvalidParameterTypeException, InvalidParameterValueException) as err:
             given = getattr(node._parameter_overrides.get(name), "value", None)
             if spec.type_name == "string_array" and isinstance(given, str):
                 err = f"got the string {short_repr(given)}; give a list, e.g. {name}:=\"[{given}]\""
             problems[name] = f"parameter {name} ({spec.type_name}): {err}"
-            node.declare_parameter(name, value, descriptor(name, spec), ignore_override=True)
+            node.declare_parameter(name, value, descriptor(name, spec, writable), ignore_override=True)
         values[name] = _value(node, name)
         if values[name] is None:  # a required one left unset (settings.problems says so)
             continue
@@ -82,12 +86,12 @@ def _value(node, name):
 
 
 def refusal(param):
-    """A failed SetParametersResult with a readable reason when the rclpy Parameter `param` of a
-    runtime parameter has the wrong type or a value settings.check refuses, else None (read-only
-    ones and unknown names are left to rclpy; a runtime one cannot be unset)."""
+    """A failed SetParametersResult with a readable reason when the rclpy Parameter `param` has the
+    wrong type or a value settings.check refuses, else None (unknown names are left to rclpy, and
+    read-only ones, which it refuses first; a parameter cannot be unset)."""
     spec = SPECS.get(param.name)
     given = _TYPE_NAMES.get(param.type_)
-    if spec is None or spec.read_only:
+    if spec is None:
         return None
     if given is None:
         reason = f"{param.name} cannot be unset: give a {spec.type_name}"
