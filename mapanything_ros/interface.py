@@ -57,7 +57,8 @@ ENDPOINTS = {
     "image_compressed": Endpoint("subscription", _COMPRESSED, "sensor_msgs/msg/CompressedImage", "input",
                                  "camera image, jpeg or png", {"image_transport": ("compressed",)}),
     "camera_info": Endpoint("subscription", _INFO, "sensor_msgs/msg/CameraInfo", "input",
-                            "calibration (plumb_bob, rational_polynomial, equidistant; ROI and binning)"),
+                            "calibration (plumb_bob, rational_polynomial, equidistant; ROI and binning); each image "
+                            "takes the one of its stamp (else the newest)"),
     "depth_image": Endpoint("subscription", depth_image_topic("{ns}", "{depth_image_topic}"),
                             "sensor_msgs/msg/Image", "input",
                             "registered depth (16UC1 mm or 32FC1 m; 0, NaN, ±inf and values beyond 100,000 km are "

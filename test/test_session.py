@@ -224,6 +224,48 @@ def test_images_without_camera_info_are_counted_once(scene):
     assert feed.session.drops["no_camera_info"] == n and feed.session.drops["bad_input"] == 0 and len(said) == 4
 
 
+def test_the_backlog_a_silent_camera_releases_is_not_taken_for_late_tf(scene):
+    """silent_camera drop: the peers' images queued while it was waited for go out at once, TF long there;
+    they overflowed the TF wait queue, said as "TF arrives late" (a hostile tester's finding)."""
+    feed = Feed(scene, silent_camera="drop", camera_timeout=1.5)
+    name, other = feed.names
+    for k in range(25):  # 2.5 s of the first camera alone (the other went silent)
+        stamp = START + k * 100 * MS
+        feed.tree.set_transform("odom", name, stamp, scene.world_from_camera(name, stamp))
+        view = scene.render(name, stamp)
+        feed.session.camera_info(name, MSGS.camera_info(view.camera, MSGS.header(name, stamp)))
+        feed.session.image(name, MSGS.image(view.image, "rgb8", MSGS.header(name, stamp)), stamp)
+        feed.session.tick(stamp)
+    assert feed.session.drops["queue"] == 0 and not [r for r in feed.reports if r[1] == "queue"], feed.reports
+    assert feed.session.stats()["frames"] > session_module.PENDING_MAX
+
+
+def test_each_image_is_paired_with_the_camera_info_of_its_stamp(scene, monkeypatch):
+    """Sent image first, then its CameraInfo (image_transport's CameraPublisher), calibration changing each
+    frame: every output carried the previous frame's (a hostile tester's finding)."""
+    monkeypatch.setattr(session_module, "INFO_HISTORY", 2)  # the oldest go
+    feed = Feed(scene, offsets_ms=(0,), keyframe_interval=0.0)
+    name = feed.names[0]
+    fx = {}
+    for k in range(6):
+        stamp = START + k * 100 * MS
+        view = scene.render(name, stamp)
+        info = MSGS.camera_info(view.camera, MSGS.header(name, stamp))
+        fx[stamp] = info.k[0] = info.k[0] * (1 + 0.01 * k)
+        if k == 3:  # its own describes another size: the image keeps the one it was checked against
+            info.width, info.height, fx[stamp] = 2 * info.width, 2 * info.height, fx[stamp - 100 * MS]
+        feed.session.image(name, MSGS.image(view.image, "rgb8", MSGS.header(name, stamp)), stamp)
+        feed.session.camera_info(name, info)
+        feed.tree.set_transform("odom", name, stamp, scene.world_from_camera(name, stamp))  # TF after the image
+        feed.session.tick(stamp)
+    views = [v for out in feed.outputs for v in out.cameras]
+    # The first image came before any CameraInfo; the fifth after the one of the wrong size (refused).
+    assert [(v.stamp_ns - START) // MS for v in views] == [100, 200, 300, 500]
+    assert all(v.info.k[0] == fx[v.stamp_ns] for v in views), [(v.info.k[0], fx[v.stamp_ns]) for v in views]
+    frames = feed.outputs[-1].result.reconstruction.frames
+    assert all(f.camera.k[0] == fx[f.stamp_ns] for f in frames)  # the rays too, not only the message
+
+
 def test_captures_dropped_while_too_many_wait_for_tf_are_said(scene):
     """A capture waits for TF stamped at or after its images (at most PENDING_MAX of them wait):
     those dropped for want of room are said, and counted."""

@@ -44,8 +44,8 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections import deque
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -68,6 +68,7 @@ from .report import ERROR, WARN
 
 PENDING_MAX = 10  # captures waiting for TF
 NO_INFO_GRACE = 10  # images dropped for want of a first CameraInfo before that is reported
+INFO_HISTORY = 32  # CameraInfos kept per camera by stamp, to pair each image with its own (_paired)
 CLOCK_SKEW_S = 10.0  # image stamps further than this from the arrival clock are reported
 LAG_IMAGES = 50  # images over which the arrival clock's lead on the stamps is measured
 DEPTH_MISSING_RUN = 10  # captures in a row without a depth source's data (while it publishes) before that is reported
@@ -170,6 +171,7 @@ class Session:
         self.drops = dict.fromkeys(DROPS, 0)
         self.images = dict.fromkeys(self.cameras, 0)  # received per camera
         self.infos = {}  # camera -> (CameraModel, CameraInfo message) or None after an invalid one
+        self._info_at = {}  # camera -> OrderedDict {stamp ns: (CameraModel, CameraInfo message)}, the last valid ones
         self.sync = make_sync(values)
         self.builder = FrameBuilder(lookup)
         self.pipeline = Pipeline(pipeline_config(values), backend)
@@ -220,10 +222,15 @@ class Session:
         except ValueError as err:
             with self._lock:
                 self.infos[cam] = None
+                self._info_at.get(cam, {}).pop(decode.stamp_ns(msg.header), None)
             self.bad_input(f"camera {cam}", "camera_info", ERROR, f"{self._topic('info', cam)}: invalid calibration: {err}")
             return
         with self._lock:
             self.infos[cam] = (model, msg)
+            at = self._info_at.setdefault(cam, OrderedDict())
+            at[decode.stamp_ns(msg.header)] = (model, msg)
+            while len(at) > INFO_HISTORY:
+                at.popitem(last=False)
 
     def image(self, cam, msg, now_ns):
         """An Image or CompressedImage of camera `cam` arriving at `now_ns` (the arrival clock)."""
@@ -351,17 +358,36 @@ class Session:
             self._pending.clear()
             self._after_sync_reset = True
         self._count_missing_depth(captures, values)
-        dropped = self._pending.push(captures, now_ns)
-        if dropped:
-            self.report("tf", "queue", WARN, f"{dropped} capture(s) dropped: {PENDING_MAX} "
-                        "were already waiting for their transforms (a capture needs TF stamped at or after its "
-                        "images: TF arrives late, or too seldom)")
-        for cap, (frames, problems) in self._pending.drain(lambda c: self.builder.frames(c, values), now_ns,
-                                                           values["tf_timeout"] * SEC, self._on_tf_timeout, final):
+
+        def drain():
+            return self._pending.drain(lambda c: self.builder.frames(self._paired(c), values), now_ns,
+                                       values["tf_timeout"] * SEC, self._on_tf_timeout, final)
+
+        ready, dropped = ([] if captures else drain()), 0  # no capture: those waiting whose transforms came
+        for cap in captures:  # queued one at a time and tried at once: a burst whose TF is there (the backlog
+            dropped += self._pending.push([cap], now_ns)  # a camera declared silent releases) waits for nothing
+            ready += drain()
+        for _, (frames, problems) in ready:
             for message in problems:
                 self.bad_input("depth", message, ERROR, message)
             if frames:
                 self._submit(frames, values)
+        if dropped:
+            self.report("tf", "queue", WARN, f"{dropped} capture(s) dropped: {PENDING_MAX} "
+                        "were already waiting for their transforms (a capture needs TF stamped at or after its "
+                        "images: TF arrives late, or too seldom)")
+
+    def _paired(self, capture):
+        """The capture with each image's CameraInfo the one stamped with the image (as image_transport's
+        CameraSubscriber pairs them; its CameraPublisher sends the image first) where that has come and
+        describes the size the image was checked for at its arrival against the newest; else, and for a
+        capture built before its images' CameraInfos came, that newest one."""
+        images = dict(capture.images)
+        for cam, (stamp, img) in capture.images.items():
+            own = self._info_at.get(cam, {}).get(stamp)
+            if own is not None and own[1] is not img.info and own[0].image_size == img.model.image_size:
+                images[cam] = (stamp, replace(img, model=own[0], info=own[1]))
+        return replace(capture, images=images)
 
     def _submit(self, frames, values):
         ids = [f.frame_id for f in frames]
