@@ -6,6 +6,7 @@ The node gets its own context; a second node on it publishes crafted messages an
 
 import array
 import math
+import threading
 import time
 
 import numpy as np
@@ -405,6 +406,37 @@ def test_save_map_runs_off_the_executor_and_a_second_request_is_answered(rig, sc
     assert first.result().success and (tmp_path / "map.npz").exists() and (tmp_path / "map.ply").exists(), \
         first.result().message
     assert r.got.get("diagnostics"), "the 1 Hz diagnostics timer did not run during the save"
+
+
+def test_a_save_in_progress_at_a_stop_is_answered(rig, scene, tmp_path, monkeypatch):
+    """A stop (or the lifecycle shutdown) while ~/save_map ran: the file was written, the request never
+    answered (a hostile tester's finding); run.main answers it before the executor ends."""
+    from mapanything_ros.ros.run import answer_pending
+
+    r = rig(save_map_directory=str(tmp_path), save_map_path=str(tmp_path / "map.npz"))
+    send_frame(r, scene, SEC)
+    r.spin(1.0)
+    save = r.node.session.save_map
+    started = threading.Event()
+
+    def slow(*args):
+        started.set()
+        time.sleep(1.0)
+        return save(*args)
+
+    monkeypatch.setattr(r.node.session, "save_map", slow)
+    client = r.peer.create_client(MapFile, "/mapanything/save_map")
+    assert client.wait_for_service(timeout_sec=5.0)
+    call = client.call_async(MapFile.Request())
+    while not started.is_set():
+        r.executor.spin_once(timeout_sec=0.05)
+    assert r.node.shutdown(timeout=10.0) and r.node.map_file_busy  # written, not answered
+    answer_pending(r.node, r.executor, 10.0)
+    assert not r.node.map_file_busy
+    end = time.monotonic() + 10
+    while not call.done() and time.monotonic() < end:
+        r.executor.spin_once(timeout_sec=0.05)
+    assert call.result().success and (tmp_path / "map.npz").exists(), call.result().message
 
 
 def test_a_burst_of_service_calls_is_answered_every_one(rig):

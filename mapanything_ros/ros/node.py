@@ -605,6 +605,11 @@ class _MapAnything:
         self.get_logger().info(f"~/reset: {response.message}")
         return response
 
+    @property
+    def map_file_busy(self):
+        """Whether a ~/save_map or ~/load_map request is in progress (not answered yet)."""
+        return self._saving is not None
+
     async def _on_save_map(self, request, response):
         return await self._on_map_file("save", request, response)
 

@@ -16,6 +16,7 @@ import time
 import traceback
 
 STOP_GRACE_S = 1.0  # at a stop signal, how long the inference in progress may take to end
+ANSWER_S = 2.0  # then how long a ~/save_map or ~/load_map whose work has ended may take to be answered
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -99,6 +100,16 @@ class _DebugHandler(logging.Handler):
         self.logger.debug(self.format(record))
 
 
+def answer_pending(node, executor, timeout_s):
+    """Spin `executor` until the node's ~/save_map or ~/load_map request in progress, if any, is
+    answered (its work ran on the map thread, which shutdown() joined; the answer goes out on the
+    executor), for at most timeout_s: a stop or the shutdown transition left it unanswered, and a
+    client without a timeout waited for ever. Inputs that arrive meanwhile reach a stopped pipeline."""
+    end = time.monotonic() + timeout_s
+    while node.map_file_busy and time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.05)
+
+
 def main(argv=None, stop=None, managed=False):
     """Run the node (`mapanything_node --ros-args -p cameras:=[front] ...`) until a stop signal.
 
@@ -144,6 +155,7 @@ def main(argv=None, stop=None, managed=False):
         stopped = node.shutdown(timeout=STOP_GRACE_S)
         if not stopped:
             node.get_logger().info("stopping: the inference in progress is abandoned")
+        answer_pending(node, executor, ANSWER_S)
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
