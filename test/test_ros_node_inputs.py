@@ -380,21 +380,29 @@ def test_every_diagnostic_value_is_documented(rig, scene):
     assert [d for d in documented if d[1] not in runtime and not any(matches(d, p) for p in published)] == []
 
 
-def test_save_map_runs_off_the_executor_and_a_second_request_is_answered(rig, scene, tmp_path, monkeypatch):
-    """A save takes seconds for a large map: the executor goes on meanwhile (inputs, timers), and a
-    request while one runs is refused at once with the reason, never left unanswered."""
+def slow_save(rig, scene, tmp_path, monkeypatch, seconds):
+    """A node mapping one frame whose saves take `seconds` longer; (rig, save_map client, Event set when a
+    save starts)."""
     r = rig(save_map_directory=str(tmp_path), save_map_path=str(tmp_path / "map.npz"))
     send_frame(r, scene, SEC)
     r.spin(1.0)
-    save = r.node.session.save_map
+    save, started = r.node.session.save_map, threading.Event()
 
     def slow(*args):
-        time.sleep(2.0)
+        started.set()
+        time.sleep(seconds)
         return save(*args)
 
     monkeypatch.setattr(r.node.session, "save_map", slow)
     client = r.peer.create_client(MapFile, "/mapanything/save_map")
     assert client.wait_for_service(timeout_sec=5.0)
+    return r, client, started
+
+
+def test_save_map_runs_off_the_executor_and_a_second_request_is_answered(rig, scene, tmp_path, monkeypatch):
+    """A save takes seconds for a large map: the executor goes on meanwhile (inputs, timers), and a
+    request while one runs is refused at once with the reason, never left unanswered."""
+    r, client, _ = slow_save(rig, scene, tmp_path, monkeypatch, 2.0)
     first = client.call_async(MapFile.Request())
     r.spin(0.3)
     second = client.call_async(MapFile.Request())
@@ -413,20 +421,7 @@ def test_a_save_in_progress_at_a_stop_is_answered(rig, scene, tmp_path, monkeypa
     answered (a hostile tester's finding); run.main answers it before the executor ends."""
     from mapanything_ros.ros.run import answer_pending
 
-    r = rig(save_map_directory=str(tmp_path), save_map_path=str(tmp_path / "map.npz"))
-    send_frame(r, scene, SEC)
-    r.spin(1.0)
-    save = r.node.session.save_map
-    started = threading.Event()
-
-    def slow(*args):
-        started.set()
-        time.sleep(1.0)
-        return save(*args)
-
-    monkeypatch.setattr(r.node.session, "save_map", slow)
-    client = r.peer.create_client(MapFile, "/mapanything/save_map")
-    assert client.wait_for_service(timeout_sec=5.0)
+    r, client, started = slow_save(rig, scene, tmp_path, monkeypatch, 1.0)
     call = client.call_async(MapFile.Request())
     while not started.is_set():
         r.executor.spin_once(timeout_sec=0.05)
