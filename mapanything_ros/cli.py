@@ -139,8 +139,10 @@ def evaluate(args):
     print(f"{args.out_dir} against the ground truth of {args.bag} (also in {Path(args.out_dir) / 'eval.json'}):")
     _print_eval(metrics)
     if not (metrics["keyframe_depths"] or metrics["poses"] or (metrics["map"] or {}).get("points")):
-        print(f"  nothing to evaluate: {args.out_dir} holds no depth, no poses and an empty map (was it the replay "
-              "of another bag, or did nothing go through? its summary.json says)", file=sys.stderr)
+        unmatched = f" ({metrics['unmatched_depths']} depth images at no true stamp)" if metrics["unmatched_depths"] else ""
+        print(f"  nothing to evaluate: no depth or pose of {args.out_dir} matches the bag's ground truth{unmatched}, "
+              "and there is no map to compare (was it the replay of another bag, or did nothing go through? its "
+              "summary.json says)", file=sys.stderr)
         return 1
     return 0
 

@@ -88,6 +88,7 @@ STAGES = ("prepare", "assembly", "inference", "reconstruction", "chaining", "pub
 MAP_INSERT = ("newest", "oldest")
 LOG_INTERVAL_S = 10.0  # failures are logged at most this often (each log line says how many)
 REASONS_KEPT = 20
+BAD_KEPT = 256  # Frame.key of left-out keyframes remembered for the jobs admitted before (a few at most)
 MAP_QUEUE = 8  # windows' fusions waiting for the map thread at most
 
 
@@ -280,8 +281,9 @@ class Pipeline:
         self._map_pose_frame = None  # pose frame of the map's content (map thread)
         # Touched by _prepare only: the prepare thread, or process()'s caller offline.
         self._views = {}  # window.prepare_key -> PreparedView of the frames in the window
-        self._bad = set()  # Frame.key of keyframes left out: they failed to prepare or to run (under _wake)
-        self._ran = frozenset()  # Frame.key of the last window that ran (worker, or process()'s caller)
+        self._bad = {}  # Frame.key of keyframes left out (failed to prepare or to run), oldest first (under _wake)
+        self._ran = frozenset()  # Frame.key of the last window that ran (under _wake)
+        self._blamed = False  # a window failed since the last one that ran: its new keyframes left out (_run)
         self._in_map = set()  # Frame.key of the keyframes sent to the map (in the window's epoch)
         self._map_generation = 0  # + 1 when the map is cleared, loaded or reset (under the chain lock)
         self._last = None  # (job, Result, map generation) of the newest window, for flush_map
@@ -509,8 +511,7 @@ class Pipeline:
             self._results.clear()
             self._map_items.clear()
             self._held_clear = None
-            self._epoch += 1
-            self._cleared_epoch = self._epoch
+            self._new_epoch()
             self._map_generation += 1  # windows made before are not sent to the map (_insert)
             self._wake.notify_all()  # the publish queue emptied: the worker may take a job
             self.chain.reset()
@@ -530,8 +531,7 @@ class Pipeline:
             self.window.clear()
             self._counts["window_resets"] += 1
             self._reasons.append(f"window: {reason}")
-            self._epoch += 1
-            self._cleared_epoch = self._epoch
+            self._new_epoch()
         log.warning("window cleared: %s", reason)
 
     @property
@@ -553,6 +553,23 @@ class Pipeline:
 
     # ---------------------------------------------------------------- internals
 
+    def _new_epoch(self):
+        """A new window epoch (the window was emptied): jobs made before are stale, and what was known
+        of its keyframes goes (a bag loop brings the same keys again). Under the lock."""
+        self._epoch += 1
+        self._cleared_epoch = self._epoch
+        self._bad, self._ran, self._blamed = {}, frozenset(), False
+
+    def _leave_out(self, frames):
+        """Drop the keyframes holding `frames` from the window, and those frames from jobs admitted
+        before (_prepare, _run); counted as bad_frames, one per keyframe. Under the lock."""
+        for frame in frames:
+            self._bad[frame.key] = None
+            self.window.discard(frame.key)
+        while len(self._bad) > BAD_KEPT:  # older ones are in no job: jobs in flight are few
+            del self._bad[next(iter(self._bad))]
+        self._counts["bad_frames"] += len({f.capture_ns for f in frames})
+
     def _zero_counters(self):
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._reasons = deque(maxlen=REASONS_KEPT)
@@ -566,8 +583,7 @@ class Pipeline:
             if admission.reset:  # time went backwards: the windows in flight are of the old timeline
                 self._counts["window_resets"] += 1
                 self._reasons.append(f"window: {admission.reset}")
-                self._epoch += 1
-                self._cleared_epoch = self._epoch
+                self._new_epoch()
             if not admission.admitted:
                 return Submission(False, admission.reason, admission.reset, None), None
             self._counts["keyframes"] += 1
@@ -680,32 +696,39 @@ class Pipeline:
         """The steps of one window up to its Result: preparation of new keyframes (unless the
         prepare thread did it), assembly, inference, reconstruction (native depth left to first use)
         and chaining. Returns (Result, the map's generation after the window's map decisions), or
-        None when stop() or a reset() since the job's admission made it stale. When a window fails
-        after its preparation, its keyframes that no window ran with before are left out of the
-        window (bad_frames), as a keyframe that cannot be prepared is: one keyframe the backend or the
-        reconstruction cannot take fails one window, not every window until it leaves (a transient
-        failure costs those keyframes); a job prepared before that is dropped."""
+        None when stop() or a reset() since the job's admission made it stale.
+
+        When a window fails after its preparation, just after one that ran, its keyframes that the
+        window before did not hold are left out of the window (_leave_out), as a keyframe that cannot
+        be prepared is: one keyframe the backend or the reconstruction cannot take fails one window,
+        not every window until it leaves (a transient failure costs those keyframes). Failures after
+        that blame none until a window runs again (the cause is then an older keyframe, which leaves
+        as the window slides). A job prepared before a keyframe of it was left out is prepared again
+        without it, unless a newer job waits (which holds its keyframes)."""
         with self._wake:
             if self._dropped_if_stale(job):  # not worth inferring
                 return None
             if job.prepared is not None and any(f.key in self._bad for f in job.frames):
-                self._counts["dropped"] += 1  # prepared before a keyframe of it was left out: the next job is not
+                if self._to_prepare or self._queue:
+                    self._counts["dropped"] += 1
+                else:
+                    self._to_prepare.append(replace(job, prepared=None))
+                    self._wake.notify_all()
                 return None
         if job.prepared is None:
             job = self._prepare(job)
         try:
             made = self._infer(job)
         except Exception:
-            keys = {f.key for f in job.frames}
-            new = keys - self._ran
-            with self._wake:  # a new set: the prepare thread reads the old one outside the lock
-                self._bad = (self._bad & keys) | new
-                for key in new:
-                    self.window.discard(key)
-                self._counts["bad_frames"] += len(new)
+            with self._wake:
+                if not self._blamed and job.epoch == self._epoch:
+                    self._blamed = True
+                    self._leave_out([f for f in job.frames if f.key not in self._ran])
             raise
         if made is not None:
-            self._ran = frozenset(f.key for f in job.frames)
+            with self._wake:
+                if job.epoch == self._epoch:
+                    self._ran, self._blamed = frozenset(f.key for f in job.frames), False
         return made
 
     def _infer(self, job):
@@ -767,8 +790,7 @@ class Pipeline:
         clock = time.perf_counter()
         cfg = job.config.batch
         with self._wake:
-            bad = self._bad
-        frames = [f for f in job.frames if f.key not in bad]
+            frames = [f for f in job.frames if f.key not in self._bad]
         if not frames:
             raise ValueError("every frame of the window failed to prepare")
         size = batch_size(frames, cfg)
@@ -781,9 +803,7 @@ class Pipeline:
                 self._views[key] = prepare(frame, size, cfg)
             except ValueError as err:
                 with self._wake:
-                    self._bad = {f.key for f in job.frames if f.key in self._bad} | {frame.key}
-                    self.window.discard(frame.key)
-                    self._counts["bad_frames"] += 1
+                    self._leave_out([frame])
                 raise ValueError(f"keyframe {frame.frame_id} at {frame.stamp_ns} ns dropped: {err}") from err
         return replace(job, frames=tuple(frames), prepared={k: self._views[k] for k in keys},
                        prepare_s=time.perf_counter() - clock)

@@ -50,9 +50,12 @@ KINDS = {"image": "image", "image_compressed": "compressed", "camera_info": "inf
 PROBLEMS_KEPT = 20
 
 
-def bag_cameras(connections, namespace="", compressed=False):
+def bag_cameras(connections, namespace="", compressed=False, depth_topic=layout.DEPTH_IMAGE_TOPIC):
     """(camera namespaces, {namespace: why not}) of a bag, relative to `namespace`: those with an
-    image topic and a camera_info beside it, and those with only one of the two."""
+    image topic and a camera_info beside it, and those with only one of the two that look like a
+    camera missing a topic (not a found camera's registered depth image `<ns>/<depth_topic>`, nor a
+    camera_info beside images of other names, as a RealSense's depth/image_rect_raw)."""
+    images = {c.topic for c in connections if c.msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")}
     topics = {c.topic for c in connections}
     image, info = layout.camera_topics("", compressed)
     prefix = absolute("", namespace).rstrip("/") + "/"
@@ -63,8 +66,13 @@ def bag_cameras(connections, namespace="", compressed=False):
             if topic.endswith(suffix) and topic.startswith(prefix) and cam:
                 halves.setdefault(cam, set()).add(i)
     found = [cam for cam, has in halves.items() if len(has) == 2]
-    unpaired = {cam: "{} without {}".format(*(prefix + cam + t for t in ((image, info) if 0 in has else (info, image))))
-                for cam, has in halves.items() if len(has) == 1}
+    depth = {prefix + layout.depth_image_topic(cam, depth_topic).lstrip("/") for cam in found}
+    unpaired = {}
+    for cam, has in halves.items():
+        mine = prefix + cam + (image if 0 in has else info)
+        if len(has) == 2 or mine in depth or (1 in has and any(t.startswith(prefix + cam + "/") for t in images)):
+            continue
+        unpaired[cam] = f"{mine} without {prefix + cam + (info if 0 in has else image)}"
     return found, unpaired
 
 
@@ -246,7 +254,8 @@ def replay(bag_path, params=None, out_dir="out/replay", backend=None, progress=T
         unpaired = {}
         if values["cameras"] is None:
             values["cameras"], unpaired = bag_cameras(reader.connections, namespace,
-                                                      values["image_transport"] == "compressed")
+                                                      values["image_transport"] == "compressed",
+                                                      values["depth_image_topic"])
             if not values["cameras"]:
                 images = sorted(c.topic for c in reader.connections if c.msgtype in ("sensor_msgs/msg/Image",
                                                                                    "sensor_msgs/msg/CompressedImage"))

@@ -7,6 +7,7 @@ are inclusive (low_open: the value must exceed `low`); choices and `check` apply
 """
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,37 +245,71 @@ def _type_problem(name, value):
     return None if ok else f"{name} must be a {spec.type_name}, got {value!r}"
 
 
-# The plain (unquoted) words rcl's YAML reading takes for booleans where YAML 1.2 reads strings
-# (rcl_yaml_param_parser; measured with rclpy: `-p x:=yes` and a file's `x: On` give True, `n` False,
-# a quoted "yes" stays a string).
-RCL_BOOLS = {**dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "on", "On", "ON"), True),
-             **dict.fromkeys(("n", "N", "no", "No", "NO", "off", "Off", "OFF"), False)}
+# How rcl reads a parameter value (rcl_yaml_param_parser's get_value; checked against rclpy in
+# test_cli.py): a scalar tagged !!str or quoted is a string; otherwise these words are booleans,
+# then C's strtol(s, 0) when it takes the whole text (010 is 8, 0x10 16), then .nan/.inf and strtod
+# (1e3, .5, inf), else a string (~, 1_000 and 0o17 too). YAML 1.2, which ruamel follows, differs.
+RCL_BOOLS = {**dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"), True),
+             **dict.fromkeys(("n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False)}
+_STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_STRTOD = re.compile(r"\s*[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|inf(inity)?|nan)", re.IGNORECASE)
+_YAML_SPECIAL = {**dict.fromkeys((".nan", ".NaN", ".NAN"), math.nan),
+                 **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), math.inf),
+                 **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), -math.inf)}
 
 
 def read_yaml(text):
-    """A parameter file or `-p` value read as ROS 2 reads it: YAML 1.2, plus rcl's plain boolean words
-    (RCL_BOOLS). Raises ruamel.yaml's YAMLError on bad YAML."""
-    from ruamel.yaml import YAML  # a rosbags dependency: no PyYAML needed
+    """A parameter file or `-p` value read as ROS 2 reads it (the rule above): mappings as dicts with
+    string keys, sequences as lists, scalars as rcl types them; an empty scalar is None. Raises
+    ruamel.yaml's YAMLError on bad YAML and on an alias (*name), which rcl refuses."""
+    from ruamel.yaml import YAML, YAMLError, events  # a rosbags dependency: no PyYAML needed
 
-    yaml = YAML(typ="rt", pure=True)
-    yaml.preserve_quotes = True  # a quoted scalar loads as a str subclass: never a boolean word
-    return _plain(yaml.load(text))
+    stack, doc = [], None  # stack: [container, key or None] being filled
+
+    def add(value):
+        nonlocal doc
+        if not stack:
+            doc = value
+        elif isinstance(stack[-1][0], list):
+            stack[-1][0].append(value)
+        elif stack[-1][1] is None:  # a key: as written (rcl's names are strings)
+            stack[-1][1] = str(value)
+        else:
+            stack[-1][0][stack[-1][1]], stack[-1][1] = value, None
+
+    for event in YAML(typ="safe", pure=True).parse(text):
+        if isinstance(event, events.ScalarEvent):
+            key = bool(stack) and isinstance(stack[-1][0], dict) and stack[-1][1] is None
+            add(event.value if key else _rcl_scalar(event.value, event.style, event.tag))
+        elif isinstance(event, (events.MappingStartEvent, events.SequenceStartEvent)):
+            container = {} if isinstance(event, events.MappingStartEvent) else []
+            add(container)
+            stack.append([container, None])
+        elif isinstance(event, (events.MappingEndEvent, events.SequenceEndEvent)):
+            stack.pop()
+        elif isinstance(event, events.AliasEvent):
+            raise YAMLError(f"line {event.start_mark.line + 1}: an alias (*{event.anchor}), which ROS 2 does not read")
+    return doc
 
 
-def _plain(node):
-    """ruamel's round-trip node as plain Python values (dict, list, bool, int, float, str)."""
-    from ruamel.yaml.scalarbool import ScalarBoolean
-
-    if isinstance(node, dict):
-        return {_plain(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if type(node) is str:
-        return RCL_BOOLS.get(node, node)
-    for kind in (ScalarBoolean, bool, int, float, str):
-        if isinstance(node, kind):
-            return bool(node) if kind is ScalarBoolean else kind(node)
-    return node
+def _rcl_scalar(text, style, tag):
+    """A scalar's value as rcl's get_value makes it (the rule above)."""
+    if tag == "tag:yaml.org,2002:str" or style in ("'", '"'):
+        return text
+    if text == "":
+        return None
+    if text in RCL_BOOLS:
+        return RCL_BOOLS[text]
+    found = _STRTOL.fullmatch(text)
+    if found:
+        sign, digits = found.groups()
+        value = int(digits, 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10)
+        value = -value if sign == "-" else value
+        if -2 ** 63 <= value < 2 ** 63:  # else strtol's ERANGE: strtod's turn
+            return value
+    if text in _YAML_SPECIAL:
+        return _YAML_SPECIAL[text]
+    return float(text) if _STRTOD.fullmatch(text) else text
 
 
 def load_params_file(path, node_name="mapanything"):

@@ -103,8 +103,8 @@ def test_values_are_read_as_ros_reads_them(tmp_path):
     from mapanything_ros.cli import _value
     from mapanything_ros.settings import RCL_BOOLS, load_params_file
 
-    words = [*RCL_BOOLS, "true", "False", "TRUE", "\"yes\"", "'On'", "1e3", ".5", "0x10", "-2", "text", "[a, b]",
-             "[1.5, 2.0]"]
+    words = [*RCL_BOOLS, "\"yes\"", "'On'", "!!str yes", "1e3", ".5", "5.", "0x10", "-2", "010", "08", "0o17", "1_000",
+             "~", ".inf", "-.Inf", "inf", "99999999999999999999", "1:20", "text", "[a, b]", "[1.5, 2.0]", "[010, 2]"]
     names = [f"p{i}" for i in range(len(words))]
     (tmp_path / "p.yaml").write_text("/**:\n  ros__parameters:\n" + "".join(f"    f{i}: {w}\n" for i, w in enumerate(words)))
     context = Context()
@@ -123,6 +123,9 @@ def test_values_are_read_as_ros_reads_them(tmp_path):
     (tmp_path / "m.yaml").write_text("mapanything:\n  ros__parameters: {cameras: [a], use_poses: no, weights: 'yes'}\n")
     values = load_params_file(tmp_path / "m.yaml")
     assert values["use_poses"] is False and values["weights"] == "yes"
+    (tmp_path / "a.yaml").write_text("mapanything:\n  ros__parameters: {cameras: [a], world_frame: &w odom, map_frame: *w}\n")
+    with pytest.raises(ValueError, match="line 2: an alias \\(\\*w\\), which ROS 2 does not read"):  # rcl: neither
+        load_params_file(tmp_path / "a.yaml")
 
 
 def test_export_onnx_says_where_it_looked_for_missing_weights(tmp_path, monkeypatch):

@@ -187,7 +187,8 @@ def test_parse_remappings_rejects_malformed_pairs(text):
 
 
 @pytest.mark.parametrize("text, ok", [("info", True), (" WARN ", True), ("Fatal", True), ("mapanything:=debug", True),
-                                      ("loud", False), ("", False), (":=debug", False), ("a:=loud", False)])
+                                      ("loud", False), ("", False), (":=debug", False), ("a:=loud", False),
+                                      ("a:=b:=debug", False)])
 def test_parse_log_level_takes_what_rcl_takes(text, ok):
     if ok:
         assert parse_log_level(text) == text.strip()

@@ -126,13 +126,17 @@ def test_topics_follow_namespace_and_remap():
     assert absolute("~/points", "robot", "mapanything") == "/robot/mapanything/points"
 
     class Conn:
-        def __init__(self, topic):
-            self.topic = topic
+        def __init__(self, topic, msgtype="sensor_msgs/msg/Image"):
+            self.topic, self.msgtype = topic, msgtype
 
-    conns = [Conn(t) for t in ("/robot/a/image_raw", "/robot/a/camera_info", "/robot/b/image_raw", "/c/image_raw",
-                               "/robot/d/camera_info", "/robot/image_raw")]
-    assert bag_cameras(conns, "robot") == (["a"], {"b": "/robot/b/image_raw without /robot/b/camera_info",
-                                                   "d": "/robot/d/camera_info without /robot/d/image_raw"})
+    info = "sensor_msgs/msg/CameraInfo"
+    conns = [Conn(t) for t in ("/robot/a/image_raw", "/robot/b/image_raw", "/c/image_raw", "/robot/image_raw",
+                               "/robot/a/depth/image_raw", "/robot/rs/color/image_raw", "/robot/rs/depth/image_rect_raw")]
+    conns += [Conn(t, info) for t in ("/robot/a/camera_info", "/robot/d/camera_info", "/robot/rs/color/camera_info",
+                                      "/robot/rs/depth/camera_info")]
+    # b and d miss a topic; a's registered depth and a RealSense's depth stream (image_rect_raw) are no cameras
+    assert bag_cameras(conns, "robot") == (["a", "rs/color"], {
+        "b": "/robot/b/image_raw without /robot/b/camera_info", "d": "/robot/d/camera_info without /robot/d/image_raw"})
 
 
 def test_a_camera_with_half_its_topics_is_said(tmp_path):

@@ -419,13 +419,16 @@ def test_save_map_runs_off_the_executor_and_a_second_request_is_answered(rig, sc
 def test_a_save_in_progress_at_a_stop_is_answered(rig, scene, tmp_path, monkeypatch):
     """A stop (or the lifecycle shutdown) while ~/save_map ran: the file was written, the request never
     answered (a hostile tester's finding); run.main answers it before the executor ends."""
+    from mapanything_ros.ros.node import MAP_QOS
     from mapanything_ros.ros.run import answer_pending
 
     r, client, started = slow_save(rig, scene, tmp_path, monkeypatch, 1.0)
+    r.peer.create_subscription(PointCloud2, "/mapanything/map", lambda _: None, MAP_QOS)  # its timer has work
     call = client.call_async(MapFile.Request())
     while not started.is_set():
         r.executor.spin_once(timeout_sec=0.05)
     assert r.node.shutdown(timeout=10.0) and r.node.map_file_busy  # written, not answered
+    r.node._on_output_timer("map")  # while it is answered: nothing for the map thread, shut down (it raised)
     answer_pending(r.node, r.executor, 10.0)
     assert not r.node.map_file_busy
     end = time.monotonic() + 10

@@ -408,9 +408,9 @@ def test_state_round_trip_is_exact_and_checked():
     with pytest.raises(ValueError, match="looks"):
         TsdfMap(0.05).load_state({**state, "looks": state["looks"] | np.uint8(128)})
     # Values fusion never makes (a hostile tester: an inf weight loaded, then ~/map carried NaN confidence).
-    for name, value in (("weight", np.inf), ("weight", -5.0), ("tsdf", np.nan), ("tsdf", 2e9), ("tsdf", -1.5),
-                        ("rgb", 1e9), ("rgb", -1), ("looks", -1)):
-        bad = state[name].astype(np.float64 if name == "rgb" and value == 1e9 else
+    for name, value in (("weight", np.inf), ("weight", -5.0), ("weight", 1e39), ("tsdf", np.nan), ("tsdf", 2e9),
+                        ("tsdf", -1.5), ("rgb", 1e9), ("rgb", -1), ("looks", -1)):
+        bad = state[name].astype(np.float64 if value in (1e9, 1e39) else
                                  np.int16 if name in ("rgb", "looks") else state[name].dtype)
         bad.flat[7] = value
         with pytest.raises(ValueError, match=f"the map's {name} values are not all finite and within"):

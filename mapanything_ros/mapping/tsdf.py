@@ -870,7 +870,8 @@ class TsdfMap:
         if looks.size and looks.max() > LOOKS:
             raise ValueError(f"the map's colour looks go up to {looks.max()}, more than {LOOKS}")
         # Values fusion never makes (a damaged or hand-made file): ~/map would carry NaN confidence.
-        for name, a, low, high in (("tsdf", tsdf, -1, 1), ("weight", weight, 0, np.inf), ("rgb", rgb, 0, 255),
+        top = float(np.finfo(np.float32).max)  # (the pools' type: beyond, a weight would be stored as inf)
+        for name, a, low, high in (("tsdf", tsdf, -1, 1), ("weight", weight, 0, top), ("rgb", rgb, 0, 255),
                                    ("looks", looks, 0, LOOKS)):
             if a.size and not (np.isfinite(a).all() and a.min() >= low and a.max() <= high):
                 raise ValueError(f"the map's {name} values are not all finite and within [{low}, {high}]")

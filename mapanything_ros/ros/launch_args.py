@@ -96,7 +96,7 @@ def parse_log_level(text):
     raises ValueError otherwise (rcl refused it at the node's start with a traceback)."""
     value = text.strip()
     logger, sep, level = value.rpartition(":=")
-    if level.lower() not in LOG_LEVELS or (sep and not logger):
+    if level.lower() not in LOG_LEVELS or (sep and (not logger or ":=" in logger)):
         raise ValueError(f"log_level: expected {' | '.join(LOG_LEVELS)} (or LOGGER:=LEVEL), got {text!r}")
     return value
 

@@ -459,8 +459,9 @@ class _MapAnything:
         """Hand "map" (~/map, ~/occupancy, ~/esdf) or "mesh" to the map thread when one of its topics
         is subscribed and has not published the map as it is now, and the previous job is out. The
         topics are latched: a map that did not change is not made again (a robot standing still
-        with a large map costs nothing)."""
-        if self._output_jobs[output] is not None and not self._output_jobs[output].done():
+        with a large map costs nothing). Nothing once stopped (the map thread is shut down: a stop
+        still spins to answer a save, run.answer_pending)."""
+        if not self._active or (self._output_jobs[output] is not None and not self._output_jobs[output].done()):
             return
         topics = ("map", "occupancy", "esdf") if output == "map" else ("mesh",)
         due = {topic: key for topic in topics if (key := self._due(topic)) is not None}

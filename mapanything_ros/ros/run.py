@@ -131,7 +131,7 @@ def main(argv=None, stop=None, managed=False):
     sys.setswitchinterval(GIL_SWITCH_S)
     try:
         rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-    except RuntimeError as err:  # rcl refused the command line (a remap, --log-level): one line, no traceback
+    except RuntimeError as err:  # rcl refused the command line (a remap, --log-level): our line beside rcl's
         print(f"mapanything node: ROS cannot start with these arguments: {' '.join(str(err).split())}",
               file=sys.stderr)
         raise SystemExit(2) from None
