@@ -704,12 +704,12 @@ class Pipeline:
         not every window until it leaves (a transient failure costs those keyframes). Failures after
         that blame none until a window runs again (the cause is then an older keyframe, which leaves
         as the window slides). A job prepared before a keyframe of it was left out is prepared again
-        without it, unless a newer job waits (which holds its keyframes)."""
+        without it, unless a newer job was admitted (latest wins: that one holds its keyframes)."""
         with self._wake:
             if self._dropped_if_stale(job):  # not worth inferring
                 return None
             if job.prepared is not None and any(f.key in self._bad for f in job.frames):
-                if self._to_prepare or self._queue:
+                if job.seq < self._seq:  # a newer job was admitted (its frames taken after this one's)
                     self._counts["dropped"] += 1
                 else:
                     self._to_prepare.append(replace(job, prepared=None))
@@ -802,8 +802,8 @@ class Pipeline:
             try:
                 self._views[key] = prepare(frame, size, cfg)
             except ValueError as err:
-                with self._wake:
-                    self._leave_out([frame])
+                with self._wake:  # (the whole capture: jobs admitted before must not prepare its other frames)
+                    self._leave_out([f for f in job.frames if f.capture_ns == frame.capture_ns])
                 raise ValueError(f"keyframe {frame.frame_id} at {frame.stamp_ns} ns dropped: {err}") from err
         return replace(job, frames=tuple(frames), prepared={k: self._views[k] for k in keys},
                        prepare_s=time.perf_counter() - clock)

@@ -52,9 +52,9 @@ PROBLEMS_KEPT = 20
 
 def bag_cameras(connections, namespace="", compressed=False, depth_topic=layout.DEPTH_IMAGE_TOPIC):
     """(camera namespaces, {namespace: why not}) of a bag, relative to `namespace`: those with an
-    image topic and a camera_info beside it, and those with only one of the two that look like a
-    camera missing a topic (not a found camera's registered depth image `<ns>/<depth_topic>`, nor a
-    camera_info beside images of other names, as a RealSense's depth/image_rect_raw)."""
+    image topic and a camera_info beside it, except a camera's registered depth image and its
+    camera_info (`<ns>/<depth_topic>`), and those with only one of the two (a camera_info beside
+    images of other names: the remap that would replay them)."""
     images = {c.topic for c in connections if c.msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")}
     topics = {c.topic for c in connections}
     image, info = layout.camera_topics("", compressed)
@@ -65,14 +65,19 @@ def bag_cameras(connections, namespace="", compressed=False, depth_topic=layout.
             cam = topic[len(prefix):-len(suffix)]
             if topic.endswith(suffix) and topic.startswith(prefix) and cam:
                 halves.setdefault(cam, set()).add(i)
-    found = [cam for cam, has in halves.items() if len(has) == 2]
-    depth = {prefix + layout.depth_image_topic(cam, depth_topic).lstrip("/") for cam in found}
-    unpaired = {}
+    depth = {layout.depth_image_topic(cam, depth_topic).rpartition("/")[0] for cam in halves}  # their namespaces
+    found, unpaired = [], {}
     for cam, has in halves.items():
-        mine = prefix + cam + (image if 0 in has else info)
-        if len(has) == 2 or mine in depth or (1 in has and any(t.startswith(prefix + cam + "/") for t in images)):
+        if cam in depth:
+            continue  # a camera's registered depth image, or its camera_info
+        if has == {0, 1}:
+            found.append(cam)
             continue
+        mine = prefix + cam + (image if 0 in has else info)
         unpaired[cam] = f"{mine} without {prefix + cam + (info if 0 in has else image)}"
+        others = sorted(t for t in images if t.rpartition("/")[0] == prefix + cam and t != prefix + cam + "/image_raw")
+        if 1 in has and others:
+            unpaired[cam] += f" (beside {', '.join(others)}: --remap {prefix + cam + image}:={others[0]} replays it)"
     return found, unpaired
 
 

@@ -8,6 +8,7 @@ are inclusive (low_open: the value must exceed `low`); choices and `check` apply
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,12 +248,15 @@ def _type_problem(name, value):
 
 # How rcl reads a parameter value (rcl_yaml_param_parser's get_value; checked against rclpy in
 # test_cli.py): a scalar tagged !!str or quoted is a string; otherwise these words are booleans,
-# then C's strtol(s, 0) when it takes the whole text (010 is 8, 0x10 16), then .nan/.inf and strtod
-# (1e3, .5, inf), else a string (~, 1_000 and 0o17 too). YAML 1.2, which ruamel follows, differs.
+# then C's strtol(s, 0) when it takes the whole text in range (010 is 8, 0x10 16), then .nan/.inf and
+# strtod in range (1e3, .5, inf, 0x1p3; 1e999 and 1e-310 out of it), else a string (~, 1_000 and 0o17
+# too). YAML 1.2, which ruamel follows, differs.
 RCL_BOOLS = {**dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"), True),
              **dict.fromkeys(("n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False)}
 _STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
-_STRTOD = re.compile(r"\s*[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|inf(inity)?|nan)", re.IGNORECASE)
+_STRTOD = re.compile(r"\s*[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|inf(inity)?|nan(\([0-9a-z_]*\))?)",
+                     re.IGNORECASE)
+_STRTOD_HEX = re.compile(r"\s*[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)([pP][+-]?[0-9]+)?")
 _YAML_SPECIAL = {**dict.fromkeys((".nan", ".NaN", ".NAN"), math.nan),
                  **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), math.inf),
                  **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), -math.inf)}
@@ -261,7 +265,9 @@ _YAML_SPECIAL = {**dict.fromkeys((".nan", ".NaN", ".NAN"), math.nan),
 def read_yaml(text):
     """A parameter file or `-p` value read as ROS 2 reads it (the rule above): mappings as dicts with
     string keys, sequences as lists, scalars as rcl types them; an empty scalar is None. Raises
-    ruamel.yaml's YAMLError on bad YAML and on an alias (*name), which rcl refuses."""
+    ruamel.yaml's YAMLError on bad YAML and on an alias (*name), which rcl refuses. Not as rcl: a
+    sequence of mixed types is a list (rcl refuses it; the one array parameter, cameras, takes
+    strings only), and a text of several documents is read as its last (rcl merges them)."""
     from ruamel.yaml import YAML, YAMLError, events  # a rosbags dependency: no PyYAML needed
 
     stack, doc = [], None  # stack: [container, key or None] being filled
@@ -309,7 +315,26 @@ def _rcl_scalar(text, style, tag):
             return value
     if text in _YAML_SPECIAL:
         return _YAML_SPECIAL[text]
-    return float(text) if _STRTOD.fullmatch(text) else text
+    return _strtod(text)
+
+
+def _strtod(text):
+    """C's strtod over the whole text, or the text when it stops short or sets ERANGE (overflow to
+    inf, underflow to 0 or a subnormal)."""
+    body = text.strip()
+    if _STRTOD_HEX.fullmatch(text):
+        mantissa, value = body.lower().split("p")[0].replace("0x", "", 1), float.fromhex(body)
+    elif _STRTOD.fullmatch(text):
+        if "nan" in body.lower():
+            return math.nan
+        if "inf" in body.lower():
+            return float(body)
+        mantissa, value = body.lower().split("e")[0], float(body)
+    else:
+        return text
+    if math.isinf(value) or (abs(value) < sys.float_info.min and mantissa.strip("+-0.")):
+        return text  # ERANGE
+    return value
 
 
 def load_params_file(path, node_name="mapanything"):

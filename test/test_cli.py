@@ -104,7 +104,8 @@ def test_values_are_read_as_ros_reads_them(tmp_path):
     from mapanything_ros.settings import RCL_BOOLS, load_params_file
 
     words = [*RCL_BOOLS, "\"yes\"", "'On'", "!!str yes", "1e3", ".5", "5.", "0x10", "-2", "010", "08", "0o17", "1_000",
-             "~", ".inf", "-.Inf", "inf", "99999999999999999999", "1:20", "text", "[a, b]", "[1.5, 2.0]", "[010, 2]"]
+             "~", ".inf", "-.Inf", "inf", "99999999999999999999", "1e999", "1e-310", "0x1.8p1", "-0x0p0",
+             "0x8000000000000000", "1:20", "text", "[a, b]", "[1.5, 2.0]", "[010, 2]"]
     names = [f"p{i}" for i in range(len(words))]
     (tmp_path / "p.yaml").write_text("/**:\n  ros__parameters:\n" + "".join(f"    f{i}: {w}\n" for i, w in enumerate(words)))
     context = Context()

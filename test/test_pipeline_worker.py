@@ -147,9 +147,37 @@ def test_a_keyframe_of_two_cameras_left_out_counts_once(tiny_scene):
     assert (pipeline.stats().failed, pipeline.stats().bad_frames, pipeline.stats().done) == (1, 1, 2)
 
 
+def test_a_capture_that_cannot_be_prepared_leaves_the_jobs_admitted_before_whole(tiny_scene):
+    """One camera's image of a two-camera keyframe undecodable: a job admitted before kept the other
+    camera's frame of that keyframe (a reviewer's finding)."""
+    cam = tiny_scene.cameras[0].camera
+    scene = SyntheticScene(cameras=[RigCamera("a", cam, mount((0.15, 0.0, 0.1))),
+                                    RigCamera("b", cam, mount((-0.15, 0.0, 0.1)))])
+    two = [capture_frames(scene, 1000 * MS + k * 50 * MS, lidar=False) for k in range(3)]
+    gate = Gate()
+
+    def undecodable():
+        gate()
+        raise ValueError("truncated jpeg")
+
+    pipeline = Pipeline(dataclasses.replace(CONFIG, window_size=3), Slow(scene))
+    results = []
+    pipeline.on_result(results.append)
+    with pipeline:
+        pipeline.submit(two[0])
+        assert pipeline.drain(timeout=WAIT_S)
+        pipeline.submit([dataclasses.replace(two[1][0], image=undecodable), two[1][1]])
+        assert gate.reached.wait(WAIT_S)
+        pipeline.submit(two[2])  # admitted holding both frames of the keyframe about to fail
+        gate.opened.set()
+        assert pipeline.drain(timeout=WAIT_S)
+    assert [r.seq for r in results] == [1, 3] and pipeline.stats().bad_frames == 1
+    assert two[1][1].stamp_ns not in {f.stamp_ns for f in results[-1].reconstruction.frames}
+
+
 def test_a_job_prepared_before_its_keyframe_left_the_window_is_prepared_again(tiny_scene, captures):
-    """Prepared while the window holding its bad keyframe was inferred: it failed too, and its own new
-    keyframe was left out with it; now it is prepared again without the bad one and runs."""
+    """Prepared while the window holding its bad keyframe was inferred, and the newest: it is prepared
+    again without the bad one and runs (it failed too, and its own new keyframe was left out with it)."""
     gate = Gate()
     pipeline = Pipeline(dataclasses.replace(CONFIG, window_size=3),
                         Poisoned(tiny_scene, fail=[captures[1][0].stamp_ns], gate=gate))
@@ -170,6 +198,32 @@ def test_a_job_prepared_before_its_keyframe_left_the_window_is_prepared_again(ti
     assert (stats.failed, stats.bad_frames, stats.dropped, [r.seq for r in results]) == (1, 1, 0, [1, 3, 4])
     stamps = [[f.stamp_ns for f in r.reconstruction.frames] for r in results[1:]]
     assert stamps == [[captures[k][0].stamp_ns for k in ks] for ks in ((2, 0), (3, 0, 2))]
+
+
+def test_an_older_job_holding_a_left_out_keyframe_gives_way_to_a_newer_one(tiny_scene, captures):
+    """Job 3 prepared holding the bad keyframe while job 4 is prepared without it: job 3 was put back to
+    be prepared again and ran after job 4 (results out of order; a reviewer's finding); now latest wins."""
+    failing, third, fourth = Gate(), Gate(), Gate()
+    pipeline = Pipeline(dataclasses.replace(CONFIG, window_size=3),
+                        Poisoned(tiny_scene, fail=[captures[1][0].stamp_ns], gate=failing))
+    results = []
+    pipeline.on_result(results.append)
+    with pipeline:
+        pipeline.submit(captures[0])
+        assert pipeline.drain(timeout=WAIT_S)
+        pipeline.submit(captures[1])
+        assert failing.reached.wait(WAIT_S)  # job 2 inferred, about to fail
+        pipeline.submit([gated(f, third) for f in captures[2]])
+        assert third.reached.wait(WAIT_S)  # job 3 being prepared, the bad keyframe in it
+        pipeline.submit([gated(f, fourth) for f in captures[3]])
+        failing.opened.set()
+        wait_for(lambda: pipeline.stats().failed == 1)  # the bad keyframe left out
+        third.opened.set()
+        assert fourth.reached.wait(WAIT_S)  # job 4 being prepared without it
+        wait_for(lambda: pipeline.stats().dropped == 1)  # job 3 gave way
+        fourth.opened.set()
+        assert pipeline.drain(timeout=WAIT_S)
+    assert [r.seq for r in results] == [1, 4] and pipeline.stats().bad_frames == 1
 
 
 def test_a_failure_caused_by_a_keyframe_that_ran_does_not_stall_the_window(tiny_scene, captures):

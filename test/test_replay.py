@@ -131,12 +131,23 @@ def test_topics_follow_namespace_and_remap():
 
     info = "sensor_msgs/msg/CameraInfo"
     conns = [Conn(t) for t in ("/robot/a/image_raw", "/robot/b/image_raw", "/c/image_raw", "/robot/image_raw",
-                               "/robot/a/depth/image_raw", "/robot/rs/color/image_raw", "/robot/rs/depth/image_rect_raw")]
-    conns += [Conn(t, info) for t in ("/robot/a/camera_info", "/robot/d/camera_info", "/robot/rs/color/camera_info",
-                                      "/robot/rs/depth/camera_info")]
-    # b and d miss a topic; a's registered depth and a RealSense's depth stream (image_rect_raw) are no cameras
+                               "/robot/a/depth/image_raw", "/robot/rs/color/image_raw", "/robot/rs/depth/image_rect_raw",
+                               "/robot/e/image_raw/compressed")]
+    conns += [Conn(t, info) for t in ("/robot/a/camera_info", "/robot/a/depth/camera_info", "/robot/d/camera_info",
+                                      "/robot/rs/color/camera_info", "/robot/rs/depth/camera_info", "/robot/e/camera_info")]
+    # a's registered depth (with a camera_info, as Gazebo's) is no camera; b, d and e miss a topic (e's images are
+    # compressed); a RealSense's depth stream has images of another name
     assert bag_cameras(conns, "robot") == (["a", "rs/color"], {
-        "b": "/robot/b/image_raw without /robot/b/camera_info", "d": "/robot/d/camera_info without /robot/d/image_raw"})
+        "b": "/robot/b/image_raw without /robot/b/camera_info", "d": "/robot/d/camera_info without /robot/d/image_raw",
+        "e": "/robot/e/camera_info without /robot/e/image_raw",
+        "rs/depth": "/robot/rs/depth/camera_info without /robot/rs/depth/image_raw (beside "
+                    "/robot/rs/depth/image_rect_raw: --remap /robot/rs/depth/image_raw:=/robot/rs/depth/image_rect_raw "
+                    "replays it)"})
+    assert bag_cameras(conns, "robot", compressed=True) == (["e"], {
+        n: f"/robot/{n}/camera_info without /robot/{n}/image_raw/compressed" for n in ("a", "d", "rs/color")} | {
+        "rs/depth": "/robot/rs/depth/camera_info without /robot/rs/depth/image_raw/compressed (beside "
+                    "/robot/rs/depth/image_rect_raw: --remap /robot/rs/depth/image_raw/compressed:="
+                    "/robot/rs/depth/image_rect_raw replays it)"})
 
 
 def test_a_camera_with_half_its_topics_is_said(tmp_path):
