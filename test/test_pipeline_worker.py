@@ -175,19 +175,27 @@ def test_a_capture_that_cannot_be_prepared_leaves_the_jobs_admitted_before_whole
     assert two[1][1].stamp_ns not in {f.stamp_ns for f in results[-1].reconstruction.frames}
 
 
-def test_a_job_prepared_before_its_keyframe_left_the_window_is_prepared_again(tiny_scene, captures):
-    """Prepared while the window holding its bad keyframe was inferred, and the newest: it is prepared
-    again without the bad one and runs (it failed too, and its own new keyframe was left out with it)."""
-    gate = Gate()
+def failing_second(tiny_scene, captures, gate):
+    """A started pipeline (window_size 3) whose backend fails the windows holding captures[1], held at
+    `gate` in the first of them; and the list its results go to."""
     pipeline = Pipeline(dataclasses.replace(CONFIG, window_size=3),
                         Poisoned(tiny_scene, fail=[captures[1][0].stamp_ns], gate=gate))
     results = []
     pipeline.on_result(results.append)
+    pipeline.start()
+    pipeline.submit(captures[0])
+    assert pipeline.drain(timeout=WAIT_S)
+    pipeline.submit(captures[1])
+    assert gate.reached.wait(WAIT_S)
+    return pipeline, results
+
+
+def test_a_job_prepared_before_its_keyframe_left_the_window_is_prepared_again(tiny_scene, captures):
+    """Prepared while the window holding its bad keyframe was inferred, and the newest: it is prepared
+    again without the bad one and runs (it failed too, and its own new keyframe was left out with it)."""
+    gate = Gate()
+    pipeline, results = failing_second(tiny_scene, captures, gate)
     with pipeline:
-        pipeline.submit(captures[0])
-        assert pipeline.drain(timeout=WAIT_S)
-        pipeline.submit(captures[1])
-        assert gate.reached.wait(WAIT_S)
         pipeline.submit(captures[2])
         wait_for(lambda: pipeline._queue)  # prepared, holding the bad keyframe
         gate.opened.set()
@@ -204,15 +212,8 @@ def test_an_older_job_holding_a_left_out_keyframe_gives_way_to_a_newer_one(tiny_
     """Job 3 prepared holding the bad keyframe while job 4 is prepared without it: job 3 was put back to
     be prepared again and ran after job 4 (results out of order; a reviewer's finding); now latest wins."""
     failing, third, fourth = Gate(), Gate(), Gate()
-    pipeline = Pipeline(dataclasses.replace(CONFIG, window_size=3),
-                        Poisoned(tiny_scene, fail=[captures[1][0].stamp_ns], gate=failing))
-    results = []
-    pipeline.on_result(results.append)
+    pipeline, results = failing_second(tiny_scene, captures, failing)  # job 2 inferred, about to fail
     with pipeline:
-        pipeline.submit(captures[0])
-        assert pipeline.drain(timeout=WAIT_S)
-        pipeline.submit(captures[1])
-        assert failing.reached.wait(WAIT_S)  # job 2 inferred, about to fail
         pipeline.submit([gated(f, third) for f in captures[2]])
         assert third.reached.wait(WAIT_S)  # job 3 being prepared, the bad keyframe in it
         pipeline.submit([gated(f, fourth) for f in captures[3]])
