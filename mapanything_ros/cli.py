@@ -139,7 +139,8 @@ def evaluate(args):
     print(f"{args.out_dir} against the ground truth of {args.bag} (also in {Path(args.out_dir) / 'eval.json'}):")
     _print_eval(metrics)
     if not (metrics["keyframe_depths"] or metrics["poses"] or (metrics["map"] or {}).get("points")):
-        unmatched = f" ({metrics['unmatched_depths']} depth images at no true stamp)" if metrics["unmatched_depths"] else ""
+        n = metrics["unmatched_depths"]
+        unmatched = f" ({n} depth images at no true stamp)" if n else ""
         print(f"  nothing to evaluate: no depth or pose of {args.out_dir} matches the bag's ground truth{unmatched}, "
               "and there is no map to compare (was it the replay of another bag, or did nothing go through? its "
               "summary.json says)", file=sys.stderr)
