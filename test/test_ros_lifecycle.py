@@ -192,3 +192,37 @@ def test_configure_takes_restart_parameters_set_while_unconfigured(tmp_path):
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_a_shutdown_from_active_lets_a_map_publication_end_first():
+    """The shutdown transition destroyed the publishers under a ~/map publication on the map thread:
+    InvalidHandle, logged as a bug (a hostile run's shutdown while active); deactivate waited, shutdown not."""
+    import threading
+
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from mapanything_ros.ros.node import MapAnythingLifecycleNode
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = MapAnythingLifecycleNode(context=context, parameter_overrides=[
+        Parameter("cameras", value=list(CAMERAS)), Parameter("backend", value="oracle"),
+        Parameter("oracle_preset", value="small")])
+    ok = TransitionCallbackReturn.SUCCESS
+    try:
+        assert node.trigger_configure() == ok and node.trigger_activate() == ok
+        started = threading.Event()
+
+        def publishing():
+            started.set()
+            time.sleep(0.5)
+            node.map_pub.publish(PointCloud2())
+
+        job = node._output_jobs["map"] = node._map_thread.submit(publishing)
+        assert started.wait(10)
+        assert node.trigger_shutdown() == ok
+        assert job.exception() is None
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

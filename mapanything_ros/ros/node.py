@@ -106,6 +106,7 @@ class _MapAnything:
         self.report = Reporter(self._log)
         self.session = self.runtime = self.fatal = self._saving = self._map_thread = self.tf = None
         self._active, self._io, self._loaded = False, None, False  # _io: the active state's entities
+        self._output_jobs = {"map": None, "mesh": None}  # the map thread's ~/map and ~/mesh jobs (_on_output_timer)
         self._burst = {}  # input -> bytes of its first message (the DDS segment check)
         self._tf_lost = {}  # topic -> TF messages lost at the last diagnostics (_check_tf_loss)
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)  # timers tick while a sim clock is paused
@@ -815,11 +816,15 @@ class MapAnythingLifecycleNode(_MapAnything, LifecycleNode):
         return self._transition("error recovery", self._release)
 
     def _release(self):
+        """Back to unconfigured from any state (shutdown, error recovery): as deactivate (a ~/map or
+        ~/mesh being published ends before its publisher goes: it raised InvalidHandle when the
+        shutdown came from active), then cleanup."""
         self._active = False
         if self._io is not None:
             if self.session is not None:
-                self._stop_session()
-            self._drop_io()
+                self._deactivate()
+            else:
+                self._drop_io()
         if self.session is not None:
             self._cleanup()
 
