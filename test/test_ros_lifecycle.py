@@ -7,6 +7,7 @@ Real rclpy / Fast DDS and the ros2 CLI, kept on loopback by test/conftest.py; th
 player run in subprocesses.
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -49,6 +50,24 @@ def start(tmp_path, **params):
     lines = "".join(f"    {k}: {v}\n" for k, v in params.items())
     path.write_text(f"/**:\n  ros__parameters:\n    cameras: [{', '.join(CAMERAS)}]\n{lines}")
     return subprocess.Popen([*START, "--ros-args", "--params-file", str(path), "-r", "__ns:=/lc"], env=dict(os.environ))
+
+
+@contextlib.contextmanager
+def in_process(**params):
+    """A MapAnythingLifecycleNode on CAMERAS in this process, with its own context and `params`."""
+    from rclpy.parameter import Parameter
+
+    from mapanything_ros.ros.node import MapAnythingLifecycleNode
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = MapAnythingLifecycleNode(context=context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in {"cameras": list(CAMERAS), **params}.items()])
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 def wait_for_node(proc, timeout_s=60.0):
@@ -124,15 +143,8 @@ def test_cycles_in_process_keep_live_rates_and_release_everything():
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
-    from mapanything_ros.ros.node import MapAnythingLifecycleNode
-
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = MapAnythingLifecycleNode(context=context, parameter_overrides=[
-        Parameter("cameras", value=list(CAMERAS)), Parameter("backend", value="oracle"),
-        Parameter("oracle_preset", value="small")])
     ok = TransitionCallbackReturn.SUCCESS
-    try:
+    with in_process(backend="oracle", oracle_preset="small") as node:
         def count():
             return [len(list(e)) for e in (node.subscriptions, node.publishers, node.services, node.timers)]
 
@@ -150,9 +162,6 @@ def test_cycles_in_process_keep_live_rates_and_release_everything():
             assert after[1] == before[1] and after[3] == before[3]
             assert after[0] == before[0] + 2 and after[2] <= before[2] + 1
         assert node.session is None and node.runtime is None
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=context)
 
 
 def test_configure_takes_restart_parameters_set_while_unconfigured(tmp_path):
@@ -162,19 +171,12 @@ def test_configure_takes_restart_parameters_set_while_unconfigured(tmp_path):
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
-    from mapanything_ros.ros.node import MapAnythingLifecycleNode
-
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = MapAnythingLifecycleNode(context=context, parameter_overrides=[
-        Parameter("cameras", value=list(CAMERAS)), Parameter("backend", value="mapanything"),
-        Parameter("weights", value=str(tmp_path / "no_such_checkpoint")), Parameter("device", value="cpu")])
     ok = TransitionCallbackReturn.SUCCESS
 
     def set_(name, value):
         return node.set_parameters([Parameter(name, value=value)])[0]
 
-    try:
+    with in_process(backend="mapanything", weights=str(tmp_path / "no_such_checkpoint"), device="cpu") as node:
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert set_("backend", "oracle").successful and set_("oracle_preset", "small").successful
         for name, value, why in (("long_side", 113, "not a valid step"), ("device", "gpu", "device must be auto"),
@@ -189,9 +191,6 @@ def test_configure_takes_restart_parameters_set_while_unconfigured(tmp_path):
         assert node.trigger_cleanup() == ok and set_("long_side", 224).successful
         assert node.trigger_configure() == ok and node.p["long_side"] == 224
         assert node.trigger_cleanup() == ok
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=context)
 
 
 def test_a_shutdown_from_active_lets_a_map_publication_end_first():
@@ -202,15 +201,8 @@ def test_a_shutdown_from_active_lets_a_map_publication_end_first():
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
-    from mapanything_ros.ros.node import MapAnythingLifecycleNode
-
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = MapAnythingLifecycleNode(context=context, parameter_overrides=[
-        Parameter("cameras", value=list(CAMERAS)), Parameter("backend", value="oracle"),
-        Parameter("oracle_preset", value="small")])
     ok = TransitionCallbackReturn.SUCCESS
-    try:
+    with in_process(backend="oracle", oracle_preset="small") as node:
         assert node.trigger_configure() == ok and node.trigger_activate() == ok
         started = threading.Event()
 
@@ -223,6 +215,3 @@ def test_a_shutdown_from_active_lets_a_map_publication_end_first():
         assert started.wait(10)
         assert node.trigger_shutdown() == ok
         assert job.exception() is None
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=context)
