@@ -199,7 +199,6 @@ def test_a_shutdown_from_active_lets_a_map_publication_end_first():
     import threading
 
     from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
 
     ok = TransitionCallbackReturn.SUCCESS
     with in_process(backend="oracle", oracle_preset="small") as node:
