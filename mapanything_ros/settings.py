@@ -264,33 +264,41 @@ _YAML_SPECIAL = {**dict.fromkeys((".nan", ".NaN", ".NAN"), math.nan),
 
 def read_yaml(text):
     """A parameter file or `-p` value read as ROS 2 reads it (the rule above): mappings as dicts with
-    string keys, sequences as lists, scalars as rcl types them; an empty scalar is None. Raises
-    ruamel.yaml's YAMLError on bad YAML and on an alias (*name), which rcl refuses. Not as rcl: a
-    sequence of mixed types is a list (rcl refuses it; the one array parameter, cameras, takes
-    strings only), and a text of several documents is read as its last (rcl merges them)."""
+    string keys, sequences as lists, scalars as rcl types them; an empty scalar is None. As rcl sets
+    each parameter in turn, a key given twice in a mapping (`/**:` twice, or a name) and the
+    documents of a text of several merge, the later value winning. Raises ruamel.yaml's YAMLError on
+    bad YAML and on an alias (*name), which rcl refuses. Not as rcl: a sequence of mixed types is a
+    list (rcl refuses it; the one array parameter, cameras, takes strings only and refuses it too)."""
     from ruamel.yaml import YAML, YAMLError, events  # a rosbags dependency: no PyYAML needed
 
     stack, doc = [], None  # stack: [container, key or None] being filled
 
     def add(value):
+        """Put `value` where the stack's top expects it; returns what was put (a mapping given again
+        under the same key, or a document's mapping after another's, is the one already there)."""
         nonlocal doc
         if not stack:
+            if isinstance(value, dict) and isinstance(doc, dict):
+                return doc
             doc = value
         elif isinstance(stack[-1][0], list):
             stack[-1][0].append(value)
         elif stack[-1][1] is None:  # a key: as written (rcl's names are strings)
             stack[-1][1] = str(value)
         else:
-            stack[-1][0][stack[-1][1]], stack[-1][1] = value, None
+            mapping, key = stack[-1]
+            stack[-1][1] = None
+            if isinstance(value, dict) and isinstance(mapping.get(key), dict):
+                return mapping[key]
+            mapping[key] = value
+        return value
 
     for event in YAML(typ="safe", pure=True).parse(text):
         if isinstance(event, events.ScalarEvent):
             key = bool(stack) and isinstance(stack[-1][0], dict) and stack[-1][1] is None
             add(event.value if key else _rcl_scalar(event.value, event.style, event.tag))
         elif isinstance(event, (events.MappingStartEvent, events.SequenceStartEvent)):
-            container = {} if isinstance(event, events.MappingStartEvent) else []
-            add(container)
-            stack.append([container, None])
+            stack.append([add({} if isinstance(event, events.MappingStartEvent) else []), None])
         elif isinstance(event, (events.MappingEndEvent, events.SequenceEndEvent)):
             stack.pop()
         elif isinstance(event, events.AliasEvent):

@@ -124,6 +124,23 @@ def test_values_are_read_as_ros_reads_them(tmp_path):
     (tmp_path / "m.yaml").write_text("mapanything:\n  ros__parameters: {cameras: [a], use_poses: no, weights: 'yes'}\n")
     values = load_params_file(tmp_path / "m.yaml")
     assert values["use_poses"] is False and values["weights"] == "yes"
+    # A name or node given twice, and the documents of a file of several, merge as rcl merges them
+    # (the second /** replaced the first, and only the last document was read).
+    (tmp_path / "d.yaml").write_text(
+        "/**:\n  ros__parameters:\n    cameras: [a]\n    use_poses: no\n    world_frame: odom\n    window_size: 3\n"
+        "    window_size: 5\n/**:\n  ros__parameters:\n    world_frame: w2\n    map_frame: m2\n---\n"
+        "mapanything:\n  ros__parameters:\n    window_size: 6\n---\n/**:\n  ros__parameters:\n    use_poses: yes\n")
+    context = Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(tmp_path / "d.yaml")], context=context)
+    try:
+        node = Node("mapanything", context=context, automatically_declare_parameters_from_overrides=True)
+        given = {n: node.get_parameter(n).value for n in ("use_poses", "world_frame", "map_frame", "window_size")}
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    assert given == {"use_poses": True, "world_frame": "w2", "map_frame": "m2", "window_size": 6}
+    values = load_params_file(tmp_path / "d.yaml")
+    assert {n: values[n] for n in given} == given and values["cameras"] == ["a"]
     (tmp_path / "a.yaml").write_text("mapanything:\n  ros__parameters: {cameras: [a], world_frame: &w odom, map_frame: *w}\n")
     with pytest.raises(ValueError, match="line 2: an alias \\(\\*w\\), which ROS 2 does not read"):  # rcl: neither
         load_params_file(tmp_path / "a.yaml")
