@@ -753,6 +753,7 @@ class Pipeline:
             if self._stopping:  # stop(): no result
                 self._counts["dropped"] += 1
                 return None
+        prediction.check()  # a diverged network's poses: the window fails (said), nothing published
         newest = max(f.capture_ns for f in frames)
         recon = reconstruct(batch, prediction, views=[i for i, f in enumerate(frames) if f.capture_ns == newest],
                             depth_mode=cfg.depth_mode, edge_threshold=cfg.edge_threshold,

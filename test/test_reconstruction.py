@@ -448,18 +448,20 @@ def test_range_view_ranges_are_the_points_distances(batch, prediction):
         assert outside.any() and (view.ranges.reshape(-1)[outside] == 0).all()
 
 
-def test_range_view_gives_nan_confidence_no_weight_and_keeps_the_rest(batch, prediction):
+def test_a_nan_confidence_is_no_estimate_and_the_rest_keeps_its_weight(batch, prediction):
     conf = np.array(prediction.confidence, np.float32)
     conf[0, :10] = np.nan
     recon = reconstruct(batch, dataclasses.replace(prediction, confidence=conf), edge_threshold=None)
     for q in (0.0, 0.2):
         view = recon.range_view(0, q)
-        assert np.isfinite(view.weights).all() and (view.weights[:10] == 0).all()
+        assert np.isfinite(view.weights).all() and (view.weights[:10] == 0).all() and (view.ranges[:10] == 0).all()
         assert (view.weights[10:][view.ranges[10:] > 0] > 0).mean() > 1 - q - 0.01
+    assert np.isfinite(recon.points(0)[2]).all() and len(recon.points(0)[2]) == recon.estimated(0)
     # Only pixels off the grid the median is estimated on have a confidence: they still weigh.
     sparse = np.full_like(conf, np.nan)
-    stride = len(recon._final(0)[0]) // CONFIDENCE_SAMPLES
-    assert stride > 1 and recon._final(0)[0].size == conf[0].size  # every pixel of view 0 has an estimate
+    every = reconstruct(batch, prediction, edge_threshold=None)._final(0)[0]
+    stride = len(every) // CONFIDENCE_SAMPLES
+    assert stride > 1 and every.size == conf[0].size  # every pixel of view 0 has an estimate
     sparse[0].reshape(-1)[1::stride] = 2.0
     view = reconstruct(batch, dataclasses.replace(prediction, confidence=sparse), edge_threshold=None).range_view(0)
     assert ((view.weights > 0) == ~np.isnan(sparse[0])).all() and view.weights.max() == 1

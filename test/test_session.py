@@ -203,6 +203,73 @@ def test_a_publishing_bug_is_reported_once_with_its_traceback_and_the_map_grows(
     assert len(tracebacks) == 1 and "Traceback" in tracebacks[0] and "a bug in the outputs" in tracebacks[0]
 
 
+class Diverged:
+    """The oracle with its predictions broken as a diverged network or bad weights break them."""
+
+    def __init__(self, scene, mode):
+        self.oracle, self.mode = OracleBackend(scene), mode
+
+    def predict(self, batch):
+        from dataclasses import replace
+
+        out = self.oracle.predict(batch)
+        poses, depth = out.ref_from_camera.copy(), np.array(out.depth_along_ray)
+        conf, rays = np.array(out.confidence), np.array(out.ray_directions)
+        if self.mode == "nan_translation":
+            poses[-1, 0, 3] = np.nan
+        elif self.mode == "far_translation":
+            poses[-1, :3, 3] = 1e30
+        elif self.mode == "huge_depth":
+            depth[:] = 1e30
+        elif self.mode == "nan_depth":
+            depth[:] = np.nan
+        elif self.mode == "some_bad_pixels":  # rows of NaN confidence, of infinite rays and depth; a quarter good
+            conf[:, ::4], rays[:, 1::4, :, 0], depth[:, 2::4] = np.nan, np.inf, np.inf
+        scale = {"nan_scale": np.nan, "zero_scale": 0.0}.get(self.mode, out.metric_scale)
+        return replace(out, ref_from_camera=poses, depth_along_ray=depth, confidence=conf, ray_directions=rays,
+                       metric_scale=scale)
+
+
+@pytest.mark.parametrize("mode", ["nan_translation", "far_translation", "nan_scale", "zero_scale"])
+def test_a_diverged_networks_poses_fail_the_window_and_publish_nothing(scene, mode):
+    """NaN or absurd poses or scale from the network (bad weights): each window fails, said with the
+    reason; nothing is published and nothing enters the map (NaN went out on /tf and ~/points)."""
+    feed = Feed(scene)
+    feed.session.pipeline.backend = Diverged(scene, mode)
+    for k in range(3):
+        feed.capture(k)
+    stats = feed.session.pipeline.stats()
+    assert feed.outputs == [] and stats.failed == 3 and len(feed.session.pipeline.map) == 0
+    failed = [r for r in feed.reports if r[1] == "window"]
+    assert failed and failed[0][2] == 2 and "the network" in failed[0][3], feed.reports
+    assert ("not finite" if mode == "nan_translation" else "garbage" if mode == "far_translation" else
+            "metric scale is") in failed[0][3]
+
+
+@pytest.mark.parametrize("mode", ["huge_depth", "nan_depth", "some_bad_pixels"])
+def test_a_diverged_networks_depth_is_no_estimate(scene, mode):
+    """Depth, rays or confidence a network cannot mean (inf, NaN, 1e30 m) are pixels without an
+    estimate: outputs finite (1e30 m points went out, and NaN confidences), said when a view is left
+    with none (empty outputs every window went unsaid)."""
+    feed = Feed(scene)
+    feed.session.pipeline.backend = Diverged(scene, mode)
+    for k in range(2):
+        feed.capture(k)
+    assert len(feed.outputs) == 2
+    for out in feed.outputs:
+        points, _, confidence = out.points()
+        assert np.isfinite(points).all() and np.isfinite(confidence).all()
+        assert np.abs(points).max(initial=0) < 100
+        for cam in out.cameras:
+            depth = out.view(cam).depth
+            assert not (depth[np.isfinite(depth)] > 100).any()
+        assert (len(points) > 0) == (mode == "some_bad_pixels")
+    said = [r for r in feed.reports if r[1] == "no_estimate"]
+    assert bool(said) == (mode != "some_bad_pixels")
+    if said:
+        assert said[0][2] == 1 and "no usable depth for " + feed.names[0] in said[0][3]
+
+
 def test_cameras_repeating_a_frame_id_are_dropped_and_named(scene):
     feed = Feed(scene, frame_ids=["camera", "camera"])
     for k in range(3):

@@ -1,11 +1,13 @@
 """Prediction (the factored model outputs, numpy) and the Backend interface."""
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..geometry import arrays, pose_from_quat_trans
+from ..geometry.depth import MAX_DEPTH_M
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,6 +29,25 @@ class Prediction:
     confidence: np.ndarray
     mask: np.ndarray
     metric_scale: float
+
+    def check(self):
+        """Raise ValueError when the poses or the metric scale cannot be a scene's (a network that
+        diverged, or bad weights): non-finite, a scale <= 0, a camera more than MAX_DEPTH_M from the
+        reference (LiDAR points that far are garbage too). Dense fields are screened per pixel by the
+        reconstruction (mapping.reconstruction: a pixel without a finite, plausible estimate has none)."""
+        scale = float(self.metric_scale)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"the network's metric scale is {scale} (bad weights, or a diverged network?)")
+        poses = np.asarray(self.ref_from_camera)
+        bad = np.flatnonzero(~np.isfinite(poses).reshape(len(poses), -1).all(axis=1))
+        if len(bad):
+            raise ValueError(f"the network's camera pose of view {int(bad[0])} is not finite (bad weights, or a "
+                             "diverged network?)")
+        far = np.linalg.norm(poses[:, :3, 3], axis=1)
+        if far.max(initial=0) > MAX_DEPTH_M:
+            view = int(far.argmax())
+            raise ValueError(f"the network puts view {view} {far[view]:.3g} m from the reference view (more than "
+                             f"{MAX_DEPTH_M / 1000:,.0f} km: garbage; bad weights, or a diverged network?)")
 
 
 class ViewStack:

@@ -60,6 +60,7 @@ import torch
 from ..backends.prediction import ViewStack
 from ..geometry import arrays
 from ..geometry.camera import ModelPixels
+from ..geometry.depth import MAX_DEPTH_M
 from ..geometry.resize import edge_jumps
 from ..geometry.resample import nearest, stencil
 from ..geometry.similarity import similarity, similarity_parts, similarity_pose
@@ -147,6 +148,12 @@ class Reconstruction:
         """The ViewReconstructions of the selected views (made on first use)."""
         return tuple(self.view(i) for i in self.selected)
 
+    def estimated(self, i):
+        """How many of view i's model pixels have an estimate: within the network's mask, with a
+        finite depth in (0, MAX_DEPTH_M] along a finite ray and a finite confidence (0: the view's
+        outputs are empty)."""
+        return len(self._model(i)[0])
+
     def carried(self, transform, pose_frame):
         """This reconstruction carried by the similarity `transform` (new_frame_from_pose_frame)."""
         depth_mode, edge_threshold, keep_measured = self._options
@@ -201,8 +208,8 @@ class Reconstruction:
         few confident pixels do not outweigh the rest), 0 where there is no estimate, for the least
         confident `confidence_quantile` of the view's pixels with one (0 <= q < 1; pixels tied at
         the cut are kept; the network's confidence has no absolute scale, so the cut is relative to
-        the view's own; median and cut are estimated on every k-th pixel, at least CONFIDENCE_SAMPLES), where the
-        confidence is NaN, or on a depth discontinuity (the edge test of the native depth, at the
+        the view's own; median and cut are estimated on every k-th pixel, at least CONFIDENCE_SAMPLES), or on a
+        depth discontinuity (the edge test of the native depth, at the
         model pixels: flying pixels are no surface)."""
         index, z, conf, _ = self._final(i)
         rays = arrays.to_host(self._dense(i)[1]).astype(np.float32, copy=False)
@@ -220,13 +227,10 @@ class Reconstruction:
         ranges *= np.float32(self._size)
         ranges[~(z > 0)] = 0
         weights = np.zeros(h * w, np.float32)
-        sample = conf[::max(1, len(conf) // CONFIDENCE_SAMPLES)]
-        finite = sample[np.isfinite(sample)]  # a NaN confidence is no confidence: weight 0 below
-        if not len(finite):
-            finite = conf[np.isfinite(conf)]
-        if len(finite):
-            weights[index] = np.minimum(conf / np.float32(max(np.median(finite), 1e-12)), 1)
-            cut = np.quantile(finite, confidence_quantile) if confidence_quantile > 0 else -np.inf
+        if len(conf):  # (finite: _model)
+            sample = conf[::max(1, len(conf) // CONFIDENCE_SAMPLES)]
+            weights[index] = np.minimum(conf / np.float32(max(np.median(sample), 1e-12)), 1)
+            cut = np.quantile(sample, confidence_quantile) if confidence_quantile > 0 else -np.inf
             weights[index[~(conf >= cut)]] = 0  # pixels tied at the cut are kept
         weights = weights.reshape(h, w)
         jumps = self._jumps(i)
@@ -251,9 +255,9 @@ class Reconstruction:
         if i not in cache:
             d, rays, conf, mask = self._dense(i)
             xp = arrays.namespace(d)
-            with np.errstate(invalid="ignore"):
-                ok = arrays.like(self.batch.prepared[i].valid, d) & mask & (d > 0) & (rays[..., 2] > 0)
-            ok &= xp.isfinite(d)  # NaN compares False above
+            with np.errstate(invalid="ignore"):  # NaN compares False; a diverged network's values have no estimate
+                ok = arrays.like(self.batch.prepared[i].valid, d) & mask & (d > 0) & (d <= MAX_DEPTH_M)
+                ok &= (rays[..., 2] > 0) & xp.isfinite(rays[..., 0]) & xp.isfinite(rays[..., 1]) & xp.isfinite(conf)
             z = d * rays[..., 2]
             z[~ok] = 0  # z > 0 only at indexed pixels (_native relies on it; an indexed z may underflow to 0)
             index = arrays.flatnonzero(ok)
