@@ -100,6 +100,22 @@ def test_a_manifest_or_graph_that_is_not_an_export_is_named(exported, tmp_path):
     (junk / json.loads((junk / "manifest.json").read_text())["encoder"]).write_bytes(b"not a graph")
     with pytest.raises(ValueError, match="is not an ONNX graph"):
         OnnxMapAnything(junk)
+    # A multi-view graph missing, or not ONNX: the backend does not start (it started, and every
+    # window failed). A graph the parameters' inputs never use is loaded when first needed.
+    graphs = json.loads((exported / "manifest.json").read_text())["graphs"]
+    values = {**defaults(), "backend": "onnxruntime", "onnx_providers": "cpu", "cameras": ["a"]}
+    for graph in ("rays_poses", "images"):
+        gone = shutil.copytree(exported, tmp_path / f"gone_{graph}")
+        (gone / graphs[graph]["file"]).unlink()
+        with pytest.raises(FileNotFoundError, match=f"{graphs[graph]['file']} missing"):
+            make_backend({**values, "weights": str(gone)})
+        bad = shutil.copytree(exported, tmp_path / f"bad_{graph}")
+        (bad / graphs[graph]["file"]).write_bytes(b"not a graph")
+        if graph == "rays_poses":  # the graph of the default parameters' windows
+            with pytest.raises(ValueError, match=f"{graphs[graph]['file']} is not an ONNX graph"):
+                make_backend({**values, "weights": str(bad)})
+        else:
+            make_backend({**values, "weights": str(bad)})
 
 
 def test_cli_static_export_and_backend(tmp_path, frames):

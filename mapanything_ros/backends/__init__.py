@@ -28,12 +28,21 @@ def make_backend(values):
     if values["backend"] == "onnxruntime":
         from ..model.onnx import OnnxMapAnything
         model = OnnxMapAnything(values["weights"], values["onnx_providers"].split(","), feature_cache_size=cache)
+        model.graph_for(inputs(values))  # the graph of every window with all its inputs, loaded now: a bad one fails the start
         return OnnxBackend(model), model
     runtime = Runtime(values["device"])
     if values["backend"] == "random":
         return RandomBackend(runtime=runtime), runtime
     model = load_model(values["weights"], values["device"], feature_cache_size=cache)
     return MapAnythingBackend(model, runtime), runtime
+
+
+def inputs(values):
+    """The optional network inputs ("rays", "poses", "depth": model.inputs.MODALITIES) a window
+    gives the network under the parameters `values` when all its measurements are there."""
+    given = {"rays": values["use_intrinsics"], "poses": values["use_poses"],
+             "depth": values["use_depth"] and values["depth_source"] != "none"}
+    return frozenset(m for m, on in given.items() if on)
 
 
 def release_device_memory():

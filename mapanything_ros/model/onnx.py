@@ -237,9 +237,13 @@ class OnnxMapAnything:
         try:
             self.manifest = json.loads(path.read_text())
             self.cfg = parse_config(self.manifest["config"])
-            self.manifest["encoder"], self.manifest["graphs"]
-        except (ValueError, KeyError, TypeError) as err:  # (json's errors are ValueErrors)
+            files = [self.manifest["encoder"], *(g["file"] for g in self.manifest["graphs"].values())]
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # (json's errors are ValueErrors)
             raise ValueError(f"{path} is not a manifest export-onnx wrote: {err!r}") from None
+        missing = [f for f in files if not (self.directory / str(f)).is_file()]
+        if missing:  # (the graphs are loaded when first needed: a missing one failed every window then)
+            raise FileNotFoundError(f"{self.directory}: {', '.join(map(str, missing))} missing (listed in {MANIFEST}); "
+                                    "export the graphs again")
         self.providers = resolve_providers(providers)
         self._options = ort.SessionOptions()
         # without the CPU arena, memory held between windows of different sizes is returned:
