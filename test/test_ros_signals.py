@@ -29,19 +29,19 @@ CAMERAS = "[front_optical, left_fisheye_optical]"
 EXIT_S = 15.0
 
 
-def start(args, log):
-    """The console script `args[0]` (test_cli checks they are on tools/dev's PATH; elsewhere the module
-    behind it in this interpreter) with its output in the file `log`."""
-    script = shutil.which(args[0])
+def start(args, log, module=False):
+    """The console script `args[0]` (test_cli checks they are on tools/dev's PATH; elsewhere, or with
+    `module`, `python -m` of the module behind it in this interpreter) with its output in the file `log`."""
+    script = None if module else shutil.which(args[0])
     cmd = [script] if script else [sys.executable, "-m", f"mapanything_ros.ros.{args[0].split('_')[-1]}"]
     return subprocess.Popen(cmd + args[1:], env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
 
 
-def start_node(tmp_path, long_side=112):
+def start_node(tmp_path, long_side=112, module=False):
     log = open(tmp_path / "node.log", "w+")
     proc = start(["mapanything_node", "--ros-args", "-p", f"cameras:={CAMERAS}", "-p", "backend:=random",
                   "-p", "device:=cpu", "-p", f"long_side:={long_side}", "-p", "window_size:=3",
-                  "-p", "keyframe_interval:=0.0"], log)
+                  "-p", "keyframe_interval:=0.0"], log, module)
     return proc, log
 
 
@@ -127,12 +127,13 @@ def test_sigint_mid_inference_and_mid_playback(ros, tmp_path, long_side, abandon
                 proc.wait()
 
 
-@pytest.mark.parametrize("after_s", [0.5, 2.0])
-def test_a_stop_signal_during_start_up_exits_0_at_once(tmp_path, after_s):
+@pytest.mark.parametrize("after_s, module", [(0.5, False), (2.0, False), (0.5, True)])
+def test_a_stop_signal_during_start_up_exits_0_at_once(tmp_path, after_s, module):
     """While importing torch and the model, or starting up: SIGINT ends the process (exit 0, no
-    KeyboardInterrupt traceback); SIGHUP likewise (it used to end the node with 129, unordered)."""
+    KeyboardInterrupt traceback); SIGHUP likewise (it used to end the node with 129, unordered). The
+    same with `python -m mapanything_ros.ros.node` (its imports ran before the handlers were set)."""
     for sig in (signal.SIGINT, signal.SIGHUP):
-        node, node_log = start_node(tmp_path)
+        node, node_log = start_node(tmp_path, module=module)
         time.sleep(after_s)
         interrupt(node, node_log, EXIT_S, sig)
 

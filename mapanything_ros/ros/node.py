@@ -17,6 +17,9 @@ tracebacks); the session reports those events itself.
 
 from . import run
 
+if __name__ == "__main__":  # `python -m mapanything_ros.ros.node`: run as the console script does, with the stop
+    raise SystemExit(run.node())  # signals handled before the imports below (a Ctrl-C during them was a traceback)
+
 run.numpy_on_one_thread()  # first: numpy's BLAS threads are set as it loads
 
 
@@ -850,6 +853,3 @@ def _checked(cls, key):
         raise TypeError(f"{key}: {cls.__name__} is not {interface.ENDPOINTS[key].type}")
     return cls
 
-
-if __name__ == "__main__":
-    run.node()
