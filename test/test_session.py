@@ -788,3 +788,33 @@ def test_a_capture_of_the_old_timeline_completing_after_the_clock_jumped_back_is
             feed.session.image(name, MSGS.image(view.image, "rgb8", MSGS.header(name, base)), base)
         feed.session.tick(base + 10 * MS)
     assert len(feed.outputs) > before
+
+
+@pytest.mark.parametrize("lidar_frame", ["ghost_lidar", "", "/lidar"])
+def test_a_lidar_tf_cannot_place_leaves_the_cameras_mapping(scene, lidar_frame):
+    """A sweep whose frame TF does not know goes out without it after tf_timeout (every capture was
+    dropped: one bad LiDAR frame stopped all mapping); an empty or '/'-led frame_id, which tf2
+    refuses, is refused on arrival as bad input."""
+    feed = Feed(scene, offsets_ms=(0,), depth_source="lidar", tf_timeout=0.2)
+    session, cam = feed.session, feed.names[0]
+    for k in range(8):
+        stamp = START + k * 100 * MS
+        for t in range(stamp - 100 * MS, stamp + 100 * MS, 10 * MS):
+            feed.tree.set_transform("odom", cam, t, scene.world_from_camera(cam, t))
+        sweep = scene.sweep(stamp - 50 * MS)
+        session.lidar(MSGS.cloud(sweep.points, MSGS.header(lidar_frame, sweep.start_ns),
+                                 sweep.times_ns - sweep.start_ns), stamp)
+        view = scene.render(cam, stamp)
+        session.camera_info(cam, MSGS.camera_info(view.camera, MSGS.header(cam, stamp)))
+        session.image(cam, MSGS.image(view.image, "rgb8", MSGS.header(cam, stamp)), stamp + 10 * MS)
+        session.tick(stamp + 60 * MS)
+    session.finish(START + SEC)
+    assert len(feed.outputs) >= 6 and session.drops["tf_timeout"] == 0
+    assert not any(any(v[5] for v in out.views()) for out in feed.outputs)  # no depth given
+    if lidar_frame == "ghost_lidar":
+        said = [r[3] for r in feed.reports if r[1] == "lidar_timeout"]
+        assert said and "goes out without its LiDAR sweep" in said[0] and "ghost_lidar" in said[0]
+    else:
+        said = [r[3] for r in feed.reports if r[1] == "lidar_frame"]
+        assert said and session.drops["bad_input"] == 8
+        assert ("without header.frame_id" if not lidar_frame else "starts with '/'") in said[0]

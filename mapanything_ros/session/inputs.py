@@ -218,8 +218,9 @@ class PendingCaptures:
         """[(capture, build(capture))] for the captures whose transforms are there, in order.
 
         build raises TransformError when they are not; a capture that has waited at most
-        timeout_ns (and final is False) then stays queued with everything after it; an older one is
-        dropped and on_expired(capture, error) is called.
+        timeout_ns (and final is False) then stays queued with everything after it; for an older one
+        on_expired(capture, error) is called: it returns what the capture is built as without
+        what was missing (e.g. its LiDAR sweep), or None: the capture is dropped.
         """
         built = []
         while self._queue:
@@ -230,9 +231,11 @@ class PendingCaptures:
                 if not final and now_ns - first <= timeout_ns:
                     break
                 self._queue.popleft()
-                self.drops["tf_timeout"] += 1
-                on_expired(cap, err)
-                continue
-            self._queue.popleft()
+                result = on_expired(cap, err)
+                if result is None:
+                    self.drops["tf_timeout"] += 1
+                    continue
+            else:
+                self._queue.popleft()
             built.append((cap, result))
         return built

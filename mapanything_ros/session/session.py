@@ -17,7 +17,8 @@ they arrived, and turn each WindowOutput into messages or files. Every input rul
 - Poses and depth come from TF without ever waiting: world_frame <- image frame_id at each image
   stamp, camera <- LiDAR extrinsics, the LiDAR's poses over its sweep (FrameBuilder). A capture
   whose transforms are not there yet waits in a small ordered queue (PendingCaptures, retried at
-  every input and tick) and is dropped once it waited `tf_timeout` of the arrival clock.
+  every input and tick) and is dropped once it waited `tf_timeout` of the arrival clock (or goes
+  out without its LiDAR sweep when only the sweep's transforms are missing).
 - Time jumping back (sync resets) clears the queue and is reported once; captures whose cameras
   repeat a frame_id are dropped and reported; a depth source that misses DEPTH_MISSING_RUN
   captures in a row, silent cameras and depth sources (check_silence) are reported.
@@ -54,6 +55,7 @@ from .. import decode, interface
 from ..geometry import se3_compose, se3_inverse
 from ..geometry.depth import MAX_DEPTH_M
 from ..geometry.rectify import rectification, rectify_depth
+from ..geometry.tf_tree import TransformError
 from ..mapping.chain import CHAIN_FRAME
 from ..mapping.completion import MAX_SCALE
 from ..mapping.distance import distance_slice
@@ -244,8 +246,9 @@ class Session:
                     self.report(f"camera {cam}", "image_without_info", ERROR if cam in self.infos else WARN,
                                 f"{topic}: image dropped, no valid CameraInfo on {self._topic('info', cam)}")
                 return
-            if not msg.header.frame_id:
-                self.bad_input(f"camera {cam}", "image", ERROR, f"{topic}: image without header.frame_id (needed for TF)")
+            problem = _frame_id_problem(msg.header.frame_id)
+            if problem:
+                self.bad_input(f"camera {cam}", "image", ERROR, f"{topic}: image {problem}")
                 return
             stamp = decode.stamp_ns(msg.header)
             if stamp == 0:
@@ -279,6 +282,10 @@ class Session:
         stamp = decode.stamp_ns(msg.header)
         if stamp == 0:
             self.bad_input("depth", "lidar_stamp", ERROR, f"{topic}: sweep {UNSTAMPED}")
+            return
+        problem = _frame_id_problem(msg.header.frame_id)
+        if problem:
+            self.bad_input("depth", "lidar_frame", ERROR, f"{topic}: sweep {problem}")
             return
         cloud, problem = Cloud.checked(points, times, msg.header.frame_id, stamp)
         if problem:
@@ -409,8 +416,22 @@ class Session:
         self._after_sync_reset = False
 
     def _on_tf_timeout(self, cap, err):
-        self.report("tf", "timeout", WARN, f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform within "
-                    f"tf_timeout ({self._values['tf_timeout']} s): {err}")
+        """A capture whose transforms did not come within tf_timeout: built without its LiDAR sweep
+        when the cameras' poses are there (a sweep whose frame TF does not know, or whose TF is late,
+        stopped every capture), else dropped; said either way."""
+        values, waited = self._values, f"within tf_timeout ({self._values['tf_timeout']} s)"
+        if LIDAR_SOURCE in cap.depth:
+            cameras_only = replace(cap, depth={k: v for k, v in cap.depth.items() if k != LIDAR_SOURCE})
+            try:
+                built = self.builder.frames(self._paired(cameras_only), values)
+            except TransformError:
+                pass
+            else:
+                self.report("tf", "lidar_timeout", WARN, f"capture at {cap.stamp_ns / SEC:.3f} s goes out without "
+                            f"its LiDAR sweep: no transform for it {waited}: {err}")
+                return built
+        self.report("tf", "timeout", WARN, f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform {waited}: {err}")
+        return None
 
     def _count_missing_depth(self, captures, values):
         """Report a depth source whose messages arrive but miss DEPTH_MISSING_RUN captures in a row."""
@@ -713,6 +734,16 @@ class Session:
         with self._lock:
             return {"pipeline": self.pipeline.stats(), "sync": self.sync.stats(), "drops": dict(self.drops),
                     "queued_for_tf": len(self._pending), "images": dict(self.images), "frames": self._frames}
+
+
+def _frame_id_problem(frame_id):
+    """Why a message's header.frame_id cannot be looked up in TF (tf2 refuses an empty one and one
+    starting with '/'), or None."""
+    if not frame_id:
+        return "without header.frame_id (needed for TF)"
+    if frame_id.startswith("/"):
+        return f"frame_id {frame_id!r} starts with '/', which tf2 refuses (ROS 2 frame ids have none): fix the driver"
+    return None
 
 
 def _transforms(recon, values, frame_id, stamp_ns):
