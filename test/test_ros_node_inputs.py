@@ -362,12 +362,15 @@ def test_every_diagnostic_value_is_documented(rig, scene):
     nothing it does not (the backend's device values aside: the oracle has none)."""
     import re
 
-    r = rig(depth_source="lidar")
-    send_frame(r, scene, SEC)
-    r.spin(1.0)
-    assert r.node.session.pipeline.drain(10)
-    assert r.status("pipeline")  # a diagnostics message (every status in one)
-    published = {(s.name.split(": ", 1)[1], v.key) for s in r.got["diagnostics"][-1].status for v in s.values}
+    published = set()
+    for source in ("lidar", "depth_image"):  # (a registered depth image's source is its camera)
+        r = rig(depth_source=source)
+        send_frame(r, scene, SEC)
+        r.spin(1.0)
+        assert r.node.session.pipeline.drain(10)
+        assert r.status("pipeline")  # a diagnostics message (every status in one)
+        published |= {(s.name.split(": ", 1)[1], v.key) for s in r.got["diagnostics"][-1].status for v in s.values}
+        r.close()
     documented = documented_diagnostics()
 
     def matches(pattern, pair):

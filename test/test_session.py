@@ -818,3 +818,46 @@ def test_a_lidar_tf_cannot_place_leaves_the_cameras_mapping(scene, lidar_frame):
         said = [r[3] for r in feed.reports if r[1] == "lidar_frame"]
         assert said and session.drops["bad_input"] == 8
         assert ("without header.frame_id" if not lidar_frame else "starts with '/'") in said[0]
+
+
+@pytest.mark.parametrize("case", ["registered", "other_frame", "other_size", "all_nan"])
+def test_a_depth_image_not_registered_to_its_camera_is_ignored_and_counted(scene, case):
+    """A depth image in another frame (an unregistered depth camera's: it was used as registered),
+    of another size, or without a valid pixel: said, counted as ignored (it was counted attached, or
+    nothing was said), the captures go on without it."""
+    feed = Feed(scene, offsets_ms=(0,), depth_source="depth_image", keep_measured_depth=True)
+    session, cam = feed.session, feed.names[0]
+    for k in range(4):
+        stamp = START + k * 100 * MS
+        feed.tree.set_transform("odom", cam, stamp, scene.world_from_camera(cam, stamp))
+        view = scene.render(cam, stamp)
+        depth = view.depth_z.astype(np.float32)
+        frame = cam
+        if case == "other_frame":
+            frame, depth = "depth_optical", np.full_like(depth, 1.0)  # what the tester's unregistered camera sent
+        elif case == "other_size":
+            depth = np.ones((2 * depth.shape[0], 2 * depth.shape[1]), np.float32)
+        elif case == "all_nan":
+            depth = np.full_like(depth, np.nan)
+        session.depth_image(cam, MSGS.image(depth, "32FC1", MSGS.header(frame, stamp)), stamp)
+        session.camera_info(cam, MSGS.camera_info(view.camera, MSGS.header(cam, stamp)))
+        session.image(cam, MSGS.image(view.image, "rgb8", MSGS.header(cam, stamp)), stamp)
+        session.tick(stamp + 10 * MS)
+    session.finish(START + SEC)
+    used = [any(v[5] for v in out.views()) for out in feed.outputs]
+    stats = session.stats()
+    assert used == [case == "registered"] * 4
+    assert stats["sync"]["depth"][cam]["attached"] == 4 and stats["drops"]["bad_input"] == 0
+    assert stats["ignored"][cam] == (0 if case == "registered" else 4)
+    assert session.status_values()["depth"][f"{cam}_ignored"] == stats["ignored"][cam]
+    said = [r for r in feed.reports if r[1] == f"ignored {cam}"]
+    assert bool(said) == (case != "registered")
+    if said:
+        assert said[0][3].startswith(f"{cam} depth: depth image ")  # the topic as every message names it
+        assert {"other_frame": "in frame 'depth_optical', the camera's images in", "other_size": "not registered to the",
+                "all_nan": "no valid pixel"}[case] in said[0][3]
+        assert said[0][2] == (1 if case == "all_nan" else 2)
+    if case == "other_frame":  # nothing of the 1 m the unregistered camera gave was published
+        for out in feed.outputs:
+            d = out.view(out.cameras[0]).depth
+            assert not np.isclose(d[np.isfinite(d)], 1.0, atol=1e-3).all()

@@ -2,7 +2,7 @@
 
 sync.CaptureSync payloads: images are CameraImage (decoded only if they become keyframes, see
 image_decoder), a LiDAR sweep is a Cloud under the depth source LIDAR_SOURCE, a registered
-depth image is an (H, W) float32 array in metres (0 = none) under its camera's name.
+depth image is a DepthImage under its camera's name.
 FrameBuilder turns a Capture into Frames with poses from a TF lookup: world_frame <- image
 frame_id at each image stamp, and for LiDAR depth the camera <- LiDAR extrinsics and the
 LiDAR's world poses at the sweep's first and last point times (motion compensation,
@@ -22,6 +22,7 @@ from ..geometry.tf_tree import TransformError
 from ..sync import LIDAR_SOURCE
 from ..units import SEC
 from ..window import Frame
+from .report import ERROR, WARN
 
 MAX_SWEEP_NS = SEC  # point times further than this from a sweep's stamp are not believed
 
@@ -49,6 +50,16 @@ class Keyframe:
     camera: str
     info: object
     tf_pose: np.ndarray | None
+
+
+@dataclass(frozen=True, eq=False)
+class DepthImage:
+    """A decoded depth image: depth (H, W) float32 metres (0 = none), its header.frame_id, and
+    whether any pixel is valid."""
+
+    depth: np.ndarray
+    frame_id: str
+    empty: bool
 
 
 @dataclass(frozen=True)
@@ -118,12 +129,14 @@ class FrameBuilder:
         self.lookup = lookup
 
     def frames(self, capture, values):
-        """(frames, problems): the Frames of a sync.Capture under the parameters `values`
-        (settings.SPECS names), in camera order, and messages about ignored inputs. Raises
-        TransformError when poses are used and TF has no pose (yet) for an image, or when LiDAR
-        depth is used and a transform it needs is missing."""
+        """(frames, ignored): the Frames of a sync.Capture under the parameters `values`
+        (settings.SPECS names), in camera order, and the depth images attached but not used, as
+        (camera, level, why): not registered to the camera's images (another frame_id, another
+        size: REP 118's registered depth is in the image's frame at its size), or without a valid
+        pixel. Raises TransformError when poses are used and TF has no pose (yet) for an image,
+        or when LiDAR depth is used and a transform it needs is missing."""
         p = values
-        frames, problems = [], []
+        frames, ignored = [], []
         lidar = None
         if p["use_depth"] and p["depth_source"] == "lidar" and LIDAR_SOURCE in capture.depth:
             lidar = self.lidar_depth(capture.depth[LIDAR_SOURCE][1], p["world_frame"])
@@ -138,15 +151,17 @@ class FrameBuilder:
             if lidar is not None:
                 depth = lidar(img)
             elif p["use_depth"] and p["depth_source"] == "depth_image" and cam in capture.depth:
-                depth = capture.depth[cam][1]
-                w, h = img.model.image_size
-                if depth.shape != (h, w):
-                    problems.append(f"{cam}/{p['depth_image_topic']}: depth image {depth.shape[1]}x{depth.shape[0]} "
-                                    f"is not registered to the {w}x{h} camera image; ignored")
-                    depth = None
+                given = capture.depth[cam][1]
+                why = _unregistered(given, img)
+                if why:
+                    ignored.append((cam, ERROR, why))
+                elif given.empty:
+                    ignored.append((cam, WARN, "has no valid pixel (0, NaN or inf everywhere)"))
+                else:
+                    depth = given.depth
             frames.append(Frame(img.image, img.model, stamp, img.frame_id, tf_pose if p["use_poses"] else None,
                                 depth, capture.stamp_ns, Keyframe(cam, img.info, tf_pose)))
-        return frames, problems
+        return frames, ignored
 
     def lidar_depth(self, cloud, world):
         """A function CameraImage -> the sparse z-depth of a Cloud in that camera, motion-compensated
@@ -176,6 +191,18 @@ class FrameBuilder:
             cam_from_lidar = lookup(image.frame_id, cloud.frame_id, image.stamp_ns)
             return partial(sweep.depth, cam_from_lidar, image.model, image.stamp_ns)
         return depth
+
+
+def _unregistered(given, image):
+    """Why the DepthImage `given` is not registered to the CameraImage `image`, or None."""
+    if given.frame_id != image.frame_id:
+        return (f"is in frame {given.frame_id!r}, the camera's images in {image.frame_id!r}: not registered to them "
+                "(use the driver's registered or aligned depth topic, or depth_image_proc's register node)")
+    w, h = image.model.image_size
+    if given.depth.shape != (h, w):
+        return (f"is {given.depth.shape[1]}x{given.depth.shape[0]}, not registered to the {w}x{h} camera image (use "
+                "the driver's registered or aligned depth topic, or depth_image_proc's register node)")
+    return None
 
 
 class PendingCaptures:

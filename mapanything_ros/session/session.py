@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
@@ -65,7 +65,7 @@ from ..pipeline import Pipeline
 from ..sync import LIDAR_SOURCE
 from ..units import SEC
 from .config import DEPTH_WAIT_S, camera_timeout_ns, make_sync, pipeline_config, slop_ns
-from .inputs import CameraImage, Cloud, FrameBuilder, PendingCaptures, image_decoder
+from .inputs import CameraImage, Cloud, DepthImage, FrameBuilder, PendingCaptures, image_decoder
 from .report import ERROR, WARN
 
 PENDING_MAX = 10  # captures waiting for TF
@@ -186,6 +186,7 @@ class Session:
         self._pending = PendingCaptures(PENDING_MAX, self.drops)
         self._lags = deque(maxlen=LAG_IMAGES)
         self._missing_run = {}
+        self._ignored = Counter()  # depth source -> depth images attached to captures but not used (FrameBuilder)
         self._after_sync_reset = False
         self._published = 0  # publish thread only
         self._overflows = self._outside = 0  # pipeline map_overflows, map_outside already reported
@@ -306,7 +307,7 @@ class Session:
             self.bad_input("depth", f"depth {cam} stamp", ERROR, f"{topic}: depth image {UNSTAMPED}")
             return
         with self._lock:
-            self._feed(self.sync.add_depth(cam, stamp, depth), now_ns)
+            self._feed(self.sync.add_depth(cam, stamp, DepthImage(depth, msg.header.frame_id, not depth.any())), now_ns)
 
     def tick(self, now_ns):
         """Let time pass (call often, e.g. at 20 Hz, or after every bag message): captures whose
@@ -374,9 +375,10 @@ class Session:
         for cap in captures:  # queued one at a time and tried at once: a burst whose TF is there (the backlog
             dropped += self._pending.push([cap], now_ns)  # a camera declared silent releases) waits for nothing
             ready += drain()
-        for _, (frames, problems) in ready:
-            for message in problems:
-                self.bad_input("depth", message, ERROR, message)
+        for _, (frames, ignored) in ready:
+            for cam, level, why in ignored:
+                self._ignored[cam] += 1
+                self.report("depth", f"ignored {cam}", level, f"{self._topic('depth', cam)}: depth image {why}; ignored")
             if frames:
                 self._submit(frames, values)
         if dropped:
@@ -724,16 +726,19 @@ class Session:
         values["tf"] = {"world_frame": self._values["world_frame"], "dropped_tf_timeout": drops["tf_timeout"],
                         "dropped_queue": drops["queue"]}
         if self.sync.depth_sources:
-            values["depth"] = {f"{src}_{k}": v for src, d in sync["depth"].items() for k, v in d.items()}
+            values["depth"] = {f"{src}_{k}": v for src, d in sync["depth"].items()
+                               for k, v in {**d, **({"ignored": st["ignored"][src]} if src in self.cameras else {})}.items()}
         return values
 
     def stats(self):
         """Counters for diagnostics and summaries: {"pipeline": pipeline.Stats, "sync":
         CaptureSync.stats(), "drops": {...}, "queued_for_tf": int, "images": {camera: received},
-        "frames": frames submitted to the pipeline}."""
+        "frames": frames submitted to the pipeline, "ignored": {camera: its depth images attached to
+        captures but not used (not registered to the camera, or without a valid pixel)}}."""
         with self._lock:
             return {"pipeline": self.pipeline.stats(), "sync": self.sync.stats(), "drops": dict(self.drops),
-                    "queued_for_tf": len(self._pending), "images": dict(self.images), "frames": self._frames}
+                    "queued_for_tf": len(self._pending), "images": dict(self.images), "frames": self._frames,
+                    "ignored": {cam: self._ignored[cam] for cam in self.cameras}}
 
 
 def _frame_id_problem(frame_id):
