@@ -410,11 +410,13 @@ def cloud_to_xyz(msg, time_field="auto"):
 
 class CloudPoints(NamedTuple):
     """read_cloud's: points (N, 3) float64 metres in the cloud's frame, times (N,) int64 absolute
-    ns or None, far: points dropped for a coordinate beyond max_abs."""
+    ns or None, far: points dropped for a coordinate beyond max_abs, untimed: points with finite
+    coordinates dropped for a non-finite time (beyond max_abs or not)."""
 
     points: np.ndarray
     times: np.ndarray | None
     far: int
+    untimed: int = 0
 
 
 def read_cloud(msg, time_field="auto", max_abs=math.inf):
@@ -446,15 +448,19 @@ def read_cloud(msg, time_field="auto", max_abs=math.inf):
             far &= keep
             keep &= ~far
     t = None if tf is None else view["__time"].reshape(-1)
+    untimed = 0
     if t is not None and t.dtype.kind == "f" and not np.isfinite(t).all():
-        keep = np.isfinite(t) if keep is None else keep & np.isfinite(t)
-        far = None if far is None else far & np.isfinite(t)  # (dropped for their time: not counted far)
+        timed = np.isfinite(t)
+        finite = keep if far is None else keep | far  # (rows of finite coordinates; None: all)
+        untimed = int(np.count_nonzero(~timed if finite is None else finite & ~timed))
+        keep = timed if keep is None else keep & timed
+        far = None if far is None else far & timed  # (dropped for their time: counted untimed, not far)
     if keep is not None:  # rows as single items: one selection pass
         xyz = xyz.view(f"V{3 * xyz.itemsize}").reshape(-1)[keep].view(xyz.dtype).reshape(-1, 3)
         t = None if t is None else t[keep]
     points = xyz.astype(np.float64, copy=False)
     return CloudPoints(points, None if t is None else _absolute_ns(t, stamp_ns(msg.header)),
-                       0 if far is None else int(np.count_nonzero(far)))
+                       0 if far is None else int(np.count_nonzero(far)), untimed)
 
 
 def _xyz(msg, fields, view):

@@ -115,7 +115,7 @@ def test_random_layouts_read_back_the_ground_truth(case):
         assert np.abs(got_times - times).max(initial=0) <= 1000  # ns; float64 seconds near 2e9 s
     assert cloud_to_xyz(msg, time_field=None)[1] is None
     # Points beyond ±100 m dropped too (read_cloud's max_abs), and counted apart from the non-finite ones.
-    near, near_times, far = read_cloud(msg, max_abs=100.0)
+    near, near_times, far, _ = read_cloud(msg, max_abs=100.0)
     inside = (np.abs(points) <= 100.0).all(axis=1)
     np.testing.assert_array_equal(near, points[inside])
     assert far == np.count_nonzero(~inside) and (near_times is None) == (times is None)
@@ -240,6 +240,16 @@ def test_garbage_times_leave_the_points_and_the_sweeps_times_are_dropped_with_a_
         assert abs(int(times[2]) - stamp) > 2**61
         cloud, problem = Cloud.checked(points, times, "lidar", stamp)
         assert cloud.times is None and cloud.span == (stamp, stamp) and "per-point times more than" in problem
+
+
+def test_points_without_a_finite_time_are_dropped_and_counted():
+    """A NaN or infinite time: the point is dropped (its place in the sweep is unknown) and counted
+    apart from the far and non-finite ones, for the session to say (it went unsaid)."""
+    values = np.array([0.0, np.nan, 0.01, np.inf, 0.02, np.nan], np.float32)
+    msg = xyz_t(values, "f4", "time", 100 * SEC)
+    points, times, far, untimed = read_cloud(msg, max_abs=3.0)  # x 0..5: 4 and 5 far
+    assert points[:, 0].tolist() == [0.0, 2.0] and untimed == 3 and far == 1  # x = 1, 3, 5 untimed; 4 far
+    assert read_cloud(xyz_t(np.zeros(3, np.float32), "f4", "time", 100 * SEC)).untimed == 0
 
 
 def test_time_field_selection():

@@ -191,6 +191,21 @@ def test_empty_and_all_nan_clouds(rig, scene):
     assert r.outputs() == {}
 
 
+def test_points_with_a_nan_time_are_said(rig, scene):
+    """A float time field with NaN on some points: those points dropped and said (silently before)."""
+    from sensor_msgs.msg import PointField
+
+    r = rig(depth_source="lidar")
+    points = np.zeros(8, np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("time", "<f4")]))
+    points["z"], points["time"][::2] = 2.0, np.nan
+    cloud = PointCloud2(header=make_header("lidar", SEC), height=1, width=8, point_step=16, row_step=128,
+                        fields=[PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+                                for i, n in enumerate(("x", "y", "z", "time"))], is_dense=False)
+    cloud.data = array.array("B", points.tobytes())
+    r.publish("lidar/points", cloud)
+    r.assert_problem("depth", DiagnosticStatus.WARN, "lidar/points: 4 of 8 points with a NaN or infinite time ignored")
+
+
 def test_a_depth_image_stamped_0_is_refused(rig, scene):
     """As an image stamped 0 (TF time 0 is "the latest"; the sync took it for time going back and
     cleared its buffers): refused, said on the depth status, nothing else cleared."""

@@ -270,13 +270,16 @@ class Session:
         """A LiDAR PointCloud2 arriving at `now_ns`."""
         topic = self._topic("depth", LIDAR_SOURCE)
         try:
-            points, times, far = decode.read_cloud(msg, max_abs=MAX_DEPTH_M)
+            points, times, far, untimed = decode.read_cloud(msg, max_abs=MAX_DEPTH_M)
         except ValueError as err:
             self.bad_input("depth", "lidar", ERROR, f"{topic}: {err}")
             return
         if far:
-            self.report("depth", "lidar_far", WARN, f"{topic}: {far} of {len(points) + far} points more than "
+            self.report("depth", "lidar_far", WARN, f"{topic}: {far} of {len(points) + far + untimed} points more than "
                         f"{MAX_DEPTH_M / 1000:,.0f} km out (garbage, not a reading) ignored")
+        if untimed:
+            self.report("depth", "lidar_untimed", WARN, f"{topic}: {untimed} of {len(points) + far + untimed} points "
+                        "with a NaN or infinite time ignored (their place in the sweep is unknown)")
         if len(points) == 0:
             self.bad_input("depth", "lidar_empty", WARN, f"{topic}: empty or all-NaN cloud ignored")
             return
