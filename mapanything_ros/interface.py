@@ -66,7 +66,8 @@ ENDPOINTS = {
                             {"depth_source": ("depth_image",)}),
     "lidar": Endpoint("subscription", "{lidar_topic}", "sensor_msgs/msg/PointCloud2", "input",
                       "LiDAR sweep; per-point time fields (t, time, timestamp, ...) give motion compensation; "
-                      "points with a coordinate NaN or ±inf are dropped, and (said) beyond 100,000 km or with a NaN or infinite time",
+                      "points with a coordinate NaN or ±inf are dropped, and (said) beyond 100,000 km or with a NaN "
+                      "or infinite time",
                       {"depth_source": ("lidar",)}),
     "tf_in": Endpoint("subscription", "/tf", "tf2_msgs/msg/TFMessage", "tf",
                       "world_frame <- camera poses at the image stamps; camera <- LiDAR extrinsics"),

@@ -854,8 +854,8 @@ def test_a_depth_image_not_registered_to_its_camera_is_ignored_and_counted(scene
     assert bool(said) == (case != "registered")
     if said:
         assert said[0][3].startswith(f"{cam} depth: depth image ")  # the topic as every message names it
-        assert {"other_frame": "in frame 'depth_optical', the camera's images in", "other_size": "not registered to the",
-                "all_nan": "no valid pixel"}[case] in said[0][3]
+        assert {"other_frame": "in frame 'depth_optical', the camera's images in",
+                "other_size": "not registered to the", "all_nan": "no valid pixel"}[case] in said[0][3]
         assert said[0][2] == (1 if case == "all_nan" else 2)
     if case == "other_frame":  # nothing of the 1 m the unregistered camera gave was published
         for out in feed.outputs:

@@ -28,7 +28,7 @@ def make_backend(values):
     if values["backend"] == "onnxruntime":
         from ..model.onnx import OnnxMapAnything
         model = OnnxMapAnything(values["weights"], values["onnx_providers"].split(","), feature_cache_size=cache)
-        model.graph_for(inputs(values))  # the graph of every window with all its inputs, loaded now: a bad one fails the start
+        model.graph_for(inputs(values))  # the graph of windows with all their inputs, loaded now: a bad one fails here
         return OnnxBackend(model), model
     runtime = Runtime(values["device"])
     if values["backend"] == "random":

@@ -381,7 +381,8 @@ class Session:
         for _, (frames, ignored) in ready:
             for cam, level, why in ignored:
                 self._ignored[cam] += 1
-                self.report("depth", f"ignored {cam}", level, f"{self._topic('depth', cam)}: depth image {why}; ignored")
+                self.report("depth", f"ignored {cam}", level,
+                            f"{self._topic('depth', cam)}: depth image {why}; ignored")
             if frames:
                 self._submit(frames, values)
         if dropped:
@@ -435,7 +436,8 @@ class Session:
                 self.report("tf", "lidar_timeout", WARN, f"capture at {cap.stamp_ns / SEC:.3f} s goes out without "
                             f"its LiDAR sweep: no transform for it {waited}: {err}")
                 return built
-        self.report("tf", "timeout", WARN, f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform {waited}: {err}")
+        self.report("tf", "timeout", WARN,
+                    f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform {waited}: {err}")
         return None
 
     def _count_missing_depth(self, captures, values):
@@ -729,8 +731,9 @@ class Session:
         values["tf"] = {"world_frame": self._values["world_frame"], "dropped_tf_timeout": drops["tf_timeout"],
                         "dropped_queue": drops["queue"]}
         if self.sync.depth_sources:
+            ignored = {src: {"ignored": n} for src, n in st["ignored"].items()}  # (a camera's depth images only)
             values["depth"] = {f"{src}_{k}": v for src, d in sync["depth"].items()
-                               for k, v in {**d, **({"ignored": st["ignored"][src]} if src in self.cameras else {})}.items()}
+                               for k, v in {**d, **ignored.get(src, {})}.items()}
         return values
 
     def stats(self):
