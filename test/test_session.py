@@ -861,3 +861,40 @@ def test_a_depth_image_not_registered_to_its_camera_is_ignored_and_counted(scene
         for out in feed.outputs:
             d = out.view(out.cameras[0]).depth
             assert not np.isclose(d[np.isfinite(d)], 1.0, atol=1e-3).all()
+
+
+def test_a_depth_source_stopping_or_stamped_out_of_reach_is_said_for_what_it_is(scene):
+    """A LiDAR that stops is said silent, not "N captures without depth: check the stamps" (both
+    were said); one whose sweeps arrive stamped seconds behind the images is said to arrive out of
+    reach of their stamps, not "no LiDAR sweep" (the silence check went by stamps alone)."""
+    feed = Feed(scene, offsets_ms=(0,), depth_source="lidar", camera_timeout=1.0)
+    session, cam = feed.session, feed.names[0]
+
+    def capture(k, sweep_offset=None):
+        stamp = START + k * 100 * MS
+        for t in range(stamp - 100 * MS, stamp + 100 * MS, 10 * MS):
+            feed.tree.set_transform("odom", cam, t, scene.world_from_camera(cam, t))
+            feed.tree.set_transform("odom", "lidar", t, scene.world_from_lidar(t))
+        if sweep_offset is not None:
+            sweep = scene.sweep(stamp - 50 * MS)
+            session.lidar(MSGS.cloud(sweep.points, MSGS.header("lidar", sweep.start_ns + sweep_offset),
+                                     sweep.times_ns - sweep.start_ns), stamp)
+        view = scene.render(cam, stamp)
+        session.camera_info(cam, MSGS.camera_info(view.camera, MSGS.header(cam, stamp)))
+        session.image(cam, MSGS.image(view.image, "rgb8", MSGS.header(cam, stamp)), stamp + 10 * MS)
+        session.tick(stamp + 60 * MS)
+        if k % 5 == 4:
+            session.check_silence(stamp + 60 * MS)
+
+    for k in range(5):
+        capture(k, 0)
+    for k in range(5, 30):  # the LiDAR stops
+        capture(k)
+    said = {r[1]: r[3] for r in feed.reports}
+    assert "no LiDAR sweep on lidar depth for 1.0 s" in said.get("silent lidar", "") and "missing lidar" not in said
+    feed.reports.clear()
+    for k in range(30, 60):  # back, stamped 3 s behind the images
+        capture(k, -3 * SEC)
+    said = {r[1]: r[3] for r in feed.reports}
+    assert "LiDAR sweeps arrive on lidar depth but none stamped within camera_timeout" in said.get("silent lidar", "")
+    assert "captures in a row without depth" in said.get("missing lidar", "")

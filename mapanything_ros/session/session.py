@@ -185,7 +185,8 @@ class Session:
         self._lock = threading.RLock()  # inputs, the TF queue, configure, reset
         self._pending = PendingCaptures(PENDING_MAX, self.drops)
         self._lags = deque(maxlen=LAG_IMAGES)
-        self._missing_run = {}
+        self._missing_run = {}  # depth source -> (captures in a row without it, its messages received before them)
+        self._depth_arrival = {}  # depth source -> arrival clock (ns) of its newest message handed to the sync
         self._ignored = Counter()  # depth source -> depth images attached to captures but not used (FrameBuilder)
         self._after_sync_reset = False
         self._published = 0  # publish thread only
@@ -295,6 +296,7 @@ class Session:
         if problem:
             self.report("depth", "lidar_times", WARN, f"{topic}: {problem}")
         with self._lock:
+            self._depth_arrival[LIDAR_SOURCE] = now_ns
             self._feed(self.sync.add_depth(LIDAR_SOURCE, stamp, cloud, cloud.span), now_ns)
 
     def depth_image(self, cam, msg, now_ns):
@@ -310,6 +312,7 @@ class Session:
             self.bad_input("depth", f"depth {cam} stamp", ERROR, f"{topic}: depth image {UNSTAMPED}")
             return
         with self._lock:
+            self._depth_arrival[cam] = now_ns
             self._feed(self.sync.add_depth(cam, stamp, DepthImage(depth, msg.header.frame_id, not depth.any())), now_ns)
 
     def tick(self, now_ns):
@@ -441,12 +444,17 @@ class Session:
         return None
 
     def _count_missing_depth(self, captures, values):
-        """Report a depth source whose messages arrive but miss DEPTH_MISSING_RUN captures in a row."""
+        """Report a depth source whose messages arrive but miss DEPTH_MISSING_RUN captures in a row
+        (a source that stopped arriving is check_silence's to say)."""
+        if not captures or not self.sync.depth_sources:
+            return
+        received = {s: d["received"] for s, d in self.sync.stats()["depth"].items()}
         for cap in captures:
             for source in self.sync.depth_sources:
-                run = 0 if source in cap.depth else self._missing_run.get(source, 0) + 1
-                self._missing_run[source] = run
-                if run >= DEPTH_MISSING_RUN and self.sync.stats()["depth"][source]["received"]:
+                run, since = self._missing_run.get(source, (0, received[source]))
+                run, since = (0, received[source]) if source in cap.depth else (run + 1, since)
+                self._missing_run[source] = run, since
+                if run >= DEPTH_MISSING_RUN and received[source] > since:  # messages came during the run
                     self.report("depth", f"missing {source}", WARN,
                                 f"{run} captures in a row without depth from {self._topic('depth', source)}: no "
                                 f"message within depth_tolerance ({values['depth_tolerance']} s, parameter "
@@ -482,8 +490,10 @@ class Session:
         self.check_map()
         values = self._values
         timeout = f"for {values['camera_timeout']} s (parameter camera_timeout)"
+        arrival = now_ns
         with self._lock:  # before any image the arrival clock; a sim clock not started (0): message time alone
             now_ns = None if not now_ns else self.message_now(now_ns) if self._lags else now_ns
+            arrived = dict(self._depth_arrival)
         self._check_matching()
         for cam in self.sync.silent_cameras(now_ns):
             self.report(f"camera {cam}", "silent", WARN,
@@ -494,10 +504,17 @@ class Session:
         for source in self.sync.silent_depth_sources():
             kind, param = ("LiDAR sweep", "lidar_topic") if source == LIDAR_SOURCE else ("depth image",
                                                                                           "depth_image_topic")
-            self.report("depth", f"silent {source}", WARN,
-                        f"no {kind} on {self._topic('depth', source)} {timeout} while images arrive: captures go "
-                        f"out without depth; check the driver, the topic (parameter {param}) and qos (a large "
-                        "cloud may never arrive best effort: qos:=reliable)")
+            topic = self._topic("depth", source)
+            if arrival and arrival - arrived.get(source, -math.inf) < self.sync.camera_timeout_ns:
+                self.report("depth", f"silent {source}", WARN,
+                            f"{kind}s arrive on {topic} but none stamped within camera_timeout of the images "
+                            f"{timeout}: captures go out without depth; compare the stamps of both (another "
+                            "clock?)")
+            else:
+                self.report("depth", f"silent {source}", WARN,
+                            f"no {kind} on {topic} {timeout} while images arrive: captures go out without depth; "
+                            f"check the driver, the topic (parameter {param}) and qos (a large message may never "
+                            "arrive best effort: qos:=reliable)")
 
     def _check_matching(self):
         """Report cameras whose images arrive but do not make captures: since the last check, fewer
