@@ -123,6 +123,31 @@ def test_config_of_unsupported_architecture_is_named(tmp_path):
     assert str(tmp_path / "config.json") in str(err.value) and "radio" in str(err.value)
 
 
+@pytest.mark.parametrize("path, value, said", [
+    (("encoder_config", "vit_arch_override", "patch_size"), 0, "sizes must be positive: patch_size 0"),
+    (("encoder_config", "vit_arch_override", "interpolate_offset"), math.nan, "interpolate_offset must be finite"),
+    (("info_sharing_config", "module_args", "indices"), [1, 7], "indices [1, 7] must be layers of its 4"),
+    (("pred_head_config", "dpt_adaptor", "depth_mode"), "bogus", "unknown depth_mode 'bogus'"),
+    (("pred_head_config", "dpt_adaptor", "depth_vmin"), math.inf, "depth vmin inf and vmax inf bound no value"),
+    (("pred_head_config", "scale_adaptor", "vmin"), math.nan, "scale vmin nan"),
+])
+def test_config_values_no_network_runs_with_are_named(tmp_path, path, value, said):
+    """A value that builds no network or fails every inference (a zero patch size was a bare
+    ZeroDivisionError; layer indices out of range, a NaN or an unknown mode loaded, then every
+    window failed): refused at load, naming config.json and the value."""
+    tiny_copy(tmp_path)
+    config = read_config(tmp_path / "config.json")
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    assert path[-1] in node
+    node[path[-1]] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="cannot build MapAnything") as err:
+        load_model(tmp_path)
+    assert str(tmp_path / "config.json") in str(err.value) and said in str(err.value)
+
+
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\udcff"])
 def test_config_unparsable_is_named(tmp_path, text):
     path = tmp_path / "config.json"

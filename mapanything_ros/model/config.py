@@ -6,6 +6,7 @@ head, "raydirs+depth+pose+confidence+mask" adaptors. Anything else raises ValueE
 Defaults are those of the upstream classes (UniCeption encoders/heads, DINOv2 hub models).
 """
 
+import math
 from dataclasses import dataclass
 
 # DINOv2 hub models: size -> (embed_dim, depth, num_heads, ffn) (dinov2 `hub/backbones.py`,
@@ -206,7 +207,7 @@ def parse_config(config: dict) -> ModelConfig:
     pose, scale = head["pose_head"], head["scale_head"]
     fdim = int(feature.get("feature_dim", 256))
     hidden = regressor.get("hidden_dims") or [fdim // 2, fdim // 2]
-    return ModelConfig(
+    return _checked(ModelConfig(
         vit=vit,
         ray_dims=_dims(geo["ray_dirs_encoder_config"], [588, 768, 1024]),
         depth_dims=_dims(geo["depth_encoder_config"], [588, 768, 1024]),
@@ -227,4 +228,49 @@ def parse_config(config: dict) -> ModelConfig:
         scale_hidden=int(scale.get("hidden_dim", 196)),
         scale_layers=int(scale.get("num_mlp_layers", 2)),
         adaptor=_adaptor_config(head),
-    )
+    ))
+
+
+ACTIVATIONS = ("linear", "exp", "square")  # heads.activate's modes (depth, scale, translation)
+CONFIDENCES = ("exp", "sigmoid")  # heads.confidence's
+
+
+def _checked(cfg: ModelConfig) -> ModelConfig:
+    """cfg, or ValueError naming the first value no network can be built or run with (a zero patch
+    size was a ZeroDivisionError; out-of-range layer indices, a NaN or an unknown mode loaded and
+    then failed every inference)."""
+    vit, t, a = cfg.vit, cfg.transformer, cfg.adaptor
+    sizes = {"patch_size": vit.patch_size, "img_size": vit.img_size, "embed_dim": vit.embed_dim, "depth": vit.depth,
+             "num_heads": vit.num_heads, "info_sharing dim": t.dim, "info_sharing depth": t.depth,
+             "info_sharing num_heads": t.num_heads, "feature_dim": cfg.dpt_feature_dim,
+             "output_dim": cfg.regressor_out, "scale hidden_dim": cfg.scale_hidden,
+             **{f"{name} {i}": d for name, dims in (
+                 ("ray encoder dim", cfg.ray_dims), ("depth encoder dim", cfg.depth_dims),
+                 ("scale encoder dim", cfg.depth_scale_dims), ("rotation encoder dim", cfg.rot_dims),
+                 ("translation encoder dim", cfg.trans_dims), ("DPT layer_dims", cfg.dpt_layer_dims),
+                 ("regressor hidden_dims", cfg.regressor_hidden)) for i, d in enumerate(dims)}}
+    bad = [f"{name} {value}" for name, value in sizes.items() if value <= 0]
+    if bad:
+        raise ValueError(f"sizes must be positive: {', '.join(bad)}")
+    for name, value in (("mlp_ratio", vit.mlp_ratio), ("info_sharing mlp_ratio", t.mlp_ratio)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value}")
+    if not math.isfinite(vit.interpolate_offset):
+        raise ValueError(f"interpolate_offset must be finite, got {vit.interpolate_offset}")
+    if vit.num_register_tokens < 0 or cfg.pose_res_blocks < 0 or cfg.scale_layers < 0:
+        raise ValueError("num_register_tokens, num_resconv_block and num_mlp_layers must not be negative")
+    if not all(0 <= i < t.depth for i in t.indices):
+        raise ValueError(f"info_sharing indices {list(t.indices)} must be layers of its {t.depth}")
+    if len(cfg.dpt_hooks) != 4 or len(cfg.dpt_layer_dims) != 4 or not all(0 <= h < 4 for h in cfg.dpt_hooks):
+        raise ValueError(f"the DPT takes 4 hooks in 0..3 and 4 layer_dims, got {list(cfg.dpt_hooks)} and "
+                         f"{list(cfg.dpt_layer_dims)}")
+    for name, mode, known in (("depth_mode", a.depth_mode, ACTIVATIONS), ("scale mode", a.scale_mode, ACTIVATIONS),
+                              ("cam_trans_mode", a.trans_mode, ACTIVATIONS), ("confidence_type", a.conf_mode,
+                                                                                 CONFIDENCES)):
+        if mode not in known:
+            raise ValueError(f"unknown {name} {mode!r}; expected one of {', '.join(known)}")
+    for name, lo, hi in (("depth", a.depth_vmin, a.depth_vmax), ("confidence", a.conf_vmin, a.conf_vmax),
+                         ("scale", a.scale_vmin, a.scale_vmax)):
+        if not (lo <= hi and lo < math.inf and hi > -math.inf):  # (NaN fails)
+            raise ValueError(f"{name} vmin {lo} and vmax {hi} bound no value")
+    return cfg
