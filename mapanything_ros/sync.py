@@ -54,7 +54,11 @@ Bad input:
   every later message of its input look late) is dropped as "stale" with a reason for
   `take_refusals`, unless its input already sent LATE_RUN - 1 such messages in a row: then its
   clock jumped forward, and it is taken.
-- A stamp further back, or that run, means time jumped back (a bag looping, a clock reset): all
+- A depth source's stamp further back, or that run, means its clock alone went back: its buffer is
+  cleared and its new stamps are taken (with a reason for `take_refusals`); the cameras go on (its
+  depth matches them again when its clock comes back; a bag loop resets everything at the
+  cameras' jump).
+- A camera's stamp further back, or that run, means time jumped back (a bag looping, a clock reset): all
   buffers are cleared (their images counted as dropped "reset") and the reason is recorded for
   `take_resets`; after each call the node takes the reasons, logs them and resets its window
   before using the returned captures (which all belong to the new timeline).
@@ -321,10 +325,17 @@ class CaptureSync:
             if last - stamp <= self.camera_timeout_ns and late < LATE_RUN:
                 self._late[key] = late
                 return False  # delivered out of order
-            label = "camera" if kind == "image" else "depth source"
-            self._reset(key, f"time jumped back by {(last - stamp) / SEC:.3f} s on {label} {name}: buffers "
-                             "cleared (a bag loop, a clock reset, or its previous message stamped ahead of time)")
-            self._jump_ns = last - stamp
+            if kind == "depth":  # an optional input's clock alone: it starts again there, the cameras go on
+                self._depth[name].clear()
+                others = [*self._last.values(), *(t for s, t in self._depth_last.items() if s != name)]
+                self._clock = max(others, default=None)  # (message time no longer counts its stamps ahead)
+                self._refusals.append(f"depth source {name}: time jumped back by {(last - stamp) / SEC:.3f} s: its "
+                                      "buffered messages dropped and its new stamps taken; the cameras go on (a bag "
+                                      "loop resets everything when they jump too)")
+            else:
+                self._reset(key, f"time jumped back by {(last - stamp) / SEC:.3f} s on camera {name}: buffers "
+                                 "cleared (a bag loop, a clock reset, or its previous message stamped ahead of time)")
+                self._jump_ns = last - stamp
         elif last is not None and stamp <= last:
             return False
         ahead = stamp - max((t for t in (self._clock, self._now) if t is not None), default=stamp)

@@ -866,7 +866,8 @@ def test_a_depth_image_not_registered_to_its_camera_is_ignored_and_counted(scene
 def test_a_depth_source_stopping_or_stamped_out_of_reach_is_said_for_what_it_is(scene):
     """A LiDAR that stops is said silent, not "N captures without depth: check the stamps" (both
     were said); one whose sweeps arrive stamped seconds behind the images is said to arrive out of
-    reach of their stamps, not "no LiDAR sweep" (the silence check went by stamps alone)."""
+    reach of their stamps, not "no LiDAR sweep" (the silence check went by stamps alone), and its
+    clock going back alone leaves the cameras mapping."""
     feed = Feed(scene, offsets_ms=(0,), depth_source="lidar", camera_timeout=1.0)
     session, cam = feed.session, feed.names[0]
 
@@ -893,8 +894,14 @@ def test_a_depth_source_stopping_or_stamped_out_of_reach_is_said_for_what_it_is(
     said = {r[1]: r[3] for r in feed.reports}
     assert "no LiDAR sweep on lidar depth for 1.0 s" in said.get("silent lidar", "") and "missing lidar" not in said
     feed.reports.clear()
-    for k in range(30, 60):  # back, stamped 3 s behind the images
+    before = len(feed.outputs)
+    for k in range(30, 60):  # back, stamped 3 s behind the images: its clock alone went back
         capture(k, -3 * SEC)
     said = {r[1]: r[3] for r in feed.reports}
     assert "LiDAR sweeps arrive on lidar depth but none stamped within camera_timeout" in said.get("silent lidar", "")
     assert "captures in a row without depth" in said.get("missing lidar", "")
+    # The cameras go on: no reset of the sync and the window, no camera said silent, no image lost
+    # (the LiDAR's jump reset both, and the camera's images were dropped as of the old timeline).
+    assert "depth source lidar: time jumped back by" in said.get("early", "") and "silent" not in said
+    assert "reset" not in said and session.pipeline.stats().window_resets == 0
+    assert len(feed.outputs) - before == 30 and session.sync.stats()["dropped"]["stale"] == 0
