@@ -223,8 +223,8 @@ class Diverged:
             depth[:] = 1e30
         elif self.mode == "nan_depth":
             depth[:] = np.nan
-        elif self.mode == "some_bad_pixels":  # rows of NaN confidence, of infinite rays and depth; a quarter good
-            conf[:, ::4], rays[:, 1::4, :, 0], depth[:, 2::4] = np.nan, np.inf, np.inf
+        elif self.mode == "some_bad_pixels":  # rows of NaN confidence, of infinite rays (x or z) and depth; a quarter good
+            conf[:, ::4], rays[:, 1::8, :, 0], rays[:, 5::8, :, 2], depth[:, 2::4] = np.nan, np.inf, np.inf, np.inf
         scale = {"nan_scale": np.nan, "zero_scale": 0.0}.get(self.mode, out.metric_scale)
         return replace(out, ref_from_camera=poses, depth_along_ray=depth, confidence=conf, ray_directions=rays,
                        metric_scale=scale)
@@ -792,32 +792,50 @@ def test_a_capture_of_the_old_timeline_completing_after_the_clock_jumped_back_is
 
 @pytest.mark.parametrize("lidar_frame", ["ghost_lidar", "", "/lidar"])
 def test_a_lidar_tf_cannot_place_leaves_the_cameras_mapping(scene, lidar_frame):
-    """A sweep whose frame TF does not know goes out without it after tf_timeout (every capture was
-    dropped: one bad LiDAR frame stopped all mapping); an empty or '/'-led frame_id, which tf2
-    refuses, is refused on arrival as bad input."""
-    feed = Feed(scene, offsets_ms=(0,), depth_source="lidar", tf_timeout=0.2)
+    """Once sweeps have failed for tf_timeout with a frame TF does not know, captures go out at once
+    without them, said and counted (every capture was dropped: one bad LiDAR frame stopped all
+    mapping; the first mend waited tf_timeout for each, and at 30 Hz the TF queue overflowed first); an empty or '/'-led frame_id, which tf2 refuses, is
+    refused on arrival as bad input. When a camera's TF is missing too, the drop names the camera's."""
+    feed = Feed(scene, offsets_ms=(0,), depth_source="lidar")  # tf_timeout 0.5 s, captures at 30 Hz
     session, cam = feed.session, feed.names[0]
-    for k in range(8):
-        stamp = START + k * 100 * MS
-        for t in range(stamp - 100 * MS, stamp + 100 * MS, 10 * MS):
+    period = 33 * MS
+    for k in range(40):
+        stamp = START + k * period
+        for t in (stamp - period, stamp, stamp + period):
             feed.tree.set_transform("odom", cam, t, scene.world_from_camera(cam, t))
         sweep = scene.sweep(stamp - 50 * MS)
         session.lidar(MSGS.cloud(sweep.points, MSGS.header(lidar_frame, sweep.start_ns),
                                  sweep.times_ns - sweep.start_ns), stamp)
         view = scene.render(cam, stamp)
-        session.camera_info(cam, MSGS.camera_info(view.camera, MSGS.header(cam, stamp)))
-        session.image(cam, MSGS.image(view.image, "rgb8", MSGS.header(cam, stamp)), stamp + 10 * MS)
-        session.tick(stamp + 60 * MS)
-    session.finish(START + SEC)
-    assert len(feed.outputs) >= 6 and session.drops["tf_timeout"] == 0
+        frame = "ghost_camera" if k == 39 else cam  # the last capture: the camera's TF missing too
+        session.camera_info(cam, MSGS.camera_info(view.camera, MSGS.header(frame, stamp)))
+        session.image(cam, MSGS.image(view.image, "rgb8", MSGS.header(frame, stamp)), stamp + 10 * MS)
+        session.tick(stamp + 20 * MS)
+    session.finish(START + 2 * SEC)
+    stats = session.stats()
+    # (the first tf_timeout waits, as for a LiDAR's TF at start-up: a few captures overflow the TF queue)
+    lost = stats["drops"]["queue"] if lidar_frame == "ghost_lidar" else 0
+    assert lost <= 6 and stats["frames"] == 39 - lost and stats["drops"]["tf_timeout"] == 1
     assert not any(any(v[5] for v in out.views()) for out in feed.outputs)  # no depth given
+    dropped = [r[3] for r in feed.reports if r[1] == "timeout"]
+    assert dropped and "ghost_camera" in dropped[0]
     if lidar_frame == "ghost_lidar":
         said = [r[3] for r in feed.reports if r[1] == "lidar_timeout"]
         assert said and "goes out without its LiDAR sweep" in said[0] and "ghost_lidar" in said[0]
+        assert stats["ignored"]["lidar"] == 39 - lost == session.status_values()["depth"]["lidar_ignored"]
     else:
         said = [r[3] for r in feed.reports if r[1] == "lidar_frame"]
-        assert said and session.drops["bad_input"] == 8
+        assert said and session.drops["bad_input"] == 40
         assert ("without header.frame_id" if not lidar_frame else "starts with '/'") in said[0]
+
+
+def test_an_image_frame_id_led_by_a_slash_maps_image_only(scene):
+    """use_poses false needs no TF for the cameras: a '/'-led frame_id maps as before (the refusal
+    of such ids is for sweeps, which TF must place)."""
+    feed = Feed(scene, offsets_ms=(0,), frame_ids=["/front"], use_poses=False)
+    for k in range(3):
+        feed.capture(k)
+    assert feed.session.stats()["frames"] == 3 and feed.session.drops["bad_input"] == 0  # (the oracle knows no /front)
 
 
 @pytest.mark.parametrize("case", ["registered", "other_frame", "other_size", "all_nan"])
@@ -905,3 +923,30 @@ def test_a_depth_source_stopping_or_stamped_out_of_reach_is_said_for_what_it_is(
     assert "depth source lidar: time jumped back by" in said.get("early", "") and "silent" not in said
     assert "reset" not in said and session.pipeline.stats().window_resets == 0
     assert len(feed.outputs) - before == 30 and session.sync.stats()["dropped"]["stale"] == 0
+
+
+def test_a_sweep_whose_tf_is_late_is_waited_for(scene):
+    """A sweep whose transforms are still to come (TF late, not unknown) is waited for, up to
+    tf_timeout, and used; when a camera's TF is missing as well, the drop names the camera's."""
+    feed = Feed(scene, offsets_ms=(0,), depth_source="lidar", tf_timeout=0.3)
+    session, cam = feed.session, feed.names[0]
+    for k in range(6):
+        stamp = START + k * 100 * MS
+        frame = "ghost_camera" if k == 5 else cam
+        for t in range(stamp - 100 * MS, stamp + 100 * MS, 10 * MS):
+            feed.tree.set_transform("odom", cam, t, scene.world_from_camera(cam, t))
+        sweep = scene.sweep(stamp - 50 * MS)
+        session.lidar(MSGS.cloud(sweep.points, MSGS.header("lidar", sweep.start_ns), sweep.times_ns - sweep.start_ns),
+                      stamp)
+        view = scene.render(cam, stamp)
+        session.camera_info(cam, MSGS.camera_info(view.camera, MSGS.header(frame, stamp)))
+        session.image(cam, MSGS.image(view.image, "rgb8", MSGS.header(frame, stamp)), stamp + 10 * MS)
+        session.tick(stamp + 20 * MS)  # the LiDAR's TF for this sweep is not there yet
+        if k < 5:
+            for t in range(stamp - 100 * MS, stamp + 100 * MS, 10 * MS):
+                feed.tree.set_transform("odom", "lidar", t, scene.world_from_lidar(t))
+            session.tick(stamp + 30 * MS)
+    session.tick(START + 2 * SEC)
+    assert len(feed.outputs) == 5 and all(v[5] for out in feed.outputs for v in out.views() if v[0] == out.stamp_ns)
+    dropped = [r[3] for r in feed.reports if r[1] == "timeout"]
+    assert session.drops["tf_timeout"] == 1 and "ghost_camera" in dropped[0], dropped

@@ -257,7 +257,7 @@ class Reconstruction:
             xp = arrays.namespace(d)
             with np.errstate(invalid="ignore"):  # NaN compares False; a diverged network's values have no estimate
                 ok = arrays.like(self.batch.prepared[i].valid, d) & mask & (d > 0) & (d <= MAX_DEPTH_M)
-                ok &= (rays[..., 2] > 0) & xp.isfinite(rays[..., 0]) & xp.isfinite(rays[..., 1]) & xp.isfinite(conf)
+                ok &= (rays[..., 2] > 0) & xp.isfinite(rays).all(-1) & xp.isfinite(conf)
             z = d * rays[..., 2]
             z[~ok] = 0  # z > 0 only at indexed pixels (_native relies on it; an indexed z may underflow to 0)
             index = arrays.flatnonzero(ok)

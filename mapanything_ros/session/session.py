@@ -187,7 +187,8 @@ class Session:
         self._lags = deque(maxlen=LAG_IMAGES)
         self._missing_run = {}  # depth source -> (captures in a row without it, its messages received before them)
         self._depth_arrival = {}  # depth source -> arrival clock (ns) of its newest message handed to the sync
-        self._ignored = Counter()  # depth source -> depth images attached to captures but not used (FrameBuilder)
+        self._ignored = Counter()  # depth source -> its messages attached to captures but not used
+        self._unplaced_since = None  # arrival clock (ns) since when sweeps keep captures from being built
         self._after_sync_reset = False
         self._published = 0  # publish thread only
         self._overflows = self._outside = 0  # pipeline map_overflows, map_outside already reported
@@ -248,9 +249,8 @@ class Session:
                     self.report(f"camera {cam}", "image_without_info", ERROR if cam in self.infos else WARN,
                                 f"{topic}: image dropped, no valid CameraInfo on {self._topic('info', cam)}")
                 return
-            problem = _frame_id_problem(msg.header.frame_id)
-            if problem:
-                self.bad_input(f"camera {cam}", "image", ERROR, f"{topic}: image {problem}")
+            if not msg.header.frame_id:
+                self.bad_input(f"camera {cam}", "image", ERROR, f"{topic}: image without header.frame_id (needed for TF)")
                 return
             stamp = decode.stamp_ns(msg.header)
             if stamp == 0:
@@ -374,7 +374,7 @@ class Session:
         self._count_missing_depth(captures, values)
 
         def drain():
-            return self._pending.drain(lambda c: self.builder.frames(self._paired(c), values), now_ns,
+            return self._pending.drain(lambda c: self._build(c, values, now_ns), now_ns,
                                        values["tf_timeout"] * SEC, self._on_tf_timeout, final)
 
         ready, dropped = ([] if captures else drain()), 0  # no capture: those waiting whose transforms came
@@ -424,21 +424,51 @@ class Session:
             self.report("pipeline", "window_reset", WARN, submission.reset)
         self._after_sync_reset = False
 
+    def _build(self, cap, values, now_ns):
+        """builder.frames of a capture (CameraInfo paired). Once sweeps have kept captures whose
+        cameras' poses are there from being built for tf_timeout (a frame TF does not know, or TF
+        later than that), captures go out at once without them until a sweep is placed again: each
+        waiting for tf_timeout, the TF queue overflowed at camera rates of 20 Hz and more and every
+        capture was dropped. Raises TransformError otherwise."""
+        try:
+            built = self.builder.frames(self._paired(cap), values)
+        except TransformError as err:
+            if LIDAR_SOURCE not in cap.depth:
+                raise
+            built = self._cameras_only(cap, values)  # (raises the cameras' error when theirs is missing too)
+            if self._unplaced_since is None:
+                self._unplaced_since = now_ns
+            if now_ns - self._unplaced_since <= values["tf_timeout"] * SEC:  # (its TF at start-up, say)
+                raise
+            return self._sweep_left_out(cap, built, f"no transform for it for tf_timeout ({values['tf_timeout']} s)",
+                                        err)
+        if LIDAR_SOURCE in cap.depth:
+            self._unplaced_since = None
+        return built
+
+    def _cameras_only(self, cap, values):
+        """builder.frames of the capture without its LiDAR sweep (raises TransformError)."""
+        return self.builder.frames(self._paired(replace(cap, depth={k: v for k, v in cap.depth.items()
+                                                                      if k != LIDAR_SOURCE})), values)
+
+    def _sweep_left_out(self, cap, built, why, err):
+        """`built`, the capture's frames without its sweep: said and counted (lidar_ignored)."""
+        self._ignored[LIDAR_SOURCE] += 1
+        self.report("tf", "lidar_timeout", WARN,
+                    f"capture at {cap.stamp_ns / SEC:.3f} s goes out without its LiDAR sweep: {why}: {err}")
+        return built
+
     def _on_tf_timeout(self, cap, err):
         """A capture whose transforms did not come within tf_timeout: built without its LiDAR sweep
-        when the cameras' poses are there (a sweep whose frame TF does not know, or whose TF is late,
-        stopped every capture), else dropped; said either way."""
-        values, waited = self._values, f"within tf_timeout ({self._values['tf_timeout']} s)"
+        when the cameras' poses are there, else dropped; said either way (with the cameras' missing
+        transform when that is one)."""
+        waited = f"within tf_timeout ({self._values['tf_timeout']} s)"
         if LIDAR_SOURCE in cap.depth:
-            cameras_only = replace(cap, depth={k: v for k, v in cap.depth.items() if k != LIDAR_SOURCE})
             try:
-                built = self.builder.frames(self._paired(cameras_only), values)
+                return self._sweep_left_out(cap, self._cameras_only(cap, self._values), f"no transform for it {waited}",
+                                            err)
             except TransformError:
-                pass
-            else:
-                self.report("tf", "lidar_timeout", WARN, f"capture at {cap.stamp_ns / SEC:.3f} s goes out without "
-                            f"its LiDAR sweep: no transform for it {waited}: {err}")
-                return built
+                pass  # (err is then the cameras' own: _build raises theirs first)
         self.report("tf", "timeout", WARN,
                     f"capture at {cap.stamp_ns / SEC:.3f} s dropped: no transform {waited}: {err}")
         return None
@@ -597,6 +627,7 @@ class Session:
         clock's lags are measured again."""
         with self._lock:
             self._pending.clear()
+            self._depth_arrival.clear()  # (arrivals on the old clock)
             stamps_now = self.message_now(now_ns)  # (the stamps jump with the clock: the lag holds)
             self._lags.clear()
             self.sync.jumped_back(stamps_now, jump_ns)
@@ -748,24 +779,24 @@ class Session:
         values["tf"] = {"world_frame": self._values["world_frame"], "dropped_tf_timeout": drops["tf_timeout"],
                         "dropped_queue": drops["queue"]}
         if self.sync.depth_sources:
-            ignored = {src: {"ignored": n} for src, n in st["ignored"].items()}  # (a camera's depth images only)
             values["depth"] = {f"{src}_{k}": v for src, d in sync["depth"].items()
-                               for k, v in {**d, **ignored.get(src, {})}.items()}
+                               for k, v in {**d, "ignored": st["ignored"][src]}.items()}
         return values
 
     def stats(self):
         """Counters for diagnostics and summaries: {"pipeline": pipeline.Stats, "sync":
         CaptureSync.stats(), "drops": {...}, "queued_for_tf": int, "images": {camera: received},
-        "frames": frames submitted to the pipeline, "ignored": {camera: its depth images attached to
-        captures but not used (not registered to the camera, or without a valid pixel)}}."""
+        "frames": frames submitted to the pipeline, "ignored": {depth source: its messages attached to
+        captures but not used (a depth image not registered to its camera or without a valid pixel, a
+        sweep TF cannot place)}}."""
         with self._lock:
             return {"pipeline": self.pipeline.stats(), "sync": self.sync.stats(), "drops": dict(self.drops),
                     "queued_for_tf": len(self._pending), "images": dict(self.images), "frames": self._frames,
-                    "ignored": {cam: self._ignored[cam] for cam in self.cameras}}
+                    "ignored": {src: self._ignored[src] for src in self.sync.depth_sources}}
 
 
 def _frame_id_problem(frame_id):
-    """Why a message's header.frame_id cannot be looked up in TF (tf2 refuses an empty one and one
+    """Why a sweep's header.frame_id cannot be looked up in TF (tf2 refuses an empty one and one
     starting with '/'), or None."""
     if not frame_id:
         return "without header.frame_id (needed for TF)"
