@@ -581,17 +581,18 @@ class Session:
         if result.map_reset:
             self.report("pipeline", "map_reset", WARN, f"map cleared: {result.map_reset}")
         for view in cameras:
-            if not recon.estimated(view.index):
-                self.report("pipeline", "no_estimate", WARN,
-                            f"window {output.sequence}: the network gave no usable depth for {view.camera} (every "
-                            f"pixel masked, not finite or more than {MAX_DEPTH_M / 1000:,.0f} km out): its outputs "
-                            "are empty (bad weights, a diverged network, or a view with nothing to see)")
             ratio = recon.refused(view.index)
             if ratio is not None:
                 self.report("depth", "implausible", WARN,
                             f"measured depth on {view.camera} is {ratio:.3g} times the prediction (more than "
                             f"{MAX_SCALE:g}x apart): not used; check its unit (metres; 16UC1 depth images millimetres)")
         self.emit(output)
+        for view in cameras:  # (after: the outputs go out first)
+            if not recon.estimated(view.index):
+                self.report("pipeline", "no_estimate", WARN,
+                            f"window {output.sequence}: the network gave no usable depth for {view.camera} (every "
+                            f"pixel masked, not finite or more than {MAX_DEPTH_M / 1000:,.0f} km out): its outputs "
+                            "are empty (bad weights, a diverged network, or a view with nothing to see)")
 
     def tf_refusal(self, tf, now_ns, static=False):
         """(kind, message), reported, when a geometry_msgs/TransformStamped must not enter the TF
