@@ -223,7 +223,7 @@ class Diverged:
             depth[:] = 1e30
         elif self.mode == "nan_depth":
             depth[:] = np.nan
-        elif self.mode == "some_bad_pixels":  # rows of NaN confidence, of infinite rays (x or z) and depth; a quarter good
+        elif self.mode == "some_bad_pixels":  # rows: NaN confidence, infinite ray (x or z) or depth; a quarter good
             conf[:, ::4], rays[:, 1::8, :, 0], rays[:, 5::8, :, 2], depth[:, 2::4] = np.nan, np.inf, np.inf, np.inf
         scale = {"nan_scale": np.nan, "zero_scale": 0.0}.get(self.mode, out.metric_scale)
         return replace(out, ref_from_camera=poses, depth_along_ray=depth, confidence=conf, ray_directions=rays,
@@ -794,8 +794,9 @@ def test_a_capture_of_the_old_timeline_completing_after_the_clock_jumped_back_is
 def test_a_lidar_tf_cannot_place_leaves_the_cameras_mapping(scene, lidar_frame):
     """Once sweeps have failed for tf_timeout with a frame TF does not know, captures go out at once
     without them, said and counted (every capture was dropped: one bad LiDAR frame stopped all
-    mapping; the first mend waited tf_timeout for each, and at 30 Hz the TF queue overflowed first); an empty or '/'-led frame_id, which tf2 refuses, is
-    refused on arrival as bad input. When a camera's TF is missing too, the drop names the camera's."""
+    mapping; the first mend waited tf_timeout for each, and at 30 Hz the TF queue overflowed first);
+    an empty or '/'-led frame_id, which tf2 refuses, is refused on arrival as bad input. When a
+    camera's TF is missing too, the drop names the camera's."""
     feed = Feed(scene, offsets_ms=(0,), depth_source="lidar")  # tf_timeout 0.5 s, captures at 30 Hz
     session, cam = feed.session, feed.names[0]
     period = 33 * MS

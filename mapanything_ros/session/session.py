@@ -628,7 +628,8 @@ class Session:
         clock's lags are measured again."""
         with self._lock:
             self._pending.clear()
-            self._depth_arrival.clear()  # (arrivals on the old clock)
+            self._depth_arrival.clear()  # (arrival times on the old clock)
+            self._unplaced_since = None
             stamps_now = self.message_now(now_ns)  # (the stamps jump with the clock: the lag holds)
             self._lags.clear()
             self.sync.jumped_back(stamps_now, jump_ns)
