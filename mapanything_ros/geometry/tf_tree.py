@@ -143,6 +143,13 @@ class _Dynamic:
         self.stamps, self.parents, self.poses = [], [], []
 
 
+def frame_id_problem(frame_id):
+    """Why tf2 refuses `frame_id` for a lookup ("is empty", "starts with '/'"), or None."""
+    if not frame_id:
+        return "is empty"
+    return "starts with '/'" if frame_id.startswith("/") else None
+
+
 def _strip(frame):
     return frame[1:] if frame.startswith("/") else frame
 
@@ -197,10 +204,9 @@ class TransformTree:
         if target == source:
             return np.eye(4)
         for role, frame in (("target", target), ("source", source)):
-            if not frame:
-                raise InvalidArgument(f"{role} frame id is empty")
-            if frame.startswith("/"):
-                raise InvalidArgument(f"{role} frame id {frame!r} starts with '/'")
+            why = frame_id_problem(frame)
+            if why:
+                raise InvalidArgument(f"{role} frame id {frame!r} {why}" if frame else f"{role} frame id {why}")
             if frame not in self._frames:
                 raise TransformNotFound(f"{role} frame {frame!r} does not exist")
         if stamp_ns == LATEST:

@@ -54,12 +54,15 @@ class Keyframe:
 
 @dataclass(frozen=True, eq=False)
 class DepthImage:
-    """A decoded depth image: depth (H, W) float32 metres (0 = none), its header.frame_id, and
-    whether any pixel is valid."""
+    """A decoded depth image: depth (H, W) float32 metres (0 = none) and its header.frame_id."""
 
     depth: np.ndarray
     frame_id: str
-    empty: bool
+
+    @cached_property
+    def empty(self):
+        """Whether no pixel is valid (looked at once, for an image a capture uses)."""
+        return not self.depth.any()
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ from .. import decode, interface
 from ..geometry import se3_compose, se3_inverse
 from ..geometry.depth import MAX_DEPTH_M
 from ..geometry.rectify import rectification, rectify_depth
-from ..geometry.tf_tree import TransformError
+from ..geometry.tf_tree import TransformError, frame_id_problem
 from ..mapping.chain import CHAIN_FRAME
 from ..mapping.completion import MAX_SCALE
 from ..mapping.distance import distance_slice
@@ -288,9 +288,11 @@ class Session:
         if stamp == 0:
             self.bad_input("depth", "lidar_stamp", ERROR, f"{topic}: sweep {UNSTAMPED}")
             return
-        problem = _frame_id_problem(msg.header.frame_id)
-        if problem:
-            self.bad_input("depth", "lidar_frame", ERROR, f"{topic}: sweep {problem}")
+        frame = msg.header.frame_id
+        if frame_id_problem(frame):  # (a capture would wait for TF that can never place it)
+            self.bad_input("depth", "lidar_frame", ERROR, f"{topic}: sweep " + (
+                f"frame_id {frame!r} starts with '/', which tf2 refuses (ROS 2 frame ids have none): fix the driver"
+                if frame else "without header.frame_id (needed for TF)"))
             return
         cloud, problem = Cloud.checked(points, times, msg.header.frame_id, stamp)
         if problem:
@@ -313,7 +315,7 @@ class Session:
             return
         with self._lock:
             self._depth_arrival[cam] = now_ns
-            self._feed(self.sync.add_depth(cam, stamp, DepthImage(depth, msg.header.frame_id, not depth.any())), now_ns)
+            self._feed(self.sync.add_depth(cam, stamp, DepthImage(depth, msg.header.frame_id)), now_ns)
 
     def tick(self, now_ns):
         """Let time pass (call often, e.g. at 20 Hz, or after every bag message): captures whose
@@ -795,16 +797,6 @@ class Session:
             return {"pipeline": self.pipeline.stats(), "sync": self.sync.stats(), "drops": dict(self.drops),
                     "queued_for_tf": len(self._pending), "images": dict(self.images), "frames": self._frames,
                     "ignored": {src: self._ignored[src] for src in self.sync.depth_sources}}
-
-
-def _frame_id_problem(frame_id):
-    """Why a sweep's header.frame_id cannot be looked up in TF (tf2 refuses an empty one and one
-    starting with '/'), or None."""
-    if not frame_id:
-        return "without header.frame_id (needed for TF)"
-    if frame_id.startswith("/"):
-        return f"frame_id {frame_id!r} starts with '/', which tf2 refuses (ROS 2 frame ids have none): fix the driver"
-    return None
 
 
 def _transforms(recon, values, frame_id, stamp_ns):
